@@ -1,0 +1,123 @@
+//! `ferry-testenv`: the test environment for people (`make dev-up` / `make dev-down`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferry_testenv::{EnvSpec, Lifetime, TestEnv};
+
+#[derive(Parser)]
+#[command(about = "Start or stop local Kubernetes clusters and an S3 server for Ferry")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the clusters and the S3 server and leave them running.
+    Up {
+        /// Directory for state, logs, kubeconfig and s3.env.
+        #[arg(long, default_value = ".ferry-dev")]
+        dir: PathBuf,
+        /// Cluster names, comma separated; each is a kubeconfig context.
+        #[arg(long, value_delimiter = ',', default_value = "a,b")]
+        clusters: Vec<String>,
+    },
+    /// Stop everything `up` started in this directory.
+    Down {
+        #[arg(long, default_value = ".ferry-dev")]
+        dir: PathBuf,
+    },
+    /// Start an environment tied to this process, print its ports, then panic: the
+    /// tests use it to prove nothing is left running after a panic.
+    #[command(hide = true)]
+    StartThenPanic {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env() // The readiness polls expect errors while servers boot; kube's client
+                // would log each of them.
+                .unwrap_or_else(|_| "info,kube_client=off".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Up { dir, clusters } => {
+            if TestEnv::attach(&dir).is_ok() {
+                anyhow::bail!(
+                    "an environment is already running in {}; stop it with `make dev-down`",
+                    dir.display()
+                );
+            }
+            let dir = std::path::absolute(&dir).context("resolving --dir")?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let spec = EnvSpec { clusters, s3: true };
+            let env = TestEnv::start(&spec, &dir, Lifetime::Detached)
+                .await
+                .context("starting the environment (logs are under the --dir)")?;
+            let state = env.detach();
+            if let Some(s3) = &state.s3 {
+                std::fs::write(dir.join("s3.env"), s3.env_lines()).context("writing s3.env")?;
+            }
+            println!("kubeconfig: {}", state.kubeconfig.display());
+            for c in &state.clusters {
+                println!(
+                    "cluster {}: {} (contexts {}, {})",
+                    c.name,
+                    c.server,
+                    c.name,
+                    c.users
+                        .iter()
+                        .map(|u| c.context_for(&u.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if let Some(s3) = &state.s3 {
+                println!(
+                    "s3: {} bucket {} (source {}/s3.env)",
+                    s3.endpoint,
+                    s3.bucket,
+                    dir.display()
+                );
+            }
+            println!("stop with: make dev-down");
+        }
+        Command::Down { dir } => {
+            let state_file = dir.join("state.json");
+            let Ok(bytes) = std::fs::read(&state_file) else {
+                println!("nothing running in {}", dir.display());
+                return Ok(());
+            };
+            let state: ferry_testenv::EnvState = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", state_file.display()))?;
+            ferry_testenv::process::stop_pids(&state.pids, Duration::from_secs(10));
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            println!(
+                "stopped {} processes and removed {}",
+                state.pids.len(),
+                dir.display()
+            );
+        }
+        Command::StartThenPanic { dir } => {
+            let spec = EnvSpec {
+                clusters: vec!["p".to_owned()],
+                s3: true,
+            };
+            let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess).await?;
+            // Keep the handles alive: the point is that the kernel, not Drop, stops them.
+            let env = Box::leak(Box::new(env));
+            println!("{}", serde_json::to_string(&env.state)?);
+            panic!("deliberate panic with the environment running");
+        }
+    }
+    Ok(())
+}

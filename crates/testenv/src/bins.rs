@@ -1,0 +1,110 @@
+//! Where the Go-built binaries live: `$FERRY_CACHE/testenv/<component>-<version>/bin`,
+//! the same layout `scripts/build-testenv.sh` writes.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+const VERSIONS_ENV: &str = include_str!("../versions.env");
+
+/// The pinned versions of the real components, from `crates/testenv/versions.env`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versions {
+    pub kube: String,
+    pub etcd: String,
+    pub minio: String,
+}
+
+impl Versions {
+    pub fn pinned() -> Self {
+        let get = |key: &str| {
+            VERSIONS_ENV
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == key)
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        Versions {
+            kube: get("KUBE_VERSION"),
+            etcd: get("ETCD_VERSION"),
+            minio: get("MINIO_VERSION"),
+        }
+    }
+}
+
+/// Paths of every binary the environment starts.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub minio: PathBuf,
+    pub versions: Versions,
+}
+
+/// The cache root: `$FERRY_CACHE`, else `$HOME/.cache/ferry`.
+pub fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FERRY_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("ferry")
+}
+
+impl Binaries {
+    /// Finds the cached binaries, or says how to build them. `FERRY_TESTENV_BIN` points at
+    /// one directory holding all four instead, for people who built them elsewhere.
+    pub fn locate() -> Result<Self> {
+        let versions = Versions::pinned();
+        let override_dir = std::env::var_os("FERRY_TESTENV_BIN").map(PathBuf::from);
+        let root = cache_root().join("testenv");
+        let at = |component: &str, version: &str, name: &str| match &override_dir {
+            Some(dir) => dir.join(name),
+            None => root
+                .join(format!("{component}-{version}"))
+                .join("bin")
+                .join(name),
+        };
+        let bins = Binaries {
+            etcd: at("etcd", &versions.etcd, "etcd"),
+            kube_apiserver: at("kube", &versions.kube, "kube-apiserver"),
+            kube_controller_manager: at("kube", &versions.kube, "kube-controller-manager"),
+            minio: at("minio", &versions.minio, "minio"),
+            versions,
+        };
+        for (component, path) in [
+            ("etcd", &bins.etcd),
+            ("kube-apiserver", &bins.kube_apiserver),
+            ("kube-controller-manager", &bins.kube_controller_manager),
+            ("minio", &bins.minio),
+        ] {
+            if !path.is_file() {
+                return Err(Error::MissingBinary {
+                    component,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(bins)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_versions_are_exact() {
+        let v = Versions::pinned();
+        assert!(v.kube.starts_with("v1."), "kube version {:?}", v.kube);
+        assert!(v.etcd.starts_with("v3.6."), "etcd version {:?}", v.etcd);
+        assert!(
+            v.minio.starts_with("v0.0.0-"),
+            "minio pseudo-version {:?}",
+            v.minio
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! One Kubernetes cluster: its own etcd, kube-apiserver and kube-controller-manager.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bins::Binaries;
+use crate::certs::write_cluster_certs;
+use crate::error::{Error, Result};
+use crate::ports::{free_port, is_listening};
+use crate::process::{Lifetime, Proc};
+
+/// The controllers that need no kubelet: enough for namespaces to terminate, owner
+/// references to cascade, service-account tokens to appear and PVCs to bind to PVs.
+const CONTROLLERS: &[&str] = &[
+    "namespace-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+];
+
+/// The users every cluster has besides its admin: plain users with no rights until a
+/// test grants some with a Role.
+pub const PLAIN_USERS: &[&str] = &["alice", "bob"];
+
+/// A user of a cluster with a static bearer token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub token: String,
+    pub groups: Vec<String>,
+}
+
+/// Everything needed to reach one running cluster; serialised into the state file of a
+/// detached environment so tests and tools can attach to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The cluster's name, also its admin context in the kubeconfig.
+    pub name: String,
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// PEM of the CA that signed the API server's certificate.
+    pub ca_pem: String,
+    /// The system:masters user; first in `users`.
+    pub admin: User,
+    /// Non-admin users (see [`PLAIN_USERS`]).
+    pub users: Vec<User>,
+    /// `http://127.0.0.1:<port>` of this cluster's etcd.
+    pub etcd: String,
+    /// Directory with the cluster's certificates, data and logs.
+    pub dir: PathBuf,
+}
+
+impl ClusterInfo {
+    /// The kubeconfig context of `user` on this cluster: `<cluster>` for the admin,
+    /// `<cluster>-<user>` for the others.
+    pub fn context_for(&self, user: &str) -> String {
+        if user == self.admin.name {
+            self.name.clone()
+        } else {
+            format!("{}-{user}", self.name)
+        }
+    }
+
+    pub fn user(&self, name: &str) -> Result<&User> {
+        std::iter::once(&self.admin)
+            .chain(&self.users)
+            .find(|u| u.name == name)
+            .ok_or_else(|| Error::Unknown {
+                what: "user",
+                name: name.to_owned(),
+                known: std::iter::once(&self.admin)
+                    .chain(&self.users)
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+pub(crate) struct RunningCluster {
+    pub info: ClusterInfo,
+    pub procs: Vec<Proc>,
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn s(v: impl Into<String>) -> String {
+    v.into()
+}
+
+/// Waits until `ready()` holds, failing early if the process exits.
+async fn wait_until<F, Fut>(proc: &mut Proc, timeout: Duration, mut ready: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        proc.check_running()?;
+        if ready().await {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(proc.not_ready(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(crate) async fn start_cluster(
+    name: &str,
+    dir: &Path,
+    bins: &Binaries,
+    lifetime: Lifetime,
+) -> Result<RunningCluster> {
+    let io = |e| Error::io("allocating a port for", dir)(e);
+    std::fs::create_dir_all(dir.join("logs")).map_err(Error::io("creating", dir))?;
+    let certs = write_cluster_certs(&dir.join("pki"), name)?;
+
+    // etcd
+    let etcd_client = free_port().await.map_err(io)?;
+    let etcd_peer = free_port().await.map_err(io)?;
+    let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+    let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+    let mut etcd = Proc::spawn(
+        &format!("etcd ({name})"),
+        &bins.etcd,
+        &[
+            s("--name=default"),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=default={peer_url}"),
+            s("--unsafe-no-fsync"),
+            s("--log-level=warn"),
+            s("--quota-backend-bytes=4294967296"),
+        ],
+        &[],
+        &dir.join("logs/etcd.log"),
+        lifetime,
+    )?;
+    wait_until(&mut etcd, Duration::from_secs(30), || async {
+        is_listening(etcd_client)
+    })
+    .await?;
+
+    // kube-apiserver
+    let admin = User {
+        name: s("admin"),
+        token: random_token(),
+        groups: vec![s("system:masters")],
+    };
+    let users: Vec<User> = PLAIN_USERS
+        .iter()
+        .map(|u| User {
+            name: (*u).to_owned(),
+            token: random_token(),
+            groups: vec![s("ferry:testers")],
+        })
+        .collect();
+    let tokens_csv: String = std::iter::once(&admin)
+        .chain(&users)
+        .enumerate()
+        .map(|(i, u)| {
+            format!(
+                "{},{},{},\"{}\"\n",
+                u.token,
+                u.name,
+                1000 + i,
+                u.groups.join(",")
+            )
+        })
+        .collect();
+    let tokens_file = dir.join("pki/tokens.csv");
+    std::fs::write(&tokens_file, tokens_csv).map_err(Error::io("writing", &tokens_file))?;
+
+    let api_port = free_port().await.map_err(io)?;
+    let server = format!("https://127.0.0.1:{api_port}");
+    let mut apiserver = Proc::spawn(
+        &format!("kube-apiserver ({name})"),
+        &bins.kube_apiserver,
+        &[
+            format!("--etcd-servers={etcd_url}"),
+            format!("--etcd-prefix=/registry-{name}"),
+            s("--bind-address=127.0.0.1"),
+            s("--advertise-address=127.0.0.1"),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", dir.join("pki").display()),
+            format!("--tls-cert-file={}", certs.serving_cert.display()),
+            format!("--tls-private-key-file={}", certs.serving_key.display()),
+            format!("--client-ca-file={}", certs.ca_cert.display()),
+            format!("--token-auth-file={}", tokens_file.display()),
+            s("--authorization-mode=RBAC"),
+            s("--service-cluster-ip-range=10.0.0.0/24"),
+            s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+            format!("--service-account-key-file={}", certs.sa_pub.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                certs.sa_key.display()
+            ),
+            s("--allow-privileged=true"),
+            s("--enable-priority-and-fairness=false"),
+            s("--profiling=false"),
+            s("--v=1"),
+        ],
+        &[],
+        &dir.join("logs/kube-apiserver.log"),
+        lifetime,
+    )?;
+
+    let info = ClusterInfo {
+        name: name.to_owned(),
+        server: server.clone(),
+        ca_pem: certs.ca_pem.clone(),
+        admin: admin.clone(),
+        users,
+        etcd: etcd_url,
+        dir: dir.to_owned(),
+    };
+
+    let client = crate::kubeconfig::client_for(&info, &admin.name).await?;
+    wait_until(&mut apiserver, Duration::from_secs(120), || {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/readyz").body(Vec::new());
+            match req {
+                Ok(req) => client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|t| t.trim() == "ok"),
+                Err(_) => false,
+            }
+        }
+    })
+    .await?;
+
+    // kube-controller-manager, as the admin: the bootstrap RBAC for its own identity
+    // would only matter with per-controller service accounts, which this does not use.
+    let cm_kubeconfig = dir.join("controller-manager.kubeconfig");
+    crate::kubeconfig::write(
+        &cm_kubeconfig,
+        std::slice::from_ref(&info),
+        Some(&admin.name),
+    )?;
+    let mut cm = Proc::spawn(
+        &format!("kube-controller-manager ({name})"),
+        &bins.kube_controller_manager,
+        &[
+            format!("--kubeconfig={}", cm_kubeconfig.display()),
+            s("--leader-elect=false"),
+            s("--secure-port=0"),
+            format!("--controllers={}", CONTROLLERS.join(",")),
+            format!(
+                "--service-account-private-key-file={}",
+                certs.sa_key.display()
+            ),
+            format!("--root-ca-file={}", certs.ca_cert.display()),
+            s("--use-service-account-credentials=false"),
+            // Bind claims within a second of their volume appearing, not the default 15s.
+            s("--pvclaimbinder-sync-period=1s"),
+            s("--v=1"),
+        ],
+        &[],
+        &dir.join("logs/kube-controller-manager.log"),
+        lifetime,
+    )?;
+    // The controller-manager is ready when the root CA publisher has done its first pass:
+    // kube-root-ca.crt exists in the default namespace.
+    wait_until(&mut cm, Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(client, "default");
+            matches!(cms.get_opt("kube-root-ca.crt").await, Ok(Some(_)))
+        }
+    })
+    .await?;
+
+    Ok(RunningCluster {
+        info,
+        procs: vec![etcd, apiserver, cm],
+    })
+}

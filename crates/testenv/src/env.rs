@@ -1,0 +1,252 @@
+//! A whole environment: N clusters and an S3 server, started together.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::bins::{Binaries, Versions};
+use crate::cluster::{ClusterInfo, start_cluster};
+use crate::error::{Error, Result};
+use crate::process::{Lifetime, Proc};
+use crate::s3::{S3Info, start_minio};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct EnvSpec {
+    /// Cluster names; each becomes a kubeconfig context.
+    pub clusters: Vec<String>,
+    /// Whether to start the S3 server.
+    pub s3: bool,
+}
+
+impl Default for EnvSpec {
+    fn default() -> Self {
+        EnvSpec {
+            clusters: vec!["a".to_owned(), "b".to_owned()],
+            s3: true,
+        }
+    }
+}
+
+/// The description of a running environment, also written as `state.json` into its
+/// directory so that other processes can attach to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvState {
+    pub dir: PathBuf,
+    /// A kubeconfig with every cluster and user (contexts `<cluster>`, `<cluster>-<user>`).
+    pub kubeconfig: PathBuf,
+    pub clusters: Vec<ClusterInfo>,
+    pub s3: Option<S3Info>,
+    /// Pids of every process, for `ferry-testenv down`.
+    pub pids: Vec<u32>,
+    pub kube_version: String,
+}
+
+/// A running environment. Dropping it stops what it started (unless it was attached to
+/// an environment some other process owns).
+#[derive(Debug)]
+pub struct TestEnv {
+    pub state: EnvState,
+    procs: Vec<Proc>,
+}
+
+impl TestEnv {
+    /// Starts the environment in `dir` (created if missing).
+    pub async fn start(spec: &EnvSpec, dir: &Path, lifetime: Lifetime) -> Result<TestEnv> {
+        let bins = Binaries::locate()?;
+        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        let mut procs = Vec::new();
+
+        // Clusters start one after another: two API servers booting at once on two cores
+        // is slower than in turn, and the failure messages stay readable.
+        let mut clusters = Vec::new();
+        for name in &spec.clusters {
+            let running = start_cluster(name, &dir.join(name), &bins, lifetime).await?;
+            clusters.push(running.info);
+            procs.extend(running.procs);
+        }
+        let s3 = if spec.s3 {
+            let (info, proc) = start_minio(&dir.join("s3"), &bins, lifetime).await?;
+            procs.push(proc);
+            Some(info)
+        } else {
+            None
+        };
+
+        let kubeconfig = dir.join("kubeconfig");
+        crate::kubeconfig::write(&kubeconfig, &clusters, None)?;
+        let state = EnvState {
+            dir: dir.to_owned(),
+            kubeconfig,
+            clusters,
+            s3,
+            pids: procs.iter().map(Proc::pid).collect(),
+            kube_version: bins.versions.kube.clone(),
+        };
+        let state_file = dir.join("state.json");
+        let json = serde_json::to_vec_pretty(&state)
+            .map_err(|e| Error::io("serialising", &state_file)(std::io::Error::other(e)))?;
+        std::fs::write(&state_file, json).map_err(Error::io("writing", &state_file))?;
+        Ok(TestEnv { state, procs })
+    }
+
+    /// Attaches to an environment started by another process (`ferry-testenv up`).
+    pub fn attach(dir: &Path) -> Result<TestEnv> {
+        let path = dir.join("state.json");
+        let bytes = std::fs::read(&path).map_err(|e| Error::State {
+            path: path.clone(),
+            message: if dir.is_relative() {
+                format!(
+                    "{e} (relative to {:?}; give an absolute path)",
+                    std::env::current_dir().unwrap_or_default()
+                )
+            } else {
+                e.to_string()
+            },
+        })?;
+        let state: EnvState = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(dead) = state.pids.iter().find(|&&p| !crate::process::pid_alive(p)) {
+            return Err(Error::State {
+                path,
+                message: format!("process {dead} of that environment is no longer running"),
+            });
+        }
+        Ok(TestEnv {
+            state,
+            procs: Vec::new(),
+        })
+    }
+
+    /// Hands the processes over to the caller's care: they keep running after this
+    /// value is gone and are stopped by pid (`ferry-testenv down`).
+    pub fn detach(mut self) -> EnvState {
+        for p in std::mem::take(&mut self.procs) {
+            p.release();
+        }
+        self.state.clone()
+    }
+
+    pub fn cluster(&self, name: &str) -> Result<&ClusterInfo> {
+        self.state
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::Unknown {
+                what: "cluster",
+                name: name.to_owned(),
+                known: self
+                    .state
+                    .clusters
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The first cluster (`a` in the default spec).
+    pub fn source(&self) -> &ClusterInfo {
+        &self.state.clusters[0]
+    }
+
+    /// The second cluster (`b` in the default spec).
+    pub fn destination(&self) -> &ClusterInfo {
+        &self.state.clusters[self.state.clusters.len().min(2) - 1]
+    }
+
+    pub fn s3(&self) -> Result<&S3Info> {
+        self.state.s3.as_ref().ok_or_else(|| Error::Unknown {
+            what: "S3 server",
+            name: "s3".to_owned(),
+            known: "none (EnvSpec.s3 was false)".to_owned(),
+        })
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.state.kubeconfig
+    }
+
+    /// A kube-rs client for `user` (`admin`, `alice`, `bob`) on `cluster`.
+    pub async fn client(&self, cluster: &str, user: &str) -> Result<kube::Client> {
+        crate::kubeconfig::client_for(self.cluster(cluster)?, user).await
+    }
+
+    /// `kubectl --kubeconfig <env> --context <context>`, ready for more arguments.
+    pub fn kubectl(&self, context: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(
+            std::env::var_os("FERRY_KUBECTL").unwrap_or_else(|| "kubectl".into()),
+        );
+        cmd.arg("--kubeconfig")
+            .arg(&self.state.kubeconfig)
+            .arg("--context")
+            .arg(context);
+        cmd
+    }
+
+    /// Every process of this environment (empty when attached).
+    pub fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.iter()
+    }
+}
+
+/// A name no other test of this process (or of another process sharing the
+/// environment) uses: for namespaces and bucket prefixes. DNS-1123 safe.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let prefix: String = prefix
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("{}-{}-{n}", prefix.trim_matches('-'), std::process::id())
+}
+
+/// The environment shared by every test of this test binary, started on first use.
+///
+/// With `FERRY_TESTENV_DIR` set (e.g. to `.ferry-dev` after `make dev-up`), tests attach
+/// to that running environment instead of starting their own: quick local iteration.
+/// Otherwise it lives in a fresh directory under the system temp dir and every process
+/// it starts dies with the test process, however that ends.
+pub async fn shared() -> Result<&'static TestEnv> {
+    static SHARED: OnceCell<TestEnv> = OnceCell::const_new();
+    SHARED
+        .get_or_try_init(|| async {
+            if let Some(dir) = std::env::var_os("FERRY_TESTENV_DIR") {
+                return TestEnv::attach(Path::new(&dir));
+            }
+            let root = std::env::temp_dir().join("ferry-testenv");
+            sweep_stale(&root);
+            let dir = root.join(format!("{}", std::process::id()));
+            TestEnv::start(&EnvSpec::default(), &dir, Lifetime::WithThisProcess).await
+        })
+        .await
+}
+
+/// Removes directories of earlier test processes that have ended (their processes were
+/// killed with them, but statics never run destructors, so the files stay).
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !crate::process::pid_alive(pid) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The versions this build of the environment starts.
+pub fn versions() -> Versions {
+    Versions::pinned()
+}

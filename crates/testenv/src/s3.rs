@@ -1,0 +1,153 @@
+//! The S3 server: MinIO on a directory, with a fresh bucket.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bins::Binaries;
+use crate::error::{Error, Result};
+use crate::ports::free_port;
+use crate::process::{Lifetime, Proc};
+
+/// Everything needed to reach the S3 server.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct S3Info {
+    /// `http://127.0.0.1:<port>`; path-style addressing.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Info {
+    // The secret key stays out of test output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Info")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Info {
+    /// An aws-sdk-s3 client set up the way non-AWS servers need: custom endpoint, path
+    /// style, checksums only when required.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{
+            BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        };
+        let creds = aws_credential_types::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "ferry-testenv",
+        );
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Shell `export` lines for `.ferry-dev/s3.env`.
+    pub fn env_lines(&self) -> String {
+        format!(
+            "export FERRY_S3_ENDPOINT={}\nexport FERRY_S3_BUCKET={}\nexport AWS_REGION={}\n\
+             export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n\
+             export FERRY_REPO=s3:{}/{}/ferry\n",
+            self.endpoint,
+            self.bucket,
+            self.region,
+            self.access_key,
+            self.secret_key,
+            self.endpoint,
+            self.bucket
+        )
+    }
+}
+
+pub(crate) async fn start_minio(
+    dir: &Path,
+    bins: &Binaries,
+    lifetime: Lifetime,
+) -> Result<(S3Info, Proc)> {
+    let io = |e| Error::io("allocating a port for", dir)(e);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(Error::io("creating", &data))?;
+    let port = free_port().await.map_err(io)?;
+    let console = free_port().await.map_err(io)?;
+    let info = S3Info {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        region: "us-east-1".to_owned(),
+        bucket: "ferry".to_owned(),
+        access_key: "ferry-admin".to_owned(),
+        secret_key: {
+            use rand::Rng;
+            let b: [u8; 20] = rand::rng().random();
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        },
+    };
+    let mut proc = Proc::spawn(
+        "minio",
+        &bins.minio,
+        &[
+            "server".to_owned(),
+            data.display().to_string(),
+            format!("--address=127.0.0.1:{port}"),
+            format!("--console-address=127.0.0.1:{console}"),
+            "--quiet".to_owned(),
+        ],
+        &[
+            ("MINIO_ROOT_USER", info.access_key.clone()),
+            ("MINIO_ROOT_PASSWORD", info.secret_key.clone()),
+            ("MINIO_BROWSER", "off".to_owned()),
+            ("MINIO_UPDATE", "off".to_owned()),
+            ("MINIO_CI_CD", "1".to_owned()),
+        ],
+        &dir.join("minio.log"),
+        lifetime,
+    )?;
+
+    // Ready when the bucket can be created.
+    let client = info.client();
+    let timeout = Duration::from_secs(60);
+    let start = Instant::now();
+    loop {
+        proc.check_running()?;
+        match client.create_bucket().bucket(&info.bucket).send().await {
+            Ok(_) => break,
+            Err(e) => {
+                let owned = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_bucket_already_owned_by_you());
+                if owned {
+                    break;
+                }
+                if start.elapsed() > timeout {
+                    return Err(Error::S3 {
+                        endpoint: info.endpoint.clone(),
+                        action: "creating the bucket (server not ready?)",
+                        message: format!(
+                            "{}; last lines of {}:\n{}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e),
+                            proc.log.display(),
+                            crate::process::log_tail(&proc.log, 20)
+                        ),
+                    });
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok((info, proc))
+}

@@ -1,0 +1,63 @@
+//! Everything the environment starts dies with the process that started it, also when
+//! that process panics: nothing is left running or listening.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_testenv::EnvState;
+use ferry_testenv::process::pid_alive;
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+#[test]
+fn processes_die_with_a_panicking_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-testenv"))
+        .args(["start-then-panic", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("running ferry-testenv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(101),
+        "expected a panic; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("deliberate panic"), "stderr:\n{stderr}");
+    let state: EnvState = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("state on stdout: {e}; stderr:\n{stderr}"));
+
+    // One cluster (etcd, kube-apiserver, kube-controller-manager) and MinIO.
+    assert_eq!(state.pids.len(), 4, "{state:?}");
+    let cluster = &state.clusters[0];
+    let ports = [
+        port_of(&cluster.server),
+        port_of(&cluster.etcd),
+        port_of(&state.s3.as_ref().unwrap().endpoint),
+    ];
+
+    let start = Instant::now();
+    while state.pids.iter().any(|&p| pid_alive(p)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after the owner panicked: {:?}",
+            state
+                .pids
+                .iter()
+                .filter(|&&p| pid_alive(p))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for port in ports {
+        assert!(
+            !ferry_testenv::is_listening(port),
+            "port {port} still listening"
+        );
+    }
+}

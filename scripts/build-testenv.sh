@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Builds etcd, kube-apiserver, kube-controller-manager and MinIO from their Go modules,
+# once, into a cache outside the checkout keyed by version:
+#   $FERRY_CACHE/testenv/<component>-<version>/bin/
+# A component whose binaries exist is skipped, so a warm run costs nothing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+source "$here/crates/testenv/versions.env"
+
+cache="${FERRY_CACHE:-$HOME/.cache/ferry}/testenv"
+work="${FERRY_CACHE:-$HOME/.cache/ferry}/gobuild"
+mkdir -p "$cache" "$work"
+
+export GOTOOLCHAIN=local
+export GOFLAGS="-mod=mod -buildvcs=false"
+export CGO_ENABLED=0
+# The checksum database is not always reachable from here; the proxy's content is pinned
+# by exact versions above.
+export GOSUMDB="${GOSUMDB:-off}"
+jobs="${FERRY_GO_JOBS:-$(nproc)}"
+
+log() { printf '[build-testenv] %s\n' "$*" >&2; }
+
+timed() {
+  local name="$1"; shift
+  local start=$SECONDS
+  "$@"
+  local took=$((SECONDS - start))
+  [ "$took" -gt 1 ] && log "$name built in ${took}s"
+  return 0
+}
+
+# A wrapper module that requires $1@$2, imports the given main packages from a tools.go,
+# and applies the replace lines passed on stdin.
+wrapper_module() {
+  local dir="$1" modpath="$2" version="$3"; shift 3
+  rm -rf "$dir"; mkdir -p "$dir"
+  (
+    cd "$dir"
+    go mod init "ferry.local/testenv-build" >/dev/null 2>&1
+    go mod edit -require="$modpath@$version"
+    while read -r line; do
+      [ -n "$line" ] && go mod edit -replace="$line"
+    done
+    {
+      echo '//go:build tools'
+      echo
+      echo 'package tools'
+      echo
+      echo 'import ('
+      for pkg in "$@"; do echo "	_ \"$pkg\""; done
+      echo ')'
+    } > tools.go
+    go mod tidy >/dev/null
+  )
+}
+
+build_etcd() {
+  local out="$cache/etcd-$ETCD_VERSION/bin"
+  [ -x "$out/etcd" ] && { log "etcd $ETCD_VERSION cached"; return; }
+  local dir="$work/etcd-$ETCD_VERSION"
+  local gomod
+  gomod="$(go mod download -json "go.etcd.io/etcd/server/v3@$ETCD_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  # etcd's server module replaces its sibling modules with ../ paths; pin them to the
+  # same released version instead.
+  grep -oE 'go\.etcd\.io/etcd/[a-z0-9/]+/v3 +=> +\.\./[a-z0-9/]+' "$gomod" \
+    | awk -v v="$ETCD_VERSION" '{print $1 "=" $1 "@" v}' \
+    | wrapper_module "$dir" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
+  mkdir -p "$out.tmp"
+  (cd "$dir" && go build -p "$jobs" -trimpath -ldflags "-s -w" -o "$out.tmp/etcd" go.etcd.io/etcd/server/v3)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+build_kube() {
+  local out="$cache/kube-$KUBE_VERSION/bin"
+  [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && { log "kubernetes $KUBE_VERSION cached"; return; }
+  local dir="$work/kube-$KUBE_VERSION"
+  local gomod staging
+  gomod="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  # Every staging module is required at v0.0.0 and replaced by a ./staging path that is
+  # not in the module zip: point each at its published v0.<minor>.<patch> tag.
+  staging="v0.${KUBE_VERSION#v1.}"
+  grep -oE '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" \
+    | awk -v v="$staging" '{print $1 "=" $1 "@" v}' \
+    | wrapper_module "$dir" k8s.io/kubernetes "$KUBE_VERSION" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+  local major minor
+  major=1; minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
+  local ld="-s -w"
+  ld+=" -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION"
+  ld+=" -X k8s.io/component-base/version.gitMajor=$major"
+  ld+=" -X k8s.io/component-base/version.gitMinor=$minor"
+  ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
+  ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+  mkdir -p "$out.tmp"
+  (cd "$dir" && go build -p "$jobs" -trimpath -ldflags "$ld" -o "$out.tmp/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+build_minio() {
+  local out="$cache/minio-$MINIO_VERSION/bin"
+  [ -x "$out/minio" ] && { log "minio $MINIO_VERSION cached"; return; }
+  mkdir -p "$out.tmp"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+# kubectl: the machine's own if it has one (real kubectl either way); else built from the
+# same Kubernetes module into the cache, and the Makefile puts that on PATH.
+build_kubectl() {
+  if command -v kubectl >/dev/null 2>&1; then log "kubectl found at $(command -v kubectl)"; return; fi
+  local out="$cache/kube-$KUBE_VERSION/kubectl"
+  [ -x "$out/kubectl" ] && { log "kubectl $KUBE_VERSION cached"; return; }
+  local dir="$work/kubectl-$KUBE_VERSION"
+  local gomod staging
+  gomod="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  staging="v0.${KUBE_VERSION#v1.}"
+  grep -oE '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" \
+    | awk -v v="$staging" '{print $1 "=" $1 "@" v}' \
+    | wrapper_module "$dir" k8s.io/kubernetes "$KUBE_VERSION" k8s.io/kubernetes/cmd/kubectl
+  mkdir -p "$out.tmp"
+  (cd "$dir" && go build -p "$jobs" -trimpath \
+      -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION" \
+      -o "$out.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+command -v go >/dev/null 2>&1 || { echo "build-testenv: Go is needed to build the test binaries; install Go 1.25 or newer" >&2; exit 1; }
+
+what="${1:-all}"
+case "$what" in
+  etcd) timed etcd build_etcd ;;
+  kube) timed kubernetes build_kube ;;
+  minio) timed minio build_minio ;;
+  kubectl) timed kubectl build_kubectl ;;
+  all) timed etcd build_etcd; timed minio build_minio; timed kubernetes build_kube; timed kubectl build_kubectl ;;
+  *) echo "usage: $0 [all|etcd|kube|minio|kubectl]" >&2; exit 2 ;;
+esac
