@@ -1,0 +1,565 @@
+//! S3-compatible object storage (AWS, MinIO, Ceph RGW, …) on aws-sdk-s3.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{Backend, BackendError, ObjectInfo, Op, check_key, check_range_len};
+use crate::error::{Error, Result};
+
+/// Connection and tuning settings for [`S3Backend`].
+#[derive(Clone)]
+pub struct S3Options {
+    /// Custom endpoint such as `http://127.0.0.1:9000`; `None` means AWS.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Key prefix inside the bucket ("" for the bucket root), without slashes at the ends.
+    pub prefix: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    /// Path-style addressing (`host/bucket/key`), which MinIO and most on-prem stores need.
+    pub force_path_style: bool,
+    /// Attempts per call, the first included, for transient failures.
+    pub max_attempts: u32,
+    /// Objects larger than this go up as a multipart upload.
+    pub multipart_threshold: usize,
+    /// Part size of multipart uploads (S3's minimum is 5 MiB).
+    pub part_size: usize,
+    /// Parts uploaded at once per object.
+    pub part_concurrency: usize,
+    /// Time limit of one HTTP attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("force_path_style", &self.force_path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Options {
+    /// Settings with credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    /// (AWS_SESSION_TOKEN optional) and the region from AWS_REGION (default us-east-1).
+    pub fn from_env(endpoint: Option<String>, bucket: &str, prefix: &str) -> Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |name: &str| {
+            Error::invalid(
+                "S3 credentials",
+                format!(
+                    "{name} is not set; export it (and its pair) before using an s3: repository"
+                ),
+            )
+        };
+        let access_key_id = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
+        let secret_access_key =
+            var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
+        let force_path_style = endpoint.is_some();
+        Ok(S3Options {
+            endpoint,
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            region: var("AWS_REGION")
+                .or_else(|| var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+            access_key_id,
+            secret_access_key,
+            session_token: var("AWS_SESSION_TOKEN"),
+            force_path_style,
+            max_attempts: 6,
+            multipart_threshold: 8 * 1024 * 1024,
+            part_size: 8 * 1024 * 1024,
+            part_concurrency: 4,
+            attempt_timeout: Duration::from_secs(120),
+        })
+    }
+}
+
+/// A repository under a bucket prefix.
+#[derive(Debug, Clone)]
+pub struct S3Backend {
+    client: Client,
+    opts: S3Options,
+}
+
+/// How one failed attempt should be handled.
+#[derive(Debug)]
+enum Attempt {
+    NotFound,
+    Transient(String),
+    Permanent(String),
+}
+
+fn classify<E>(err: &SdkError<E>) -> Attempt
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            Attempt::Transient(message)
+        }
+        SdkError::ServiceError(_) => {
+            let status = err.raw_response().map(|r| r.status().as_u16());
+            let code = err.code().unwrap_or("");
+            // A missing bucket is a setup error, not a missing object.
+            if code == "NoSuchBucket" {
+                Attempt::Permanent(message)
+            } else if status == Some(404) || matches!(code, "NoSuchKey" | "NotFound") {
+                Attempt::NotFound
+            } else if status.is_some_and(|s| s >= 500 || s == 429 || s == 408)
+                || matches!(
+                    code,
+                    "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
+                )
+            {
+                Attempt::Transient(message)
+            } else {
+                Attempt::Permanent(message)
+            }
+        }
+        _ => Attempt::Permanent(message),
+    }
+}
+
+/// Full-jitter exponential backoff: uniformly random in [0, min(cap, base·2^n)], so
+/// many agents retrying a throttled bucket spread out instead of pulsing together.
+fn backoff(attempt: u32) -> Duration {
+    let base_ms: u64 = 100;
+    let cap_ms: u64 = 20_000;
+    let ceiling = base_ms.saturating_mul(1u64 << attempt.min(16)).min(cap_ms);
+    let r = crate::crypto::random_array::<8>()
+        .map(u64::from_le_bytes)
+        .unwrap_or(ceiling / 2);
+    Duration::from_millis(r % (ceiling + 1))
+}
+
+impl S3Backend {
+    /// Builds a client; no request is made until the first call.
+    pub fn new(opts: S3Options) -> Self {
+        let creds = Credentials::new(
+            opts.access_key_id.clone(),
+            opts.secret_access_key.clone(),
+            opts.session_token.clone(),
+            None,
+            "ferry",
+        );
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(opts.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(opts.force_path_style)
+            // Stores other than AWS often reject the newer default checksum headers.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Retries are ours (below), so they cover body reads and multipart parts too.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(opts.attempt_timeout)
+                    .build(),
+            );
+        if let Some(ep) = &opts.endpoint {
+            builder = builder.endpoint_url(ep.clone());
+        }
+        S3Backend {
+            client: Client::from_conf(builder.build()),
+            opts,
+        }
+    }
+
+    /// Builds from a URL's parts with credentials from the environment.
+    pub fn from_env(endpoint: Option<String>, bucket: &str, prefix: &str) -> Result<Self> {
+        Ok(Self::new(S3Options::from_env(endpoint, bucket, prefix)?))
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.opts.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.opts.prefix)
+        }
+    }
+
+    async fn retry<T, F, Fut>(&self, op: Op, key: &str, mut f: F) -> Result<T, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(Attempt::NotFound) => {
+                    return Err(BackendError::NotFound {
+                        backend: self.describe(),
+                        key: key.to_string(),
+                    });
+                }
+                Err(Attempt::Permanent(message)) => {
+                    return Err(BackendError::Permanent {
+                        backend: self.describe(),
+                        op,
+                        key: key.to_string(),
+                        message,
+                    });
+                }
+                Err(Attempt::Transient(message)) => {
+                    if attempt >= self.opts.max_attempts.max(1) {
+                        return Err(BackendError::Transient {
+                            backend: self.describe(),
+                            op,
+                            key: key.to_string(),
+                            attempts: attempt,
+                            message,
+                        });
+                    }
+                    let delay = backoff(attempt);
+                    tracing::debug!(%op, key, attempt, ?delay, %message, "retrying S3 call");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn put_single(&self, key: &str, full: &str, data: Bytes) -> Result<(), BackendError> {
+        self.retry(Op::Put, key, || {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.opts.bucket)
+                .key(full)
+                .content_length(data.len() as i64)
+                .body(ByteStream::from(data.clone()));
+            async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+        })
+        .await
+    }
+
+    async fn put_multipart(&self, key: &str, full: &str, data: Bytes) -> Result<(), BackendError> {
+        let created = self
+            .retry(Op::Put, key, || {
+                let req = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.opts.bucket)
+                    .key(full);
+                async move { req.send().await.map_err(|e| classify(&e)) }
+            })
+            .await?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| BackendError::Permanent {
+                backend: self.describe(),
+                op: Op::Put,
+                key: key.to_string(),
+                message: "CreateMultipartUpload returned no upload id".into(),
+            })?
+            .to_string();
+
+        let part_size = self.opts.part_size.max(5 * 1024 * 1024);
+        let ranges: Vec<(i32, Bytes)> = data
+            .chunks(part_size)
+            .enumerate()
+            .map(|(i, c)| {
+                let start = i * part_size;
+                (i as i32 + 1, data.slice(start..start + c.len()))
+            })
+            .collect();
+        let upload_id_ref = &upload_id;
+        let parts: Result<Vec<CompletedPart>, BackendError> =
+            futures::stream::iter(ranges.into_iter().map(|(n, part)| async move {
+                let out = self
+                    .retry(Op::Put, key, || {
+                        let req = self
+                            .client
+                            .upload_part()
+                            .bucket(&self.opts.bucket)
+                            .key(full)
+                            .upload_id(upload_id_ref)
+                            .part_number(n)
+                            .content_length(part.len() as i64)
+                            .body(ByteStream::from(part.clone()));
+                        async move { req.send().await.map_err(|e| classify(&e)) }
+                    })
+                    .await?;
+                Ok(CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build())
+            }))
+            .buffer_unordered(self.opts.part_concurrency.max(1))
+            .try_collect()
+            .await;
+
+        let completed = match parts {
+            Ok(mut parts) => {
+                parts.sort_by_key(|p| p.part_number());
+                self.retry(Op::Put, key, || {
+                    let req = self
+                        .client
+                        .complete_multipart_upload()
+                        .bucket(&self.opts.bucket)
+                        .key(full)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts.clone()))
+                                .build(),
+                        );
+                    async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Best effort: a leftover upload only costs storage until the bucket's
+            // lifecycle rule (or a later abort) removes it.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.opts.bucket)
+                .key(full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        completed
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        let ep = self.opts.endpoint.as_deref().unwrap_or("aws");
+        format!("s3:{ep}/{}/{}", self.opts.bucket, self.opts.prefix)
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
+        check_key(&self.describe(), Op::Put, key)?;
+        let full = self.full_key(key);
+        // S3 makes single PUTs and completed multipart uploads atomic for readers.
+        if data.len() > self.opts.multipart_threshold {
+            self.put_multipart(key, &full, data).await
+        } else {
+            self.put_single(key, &full, data).await
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, BackendError> {
+        check_key(&self.describe(), Op::Get, key)?;
+        let full = self.full_key(key);
+        self.retry(Op::Get, key, || {
+            let req = self
+                .client
+                .get_object()
+                .bucket(&self.opts.bucket)
+                .key(&full);
+            async move {
+                let out = req.send().await.map_err(|e| classify(&e))?;
+                let body = out.body.collect().await.map_err(|e| {
+                    Attempt::Transient(format!("reading body: {}", DisplayErrorContext(&e)))
+                })?;
+                Ok(body.into_bytes())
+            }
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, BackendError> {
+        check_key(&self.describe(), Op::GetRange, key)?;
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let full = self.full_key(key);
+        let range = format!("bytes={}-{}", offset, offset + length - 1);
+        let got = self
+            .retry(Op::GetRange, key, || {
+                let req = self
+                    .client
+                    .get_object()
+                    .bucket(&self.opts.bucket)
+                    .key(&full)
+                    .range(&range);
+                async move {
+                    let out = req.send().await.map_err(|e| classify(&e))?;
+                    let body = out.body.collect().await.map_err(|e| {
+                        Attempt::Transient(format!("reading body: {}", DisplayErrorContext(&e)))
+                    })?;
+                    Ok(body.into_bytes())
+                }
+            })
+            .await?;
+        check_range_len(&self.describe(), key, offset, length, got.len())?;
+        Ok(got)
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let full_prefix = self.full_key(prefix);
+        let strip = if self.opts.prefix.is_empty() {
+            0
+        } else {
+            self.opts.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retry(Op::List, prefix, || {
+                    let req = self
+                        .client
+                        .list_objects_v2()
+                        .bucket(&self.opts.bucket)
+                        .prefix(&full_prefix)
+                        .set_continuation_token(token.clone());
+                    async move { req.send().await.map_err(|e| classify(&e)) }
+                })
+                .await?;
+            for obj in page.contents() {
+                if let Some(k) = obj.key()
+                    && k.len() >= strip
+                {
+                    out.push(ObjectInfo {
+                        key: k[strip..].to_string(),
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        check_key(&self.describe(), Op::Delete, key)?;
+        let full = self.full_key(key);
+        let res = self
+            .retry(Op::Delete, key, || {
+                let req = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.opts.bucket)
+                    .key(&full);
+                async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+            })
+            .await;
+        match res {
+            Err(BackendError::NotFound { .. }) => Ok(()),
+            r => r,
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
+        check_key(&self.describe(), Op::Head, key)?;
+        let full = self.full_key(key);
+        let res = self
+            .retry(Op::Head, key, || {
+                let req = self
+                    .client
+                    .head_object()
+                    .bucket(&self.opts.bucket)
+                    .key(&full);
+                async move { req.send().await.map_err(|e| classify(&e)) }
+            })
+            .await;
+        match res {
+            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
+            Err(BackendError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        for attempt in 1..20 {
+            let d = backoff(attempt);
+            assert!(d <= Duration::from_millis(20_000));
+        }
+        // With full jitter a single sample may be small, but the ceiling grows.
+        let max_small = (0..50).map(|_| backoff(1)).max().unwrap();
+        assert!(max_small <= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoint_is_transient_after_retries() {
+        // Port 9 (discard) on loopback: nothing listens, the connection is refused.
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            bucket: "b".into(),
+            prefix: "p".into(),
+            region: "us-east-1".into(),
+            access_key_id: "a".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+            force_path_style: true,
+            max_attempts: 2,
+            multipart_threshold: 8 << 20,
+            part_size: 8 << 20,
+            part_concurrency: 2,
+            attempt_timeout: Duration::from_secs(5),
+        };
+        let err = S3Backend::new(opts).get("config").await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            matches!(err, BackendError::Transient { attempts: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("config"), "{err}");
+    }
+
+    #[test]
+    fn keys_get_the_prefix() {
+        let mut opts = S3Options {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            bucket: "b".into(),
+            prefix: "team/repo".into(),
+            region: "us-east-1".into(),
+            access_key_id: "a".into(),
+            secret_access_key: "s".into(),
+            session_token: None,
+            force_path_style: true,
+            max_attempts: 1,
+            multipart_threshold: 8 << 20,
+            part_size: 8 << 20,
+            part_concurrency: 2,
+            attempt_timeout: Duration::from_secs(1),
+        };
+        let b = S3Backend::new(opts.clone());
+        assert_eq!(b.full_key("config"), "team/repo/config");
+        assert!(!format!("{opts:?}").contains("\"s\""));
+        opts.prefix = String::new();
+        assert_eq!(S3Backend::new(opts).full_key("config"), "config");
+    }
+}

@@ -1,0 +1,726 @@
+//! Backup: walk → read → chunk → hash → compress → encrypt → pack → upload.
+//!
+//! The walk records metadata for every entry (memory grows with the entry count, not
+//! with bytes). Unchanged files are then matched against the parent snapshot. Files
+//! left to read are chunked by a few blocking readers; chunks are hashed, compressed
+//! and sealed on the blocking pool under a semaphore sized to the cores; sealed blobs
+//! flow through bounded channels into the packer, which keeps several uploads in flight.
+//! Trees are written bottom-up after the files, the snapshot last.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::chunker;
+use crate::error::{Error, Result};
+use crate::fsutil::node_from_metadata;
+use crate::id::Id;
+use crate::lock::{LockGuard, hostname};
+use crate::pack::{BlobType, EncodedBlob, encode_blob};
+use crate::packer::{Dedup, Packer};
+use crate::progress::{BackupProgress, Counters, Reporter};
+use crate::repository::Repository;
+use crate::snapshot::{RootMeta, Snapshot, SnapshotSummary};
+use crate::tree::{ContentPart, Name, Node, NodeKind, Tree};
+
+/// Settings of one backup.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Snapshot to compare against: files with the same size, mtime, ctime and inode
+    /// reuse its chunk lists without being read.
+    pub parent: Option<Id>,
+    pub tags: Vec<String>,
+    /// Recorded host name; defaults to this machine's.
+    pub hostname: Option<String>,
+    /// Receives progress about five times a second and a final update.
+    pub progress: Option<watch::Sender<BackupProgress>>,
+    /// Cancels the backup; nothing visible (no snapshot) is left behind.
+    pub cancel: CancellationToken,
+    /// Files read at once.
+    pub read_concurrency: usize,
+    /// Chunks hashed, compressed and sealed at once.
+    pub cpu_concurrency: usize,
+    /// Packs uploaded at once.
+    pub upload_concurrency: usize,
+    /// Lifetime of the writer lock between refreshes.
+    pub lock_ttl: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BackupOptions {
+            parent: None,
+            tags: Vec::new(),
+            hostname: None,
+            progress: None,
+            cancel: CancellationToken::new(),
+            read_concurrency: 2,
+            cpu_concurrency: cores,
+            upload_concurrency: 4,
+            lock_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// What a backup produced.
+#[derive(Debug, Clone)]
+pub struct BackupResult {
+    pub snapshot_id: Id,
+    pub snapshot: Snapshot,
+}
+
+// Counter slots.
+const FILES_TOTAL: usize = 0;
+const FILES_DONE: usize = 1;
+const FILES_UNCHANGED: usize = 2;
+const BYTES_TOTAL: usize = 3;
+const BYTES_READ: usize = 4;
+const BYTES_NEW: usize = 5;
+const CHUNKS_NEW: usize = 6;
+const CHUNKS_REUSED: usize = 7;
+const TREES_NEW: usize = 8;
+type BackupCounters = Counters<9>;
+
+/// One walked entry. Index 0 is the (virtual) root; children always come after their
+/// parent, so walking the arena backwards visits children before parents.
+#[derive(Debug)]
+struct Entry {
+    path: PathBuf,
+    /// '/'-joined names from the snapshot root.
+    rel: Vec<u8>,
+    node: Node,
+    children: Vec<usize>,
+    needs_read: bool,
+}
+
+struct Walk {
+    entries: Vec<Entry>,
+    root_meta: Option<RootMeta>,
+    skipped: u64,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, path, e)
+}
+
+fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut v = parent.to_vec();
+        v.push(b'/');
+        v.extend_from_slice(name);
+        v
+    }
+}
+
+/// Makes the entry for one path; `None` for kinds a snapshot does not hold.
+fn make_entry(
+    path: PathBuf,
+    name: Name,
+    parent_rel: &[u8],
+    top_level_file: bool,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> Result<Option<Entry>> {
+    let md = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
+    let ft = md.file_type();
+    let rel = join_rel(parent_rel, name.as_bytes());
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_file() {
+        NodeKind::File
+    } else if ft.is_block_device() && top_level_file {
+        NodeKind::DeviceImage
+    } else {
+        tracing::warn!(path = %path.display(), "skipping special file (socket, fifo or device)");
+        return Ok(None);
+    };
+    let mut node = node_from_metadata(name, kind, &md);
+    if kind == NodeKind::Symlink {
+        let target = fs::read_link(&path).map_err(io_err("readlink", &path))?;
+        node.symlink_target = Some(Name::from_os(target.as_os_str()));
+    }
+    if kind == NodeKind::File && md.nlink() > 1 {
+        match links.get(&(md.dev(), md.ino())) {
+            Some(first) => {
+                node.kind = NodeKind::Hardlink;
+                node.link_target = Some(Name::new(first.clone()));
+            }
+            None => {
+                links.insert((md.dev(), md.ino()), rel.clone());
+            }
+        }
+    }
+    let needs_read = matches!(node.kind, NodeKind::File | NodeKind::DeviceImage);
+    Ok(Some(Entry {
+        path,
+        rel,
+        node,
+        children: Vec::new(),
+        needs_read,
+    }))
+}
+
+fn walk(source: &Path, cancel: &CancellationToken) -> Result<Walk> {
+    // The source itself is followed when it is a symlink: /dev/disk/by-id/… names
+    // are symlinks to the block device users mean.
+    let md = fs::metadata(source).map_err(io_err("stat", source))?;
+    let mut links = HashMap::new();
+    let mut entries = vec![Entry {
+        path: source.to_path_buf(),
+        rel: Vec::new(),
+        node: Node::new("", NodeKind::Dir),
+        children: Vec::new(),
+        needs_read: false,
+    }];
+    let mut skipped = 0;
+    if !md.is_dir() {
+        let name = source.file_name().ok_or_else(|| {
+            Error::invalid("source", format!("{} has no file name", source.display()))
+        })?;
+        let resolved = fs::canonicalize(source).map_err(io_err("resolve", source))?;
+        match make_entry(resolved, Name::from_os(name), b"", true, &mut links)? {
+            Some(e) => {
+                entries.push(e);
+                entries[0].children.push(1);
+            }
+            None => {
+                return Err(Error::invalid(
+                    "source",
+                    format!(
+                        "{} is not a regular file, directory or block device",
+                        source.display()
+                    ),
+                ));
+            }
+        }
+        return Ok(Walk {
+            entries,
+            root_meta: None,
+            skipped,
+        });
+    }
+    let root_meta = RootMeta {
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+    };
+    let mut stack = vec![0usize];
+    while let Some(dir_idx) = stack.pop() {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let dir_path = entries[dir_idx].path.clone();
+        let mut names: Vec<_> = fs::read_dir(&dir_path)
+            .map_err(io_err("list directory", &dir_path))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io_err("list directory", &dir_path))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let parent_rel = entries[dir_idx].rel.clone();
+        let mut subdirs = Vec::new();
+        for name in names {
+            let path = dir_path.join(&name);
+            let Some(entry) =
+                make_entry(path, Name::from_os(&name), &parent_rel, false, &mut links)?
+            else {
+                skipped += 1;
+                continue;
+            };
+            let is_dir = entry.node.kind == NodeKind::Dir;
+            entries.push(entry);
+            let idx = entries.len() - 1;
+            entries[dir_idx].children.push(idx);
+            if is_dir {
+                subdirs.push(idx);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(Walk {
+        entries,
+        root_meta: Some(root_meta),
+        skipped,
+    })
+}
+
+/// Takes content from the parent snapshot for files that did not change.
+async fn match_parent(
+    repo: &Repository,
+    parent_tree: Id,
+    entries: &mut [Entry],
+    counters: &BackupCounters,
+) -> Result<()> {
+    let mut frontier = vec![(0usize, parent_tree)];
+    while !frontier.is_empty() {
+        let loaded: Vec<(usize, Tree)> = futures::stream::iter(frontier)
+            .map(|(idx, tree_id)| async move { repo.load_tree(&tree_id).await.map(|t| (idx, t)) })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        let mut next = Vec::new();
+        for (dir_idx, tree) in loaded {
+            let by_name: HashMap<&Name, &Node> = tree.nodes.iter().map(|n| (&n.name, n)).collect();
+            for &child in &entries[dir_idx].children.clone() {
+                let e = &mut entries[child];
+                let Some(old) = by_name.get(&e.node.name) else {
+                    continue;
+                };
+                match e.node.kind {
+                    NodeKind::Dir => {
+                        if let (NodeKind::Dir, Some(sub)) = (old.kind, old.subtree) {
+                            next.push((child, sub));
+                        }
+                    }
+                    NodeKind::File => {
+                        let unchanged = old.kind == NodeKind::File
+                            && old.size == e.node.size
+                            && old.mtime_ns == e.node.mtime_ns
+                            && old.ctime_ns == e.node.ctime_ns
+                            && old.inode == e.node.inode
+                            && old.content.iter().all(|p| match p {
+                                ContentPart::Chunk { id, .. } => repo.index_contains(id),
+                                ContentPart::Hole { .. } => true,
+                            });
+                        if unchanged {
+                            e.node.content = old.content.clone();
+                            e.needs_read = false;
+                            counters.add(FILES_UNCHANGED, 1);
+                            counters.add(FILES_DONE, 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        frontier = next;
+    }
+    Ok(())
+}
+
+/// Shared state of the read/chunk stage.
+struct Ctx {
+    repo: Repository,
+    dedup: Dedup,
+    cpu: Semaphore,
+    cpu_concurrency: usize,
+    packer_tx: mpsc::Sender<EncodedBlob>,
+    counters: Arc<BackupCounters>,
+    cancel: CancellationToken,
+}
+
+const PACKER_GONE: &str = "packer stopped";
+
+enum ChunkMsg {
+    Data(Vec<u8>),
+    Hole(u64),
+}
+
+/// Counts bytes as the chunker reads them.
+struct CountingReader<'a, R> {
+    inner: R,
+    counters: &'a BackupCounters,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counters.add(BYTES_READ, n as u64);
+        Ok(n)
+    }
+}
+
+/// Blocking: reads a file region by region and sends chunks and holes in order.
+fn read_chunks(
+    path: &Path,
+    kind: NodeKind,
+    repo: &Repository,
+    counters: &BackupCounters,
+    cancel: &CancellationToken,
+    tx: mpsc::Sender<ChunkMsg>,
+) -> Result<()> {
+    let mut file = File::open(path).map_err(io_err("open", path))?;
+    let size = if kind == NodeKind::DeviceImage {
+        let s = file.seek(SeekFrom::End(0)).map_err(io_err("seek", path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_err("seek", path))?;
+        s
+    } else {
+        file.metadata().map_err(io_err("stat", path))?.len()
+    };
+    let regions = crate::fsutil::data_regions(&file, size);
+    let params = &repo.config().chunker;
+    let seed = repo.keys().chunker_seed();
+    let send = |msg| tx.blocking_send(msg).map_err(|_| Error::Cancelled);
+    let mut pos = 0u64;
+    for (start, end) in regions {
+        if start > pos {
+            send(ChunkMsg::Hole(start - pos))?;
+        }
+        file.seek(SeekFrom::Start(start))
+            .map_err(io_err("seek", path))?;
+        let reader = CountingReader {
+            inner: (&file).take(end - start),
+            counters,
+        };
+        let mut read = 0u64;
+        for chunk in chunker::chunks(reader, params, seed) {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let chunk = chunk.map_err(io_err("read", path))?;
+            read += chunk.len() as u64;
+            send(ChunkMsg::Data(chunk))?;
+        }
+        // A file that shrank while being read ends early; record what was read.
+        pos = start + read;
+        if read < end - start {
+            return Ok(());
+        }
+    }
+    if size > pos {
+        send(ChunkMsg::Hole(size - pos))?;
+    }
+    Ok(())
+}
+
+impl Ctx {
+    async fn process_chunk(self: Arc<Self>, data: Vec<u8>) -> Result<ContentPart> {
+        let permit = self
+            .cpu
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("CPU semaphore closed".into()))?;
+        let ctx = self.clone();
+        let (part, blob) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let len = data.len() as u32;
+            // All-zero chunks become holes: restore leaves them sparse, and block
+            // device images (no SEEK_HOLE) get the same benefit.
+            if data.iter().all(|b| *b == 0) {
+                return Ok((
+                    ContentPart::Hole {
+                        hole: u64::from(len),
+                    },
+                    None,
+                ));
+            }
+            let keys = ctx.repo.keys();
+            let id = keys.blob_id(&data);
+            let blob = if ctx.dedup.claim(&id) {
+                ctx.counters.add(CHUNKS_NEW, 1);
+                ctx.counters.add(BYTES_NEW, u64::from(len));
+                let level = ctx.repo.config().compression_level;
+                Some(encode_blob(keys, BlobType::Data, id, &data, level)?)
+            } else {
+                ctx.counters.add(CHUNKS_REUSED, 1);
+                None
+            };
+            Ok((ContentPart::Chunk { id, len }, blob))
+        })
+        .await
+        .map_err(Error::join)??;
+        drop(permit);
+        if let Some(blob) = blob {
+            self.packer_tx
+                .send(blob)
+                .await
+                .map_err(|_| Error::Internal(PACKER_GONE.into()))?;
+        }
+        Ok(part)
+    }
+
+    async fn read_file(
+        self: Arc<Self>,
+        idx: usize,
+        path: PathBuf,
+        kind: NodeKind,
+    ) -> Result<(usize, Vec<ContentPart>)> {
+        let (tx, rx) = mpsc::channel(4);
+        let reader = {
+            let ctx = self.clone();
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, tx)
+            })
+        };
+        let parts: Result<Vec<ContentPart>> = ReceiverStream::new(rx)
+            .map(|msg| {
+                let ctx = self.clone();
+                async move {
+                    match msg {
+                        ChunkMsg::Hole(n) => Ok(ContentPart::Hole { hole: n }),
+                        ChunkMsg::Data(d) => ctx.process_chunk(d).await,
+                    }
+                }
+            })
+            .buffered(self.cpu_concurrency.max(1))
+            .try_collect()
+            .await;
+        // On a processing error the stream is dropped, so the reader stops at its
+        // next send; its own error then adds nothing.
+        let read = reader.await.map_err(Error::join)?;
+        let parts = parts?;
+        read?;
+        self.counters.add(FILES_DONE, 1);
+        Ok((idx, merge_holes(parts)))
+    }
+}
+
+fn merge_holes(parts: Vec<ContentPart>) -> Vec<ContentPart> {
+    let mut out: Vec<ContentPart> = Vec::with_capacity(parts.len());
+    for p in parts {
+        if let (ContentPart::Hole { hole: n }, Some(ContentPart::Hole { hole: prev })) =
+            (&p, out.last_mut())
+        {
+            *prev += n;
+            continue;
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Blocking: serializes trees bottom-up and sends the new ones to the packer.
+fn build_trees(
+    entries: &mut [Entry],
+    repo: &Repository,
+    dedup: &Dedup,
+    counters: &BackupCounters,
+    tx: &mpsc::Sender<EncodedBlob>,
+) -> Result<Id> {
+    for idx in (0..entries.len()).rev() {
+        if entries[idx].node.kind != NodeKind::Dir {
+            continue;
+        }
+        let nodes: Vec<Node> = entries[idx]
+            .children
+            .iter()
+            .map(|&c| entries[c].node.clone())
+            .collect();
+        let tree = Tree { nodes };
+        let bytes = tree.to_bytes()?;
+        let id = repo.keys().blob_id(&bytes);
+        if dedup.claim(&id) {
+            counters.add(TREES_NEW, 1);
+            let blob = encode_blob(
+                repo.keys(),
+                BlobType::Tree,
+                id,
+                &bytes,
+                repo.config().compression_level,
+            )?;
+            tx.blocking_send(blob)
+                .map_err(|_| Error::Internal(PACKER_GONE.into()))?;
+        }
+        entries[idx].node.subtree = Some(id);
+        // Children are no longer needed once their parent's tree is built.
+        entries[idx].children = Vec::new();
+    }
+    entries[0]
+        .node
+        .subtree
+        .ok_or_else(|| Error::Internal("root tree missing".into()))
+}
+
+impl Repository {
+    /// Backs up a directory tree or a single file (a block device is read as an
+    /// image). The snapshot becomes visible only after every pack and index it needs.
+    pub async fn backup(&self, source: &Path, options: BackupOptions) -> Result<BackupResult> {
+        let span = tracing::info_span!("backup", source = %source.display());
+        async move {
+            let lock = LockGuard::acquire(self.backend().clone(), "backup", options.lock_ttl).await?;
+            let result = self.backup_locked(source, &options).await;
+            if let Err(e) = lock.release().await {
+                tracing::warn!(error = %e, "could not remove the backup lock; it expires by itself");
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn backup_locked(&self, source: &Path, options: &BackupOptions) -> Result<BackupResult> {
+        let counters: Arc<BackupCounters> = BackupCounters::new();
+        let cancel = options.cancel.clone();
+        let packer = Packer::spawn(
+            self.clone(),
+            options.upload_concurrency,
+            cancel.child_token(),
+        );
+        let reporter = {
+            let (c, p) = (counters.clone(), packer.counters.clone());
+            Reporter::spawn(options.progress.clone(), move |done| BackupProgress {
+                files_total: c.get(FILES_TOTAL),
+                files_done: c.get(FILES_DONE),
+                files_unchanged: c.get(FILES_UNCHANGED),
+                bytes_total: c.get(BYTES_TOTAL),
+                bytes_read: c.get(BYTES_READ),
+                bytes_new: c.get(BYTES_NEW),
+                bytes_uploaded: p.bytes.load(Ordering::Relaxed),
+                chunks_new: c.get(CHUNKS_NEW),
+                chunks_reused: c.get(CHUNKS_REUSED),
+                packs_uploaded: p.packs.load(Ordering::Relaxed),
+                elapsed: c.elapsed(),
+                done,
+            })
+        };
+        let ctx = Arc::new(Ctx {
+            repo: self.clone(),
+            dedup: Dedup::new(self.clone()),
+            cpu: Semaphore::new(options.cpu_concurrency.max(1)),
+            cpu_concurrency: options.cpu_concurrency.max(1),
+            packer_tx: packer.sender(),
+            counters: counters.clone(),
+            cancel: cancel.clone(),
+        });
+        let packer_counters = packer.counters.clone();
+        // `produce` consumes the context so every sender to the packer is gone before
+        // `finish` waits for the channel to close.
+        let produced = self.produce(source, options, ctx).await;
+        // The packer flushes what it has either way, so packs already uploaded are
+        // indexed for the next run; its error is the root cause when it stopped first.
+        let packed = packer.finish().await;
+        let outcome = match (produced, packed) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+            (Err(e), Err(pe)) => match &e {
+                Error::Internal(m) if m == PACKER_GONE => Err(pe),
+                _ => Err(e),
+            },
+        };
+        let result = match outcome {
+            Ok(_) if cancel.is_cancelled() => Err(Error::Cancelled),
+            Ok((tree, mut summary, root_meta)) => {
+                summary.files_read = counters.get(FILES_DONE) - counters.get(FILES_UNCHANGED);
+                summary.files_unchanged = counters.get(FILES_UNCHANGED);
+                summary.bytes_read = counters.get(BYTES_READ);
+                summary.bytes_new = counters.get(BYTES_NEW);
+                summary.chunks_new = counters.get(CHUNKS_NEW);
+                summary.chunks_reused = counters.get(CHUNKS_REUSED);
+                summary.trees_new = counters.get(TREES_NEW);
+                summary.bytes_uploaded = packer_counters.bytes.load(Ordering::Relaxed);
+                summary.packs_uploaded = packer_counters.packs.load(Ordering::Relaxed);
+                summary.duration_ms = counters.elapsed().as_millis() as u64;
+                let path = std::path::absolute(source).unwrap_or_else(|_| source.to_path_buf());
+                let snapshot = Snapshot {
+                    time: OffsetDateTime::now_utc(),
+                    hostname: options.hostname.clone().unwrap_or_else(hostname),
+                    paths: vec![path.to_string_lossy().into_owned()],
+                    tags: options.tags.clone(),
+                    parent: options.parent,
+                    tree,
+                    root: root_meta,
+                    summary,
+                };
+                let snapshot_id = self.save_snapshot(&snapshot).await?;
+                tracing::info!(
+                    snapshot = %snapshot_id.short(),
+                    files = snapshot.summary.files,
+                    bytes_new = snapshot.summary.bytes_new,
+                    bytes_uploaded = snapshot.summary.bytes_uploaded,
+                    "backup complete"
+                );
+                Ok(BackupResult {
+                    snapshot_id,
+                    snapshot,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        reporter.finish().await;
+        result
+    }
+
+    async fn produce(
+        &self,
+        source: &Path,
+        options: &BackupOptions,
+        ctx: Arc<Ctx>,
+    ) -> Result<(Id, SnapshotSummary, Option<RootMeta>)> {
+        let src = source.to_path_buf();
+        let cancel = ctx.cancel.clone();
+        let Walk {
+            mut entries,
+            root_meta,
+            skipped,
+        } = tokio::task::spawn_blocking(move || walk(&src, &cancel))
+            .await
+            .map_err(Error::join)??;
+        if skipped > 0 {
+            tracing::warn!(skipped, "special files were not backed up");
+        }
+        let mut summary = SnapshotSummary::default();
+        for e in &entries[1..] {
+            match e.node.kind {
+                NodeKind::File | NodeKind::DeviceImage => {
+                    summary.files += 1;
+                    ctx.counters.add(BYTES_TOTAL, e.node.size);
+                }
+                NodeKind::Dir => summary.dirs += 1,
+                NodeKind::Symlink => summary.symlinks += 1,
+                NodeKind::Hardlink => summary.hardlinks += 1,
+            }
+        }
+        ctx.counters.add(FILES_TOTAL, summary.files);
+
+        if let Some(parent) = options.parent {
+            let snap = self.load_snapshot(&parent).await?;
+            match_parent(self, snap.tree, &mut entries, &ctx.counters).await?;
+        }
+
+        let jobs: Vec<(usize, PathBuf, NodeKind)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.needs_read)
+            .map(|(i, e)| (i, e.path.clone(), e.node.kind))
+            .collect();
+        let read: Vec<(usize, Vec<ContentPart>)> = futures::stream::iter(jobs)
+            .map(|(i, path, kind)| ctx.clone().read_file(i, path, kind))
+            .buffer_unordered(options.read_concurrency.max(1))
+            .try_collect()
+            .await?;
+        for (idx, parts) in read {
+            let node = &mut entries[idx].node;
+            node.size = parts.iter().map(ContentPart::len).sum();
+            node.content = parts;
+        }
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        summary.bytes_total = entries
+            .iter()
+            .filter(|e| matches!(e.node.kind, NodeKind::File | NodeKind::DeviceImage))
+            .map(|e| e.node.size)
+            .sum();
+
+        let tree = tokio::task::spawn_blocking(move || {
+            build_trees(
+                &mut entries,
+                &ctx.repo,
+                &ctx.dedup,
+                &ctx.counters,
+                &ctx.packer_tx,
+            )
+        })
+        .await
+        .map_err(Error::join)??;
+        Ok((tree, summary, root_meta))
+    }
+}

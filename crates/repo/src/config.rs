@@ -1,0 +1,192 @@
+//! The plaintext `config` object: format version, chunker parameters, KDF parameters
+//! and the wrapped master key.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::crypto::{KdfCost, KdfParams};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Key of the config object.
+pub const CONFIG_KEY: &str = "config";
+
+/// FastCDC (2020) sizes in bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Always "fastcdc-v2020" in format version 1.
+    pub algorithm: String,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    /// 512 KiB / 1 MiB / 8 MiB: big enough that the index of a multi-terabyte volume
+    /// fits in memory, small enough that a changed database page re-uploads ~1 MiB.
+    fn default() -> Self {
+        ChunkerParams::fastcdc(512 * 1024, 1024 * 1024, 8 * 1024 * 1024)
+    }
+}
+
+impl ChunkerParams {
+    /// FastCDC 2020 with the given sizes.
+    pub fn fastcdc(min_size: u32, avg_size: u32, max_size: u32) -> Self {
+        ChunkerParams {
+            algorithm: "fastcdc-v2020".into(),
+            min_size,
+            avg_size,
+            max_size,
+        }
+    }
+
+    /// Checks the sizes against what the FastCDC implementation accepts.
+    pub fn validate(&self) -> Result<()> {
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        let bad = |d: String| Err(Error::invalid("chunker parameters", d));
+        if self.algorithm != "fastcdc-v2020" {
+            return bad(format!("unknown algorithm {:?}", self.algorithm));
+        }
+        if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
+            || !(AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
+            || !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
+        {
+            return bad(format!(
+                "sizes {}/{}/{} outside FastCDC's limits \
+                 (min {MINIMUM_MIN}..={MINIMUM_MAX}, avg {AVERAGE_MIN}..={AVERAGE_MAX}, \
+                 max {MAXIMUM_MIN}..={MAXIMUM_MAX})",
+                self.min_size, self.avg_size, self.max_size
+            ));
+        }
+        if !(self.min_size <= self.avg_size && self.avg_size <= self.max_size) {
+            return bad("sizes must satisfy min <= avg <= max".into());
+        }
+        Ok(())
+    }
+}
+
+/// The master key sealed under the key-encryption key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    /// Always "aes-256-gcm".
+    pub algorithm: String,
+    /// nonce || ciphertext || tag, hex.
+    pub sealed: String,
+}
+
+/// The repository's `config` object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    /// Random repository id; stays the same for the repository's life.
+    pub id: Id,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created: OffsetDateTime,
+    pub chunker: ChunkerParams,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_target_size: u64,
+    /// zstd level for blobs and metadata.
+    pub compression_level: i32,
+    pub kdf: KdfParams,
+    pub master_key: WrappedKey,
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: self.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        self.chunker.validate()?;
+        check_pack_size(self.pack_target_size)?;
+        Ok(())
+    }
+}
+
+fn check_pack_size(n: u64) -> Result<()> {
+    if !(4 * 1024..=1024 * 1024 * 1024).contains(&n) {
+        return Err(Error::invalid(
+            "pack target size",
+            format!("{n} bytes; choose between 4 KiB and 1 GiB"),
+        ));
+    }
+    Ok(())
+}
+
+/// Settings for a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub pack_target_size: u64,
+    pub compression_level: i32,
+    pub kdf: KdfCost,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            pack_target_size: 16 * 1024 * 1024,
+            compression_level: 3,
+            kdf: KdfCost::default(),
+        }
+    }
+}
+
+impl InitOptions {
+    /// Tiny chunks, packs and KDF cost, so tests exercise many chunks and packs quickly.
+    /// Not for real data: the KDF is cheap to brute-force.
+    pub fn small_for_tests() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::fastcdc(1024, 4096, 16 * 1024),
+            pack_target_size: 64 * 1024,
+            compression_level: 1,
+            kdf: KdfCost {
+                m_cost_kib: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        self.chunker.validate()?;
+        check_pack_size(self.pack_target_size)?;
+        if !(1..=19).contains(&self.compression_level) {
+            return Err(Error::invalid(
+                "compression level",
+                format!("{}; choose 1..=19", self.compression_level),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunker_validation() {
+        ChunkerParams::default().validate().unwrap();
+        InitOptions::small_for_tests().validate().unwrap();
+        assert!(ChunkerParams::fastcdc(10, 4096, 16384).validate().is_err());
+        assert!(
+            ChunkerParams::fastcdc(8192, 4096, 16384)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ChunkerParams::fastcdc(1024, 4096, 64 * 1024 * 1024)
+                .validate()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! Keys and sealing: argon2id turns the user's key into a key-encryption key, which
+//! unwraps the random master key; BLAKE3 derives per-purpose subkeys from that; objects
+//! are zstd-compressed (when it helps) and sealed with AES-256-GCM under random nonces.
+
+use std::fmt;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// AES-GCM tag length.
+pub(crate) const TAG_LEN: usize = 16;
+/// Bytes a sealed object adds to its plaintext: nonce + tag.
+pub(crate) const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Additional authenticated data per object kind, so a sealed object cannot be passed
+/// off as another kind (an index file as a snapshot, a tree blob as data).
+pub(crate) mod aad {
+    pub const MASTER_KEY: &[u8] = b"ferry/v1/master-key";
+    pub const DATA_BLOB: &[u8] = b"ferry/v1/blob/data";
+    pub const TREE_BLOB: &[u8] = b"ferry/v1/blob/tree";
+    pub const PACK_HEADER: &[u8] = b"ferry/v1/pack-header";
+    pub const INDEX: &[u8] = b"ferry/v1/index";
+    pub const SNAPSHOT: &[u8] = b"ferry/v1/snapshot";
+}
+
+const CONTEXT_ID_KEY: &str = "ferry 2025-01 repository v1 chunk id key";
+const CONTEXT_DATA_KEY: &str = "ferry 2025-01 repository v1 data encryption key";
+const CONTEXT_CHUNKER_SEED: &str = "ferry 2025-01 repository v1 chunker gear seed";
+
+/// Fills an array from the system CSPRNG.
+pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {
+    let mut out = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| Error::Internal("the system random generator failed".into()))?;
+    Ok(out)
+}
+
+/// Argon2id cost and salt, stored in the config so `open` derives the same KEK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Always "argon2id" in format version 1.
+    pub algorithm: String,
+    /// Memory cost in KiB.
+    pub m_cost_kib: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+    /// Random salt, hex.
+    pub salt: String,
+}
+
+/// Cost settings for a new repository's KDF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfCost {
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for KdfCost {
+    /// 64 MiB, 3 passes: well above OWASP's argon2id floor, about a second on one core.
+    fn default() -> Self {
+        KdfCost {
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    pub(crate) fn new(cost: KdfCost) -> Result<Self> {
+        let salt: [u8; 16] = random_array()?;
+        Ok(KdfParams {
+            algorithm: "argon2id".into(),
+            m_cost_kib: cost.m_cost_kib,
+            t_cost: cost.t_cost,
+            p_cost: cost.p_cost,
+            salt: hex::encode(salt),
+        })
+    }
+
+    /// Derives the key-encryption key from the user's key bytes.
+    pub(crate) fn derive_kek(&self, user_key: &[u8]) -> Result<[u8; 32]> {
+        if self.algorithm != "argon2id" {
+            return Err(Error::corrupt(
+                "config",
+                format!("unknown KDF {:?}", self.algorithm),
+            ));
+        }
+        let salt = hex::decode(&self.salt)
+            .map_err(|e| Error::corrupt("config", format!("KDF salt is not hex: {e}")))?;
+        let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::corrupt("config", format!("bad argon2 parameters: {e}")))?;
+        let mut kek = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(user_key, &salt, &mut kek)
+            .map_err(|e| Error::invalid("key", format!("argon2id failed: {e}")))?;
+        Ok(kek)
+    }
+}
+
+fn aes_key(bytes: &[u8; 32]) -> Result<LessSafeKey> {
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+        .map_err(|_| Error::Internal("AES-256-GCM key setup failed".into()))?;
+    Ok(LessSafeKey::new(unbound))
+}
+
+/// Seals `plaintext` as nonce || ciphertext || tag.
+pub(crate) fn seal_with(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let nonce_bytes: [u8; NONCE_LEN] = random_array()?;
+    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+    out.extend_from_slice(&nonce_bytes);
+    out.extend_from_slice(plaintext);
+    let mut body = out.split_off(NONCE_LEN);
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce_bytes),
+        Aad::from(aad),
+        &mut body,
+    )
+    .map_err(|_| Error::Internal("AES-256-GCM seal failed".into()))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Opens nonce || ciphertext || tag; `None` when the tag does not verify.
+pub(crate) fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut body = body.to_vec();
+    let plain_len = key
+        .open_in_place(nonce, Aad::from(aad), &mut body)
+        .ok()?
+        .len();
+    body.truncate(plain_len);
+    Some(body)
+}
+
+/// Wraps a fresh master key under the KEK.
+pub(crate) fn wrap_master_key(kek: &[u8; 32], master: &[u8; 32]) -> Result<Vec<u8>> {
+    seal_with(&aes_key(kek)?, aad::MASTER_KEY, master)
+}
+
+/// Unwraps the master key; `None` means the KEK (so the user's key) is wrong.
+pub(crate) fn unwrap_master_key(kek: &[u8; 32], wrapped: &[u8]) -> Result<Option<[u8; 32]>> {
+    let Some(plain) = open_with(&aes_key(kek)?, aad::MASTER_KEY, wrapped) else {
+        return Ok(None);
+    };
+    let master: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::corrupt("config", "master key has the wrong length"))?;
+    Ok(Some(master))
+}
+
+/// Subkeys derived from the master key.
+pub struct Keys {
+    id_key: [u8; 32],
+    data: LessSafeKey,
+    chunker_seed: u64,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keys(<redacted>)")
+    }
+}
+
+impl Keys {
+    pub(crate) fn from_master(master: &[u8; 32]) -> Result<Self> {
+        let id_key = blake3::derive_key(CONTEXT_ID_KEY, master);
+        let data_key = blake3::derive_key(CONTEXT_DATA_KEY, master);
+        let seed = blake3::derive_key(CONTEXT_CHUNKER_SEED, master);
+        let mut seed8 = [0u8; 8];
+        seed8.copy_from_slice(&seed[..8]);
+        Ok(Keys {
+            id_key,
+            data: aes_key(&data_key)?,
+            chunker_seed: u64::from_le_bytes(seed8),
+        })
+    }
+
+    /// Keyed BLAKE3 of a blob's plaintext: equal content gives equal ids inside one
+    /// repository, and ids reveal nothing without the key.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id::from_bytes(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    /// Seed of the FastCDC gear table, so chunk sizes do not fingerprint known files.
+    pub(crate) fn chunker_seed(&self) -> u64 {
+        self.chunker_seed
+    }
+
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        seal_with(&self.data, aad, plaintext)
+    }
+
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.data, aad, sealed)
+    }
+
+    /// Compresses (when it helps) and seals.
+    pub(crate) fn seal_object(&self, aad: &[u8], plaintext: &[u8], level: i32) -> Result<Vec<u8>> {
+        self.seal(aad, &encode_payload(plaintext, level))
+    }
+
+    /// Opens and decompresses; `what` names the object in the error.
+    pub(crate) fn open_object(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        expected_len: Option<usize>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        let encoded = self
+            .open(aad, sealed)
+            .ok_or_else(|| Error::corrupt(what(), "authentication failed (bytes were altered)"))?;
+        decode_payload(&encoded, expected_len).map_err(|detail| Error::corrupt(what(), detail))
+    }
+}
+
+const PAYLOAD_RAW: u8 = 0;
+const PAYLOAD_ZSTD: u8 = 1;
+
+/// Flag byte + payload: zstd when it makes the bytes smaller, raw otherwise (already
+/// compressed or random data costs one byte, not a bigger blob).
+pub(crate) fn encode_payload(plain: &[u8], level: i32) -> Vec<u8> {
+    if let Ok(compressed) = zstd::bulk::compress(plain, level)
+        && compressed.len() < plain.len()
+    {
+        let mut out = Vec::with_capacity(compressed.len() + 1);
+        out.push(PAYLOAD_ZSTD);
+        out.extend_from_slice(&compressed);
+        return out;
+    }
+    let mut out = Vec::with_capacity(plain.len() + 1);
+    out.push(PAYLOAD_RAW);
+    out.extend_from_slice(plain);
+    out
+}
+
+/// Reverses [`encode_payload`], checking the length when the caller knows it.
+pub(crate) fn decode_payload(
+    encoded: &[u8],
+    expected_len: Option<usize>,
+) -> std::result::Result<Vec<u8>, String> {
+    let (&flag, payload) = encoded
+        .split_first()
+        .ok_or_else(|| "empty payload".to_string())?;
+    let plain = match flag {
+        PAYLOAD_RAW => payload.to_vec(),
+        PAYLOAD_ZSTD => match expected_len {
+            Some(n) => zstd::bulk::decompress(payload, n).map_err(|e| format!("zstd: {e}"))?,
+            None => zstd::stream::decode_all(payload).map_err(|e| format!("zstd: {e}"))?,
+        },
+        other => return Err(format!("unknown payload flag {other}")),
+    };
+    if let Some(n) = expected_len
+        && plain.len() != n
+    {
+        return Err(format!("length {} differs from recorded {n}", plain.len()));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keys {
+        Keys::from_master(&[7u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_tamper() {
+        let k = keys();
+        let sealed = k
+            .seal_object(aad::INDEX, b"hello hello hello hello", 3)
+            .unwrap();
+        let back = k
+            .open_object(aad::INDEX, &sealed, None, &|| "x".into())
+            .unwrap();
+        assert_eq!(back, b"hello hello hello hello");
+        // Wrong kind of object: the AAD differs, so it must not open.
+        assert!(
+            k.open_object(aad::SNAPSHOT, &sealed, None, &|| "x".into())
+                .is_err()
+        );
+        let mut bad = sealed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let err = k
+            .open_object(aad::INDEX, &bad, None, &|| "index/abc".into())
+            .unwrap_err();
+        assert!(matches!(err, Error::Corrupt { ref what, .. } if what == "index/abc"));
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let k = keys();
+        assert_ne!(
+            k.seal(aad::INDEX, b"same").unwrap(),
+            k.seal(aad::INDEX, b"same").unwrap()
+        );
+    }
+
+    #[test]
+    fn compression_is_skipped_when_useless() {
+        let text = vec![b'a'; 10_000];
+        let enc = encode_payload(&text, 3);
+        assert_eq!(enc[0], PAYLOAD_ZSTD);
+        assert!(enc.len() < 200);
+        assert_eq!(decode_payload(&enc, Some(10_000)).unwrap(), text);
+
+        let mut random = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut random);
+        let enc = encode_payload(&random, 3);
+        assert_eq!(enc[0], PAYLOAD_RAW);
+        assert_eq!(enc.len(), random.len() + 1);
+        assert!(decode_payload(&enc, Some(4095)).is_err());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = Keys::from_master(&[1u8; 32]).unwrap();
+        let b = Keys::from_master(&[2u8; 32]).unwrap();
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), Id::of_content(b"x"));
+    }
+
+    #[test]
+    fn master_key_wrap_detects_wrong_kek() {
+        let master = [9u8; 32];
+        let wrapped = wrap_master_key(&[1u8; 32], &master).unwrap();
+        assert_eq!(
+            unwrap_master_key(&[1u8; 32], &wrapped).unwrap(),
+            Some(master)
+        );
+        assert_eq!(unwrap_master_key(&[2u8; 32], &wrapped).unwrap(), None);
+    }
+}

@@ -1,0 +1,60 @@
+//! Ferry's repository engine and data mover.
+//!
+//! A repository holds encrypted, deduplicated snapshots of directory trees and block
+//! device images in any [`backend::Backend`] (a local directory, S3, memory). The
+//! format is described in `FORMAT.md` next to this crate's `Cargo.toml`.
+//!
+//! ```no_run
+//! # async fn demo() -> ferry_repo::Result<()> {
+//! use std::sync::Arc;
+//! use ferry_repo::{Repository, InitOptions, BackupOptions, RestoreOptions};
+//! use ferry_repo::backend::LocalBackend;
+//!
+//! let backend = Arc::new(LocalBackend::new("/srv/repo"));
+//! let repo = Repository::init(backend, b"key file bytes", InitOptions::default()).await?;
+//! let done = repo.backup("/var/lib/data".as_ref(), BackupOptions::default()).await?;
+//! repo.restore(&done.snapshot_id, "/restore/here".as_ref(), RestoreOptions::default()).await?;
+//! let report = repo.check(true).await?;
+//! assert!(report.is_ok());
+//! # Ok(()) }
+//! ```
+//!
+//! Keys in the store: `config`, `packs/<xx>/<id>`, `index/<id>`, `snapshots/<id>`,
+//! `locks/<id>`. Writes go packs, then index, then snapshot, so a snapshot that can be
+//! listed names only data that exists.
+
+pub mod backend;
+mod backup;
+mod check;
+mod chunker;
+mod config;
+mod crypto;
+mod error;
+mod fsutil;
+mod id;
+mod index;
+mod lock;
+mod pack;
+mod packer;
+mod progress;
+mod repository;
+mod restore;
+mod snapshot;
+mod tree;
+
+pub use backup::{BackupOptions, BackupResult};
+pub use check::{CheckProblem, CheckReport};
+
+pub use config::{CONFIG_KEY, ChunkerParams, Config, FORMAT_VERSION, InitOptions, WrappedKey};
+pub use crypto::{KdfCost, KdfParams};
+pub use error::{Error, Result};
+pub use id::Id;
+pub use index::{BlobLocation, index_key};
+pub use lock::LockInfo;
+pub use pack::{BlobType, pack_key};
+pub use progress::{BackupProgress, RestoreProgress};
+pub use repository::Repository;
+pub use restore::{RestoreOptions, RestoreSummary};
+
+pub use snapshot::{RootMeta, Snapshot, SnapshotSummary, snapshot_key};
+pub use tree::{ContentPart, Name, Node, NodeKind, Tree, unsafe_name_reason};

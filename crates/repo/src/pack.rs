@@ -1,0 +1,298 @@
+//! Blobs and packs. A blob is one chunk or tree, compressed when that helps and sealed
+//! on its own; a pack is many sealed blobs, then a sealed header listing them, then the
+//! header's length as 4 bytes little-endian.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{Keys, aad};
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    /// File content (one chunk).
+    Data,
+    /// A serialized [`crate::tree::Tree`].
+    Tree,
+}
+
+impl BlobType {
+    fn code(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+
+    fn aad(self) -> &'static [u8] {
+        match self {
+            BlobType::Data => aad::DATA_BLOB,
+            BlobType::Tree => aad::TREE_BLOB,
+        }
+    }
+}
+
+/// A sealed blob ready to be packed.
+#[derive(Debug)]
+pub(crate) struct EncodedBlob {
+    pub id: Id,
+    pub kind: BlobType,
+    pub raw_length: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Compresses (when it helps) and seals a blob whose id the caller computed.
+pub(crate) fn encode_blob(
+    keys: &Keys,
+    kind: BlobType,
+    id: Id,
+    plain: &[u8],
+    level: i32,
+) -> Result<EncodedBlob> {
+    let raw_length = u32::try_from(plain.len())
+        .map_err(|_| Error::invalid("blob", format!("{} bytes is too large", plain.len())))?;
+    Ok(EncodedBlob {
+        id,
+        kind,
+        raw_length,
+        bytes: keys.seal_object(kind.aad(), plain, level)?,
+    })
+}
+
+/// Opens a blob and checks that its plaintext hashes to `id`.
+pub(crate) fn decode_blob(
+    keys: &Keys,
+    kind: BlobType,
+    id: &Id,
+    sealed: &[u8],
+    raw_length: u32,
+    pack: &Id,
+) -> Result<Vec<u8>> {
+    let what = || format!("blob {} in pack {}", id.short(), pack);
+    let plain = keys.open_object(kind.aad(), sealed, Some(raw_length as usize), &what)?;
+    if keys.blob_id(&plain) != *id {
+        return Err(Error::corrupt(what(), "content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// One blob's place in a pack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: Id,
+    pub kind: BlobType,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+const HEADER_VERSION: u8 = 1;
+const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+
+/// The key of a pack object.
+pub fn pack_key(id: &Id) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{}", &hex[..2], hex)
+}
+
+/// Accumulates blobs into one pack.
+#[derive(Debug, Default)]
+pub(crate) struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A closed pack: id is BLAKE3 of `data`, so anyone can check it without the key.
+#[derive(Debug)]
+pub(crate) struct FinishedPack {
+    pub id: Id,
+    pub data: Bytes,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, blob: EncodedBlob) -> Result<()> {
+        let offset = u32::try_from(self.buf.len())
+            .map_err(|_| Error::Internal("pack grew past 4 GiB".into()))?;
+        let length = u32::try_from(blob.bytes.len())
+            .map_err(|_| Error::Internal("blob larger than 4 GiB".into()))?;
+        self.buf.extend_from_slice(&blob.bytes);
+        self.entries.push(PackEntry {
+            id: blob.id,
+            kind: blob.kind,
+            offset,
+            length,
+            raw_length: blob.raw_length,
+        });
+        Ok(())
+    }
+
+    pub fn finish(self, keys: &Keys) -> Result<FinishedPack> {
+        let PackBuilder { mut buf, entries } = self;
+        let mut header = Vec::with_capacity(5 + entries.len() * ENTRY_LEN);
+        header.push(HEADER_VERSION);
+        header.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in &entries {
+            header.push(e.kind.code());
+            header.extend_from_slice(e.id.as_bytes());
+            header.extend_from_slice(&e.offset.to_le_bytes());
+            header.extend_from_slice(&e.length.to_le_bytes());
+            header.extend_from_slice(&e.raw_length.to_le_bytes());
+        }
+        // Ids do not compress, so the header is sealed without the compression attempt.
+        let mut payload = Vec::with_capacity(header.len() + 1);
+        payload.push(0);
+        payload.extend_from_slice(&header);
+        let sealed = keys.seal(aad::PACK_HEADER, &payload)?;
+        buf.extend_from_slice(&sealed);
+        buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let id = Id::of_content(&buf);
+        Ok(FinishedPack {
+            id,
+            data: Bytes::from(buf),
+            entries,
+        })
+    }
+}
+
+/// Length of the sealed header, from a pack's last 4 bytes.
+fn header_len_from_trailer(trailer: &[u8], pack: &Id, size: u64) -> Result<u64> {
+    let arr: [u8; 4] = trailer
+        .try_into()
+        .map_err(|_| Error::corrupt(format!("pack {pack}"), "trailer is not 4 bytes"))?;
+    let n = u64::from(u32::from_le_bytes(arr));
+    if n + 4 > size {
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            format!("header length {n} exceeds pack size {size}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Opens and parses a sealed header; checks that entries lie inside the blob area.
+fn decode_header(keys: &Keys, sealed: &[u8], pack: &Id, blob_area: u64) -> Result<Vec<PackEntry>> {
+    let what = || format!("header of pack {pack}");
+    let plain = keys.open_object(aad::PACK_HEADER, sealed, None, &what)?;
+    if plain.len() < 5 || plain[0] != HEADER_VERSION {
+        return Err(Error::corrupt(what(), "unknown header version"));
+    }
+    let count = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]) as usize;
+    let body = &plain[5..];
+    if body.len() != count.saturating_mul(ENTRY_LEN) {
+        return Err(Error::corrupt(what(), "entry count does not match length"));
+    }
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let mut out = Vec::with_capacity(count);
+    for e in body.chunks_exact(ENTRY_LEN) {
+        let kind = BlobType::from_code(e[0])
+            .ok_or_else(|| Error::corrupt(what(), format!("unknown blob type {}", e[0])))?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&e[1..33]);
+        let entry = PackEntry {
+            id: Id::from_bytes(id),
+            kind,
+            offset: u32_at(e, 33),
+            length: u32_at(e, 37),
+            raw_length: u32_at(e, 41),
+        };
+        if u64::from(entry.offset) + u64::from(entry.length) > blob_area {
+            return Err(Error::corrupt(what(), "an entry points past the blob area"));
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// Parses a whole downloaded pack, checking its id first.
+#[cfg(test)]
+pub(crate) fn parse_pack(keys: &Keys, data: &[u8], pack: &Id) -> Result<Vec<PackEntry>> {
+    if Id::of_content(data) != *pack {
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            "content hash does not match its name",
+        ));
+    }
+    parse_pack_entries(keys, data, pack)
+}
+
+/// Reads the header of a whole downloaded pack without checking the pack's hash, so
+/// a damaged pack can still name its intact and broken blobs.
+pub(crate) fn parse_pack_entries(keys: &Keys, data: &[u8], pack: &Id) -> Result<Vec<PackEntry>> {
+    let size = data.len() as u64;
+    if size < 4 {
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            "shorter than its trailer",
+        ));
+    }
+    let hlen = header_len_from_trailer(&data[data.len() - 4..], pack, size)?;
+    let hstart = data.len() - 4 - hlen as usize;
+    decode_header(keys, &data[hstart..data.len() - 4], pack, hstart as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip_and_corruption() {
+        let keys = Keys::from_master(&[3u8; 32]).unwrap();
+        let mut b = PackBuilder::default();
+        let blobs: Vec<Vec<u8>> = vec![vec![1u8; 5000], b"tree json".to_vec(), vec![]];
+        for (i, plain) in blobs.iter().enumerate() {
+            let kind = if i == 1 {
+                BlobType::Tree
+            } else {
+                BlobType::Data
+            };
+            let id = keys.blob_id(plain);
+            b.add(encode_blob(&keys, kind, id, plain, 3).unwrap())
+                .unwrap();
+        }
+        let pack = b.finish(&keys).unwrap();
+        let entries = parse_pack(&keys, &pack.data, &pack.id).unwrap();
+        assert_eq!(entries, pack.entries);
+        for (e, plain) in entries.iter().zip(&blobs) {
+            let sealed = &pack.data[e.offset as usize..(e.offset + e.length) as usize];
+            let back = decode_blob(&keys, e.kind, &e.id, sealed, e.raw_length, &pack.id).unwrap();
+            assert_eq!(&back, plain);
+            // The wrong type (AAD) must not open.
+            let other = if e.kind == BlobType::Data {
+                BlobType::Tree
+            } else {
+                BlobType::Data
+            };
+            assert!(decode_blob(&keys, other, &e.id, sealed, e.raw_length, &pack.id).is_err());
+        }
+        assert!(
+            pack.entries[0].length < 200,
+            "5000 equal bytes should compress"
+        );
+
+        let mut bad = pack.data.to_vec();
+        bad[10] ^= 0xff;
+        let err = parse_pack(&keys, &bad, &pack.id).unwrap_err();
+        assert!(err.to_string().contains(&pack.id.to_hex()), "{err}");
+        assert_eq!(pack_key(&pack.id)[6..8], pack.id.to_hex()[..2]);
+    }
+}

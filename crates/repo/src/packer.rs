@@ -1,0 +1,229 @@
+//! The packer: gathers sealed blobs into packs, uploads several packs at once, and
+//! writes index files only after the packs they describe are stored.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::crypto::aad;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{IndexFile, IndexFilePack, index_key};
+use crate::pack::{EncodedBlob, PackBuilder, PackEntry, pack_key};
+use crate::repository::Repository;
+
+/// Index files are written after this many packs (and at the end), so a crashed run
+/// leaves most of its uploaded packs indexed for the next run to reuse.
+const INDEX_FLUSH_PACKS: usize = 8;
+
+/// Upload counters, readable while the packer runs.
+#[derive(Debug, Default)]
+pub(crate) struct PackerCounters {
+    pub packs: AtomicU64,
+    pub bytes: AtomicU64,
+    pub indexes: AtomicU64,
+}
+
+/// Deduplication within one writer session: an id is "claimed" by the first producer
+/// that sees it, so concurrent workers never upload the same chunk twice.
+#[derive(Debug)]
+pub(crate) struct Dedup {
+    repo: Repository,
+    claimed: Mutex<HashSet<Id>>,
+}
+
+impl Dedup {
+    pub fn new(repo: Repository) -> Self {
+        Dedup {
+            repo,
+            claimed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True when the caller should store the blob: it is neither in the repository nor
+    /// already claimed in this session.
+    pub fn claim(&self, id: &Id) -> bool {
+        if self.repo.index_contains(id) {
+            return false;
+        }
+        self.claimed.lock().insert(*id)
+    }
+}
+
+/// A running packer task.
+#[derive(Debug)]
+pub(crate) struct Packer {
+    tx: mpsc::Sender<EncodedBlob>,
+    task: JoinHandle<Result<()>>,
+    pub counters: Arc<PackerCounters>,
+}
+
+impl Packer {
+    pub fn spawn(repo: Repository, uploads_in_flight: usize, cancel: CancellationToken) -> Self {
+        // A few blobs of slack: producers block here when uploads fall behind.
+        let (tx, rx) = mpsc::channel(32);
+        let counters = Arc::new(PackerCounters::default());
+        let task = tokio::spawn(run(
+            repo,
+            rx,
+            uploads_in_flight.max(1),
+            counters.clone(),
+            cancel,
+        ));
+        Packer { tx, task, counters }
+    }
+
+    pub fn sender(&self) -> mpsc::Sender<EncodedBlob> {
+        self.tx.clone()
+    }
+
+    /// Closes the input and waits until every pack and index file is stored.
+    pub async fn finish(self) -> Result<()> {
+        drop(self.tx);
+        self.task.await.map_err(Error::join)?
+    }
+}
+
+struct State {
+    repo: Repository,
+    counters: Arc<PackerCounters>,
+    uploads: JoinSet<Result<(Id, u64, Vec<PackEntry>)>>,
+    pending: Vec<IndexFilePack>,
+}
+
+impl State {
+    fn start_upload(&mut self, builder: PackBuilder) {
+        let repo = self.repo.clone();
+        self.uploads.spawn(async move {
+            let keys_repo = repo.clone();
+            // Sealing the header and hashing a 16 MiB pack is CPU work.
+            let pack = tokio::task::spawn_blocking(move || builder.finish(keys_repo.keys()))
+                .await
+                .map_err(Error::join)??;
+            let size = pack.data.len() as u64;
+            repo.backend().put(&pack_key(&pack.id), pack.data).await?;
+            Ok((pack.id, size, pack.entries))
+        });
+    }
+
+    async fn on_uploaded(
+        &mut self,
+        joined: std::result::Result<Result<(Id, u64, Vec<PackEntry>)>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let (id, size, entries) = joined.map_err(Error::join)??;
+        self.counters.packs.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(size, Ordering::Relaxed);
+        tracing::debug!(pack = %id.short(), size, blobs = entries.len(), "pack stored");
+        self.pending.push(IndexFilePack::new(id, size, &entries));
+        if self.pending.len() >= INDEX_FLUSH_PACKS {
+            self.flush_index().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_index(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile {
+            packs: std::mem::take(&mut self.pending),
+        };
+        let json = serde_json::to_vec(&file)
+            .map_err(|e| Error::Internal(format!("serializing an index: {e}")))?;
+        let repo = self.repo.clone();
+        let sealed = tokio::task::spawn_blocking(move || {
+            let level = repo.config().compression_level;
+            repo.keys().seal_object(aad::INDEX, &json, level)
+        })
+        .await
+        .map_err(Error::join)??;
+        let id = Id::of_content(&sealed);
+        if let Err(e) = self
+            .repo
+            .backend()
+            .put(&index_key(&id), Bytes::from(sealed))
+            .await
+        {
+            // Keep the entries so a later flush (or the failure path) can retry them.
+            self.pending = file.packs;
+            return Err(e.into());
+        }
+        self.counters.indexes.fetch_add(1, Ordering::Relaxed);
+        self.repo.add_to_index(&file);
+        Ok(())
+    }
+
+    /// After a failure: let uploads already in flight finish, index the ones that
+    /// made it, so a re-run does not upload them again.
+    async fn salvage(&mut self) {
+        while let Some(joined) = self.uploads.join_next().await {
+            if let Ok(Ok((id, size, entries))) = joined {
+                self.pending.push(IndexFilePack::new(id, size, &entries));
+            }
+        }
+        if let Err(e) = self.flush_index().await {
+            tracing::warn!(error = %e, "could not index packs uploaded before the failure");
+        }
+    }
+}
+
+async fn run(
+    repo: Repository,
+    mut rx: mpsc::Receiver<EncodedBlob>,
+    max_uploads: usize,
+    counters: Arc<PackerCounters>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let target = repo.config().pack_target_size as usize;
+    let mut st = State {
+        repo,
+        counters,
+        uploads: JoinSet::new(),
+        pending: Vec::new(),
+    };
+    let mut builder = PackBuilder::default();
+    let result: Result<()> = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Error::Cancelled),
+                Some(joined) = st.uploads.join_next(), if !st.uploads.is_empty() => {
+                    st.on_uploaded(joined).await?;
+                }
+                msg = rx.recv() => match msg {
+                    Some(blob) => {
+                        builder.add(blob)?;
+                        if builder.len() >= target {
+                            st.start_upload(std::mem::take(&mut builder));
+                            // Backpressure: at most `max_uploads` packs in memory/in flight.
+                            while st.uploads.len() >= max_uploads {
+                                if let Some(joined) = st.uploads.join_next().await {
+                                    st.on_uploaded(joined).await?;
+                                }
+                            }
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        if !builder.is_empty() {
+            st.start_upload(std::mem::take(&mut builder));
+        }
+        while let Some(joined) = st.uploads.join_next().await {
+            st.on_uploaded(joined).await?;
+        }
+        st.flush_index().await
+    }
+    .await;
+    if result.is_err() {
+        st.salvage().await;
+    }
+    result
+}

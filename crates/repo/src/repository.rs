@@ -1,0 +1,391 @@
+//! The repository handle: init/open, the index, and reading and writing objects.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendError, DynBackend};
+use crate::config::{CONFIG_KEY, Config, FORMAT_VERSION, InitOptions, WrappedKey};
+use crate::crypto::{self, KdfParams, Keys, aad};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobLocation, Index, IndexFile, index_key};
+use crate::pack::{BlobType, decode_blob, encode_blob, pack_key};
+use crate::packer::Packer;
+use crate::snapshot::{Snapshot, snapshot_key};
+use crate::tree::Tree;
+
+/// An open repository. Cheap to clone; clones share the index.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: DynBackend,
+    config: Config,
+    keys: Keys,
+    index: RwLock<Index>,
+}
+
+/// Concurrent index-file downloads when opening.
+const LOAD_CONCURRENCY: usize = 8;
+
+impl Repository {
+    /// Creates a repository: a random master key wrapped by a key derived from
+    /// `user_key` (the bytes of a key file; a passphrase works too).
+    pub async fn init(backend: DynBackend, user_key: &[u8], options: InitOptions) -> Result<Self> {
+        options.validate()?;
+        if user_key.is_empty() {
+            return Err(Error::invalid(
+                "key",
+                "the key is empty; use a key file with content",
+            ));
+        }
+        if backend.exists(CONFIG_KEY).await? {
+            return Err(Error::AlreadyExists {
+                repo: backend.describe(),
+            });
+        }
+        let master: [u8; 32] = crypto::random_array()?;
+        let kdf = KdfParams::new(options.kdf)?;
+        let kek = derive_kek(kdf.clone(), user_key).await?;
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: Id::random()?,
+            created: OffsetDateTime::now_utc(),
+            chunker: options.chunker,
+            pack_target_size: options.pack_target_size,
+            compression_level: options.compression_level,
+            kdf,
+            master_key: WrappedKey {
+                algorithm: "aes-256-gcm".into(),
+                sealed: hex::encode(crypto::wrap_master_key(&kek, &master)?),
+            },
+        };
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::Internal(format!("serializing config: {e}")))?;
+        backend.put(CONFIG_KEY, Bytes::from(json)).await?;
+        tracing::info!(repo = %backend.describe(), id = %config.id.short(), "repository initialised");
+        Ok(Self::from_parts(
+            backend,
+            config,
+            Keys::from_master(&master)?,
+        ))
+    }
+
+    /// Opens a repository and loads its index. A wrong key gives [`Error::WrongKey`].
+    pub async fn open(backend: DynBackend, user_key: &[u8]) -> Result<Self> {
+        let raw = match backend.get(CONFIG_KEY).await {
+            Ok(b) => b,
+            Err(BackendError::NotFound { .. }) => {
+                return Err(Error::NotFound {
+                    what: format!("repository config in {}", backend.describe()),
+                    hint: "check the repository URL, or initialise a repository there first".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config: Config = serde_json::from_slice(&raw).map_err(|e| {
+            Error::corrupt(format!("config in {}", backend.describe()), e.to_string())
+        })?;
+        config.validate()?;
+        let kek = derive_kek(config.kdf.clone(), user_key).await?;
+        let wrapped = hex::decode(&config.master_key.sealed)
+            .map_err(|e| Error::corrupt("config", format!("wrapped key is not hex: {e}")))?;
+        let master = crypto::unwrap_master_key(&kek, &wrapped)?.ok_or_else(|| Error::WrongKey {
+            repo: backend.describe(),
+        })?;
+        let repo = Self::from_parts(backend, config, Keys::from_master(&master)?);
+        repo.reload_index().await?;
+        Ok(repo)
+    }
+
+    fn from_parts(backend: DynBackend, config: Config, keys: Keys) -> Self {
+        Repository {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                keys,
+                index: RwLock::new(Index::default()),
+            }),
+        }
+    }
+
+    /// The repository's config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &DynBackend {
+        &self.inner.backend
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// Number of blobs in the loaded index.
+    pub fn index_len(&self) -> usize {
+        self.inner.index.read().len()
+    }
+
+    pub(crate) fn index_contains(&self, id: &Id) -> bool {
+        self.inner.index.read().contains(id)
+    }
+
+    pub(crate) fn locate(&self, id: &Id) -> Option<BlobLocation> {
+        self.inner.index.read().get(id)
+    }
+
+    pub(crate) fn add_to_index(&self, file: &IndexFile) {
+        let mut idx = self.inner.index.write();
+        for p in &file.packs {
+            idx.add_pack(p.id, p.size, &p.entries());
+        }
+    }
+
+    /// Re-reads every index file (to see other writers' new packs).
+    pub async fn reload_index(&self) -> Result<()> {
+        let (index, errors) = self.load_index_files().await?;
+        if let Some((id, e)) = errors.into_iter().next() {
+            tracing::error!(index = %id, error = %e, "unreadable index file");
+            return Err(e);
+        }
+        *self.inner.index.write() = index;
+        Ok(())
+    }
+
+    /// Loads all index files, returning the ones that failed separately (for check).
+    pub(crate) async fn load_index_files(&self) -> Result<(Index, Vec<(Id, Error)>)> {
+        let listed = self.backend().list("index/").await?;
+        let results: Vec<(Id, Result<IndexFile>)> = futures::stream::iter(listed)
+            .map(|obj| async move {
+                let name = obj.key.trim_start_matches("index/");
+                let id = match Id::parse(name) {
+                    Ok(id) => id,
+                    Err(_) => {
+                        return (
+                            Id::default(),
+                            Err(Error::corrupt(
+                                obj.key.clone(),
+                                "unexpected object name in index/",
+                            )),
+                        );
+                    }
+                };
+                (
+                    id,
+                    self.load_object::<IndexFile>(&index_key(&id), aad::INDEX, &id)
+                        .await,
+                )
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .collect()
+            .await;
+        let mut index = Index::default();
+        let mut errors = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok(file) => {
+                    for p in &file.packs {
+                        index.add_pack(p.id, p.size, &p.entries());
+                    }
+                }
+                Err(e) => errors.push((id, e)),
+            }
+        }
+        Ok((index, errors))
+    }
+
+    /// Reads a sealed JSON object whose name is the BLAKE3 of its bytes.
+    pub(crate) async fn load_object<T: DeserializeOwned + Send + 'static>(
+        &self,
+        key: &str,
+        aad: &'static [u8],
+        id: &Id,
+    ) -> Result<T> {
+        let raw = self.backend().get(key).await.map_err(|e| match e {
+            BackendError::NotFound { .. } => Error::NotFound {
+                what: key.to_string(),
+                hint: "it may have been removed; run `check`".into(),
+            },
+            e => e.into(),
+        })?;
+        let repo = self.clone();
+        let (key, id) = (key.to_string(), *id);
+        tokio::task::spawn_blocking(move || {
+            if Id::of_content(&raw) != id {
+                return Err(Error::corrupt(key, "content hash does not match its name"));
+            }
+            let what = || key.clone();
+            let plain = repo.keys().open_object(aad, &raw, None, &what)?;
+            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key.clone(), e.to_string()))
+        })
+        .await
+        .map_err(Error::join)?
+    }
+
+    /// Seals a JSON object and stores it under `prefix/<BLAKE3 of the sealed bytes>`.
+    pub(crate) async fn save_object<T: Serialize>(
+        &self,
+        prefix: &str,
+        aad: &'static [u8],
+        value: &T,
+    ) -> Result<Id> {
+        let json = serde_json::to_vec(value)
+            .map_err(|e| Error::Internal(format!("serializing {prefix}: {e}")))?;
+        let sealed = self
+            .keys()
+            .seal_object(aad, &json, self.config().compression_level)?;
+        let id = Id::of_content(&sealed);
+        self.backend()
+            .put(&format!("{prefix}/{id}"), Bytes::from(sealed))
+            .await?;
+        Ok(id)
+    }
+
+    /// Reads and verifies one blob (decrypt, decompress, recompute the id).
+    pub async fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id).ok_or_else(|| Error::NotFound {
+            what: format!("blob {id}"),
+            hint: "the index does not list it; run `check`".into(),
+        })?;
+        self.read_blob_at(id, &loc).await
+    }
+
+    pub(crate) async fn read_blob_at(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let raw = self
+            .backend()
+            .get_range(
+                &pack_key(&loc.pack),
+                u64::from(loc.offset),
+                u64::from(loc.length),
+            )
+            .await?;
+        let repo = self.clone();
+        let (id, loc) = (*id, *loc);
+        tokio::task::spawn_blocking(move || {
+            decode_blob(repo.keys(), loc.kind, &id, &raw, loc.raw_length, &loc.pack)
+        })
+        .await
+        .map_err(Error::join)?
+    }
+
+    /// Loads and parses a tree (not validated; restore and check validate).
+    pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let loc = self.locate(id);
+        if loc.is_some_and(|l| l.kind != BlobType::Tree) {
+            return Err(Error::corrupt(
+                format!("tree {id}"),
+                "indexed as a data blob",
+            ));
+        }
+        Tree::from_bytes(&self.read_blob(id).await?, id)
+    }
+
+    /// Stores a tree as a blob (packed, uploaded and indexed before this returns) and
+    /// returns its id. Backup writes its trees itself; this is for tools and tests.
+    pub async fn save_tree(&self, tree: &Tree) -> Result<Id> {
+        let bytes = tree.to_bytes()?;
+        let id = self.keys().blob_id(&bytes);
+        if self.index_contains(&id) {
+            return Ok(id);
+        }
+        let blob = encode_blob(
+            self.keys(),
+            BlobType::Tree,
+            id,
+            &bytes,
+            self.config().compression_level,
+        )?;
+        let packer = Packer::spawn(self.clone(), 1, CancellationToken::new());
+        let sent = packer.sender().send(blob).await;
+        packer.finish().await?;
+        sent.map_err(|_| Error::Internal("packer stopped early".into()))?;
+        Ok(id)
+    }
+
+    /// Stores a snapshot manifest; call only after its trees and data are indexed.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        self.save_object("snapshots", aad::SNAPSHOT, snapshot).await
+    }
+
+    /// Loads one snapshot.
+    pub async fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        self.load_object(&snapshot_key(id), aad::SNAPSHOT, id).await
+    }
+
+    /// Ids of all snapshots, unsorted, without loading them.
+    pub async fn snapshot_ids(&self) -> Result<Vec<Id>> {
+        let listed = self.backend().list("snapshots/").await?;
+        Ok(listed
+            .iter()
+            .filter_map(|o| Id::parse(o.key.trim_start_matches("snapshots/")).ok())
+            .collect())
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let ids = self.snapshot_ids().await?;
+        let mut out: Vec<(Id, Snapshot)> = futures::stream::iter(ids)
+            .map(|id| async move { self.load_snapshot(&id).await.map(|s| (id, s)) })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves "latest" or a unique hex prefix of a snapshot id.
+    pub async fn resolve_snapshot(&self, spec: &str) -> Result<Id> {
+        if spec == "latest" {
+            return self
+                .snapshots()
+                .await?
+                .pop()
+                .map(|(id, _)| id)
+                .ok_or_else(|| Error::NotFound {
+                    what: "any snapshot".into(),
+                    hint: "run a backup first".into(),
+                });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let matches: Vec<Id> = self
+            .snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::NotFound {
+                what: format!("snapshot {spec:?}"),
+                hint: "list snapshots to see the ids".into(),
+            }),
+            _ => Err(Error::invalid(
+                "snapshot id",
+                format!(
+                    "{spec:?} matches {} snapshots; give more characters",
+                    matches.len()
+                ),
+            )),
+        }
+    }
+}
+
+async fn derive_kek(kdf: KdfParams, user_key: &[u8]) -> Result<[u8; 32]> {
+    let user_key = user_key.to_vec();
+    // argon2id is deliberately slow: keep it off the reactor.
+    tokio::task::spawn_blocking(move || kdf.derive_kek(&user_key))
+        .await
+        .map_err(Error::join)?
+}

@@ -1,0 +1,509 @@
+//! Restore: trees are loaded and validated first (every name must stay inside the
+//! target), then directories and symlinks are created, files are filled in parallel
+//! from verified chunks (holes left unwritten, so sparse files stay sparse), hard links
+//! are made, and metadata is applied last, deepest directories first.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::fsutil::{is_root, set_mtime};
+use crate::id::Id;
+use crate::index::BlobLocation;
+use crate::pack::{BlobType, decode_blob, pack_key};
+use crate::progress::{Counters, Reporter, RestoreProgress};
+use crate::repository::Repository;
+use crate::snapshot::RootMeta;
+use crate::tree::{ContentPart, Node, NodeKind};
+
+/// Settings of one restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub progress: Option<watch::Sender<RestoreProgress>>,
+    pub cancel: CancellationToken,
+    /// Files filled at once.
+    pub file_concurrency: usize,
+    /// Range downloads in flight per file.
+    pub download_concurrency: usize,
+    /// Restore uid/gid; `None` means "when running as root".
+    pub restore_ownership: Option<bool>,
+    /// fsync every restored file before reporting success.
+    pub fsync: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            progress: None,
+            cancel: CancellationToken::new(),
+            file_concurrency: 4,
+            download_concurrency: 4,
+            restore_ownership: None,
+            fsync: true,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes_written: u64,
+    pub bytes_downloaded: u64,
+    pub duration: Duration,
+}
+
+const FILES_TOTAL: usize = 0;
+const FILES_DONE: usize = 1;
+const BYTES_TOTAL: usize = 2;
+const BYTES_WRITTEN: usize = 3;
+const BYTES_DOWNLOADED: usize = 4;
+type RestoreCounters = Counters<5>;
+
+/// Largest range fetched in one request when neighbouring chunks share a pack.
+const MAX_RANGE: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug, Default)]
+struct Plan {
+    /// Parents before children.
+    dirs: Vec<(PathBuf, Node)>,
+    files: Vec<(PathBuf, Node)>,
+    symlinks: Vec<(PathBuf, Node)>,
+    hardlinks: Vec<(PathBuf, PathBuf, Node)>,
+}
+
+/// One chunk to write.
+#[derive(Debug)]
+struct Piece {
+    file_offset: u64,
+    id: Id,
+    loc: BlobLocation,
+}
+
+/// Chunks stored next to each other in one pack, fetched with one range request.
+#[derive(Debug)]
+struct Group {
+    pack: Id,
+    start: u64,
+    end: u64,
+    pieces: Vec<Piece>,
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |e| Error::io(op, path, e)
+}
+
+impl Repository {
+    /// Restores a snapshot into `target`, which must be absent or an empty directory.
+    pub async fn restore(
+        &self,
+        snapshot: &Id,
+        target: &Path,
+        options: RestoreOptions,
+    ) -> Result<RestoreSummary> {
+        let span = tracing::info_span!("restore", snapshot = %snapshot.short(), target = %target.display());
+        async move {
+            let counters: Arc<RestoreCounters> = RestoreCounters::new();
+            let reporter = {
+                let c = counters.clone();
+                Reporter::spawn(options.progress.clone(), move |done| RestoreProgress {
+                    files_total: c.get(FILES_TOTAL),
+                    files_done: c.get(FILES_DONE),
+                    bytes_total: c.get(BYTES_TOTAL),
+                    bytes_written: c.get(BYTES_WRITTEN),
+                    bytes_downloaded: c.get(BYTES_DOWNLOADED),
+                    elapsed: c.elapsed(),
+                    done,
+                })
+            };
+            let result = self
+                .restore_inner(snapshot, target, &options, &counters)
+                .await;
+            reporter.finish().await;
+            if let Ok(s) = &result {
+                tracing::info!(files = s.files, bytes = s.bytes_written, "restore complete");
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn restore_inner(
+        &self,
+        snapshot_id: &Id,
+        target: &Path,
+        options: &RestoreOptions,
+        counters: &Arc<RestoreCounters>,
+    ) -> Result<RestoreSummary> {
+        let snapshot = self.load_snapshot(snapshot_id).await?;
+        prepare_target(target)?;
+        let plan = self.plan(snapshot.tree, target, &options.cancel).await?;
+        let ownership = options.restore_ownership.unwrap_or_else(is_root);
+
+        let mut summary = RestoreSummary {
+            files: plan.files.len() as u64,
+            dirs: plan.dirs.len() as u64,
+            symlinks: plan.symlinks.len() as u64,
+            hardlinks: plan.hardlinks.len() as u64,
+            ..Default::default()
+        };
+        counters.add(FILES_TOTAL, summary.files);
+        counters.add(BYTES_TOTAL, plan.files.iter().map(|(_, n)| n.size).sum());
+
+        let plan = Arc::new(plan);
+        {
+            let plan = plan.clone();
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                for (path, _) in &plan.dirs {
+                    fs::create_dir(path).map_err(io_err("create directory", path))?;
+                }
+                for (path, node) in &plan.symlinks {
+                    let link = node
+                        .symlink_target
+                        .as_ref()
+                        .map(|t| t.to_os())
+                        .unwrap_or_default();
+                    std::os::unix::fs::symlink(&link, path)
+                        .map_err(io_err("create symlink", path))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(Error::join)??;
+        }
+
+        let file_count = plan.files.len();
+        futures::stream::iter(0..file_count)
+            .map(|i| {
+                let plan = plan.clone();
+                async move {
+                    let (path, node) = &plan.files[i];
+                    self.restore_file(path, node, options, counters).await
+                }
+            })
+            .buffer_unordered(options.file_concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        if options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+
+        let root_meta = snapshot.root;
+        let target_owned = target.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for (path, first, _) in &plan.hardlinks {
+                fs::hard_link(first, path).map_err(io_err("create hard link", path))?;
+            }
+            for (path, node) in &plan.files {
+                apply_metadata(
+                    path,
+                    node.mode,
+                    node.uid,
+                    node.gid,
+                    node.mtime_ns,
+                    ownership,
+                    true,
+                )?;
+            }
+            for (path, node) in &plan.symlinks {
+                apply_metadata(
+                    path,
+                    node.mode,
+                    node.uid,
+                    node.gid,
+                    node.mtime_ns,
+                    ownership,
+                    false,
+                )?;
+            }
+            // Deepest first, so creating children no longer changes a parent's mtime.
+            for (path, node) in plan.dirs.iter().rev() {
+                apply_metadata(
+                    path,
+                    node.mode,
+                    node.uid,
+                    node.gid,
+                    node.mtime_ns,
+                    ownership,
+                    true,
+                )?;
+            }
+            if let Some(RootMeta {
+                mode,
+                uid,
+                gid,
+                mtime_ns,
+            }) = root_meta
+            {
+                apply_metadata(&target_owned, mode, uid, gid, mtime_ns, ownership, true)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Error::join)??;
+
+        summary.bytes_written = counters.get(BYTES_WRITTEN);
+        summary.bytes_downloaded = counters.get(BYTES_DOWNLOADED);
+        summary.duration = counters.elapsed();
+        Ok(summary)
+    }
+
+    /// Loads every tree, validating names and checking that every chunk is indexed,
+    /// before anything is written.
+    async fn plan(&self, root: Id, target: &Path, cancel: &CancellationToken) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let mut frontier = vec![(root, target.to_path_buf())];
+        while !frontier.is_empty() {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let trees: Vec<_> = futures::stream::iter(frontier)
+                .map(|(id, dir)| async move {
+                    let tree = self.load_tree(&id).await?;
+                    tree.validate(&id)?;
+                    Ok::<_, Error>((tree, dir))
+                })
+                .buffered(8)
+                .try_collect()
+                .await?;
+            let mut next = Vec::new();
+            for (tree, dir) in trees {
+                for node in tree.nodes {
+                    let path = dir.join(node.name.to_os());
+                    match node.kind {
+                        NodeKind::Dir => {
+                            let sub = node.subtree.ok_or_else(|| {
+                                Error::Internal("validated dir without subtree".into())
+                            })?;
+                            next.push((sub, path.clone()));
+                            plan.dirs.push((path, node));
+                        }
+                        NodeKind::File | NodeKind::DeviceImage => {
+                            for part in &node.content {
+                                if let ContentPart::Chunk { id, .. } = part
+                                    && self.locate(id).is_none()
+                                {
+                                    return Err(Error::NotFound {
+                                        what: format!("chunk {id} of {}", path.display()),
+                                        hint: "the repository is damaged; run `check`".into(),
+                                    });
+                                }
+                            }
+                            plan.files.push((path, node));
+                        }
+                        NodeKind::Symlink => plan.symlinks.push((path, node)),
+                        NodeKind::Hardlink => {
+                            let mut first = target.to_path_buf();
+                            if let Some(t) = &node.link_target {
+                                for c in t.as_bytes().split(|b| *b == b'/') {
+                                    first.push(crate::tree::Name::new(c.to_vec()).to_os());
+                                }
+                            }
+                            plan.hardlinks.push((path, first, node));
+                        }
+                    }
+                }
+            }
+            frontier = next;
+        }
+        // A hard link may only point at a regular file this restore creates; otherwise
+        // a crafted link through a restored symlink could pull in a file from outside.
+        let files: std::collections::HashSet<&Path> =
+            plan.files.iter().map(|(p, _)| p.as_path()).collect();
+        for (path, first, node) in &plan.hardlinks {
+            if !files.contains(first.as_path()) {
+                return Err(Error::UnsafeName {
+                    name: node
+                        .link_target
+                        .as_ref()
+                        .map(|t| t.lossy())
+                        .unwrap_or_default(),
+                    tree: format!("hard link {}", path.display()),
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    async fn restore_file(
+        &self,
+        path: &Path,
+        node: &Node,
+        options: &RestoreOptions,
+        counters: &RestoreCounters,
+    ) -> Result<()> {
+        // create_new: never follow or reuse something already at the path.
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io_err("create file", path))?;
+        let file = Arc::new(file);
+
+        let mut groups: Vec<Group> = Vec::new();
+        let mut offset = 0u64;
+        for part in &node.content {
+            if let ContentPart::Chunk { id, .. } = part {
+                let loc = self.locate(id).ok_or_else(|| Error::NotFound {
+                    what: format!("chunk {id} of {}", path.display()),
+                    hint: "the repository is damaged; run `check`".into(),
+                })?;
+                let (start, end) = (
+                    u64::from(loc.offset),
+                    u64::from(loc.offset) + u64::from(loc.length),
+                );
+                let piece = Piece {
+                    file_offset: offset,
+                    id: *id,
+                    loc,
+                };
+                match groups.last_mut() {
+                    Some(g)
+                        if g.pack == loc.pack && g.end == start && end - g.start <= MAX_RANGE =>
+                    {
+                        g.end = end;
+                        g.pieces.push(piece);
+                    }
+                    _ => groups.push(Group {
+                        pack: loc.pack,
+                        start,
+                        end,
+                        pieces: vec![piece],
+                    }),
+                }
+            }
+            offset += part.len();
+        }
+        let size = offset;
+
+        futures::stream::iter(groups)
+            .map(|g| {
+                let file = file.clone();
+                async move {
+                    if options.cancel.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    let data = self
+                        .backend()
+                        .get_range(&pack_key(&g.pack), g.start, g.end - g.start)
+                        .await?;
+                    counters.add(BYTES_DOWNLOADED, data.len() as u64);
+                    // Backends promise exact ranges; a short answer must not become
+                    // an out-of-bounds slice below.
+                    if data.len() as u64 != g.end - g.start {
+                        return Err(Error::corrupt(
+                            format!("pack {}", g.pack),
+                            format!(
+                                "range read returned {} bytes instead of {}",
+                                data.len(),
+                                g.end - g.start
+                            ),
+                        ));
+                    }
+                    let repo = self.clone();
+                    let path = path.to_path_buf();
+                    let written = tokio::task::spawn_blocking(move || -> Result<u64> {
+                        let mut written = 0;
+                        for p in &g.pieces {
+                            if p.loc.kind != BlobType::Data {
+                                return Err(Error::corrupt(
+                                    format!("chunk {} of {}", p.id, path.display()),
+                                    "indexed as a tree blob",
+                                ));
+                            }
+                            let at = (u64::from(p.loc.offset) - g.start) as usize;
+                            let sealed = &data[at..at + p.loc.length as usize];
+                            let plain = decode_blob(
+                                repo.keys(),
+                                BlobType::Data,
+                                &p.id,
+                                sealed,
+                                p.loc.raw_length,
+                                &g.pack,
+                            )?;
+                            file.write_all_at(&plain, p.file_offset)
+                                .map_err(io_err("write", &path))?;
+                            written += plain.len() as u64;
+                        }
+                        Ok(written)
+                    })
+                    .await
+                    .map_err(Error::join)??;
+                    counters.add(BYTES_WRITTEN, written);
+                    Ok::<_, Error>(())
+                }
+            })
+            .buffer_unordered(options.download_concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        let fsync = options.fsync;
+        let path_owned = path.to_path_buf();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            // Trailing holes: extend without writing, so the file stays sparse.
+            file.set_len(size)
+                .map_err(io_err("truncate", &path_owned))?;
+            if fsync {
+                file.sync_all().map_err(io_err("fsync", &path_owned))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Error::join)??;
+        counters.add(FILES_DONE, 1);
+        Ok(())
+    }
+}
+
+fn prepare_target(target: &Path) -> Result<()> {
+    match fs::read_dir(target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::invalid(
+                    "restore target",
+                    format!(
+                        "{} is not empty; restore into an empty or new directory",
+                        target.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(target).map_err(io_err("create directory", target))
+        }
+        Err(e) => Err(Error::io("open restore target", target, e)),
+    }
+}
+
+/// Owner first (chown clears setuid bits), then mode, then mtime.
+fn apply_metadata(
+    path: &Path,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+    ownership: bool,
+    set_mode: bool,
+) -> Result<()> {
+    if ownership {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err("chown", path))?;
+    }
+    if set_mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io_err("chmod", path))?;
+    }
+    set_mtime(path, mtime_ns).map_err(io_err("set mtime", path))
+}
