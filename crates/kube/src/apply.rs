@@ -1,0 +1,622 @@
+//! Apply: write a plan to the destination with server-side apply, phase by phase, and
+//! report every object's fate. Also purge and activate.
+
+use std::collections::HashSet;
+
+use futures::{StreamExt, stream};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::{Instrument, debug, info, info_span, instrument, warn};
+
+use crate::error::{Error, Result, api_message, status_code};
+use crate::plan::{Plan, PlannedObject};
+use crate::ratelimit::RateLimiter;
+use crate::resource::{Phase, is_scalable, known, qualified_plural};
+use crate::{
+    Cluster, Diff, FIELD_MANAGER, MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome,
+    REPLICAS_ANNOTATION, SUSPEND_ANNOTATION,
+};
+
+/// What to do with an object that already exists on the destination and was not
+/// written by this migration. Objects this migration wrote before are always updated,
+/// so running a migration again converges (and reports "unchanged").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExistingPolicy {
+    /// Leave it as it is and report it skipped.
+    #[default]
+    Skip,
+    /// Take it over: apply the source's version.
+    Update,
+    /// Report it failed.
+    Fail,
+}
+
+/// How to apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyOptions {
+    pub existing: ExistingPolicy,
+    /// Write nothing; report what would change, with diffs (server-side dry run where
+    /// the namespace already exists, else computed here).
+    pub dry_run: bool,
+    /// Delete objects this migration created earlier that are no longer in the plan.
+    pub purge: bool,
+    /// Objects applied at once within a phase.
+    pub concurrency: usize,
+    /// Requests per second to the destination; 0 means no limit.
+    pub qps: f32,
+    pub burst: u32,
+    pub field_manager: String,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            existing: ExistingPolicy::Skip,
+            dry_run: false,
+            purge: false,
+            concurrency: 8,
+            // client-go's defaults are 5/10; a migration is a burst of work that an API
+            // server handles easily at a few times that.
+            qps: 50.0,
+            burst: 100,
+            field_manager: FIELD_MANAGER.to_owned(),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    cluster: &'a Cluster,
+    plan: &'a Plan,
+    opts: &'a ApplyOptions,
+    limiter: RateLimiter,
+}
+
+/// Applies `plan` to `cluster`. Returns one result per planned object (and per purged
+/// object), in plan order; `progress` sees each as it is decided. Only an error that
+/// stops everything is an `Err`: a failed object is a failed result and the rest go on.
+#[instrument(skip_all, fields(cluster = %cluster.name, namespace = %plan.namespace, dry_run = opts.dry_run))]
+pub async fn apply<F>(
+    cluster: &Cluster,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    progress: F,
+) -> Result<Vec<ObjectResult>>
+where
+    F: Fn(&ObjectResult) + Send + Sync,
+{
+    if let Some(p) = plan.problems.iter().find(|p| p.is_error()) {
+        let count = plan.problems.iter().filter(|p| p.is_error()).count();
+        return Err(Error::InvalidSpec {
+            field: "plan",
+            message: format!(
+                "the plan has {count} problem(s), the first: {p}; fix them (pre-flight lists \
+                 them all) and plan again"
+            ),
+        });
+    }
+    let ctx = Ctx {
+        cluster,
+        plan,
+        opts,
+        limiter: RateLimiter::new(opts.qps, opts.burst),
+    };
+    let mut results: Vec<ObjectResult> = Vec::with_capacity(plan.objects.len());
+    // Set when the namespace could not be written: nothing inside it can be.
+    let mut blocked: Option<String> = None;
+    // In a dry run into a namespace that does not exist yet, the server cannot dry-run
+    // anything inside it; the diff is then the object itself.
+    let mut namespace_missing = false;
+
+    for phase in Phase::ALL {
+        let batch: Vec<(usize, &PlannedObject)> = plan
+            .objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.phase == phase)
+            .collect();
+        if batch.is_empty() {
+            continue;
+        }
+        let span = info_span!("phase", ?phase, objects = batch.len());
+        let mut done: Vec<(usize, ObjectResult)> = if let Some(why) = &blocked {
+            batch
+                .into_iter()
+                .map(|(i, o)| {
+                    (
+                        i,
+                        result(
+                            o.object_ref(),
+                            Outcome::Failed {
+                                reason: format!("not attempted: {why}"),
+                                code: None,
+                            },
+                            opts.dry_run,
+                            None,
+                        ),
+                    )
+                })
+                .collect()
+        } else {
+            let ctx = &ctx;
+            let progress = &progress;
+            stream::iter(batch)
+                .map(|(i, o)| async move {
+                    let r = ctx.apply_one(o, namespace_missing).await;
+                    progress(&r);
+                    (i, r)
+                })
+                .buffer_unordered(opts.concurrency.max(1))
+                .collect()
+                .instrument(span)
+                .await
+        };
+        done.sort_by_key(|(i, _)| *i);
+        if phase == Phase::Namespace {
+            for (_, r) in &done {
+                match &r.outcome {
+                    Outcome::Failed { reason, .. } => {
+                        blocked = Some(format!(
+                            "namespace {} could not be applied: {reason}",
+                            plan.namespace
+                        ));
+                    }
+                    Outcome::Created if opts.dry_run => namespace_missing = true,
+                    _ => {}
+                }
+            }
+        }
+        results.extend(done.into_iter().map(|(_, r)| r));
+    }
+
+    if opts.purge && blocked.is_none() && !namespace_missing {
+        let purged = ctx.purge().await?;
+        for r in &purged {
+            progress(r);
+        }
+        results.extend(purged);
+    }
+    let summary = crate::Summary::of(&results);
+    if summary.succeeded() {
+        info!(%summary, "applied");
+    } else {
+        warn!(%summary, "applied with failures");
+    }
+    Ok(results)
+}
+
+fn result(object: ObjectRef, outcome: Outcome, dry_run: bool, diff: Option<Diff>) -> ObjectResult {
+    ObjectResult {
+        object,
+        outcome,
+        dry_run,
+        diff,
+    }
+}
+
+impl Ctx<'_> {
+    fn api(&self, o: &PlannedObject) -> Api<DynamicObject> {
+        if o.namespaced {
+            Api::namespaced_with(
+                self.cluster.client.clone(),
+                &self.plan.namespace,
+                &o.resource,
+            )
+        } else {
+            Api::all_with(self.cluster.client.clone(), &o.resource)
+        }
+    }
+
+    fn is_ours(&self, obj: &DynamicObject) -> bool {
+        obj.labels()
+            .get(MIGRATION_LABEL)
+            .is_some_and(|id| id == &self.plan.migration_id)
+    }
+
+    async fn apply_one(&self, o: &PlannedObject, namespace_missing: bool) -> ObjectResult {
+        let r = o.object_ref();
+        let dry_run = self.opts.dry_run;
+        let span = info_span!("object", object = %r);
+        async {
+            if dry_run && namespace_missing && o.namespaced {
+                return match serde_json::to_value(&o.object) {
+                    Ok(desired) => {
+                        let diff = make_diff(None, Some(desired));
+                        result(r, Outcome::Created, true, Some(diff))
+                    }
+                    Err(e) => result(
+                        r,
+                        failed(format!("cannot serialize: {e}"), None),
+                        true,
+                        None,
+                    ),
+                };
+            }
+            let api = self.api(o);
+            let name = r.name.clone();
+            self.limiter.acquire().await;
+            let existing = match api.get_opt(&name).await {
+                Ok(e) => e,
+                // Namespace admins often may not read their namespace object: write into
+                // it all the same; if it does not exist, every object will say so.
+                Err(e) if o.phase == Phase::Namespace && status_code(&e) == Some(403) => {
+                    return result(
+                        r,
+                        Outcome::Skipped {
+                            reason: format!(
+                                "may not read the namespace ({}); assumed to exist, and left as \
+                                 it is",
+                                api_message(&e)
+                            ),
+                        },
+                        dry_run,
+                        None,
+                    );
+                }
+                Err(e) => return result(r.clone(), self.failure(&r, "reading", &e), dry_run, None),
+            };
+            if let Some(existing) = &existing
+                && !self.is_ours(existing)
+            {
+                if o.phase == Phase::Namespace {
+                    return result(
+                        r,
+                        Outcome::Skipped {
+                            reason: format!(
+                                "namespace exists and was not created by migration {}; objects \
+                                 are written into it, the namespace itself is left as it is",
+                                self.plan.migration_id
+                            ),
+                        },
+                        dry_run,
+                        None,
+                    );
+                }
+                match self.opts.existing {
+                    ExistingPolicy::Skip => {
+                        return result(
+                            r,
+                            Outcome::Skipped {
+                                reason: format!(
+                                    "exists on the destination and was not created by migration \
+                                     {}; left as it is (policy skip; use policy update to take \
+                                     it over)",
+                                    self.plan.migration_id
+                                ),
+                            },
+                            dry_run,
+                            None,
+                        );
+                    }
+                    ExistingPolicy::Fail => {
+                        return result(
+                            r,
+                            failed(
+                                format!(
+                                    "exists on the destination and was not created by migration \
+                                     {} (policy fail); delete it there, or use policy skip or \
+                                     update",
+                                    self.plan.migration_id
+                                ),
+                                Some(409),
+                            ),
+                            dry_run,
+                            None,
+                        );
+                    }
+                    ExistingPolicy::Update => {}
+                }
+            }
+
+            let mut pp = PatchParams::apply(&self.opts.field_manager).force();
+            if dry_run {
+                pp = pp.dry_run();
+            }
+            self.limiter.acquire().await;
+            let applied = match api.patch(&name, &pp, &Patch::Apply(&o.object)).await {
+                Ok(a) => a,
+                Err(e) => {
+                    return result(r.clone(), self.failure(&r, "applying", &e), dry_run, None);
+                }
+            };
+            // Compared by content rather than resourceVersion: a write that only moves
+            // field ownership (or a controller's status update in between) is not a
+            // change the user made.
+            let outcome = match &existing {
+                None => Outcome::Created,
+                Some(e) if comparable(e) == comparable(&applied) => Outcome::Unchanged,
+                Some(_) => Outcome::Updated,
+            };
+            let diff = dry_run.then(|| {
+                make_diff(
+                    existing.as_ref().map(comparable),
+                    Some(comparable(&applied)),
+                )
+            });
+            debug!(?outcome, "applied");
+            result(r, outcome, dry_run, diff)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Turns an API error into a failed result that says what to do.
+    fn failure(&self, r: &ObjectRef, action: &str, e: &kube::Error) -> Outcome {
+        let code = status_code(e);
+        let msg = api_message(e);
+        let place = r
+            .namespace
+            .as_deref()
+            .map(|n| format!(" in namespace {n}"))
+            .unwrap_or_default();
+        let next = match code {
+            Some(403) => format!(
+                "grant the user get, create and patch on {}{place} on cluster {}",
+                r.kind, self.cluster.name
+            ),
+            Some(404) => format!(
+                "cluster {} does not serve {} {}: install its CustomResourceDefinition or API \
+                 there first",
+                self.cluster.name, r.api_version, r.kind
+            ),
+            Some(422) if msg.contains("already allocated") => {
+                "the port is taken on the destination: free it there, or migrate without \
+                 preserving NodePorts so the destination picks a free one"
+                    .to_owned()
+            }
+            Some(422) if msg.contains("immutable") => {
+                "a field that cannot change differs on the destination: delete the object there \
+                 and migrate again"
+                    .to_owned()
+            }
+            Some(422 | 400) => {
+                "the destination rejected the object: adjust it with a transform patch".to_owned()
+            }
+            Some(409) => "someone changed the object meanwhile: migrate again".to_owned(),
+            Some(429 | 500..=599) | None => {
+                "the destination's API server is unavailable or throttling: migrate again"
+                    .to_owned()
+            }
+            Some(_) => "migrate again; if it persists, check the API server's logs".to_owned(),
+        };
+        failed(
+            format!(
+                "{action} on cluster {} failed: {msg}; {next}",
+                self.cluster.name
+            ),
+            code,
+        )
+    }
+
+    /// Deletes objects of the captured types that this migration wrote earlier and that
+    /// the plan no longer has (they left the source, or its selector).
+    async fn purge(&self) -> Result<Vec<ObjectResult>> {
+        let planned: HashSet<(String, String, String)> = self
+            .plan
+            .objects
+            .iter()
+            .filter(|o| o.namespaced)
+            .map(|o| {
+                (
+                    o.resource.group.clone(),
+                    o.resource.kind.clone(),
+                    o.object.name_any(),
+                )
+            })
+            .collect();
+        let selector = format!("{MIGRATION_LABEL}={}", self.plan.migration_id);
+        let mut out = Vec::new();
+        for ar in &self.plan.resources {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.cluster.client.clone(), &self.plan.namespace, ar);
+            let items = match self.list_all(&api, &selector).await {
+                Ok(items) => items,
+                // The type is not served here (its CRD is gone): nothing of it to purge.
+                Err(e) if status_code(&e) == Some(404) => continue,
+                Err(source) => {
+                    return Err(Error::List {
+                        cluster: self.cluster.name.clone(),
+                        resource: qualified_plural(ar),
+                        namespace: self.plan.namespace.clone(),
+                        next_step: "grant the user list and delete on it, or migrate without \
+                                    purge"
+                            .into(),
+                        source: Box::new(source),
+                    });
+                }
+            };
+            for item in items {
+                let name = item.name_any();
+                if planned.contains(&(ar.group.clone(), ar.kind.clone(), name.clone())) {
+                    continue;
+                }
+                let r = ObjectRef::new(ar, Some(&self.plan.namespace), &name);
+                let mut dp = DeleteParams::background();
+                if self.opts.dry_run {
+                    dp = dp.dry_run();
+                }
+                self.limiter.acquire().await;
+                let outcome = match api.delete(&name, &dp).await {
+                    Ok(_) => Outcome::Deleted,
+                    Err(e) if status_code(&e) == Some(404) => continue,
+                    Err(e) => self.failure(&r, "deleting", &e),
+                };
+                let diff = self
+                    .opts
+                    .dry_run
+                    .then(|| make_diff(Some(comparable(&item)), None));
+                out.push(result(r, outcome, self.opts.dry_run, diff));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_all(
+        &self,
+        api: &Api<DynamicObject>,
+        selector: &str,
+    ) -> Result<Vec<DynamicObject>, kube::Error> {
+        let mut lp = ListParams::default().labels(selector).limit(250);
+        let mut out = Vec::new();
+        loop {
+            self.limiter.acquire().await;
+            let page = api.list(&lp).await?;
+            out.extend(page.items);
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+fn failed(reason: String, code: Option<u16>) -> Outcome {
+    Outcome::Failed { reason, code }
+}
+
+/// An object without the fields the server manages on every write, for comparing and
+/// showing what a user's change would be.
+fn comparable(obj: &DynamicObject) -> Value {
+    let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "generation",
+            "uid",
+            "creationTimestamp",
+        ] {
+            meta.remove(k);
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    v
+}
+
+fn make_diff(before: Option<Value>, after: Option<Value>) -> Diff {
+    let empty = json!({});
+    let patch = json_patch::diff(
+        before.as_ref().unwrap_or(&empty),
+        after.as_ref().unwrap_or(&empty),
+    );
+    Diff {
+        before,
+        after,
+        patch,
+    }
+}
+
+/// Starts what an apply left scaled to zero or suspended in `namespace`: restores each
+/// workload's `spec.replicas` from its `ferry.dev/replicas` annotation and each CronJob's
+/// or Job's `spec.suspend` from `ferry.dev/suspend` (Stork's startApplications).
+#[instrument(skip_all, fields(cluster = %cluster.name, %namespace))]
+pub async fn activate(cluster: &Cluster, namespace: &str) -> Result<Vec<ObjectResult>> {
+    let types = [
+        known::deployment(),
+        known::stateful_set(),
+        known::replica_set(),
+        known::replication_controller(),
+        known::cron_job(),
+        known::job(),
+    ];
+    let mut out = Vec::new();
+    for ar in &types {
+        let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), namespace, ar);
+        let items = list_paged(&api).await.map_err(|source| Error::List {
+            cluster: cluster.name.clone(),
+            resource: qualified_plural(ar),
+            namespace: namespace.to_owned(),
+            next_step: "grant the user list and patch on it".into(),
+            source: Box::new(source),
+        })?;
+        for item in items {
+            if let Some(r) = activate_one(cluster, &api, ar, &item).await {
+                out.push(r);
+            }
+        }
+    }
+    info!(activated = out.len(), "activated");
+    Ok(out)
+}
+
+async fn list_paged(api: &Api<DynamicObject>) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut lp = ListParams::default().limit(250);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
+            _ => return Ok(out),
+        }
+    }
+}
+
+async fn activate_one(
+    cluster: &Cluster,
+    api: &Api<DynamicObject>,
+    ar: &ApiResource,
+    item: &DynamicObject,
+) -> Option<ObjectResult> {
+    let name = item.name_any();
+    let r = ObjectRef::new(ar, item.namespace().as_deref(), &name);
+    let annotations = item.annotations();
+    let patch = if is_scalable(&ar.group, &ar.kind) {
+        let raw = annotations.get(REPLICAS_ANNOTATION)?;
+        let Ok(replicas) = raw.parse::<i32>() else {
+            return Some(result(
+                r,
+                failed(
+                    format!(
+                        "annotation {REPLICAS_ANNOTATION}={raw:?} is not a replica count; set \
+                         spec.replicas by hand and remove the annotation"
+                    ),
+                    None,
+                ),
+                false,
+                None,
+            ));
+        };
+        json!({"metadata": {"annotations": {REPLICAS_ANNOTATION: null}}, "spec": {"replicas": replicas}})
+    } else {
+        let raw = annotations.get(SUSPEND_ANNOTATION)?;
+        let Ok(suspend) = raw.parse::<bool>() else {
+            return Some(result(
+                r,
+                failed(
+                    format!(
+                        "annotation {SUSPEND_ANNOTATION}={raw:?} is not true or false; set \
+                         spec.suspend by hand and remove the annotation"
+                    ),
+                    None,
+                ),
+                false,
+                None,
+            ));
+        };
+        json!({"metadata": {"annotations": {SUSPEND_ANNOTATION: null}}, "spec": {"suspend": suspend}})
+    };
+    // A merge patch, not an apply: an apply by the "ferry" manager would have to repeat
+    // the whole object or give up the fields it leaves out.
+    let pp = PatchParams {
+        field_manager: Some(format!("{FIELD_MANAGER}-activate")),
+        ..Default::default()
+    };
+    let outcome = match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
+        Ok(_) => Outcome::Updated,
+        Err(e) => failed(
+            format!(
+                "activating on cluster {} failed: {}; grant patch on {} and activate again",
+                cluster.name,
+                api_message(&e),
+                qualified_plural(ar)
+            ),
+            status_code(&e),
+        ),
+    };
+    Some(result(r, outcome, false, None))
+}
