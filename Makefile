@@ -12,7 +12,7 @@ export PATH := $(PATH):$(FERRY_CACHE)/testenv/kube-$(KUBE_VERSION)/kubectl
 CARGO ?= cargo
 DEV_DIR ?= .ferry-dev
 
-.PHONY: all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache
+.PHONY: all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects
 
 all: build
 
@@ -57,3 +57,8 @@ demo:
 
 clean-cache:
 	rm -rf $(FERRY_CACHE)/testenv $(FERRY_CACHE)/gobuild
+
+## bench-objects: capture 1,000 objects on cluster a and apply them to b (real API
+## servers); last line is one `summary:` line.
+bench-objects: check-tools testenv
+	$(CARGO) run --release --quiet -p ferry-bench --bin bench-objects
