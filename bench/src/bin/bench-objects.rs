@@ -90,8 +90,13 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let plan = ferry_kube::plan(&captured, &spec, &ClusterFacts::default())?;
-    // The default client-side budget users get, not an unthrottled run.
-    let opts = ApplyOptions::default();
+    // The default client-side budget users get unless FERRY_BENCH_QPS raises it (burst
+    // twice that), the way a user raises it for a large migration.
+    let mut opts = ApplyOptions::default();
+    if let Ok(qps) = std::env::var("FERRY_BENCH_QPS") {
+        opts.qps = qps.parse().context("FERRY_BENCH_QPS must be a number")?;
+        opts.burst = (opts.qps * 2.0) as u32;
+    }
     let t = Instant::now();
     let first = ferry_kube::apply(&dst, &plan, &opts, |_| {}).await?;
     let apply_s = t.elapsed().as_secs_f64();
@@ -114,10 +119,12 @@ async fn main() -> anyhow::Result<()> {
 
     let end_to_end = count as f64 / (capture_s + apply_s);
     println!(
-        "summary: objects={count} capture_s={capture_s:.2} apply_s={apply_s:.2} \
+        "summary: objects={count} qps={} burst={} capture_s={capture_s:.2} apply_s={apply_s:.2} \
          reapply_unchanged_s={reapply_s:.2} capture_per_s={:.0} apply_per_s={:.0} \
          capture_apply_per_s={end_to_end:.0} target_per_s={TARGET_PER_SECOND:.0} \
          meets_target={}",
+        opts.qps,
+        opts.burst,
         count as f64 / capture_s,
         count as f64 / apply_s,
         end_to_end >= TARGET_PER_SECOND
