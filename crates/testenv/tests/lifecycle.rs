@@ -54,10 +54,17 @@ fn processes_die_with_a_panicking_owner() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Free means this process can bind it: a listener would stop that (std sets
+    // SO_REUSEADDR, so leftover TIME_WAIT connections do not). A connect probe is not used
+    // because a connect to a free ephemeral port can, rarely, connect to itself.
     for port in ports {
-        assert!(
-            !ferry_testenv::is_listening(port),
-            "port {port} still listening"
-        );
+        let start = Instant::now();
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "port {port} still in use after the owner panicked"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
