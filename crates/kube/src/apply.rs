@@ -516,17 +516,7 @@ impl Ctx<'_> {
         api: &Api<DynamicObject>,
         selector: &str,
     ) -> Result<Vec<DynamicObject>, kube::Error> {
-        let mut lp = ListParams::default().labels(selector).limit(250);
-        let mut out = Vec::new();
-        loop {
-            self.limiter.acquire().await;
-            let page = api.list(&lp).await?;
-            out.extend(page.items);
-            match page.metadata.continue_ {
-                Some(t) if !t.is_empty() => lp = lp.continue_token(&t),
-                _ => return Ok(out),
-            }
-        }
+        list_paged(api, selector, Some(&self.limiter)).await
     }
 }
 
@@ -589,13 +579,15 @@ pub async fn activate(cluster: &Cluster, namespace: &str) -> Result<Vec<ObjectRe
     let mut out = Vec::new();
     for ar in &types {
         let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), namespace, ar);
-        let items = list_paged(&api).await.map_err(|source| Error::List {
-            cluster: cluster.name.clone(),
-            resource: qualified_plural(ar),
-            namespace: namespace.to_owned(),
-            next_step: "grant the user list and patch on it".into(),
-            source: Box::new(source),
-        })?;
+        let items = list_paged(&api, "", None)
+            .await
+            .map_err(|source| Error::List {
+                cluster: cluster.name.clone(),
+                resource: qualified_plural(ar),
+                namespace: namespace.to_owned(),
+                next_step: "grant the user list and patch on it".into(),
+                source: Box::new(source),
+            })?;
         for item in items {
             if let Some(r) = activate_one(cluster, &api, ar, &item).await {
                 out.push(r);
@@ -606,10 +598,19 @@ pub async fn activate(cluster: &Cluster, namespace: &str) -> Result<Vec<ObjectRe
     Ok(out)
 }
 
-async fn list_paged(api: &Api<DynamicObject>) -> Result<Vec<DynamicObject>, kube::Error> {
-    let mut lp = ListParams::default().limit(250);
+/// Every object of `api` matching `selector`, page by page, each page under `limiter`
+/// when given.
+async fn list_paged(
+    api: &Api<DynamicObject>,
+    selector: &str,
+    limiter: Option<&RateLimiter>,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let mut lp = ListParams::default().labels(selector).limit(250);
     let mut out = Vec::new();
     loop {
+        if let Some(limiter) = limiter {
+            limiter.acquire().await;
+        }
         let page = api.list(&lp).await?;
         out.extend(page.items);
         match page.metadata.continue_ {
@@ -628,41 +629,34 @@ async fn activate_one(
     let name = item.name_any();
     let r = ObjectRef::new(ar, item.namespace().as_deref(), &name);
     let annotations = item.annotations();
-    let patch = if is_scalable(&ar.group, &ar.kind) {
-        let raw = annotations.get(REPLICAS_ANNOTATION)?;
-        let Ok(replicas) = raw.parse::<i32>() else {
-            return Some(result(
-                r,
-                failed(
-                    format!(
-                        "annotation {REPLICAS_ANNOTATION}={raw:?} is not a replica count; set \
-                         spec.replicas by hand and remove the annotation"
-                    ),
-                    None,
-                ),
-                false,
-                None,
-            ));
-        };
-        json!({"metadata": {"annotations": {REPLICAS_ANNOTATION: null}}, "spec": {"replicas": replicas}})
+    // Workloads were scaled to zero with their replicas kept aside; CronJobs were
+    // suspended with their old suspend flag kept aside. Either way: put the field back.
+    let (annotation, field, expected) = if is_scalable(&ar.group, &ar.kind) {
+        (REPLICAS_ANNOTATION, "replicas", "a replica count")
     } else {
-        let raw = annotations.get(SUSPEND_ANNOTATION)?;
-        let Ok(suspend) = raw.parse::<bool>() else {
-            return Some(result(
-                r,
-                failed(
-                    format!(
-                        "annotation {SUSPEND_ANNOTATION}={raw:?} is not true or false; set \
-                         spec.suspend by hand and remove the annotation"
-                    ),
-                    None,
-                ),
-                false,
-                None,
-            ));
-        };
-        json!({"metadata": {"annotations": {SUSPEND_ANNOTATION: null}}, "spec": {"suspend": suspend}})
+        (SUSPEND_ANNOTATION, "suspend", "true or false")
     };
+    let raw = annotations.get(annotation)?;
+    let value: Option<Value> = if field == "replicas" {
+        raw.parse::<i32>().ok().map(Value::from)
+    } else {
+        raw.parse::<bool>().ok().map(Value::from)
+    };
+    let Some(value) = value else {
+        return Some(result(
+            r,
+            failed(
+                format!(
+                    "annotation {annotation}={raw:?} is not {expected}; set spec.{field} by hand \
+                     and remove the annotation"
+                ),
+                None,
+            ),
+            false,
+            None,
+        ));
+    };
+    let patch = json!({"metadata": {"annotations": {annotation: null}}, "spec": {field: value}});
     // A merge patch, not an apply: an apply by the "ferry" manager would have to repeat
     // the whole object or give up the fields it leaves out.
     let pp = PatchParams {
