@@ -206,7 +206,12 @@ impl Repository {
             for (path, first, _) in &plan.hardlinks {
                 fs::hard_link(first, path).map_err(io_err("create hard link", path))?;
             }
-            for (path, node) in &plan.files {
+            // Files, then symlinks (no mode: Linux has none of its own for them), then
+            // directories deepest first, so creating children no longer changes a parent's mtime.
+            let entries = (plan.files.iter().map(|e| (e, true)))
+                .chain(plan.symlinks.iter().map(|e| (e, false)))
+                .chain(plan.dirs.iter().rev().map(|e| (e, true)));
+            for ((path, node), set_mode) in entries {
                 apply_metadata(
                     path,
                     node.mode,
@@ -214,30 +219,7 @@ impl Repository {
                     node.gid,
                     node.mtime_ns,
                     ownership,
-                    true,
-                )?;
-            }
-            for (path, node) in &plan.symlinks {
-                apply_metadata(
-                    path,
-                    node.mode,
-                    node.uid,
-                    node.gid,
-                    node.mtime_ns,
-                    ownership,
-                    false,
-                )?;
-            }
-            // Deepest first, so creating children no longer changes a parent's mtime.
-            for (path, node) in plan.dirs.iter().rev() {
-                apply_metadata(
-                    path,
-                    node.mode,
-                    node.uid,
-                    node.gid,
-                    node.mtime_ns,
-                    ownership,
-                    true,
+                    set_mode,
                 )?;
             }
             if let Some(RootMeta {
