@@ -93,7 +93,9 @@ const BYTES_NEW: usize = 5;
 const CHUNKS_NEW: usize = 6;
 const CHUNKS_REUSED: usize = 7;
 const TREES_NEW: usize = 8;
-type BackupCounters = Counters<9>;
+/// Files the parent snapshot has under the same name whose content had to be re-read.
+const FILES_CHANGED: usize = 9;
+type BackupCounters = Counters<10>;
 
 /// One walked entry. Index 0 is the (virtual) root; children always come after their
 /// parent, so walking the arena backwards visits children before parents.
@@ -304,6 +306,8 @@ async fn match_parent(
                             e.needs_read = false;
                             counters.add(FILES_UNCHANGED, 1);
                             counters.add(FILES_DONE, 1);
+                        } else if old.kind == NodeKind::File {
+                            counters.add(FILES_CHANGED, 1);
                         }
                     }
                     _ => {}
@@ -546,7 +550,10 @@ impl Repository {
         let span = tracing::info_span!("backup", source = %source.display());
         async move {
             let lock = LockGuard::acquire(self.backend().clone(), "backup", options.lock_ttl).await?;
-            let result = self.backup_locked(source, &options).await;
+            let result = match crate::packer::adopt_unindexed_packs(self).await {
+                Ok(_) => self.backup_locked(source, &options).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = lock.release().await {
                 tracing::warn!(error = %e, "could not remove the backup lock; it expires by itself");
             }
@@ -610,6 +617,7 @@ impl Repository {
             Ok((tree, mut summary, root_meta)) => {
                 summary.files_read = counters.get(FILES_DONE) - counters.get(FILES_UNCHANGED);
                 summary.files_unchanged = counters.get(FILES_UNCHANGED);
+                summary.files_changed = counters.get(FILES_CHANGED);
                 summary.bytes_read = counters.get(BYTES_READ);
                 summary.bytes_new = counters.get(BYTES_NEW);
                 summary.chunks_new = counters.get(CHUNKS_NEW);

@@ -133,6 +133,10 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs decrypted and verified (with `read_data`).
     pub blobs_read: u64,
+    /// Chunk references of the checked snapshots looked up in the index.
+    pub blobs_checked: u64,
+    /// Pack bytes downloaded (with `read_data`).
+    pub bytes_read: u64,
 }
 
 impl CheckReport {
@@ -177,6 +181,18 @@ impl Repository {
     /// Problems are collected in the report; `Err` means the check itself could not
     /// run (for instance, the store was unreachable for listing).
     pub async fn check(&self, read_data: bool) -> Result<CheckReport> {
+        self.check_scoped(None, read_data).await
+    }
+
+    /// Checks one snapshot: its trees load and every blob it references is indexed in a
+    /// pack that exists with the right size; `read_data` also downloads and verifies
+    /// the packs it uses (and only those). Problems elsewhere in the repository are not
+    /// looked for.
+    pub async fn check_snapshot(&self, snapshot: &Id, read_data: bool) -> Result<CheckReport> {
+        self.check_scoped(Some(*snapshot), read_data).await
+    }
+
+    async fn check_scoped(&self, only: Option<Id>, read_data: bool) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let (index, bad_indexes) = self.load_index_files().await?;
         for (id, e) in bad_indexes {
@@ -185,6 +201,14 @@ impl Repository {
                 error: e.to_string(),
             });
         }
+
+        let snapshots = match only {
+            Some(id) => vec![id],
+            None => self.snapshot_ids().await?,
+        };
+        let used = self
+            .check_snapshots(&index, &snapshots, &mut report)
+            .await?;
 
         let listed: HashMap<Id, u64> = self
             .backend()
@@ -196,7 +220,12 @@ impl Repository {
                 Id::parse(name).ok().map(|id| (id, o.size))
             })
             .collect();
-        let indexed: HashMap<Id, u64> = index.packs().collect();
+        // A whole-repository check looks at every indexed pack; a snapshot check only
+        // at the packs that snapshot needs.
+        let indexed: HashMap<Id, u64> = index
+            .packs()
+            .filter(|(p, _)| only.is_none() || used.contains(p))
+            .collect();
         for (pack, expected) in &indexed {
             report.packs_checked += 1;
             match listed.get(pack) {
@@ -213,14 +242,14 @@ impl Repository {
                 Some(_) => {}
             }
         }
-        report.unindexed_packs = listed
-            .keys()
-            .filter(|p| !indexed.contains_key(p))
-            .copied()
-            .collect();
-        report.unindexed_packs.sort();
-
-        self.check_snapshots(&index, &mut report).await?;
+        if only.is_none() {
+            report.unindexed_packs = listed
+                .keys()
+                .filter(|p| !indexed.contains_key(p))
+                .copied()
+                .collect();
+            report.unindexed_packs.sort();
+        }
 
         if read_data {
             self.check_pack_data(&index, &listed, &indexed, &mut report)
@@ -230,9 +259,16 @@ impl Repository {
         Ok(report)
     }
 
-    async fn check_snapshots(&self, index: &Index, report: &mut CheckReport) -> Result<()> {
+    /// Walks the given snapshots' trees; returns the packs holding their blobs.
+    async fn check_snapshots(
+        &self,
+        index: &Index,
+        snapshots: &[Id],
+        report: &mut CheckReport,
+    ) -> Result<HashSet<Id>> {
         let mut seen_trees: HashSet<Id> = HashSet::new();
-        for snap_id in self.snapshot_ids().await? {
+        let mut used_packs: HashSet<Id> = HashSet::new();
+        for &snap_id in snapshots {
             report.snapshots_checked += 1;
             let snap = match self.load_snapshot(&snap_id).await {
                 Ok(s) => s,
@@ -258,6 +294,7 @@ impl Repository {
                     });
                     continue;
                 };
+                used_packs.insert(loc.pack);
                 let tree = match self.load_tree_at(&tree_id, &loc).await {
                     Ok(t) => t,
                     Err(e) => {
@@ -279,20 +316,24 @@ impl Repository {
                         stack.push((sub, path.clone()));
                     }
                     for part in &node.content {
-                        if let ContentPart::Chunk { id, .. } = part
-                            && !index.contains(id)
-                        {
-                            report.problems.push(CheckProblem::BlobMissing {
-                                snapshot: snap_id,
-                                blob: *id,
-                                path: path.clone(),
-                            });
+                        if let ContentPart::Chunk { id, .. } = part {
+                            report.blobs_checked += 1;
+                            match index.get(id) {
+                                Some(loc) => {
+                                    used_packs.insert(loc.pack);
+                                }
+                                None => report.problems.push(CheckProblem::BlobMissing {
+                                    snapshot: snap_id,
+                                    blob: *id,
+                                    path: path.clone(),
+                                }),
+                            }
                         }
                     }
                 }
             }
         }
-        Ok(())
+        Ok(used_packs)
     }
 
     async fn load_tree_at(&self, id: &Id, loc: &BlobLocation) -> Result<Tree> {
@@ -324,6 +365,7 @@ impl Repository {
             .filter(|p| listed.contains_key(p))
             .copied()
             .collect();
+        report.bytes_read += packs.iter().filter_map(|p| listed.get(p)).sum::<u64>();
         let results: Vec<(u64, Vec<CheckProblem>)> = futures::stream::iter(packs)
             .map(|pack| {
                 let claims = claimed.remove(&pack).unwrap_or_default();

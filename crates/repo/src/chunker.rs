@@ -30,6 +30,28 @@ pub(crate) fn chunks<R: Read>(
     })
 }
 
+/// `(offset, length)` of every chunk the real chunker cuts from `data`. Only for the
+/// chunk-boundary snapshot test in `tests/`; not a stable API.
+#[doc(hidden)]
+pub fn chunk_boundaries(
+    data: &[u8],
+    params: &ChunkerParams,
+    seed: u64,
+) -> crate::error::Result<Vec<(u64, u64)>> {
+    // FastCDC panics on out-of-range sizes.
+    params.validate()?;
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    for chunk in chunks(data, params, seed) {
+        let len = chunk
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?
+            .len() as u64;
+        out.push((offset, len));
+        offset += len;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

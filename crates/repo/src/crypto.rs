@@ -209,9 +209,22 @@ impl Keys {
         open_with(&self.data, aad, sealed)
     }
 
-    /// Compresses (when it helps) and seals.
+    /// Compresses (when it helps) and seals: nonce || AES-GCM(flag || payload) || tag,
+    /// built in one buffer and encrypted in place, because on the backup path every
+    /// extra copy of a chunk costs as much as hashing it.
     pub(crate) fn seal_object(&self, aad: &[u8], plaintext: &[u8], level: i32) -> Result<Vec<u8>> {
-        self.seal(aad, &encode_payload(plaintext, level))
+        let nonce_bytes: [u8; NONCE_LEN] = random_array()?;
+        let mut out = encode_payload_after(&nonce_bytes, plaintext, level);
+        let tag = self
+            .data
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(aad),
+                &mut out[NONCE_LEN..],
+            )
+            .map_err(|_| Error::Internal("AES-256-GCM seal failed".into()))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
     }
 
     /// Opens and decompresses; `what` names the object in the error.
@@ -222,9 +235,22 @@ impl Keys {
         expected_len: Option<usize>,
         what: &dyn Fn() -> String,
     ) -> Result<Vec<u8>> {
-        let encoded = self
+        let mut encoded = self
             .open(aad, sealed)
             .ok_or_else(|| Error::corrupt(what(), "authentication failed (bytes were altered)"))?;
+        if encoded.first() == Some(&PAYLOAD_RAW) {
+            // Shift out the flag instead of copying the payload into a new buffer.
+            encoded.remove(0);
+            if let Some(n) = expected_len
+                && encoded.len() != n
+            {
+                return Err(Error::corrupt(
+                    what(),
+                    format!("length {} differs from recorded {n}", encoded.len()),
+                ));
+            }
+            return Ok(encoded);
+        }
         decode_payload(&encoded, expected_len).map_err(|detail| Error::corrupt(what(), detail))
     }
 }
@@ -232,21 +258,65 @@ impl Keys {
 const PAYLOAD_RAW: u8 = 0;
 const PAYLOAD_ZSTD: u8 = 1;
 
-/// Flag byte + payload: zstd when it makes the bytes smaller, raw otherwise (already
-/// compressed or random data costs one byte, not a bigger blob).
-pub(crate) fn encode_payload(plain: &[u8], level: i32) -> Vec<u8> {
-    if let Ok(compressed) = zstd::bulk::compress(plain, level)
-        && compressed.len() < plain.len()
-    {
-        let mut out = Vec::with_capacity(compressed.len() + 1);
-        out.push(PAYLOAD_ZSTD);
-        out.extend_from_slice(&compressed);
-        return out;
+thread_local! {
+    // A compression context per thread and level: creating one per chunk costs more
+    // than compressing a small chunk.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `plain` into `dst` (which must be large enough); `None` on failure.
+fn compress_into(plain: &[u8], level: i32, dst: &mut [u8]) -> Option<usize> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress_to_buffer(plain, dst).ok()
+    })
+}
+
+/// `prefix` || flag byte || payload: zstd when it makes the bytes smaller, raw
+/// otherwise (already compressed or random data costs one byte, not a bigger blob).
+/// Room for the AES-GCM tag is reserved.
+fn encode_payload_after(prefix: &[u8], plain: &[u8], level: i32) -> Vec<u8> {
+    let head = prefix.len() + 1;
+    let bound = zstd::zstd_safe::compress_bound(plain.len());
+    let mut out = Vec::with_capacity(head + bound.max(plain.len()) + TAG_LEN);
+    out.extend_from_slice(prefix);
+    out.push(PAYLOAD_ZSTD);
+    out.resize(head + bound, 0);
+    match compress_into(plain, level, &mut out[head..]) {
+        Some(n) if n < plain.len() => out.truncate(head + n),
+        _ => {
+            out.truncate(head);
+            out[head - 1] = PAYLOAD_RAW;
+            out.extend_from_slice(plain);
+        }
     }
-    let mut out = Vec::with_capacity(plain.len() + 1);
-    out.push(PAYLOAD_RAW);
-    out.extend_from_slice(plain);
     out
+}
+
+/// Flag byte + payload, see [`encode_payload_after`].
+#[cfg(test)]
+pub(crate) fn encode_payload(plain: &[u8], level: i32) -> Vec<u8> {
+    encode_payload_after(&[], plain, level)
+}
+
+fn decompress(payload: &[u8], len: usize) -> std::result::Result<Vec<u8>, String> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, len).map_err(|e| format!("zstd: {e}")),
+            None => Err("zstd: no decompression context".to_string()),
+        }
+    })
 }
 
 /// Reverses [`encode_payload`], checking the length when the caller knows it.
@@ -260,7 +330,7 @@ pub(crate) fn decode_payload(
     let plain = match flag {
         PAYLOAD_RAW => payload.to_vec(),
         PAYLOAD_ZSTD => match expected_len {
-            Some(n) => zstd::bulk::decompress(payload, n).map_err(|e| format!("zstd: {e}"))?,
+            Some(n) => decompress(payload, n)?,
             None => zstd::stream::decode_all(payload).map_err(|e| format!("zstd: {e}"))?,
         },
         other => return Err(format!("unknown payload flag {other}")),

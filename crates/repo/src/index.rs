@@ -97,6 +97,11 @@ impl Index {
         })
     }
 
+    /// True when some index file lists the pack.
+    pub fn has_pack(&self, pack: &Id) -> bool {
+        self.pack_pos.contains_key(pack)
+    }
+
     /// Every indexed pack with its recorded size.
     pub fn packs(&self) -> impl Iterator<Item = (Id, u64)> + '_ {
         self.packs.iter().copied()

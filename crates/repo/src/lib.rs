@@ -44,6 +44,8 @@ mod tree;
 
 pub use backup::{BackupOptions, BackupResult};
 pub use check::{CheckProblem, CheckReport};
+#[doc(hidden)]
+pub use chunker::chunk_boundaries;
 
 pub use config::{CONFIG_KEY, ChunkerParams, Config, FORMAT_VERSION, InitOptions, WrappedKey};
 pub use crypto::{KdfCost, KdfParams};

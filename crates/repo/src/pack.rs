@@ -235,6 +235,27 @@ pub(crate) fn parse_pack(keys: &Keys, data: &[u8], pack: &Id) -> Result<Vec<Pack
     parse_pack_entries(keys, data, pack)
 }
 
+/// Reads a stored pack's header with two ranged reads (trailer, then header), without
+/// downloading its blobs.
+pub(crate) async fn read_pack_header(
+    repo: &crate::repository::Repository,
+    pack: &Id,
+    size: u64,
+) -> Result<Vec<PackEntry>> {
+    let key = pack_key(pack);
+    if size < 4 {
+        return Err(Error::corrupt(
+            format!("pack {pack}"),
+            "shorter than its trailer",
+        ));
+    }
+    let trailer = repo.backend().get_range(&key, size - 4, 4).await?;
+    let hlen = header_len_from_trailer(&trailer, pack, size)?;
+    let hstart = size - 4 - hlen;
+    let sealed = repo.backend().get_range(&key, hstart, hlen).await?;
+    decode_header(repo.keys(), &sealed, pack, hstart)
+}
+
 /// Reads the header of a whole downloaded pack without checking the pack's hash, so
 /// a damaged pack can still name its intact and broken blobs.
 pub(crate) fn parse_pack_entries(keys: &Keys, data: &[u8], pack: &Id) -> Result<Vec<PackEntry>> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -134,28 +135,12 @@ impl State {
         let file = IndexFile {
             packs: std::mem::take(&mut self.pending),
         };
-        let json = serde_json::to_vec(&file)
-            .map_err(|e| Error::Internal(format!("serializing an index: {e}")))?;
-        let repo = self.repo.clone();
-        let sealed = tokio::task::spawn_blocking(move || {
-            let level = repo.config().compression_level;
-            repo.keys().seal_object(aad::INDEX, &json, level)
-        })
-        .await
-        .map_err(Error::join)??;
-        let id = Id::of_content(&sealed);
-        if let Err(e) = self
-            .repo
-            .backend()
-            .put(&index_key(&id), Bytes::from(sealed))
-            .await
-        {
+        if let Err(e) = store_index(&self.repo, &file).await {
             // Keep the entries so a later flush (or the failure path) can retry them.
             self.pending = file.packs;
-            return Err(e.into());
+            return Err(e);
         }
         self.counters.indexes.fetch_add(1, Ordering::Relaxed);
-        self.repo.add_to_index(&file);
         Ok(())
     }
 
@@ -171,6 +156,73 @@ impl State {
             tracing::warn!(error = %e, "could not index packs uploaded before the failure");
         }
     }
+}
+
+/// Seals and stores an index file, then adds it to the in-memory index.
+async fn store_index(repo: &Repository, file: &IndexFile) -> Result<Id> {
+    let json = serde_json::to_vec(file)
+        .map_err(|e| Error::Internal(format!("serializing an index: {e}")))?;
+    let sealing = repo.clone();
+    let sealed = tokio::task::spawn_blocking(move || {
+        let level = sealing.config().compression_level;
+        sealing.keys().seal_object(aad::INDEX, &json, level)
+    })
+    .await
+    .map_err(Error::join)??;
+    let id = Id::of_content(&sealed);
+    repo.backend()
+        .put(&index_key(&id), Bytes::from(sealed))
+        .await?;
+    repo.add_to_index(file);
+    Ok(id)
+}
+
+/// Pack headers read at once while adopting.
+const ADOPT_CONCURRENCY: usize = 8;
+
+/// Indexes packs that are stored but listed in no index file: what a writer killed
+/// between uploading packs and writing their index left behind. Their blobs then count
+/// as stored, so the next backup does not upload them again. A pack whose header does
+/// not open is left alone (`check` reports it; prune reclaims it). A pack another
+/// writer is about to index may be indexed twice, which the index tolerates.
+/// Returns how many packs were adopted.
+pub(crate) async fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
+    let listed = repo.backend().list("packs/").await?;
+    let orphans: Vec<(Id, u64)> = listed
+        .iter()
+        .filter_map(|o| {
+            let id = Id::parse(o.key.rsplit('/').next()?).ok()?;
+            (!repo.has_pack(&id)).then_some((id, o.size))
+        })
+        .collect();
+    if orphans.is_empty() {
+        return Ok(0);
+    }
+    let headers: Vec<Option<IndexFilePack>> = futures::stream::iter(orphans)
+        .map(|(id, size)| async move {
+            match crate::pack::read_pack_header(repo, &id, size).await {
+                Ok(entries) => Some(IndexFilePack::new(id, size, &entries)),
+                Err(e) => {
+                    tracing::warn!(pack = %id, error = %e, "unindexed pack not adopted");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(ADOPT_CONCURRENCY)
+        .collect()
+        .await;
+    let file = IndexFile {
+        packs: headers.into_iter().flatten().collect(),
+    };
+    let adopted = file.packs.len();
+    if adopted > 0 {
+        store_index(repo, &file).await?;
+        tracing::info!(
+            packs = adopted,
+            "indexed packs an interrupted backup left behind"
+        );
+    }
+    Ok(adopted)
 }
 
 async fn run(

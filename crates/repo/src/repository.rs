@@ -142,6 +142,10 @@ impl Repository {
         self.inner.index.read().contains(id)
     }
 
+    pub(crate) fn has_pack(&self, pack: &Id) -> bool {
+        self.inner.index.read().has_pack(pack)
+    }
+
     pub(crate) fn locate(&self, id: &Id) -> Option<BlobLocation> {
         self.inner.index.read().get(id)
     }

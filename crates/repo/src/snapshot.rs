@@ -48,6 +48,10 @@ pub struct SnapshotSummary {
     pub files_read: u64,
     /// Files whose content list came from the parent snapshot unread.
     pub files_unchanged: u64,
+    /// Of `files_read`, those the parent snapshot had under the same path (so
+    /// `files_read - files_changed` were new).
+    #[serde(default)]
+    pub files_changed: u64,
     /// Logical bytes of all file content (holes included).
     pub bytes_total: u64,
     /// Bytes read from the source.

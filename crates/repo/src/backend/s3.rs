@@ -75,24 +75,34 @@ impl S3Options {
         let access_key_id = var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?;
         let secret_access_key =
             var("AWS_SECRET_ACCESS_KEY").ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?;
-        let force_path_style = endpoint.is_some();
-        Ok(S3Options {
+        let region = var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| "us-east-1".into());
+        let mut options = S3Options::new(endpoint, bucket, prefix, &region);
+        options.access_key_id = access_key_id;
+        options.secret_access_key = secret_access_key;
+        options.session_token = var("AWS_SESSION_TOKEN");
+        Ok(options)
+    }
+
+    /// Settings with empty credentials (fill `access_key_id` and `secret_access_key`)
+    /// and the default tuning; a custom endpoint implies path-style addressing.
+    pub fn new(endpoint: Option<String>, bucket: &str, prefix: &str, region: &str) -> Self {
+        S3Options {
+            force_path_style: endpoint.is_some(),
             endpoint,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
-            region: var("AWS_REGION")
-                .or_else(|| var("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
-            access_key_id,
-            secret_access_key,
-            session_token: var("AWS_SESSION_TOKEN"),
-            force_path_style,
+            region: region.to_string(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            session_token: None,
             max_attempts: 6,
             multipart_threshold: 8 * 1024 * 1024,
             part_size: 8 * 1024 * 1024,
             part_concurrency: 4,
             attempt_timeout: Duration::from_secs(120),
-        })
+        }
     }
 }
 

@@ -1,0 +1,102 @@
+//! The command line's errors. Each variant maps to one exit status, so scripts can tell
+//! "repository missing" from "wrong key" from "interrupted" without parsing messages.
+
+use std::path::PathBuf;
+
+/// Everything a `ferry` command can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Arguments are missing or malformed. Exit status 2.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The key file is missing, unreadable or empty. Exit status 1.
+    #[error(
+        "key file {} (from --key-file or FERRY_KEY_FILE) {problem}; pass the key file the \
+         repository was created with, or for a new repository create one with: \
+         head -c 32 /dev/urandom > ferry.key",
+        path.display()
+    )]
+    KeyFile { path: PathBuf, problem: String },
+
+    /// Nothing answers at the repository location. Exit status 10.
+    #[error(
+        "no repository at {repo}: its config object does not exist; check -r/--repo \
+         (or FERRY_REPOSITORY), or create one with: ferry repo -r {repo} init"
+    )]
+    RepositoryNotFound { repo: String },
+
+    /// The key does not unlock the repository. Exit status 12.
+    #[error(
+        "wrong key for repository {repo}: key file {} does not unlock it; use the key file \
+         the repository was created with",
+        key_file.display()
+    )]
+    WrongKey { repo: String, key_file: PathBuf },
+
+    /// `check` finished and found damage. Exit status 1.
+    #[error(
+        "check found {0} problem(s) (listed above); restore what you can from other \
+         snapshots and back up again"
+    )]
+    CheckFailed(usize),
+
+    /// Ctrl-C or SIGTERM stopped the command. Exit status 130.
+    #[error("interrupted; no snapshot or partial state was made visible")]
+    Interrupted,
+
+    /// The repository engine failed. Exit status 1.
+    #[error(transparent)]
+    Repo(ferry_repo::Error),
+
+    /// Writing the command's output failed (e.g. a closed pipe). Exit status 1.
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+/// Result alias for the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<ferry_repo::Error> for Error {
+    fn from(e: ferry_repo::Error) -> Self {
+        match e {
+            ferry_repo::Error::Cancelled => Error::Interrupted,
+            e => Error::Repo(e),
+        }
+    }
+}
+
+impl Error {
+    /// The process exit status for this error (restic's numbering where it has one).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::RepositoryNotFound { .. } => 10,
+            Error::WrongKey { .. } => 12,
+            Error::Interrupted => 130,
+            Error::KeyFile { .. } | Error::CheckFailed(_) | Error::Repo(_) | Error::Output(_) => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+        assert_eq!(
+            Error::RepositoryNotFound { repo: "r".into() }.exit_code(),
+            10
+        );
+        let wrong = Error::WrongKey {
+            repo: "r".into(),
+            key_file: "k".into(),
+        };
+        assert_eq!(wrong.exit_code(), 12);
+        assert_eq!(Error::from(ferry_repo::Error::Cancelled).exit_code(), 130);
+        assert_eq!(Error::CheckFailed(3).exit_code(), 1);
+    }
+}

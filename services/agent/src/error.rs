@@ -1,0 +1,201 @@
+//! The agent's errors, and the one place that turns them into gRPC statuses carrying a
+//! `ferry.v1.ErrorDetail`, so clients branch on a code instead of parsing text.
+
+use ferry_proto::v1::{ErrorCode, ErrorDetail};
+use prost::Message;
+use tonic::{Code, Status};
+
+/// Everything an agent request can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The request names a profile this agent does not have.
+    #[error(
+        "profile {name:?} not found in {dir}; create {dir}/{name}.yaml (see services/agent/README.md) \
+         or use a profile this agent has"
+    )]
+    ProfileNotFound { name: String, dir: String },
+
+    /// A profile exists but cannot be used.
+    #[error("profile {name:?} ({path}) is not usable: {detail}")]
+    ProfileInvalid {
+        name: String,
+        path: String,
+        detail: String,
+    },
+
+    /// A request field is missing or malformed.
+    #[error("invalid {field}: {detail}")]
+    InvalidArgument { field: &'static str, detail: String },
+
+    /// A path lies outside the directories this agent was allowed to touch.
+    #[error(
+        "{path} is outside the directories this agent may read and write ({allowed}); \
+         start the agent with --allow-root for it, or pass a path under one of those"
+    )]
+    PathNotAllowed { path: String, allowed: String },
+
+    /// A volume path is missing or unusable.
+    #[error("volume path {path}: {detail}")]
+    Volume { path: String, detail: String },
+
+    /// Another running operation already uses this id.
+    #[error("operation {0:?} is already running on this agent; pick a unique operation_id")]
+    DuplicateOperation(String),
+
+    /// The profile now points at a different repository than the caller expects.
+    #[error(
+        "profile {profile:?} opens repository {found}, the request expects {expected}; \
+         the profile was changed to another repository: fix the profile or the request"
+    )]
+    RepositoryMismatch {
+        profile: String,
+        expected: String,
+        found: String,
+    },
+
+    /// The repository engine failed; `context` says at which step and on what.
+    #[error("{context}: {source}")]
+    Repo {
+        context: String,
+        #[source]
+        source: ferry_repo::Error,
+    },
+
+    /// The agent is draining for shutdown and takes no new work.
+    #[error("agent {node} is shutting down; retry on the agent after it restarts")]
+    ShuttingDown { node: String },
+}
+
+impl AgentError {
+    pub(crate) fn repo(context: impl Into<String>) -> impl FnOnce(ferry_repo::Error) -> Self {
+        let context = context.into();
+        move |source| AgentError::Repo { context, source }
+    }
+
+    pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        AgentError::InvalidArgument {
+            field,
+            detail: detail.into(),
+        }
+    }
+
+    /// The gRPC code, the detail code and the next step for the user.
+    fn classify(&self) -> (Code, ErrorCode, &'static str) {
+        use ferry_repo::Error as R;
+        match self {
+            AgentError::ProfileNotFound { .. } => (
+                Code::NotFound,
+                ErrorCode::NotFound,
+                "create the profile on the agent's node or fix the request's profile name",
+            ),
+            AgentError::ProfileInvalid { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::InvalidArgument,
+                "fix the profile file",
+            ),
+            AgentError::InvalidArgument { .. } => (
+                Code::InvalidArgument,
+                ErrorCode::InvalidArgument,
+                "fix the request",
+            ),
+            AgentError::PathNotAllowed { .. } => (
+                Code::PermissionDenied,
+                ErrorCode::PermissionDenied,
+                "add the directory with --allow-root when starting the agent",
+            ),
+            AgentError::Volume { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::Volume,
+                "check that the volume is mounted on this node at that path",
+            ),
+            AgentError::DuplicateOperation(_) => (
+                Code::AlreadyExists,
+                ErrorCode::AlreadyExists,
+                "pick a unique operation_id",
+            ),
+            AgentError::RepositoryMismatch { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::InvalidArgument,
+                "point the profile back at the expected repository",
+            ),
+            AgentError::ShuttingDown { .. } => (
+                Code::Unavailable,
+                ErrorCode::Unreachable,
+                "retry once the agent is back",
+            ),
+            AgentError::Repo { source, .. } => match source {
+                R::WrongKey { .. } => (
+                    Code::FailedPrecondition,
+                    ErrorCode::WrongKey,
+                    "use the key the repository was initialised with",
+                ),
+                R::Corrupt { .. } | R::UnsafeName { .. } => (
+                    Code::DataLoss,
+                    ErrorCode::Integrity,
+                    "run Verify with read_data to list every damaged object",
+                ),
+                R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
+                R::Invalid { .. } => (
+                    Code::InvalidArgument,
+                    ErrorCode::InvalidArgument,
+                    "fix the request or the profile",
+                ),
+                R::AlreadyExists { .. } => (
+                    Code::AlreadyExists,
+                    ErrorCode::AlreadyExists,
+                    "use the existing repository",
+                ),
+                R::Io { .. } => (
+                    Code::FailedPrecondition,
+                    ErrorCode::Volume,
+                    "check the volume path, its permissions and free space on this node",
+                ),
+                e if e.is_not_found() => (
+                    Code::NotFound,
+                    ErrorCode::NotFound,
+                    "check the snapshot id and that the profile points at the right repository",
+                ),
+                e if e.is_transient() => (
+                    Code::Unavailable,
+                    ErrorCode::Unreachable,
+                    "the object store is unreachable or overloaded; retry later",
+                ),
+                R::Backend(_) => (
+                    Code::FailedPrecondition,
+                    ErrorCode::PermissionDenied,
+                    "check the profile's endpoint, bucket and credentials",
+                ),
+                _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
+            },
+        }
+    }
+
+    /// The detail a status carries for this error.
+    pub fn detail(&self) -> ErrorDetail {
+        let (_, code, hint) = self.classify();
+        ErrorDetail {
+            code: code as i32,
+            message: self.to_string(),
+            object: None,
+            cluster: String::new(),
+            hint: hint.to_string(),
+        }
+    }
+}
+
+impl From<AgentError> for Status {
+    fn from(e: AgentError) -> Status {
+        let (code, _, _) = e.classify();
+        let detail = e.detail();
+        Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+    }
+}
+
+/// Reads the `ErrorDetail` a status from a Ferry service carries, if any.
+pub fn status_detail(status: &Status) -> Option<ErrorDetail> {
+    if status.details().is_empty() {
+        return None;
+    }
+    ErrorDetail::decode(status.details()).ok()
+}

@@ -1,0 +1,19 @@
+//! Ferry's agent: the per-node data mover behind `ferry.v1.AgentService`.
+//!
+//! It backs a directory up into a repository, restores a snapshot into a directory and
+//! verifies snapshots, streaming progress; it never decides what to move, only how.
+//! Repositories are reached through profiles (see [`profile`]); requests may touch
+//! only paths under the allowed roots.
+
+pub mod config;
+pub mod error;
+pub mod ops;
+pub mod profile;
+pub mod server;
+pub mod service;
+
+pub use config::{AgentConfig, Args};
+pub use error::{AgentError, status_detail};
+pub use profile::{Profile, ProfileSource, S3Credentials};
+pub use server::{ServeError, serve};
+pub use service::Agent;

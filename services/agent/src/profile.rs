@@ -1,0 +1,294 @@
+//! Profiles: how this agent reaches a repository (location, S3 credentials, key).
+//!
+//! In a cluster each profile is a Secret mounted into the agent as one YAML file per
+//! profile; they are read on every request, so a rotated Secret applies without a
+//! restart. The control plane can also hand profiles over directly.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use ferry_repo::Repository;
+use ferry_repo::backend::{DynBackend, LocalBackend, RepoUrl, S3Backend, S3Options};
+use serde::Deserialize;
+
+use crate::error::AgentError;
+
+/// A repository location with what it takes to open it.
+#[derive(Clone)]
+pub struct Profile {
+    pub name: String,
+    /// A directory or `s3:http(s)://host:port/bucket/prefix` or `s3://bucket/prefix`.
+    pub repository: String,
+    /// S3 credentials; required for `s3:` repositories.
+    pub s3: Option<S3Credentials>,
+    /// The user's key that wraps the repository's master key.
+    pub key: Vec<u8>,
+}
+
+/// Static S3 credentials.
+#[derive(Clone)]
+pub struct S3Credentials {
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach logs.
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .field("repository", &self.repository)
+            .field(
+                "s3_access_key_id",
+                &self.s3.as_ref().map(|c| c.access_key_id.as_str()),
+            )
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A profile file as written by users (`<name>.yaml`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProfileFile {
+    repository: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    access_key_id: Option<String>,
+    #[serde(default)]
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    session_token: Option<String>,
+    /// Path of the key file, relative to the profile's directory if not absolute.
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    /// The key itself, base64.
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// Where profiles come from.
+#[derive(Clone, Debug)]
+pub enum ProfileSource {
+    /// One `<name>.yaml` per profile in a directory, read on every request.
+    Dir(PathBuf),
+    /// Profiles given in memory (by the control plane, or in tests).
+    Static(Arc<HashMap<String, Profile>>),
+}
+
+impl ProfileSource {
+    /// Looks a profile up by name.
+    pub async fn get(&self, name: &str) -> Result<Profile, AgentError> {
+        validate_name(name)?;
+        match self {
+            ProfileSource::Static(map) => {
+                map.get(name)
+                    .cloned()
+                    .ok_or_else(|| AgentError::ProfileNotFound {
+                        name: name.to_string(),
+                        dir: "the agent's in-memory profiles".to_string(),
+                    })
+            }
+            ProfileSource::Dir(dir) => {
+                let dir = dir.clone();
+                let name = name.to_string();
+                tokio::task::spawn_blocking(move || load_from_dir(&dir, &name))
+                    .await
+                    .map_err(|e| AgentError::invalid("profile", format!("loading failed: {e}")))?
+            }
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), AgentError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(
+            "repository.profile",
+            format!(
+                "{name:?} is not a profile name: use letters, digits, '-', '_' and '.', not starting with '.'"
+            ),
+        ))
+    }
+}
+
+fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
+    let path = ["yaml", "yml", "json"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.is_file())
+        .ok_or_else(|| AgentError::ProfileNotFound {
+            name: name.to_string(),
+            dir: dir.display().to_string(),
+        })?;
+    let invalid = |detail: String| AgentError::ProfileInvalid {
+        name: name.to_string(),
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read: {e}")))?;
+    let file: ProfileFile = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let key = match (&file.key, &file.key_file) {
+        (Some(_), Some(_)) => return Err(invalid("give key or keyFile, not both".into())),
+        (None, None) => {
+            return Err(invalid(
+                "no key: add keyFile (a path) or key (base64)".into(),
+            ));
+        }
+        (Some(b64), None) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| invalid(format!("key is not base64: {e}")))?,
+        (None, Some(p)) => {
+            let p = if p.is_absolute() {
+                p.clone()
+            } else {
+                dir.join(p)
+            };
+            std::fs::read(&p).map_err(|e| invalid(format!("keyFile {}: {e}", p.display())))?
+        }
+    };
+    if key.is_empty() {
+        return Err(invalid("the key is empty".into()));
+    }
+    let url = RepoUrl::parse(&file.repository).map_err(|e| invalid(e.to_string()))?;
+    let s3 = match (&url, file.access_key_id, file.secret_access_key) {
+        (RepoUrl::Local(_), None, None) => None,
+        (RepoUrl::Local(_), _, _) => {
+            return Err(invalid(
+                "S3 credentials given for a local repository; remove them".into(),
+            ));
+        }
+        (RepoUrl::S3 { .. }, Some(id), Some(secret)) => Some(S3Credentials {
+            region: file.region.unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: id,
+            secret_access_key: secret,
+            session_token: file.session_token,
+        }),
+        (RepoUrl::S3 { .. }, _, _) => {
+            return Err(invalid(
+                "an s3: repository needs accessKeyId and secretAccessKey".into(),
+            ));
+        }
+    };
+    Ok(Profile {
+        name: name.to_string(),
+        repository: file.repository,
+        s3,
+        key,
+    })
+}
+
+impl Profile {
+    /// The storage backend this profile names.
+    pub fn backend(&self) -> Result<DynBackend, AgentError> {
+        let url = RepoUrl::parse(&self.repository).map_err(AgentError::repo(format!(
+            "profile {:?}: repository URL",
+            self.name
+        )))?;
+        Ok(match url {
+            RepoUrl::Local(path) => Arc::new(LocalBackend::new(path)),
+            RepoUrl::S3 {
+                endpoint,
+                bucket,
+                prefix,
+            } => {
+                let creds = self.s3.as_ref().ok_or_else(|| AgentError::ProfileInvalid {
+                    name: self.name.clone(),
+                    path: "in memory".into(),
+                    detail: "an s3: repository needs S3 credentials".into(),
+                })?;
+                let mut options = S3Options::new(endpoint, &bucket, &prefix, &creds.region);
+                options.access_key_id = creds.access_key_id.clone();
+                options.secret_access_key = creds.secret_access_key.clone();
+                options.session_token = creds.session_token.clone();
+                Arc::new(S3Backend::new(options))
+            }
+        })
+    }
+
+    /// Opens the repository; `expected_id`, when not empty, must match its id.
+    pub async fn open(&self, expected_id: &str) -> Result<Repository, AgentError> {
+        let repo = Repository::open(self.backend()?, &self.key)
+            .await
+            .map_err(AgentError::repo(format!(
+                "opening repository {} of profile {:?}",
+                self.repository, self.name
+            )))?;
+        let found = repo.config().id.to_string();
+        if !expected_id.is_empty() && found != expected_id {
+            return Err(AgentError::RepositoryMismatch {
+                profile: self.name.clone(),
+                expected: expected_id.to_string(),
+                found,
+            });
+        }
+        Ok(repo)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).expect("write profile");
+    }
+
+    #[tokio::test]
+    async fn profiles_load_and_explain_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("k"), b"secret key").expect("key");
+        write(
+            dir.path(),
+            "good.yaml",
+            "repository: s3:http://127.0.0.1:9000/b/p\naccessKeyId: id\nsecretAccessKey: s\nkeyFile: k\n",
+        );
+        write(dir.path(), "nokey.yaml", "repository: /srv/repo\n");
+        write(
+            dir.path(),
+            "nocreds.yaml",
+            "repository: s3://b/p\nkey: a2V5\n",
+        );
+        write(
+            dir.path(),
+            "typo.yaml",
+            "repository: /x\nkey: a2V5\nregoin: x\n",
+        );
+        let src = ProfileSource::Dir(dir.path().to_path_buf());
+
+        let p = src.get("good").await.expect("good profile");
+        assert_eq!(p.key, b"secret key");
+        assert_eq!(p.s3.as_ref().map(|c| c.region.as_str()), Some("us-east-1"));
+        assert!(!format!("{p:?}").contains("secret key"));
+
+        let err = |r: Result<Profile, AgentError>| r.expect_err("must fail").to_string();
+        assert!(err(src.get("nokey").await).contains("no key"));
+        assert!(err(src.get("nocreds").await).contains("accessKeyId"));
+        assert!(err(src.get("typo").await).contains("regoin"));
+        assert!(err(src.get("absent").await).contains("not found"));
+        assert!(err(src.get("../etc/passwd").await).contains("not a profile name"));
+    }
+}

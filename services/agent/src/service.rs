@@ -1,0 +1,542 @@
+//! `ferry.v1.AgentService` over the repository engine.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ferry_proto::v1::agent_service_server::AgentService;
+use ferry_proto::v1::{
+    BackupEvent, BackupRequest, BackupSummary, CancelRequest, CancelResponse, ErrorCode,
+    ErrorDetail, GetInfoRequest, GetInfoResponse, Progress, RepositoryRef, RestoreEvent,
+    RestoreRequest, RestoreSummary, VerifyEvent, VerifyRequest, VerifySummary, backup_event,
+    restore_event, verify_event,
+};
+use ferry_repo::{BackupOptions, BackupProgress, Id, RestoreOptions, RestoreProgress};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::config::AgentConfig;
+use crate::error::AgentError;
+use crate::ops::{OperationGuard, Operations};
+use crate::profile::{Profile, ProfileSource};
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Events buffered per stream before the operation waits for a slow client.
+const STREAM_BUFFER: usize = 16;
+
+/// The agent's gRPC service.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    node_name: String,
+    profiles: ProfileSource,
+    allowed_roots: Vec<PathBuf>,
+    ops: Arc<Operations>,
+}
+
+impl Agent {
+    pub fn new(config: &AgentConfig) -> Self {
+        Agent {
+            inner: Arc::new(Inner {
+                node_name: config.node_name.clone(),
+                profiles: config.profiles.clone(),
+                allowed_roots: config.allowed_roots.clone(),
+                ops: Operations::new(config.max_concurrent_operations, config.node_name.clone()),
+            }),
+        }
+    }
+
+    /// The operation registry, for draining at shutdown.
+    pub fn operations(&self) -> Arc<Operations> {
+        self.inner.ops.clone()
+    }
+
+    /// Checks that `path` is absolute, normal and under an allowed root.
+    fn check_path(&self, field: &'static str, path: &str) -> Result<PathBuf, AgentError> {
+        if path.is_empty() {
+            return Err(AgentError::invalid(field, "empty; give an absolute path"));
+        }
+        let p = Path::new(path);
+        if !p.is_absolute() {
+            return Err(AgentError::invalid(
+                field,
+                format!("{path:?} is relative; give an absolute path on the agent's node"),
+            ));
+        }
+        if p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(AgentError::invalid(
+                field,
+                format!("{path:?} contains '..'; give a normalised absolute path"),
+            ));
+        }
+        let roots = &self.inner.allowed_roots;
+        if !roots.is_empty() && !roots.iter().any(|r| p.starts_with(r)) {
+            return Err(AgentError::PathNotAllowed {
+                path: path.to_string(),
+                allowed: roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(p.to_path_buf())
+    }
+
+    fn register(&self, operation_id: &str) -> Result<OperationGuard, AgentError> {
+        if operation_id.is_empty() {
+            return Err(AgentError::invalid(
+                "operation_id",
+                "empty; pick an id unique on this agent so the operation can be cancelled",
+            ));
+        }
+        self.inner.ops.register(operation_id)
+    }
+}
+
+/// Turns engine progress into API progress with a smoothed read rate and an ETA.
+#[derive(Debug)]
+struct RateMeter {
+    last: Option<(Instant, u64)>,
+    rate: f64,
+}
+
+impl RateMeter {
+    fn new() -> Self {
+        RateMeter {
+            last: None,
+            rate: 0.0,
+        }
+    }
+
+    fn update(&mut self, done: u64) -> u64 {
+        let now = Instant::now();
+        if let Some((t, prev)) = self.last {
+            let dt = now.duration_since(t).as_secs_f64();
+            if dt > 0.05 {
+                let instant = done.saturating_sub(prev) as f64 / dt;
+                // An exponential average: steady enough to read, quick to follow.
+                self.rate = if self.rate == 0.0 {
+                    instant
+                } else {
+                    0.7 * self.rate + 0.3 * instant
+                };
+                self.last = Some((now, done));
+            }
+        } else {
+            self.last = Some((now, done));
+        }
+        self.rate as u64
+    }
+}
+
+fn eta(total: u64, done: u64, rate: u64) -> Option<prost_types::Duration> {
+    (rate > 0 && total > done).then(|| prost_types::Duration {
+        seconds: ((total - done) / rate) as i64,
+        nanos: 0,
+    })
+}
+
+fn backup_progress(p: &BackupProgress, meter: &mut RateMeter) -> Progress {
+    let rate = meter.update(p.bytes_read);
+    Progress {
+        step: "backup".into(),
+        files_done: p.files_done,
+        files_total: p.files_total,
+        bytes_read: p.bytes_read,
+        bytes_new: p.bytes_new,
+        bytes_uploaded: p.bytes_uploaded,
+        // Unchanged files are skipped without reading, so the ETA counts only bytes
+        // that still have to be read; the total is what the snapshot covers.
+        bytes_total: p.bytes_total,
+        rate_bytes_per_second: rate,
+        eta: eta(p.bytes_total, p.bytes_read, rate),
+        ..Default::default()
+    }
+}
+
+fn restore_progress(p: &RestoreProgress, meter: &mut RateMeter) -> Progress {
+    let rate = meter.update(p.bytes_written);
+    Progress {
+        step: "restore".into(),
+        files_done: p.files_done,
+        files_total: p.files_total,
+        bytes_read: p.bytes_written,
+        bytes_total: p.bytes_total,
+        rate_bytes_per_second: rate,
+        eta: eta(p.bytes_total, p.bytes_written, rate),
+        ..Default::default()
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Forwards every progress update as an event until the engine drops its sender.
+/// A client that went away cancels the operation: nobody is left to act on its result.
+fn forward_progress<P, E>(
+    mut rx: watch::Receiver<P>,
+    tx: mpsc::Sender<Result<E, Status>>,
+    guard_cancel: CancellationToken,
+    mut to_event: impl FnMut(&P) -> E + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    P: Send + Sync + 'static,
+    E: Send + 'static,
+{
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let event = to_event(&rx.borrow_and_update());
+            if tx.send(Ok(event)).await.is_err() {
+                guard_cancel.cancel();
+                return;
+            }
+        }
+    })
+}
+
+impl Agent {
+    /// Runs an operation's `body` on its own task once a slot is free, streaming what
+    /// the body sends, then its summary as the last event or its error as the status.
+    fn spawn_operation<E, S, F, Fut>(
+        &self,
+        guard: OperationGuard,
+        span: tracing::Span,
+        done: fn(S) -> E,
+        body: F,
+    ) -> Response<EventStream<E>>
+    where
+        E: Send + 'static,
+        S: Send + 'static,
+        F: FnOnce(Agent, CancellationToken, mpsc::Sender<Result<E, Status>>) -> Fut
+            + Send
+            + 'static,
+        Fut: Future<Output = Result<S, AgentError>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let agent = self.clone();
+        tokio::spawn(
+            async move {
+                let cancel = guard.cancel.clone();
+                let result = match agent.inner.ops.slot(&cancel).await {
+                    // The slot is held until the body has finished.
+                    Some(_slot) => body(agent.clone(), cancel, tx.clone()).await,
+                    None => Err(AgentError::repo("waiting for a free slot")(
+                        ferry_repo::Error::Cancelled,
+                    )),
+                };
+                let message = match result {
+                    Ok(summary) => Ok(done(summary)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "operation failed");
+                        Err(Status::from(e))
+                    }
+                };
+                let _ = tx.send(message).await;
+                drop(guard);
+            }
+            .instrument(span),
+        );
+        Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
+}
+
+impl Agent {
+    /// The profile, its opened repository, and the snapshot `spec` names in it.
+    async fn open_snapshot(
+        &self,
+        repo_ref: &RepositoryRef,
+        spec: &str,
+    ) -> Result<(Profile, ferry_repo::Repository, Id), AgentError> {
+        let profile = self.inner.profiles.get(&repo_ref.profile).await?;
+        let repo = profile.open(&repo_ref.repository_id).await?;
+        let snapshot = repo
+            .resolve_snapshot(spec)
+            .await
+            .map_err(AgentError::repo(format!(
+                "finding snapshot {spec} in {}",
+                profile.repository
+            )))?;
+        Ok((profile, repo, snapshot))
+    }
+}
+
+fn repository_ref(r: Option<RepositoryRef>) -> Result<RepositoryRef, AgentError> {
+    r.ok_or_else(|| AgentError::invalid("repository", "missing; name a profile"))
+}
+
+fn require_snapshot(id: &str, verb: &str) -> Result<(), AgentError> {
+    if id.is_empty() {
+        return Err(AgentError::invalid(
+            "snapshot_id",
+            format!("empty; name the snapshot to {verb}"),
+        ));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl AgentService for Agent {
+    type BackupStream = EventStream<BackupEvent>;
+    type RestoreStream = EventStream<RestoreEvent>;
+    type VerifyStream = EventStream<VerifyEvent>;
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let req = request.into_inner();
+        let path = self.check_path("path", &req.path)?;
+        let repo_ref = repository_ref(req.repository)?;
+        let parent = match req.parent_snapshot_id.as_str() {
+            "" => None,
+            s => Some(Id::parse(s).map_err(|_| {
+                AgentError::invalid(
+                    "parent_snapshot_id",
+                    format!("{s:?} is not a snapshot id (64 hex digits)"),
+                )
+            })?),
+        };
+        let guard = self.register(&req.operation_id)?;
+        let span = tracing::info_span!("agent.backup", op = %req.operation_id, profile = %repo_ref.profile, path = %path.display());
+        let mut tags: Vec<String> = req.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tags.sort();
+        let done = |s| BackupEvent {
+            event: Some(backup_event::Event::Done(s)),
+        };
+        Ok(self.spawn_operation(guard, span, done, move |agent, cancel, tx| async move {
+            let volume = |detail: String| AgentError::Volume {
+                path: path.display().to_string(),
+                detail,
+            };
+            let meta = tokio::fs::symlink_metadata(&path)
+                .await
+                .map_err(|e| volume(e.to_string()))?;
+            if !meta.is_dir() && !meta.is_file() && !meta.file_type().is_symlink() {
+                return Err(volume("not a directory, file or device".into()));
+            }
+            let profile = agent.inner.profiles.get(&repo_ref.profile).await?;
+            let repo = profile.open(&repo_ref.repository_id).await?;
+            let started_at = SystemTime::now();
+            let (ptx, prx) = watch::channel(BackupProgress::default());
+            let mut meter = RateMeter::new();
+            let forwarder = forward_progress(prx, tx, cancel.clone(), move |p| BackupEvent {
+                event: Some(backup_event::Event::Progress(backup_progress(p, &mut meter))),
+            });
+            let options = BackupOptions {
+                parent,
+                tags,
+                hostname: Some(agent.inner.node_name.clone()),
+                progress: Some(ptx),
+                cancel,
+                ..BackupOptions::default()
+            };
+            let done = repo.backup(&path, options).await;
+            let _ = forwarder.await;
+            let done = done.map_err(AgentError::repo(format!(
+                "backing up {} to {}",
+                path.display(),
+                profile.repository
+            )))?;
+            let s = &done.snapshot.summary;
+            tracing::info!(snapshot = %done.snapshot_id, bytes_uploaded = s.bytes_uploaded, "backup done");
+            Ok(BackupSummary {
+                snapshot_id: done.snapshot_id.to_string(),
+                files_new: s.files_read.saturating_sub(s.files_changed),
+                files_changed: s.files_changed,
+                files_unmodified: s.files_unchanged,
+                directories: s.dirs,
+                bytes_total: s.bytes_total,
+                bytes_read: s.bytes_read,
+                bytes_new: s.bytes_new,
+                bytes_uploaded: s.bytes_uploaded,
+                chunks_new: s.chunks_new,
+                started_at: Some(started_at.into()),
+                duration: Some(duration(Duration::from_millis(s.duration_ms))),
+                skipped_files: Vec::new(),
+            })
+        }))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<RestoreRequest>,
+    ) -> Result<Response<Self::RestoreStream>, Status> {
+        let req = request.into_inner();
+        let target = self.check_path("target_path", &req.target_path)?;
+        let repo_ref = repository_ref(req.repository)?;
+        require_snapshot(&req.snapshot_id, "restore")?;
+        let guard = self.register(&req.operation_id)?;
+        let span = tracing::info_span!("agent.restore", op = %req.operation_id, profile = %repo_ref.profile, snapshot = %req.snapshot_id, target = %target.display());
+        let done = |s| RestoreEvent {
+            event: Some(restore_event::Event::Done(s)),
+        };
+        Ok(
+            self.spawn_operation(guard, span, done, move |agent, cancel, tx| async move {
+                let (_, repo, snapshot) = agent.open_snapshot(&repo_ref, &req.snapshot_id).await?;
+                if req.delete_extraneous {
+                    empty_directory(&target).await?;
+                }
+                let started_at = SystemTime::now();
+                let (ptx, prx) = watch::channel(RestoreProgress::default());
+                let mut meter = RateMeter::new();
+                let forwarder = forward_progress(prx, tx, cancel.clone(), move |p| RestoreEvent {
+                    event: Some(restore_event::Event::Progress(restore_progress(
+                        p, &mut meter,
+                    ))),
+                });
+                let options = RestoreOptions {
+                    progress: Some(ptx),
+                    cancel,
+                    ..RestoreOptions::default()
+                };
+                let done = repo.restore(&snapshot, &target, options).await;
+                let _ = forwarder.await;
+                let s = done.map_err(AgentError::repo(format!(
+                    "restoring snapshot {} into {}",
+                    snapshot.short(),
+                    target.display()
+                )))?;
+                tracing::info!(bytes_written = s.bytes_written, "restore done");
+                Ok(RestoreSummary {
+                    files_restored: s.files,
+                    directories: s.dirs,
+                    bytes_written: s.bytes_written,
+                    bytes_downloaded: s.bytes_downloaded,
+                    started_at: Some(started_at.into()),
+                    duration: Some(duration(s.duration)),
+                })
+            }),
+        )
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<Self::VerifyStream>, Status> {
+        let req = request.into_inner();
+        let repo_ref = repository_ref(req.repository)?;
+        require_snapshot(&req.snapshot_id, "verify")?;
+        let guard = self.register(&req.operation_id)?;
+        let span = tracing::info_span!("agent.verify", op = %req.operation_id, profile = %repo_ref.profile, snapshot = %req.snapshot_id, read_data = req.read_data);
+        let done = |s| VerifyEvent {
+            event: Some(verify_event::Event::Done(s)),
+        };
+        Ok(
+            self.spawn_operation(guard, span, done, move |agent, cancel, tx| async move {
+                let started = Instant::now();
+                let (profile, repo, snapshot) =
+                    agent.open_snapshot(&repo_ref, &req.snapshot_id).await?;
+                let _ = tx
+                    .send(Ok(VerifyEvent {
+                        event: Some(verify_event::Event::Progress(Progress {
+                            step: "verify".into(),
+                            ..Default::default()
+                        })),
+                    }))
+                    .await;
+                // A check only reads, so dropping it on cancel leaves nothing behind.
+                let report = tokio::select! {
+                    r = repo.check_snapshot(&snapshot, req.read_data) => r,
+                    _ = cancel.cancelled() => Err(ferry_repo::Error::Cancelled),
+                }
+                .map_err(AgentError::repo(format!(
+                    "verifying snapshot {} in {}",
+                    snapshot.short(),
+                    profile.repository
+                )))?;
+                tracing::info!(
+                    ok = report.is_ok(),
+                    problems = report.problems.len(),
+                    "verify done"
+                );
+                Ok(VerifySummary {
+                    ok: report.is_ok(),
+                    chunks_checked: report.blobs_checked,
+                    bytes_read: report.bytes_read,
+                    duration: Some(duration(started.elapsed())),
+                    problems: report
+                        .problems
+                        .iter()
+                        .map(|p| ErrorDetail {
+                            code: ErrorCode::Integrity as i32,
+                            message: p.to_string(),
+                            object: None,
+                            cluster: String::new(),
+                            hint:
+                                "the snapshot cannot be restored whole; back the volume up again, \
+                               and run `ferry repo check --read-data` for the whole repository"
+                                    .into(),
+                        })
+                        .collect(),
+                })
+            }),
+        )
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        let id = request.into_inner().operation_id;
+        let cancelled = self.inner.ops.cancel(&id);
+        tracing::info!(op = %id, cancelled, "cancel requested");
+        Ok(Response::new(CancelResponse { cancelled }))
+    }
+
+    async fn get_info(
+        &self,
+        _request: Request<GetInfoRequest>,
+    ) -> Result<Response<GetInfoResponse>, Status> {
+        let ops = &self.inner.ops;
+        Ok(Response::new(GetInfoResponse {
+            node_name: self.inner.node_name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            capabilities: ["backup", "restore", "verify", "local", "s3"]
+                .map(String::from)
+                .to_vec(),
+            max_concurrent_operations: ops.max() as u32,
+            running_operations: ops.running() as u32,
+        }))
+    }
+}
+
+/// Removes everything inside `dir` (not `dir` itself), so a restore can write into it.
+async fn empty_directory(dir: &Path) -> Result<(), AgentError> {
+    let volume = |e: std::io::Error| AgentError::Volume {
+        path: dir.display().to_string(),
+        detail: format!("emptying it before the restore: {e}"),
+    };
+    let mut entries = match tokio::fs::read_dir(dir).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(volume(e)),
+    };
+    while let Some(entry) = entries.next_entry().await.map_err(volume)? {
+        let path = entry.path();
+        let ft = entry.file_type().await.map_err(volume)?;
+        if ft.is_dir() {
+            tokio::fs::remove_dir_all(&path).await.map_err(volume)?;
+        } else {
+            tokio::fs::remove_file(&path).await.map_err(volume)?;
+        }
+    }
+    Ok(())
+}
