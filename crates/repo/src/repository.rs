@@ -158,11 +158,19 @@ impl Repository {
     }
 
     /// Re-reads every index file (to see other writers' new packs).
+    ///
+    /// A damaged index file does not make the repository unusable: it is skipped with
+    /// an error in the log, `check` names it, snapshots it does not cover still restore,
+    /// and the next backup re-indexes its packs from their own headers. A file that
+    /// could not be fetched (network, permissions) fails the call instead, since
+    /// carrying on would only hide the outage.
     pub async fn reload_index(&self) -> Result<()> {
         let (index, errors) = self.load_index_files().await?;
-        if let Some((id, e)) = errors.into_iter().next() {
-            tracing::error!(index = %id, error = %e, "unreadable index file");
-            return Err(e);
+        for (id, e) in errors {
+            if !matches!(e, Error::Corrupt { .. }) {
+                return Err(e);
+            }
+            tracing::error!(index = %id, error = %e, "skipping a damaged index file; run `check`");
         }
         *self.inner.index.write() = index;
         Ok(())

@@ -333,6 +333,7 @@ impl Repository {
             .open(path)
             .map_err(io_err("create file", path))?;
         let file = Arc::new(file);
+        let mut unfinished = Unfinished { path, done: false };
 
         let mut groups: Vec<Group> = Vec::new();
         let mut offset = 0u64;
@@ -444,8 +445,26 @@ impl Repository {
         })
         .await
         .map_err(Error::join)??;
+        unfinished.done = true;
         counters.add(FILES_DONE, 1);
         Ok(())
+    }
+}
+
+/// Deletes a file being restored unless it was finished, so a failed or cancelled
+/// restore never leaves a file of the right size with wrong or missing content
+/// (ranges arrive out of order, and a sibling's failure drops this future mid-way).
+struct Unfinished<'a> {
+    path: &'a Path,
+    done: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // One unlink; the restore is failing anyway.
+            let _ = fs::remove_file(self.path);
+        }
     }
 }
 

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -231,23 +230,12 @@ impl Fixture {
 }
 
 /// After a failed restore, a file whose data was damaged must not pass for a good copy:
-/// restore applies metadata only once every file is complete, so whatever it left has
-/// neither the source's content nor its mtime.
-fn assert_not_passing_for_complete(src: &Path, dst: &Path, rel: &str) {
-    let (s, d) = (src.join(rel), dst.join(rel));
-    let Ok(md) = fs::symlink_metadata(&d) else {
-        return;
-    };
-    let smd = fs::metadata(&s).expect("source");
-    assert_ne!(
-        fs::read(&d).expect("read partial file"),
-        fs::read(&s).expect("read source"),
-        "{rel} was restored in full from a damaged pack"
-    );
-    assert_ne!(
-        (md.mtime(), md.mtime_nsec()),
-        (smd.mtime(), smd.mtime_nsec()),
-        "{rel}: a partial file got the source's mtime, as if it were complete"
+/// restore deletes every file it could not finish.
+fn assert_unfinished_file_removed(dst: &Path, rel: &str) {
+    let d = dst.join(rel);
+    assert!(
+        fs::symlink_metadata(&d).is_err(),
+        "{rel}: a file restore could not finish was left behind"
     );
 }
 
@@ -290,7 +278,7 @@ async fn flipped_byte_in_a_pack_is_named_and_restore_fails() {
     let (err, dst_a) = fx.restore_a_fails_and_b_succeeds(&repo, "").await;
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&fx.victim.to_hex()), "{err}");
-    assert_not_passing_for_complete(&fx.src_a, &dst_a, "a.bin");
+    assert_unfinished_file_removed(&dst_a, "a.bin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +323,7 @@ async fn truncated_pack_is_named_and_restore_fails() {
         "{err}"
     );
     assert!(err.to_string().contains(&fx.victim.to_hex()), "{err}");
-    assert_not_passing_for_complete(&fx.src_a, &dst_a, "a.bin");
+    assert_unfinished_file_removed(&dst_a, "a.bin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +349,7 @@ async fn deleted_pack_is_named_and_restore_fails() {
     let (err, dst_a) = fx.restore_a_fails_and_b_succeeds(&repo, "").await;
     assert!(err.is_not_found(), "{err}");
     assert!(err.to_string().contains(&fx.victim.to_hex()), "{err}");
-    assert_not_passing_for_complete(&fx.src_a, &dst_a, "a.bin");
+    assert_unfinished_file_removed(&dst_a, "a.bin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,17 +447,13 @@ async fn corrupted_index_file_is_named() {
     bytes[mid] ^= 1;
     fs::write(&path, &bytes).expect("write index");
 
-    // Opening loads every index file and refuses a damaged one, naming it.
-    let err = Repository::open(fx.backend.clone(), KEY)
-        .await
-        .expect_err("an unreadable index stops open");
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains(&victim.to_hex()), "{err}");
+    // Opening skips the damaged index file instead of refusing the whole repository.
+    let reopened = fx.reopen().await;
 
-    // A handle opened before the damage (a running agent) checks it by id; check
-    // re-reads the index files from the store.
-    for read_data in [false, true] {
-        let report = fx.repo.check(read_data).await.expect("check");
+    // Both a handle opened before the damage (a running agent) and a fresh one name
+    // it: check re-reads the index files from the store.
+    for (repo, read_data) in [(&fx.repo, false), (&fx.repo, true), (&reopened, true)] {
+        let report = repo.check(read_data).await.expect("check");
         assert!(
             report.problems.iter().any(|p| matches!(
                 p,
@@ -489,4 +473,22 @@ async fn corrupted_index_file_is_named() {
         }
         assert!(!report.unindexed_packs.is_empty(), "{report}");
     }
+
+    // With the index file skipped, A lacks chunks and fails; B restores.
+    let (err, _) = fx
+        .restore_a_fails_and_b_succeeds(&reopened, "-before")
+        .await;
+    assert!(err.is_not_found(), "{err}");
+
+    // The next backup re-indexes the packs from their own headers: A restores again.
+    reopened
+        .backup(&fx.src_b, BackupOptions::default())
+        .await
+        .expect("backup after the damage");
+    let dst = fx.tmp.path().join("dst_a-healed");
+    reopened
+        .restore(&fx.a.snapshot_id, &dst, RestoreOptions::default())
+        .await
+        .expect("A restores once its packs are indexed again");
+    assert_same_tree(&fx.src_a, &dst);
 }
