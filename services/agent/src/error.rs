@@ -2,7 +2,6 @@
 //! `ferry.v1.ErrorDetail`, so clients branch on a code instead of parsing text.
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail};
-use prost::Message;
 use tonic::{Code, Status};
 
 /// Everything an agent request can fail with.
@@ -187,15 +186,6 @@ impl AgentError {
 impl From<AgentError> for Status {
     fn from(e: AgentError) -> Status {
         let (code, _, _) = e.classify();
-        let detail = e.detail();
-        Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+        ferry_rpc::status(code, e.detail())
     }
-}
-
-/// Reads the `ErrorDetail` a status from a Ferry service carries, if any.
-pub fn status_detail(status: &Status) -> Option<ErrorDetail> {
-    if status.details().is_empty() {
-        return None;
-    }
-    ErrorDetail::decode(status.details()).ok()
 }

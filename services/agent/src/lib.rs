@@ -13,7 +13,9 @@ pub mod server;
 pub mod service;
 
 pub use config::{AgentConfig, Args};
-pub use error::{AgentError, status_detail};
+pub use error::AgentError;
+/// The `ErrorDetail` a status carries (re-exported from ferry-rpc).
+pub use ferry_rpc::detail as status_detail;
 pub use profile::{Profile, ProfileSource, S3Credentials};
 pub use server::{ServeError, serve};
 pub use service::Agent;

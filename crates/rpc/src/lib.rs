@@ -1,0 +1,205 @@
+//! gRPC plumbing every Ferry service shares.
+//!
+//! - [`status`] / [`detail`]: a `tonic::Status` carries a `ferry.v1.ErrorDetail` in its
+//!   details, so clients branch on an [`ErrorCode`] and show the hint, never parse text.
+//! - [`Server`]: health checking and reflection (grpcurl works) on every server, one
+//!   span per request named by its method and carrying the caller's `traceparent`, and
+//!   graceful shutdown.
+//! - [`propagate`]: a client interceptor that forwards the current trace context.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use ferry_proto::v1::{ErrorCode, ErrorDetail};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic::{Code, Status};
+
+/// A status whose details carry `detail`; its message is the detail's message.
+pub fn status(code: Code, detail: ErrorDetail) -> Status {
+    Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+}
+
+/// Shorthand for a detail without an object or cluster.
+pub fn error_detail(
+    code: ErrorCode,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> ErrorDetail {
+    ErrorDetail {
+        code: code as i32,
+        message: message.into(),
+        object: None,
+        cluster: String::new(),
+        hint: hint.into(),
+    }
+}
+
+/// The `ErrorDetail` a status from a Ferry service carries, if any.
+pub fn detail(status: &Status) -> Option<ErrorDetail> {
+    if status.details().is_empty() {
+        return None;
+    }
+    ErrorDetail::decode(status.details()).ok()
+}
+
+/// The W3C trace-context header carried from service to service.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Why serving stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("gRPC server on {addr}: {source}")]
+    Transport {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("building gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// A server under construction: add services, then [`Server::serve`].
+#[derive(Debug)]
+pub struct Server {
+    routes: RoutesBuilder,
+    health: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+}
+
+impl Server {
+    /// Health (`grpc.health.v1`) and reflection (v1 and v1alpha) are always present.
+    pub fn new() -> Result<Server, ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha);
+        Ok(Server {
+            routes,
+            health,
+            names: Vec::new(),
+        })
+    }
+
+    /// Adds a service; it is reported SERVING by the health service while the server runs.
+    pub fn with_service<S>(mut self, service: S) -> Self
+    where
+        S: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// The health reporter, for services that want to report themselves not serving.
+    pub fn health(&self) -> tonic_health::server::HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` completes; health turns NOT_SERVING first, then the
+    /// server stops accepting and waits for open calls to finish.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
+        for name in &self.names {
+            self.health
+                .set_service_status(*name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let health = self.health.clone();
+        let names = self.names.clone();
+        let shutdown = async move {
+            shutdown.await;
+            for name in names {
+                health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+        };
+        let routes: Routes = self.routes.routes();
+        tracing::info!(%addr, services = ?self.names, "serving gRPC");
+        tonic::transport::Server::builder()
+            .trace_fn(request_span)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(|source| ServeError::Transport { addr, source })
+    }
+}
+
+/// One span per request: the method, and the caller's trace context so logs of one
+/// migration can be followed across services.
+fn request_span(req: &http::Request<()>) -> tracing::Span {
+    let parent = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("grpc", method = %req.uri().path(), traceparent = %parent)
+}
+
+/// Client interceptor: sends `traceparent` so the callee's request span names the
+/// same trace. With no trace context at hand, the request goes out unchanged.
+pub fn propagate(
+    traceparent: Option<String>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone {
+    move |mut req: tonic::Request<()>| {
+        if let Some(tp) = traceparent.as_deref()
+            && let Ok(v) = tp.parse()
+        {
+            req.metadata_mut().insert(TRACEPARENT, v);
+        }
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_survive_the_status() {
+        let s = status(
+            Code::NotFound,
+            error_detail(
+                ErrorCode::NotFound,
+                "pair p1 not found",
+                "list pairs with `ferry pair list`",
+            ),
+        );
+        assert_eq!(s.message(), "pair p1 not found");
+        let d = detail(&s).expect("detail");
+        assert_eq!(d.code, ErrorCode::NotFound as i32);
+        assert_eq!(d.hint, "list pairs with `ferry pair list`");
+        assert!(detail(&Status::internal("plain")).is_none());
+    }
+}
