@@ -31,6 +31,7 @@ mod portable;
 mod preflight;
 mod ratelimit;
 pub mod resource;
+mod restore_point;
 mod types;
 
 pub use apply::{ApplyOptions, ExistingPolicy, activate, apply};
@@ -45,6 +46,7 @@ pub use plan::{
 };
 pub use portable::{ServicePorts, make_portable, rename_namespace};
 pub use preflight::{PreflightOptions, Subject, preflight, preflight_with};
+pub use restore_point::{RESTORE_POINT_FORMAT, RestorePointManifest, VolumeSnapshot};
 pub use types::{
     Cluster, ClusterFacts, DestinationFacts, Diff, FIELD_MANAGER, LEGACY_ZONE_LABEL,
     MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome, Problem, ProblemKind, REPLICAS_ANNOTATION,

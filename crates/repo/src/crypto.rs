@@ -26,6 +26,7 @@ pub(crate) mod aad {
     pub const PACK_HEADER: &[u8] = b"ferry/v1/pack-header";
     pub const INDEX: &[u8] = b"ferry/v1/index";
     pub const SNAPSHOT: &[u8] = b"ferry/v1/snapshot";
+    pub const RESTORE_POINT: &[u8] = b"ferry/v1/restore-point";
 }
 
 const CONTEXT_ID_KEY: &str = "ferry 2025-01 repository v1 chunk id key";

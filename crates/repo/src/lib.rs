@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Keys in the store: `config`, `packs/<xx>/<id>`, `index/<id>`, `snapshots/<id>`,
-//! `locks/<id>`. Writes go packs, then index, then snapshot, so a snapshot that can be
+//! `restorepoints/<application>/<id>`, `locks/<id>`. Writes go packs, then index, then snapshot, so a snapshot that can be
 //! listed names only data that exists.
 
 pub mod backend;
@@ -39,6 +39,7 @@ mod packer;
 mod progress;
 mod repository;
 mod restore;
+mod restorepoint;
 mod snapshot;
 mod tree;
 
@@ -57,6 +58,7 @@ pub use pack::{BlobType, pack_key};
 pub use progress::{BackupProgress, RestoreProgress};
 pub use repository::Repository;
 pub use restore::{RestoreOptions, RestoreSummary};
+pub use restorepoint::restore_point_key;
 
 pub use snapshot::{RootMeta, Snapshot, SnapshotSummary, snapshot_key};
 pub use tree::{ContentPart, Name, Node, NodeKind, Tree, unsafe_name_reason};
