@@ -147,7 +147,11 @@ where
             let progress = &progress;
             let prefetched = ctx.prefetch(&batch, namespace_missing).await;
             let prefetched = &prefetched;
-            stream::iter(batch)
+            // The futures are made before the stream: a closure over borrowed items
+            // mapped on a stream defeats the Send proof of callers that spawn apply
+            // (rust-lang/rust#102211).
+            let writes: Vec<_> = batch
+                .into_iter()
                 .map(|(i, o)| async move {
                     let r = ctx
                         .apply_one(o, namespace_missing, prefetched.get(&type_key(o)))
@@ -155,6 +159,8 @@ where
                     progress(&r);
                     (i, r)
                 })
+                .collect();
+            stream::iter(writes)
                 .buffer_unordered(opts.concurrency.max(1))
                 .collect()
                 .instrument(span)

@@ -259,6 +259,8 @@ fn descriptor_set_has_every_service_and_method() {
                 "GetPair",
                 "DeletePair",
                 "CheckPair",
+                "RedeemPairingToken",
+                "ForgetPair",
             ],
         ),
         (

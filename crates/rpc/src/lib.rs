@@ -17,9 +17,32 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic::{Code, Status};
 
-/// A status whose details carry `detail`; its message is the detail's message.
+/// `google.rpc.Status`, the standard container of a status's details: what grpcurl
+/// and other gRPC tools expect in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+const ERROR_DETAIL_TYPE: &str = "type.googleapis.com/ferry.v1.ErrorDetail";
+
+/// A status whose details carry `detail` (inside a `google.rpc.Status`); its message
+/// is the detail's message.
 pub fn status(code: Code, detail: ErrorDetail) -> Status {
-    Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into())
+    let rpc = RpcStatus {
+        code: code as i32,
+        message: detail.message.clone(),
+        details: vec![prost_types::Any {
+            type_url: ERROR_DETAIL_TYPE.to_string(),
+            value: detail.encode_to_vec(),
+        }],
+    };
+    Status::with_details(code, detail.message, rpc.encode_to_vec().into())
 }
 
 /// Shorthand for a detail without an object or cluster.
@@ -42,7 +65,11 @@ pub fn detail(status: &Status) -> Option<ErrorDetail> {
     if status.details().is_empty() {
         return None;
     }
-    ErrorDetail::decode(status.details()).ok()
+    let rpc = RpcStatus::decode(status.details()).ok()?;
+    rpc.details
+        .iter()
+        .find(|a| a.type_url == ERROR_DETAIL_TYPE)
+        .and_then(|a| ErrorDetail::decode(a.value.as_slice()).ok())
 }
 
 /// The W3C trace-context header carried from service to service.
@@ -165,6 +192,24 @@ fn request_span(req: &http::Request<()>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("grpc", method = %req.uri().path(), traceparent = %parent)
+}
+
+/// A token cancelled by the first SIGTERM or SIGINT (graceful shutdown: drain, then
+/// exit); a second signal exits the process at once with status 130.
+pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = tokio_util::sync::CancellationToken::new();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        trigger.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting without waiting");
+        std::process::exit(130);
+    });
+    Ok(token)
 }
 
 /// Client interceptor: sends `traceparent` so the callee's request span names the

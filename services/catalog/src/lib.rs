@@ -1,1 +1,27 @@
-//! ferry-catalog (being built).
+//! Ferry's catalog: the service behind `ferry.v1.CatalogService`.
+//!
+//! It owns profiles (how this cluster reaches a repository: location plus references to
+//! the Secrets holding S3 credentials and the repository key), lists the local cluster's
+//! applications, and lists restore points read from repositories. The repository is the
+//! truth; the catalog's index of it (in `<data-dir>/catalog.db`) is filled as restore
+//! points are read and can always be rebuilt with RebuildIndex.
+
+mod applications;
+pub mod config;
+mod db;
+pub mod error;
+mod profile;
+mod quantity;
+mod restore_points;
+pub mod server;
+mod service;
+
+pub use config::{Args, CatalogConfig, ConfigError, DEFAULT_NAMESPACE};
+pub use error::CatalogError;
+pub use ferry_rpc::detail as status_detail;
+pub use profile::{
+    ACCESS_KEY_ID_KEYS, DEFAULT_REGION, ENCRYPTION_KEY_KEY, SECRET_ACCESS_KEY_KEYS,
+    SESSION_TOKEN_KEYS,
+};
+pub use server::{ServeError, serve};
+pub use service::CatalogService;

@@ -1,1 +1,25 @@
-fn main() {}
+//! `ferry-catalog`: parse flags, open state, serve; SIGTERM/SIGINT drain, a second exits.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = ferry_catalog::Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let config = args.into_config().await?;
+    let service = ferry_catalog::CatalogService::new(config).await?;
+
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+
+    ferry_catalog::serve(service, listener, shutdown).await?;
+    Ok(())
+}

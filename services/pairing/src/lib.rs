@@ -1,1 +1,28 @@
-//! ferry-pairing (being built).
+//! Ferry's pairing service: trust from a source cluster to a destination cluster, behind
+//! `ferry.v1.PairingService`.
+//!
+//! On the destination, CreatePairingToken issues a ServiceAccount bound to ClusterRole
+//! `ferry-migrator` and hands out its token inside a one-time pairing token ([`token`]).
+//! On the source, AcceptPairingToken checks the destination API with that credential,
+//! redeems the token at the destination's Ferry (which refuses altered, expired and used
+//! tokens) and stores the pair with the credential sealed ([`ferry_store::SecretBox`]).
+//! Other services of the same process reach a pair's destination through [`Pairs`].
+//! See README.md for the flow and the rules the credential gets.
+
+mod check;
+mod cluster;
+pub mod config;
+mod db;
+pub mod error;
+mod peer;
+pub mod server;
+mod service;
+pub mod token;
+
+pub use cluster::{CLUSTER_ROLE, KEY_ACCESS, PAIR_LABEL, migrator_rules};
+pub use config::{Args, ConfigError, CredentialKind, PairingConfig};
+pub use error::PairingError;
+/// The `ErrorDetail` a status carries (re-exported from ferry-rpc).
+pub use ferry_rpc::detail as status_detail;
+pub use server::{ServeError, serve};
+pub use service::{MAX_TOKEN_TTL, PairingService, Pairs};

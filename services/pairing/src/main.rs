@@ -1,1 +1,28 @@
-fn main() {}
+//! `ferry-pairing`: parse flags, open state, serve; SIGTERM/SIGINT finish open calls and
+//! exit, a second signal exits at once.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = ferry_pairing::Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let config = args.into_config().await?;
+    tracing::info!(cluster = %config.cluster_name, endpoint = %config.ferry_endpoint,
+        data_dir = %config.data_dir.display(), "pairing service starting");
+    let service = ferry_pairing::PairingService::new(config).await?;
+
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+
+    ferry_pairing::serve(service, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,1 +1,28 @@
-fn main() {}
+//! `ferry-transfer`: parse flags, serve, drain on SIGTERM/SIGINT; a second signal exits.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = ferry_transfer::Args::parse();
+    let (config, deps) = args
+        .build()
+        .await
+        .context("configuring the transfer service")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+
+    // A second signal exits at once; unfinished jobs resume on the next start.
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+
+    ferry_transfer::serve(config, deps, listener, shutdown, args.grace()).await?;
+    Ok(())
+}

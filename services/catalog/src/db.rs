@@ -1,0 +1,462 @@
+//! The catalog's state in `<data-dir>/catalog.db`: profiles, and the index of restore
+//! points per repository. The index is a cache of the repositories (they are the truth):
+//! rows are added when restore points are read and replaced wholesale by RebuildIndex.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use ferry_store::Store;
+use ferry_store::rusqlite::{self, OptionalExtension, params};
+
+use crate::error::CatalogError;
+use crate::restore_points::IndexedRestorePoint;
+
+const MIGRATIONS: &[&str] = &[
+    // v1. Secrets are stored by reference only: the catalog never holds credentials.
+    "CREATE TABLE profiles (
+        name TEXT PRIMARY KEY,
+        kind INTEGER NOT NULL,
+        backend INTEGER NOT NULL,
+        endpoint TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        region TEXT NOT NULL,
+        credentials_namespace TEXT NOT NULL,
+        credentials_name TEXT NOT NULL,
+        verify_tls INTEGER NOT NULL,
+        key_namespace TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        repository_id TEXT NOT NULL,
+        created_at_ns INTEGER NOT NULL
+    );
+    CREATE TABLE restore_points (
+        repository_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        application TEXT NOT NULL,
+        created_at_ns INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        volumes TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (repository_id, id)
+    );
+    CREATE INDEX restore_points_newest ON restore_points (repository_id, created_at_ns, id);
+    CREATE INDEX restore_points_by_application ON restore_points (application, created_at_ns);",
+];
+
+/// A Secret by namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SecretName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A stored profile (proto enums kept as their numbers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProfileRecord {
+    pub name: String,
+    pub kind: i32,
+    pub backend: i32,
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub credentials: Option<SecretName>,
+    pub verify_tls: bool,
+    pub key_secret: SecretName,
+    pub repository_id: String,
+    pub created_at_ns: i64,
+}
+
+const PROFILE_COLUMNS: &str = "name, kind, backend, endpoint, bucket, prefix, region, \
+     credentials_namespace, credentials_name, verify_tls, key_namespace, key_name, \
+     repository_id, created_at_ns";
+
+fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
+    let cred_ns: String = r.get(7)?;
+    let cred_name: String = r.get(8)?;
+    Ok(ProfileRecord {
+        name: r.get(0)?,
+        kind: r.get(1)?,
+        backend: r.get(2)?,
+        endpoint: r.get(3)?,
+        bucket: r.get(4)?,
+        prefix: r.get(5)?,
+        region: r.get(6)?,
+        credentials: (!cred_name.is_empty()).then_some(SecretName {
+            namespace: cred_ns,
+            name: cred_name,
+        }),
+        verify_tls: r.get(9)?,
+        key_secret: SecretName {
+            namespace: r.get(10)?,
+            name: r.get(11)?,
+        },
+        repository_id: r.get(12)?,
+        created_at_ns: r.get(13)?,
+    })
+}
+
+/// One index row as stored: JSON columns still as text, decoded outside the
+/// transaction so a bad row is reported as such, not as a database failure.
+struct RawRestorePoint {
+    id: String,
+    application: String,
+    created_at_ns: i64,
+    job_id: String,
+    volumes: String,
+    tags: String,
+    detail: String,
+}
+
+const RP_COLUMNS: &str = "id, application, created_at_ns, job_id, volumes, tags, detail";
+
+fn rp_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRestorePoint> {
+    Ok(RawRestorePoint {
+        id: r.get(0)?,
+        application: r.get(1)?,
+        created_at_ns: r.get(2)?,
+        job_id: r.get(3)?,
+        volumes: r.get(4)?,
+        tags: r.get(5)?,
+        detail: r.get(6)?,
+    })
+}
+
+impl RawRestorePoint {
+    fn decode(self) -> Result<IndexedRestorePoint, CatalogError> {
+        let bad = |what: &str, e: serde_json::Error| {
+            CatalogError::Internal(format!(
+                "index row of restore point {} has unreadable {what} ({e}); run RebuildIndex",
+                self.id
+            ))
+        };
+        Ok(IndexedRestorePoint {
+            volumes: serde_json::from_str(&self.volumes).map_err(|e| bad("volumes", e))?,
+            tags: serde_json::from_str(&self.tags).map_err(|e| bad("tags", e))?,
+            detail: serde_json::from_str(&self.detail).map_err(|e| bad("detail", e))?,
+            id: self.id,
+            application: self.application,
+            created_at_ns: self.created_at_ns,
+            job_id: self.job_id,
+        })
+    }
+}
+
+/// An index row ready to insert.
+struct EncodedRestorePoint {
+    id: String,
+    application: String,
+    created_at_ns: i64,
+    job_id: String,
+    volumes: String,
+    tags: String,
+    detail: String,
+}
+
+fn encode(rp: &IndexedRestorePoint) -> Result<EncodedRestorePoint, CatalogError> {
+    let json = |v: Result<String, serde_json::Error>| {
+        v.map_err(|e| CatalogError::Internal(format!("encoding restore point {}: {e}", rp.id)))
+    };
+    Ok(EncodedRestorePoint {
+        id: rp.id.clone(),
+        application: rp.application.clone(),
+        created_at_ns: rp.created_at_ns,
+        job_id: rp.job_id.clone(),
+        volumes: json(serde_json::to_string(&rp.volumes))?,
+        tags: json(serde_json::to_string(&rp.tags))?,
+        detail: json(serde_json::to_string(&rp.detail))?,
+    })
+}
+
+fn insert_rp(
+    tx: &rusqlite::Transaction<'_>,
+    repository_id: &str,
+    rp: &EncodedRestorePoint,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT OR REPLACE INTO restore_points
+            (repository_id, id, application, created_at_ns, job_id, volumes, tags, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            repository_id,
+            rp.id,
+            rp.application,
+            rp.created_at_ns,
+            rp.job_id,
+            rp.volumes,
+            rp.tags,
+            rp.detail
+        ],
+    )
+}
+
+/// Typed access to the catalog's database.
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    store: Store,
+}
+
+impl Db {
+    pub async fn open(data_dir: &Path) -> Result<Db, CatalogError> {
+        let store = Store::open(&data_dir.join("catalog.db"), MIGRATIONS).await?;
+        Ok(Db { store })
+    }
+
+    /// Inserts a profile; `false` when the name is taken.
+    pub async fn insert_profile(&self, p: ProfileRecord) -> Result<bool, CatalogError> {
+        let n = self
+            .store
+            .call(move |tx| {
+                let (cred_ns, cred_name) = p
+                    .credentials
+                    .map(|s| (s.namespace, s.name))
+                    .unwrap_or_default();
+                tx.execute(
+                    &format!(
+                        "INSERT OR IGNORE INTO profiles ({PROFILE_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    ),
+                    params![
+                        p.name,
+                        p.kind,
+                        p.backend,
+                        p.endpoint,
+                        p.bucket,
+                        p.prefix,
+                        p.region,
+                        cred_ns,
+                        cred_name,
+                        p.verify_tls,
+                        p.key_secret.namespace,
+                        p.key_secret.name,
+                        p.repository_id,
+                        p.created_at_ns
+                    ],
+                )
+            })
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn get_profile(&self, name: &str) -> Result<Option<ProfileRecord>, CatalogError> {
+        let name = name.to_string();
+        Ok(self
+            .store
+            .call(move |tx| {
+                tx.query_row(
+                    &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE name = ?1"),
+                    [name],
+                    profile_from_row,
+                )
+                .optional()
+            })
+            .await?)
+    }
+
+    /// Profiles ordered by name, after `after`, at most `limit`.
+    pub async fn list_profiles(
+        &self,
+        kind: Option<i32>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<ProfileRecord>, CatalogError> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {PROFILE_COLUMNS} FROM profiles
+                     WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR name > ?2)
+                     ORDER BY name LIMIT ?3"
+                ))?;
+                stmt.query_map(params![kind, after, limit as i64], profile_from_row)?
+                    .collect()
+            })
+            .await?)
+    }
+
+    /// Removes a profile and the index rows of its repository when no other profile
+    /// reaches that repository; returns the removed profile.
+    pub async fn delete_profile(&self, name: &str) -> Result<Option<ProfileRecord>, CatalogError> {
+        let name = name.to_string();
+        Ok(self
+            .store
+            .call(move |tx| {
+                let Some(p) = tx
+                    .query_row(
+                        &format!("SELECT {PROFILE_COLUMNS} FROM profiles WHERE name = ?1"),
+                        [&name],
+                        profile_from_row,
+                    )
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                tx.execute("DELETE FROM profiles WHERE name = ?1", [&name])?;
+                tx.execute(
+                    "DELETE FROM restore_points WHERE repository_id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM profiles WHERE repository_id = ?1)",
+                    [&p.repository_id],
+                )?;
+                Ok(Some(p))
+            })
+            .await?)
+    }
+
+    /// Ids indexed for a repository (of one application, if given).
+    pub async fn indexed_ids(
+        &self,
+        repository_id: &str,
+        application: Option<&str>,
+    ) -> Result<HashSet<String>, CatalogError> {
+        let repository_id = repository_id.to_string();
+        let application = application.map(str::to_string);
+        Ok(self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT id FROM restore_points
+                     WHERE repository_id = ?1 AND (?2 IS NULL OR application = ?2)",
+                )?;
+                stmt.query_map(params![repository_id, application], |r| r.get(0))?
+                    .collect()
+            })
+            .await?)
+    }
+
+    /// Adds or replaces `upsert` and removes `remove` from a repository's index.
+    pub async fn update_index(
+        &self,
+        repository_id: &str,
+        remove: Vec<String>,
+        upsert: &[IndexedRestorePoint],
+    ) -> Result<(), CatalogError> {
+        let rows: Vec<EncodedRestorePoint> = upsert.iter().map(encode).collect::<Result<_, _>>()?;
+        let repository_id = repository_id.to_string();
+        self.store
+            .call(move |tx| {
+                for id in &remove {
+                    tx.execute(
+                        "DELETE FROM restore_points WHERE repository_id = ?1 AND id = ?2",
+                        params![repository_id, id],
+                    )?;
+                }
+                for rp in &rows {
+                    insert_rp(tx, &repository_id, rp)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces a repository's whole index in one transaction.
+    pub async fn replace_index(
+        &self,
+        repository_id: &str,
+        rows: &[IndexedRestorePoint],
+    ) -> Result<(), CatalogError> {
+        let rows: Vec<EncodedRestorePoint> = rows.iter().map(encode).collect::<Result<_, _>>()?;
+        let repository_id = repository_id.to_string();
+        self.store
+            .call(move |tx| {
+                tx.execute(
+                    "DELETE FROM restore_points WHERE repository_id = ?1",
+                    [&repository_id],
+                )?;
+                for rp in &rows {
+                    insert_rp(tx, &repository_id, rp)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Restore points newest first, strictly after the `(created_at_ns, id)` cursor.
+    pub async fn restore_points_page(
+        &self,
+        repository_id: &str,
+        application: Option<&str>,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<IndexedRestorePoint>, CatalogError> {
+        let repository_id = repository_id.to_string();
+        let application = application.map(str::to_string);
+        let (after_ns, after_id) = match after {
+            Some((ns, id)) => (Some(ns), Some(id)),
+            None => (None, None),
+        };
+        let raw = self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {RP_COLUMNS} FROM restore_points
+                     WHERE repository_id = ?1 AND (?2 IS NULL OR application = ?2)
+                       AND (?3 IS NULL OR created_at_ns < ?3 OR (created_at_ns = ?3 AND id < ?4))
+                     ORDER BY created_at_ns DESC, id DESC LIMIT ?5"
+                ))?;
+                stmt.query_map(
+                    params![repository_id, application, after_ns, after_id, limit as i64],
+                    rp_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        raw.into_iter().map(RawRestorePoint::decode).collect()
+    }
+
+    /// One indexed restore point.
+    pub async fn restore_point(
+        &self,
+        repository_id: &str,
+        id: &str,
+    ) -> Result<Option<IndexedRestorePoint>, CatalogError> {
+        let repository_id = repository_id.to_string();
+        let id = id.to_string();
+        let raw = self
+            .store
+            .call(move |tx| {
+                tx.query_row(
+                    &format!(
+                        "SELECT {RP_COLUMNS} FROM restore_points WHERE repository_id = ?1 AND id = ?2"
+                    ),
+                    params![repository_id, id],
+                    rp_from_row,
+                )
+                .optional()
+            })
+            .await?;
+        raw.map(RawRestorePoint::decode).transpose()
+    }
+
+    /// The newest indexed restore point time of each of `applications`, over every
+    /// repository.
+    pub async fn newest_by_application(
+        &self,
+        applications: Vec<String>,
+    ) -> Result<HashMap<String, i64>, CatalogError> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT max(created_at_ns) FROM restore_points WHERE application = ?1",
+                )?;
+                let mut out = HashMap::new();
+                for app in applications {
+                    let newest: Option<i64> = stmt.query_row([&app], |r| r.get(0))?;
+                    if let Some(ns) = newest {
+                        out.insert(app, ns);
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+}

@@ -1,0 +1,445 @@
+//! The catalog's errors, and the one place that turns them into gRPC statuses carrying a
+//! `ferry.v1.ErrorDetail` (code, the object and cluster concerned, the next step), so a
+//! client tells "Secret missing" from "wrong key" from "store unreachable" without
+//! parsing text.
+
+use ferry_proto::v1::{ErrorCode, ErrorDetail, ObjectRef};
+use tonic::{Code, Status};
+
+/// Everything a catalog request can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// A request field is missing or malformed.
+    #[error("invalid {field}: {detail}")]
+    InvalidArgument { field: &'static str, detail: String },
+
+    /// Something the API allows that this build does not do yet.
+    #[error("{what} is not supported by this catalog yet; {next_step}")]
+    Unsupported { what: String, next_step: String },
+
+    /// No profile has this name.
+    #[error(
+        "profile {name:?} not found on cluster {cluster}; list profiles (ListProfiles) or create \
+         it first"
+    )]
+    ProfileNotFound { name: String, cluster: String },
+
+    /// A profile with this name exists (or is being created right now).
+    #[error(
+        "profile {name:?} already exists on cluster {cluster}; pick another name or delete the \
+         existing profile first"
+    )]
+    ProfileExists { name: String, cluster: String },
+
+    /// A Secret the profile names is not there.
+    #[error(
+        "{purpose} Secret {namespace}/{name} not found on cluster {cluster}; create it \
+         (see services/catalog/README.md for its keys) or name another Secret"
+    )]
+    SecretNotFound {
+        purpose: &'static str,
+        namespace: String,
+        name: String,
+        cluster: String,
+    },
+
+    /// A Secret exists but lacks a key the profile needs, or the value is unusable.
+    #[error("{purpose} Secret {namespace}/{name} on cluster {cluster}: {detail}")]
+    SecretInvalid {
+        purpose: &'static str,
+        namespace: String,
+        name: String,
+        cluster: String,
+        detail: String,
+    },
+
+    /// The Kubernetes API refused or failed a call.
+    #[error("{action} on cluster {cluster}: {message}; {next_step}")]
+    Kube {
+        action: String,
+        cluster: String,
+        message: String,
+        next_step: String,
+        /// The HTTP status of an API answer; `None` when the server was not reached.
+        http_status: Option<u16>,
+        /// The Secret or other object the call was about, if one.
+        object: Option<Box<ObjectRef>>,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// Nothing is at the location and the request did not ask to create a repository.
+    #[error(
+        "no repository at {location} (profile {profile:?}); check the bucket and prefix, or \
+         set create_repository to initialise one there"
+    )]
+    RepositoryMissing { profile: String, location: String },
+
+    /// The S3 bucket does not exist.
+    #[error(
+        "bucket {bucket:?} does not exist at {location} (profile {profile:?}); create the \
+         bucket first or fix the bucket name"
+    )]
+    BucketMissing {
+        profile: String,
+        bucket: String,
+        location: String,
+    },
+
+    /// The key from the Secret does not open the repository.
+    #[error(
+        "the key in Secret {key_secret} does not open repository {location} (profile {profile:?}); \
+         put the key the repository was created with into that Secret"
+    )]
+    WrongKey {
+        profile: String,
+        location: String,
+        key_secret: String,
+    },
+
+    /// The object store answered but refused the credentials or the operation.
+    #[error("{location} refused {operation} (profile {profile:?}): {detail}")]
+    AccessDenied {
+        profile: String,
+        location: String,
+        operation: &'static str,
+        detail: String,
+    },
+
+    /// An import profile's credentials may write: the destination must only read.
+    #[error(
+        "the credentials of import profile {profile:?} can write to {location}; an import \
+         profile must be read-only so the destination can never change the source's data"
+    )]
+    ImportCanWrite { profile: String, location: String },
+
+    /// The object store could not be reached (after retries).
+    #[error("repository {location} (profile {profile:?}) is unreachable: {source}")]
+    Unreachable {
+        profile: String,
+        location: String,
+        #[source]
+        source: Box<ferry_repo::Error>,
+    },
+
+    /// The profile now opens a different repository than it was created for, or than
+    /// the request expects.
+    #[error(
+        "profile {profile:?} now opens repository {found}, expected {expected}; the location was \
+         reinitialised or the profile repointed: check the location, or delete and recreate the \
+         profile"
+    )]
+    RepositoryMismatch {
+        profile: String,
+        expected: String,
+        found: String,
+    },
+
+    /// No restore point with this id in the repository.
+    #[error(
+        "restore point {id} not found in repository {location} (profile {profile:?}); list them \
+         with ListRestorePoints"
+    )]
+    RestorePointNotFound {
+        id: String,
+        profile: String,
+        location: String,
+    },
+
+    /// The repository engine failed; `context` says at which step and on what.
+    #[error("{context}: {source}")]
+    Repo {
+        context: String,
+        #[source]
+        source: Box<ferry_repo::Error>,
+    },
+
+    /// Writing or removing the agent's profile file failed.
+    #[error(
+        "{op} agent profile file {path}: {source}; check that the agent profiles directory is \
+         writable by the catalog"
+    )]
+    AgentProfileFile {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The catalog's own state database failed.
+    #[error(transparent)]
+    Store(#[from] ferry_store::StoreError),
+
+    /// A bug or an unexpected state in the catalog itself.
+    #[error("internal error in the catalog: {0}")]
+    Internal(String),
+}
+
+impl CatalogError {
+    pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
+        CatalogError::InvalidArgument {
+            field,
+            detail: detail.into(),
+        }
+    }
+
+    /// True when the same call may succeed later without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CatalogError::Unreachable { .. } => true,
+            CatalogError::Kube { http_status, .. } => {
+                http_status.is_none_or(|s| s >= 500 || s == 429)
+            }
+            CatalogError::Repo { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// The gRPC code, the detail code and the next step for the user.
+    fn classify(&self) -> (Code, ErrorCode, &'static str) {
+        use ferry_repo::Error as R;
+        match self {
+            CatalogError::InvalidArgument { .. } => (
+                Code::InvalidArgument,
+                ErrorCode::InvalidArgument,
+                "fix the request",
+            ),
+            CatalogError::Unsupported { .. } => (
+                Code::Unimplemented,
+                ErrorCode::InvalidArgument,
+                "leave that field out",
+            ),
+            CatalogError::ProfileNotFound { .. } => (
+                Code::NotFound,
+                ErrorCode::NotFound,
+                "list profiles with ListProfiles, or create the profile",
+            ),
+            CatalogError::ProfileExists { .. } => (
+                Code::AlreadyExists,
+                ErrorCode::AlreadyExists,
+                "pick another name, or delete the existing profile first",
+            ),
+            CatalogError::SecretNotFound { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::NotFound,
+                "create the Secret in that namespace (keys: see services/catalog/README.md), \
+                 or name an existing one",
+            ),
+            CatalogError::SecretInvalid { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::InvalidArgument,
+                "add the missing key to the Secret (see services/catalog/README.md)",
+            ),
+            CatalogError::Kube { http_status, .. } => match http_status {
+                Some(401 | 403) => (
+                    Code::PermissionDenied,
+                    ErrorCode::PermissionDenied,
+                    "grant the catalog's service account the access named in the message",
+                ),
+                Some(404) => (
+                    Code::NotFound,
+                    ErrorCode::NotFound,
+                    "check the name and namespace",
+                ),
+                Some(s) if *s < 500 && *s != 429 => (
+                    Code::FailedPrecondition,
+                    ErrorCode::Internal,
+                    "see the message; the API server refused the request",
+                ),
+                _ => (
+                    Code::Unavailable,
+                    ErrorCode::Unreachable,
+                    "check that the cluster's API server is reachable, then retry",
+                ),
+            },
+            CatalogError::RepositoryMissing { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::NotFound,
+                "check bucket and prefix, or set create_repository to initialise a repository",
+            ),
+            CatalogError::BucketMissing { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::NotFound,
+                "create the bucket in the object store, or fix the bucket name",
+            ),
+            CatalogError::WrongKey { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::WrongKey,
+                "put the key the repository was initialised with into the encryption key Secret",
+            ),
+            CatalogError::AccessDenied { .. } => (
+                Code::PermissionDenied,
+                ErrorCode::PermissionDenied,
+                "check the access key in the credentials Secret and its policy on the bucket",
+            ),
+            CatalogError::ImportCanWrite { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::PermissionDenied,
+                "give the import profile credentials with a read-and-list-only policy on the bucket",
+            ),
+            CatalogError::Unreachable { .. } => (
+                Code::Unavailable,
+                ErrorCode::Unreachable,
+                "check the endpoint URL and that the object store is up, then retry",
+            ),
+            CatalogError::RepositoryMismatch { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::InvalidArgument,
+                "point the profile back at the expected repository, or recreate the profile",
+            ),
+            CatalogError::RestorePointNotFound { .. } => (
+                Code::NotFound,
+                ErrorCode::NotFound,
+                "list restore points with ListRestorePoints; it may have been pruned",
+            ),
+            CatalogError::AgentProfileFile { .. } => (
+                Code::Internal,
+                ErrorCode::Internal,
+                "make the agent profiles directory writable for the catalog",
+            ),
+            CatalogError::Store(_) => (
+                Code::Internal,
+                ErrorCode::Internal,
+                "check the catalog's data directory (disk space, permissions)",
+            ),
+            CatalogError::Internal(_) => {
+                (Code::Internal, ErrorCode::Internal, "report this as a bug")
+            }
+            CatalogError::Repo { source, .. } => match source.as_ref() {
+                R::WrongKey { .. } => (
+                    Code::FailedPrecondition,
+                    ErrorCode::WrongKey,
+                    "put the key the repository was initialised with into the encryption key Secret",
+                ),
+                R::Corrupt { .. } | R::UnsafeName { .. } => (
+                    Code::DataLoss,
+                    ErrorCode::Integrity,
+                    "run a repository check to list every damaged object",
+                ),
+                R::UnsupportedVersion { .. } => (
+                    Code::FailedPrecondition,
+                    ErrorCode::Internal,
+                    "upgrade ferry to read this repository",
+                ),
+                R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
+                R::Invalid { .. } => (
+                    Code::InvalidArgument,
+                    ErrorCode::InvalidArgument,
+                    "fix the request or the profile",
+                ),
+                e if e.is_not_found() => (
+                    Code::NotFound,
+                    ErrorCode::NotFound,
+                    "check the id and that the profile points at the right repository",
+                ),
+                e if e.is_transient() => (
+                    Code::Unavailable,
+                    ErrorCode::Unreachable,
+                    "the object store is unreachable or overloaded; retry later",
+                ),
+                R::Backend(_) => (
+                    Code::FailedPrecondition,
+                    ErrorCode::PermissionDenied,
+                    "check the profile's endpoint, bucket and credentials",
+                ),
+                _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
+            },
+        }
+    }
+
+    /// The cluster and object the error concerns, when it concerns one.
+    fn subject(&self) -> (Option<&str>, Option<ObjectRef>) {
+        let secret = |namespace: &str, name: &str| ObjectRef {
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match self {
+            CatalogError::ProfileNotFound { cluster, .. }
+            | CatalogError::ProfileExists { cluster, .. } => (Some(cluster), None),
+            CatalogError::SecretNotFound {
+                namespace,
+                name,
+                cluster,
+                ..
+            }
+            | CatalogError::SecretInvalid {
+                namespace,
+                name,
+                cluster,
+                ..
+            } => (Some(cluster), Some(secret(namespace, name))),
+            CatalogError::Kube {
+                cluster, object, ..
+            } => (Some(cluster), object.as_deref().cloned()),
+            _ => (None, None),
+        }
+    }
+
+    /// The detail a status carries for this error.
+    pub fn detail(&self) -> ErrorDetail {
+        let (_, code, hint) = self.classify();
+        let (cluster, object) = self.subject();
+        ErrorDetail {
+            code: code as i32,
+            message: self.to_string(),
+            object,
+            cluster: cluster.unwrap_or_default().to_string(),
+            hint: hint.to_string(),
+        }
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        self.classify().0
+    }
+}
+
+impl From<CatalogError> for Status {
+    fn from(e: CatalogError) -> Status {
+        let (code, _, _) = e.classify();
+        ferry_rpc::status(code, e.detail())
+    }
+}
+
+/// The HTTP status of an API server answer, if the server answered.
+pub(crate) fn kube_status(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// The API server's own words, or the client error.
+pub(crate) fn kube_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_errors_name_the_secret_and_cluster() {
+        let e = CatalogError::SecretNotFound {
+            purpose: "credentials",
+            namespace: "ferry-system".into(),
+            name: "s3".into(),
+            cluster: "prod".into(),
+        };
+        let d = e.detail();
+        assert_eq!(d.code, ErrorCode::NotFound as i32);
+        assert_eq!(d.cluster, "prod");
+        assert_eq!(d.object.as_ref().map(|o| o.name.as_str()), Some("s3"));
+        assert!(d.message.contains("ferry-system/s3"), "{}", d.message);
+        assert!(!d.hint.is_empty());
+        let s = Status::from(e);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(ferry_rpc::detail(&s).map(|d| d.code), Some(d.code));
+    }
+}

@@ -1,0 +1,793 @@
+//! Profiles: validating a CreateProfileRequest, reading the Secrets a profile names,
+//! reaching the repository behind it, and the agent's profile file.
+//!
+//! The catalog stores Secret references only; credentials and the key are read from the
+//! local cluster whenever a repository is opened, so a rotated Secret applies at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use ferry_proto::v1::{CreateProfileRequest, Profile, ProfileKind, SecretRef, StorageBackend};
+use ferry_repo::backend::{BackendError, DynBackend, LocalBackend, S3Backend, S3Options};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use serde::Serialize;
+
+use crate::db::{ProfileRecord, SecretName};
+use crate::error::{CatalogError, kube_message, kube_status};
+use crate::restore_points::timestamp;
+
+/// Keys of the credentials Secret. The first name of each is the documented one (as in
+/// catalog.proto); the camelCase spelling of the agent's profile file is accepted too.
+pub const ACCESS_KEY_ID_KEYS: &[&str] = &["access_key_id", "accessKeyId"];
+pub const SECRET_ACCESS_KEY_KEYS: &[&str] = &["secret_access_key", "secretAccessKey"];
+/// Optional: temporary credentials' session token.
+pub const SESSION_TOKEN_KEYS: &[&str] = &["session_token", "sessionToken"];
+/// Key of the encryption key Secret: the user's key bytes, used as they are.
+pub const ENCRYPTION_KEY_KEY: &str = "key";
+
+/// Region used when a profile leaves it empty; S3 servers other than AWS ignore it.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// A validated CreateProfileRequest.
+#[derive(Debug)]
+pub(crate) struct NewProfile {
+    pub record: ProfileRecord,
+    pub create_repository: bool,
+}
+
+/// Checks every field of a create request; `secrets_namespace` fills empty Secret
+/// namespaces. Nothing outside the request is looked at.
+pub(crate) fn validate(
+    req: &CreateProfileRequest,
+    secrets_namespace: &str,
+) -> Result<NewProfile, CatalogError> {
+    validate_name(&req.name)?;
+    if !req.migration_token.is_empty() {
+        return Err(CatalogError::Unsupported {
+            what: "creating a profile from a migration token".into(),
+            next_step: "give backend, endpoint, bucket, prefix and region explicitly".into(),
+        });
+    }
+    let kind = ProfileKind::try_from(req.kind)
+        .ok()
+        .filter(|k| *k != ProfileKind::Unspecified)
+        .ok_or_else(|| CatalogError::invalid("kind", "set EXPORT, IMPORT or MIGRATION"))?;
+    if kind == ProfileKind::Import && req.create_repository {
+        return Err(CatalogError::invalid(
+            "create_repository",
+            "an import profile only reads a repository another cluster exported; \
+             create the repository with the exporting cluster's profile",
+        ));
+    }
+    let backend = StorageBackend::try_from(req.backend)
+        .ok()
+        .filter(|b| *b != StorageBackend::Unspecified)
+        .ok_or_else(|| CatalogError::invalid("backend", "set S3 or LOCAL"))?;
+    let prefix = validate_prefix(&req.prefix)?;
+    let verify_tls = req.verify_tls.unwrap_or(true);
+    let key_secret = secret_name(
+        "encryption_key_secret",
+        &req.encryption_key_secret,
+        secrets_namespace,
+    )?
+    .ok_or_else(|| {
+        CatalogError::invalid(
+            "encryption_key_secret",
+            "required: name the Secret whose key \"key\" holds the repository key",
+        )
+    })?;
+    let credentials = secret_name(
+        "credentials_secret",
+        &req.credentials_secret,
+        secrets_namespace,
+    )?;
+
+    let (endpoint, bucket, region) = match backend {
+        StorageBackend::S3 => {
+            let endpoint = validate_endpoint(&req.endpoint)?;
+            validate_bucket(&req.bucket)?;
+            if credentials.is_none() {
+                // The engine signs every request; anonymous access is not wired through.
+                return Err(CatalogError::invalid(
+                    "credentials_secret",
+                    "required for S3: name the Secret with access_key_id and secret_access_key",
+                ));
+            }
+            if !verify_tls && endpoint.starts_with("https://") {
+                return Err(CatalogError::Unsupported {
+                    what: "turning TLS verification off".into(),
+                    next_step: "add the endpoint's CA to the trust store the catalog and agents \
+                                use, and leave verify_tls on"
+                        .into(),
+                });
+            }
+            (endpoint, req.bucket.clone(), req.region.trim().to_string())
+        }
+        StorageBackend::Local => {
+            if !req.endpoint.is_empty() || !req.region.is_empty() || credentials.is_some() {
+                return Err(CatalogError::invalid(
+                    "backend",
+                    "a LOCAL profile takes only bucket (the directory) and prefix; leave \
+                     endpoint, region and credentials_secret empty",
+                ));
+            }
+            let dir = req.bucket.trim_end_matches('/');
+            if !dir.starts_with('/') || dir.split('/').any(|c| c == "..") {
+                return Err(CatalogError::invalid(
+                    "bucket",
+                    format!(
+                        "{:?}: a LOCAL profile's bucket is an absolute directory path",
+                        req.bucket
+                    ),
+                ));
+            }
+            (String::new(), dir.to_string(), String::new())
+        }
+        StorageBackend::Unspecified => {
+            return Err(CatalogError::invalid("backend", "set S3 or LOCAL"));
+        }
+    };
+    if !verify_tls {
+        tracing::warn!(profile = %req.name, "TLS verification is OFF for this profile: \
+            anyone on the network path can read and change what it sends");
+    }
+    Ok(NewProfile {
+        record: ProfileRecord {
+            name: req.name.clone(),
+            kind: kind as i32,
+            backend: backend as i32,
+            endpoint,
+            bucket,
+            prefix,
+            region,
+            credentials,
+            verify_tls,
+            key_secret,
+            repository_id: String::new(),
+            created_at_ns: 0,
+        },
+        create_repository: req.create_repository,
+    })
+}
+
+/// Profile names become file names (`<name>.yaml`) and appear in commands: DNS-label-like.
+pub(crate) fn validate_name(name: &str) -> Result<(), CatalogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::invalid(
+            "name",
+            format!(
+                "{name:?} is not a profile name: 1 to 63 lowercase letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn validate_prefix(prefix: &str) -> Result<String, CatalogError> {
+    let p = prefix.trim_matches('/');
+    if p.split('/').any(|c| c == ".." || c == ".")
+        || p.contains("//")
+        || p.chars().any(|c| c.is_control() || c == '\\')
+    {
+        return Err(CatalogError::invalid(
+            "prefix",
+            format!("{prefix:?}: use '/'-separated names without '.', '..' or empty parts"),
+        ));
+    }
+    Ok(p.to_string())
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<String, CatalogError> {
+    if endpoint.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = |detail: &str| {
+        CatalogError::invalid(
+            "endpoint",
+            format!("{endpoint:?}: {detail}; give it as http(s)://host[:port]"),
+        )
+    };
+    let uri: http::Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
+    let scheme = uri.scheme_str().ok_or_else(|| bad("no scheme"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() || authority.as_str().contains('@') {
+        return Err(bad("no host, or credentials in the URL"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad(
+            "no path or query may follow the host; the bucket is its own field",
+        ));
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+fn validate_bucket(bucket: &str) -> Result<(), CatalogError> {
+    // S3's naming rules, which every S3-compatible store accepts.
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError::invalid(
+            "bucket",
+            format!(
+                "{bucket:?} is not an S3 bucket name (3 to 63 lowercase letters, digits, '-' and '.')"
+            ),
+        ))
+    }
+}
+
+fn secret_name(
+    field: &'static str,
+    r: &Option<SecretRef>,
+    default_namespace: &str,
+) -> Result<Option<SecretName>, CatalogError> {
+    let Some(r) = r
+        .as_ref()
+        .filter(|r| !r.name.is_empty() || !r.namespace.is_empty())
+    else {
+        return Ok(None);
+    };
+    if r.name.is_empty() {
+        return Err(CatalogError::invalid(field, "the Secret's name is empty"));
+    }
+    let namespace = if r.namespace.is_empty() {
+        default_namespace.to_string()
+    } else {
+        r.namespace.clone()
+    };
+    Ok(Some(SecretName {
+        namespace,
+        name: r.name.clone(),
+    }))
+}
+
+/// The repository's location as the agent's profile file and messages name it:
+/// `s3:http(s)://host:port/bucket/prefix`, `s3://bucket/prefix` (AWS), or a directory.
+pub(crate) fn location(p: &ProfileRecord) -> String {
+    let tail = if p.prefix.is_empty() {
+        p.bucket.clone()
+    } else {
+        format!("{}/{}", p.bucket, p.prefix)
+    };
+    if p.backend == StorageBackend::Local as i32 {
+        tail
+    } else if p.endpoint.is_empty() {
+        format!("s3://{tail}")
+    } else {
+        format!("s3:{}/{tail}", p.endpoint)
+    }
+}
+
+/// The API's form of a stored profile.
+pub(crate) fn to_proto(p: &ProfileRecord) -> Profile {
+    let secret = |s: &SecretName| SecretRef {
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+    };
+    Profile {
+        name: p.name.clone(),
+        kind: p.kind,
+        backend: p.backend,
+        endpoint: p.endpoint.clone(),
+        bucket: p.bucket.clone(),
+        prefix: p.prefix.clone(),
+        region: p.region.clone(),
+        credentials_secret: p.credentials.as_ref().map(secret),
+        verify_tls: p.verify_tls,
+        encryption_key_secret: Some(secret(&p.key_secret)),
+        repository_id: p.repository_id.clone(),
+        created_at: Some(timestamp(p.created_at_ns)),
+    }
+}
+
+/// What the Secrets hold: S3 credentials and the repository key. Never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Material {
+    pub s3: Option<S3Credentials>,
+    pub key: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material")
+            .field(
+                "access_key_id",
+                &self.s3.as_ref().map(|c| c.access_key_id.as_str()),
+            )
+            .field("secret_access_key", &"<redacted>")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Reads a profile's Secrets from the local cluster.
+pub(crate) async fn read_material(
+    client: &kube::Client,
+    cluster: &str,
+    p: &ProfileRecord,
+) -> Result<Material, CatalogError> {
+    let key_data = read_secret(client, cluster, "encryption key", &p.key_secret).await?;
+    let key_invalid = |detail: String| CatalogError::SecretInvalid {
+        purpose: "encryption key",
+        namespace: p.key_secret.namespace.clone(),
+        name: p.key_secret.name.clone(),
+        cluster: cluster.to_string(),
+        detail,
+    };
+    let key = key_data.get(ENCRYPTION_KEY_KEY).cloned().ok_or_else(|| {
+        key_invalid(format!(
+            "no key {ENCRYPTION_KEY_KEY:?} (it has: {}); add the repository key under \
+             {ENCRYPTION_KEY_KEY:?}",
+            keys_of(&key_data)
+        ))
+    })?;
+    if key.is_empty() {
+        return Err(key_invalid(format!(
+            "key {ENCRYPTION_KEY_KEY:?} is empty; put the repository key there"
+        )));
+    }
+    let s3 = match &p.credentials {
+        None => None,
+        Some(name) => {
+            let data = read_secret(client, cluster, "credentials", name).await?;
+            let field = |names: &[&str], required: bool| {
+                credential_value(&data, names, required).map_err(|detail| {
+                    CatalogError::SecretInvalid {
+                        purpose: "credentials",
+                        namespace: name.namespace.clone(),
+                        name: name.name.clone(),
+                        cluster: cluster.to_string(),
+                        detail,
+                    }
+                })
+            };
+            Some(S3Credentials {
+                access_key_id: field(ACCESS_KEY_ID_KEYS, true)?.unwrap_or_default(),
+                secret_access_key: field(SECRET_ACCESS_KEY_KEYS, true)?.unwrap_or_default(),
+                session_token: field(SESSION_TOKEN_KEYS, false)?,
+            })
+        }
+    };
+    Ok(Material { s3, key })
+}
+
+fn keys_of(data: &BTreeMap<String, Vec<u8>>) -> String {
+    if data.is_empty() {
+        "no keys".into()
+    } else {
+        data.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// One credential under any of its accepted key names; two spellings that disagree are
+/// refused rather than guessed between.
+fn credential_value(
+    data: &BTreeMap<String, Vec<u8>>,
+    names: &[&str],
+    required: bool,
+) -> Result<Option<String>, String> {
+    let mut found: Option<(&str, String)> = None;
+    for name in names {
+        let Some(raw) = data.get(*name) else { continue };
+        let value = std::str::from_utf8(raw)
+            .map_err(|_| format!("key {name:?} is not UTF-8 text"))?
+            // `kubectl create secret --from-file` keeps a file's trailing newline.
+            .trim()
+            .to_string();
+        match &found {
+            Some((first, v)) if *v != value => {
+                return Err(format!(
+                    "keys {first:?} and {name:?} hold different values; keep only {:?}",
+                    names[0]
+                ));
+            }
+            Some(_) => {}
+            None => found = Some((name, value)),
+        }
+    }
+    match found {
+        Some((name, v)) if v.is_empty() => Err(format!("key {name:?} is empty")),
+        Some((_, v)) => Ok(Some(v)),
+        None if required => Err(format!(
+            "no key {:?} (it has: {}); add it",
+            names[0],
+            keys_of(data)
+        )),
+        None => Ok(None),
+    }
+}
+
+async fn read_secret(
+    client: &kube::Client,
+    cluster: &str,
+    purpose: &'static str,
+    s: &SecretName,
+) -> Result<BTreeMap<String, Vec<u8>>, CatalogError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
+    let secret = api.get_opt(&s.name).await.map_err(|source| {
+        let http_status = kube_status(&source);
+        let next_step = match http_status {
+            Some(401 | 403) => format!(
+                "grant the catalog's service account get on secrets in namespace {}",
+                s.namespace
+            ),
+            _ => "check that the API server is reachable, then retry".to_string(),
+        };
+        CatalogError::Kube {
+            action: format!("reading {purpose} Secret {s}"),
+            cluster: cluster.to_string(),
+            message: kube_message(&source),
+            next_step,
+            http_status,
+            object: Some(Box::new(ferry_proto::v1::ObjectRef {
+                api_version: "v1".into(),
+                kind: "Secret".into(),
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            })),
+            source: Box::new(source),
+        }
+    })?;
+    let secret = secret.ok_or_else(|| CatalogError::SecretNotFound {
+        purpose,
+        namespace: s.namespace.clone(),
+        name: s.name.clone(),
+        cluster: cluster.to_string(),
+    })?;
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}
+
+/// How hard a backend tries before giving up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Patience {
+    /// Validating a new profile: a person waits, and a wrong endpoint should say so soon.
+    Validate,
+    /// Normal use: ride out a store's short hiccups.
+    Normal,
+}
+
+/// The storage backend a profile names.
+pub(crate) fn backend(p: &ProfileRecord, m: &Material, patience: Patience) -> DynBackend {
+    if p.backend == StorageBackend::Local as i32 {
+        let dir = if p.prefix.is_empty() {
+            PathBuf::from(&p.bucket)
+        } else {
+            Path::new(&p.bucket).join(&p.prefix)
+        };
+        return Arc::new(LocalBackend::new(dir));
+    }
+    let region = if p.region.is_empty() {
+        DEFAULT_REGION
+    } else {
+        p.region.as_str()
+    };
+    let endpoint = (!p.endpoint.is_empty()).then(|| p.endpoint.clone());
+    let mut options = S3Options::new(endpoint, &p.bucket, &p.prefix, region);
+    if let Some(c) = &m.s3 {
+        options.access_key_id = c.access_key_id.clone();
+        options.secret_access_key = c.secret_access_key.clone();
+        options.session_token = c.session_token.clone();
+    }
+    if patience == Patience::Validate {
+        options.max_attempts = 2;
+    }
+    Arc::new(S3Backend::new(options))
+}
+
+/// What a failed repository operation means for this profile.
+pub(crate) fn repo_error(
+    p: &ProfileRecord,
+    operation: &'static str,
+    e: ferry_repo::Error,
+) -> CatalogError {
+    use ferry_repo::Error as R;
+    let location = location(p);
+    // The engine reports S3 refusals as text; these codes are S3's own and stable.
+    let permanent = match &e {
+        R::Backend(BackendError::Permanent { message, .. }) => Some(message.as_str()),
+        _ => None,
+    };
+    match e {
+        R::WrongKey { .. } => CatalogError::WrongKey {
+            profile: p.name.clone(),
+            location,
+            key_secret: p.key_secret.to_string(),
+        },
+        R::NotFound { .. } if operation == "opening" => CatalogError::RepositoryMissing {
+            profile: p.name.clone(),
+            location,
+        },
+        _ if permanent.is_some_and(|m| m.contains("NoSuchBucket")) => CatalogError::BucketMissing {
+            profile: p.name.clone(),
+            bucket: p.bucket.clone(),
+            location,
+        },
+        _ if permanent.is_some_and(is_access_denied) => CatalogError::AccessDenied {
+            profile: p.name.clone(),
+            location,
+            operation,
+            detail: permanent.unwrap_or_default().to_string(),
+        },
+        e if e.is_transient() => CatalogError::Unreachable {
+            profile: p.name.clone(),
+            location,
+            source: Box::new(e),
+        },
+        source => CatalogError::Repo {
+            context: format!("{operation} repository {location} (profile {:?})", p.name),
+            source: Box::new(source),
+        },
+    }
+}
+
+fn is_access_denied(message: &str) -> bool {
+    [
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "Forbidden",
+        "InvalidToken",
+        "ExpiredToken",
+    ]
+    .iter()
+    .any(|code| message.contains(code))
+}
+
+/// Writes a small object and removes it: whether these credentials may write.
+pub(crate) async fn probe_write(backend: &DynBackend) -> Result<(), BackendError> {
+    let suffix = ferry_repo::Id::random()
+        .map(|id| id.short())
+        .unwrap_or_default();
+    let key = format!("probes/catalog-{}-{suffix}", std::process::id());
+    backend
+        .put(&key, Bytes::from_static(b"ferry catalog write check"))
+        .await?;
+    backend.delete(&key).await
+}
+
+/// The agent's profile file (services/agent/src/profile.rs reads it, unknown fields
+/// refused).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentProfileFile<'a> {
+    repository: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_access_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_token: Option<&'a str>,
+    /// base64 of the key bytes.
+    key: String,
+}
+
+/// The YAML of `<name>.yaml` for the agent.
+pub(crate) fn agent_profile_yaml(p: &ProfileRecord, m: &Material) -> Result<String, CatalogError> {
+    let s3 = m.s3.as_ref();
+    let is_s3 = p.backend == StorageBackend::S3 as i32;
+    let file = AgentProfileFile {
+        repository: location(p),
+        region: is_s3.then_some(if p.region.is_empty() {
+            DEFAULT_REGION
+        } else {
+            p.region.as_str()
+        }),
+        access_key_id: s3.map(|c| c.access_key_id.as_str()),
+        secret_access_key: s3.map(|c| c.secret_access_key.as_str()),
+        session_token: s3.and_then(|c| c.session_token.as_deref()),
+        key: base64::engine::general_purpose::STANDARD.encode(&m.key),
+    };
+    serde_yaml::to_string(&file)
+        .map_err(|e| CatalogError::Internal(format!("encoding agent profile {}: {e}", p.name)))
+}
+
+/// Path of a profile's agent file.
+pub(crate) fn agent_profile_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.yaml"))
+}
+
+/// Writes `<dir>/<name>.yaml` with mode 0600: a temporary file in the same directory,
+/// synced, then renamed over the old one, so the agent never reads half a profile.
+pub(crate) async fn write_agent_profile(
+    dir: &Path,
+    name: &str,
+    yaml: String,
+) -> Result<(), CatalogError> {
+    let dir = dir.to_path_buf();
+    let path = agent_profile_path(&dir, name);
+    let tmp = dir.join(format!(
+        ".{name}.yaml.tmp-{}-{}",
+        std::process::id(),
+        ferry_repo::Id::random()
+            .map(|id| id.short())
+            .unwrap_or_default()
+    ));
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let io = |op: &'static str| {
+            let shown = shown.clone();
+            move |source| CatalogError::AgentProfileFile {
+                op,
+                path: shown,
+                source,
+            }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("creating the directory of"))?;
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(yaml.as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &path)?;
+            // The rename is durable once the directory entry is.
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io("writing"))
+    })
+    .await
+    .map_err(|e| CatalogError::Internal(format!("writing agent profile: {e}")))?
+}
+
+/// Removes `<dir>/<name>.yaml`; a file already gone is fine.
+pub(crate) async fn remove_agent_profile(dir: &Path, name: &str) -> Result<(), CatalogError> {
+    let path = agent_profile_path(dir, name);
+    let shown = path.display().to_string();
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CatalogError::AgentProfileFile {
+            op: "removing",
+            path: shown,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> CreateProfileRequest {
+        CreateProfileRequest {
+            name: "prod".into(),
+            kind: ProfileKind::Export as i32,
+            backend: StorageBackend::S3 as i32,
+            endpoint: "http://127.0.0.1:9000/".into(),
+            bucket: "ferry".into(),
+            prefix: "/a/b/".into(),
+            region: String::new(),
+            credentials_secret: Some(SecretRef {
+                namespace: String::new(),
+                name: "s3".into(),
+            }),
+            verify_tls: None,
+            encryption_key_secret: Some(SecretRef {
+                namespace: "keys".into(),
+                name: "repo-key".into(),
+            }),
+            create_repository: true,
+            migration_token: String::new(),
+        }
+    }
+
+    #[test]
+    fn requests_are_validated_and_normalised() {
+        let p = validate(&request(), "ferry-system").expect("valid").record;
+        assert_eq!(p.endpoint, "http://127.0.0.1:9000");
+        assert_eq!(p.prefix, "a/b");
+        assert!(p.verify_tls, "TLS verification is on by default");
+        assert_eq!(
+            p.credentials.as_ref().map(|s| s.namespace.as_str()),
+            Some("ferry-system")
+        );
+        assert_eq!(p.key_secret.namespace, "keys");
+        assert_eq!(location(&p), "s3:http://127.0.0.1:9000/ferry/a/b");
+
+        let bad = |f: &dyn Fn(&mut CreateProfileRequest)| {
+            let mut r = request();
+            f(&mut r);
+            validate(&r, "ferry-system")
+                .expect_err("must fail")
+                .to_string()
+        };
+        assert!(bad(&|r| r.name = "Prod!".into()).contains("profile name"));
+        assert!(bad(&|r| r.endpoint = "ftp://x".into()).contains("endpoint"));
+        assert!(bad(&|r| r.endpoint = "http://h:1/bucket".into()).contains("path"));
+        assert!(bad(&|r| r.bucket = "B".into()).contains("bucket"));
+        assert!(bad(&|r| r.prefix = "a/../b".into()).contains("prefix"));
+        assert!(bad(&|r| r.encryption_key_secret = None).contains("encryption_key_secret"));
+        assert!(bad(&|r| r.credentials_secret = None).contains("credentials_secret"));
+        assert!(bad(&|r| r.kind = 0).contains("kind"));
+        assert!(bad(&|r| r.kind = ProfileKind::Import as i32).contains("import profile"));
+        assert!(
+            bad(&|r| {
+                r.endpoint = "https://s3.local".into();
+                r.verify_tls = Some(false);
+            })
+            .contains("TLS")
+        );
+
+        let mut local = request();
+        local.backend = StorageBackend::Local as i32;
+        local.endpoint.clear();
+        local.credentials_secret = None;
+        local.bucket = "/srv/repos".into();
+        let p = validate(&local, "ferry-system").expect("local").record;
+        assert_eq!(location(&p), "/srv/repos/a/b");
+        local.bucket = "relative".into();
+        assert!(validate(&local, "x").is_err());
+    }
+
+    #[test]
+    fn credential_spellings_must_agree() {
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let d = data(&[("accessKeyId", "AK\n")]);
+        assert_eq!(
+            credential_value(&d, ACCESS_KEY_ID_KEYS, true),
+            Ok(Some("AK".into()))
+        );
+        let d = data(&[("access_key_id", "A"), ("accessKeyId", "B")]);
+        assert!(credential_value(&d, ACCESS_KEY_ID_KEYS, true).is_err());
+        let d = data(&[("other", "x")]);
+        let err = credential_value(&d, ACCESS_KEY_ID_KEYS, true).expect_err("missing");
+        assert!(
+            err.contains("access_key_id") && err.contains("other"),
+            "{err}"
+        );
+        assert_eq!(credential_value(&d, SESSION_TOKEN_KEYS, false), Ok(None));
+    }
+}

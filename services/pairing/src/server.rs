@@ -1,0 +1,25 @@
+//! Serving the pairing service: gRPC with health and reflection, a span per request,
+//! graceful shutdown.
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use ferry_proto::v1::pairing_service_server::PairingServiceServer;
+pub use ferry_rpc::ServeError;
+
+use crate::service::PairingService;
+
+/// Serves `service` on `listener` until `shutdown` fires, then lets open calls finish.
+pub async fn serve(
+    service: PairingService,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    ferry_rpc::Server::new()?
+        .with_service(PairingServiceServer::new(service))
+        .serve(listener, async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: finishing open calls");
+        })
+        .await
+}

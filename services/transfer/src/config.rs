@@ -1,0 +1,84 @@
+//! Flags of `ferry-transfer`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::deps::{ProfileRepositories, StaticAgents, StaticClusters};
+use crate::runtime::{Deps, TransferConfig};
+
+/// Command-line flags of `ferry-transfer`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "ferry-transfer",
+    version,
+    about = "Ferry's transfer service: migration jobs (gRPC)"
+)]
+pub struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "FERRY_TRANSFER_LISTEN", default_value = "0.0.0.0:7444")]
+    pub listen: SocketAddr,
+    /// Directory holding transfer.db.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
+    pub data_dir: PathBuf,
+    /// Kubeconfig whose contexts name the clusters; default: the usual kubeconfig.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// An agent: `<cluster>=<endpoint>` or `<cluster>/<node>=<endpoint>`; repeat.
+    #[arg(long = "agent", value_parser = parse_agent)]
+    pub agents: Vec<(String, String)>,
+    /// Directory of repository profiles (`<name>.yaml`, the agents' format).
+    #[arg(
+        long,
+        env = "FERRY_PROFILES_DIR",
+        default_value = "/etc/ferry/profiles"
+    )]
+    pub profiles_dir: PathBuf,
+    /// Profile used when a request names no repository.
+    #[arg(long)]
+    pub default_profile: Option<String>,
+    /// Directory on destination nodes under which restored volumes are created.
+    #[arg(long, default_value = "/var/lib/ferry/volumes")]
+    pub volume_root: PathBuf,
+    /// Jobs running at once; more wait queued.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent_jobs: usize,
+    /// Seconds running jobs get to finish on SIGTERM; the rest resume on the next start.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+fn parse_agent(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: want <cluster>=<endpoint>"))?;
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+impl Args {
+    /// The service's settings and collaborators.
+    pub async fn build(&self) -> anyhow::Result<(TransferConfig, Deps)> {
+        let mut config = TransferConfig::new(&self.data_dir, &self.volume_root);
+        config.default_profile = self.default_profile.clone();
+        config.max_concurrent_jobs = self.max_concurrent_jobs;
+        let clusters = StaticClusters::from_kubeconfig(self.kubeconfig.as_deref()).await?;
+        let mut agents = StaticAgents::new();
+        for (key, endpoint) in &self.agents {
+            agents = match key.split_once('/') {
+                Some((cluster, node)) => agents.with_node(cluster, node, endpoint),
+                None => agents.with(key, endpoint),
+            };
+        }
+        let deps = Deps {
+            clusters: Arc::new(clusters),
+            agents: Arc::new(agents),
+            repositories: Arc::new(ProfileRepositories::dir(&self.profiles_dir)),
+        };
+        Ok((config, deps))
+    }
+
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}

@@ -1,0 +1,224 @@
+//! What a job needs from the rest of Ferry, behind small traits so the service runs
+//! with real parts in tests and is wired by `ferry serve` later (clusters through the
+//! pairing service, agents through their DaemonSet's endpoints, repositories through
+//! the catalog's profiles).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_kube::Cluster;
+use ferry_proto::v1::agent_service_client::AgentServiceClient;
+use ferry_proto::v1::{ClusterRef, RepositoryRef, cluster_ref};
+use ferry_repo::Repository;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Result, TransferError};
+
+/// The name a cluster reference is known by in messages, agent maps and reports:
+/// the context name, `pair/<id>`, or `local`.
+pub fn cluster_key(r: Option<&ClusterRef>) -> String {
+    match r.and_then(|r| r.target.as_ref()) {
+        Some(cluster_ref::Target::Context(c)) => c.clone(),
+        Some(cluster_ref::Target::PairId(p)) => format!("pair/{p}"),
+        Some(cluster_ref::Target::Local(_)) | None => "local".into(),
+    }
+}
+
+/// Kubernetes clients by cluster reference.
+#[async_trait]
+pub trait Clusters: Send + Sync + fmt::Debug {
+    /// A client for the cluster `r` names; absent means this cluster. The returned
+    /// [`Cluster`]'s name is [`cluster_key`] of `r`.
+    async fn cluster(&self, r: Option<&ClusterRef>) -> Result<Cluster>;
+}
+
+/// Clients for agents, the per-node data movers.
+#[async_trait]
+pub trait Agents: Send + Sync + fmt::Debug {
+    /// A client for the agent on `node` of `cluster` (a [`cluster_key`]). `node` is
+    /// empty when the volume is not pinned to a node.
+    async fn agent(&self, cluster: &str, node: &str) -> Result<AgentServiceClient<Channel>>;
+}
+
+/// Repositories by profile.
+#[async_trait]
+pub trait Repositories: Send + Sync + fmt::Debug {
+    /// Opens the repository `r` names, for reading restore points and writing one.
+    async fn open(&self, r: &RepositoryRef) -> Result<Repository>;
+
+    /// The reference the agents of `cluster` get for the same repository: the same
+    /// profile name by default (each cluster's agents hold their own profile of that
+    /// name: write on the source, read-only on the destination).
+    fn for_agents(&self, r: &RepositoryRef, _cluster: &str) -> RepositoryRef {
+        r.clone()
+    }
+}
+
+/// Clusters from a fixed map of name -> client (kubeconfig contexts, or the test
+/// environment's clusters). A pair id resolves to the entry named `pair/<id>`.
+#[derive(Clone, Default)]
+pub struct StaticClusters {
+    clients: HashMap<String, kube::Client>,
+}
+
+impl fmt::Debug for StaticClusters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.clients.keys().collect();
+        names.sort();
+        f.debug_struct("StaticClusters")
+            .field("clusters", &names)
+            .finish()
+    }
+}
+
+impl StaticClusters {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a cluster under `name` (a context name, `pair/<id>` or `local`).
+    pub fn with(mut self, name: impl Into<String>, client: kube::Client) -> Self {
+        self.clients.insert(name.into(), client);
+        self
+    }
+
+    /// One entry per context of the kubeconfig at `path` (or the default kubeconfig).
+    pub async fn from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let kubeconfig = match path {
+            Some(p) => kube::config::Kubeconfig::read_from(p)?,
+            None => kube::config::Kubeconfig::read()?,
+        };
+        let mut out = StaticClusters::new();
+        for ctx in &kubeconfig.contexts {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(ctx.name.clone()),
+                ..Default::default()
+            };
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await?;
+            out.clients
+                .insert(ctx.name.clone(), kube::Client::try_from(config)?);
+        }
+        if let Some(current) = &kubeconfig.current_context
+            && let Some(c) = out.clients.get(current).cloned()
+        {
+            out.clients.entry("local".into()).or_insert(c);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Clusters for StaticClusters {
+    async fn cluster(&self, r: Option<&ClusterRef>) -> Result<Cluster> {
+        let key = cluster_key(r);
+        let client = self
+            .clients
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| TransferError::Cluster {
+                cluster: key.clone(),
+                message: "not known to this transfer service".into(),
+                hint: "name a kubeconfig context the service was started with, or pair the \
+                       cluster first"
+                    .into(),
+            })?;
+        Ok(Cluster::new(key, client))
+    }
+}
+
+/// Agents from a fixed map: cluster -> endpoint (one agent per cluster, whatever the
+/// node), optionally `cluster/node` -> endpoint for a node's own agent.
+#[derive(Debug, Clone, Default)]
+pub struct StaticAgents {
+    endpoints: HashMap<String, String>,
+}
+
+impl StaticAgents {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The agent for every node of `cluster`, at `endpoint` (`http://host:port`).
+    pub fn with(mut self, cluster: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        self.endpoints.insert(cluster.into(), endpoint.into());
+        self
+    }
+
+    /// The agent of one node.
+    pub fn with_node(mut self, cluster: &str, node: &str, endpoint: impl Into<String>) -> Self {
+        self.endpoints
+            .insert(format!("{cluster}/{node}"), endpoint.into());
+        self
+    }
+}
+
+#[async_trait]
+impl Agents for StaticAgents {
+    async fn agent(&self, cluster: &str, node: &str) -> Result<AgentServiceClient<Channel>> {
+        let endpoint = self
+            .endpoints
+            .get(&format!("{cluster}/{node}"))
+            .or_else(|| self.endpoints.get(cluster))
+            .ok_or_else(|| TransferError::Cluster {
+                cluster: cluster.to_owned(),
+                message: format!(
+                    "no agent known for node {}",
+                    if node.is_empty() { "(any)" } else { node }
+                ),
+                hint: "deploy the agent DaemonSet there and give its endpoint to the transfer \
+                       service (--agent cluster=http://host:port)"
+                    .into(),
+            })?;
+        let unreachable = |e: tonic::transport::Error| TransferError::Cluster {
+            cluster: cluster.to_owned(),
+            message: format!("agent at {endpoint} is unreachable: {e}"),
+            hint: "check that the agent runs and its port is reachable from the transfer service"
+                .into(),
+        };
+        // Lazy: the connection is made on the first call, whose error names the volume.
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(unreachable)?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        Ok(AgentServiceClient::new(channel))
+    }
+}
+
+/// Repositories from agent-style profiles (`<dir>/<name>.yaml`, or in memory).
+#[derive(Debug, Clone)]
+pub struct ProfileRepositories {
+    profiles: ferry_agent::ProfileSource,
+}
+
+impl ProfileRepositories {
+    pub fn new(profiles: ferry_agent::ProfileSource) -> Self {
+        ProfileRepositories { profiles }
+    }
+
+    /// Profiles read from `<dir>/<name>.yaml` on every job, like an agent reads them.
+    pub fn dir(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self::new(ferry_agent::ProfileSource::Dir(dir.into()))
+    }
+
+    /// Profiles given in memory.
+    pub fn fixed(profiles: impl IntoIterator<Item = ferry_agent::Profile>) -> Self {
+        let map: HashMap<String, ferry_agent::Profile> =
+            profiles.into_iter().map(|p| (p.name.clone(), p)).collect();
+        Self::new(ferry_agent::ProfileSource::Static(Arc::new(map)))
+    }
+}
+
+#[async_trait]
+impl Repositories for ProfileRepositories {
+    async fn open(&self, r: &RepositoryRef) -> Result<Repository> {
+        let unusable = |e: ferry_agent::AgentError| TransferError::Cluster {
+            cluster: "transfer service".into(),
+            message: format!("repository profile {:?}: {e}", r.profile),
+            hint: "check the profile's file, credentials and key".into(),
+        };
+        let profile = self.profiles.get(&r.profile).await.map_err(unusable)?;
+        profile.open(&r.repository_id).await.map_err(unusable)
+    }
+}

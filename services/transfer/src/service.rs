@@ -1,0 +1,130 @@
+//! `ferry.v1.TransferService` over the [`Transfer`] runtime.
+
+use std::pin::Pin;
+
+use ferry_proto::v1::transfer_service_server::TransferService;
+use ferry_proto::v1::{
+    ActivateRequest, ActivateResponse, CancelJobRequest, CancelJobResponse, ErrorCode,
+    GetJobRequest, GetJobResponse, JobEvent, ListJobsRequest, ListJobsResponse, StartExportRequest,
+    StartJobResponse, StartMigrationRequest, StartRestoreRequest, WatchJobRequest,
+};
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+use tracing::instrument;
+
+use crate::error::TransferError;
+use crate::runtime::Transfer;
+use crate::store::ListQuery;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<JobEvent, Status>> + Send + 'static>>;
+
+fn job_id(r: Option<ferry_proto::v1::JobRef>) -> Result<String, Status> {
+    r.map(|j| j.id)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| TransferError::invalid("job.id", "empty; name the job").to_status())
+}
+
+fn unimplemented(what: &str) -> Status {
+    ferry_rpc::status(
+        Code::Unimplemented,
+        ferry_rpc::error_detail(
+            ErrorCode::InvalidArgument,
+            format!("{what} jobs are not implemented by this transfer service yet"),
+            "use StartMigration",
+        ),
+    )
+}
+
+#[tonic::async_trait]
+impl TransferService for Transfer {
+    type WatchJobStream = EventStream;
+
+    #[instrument(skip_all, fields(namespace = ?request.get_ref().application.as_ref().map(|a| &a.namespace)))]
+    async fn start_migration(
+        &self,
+        request: Request<StartMigrationRequest>,
+    ) -> Result<Response<StartJobResponse>, Status> {
+        let job = Transfer::start_migration(self, request.into_inner()).await?;
+        Ok(Response::new(StartJobResponse { job: Some(job) }))
+    }
+
+    async fn start_restore(
+        &self,
+        _request: Request<StartRestoreRequest>,
+    ) -> Result<Response<StartJobResponse>, Status> {
+        Err(unimplemented("restore"))
+    }
+
+    async fn start_export(
+        &self,
+        _request: Request<StartExportRequest>,
+    ) -> Result<Response<StartJobResponse>, Status> {
+        Err(unimplemented("export"))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_job(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
+        let id = job_id(request.into_inner().job)?;
+        let (job, report) = self.get(&id).await?;
+        Ok(Response::new(GetJobResponse {
+            job: Some(job),
+            report,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let r = request.into_inner();
+        let (jobs, next_page_token) = self
+            .list(ListQuery {
+                kinds: r.kinds,
+                states: r.states,
+                schedule_id: r.schedule_id,
+                page_size: r.page_size,
+                page_token: r.page_token,
+            })
+            .await?;
+        Ok(Response::new(ListJobsResponse {
+            jobs,
+            next_page_token,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn watch_job(
+        &self,
+        request: Request<WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = job_id(request.into_inner().job)?;
+        let rx = self.watch(&id).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip_all)]
+    async fn cancel_job(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
+        let r = request.into_inner();
+        let id = job_id(r.job)?;
+        let job = self.cancel(&id, &r.reason).await?;
+        Ok(Response::new(CancelJobResponse { job: Some(job) }))
+    }
+
+    #[instrument(skip_all)]
+    async fn activate(
+        &self,
+        request: Request<ActivateRequest>,
+    ) -> Result<Response<ActivateResponse>, Status> {
+        Ok(Response::new(
+            Transfer::activate(self, request.into_inner()).await?,
+        ))
+    }
+}

@@ -1,0 +1,457 @@
+//! A migration bench on real parts: the test environment's two clusters and MinIO, one
+//! in-process agent per cluster, and the transfer service over real gRPC.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_agent::{AgentConfig, ProfileSource};
+use ferry_proto::v1::transfer_service_client::TransferServiceClient;
+use ferry_proto::v1::{
+    ApplicationSelector, ApplyOptions, ClusterRef, JobEvent, JobRef, JobReport, RepositoryRef,
+    StartMigrationRequest, WatchJobRequest, cluster_ref, job_event,
+};
+use ferry_repo::{InitOptions, Repository};
+use ferry_transfer::{
+    Deps, ProfileRepositories, StaticAgents, StaticClusters, Transfer, TransferConfig,
+};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, PostParams};
+use kube::{Client, Resource};
+use rand::RngCore;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const PROFILE: &str = "main";
+
+/// One running transfer service.
+pub struct Service {
+    pub client: TransferServiceClient<Channel>,
+    pub transfer: Transfer,
+    pub shutdown: CancellationToken,
+}
+
+pub struct Bench {
+    pub a: Client,
+    pub b: Client,
+    pub root: tempfile::TempDir,
+    pub repository: Repository,
+    pub service: Service,
+    agents: Vec<CancellationToken>,
+    agent_endpoints: (String, String),
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.service.shutdown.cancel();
+        for a in &self.agents {
+            a.cancel();
+        }
+    }
+}
+
+async fn agent(root: &Path, node: &str, allowed: PathBuf) -> (String, CancellationToken) {
+    let config = AgentConfig {
+        node_name: node.into(),
+        profiles: ProfileSource::Dir(root.join("profiles")),
+        allowed_roots: vec![allowed],
+        max_concurrent_operations: 4,
+        shutdown_grace: Duration::from_secs(1),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(ferry_agent::serve(config, listener, shutdown.clone()));
+    (format!("http://{addr}"), shutdown)
+}
+
+impl Bench {
+    /// A fresh repository under a unique prefix of the test bucket, a source agent
+    /// allowed under `root/volumes/src`, a destination agent under `root/volumes/dst`,
+    /// and the transfer service.
+    pub async fn start() -> Bench {
+        let env = ferry_testenv::shared().await.expect("test environment");
+        let s3 = env.s3().expect("S3 server");
+        let root = tempfile::tempdir().expect("tempdir");
+        let profiles = root.path().join("profiles");
+        for d in ["profiles", "volumes/src", "volumes/dst", "data"] {
+            std::fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        let url = format!(
+            "s3:{}/{}/{}",
+            s3.endpoint,
+            s3.bucket,
+            ferry_testenv::unique_name("transfer")
+        );
+        let key = random_bytes(32);
+        std::fs::write(profiles.join("main.key"), &key).unwrap();
+        std::fs::write(
+            profiles.join(format!("{PROFILE}.yaml")),
+            format!(
+                "repository: {url}\nregion: {}\naccessKeyId: {}\nsecretAccessKey: {}\nkeyFile: main.key\n",
+                s3.region, s3.access_key, s3.secret_key
+            ),
+        )
+        .unwrap();
+        let backend = ProfileSource::Dir(profiles.clone())
+            .get(PROFILE)
+            .await
+            .unwrap()
+            .backend()
+            .unwrap();
+        // Small chunks, so a 1% change re-uploads about 1%, not a whole 1 MiB chunk.
+        let repository = Repository::init(backend, &key, InitOptions::small_for_tests())
+            .await
+            .expect("init repository");
+        let (src, src_stop) = agent(root.path(), "node-a", root.path().join("volumes/src")).await;
+        let (dst, dst_stop) = agent(root.path(), "node-b", root.path().join("volumes/dst")).await;
+        let a = env.client("a", "admin").await.unwrap();
+        let b = env.client("b", "admin").await.unwrap();
+        let service = start_service(root.path(), &a, &b, &src, &dst).await;
+        Bench {
+            a,
+            b,
+            root,
+            repository,
+            service,
+            agents: vec![src_stop, dst_stop],
+            agent_endpoints: (src, dst),
+        }
+    }
+
+    /// Stops the service as if its process died, and starts a new one on the same data
+    /// directory.
+    pub async fn crash_and_restart(&mut self) {
+        self.service.transfer.crash();
+        self.service.shutdown.cancel();
+        let (src, dst) = self.agent_endpoints.clone();
+        self.service = start_service(self.root.path(), &self.a, &self.b, &src, &dst).await;
+    }
+
+    pub fn src_volume(&self, ns: &str, pvc: &str) -> PathBuf {
+        self.root.path().join("volumes/src").join(ns).join(pvc)
+    }
+
+    pub fn dst_volume(&self, ns: &str, pvc: &str) -> PathBuf {
+        self.root.path().join("volumes/dst").join(ns).join(pvc)
+    }
+
+    pub fn request(&self, ns: &str) -> StartMigrationRequest {
+        StartMigrationRequest {
+            source: Some(ClusterRef {
+                target: Some(cluster_ref::Target::Context("a".into())),
+            }),
+            destination: Some(ClusterRef {
+                target: Some(cluster_ref::Target::Context("b".into())),
+            }),
+            application: Some(ApplicationSelector {
+                namespace: ns.into(),
+                ..Default::default()
+            }),
+            apply: Some(ApplyOptions {
+                start_applications: true,
+                ..Default::default()
+            }),
+            repository: Some(RepositoryRef {
+                profile: PROFILE.into(),
+                repository_id: String::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub async fn start_migration(&self, req: StartMigrationRequest) -> String {
+        let job = self
+            .service
+            .client
+            .clone()
+            .start_migration(req)
+            .await
+            .expect("start migration")
+            .into_inner()
+            .job
+            .expect("job");
+        job.id
+    }
+
+    /// Watches a job to its end: every event, and the report.
+    pub async fn watch(&self, id: &str) -> (Vec<JobEvent>, JobReport) {
+        watch_until(&self.service.client, id, |_| false).await.1
+    }
+
+    /// Restore point ids of an application in the repository.
+    pub async fn restore_points(&self, app: &str) -> Vec<String> {
+        let fresh = Repository::open(
+            self.repository.backend().clone(),
+            &std::fs::read(self.root.path().join("profiles/main.key")).unwrap(),
+        )
+        .await
+        .unwrap();
+        fresh
+            .restore_point_ids(Some(app))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, id)| id.to_string())
+            .collect()
+    }
+}
+
+async fn start_service(root: &Path, a: &Client, b: &Client, src: &str, dst: &str) -> Service {
+    let config = TransferConfig::new(root.join("data"), root.join("volumes/dst"));
+    let deps = Deps {
+        clusters: Arc::new(
+            StaticClusters::new()
+                .with("a", a.clone())
+                .with("b", b.clone()),
+        ),
+        agents: Arc::new(StaticAgents::new().with("a", src).with("b", dst)),
+        repositories: Arc::new(ProfileRepositories::dir(root.join("profiles"))),
+    };
+    let transfer = Transfer::open(config, deps).await.expect("open transfer");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(ferry_transfer::serve_with(
+        transfer.clone(),
+        listener,
+        shutdown.clone(),
+        Duration::from_secs(1),
+    ));
+    let client = TransferServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to transfer service");
+    Service {
+        client,
+        transfer,
+        shutdown,
+    }
+}
+
+/// Watches `id` until `stop` says so (returns the events so far and false) or the job
+/// ends (events and report, true).
+pub async fn watch_until(
+    client: &TransferServiceClient<Channel>,
+    id: &str,
+    mut stop: impl FnMut(&JobEvent) -> bool,
+) -> (bool, (Vec<JobEvent>, JobReport)) {
+    let mut stream = client
+        .clone()
+        .watch_job(WatchJobRequest {
+            job: Some(JobRef { id: id.into() }),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = tokio::time::timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("job {id} did not finish in time: {events:#?}"))
+            .expect("watch stream")
+            .unwrap_or_else(|| panic!("watch of {id} ended without a report: {events:#?}"));
+        if let Some(job_event::Event::Report(r)) = &ev.event {
+            let r = (**r).clone();
+            events.push(ev);
+            return (true, (events, r));
+        }
+        let halt = stop(&ev);
+        events.push(ev);
+        if halt {
+            return (false, (events, JobReport::default()));
+        }
+    }
+}
+
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    rand::rng().fill_bytes(&mut v);
+    v
+}
+
+/// Generated files under `dir`: nested directories, text and random data, about
+/// `total` bytes in all. Returns relative path -> content.
+pub fn fill_volume(dir: &Path, total: usize) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    files.insert(
+        PathBuf::from("conf/app.conf"),
+        b"listen = 0.0.0.0:5432\nshared_buffers = 128MB\n".repeat(200),
+    );
+    files.insert(PathBuf::from("empty"), Vec::new());
+    let big = total / 2;
+    files.insert(PathBuf::from("pg/base/1/16384"), random_bytes(big));
+    let rest = total - big;
+    for i in 0..8 {
+        files.insert(
+            PathBuf::from(format!("pg/wal/{:02}/segment-{i:04}", i % 3)),
+            random_bytes(rest / 8),
+        );
+    }
+    for (rel, content) in &files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+    files
+}
+
+/// Every file of `files` is in `dir` with the same bytes, and nothing else is.
+pub fn assert_same(files: &BTreeMap<PathBuf, Vec<u8>>, dir: &Path) {
+    for (rel, content) in files {
+        let got = std::fs::read(dir.join(rel))
+            .unwrap_or_else(|e| panic!("{} in {}: {e}", rel.display(), dir.display()));
+        assert!(got == *content, "{} differs", rel.display());
+    }
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                count += 1;
+            }
+        }
+    }
+    assert_eq!(count, files.len(), "files in {}", dir.display());
+}
+
+pub async fn create_in<K>(client: &Client, ns: &str, v: Value) -> K
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(v).unwrap();
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {obj:?}: {e}"))
+}
+
+pub async fn create_cluster<K>(client: &Client, v: Value) -> K
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(v).unwrap();
+    Api::<K>::all(client.clone())
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("creating {obj:?}: {e}"))
+}
+
+/// Polls until `f` holds or 30 s pass.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn storage_class(name: &str) -> Value {
+    json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+           "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate"})
+}
+
+/// The application on cluster a: a ConfigMap, a Secret, a Service, a Deployment, a
+/// StatefulSet whose claim `data-db-0` is bound to a hostPath volume at `volume`.
+pub async fn application(a: &Client, ns: &str, class: &str, volume: &Path) {
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use k8s_openapi::api::core::v1::{
+        ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service,
+    };
+    create_cluster::<Namespace>(
+        a,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await;
+    create_in::<ConfigMap>(a, ns, json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": ns}, "data": {"greeting": "hello", "db": "db.svc"}}))
+    .await;
+    create_in::<Secret>(
+        a,
+        ns,
+        json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-password", "namespace": ns}, "type": "Opaque",
+        "stringData": {"password": "s3cret"}}),
+    )
+    .await;
+    create_in::<Service>(
+        a,
+        ns,
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 5432}]}}),
+    )
+    .await;
+    create_in::<Deployment>(a, ns, json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "example.com/web:1"}]}}}}))
+    .await;
+    create_in::<StatefulSet>(a, ns, json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                 "template": {"metadata": {"labels": {"app": "db"}},
+                              "spec": {"containers": [{"name": "db", "image": "example.com/db:1",
+                                  "volumeMounts": [{"name": "data", "mountPath": "/var/lib/db"}]}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                              "resources": {"requests": {"storage": "1Gi"}}}}]}}))
+    .await;
+    let pv = format!("{ns}-data-db-0");
+    create_cluster::<PersistentVolume>(
+        a,
+        json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": pv},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": volume.display().to_string()},
+                 "claimRef": {"namespace": ns, "name": "data-db-0"}}}),
+    )
+    .await;
+    create_in::<PersistentVolumeClaim>(
+        a,
+        ns,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-db-0", "namespace": ns, "labels": {"app": "db"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class, "volumeName": pv,
+                 "resources": {"requests": {"storage": "1Gi"}}}}),
+    )
+    .await;
+    wait_bound(a, ns, "data-db-0").await;
+}
+
+pub async fn wait_bound(c: &Client, ns: &str, claim: &str) {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let api = Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns);
+    eventually(&format!("claim {ns}/{claim} to bind"), || async {
+        api.get_opt(claim)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.status?.phase)
+            .is_some_and(|p| p == "Bound")
+    })
+    .await;
+}

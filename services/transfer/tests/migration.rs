@@ -1,0 +1,484 @@
+//! Migrations through the transfer service over gRPC, between the test environment's
+//! two real clusters, with volume data moved by in-process agents through MinIO.
+
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use ferry_proto::v1::{
+    ActivateRequest, ApplicationSelector, CancelJobRequest, ClusterRef, ErrorCode, GetJobRequest,
+    JobRef, JobReport, JobState, ListJobsRequest, ObjectAction, StepState, VolumeResult,
+    cluster_ref, job_event,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service,
+};
+use kube::Api;
+
+fn assert_succeeded(report: &JobReport) {
+    assert_eq!(
+        report.state,
+        JobState::Succeeded as i32,
+        "job did not succeed: {report:#?}"
+    );
+}
+
+fn action_of(report: &JobReport, kind: &str, name: &str) -> i32 {
+    report
+        .objects
+        .iter()
+        .find(|o| {
+            o.object
+                .as_ref()
+                .is_some_and(|r| r.kind == kind && r.name == name)
+        })
+        .unwrap_or_else(|| panic!("no outcome for {kind} {name}: {:#?}", report.objects))
+        .action
+}
+
+/// A full migration (objects byte-for-byte data, a report of every object and volume),
+/// then a second one after ~1% of the bytes changed, which uploads about 1%.
+#[tokio::test]
+async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
+    let bench = Bench::start().await;
+    let ns = ferry_testenv::unique_name("mig-full");
+    let class = format!("sc-{ns}");
+    for c in [&bench.a, &bench.b] {
+        create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
+            .await;
+    }
+    let src = bench.src_volume(&ns, "data-db-0");
+    let mut files = fill_volume(&src, 4 << 20);
+    application(&bench.a, &ns, &class, &src).await;
+
+    let id = bench.start_migration(bench.request(&ns)).await;
+    let (events, report) = bench.watch(&id).await;
+    assert_succeeded(&report);
+
+    // The stream: a snapshot first, steps and progress, the report last.
+    assert!(matches!(
+        events.first().and_then(|e| e.event.as_ref()),
+        Some(job_event::Event::Snapshot(_))
+    ));
+    let finished_steps: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(job_event::Event::Step(s)) if s.state == StepState::Succeeded as i32 => {
+                Some(s.name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    for step in [
+        "capture",
+        "preflight",
+        "backup-volumes",
+        "commit-restore-point",
+        "restore-volumes",
+        "apply",
+        "start-applications",
+    ] {
+        assert!(
+            finished_steps.iter().any(|s| s == step),
+            "{step} not in {finished_steps:?}"
+        );
+    }
+    let backup_progress = events.iter().any(|e| {
+        matches!(&e.event, Some(job_event::Event::Progress(p))
+            if p.step == "backup-volumes" && p.bytes_read > 0 && p.bytes_total > 0)
+    });
+    assert!(backup_progress, "no backup progress: {events:#?}");
+    assert!(events.iter().any(|e| matches!(&e.event,
+        Some(job_event::Event::Progress(p)) if p.step == "apply" && p.objects_total > 0)));
+
+    // The report: every volume and object.
+    assert_eq!(report.volumes.len(), 1, "{report:#?}");
+    let vol = &report.volumes[0];
+    let total: u64 = files.values().map(|c| c.len() as u64).sum();
+    assert_eq!(vol.pvc_name, "data-db-0");
+    assert_eq!(vol.result, VolumeResult::Succeeded as i32);
+    assert_eq!(vol.bytes_total, total);
+    assert!(vol.bytes_uploaded > total / 2, "{vol:#?}");
+    assert!(!vol.snapshot_id.is_empty());
+    assert_eq!(vol.destination_volume, format!("ferry-{ns}-data-db-0"));
+    for (kind, name) in [
+        ("ConfigMap", "settings"),
+        ("Secret", "db-password"),
+        ("Service", "db"),
+        ("Deployment", "web"),
+        ("StatefulSet", "db"),
+        ("PersistentVolumeClaim", "data-db-0"),
+    ] {
+        assert_eq!(
+            action_of(&report, kind, name),
+            ObjectAction::Created as i32,
+            "{kind} {name}"
+        );
+    }
+    assert_eq!(
+        action_of(&report, "ServiceAccount", "default"),
+        ObjectAction::Excluded as i32
+    );
+    assert_eq!(
+        bench.restore_points(&ns).await,
+        vec![report.restore_point_id.clone()]
+    );
+
+    // The destination: objects, the claim bound to its new volume, the data.
+    let b = &bench.b;
+    let cm = Api::<ConfigMap>::namespaced(b.clone(), &ns)
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["greeting"], "hello");
+    let sa = Api::<Secret>::namespaced(bench.a.clone(), &ns)
+        .get("db-password")
+        .await
+        .unwrap();
+    let sb = Api::<Secret>::namespaced(b.clone(), &ns)
+        .get("db-password")
+        .await
+        .unwrap();
+    assert_eq!(sa.data, sb.data);
+    Api::<Service>::namespaced(b.clone(), &ns)
+        .get("db")
+        .await
+        .unwrap();
+    let web = Api::<Deployment>::namespaced(b.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(2), "started");
+    let db = Api::<StatefulSet>::namespaced(b.clone(), &ns)
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(db.spec.unwrap().replicas, Some(1), "started");
+    wait_bound(b, &ns, "data-db-0").await;
+    let pv = Api::<PersistentVolume>::all(b.clone())
+        .get(&format!("ferry-{ns}-data-db-0"))
+        .await
+        .unwrap();
+    let dst = bench.dst_volume(&ns, "data-db-0");
+    assert_eq!(
+        pv.spec.unwrap().host_path.unwrap().path,
+        dst.display().to_string()
+    );
+    assert_same(&files, &dst);
+
+    // GetJob and ListJobs agree with the stream.
+    let got = bench
+        .service
+        .client
+        .clone()
+        .get_job(GetJobRequest {
+            job: Some(JobRef { id: id.clone() }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.job.unwrap().state, JobState::Succeeded as i32);
+    assert_eq!(
+        got.report.unwrap().restore_point_id,
+        report.restore_point_id
+    );
+    let listed = bench
+        .service
+        .client
+        .clone()
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.iter().any(|j| j.id == id));
+
+    // About 1% of the bytes change: a few 4 KiB pages of the big file.
+    let big = std::path::PathBuf::from("pg/base/1/16384");
+    let content = files.get_mut(&big).unwrap();
+    let pages = (total as usize / 100) / 4096;
+    for i in 0..pages {
+        let at = (i * 7919 * 4096) % (content.len() - 4096);
+        content[at..at + 4096].copy_from_slice(&random_bytes(4096));
+    }
+    std::fs::write(src.join(&big), &*content).unwrap();
+
+    let id2 = bench.start_migration(bench.request(&ns)).await;
+    let (_, report2) = bench.watch(&id2).await;
+    assert_succeeded(&report2);
+    let vol2 = &report2.volumes[0];
+    let ratio = vol2.bytes_uploaded as f64 / total as f64;
+    eprintln!(
+        "second migration: {} of {total} bytes uploaded ({:.2}%)",
+        vol2.bytes_uploaded,
+        ratio * 100.0
+    );
+    assert!(vol2.bytes_uploaded > 0);
+    assert!(
+        ratio < 0.05,
+        "uploaded {:.2}% after a 1% change",
+        ratio * 100.0
+    );
+    assert_ne!(vol2.snapshot_id, vol.snapshot_id);
+    assert_same(&files, &dst);
+    assert_eq!(bench.restore_points(&ns).await.len(), 2);
+    // Objects the first run wrote are re-applied unchanged, not skipped.
+    let cm_outcome = report2
+        .objects
+        .iter()
+        .find(|o| {
+            o.object
+                .as_ref()
+                .is_some_and(|r| r.kind == "ConfigMap" && r.name == "settings")
+        })
+        .unwrap();
+    assert_eq!(cm_outcome.action, ObjectAction::Updated as i32);
+    assert!(cm_outcome.reason.contains("unchanged"), "{cm_outcome:?}");
+}
+
+/// Into another namespace with the storage class mapped, workloads left stopped until
+/// Activate. A first try without the class mapping fails pre-flight and writes nothing.
+#[tokio::test]
+async fn renamed_namespace_with_a_mapped_class_waits_for_activate() {
+    let bench = Bench::start().await;
+    let ns = ferry_testenv::unique_name("mig-ren");
+    let target = format!("{ns}-b");
+    let class_a = format!("sca-{ns}");
+    let class_b = format!("scb-{ns}");
+    create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(
+        &bench.a,
+        storage_class(&class_a),
+    )
+    .await;
+    create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(
+        &bench.b,
+        storage_class(&class_b),
+    )
+    .await;
+    let src = bench.src_volume(&ns, "data-db-0");
+    let files = fill_volume(&src, 1 << 20);
+    application(&bench.a, &ns, &class_a, &src).await;
+
+    let mut req = bench.request(&ns);
+    let apply = req.apply.as_mut().unwrap();
+    apply.start_applications = false;
+    apply.namespace_mapping = HashMap::from([(ns.clone(), target.clone())]);
+
+    // Without the class mapping: pre-flight names the missing class; nothing written.
+    let id = bench.start_migration(req.clone()).await;
+    let (_, report) = bench.watch(&id).await;
+    assert_eq!(report.state, JobState::Failed as i32, "{report:#?}");
+    let error = report.error.clone().unwrap();
+    assert_eq!(
+        error.code,
+        ErrorCode::MissingPrerequisite as i32,
+        "{error:?}"
+    );
+    assert!(error.message.contains(&class_a), "{}", error.message);
+    assert!(
+        Api::<Namespace>::all(bench.b.clone())
+            .get_opt(&target)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(bench.restore_points(&ns).await.is_empty());
+
+    req.apply.as_mut().unwrap().storage_class_mapping =
+        HashMap::from([(class_a.clone(), class_b.clone())]);
+    let id = bench.start_migration(req).await;
+    let (_, report) = bench.watch(&id).await;
+    assert_succeeded(&report);
+    let start = report.objects.len();
+    assert!(start > 0);
+    let vol = &report.volumes[0];
+    assert_eq!(vol.source_storage_class, class_a);
+    assert_eq!(vol.destination_storage_class, class_b);
+
+    let b = &bench.b;
+    assert!(
+        Api::<Namespace>::all(b.clone())
+            .get_opt(&ns)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing in the source's namespace name"
+    );
+    wait_bound(b, &target, "data-db-0").await;
+    let claim = Api::<PersistentVolumeClaim>::namespaced(b.clone(), &target)
+        .get("data-db-0")
+        .await
+        .unwrap();
+    assert_eq!(
+        claim.spec.unwrap().storage_class_name,
+        Some(class_b.clone())
+    );
+    assert_same(&files, &bench.dst_volume(&target, "data-db-0"));
+    let deployments = Api::<Deployment>::namespaced(b.clone(), &target);
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(
+        web.spec.unwrap().replicas,
+        Some(0),
+        "stopped until Activate"
+    );
+
+    let activated = bench
+        .service
+        .client
+        .clone()
+        .activate(ActivateRequest {
+            cluster: Some(ClusterRef {
+                target: Some(cluster_ref::Target::Context("b".into())),
+            }),
+            application: Some(ApplicationSelector {
+                namespace: target.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(activated.workloads.len(), 2, "{activated:#?}");
+    assert!(
+        activated
+            .workloads
+            .iter()
+            .all(|w| w.action == ObjectAction::Updated as i32)
+    );
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(2));
+}
+
+/// A cancel while volumes are backed up: the job ends CANCELLED, the destination has no
+/// application, the repository no restore point, and the quiesced source is running again.
+#[tokio::test]
+async fn cancel_mid_transfer_leaves_nothing_behind() {
+    let bench = Bench::start().await;
+    let ns = ferry_testenv::unique_name("mig-cancel");
+    let class = format!("sc-{ns}");
+    for c in [&bench.a, &bench.b] {
+        create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
+            .await;
+    }
+    let src = bench.src_volume(&ns, "data-db-0");
+    fill_volume(&src, 96 << 20);
+    application(&bench.a, &ns, &class, &src).await;
+    let mut req = bench.request(&ns);
+    req.quiesce_source = true;
+    let id = bench.start_migration(req).await;
+
+    let (ended, (events, _)) = watch_until(&bench.service.client, &id, |e| {
+        matches!(&e.event, Some(job_event::Event::Progress(p)) if p.step == "backup-volumes" && p.bytes_read > 0)
+    })
+    .await;
+    assert!(
+        !ended,
+        "the job finished before it could be cancelled: {events:#?}"
+    );
+    // The source is quiesced while its data is copied.
+    let web = Api::<Deployment>::namespaced(bench.a.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(0));
+
+    let answer = bench
+        .service
+        .client
+        .clone()
+        .cancel_job(CancelJobRequest {
+            job: Some(JobRef { id: id.clone() }),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let state = answer.job.unwrap().state;
+    assert!(
+        state == JobState::Cancelling as i32 || state == JobState::Cancelled as i32,
+        "{state}"
+    );
+    let (_, report) = bench.watch(&id).await;
+    assert_eq!(report.state, JobState::Cancelled as i32, "{report:#?}");
+    assert!(report.restore_point_id.is_empty());
+    assert!(
+        bench.restore_points(&ns).await.is_empty(),
+        "a restore point was written"
+    );
+    assert!(
+        Api::<Namespace>::all(bench.b.clone())
+            .get_opt(&ns)
+            .await
+            .unwrap()
+            .is_none(),
+        "the destination has the application"
+    );
+    // The source runs again with its own replica counts.
+    let web = Api::<Deployment>::namespaced(bench.a.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(web.spec.as_ref().unwrap().replicas, Some(2));
+    assert!(
+        !web.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(ferry_transfer::QUIESCE_ANNOTATION)
+    );
+    let db = Api::<StatefulSet>::namespaced(bench.a.clone(), &ns)
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(db.spec.unwrap().replicas, Some(1));
+}
+
+/// The service dies while a job backs up volumes; a new one on the same data directory
+/// resumes the job from the backup step, and it finishes with the data in place.
+#[tokio::test]
+async fn a_restarted_service_resumes_a_running_job() {
+    let mut bench = Bench::start().await;
+    let ns = ferry_testenv::unique_name("mig-restart");
+    let class = format!("sc-{ns}");
+    for c in [&bench.a, &bench.b] {
+        create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
+            .await;
+    }
+    let src = bench.src_volume(&ns, "data-db-0");
+    let files = fill_volume(&src, 48 << 20);
+    application(&bench.a, &ns, &class, &src).await;
+    let id = bench.start_migration(bench.request(&ns)).await;
+    let (ended, _) = watch_until(&bench.service.client, &id, |e| {
+        matches!(&e.event, Some(job_event::Event::Progress(p)) if p.step == "backup-volumes" && p.bytes_read > 0)
+    })
+    .await;
+    assert!(!ended, "the job finished before the restart");
+
+    bench.crash_and_restart().await;
+
+    let (events, report) = bench.watch(&id).await;
+    assert_succeeded(&report);
+    assert!(
+        matches!(
+            events.first().and_then(|e| e.event.as_ref()),
+            Some(job_event::Event::Snapshot(_))
+        ),
+        "no snapshot first: {events:#?}"
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("resumed at step backup-volumes")),
+        "the report says the job was resumed: {:#?}",
+        report.warnings
+    );
+    assert_eq!(
+        bench.restore_points(&ns).await,
+        vec![report.restore_point_id.clone()]
+    );
+    assert_same(&files, &bench.dst_volume(&ns, "data-db-0"));
+}
