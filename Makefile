@@ -12,7 +12,7 @@ export PATH := $(PATH):$(FERRY_CACHE)/testenv/kube-$(KUBE_VERSION)/kubectl
 CARGO ?= cargo
 DEV_DIR ?= .ferry-dev
 
-.PHONY: all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects
+.PHONY: all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects bench-peers bench-datamover
 
 all: build
 
@@ -62,3 +62,15 @@ clean-cache:
 ## servers); last line is one `summary:` line.
 bench-objects: check-tools testenv
 	$(CARGO) run --release --quiet -p ferry-bench --bin bench-objects
+
+## bench-peers: install restic, rustic and kopia (pinned in bench/peers.env) into
+## $(FERRY_CACHE)/bench (once; cached by version; kopia is optional).
+bench-peers:
+	bash bench/install-peers.sh all
+
+## bench-datamover: Ferry's data mover against restic, rustic and kopia on ~1.2 GiB of
+## generated data, to a local directory and to S3 (FERRY_BENCH_SCALE scales it); last
+## line is one `summary:` line.
+bench-datamover: check-tools testenv bench-peers
+	$(CARGO) build --release --quiet -p ferry-cli --bin ferry
+	$(CARGO) run --release --quiet -p ferry-bench --bin bench-datamover

@@ -333,7 +333,7 @@ struct Ctx {
 const PACKER_GONE: &str = "packer stopped";
 
 enum ChunkMsg {
-    Data(Vec<u8>),
+    Data(bytes::Bytes),
     Hole(u64),
 }
 
@@ -358,7 +358,7 @@ fn read_chunks(
     repo: &Repository,
     counters: &BackupCounters,
     cancel: &CancellationToken,
-    tx: mpsc::Sender<ChunkMsg>,
+    mut send: impl FnMut(ChunkMsg) -> Result<()>,
 ) -> Result<()> {
     let mut file = File::open(path).map_err(io_err("open", path))?;
     let size = if kind == NodeKind::DeviceImage {
@@ -372,7 +372,6 @@ fn read_chunks(
     let regions = crate::fsutil::data_regions(&file, size);
     let params = &repo.config().chunker;
     let seed = repo.keys().chunker_seed();
-    let send = |msg| tx.blocking_send(msg).map_err(|_| Error::Cancelled);
     let mut pos = 0u64;
     for (start, end) in regions {
         if start > pos {
@@ -385,7 +384,7 @@ fn read_chunks(
             counters,
         };
         let mut read = 0u64;
-        for chunk in chunker::chunks(reader, params, seed) {
+        for chunk in chunker::chunks(reader, params, seed, end - start) {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
@@ -405,49 +404,130 @@ fn read_chunks(
     Ok(())
 }
 
+/// Files up to this size are read, chunked, hashed, compressed and sealed in batches,
+/// each batch in one blocking task: passing each of thousands of small files through
+/// a channel and separate CPU tasks costs more thread hand-offs than the work itself.
+const INLINE_FILE_MAX: u64 = 4 << 20;
+/// A batch of small files ends after this many bytes or files.
+const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_FILES: usize = 256;
+/// A large file's chunks go to the CPU stage in runs of about this many bytes.
+const CPU_BATCH_BYTES: usize = 2 << 20;
+
+/// Work for the read stage: a batch of small files, or one large file.
+enum ReadJob {
+    Small(Vec<(usize, PathBuf, NodeKind)>),
+    Large((usize, PathBuf, NodeKind)),
+}
+
 impl Ctx {
-    async fn process_chunk(self: Arc<Self>, data: Vec<u8>) -> Result<ContentPart> {
+    /// Blocking CPU work on one chunk: zero check, keyed hash, dedup, compress, seal.
+    fn seal_chunk(&self, data: &[u8]) -> Result<(ContentPart, Option<EncodedBlob>)> {
+        let len = data.len() as u32;
+        // All-zero chunks become holes: restore leaves them sparse, and block
+        // device images (no SEEK_HOLE) get the same benefit.
+        if data.iter().all(|b| *b == 0) {
+            return Ok((
+                ContentPart::Hole {
+                    hole: u64::from(len),
+                },
+                None,
+            ));
+        }
+        let keys = self.repo.keys();
+        let id = keys.blob_id(data);
+        let blob = if self.dedup.claim(&id) {
+            self.counters.add(CHUNKS_NEW, 1);
+            self.counters.add(BYTES_NEW, u64::from(len));
+            let level = self.repo.config().compression_level;
+            Some(encode_blob(keys, BlobType::Data, id, data, level)?)
+        } else {
+            self.counters.add(CHUNKS_REUSED, 1);
+            None
+        };
+        Ok((ContentPart::Chunk { id, len }, blob))
+    }
+
+    /// Hands sealed blobs to the packer, waiting while it is behind.
+    async fn to_packer(&self, blobs: Vec<EncodedBlob>) -> Result<()> {
+        for blob in blobs {
+            self.packer_tx
+                .send(blob)
+                .await
+                .map_err(|_| Error::Internal(PACKER_GONE.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Seals a run of a large file's chunks in one blocking task: one hand-off per
+    /// megabyte or so instead of one per chunk.
+    async fn process_batch(self: Arc<Self>, batch: Vec<ChunkMsg>) -> Result<Vec<ContentPart>> {
         let permit = self
             .cpu
             .acquire()
             .await
             .map_err(|_| Error::Internal("CPU semaphore closed".into()))?;
         let ctx = self.clone();
-        let (part, blob) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let len = data.len() as u32;
-            // All-zero chunks become holes: restore leaves them sparse, and block
-            // device images (no SEEK_HOLE) get the same benefit.
-            if data.iter().all(|b| *b == 0) {
-                return Ok((
-                    ContentPart::Hole {
-                        hole: u64::from(len),
-                    },
-                    None,
-                ));
+        let (parts, blobs) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut parts = Vec::with_capacity(batch.len());
+            let mut blobs = Vec::new();
+            for msg in batch {
+                match msg {
+                    ChunkMsg::Hole(n) => parts.push(ContentPart::Hole { hole: n }),
+                    ChunkMsg::Data(d) => {
+                        let (part, blob) = ctx.seal_chunk(&d)?;
+                        parts.push(part);
+                        blobs.extend(blob);
+                    }
+                }
             }
-            let keys = ctx.repo.keys();
-            let id = keys.blob_id(&data);
-            let blob = if ctx.dedup.claim(&id) {
-                ctx.counters.add(CHUNKS_NEW, 1);
-                ctx.counters.add(BYTES_NEW, u64::from(len));
-                let level = ctx.repo.config().compression_level;
-                Some(encode_blob(keys, BlobType::Data, id, &data, level)?)
-            } else {
-                ctx.counters.add(CHUNKS_REUSED, 1);
-                None
-            };
-            Ok((ContentPart::Chunk { id, len }, blob))
+            Ok((parts, blobs))
         })
         .await
         .map_err(Error::join)??;
         drop(permit);
-        if let Some(blob) = blob {
-            self.packer_tx
-                .send(blob)
-                .await
-                .map_err(|_| Error::Internal(PACKER_GONE.into()))?;
-        }
-        Ok(part)
+        self.to_packer(blobs).await?;
+        Ok(parts)
+    }
+
+    /// A batch of small files, start to finish in one blocking task under one CPU
+    /// permit.
+    async fn read_small_files(
+        self: Arc<Self>,
+        batch: Vec<(usize, PathBuf, NodeKind)>,
+    ) -> Result<Vec<(usize, Vec<ContentPart>)>> {
+        let permit = self
+            .cpu
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("CPU semaphore closed".into()))?;
+        let ctx = self.clone();
+        let (files, blobs) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut files = Vec::with_capacity(batch.len());
+            let mut blobs = Vec::new();
+            for (idx, path, kind) in batch {
+                let mut parts = Vec::new();
+                read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, |msg| {
+                    match msg {
+                        ChunkMsg::Hole(n) => parts.push(ContentPart::Hole { hole: n }),
+                        ChunkMsg::Data(d) => {
+                            let (part, blob) = ctx.seal_chunk(&d)?;
+                            parts.push(part);
+                            blobs.extend(blob);
+                        }
+                    }
+                    Ok(())
+                })?;
+                ctx.counters.add(FILES_DONE, 1);
+                files.push((idx, merge_holes(parts)));
+            }
+            Ok((files, blobs))
+        })
+        .await
+        .map_err(Error::join)??;
+        drop(permit);
+        self.to_packer(blobs).await?;
+        Ok(files)
     }
 
     async fn read_file(
@@ -456,27 +536,39 @@ impl Ctx {
         path: PathBuf,
         kind: NodeKind,
     ) -> Result<(usize, Vec<ContentPart>)> {
-        let (tx, rx) = mpsc::channel(4);
+        // Batches of a few chunks flow to the CPU stage; the bounded channel holds the
+        // reader back when sealing falls behind.
+        let (tx, rx) = mpsc::channel::<Vec<ChunkMsg>>(2);
         let reader = {
             let ctx = self.clone();
             let path = path.clone();
             tokio::task::spawn_blocking(move || {
-                read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, tx)
+                let mut batch: Vec<ChunkMsg> = Vec::new();
+                let mut batch_bytes = 0usize;
+                let send = |b: Vec<ChunkMsg>| tx.blocking_send(b).map_err(|_| Error::Cancelled);
+                read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, |msg| {
+                    if let ChunkMsg::Data(d) = &msg {
+                        batch_bytes += d.len();
+                    }
+                    batch.push(msg);
+                    if batch_bytes >= CPU_BATCH_BYTES {
+                        batch_bytes = 0;
+                        send(std::mem::take(&mut batch))?;
+                    }
+                    Ok(())
+                })?;
+                if !batch.is_empty() {
+                    send(batch)?;
+                }
+                Ok::<(), Error>(())
             })
         };
-        let parts: Result<Vec<ContentPart>> = ReceiverStream::new(rx)
-            .map(|msg| {
-                let ctx = self.clone();
-                async move {
-                    match msg {
-                        ChunkMsg::Hole(n) => Ok(ContentPart::Hole { hole: n }),
-                        ChunkMsg::Data(d) => ctx.process_chunk(d).await,
-                    }
-                }
-            })
+        let parts: Result<Vec<Vec<ContentPart>>> = ReceiverStream::new(rx)
+            .map(|batch| self.clone().process_batch(batch))
             .buffered(self.cpu_concurrency.max(1))
             .try_collect()
             .await;
+        let parts = parts.map(|p| p.into_iter().flatten().collect::<Vec<_>>());
         // On a processing error the stream is dropped, so the reader stops at its
         // next send; its own error then adds nothing.
         let read = reader.await.map_err(Error::join)?;
@@ -693,17 +785,44 @@ impl Repository {
             match_parent(self, snap.tree, &mut entries, &ctx.counters).await?;
         }
 
-        let jobs: Vec<(usize, PathBuf, NodeKind)> = entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.needs_read)
-            .map(|(i, e)| (i, e.path.clone(), e.node.kind))
-            .collect();
-        let read: Vec<(usize, Vec<ContentPart>)> = futures::stream::iter(jobs)
-            .map(|(i, path, kind)| ctx.clone().read_file(i, path, kind))
-            .buffer_unordered(options.read_concurrency.max(1))
+        // Small files go in batches, large ones one by one through the shared CPU
+        // stage; as many batches or files are in flight as there are cores.
+        let mut jobs: Vec<ReadJob> = Vec::new();
+        let mut batch: Vec<(usize, PathBuf, NodeKind)> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.needs_read) {
+            let job = (i, e.path.clone(), e.node.kind);
+            if e.node.kind == NodeKind::File && e.node.size <= INLINE_FILE_MAX {
+                batch.push(job);
+                batch_bytes += e.node.size;
+                if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES {
+                    jobs.push(ReadJob::Small(std::mem::take(&mut batch)));
+                    batch_bytes = 0;
+                }
+            } else {
+                jobs.push(ReadJob::Large(job));
+            }
+        }
+        if !batch.is_empty() {
+            jobs.push(ReadJob::Small(batch));
+        }
+        let in_flight = options.read_concurrency.max(options.cpu_concurrency).max(1);
+        let read: Vec<Vec<(usize, Vec<ContentPart>)>> = futures::stream::iter(jobs)
+            .map(|job| {
+                let ctx = ctx.clone();
+                async move {
+                    match job {
+                        ReadJob::Small(batch) => ctx.read_small_files(batch).await,
+                        ReadJob::Large((i, path, kind)) => {
+                            Ok(vec![ctx.read_file(i, path, kind).await?])
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(in_flight)
             .try_collect()
             .await?;
+        let read = read.into_iter().flatten();
         for (idx, parts) in read {
             let node = &mut entries[idx].node;
             node.size = parts.iter().map(ContentPart::len).sum();

@@ -1,33 +1,153 @@
 //! Content-defined chunking with FastCDC (2020): cut points depend on the bytes around
 //! them, so an insertion moves only the chunks it touches.
 
+use std::collections::VecDeque;
 use std::io::Read;
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use bytes::{Bytes, BytesMut};
+use fastcdc::v2020::{FastCDC, Normalization};
 
 use crate::config::ChunkerParams;
 
 /// Splits a stream into chunks. `seed` keys the gear table (derived from the master
 /// key), so two repositories cut the same file differently. Call
 /// [`ChunkerParams::validate`] first: FastCDC panics on out-of-range sizes.
+///
+/// Reads large blocks and cuts each block in one pass; chunks are zero-copy slices
+/// of the block. (fastcdc's own `StreamCDC` shifts and re-zeroes its whole max-size
+/// buffer after every chunk, which cost several times the hashing and compression.)
+///
+/// `len_hint` is how many bytes the reader will give (the file's size): small files
+/// get a buffer of their size, not a block.
 pub(crate) fn chunks<R: Read>(
     reader: R,
     params: &ChunkerParams,
     seed: u64,
-) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
-    StreamCDC::with_level_and_seed(
+    len_hint: u64,
+) -> impl Iterator<Item = std::io::Result<Bytes>> {
+    // Several max-size chunks per read, so the undecided tail copied over to the
+    // next block is small next to the block.
+    let block = (params.max_size as usize * 2).max(4 << 20);
+    // One byte more than the hint, so a file read whole also sees its end.
+    let block = block.min(usize::try_from(len_hint.saturating_add(1)).unwrap_or(usize::MAX));
+    chunks_in_blocks(reader, params, seed, block)
+}
+
+fn chunks_in_blocks<R: Read>(
+    reader: R,
+    params: &ChunkerParams,
+    seed: u64,
+    block: usize,
+) -> Chunker<R> {
+    Chunker {
         reader,
-        params.min_size,
-        params.avg_size,
-        params.max_size,
-        Normalization::Level1,
+        buf: BytesMut::new(),
+        cuts: VecDeque::new(),
+        eof: false,
+        min: params.min_size,
+        avg: params.avg_size,
+        max: params.max_size,
         seed,
-    )
-    .map(|r| match r {
-        Ok(c) => Ok(c.data),
-        Err(fastcdc::v2020::Error::IoError(e)) => Err(e),
-        Err(e) => Err(std::io::Error::other(e.to_string())),
-    })
+        // At least one byte, or nothing is ever read.
+        block: block.max(1),
+    }
+}
+
+struct Chunker<R> {
+    reader: R,
+    /// Bytes read and not yet handed out; starts at a cut point.
+    buf: BytesMut,
+    /// Lengths of decided chunks at the front of `buf`.
+    cuts: VecDeque<usize>,
+    eof: bool,
+    min: u32,
+    avg: u32,
+    max: u32,
+    seed: u64,
+    block: usize,
+}
+
+impl<R: Read> Chunker<R> {
+    /// Reads until the buffer holds a block or the source ends.
+    fn fill(&mut self) -> std::io::Result<()> {
+        let start = self.buf.len();
+        // Called only when no cut could be decided, so always read more: a tail as
+        // long as a block (a file that grew past its size hint) must still progress.
+        let want = if start < self.block {
+            self.block
+        } else {
+            start + self.block
+        };
+        self.buf.resize(want, 0);
+        let mut filled = start;
+        while filled < want {
+            match self.reader.read(&mut self.buf[filled..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(filled);
+                    return Err(e);
+                }
+            }
+        }
+        self.buf.truncate(filled);
+        Ok(())
+    }
+
+    /// Decides the cut points in the buffer. A cut at the very end of the buffer is
+    /// only real at the end of the source or at the maximum size; otherwise the tail
+    /// waits for more data, so the cuts are exactly those of a streaming chunker.
+    fn cut(&mut self) {
+        let len = self.buf.len();
+        let cdc = FastCDC::with_level_and_seed(
+            &self.buf,
+            self.min,
+            self.avg,
+            self.max,
+            Normalization::Level1,
+            self.seed,
+        );
+        let mut start = 0;
+        while start < len {
+            let (_, end) = cdc.cut(start, len - start);
+            if end <= start {
+                break;
+            }
+            if end == len && !self.eof && end - start < self.max as usize {
+                break;
+            }
+            self.cuts.push_back(end - start);
+            start = end;
+        }
+    }
+}
+
+impl<R: Read> Iterator for Chunker<R> {
+    type Item = std::io::Result<Bytes>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(n) = self.cuts.pop_front() {
+                return Some(Ok(self.buf.split_to(n).freeze()));
+            }
+            if self.eof && self.buf.is_empty() {
+                return None;
+            }
+            if let Err(e) = self.fill() {
+                return Some(Err(e));
+            }
+            self.cut();
+            if self.cuts.is_empty() && self.eof && !self.buf.is_empty() {
+                // Defensive: the cut function always decides at the end of the source.
+                let n = self.buf.len();
+                self.cuts.push_back(n);
+            }
+        }
+    }
 }
 
 /// `(offset, length)` of every chunk the real chunker cuts from `data`. Only for the
@@ -42,7 +162,7 @@ pub fn chunk_boundaries(
     params.validate()?;
     let mut out = Vec::new();
     let mut offset = 0u64;
-    for chunk in chunks(data, params, seed) {
+    for chunk in chunks(data, params, seed, data.len() as u64) {
         let len = chunk
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?
             .len() as u64;
@@ -75,9 +195,15 @@ mod tests {
     }
 
     fn cut(data: &[u8], seed: u64) -> Vec<Vec<u8>> {
-        chunks(Cursor::new(data.to_vec()), &params(), seed)
-            .collect::<std::io::Result<Vec<_>>>()
-            .unwrap()
+        chunks(
+            Cursor::new(data.to_vec()),
+            &params(),
+            seed,
+            data.len() as u64,
+        )
+        .map(|c| c.map(|b| b.to_vec()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .unwrap()
     }
 
     #[test]
@@ -120,6 +246,47 @@ mod tests {
         let after = cut(&shifted, 7);
         let frac = shared_fraction(&before, &after);
         assert!(frac > 0.9, "only {frac} of chunks shared");
+    }
+
+    /// A reader that hands out at most `step` bytes per call.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Cutting block by block, whatever the block and read sizes, gives exactly the
+        /// cuts of one pass over the whole input.
+        #[test]
+        fn blocks_cut_like_one_pass(
+            seed in any::<u8>(),
+            len in 0usize..400_000,
+            block in 16_384usize..100_000,
+            step in 1usize..70_000,
+        ) {
+            let data = pseudo_random(len, seed);
+            let p = params();
+            let whole: Vec<usize> = FastCDC::with_level_and_seed(
+                &data, p.min_size, p.avg_size, p.max_size, Normalization::Level1, 5,
+            )
+            .map(|c| c.length)
+            .collect();
+            let got: Vec<usize> = chunks_in_blocks(Trickle { data: &data, step }, &p, 5, block)
+                .map(|c| c.map(|b| b.len()))
+                .collect::<std::io::Result<_>>()
+                .unwrap();
+            prop_assert_eq!(got, whole);
+        }
     }
 
     proptest! {

@@ -260,45 +260,49 @@ const PAYLOAD_RAW: u8 = 0;
 const PAYLOAD_ZSTD: u8 = 1;
 
 thread_local! {
-    // A compression context per thread and level: creating one per chunk costs more
-    // than compressing a small chunk.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+    // A compression context and output buffer per thread: creating a context per chunk
+    // costs more than compressing a small chunk, and a reused buffer is never zeroed.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
         const { std::cell::RefCell::new(None) };
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         const { std::cell::RefCell::new(None) };
-}
-
-/// Compresses `plain` into `dst` (which must be large enough); `None` on failure.
-fn compress_into(plain: &[u8], level: i32, dst: &mut [u8]) -> Option<usize> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        let (_, compressor) = slot.as_mut()?;
-        compressor.compress_to_buffer(plain, dst).ok()
-    })
 }
 
 /// `prefix` || flag byte || payload: zstd when it makes the bytes smaller, raw
 /// otherwise (already compressed or random data costs one byte, not a bigger blob).
 /// Room for the AES-GCM tag is reserved.
 fn encode_payload_after(prefix: &[u8], plain: &[u8], level: i32) -> Vec<u8> {
-    let head = prefix.len() + 1;
-    let bound = zstd::zstd_safe::compress_bound(plain.len());
-    let mut out = Vec::with_capacity(head + bound.max(plain.len()) + TAG_LEN);
-    out.extend_from_slice(prefix);
-    out.push(PAYLOAD_ZSTD);
-    out.resize(head + bound, 0);
-    match compress_into(plain, level, &mut out[head..]) {
-        Some(n) if n < plain.len() => out.truncate(head + n),
-        _ => {
-            out.truncate(head);
-            out[head - 1] = PAYLOAD_RAW;
-            out.extend_from_slice(plain);
+    let raw = || {
+        let mut out = Vec::with_capacity(prefix.len() + 1 + plain.len() + TAG_LEN);
+        out.extend_from_slice(prefix);
+        out.push(PAYLOAD_RAW);
+        out.extend_from_slice(plain);
+        out
+    };
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
+            match zstd::bulk::Compressor::new(level) {
+                Ok(c) => *slot = Some((level, c, Vec::new())),
+                Err(_) => return raw(),
+            }
         }
-    }
-    out
+        let Some((_, compressor, scratch)) = slot.as_mut() else {
+            return raw();
+        };
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        match compressor.compress_to_buffer(plain, scratch) {
+            Ok(n) if n < plain.len() => {
+                let mut out = Vec::with_capacity(prefix.len() + 1 + n + TAG_LEN);
+                out.extend_from_slice(prefix);
+                out.push(PAYLOAD_ZSTD);
+                out.extend_from_slice(&scratch[..n]);
+                out
+            }
+            _ => raw(),
+        }
+    })
 }
 
 /// Flag byte + payload, see [`encode_payload_after`].

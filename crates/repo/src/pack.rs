@@ -122,6 +122,14 @@ pub(crate) struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// A builder whose buffer will not grow (and copy) while the pack fills.
+    pub fn with_capacity(bytes: usize) -> Self {
+        PackBuilder {
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len()
     }

@@ -225,6 +225,11 @@ pub(crate) async fn adopt_unindexed_packs(repo: &Repository) -> Result<usize> {
     Ok(adopted)
 }
 
+/// The largest sealed data blob: a maximal chunk stored raw, plus framing.
+fn repo_max_blob(repo: &Repository) -> usize {
+    repo.config().chunker.max_size as usize + 64
+}
+
 async fn run(
     repo: Repository,
     mut rx: mpsc::Receiver<EncodedBlob>,
@@ -239,7 +244,9 @@ async fn run(
         uploads: JoinSet::new(),
         pending: Vec::new(),
     };
-    let mut builder = PackBuilder::default();
+    // Room for the target plus one maximal sealed chunk, so a pack never reallocates.
+    let capacity = target + repo_max_blob(&st.repo);
+    let mut builder = PackBuilder::with_capacity(capacity);
     let result: Result<()> = async {
         loop {
             tokio::select! {
@@ -252,7 +259,9 @@ async fn run(
                     Some(blob) => {
                         builder.add(blob)?;
                         if builder.len() >= target {
-                            st.start_upload(std::mem::take(&mut builder));
+                            let full =
+                                std::mem::replace(&mut builder, PackBuilder::with_capacity(capacity));
+                            st.start_upload(full);
                             // Backpressure: at most `max_uploads` packs in memory/in flight.
                             while st.uploads.len() >= max_uploads {
                                 if let Some(joined) = st.uploads.join_next().await {

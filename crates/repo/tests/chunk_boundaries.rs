@@ -35,20 +35,22 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     vec![
-        // The repository default (512 KiB / 1 MiB / 8 MiB), with FastCDC's own gear table
-        // and with a seeded one, as every real repository has.
+        // Large sizes (512 KiB / 1 MiB / 8 MiB, `init --chunk-size 1024`), with FastCDC's
+        // own gear table and with a seeded one, as every real repository has. Pinned
+        // here rather than taken from the default, so changing the default cannot
+        // silently re-bless these cuts.
         Case {
             name: "default-sizes gear-seed-0",
             len: 16 << 20,
             data_seed: 0x9E37_79B9_7F4A_7C15,
-            params: ChunkerParams::default(),
+            params: ChunkerParams::fastcdc(512 << 10, 1 << 20, 8 << 20),
             gear_seed: 0,
         },
         Case {
             name: "default-sizes gear-seed-f3a1",
             len: 16 << 20,
             data_seed: 0x9E37_79B9_7F4A_7C15,
-            params: ChunkerParams::default(),
+            params: ChunkerParams::fastcdc(512 << 10, 1 << 20, 8 << 20),
             gear_seed: 0xF3A1_0C5E_77D2_9B41,
         },
         // The small sizes the other tests use: many boundaries from little data.
