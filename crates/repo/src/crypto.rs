@@ -279,6 +279,9 @@ fn encode_payload_after(prefix: &[u8], plain: &[u8], level: i32) -> Vec<u8> {
         out.extend_from_slice(plain);
         out
     };
+    if looks_random(plain) {
+        return raw();
+    }
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _, _)| *l != level) {
@@ -303,6 +306,34 @@ fn encode_payload_after(prefix: &[u8], plain: &[u8], level: i32) -> Vec<u8> {
             _ => raw(),
         }
     })
+}
+
+/// Bytes sampled by [`looks_random`].
+const SAMPLE: usize = 4096;
+
+/// True when a sample from the middle of `data` has near-maximal byte entropy (over
+/// 7.9 bits per byte): random, encrypted or already compressed data, which zstd would
+/// scan in full to save nothing. Costs one histogram of 4 KiB, against compressing
+/// the whole chunk.
+fn looks_random(data: &[u8]) -> bool {
+    if data.len() < 4 * SAMPLE {
+        return false;
+    }
+    let start = data.len() / 2 - SAMPLE / 2;
+    let mut counts = [0u32; 256];
+    for &b in &data[start..start + SAMPLE] {
+        counts[b as usize] += 1;
+    }
+    let n = SAMPLE as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy > 7.9
 }
 
 /// Flag byte + payload, see [`encode_payload_after`].
@@ -403,6 +434,25 @@ mod tests {
         assert_eq!(enc[0], PAYLOAD_RAW);
         assert_eq!(enc.len(), random.len() + 1);
         assert!(decode_payload(&enc, Some(4095)).is_err());
+    }
+
+    #[test]
+    fn only_near_random_data_skips_compression() {
+        let mut random = vec![0u8; 64 * 1024];
+        ring::rand::SystemRandom::new().fill(&mut random).unwrap();
+        assert!(looks_random(&random));
+        let text = b"SELECT id, name FROM users WHERE id = 42;\n".repeat(2000);
+        assert!(!looks_random(&text));
+        // Half random, half text: zstd still gains, so it must still be tried.
+        let mut mixed = random[..32 * 1024].to_vec();
+        mixed.extend_from_slice(&text[..32 * 1024]);
+        let mid = mixed.len() / 2;
+        mixed[mid - 2048..mid + 2048].copy_from_slice(&text[..4096]);
+        assert!(!looks_random(&mixed));
+        assert!(!looks_random(&random[..8 * 1024]), "too short to judge");
+        // Random data round-trips raw, text compressed.
+        assert_eq!(encode_payload(&random, 1)[0], PAYLOAD_RAW);
+        assert_eq!(encode_payload(&text, 1)[0], PAYLOAD_ZSTD);
     }
 
     #[test]
