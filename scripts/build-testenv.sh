@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and MinIO from their Go modules,
+# Builds etcd, kube-apiserver, kube-controller-manager, MinIO and grpcurl from their Go modules,
 # once, into a cache outside the checkout keyed by version:
 #   $FERRY_CACHE/testenv/<component>-<version>/bin/
 # A component whose binaries exist is skipped, so a warm run costs nothing.
@@ -100,13 +100,17 @@ build_kube() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
-build_minio() {
-  local out="$cache/minio-$MINIO_VERSION/bin"
-  [ -x "$out/minio" ] && { log "minio $MINIO_VERSION cached"; return; }
+# A single Go main package installed into the cache: go_install NAME VERSION PACKAGE.
+go_install() {
+  local name="$1" version="$2" pkg="$3"
+  local out="$cache/$name-$version/bin"
+  [ -x "$out/$name" ] && { log "$name $version cached"; return; }
   mkdir -p "$out.tmp"
-  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "github.com/minio/minio@$MINIO_VERSION"
+  GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "$pkg@$version"
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
+
+build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
 
 # kubectl: the machine's own if it has one (real kubectl either way); else built from the
 # same Kubernetes module into the cache, and the Makefile puts that on PATH.
@@ -128,6 +132,9 @@ build_kubectl() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# grpcurl: the usual gRPC command-line client, to check reflection the way users will.
+build_grpcurl() { go_install grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/grpcurl/cmd/grpcurl; }
+
 command -v go >/dev/null 2>&1 || { echo "build-testenv: Go is needed to build the test binaries; install Go 1.25 or newer" >&2; exit 1; }
 
 what="${1:-all}"
@@ -136,6 +143,7 @@ case "$what" in
   kube) timed kubernetes build_kube ;;
   minio) timed minio build_minio ;;
   kubectl) timed kubectl build_kubectl ;;
-  all) timed etcd build_etcd; timed minio build_minio; timed kubernetes build_kube; timed kubectl build_kubectl ;;
-  *) echo "usage: $0 [all|etcd|kube|minio|kubectl]" >&2; exit 2 ;;
+  grpcurl) timed grpcurl build_grpcurl ;;
+  all) timed etcd build_etcd; timed minio build_minio; timed kubernetes build_kube; timed kubectl build_kubectl; timed grpcurl build_grpcurl ;;
+  *) echo "usage: $0 [all|etcd|kube|minio|kubectl|grpcurl]" >&2; exit 2 ;;
 esac

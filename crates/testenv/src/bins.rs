@@ -13,6 +13,7 @@ pub struct Versions {
     pub kube: String,
     pub etcd: String,
     pub minio: String,
+    pub grpcurl: String,
 }
 
 impl Versions {
@@ -29,6 +30,7 @@ impl Versions {
             kube: get("KUBE_VERSION"),
             etcd: get("ETCD_VERSION"),
             minio: get("MINIO_VERSION"),
+            grpcurl: get("GRPCURL_VERSION"),
         }
     }
 }
@@ -52,6 +54,24 @@ pub fn cache_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("ferry")
+}
+
+/// The grpcurl binary `make testenv` builds, or how to get it.
+pub fn grpcurl() -> Result<PathBuf> {
+    let v = Versions::pinned().grpcurl;
+    let path = cache_root()
+        .join("testenv")
+        .join(format!("grpcurl-{v}"))
+        .join("bin")
+        .join("grpcurl");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::MissingBinary {
+            component: "grpcurl",
+            path,
+        })
+    }
 }
 
 impl Binaries {
