@@ -50,6 +50,10 @@ pub enum Error {
     #[error(transparent)]
     Repo(ferry_repo::Error),
 
+    /// `ferry serve` could not start or stopped abnormally. Exit status 1.
+    #[error("serve: {0}")]
+    Serve(Box<crate::serve::ServeError>),
+
     /// Writing the command's output failed (e.g. a closed pipe). Exit status 1.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
@@ -67,6 +71,12 @@ impl From<ferry_repo::Error> for Error {
     }
 }
 
+impl From<crate::serve::ServeError> for Error {
+    fn from(e: crate::serve::ServeError) -> Self {
+        Error::Serve(Box::new(e))
+    }
+}
+
 impl Error {
     /// The process exit status for this error (restic's numbering where it has one).
     pub fn exit_code(&self) -> u8 {
@@ -75,7 +85,11 @@ impl Error {
             Error::RepositoryNotFound { .. } => 10,
             Error::WrongKey { .. } => 12,
             Error::Interrupted => 130,
-            Error::KeyFile { .. } | Error::CheckFailed(_) | Error::Repo(_) | Error::Output(_) => 1,
+            Error::KeyFile { .. }
+            | Error::CheckFailed(_)
+            | Error::Repo(_)
+            | Error::Serve(_)
+            | Error::Output(_) => 1,
         }
     }
 }

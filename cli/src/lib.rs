@@ -1,8 +1,9 @@
 //! The `ferry` command line as a library: argument types, the commands and their error
 //! type, so the thin binary only parses, runs and maps the outcome to an exit code.
 //!
-//! Today it holds `ferry repo`, the data mover on its own; the control plane's commands
-//! will sit beside it as further [`Command`] variants.
+//! It holds `ferry repo`, the data mover on its own, and `ferry serve`, every service in
+//! one process; the control plane's client commands will sit beside them as further
+//! [`Command`] variants.
 
 /// The exit statuses, as one literal so several help texts can `concat!` it.
 macro_rules! exit_codes_help {
@@ -21,6 +22,7 @@ mod error;
 mod output;
 mod progress;
 pub mod repo;
+pub mod serve;
 mod signal;
 
 use clap::{Parser, Subcommand};
@@ -44,13 +46,17 @@ pub enum Command {
     /// Use the data mover on its own: back up, list, restore and check an encrypted
     /// repository in a directory or an S3 bucket.
     Repo(repo::RepoArgs),
+    /// Run every Ferry service (agent, pairing, catalog, transfer) in this process on
+    /// one port, until SIGTERM or Ctrl-C.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs a parsed command line. Ctrl-C and SIGTERM cancel the command cleanly; a second
 /// signal ends the process at once.
 pub async fn run(cli: Cli) -> Result<()> {
-    let cancel = signal::cancel_on_signals();
     match cli.command {
-        Command::Repo(args) => repo::run(args, cancel).await,
+        Command::Repo(args) => repo::run(args, signal::cancel_on_signals()).await,
+        // Its own handlers: the first signal drains and stops the server (exit 0).
+        Command::Serve(args) => Ok(serve::run(args).await?),
     }
 }

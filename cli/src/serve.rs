@@ -1,0 +1,170 @@
+//! `ferry serve`: the agent, pairing, catalog and transfer services in one process, on
+//! one port, behind one gRPC server (health and reflection included).
+//!
+//! The transfer service's collaborators are wired in-process: the local cluster's
+//! client, pairs' destinations through the pairing service, this process's own agent
+//! for the local cluster and the agent of a pair's other side at that side's Ferry
+//! endpoint (its `ferry serve` hosts the agent on the same port), and repositories
+//! opened through the catalog's profiles.
+
+mod config;
+mod deps;
+
+use std::sync::Arc;
+
+use ferry_proto::v1::agent_service_server::AgentServiceServer;
+use ferry_proto::v1::pairing_service_server::PairingServiceServer;
+use ferry_proto::v1::transfer_service_server::TransferServiceServer;
+use tokio::net::TcpListener;
+
+pub use config::{ServeArgs, ServeConfig};
+pub use deps::{CatalogRepositories, ServeAgents, ServeClusters};
+
+/// Why `ferry serve` could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listening on {addr}: {source}; pick a free port with --listen")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error("starting the pairing service: {0}")]
+    Pairing(#[source] ferry_pairing::PairingError),
+    #[error("starting the catalog service: {0}")]
+    Catalog(#[source] ferry_catalog::CatalogError),
+    #[error("starting the transfer service: {0}")]
+    Transfer(#[source] ferry_transfer::TransferError),
+    #[error(transparent)]
+    Rpc(#[from] ferry_rpc::ServeError),
+}
+
+/// Runs `ferry serve` until SIGTERM or SIGINT, then drains agent operations and
+/// running jobs for the grace period and stops.
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let shutdown = ferry_rpc::shutdown_on_signals().map_err(ServeError::Signals)?;
+    let config = args.into_config().await?;
+    serve(config, shutdown).await
+}
+
+/// Builds every service from `config`, binds its listen address and serves until
+/// `shutdown` fires.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(config.agent_profiles_dir()).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    let pairing = ferry_pairing::PairingService::new(config.pairing_config())
+        .await
+        .map_err(ServeError::Pairing)?;
+    let catalog = ferry_catalog::CatalogService::new(config.catalog_config())
+        .await
+        .map_err(ServeError::Catalog)?;
+    let agent_config = config.agent_config();
+    let agent = ferry_agent::Agent::new(&agent_config);
+    let operations = agent.operations();
+
+    let deps = ferry_transfer::Deps {
+        clusters: Arc::new(ServeClusters::new(
+            config.kube.clone(),
+            config.context.clone(),
+            config.kubeconfig.clone(),
+            pairing.pairs(),
+        )),
+        agents: Arc::new(ServeAgents::new(
+            self_endpoint(bound),
+            config.context.clone(),
+            pairing.pairs(),
+        )),
+        repositories: Arc::new(CatalogRepositories::new(catalog.clone())),
+    };
+    let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
+        .await
+        .map_err(ServeError::Transfer)?;
+
+    let grace = config.shutdown_grace;
+    let engine = transfer.clone();
+    // The server keeps answering while operations and jobs drain: a job's agent calls
+    // go to this same server.
+    let drained = async move {
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: draining agent operations and jobs");
+        tokio::join!(operations.drain(grace), engine.shutdown(grace));
+    };
+    tracing::info!(
+        listen = %bound,
+        cluster = %config.cluster_name,
+        ferry_endpoint = %config.ferry_endpoint,
+        node = %agent_config.node_name,
+        "ferry serve starting"
+    );
+    ferry_rpc::Server::new()?
+        .with_service(AgentServiceServer::new(agent))
+        .with_service(PairingServiceServer::new(pairing))
+        .with_service(catalog.into_server())
+        .with_service(TransferServiceServer::new(transfer))
+        .serve(listener, drained)
+        .await?;
+    Ok(())
+}
+
+/// How this process reaches its own server: the bound port on loopback when listening
+/// on every address.
+fn self_endpoint(bound: std::net::SocketAddr) -> String {
+    let ip = match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, bound.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_endpoint_uses_loopback_for_any_address() {
+        assert_eq!(
+            self_endpoint("0.0.0.0:7443".parse().expect("addr")),
+            "http://127.0.0.1:7443"
+        );
+        assert_eq!(
+            self_endpoint("[::]:7443".parse().expect("addr")),
+            "http://[::1]:7443"
+        );
+        assert_eq!(
+            self_endpoint("10.0.0.5:9000".parse().expect("addr")),
+            "http://10.0.0.5:9000"
+        );
+    }
+}

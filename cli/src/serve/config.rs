@@ -1,0 +1,249 @@
+//! `ferry serve`'s flags and the settings of each service derived from them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ServeError;
+
+/// Flags of `ferry serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to serve every service's gRPC API on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "0.0.0.0:7443")]
+    pub listen: SocketAddr,
+    /// Directory of every service's state: pairing.db, catalog.db, transfer.db,
+    /// secret.key, and agent-profiles/ (written by the catalog, read by the agent).
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
+    pub data_dir: PathBuf,
+    /// Kubeconfig file of the local cluster; default: KUBECONFIG, ~/.kube/config, or
+    /// the in-cluster configuration.
+    #[arg(long, env = "FERRY_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context of the local cluster; default: the current context.
+    #[arg(long, env = "FERRY_CONTEXT")]
+    pub context: Option<String>,
+    /// This cluster's name; default: the context name, or "local".
+    #[arg(long, env = "FERRY_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// This cluster's API server URL as other clusters reach it; default: the one Ferry uses.
+    #[arg(long, env = "FERRY_API_SERVER_URL")]
+    pub api_server_url: Option<String>,
+    /// This Ferry's address (host:port) as the other cluster's Ferry reaches it;
+    /// default: this host's name and the listen port.
+    #[arg(long, env = "FERRY_ENDPOINT")]
+    pub ferry_endpoint: Option<String>,
+    /// Name the in-process agent reports for this node; default: the host name.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// A directory the agent may read and write under; repeat for more. None: any
+    /// absolute path. When given, --volume-root is allowed too.
+    #[arg(
+        long = "allow-root",
+        env = "FERRY_AGENT_ALLOW_ROOTS",
+        value_delimiter = ','
+    )]
+    pub allow_roots: Vec<PathBuf>,
+    /// Directory under which restored volumes are created (`<root>/<namespace>/<claim>`).
+    #[arg(
+        long,
+        env = "FERRY_VOLUME_ROOT",
+        default_value = "/var/lib/ferry/volumes"
+    )]
+    pub volume_root: PathBuf,
+    /// Namespace of profile Secrets when a request leaves it empty.
+    #[arg(long, env = "FERRY_NAMESPACE", default_value = ferry_catalog::DEFAULT_NAMESPACE)]
+    pub secrets_namespace: String,
+    /// Profile used by jobs whose request names no repository.
+    #[arg(long)]
+    pub default_profile: Option<String>,
+    /// Seconds agent operations and running jobs get to finish on SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Everything [`super::serve`] needs, resolved.
+#[derive(Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Client of the local cluster.
+    pub kube: kube::Client,
+    pub cluster_name: String,
+    pub api_server_url: String,
+    /// PEM of the CA of the local API server; empty for a public CA.
+    pub api_ca_pem: String,
+    pub ferry_endpoint: String,
+    pub node_name: String,
+    pub allowed_roots: Vec<PathBuf>,
+    pub volume_root: PathBuf,
+    pub secrets_namespace: String,
+    pub default_profile: Option<String>,
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("context", &self.context)
+            .field("cluster_name", &self.cluster_name)
+            .field("api_server_url", &self.api_server_url)
+            .field("ferry_endpoint", &self.ferry_endpoint)
+            .field("volume_root", &self.volume_root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The local cluster's client configuration: `--kubeconfig`/`--context`, else the usual
+/// resolution of kube (KUBECONFIG, ~/.kube/config, in-cluster).
+pub(crate) async fn kube_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, String> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    match (kubeconfig, context) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| e.to_string()),
+        (None, None) => kube::Config::infer().await.map_err(|e| e.to_string()),
+    }
+}
+
+impl ServeArgs {
+    /// Resolves the local cluster and fills in the defaults.
+    pub async fn into_config(self) -> Result<ServeConfig, ServeError> {
+        let kube_err = |detail: String| {
+            ServeError::Config(format!(
+                "loading the Kubernetes configuration of the local cluster{}: {detail}; pass \
+                 --kubeconfig/--context or run in a cluster",
+                self.context
+                    .as_deref()
+                    .map(|c| format!(" (context {c})"))
+                    .unwrap_or_default()
+            ))
+        };
+        let kc = kube_config(self.kubeconfig.as_deref(), self.context.as_deref())
+            .await
+            .map_err(kube_err)?;
+        let current_context = || {
+            match &self.kubeconfig {
+                Some(p) => kube::config::Kubeconfig::read_from(p).ok(),
+                None => kube::config::Kubeconfig::read().ok(),
+            }
+            .and_then(|k| k.current_context)
+        };
+        let context = self.context.clone().or_else(current_context);
+        let cluster_name = self
+            .cluster_name
+            .clone()
+            .or_else(|| context.clone())
+            .unwrap_or_else(|| "local".into());
+        let api_server_url = self
+            .api_server_url
+            .clone()
+            .unwrap_or_else(|| kc.cluster_url.to_string().trim_end_matches('/').to_string());
+        // The file wins when both are set, as it does inside kube itself.
+        let api_ca_pem = match (&kc.root_cert_file, &kc.root_cert) {
+            (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
+                ServeError::Config(format!("reading the API server CA {}: {e}", path.display()))
+            })?,
+            (None, Some(ders)) => ders
+                .iter()
+                .map(|d| ferry_pairing::config::der_to_pem(d))
+                .collect(),
+            (None, None) => String::new(),
+        };
+        let kube = kube::Client::try_from(kc).map_err(|e| kube_err(e.to_string()))?;
+        let host = || {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        };
+        let ferry_endpoint = self
+            .ferry_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", host(), self.listen.port()));
+        let node_name = self.node_name.clone().unwrap_or_else(host);
+        let mut allowed_roots = self.allow_roots;
+        if !allowed_roots.is_empty() && !allowed_roots.contains(&self.volume_root) {
+            allowed_roots.push(self.volume_root.clone());
+        }
+        Ok(ServeConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            kubeconfig: self.kubeconfig,
+            context,
+            kube,
+            cluster_name,
+            api_server_url,
+            api_ca_pem,
+            ferry_endpoint,
+            node_name,
+            allowed_roots,
+            volume_root: self.volume_root,
+            secrets_namespace: self.secrets_namespace,
+            default_profile: self.default_profile,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+        })
+    }
+}
+
+impl ServeConfig {
+    /// Where the catalog writes profiles for the in-process agent.
+    pub fn agent_profiles_dir(&self) -> PathBuf {
+        self.data_dir.join("agent-profiles")
+    }
+
+    pub fn pairing_config(&self) -> ferry_pairing::PairingConfig {
+        ferry_pairing::PairingConfig::new(
+            self.cluster_name.clone(),
+            self.kube.clone(),
+            self.api_server_url.clone(),
+            self.api_ca_pem.clone(),
+            self.ferry_endpoint.clone(),
+            self.data_dir.clone(),
+        )
+    }
+
+    pub fn catalog_config(&self) -> ferry_catalog::CatalogConfig {
+        let mut c = ferry_catalog::CatalogConfig::new(
+            self.kube.clone(),
+            self.cluster_name.clone(),
+            self.data_dir.clone(),
+        );
+        c.secrets_namespace = self.secrets_namespace.clone();
+        c.agent_profiles_dir = Some(self.agent_profiles_dir());
+        c
+    }
+
+    pub fn agent_config(&self) -> ferry_agent::AgentConfig {
+        ferry_agent::AgentConfig {
+            node_name: self.node_name.clone(),
+            profiles: ferry_agent::ProfileSource::Dir(self.agent_profiles_dir()),
+            allowed_roots: self.allowed_roots.clone(),
+            max_concurrent_operations: 2,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
+    pub fn transfer_config(&self) -> ferry_transfer::TransferConfig {
+        let mut c = ferry_transfer::TransferConfig::new(&self.data_dir, &self.volume_root);
+        c.default_profile = self.default_profile.clone();
+        c
+    }
+}
