@@ -10,19 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
 
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let bin = ferry_testenv::grpcurl().expect("grpcurl");
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use ferry_testenv::run_grpcurl as grpcurl;
 
 fn call(addr: &str, method: &str, body: &str) -> String {
     let (ok, out) = grpcurl(&["-plaintext", "-d", body, addr, method]);

@@ -74,6 +74,25 @@ pub fn grpcurl() -> Result<PathBuf> {
     }
 }
 
+/// Runs grpcurl with `args`; returns whether it succeeded and its stdout + stderr.
+/// Panics when grpcurl is missing or cannot start (for tests).
+pub fn run_grpcurl(args: &[&str]) -> (bool, String) {
+    let bin = match grpcurl() {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    };
+    let out = match std::process::Command::new(&bin).args(args).output() {
+        Ok(o) => o,
+        Err(e) => panic!("running {}: {e}", bin.display()),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 impl Binaries {
     /// Finds the cached binaries, or says how to build them. `FERRY_TESTENV_BIN` points at
     /// one directory holding all four instead, for people who built them elsewhere.

@@ -20,7 +20,7 @@ mod ports;
 pub mod process;
 mod s3;
 
-pub use bins::{Binaries, Versions, cache_root, grpcurl};
+pub use bins::{Binaries, Versions, cache_root, grpcurl, run_grpcurl};
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
 pub use env::{EnvSpec, EnvState, TestEnv, shared, unique_name, versions};
 pub use error::{Error, Result};

@@ -2,24 +2,10 @@
 //! its Go module by `make testenv`): reflection lists and describes the services, a
 //! call works from JSON, and an error shows Ferry's message, not a details mismatch.
 
-use std::process::Command;
-
 use ferry_agent::{AgentConfig, ProfileSource};
 use tokio_util::sync::CancellationToken;
 
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let bin = ferry_testenv::grpcurl().expect("grpcurl");
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use ferry_testenv::run_grpcurl as grpcurl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_describes_and_calls_the_agent() {
