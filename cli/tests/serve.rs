@@ -148,6 +148,8 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
             start.contains("no-such-pair") && start.contains("not found on cluster serve-a"),
             "{start}"
         );
+        // An unknown pair is the caller's mistake, not an outage.
+        assert!(start.contains("Code: NotFound"), "{start}");
     });
     let outcome = checks.await;
 

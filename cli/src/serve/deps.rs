@@ -73,18 +73,27 @@ impl Clusters for ServeClusters {
                 Ok(Cluster::new(key, client))
             }
             Some(cluster_ref::Target::PairId(p)) => {
-                let client =
-                    self.pairs
-                        .destination_client(p)
-                        .await
-                        .map_err(|e| TransferError::Cluster {
-                            cluster: key.clone(),
-                            message: e.to_string(),
-                            hint:
-                                "list pairs with `grpcurl ... ferry.v1.PairingService/ListPairs` \
-                               and check the pair"
-                                    .into(),
-                        })?;
+                let client = self.pairs.destination_client(p).await.map_err(|e| {
+                    let message = e.to_string();
+                    let hint = "list pairs with `grpcurl ... \
+                                        ferry.v1.PairingService/ListPairs` and check the pair"
+                        .to_string();
+                    let cluster = key.clone();
+                    // No such pair is the caller's mistake, not an outage.
+                    if matches!(e, ferry_pairing::PairingError::PairNotFound { .. }) {
+                        TransferError::UnknownCluster {
+                            cluster,
+                            message,
+                            hint,
+                        }
+                    } else {
+                        TransferError::Cluster {
+                            cluster,
+                            message,
+                            hint,
+                        }
+                    }
+                })?;
                 Ok(Cluster::new(key, client))
             }
         }

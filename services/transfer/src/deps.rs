@@ -113,17 +113,17 @@ impl StaticClusters {
 impl Clusters for StaticClusters {
     async fn cluster(&self, r: Option<&ClusterRef>) -> Result<Cluster> {
         let key = cluster_key(r);
-        let client = self
-            .clients
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| TransferError::Cluster {
-                cluster: key.clone(),
-                message: "not known to this transfer service".into(),
-                hint: "name a kubeconfig context the service was started with, or pair the \
+        let client =
+            self.clients
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| TransferError::UnknownCluster {
+                    cluster: key.clone(),
+                    message: "not known to this transfer service".into(),
+                    hint: "name a kubeconfig context the service was started with, or pair the \
                        cluster first"
-                    .into(),
-            })?;
+                        .into(),
+                })?;
         Ok(Cluster::new(key, client))
     }
 }

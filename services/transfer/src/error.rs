@@ -24,6 +24,15 @@ pub enum TransferError {
     #[error("job {id} not found; list jobs with `ferry jobs list`")]
     JobNotFound { id: String },
 
+    /// A cluster reference names no cluster this service knows (no such pair or
+    /// context).
+    #[error("cluster {cluster}: {message}; {hint}")]
+    UnknownCluster {
+        cluster: String,
+        message: String,
+        hint: String,
+    },
+
     /// A cluster reference could not be turned into a client.
     #[error("cluster {cluster}: {message}; {hint}")]
     Cluster {
@@ -157,6 +166,7 @@ impl TransferError {
         match self {
             TransferError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             TransferError::JobNotFound { .. } => ErrorCode::NotFound,
+            TransferError::UnknownCluster { .. } => ErrorCode::NotFound,
             TransferError::Cluster { .. } => ErrorCode::Unreachable,
             TransferError::Kube { source, .. } => match source.as_ref() {
                 ferry_kube::Error::NamespaceNotFound { .. } => ErrorCode::NotFound,
@@ -190,6 +200,7 @@ impl TransferError {
     fn cluster(&self) -> String {
         match self {
             TransferError::Cluster { cluster, .. }
+            | TransferError::UnknownCluster { cluster, .. }
             | TransferError::Kube { cluster, .. }
             | TransferError::Object { cluster, .. }
             | TransferError::Preflight { cluster, .. }
@@ -204,6 +215,7 @@ impl TransferError {
     pub fn detail(&self) -> ErrorDetail {
         let hint = match self {
             TransferError::Cluster { hint, .. }
+            | TransferError::UnknownCluster { hint, .. }
             | TransferError::Object { hint, .. }
             | TransferError::Volume { hint, .. }
             | TransferError::Agent { hint, .. }
