@@ -459,35 +459,59 @@ impl Ctx {
         Ok(())
     }
 
-    /// Seals a run of a large file's chunks in one blocking task: one hand-off per
-    /// megabyte or so instead of one per chunk.
-    async fn process_batch(self: Arc<Self>, batch: Vec<ChunkMsg>) -> Result<Vec<ContentPart>> {
+    /// Turns one message of the read stage into a content part, sealing new data.
+    fn seal_msg(
+        &self,
+        msg: ChunkMsg,
+        parts: &mut Vec<ContentPart>,
+        blobs: &mut Vec<EncodedBlob>,
+    ) -> Result<()> {
+        match msg {
+            ChunkMsg::Hole(n) => parts.push(ContentPart::Hole { hole: n }),
+            ChunkMsg::Data(d) => {
+                let (part, blob) = self.seal_chunk(&d)?;
+                parts.push(part);
+                blobs.extend(blob);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work` in one blocking task under a CPU permit, then hands the blobs it
+    /// sealed to the packer (outside the permit, so a slow upload does not hold a core).
+    async fn on_cpu<T, F>(self: &Arc<Self>, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ctx, &mut Vec<EncodedBlob>) -> Result<T> + Send + 'static,
+    {
         let permit = self
             .cpu
             .acquire()
             .await
             .map_err(|_| Error::Internal("CPU semaphore closed".into()))?;
         let ctx = self.clone();
-        let (parts, blobs) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut parts = Vec::with_capacity(batch.len());
+        let (out, blobs) = tokio::task::spawn_blocking(move || {
             let mut blobs = Vec::new();
-            for msg in batch {
-                match msg {
-                    ChunkMsg::Hole(n) => parts.push(ContentPart::Hole { hole: n }),
-                    ChunkMsg::Data(d) => {
-                        let (part, blob) = ctx.seal_chunk(&d)?;
-                        parts.push(part);
-                        blobs.extend(blob);
-                    }
-                }
-            }
-            Ok((parts, blobs))
+            work(&ctx, &mut blobs).map(|out| (out, blobs))
         })
         .await
         .map_err(Error::join)??;
         drop(permit);
         self.to_packer(blobs).await?;
-        Ok(parts)
+        Ok(out)
+    }
+
+    /// Seals a run of a large file's chunks in one blocking task: one hand-off per
+    /// megabyte or so instead of one per chunk.
+    async fn process_batch(self: Arc<Self>, batch: Vec<ChunkMsg>) -> Result<Vec<ContentPart>> {
+        self.on_cpu(move |ctx, blobs| {
+            let mut parts = Vec::with_capacity(batch.len());
+            for msg in batch {
+                ctx.seal_msg(msg, &mut parts, blobs)?;
+            }
+            Ok(parts)
+        })
+        .await
     }
 
     /// A batch of small files, start to finish in one blocking task under one CPU
@@ -496,38 +520,19 @@ impl Ctx {
         self: Arc<Self>,
         batch: Vec<(usize, PathBuf, NodeKind)>,
     ) -> Result<Vec<(usize, Vec<ContentPart>)>> {
-        let permit = self
-            .cpu
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("CPU semaphore closed".into()))?;
-        let ctx = self.clone();
-        let (files, blobs) = tokio::task::spawn_blocking(move || -> Result<_> {
+        self.on_cpu(move |ctx, blobs| {
             let mut files = Vec::with_capacity(batch.len());
-            let mut blobs = Vec::new();
             for (idx, path, kind) in batch {
                 let mut parts = Vec::new();
                 read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, |msg| {
-                    match msg {
-                        ChunkMsg::Hole(n) => parts.push(ContentPart::Hole { hole: n }),
-                        ChunkMsg::Data(d) => {
-                            let (part, blob) = ctx.seal_chunk(&d)?;
-                            parts.push(part);
-                            blobs.extend(blob);
-                        }
-                    }
-                    Ok(())
+                    ctx.seal_msg(msg, &mut parts, blobs)
                 })?;
                 ctx.counters.add(FILES_DONE, 1);
                 files.push((idx, merge_holes(parts)));
             }
-            Ok((files, blobs))
+            Ok(files)
         })
         .await
-        .map_err(Error::join)??;
-        drop(permit);
-        self.to_packer(blobs).await?;
-        Ok(files)
     }
 
     async fn read_file(

@@ -189,15 +189,17 @@ impl Repository {
 
         // Small files whose chunks sit in one stretch of a pack go in batches, one
         // request per batch; the rest are restored file by file.
-        let mut singles: Vec<usize> = Vec::new();
+        let mut singles: Vec<(usize, Vec<Group>, u64)> = Vec::new();
         let mut small: Vec<(usize, Group, u64)> = Vec::new();
         for (i, (path, node)) in plan.files.iter().enumerate() {
             let (mut groups, size) = self.groups_of(path, node)?;
-            match groups.pop() {
-                Some(g) if groups.is_empty() && g.end - g.start <= SMALL_FILE_RANGE => {
-                    small.push((i, g, size));
-                }
-                _ => singles.push(i),
+            if let [g] = groups.as_slice()
+                && g.end - g.start <= SMALL_FILE_RANGE
+                && let Some(g) = groups.pop()
+            {
+                small.push((i, g, size));
+            } else {
+                singles.push((i, groups, size));
             }
         }
         small.sort_by_key(|(_, g, _)| (g.pack, g.start));
@@ -222,7 +224,7 @@ impl Repository {
         }
         enum Work {
             Batch(SmallBatch),
-            File(usize),
+            File((usize, Vec<Group>, u64)),
         }
         let work = batches
             .into_iter()
@@ -234,9 +236,10 @@ impl Repository {
                 async move {
                     match w {
                         Work::Batch(b) => self.restore_batch(&plan, b, options, counters).await,
-                        Work::File(i) => {
-                            let (path, node) = &plan.files[i];
-                            self.restore_file(path, node, options, counters).await
+                        Work::File((i, groups, size)) => {
+                            let path = &plan.files[i].0;
+                            self.restore_file(path, groups, size, options, counters)
+                                .await
                         }
                     }
                 }
@@ -417,6 +420,30 @@ impl Repository {
         Ok((groups, offset))
     }
 
+    /// Downloads `start..end` of a pack, counting it. Backends promise exact ranges; a
+    /// short answer is reported as such rather than sliced out of bounds later.
+    async fn fetch_range(
+        &self,
+        pack: &Id,
+        start: u64,
+        end: u64,
+        counters: &RestoreCounters,
+    ) -> Result<bytes::Bytes> {
+        let len = end - start;
+        let data = self
+            .backend()
+            .get_range(&pack_key(pack), start, len)
+            .await?;
+        counters.add(BYTES_DOWNLOADED, data.len() as u64);
+        if data.len() as u64 != len {
+            return Err(Error::corrupt(
+                format!("pack {pack}"),
+                format!("range read returned {} bytes instead of {len}", data.len()),
+            ));
+        }
+        Ok(data)
+    }
+
     /// Fetches a run of small files' chunks from one pack with one range request and
     /// writes every file. Backups store small files one after another, so a restore
     /// of thousands of them makes a few hundred requests instead of thousands.
@@ -430,18 +457,9 @@ impl Repository {
         if options.cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let len = batch.end - batch.start;
         let data = self
-            .backend()
-            .get_range(&pack_key(&batch.pack), batch.start, len)
+            .fetch_range(&batch.pack, batch.start, batch.end, counters)
             .await?;
-        counters.add(BYTES_DOWNLOADED, data.len() as u64);
-        if data.len() as u64 != len {
-            return Err(Error::corrupt(
-                format!("pack {}", batch.pack),
-                format!("range read returned {} bytes instead of {len}", data.len()),
-            ));
-        }
         let repo = self.clone();
         let counters = counters.clone();
         let paths: Vec<PathBuf> = batch
@@ -480,7 +498,8 @@ impl Repository {
     async fn restore_file(
         &self,
         path: &Path,
-        node: &Node,
+        groups: Vec<Group>,
+        size: u64,
         options: &RestoreOptions,
         counters: &RestoreCounters,
     ) -> Result<()> {
@@ -493,8 +512,6 @@ impl Repository {
         let file = Arc::new(file);
         let mut unfinished = Unfinished { path, done: false };
 
-        let (groups, size) = self.groups_of(path, node)?;
-
         futures::stream::iter(groups)
             .map(|g| {
                 let file = file.clone();
@@ -502,23 +519,7 @@ impl Repository {
                     if options.cancel.is_cancelled() {
                         return Err(Error::Cancelled);
                     }
-                    let data = self
-                        .backend()
-                        .get_range(&pack_key(&g.pack), g.start, g.end - g.start)
-                        .await?;
-                    counters.add(BYTES_DOWNLOADED, data.len() as u64);
-                    // Backends promise exact ranges; a short answer must not become
-                    // an out-of-bounds slice below.
-                    if data.len() as u64 != g.end - g.start {
-                        return Err(Error::corrupt(
-                            format!("pack {}", g.pack),
-                            format!(
-                                "range read returned {} bytes instead of {}",
-                                data.len(),
-                                g.end - g.start
-                            ),
-                        ));
-                    }
+                    let data = self.fetch_range(&g.pack, g.start, g.end, counters).await?;
                     let repo = self.clone();
                     let path = path.to_path_buf();
                     let written = tokio::task::spawn_blocking(move || {
