@@ -72,6 +72,62 @@ pub fn detail(status: &Status) -> Option<ErrorDetail> {
         .and_then(|a| ErrorDetail::decode(a.value.as_slice()).ok())
 }
 
+/// How a repository-engine error reads on the wire: the gRPC code, the detail code and
+/// the next step. One mapping for every service that touches repositories; a service
+/// may still word a hint its own way (the catalog names the key Secret, say).
+pub fn repo_error_parts(e: &ferry_repo::Error) -> (Code, ErrorCode, &'static str) {
+    use ferry_repo::Error as R;
+    match e {
+        R::WrongKey { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::WrongKey,
+            "use the key the repository was initialised with",
+        ),
+        R::Corrupt { .. } | R::UnsafeName { .. } => (
+            Code::DataLoss,
+            ErrorCode::Integrity,
+            "run a check with read_data to list every damaged object",
+        ),
+        R::UnsupportedVersion { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::Internal,
+            "upgrade ferry to read this repository",
+        ),
+        R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
+        R::Invalid { .. } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidArgument,
+            "fix the request or the profile",
+        ),
+        R::AlreadyExists { .. } => (
+            Code::AlreadyExists,
+            ErrorCode::AlreadyExists,
+            "use the existing repository",
+        ),
+        R::Io { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::Volume,
+            "check the volume path, its permissions and free space on this node",
+        ),
+        e if e.is_not_found() => (
+            Code::NotFound,
+            ErrorCode::NotFound,
+            "check the id and that the profile points at the right repository",
+        ),
+        e if e.is_transient() => (
+            Code::Unavailable,
+            ErrorCode::Unreachable,
+            "the object store is unreachable or overloaded; retry later",
+        ),
+        R::Backend(_) => (
+            Code::FailedPrecondition,
+            ErrorCode::PermissionDenied,
+            "check the profile's endpoint, bucket and credentials",
+        ),
+        _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
+    }
+}
+
 /// The W3C trace-context header carried from service to service.
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -192,6 +248,17 @@ fn request_span(req: &http::Request<()>) -> tracing::Span {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     tracing::info_span!("grpc", method = %req.uri().path(), traceparent = %parent)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): every service binary's
+/// logging, set up the same way.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT (graceful shutdown: drain, then

@@ -81,7 +81,6 @@ impl AgentError {
 
     /// The gRPC code, the detail code and the next step for the user.
     fn classify(&self) -> (Code, ErrorCode, &'static str) {
-        use ferry_repo::Error as R;
         match self {
             AgentError::ProfileNotFound { .. } => (
                 Code::NotFound,
@@ -124,48 +123,12 @@ impl AgentError {
                 "retry once the agent is back",
             ),
             AgentError::Repo { source, .. } => match source {
-                R::WrongKey { .. } => (
-                    Code::FailedPrecondition,
-                    ErrorCode::WrongKey,
-                    "use the key the repository was initialised with",
-                ),
-                R::Corrupt { .. } | R::UnsafeName { .. } => (
+                ferry_repo::Error::Corrupt { .. } | ferry_repo::Error::UnsafeName { .. } => (
                     Code::DataLoss,
                     ErrorCode::Integrity,
                     "run Verify with read_data to list every damaged object",
                 ),
-                R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
-                R::Invalid { .. } => (
-                    Code::InvalidArgument,
-                    ErrorCode::InvalidArgument,
-                    "fix the request or the profile",
-                ),
-                R::AlreadyExists { .. } => (
-                    Code::AlreadyExists,
-                    ErrorCode::AlreadyExists,
-                    "use the existing repository",
-                ),
-                R::Io { .. } => (
-                    Code::FailedPrecondition,
-                    ErrorCode::Volume,
-                    "check the volume path, its permissions and free space on this node",
-                ),
-                e if e.is_not_found() => (
-                    Code::NotFound,
-                    ErrorCode::NotFound,
-                    "check the snapshot id and that the profile points at the right repository",
-                ),
-                e if e.is_transient() => (
-                    Code::Unavailable,
-                    ErrorCode::Unreachable,
-                    "the object store is unreachable or overloaded; retry later",
-                ),
-                R::Backend(_) => (
-                    Code::FailedPrecondition,
-                    ErrorCode::PermissionDenied,
-                    "check the profile's endpoint, bucket and credentials",
-                ),
-                _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
+                e => ferry_rpc::repo_error_parts(e),
             },
         }
     }

@@ -312,38 +312,7 @@ impl CatalogError {
                     ErrorCode::WrongKey,
                     "put the key the repository was initialised with into the encryption key Secret",
                 ),
-                R::Corrupt { .. } | R::UnsafeName { .. } => (
-                    Code::DataLoss,
-                    ErrorCode::Integrity,
-                    "run a repository check to list every damaged object",
-                ),
-                R::UnsupportedVersion { .. } => (
-                    Code::FailedPrecondition,
-                    ErrorCode::Internal,
-                    "upgrade ferry to read this repository",
-                ),
-                R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
-                R::Invalid { .. } => (
-                    Code::InvalidArgument,
-                    ErrorCode::InvalidArgument,
-                    "fix the request or the profile",
-                ),
-                e if e.is_not_found() => (
-                    Code::NotFound,
-                    ErrorCode::NotFound,
-                    "check the id and that the profile points at the right repository",
-                ),
-                e if e.is_transient() => (
-                    Code::Unavailable,
-                    ErrorCode::Unreachable,
-                    "the object store is unreachable or overloaded; retry later",
-                ),
-                R::Backend(_) => (
-                    Code::FailedPrecondition,
-                    ErrorCode::PermissionDenied,
-                    "check the profile's endpoint, bucket and credentials",
-                ),
-                _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
+                e => ferry_rpc::repo_error_parts(e),
             },
         }
     }

@@ -6,12 +6,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ferry_rpc::init_tracing();
     let args = ferry_pairing::Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

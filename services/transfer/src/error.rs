@@ -267,12 +267,7 @@ impl From<TransferError> for Status {
 }
 
 fn repo_code(e: &ferry_repo::Error) -> ErrorCode {
-    match e {
-        ferry_repo::Error::WrongKey { .. } => ErrorCode::WrongKey,
-        ferry_repo::Error::NotFound { .. } => ErrorCode::NotFound,
-        ferry_repo::Error::Cancelled => ErrorCode::Cancelled,
-        _ => ErrorCode::Unreachable,
-    }
+    ferry_rpc::repo_error_parts(e).1
 }
 
 /// A ferry-kube object reference as the API names it.
