@@ -960,42 +960,68 @@ async fn backup_one(
         .into(),
     };
     let fail = |s: &tonic::Status| agent_error(cluster, &vol.node, "backing up", &vol.pvc, s);
-    let mut stream = tokio::select! {
+    let stream = tokio::select! {
         r = client.backup(request) => r.map_err(|s| fail(&s))?.into_inner(),
         () = run.cancel_token().cancelled() => return Err(run.cancelled()),
     };
+    follow(run, stream, agg, idx, "backup", fail, |ev| match ev.event {
+        Some(backup_event::Event::Progress(p)) => Step::Progress(p),
+        Some(backup_event::Event::Done(s)) => {
+            let files = s.files_new + s.files_changed + s.files_unmodified;
+            let last = Progress {
+                files_done: files,
+                files_total: files,
+                bytes_read: s.bytes_total,
+                bytes_new: s.bytes_new,
+                bytes_uploaded: s.bytes_uploaded,
+                bytes_total: s.bytes_total,
+                ..Default::default()
+            };
+            Step::Done(last, s)
+        }
+        None => Step::Nothing,
+    })
+    .await
+}
+
+/// One event of an agent's stream, as a job sees it.
+enum Step<S> {
+    Progress(Progress),
+    /// The summary, with the progress it amounts to.
+    Done(Progress, S),
+    Nothing,
+}
+
+/// Follows an agent operation's event stream into the job's progress until its
+/// summary. Dropping the stream on cancel is safe: the agent cancels an operation
+/// whose client went away, and CancelJob has also sent it a Cancel.
+async fn follow<E, S>(
+    run: &JobRun,
+    mut stream: tonic::Streaming<E>,
+    agg: &Aggregate<'_>,
+    idx: usize,
+    what: &str,
+    fail: impl Fn(&tonic::Status) -> TransferError,
+    step: impl Fn(E) -> Step<S>,
+) -> Result<S> {
     loop {
-        // Dropping the stream on cancel is safe: the agent cancels an operation whose
-        // client went away, and CancelJob has also sent it a Cancel.
         let message = tokio::select! {
             m = stream.message() => m,
             () = run.cancel_token().cancelled() => return Err(run.cancelled()),
         };
         match message {
-            Ok(Some(ev)) => match ev.event {
-                Some(backup_event::Event::Progress(p)) => agg.update(idx, p, false),
-                Some(backup_event::Event::Done(s)) => {
-                    agg.update(
-                        idx,
-                        Progress {
-                            files_done: s.files_new + s.files_changed + s.files_unmodified,
-                            files_total: s.files_new + s.files_changed + s.files_unmodified,
-                            bytes_read: s.bytes_total,
-                            bytes_new: s.bytes_new,
-                            bytes_uploaded: s.bytes_uploaded,
-                            bytes_total: s.bytes_total,
-                            ..Default::default()
-                        },
-                        true,
-                    );
-                    return Ok(s);
+            Ok(Some(ev)) => match step(ev) {
+                Step::Progress(p) => agg.update(idx, p, false),
+                Step::Done(last, summary) => {
+                    agg.update(idx, last, true);
+                    return Ok(summary);
                 }
-                None => {}
+                Step::Nothing => {}
             },
             Ok(None) => {
-                return Err(fail(&tonic::Status::internal(
-                    "the backup stream ended without a summary",
-                )));
+                return Err(fail(&tonic::Status::internal(format!(
+                    "the {what} stream ended without a summary"
+                ))));
             }
             Err(_) if run.cancel_token().is_cancelled() => return Err(run.cancelled()),
             Err(s) => return Err(fail(&s)),
@@ -1171,43 +1197,27 @@ async fn restore_one(
         delete_extraneous: true,
     };
     let fail = |s: &tonic::Status| agent_error(cluster, "", "restoring", pvc, s);
-    let mut stream = tokio::select! {
+    let stream = tokio::select! {
         r = client.restore(request) => r.map_err(|s| fail(&s))?.into_inner(),
         () = run.cancel_token().cancelled() => return Err(run.cancelled()),
     };
-    loop {
-        let message = tokio::select! {
-            m = stream.message() => m,
-            () = run.cancel_token().cancelled() => return Err(run.cancelled()),
-        };
-        match message {
-            Ok(Some(ev)) => match ev.event {
-                Some(restore_event::Event::Progress(p)) => agg.update(idx, p, false),
-                Some(restore_event::Event::Done(s)) => {
-                    agg.update(
-                        idx,
-                        Progress {
-                            files_done: s.files_restored,
-                            files_total: s.files_restored,
-                            bytes_read: s.bytes_written,
-                            bytes_total: s.bytes_written,
-                            ..Default::default()
-                        },
-                        true,
-                    );
-                    return Ok(());
-                }
-                None => {}
-            },
-            Ok(None) => {
-                return Err(fail(&tonic::Status::internal(
-                    "the restore stream ended without a summary",
-                )));
+    follow(run, stream, agg, idx, "restore", fail, |ev| {
+        match ev.event {
+            Some(restore_event::Event::Progress(p)) => Step::Progress(p),
+            Some(restore_event::Event::Done(s)) => {
+                let last = Progress {
+                    files_done: s.files_restored,
+                    files_total: s.files_restored,
+                    bytes_read: s.bytes_written,
+                    bytes_total: s.bytes_written,
+                    ..Default::default()
+                };
+                Step::Done(last, ())
             }
-            Err(_) if run.cancel_token().is_cancelled() => return Err(run.cancelled()),
-            Err(s) => return Err(fail(&s)),
+            None => Step::Nothing,
         }
-    }
+    })
+    .await
 }
 
 /// One apply result as the report lists it.
