@@ -50,10 +50,11 @@ dev-up: check-tools testenv
 dev-down:
 	$(CARGO) run --quiet -p ferry-testenv -- down --dir $(DEV_DIR)
 
-demo:
-	@echo "make demo (two clusters, a stateful app, a migration, a data check) arrives with"
-	@echo "the control-plane issue; until then, 'make dev-up' starts the two clusters and S3."
-	@exit 2
+## demo: the main job end to end: two local clusters and S3, `ferry serve` on each, a
+## StatefulSet with >= 1 GiB of data on a, pair, migrate to b, check every byte.
+demo: check-tools testenv
+	$(CARGO) build --release --quiet -p ferry-cli --bin ferry -p ferry-testenv --bin ferry-testenv
+	FERRY_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release bash scripts/demo.sh
 
 clean-cache:
 	rm -rf $(FERRY_CACHE)/testenv $(FERRY_CACHE)/gobuild

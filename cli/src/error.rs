@@ -54,6 +54,23 @@ pub enum Error {
     #[error("serve: {0}")]
     Serve(Box<crate::serve::ServeError>),
 
+    /// A call to a Ferry failed; the message names the call, the Ferry and the hint.
+    /// Exit status 1.
+    #[error(transparent)]
+    Client(#[from] ferry_client::ClientError),
+
+    /// `pair check` found failing checks. Exit status 1.
+    #[error(
+        "{0} pair check(s) failed (listed above); fix what their hints say and run `ferry pair check` again"
+    )]
+    PairCheckFailed(usize),
+
+    /// A followed job ended without succeeding. Exit status 13.
+    #[error(
+        "job {id} ended {state} (report above); see it again with: ferry jobs get {id} --show-objects"
+    )]
+    JobEnded { id: String, state: String },
+
     /// Writing the command's output failed (e.g. a closed pipe). Exit status 1.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
@@ -85,10 +102,13 @@ impl Error {
             Error::RepositoryNotFound { .. } => 10,
             Error::WrongKey { .. } => 12,
             Error::Interrupted => 130,
+            Error::JobEnded { .. } => 13,
             Error::KeyFile { .. }
             | Error::CheckFailed(_)
             | Error::Repo(_)
             | Error::Serve(_)
+            | Error::Client(_)
+            | Error::PairCheckFailed(_)
             | Error::Output(_) => 1,
         }
     }

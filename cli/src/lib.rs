@@ -1,9 +1,10 @@
 //! The `ferry` command line as a library: argument types, the commands and their error
 //! type, so the thin binary only parses, runs and maps the outcome to an exit code.
 //!
-//! It holds `ferry repo`, the data mover on its own, and `ferry serve`, every service in
-//! one process; the control plane's client commands will sit beside them as further
-//! [`Command`] variants.
+//! It holds `ferry repo`, the data mover on its own; `ferry serve`, every service in one
+//! process; and the control plane's client commands (pair, profile, migrate, jobs,
+//! restore-points, schedules, activate), which reach a Ferry through the SDK in
+//! crates/client, named by a kubeconfig context or `--server`.
 
 /// The exit statuses, as one literal so several help texts can `concat!` it.
 macro_rules! exit_codes_help {
@@ -14,16 +15,25 @@ macro_rules! exit_codes_help {
   2    usage error (bad or missing arguments)
   10   the repository does not exist
   12   wrong key for the repository
+  13   a job ended without succeeding (failed, partially succeeded, cancelled)
   130  interrupted (Ctrl-C or SIGTERM); nothing partial is left visible"
     };
 }
 
+pub mod catalog;
+pub mod connect;
 mod error;
+mod format;
+pub mod jobs;
+pub mod migrate;
 mod output;
+pub mod pair;
 mod progress;
 pub mod repo;
+pub mod schedules;
 pub mod serve;
 mod signal;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +46,8 @@ pub const EXIT_CODES_HELP: &str = exit_codes_help!();
 #[derive(Debug, Parser)]
 #[command(name = "ferry", version, after_long_help = EXIT_CODES_HELP)]
 pub struct Cli {
+    #[command(flatten)]
+    pub connect: connect::ConnectArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,6 +61,20 @@ pub enum Command {
     /// Run every Ferry service (agent, pairing, catalog, transfer) in this process on
     /// one port, until SIGTERM or Ctrl-C.
     Serve(serve::ServeArgs),
+    /// Pair two clusters so one can migrate to the other.
+    Pair(pair::PairArgs),
+    /// Profiles: how this cluster reaches a repository (S3 bucket or directory).
+    Profile(catalog::ProfileArgs),
+    /// Move an application with its volume data to a paired cluster.
+    Migrate(migrate::MigrateArgs),
+    /// List, follow and cancel jobs.
+    Jobs(jobs::JobsArgs),
+    /// List the restore points a repository holds.
+    RestorePoints(catalog::RestorePointsArgs),
+    /// Recurring migrations.
+    Schedules(schedules::SchedulesArgs),
+    /// Start a migrated application that arrived scaled to zero.
+    Activate(catalog::ActivateArgs),
 }
 
 /// Runs a parsed command line. Ctrl-C and SIGTERM cancel the command cleanly; a second
@@ -58,5 +84,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Repo(args) => repo::run(args, signal::cancel_on_signals()).await,
         // Its own handlers: the first signal drains and stops the server (exit 0).
         Command::Serve(args) => Ok(serve::run(args).await?),
+        Command::Pair(args) => pair::run(&cli.connect, args).await,
+        Command::Profile(args) => catalog::profile(&cli.connect, args).await,
+        Command::Migrate(args) => {
+            migrate::run(&cli.connect, args, signal::cancel_on_signals()).await
+        }
+        Command::Jobs(args) => jobs::run(&cli.connect, args, signal::cancel_on_signals()).await,
+        Command::RestorePoints(args) => catalog::restore_points(&cli.connect, args).await,
+        Command::Schedules(args) => schedules::run(&cli.connect, args).await,
+        Command::Activate(args) => catalog::activate(&cli.connect, args).await,
     }
 }

@@ -4,17 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     // Usage errors exit with status 2 inside `parse`, --help and --version with 0.
     let cli = ferry_cli::Cli::parse();
-    // Warnings by default (e.g. skipped special files); RUST_LOG for more. Stdout
-    // stays for results.
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // Warnings by default (e.g. skipped special files); RUST_LOG for more, on stderr so
+    // stdout stays for results. OTEL_EXPORTER_OTLP_ENDPOINT also exports spans (`ferry
+    // serve`'s jobs and RPCs); the guard flushes them when main returns.
+    let _tracing = ferry_rpc::init_tracing_with(ferry_rpc::TracingConfig::from_env("warn"));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

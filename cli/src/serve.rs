@@ -1,14 +1,16 @@
-//! `ferry serve`: the agent, pairing, catalog and transfer services in one process, on
-//! one port, behind one gRPC server (health and reflection included).
+//! `ferry serve`: the agent, pairing, catalog, transfer and scheduler services in one
+//! process, on one port, behind one gRPC server (health and reflection included).
 //!
 //! The transfer service's collaborators are wired in-process: the local cluster's
 //! client, pairs' destinations through the pairing service, this process's own agent
 //! for the local cluster and the agent of a pair's other side at that side's Ferry
 //! endpoint (its `ferry serve` hosts the agent on the same port), and repositories
-//! opened through the catalog's profiles.
+//! opened through the catalog's profiles. The scheduler starts its jobs through the
+//! transfer service's gRPC API on this same port, as it would across processes.
 
 mod config;
 mod deps;
+mod publish;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ pub enum ServeError {
     Catalog(#[source] ferry_catalog::CatalogError),
     #[error("starting the transfer service: {0}")]
     Transfer(#[source] ferry_transfer::TransferError),
+    #[error("starting the scheduler: {0}")]
+    Scheduler(#[source] ferry_scheduler::SchedulerError),
     #[error(transparent)]
     Rpc(#[from] ferry_rpc::ServeError),
 }
@@ -106,14 +110,30 @@ pub async fn serve(
     let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
         .await
         .map_err(ServeError::Transfer)?;
+    // Connects on first use: this server is not listening until every service is built.
+    let jobs = ferry_scheduler::TransferJobs::lazy(&self_endpoint(bound))
+        .map_err(|e| ServeError::Config(format!("the scheduler's transfer endpoint: {e}")))?;
+    let scheduler = ferry_scheduler::Scheduler::open(config.scheduler_config(), Arc::new(jobs))
+        .await
+        .map_err(ServeError::Scheduler)?;
+
+    publish::publish_endpoint(
+        &config.kube,
+        &format!("http://{}", config.ferry_endpoint),
+        &config.cluster_name,
+    )
+    .await;
 
     let grace = config.shutdown_grace;
     let engine = transfer.clone();
+    let timing = scheduler.clone();
     // The server keeps answering while operations and jobs drain: a job's agent calls
     // go to this same server.
     let drained = async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: draining agent operations and jobs");
+        // No new runs; runs in progress resume with the next start.
+        timing.shutdown().await;
         tokio::join!(operations.drain(grace), engine.shutdown(grace));
     };
     tracing::info!(
@@ -128,6 +148,7 @@ pub async fn serve(
         .with_service(PairingServiceServer::new(pairing))
         .with_service(catalog.into_server())
         .with_service(TransferServiceServer::new(transfer))
+        .with_service(scheduler.into_server())
         .serve(listener, drained)
         .await?;
     Ok(())

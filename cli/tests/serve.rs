@@ -1,5 +1,5 @@
 //! `ferry serve` against the test environment's cluster `a`: the real binary serves all
-//! four services on one port (listed by grpcurl through reflection), each answers a
+//! its services on one port (listed by grpcurl through reflection), each answers a
 //! call, and SIGTERM stops the process cleanly with status 0.
 
 // Test code: a failed setup step is a failed test.
@@ -95,6 +95,7 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
             "ferry.v1.PairingService",
             "ferry.v1.CatalogService",
             "ferry.v1.TransferService",
+            "ferry.v1.SchedulerService",
             "grpc.health.v1.Health",
         ] {
             assert!(
@@ -102,7 +103,11 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
                 "{service} not listed:\n{listed}"
             );
         }
-        for service in ["ferry.v1.PairingService", "ferry.v1.TransferService"] {
+        for service in [
+            "ferry.v1.PairingService",
+            "ferry.v1.TransferService",
+            "ferry.v1.SchedulerService",
+        ] {
             let (ok, health) = grpcurl(&[
                 "-plaintext",
                 "-d",
@@ -123,6 +128,8 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
         assert!(!profiles.contains("\"profiles\""), "{profiles}");
         let jobs = call(&addr, "ferry.v1.TransferService/ListJobs", "{}");
         assert!(!jobs.contains("\"jobs\""), "{jobs}");
+        let schedules = call(&addr, "ferry.v1.SchedulerService/ListSchedules", "{}");
+        assert!(!schedules.contains("\"schedules\""), "{schedules}");
 
         let (_, getjob) = grpcurl(&[
             "-plaintext",
@@ -150,6 +157,36 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
         );
         // An unknown pair is the caller's mistake, not an outage.
         assert!(start.contains("Code: NotFound"), "{start}");
+
+        // The scheduler starts its jobs through the transfer service on this same port:
+        // a run of a migration to that pair fails with the transfer service's refusal.
+        call(
+            &addr,
+            "ferry.v1.SchedulerService/CreateSchedule",
+            r#"{"name": "nightly", "cron": "0 2 * * *", "timeZone": "Europe/Paris",
+                "migration": {"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
+                              "application": {"namespace": "default"}, "skipVolumeData": true}}"#,
+        );
+        call(
+            &addr,
+            "ferry.v1.SchedulerService/RunNow",
+            r#"{"schedule": "nightly"}"#,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let runs = call(
+                &addr,
+                "ferry.v1.SchedulerService/ListRuns",
+                r#"{"schedule": "nightly"}"#,
+            );
+            if runs.contains("RUN_STATE_FAILED") {
+                assert!(runs.contains("no-such-pair"), "{runs}");
+                assert!(runs.contains("\"manual\": true"), "{runs}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the run never failed: {runs}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     });
     let outcome = checks.await;
 
@@ -162,7 +199,13 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
     }
 
     // Every service's state lives under the data directory.
-    for file in ["pairing.db", "catalog.db", "transfer.db", "secret.key"] {
+    for file in [
+        "pairing.db",
+        "catalog.db",
+        "transfer.db",
+        "scheduler.db",
+        "secret.key",
+    ] {
         assert!(data.join(file).exists(), "{file} missing in the data dir");
     }
     assert!(data.join("agent-profiles").is_dir());

@@ -13,7 +13,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
     /// Directory of every service's state: pairing.db, catalog.db, transfer.db,
-    /// secret.key, and agent-profiles/ (written by the catalog, read by the agent).
+    /// scheduler.db, secret.key, and agent-profiles/ (written by the catalog, read by
+    /// the agent).
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
     pub data_dir: PathBuf,
     /// Kubeconfig file of the local cluster; default: KUBECONFIG, ~/.kube/config, or
@@ -238,6 +239,7 @@ impl ServeConfig {
             allowed_roots: self.allowed_roots.clone(),
             max_concurrent_operations: 2,
             shutdown_grace: self.shutdown_grace,
+            volume_root: Some(self.volume_root.clone()),
         }
     }
 
@@ -245,5 +247,10 @@ impl ServeConfig {
         let mut c = ferry_transfer::TransferConfig::new(&self.data_dir, &self.volume_root);
         c.default_profile = self.default_profile.clone();
         c
+    }
+
+    /// State in `<data-dir>/scheduler.db`; the service's defaults otherwise.
+    pub fn scheduler_config(&self) -> ferry_scheduler::SchedulerConfig {
+        ferry_scheduler::SchedulerConfig::new(&self.data_dir)
     }
 }

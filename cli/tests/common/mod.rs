@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
+pub mod control;
+
 /// `ferry` with no repository, key or log settings inherited from the caller.
 pub fn ferry() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));

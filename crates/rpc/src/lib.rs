@@ -5,7 +5,11 @@
 //! - [`Server`]: health checking and reflection (grpcurl works) on every server, one
 //!   span per request named by its method and carrying the caller's `traceparent`, and
 //!   graceful shutdown.
-//! - [`propagate`]: a client interceptor that forwards the current trace context.
+//! - [`init_tracing`], [`traced_channel`], [`propagate`]: logging, optional OTLP span
+//!   export, and trace context carried from caller to callee (see [`trace`] for the
+//!   environment variables).
+
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -128,8 +132,10 @@ pub fn repo_error_parts(e: &ferry_repo::Error) -> (Code, ErrorCode, &'static str
     }
 }
 
-/// The W3C trace-context header carried from service to service.
-pub const TRACEPARENT: &str = "traceparent";
+pub use trace::{
+    OtlpConfig, Propagate, TRACEPARENT, TracedChannel, TracingConfig, TracingGuard, init_tracing,
+    init_tracing_with, propagate, traced_channel,
+};
 
 /// Why serving stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -231,34 +237,12 @@ impl Server {
         let routes: Routes = self.routes.routes();
         tracing::info!(%addr, services = ?self.names, "serving gRPC");
         tonic::transport::Server::builder()
-            .trace_fn(request_span)
+            .trace_fn(trace::request_span)
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
             .map_err(|source| ServeError::Transport { addr, source })
     }
-}
-
-/// One span per request: the method, and the caller's trace context so logs of one
-/// migration can be followed across services.
-fn request_span(req: &http::Request<()>) -> tracing::Span {
-    let parent = req
-        .headers()
-        .get(TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("grpc", method = %req.uri().path(), traceparent = %parent)
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`): every service binary's
-/// logging, set up the same way.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT (graceful shutdown: drain, then
@@ -277,21 +261,6 @@ pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationTo
         std::process::exit(130);
     });
     Ok(token)
-}
-
-/// Client interceptor: sends `traceparent` so the callee's request span names the
-/// same trace. With no trace context at hand, the request goes out unchanged.
-pub fn propagate(
-    traceparent: Option<String>,
-) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone {
-    move |mut req: tonic::Request<()>| {
-        if let Some(tp) = traceparent.as_deref()
-            && let Ok(v) = tp.parse()
-        {
-            req.metadata_mut().insert(TRACEPARENT, v);
-        }
-        Ok(req)
-    }
 }
 
 #[cfg(test)]

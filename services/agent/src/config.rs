@@ -18,6 +18,10 @@ pub struct AgentConfig {
     pub max_concurrent_operations: usize,
     /// On shutdown, how long running operations may finish before they are cancelled.
     pub shutdown_grace: Duration,
+    /// Directory under which restored volumes are created on this node
+    /// (`<root>/<namespace>/<claim>`), reported by GetInfo so the transfer service puts
+    /// them there; None lets the transfer service use its own setting.
+    pub volume_root: Option<PathBuf>,
 }
 
 /// Command-line flags of `ferry-agent`.
@@ -54,6 +58,21 @@ pub struct Args {
     /// Seconds running operations get to finish on SIGTERM before they are cancelled.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Directory under which restored volumes are created on this node, reported by
+    /// GetInfo; it should be under an allowed root. None: the transfer service decides.
+    #[arg(long, env = "FERRY_VOLUME_ROOT", value_parser = absolute_path)]
+    pub volume_root: Option<PathBuf>,
+}
+
+fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{s:?} is relative; give an absolute path on the node"
+        ))
+    }
 }
 
 impl Args {
@@ -70,6 +89,29 @@ impl Args {
             allowed_roots: self.allow_roots,
             max_concurrent_operations: self.max_concurrent,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            volume_root: self.volume_root,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn the_volume_root_is_optional_and_must_be_absolute() {
+        let args = Args::try_parse_from(["ferry-agent", "--node-name", "n"]).expect("parse");
+        assert_eq!(args.into_config().volume_root, None);
+        let args =
+            Args::try_parse_from(["ferry-agent", "--volume-root", "/data/ferry"]).expect("parse");
+        assert_eq!(
+            args.into_config().volume_root,
+            Some(PathBuf::from("/data/ferry"))
+        );
+        let err = Args::try_parse_from(["ferry-agent", "--volume-root", "data"])
+            .expect_err("a relative root");
+        assert!(err.to_string().contains("relative"), "{err}");
     }
 }

@@ -42,6 +42,7 @@ struct Inner {
     node_name: String,
     profiles: ProfileSource,
     allowed_roots: Vec<PathBuf>,
+    volume_root: Option<PathBuf>,
     ops: Arc<Operations>,
 }
 
@@ -52,6 +53,7 @@ impl Agent {
                 node_name: config.node_name.clone(),
                 profiles: config.profiles.clone(),
                 allowed_roots: config.allowed_roots.clone(),
+                volume_root: config.volume_root.clone(),
                 ops: Operations::new(config.max_concurrent_operations, config.node_name.clone()),
             }),
         }
@@ -514,6 +516,12 @@ impl AgentService for Agent {
                 .to_vec(),
             max_concurrent_operations: ops.max() as u32,
             running_operations: ops.running() as u32,
+            volume_root: self
+                .inner
+                .volume_root
+                .as_ref()
+                .map(|r| r.display().to_string())
+                .unwrap_or_default(),
         }))
     }
 }

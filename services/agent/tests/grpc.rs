@@ -72,6 +72,7 @@ impl Harness {
             allowed_roots: vec![root.path().join("volumes")],
             max_concurrent_operations: 2,
             shutdown_grace: grace,
+            volume_root: Some(root.path().join("volumes/restored")),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -329,6 +330,10 @@ async fn backup_restore_and_verify_over_grpc() {
         .expect("info")
         .into_inner();
     assert_eq!(info.node_name, "node-1");
+    assert_eq!(
+        info.volume_root,
+        h.root.path().join("volumes/restored").display().to_string()
+    );
     assert_eq!(info.running_operations, 0);
     assert!(info.capabilities.iter().any(|c| c == "s3"));
 

@@ -38,7 +38,8 @@ pub struct Args {
     /// Profile used when a request names no repository.
     #[arg(long)]
     pub default_profile: Option<String>,
-    /// Directory on destination nodes under which restored volumes are created.
+    /// Directory on destination nodes under which restored volumes are created, when the
+    /// destination's agent names none of its own (GetInfo's volume_root).
     #[arg(long, default_value = "/var/lib/ferry/volumes")]
     pub volume_root: PathBuf,
     /// Jobs running at once; more wait queued.

@@ -2,6 +2,7 @@
 //! (objects, volumes, restore point), plus the runner's [`Checkpoint`], the internal
 //! state a restarted service resumes from.
 
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use ferry_proto::v1::{Job, JobState, JobStep, StepState};
@@ -71,6 +72,11 @@ pub struct Checkpoint {
     /// Why the job is being cancelled, once asked.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cancel_reason: String,
+    /// Where the destination's agent creates restored volumes, asked once per job so the
+    /// new volumes' hostPath and the restore agree after a restart too. Absent in
+    /// checkpoints written before it existed, and until the pre-flight asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_root: Option<PathBuf>,
 }
 
 pub fn now() -> prost_types::Timestamp {
@@ -187,5 +193,20 @@ mod tests {
         assert_eq!(id.len(), 16);
         assert_eq!(short_hash("a"), short_hash("a"));
         assert_ne!(short_hash("a"), short_hash("b"));
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_volume_root_still_loads() {
+        let old: Checkpoint =
+            serde_json::from_str(r#"{"attempt":2,"repository_id":"abc"}"#).expect("old row");
+        assert_eq!(old.attempt, 2);
+        assert_eq!(old.volume_root, None);
+        let new = Checkpoint {
+            volume_root: Some(PathBuf::from("/srv/volumes")),
+            ..old
+        };
+        let json = serde_json::to_string(&new).expect("serialize");
+        let back: Checkpoint = serde_json::from_str(&json).expect("new row");
+        assert_eq!(back.volume_root, Some(PathBuf::from("/srv/volumes")));
     }
 }

@@ -5,7 +5,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    ferry_rpc::init_tracing();
+    let _tracing = ferry_rpc::init_tracing();
     let args = ferry_transfer::Args::parse();
     let (config, deps) = args
         .build()

@@ -3,7 +3,7 @@
 //! itself when a resumed job already finished it, and saves what later steps need.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_kube::{
@@ -12,9 +12,9 @@ use ferry_kube::{
     VolumeSnapshot,
 };
 use ferry_proto::v1::{
-    BackupRequest, BackupSummary, ErrorCode, ErrorDetail, ExistingObjectPolicy, JobState,
-    ObjectAction, ObjectOutcome, Progress, RepositoryRef, RestoreRequest, StartMigrationRequest,
-    StepState, VolumeOutcome, VolumeResult, backup_event, restore_event,
+    BackupRequest, BackupSummary, ErrorCode, ErrorDetail, ExistingObjectPolicy, GetInfoRequest,
+    JobState, ObjectAction, ObjectOutcome, Progress, RepositoryRef, RestoreRequest,
+    StartMigrationRequest, StepState, VolumeOutcome, VolumeResult, backup_event, restore_event,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -32,6 +32,9 @@ use crate::runtime::{JobRun, api_ref, excluded_outcome};
 /// keeps it at zero. Distinct from ferry.dev/replicas, which marks workloads a
 /// migration brought in scaled to zero, so resuming the source never starts those.
 pub const QUIESCE_ANNOTATION: &str = "ferry.dev/quiesced-replicas";
+
+/// How long the destination's agent gets to say where it creates volumes.
+const AGENT_INFO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A claim's volume on the source, as the agents see it.
 #[derive(Debug, Clone)]
@@ -86,7 +89,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
 
     let captured = capture(&ctx).await?;
     run.check_cancel()?;
-    let (plan, volumes) = preflight(&ctx, &captured).await?;
+    let (plan, volumes, root) = preflight(&ctx, &captured).await?;
     run.check_cancel()?;
 
     if ctx.req.dry_run {
@@ -117,7 +120,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
 
     commit(&ctx, &captured, &snapshots).await?;
     run.check_cancel()?;
-    restore(&ctx, &plan).await?;
+    restore(&ctx, &root).await?;
     run.check_cancel()?;
     let state = apply(&ctx, &plan).await?;
     // A cancel asked during apply is honoured after it: an apply stopped half-way
@@ -209,14 +212,16 @@ fn migration_id(ctx: &Ctx<'_>) -> String {
     )
 }
 
-fn transform(ctx: &Ctx<'_>, captured: &Captured) -> TransformSpec {
+/// The transform for the destination; each claim's new volume is a hostPath under
+/// `root`, the directory the destination's agent restores into.
+fn transform(ctx: &Ctx<'_>, captured: &Captured, root: &Path) -> TransformSpec {
     let apply = ctx.req.apply.clone().unwrap_or_default();
     let restored_volumes: BTreeMap<String, RestoredVolume> = if ctx.moves_data {
         captured
             .volumes
             .iter()
             .map(|v| {
-                let path = destination_path(&ctx.run.config().volume_root, &ctx.target, &v.pvc);
+                let path = destination_path(root, &ctx.target, &v.pvc);
                 let source = json!({"hostPath": {"path": path, "type": "DirectoryOrCreate"}});
                 let source = source.as_object().cloned().unwrap_or_default();
                 (
@@ -320,8 +325,12 @@ async fn source_volumes(
 }
 
 /// Plans for the destination and checks it. Runs on every (re)start, since the plan
-/// is not stored; the pre-flight check itself runs until it once succeeded.
-async fn preflight(ctx: &Ctx<'_>, captured: &Captured) -> Result<(Plan, Vec<SourceVolume>)> {
+/// is not stored; the pre-flight check itself runs until it once succeeded. Returns
+/// the plan, the source volumes and the directory volumes are restored under.
+async fn preflight(
+    ctx: &Ctx<'_>,
+    captured: &Captured,
+) -> Result<(Plan, Vec<SourceVolume>, PathBuf)> {
     let run = ctx.run;
     let done = run.step_finished(steps::PREFLIGHT);
     if !done {
@@ -338,7 +347,9 @@ async fn preflight(ctx: &Ctx<'_>, captured: &Captured) -> Result<(Plan, Vec<Sour
             "reading the destination's zones and storage classes",
             &ctx.dst.name,
         ))?;
-    let spec = transform(ctx, captured);
+    let mut warnings = Vec::new();
+    let root = destination_root(ctx, captured, done, &mut warnings).await?;
+    let spec = transform(ctx, captured, &root);
     let plan = ferry_kube::plan(captured, &spec, &facts)
         .map_err(TransferError::kube("planning", &ctx.dst.name))?;
     let mut problems: Vec<String> = Vec::new();
@@ -348,13 +359,12 @@ async fn preflight(ctx: &Ctx<'_>, captured: &Captured) -> Result<(Plan, Vec<Sour
         Vec::new()
     };
     if done {
-        return Ok((plan, volumes));
+        return Ok((plan, volumes, root));
     }
     let found = ferry_kube::preflight(&ctx.dst, &plan)
         .await
         .map_err(TransferError::kube("pre-flight", &ctx.dst.name))?;
     let mut missing_prerequisite = false;
-    let mut warnings = Vec::new();
     for p in &found {
         if p.is_error() {
             missing_prerequisite |=
@@ -406,18 +416,122 @@ async fn preflight(ctx: &Ctx<'_>, captured: &Captured) -> Result<(Plan, Vec<Sour
             })
             .collect();
     });
+    let restored_under = if ctx.moves_data && !volumes.is_empty() {
+        format!("; volumes restored under {}", root.display())
+    } else {
+        String::new()
+    };
     run.step(
         steps::PREFLIGHT,
         StepState::Succeeded,
         format!(
-            "{} object(s) to apply in namespace {} on cluster {}",
+            "{} object(s) to apply in namespace {} on cluster {}{restored_under}",
             plan.objects.len(),
             plan.namespace,
             ctx.dst.name
         ),
     )
     .await;
-    Ok((plan, volumes))
+    Ok((plan, volumes, root))
+}
+
+/// The directory restored volumes go under on the destination, for the new volumes'
+/// hostPath and the restore alike: where the destination's agent creates them
+/// (GetInfo), else this service's `volume_root`. Asked once per job and kept in the
+/// checkpoint, so a resumed job restores where its volumes point. An agent that cannot
+/// answer stops a job that moves volume data; a dry run only warns.
+async fn destination_root(
+    ctx: &Ctx<'_>,
+    captured: &Captured,
+    preflight_done: bool,
+    warnings: &mut Vec<ErrorDetail>,
+) -> Result<PathBuf> {
+    let run = ctx.run;
+    if let Some(root) = run.with_checkpoint(|c| c.volume_root.clone()) {
+        return Ok(root);
+    }
+    let own = run.config().volume_root.clone();
+    // No data to restore; or a job from before the root was kept, whose restore used
+    // this service's root.
+    if ctx.req.skip_volume_data || captured.volumes.is_empty() || run.step_finished(steps::RESTORE)
+    {
+        return Ok(own);
+    }
+    if !ctx.moves_data {
+        // A dry run restores nothing, but says what would stop the migration.
+        if preflight_done {
+            return Ok(own);
+        }
+        return match agent_volume_root(ctx).await {
+            Ok(root) => Ok(root.unwrap_or(own)),
+            Err(e) if e.is_cancelled() => Err(e),
+            Err(e) => {
+                warnings.push(ErrorDetail {
+                    message: format!("{e}; without dry_run the migration would stop here"),
+                    ..e.detail()
+                });
+                Ok(own)
+            }
+        };
+    }
+    let root = agent_volume_root(ctx).await?.unwrap_or(own);
+    info!(root = %root.display(), cluster = %ctx.dst.name, "destination volume root");
+    run.update_checkpoint(|c| c.volume_root = Some(root.clone()))
+        .await;
+    Ok(root)
+}
+
+/// Asks the destination's agent where it creates restored volumes; None when it has
+/// no setting of its own.
+async fn agent_volume_root(ctx: &Ctx<'_>) -> Result<Option<PathBuf>> {
+    let run = ctx.run;
+    let cluster = ctx.dst.name.as_str();
+    let mut client = run.deps().agents.agent(cluster, "").await?;
+    let failed = |code: ErrorCode, message: String, hint: &str| TransferError::Agent {
+        cluster: cluster.to_owned(),
+        node: "any".into(),
+        what: "did not say where it creates restored volumes (GetInfo)".into(),
+        code,
+        message,
+        hint: hint.into(),
+    };
+    let unreachable = |message: String| {
+        failed(
+            ErrorCode::Unreachable,
+            message,
+            "check that the destination's agent runs and its port is reachable from the \
+             transfer service, then start again; volume data cannot be restored without it",
+        )
+    };
+    let answer = tokio::select! {
+        r = tokio::time::timeout(AGENT_INFO_TIMEOUT, client.get_info(GetInfoRequest {})) => r,
+        () = run.cancel_token().cancelled() => return Err(run.cancelled()),
+    };
+    let info = match answer {
+        Ok(Ok(info)) => info.into_inner(),
+        Ok(Err(s)) if s.message().is_empty() => {
+            return Err(unreachable(s.code().description().to_owned()));
+        }
+        Ok(Err(s)) => return Err(unreachable(s.message().to_owned())),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer in {} s",
+                AGENT_INFO_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    if info.volume_root.is_empty() {
+        return Ok(None);
+    }
+    let root = PathBuf::from(&info.volume_root);
+    if !root.is_absolute() {
+        return Err(failed(
+            ErrorCode::InvalidArgument,
+            format!("it reported {:?}, a relative path", info.volume_root),
+            "give the agent an absolute --volume-root",
+        ));
+    }
+    Ok(Some(root))
 }
 
 fn repository_ref(ctx: &Ctx<'_>) -> Result<RepositoryRef> {
@@ -1093,9 +1207,10 @@ async fn commit(ctx: &Ctx<'_>, captured: &Captured, snapshots: &[VolumeSnapshot]
     Ok(())
 }
 
-/// Restores each snapshot into its new volume's directory on the destination, before
-/// any object is applied: a claim binds to a volume whose data is already there.
-async fn restore(ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
+/// Restores each snapshot into its new volume's directory under `root` on the
+/// destination, before any object is applied: a claim binds to a volume whose data is
+/// already there.
+async fn restore(ctx: &Ctx<'_>, root: &Path) -> Result<()> {
     let run = ctx.run;
     if run.step_finished(steps::RESTORE) {
         return Ok(());
@@ -1126,7 +1241,6 @@ async fn restore(ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
     let agent_ref = run.deps().repositories.for_agents(&repo_ref, &ctx.dst.name);
     let agg = Aggregate::new(run, steps::RESTORE, todo.len());
     let attempt = run.with_checkpoint(|c| c.attempt);
-    let root = run.config().volume_root.clone();
     let result: Result<Vec<()>> = futures::stream::iter(
         // Futures made first: a closure mapped over a stream here defeats the
         // compiler's Send proof for the job's task (rust-lang/rust#102211).
@@ -1135,7 +1249,7 @@ async fn restore(ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
             .map(|(idx, (pvc, snapshot))| {
                 let agent_ref = agent_ref.clone();
                 let agg = &agg;
-                let path = destination_path(&root, &ctx.target, pvc);
+                let path = destination_path(root, &ctx.target, pvc);
                 async move {
                     let r =
                         restore_one(ctx, pvc, snapshot, &path, idx, attempt, agent_ref, agg).await;
@@ -1160,7 +1274,6 @@ async fn restore(ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
     .try_collect()
     .await;
     result?;
-    let _ = plan;
     run.step(
         steps::RESTORE,
         StepState::Succeeded,

@@ -31,8 +31,9 @@ pub struct TransferConfig {
     /// Where `transfer.db` lives.
     pub data_dir: PathBuf,
     /// Directory on destination nodes under which restored volumes are created, one
-    /// `<root>/<namespace>/<claim>` per claim; the destination agents must be allowed
-    /// to write there.
+    /// `<root>/<namespace>/<claim>` per claim, when the destination's agent names none
+    /// of its own (GetInfo's volume_root); the destination agents must be allowed to
+    /// write there.
     pub volume_root: PathBuf,
     /// Profile used when a request names no repository.
     pub default_profile: Option<String>,

@@ -15,9 +15,7 @@ use ferry_proto::v1::{
     cluster_ref, job_event,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Secret, Service,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use kube::Api;
 
 fn assert_succeeded(report: &JobReport) {
@@ -46,15 +44,7 @@ fn action_of(report: &JobReport, kind: &str, name: &str) -> i32 {
 #[tokio::test]
 async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
     let bench = Bench::start().await;
-    let ns = ferry_testenv::unique_name("mig-full");
-    let class = format!("sc-{ns}");
-    for c in [&bench.a, &bench.b] {
-        create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
-            .await;
-    }
-    let src = bench.src_volume(&ns, "data-db-0");
-    let mut files = fill_volume(&src, 4 << 20);
-    application(&bench.a, &ns, &class, &src).await;
+    let (ns, mut files) = bench.with_application("mig-full", 4 << 20).await;
 
     let id = bench.start_migration(bench.request(&ns)).await;
     let (events, report) = bench.watch(&id).await;
@@ -149,10 +139,7 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
         .get("db")
         .await
         .unwrap();
-    let web = Api::<Deployment>::namespaced(b.clone(), &ns)
-        .get("web")
-        .await
-        .unwrap();
+    let web = deployment(b, &ns, "web").await;
     assert_eq!(web.spec.unwrap().replicas, Some(2), "started");
     let db = Api::<StatefulSet>::namespaced(b.clone(), &ns)
         .get("db")
@@ -160,16 +147,9 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
         .unwrap();
     assert_eq!(db.spec.unwrap().replicas, Some(1), "started");
     wait_bound(b, &ns, "data-db-0").await;
-    let pv = Api::<PersistentVolume>::all(b.clone())
-        .get(&format!("ferry-{ns}-data-db-0"))
-        .await
-        .unwrap();
-    let dst = bench.dst_volume(&ns, "data-db-0");
-    assert_eq!(
-        pv.spec.unwrap().host_path.unwrap().path,
-        dst.display().to_string()
-    );
-    assert_same(&files, &dst);
+    // Under the destination agent's volume root, not the service's own.
+    let dst = bench.assert_restored(&files, &ns, "data-db-0").await;
+    assert!(!bench.root.path().join(SERVICE_VOLUME_ROOT).exists());
 
     // GetJob and ListJobs agree with the stream.
     let got = bench
@@ -205,7 +185,7 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
         let at = (i * 7919 * 4096) % (content.len() - 4096);
         content[at..at + 4096].copy_from_slice(&random_bytes(4096));
     }
-    std::fs::write(src.join(&big), &*content).unwrap();
+    std::fs::write(bench.src_volume(&ns, "data-db-0").join(&big), &*content).unwrap();
 
     let id2 = bench.start_migration(bench.request(&ns)).await;
     let (_, report2) = bench.watch(&id2).await;
@@ -279,13 +259,7 @@ async fn renamed_namespace_with_a_mapped_class_waits_for_activate() {
         "{error:?}"
     );
     assert!(error.message.contains(&class_a), "{}", error.message);
-    assert!(
-        Api::<Namespace>::all(bench.b.clone())
-            .get_opt(&target)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!namespace_exists(&bench.b, &target).await);
     assert!(bench.restore_points(&ns).await.is_empty());
 
     req.apply.as_mut().unwrap().storage_class_mapping =
@@ -301,11 +275,7 @@ async fn renamed_namespace_with_a_mapped_class_waits_for_activate() {
 
     let b = &bench.b;
     assert!(
-        Api::<Namespace>::all(b.clone())
-            .get_opt(&ns)
-            .await
-            .unwrap()
-            .is_none(),
+        !namespace_exists(b, &ns).await,
         "nothing in the source's namespace name"
     );
     wait_bound(b, &target, "data-db-0").await;
@@ -317,7 +287,7 @@ async fn renamed_namespace_with_a_mapped_class_waits_for_activate() {
         claim.spec.unwrap().storage_class_name,
         Some(class_b.clone())
     );
-    assert_same(&files, &bench.dst_volume(&target, "data-db-0"));
+    bench.assert_restored(&files, &target, "data-db-0").await;
     let deployments = Api::<Deployment>::namespaced(b.clone(), &target);
     let web = deployments.get("web").await.unwrap();
     assert_eq!(
@@ -358,15 +328,7 @@ async fn renamed_namespace_with_a_mapped_class_waits_for_activate() {
 #[tokio::test]
 async fn cancel_mid_transfer_leaves_nothing_behind() {
     let bench = Bench::start().await;
-    let ns = ferry_testenv::unique_name("mig-cancel");
-    let class = format!("sc-{ns}");
-    for c in [&bench.a, &bench.b] {
-        create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
-            .await;
-    }
-    let src = bench.src_volume(&ns, "data-db-0");
-    fill_volume(&src, 96 << 20);
-    application(&bench.a, &ns, &class, &src).await;
+    let (ns, _) = bench.with_application("mig-cancel", 96 << 20).await;
     let mut req = bench.request(&ns);
     req.quiesce_source = true;
     let id = bench.start_migration(req).await;
@@ -380,10 +342,7 @@ async fn cancel_mid_transfer_leaves_nothing_behind() {
         "the job finished before it could be cancelled: {events:#?}"
     );
     // The source is quiesced while its data is copied.
-    let web = Api::<Deployment>::namespaced(bench.a.clone(), &ns)
-        .get("web")
-        .await
-        .unwrap();
+    let web = deployment(&bench.a, &ns, "web").await;
     assert_eq!(web.spec.unwrap().replicas, Some(0));
 
     let answer = bench
@@ -410,18 +369,11 @@ async fn cancel_mid_transfer_leaves_nothing_behind() {
         "a restore point was written"
     );
     assert!(
-        Api::<Namespace>::all(bench.b.clone())
-            .get_opt(&ns)
-            .await
-            .unwrap()
-            .is_none(),
+        !namespace_exists(&bench.b, &ns).await,
         "the destination has the application"
     );
     // The source runs again with its own replica counts.
-    let web = Api::<Deployment>::namespaced(bench.a.clone(), &ns)
-        .get("web")
-        .await
-        .unwrap();
+    let web = deployment(&bench.a, &ns, "web").await;
     assert_eq!(web.spec.as_ref().unwrap().replicas, Some(2));
     assert!(
         !web.metadata
@@ -441,15 +393,7 @@ async fn cancel_mid_transfer_leaves_nothing_behind() {
 #[tokio::test]
 async fn a_restarted_service_resumes_a_running_job() {
     let mut bench = Bench::start().await;
-    let ns = ferry_testenv::unique_name("mig-restart");
-    let class = format!("sc-{ns}");
-    for c in [&bench.a, &bench.b] {
-        create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
-            .await;
-    }
-    let src = bench.src_volume(&ns, "data-db-0");
-    let files = fill_volume(&src, 48 << 20);
-    application(&bench.a, &ns, &class, &src).await;
+    let (ns, files) = bench.with_application("mig-restart", 48 << 20).await;
     let id = bench.start_migration(bench.request(&ns)).await;
     let (ended, _) = watch_until(&bench.service.client, &id, |e| {
         matches!(&e.event, Some(job_event::Event::Progress(p)) if p.step == "backup-volumes" && p.bytes_read > 0)
@@ -457,6 +401,10 @@ async fn a_restarted_service_resumes_a_running_job() {
     .await;
     assert!(!ended, "the job finished before the restart");
 
+    // The destination's agent now names another root; the resumed job keeps the one it
+    // planned with, so its data lands where its volume points.
+    let elsewhere = bench.root.path().join("volumes/dst/elsewhere");
+    bench.replace_destination_agent(elsewhere.clone()).await;
     bench.crash_and_restart().await;
 
     let (events, report) = bench.watch(&id).await;
@@ -480,5 +428,64 @@ async fn a_restarted_service_resumes_a_running_job() {
         bench.restore_points(&ns).await,
         vec![report.restore_point_id.clone()]
     );
-    assert_same(&files, &bench.dst_volume(&ns, "data-db-0"));
+    bench.assert_restored(&files, &ns, "data-db-0").await;
+    assert!(!elsewhere.exists(), "the resumed job asked the agent again");
+}
+
+/// The destination's agent cannot be reached: a migration that moves volume data stops
+/// in pre-flight with an error naming the cluster and the agent, before the source is
+/// touched or anything is written; a dry run only warns.
+#[tokio::test]
+async fn an_unreachable_destination_agent_stops_the_migration_in_preflight() {
+    let mut bench = Bench::start().await;
+    let (ns, _) = bench.with_application("mig-noagent", 64 << 10).await;
+    bench.lose_destination_agent().await;
+
+    let mut req = bench.request(&ns);
+    req.quiesce_source = true;
+    let id = bench.start_migration(req.clone()).await;
+    let (events, report) = bench.watch(&id).await;
+    assert_eq!(report.state, JobState::Failed as i32, "{report:#?}");
+    let error = report.error.clone().unwrap();
+    assert_eq!(error.code, ErrorCode::Unreachable as i32, "{error:?}");
+    assert_eq!(error.cluster, "b");
+    assert!(
+        error.message.contains("agent on cluster b"),
+        "{}",
+        error.message
+    );
+    assert!(!error.hint.is_empty(), "{error:?}");
+    let failed_step = events.iter().rev().find_map(|e| match &e.event {
+        Some(job_event::Event::Step(s)) if s.state == StepState::Failed as i32 => {
+            Some(s.name.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(failed_step.as_deref(), Some("preflight"), "{events:#?}");
+    assert!(bench.restore_points(&ns).await.is_empty());
+    assert!(
+        !namespace_exists(&bench.b, &ns).await,
+        "the destination has the application"
+    );
+    let web = deployment(&bench.a, &ns, "web").await;
+    assert_eq!(
+        web.spec.unwrap().replicas,
+        Some(2),
+        "the source was quiesced"
+    );
+
+    req.dry_run = true;
+    let id = bench.start_migration(req).await;
+    let (_, report) = bench.watch(&id).await;
+    assert_succeeded(&report);
+    let warning = report
+        .warnings
+        .iter()
+        .find(|w| w.code == ErrorCode::Unreachable as i32)
+        .unwrap_or_else(|| panic!("no warning about the agent: {:#?}", report.warnings));
+    assert!(
+        warning.message.contains("agent on cluster b"),
+        "{}",
+        warning.message
+    );
 }

@@ -30,6 +30,11 @@ use tonic::transport::Channel;
 
 pub const PROFILE: &str = "main";
 
+/// The transfer service's own `volume_root`, under the bench's directory: no agent may
+/// write there, and the destination's agent names another root, so data or a
+/// hostPath found here would mean the service ignored the agent.
+pub const SERVICE_VOLUME_ROOT: &str = "volumes/service-default";
+
 /// One running transfer service.
 pub struct Service {
     pub client: TransferServiceClient<Channel>,
@@ -56,13 +61,20 @@ impl Drop for Bench {
     }
 }
 
-async fn agent(root: &Path, node: &str, allowed: PathBuf) -> (String, CancellationToken) {
+/// An agent allowed under `allowed`, which creates restored volumes under `volume_root`.
+async fn agent(
+    root: &Path,
+    node: &str,
+    allowed: PathBuf,
+    volume_root: PathBuf,
+) -> (String, CancellationToken) {
     let config = AgentConfig {
         node_name: node.into(),
         profiles: ProfileSource::Dir(root.join("profiles")),
         allowed_roots: vec![allowed],
         max_concurrent_operations: 4,
         shutdown_grace: Duration::from_secs(1),
+        volume_root: Some(volume_root),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -73,8 +85,9 @@ async fn agent(root: &Path, node: &str, allowed: PathBuf) -> (String, Cancellati
 
 impl Bench {
     /// A fresh repository under a unique prefix of the test bucket, a source agent
-    /// allowed under `root/volumes/src`, a destination agent under `root/volumes/dst`,
-    /// and the transfer service.
+    /// allowed under `root/volumes/src`, a destination agent allowed under and creating
+    /// volumes in `root/volumes/dst`, and the transfer service, whose own volume root is
+    /// [`SERVICE_VOLUME_ROOT`].
     pub async fn start() -> Bench {
         let env = ferry_testenv::shared().await.expect("test environment");
         let s3 = env.s3().expect("S3 server");
@@ -109,8 +122,12 @@ impl Bench {
         let repository = Repository::init(backend, &key, InitOptions::small_for_tests())
             .await
             .expect("init repository");
-        let (src, src_stop) = agent(root.path(), "node-a", root.path().join("volumes/src")).await;
-        let (dst, dst_stop) = agent(root.path(), "node-b", root.path().join("volumes/dst")).await;
+        // The source's agent names a root of its own too: the service must ask the
+        // destination's, and the destination's agent may not write under this one.
+        let src_dir = root.path().join("volumes/src");
+        let (src, src_stop) = agent(root.path(), "node-a", src_dir.clone(), src_dir).await;
+        let dst_dir = root.path().join("volumes/dst");
+        let (dst, dst_stop) = agent(root.path(), "node-b", dst_dir.clone(), dst_dir).await;
         let a = env.client("a", "admin").await.unwrap();
         let b = env.client("b", "admin").await.unwrap();
         let service = start_service(root.path(), &a, &b, &src, &dst).await;
@@ -134,12 +151,76 @@ impl Bench {
         self.service = start_service(self.root.path(), &self.a, &self.b, &src, &dst).await;
     }
 
+    /// Replaces the destination's agent by one (allowed under `root/volumes/dst` still)
+    /// that creates volumes under `volume_root`. The running service keeps the old
+    /// endpoint; the next [`Bench::crash_and_restart`] uses the new one.
+    pub async fn replace_destination_agent(&mut self, volume_root: PathBuf) {
+        self.agents[1].cancel();
+        let dir = self.root.path().join("volumes/dst");
+        let (dst, stop) = agent(self.root.path(), "node-b", dir, volume_root).await;
+        self.agents[1] = stop;
+        self.agent_endpoints.1 = dst;
+    }
+
+    /// Stops the destination's agent and restarts the service with an endpoint nobody
+    /// listens on for it.
+    pub async fn lose_destination_agent(&mut self) {
+        self.agents[1].cancel();
+        let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.agent_endpoints.1 = format!("http://{}", free.local_addr().unwrap());
+        drop(free);
+        self.crash_and_restart().await;
+    }
+
     pub fn src_volume(&self, ns: &str, pvc: &str) -> PathBuf {
         self.root.path().join("volumes/src").join(ns).join(pvc)
     }
 
+    /// Where the destination's agent (as started) creates the volume of a claim.
     pub fn dst_volume(&self, ns: &str, pvc: &str) -> PathBuf {
         self.root.path().join("volumes/dst").join(ns).join(pvc)
+    }
+
+    /// A fresh namespace named after `prefix` holding the [`application`] on cluster a,
+    /// its storage class on both clusters, and about `bytes` of files in the volume of
+    /// claim `data-db-0`: the namespace and the files.
+    pub async fn with_application(
+        &self,
+        prefix: &str,
+        bytes: usize,
+    ) -> (String, BTreeMap<PathBuf, Vec<u8>>) {
+        let ns = ferry_testenv::unique_name(prefix);
+        let class = format!("sc-{ns}");
+        for c in [&self.a, &self.b] {
+            create_cluster::<k8s_openapi::api::storage::v1::StorageClass>(c, storage_class(&class))
+                .await;
+        }
+        let src = self.src_volume(&ns, "data-db-0");
+        let files = fill_volume(&src, bytes);
+        application(&self.a, &ns, &class, &src).await;
+        (ns, files)
+    }
+
+    /// The claim's new volume on cluster b is a hostPath under the destination agent's
+    /// root, and `files` are restored there byte for byte: that directory.
+    pub async fn assert_restored(
+        &self,
+        files: &BTreeMap<PathBuf, Vec<u8>>,
+        ns: &str,
+        pvc: &str,
+    ) -> PathBuf {
+        use k8s_openapi::api::core::v1::PersistentVolume;
+        let pv = Api::<PersistentVolume>::all(self.b.clone())
+            .get(&format!("ferry-{ns}-{pvc}"))
+            .await
+            .unwrap();
+        let dst = self.dst_volume(ns, pvc);
+        assert_eq!(
+            pv.spec.unwrap().host_path.unwrap().path,
+            dst.display().to_string()
+        );
+        assert_same(files, &dst);
+        dst
     }
 
     pub fn request(&self, ns: &str) -> StartMigrationRequest {
@@ -204,7 +285,7 @@ impl Bench {
 }
 
 async fn start_service(root: &Path, a: &Client, b: &Client, src: &str, dst: &str) -> Service {
-    let config = TransferConfig::new(root.join("data"), root.join("volumes/dst"));
+    let config = TransferConfig::new(root.join("data"), root.join(SERVICE_VOLUME_ROOT));
     let deps = Deps {
         clusters: Arc::new(
             StaticClusters::new()
@@ -349,6 +430,23 @@ where
         .create(&PostParams::default(), &obj)
         .await
         .unwrap_or_else(|e| panic!("creating {obj:?}: {e}"))
+}
+
+pub async fn namespace_exists(c: &Client, ns: &str) -> bool {
+    use k8s_openapi::api::core::v1::Namespace;
+    Api::<Namespace>::all(c.clone())
+        .get_opt(ns)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+pub async fn deployment(
+    c: &Client,
+    ns: &str,
+    name: &str,
+) -> k8s_openapi::api::apps::v1::Deployment {
+    Api::namespaced(c.clone(), ns).get(name).await.unwrap()
 }
 
 /// Polls until `f` holds or 30 s pass.

@@ -1,0 +1,397 @@
+//! The catalog's commands: `ferry profile` (how a cluster reaches a repository),
+//! `ferry restore-points` (what a repository holds) and `ferry activate`.
+
+use clap::{Args, Subcommand};
+use ferry_proto::v1::{
+    ActivateRequest, ApplicationSelector, CreateProfileRequest, DeleteProfileRequest,
+    GetRestorePointRequest, ListProfilesRequest, ListRestorePointsRequest, ProfileKind,
+    RepositoryRef, SecretRef, StorageBackend,
+};
+
+use crate::connect::ConnectArgs;
+use crate::error::{Error, Result};
+use crate::format::{enum_name, table, when};
+use crate::output::{bytes, print};
+
+/// `ferry profile` and its subcommands.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  kubectl -n ferry-system create secret generic s3 \\
+      --from-literal=access_key_id=... --from-literal=secret_access_key=...
+  kubectl -n ferry-system create secret generic repo-key --from-file=key=ferry.key
+  ferry --context a profile create main --s3 http://minio:9000/ferry/main \\
+      --credentials-secret s3 --key-secret repo-key --create-repository
+  ferry --context a profile list")]
+pub struct ProfileArgs {
+    #[command(subcommand)]
+    pub command: ProfileCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Save a profile after checking that it reaches its repository.
+    Create(CreateProfileArgs),
+    /// List profiles.
+    List,
+    /// Delete a profile (the repository stays).
+    Delete {
+        /// The profile's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateProfileArgs {
+    /// Unique name on this cluster.
+    pub name: String,
+    /// What the profile is for.
+    #[arg(long, value_enum, default_value_t = KindArg::Migration)]
+    pub kind: KindArg,
+    /// S3 location: http(s)://host:port/bucket[/prefix], or s3://bucket[/prefix] for AWS.
+    #[arg(long, conflicts_with = "local")]
+    pub s3: Option<String>,
+    /// A directory instead of S3 (tests and single hosts).
+    #[arg(long)]
+    pub local: Option<std::path::PathBuf>,
+    /// S3 region.
+    #[arg(long, default_value = "")]
+    pub region: String,
+    /// Secret (NAME or NAMESPACE/NAME) with access_key_id and secret_access_key.
+    #[arg(long)]
+    pub credentials_secret: Option<String>,
+    /// Secret (NAME or NAMESPACE/NAME) with key "key": the key wrapping the repository's
+    /// master key.
+    #[arg(long)]
+    pub key_secret: String,
+    /// Create the repository if the location holds none.
+    #[arg(long)]
+    pub create_repository: bool,
+    /// Do not verify the endpoint's TLS certificate (test setups only).
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// Staging area for direct migrations (read-write from both clusters).
+    Migration,
+    /// Where a source writes restore points.
+    Export,
+    /// Where a destination reads restore points (read-only).
+    Import,
+}
+
+fn secret_ref(flag: &str, text: &str) -> Result<SecretRef> {
+    let (namespace, name) = match text.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), text.to_string()),
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::Usage(format!(
+            "{flag} {text:?} is not NAME or NAMESPACE/NAME"
+        )));
+    }
+    Ok(SecretRef { namespace, name })
+}
+
+/// http(s)://host:port/bucket/prefix → (endpoint, bucket, prefix); s3://bucket/prefix
+/// → AWS's endpoint.
+fn s3_location(text: &str) -> Result<(String, String, String)> {
+    let bad = || {
+        Error::Usage(format!(
+            "--s3 {text:?} is not http(s)://host:port/bucket[/prefix] or s3://bucket[/prefix]"
+        ))
+    };
+    let (endpoint, path) = if let Some(rest) = text.strip_prefix("s3://") {
+        (String::new(), rest)
+    } else {
+        let scheme_end = text.find("://").ok_or_else(bad)? + 3;
+        let rest = &text[scheme_end..];
+        let slash = rest.find('/').ok_or_else(bad)?;
+        (text[..scheme_end + slash].to_string(), &rest[slash + 1..])
+    };
+    let path = path.trim_matches('/');
+    let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+    if bucket.is_empty() {
+        return Err(bad());
+    }
+    Ok((endpoint, bucket.to_string(), prefix.to_string()))
+}
+
+pub async fn profile(connect: &ConnectArgs, args: ProfileArgs) -> Result<()> {
+    let ferry = connect.ferry().await?;
+    match args.command {
+        ProfileCommand::Create(a) => {
+            let (backend, endpoint, bucket, prefix) = match (&a.s3, &a.local) {
+                (Some(s3), None) => {
+                    let (e, b, p) = s3_location(s3)?;
+                    (StorageBackend::S3, e, b, p)
+                }
+                (None, Some(dir)) => (
+                    StorageBackend::Local,
+                    String::new(),
+                    dir.display().to_string(),
+                    String::new(),
+                ),
+                _ => {
+                    return Err(Error::Usage(
+                        "give the repository's location with --s3 URL or --local DIR".into(),
+                    ));
+                }
+            };
+            if a.insecure_skip_tls_verify {
+                eprintln!(
+                    "ferry: warning: profile {} will not verify the TLS certificate of {endpoint}; \
+                     use this only in test setups",
+                    a.name
+                );
+            }
+            let resp = ferry
+                .catalog()
+                .create_profile(CreateProfileRequest {
+                    name: a.name.clone(),
+                    kind: match a.kind {
+                        KindArg::Migration => ProfileKind::Migration,
+                        KindArg::Export => ProfileKind::Export,
+                        KindArg::Import => ProfileKind::Import,
+                    } as i32,
+                    backend: backend as i32,
+                    endpoint,
+                    bucket,
+                    prefix,
+                    region: a.region,
+                    credentials_secret: a
+                        .credentials_secret
+                        .as_deref()
+                        .map(|s| secret_ref("--credentials-secret", s))
+                        .transpose()?,
+                    verify_tls: Some(!a.insecure_skip_tls_verify),
+                    encryption_key_secret: Some(secret_ref("--key-secret", &a.key_secret)?),
+                    create_repository: a.create_repository,
+                    migration_token: String::new(),
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("CreateProfile", s))?
+                .into_inner();
+            let p = resp.profile.unwrap_or_default();
+            print(&format!(
+                "profile {} saved; repository {}{}\n",
+                p.name,
+                p.repository_id,
+                if resp.repository_created {
+                    " (created)"
+                } else {
+                    ""
+                }
+            ))
+        }
+        ProfileCommand::List => {
+            let resp = ferry
+                .catalog()
+                .list_profiles(ListProfilesRequest::default())
+                .await
+                .map_err(|s| ferry.rpc_error("ListProfiles", s))?
+                .into_inner();
+            if resp.profiles.is_empty() {
+                return print("no profiles; create one with: ferry profile create --help\n");
+            }
+            let rows: Vec<Vec<String>> = resp
+                .profiles
+                .iter()
+                .map(|p| {
+                    let location = if p.endpoint.is_empty() {
+                        format!("{}/{}", p.bucket, p.prefix)
+                    } else {
+                        format!("{}/{}/{}", p.endpoint, p.bucket, p.prefix)
+                    };
+                    vec![
+                        p.name.clone(),
+                        enum_name(p.kind().as_str_name(), "PROFILE_KIND_"),
+                        location.trim_end_matches('/').to_string(),
+                        p.repository_id.clone(),
+                    ]
+                })
+                .collect();
+            print(&table(&["NAME", "KIND", "LOCATION", "REPOSITORY"], &rows))
+        }
+        ProfileCommand::Delete { name } => {
+            ferry
+                .catalog()
+                .delete_profile(DeleteProfileRequest { name: name.clone() })
+                .await
+                .map_err(|s| ferry.rpc_error("DeleteProfile", s))?;
+            print(&format!(
+                "deleted profile {name}; the repository is untouched\n"
+            ))
+        }
+    }
+}
+
+/// `ferry restore-points`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  ferry --context a restore-points --profile main
+  ferry --context a restore-points --profile main -n shop
+  ferry --context a restore-points --profile main --id RESTORE_POINT_ID")]
+pub struct RestorePointsArgs {
+    /// Profile of the repository to read.
+    #[arg(long)]
+    pub profile: String,
+    /// Only restore points of this application namespace (as on the source).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Show one restore point with its volumes.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+pub async fn restore_points(connect: &ConnectArgs, args: RestorePointsArgs) -> Result<()> {
+    let ferry = connect.ferry().await?;
+    let repository = Some(RepositoryRef {
+        profile: args.profile.clone(),
+        repository_id: String::new(),
+    });
+    if let Some(id) = args.id {
+        let rp = ferry
+            .catalog()
+            .get_restore_point(GetRestorePointRequest { repository, id })
+            .await
+            .map_err(|s| ferry.rpc_error("GetRestorePoint", s))?
+            .into_inner()
+            .restore_point
+            .unwrap_or_default();
+        let app = rp.application.clone().unwrap_or_default();
+        let source = rp.source.clone().unwrap_or_default();
+        let mut text = format!(
+            "restore point {}\n  namespace {}\n  taken {} on {} ({})\n  objects {}\n  job {}\n",
+            rp.id,
+            app.namespace,
+            when(rp.created_at.as_ref()),
+            source.cluster_name,
+            source.kubernetes_version,
+            rp.object_count,
+            rp.job_id
+        );
+        let rows: Vec<Vec<String>> = rp
+            .volumes
+            .iter()
+            .map(|v| {
+                vec![
+                    v.pvc_name.clone(),
+                    v.storage_class.clone(),
+                    v.files.to_string(),
+                    bytes(v.data_bytes),
+                    v.snapshot_id.clone(),
+                ]
+            })
+            .collect();
+        text.push_str(&table(
+            &["CLAIM", "CLASS", "FILES", "DATA", "SNAPSHOT"],
+            &rows,
+        ));
+        return print(&text);
+    }
+    let resp = ferry
+        .catalog()
+        .list_restore_points(ListRestorePointsRequest {
+            repository,
+            namespace: args.namespace.unwrap_or_default(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .map_err(|s| ferry.rpc_error("ListRestorePoints", s))?
+        .into_inner();
+    if resp.restore_points.is_empty() {
+        return print(&format!("no restore points in profile {}\n", args.profile));
+    }
+    let rows: Vec<Vec<String>> = resp
+        .restore_points
+        .iter()
+        .map(|rp| {
+            vec![
+                rp.id.clone(),
+                rp.application.clone().unwrap_or_default().namespace,
+                when(rp.created_at.as_ref()),
+                rp.source.clone().unwrap_or_default().cluster_name,
+                rp.object_count.to_string(),
+                rp.job_id.clone(),
+            ]
+        })
+        .collect();
+    print(&table(
+        &["ID", "NAMESPACE", "CREATED", "SOURCE", "OBJECTS", "JOB"],
+        &rows,
+    ))
+}
+
+/// `ferry activate`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Example: ferry --context b activate -n shop")]
+pub struct ActivateArgs {
+    /// Namespace of the migrated application on this cluster.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// Only workloads with these labels.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+/// Scales a migrated application's workloads up to their source replica counts, on the
+/// cluster of `--context`.
+pub async fn activate(connect: &ConnectArgs, args: ActivateArgs) -> Result<()> {
+    let ferry = connect.ferry().await?;
+    let resp = ferry
+        .transfer()
+        .activate(ActivateRequest {
+            cluster: Some(ferry_client::local_ref()),
+            application: Some(ApplicationSelector {
+                namespace: args.namespace.clone(),
+                label_selector: args.selector.unwrap_or_default(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|s| ferry.rpc_error("Activate", s))?
+        .into_inner();
+    if resp.workloads.is_empty() {
+        return print(&format!(
+            "no workloads to activate in namespace {}\n",
+            args.namespace
+        ));
+    }
+    let rows: Vec<Vec<String>> = resp
+        .workloads
+        .iter()
+        .map(|w| {
+            let o = w.object.clone().unwrap_or_default();
+            vec![
+                format!("{}/{}", o.kind, o.name),
+                enum_name(w.action().as_str_name(), "OBJECT_ACTION_"),
+                w.reason.clone(),
+            ]
+        })
+        .collect();
+    print(&table(&["WORKLOAD", "ACTION", "DETAIL"], &rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_locations() {
+        assert_eq!(
+            s3_location("http://127.0.0.1:9000/ferry/a/b").unwrap(),
+            ("http://127.0.0.1:9000".into(), "ferry".into(), "a/b".into())
+        );
+        assert_eq!(
+            s3_location("s3://bucket").unwrap(),
+            (String::new(), "bucket".into(), String::new())
+        );
+        assert!(s3_location("http://host:9000").is_err());
+        assert!(s3_location("bucket").is_err());
+        assert_eq!(secret_ref("--x", "ns/n").unwrap().namespace, "ns");
+        assert!(secret_ref("--x", "a/b/c").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! `ferry migrate`: move an application (a namespace, optionally narrowed) with its
+//! volume data to a paired cluster, and follow the job to its report.
+
+use clap::Args;
+use ferry_client::{ClientError, Ferry, pair_ref};
+use ferry_proto::v1::{
+    ApplicationSelector, ApplyOptions, ExistingObjectPolicy, RepositoryRef, StartMigrationRequest,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::connect::ConnectArgs;
+use crate::error::Result;
+use crate::format::mappings;
+use crate::output::print;
+use crate::watch::{OnInterrupt, finish, follow};
+
+/// Which objects make up the application.
+#[derive(Debug, Clone, Args)]
+pub struct SelectorArgs {
+    /// The application's namespace.
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// Only objects with these labels, e.g. "app=shop,tier!=cache".
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Only these resource types ("deployments.apps", "configmaps"); repeat for more.
+    #[arg(long = "include", value_name = "RESOURCE")]
+    pub include: Vec<String>,
+    /// Never these resource types; repeat for more.
+    #[arg(long = "exclude", value_name = "RESOURCE")]
+    pub exclude: Vec<String>,
+}
+
+impl SelectorArgs {
+    pub(crate) fn selector(&self) -> ApplicationSelector {
+        ApplicationSelector {
+            namespace: self.namespace.clone(),
+            label_selector: self.selector.clone().unwrap_or_default(),
+            include_resources: self.include.clone(),
+            exclude_resources: self.exclude.clone(),
+        }
+    }
+}
+
+/// How objects land on the destination.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Put a namespace under another name on the destination (SRC=DST); repeat for more.
+    #[arg(long = "namespace-map", value_name = "SRC=DST")]
+    pub namespace_map: Vec<String>,
+    /// Use another storage class on the destination (SRC=DST); repeat for more.
+    #[arg(long = "storage-class-map", value_name = "SRC=DST")]
+    pub storage_class_map: Vec<String>,
+    /// Map topology zones (SRC=DST); repeat for more.
+    #[arg(long = "zone-map", value_name = "SRC=DST")]
+    pub zone_map: Vec<String>,
+    /// Leave workloads scaled to zero on the destination; start them later with
+    /// `ferry activate`.
+    #[arg(long)]
+    pub no_start: bool,
+    /// What to do with objects that already exist on the destination.
+    #[arg(long, value_enum, default_value_t = Existing::Skip)]
+    pub existing: Existing,
+    /// Keep Services' nodePort values.
+    #[arg(long)]
+    pub preserve_node_ports: bool,
+}
+
+/// `--existing`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Existing {
+    /// Leave it alone and report it as skipped.
+    Skip,
+    /// Update it to the captured object.
+    Update,
+    /// Fail before anything is applied.
+    Fail,
+}
+
+impl ApplyArgs {
+    pub(crate) fn options(&self) -> Result<ApplyOptions> {
+        Ok(ApplyOptions {
+            namespace_mapping: mappings("--namespace-map", &self.namespace_map)?,
+            storage_class_mapping: mappings("--storage-class-map", &self.storage_class_map)?,
+            zone_mapping: mappings("--zone-map", &self.zone_map)?,
+            start_applications: !self.no_start,
+            existing_object_policy: match self.existing {
+                Existing::Skip => ExistingObjectPolicy::Skip,
+                Existing::Update => ExistingObjectPolicy::Update,
+                Existing::Fail => ExistingObjectPolicy::Fail,
+            } as i32,
+            preserve_node_ports: self.preserve_node_ports,
+        })
+    }
+}
+
+/// What a migration moves and how; shared with `ferry schedules create`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrationArgs {
+    /// The destination: a kubeconfig context, a pair name or id, or the destination
+    /// cluster's name.
+    #[arg(long)]
+    pub to: String,
+    #[command(flatten)]
+    pub app: SelectorArgs,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+    /// Profile of the repository volume data passes through; default: the server's.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Move objects only; claims arrive empty.
+    #[arg(long)]
+    pub skip_volume_data: bool,
+    /// Scale the source's workloads to zero while their volumes are copied, for a
+    /// consistent final copy; they scale back afterwards, also on failure.
+    #[arg(long)]
+    pub quiesce: bool,
+}
+
+impl MigrationArgs {
+    /// The request, with the destination resolved to a pair of `source`.
+    pub(crate) async fn request(
+        &self,
+        connect: &ConnectArgs,
+        source: &Ferry,
+    ) -> Result<StartMigrationRequest> {
+        let pair = resolve_pair(connect, source, &self.to).await?;
+        Ok(StartMigrationRequest {
+            source: None,
+            destination: Some(pair_ref(&pair)),
+            application: Some(self.app.selector()),
+            apply: Some(self.apply.options()?),
+            dry_run: false,
+            repository: self.profile.clone().map(|profile| RepositoryRef {
+                profile,
+                repository_id: String::new(),
+            }),
+            skip_volume_data: self.skip_volume_data,
+            schedule_id: String::new(),
+            quiesce_source: self.quiesce,
+        })
+    }
+}
+
+/// The id of the pair `to` names: a pair name or id, a cluster name, or a kubeconfig
+/// context whose API server is the pair's other side.
+pub(crate) async fn resolve_pair(
+    connect: &ConnectArgs,
+    source: &Ferry,
+    to: &str,
+) -> Result<String> {
+    let not_found = match source.find_pair(to).await {
+        Ok(pair) => return Ok(pair.id),
+        Err(e @ ClientError::NoPair { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
+    // Maybe a kubeconfig context: match the API server it points at.
+    let Ok(url) = ferry_client::context_api_server(connect.kubeconfig.as_deref(), Some(to)).await
+    else {
+        return Err(not_found.into());
+    };
+    match source.find_pair(&url).await {
+        Ok(pair) => Ok(pair.id),
+        Err(ClientError::NoPair { .. }) => Err(not_found.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `ferry migrate`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  ferry --context a migrate -n shop --to b
+  ferry --context a migrate -n shop --to b --namespace-map shop=shop-copy \\
+      --storage-class-map fast=standard --no-start
+  ferry --context a migrate -n shop --to b --dry-run
+  ferry --context b activate -n shop-copy
+
+Ctrl-C cancels the job (nothing is left half-applied); --detach returns at once.")]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub migration: MigrationArgs,
+    /// Report what would happen, changing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the job id and return; follow it with `ferry jobs watch`.
+    #[arg(long)]
+    pub detach: bool,
+    /// List every object in the report, not only counts.
+    #[arg(long)]
+    pub show_objects: bool,
+}
+
+pub async fn run(
+    connect: &ConnectArgs,
+    args: MigrateArgs,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let source = connect.ferry().await?;
+    let mut req = args.migration.request(connect, &source).await?;
+    req.dry_run = args.dry_run;
+    let job = source.migrate(req).await?;
+    if args.detach {
+        return print(&format!("{}\n", job.id()));
+    }
+    let report = follow(&job, &cancel, OnInterrupt::CancelJob).await?;
+    finish(&report, args.show_objects || args.dry_run)
+}

@@ -1,0 +1,256 @@
+//! `ferry schedules`: recurring migrations, on an interval or a cron expression.
+
+use clap::{Args, Subcommand};
+use ferry_proto::v1::{
+    CreateScheduleRequest, DeleteScheduleRequest, ListRunsRequest, ListSchedulesRequest,
+    ResumeScheduleRequest, RetryPolicy, RunNowRequest, Schedule, ScheduleRun,
+    SuspendScheduleRequest, create_schedule_request, schedule,
+};
+
+use crate::connect::ConnectArgs;
+use crate::error::{Error, Result};
+use crate::format::{enum_name, parse_duration, proto_duration, table, when};
+use crate::migrate::MigrationArgs;
+use crate::output::print;
+
+/// `ferry schedules` and its subcommands.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  ferry --context a schedules create shop-hourly --every 1h -n shop --to b --no-start
+  ferry --context a schedules create shop-nightly --cron '0 2 * * *' --time-zone Europe/Paris -n shop --to b
+  ferry --context a schedules list
+  ferry --context a schedules runs shop-hourly
+  ferry --context a schedules suspend shop-hourly")]
+pub struct SchedulesArgs {
+    #[command(subcommand)]
+    pub command: SchedulesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Create a recurring migration.
+    Create(Box<CreateArgs>),
+    /// List schedules.
+    List,
+    /// Stop starting runs (a run in progress goes on).
+    Suspend { schedule: String },
+    /// Start runs again, from the next due time.
+    Resume { schedule: String },
+    /// Start a run now.
+    RunNow { schedule: String },
+    /// A schedule's runs, newest first.
+    Runs {
+        schedule: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Delete a schedule and its run history (jobs and restore points stay).
+    Delete { schedule: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Unique name.
+    pub name: String,
+    /// Time between runs (at least 1m), e.g. 30m, 6h.
+    #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
+    pub every: Option<String>,
+    /// Five-field cron expression, e.g. "0 2 * * *".
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// IANA time zone of the cron expression; default UTC.
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Attempts per run, the first included.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Create it suspended.
+    #[arg(long)]
+    pub suspended: bool,
+    #[command(flatten)]
+    pub migration: MigrationArgs,
+}
+
+pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
+    let ferry = connect.ferry().await?;
+    let mut scheduler = ferry.scheduler();
+    match args.command {
+        SchedulesCommand::Create(a) => {
+            let a = *a;
+            let trigger = match (&a.every, &a.cron) {
+                (Some(every), None) => create_schedule_request::Trigger::Interval(proto_duration(
+                    parse_duration(every)?,
+                )),
+                (None, Some(cron)) => create_schedule_request::Trigger::Cron(cron.clone()),
+                _ => {
+                    return Err(Error::Usage(
+                        "give exactly one of --every DURATION or --cron EXPRESSION".into(),
+                    ));
+                }
+            };
+            let migration = a.migration.request(connect, &ferry).await?;
+            let resp = scheduler
+                .create_schedule(CreateScheduleRequest {
+                    name: a.name,
+                    trigger: Some(trigger),
+                    time_zone: a.time_zone.unwrap_or_default(),
+                    spec: Some(create_schedule_request::Spec::Migration(migration)),
+                    retention: None,
+                    retry: a.max_attempts.map(|max_attempts| RetryPolicy {
+                        max_attempts,
+                        ..Default::default()
+                    }),
+                    suspended: a.suspended,
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
+                .into_inner();
+            let s = resp.schedule.unwrap_or_default();
+            print(&format!(
+                "schedule {} ({}) created; next run {}\n",
+                s.name,
+                s.id,
+                when(s.next_run_at.as_ref())
+            ))
+        }
+        SchedulesCommand::List => {
+            let resp = scheduler
+                .list_schedules(ListSchedulesRequest::default())
+                .await
+                .map_err(|s| ferry.rpc_error("ListSchedules", s))?
+                .into_inner();
+            if resp.schedules.is_empty() {
+                return print("no schedules\n");
+            }
+            let rows: Vec<Vec<String>> = resp.schedules.iter().map(schedule_row).collect();
+            print(&table(
+                &[
+                    "NAME", "ID", "TRIGGER", "WHAT", "STATE", "NEXT RUN", "LAST RUN",
+                ],
+                &rows,
+            ))
+        }
+        SchedulesCommand::Suspend { schedule } => {
+            scheduler
+                .suspend_schedule(SuspendScheduleRequest {
+                    schedule: schedule.clone(),
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("SuspendSchedule", s))?;
+            print(&format!("schedule {schedule} suspended\n"))
+        }
+        SchedulesCommand::Resume { schedule } => {
+            let s = scheduler
+                .resume_schedule(ResumeScheduleRequest {
+                    schedule: schedule.clone(),
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("ResumeSchedule", s))?
+                .into_inner()
+                .schedule
+                .unwrap_or_default();
+            print(&format!(
+                "schedule {schedule} resumed; next run {}\n",
+                when(s.next_run_at.as_ref())
+            ))
+        }
+        SchedulesCommand::RunNow { schedule } => {
+            let run = scheduler
+                .run_now(RunNowRequest {
+                    schedule: schedule.clone(),
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("RunNow", s))?
+                .into_inner()
+                .run
+                .unwrap_or_default();
+            print(&format!(
+                "run {} of {schedule} started (jobs: {}); follow it with: ferry jobs watch JOB\n",
+                run.id,
+                run.job_ids.join(", ")
+            ))
+        }
+        SchedulesCommand::Runs { schedule, limit } => {
+            let resp = scheduler
+                .list_runs(ListRunsRequest {
+                    schedule,
+                    page_size: limit,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("ListRuns", s))?
+                .into_inner();
+            if resp.runs.is_empty() {
+                return print("no runs yet\n");
+            }
+            let rows: Vec<Vec<String>> = resp.runs.iter().map(run_row).collect();
+            print(&table(
+                &[
+                    "RUN", "STATE", "DUE", "FINISHED", "ATTEMPTS", "JOBS", "ERROR",
+                ],
+                &rows,
+            ))
+        }
+        SchedulesCommand::Delete { schedule } => {
+            scheduler
+                .delete_schedule(DeleteScheduleRequest {
+                    schedule: schedule.clone(),
+                })
+                .await
+                .map_err(|s| ferry.rpc_error("DeleteSchedule", s))?;
+            print(&format!(
+                "schedule {schedule} deleted; its jobs and restore points are kept\n"
+            ))
+        }
+    }
+}
+
+fn schedule_row(s: &Schedule) -> Vec<String> {
+    let trigger = match &s.trigger {
+        Some(schedule::Trigger::Interval(d)) => format!("every {}s", d.seconds),
+        Some(schedule::Trigger::Cron(c)) if s.time_zone.is_empty() => format!("cron {c}"),
+        Some(schedule::Trigger::Cron(c)) => format!("cron {c} ({})", s.time_zone),
+        None => "-".into(),
+    };
+    let what = match &s.spec {
+        Some(schedule::Spec::Migration(m)) => format!(
+            "migrate {}",
+            m.application.clone().unwrap_or_default().namespace
+        ),
+        Some(schedule::Spec::Export(e)) => format!(
+            "export {}",
+            e.application.clone().unwrap_or_default().namespace
+        ),
+        Some(schedule::Spec::ImportPolicy(_)) => "import".into(),
+        None => "-".into(),
+    };
+    let last = s
+        .last_run
+        .as_ref()
+        .map(|r| enum_name(r.state().as_str_name(), "RUN_STATE_"))
+        .unwrap_or_else(|| "-".into());
+    vec![
+        s.name.clone(),
+        s.id.clone(),
+        trigger,
+        what,
+        if s.suspended { "suspended" } else { "active" }.into(),
+        when(s.next_run_at.as_ref()),
+        last,
+    ]
+}
+
+fn run_row(r: &ScheduleRun) -> Vec<String> {
+    vec![
+        r.id.clone(),
+        enum_name(r.state().as_str_name(), "RUN_STATE_"),
+        when(r.scheduled_at.as_ref()),
+        when(r.finished_at.as_ref()),
+        r.attempts.to_string(),
+        r.job_ids.join(","),
+        r.error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
+    ]
+}

@@ -1,0 +1,335 @@
+//! Following a job on the command line: a progress bar on a terminal (a line per step
+//! plus a live status line), plain lines off one, and the final report.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use ferry_client::Job;
+use ferry_proto::v1::{
+    JobEvent, JobReport, JobState, JobStep, ObjectAction, Progress, StepState, VolumeResult,
+    job_event,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::format::{between, enum_name, table};
+use crate::output::{bytes, clock, print};
+
+/// What the first Ctrl-C does while following a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnInterrupt {
+    /// Cancel the job and wait for its report (the command started the job).
+    CancelJob,
+    /// Stop following; the job goes on.
+    Detach,
+}
+
+/// Draws a job's events as they come.
+struct Renderer {
+    bar: Option<ProgressBar>,
+    last_plain: Instant,
+    /// The state each step was last drawn in: a reconnect replays the job's snapshot.
+    steps_seen: std::collections::HashMap<String, i32>,
+}
+
+impl Renderer {
+    fn new() -> Renderer {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(150));
+            bar
+        });
+        Renderer {
+            bar,
+            last_plain: Instant::now(),
+            steps_seen: Default::default(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn step(&mut self, step: &JobStep) {
+        if self.steps_seen.get(&step.name) == Some(&step.state) {
+            return;
+        }
+        self.steps_seen.insert(step.name.clone(), step.state);
+        let mark = match step.state() {
+            StepState::Running => "…",
+            StepState::Succeeded => "✓",
+            StepState::Failed => "✗",
+            StepState::Skipped => "-",
+            _ => " ",
+        };
+        let took = between(step.started_at.as_ref(), step.finished_at.as_ref())
+            .map(|d| format!(" ({:.1}s)", d.as_secs_f64()))
+            .unwrap_or_default();
+        self.line(&format!("{mark} {:<18}{took} {}", step.name, step.message));
+        if let Some(bar) = &self.bar {
+            bar.set_message(step.name.clone());
+        }
+    }
+
+    fn event(&mut self, event: &JobEvent) {
+        match &event.event {
+            Some(job_event::Event::Snapshot(job)) => {
+                self.line(&format!(
+                    "job {} ({}) is {}",
+                    job.id,
+                    enum_name(job.kind().as_str_name(), "JOB_KIND_"),
+                    enum_name(job.state().as_str_name(), "JOB_STATE_")
+                ));
+                // Steps that ran before this stream began.
+                for step in job.steps.iter().filter(|s| s.state() != StepState::Pending) {
+                    self.step(step);
+                }
+            }
+            Some(job_event::Event::Step(step)) => self.step(step),
+            Some(job_event::Event::Progress(p)) => {
+                let text = progress_line(p);
+                match &self.bar {
+                    Some(bar) => bar.set_message(text),
+                    // Off a terminal, a line every few seconds is enough for a log.
+                    None if self.last_plain.elapsed() >= Duration::from_secs(5) => {
+                        self.last_plain = Instant::now();
+                        eprintln!("  {text}");
+                    }
+                    None => {}
+                }
+            }
+            Some(job_event::Event::Report(_)) | None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// "transfer-volumes | 12/300 files | 1.0 GiB / 2.0 GiB | 80.0 MiB/s | ETA 0:12 | 40.0 MiB uploaded".
+pub(crate) fn progress_line(p: &Progress) -> String {
+    let mut parts = vec![p.step.clone()];
+    if p.objects_total > 0 {
+        parts.push(format!("{}/{} objects", p.objects_done, p.objects_total));
+    }
+    if p.files_total > 0 {
+        parts.push(format!("{}/{} files", p.files_done, p.files_total));
+    }
+    if p.bytes_total > 0 || p.bytes_read > 0 {
+        parts.push(format!(
+            "{} / {}",
+            bytes(p.bytes_read),
+            bytes(p.bytes_total)
+        ));
+        parts.push(format!("{}/s", bytes(p.rate_bytes_per_second)));
+        if let Some(eta) = &p.eta {
+            parts.push(format!(
+                "ETA {}",
+                clock(Duration::from_secs(u64::try_from(eta.seconds).unwrap_or(0)))
+            ));
+        }
+        if p.bytes_uploaded > 0 {
+            parts.push(format!("{} uploaded", bytes(p.bytes_uploaded)));
+        }
+    }
+    parts.join(" | ")
+}
+
+/// Follows `job` to its report, drawing progress. The first Ctrl-C does what
+/// `on_interrupt` says; the second ends the process (see `signal`).
+pub(crate) async fn follow(
+    job: &Job,
+    cancel: &CancellationToken,
+    on_interrupt: OnInterrupt,
+) -> Result<JobReport> {
+    let mut renderer = Renderer::new();
+    // None: the user stopped following.
+    let outcome: Result<Option<JobReport>> = {
+        let wait = job.wait(|e| renderer.event(e));
+        tokio::pin!(wait);
+        tokio::select! {
+            r = &mut wait => r.map(Some).map_err(Error::from),
+            _ = cancel.cancelled() => match on_interrupt {
+                OnInterrupt::Detach => Ok(None),
+                OnInterrupt::CancelJob => {
+                    eprintln!("ferry: cancelling job {} and waiting for it to stop", job.id());
+                    match job.cancel("interrupted from the ferry command line").await {
+                        Ok(_) => wait.await.map(Some).map_err(Error::from),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            },
+        }
+    };
+    renderer.finish();
+    match outcome? {
+        Some(report) => Ok(report),
+        None => {
+            eprintln!(
+                "ferry: stopped following job {id}; it goes on (watch it with: ferry jobs watch {id})",
+                id = job.id()
+            );
+            Err(Error::Interrupted)
+        }
+    }
+}
+
+/// The job's final account: what happened to objects and volumes, warnings, and the
+/// error. With `all_objects`, one line per object instead of counts.
+pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
+    let mut out = String::new();
+    let took = between(report.started_at.as_ref(), report.finished_at.as_ref());
+    out.push_str(&format!(
+        "job {} {}{}\n",
+        report.job_id,
+        enum_name(report.state().as_str_name(), "JOB_STATE_"),
+        took.map(|d| format!(" in {}", clock(d)))
+            .unwrap_or_default()
+    ));
+    if !report.restore_point_id.is_empty() {
+        out.push_str(&format!("restore point {}\n", report.restore_point_id));
+    }
+    if all_objects {
+        let rows: Vec<Vec<String>> = report
+            .objects
+            .iter()
+            .map(|o| {
+                let obj = o.object.clone().unwrap_or_default();
+                let name = if obj.namespace.is_empty() {
+                    format!("{}/{}", obj.kind, obj.name)
+                } else {
+                    format!("{}/{}/{}", obj.kind, obj.namespace, obj.name)
+                };
+                let why = o
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_else(|| o.reason.clone());
+                vec![
+                    enum_name(o.action().as_str_name(), "OBJECT_ACTION_"),
+                    name,
+                    why,
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["ACTION", "OBJECT", "DETAIL"], &rows));
+    } else if !report.objects.is_empty() {
+        let mut counts: Vec<(ObjectAction, usize)> = Vec::new();
+        for o in &report.objects {
+            match counts.iter_mut().find(|(a, _)| *a == o.action()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((o.action(), 1)),
+            }
+        }
+        counts.sort_by_key(|(a, _)| *a as i32);
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(a, n)| format!("{n} {}", enum_name(a.as_str_name(), "OBJECT_ACTION_")))
+            .collect();
+        out.push_str(&format!(
+            "objects: {} ({})\n",
+            report.objects.len(),
+            parts.join(", ")
+        ));
+        for o in report
+            .objects
+            .iter()
+            .filter(|o| o.action() == ObjectAction::Failed)
+        {
+            let obj = o.object.clone().unwrap_or_default();
+            let e = o.error.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "  failed {}/{}: {}{}\n",
+                obj.kind,
+                obj.name,
+                e.message,
+                if e.hint.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", e.hint)
+                }
+            ));
+        }
+    }
+    if !report.volumes.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .volumes
+            .iter()
+            .map(|v| {
+                let secs = v
+                    .duration
+                    .as_ref()
+                    .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+                    .unwrap_or(0.0);
+                let rate = if secs > 0.0 {
+                    format!("{}/s", bytes((v.bytes_total as f64 / secs) as u64))
+                } else {
+                    "-".into()
+                };
+                let mut result = enum_name(v.result().as_str_name(), "VOLUME_RESULT_");
+                if v.result() == VolumeResult::Failed
+                    && let Some(e) = &v.error
+                {
+                    result.push_str(&format!(": {}", e.message));
+                }
+                vec![
+                    format!("{}/{}", v.namespace, v.pvc_name),
+                    v.files.to_string(),
+                    bytes(v.bytes_total),
+                    bytes(v.bytes_new),
+                    bytes(v.bytes_uploaded),
+                    format!("{secs:.1}s"),
+                    rate,
+                    result,
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "VOLUME", "FILES", "SIZE", "NEW", "UPLOADED", "TIME", "RATE", "RESULT",
+            ],
+            &rows,
+        ));
+    }
+    for w in &report.warnings {
+        out.push_str(&format!("warning: {}", w.message));
+        if !w.hint.is_empty() {
+            out.push_str(&format!("; {}", w.hint));
+        }
+        out.push('\n');
+    }
+    if let Some(e) = &report.error {
+        out.push_str(&format!("error: {}", e.message));
+        if !e.cluster.is_empty() {
+            out.push_str(&format!(" (cluster {})", e.cluster));
+        }
+        if !e.hint.is_empty() {
+            out.push_str(&format!("\n  hint: {}", e.hint));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Prints the report and turns a job that did not succeed into the command's error.
+pub(crate) fn finish(report: &JobReport, all_objects: bool) -> Result<()> {
+    print(&report_text(report, all_objects))?;
+    match report.state() {
+        JobState::Succeeded => Ok(()),
+        state => Err(Error::JobEnded {
+            id: report.job_id.clone(),
+            state: enum_name(state.as_str_name(), "JOB_STATE_"),
+        }),
+    }
+}

@@ -1,0 +1,256 @@
+//! Driving the control plane as a user does: real `ferry serve` processes on the test
+//! environment's clusters, the `ferry` command, kubectl, and the SDK for exact checks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry_client::{Ferry, proto};
+
+use super::{Run, ferry, run};
+
+/// One `ferry serve`, killed when the test ends however it ends.
+pub struct Serve {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+pub fn serve(kubeconfig: &Path, side: &str, root: &Path) -> (Serve, String) {
+    serve_on(kubeconfig, side, root, free_port())
+}
+
+/// `ferry serve` for cluster `side` on `port`, its state under `root/data-<side>`: a
+/// restart on the same port and directory is the same Ferry.
+pub fn serve_on(kubeconfig: &Path, side: &str, root: &Path, port: u16) -> (Serve, String) {
+    let data = root.join(format!("data-{side}"));
+    let log = root.join(format!("serve-{side}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--ferry-endpoint", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", side, "--cluster-name", side])
+        .args(["--node-name", &format!("node-{side}")])
+        .arg("--volume-root")
+        .arg(root.join(format!("volumes-{side}")))
+        .arg("--allow-root")
+        .arg(root)
+        .args(["--shutdown-grace-seconds", "2"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    (Serve { child, log }, format!("http://127.0.0.1:{port}"))
+}
+
+/// `ferry --kubeconfig K ARGS...`.
+pub fn cli(kubeconfig: &Path, args: &[&str]) -> Run {
+    let mut cmd = ferry();
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    run(&mut cmd)
+}
+
+pub fn kubectl(kubeconfig: &Path, context: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut cmd =
+        Command::new(std::env::var_os("FERRY_KUBECTL").unwrap_or_else(|| "kubectl".into()));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", context])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("kubectl on PATH (make testenv builds one)");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn jsonpath(kubeconfig: &Path, context: &str, ns: &str, what: &str, path: &str) -> String {
+    kubectl(
+        kubeconfig,
+        context,
+        &["-n", ns, "get", what, "-o", &format!("jsonpath={path}")],
+        None,
+    )
+}
+
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The application on cluster a: ConfigMap, Secret, Service and a StatefulSet whose
+/// claim is bound to a hostPath volume at `volume`.
+pub fn application(kubeconfig: &Path, ns: &str, class: &str, volume: &Path) {
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: {class}}}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings, namespace: {ns}}}
+data: {{greeting: "hello from a"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: db-password, namespace: {ns}}}
+stringData: {{password: "p4ss"}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {ns}}}
+spec: {{clusterIP: None, selector: {{app: db}}, ports: [{{port: 5432}}]}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers: [{{name: db, image: example.com/db:1, volumeMounts: [{{name: data, mountPath: /data}}]}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {ns}-data-db-0}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: {class}
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: {volume}}}
+  claimRef: {{namespace: {ns}, name: data-db-0}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data-db-0, namespace: {ns}, labels: {{app: db}}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: {class}
+  volumeName: {ns}-data-db-0
+  resources: {{requests: {{storage: 1Gi}}}}
+"#,
+        volume = volume.display()
+    );
+    kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
+    eventually("claim data-db-0 to bind on a", || {
+        jsonpath(kubeconfig, "a", ns, "pvc/data-db-0", "{.status.phase}") == "Bound"
+    });
+}
+
+pub fn storage_class(kubeconfig: &Path, context: &str, class: &str) {
+    let yaml = format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {class}}}\n\
+         provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate\n"
+    );
+    kubectl(kubeconfig, context, &["apply", "-f", "-"], Some(&yaml));
+}
+
+/// `ferry --context a migrate -n NS --to TO --profile main EXTRA...`.
+pub fn migrate(kubeconfig: &Path, ns: &str, to: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--context",
+        "a",
+        "migrate",
+        "-n",
+        ns,
+        "--to",
+        to,
+        "--profile",
+        "main",
+    ];
+    args.extend_from_slice(extra);
+    cli(kubeconfig, &args)
+}
+
+/// A Secret in ferry-system on `context`, from kubectl's `--from-*` flags.
+pub fn secret(kubeconfig: &Path, context: &str, name: &str, from: &[String]) {
+    let mut args = vec!["-n", "ferry-system", "create", "secret", "generic", name];
+    args.extend(from.iter().map(String::as_str));
+    kubectl(kubeconfig, context, &args, None);
+}
+
+/// The job id of the newest job on `ferry`.
+pub async fn newest_job(ferry: &Ferry) -> String {
+    let jobs = ferry
+        .transfer()
+        .list_jobs(proto::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    jobs.first().expect("a job").id.clone()
+}
+
+pub async fn report(ferry: &Ferry, id: &str) -> proto::JobReport {
+    ferry
+        .job(id)
+        .get()
+        .await
+        .unwrap()
+        .1
+        .expect("a final report")
+}

@@ -1,0 +1,298 @@
+//! The main job through the `ferry` command, as a user runs it: one real `ferry serve`
+//! per cluster of the test environment (a and b), Secrets made with kubectl, profiles,
+//! `ferry pair create`, `ferry migrate`, `jobs`, `restore-points`, `activate` and
+//! `schedules` — each Ferry found from its kubeconfig context. The SDK reads the job
+//! reports back for exact assertions.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::control::{
+    application, cli, eventually, jsonpath, kubectl, migrate, newest_job, report, secret, serve,
+    storage_class,
+};
+use common::{assert_same_tree, make_tree, random_bytes};
+use ferry_client::{Ferry, proto};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (serve_a, url_a) = serve(&kc, "a", root);
+    let (serve_b, url_b) = serve(&kc, "b", root);
+
+    // Each Ferry publishes its endpoint; the command finds it from the context alone.
+    eventually("both Ferries to answer", || {
+        cli(&kc, &["--context", "a", "pair", "list"]).code == Some(0)
+            && cli(&kc, &["--context", "b", "pair", "list"]).code == Some(0)
+    });
+    let published = jsonpath(
+        &kc,
+        "a",
+        "ferry-system",
+        "configmap/ferry",
+        "{.data.endpoint}",
+    );
+    assert_eq!(published, url_a);
+    let no_pairs = cli(&kc, &["--context", "a", "pair", "list"]).ok();
+    assert!(no_pairs.stdout.contains("no pairs"), "{no_pairs:?}");
+
+    // Credentials and the repository key as Secrets on both clusters.
+    let key = root.join("repo.key");
+    std::fs::write(&key, random_bytes(32, 7)).unwrap();
+    for side in ["a", "b"] {
+        let creds = [
+            format!("--from-literal=access_key_id={}", s3.access_key),
+            format!("--from-literal=secret_access_key={}", s3.secret_key),
+        ];
+        secret(&kc, side, "s3", &creds);
+        secret(
+            &kc,
+            side,
+            "repo-key",
+            &[format!("--from-file=key={}", key.display())],
+        );
+    }
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name("cli-migrate")
+    );
+    let profile = |side: &str, create: bool| {
+        let mut args = vec![
+            "--context",
+            side,
+            "profile",
+            "create",
+            "main",
+            "--s3",
+            &location,
+            "--region",
+            &s3.region,
+            "--credentials-secret",
+            "s3",
+            "--key-secret",
+            "repo-key",
+        ];
+        if create {
+            args.push("--create-repository");
+        }
+        cli(&kc, &args)
+    };
+    // b first: no repository there yet, and b may not create one implicitly.
+    let missing = profile("b", false);
+    assert_eq!(missing.code, Some(1), "{missing:?}");
+    assert!(
+        missing.stderr.contains("CreateProfile at") && missing.stderr.contains("main"),
+        "{missing:?}"
+    );
+    let created = profile("a", true).ok();
+    assert!(created.stdout.contains("(created)"), "{created:?}");
+    profile("b", false).ok();
+
+    // Pairing by contexts, with the repository checked from both sides.
+    let paired = cli(
+        &kc,
+        &[
+            "pair",
+            "create",
+            "--from",
+            "a",
+            "--to",
+            "b",
+            "--name",
+            "a-to-b",
+            "--profile",
+            "main",
+        ],
+    )
+    .ok();
+    assert!(paired.stdout.contains("paired a (source"), "{paired:?}");
+    assert!(paired.stdout.contains("passed"), "{paired:?}");
+    assert!(!paired.stdout.contains("failed"), "{paired:?}");
+    let listed = cli(&kc, &["--context", "a", "pair", "list"]).ok();
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("a-to-b ") && l.contains("source")),
+        "{listed:?}"
+    );
+
+    // The application, with data.
+    let ns = ferry_testenv::unique_name("shop");
+    let class = format!("local-{ns}");
+    let src = root.join("disks").join(&ns);
+    std::fs::create_dir_all(&src).unwrap();
+    make_tree(&src, 11);
+    let big = src.join("base/relation.0");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    std::fs::write(&big, random_bytes(24 << 20, 12)).unwrap();
+    application(&kc, &ns, &class, &src);
+    storage_class(&kc, "b", &class);
+
+    // A dry run changes nothing on b.
+    let dry = migrate(&kc, &ns, "b", &["--dry-run"]).ok();
+    assert!(dry.stdout.contains("succeeded"), "{dry:?}");
+    let on_b = kubectl(&kc, "b", &["get", "namespaces", "-o", "name"], None);
+    assert!(!on_b.contains(&format!("namespace/{ns}\n")), "{on_b}");
+
+    // The migration, followed to its report; `--to` is a context here.
+    let migrated = migrate(&kc, &ns, "b", &[]).ok();
+    assert!(migrated.stdout.contains("succeeded"), "{migrated:?}");
+    assert!(
+        migrated.stdout.contains(&format!("{ns}/data-db-0")),
+        "{migrated:?}"
+    );
+    // Off a terminal the steps are plain lines on stderr.
+    assert!(migrated.stderr.contains("✓ capture"), "{migrated:?}");
+
+    let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
+    let dst = PathBuf::from(kubectl(
+        &kc,
+        "b",
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+        None,
+    ));
+    assert!(dst.starts_with(root.join("volumes-b")), "{}", dst.display());
+    assert_same_tree(&src, &dst);
+    assert_eq!(
+        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        "hello from a"
+    );
+    assert_eq!(
+        jsonpath(&kc, "b", &ns, "statefulset/db", "{.spec.replicas}"),
+        "1"
+    );
+
+    let ferry_a = Ferry::connect(&url_a).await.unwrap();
+    let first = report(&ferry_a, &newest_job(&ferry_a).await).await;
+    assert_eq!(first.state(), proto::JobState::Succeeded);
+    let total: u64 = first.volumes.iter().map(|v| v.bytes_total).sum();
+    assert!(total > 24 << 20, "{first:?}");
+
+    // 1% of the bytes change in place; the next migration moves about that much.
+    let mut content = std::fs::read(&big).unwrap();
+    let changed = (total as usize / 100) / 4096 * 4096;
+    let at = content.len() / 3;
+    content[at..at + changed].copy_from_slice(&random_bytes(changed, 13));
+    std::fs::write(&big, &content).unwrap();
+    migrate(&kc, &ns, "a-to-b", &[]).ok();
+    let second = report(&ferry_a, &newest_job(&ferry_a).await).await;
+    let uploaded: u64 = second.volumes.iter().map(|v| v.bytes_uploaded).sum();
+    eprintln!("second migration uploaded {uploaded} of {total} bytes after changing {changed}");
+    assert!(
+        uploaded > 0 && uploaded < total / 20,
+        "{uploaded} of {total}"
+    );
+    assert_same_tree(&src, &dst);
+
+    let jobs = cli(&kc, &["--context", "a", "jobs", "list"]).ok();
+    assert_eq!(
+        jobs.stdout
+            .lines()
+            .filter(|l| l.contains(" migration "))
+            .count(),
+        3,
+        "{jobs:?}"
+    );
+    let points = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "restore-points",
+            "--profile",
+            "main",
+            "-n",
+            &ns,
+        ],
+    )
+    .ok();
+    assert!(
+        points.stdout.contains(&second.restore_point_id),
+        "{points:?}"
+    );
+    let point = cli(
+        &kc,
+        &[
+            "--context",
+            "b",
+            "restore-points",
+            "--profile",
+            "main",
+            "--id",
+            &second.restore_point_id,
+        ],
+    )
+    .ok();
+    assert!(point.stdout.contains("data-db-0"), "{point:?}");
+
+    // Into a renamed namespace with a mapped class, stopped until activated on b.
+    let renamed = format!("{ns}-copy");
+    let class_b = format!("{class}-b");
+    storage_class(&kc, "b", &class_b);
+    let ns_map = format!("{ns}={renamed}");
+    let class_map = format!("{class}={class_b}");
+    migrate(
+        &kc,
+        &ns,
+        "b",
+        &[
+            "--namespace-map",
+            &ns_map,
+            "--storage-class-map",
+            &class_map,
+            "--no-start",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        jsonpath(&kc, "b", &renamed, "statefulset/db", "{.spec.replicas}"),
+        "0"
+    );
+    assert_eq!(
+        jsonpath(
+            &kc,
+            "b",
+            &renamed,
+            "pvc/data-db-0",
+            "{.spec.storageClassName}"
+        ),
+        class_b
+    );
+    let activated = cli(&kc, &["--context", "b", "activate", "-n", &renamed]).ok();
+    assert!(activated.stdout.contains("StatefulSet/db"), "{activated:?}");
+    assert_eq!(
+        jsonpath(&kc, "b", &renamed, "statefulset/db", "{.spec.replicas}"),
+        "1"
+    );
+
+    // Bad input is a clear error naming the thing and the fix.
+    let unknown = migrate(&kc, &ns, "nowhere", &[]);
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("no pair matches \"nowhere\"")
+            && unknown.stderr.contains("ferry pair create"),
+        "{unknown:?}"
+    );
+    let bad_map = migrate(&kc, &ns, "b", &["--namespace-map", "x"]);
+    assert_eq!(bad_map.code, Some(2), "{bad_map:?}");
+    let no_job = cli(&kc, &["--context", "a", "jobs", "get", "no-such-job"]);
+    assert_eq!(no_job.code, Some(1), "{no_job:?}");
+    assert!(no_job.stderr.contains("no-such-job"), "{no_job:?}");
+
+    drop(serve_b);
+    let down = cli(&kc, &["--server", &url_b, "pair", "list"]);
+    assert_eq!(down.code, Some(1), "{down:?}");
+    assert!(down.stderr.contains("cannot reach Ferry at"), "{down:?}");
+    let _ = serve_a.log();
+}

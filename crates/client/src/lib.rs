@@ -1,0 +1,227 @@
+//! Ferry's Rust SDK: reach a Ferry, pair clusters, start migrations and follow jobs.
+//!
+//! A [`Ferry`] is one connection to one Ferry server (`ferry serve`, or the services of
+//! a Helm install behind one address). It is found either by its endpoint or through a
+//! kubeconfig context: every Ferry publishes its endpoint in the ConfigMap
+//! `ferry-system/ferry` of its cluster ([`ENDPOINT_CONFIGMAP`]), so naming the cluster
+//! is enough.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ferry_client::ClientError> {
+//! use ferry_client::{Ferry, proto};
+//!
+//! let source = Ferry::for_context(None, Some("a")).await?;
+//! let pair = source.find_pair("b").await?;
+//! let job = source
+//!     .migrate(proto::StartMigrationRequest {
+//!         destination: Some(ferry_client::pair_ref(&pair.id)),
+//!         application: Some(proto::ApplicationSelector {
+//!             namespace: "shop".into(),
+//!             ..Default::default()
+//!         }),
+//!         apply: Some(proto::ApplyOptions {
+//!             start_applications: true,
+//!             ..Default::default()
+//!         }),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! let report = job.wait(|_event| {}).await?;
+//! println!("job {} ended {:?}", report.job_id, report.state());
+//! # Ok(()) }
+//! ```
+
+mod discover;
+mod error;
+mod jobs;
+
+use std::time::Duration;
+
+use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
+use ferry_proto::v1::pairing_service_client::PairingServiceClient;
+use ferry_proto::v1::scheduler_service_client::SchedulerServiceClient;
+use ferry_proto::v1::transfer_service_client::TransferServiceClient;
+use ferry_proto::v1::{
+    ClusterRef, GetPairRequest, ListPairsRequest, Pair, StartMigrationRequest, cluster_ref,
+};
+use tonic::transport::{Channel, Endpoint};
+
+pub use discover::{ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE, context_api_server};
+pub use error::{ClientError, Result};
+pub use ferry_proto::v1 as proto;
+pub use jobs::{Job, is_final};
+
+/// A connection to one Ferry server. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Ferry {
+    channel: Channel,
+    endpoint: String,
+}
+
+impl Ferry {
+    /// Connects to a Ferry at `endpoint` (`http://host:port`; a bare `host:port` means
+    /// plaintext HTTP/2).
+    pub async fn connect(endpoint: &str) -> Result<Ferry> {
+        let endpoint = normalize(endpoint);
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| ClientError::BadEndpoint {
+                endpoint: endpoint.clone(),
+                problem: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .connect()
+            .await
+            .map_err(|e| ClientError::Connect {
+                endpoint: endpoint.clone(),
+                source: e,
+            })?;
+        Ok(Ferry { channel, endpoint })
+    }
+
+    /// Connects to the Ferry of a kubeconfig context's cluster, found through the
+    /// ConfigMap it publishes. `kubeconfig` None means KUBECONFIG or ~/.kube/config;
+    /// `context` None means the current context.
+    pub async fn for_context(
+        kubeconfig: Option<&std::path::Path>,
+        context: Option<&str>,
+    ) -> Result<Ferry> {
+        let endpoint = discover::endpoint_of(kubeconfig, context).await?;
+        Ferry::connect(&endpoint).await
+    }
+
+    /// The endpoint this connection goes to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn pairing(&self) -> PairingServiceClient<Channel> {
+        PairingServiceClient::new(self.channel.clone())
+    }
+
+    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel.clone())
+    }
+
+    pub fn transfer(&self) -> TransferServiceClient<Channel> {
+        TransferServiceClient::new(self.channel.clone())
+    }
+
+    pub fn scheduler(&self) -> SchedulerServiceClient<Channel> {
+        SchedulerServiceClient::new(self.channel.clone())
+    }
+
+    /// Turns a failed call into an error naming the call and this Ferry.
+    pub fn rpc_error(&self, call: &'static str, status: tonic::Status) -> ClientError {
+        ClientError::rpc(call, &self.endpoint, status)
+    }
+
+    /// Finds the pair whose other side is `name`: a pair id, a pair name, the other
+    /// cluster's name, or its API server URL (what a kubeconfig context points at).
+    pub async fn find_pair(&self, name: &str) -> Result<Pair> {
+        let mut pairing = self.pairing();
+        // An exact id or name is one call.
+        if let Ok(resp) = pairing.get_pair(GetPairRequest { pair: name.into() }).await
+            && let Some(pair) = resp.into_inner().pair
+        {
+            return Ok(pair);
+        }
+        let mut pairs = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let resp = pairing
+                .list_pairs(ListPairsRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+                .map_err(|s| self.rpc_error("ListPairs", s))?
+                .into_inner();
+            pairs.extend(resp.pairs);
+            if resp.next_page_token.is_empty() {
+                break;
+            }
+            page_token = resp.next_page_token;
+        }
+        let wanted = name.trim_end_matches('/');
+        let matching: Vec<Pair> = pairs
+            .iter()
+            .filter(|p| {
+                [p.source.as_ref(), p.destination.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c.name == wanted || c.api_server_url.trim_end_matches('/') == wanted)
+            })
+            .cloned()
+            .collect();
+        match matching.len() {
+            1 => Ok(matching.into_iter().next().unwrap_or_default()),
+            0 => Err(ClientError::NoPair {
+                endpoint: self.endpoint.clone(),
+                name: name.into(),
+                known: pairs.iter().map(|p| p.name.clone()).collect(),
+            }),
+            _ => Err(ClientError::AmbiguousPair {
+                name: name.into(),
+                pairs: matching.iter().map(|p| p.name.clone()).collect(),
+            }),
+        }
+    }
+
+    /// Starts a migration and returns its job; follow it with [`Job::wait`] or
+    /// [`Job::events`].
+    pub async fn migrate(&self, req: StartMigrationRequest) -> Result<Job> {
+        let job = self
+            .transfer()
+            .start_migration(req)
+            .await
+            .map_err(|s| self.rpc_error("StartMigration", s))?
+            .into_inner()
+            .job
+            .ok_or_else(|| ClientError::Protocol {
+                endpoint: self.endpoint.clone(),
+                problem: "StartMigration answered without a job".into(),
+            })?;
+        Ok(self.job(&job.id))
+    }
+
+    /// A handle on an existing job.
+    pub fn job(&self, id: &str) -> Job {
+        Job::new(self.clone(), id)
+    }
+}
+
+/// A reference to the cluster on the other side of pair `id`.
+pub fn pair_ref(id: &str) -> ClusterRef {
+    ClusterRef {
+        target: Some(cluster_ref::Target::PairId(id.into())),
+    }
+}
+
+/// A reference to the cluster the Ferry runs in.
+pub fn local_ref() -> ClusterRef {
+    ClusterRef {
+        target: Some(cluster_ref::Target::Local(true)),
+    }
+}
+
+/// `host:port` → `http://host:port`; URLs stay as they are.
+fn normalize(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{}", endpoint.trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_get_a_scheme() {
+        assert_eq!(normalize("ferry.example:7443"), "http://ferry.example:7443");
+        assert_eq!(normalize("https://f:7443/"), "https://f:7443");
+    }
+}

@@ -1,0 +1,138 @@
+//! Errors of the scheduler, and the one place that turns them into gRPC statuses
+//! carrying a `ferry.v1.ErrorDetail` (code, message, next step).
+//!
+//! Policy: a [`SchedulerError`] refuses a request or stops the service. A run whose job
+//! fails is not an error of the scheduler: the job's own `ErrorDetail` is kept in the
+//! run (see [`crate::jobs::JobError`]), and the run ends FAILED.
+
+use ferry_proto::v1::{ErrorCode, ErrorDetail};
+use tonic::{Code, Status};
+
+/// Everything a scheduler request can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchedulerError {
+    /// A request field is missing or malformed; nothing was changed.
+    #[error("invalid {field}: {message}")]
+    InvalidArgument {
+        field: String,
+        message: String,
+        /// The next step for the user.
+        hint: String,
+    },
+
+    /// Something the API allows that this build does not do yet.
+    #[error("{what} is not supported by this scheduler yet")]
+    Unsupported { what: String, hint: String },
+
+    /// No schedule has this id or name.
+    #[error("schedule {schedule:?} not found")]
+    NotFound { schedule: String },
+
+    /// Another schedule has this name.
+    #[error("a schedule named {name:?} already exists")]
+    NameTaken { name: String },
+
+    /// RunNow while a run of the same schedule is going: runs never overlap.
+    #[error(
+        "schedule {schedule:?} has run {run_id} in progress; runs of one schedule never overlap"
+    )]
+    RunInProgress {
+        schedule: String,
+        run_id: String,
+        /// The job the run is waiting on, if it started one.
+        job_id: String,
+    },
+
+    /// The state database failed.
+    #[error("schedule state: {0}")]
+    Store(#[from] ferry_store::StoreError),
+
+    /// A bug or an unexpected state in the scheduler itself.
+    #[error("internal error in the scheduler: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
+
+impl SchedulerError {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        SchedulerError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// The gRPC code, the detail code and the next step for the user.
+    fn classify(&self) -> (Code, ErrorCode, String) {
+        match self {
+            SchedulerError::InvalidArgument { hint, .. } => (
+                Code::InvalidArgument,
+                ErrorCode::InvalidArgument,
+                hint.clone(),
+            ),
+            SchedulerError::Unsupported { hint, .. } => (
+                Code::Unimplemented,
+                ErrorCode::InvalidArgument,
+                hint.clone(),
+            ),
+            SchedulerError::NotFound { .. } => (
+                Code::NotFound,
+                ErrorCode::NotFound,
+                "list schedules with ListSchedules; name one by its id or its name".into(),
+            ),
+            SchedulerError::NameTaken { .. } => (
+                Code::AlreadyExists,
+                ErrorCode::AlreadyExists,
+                "pick another name, or delete the existing schedule first".into(),
+            ),
+            SchedulerError::RunInProgress { run_id, job_id, .. } => {
+                let job = if job_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(", or cancel its job {job_id} with CancelJob")
+                };
+                (
+                    Code::FailedPrecondition,
+                    ErrorCode::Conflict,
+                    format!("wait for run {run_id} to finish (ListRuns shows it){job}"),
+                )
+            }
+            SchedulerError::Store(_) => (
+                Code::Internal,
+                ErrorCode::Internal,
+                "check the scheduler's data directory (scheduler.db): disk space and \
+                 permissions"
+                    .into(),
+            ),
+            SchedulerError::Internal(_) => (
+                Code::Internal,
+                ErrorCode::Internal,
+                "report this as a bug".into(),
+            ),
+        }
+    }
+
+    /// The error as a status or a run carries it.
+    pub fn detail(&self) -> ErrorDetail {
+        let (_, code, hint) = self.classify();
+        ferry_rpc::error_detail(code, self.to_string(), hint)
+    }
+
+    /// The error as an RPC answer.
+    pub fn to_status(&self) -> Status {
+        let (code, _, _) = self.classify();
+        ferry_rpc::status(code, self.detail())
+    }
+}
+
+impl From<SchedulerError> for Status {
+    fn from(e: SchedulerError) -> Self {
+        e.to_status()
+    }
+}

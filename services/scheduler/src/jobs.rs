@@ -1,0 +1,232 @@
+//! How the scheduler starts and follows transfer jobs: the [`Jobs`] trait, and
+//! [`TransferJobs`], its implementation over the transfer service's gRPC API (what the
+//! binary and `ferry serve` use).
+
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::transfer_service_client::TransferServiceClient;
+use ferry_proto::v1::{
+    ErrorCode, ErrorDetail, JobRef, JobReport, JobState, StartExportRequest, StartJobResponse,
+    StartMigrationRequest, WatchJobRequest, job_event,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// How a finished job ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    /// A final state.
+    pub state: JobState,
+    /// Why it failed, when it did.
+    pub error: Option<ErrorDetail>,
+    /// Restore point it wrote, if any.
+    pub restore_point_id: String,
+}
+
+impl JobOutcome {
+    fn of(report: &JobReport) -> JobOutcome {
+        JobOutcome {
+            state: JobState::try_from(report.state).unwrap_or(JobState::Unspecified),
+            error: report.error.clone(),
+            restore_point_id: report.restore_point_id.clone(),
+        }
+    }
+}
+
+/// A job could not be started or followed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", detail.message)]
+pub struct JobError {
+    /// What went wrong, as the transfer service said it (or as the scheduler saw it).
+    pub detail: Box<ErrorDetail>,
+    /// True when the same call may work later unchanged (the service was unreachable);
+    /// a refused request is not retried, it would be refused again.
+    pub retryable: bool,
+}
+
+impl JobError {
+    /// The error a status from the transfer service stands for.
+    pub fn from_status(action: &str, status: &Status) -> JobError {
+        let retryable = matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+                | Code::Unknown
+        );
+        let detail = ferry_rpc::detail(status).unwrap_or_else(|| {
+            let code = match status.code() {
+                Code::Unavailable => ErrorCode::Unreachable,
+                Code::DeadlineExceeded => ErrorCode::Timeout,
+                Code::NotFound => ErrorCode::NotFound,
+                Code::InvalidArgument | Code::Unimplemented => ErrorCode::InvalidArgument,
+                Code::PermissionDenied => ErrorCode::PermissionDenied,
+                Code::Cancelled => ErrorCode::Cancelled,
+                _ => ErrorCode::Internal,
+            };
+            ferry_rpc::error_detail(
+                code,
+                format!("{action}: {}", status.message()),
+                "check that the transfer service runs and that the scheduler reaches it",
+            )
+        });
+        JobError {
+            detail: Box::new(detail),
+            retryable,
+        }
+    }
+}
+
+/// Starts and follows transfer jobs for the scheduler.
+#[async_trait::async_trait]
+pub trait Jobs: Send + Sync + std::fmt::Debug + 'static {
+    /// Starts a migration; returns the new job's id.
+    async fn start_migration(&self, request: StartMigrationRequest) -> Result<String, JobError>;
+    /// Starts an export; returns the new job's id.
+    async fn start_export(&self, request: StartExportRequest) -> Result<String, JobError>;
+    /// Waits until the job is final. May take hours; the scheduler stops waiting by
+    /// dropping the future, which must therefore be safe to drop at any await.
+    async fn wait(&self, job_id: &str) -> Result<JobOutcome, JobError>;
+}
+
+/// [`Jobs`] over `ferry.v1.TransferService`.
+#[derive(Debug, Clone)]
+pub struct TransferJobs {
+    client: TransferServiceClient<Channel>,
+    /// Longest time the transfer service may stay unreachable while a job is followed
+    /// before the attempt counts as failed.
+    pub unreachable_limit: Duration,
+}
+
+/// Pause between attempts to follow a job while the transfer service is unreachable.
+const REWATCH_DELAY: Duration = Duration::from_secs(1);
+
+impl TransferJobs {
+    pub fn new(client: TransferServiceClient<Channel>) -> TransferJobs {
+        TransferJobs {
+            client,
+            unreachable_limit: Duration::from_secs(600),
+        }
+    }
+
+    /// A client that connects on first use: in `ferry serve` the transfer service is
+    /// this same server, which is not listening yet when the scheduler is built.
+    pub fn lazy(endpoint: &str) -> Result<TransferJobs, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())?.connect_lazy();
+        Ok(TransferJobs::new(TransferServiceClient::new(channel)))
+    }
+
+    /// The id of the job a Start* call started, or why there is none.
+    fn started(
+        action: &str,
+        answer: Result<tonic::Response<StartJobResponse>, Status>,
+    ) -> Result<String, JobError> {
+        answer
+            .map_err(|s| JobError::from_status(action, &s))?
+            .into_inner()
+            .job
+            .map(|j| j.id)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| JobError {
+                detail: Box::new(ferry_rpc::error_detail(
+                    ErrorCode::Internal,
+                    format!("{action}: the transfer service returned no job id"),
+                    "report this as a bug",
+                )),
+                retryable: false,
+            })
+    }
+
+    /// One WatchJob stream followed to its report; `Ok(None)` when the stream broke
+    /// before it (the caller watches again). `reached` turns true once the service
+    /// answered with an event.
+    async fn watch_once(
+        &self,
+        job_id: &str,
+        reached: &mut bool,
+    ) -> Result<Option<JobOutcome>, Status> {
+        let mut stream = self
+            .client
+            .clone()
+            .watch_job(WatchJobRequest {
+                job: Some(JobRef { id: job_id.into() }),
+            })
+            .await?
+            .into_inner();
+        loop {
+            match stream.message().await {
+                Ok(Some(event)) => {
+                    *reached = true;
+                    if let Some(job_event::Event::Report(report)) = event.event {
+                        return Ok(Some(JobOutcome::of(&report)));
+                    }
+                }
+                // The stream ends after the report; ending earlier means the transfer
+                // service stopped (it resumes the job when it starts again).
+                Ok(None) => return Ok(None),
+                Err(s) if s.code() == Code::NotFound => return Err(s),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Jobs for TransferJobs {
+    async fn start_migration(&self, request: StartMigrationRequest) -> Result<String, JobError> {
+        let answer = self.client.clone().start_migration(request).await;
+        Self::started("starting the migration", answer)
+    }
+
+    async fn start_export(&self, request: StartExportRequest) -> Result<String, JobError> {
+        let answer = self.client.clone().start_export(request).await;
+        Self::started("starting the export", answer)
+    }
+
+    async fn wait(&self, job_id: &str) -> Result<JobOutcome, JobError> {
+        let action = format!("following job {job_id}");
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            let mut reached = false;
+            let problem = match self.watch_once(job_id, &mut reached).await {
+                Ok(Some(outcome)) => return Ok(outcome),
+                Ok(None) => None,
+                Err(s) => {
+                    let e = JobError::from_status(&action, &s);
+                    if !e.retryable {
+                        return Err(e);
+                    }
+                    Some(e)
+                }
+            };
+            if reached {
+                unreachable_since = None;
+            }
+            let since = *unreachable_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.unreachable_limit {
+                let detail = problem.map(|e| *e.detail).unwrap_or_else(|| {
+                    ferry_rpc::error_detail(
+                        ErrorCode::Unreachable,
+                        format!("{action}: the transfer service kept closing the stream"),
+                        "",
+                    )
+                });
+                return Err(JobError {
+                    detail: Box::new(ErrorDetail {
+                        code: ErrorCode::Unreachable as i32,
+                        hint: format!(
+                            "the transfer service was unreachable for {}s; check it, then \
+                             look the job up with GetJob",
+                            self.unreachable_limit.as_secs()
+                        ),
+                        ..detail
+                    }),
+                    retryable: true,
+                });
+            }
+            tokio::time::sleep(REWATCH_DELAY).await;
+        }
+    }
+}

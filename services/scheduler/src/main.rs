@@ -1,0 +1,22 @@
+//! `ferry-scheduler`: parse flags, open state, serve; SIGTERM/SIGINT stop the loop and
+//! the runs (they resume on the next start), a second signal exits at once.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _tracing = ferry_rpc::init_tracing();
+    let args = ferry_scheduler::Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let jobs = ferry_scheduler::TransferJobs::lazy(&args.transfer_endpoint)
+        .with_context(|| format!("transfer endpoint {:?}", args.transfer_endpoint))?;
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+    let scheduler = ferry_scheduler::Scheduler::open(args.config(), Arc::new(jobs)).await?;
+    ferry_scheduler::serve(scheduler, listener, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,391 @@
+//! Schedules and runs in `<data-dir>/scheduler.db`. Each row keeps the API's own message
+//! (protobuf), so what a client sees is what was stored; the columns beside it are what
+//! queries filter and order on. Checks that must not race (a name is free; no run of the
+//! schedule is going) run in the same transaction as the write they guard.
+
+use std::path::Path;
+
+use ferry_proto::v1::{RunState, Schedule, ScheduleRun};
+use ferry_store::Store;
+use ferry_store::rusqlite::{self, OptionalExtension, params};
+use prost::Message;
+
+use crate::error::{Result, SchedulerError};
+
+const MIGRATIONS: &[&str] = &["CREATE TABLE schedules (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        suspended INTEGER NOT NULL,
+        -- NULL while suspended (or when a cron expression has no next date).
+        next_run_ms INTEGER,
+        -- The Schedule message without its state: id, name, trigger, spec, policies.
+        definition BLOB NOT NULL
+    );
+    CREATE INDEX schedules_due ON schedules (suspended, next_run_ms);
+    CREATE TABLE runs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        schedule_id TEXT NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        state INTEGER NOT NULL,
+        run BLOB NOT NULL
+    );
+    CREATE INDEX runs_by_schedule ON runs (schedule_id, seq);
+    CREATE INDEX runs_by_state ON runs (state);"];
+
+/// A stored schedule: its definition and its timing state.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredSchedule {
+    pub definition: Schedule,
+    pub suspended: bool,
+    pub next_run_ms: Option<i64>,
+}
+
+/// What firing a due schedule did.
+#[derive(Debug)]
+pub(crate) enum Fired {
+    /// A run was recorded RUNNING: start its job.
+    Started(ScheduleRun),
+    /// The previous run is still going: a SKIPPED run was recorded.
+    Skipped(ScheduleRun),
+    /// The schedule was suspended, changed or deleted since it was read.
+    Gone,
+}
+
+/// What asking for a manual run did.
+#[derive(Debug)]
+pub(crate) enum Manual {
+    Started(ScheduleRun),
+    /// This run is going; nothing was recorded.
+    Busy(ScheduleRun),
+    Gone,
+}
+
+fn corrupt(column: usize, e: prost::DecodeError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Blob, Box::new(e))
+}
+
+fn decode<M: Message + Default>(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<M> {
+    let blob: Vec<u8> = row.get(column)?;
+    M::decode(blob.as_slice()).map_err(|e| corrupt(column, e))
+}
+
+const SCHEDULE_COLUMNS: &str = "definition, suspended, next_run_ms";
+
+fn schedule_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredSchedule> {
+    Ok(StoredSchedule {
+        definition: decode(row, 0)?,
+        suspended: row.get(1)?,
+        next_run_ms: row.get(2)?,
+    })
+}
+
+fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRun> {
+    decode(row, 0)
+}
+
+/// The schedule's run that is still going, if any.
+fn running(
+    tx: &rusqlite::Transaction<'_>,
+    schedule_id: &str,
+) -> rusqlite::Result<Option<ScheduleRun>> {
+    tx.query_row(
+        "SELECT run FROM runs WHERE schedule_id = ?1 AND state = ?2 ORDER BY seq DESC LIMIT 1",
+        params![schedule_id, RunState::Running as i32],
+        run_row,
+    )
+    .optional()
+}
+
+fn insert_run(tx: &rusqlite::Transaction<'_>, run: &ScheduleRun) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO runs (id, schedule_id, state, run) VALUES (?1, ?2, ?3, ?4)",
+        params![run.id, run.schedule_id, run.state, run.encode_to_vec()],
+    )?;
+    Ok(())
+}
+
+/// The schedule and run tables.
+#[derive(Debug, Clone)]
+pub(crate) struct ScheduleStore {
+    store: Store,
+}
+
+/// Page size when a request leaves it 0, and the most a request may ask for.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+/// A page from rows read with a limit of `size + 1`: the extra row, if any, says a next
+/// page follows, whose token is the key of the last row kept.
+fn paged<T>(mut rows: Vec<T>, size: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
+    if rows.len() as i64 <= size {
+        return (rows, String::new());
+    }
+    rows.truncate(size as usize);
+    let next = rows.last().map(key).unwrap_or_default();
+    (rows, next)
+}
+
+fn page_size(asked: u32) -> i64 {
+    i64::from(match asked {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    })
+}
+
+impl ScheduleStore {
+    /// Opens `<data_dir>/scheduler.db`, creating it and bringing its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<ScheduleStore> {
+        let store = Store::open(&data_dir.join("scheduler.db"), MIGRATIONS).await?;
+        Ok(ScheduleStore { store })
+    }
+
+    /// Stores a new schedule; false if its name is taken.
+    pub async fn insert(&self, s: &StoredSchedule) -> Result<bool> {
+        let d = &s.definition;
+        let (id, name, blob) = (d.id.clone(), d.name.clone(), d.encode_to_vec());
+        let (suspended, next) = (s.suspended, s.next_run_ms);
+        Ok(self
+            .store
+            .call(move |tx| {
+                let taken = tx
+                    .query_row("SELECT 1 FROM schedules WHERE name = ?1", [&name], |_| {
+                        Ok(())
+                    })
+                    .optional()?
+                    .is_some();
+                if !taken {
+                    tx.execute(
+                        "INSERT INTO schedules (id, name, suspended, next_run_ms, definition)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![id, name, suspended, next, blob],
+                    )?;
+                }
+                Ok(!taken)
+            })
+            .await?)
+    }
+
+    /// A schedule by id, else by name.
+    pub async fn find(&self, key: &str) -> Result<Option<StoredSchedule>> {
+        let key = key.to_owned();
+        Ok(self
+            .store
+            .call(move |tx| {
+                for column in ["id", "name"] {
+                    let found = tx
+                        .query_row(
+                            &format!(
+                                "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {column} = ?1"
+                            ),
+                            [&key],
+                            schedule_row,
+                        )
+                        .optional()?;
+                    if found.is_some() {
+                        return Ok(found);
+                    }
+                }
+                Ok(None)
+            })
+            .await?)
+    }
+
+    /// A page of schedules ordered by name, and the next page's token (empty at the end).
+    pub async fn list(&self, size: u32, token: &str) -> Result<(Vec<StoredSchedule>, String)> {
+        let size = page_size(size);
+        let after = token.to_owned();
+        let page: Vec<StoredSchedule> = self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name > ?1
+                     ORDER BY name LIMIT ?2"
+                ))?;
+                let rows = stmt.query_map(params![after, size + 1], schedule_row)?;
+                rows.collect()
+            })
+            .await?;
+        // Keyset paging on the unique name: schedules created meanwhile shift nothing.
+        Ok(paged(page, size, |s| s.definition.name.clone()))
+    }
+
+    /// Suspends (no next run) or resumes (from `next_run_ms`) a schedule.
+    pub async fn set_suspended(
+        &self,
+        id: &str,
+        suspended: bool,
+        next_run_ms: Option<i64>,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.store
+            .call(move |tx| {
+                tx.execute(
+                    "UPDATE schedules SET suspended = ?2, next_run_ms = ?3 WHERE id = ?1",
+                    params![id, suspended, next_run_ms],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a schedule and its runs; false if it was not there.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        let n = self
+            .store
+            .call(move |tx| tx.execute("DELETE FROM schedules WHERE id = ?1", [id]))
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Active schedules due at `now_ms`, earliest first.
+    pub async fn due(&self, now_ms: i64) -> Result<Vec<StoredSchedule>> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules
+                     WHERE suspended = 0 AND next_run_ms IS NOT NULL AND next_run_ms <= ?1
+                     ORDER BY next_run_ms"
+                ))?;
+                let rows = stmt.query_map([now_ms], schedule_row)?;
+                rows.collect()
+            })
+            .await?)
+    }
+
+    /// Records a due run of a schedule still active and still due at `due_ms` (RUNNING,
+    /// or SKIPPED when the previous run is going) and moves the schedule to `next_ms`.
+    pub async fn fire(
+        &self,
+        mut run: ScheduleRun,
+        due_ms: i64,
+        next_ms: Option<i64>,
+    ) -> Result<Fired> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                let current: Option<(bool, Option<i64>)> = tx
+                    .query_row(
+                        "SELECT suspended, next_run_ms FROM schedules WHERE id = ?1",
+                        [&run.schedule_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if current != Some((false, Some(due_ms))) {
+                    return Ok(Fired::Gone);
+                }
+                tx.execute(
+                    "UPDATE schedules SET next_run_ms = ?2 WHERE id = ?1",
+                    params![run.schedule_id, next_ms],
+                )?;
+                let busy = running(tx, &run.schedule_id)?.is_some();
+                if busy {
+                    run.state = RunState::Skipped as i32;
+                    run.finished_at = run.scheduled_at;
+                }
+                insert_run(tx, &run)?;
+                Ok(if busy {
+                    Fired::Skipped(run)
+                } else {
+                    Fired::Started(run)
+                })
+            })
+            .await?)
+    }
+
+    /// Records a manual run unless one of the schedule's runs is going.
+    pub async fn start_manual(&self, run: ScheduleRun) -> Result<Manual> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                let exists = tx
+                    .query_row(
+                        "SELECT 1 FROM schedules WHERE id = ?1",
+                        [&run.schedule_id],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if !exists {
+                    return Ok(Manual::Gone);
+                }
+                if let Some(going) = running(tx, &run.schedule_id)? {
+                    return Ok(Manual::Busy(going));
+                }
+                insert_run(tx, &run)?;
+                Ok(Manual::Started(run))
+            })
+            .await?)
+    }
+
+    /// Saves a run's progress; false if it is gone (its schedule was deleted).
+    pub async fn save_run(&self, run: &ScheduleRun) -> Result<bool> {
+        let (id, state, blob) = (run.id.clone(), run.state, run.encode_to_vec());
+        let n = self
+            .store
+            .call(move |tx| {
+                tx.execute(
+                    "UPDATE runs SET state = ?2, run = ?3 WHERE id = ?1",
+                    params![id, state, blob],
+                )
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The schedule's newest run.
+    pub async fn last_run(&self, schedule_id: &str) -> Result<Option<ScheduleRun>> {
+        let (runs, _) = self.runs(schedule_id, 1, "").await?;
+        Ok(runs.into_iter().next())
+    }
+
+    /// Runs left RUNNING, oldest first: what a restarted scheduler must resume.
+    pub async fn running_runs(&self) -> Result<Vec<ScheduleRun>> {
+        Ok(self
+            .store
+            .call(|tx| {
+                let mut stmt = tx.prepare("SELECT run FROM runs WHERE state = ?1 ORDER BY seq")?;
+                let rows = stmt.query_map([RunState::Running as i32], run_row)?;
+                rows.collect()
+            })
+            .await?)
+    }
+
+    /// A page of a schedule's runs, newest first, and the next page's token.
+    pub async fn runs(
+        &self,
+        schedule_id: &str,
+        size: u32,
+        token: &str,
+    ) -> Result<(Vec<ScheduleRun>, String)> {
+        let size = page_size(size);
+        let before: i64 = if token.is_empty() {
+            i64::MAX
+        } else {
+            token.parse().map_err(|_| {
+                SchedulerError::invalid(
+                    "page_token",
+                    format!("{token:?} is not a token this service gave"),
+                    "start again from the first page with an empty page_token",
+                )
+            })?
+        };
+        let schedule_id = schedule_id.to_owned();
+        let page: Vec<(i64, ScheduleRun)> = self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT run, seq FROM runs WHERE schedule_id = ?1 AND seq < ?2
+                     ORDER BY seq DESC LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(params![schedule_id, before, size + 1], |r| {
+                    Ok((r.get(1)?, run_row(r)?))
+                })?;
+                rows.collect()
+            })
+            .await?;
+        let (page, next) = paged(page, size, |(seq, _)| seq.to_string());
+        Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+    }
+}

@@ -1,0 +1,291 @@
+//! CreateSchedule's checks: a request becomes a schedule definition, or an error naming
+//! the field and the fix. Server defaults (retry policy) are filled in here, so a client
+//! reads back exactly what applies to its schedule.
+
+use std::time::Duration;
+
+use ferry_proto::v1::{
+    ApplicationSelector, CreateScheduleRequest, RetryPolicy, Schedule, create_schedule_request,
+    schedule,
+};
+
+use crate::config::{RetryDefaults, SchedulerConfig};
+use crate::error::{Result, SchedulerError};
+use crate::trigger::{self, CRON_HINT, Trigger, proto_duration, std_duration};
+
+/// Most attempts a run may have: more is a loop, not a retry.
+const MAX_ATTEMPTS: u32 = 100;
+/// Longest name, so it fits wherever a name is shown.
+const MAX_NAME: usize = 253;
+
+/// The schedule a request describes (without id, creation time or state) and its trigger.
+pub(crate) fn definition(
+    config: &SchedulerConfig,
+    req: CreateScheduleRequest,
+) -> Result<(Schedule, Trigger)> {
+    check_name(&req.name)?;
+    let trigger = match req.trigger {
+        Some(create_schedule_request::Trigger::Interval(d)) => {
+            let every = trigger::interval(&d)?;
+            if every < config.min_interval {
+                return Err(SchedulerError::invalid(
+                    "interval",
+                    format!(
+                        "{}s is shorter than this scheduler's minimum of {}s",
+                        every.as_secs(),
+                        config.min_interval.as_secs()
+                    ),
+                    format!(
+                        "use an interval of at least {}s; each run is a whole transfer job",
+                        config.min_interval.as_secs()
+                    ),
+                ));
+            }
+            Some(schedule::Trigger::Interval(d))
+        }
+        Some(create_schedule_request::Trigger::Cron(expr)) => Some(schedule::Trigger::Cron(expr)),
+        None => None,
+    };
+    // Also checks the time zone, for interval schedules too: a bad one is a typo.
+    trigger::time_zone_of(&req.time_zone)?;
+    let parsed = Trigger::of(trigger.as_ref(), &req.time_zone)?;
+    if let (Trigger::Cron { .. }, Some(schedule::Trigger::Cron(expr))) = (&parsed, &trigger)
+        && parsed.next_after(jiff::Timestamp::now()).is_none()
+    {
+        return Err(SchedulerError::invalid(
+            "cron",
+            format!("{expr:?} names no date in the next five years (such as February 30)"),
+            CRON_HINT,
+        ));
+    }
+    let spec = match req.spec {
+        Some(create_schedule_request::Spec::Migration(m)) => {
+            check_job(
+                "migration",
+                m.dry_run,
+                &m.schedule_id,
+                m.application.as_ref(),
+            )?;
+            schedule::Spec::Migration(m)
+        }
+        Some(create_schedule_request::Spec::Export(e)) => {
+            check_job("export", e.dry_run, &e.schedule_id, e.application.as_ref())?;
+            schedule::Spec::Export(e)
+        }
+        Some(create_schedule_request::Spec::ImportPolicy(_)) => {
+            return Err(SchedulerError::Unsupported {
+                what: "import_policy".into(),
+                hint: "import_policy arrives with export/import; schedule a migration or an \
+                       export for now"
+                    .into(),
+            });
+        }
+        None => {
+            return Err(SchedulerError::invalid(
+                "spec",
+                "missing; say what each run does",
+                "set migration (a StartMigrationRequest) or export (a StartExportRequest)",
+            ));
+        }
+    };
+    if let Some(max_age) = req.retention.as_ref().and_then(|r| r.max_age.as_ref())
+        && std_duration(max_age).is_none()
+    {
+        return Err(SchedulerError::invalid(
+            "retention.max_age",
+            "negative or malformed",
+            "give a positive duration such as 604800s (a week), or leave it out",
+        ));
+    }
+    let definition = Schedule {
+        name: req.name,
+        trigger,
+        time_zone: req.time_zone,
+        spec: Some(spec),
+        // Kept and shown; nothing prunes yet: only exports write restore points to prune,
+        // and the transfer service does not run exports yet.
+        retention: req.retention,
+        retry: Some(retry_policy(config.retry, req.retry)?),
+        suspended: req.suspended,
+        ..Default::default()
+    };
+    Ok((definition, parsed))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let hint = "give a name such as \"nightly-shop\": letters, digits and -_. only";
+    if name.is_empty() {
+        return Err(SchedulerError::invalid("name", "empty", hint));
+    }
+    if name.len() > MAX_NAME {
+        return Err(SchedulerError::invalid(
+            "name",
+            format!("{} bytes long, at most {MAX_NAME}", name.len()),
+            hint,
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(SchedulerError::invalid(
+            "name",
+            format!("{name:?} contains {c:?}"),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+/// The job request a schedule repeats: a real run (dry runs are one-off checks), with
+/// the schedule id left to the scheduler, of a named namespace.
+fn check_job(
+    kind: &'static str,
+    dry_run: bool,
+    schedule_id: &str,
+    application: Option<&ApplicationSelector>,
+) -> Result<()> {
+    if dry_run {
+        return Err(SchedulerError::invalid(
+            format!("{kind}.dry_run"),
+            "true; a schedule's runs must do the work",
+            format!("try the {kind} once with dry_run, then schedule it with dry_run false"),
+        ));
+    }
+    if !schedule_id.is_empty() {
+        return Err(SchedulerError::invalid(
+            format!("{kind}.schedule_id"),
+            format!("set to {schedule_id:?}; the scheduler sets it on each run"),
+            "leave schedule_id empty",
+        ));
+    }
+    if application.is_none_or(|a| a.namespace.is_empty()) {
+        return Err(SchedulerError::invalid(
+            format!("{kind}.application.namespace"),
+            "empty",
+            format!("name the namespace to {kind}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's retry policy with the server's defaults filled in.
+fn retry_policy(defaults: RetryDefaults, asked: Option<RetryPolicy>) -> Result<RetryPolicy> {
+    let asked = asked.unwrap_or_default();
+    let max_attempts = match asked.max_attempts {
+        0 => defaults.max_attempts,
+        n if n > MAX_ATTEMPTS => {
+            return Err(SchedulerError::invalid(
+                "retry.max_attempts",
+                format!("{n} is more than {MAX_ATTEMPTS}"),
+                format!("use at most {MAX_ATTEMPTS}, or 0 for the default"),
+            ));
+        }
+        n => n,
+    };
+    let positive = |field: &'static str, d: Option<&prost_types::Duration>| match d {
+        None => Ok(None),
+        Some(d) => match std_duration(d) {
+            Some(d) if !d.is_zero() => Ok(Some(d)),
+            _ => Err(SchedulerError::invalid(
+                field,
+                format!("{}s {}ns is not a positive duration", d.seconds, d.nanos),
+                "give a positive duration such as 30s, or leave it out for the default",
+            )),
+        },
+    };
+    let initial = positive("retry.initial_backoff", asked.initial_backoff.as_ref())?
+        .unwrap_or(defaults.initial_backoff);
+    let max = match positive("retry.max_backoff", asked.max_backoff.as_ref())? {
+        Some(max) if max < initial => {
+            return Err(SchedulerError::invalid(
+                "retry.max_backoff",
+                format!("{:?} is shorter than initial_backoff {:?}", max, initial),
+                "make max_backoff at least initial_backoff",
+            ));
+        }
+        Some(max) => max,
+        None => defaults.max_backoff.max(initial),
+    };
+    Ok(RetryPolicy {
+        max_attempts,
+        initial_backoff: Some(proto_duration(initial)),
+        max_backoff: Some(proto_duration(max)),
+    })
+}
+
+/// A stored schedule's retry policy, as the runner applies it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Retry {
+    pub fn of(policy: Option<&RetryPolicy>, defaults: RetryDefaults) -> Retry {
+        let d = |p: Option<&prost_types::Duration>, default| {
+            p.and_then(std_duration).unwrap_or(default)
+        };
+        let policy = policy.cloned().unwrap_or_default();
+        Retry {
+            max_attempts: match policy.max_attempts {
+                0 => defaults.max_attempts,
+                n => n,
+            },
+            initial_backoff: d(policy.initial_backoff.as_ref(), defaults.initial_backoff),
+            max_backoff: d(policy.max_backoff.as_ref(), defaults.max_backoff),
+        }
+    }
+
+    /// The wait after `failed` failed attempts (at least one): doubling, capped.
+    pub fn backoff(&self, failed: u32) -> Duration {
+        let doublings = failed.saturating_sub(1).min(31);
+        self.initial_backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let r = Retry {
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(600),
+        };
+        let waits: Vec<u64> = (1..=7).map(|n| r.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(r.backoff(u32::MAX), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn retry_defaults_are_filled_in_and_bad_policies_refused() {
+        let p = retry_policy(RetryDefaults::default(), None).expect("defaults");
+        assert_eq!(p.max_attempts, 3);
+        assert_eq!(p.initial_backoff.map(|d| d.seconds), Some(30));
+        assert_eq!(p.max_backoff.map(|d| d.seconds), Some(600));
+        let e = retry_policy(
+            RetryDefaults::default(),
+            Some(RetryPolicy {
+                max_attempts: 2,
+                initial_backoff: Some(proto_duration(Duration::from_secs(60))),
+                max_backoff: Some(proto_duration(Duration::from_secs(10))),
+            }),
+        )
+        .expect_err("max below initial");
+        assert!(e.to_string().contains("retry.max_backoff"), "{e}");
+    }
+
+    #[test]
+    fn names_must_be_plain() {
+        assert!(check_name("nightly-shop_2.b").is_ok());
+        let e = check_name("two words").expect_err("space");
+        assert!(e.to_string().contains("' '"), "{e}");
+        assert!(check_name("").is_err());
+    }
+}
