@@ -7,6 +7,8 @@
 //! endpoint (its `ferry serve` hosts the agent on the same port), and repositories
 //! opened through the catalog's profiles. The scheduler starts its jobs through the
 //! transfer service's gRPC API on this same port, as it would across processes.
+//! CheckPair's repository checks ask the in-process catalog about this cluster's
+//! profiles (ferry_pairing::CatalogProbe) and the peer's catalog over gRPC.
 
 mod config;
 mod deps;
@@ -83,12 +85,18 @@ pub async fn serve(
         source,
     })?;
 
-    let pairing = ferry_pairing::PairingService::new(config.pairing_config())
-        .await
-        .map_err(ServeError::Pairing)?;
     let catalog = ferry_catalog::CatalogService::new(config.catalog_config())
         .await
         .map_err(ServeError::Catalog)?;
+    // CheckPair's repository checks ask this catalog about this cluster's profiles.
+    let mut pairing_config = config.pairing_config();
+    pairing_config.profile_probe = Some(Arc::new(ferry_pairing::CatalogProbe::new(
+        catalog.clone(),
+        config.cluster_name.clone(),
+    )));
+    let pairing = ferry_pairing::PairingService::new(pairing_config)
+        .await
+        .map_err(ServeError::Pairing)?;
     let agent_config = config.agent_config();
     let agent = ferry_agent::Agent::new(&agent_config);
     let operations = agent.operations();

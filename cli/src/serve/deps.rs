@@ -9,8 +9,8 @@ use ferry_kube::Cluster;
 use ferry_proto::v1::agent_service_client::AgentServiceClient;
 use ferry_proto::v1::{ClusterRef, PairRole, RepositoryRef, cluster_ref};
 use ferry_repo::Repository;
-use ferry_transfer::{Agents, Clusters, Repositories, TransferError, cluster_key};
-use tonic::transport::{Channel, Endpoint};
+use ferry_transfer::{AgentClient, Agents, Clusters, Repositories, TransferError, cluster_key};
+use tonic::transport::Endpoint;
 
 type Result<T> = std::result::Result<T, TransferError>;
 
@@ -164,7 +164,7 @@ impl ServeAgents {
 
 #[async_trait]
 impl Agents for ServeAgents {
-    async fn agent(&self, cluster: &str, _node: &str) -> Result<AgentServiceClient<Channel>> {
+    async fn agent(&self, cluster: &str, _node: &str) -> Result<AgentClient> {
         let endpoint = if cluster == "local" || Some(cluster) == self.local_context.as_deref() {
             self.self_endpoint.clone()
         } else if let Some(pair) = cluster.strip_prefix("pair/") {
@@ -187,7 +187,7 @@ impl Agents for ServeAgents {
             .connect_timeout(Duration::from_secs(10))
             // Lazy: the connection is made on the first call, whose error names the volume.
             .connect_lazy();
-        Ok(AgentServiceClient::new(channel))
+        Ok(AgentServiceClient::new(ferry_rpc::traced_channel(channel)))
     }
 }
 

@@ -10,12 +10,13 @@ use base64::Engine;
 use ferry_kube::RestorePointManifest;
 use ferry_proto::v1::catalog_service_server::{CatalogService as CatalogApi, CatalogServiceServer};
 use ferry_proto::v1::{
-    Application, ClusterRef, CreateProfileRequest, CreateProfileResponse, DeleteProfileRequest,
-    DeleteProfileResponse, ErrorDetail, GetProfileRequest, GetProfileResponse,
-    GetRestorePointRequest, GetRestorePointResponse, ListApplicationsRequest,
-    ListApplicationsResponse, ListProfilesRequest, ListProfilesResponse, ListRestorePointsRequest,
-    ListRestorePointsResponse, ProfileKind, Progress, RebuildIndexEvent, RebuildIndexRequest,
-    RebuildIndexSummary, RepositoryRef, StorageBackend, cluster_ref, rebuild_index_event,
+    Application, CheckProfileRequest, CheckProfileResponse, ClusterRef, CreateProfileRequest,
+    CreateProfileResponse, DeleteProfileRequest, DeleteProfileResponse, ErrorDetail,
+    GetProfileRequest, GetProfileResponse, GetRestorePointRequest, GetRestorePointResponse,
+    ListApplicationsRequest, ListApplicationsResponse, ListProfilesRequest, ListProfilesResponse,
+    ListRestorePointsRequest, ListRestorePointsResponse, ProfileKind, Progress, RebuildIndexEvent,
+    RebuildIndexRequest, RebuildIndexSummary, RepositoryRef, StorageBackend, cluster_ref,
+    rebuild_index_event,
 };
 use ferry_repo::backend::{BackendError, DynBackend};
 use ferry_repo::{Id, Repository};
@@ -115,8 +116,54 @@ impl CatalogService {
         let record = self.profile_record(profile).await?;
         let material =
             profile::read_material(&self.inner.config.client, self.cluster(), &record).await?;
-        let repo = open_checked(&record, &material).await?;
+        let repo = open_checked(&record, &material, Patience::Normal).await?;
         Ok(repo)
+    }
+
+    /// CheckProfile: proves the profile works now. Opens its repository afresh (not from
+    /// the cache) with the profile's credentials and key and lists its restore points;
+    /// when `write` is asked and the profile may write (EXPORT, MIGRATION), writes and
+    /// removes a probe object. An IMPORT profile is never written to: it reports
+    /// `writable: false`. Any failure is an error, not a `false`.
+    pub async fn check_profile(
+        &self,
+        name: &str,
+        write: bool,
+    ) -> Result<CheckProfileResponse, CatalogError> {
+        let record = self.profile_record(name).await?;
+        let material =
+            profile::read_material(&self.inner.config.client, self.cluster(), &record).await?;
+        // A person (or a pair check with a deadline) waits: fail soon rather than retry long.
+        let repo = open_checked(&record, &material, Patience::Validate).await?;
+        let listed = repo
+            .restore_point_ids(None)
+            .await
+            .map_err(|e| profile::repo_error(&record, "listing restore points in", e))?;
+        let location = profile::location(&record);
+        let mut message = format!(
+            "profile {name:?} on cluster {}: repository {} at {location} opens with its key, \
+             {} restore point(s) listed",
+            self.cluster(),
+            record.repository_id,
+            listed.len()
+        );
+        let import = record.kind == ProfileKind::Import as i32;
+        let writable = write && !import;
+        if writable {
+            profile::probe_write(repo.backend())
+                .await
+                .map_err(|e| profile::repo_error(&record, "writing to", e.into()))?;
+            message.push_str("; a probe object was written and removed");
+        } else if write {
+            message.push_str("; not written to: an import profile is read-only");
+        }
+        tracing::info!(repository = %record.repository_id, write, writable, "profile checked");
+        Ok(CheckProfileResponse {
+            repository_id: record.repository_id,
+            readable: true,
+            writable,
+            message,
+        })
     }
 
     async fn profile_record(&self, name: &str) -> Result<ProfileRecord, CatalogError> {
@@ -157,7 +204,7 @@ impl CatalogService {
         if let Some(repo) = cached {
             return Ok((record, repo));
         }
-        let repo = open_checked(&record, &material).await?;
+        let repo = open_checked(&record, &material, Patience::Normal).await?;
         self.inner.cache.lock().insert(
             record.name.clone(),
             Cached {
@@ -602,8 +649,12 @@ fn unreadable(app: &str, id: &str, e: CatalogError) -> ErrorDetail {
 }
 
 /// Opens a profile's repository and checks it is the one the profile was made for.
-async fn open_checked(record: &ProfileRecord, m: &Material) -> Result<Repository, CatalogError> {
-    let backend = profile::backend(record, m, Patience::Normal);
+async fn open_checked(
+    record: &ProfileRecord,
+    m: &Material,
+    patience: Patience,
+) -> Result<Repository, CatalogError> {
+    let backend = profile::backend(record, m, patience);
     let repo = Repository::open(backend, &m.key)
         .await
         .map_err(|e| profile::repo_error(record, "opening", e))?;
@@ -821,6 +872,16 @@ impl CatalogApi for CatalogService {
         let span = tracing::info_span!("catalog.get_restore_point",
             profile = profile.as_deref().unwrap_or_default(), id = %req.id);
         traced(span, self.get_restore_point(req)).await
+    }
+
+    async fn check_profile(
+        &self,
+        request: Request<CheckProfileRequest>,
+    ) -> Result<Response<CheckProfileResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("catalog.check_profile", profile = %req.name,
+            write = req.write);
+        traced(span, self.check_profile(&req.name, req.write)).await
     }
 
     async fn rebuild_index(

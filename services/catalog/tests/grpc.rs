@@ -13,7 +13,7 @@ use ferry_kube::{
 };
 use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::{
-    CreateProfileRequest, DeleteProfileRequest, ErrorCode, GetProfileRequest,
+    CheckProfileRequest, CreateProfileRequest, DeleteProfileRequest, ErrorCode, GetProfileRequest,
     GetRestorePointRequest, ListApplicationsRequest, ListProfilesRequest, ListRestorePointsRequest,
     ProfileKind, RebuildIndexRequest, RepositoryRef, SecretRef, StorageBackend,
     rebuild_index_event,
@@ -117,6 +117,32 @@ impl Harness {
             .create(&PostParams::default(), &secret)
             .await
             .expect("create Secret");
+    }
+
+    /// Creates a profile that must be accepted.
+    async fn create(&self, req: CreateProfileRequest) -> ferry_proto::v1::Profile {
+        self.client
+            .clone()
+            .create_profile(req)
+            .await
+            .expect("create profile")
+            .into_inner()
+            .profile
+            .expect("profile")
+    }
+
+    /// Replaces the data of Secret `name`.
+    async fn replace_secret(&self, name: &str, data: &[(&str, &[u8])]) {
+        let api = Api::<Secret>::namespaced(self.kube.clone(), &self.secrets_ns);
+        let mut secret = api.get(name).await.expect("get Secret");
+        secret.data = Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+        );
+        api.replace(name, &PostParams::default(), &secret)
+            .await
+            .expect("replace Secret");
     }
 
     /// The S3 credentials Secret `s3` and key Secret `key` (with `key_bytes`).
@@ -547,6 +573,142 @@ async fn bad_inputs_fail_clearly_and_store_nothing() {
     }
 }
 
+/// Every file under `dir`, recursively, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn check_profile_proves_reading_and_writing_and_names_what_fails() {
+    let h = Harness::start("check").await;
+    let key = b"the check test's repository key";
+    h.secrets(key).await;
+    let good = h.create(h.request("good", true)).await;
+    let check = |name: &str, write: bool| {
+        let mut client = h.client.clone();
+        let req = CheckProfileRequest {
+            name: name.into(),
+            write,
+        };
+        async move { client.check_profile(req).await.map(|r| r.into_inner()) }
+    };
+
+    // A working export profile: readable and writable, and the probe is gone again.
+    let r = check("good", true).await.expect("check good");
+    assert_eq!(r.repository_id, good.repository_id);
+    assert!(r.readable && r.writable, "{r:?}");
+    assert!(r.message.contains("probe"), "{}", r.message);
+    assert!(
+        r.message.contains(&h.prefix),
+        "names the location: {}",
+        r.message
+    );
+    let probes = h.objects_under(&format!("{}/probes", h.prefix)).await;
+    assert!(probes.is_empty(), "probe objects left behind: {probes:?}");
+    let r = check("good", false).await.expect("read-only check");
+    assert!(r.readable && !r.writable, "{r:?}");
+
+    // An import profile is never written to, even when asked. (S3 import profiles need
+    // read-only credentials, which the test S3 server does not hand out; the rule is the
+    // same for a directory.)
+    let dir = h.data.path().join("local-repo");
+    let mut export = h.request("local-export", true);
+    export.backend = StorageBackend::Local as i32;
+    export.endpoint.clear();
+    export.region.clear();
+    export.prefix.clear();
+    export.credentials_secret = None;
+    export.bucket = dir.display().to_string();
+    let exported = h.create(export.clone()).await;
+    let mut import = export;
+    import.name = "local-import".into();
+    import.kind = ProfileKind::Import as i32;
+    import.create_repository = false;
+    h.create(import).await;
+    let before = files_under(&dir);
+    let r = check("local-import", true).await.expect("check import");
+    assert_eq!(r.repository_id, exported.repository_id);
+    assert!(r.readable && !r.writable, "{r:?}");
+    assert!(r.message.contains("import"), "{}", r.message);
+    assert_eq!(
+        files_under(&dir),
+        before,
+        "the import check wrote something"
+    );
+    let r = check("local-export", true)
+        .await
+        .expect("check local export");
+    assert!(r.writable, "{r:?}");
+    assert_eq!(files_under(&dir), before, "the probe was not removed");
+
+    // No such profile.
+    let d = expect_error(
+        &check("absent", true).await.expect_err("unknown profile"),
+        Code::NotFound,
+        ErrorCode::NotFound,
+    );
+    assert!(d.message.contains("\"absent\""), "{}", d.message);
+    assert_eq!(d.cluster, "a");
+
+    // Secrets changed behind the profile's back: a key that no longer opens the
+    // repository, and credentials the store refuses.
+    h.secret("key2", &[("key", key)]).await;
+    h.secret(
+        "s3b",
+        &[
+            ("access_key_id", h.s3.access_key.as_bytes()),
+            ("secret_access_key", h.s3.secret_key.as_bytes()),
+        ],
+    )
+    .await;
+    let mut rekeyed = h.request("rekeyed", false);
+    rekeyed.encryption_key_secret = Some(SecretRef {
+        namespace: String::new(),
+        name: "key2".into(),
+    });
+    rekeyed.credentials_secret = Some(SecretRef {
+        namespace: String::new(),
+        name: "s3b".into(),
+    });
+    h.create(rekeyed).await;
+    h.replace_secret("key2", &[("key", b"not the key")]).await;
+    let d = expect_error(
+        &check("rekeyed", false).await.expect_err("wrong key"),
+        Code::FailedPrecondition,
+        ErrorCode::WrongKey,
+    );
+    assert!(d.message.contains("rekeyed"), "{}", d.message);
+    h.replace_secret("key2", &[("key", key)]).await;
+    h.replace_secret(
+        "s3b",
+        &[
+            ("access_key_id", b"nobody"),
+            ("secret_access_key", b"nothing"),
+        ],
+    )
+    .await;
+    let d = expect_error(
+        &check("rekeyed", true)
+            .await
+            .expect_err("credentials refused"),
+        Code::PermissionDenied,
+        ErrorCode::PermissionDenied,
+    );
+    assert!(d.message.contains("rekeyed"), "{}", d.message);
+}
+
 /// A small namespace on cluster a: a ConfigMap and a 1Gi claim.
 async fn app_namespace(kube: &kube::Client, name: &str) {
     create_namespace(kube, name).await;
@@ -586,13 +748,7 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     let h = Harness::start("rp").await;
     h.secrets(b"restore point test key").await;
     let mut client = h.client.clone();
-    let profile = client
-        .create_profile(h.request("rp", true))
-        .await
-        .expect("create")
-        .into_inner()
-        .profile
-        .expect("profile");
+    let profile = h.create(h.request("rp", true)).await;
 
     // Two restore points written by the engine, as a transfer job would.
     let app = ferry_testenv::unique_name("cat-app");

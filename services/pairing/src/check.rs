@@ -4,20 +4,26 @@
 //! the destination's Ferry (reachable, still knows the pair), then the destination's own
 //! view back towards the source (asked through its CheckPair). On the destination: the
 //! credential it issued (still valid, still permitted) and the source's Ferry.
+//!
+//! With a repository (a profile name both clusters have): on the source, the profile
+//! writes here (`repository-writable`) and the destination's profile of that name reads
+//! (`repository-readable`, through the destination's CatalogService.CheckProfile) the same
+//! repository; on the destination, the same two from the other end.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::{
-    CheckDirection, CheckPairRequest, CheckPairResponse, CheckStatus, GetPairRequest, PairCheck,
-    PairRole, PairStatus,
+    CheckDirection, CheckPairRequest, CheckPairResponse, CheckProfileRequest, CheckStatus,
+    GetPairRequest, PairCheck, PairRole, PairStatus, RepositoryRef,
 };
 
 use crate::cluster::{self, KEY_ACCESS};
 use crate::db::PairRow;
 use crate::error::{PairingError, Result};
 use crate::peer;
+use crate::probe::ProbeResult;
 use crate::service::{Inner, now};
 
 const S2D: CheckDirection = CheckDirection::SourceToDestination;
@@ -72,21 +78,38 @@ impl Checks {
             duration: Some(prost_types::Duration::default()),
         });
     }
+}
 
-    /// Repository checks need profiles, which the catalog service will own.
-    fn repository(&mut self, req: &CheckPairRequest) {
-        match &req.repository {
-            Some(r) => {
-                let why = format!(
-                    "skipped: no profile (repository checks through profile {:?} need the catalog service)",
-                    r.profile
-                );
-                self.skip("repository-writable", S2D, why.clone());
-                self.skip("repository-readable", D2S, why);
-            }
-            None => self.skip("repository", S2D, "skipped: no repository asked for"),
-        }
+/// Which of the repository checks runs on this cluster and which at the other side.
+struct RepositoryChecks {
+    /// (name, direction, write) of the check through this cluster's profile.
+    local: (&'static str, CheckDirection, bool),
+    /// The same through the other cluster's profile of that name.
+    peer: (&'static str, CheckDirection, bool),
+}
+
+/// The source writes restore points, the destination reads them.
+const ON_SOURCE: RepositoryChecks = RepositoryChecks {
+    local: ("repository-writable", S2D, true),
+    peer: ("repository-readable", D2S, false),
+};
+const ON_DESTINATION: RepositoryChecks = RepositoryChecks {
+    local: ("repository-readable", D2S, false),
+    peer: ("repository-writable", S2D, true),
+};
+
+/// A repository id the request expects must be the one the profile opens.
+fn expect_repository(r: &RepositoryRef, cluster: &str, found: &ProbeResult) -> Result<()> {
+    if r.repository_id.is_empty() || r.repository_id == found.repository_id {
+        return Ok(());
     }
+    Err(PairingError::invalid(
+        "repository.repository_id",
+        format!(
+            "profile {:?} on cluster {cluster} opens repository {}, not {}",
+            r.profile, found.repository_id, r.repository_id
+        ),
+    ))
 }
 
 fn permissions_message(who: &str) -> String {
@@ -200,7 +223,7 @@ impl Inner {
                     &dest.ferry_endpoint,
                     // It runs checks of its own, each bounded by the same timeout.
                     timeout * 4,
-                    traceparent,
+                    traceparent.clone(),
                 )
                 .await?;
                 let resp = peer
@@ -235,7 +258,8 @@ impl Inner {
                 "skipped: the destination's Ferry was not reached",
             );
         }
-        checks.repository(req);
+        self.check_repository(row, req, checks, ON_SOURCE, ferry_ok, traceparent)
+            .await;
     }
 
     async fn check_destination(
@@ -302,22 +326,144 @@ impl Inner {
             }
             None => checks.skip("permissions", S2D, "skipped: the credential is not valid"),
         }
-        checks
-            .run("ferry-reachable", D2S, self.peer_knows(row, traceparent))
+        let ferry_ok = checks
+            .run(
+                "ferry-reachable",
+                D2S,
+                self.peer_knows(row, traceparent.clone()),
+            )
             .await;
-        checks.repository(req);
+        self.check_repository(row, req, checks, ON_DESTINATION, ferry_ok, traceparent)
+            .await;
+    }
+
+    /// The repository checks, when the request names a profile: this cluster's profile
+    /// through the probe, the other side's through its catalog, and both must open the
+    /// same repository.
+    async fn check_repository(
+        &self,
+        row: &PairRow,
+        req: &CheckPairRequest,
+        checks: &mut Checks,
+        which: RepositoryChecks,
+        peer_reached: bool,
+        traceparent: Option<String>,
+    ) {
+        let Some(r) = &req.repository else {
+            checks.skip("repository", S2D, "skipped: no repository asked for");
+            return;
+        };
+        let (local_name, local_direction, local_write) = which.local;
+        let (peer_name, peer_direction, peer_write) = which.peer;
+        let Some(probe) = self.config.profile_probe.clone() else {
+            let why = format!(
+                "skipped: the pairing service of cluster {} runs without a catalog, so profile \
+                 {:?} cannot be checked (`ferry serve` runs both)",
+                self.cluster(),
+                r.profile
+            );
+            checks.skip(local_name, local_direction, why.clone());
+            checks.skip(peer_name, peer_direction, why);
+            return;
+        };
+        let me = self.cluster().to_string();
+        let mut local_id = None;
+        checks
+            .run(local_name, local_direction, async {
+                let found = probe.check(&r.profile, local_write).await?;
+                expect_repository(r, &me, &found)?;
+                if local_write && !found.writable {
+                    return Err(PairingError::ProfileReadOnly {
+                        profile: r.profile.clone(),
+                        cluster: me.clone(),
+                        detail: found.message,
+                    });
+                }
+                local_id = Some(found.repository_id);
+                Ok(found.message)
+            })
+            .await;
+        if !peer_reached {
+            let why = format!(
+                "skipped: the Ferry of cluster {} was not reached",
+                row.peer().name
+            );
+            checks.skip(peer_name, peer_direction, why);
+            return;
+        }
+        checks
+            .run(peer_name, peer_direction, async {
+                let other = &row.peer().name;
+                let found = self
+                    .peer_profile(row, &r.profile, peer_write, traceparent)
+                    .await?;
+                if peer_write && !found.writable {
+                    return Err(PairingError::ProfileReadOnly {
+                        profile: r.profile.clone(),
+                        cluster: other.clone(),
+                        detail: found.message,
+                    });
+                }
+                match local_id {
+                    Some(id) if id != found.repository_id => {
+                        Err(PairingError::RepositoryMismatch {
+                            profile: r.profile.clone(),
+                            cluster: me,
+                            repository_id: id,
+                            peer_cluster: other.clone(),
+                            peer_repository_id: found.repository_id,
+                        })
+                    }
+                    Some(_) => Ok(format!(
+                        "{}; the same repository as on cluster {me}",
+                        found.message
+                    )),
+                    None => Ok(format!(
+                        "{}; not compared with cluster {me}'s, whose check failed",
+                        found.message
+                    )),
+                }
+            })
+            .await;
+    }
+
+    /// The other side's catalog checks its profile `profile`.
+    async fn peer_profile(
+        &self,
+        row: &PairRow,
+        profile: &str,
+        write: bool,
+        traceparent: Option<String>,
+    ) -> Result<ProbeResult> {
+        let other = row.peer();
+        let peer = peer::other_side(row, self.config.peer_timeout, traceparent).await?;
+        let answer = peer
+            .catalog
+            .clone()
+            .check_profile(CheckProfileRequest {
+                name: profile.to_string(),
+                write,
+            })
+            .await;
+        match answer {
+            Ok(r) => Ok(r.into_inner().into()),
+            Err(s) if s.code() == tonic::Code::Unimplemented => {
+                Err(PairingError::PeerWithoutCatalog {
+                    cluster: other.name.clone(),
+                    endpoint: other.ferry_endpoint.clone(),
+                    detail: s.message().to_string(),
+                })
+            }
+            // The network, not the catalog: said the way every call to the peer says it.
+            Err(s) if ferry_rpc::detail(&s).is_none() => Err(peer.error(s)),
+            Err(s) => Err(PairingError::from_profile_status(&other.name, profile, s)),
+        }
     }
 
     /// The other side's Ferry answers and still has the pair.
     async fn peer_knows(&self, row: &PairRow, traceparent: Option<String>) -> Result<String> {
         let other = row.peer();
-        let peer = peer::connect(
-            &other.name,
-            &other.ferry_endpoint,
-            self.config.peer_timeout,
-            traceparent,
-        )
-        .await?;
+        let peer = peer::other_side(row, self.config.peer_timeout, traceparent).await?;
         match peer
             .client
             .clone()

@@ -2,9 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+
+use crate::probe::ProfileProbe;
 
 /// How the destination makes the credential it hands to a source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -46,6 +49,9 @@ pub struct PairingConfig {
     pub credential_lifetime: Duration,
     /// Bound on each call to the other Ferry and on each check.
     pub peer_timeout: Duration,
+    /// Checks this cluster's profiles for CheckPair's repository checks (the catalog of
+    /// the same process); `None` skips those checks.
+    pub profile_probe: Option<Arc<dyn ProfileProbe>>,
 }
 
 impl std::fmt::Debug for PairingConfig {
@@ -60,6 +66,7 @@ impl std::fmt::Debug for PairingConfig {
             .field("credential_kind", &self.credential_kind)
             .field("credential_lifetime", &self.credential_lifetime)
             .field("peer_timeout", &self.peer_timeout)
+            .field("profile_probe", &self.profile_probe.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +99,7 @@ impl PairingConfig {
             credential_kind: CredentialKind::default(),
             credential_lifetime: Duration::from_secs(365 * 24 * 3600),
             peer_timeout: Duration::from_secs(10),
+            profile_probe: None,
         }
     }
 }

@@ -116,6 +116,51 @@ pub enum PairingError {
         seconds: u64,
     },
 
+    /// A cluster has no profile of the name a repository check asked for.
+    #[error("cluster {cluster} has no profile {profile:?}")]
+    ProfileMissing { profile: String, cluster: String },
+
+    /// A cluster's catalog could not prove the profile works; its detail is passed on.
+    #[error("profile {profile:?} on cluster {cluster}: {}", status.message())]
+    ProfileCheck {
+        profile: String,
+        cluster: String,
+        status: Box<Status>,
+    },
+
+    /// The profile must write on that cluster (the source's) but may not.
+    #[error("profile {profile:?} on cluster {cluster} may not write: {detail}")]
+    ProfileReadOnly {
+        profile: String,
+        cluster: String,
+        detail: String,
+    },
+
+    /// The two clusters' profiles of one name open different repositories.
+    #[error(
+        "profile {profile:?} opens repository {repository_id} on cluster {cluster} but \
+         repository {peer_repository_id} on cluster {peer_cluster}: the clusters would not \
+         share restore points"
+    )]
+    RepositoryMismatch {
+        profile: String,
+        cluster: String,
+        repository_id: String,
+        peer_cluster: String,
+        peer_repository_id: String,
+    },
+
+    /// The other side's Ferry serves pairing but no catalog.
+    #[error(
+        "Ferry of cluster {cluster} at {endpoint} does not serve the catalog \
+         (CatalogService/CheckProfile): {detail}"
+    )]
+    PeerWithoutCatalog {
+        cluster: String,
+        endpoint: String,
+        detail: String,
+    },
+
     /// ForgetPair came with the wrong token id: not from the pair's other side.
     #[error(
         "refusing to forget pair {pair} on cluster {cluster}: the request does not come from the pair's other side"
@@ -192,6 +237,23 @@ impl PairingError {
         }
     }
 
+    /// What a catalog's CheckProfile status means for profile `profile` of `cluster`:
+    /// NOT_FOUND is a missing profile, anything else passes its detail on.
+    pub fn from_profile_status(cluster: &str, profile: &str, status: Status) -> Self {
+        if status.code() == Code::NotFound {
+            PairingError::ProfileMissing {
+                profile: profile.to_string(),
+                cluster: cluster.to_string(),
+            }
+        } else {
+            PairingError::ProfileCheck {
+                profile: profile.to_string(),
+                cluster: cluster.to_string(),
+                status: Box::new(status),
+            }
+        }
+    }
+
     /// True when the failure is the network or a busy server, worth retrying as is.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -199,7 +261,7 @@ impl PairingError {
             | PairingError::PeerUnreachable { .. }
             | PairingError::Timeout { .. } => true,
             PairingError::Kube { source, .. } => is_network(source),
-            PairingError::Peer { status, .. } => {
+            PairingError::Peer { status, .. } | PairingError::ProfileCheck { status, .. } => {
                 matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
             }
             _ => false,
@@ -224,6 +286,14 @@ impl PairingError {
             | E::Peer { cluster, .. }
             | E::ForgetRefused { cluster, .. }
             | E::PeerLostPair { cluster, .. }
+            | E::ProfileMissing { cluster, .. }
+            | E::ProfileCheck { cluster, .. }
+            | E::ProfileReadOnly { cluster, .. }
+            | E::RepositoryMismatch {
+                peer_cluster: cluster,
+                ..
+            }
+            | E::PeerWithoutCatalog { cluster, .. }
             | E::Timeout { cluster, .. }
             | E::Kube { cluster, .. }
             | E::CredentialNotIssued { cluster, .. }
@@ -332,7 +402,7 @@ impl PairingError {
                  from here; pass the right one with --ferry-endpoint when creating the token"
                     .into(),
             ),
-            E::Peer { status, .. } => {
+            E::Peer { status, .. } | E::ProfileCheck { status, .. } => {
                 let hint = ferry_rpc::detail(status)
                     .map(|d| d.hint)
                     .unwrap_or_default();
@@ -342,6 +412,48 @@ impl PairingError {
                 Code::FailedPrecondition,
                 ErrorCode::NotFound,
                 "delete the pair here with `ferry pair delete` and pair the clusters again".into(),
+            ),
+            E::ProfileMissing { profile, cluster } => (
+                Code::FailedPrecondition,
+                ErrorCode::NotFound,
+                format!(
+                    "create profile {profile} on cluster {cluster} pointing at the same bucket \
+                     and prefix as on the other cluster: `ferry --context {cluster} profile \
+                     create {profile} --s3 ... --credentials-secret ... --key-secret ...`"
+                ),
+            ),
+            E::ProfileReadOnly {
+                profile, cluster, ..
+            } => (
+                Code::FailedPrecondition,
+                ErrorCode::PermissionDenied,
+                format!(
+                    "the source writes restore points: give cluster {cluster} an export or \
+                     migration profile {profile} (`ferry --context {cluster} profile create \
+                     {profile} --kind migration ...`)"
+                ),
+            ),
+            E::RepositoryMismatch {
+                profile,
+                cluster,
+                peer_cluster,
+                ..
+            } => (
+                Code::FailedPrecondition,
+                ErrorCode::InvalidArgument,
+                format!(
+                    "create profile {profile} on cluster {peer_cluster} pointing at the same \
+                     bucket/prefix as on cluster {cluster} (delete the wrong one first with \
+                     `ferry --context {peer_cluster} profile delete {profile}`)"
+                ),
+            ),
+            E::PeerWithoutCatalog { cluster, .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::MissingPrerequisite,
+                format!(
+                    "run `ferry serve` (the same version as here) on cluster {cluster}: it \
+                     hosts the catalog next to the pairing service"
+                ),
             ),
             E::Timeout { .. } => (
                 Code::DeadlineExceeded,

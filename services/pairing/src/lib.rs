@@ -15,6 +15,7 @@ pub mod config;
 mod db;
 pub mod error;
 mod peer;
+pub mod probe;
 pub mod server;
 mod service;
 pub mod token;
@@ -24,5 +25,6 @@ pub use config::{Args, ConfigError, CredentialKind, PairingConfig};
 pub use error::PairingError;
 /// The `ErrorDetail` a status carries (re-exported from ferry-rpc).
 pub use ferry_rpc::detail as status_detail;
+pub use probe::{CatalogProbe, ProbeResult, ProfileProbe};
 pub use server::{ServeError, serve};
 pub use service::{MAX_TOKEN_TTL, PairingService, Pairs};

@@ -1,16 +1,21 @@
-//! Calls to the other side's Ferry (RedeemPairingToken, ForgetPair, GetPair, CheckPair).
+//! Calls to the other side's Ferry (RedeemPairingToken, ForgetPair, GetPair, CheckPair,
+//! and its catalog's CheckProfile).
 
 use std::time::Duration;
 
+use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::db::PairRow;
 use crate::error::{PairingError, Result};
 
 /// The other side's Ferry, reached over gRPC.
 pub(crate) struct Peer<I> {
     pub client: PairingServiceClient<InterceptedService<Channel, I>>,
+    /// The catalog `ferry serve` hosts on the same port.
+    pub catalog: CatalogServiceClient<InterceptedService<Channel, I>>,
     cluster: String,
     endpoint: String,
 }
@@ -40,11 +45,23 @@ pub(crate) async fn connect(
         .connect()
         .await
         .map_err(|e| unreachable(crate::cluster::error_chain(&e)))?;
+    let interceptor = ferry_rpc::propagate(traceparent);
     Ok(Peer {
-        client: PairingServiceClient::with_interceptor(channel, ferry_rpc::propagate(traceparent)),
+        client: PairingServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+        catalog: CatalogServiceClient::with_interceptor(channel, interceptor),
         cluster: cluster.into(),
         endpoint: endpoint.into(),
     })
+}
+
+/// Connects to the Ferry on the other side of `row` from this cluster.
+pub(crate) async fn other_side(
+    row: &PairRow,
+    timeout: Duration,
+    traceparent: Option<String>,
+) -> Result<Peer<impl tonic::service::Interceptor + Clone>> {
+    let other = row.peer();
+    connect(&other.name, &other.ferry_endpoint, timeout, traceparent).await
 }
 
 impl<I> Peer<I> {

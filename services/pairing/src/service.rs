@@ -696,15 +696,8 @@ impl Inner {
 
     /// Asks the other side to forget the pair; true if it did or never had it.
     async fn tell_peer_to_forget(&self, row: &PairRow, traceparent: Option<String>) -> bool {
-        let other = row.peer();
         let result = async {
-            let peer = peer::connect(
-                &other.name,
-                &other.ferry_endpoint,
-                self.config.peer_timeout,
-                traceparent,
-            )
-            .await?;
+            let peer = peer::other_side(row, self.config.peer_timeout, traceparent).await?;
             match peer
                 .client
                 .clone()

@@ -1,22 +1,32 @@
 //! The pairing service over real gRPC: two in-process services, one per real cluster of
 //! the test environment (`a` the source, `b` the destination), each with its own data
 //! directory. Pair, list, check, use, delete; refused tokens store nothing; credentials
-//! are sealed at rest and survive a restart.
+//! are sealed at rest and survive a restart. With a catalog on each side (profiles on
+//! the S3 server of the test environment), CheckPair's repository checks in both
+//! directions.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ferry_pairing::{CredentialKind, PAIR_LABEL, PairingConfig, PairingService, Pairs};
-use ferry_proto::v1::pairing_service_client::PairingServiceClient;
-use ferry_proto::v1::{
-    AcceptPairingTokenRequest, CheckDirection, CheckPairRequest, CheckStatus,
-    CreatePairingTokenRequest, DeletePairRequest, ErrorCode, GetPairRequest, ListPairsRequest,
-    Pair, PairCheck, PairRole, PairStatus, RepositoryRef,
+use ferry_catalog::{CatalogConfig, CatalogService};
+use ferry_pairing::{
+    CatalogProbe, CredentialKind, PAIR_LABEL, PairingConfig, PairingService, Pairs,
 };
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use ferry_proto::v1::catalog_service_server::CatalogService as CatalogApi;
+use ferry_proto::v1::pairing_service_client::PairingServiceClient;
+use ferry_proto::v1::pairing_service_server::PairingServiceServer;
+use ferry_proto::v1::{
+    AcceptPairingTokenRequest, CheckDirection, CheckPairRequest, CheckPairResponse, CheckStatus,
+    CreatePairingTokenRequest, CreateProfileRequest, DeletePairRequest, DeleteProfileRequest,
+    ErrorCode, GetPairRequest, ListPairsRequest, Pair, PairCheck, PairRole, PairStatus,
+    ProfileKind, RepositoryRef, SecretRef, StorageBackend,
+};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
@@ -38,6 +48,9 @@ struct Options {
     credential_kind: CredentialKind,
     /// Address to bind; port 0 picks one.
     bind: String,
+    /// A catalog served on the same port and used for repository checks, as in
+    /// `ferry serve`.
+    catalog: Option<CatalogService>,
 }
 
 impl Default for Options {
@@ -45,6 +58,7 @@ impl Default for Options {
         Options {
             credential_kind: CredentialKind::Secret,
             bind: "127.0.0.1:0".into(),
+            catalog: None,
         }
     }
 }
@@ -67,10 +81,23 @@ impl Side {
             data_dir,
         );
         config.credential_kind = options.credential_kind;
+        if let Some(catalog) = &options.catalog {
+            config.profile_probe = Some(Arc::new(CatalogProbe::new(catalog.clone(), cluster)));
+        }
         let service = PairingService::new(config).await.expect("pairing service");
         let pairs = service.pairs();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(ferry_pairing::serve(service, listener, shutdown.clone()));
+        let server = match options.catalog {
+            None => tokio::spawn(ferry_pairing::serve(service, listener, shutdown.clone())),
+            Some(catalog) => {
+                let stop = shutdown.clone();
+                let server = ferry_rpc::Server::new()
+                    .expect("server")
+                    .with_service(PairingServiceServer::new(service))
+                    .with_service(catalog.into_server());
+                tokio::spawn(server.serve(listener, async move { stop.cancelled().await }))
+            }
+        };
         let client = PairingServiceClient::connect(format!("http://{addr}"))
             .await
             .expect("connect");
@@ -329,27 +356,8 @@ async fn pair_list_check_use_and_delete() {
     assert_eq!(sas.len(), 1, "{sas:?}");
 
     // Check from the source: both directions, every check timed, repository skipped.
-    let resp = a
-        .client
-        .clone()
-        .check_pair(CheckPairRequest {
-            pair: "a-to-b".into(),
-            repository: Some(RepositoryRef {
-                profile: "main".into(),
-                repository_id: String::new(),
-            }),
-        })
-        .await
-        .expect("check")
-        .into_inner();
+    let resp = check_profile(&a, "a-to-b", "main").await;
     for c in &resp.checks {
-        eprintln!(
-            "check {} {:?} {:?}: {}",
-            c.name,
-            CheckDirection::try_from(c.direction),
-            CheckStatus::try_from(c.status),
-            c.message
-        );
         assert!(c.duration.is_some(), "{} not timed", c.name);
         assert_ne!(c.status, CheckStatus::Failed as i32, "{c:?}");
     }
@@ -369,17 +377,19 @@ async fn pair_list_check_use_and_delete() {
     ] {
         assert!(names.contains(&want), "{want:?} missing from {names:?}");
     }
-    let repo = resp
-        .checks
-        .iter()
-        .find(|c| c.name == "repository-writable")
-        .unwrap();
-    assert_eq!(repo.status, CheckStatus::Skipped as i32);
-    assert!(
-        repo.message.contains("skipped: no profile"),
-        "{}",
-        repo.message
-    );
+    // No catalog in this process: the repository checks are skipped, saying why.
+    for (name, direction) in [
+        ("repository-writable", CheckDirection::SourceToDestination),
+        ("repository-readable", CheckDirection::DestinationToSource),
+    ] {
+        let repo = find_check(&resp.checks, name, direction);
+        assert_eq!(repo.status, CheckStatus::Skipped as i32);
+        assert!(
+            repo.message.contains("without a catalog") && repo.message.contains("\"main\""),
+            "{}",
+            repo.message
+        );
+    }
     let checked = resp.pair.expect("pair");
     assert_eq!(checked.status, PairStatus::Ready as i32);
     assert!(checked.last_checked_at.is_some());
@@ -886,6 +896,220 @@ async fn token_request_credentials_pair_too() {
         "{:?}",
         resp.checks
     );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A catalog on `cluster` with Secrets `s3` (the test S3 server's credentials) and `key`
+/// in a namespace of its own, its state in `dir`.
+async fn catalog(cluster: &str, dir: &Path) -> CatalogService {
+    let env = ferry_testenv::shared().await.expect("env");
+    let s3 = env.s3().expect("S3 server").clone();
+    let kube = env.client(cluster, "admin").await.expect("client");
+    let ns = ferry_testenv::unique_name(&format!("pair-cat-{cluster}"));
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": ns } }))
+            .expect("namespace");
+    Api::<Namespace>::all(kube.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    let secrets = Api::<Secret>::namespaced(kube.clone(), &ns);
+    for (name, data) in [
+        (
+            "s3",
+            vec![
+                ("access_key_id", s3.access_key.as_bytes()),
+                ("secret_access_key", s3.secret_key.as_bytes()),
+            ],
+        ),
+        (
+            "key",
+            vec![("key", &b"the pairing test's repository key"[..])],
+        ),
+    ] {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.into_iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create Secret");
+    }
+    let mut config = CatalogConfig::new(kube, cluster, dir.to_path_buf());
+    config.secrets_namespace = ns;
+    config.init_options = ferry_repo::InitOptions::small_for_tests();
+    CatalogService::new(config).await.expect("catalog")
+}
+
+/// Profile `name` (migration: read-write from both clusters) on `prefix` of the test
+/// bucket; returns its repository id.
+async fn create_profile(catalog: &CatalogService, name: &str, prefix: &str) -> String {
+    let env = ferry_testenv::shared().await.expect("env");
+    let s3 = env.s3().expect("S3 server");
+    let secret = |name: &str| {
+        Some(SecretRef {
+            namespace: String::new(),
+            name: name.into(),
+        })
+    };
+    let req = CreateProfileRequest {
+        name: name.into(),
+        kind: ProfileKind::Migration as i32,
+        backend: StorageBackend::S3 as i32,
+        endpoint: s3.endpoint.clone(),
+        bucket: s3.bucket.clone(),
+        prefix: prefix.into(),
+        region: s3.region.clone(),
+        credentials_secret: secret("s3"),
+        verify_tls: None,
+        encryption_key_secret: secret("key"),
+        create_repository: true,
+        migration_token: String::new(),
+    };
+    CatalogApi::create_profile(catalog, tonic::Request::new(req))
+        .await
+        .expect("create profile")
+        .into_inner()
+        .profile
+        .expect("profile")
+        .repository_id
+}
+
+async fn delete_profile(catalog: &CatalogService, name: &str) {
+    CatalogApi::delete_profile(
+        catalog,
+        tonic::Request::new(DeleteProfileRequest { name: name.into() }),
+    )
+    .await
+    .expect("delete profile");
+}
+
+async fn check_profile(side: &Side, pair: &str, profile: &str) -> CheckPairResponse {
+    let resp = side
+        .client
+        .clone()
+        .check_pair(CheckPairRequest {
+            pair: pair.into(),
+            repository: Some(RepositoryRef {
+                profile: profile.into(),
+                repository_id: String::new(),
+            }),
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    for c in &resp.checks {
+        eprintln!(
+            "check {} {:?} {:?}: {}",
+            c.name,
+            CheckDirection::try_from(c.direction),
+            CheckStatus::try_from(c.status),
+            c.message
+        );
+    }
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repository_checks_go_through_both_catalogs() {
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let cat_a = catalog("a", &a_dir.path().join("catalog")).await;
+    let cat_b = catalog("b", &b_dir.path().join("catalog")).await;
+    let with = |catalog: &CatalogService| Options {
+        catalog: Some(catalog.clone()),
+        ..Default::default()
+    };
+    let a = Side::start("a", a_dir.path(), with(&cat_a)).await;
+    let b = Side::start("b", b_dir.path(), with(&cat_b)).await;
+    let token = b.token("repo-check").await;
+    let pair = a.accept(&token).await.expect("accept");
+    let s2d = CheckDirection::SourceToDestination;
+    let d2s = CheckDirection::DestinationToSource;
+
+    // The same repository behind profile "main" on both clusters.
+    let prefix = ferry_testenv::unique_name("pair-repo");
+    let id = create_profile(&cat_a, "main", &prefix).await;
+    assert_eq!(create_profile(&cat_b, "main", &prefix).await, id);
+    for side in [&a, &b] {
+        let resp = check_profile(side, &pair.id, "main").await;
+        for c in &resp.checks {
+            assert_ne!(c.status, CheckStatus::Failed as i32, "{c:?}");
+        }
+        let writable = find_check(&resp.checks, "repository-writable", s2d);
+        let readable = find_check(&resp.checks, "repository-readable", d2s);
+        for c in [&writable, &readable] {
+            assert_eq!(c.status, CheckStatus::Passed as i32, "{c:?}");
+            assert!(c.message.contains(&id), "{}", c.message);
+        }
+        assert!(writable.message.contains("probe"), "{}", writable.message);
+        assert_eq!(resp.pair.expect("pair").status, PairStatus::Ready as i32);
+    }
+
+    // The destination's "main" points at another prefix: another repository.
+    delete_profile(&cat_b, "main").await;
+    let other = create_profile(&cat_b, "main", &format!("{prefix}-other")).await;
+    assert_ne!(other, id);
+    let resp = check_profile(&a, &pair.id, "main").await;
+    let writable = find_check(&resp.checks, "repository-writable", s2d);
+    assert_eq!(writable.status, CheckStatus::Passed as i32, "{writable:?}");
+    let readable = find_check(&resp.checks, "repository-readable", d2s);
+    assert_eq!(readable.status, CheckStatus::Failed as i32, "{readable:?}");
+    assert!(
+        readable.message.contains(&id) && readable.message.contains(&other),
+        "names both repositories: {}",
+        readable.message
+    );
+    let e = readable.error.as_ref().expect("error");
+    assert_eq!(e.cluster, "b");
+    assert!(
+        e.hint.contains("create profile main on cluster b") && e.hint.contains("bucket/prefix"),
+        "{}",
+        e.hint
+    );
+    assert_eq!(resp.pair.expect("pair").status, PairStatus::Degraded as i32);
+
+    // The destination has no "main" at all.
+    delete_profile(&cat_b, "main").await;
+    let resp = check_profile(&a, &pair.id, "main").await;
+    let readable = find_check(&resp.checks, "repository-readable", d2s);
+    assert_eq!(readable.status, CheckStatus::Failed as i32, "{readable:?}");
+    assert!(
+        readable.message.contains("\"main\"") && readable.message.contains("cluster b"),
+        "{}",
+        readable.message
+    );
+    let e = readable.error.as_ref().expect("error");
+    assert_eq!(e.code, ErrorCode::NotFound as i32);
+    assert!(
+        e.hint.contains("ferry --context b profile create main"),
+        "{}",
+        e.hint
+    );
+    // From the destination's end, its own check names the missing profile too.
+    let resp = check_profile(&b, &pair.id, "main").await;
+    let local = find_check(&resp.checks, "repository-readable", d2s);
+    assert_eq!(local.status, CheckStatus::Failed as i32, "{local:?}");
+    assert!(
+        local
+            .error
+            .as_ref()
+            .is_some_and(|e| e.hint.contains("--context b")),
+        "{local:?}"
+    );
+
     a.stop().await;
     b.stop().await;
 }

@@ -94,7 +94,8 @@ pub trait Jobs: Send + Sync + std::fmt::Debug + 'static {
 /// [`Jobs`] over `ferry.v1.TransferService`.
 #[derive(Debug, Clone)]
 pub struct TransferJobs {
-    client: TransferServiceClient<Channel>,
+    /// Calls carry the run's trace context, so a job's spans join the schedule's run.
+    client: TransferServiceClient<ferry_rpc::TracedChannel>,
     /// Longest time the transfer service may stay unreachable while a job is followed
     /// before the attempt counts as failed.
     pub unreachable_limit: Duration,
@@ -104,9 +105,9 @@ pub struct TransferJobs {
 const REWATCH_DELAY: Duration = Duration::from_secs(1);
 
 impl TransferJobs {
-    pub fn new(client: TransferServiceClient<Channel>) -> TransferJobs {
+    pub fn new(channel: Channel) -> TransferJobs {
         TransferJobs {
-            client,
+            client: TransferServiceClient::new(ferry_rpc::traced_channel(channel)),
             unreachable_limit: Duration::from_secs(600),
         }
     }
@@ -115,7 +116,7 @@ impl TransferJobs {
     /// this same server, which is not listening yet when the scheduler is built.
     pub fn lazy(endpoint: &str) -> Result<TransferJobs, tonic::transport::Error> {
         let channel = Endpoint::from_shared(endpoint.to_owned())?.connect_lazy();
-        Ok(TransferJobs::new(TransferServiceClient::new(channel)))
+        Ok(TransferJobs::new(channel))
     }
 
     /// The id of the job a Start* call started, or why there is none.

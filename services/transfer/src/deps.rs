@@ -12,7 +12,7 @@ use ferry_kube::Cluster;
 use ferry_proto::v1::agent_service_client::AgentServiceClient;
 use ferry_proto::v1::{ClusterRef, RepositoryRef, cluster_ref};
 use ferry_repo::Repository;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::error::{Result, TransferError};
 
@@ -34,12 +34,16 @@ pub trait Clusters: Send + Sync + fmt::Debug {
     async fn cluster(&self, r: Option<&ClusterRef>) -> Result<Cluster>;
 }
 
+/// A client of one agent; its calls carry the job's trace context, so an agent's
+/// spans join the job's trace.
+pub type AgentClient = AgentServiceClient<ferry_rpc::TracedChannel>;
+
 /// Clients for agents, the per-node data movers.
 #[async_trait]
 pub trait Agents: Send + Sync + fmt::Debug {
     /// A client for the agent on `node` of `cluster` (a [`cluster_key`]). `node` is
     /// empty when the volume is not pinned to a node.
-    async fn agent(&self, cluster: &str, node: &str) -> Result<AgentServiceClient<Channel>>;
+    async fn agent(&self, cluster: &str, node: &str) -> Result<AgentClient>;
 }
 
 /// Repositories by profile.
@@ -156,7 +160,7 @@ impl StaticAgents {
 
 #[async_trait]
 impl Agents for StaticAgents {
-    async fn agent(&self, cluster: &str, node: &str) -> Result<AgentServiceClient<Channel>> {
+    async fn agent(&self, cluster: &str, node: &str) -> Result<AgentClient> {
         let endpoint = self
             .endpoints
             .get(&format!("{cluster}/{node}"))
@@ -182,7 +186,7 @@ impl Agents for StaticAgents {
             .map_err(unreachable)?
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect_lazy();
-        Ok(AgentServiceClient::new(channel))
+        Ok(AgentServiceClient::new(ferry_rpc::traced_channel(channel)))
     }
 }
 

@@ -23,7 +23,8 @@ pub mod store;
 
 pub use config::Args;
 pub use deps::{
-    Agents, Clusters, ProfileRepositories, Repositories, StaticAgents, StaticClusters, cluster_key,
+    AgentClient, Agents, Clusters, ProfileRepositories, Repositories, StaticAgents, StaticClusters,
+    cluster_key,
 };
 pub use error::TransferError;
 pub use migrate::QUIESCE_ANNOTATION;

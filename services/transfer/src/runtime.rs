@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_proto::v1::agent_service_client::AgentServiceClient;
 use ferry_proto::v1::{
     ActivateRequest, ActivateResponse, ErrorDetail, Job, JobEvent, JobKind, JobReport, JobState,
     JobStep, ObjectAction, ObjectOutcome, Progress, StartMigrationRequest, StepState, job_event,
@@ -17,7 +16,6 @@ use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
-use tonic::transport::Channel;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::deps::{Agents, Clusters, Repositories};
@@ -81,7 +79,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// An agent operation a job is running, so a cancel can stop it.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentOp {
-    pub client: AgentServiceClient<Channel>,
+    pub client: crate::deps::AgentClient,
     pub operation_id: String,
 }
 
@@ -758,7 +756,7 @@ impl JobRun {
     }
 
     /// Registers an agent operation for cancel until the guard drops.
-    pub fn track_op(&self, client: AgentServiceClient<Channel>, operation_id: &str) -> OpGuard<'_> {
+    pub fn track_op(&self, client: crate::deps::AgentClient, operation_id: &str) -> OpGuard<'_> {
         self.ctl.ops.lock().push(AgentOp {
             client,
             operation_id: operation_id.to_owned(),
