@@ -368,6 +368,10 @@ async fn cancel_mid_transfer_leaves_nothing_behind() {
         bench.restore_points(&ns).await.is_empty(),
         "a restore point was written"
     );
+    // The repository reads clean: what the stopped backup uploaded is complete or
+    // merely unreferenced, never half-visible.
+    let check = bench.repository.check(true).await.unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
     assert!(
         !namespace_exists(&bench.b, &ns).await,
         "the destination has the application"
