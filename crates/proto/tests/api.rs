@@ -274,6 +274,7 @@ fn descriptor_set_has_every_service_and_method() {
                 "ListRestorePoints",
                 "GetRestorePoint",
                 "RebuildIndex",
+                "CheckProfile",
             ],
         ),
         (
