@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, MinIO and grpcurl from their Go modules,
+# Builds etcd, kube-apiserver, kube-controller-manager, MinIO, mc and grpcurl from their Go modules,
 # once, into a cache outside the checkout keyed by version:
 #   $FERRY_CACHE/testenv/<component>-<version>/bin/
 # A component whose binaries exist is skipped, so a warm run costs nothing.
@@ -111,6 +111,9 @@ go_install() {
 }
 
 build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
+# mc, the MinIO client: the test environment adds a read-only user with it (MinIO's admin
+# API wants signed requests).
+build_mc() { go_install mc "$MC_VERSION" github.com/minio/mc; }
 
 # kubectl: the machine's own if it has one (real kubectl either way); else built from the
 # same Kubernetes module into the cache, and the Makefile puts that on PATH.
@@ -143,7 +146,8 @@ case "$what" in
   kube) timed kubernetes build_kube ;;
   minio) timed minio build_minio ;;
   kubectl) timed kubectl build_kubectl ;;
+  mc) timed mc build_mc ;;
   grpcurl) timed grpcurl build_grpcurl ;;
-  all) timed etcd build_etcd; timed minio build_minio; timed kubernetes build_kube; timed kubectl build_kubectl; timed grpcurl build_grpcurl ;;
-  *) echo "usage: $0 [all|etcd|kube|minio|kubectl|grpcurl]" >&2; exit 2 ;;
+  all) timed etcd build_etcd; timed minio build_minio; timed mc build_mc; timed kubernetes build_kube; timed kubectl build_kubectl; timed grpcurl build_grpcurl ;;
+  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl]" >&2; exit 2 ;;
 esac

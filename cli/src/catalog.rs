@@ -3,15 +3,15 @@
 
 use clap::{Args, Subcommand};
 use ferry_proto::v1::{
-    ActivateRequest, ApplicationSelector, CreateProfileRequest, DeleteProfileRequest,
-    GetRestorePointRequest, ListProfilesRequest, ListRestorePointsRequest, ProfileKind,
-    RepositoryRef, SecretRef, StorageBackend,
+    ActivateRequest, ApplicationSelector, CreateImportKeyRequest, CreateProfileRequest,
+    DeleteProfileRequest, GetRestorePointRequest, ListProfilesRequest, ListRestorePointsRequest,
+    ProfileKind, RepositoryRef, SecretRef, StorageBackend,
 };
 
 use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
 use crate::format::{enum_name, table, when};
-use crate::output::{bytes, print};
+use crate::output::{Format, bytes, print, print_proto};
 
 /// `ferry profile` and its subcommands.
 #[derive(Debug, Args)]
@@ -60,12 +60,17 @@ pub struct CreateProfileArgs {
     #[arg(long)]
     pub credentials_secret: Option<String>,
     /// Secret (NAME or NAMESPACE/NAME) with key "key": the key wrapping the repository's
-    /// master key.
+    /// master key. Without it (and without a token), a key is generated into the
+    /// Secret <name>-key: back it up.
     #[arg(long)]
-    pub key_secret: String,
+    pub key_secret: Option<String>,
     /// Create the repository if the location holds none.
     #[arg(long)]
     pub create_repository: bool,
+    /// Import profiles: the migration token an export printed; it brings the location
+    /// and the repository key (give read-only credentials with --credentials-secret).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["s3", "local"])]
+    pub migration_token_file: Option<std::path::PathBuf>,
     /// Do not verify the endpoint's TLS certificate (test setups only).
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
@@ -118,11 +123,30 @@ fn s3_location(text: &str) -> Result<(String, String, String)> {
     Ok((endpoint, bucket.to_string(), prefix.to_string()))
 }
 
-pub async fn profile(connect: &ConnectArgs, args: ProfileArgs) -> Result<()> {
+pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -> Result<()> {
     let ferry = connect.ferry().await?;
     match args.command {
         ProfileCommand::Create(a) => {
+            let migration_token = match &a.migration_token_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        Error::Usage(format!(
+                            "reading the migration token file {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+                None => String::new(),
+            };
             let (backend, endpoint, bucket, prefix) = match (&a.s3, &a.local) {
+                // The token names the location.
+                _ if !migration_token.is_empty() => (
+                    StorageBackend::Unspecified,
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ),
                 (Some(s3), None) => {
                     let (e, b, p) = s3_location(s3)?;
                     (StorageBackend::S3, e, b, p)
@@ -135,7 +159,9 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs) -> Result<()> {
                 ),
                 _ => {
                     return Err(Error::Usage(
-                        "give the repository's location with --s3 URL or --local DIR".into(),
+                        "give the repository's location with --s3 URL or --local DIR, or an \
+                         import profile's --migration-token-file"
+                            .into(),
                     ));
                 }
             };
@@ -166,13 +192,23 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs) -> Result<()> {
                         .map(|s| secret_ref("--credentials-secret", s))
                         .transpose()?,
                     verify_tls: Some(!a.insecure_skip_tls_verify),
-                    encryption_key_secret: Some(secret_ref("--key-secret", &a.key_secret)?),
+                    encryption_key_secret: a
+                        .key_secret
+                        .as_deref()
+                        .map(|s| secret_ref("--key-secret", s))
+                        .transpose()?,
                     create_repository: a.create_repository,
-                    migration_token: String::new(),
+                    migration_token,
                 })
                 .await
                 .map_err(|s| ferry.rpc_error("CreateProfile", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.CreateProfileResponse");
+            }
+            for w in &resp.warnings {
+                eprintln!("ferry: warning: {w}");
+            }
             let p = resp.profile.unwrap_or_default();
             print(&format!(
                 "profile {} saved; repository {}{}\n",
@@ -192,6 +228,9 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs) -> Result<()> {
                 .await
                 .map_err(|s| ferry.rpc_error("ListProfiles", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.ListProfilesResponse");
+            }
             if resp.profiles.is_empty() {
                 return print("no profiles; create one with: ferry profile create --help\n");
             }
@@ -220,11 +259,39 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs) -> Result<()> {
                 .delete_profile(DeleteProfileRequest { name: name.clone() })
                 .await
                 .map_err(|s| ferry.rpc_error("DeleteProfile", s))?;
+            if format == Format::Json {
+                return print("{}\n");
+            }
             print(&format!(
                 "deleted profile {name}; the repository is untouched\n"
             ))
         }
     }
+}
+
+/// `ferry import-key`: this cluster's import key, created on first use. Its public
+/// half goes to the source's `ferry export --recipient-key`, so only this cluster can
+/// open the repository key inside the migration token.
+pub async fn import_key(connect: &ConnectArgs, format: Format) -> Result<()> {
+    let ferry = connect.ferry().await?;
+    let resp = ferry
+        .catalog()
+        .create_import_key(CreateImportKeyRequest {})
+        .await
+        .map_err(|s| ferry.rpc_error("CreateImportKey", s))?
+        .into_inner();
+    if format == Format::Json {
+        return print_proto(&resp, "ferry.v1.CreateImportKeyResponse");
+    }
+    let key = resp.key.unwrap_or_default();
+    eprintln!(
+        "import key {} ({}){}",
+        key.fingerprint,
+        when(key.created_at.as_ref()),
+        if resp.created { ", created now" } else { "" }
+    );
+    // Only the key on stdout, for `--recipient-key-file`.
+    print(&format!("{}\n", key.public_key))
 }
 
 /// `ferry restore-points`.
@@ -245,7 +312,11 @@ pub struct RestorePointsArgs {
     pub id: Option<String>,
 }
 
-pub async fn restore_points(connect: &ConnectArgs, args: RestorePointsArgs) -> Result<()> {
+pub async fn restore_points(
+    connect: &ConnectArgs,
+    args: RestorePointsArgs,
+    format: Format,
+) -> Result<()> {
     let ferry = connect.ferry().await?;
     let repository = Some(RepositoryRef {
         profile: args.profile.clone(),
@@ -257,9 +328,11 @@ pub async fn restore_points(connect: &ConnectArgs, args: RestorePointsArgs) -> R
             .get_restore_point(GetRestorePointRequest { repository, id })
             .await
             .map_err(|s| ferry.rpc_error("GetRestorePoint", s))?
-            .into_inner()
-            .restore_point
-            .unwrap_or_default();
+            .into_inner();
+        if format == Format::Json {
+            return print_proto(&rp, "ferry.v1.GetRestorePointResponse");
+        }
+        let rp = rp.restore_point.unwrap_or_default();
         let app = rp.application.clone().unwrap_or_default();
         let source = rp.source.clone().unwrap_or_default();
         let mut text = format!(
@@ -302,6 +375,9 @@ pub async fn restore_points(connect: &ConnectArgs, args: RestorePointsArgs) -> R
         .await
         .map_err(|s| ferry.rpc_error("ListRestorePoints", s))?
         .into_inner();
+    if format == Format::Json {
+        return print_proto(&resp, "ferry.v1.ListRestorePointsResponse");
+    }
     if resp.restore_points.is_empty() {
         return print(&format!("no restore points in profile {}\n", args.profile));
     }
@@ -339,7 +415,7 @@ pub struct ActivateArgs {
 
 /// Scales a migrated application's workloads up to their source replica counts, on the
 /// cluster of `--context`.
-pub async fn activate(connect: &ConnectArgs, args: ActivateArgs) -> Result<()> {
+pub async fn activate(connect: &ConnectArgs, args: ActivateArgs, format: Format) -> Result<()> {
     let ferry = connect.ferry().await?;
     let resp = ferry
         .transfer()
@@ -354,6 +430,9 @@ pub async fn activate(connect: &ConnectArgs, args: ActivateArgs) -> Result<()> {
         .await
         .map_err(|s| ferry.rpc_error("Activate", s))?
         .into_inner();
+    if format == Format::Json {
+        return print_proto(&resp, "ferry.v1.ActivateResponse");
+    }
     if resp.workloads.is_empty() {
         return print(&format!(
             "no workloads to activate in namespace {}\n",

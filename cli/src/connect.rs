@@ -1,14 +1,16 @@
 //! How a control-plane command finds its Ferry: `--server` when given, otherwise the
-//! endpoint the Ferry of the `--context` cluster publishes in that cluster.
+//! endpoint the Ferry of the `--context` cluster publishes in that cluster; and how it
+//! verifies a Ferry serving TLS (`--ca-file`, and for mutual TLS `--client-cert` and
+//! `--client-key`).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use ferry_client::Ferry;
+use ferry_client::{ClientTls, Ferry, Pem, TlsError};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Where the Ferry a command talks to runs.
+/// Where the Ferry a command talks to runs, and how to trust it.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
     /// Kubeconfig context of the cluster whose Ferry runs the command; default: the
@@ -18,28 +20,85 @@ pub struct ConnectArgs {
     /// Kubeconfig file; default: KUBECONFIG or ~/.kube/config.
     #[arg(long, global = true, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// Address of the Ferry (http://host:port), instead of finding it through the
-    /// context's cluster.
+    /// Address of the Ferry (https://host:port, or http://host:port for a plaintext
+    /// one), instead of finding it through the context's cluster.
     #[arg(long, env = "FERRY_SERVER", global = true, value_name = "URL")]
     pub server: Option<String>,
+    /// PEM file of the CA that signed the Ferry's certificate; every https:// Ferry is
+    /// verified with it (there are no built-in roots).
+    #[arg(long, env = "FERRY_CA_FILE", global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a Ferry that requires mutual TLS.
+    #[arg(
+        long,
+        env = "FERRY_CLIENT_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(
+        long,
+        env = "FERRY_CLIENT_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
+    /// Name the Ferry's certificate must hold when it is not the --server host (an
+    /// address its certificate does not list, a tunnel).
+    #[arg(
+        long,
+        env = "FERRY_TLS_SERVER_NAME",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
 }
 
 impl ConnectArgs {
     /// Connects to the Ferry these flags name.
     pub async fn ferry(&self) -> Result<Ferry> {
+        let tls = self.tls()?;
         Ok(match &self.server {
-            Some(server) => Ferry::connect(server).await?,
-            None => Ferry::for_context(self.kubeconfig.as_deref(), self.context.as_deref()).await?,
+            Some(server) => Ferry::connect_with(server, &tls).await?,
+            None => {
+                Ferry::for_context_with(self.kubeconfig.as_deref(), self.context.as_deref(), &tls)
+                    .await?
+            }
         })
     }
 
-    /// The same flags for another context (the other side of a pair); `--server` does
-    /// not carry over.
+    /// The TLS settings of `--ca-file`, `--client-cert`/`--client-key` and
+    /// `--tls-server-name`; files that cannot be read or parsed are usage errors.
+    pub fn tls(&self) -> Result<ClientTls> {
+        let usage = |e: TlsError| Error::Usage(e.to_string());
+        let mut tls = ClientTls::new();
+        if let Some(ca) = &self.ca_file {
+            tls = tls
+                .with_ca(Pem::read("--ca-file", ca).map_err(usage)?)
+                .map_err(usage)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            let cert = Pem::read("--client-cert", cert).map_err(usage)?;
+            let key = Pem::read("--client-key", key).map_err(usage)?;
+            tls = tls.with_identity(cert, key).map_err(usage)?;
+        }
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.with_server_name(name);
+        }
+        Ok(tls)
+    }
+
+    /// The same flags for another context (the other side of a pair); `--server` and
+    /// `--tls-server-name` do not carry over, the CA and client certificate do.
     pub fn for_context(&self, context: &str) -> ConnectArgs {
         ConnectArgs {
             context: Some(context.into()),
-            kubeconfig: self.kubeconfig.clone(),
             server: None,
+            tls_server_name: None,
+            ..self.clone()
         }
     }
 

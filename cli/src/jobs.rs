@@ -1,13 +1,13 @@
 //! `ferry jobs`: list, show, follow and cancel the transfer jobs of a Ferry.
 
 use clap::{Args, Subcommand};
-use ferry_proto::v1::{JobKind, JobState, ListJobsRequest};
+use ferry_proto::v1::{GetJobResponse, JobKind, JobState, ListJobsRequest};
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::ConnectArgs;
 use crate::error::Result;
 use crate::format::{between, enum_name, table, when};
-use crate::output::{clock, print};
+use crate::output::{Format, clock, print, print_proto};
 use crate::watch::{OnInterrupt, finish, follow, report_text};
 
 /// `ferry jobs` and its subcommands.
@@ -91,7 +91,12 @@ pub enum KindArg {
     Restore,
 }
 
-pub async fn run(connect: &ConnectArgs, args: JobsArgs, cancel: CancellationToken) -> Result<()> {
+pub async fn run(
+    connect: &ConnectArgs,
+    args: JobsArgs,
+    cancel: CancellationToken,
+    format: Format,
+) -> Result<()> {
     let ferry = connect.ferry().await?;
     match args.command {
         JobsCommand::List(args) => {
@@ -107,6 +112,9 @@ pub async fn run(connect: &ConnectArgs, args: JobsArgs, cancel: CancellationToke
                 .await
                 .map_err(|s| ferry.rpc_error("ListJobs", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.ListJobsResponse");
+            }
             if resp.jobs.is_empty() {
                 return print("no jobs\n");
             }
@@ -139,6 +147,13 @@ pub async fn run(connect: &ConnectArgs, args: JobsArgs, cancel: CancellationToke
         }
         JobsCommand::Get { id, show_objects } => {
             let (job, report) = ferry.job(&id).get().await?;
+            if format == Format::Json {
+                let resp = GetJobResponse {
+                    job: Some(job),
+                    report,
+                };
+                return print_proto(&resp, "ferry.v1.GetJobResponse");
+            }
             match report {
                 Some(report) => print(&report_text(&report, show_objects)),
                 None => {
@@ -165,7 +180,7 @@ pub async fn run(connect: &ConnectArgs, args: JobsArgs, cancel: CancellationToke
         }
         JobsCommand::Watch { id, show_objects } => {
             let report = follow(&ferry.job(&id), &cancel, OnInterrupt::Detach).await?;
-            finish(&report, show_objects)
+            finish(&report, show_objects, format)
         }
         JobsCommand::Cancel {
             id,
@@ -174,6 +189,9 @@ pub async fn run(connect: &ConnectArgs, args: JobsArgs, cancel: CancellationToke
         } => {
             let job = ferry.job(&id);
             let now = job.cancel(&reason).await?;
+            if format == Format::Json && (no_wait || ferry_client::is_final(now.state())) {
+                return print_proto(&now, "ferry.v1.Job");
+            }
             if no_wait || ferry_client::is_final(now.state()) {
                 return print(&format!(
                     "job {id} is {}\n",
@@ -181,7 +199,10 @@ pub async fn run(connect: &ConnectArgs, args: JobsArgs, cancel: CancellationToke
                 ));
             }
             let report = follow(&job, &cancel, OnInterrupt::Detach).await?;
-            print(&report_text(&report, false))
+            match format {
+                Format::Text => print(&report_text(&report, false)),
+                Format::Json => print_proto(&report, "ferry.v1.JobReport"),
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 //! type, so the thin binary only parses, runs and maps the outcome to an exit code.
 //!
 //! It holds `ferry repo`, the data mover on its own; `ferry serve`, every service in one
-//! process; and the control plane's client commands (pair, profile, migrate, jobs,
-//! restore-points, schedules, activate), which reach a Ferry through the SDK in
+//! process; and the control plane's client commands (pair, profile, migrate, export, restore,
+//! jobs, restore-points, schedules, activate), which reach a Ferry through the SDK in
 //! crates/client, named by a kubeconfig context or `--server`.
 
 /// The exit statuses, as one literal so several help texts can `concat!` it.
@@ -21,8 +21,10 @@ macro_rules! exit_codes_help {
 }
 
 pub mod catalog;
+pub mod certs;
 pub mod connect;
 mod error;
+pub mod export;
 mod format;
 pub mod jobs;
 pub mod migrate;
@@ -38,6 +40,7 @@ mod watch;
 use clap::{Parser, Subcommand};
 
 pub use error::{Error, Result};
+pub use output::Format as OutputFormat;
 
 /// Exit statuses, shown in `--help` and in cli/README.md.
 pub const EXIT_CODES_HELP: &str = exit_codes_help!();
@@ -48,6 +51,10 @@ pub const EXIT_CODES_HELP: &str = exit_codes_help!();
 pub struct Cli {
     #[command(flatten)]
     pub connect: connect::ConnectArgs,
+    /// How control-plane commands print results: tables, or the API's messages as
+    /// protobuf JSON (`ferry repo` prints its own JSON with it too).
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
+    pub output: OutputFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,31 +74,56 @@ pub enum Command {
     Profile(catalog::ProfileArgs),
     /// Move an application with its volume data to a paired cluster.
     Migrate(migrate::MigrateArgs),
+    /// Write an application's restore point to an export profile's repository, and
+    /// print the migration token for the destination.
+    Export(export::ExportArgs),
+    /// Restore a restore point from a repository onto this cluster.
+    Restore(export::RestoreArgs),
     /// List, follow and cancel jobs.
     Jobs(jobs::JobsArgs),
     /// List the restore points a repository holds.
     RestorePoints(catalog::RestorePointsArgs),
     /// Recurring migrations.
     Schedules(schedules::SchedulesArgs),
+    /// Print this cluster's import key (created on first use), for a source's
+    /// `ferry export --recipient-key-file`.
+    ImportKey,
     /// Start a migrated application that arrived scaled to zero.
     Activate(catalog::ActivateArgs),
+    /// Make a CA and certificates to try TLS and mutual TLS with (test setups).
+    Certs(certs::CertsArgs),
 }
 
 /// Runs a parsed command line. Ctrl-C and SIGTERM cancel the command cleanly; a second
 /// signal ends the process at once.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Repo(args) => repo::run(args, signal::cancel_on_signals()).await,
+        Command::Repo(mut args) => {
+            args.json |= cli.output == OutputFormat::Json;
+            repo::run(args, signal::cancel_on_signals()).await
+        }
         // Its own handlers: the first signal drains and stops the server (exit 0).
         Command::Serve(args) => Ok(serve::run(args).await?),
-        Command::Pair(args) => pair::run(&cli.connect, args).await,
-        Command::Profile(args) => catalog::profile(&cli.connect, args).await,
+        Command::Pair(args) => pair::run(&cli.connect, args, cli.output).await,
+        Command::Profile(args) => catalog::profile(&cli.connect, args, cli.output).await,
         Command::Migrate(args) => {
-            migrate::run(&cli.connect, args, signal::cancel_on_signals()).await
+            migrate::run(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
         }
-        Command::Jobs(args) => jobs::run(&cli.connect, args, signal::cancel_on_signals()).await,
-        Command::RestorePoints(args) => catalog::restore_points(&cli.connect, args).await,
-        Command::Schedules(args) => schedules::run(&cli.connect, args).await,
-        Command::Activate(args) => catalog::activate(&cli.connect, args).await,
+        Command::Export(args) => {
+            export::export(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
+        }
+        Command::Restore(args) => {
+            export::restore(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
+        }
+        Command::Jobs(args) => {
+            jobs::run(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
+        }
+        Command::RestorePoints(args) => {
+            catalog::restore_points(&cli.connect, args, cli.output).await
+        }
+        Command::Schedules(args) => schedules::run(&cli.connect, args, cli.output).await,
+        Command::ImportKey => catalog::import_key(&cli.connect, cli.output).await,
+        Command::Activate(args) => catalog::activate(&cli.connect, args, cli.output).await,
+        Command::Certs(args) => certs::run(args),
     }
 }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::ConnectArgs;
 use crate::error::Result;
 use crate::format::mappings;
-use crate::output::print;
-use crate::watch::{OnInterrupt, finish, follow};
+use crate::output::Format;
+use crate::watch::{OnInterrupt, detached, finish, follow};
 
 /// Which objects make up the application.
 #[derive(Debug, Clone, Args)]
@@ -182,6 +182,14 @@ pub struct MigrateArgs {
     /// Report what would happen, changing nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// How a command that starts a job follows it; shared with `ferry export` and
+/// `ferry restore`.
+#[derive(Debug, Clone, Args)]
+pub struct FollowArgs {
     /// Print the job id and return; follow it with `ferry jobs watch`.
     #[arg(long)]
     pub detach: bool,
@@ -194,14 +202,15 @@ pub async fn run(
     connect: &ConnectArgs,
     args: MigrateArgs,
     cancel: CancellationToken,
+    format: Format,
 ) -> Result<()> {
     let source = connect.ferry().await?;
     let mut req = args.migration.request(connect, &source).await?;
     req.dry_run = args.dry_run;
     let job = source.migrate(req).await?;
-    if args.detach {
-        return print(&format!("{}\n", job.id()));
+    if args.follow.detach {
+        return detached(&job, format);
     }
     let report = follow(&job, &cancel, OnInterrupt::CancelJob).await?;
-    finish(&report, args.show_objects || args.dry_run)
+    finish(&report, args.follow.show_objects || args.dry_run, format)
 }

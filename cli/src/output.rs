@@ -25,6 +25,42 @@ pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     print(&text)
 }
 
+/// How control-plane commands print their results: tables for people, or the API's
+/// messages as canonical protobuf JSON (the shape grpcurl prints) for scripts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Writes one API message (`full_name` like "ferry.v1.JobReport") as protobuf JSON:
+/// camelCase fields, enums by name, default values left out.
+pub(crate) fn print_proto<M: prost::Message>(message: &M, full_name: &str) -> Result<()> {
+    static POOL: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> =
+        std::sync::OnceLock::new();
+    let broken = |what: String| Error::Output(std::io::Error::other(what));
+    let pool = POOL
+        .get_or_init(|| {
+            prost_reflect::DescriptorPool::decode(ferry_proto::FILE_DESCRIPTOR_SET).ok()
+        })
+        .as_ref()
+        .ok_or_else(|| broken("the API's descriptor set does not decode".into()))?;
+    let descriptor = pool
+        .get_message_by_name(full_name)
+        .ok_or_else(|| broken(format!("no message {full_name} in the API")))?;
+    let dynamic =
+        prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+            .map_err(|e| broken(format!("re-reading {full_name}: {e}")))?;
+    let mut out = serde_json::Serializer::pretty(Vec::new());
+    dynamic
+        .serialize_with_options(&mut out, &prost_reflect::SerializeOptions::new())
+        .map_err(|e| broken(format!("writing {full_name} as JSON: {e}")))?;
+    let mut text = String::from_utf8_lossy(&out.into_inner()).into_owned();
+    text.push('\n');
+    print(&text)
+}
+
 /// 1536 → "1.5 KiB".
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -82,6 +118,29 @@ pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_print_as_protobuf_json() {
+        let report = ferry_proto::v1::JobReport {
+            job_id: "job-1".into(),
+            state: ferry_proto::v1::JobState::Succeeded as i32,
+            restore_point_id: String::new(),
+            ..Default::default()
+        };
+        // The same conversion print_proto does, without stdout.
+        let pool = prost_reflect::DescriptorPool::decode(ferry_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let d = pool.get_message_by_name("ferry.v1.JobReport").unwrap();
+        let m = prost_reflect::DynamicMessage::decode(
+            d,
+            prost::Message::encode_to_vec(&report).as_slice(),
+        )
+        .unwrap();
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"jobId": "job-1", "state": "JOB_STATE_SUCCEEDED"})
+        );
+    }
 
     #[test]
     fn human_numbers() {

@@ -8,13 +8,14 @@ use clap::{Args, Subcommand};
 use ferry_client::Ferry;
 use ferry_proto::v1::{
     AcceptPairingTokenRequest, CheckPairRequest, CheckPairResponse, CheckStatus,
-    CreatePairingTokenRequest, DeletePairRequest, ListPairsRequest, Pair, RepositoryRef,
+    CreatePairingTokenRequest, CreatePairingTokenResponse, DeletePairRequest, ListPairsRequest,
+    ListPairsResponse, Pair, RepositoryRef,
 };
 
 use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
 use crate::format::{enum_name, parse_duration, proto_duration, table, when};
-use crate::output::print;
+use crate::output::{Format, print, print_proto};
 
 /// `ferry pair` and its subcommands.
 #[derive(Debug, Args)]
@@ -115,45 +116,54 @@ pub struct CheckArgs {
     pub profile: Option<String>,
 }
 
-pub async fn run(connect: &ConnectArgs, args: PairArgs) -> Result<()> {
+pub async fn run(connect: &ConnectArgs, args: PairArgs, format: Format) -> Result<()> {
     match args.command {
         PairCommand::Create(args) => {
             let destination = connect.ferry_of(&args.to).await?;
-            let token = create_token(&destination, &args.token).await?;
+            let token = create_token(&destination, &args.token).await?.token;
             let source = connect.ferry_of(&args.from).await?;
             let pair = accept(&source, token, args.token.name.clone()).await?;
-            print(&format!(
-                "paired {} (source, context {}) with {} (destination, context {}) as {} ({})\n",
-                cluster_name(pair.source.as_ref()),
-                args.from,
-                cluster_name(pair.destination.as_ref()),
-                args.to,
-                pair.name,
-                pair.id
-            ))?;
-            check(&source, &pair.id, args.profile).await
+            if format == Format::Text {
+                print(&format!(
+                    "paired {} (source, context {}) with {} (destination, context {}) as {} ({})\n",
+                    cluster_name(pair.source.as_ref()),
+                    args.from,
+                    cluster_name(pair.destination.as_ref()),
+                    args.to,
+                    pair.name,
+                    pair.id
+                ))?;
+            }
+            check(&source, &pair.id, args.profile, format).await
         }
         PairCommand::Token {
             command: TokenCommand::Create(args),
         } => {
-            let token = create_token(&connect.ferry().await?, &args).await?;
-            // Only the token on stdout, so it can go straight into a file or a pipe.
-            print(&format!("{token}\n"))
+            let resp = create_token(&connect.ferry().await?, &args).await?;
+            match format {
+                // Only the token on stdout, so it can go straight into a file or a pipe.
+                Format::Text => print(&format!("{}\n", resp.token)),
+                Format::Json => print_proto(&resp, "ferry.v1.CreatePairingTokenResponse"),
+            }
         }
         PairCommand::Accept(args) => {
             let token = read_token(args.token, args.token_file)?;
             let source = connect.ferry().await?;
             let pair = accept(&source, token, args.name).await?;
-            print(&format!(
-                "paired with {} as {} ({})\n",
-                cluster_name(pair.destination.as_ref()),
-                pair.name,
-                pair.id
-            ))?;
-            check(&source, &pair.id, args.profile).await
+            if format == Format::Text {
+                print(&format!(
+                    "paired with {} as {} ({})\n",
+                    cluster_name(pair.destination.as_ref()),
+                    pair.name,
+                    pair.id
+                ))?;
+            }
+            check(&source, &pair.id, args.profile, format).await
         }
-        PairCommand::List => list(&connect.ferry().await?).await,
-        PairCommand::Check(args) => check(&connect.ferry().await?, &args.pair, args.profile).await,
+        PairCommand::List => list(&connect.ferry().await?, format).await,
+        PairCommand::Check(args) => {
+            check(&connect.ferry().await?, &args.pair, args.profile, format).await
+        }
         PairCommand::Delete { pair } => {
             let ferry = connect.ferry().await?;
             let resp = ferry
@@ -162,6 +172,9 @@ pub async fn run(connect: &ConnectArgs, args: PairArgs) -> Result<()> {
                 .await
                 .map_err(|s| ferry.rpc_error("DeletePair", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.DeletePairResponse");
+            }
             let other = if resp.remote_deleted {
                 "and on the other side"
             } else {
@@ -172,7 +185,7 @@ pub async fn run(connect: &ConnectArgs, args: PairArgs) -> Result<()> {
     }
 }
 
-async fn create_token(destination: &Ferry, args: &TokenArgs) -> Result<String> {
+async fn create_token(destination: &Ferry, args: &TokenArgs) -> Result<CreatePairingTokenResponse> {
     let ttl = parse_duration(&args.ttl)?;
     let resp = destination
         .pairing()
@@ -185,7 +198,7 @@ async fn create_token(destination: &Ferry, args: &TokenArgs) -> Result<String> {
         .await
         .map_err(|s| destination.rpc_error("CreatePairingToken", s))?
         .into_inner();
-    Ok(resp.token)
+    Ok(resp)
 }
 
 async fn accept(source: &Ferry, token: String, name: Option<String>) -> Result<Pair> {
@@ -237,7 +250,7 @@ fn cluster_name(c: Option<&ferry_proto::v1::ClusterInfo>) -> String {
     c.map(|c| c.name.clone()).unwrap_or_else(|| "?".into())
 }
 
-async fn list(ferry: &Ferry) -> Result<()> {
+async fn list(ferry: &Ferry, format: Format) -> Result<()> {
     let mut pairs = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -255,6 +268,13 @@ async fn list(ferry: &Ferry) -> Result<()> {
             break;
         }
         page_token = resp.next_page_token;
+    }
+    if format == Format::Json {
+        let resp = ListPairsResponse {
+            pairs,
+            next_page_token: String::new(),
+        };
+        return print_proto(&resp, "ferry.v1.ListPairsResponse");
     }
     if pairs.is_empty() {
         return print(
@@ -289,7 +309,7 @@ async fn list(ferry: &Ferry) -> Result<()> {
     ))
 }
 
-async fn check(ferry: &Ferry, pair: &str, profile: Option<String>) -> Result<()> {
+async fn check(ferry: &Ferry, pair: &str, profile: Option<String>, format: Format) -> Result<()> {
     let resp = ferry
         .pairing()
         .check_pair(CheckPairRequest {
@@ -302,7 +322,10 @@ async fn check(ferry: &Ferry, pair: &str, profile: Option<String>) -> Result<()>
         .await
         .map_err(|s| ferry.rpc_error("CheckPair", s))?
         .into_inner();
-    print(&check_report(&resp))?;
+    match format {
+        Format::Text => print(&check_report(&resp))?,
+        Format::Json => print_proto(&resp, "ferry.v1.CheckPairResponse")?,
+    }
     let failed = resp
         .checks
         .iter()

@@ -11,7 +11,7 @@ use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
 use crate::format::{enum_name, parse_duration, proto_duration, table, when};
 use crate::migrate::MigrationArgs;
-use crate::output::print;
+use crate::output::{Format, print, print_proto};
 
 /// `ferry schedules` and its subcommands.
 #[derive(Debug, Args)]
@@ -71,7 +71,7 @@ pub struct CreateArgs {
     pub migration: MigrationArgs,
 }
 
-pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
+pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> Result<()> {
     let ferry = connect.ferry().await?;
     let mut scheduler = ferry.scheduler();
     match args.command {
@@ -105,6 +105,9 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
                 .await
                 .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.CreateScheduleResponse");
+            }
             let s = resp.schedule.unwrap_or_default();
             print(&format!(
                 "schedule {} ({}) created; next run {}\n",
@@ -119,6 +122,9 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
                 .await
                 .map_err(|s| ferry.rpc_error("ListSchedules", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.ListSchedulesResponse");
+            }
             if resp.schedules.is_empty() {
                 return print("no schedules\n");
             }
@@ -131,39 +137,47 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
             ))
         }
         SchedulesCommand::Suspend { schedule } => {
-            scheduler
+            let resp = scheduler
                 .suspend_schedule(SuspendScheduleRequest {
                     schedule: schedule.clone(),
                 })
                 .await
-                .map_err(|s| ferry.rpc_error("SuspendSchedule", s))?;
+                .map_err(|s| ferry.rpc_error("SuspendSchedule", s))?
+                .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.SuspendScheduleResponse");
+            }
             print(&format!("schedule {schedule} suspended\n"))
         }
         SchedulesCommand::Resume { schedule } => {
-            let s = scheduler
+            let resp = scheduler
                 .resume_schedule(ResumeScheduleRequest {
                     schedule: schedule.clone(),
                 })
                 .await
                 .map_err(|s| ferry.rpc_error("ResumeSchedule", s))?
-                .into_inner()
-                .schedule
-                .unwrap_or_default();
+                .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.ResumeScheduleResponse");
+            }
+            let s = resp.schedule.unwrap_or_default();
             print(&format!(
                 "schedule {schedule} resumed; next run {}\n",
                 when(s.next_run_at.as_ref())
             ))
         }
         SchedulesCommand::RunNow { schedule } => {
-            let run = scheduler
+            let resp = scheduler
                 .run_now(RunNowRequest {
                     schedule: schedule.clone(),
                 })
                 .await
                 .map_err(|s| ferry.rpc_error("RunNow", s))?
-                .into_inner()
-                .run
-                .unwrap_or_default();
+                .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.RunNowResponse");
+            }
+            let run = resp.run.unwrap_or_default();
             print(&format!(
                 "run {} of {schedule} started (jobs: {}); follow it with: ferry jobs watch JOB\n",
                 run.id,
@@ -180,6 +194,9 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
                 .await
                 .map_err(|s| ferry.rpc_error("ListRuns", s))?
                 .into_inner();
+            if format == Format::Json {
+                return print_proto(&resp, "ferry.v1.ListRunsResponse");
+            }
             if resp.runs.is_empty() {
                 return print("no runs yet\n");
             }
@@ -198,6 +215,9 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs) -> Result<()> {
                 })
                 .await
                 .map_err(|s| ferry.rpc_error("DeleteSchedule", s))?;
+            if format == Format::Json {
+                return print("{}\n");
+            }
             print(&format!(
                 "schedule {schedule} deleted; its jobs and restore points are kept\n"
             ))

@@ -12,6 +12,7 @@
 
 mod config;
 mod deps;
+mod handover;
 mod publish;
 
 use std::sync::Arc;
@@ -108,26 +109,34 @@ pub async fn serve(
             config.kubeconfig.clone(),
             pairing.pairs(),
         )),
-        agents: Arc::new(ServeAgents::new(
-            self_endpoint(bound),
-            config.context.clone(),
-            pairing.pairs(),
-        )),
+        agents: Arc::new(
+            ServeAgents::new(
+                self_endpoint(bound, &config),
+                config.context.clone(),
+                pairing.pairs(),
+            )
+            .with_tls(config.self_tls(), config.tls.client.clone()),
+        ),
         repositories: Arc::new(CatalogRepositories::new(catalog.clone())),
+        // Export jobs' migration tokens come from this process's catalog.
+        handover: Some(Arc::new(handover::CatalogHandover::new(catalog.clone()))),
     };
     let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
         .await
         .map_err(ServeError::Transfer)?;
     // Connects on first use: this server is not listening until every service is built.
-    let jobs = ferry_scheduler::TransferJobs::lazy(&self_endpoint(bound))
-        .map_err(|e| ServeError::Config(format!("the scheduler's transfer endpoint: {e}")))?;
+    let jobs = ferry_scheduler::TransferJobs::lazy_with(
+        &self_endpoint(bound, &config),
+        &config.self_tls(),
+    )
+    .map_err(|e| ServeError::Config(format!("the scheduler's transfer endpoint: {e}")))?;
     let scheduler = ferry_scheduler::Scheduler::open(config.scheduler_config(), Arc::new(jobs))
         .await
         .map_err(ServeError::Scheduler)?;
 
     publish::publish_endpoint(
         &config.kube,
-        &format!("http://{}", config.ferry_endpoint),
+        &format!("{}://{}", config.tls.server.scheme(), config.ferry_endpoint),
         &config.cluster_name,
     )
     .await;
@@ -157,14 +166,21 @@ pub async fn serve(
         .with_service(catalog.into_server())
         .with_service(TransferServiceServer::new(transfer))
         .with_service(scheduler.into_server())
-        .serve(listener, drained)
+        .serve(
+            ferry_rpc::Listener::new(listener, config.tls.server.clone()),
+            drained,
+        )
         .await?;
     Ok(())
 }
 
 /// How this process reaches its own server: the bound port on loopback when listening
-/// on every address.
-fn self_endpoint(bound: std::net::SocketAddr) -> String {
+/// on every address, over TLS when it serves TLS.
+fn self_endpoint(bound: std::net::SocketAddr, config: &ServeConfig) -> String {
+    format!("{}://{}", config.tls.server.scheme(), self_address(bound))
+}
+
+fn self_address(bound: std::net::SocketAddr) -> std::net::SocketAddr {
     let ip = match bound.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
             std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
@@ -174,7 +190,7 @@ fn self_endpoint(bound: std::net::SocketAddr) -> String {
         }
         ip => ip,
     };
-    format!("http://{}", std::net::SocketAddr::new(ip, bound.port()))
+    std::net::SocketAddr::new(ip, bound.port())
 }
 
 #[cfg(test)]
@@ -183,17 +199,9 @@ mod tests {
 
     #[test]
     fn self_endpoint_uses_loopback_for_any_address() {
-        assert_eq!(
-            self_endpoint("0.0.0.0:7443".parse().expect("addr")),
-            "http://127.0.0.1:7443"
-        );
-        assert_eq!(
-            self_endpoint("[::]:7443".parse().expect("addr")),
-            "http://[::1]:7443"
-        );
-        assert_eq!(
-            self_endpoint("10.0.0.5:9000".parse().expect("addr")),
-            "http://10.0.0.5:9000"
-        );
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        assert_eq!(self_address(addr("0.0.0.0:7443")), addr("127.0.0.1:7443"));
+        assert_eq!(self_address(addr("[::]:7443")), addr("[::1]:7443"));
+        assert_eq!(self_address(addr("10.0.0.5:9000")), addr("10.0.0.5:9000"));
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::{between, enum_name, table};
-use crate::output::{bytes, clock, print};
+use crate::output::{Format, bytes, clock, print, print_json, print_proto};
 
 /// What the first Ctrl-C does while following a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,9 +322,33 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
     out
 }
 
-/// Prints the report and turns a job that did not succeed into the command's error.
-pub(crate) fn finish(report: &JobReport, all_objects: bool) -> Result<()> {
-    print(&report_text(report, all_objects))?;
+/// Prints the report (as text, or as the API's JobReport in JSON) and turns a job that
+/// did not succeed into the command's error.
+pub(crate) fn finish(report: &JobReport, all_objects: bool, format: Format) -> Result<()> {
+    match format {
+        Format::Text => print(&report_text(report, all_objects))?,
+        Format::Json => print_proto(report, "ferry.v1.JobReport")?,
+    }
+    outcome(report)
+}
+
+/// [`finish`] with the text report on stderr, for a command whose stdout carries one
+/// result of its own (`ferry export`'s migration token).
+pub(crate) fn finish_on_stderr(report: &JobReport, all_objects: bool) -> Result<()> {
+    eprint!("{}", report_text(report, all_objects));
+    outcome(report)
+}
+
+/// What a command started with `--detach` prints: the job's id.
+pub(crate) fn detached(job: &Job, format: Format) -> Result<()> {
+    match format {
+        Format::Text => print(&format!("{}\n", job.id())),
+        Format::Json => print_json(&serde_json::json!({ "jobId": job.id() })),
+    }
+}
+
+/// A job that did not succeed as the command's error.
+fn outcome(report: &JobReport) -> Result<()> {
     match report.state() {
         JobState::Succeeded => Ok(()),
         state => Err(Error::JobEnded {

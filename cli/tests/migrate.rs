@@ -195,6 +195,31 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
     );
     assert_same_tree(&src, &dst);
 
+    // Scripts get the API's messages as protobuf JSON.
+    let got = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "-o",
+            "json",
+            "jobs",
+            "get",
+            &second.job_id,
+        ],
+    )
+    .ok();
+    let got = got.json();
+    assert_eq!(got["report"]["state"], "JOB_STATE_SUCCEEDED", "{got:#}");
+    assert_eq!(got["job"]["kind"], "JOB_KIND_MIGRATION", "{got:#}");
+    assert_eq!(
+        got["report"]["restorePointId"],
+        second.restore_point_id.as_str()
+    );
+    let pairs = cli(&kc, &["--context", "a", "pair", "list", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(pairs["pairs"][0]["name"], "a-to-b", "{pairs:#}");
     let jobs = cli(&kc, &["--context", "a", "jobs", "list"]).ok();
     assert_eq!(
         jobs.stdout

@@ -9,9 +9,14 @@ use super::ServeError;
 /// Flags of `ferry serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Address to serve every service's gRPC API on.
+    /// Address to serve every service's gRPC API on. Other than loopback, it takes
+    /// --tls-cert and --tls-key (or --tls-secret), or --insecure-plaintext.
     #[arg(long, env = "FERRY_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
+    /// TLS of the port, and of this Ferry's calls to itself and to the other cluster's
+    /// Ferry (whose certificate --tls-ca, default --tls-client-ca, must have signed).
+    #[command(flatten)]
+    pub tls: ferry_rpc::TlsArgs,
     /// Directory of every service's state: pairing.db, catalog.db, transfer.db,
     /// scheduler.db, secret.key, and agent-profiles/ (written by the catalog, read by
     /// the agent).
@@ -83,6 +88,8 @@ pub struct ServeConfig {
     pub secrets_namespace: String,
     pub default_profile: Option<String>,
     pub shutdown_grace: Duration,
+    /// How the port is secured and how this Ferry's own calls speak TLS.
+    pub tls: ferry_rpc::TlsSetup,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -95,6 +102,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("api_server_url", &self.api_server_url)
             .field("ferry_endpoint", &self.ferry_endpoint)
             .field("volume_root", &self.volume_root)
+            .field("transport", &self.tls.server.describe())
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +129,18 @@ pub(crate) async fn kube_config(
             .await
             .map_err(|e| e.to_string()),
         (None, None) => kube::Config::infer().await.map_err(|e| e.to_string()),
+    }
+}
+
+/// The host of `[scheme://]host[:port][/...]`, an IPv6 address without its brackets.
+fn endpoint_host(endpoint: &str) -> &str {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
     }
 }
 
@@ -169,6 +189,13 @@ impl ServeArgs {
             (None, None) => String::new(),
         };
         let kube = kube::Client::try_from(kc).map_err(|e| kube_err(e.to_string()))?;
+        // A --tls-secret lives in the local cluster.
+        let tls = self
+            .tls
+            .load(Some(&kube))
+            .await
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        tls.server.check(self.listen)?;
         let host = || {
             rustix::system::uname()
                 .nodename()
@@ -200,6 +227,7 @@ impl ServeArgs {
             secrets_namespace: self.secrets_namespace,
             default_profile: self.default_profile,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            tls,
         })
     }
 }
@@ -210,15 +238,30 @@ impl ServeConfig {
         self.data_dir.join("agent-profiles")
     }
 
+    /// Calls to the other cluster's Ferry speak TLS as this one's own calls do.
     pub fn pairing_config(&self) -> ferry_pairing::PairingConfig {
-        ferry_pairing::PairingConfig::new(
+        let mut c = ferry_pairing::PairingConfig::new(
             self.cluster_name.clone(),
             self.kube.clone(),
             self.api_server_url.clone(),
             self.api_ca_pem.clone(),
             self.ferry_endpoint.clone(),
             self.data_dir.clone(),
-        )
+        );
+        c.peer_tls = self.tls.client.clone();
+        c
+    }
+
+    /// How this process's calls to its own server speak TLS: they go to loopback,
+    /// so they expect the certificate to hold the --ferry-endpoint host, the name
+    /// every other party reaches this Ferry by.
+    pub fn self_tls(&self) -> ferry_rpc::ClientTls {
+        let client = self.tls.client.clone();
+        if self.tls.server.is_tls() {
+            client.with_server_name(endpoint_host(&self.ferry_endpoint))
+        } else {
+            client
+        }
     }
 
     pub fn catalog_config(&self) -> ferry_catalog::CatalogConfig {
@@ -252,5 +295,18 @@ impl ServeConfig {
     /// State in `<data-dir>/scheduler.db`; the service's defaults otherwise.
     pub fn scheduler_config(&self) -> ferry_scheduler::SchedulerConfig {
         ferry_scheduler::SchedulerConfig::new(&self.data_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_of_an_endpoint() {
+        assert_eq!(endpoint_host("ferry-a.example:7443"), "ferry-a.example");
+        assert_eq!(endpoint_host("https://10.0.0.5:7443/"), "10.0.0.5");
+        assert_eq!(endpoint_host("[::1]:7443"), "::1");
+        assert_eq!(endpoint_host("ferry-a"), "ferry-a");
     }
 }

@@ -9,8 +9,8 @@ use ferry_kube::Cluster;
 use ferry_proto::v1::agent_service_client::AgentServiceClient;
 use ferry_proto::v1::{ClusterRef, PairRole, RepositoryRef, cluster_ref};
 use ferry_repo::Repository;
+use ferry_rpc::ClientTls;
 use ferry_transfer::{AgentClient, Agents, Clusters, Repositories, TransferError, cluster_key};
-use tonic::transport::Endpoint;
 
 type Result<T> = std::result::Result<T, TransferError>;
 
@@ -101,12 +101,15 @@ impl Clusters for ServeClusters {
 }
 
 /// This process's own agent for the local cluster (any node); for `pair/<id>`, the
-/// agent served by the Ferry on the pair's other side.
+/// agent served by the Ferry on the pair's other side. Each over TLS when its endpoint
+/// is `https://` (a pair's bare `host:port` is, while TLS is configured).
 #[derive(Clone)]
 pub struct ServeAgents {
     self_endpoint: String,
     local_context: Option<String>,
     pairs: ferry_pairing::Pairs,
+    self_tls: ClientTls,
+    peer_tls: ClientTls,
 }
 
 impl fmt::Debug for ServeAgents {
@@ -127,7 +130,17 @@ impl ServeAgents {
             self_endpoint,
             local_context,
             pairs,
+            self_tls: ClientTls::new(),
+            peer_tls: ClientTls::new(),
         }
+    }
+
+    /// TLS of the calls to this process's own agent and to the agents of pairs' other
+    /// sides.
+    pub fn with_tls(mut self, self_tls: ClientTls, peer_tls: ClientTls) -> Self {
+        self.self_tls = self_tls;
+        self.peer_tls = peer_tls;
+        self
     }
 
     /// The Ferry endpoint of the cluster on the other side of `pair` from this one.
@@ -154,21 +167,19 @@ impl ServeAgents {
                 hint: "pair the clusters again with --ferry-endpoint set on the other side".into(),
             });
         }
-        Ok(if endpoint.contains("://") {
-            endpoint
-        } else {
-            format!("http://{endpoint}")
-        })
+        Ok(self.peer_tls.uri(&endpoint))
     }
 }
 
 #[async_trait]
 impl Agents for ServeAgents {
     async fn agent(&self, cluster: &str, _node: &str) -> Result<AgentClient> {
-        let endpoint = if cluster == "local" || Some(cluster) == self.local_context.as_deref() {
-            self.self_endpoint.clone()
+        let (endpoint, tls) = if cluster == "local"
+            || Some(cluster) == self.local_context.as_deref()
+        {
+            (self.self_endpoint.clone(), &self.self_tls)
         } else if let Some(pair) = cluster.strip_prefix("pair/") {
-            self.peer_endpoint(cluster, pair).await?
+            (self.peer_endpoint(cluster, pair).await?, &self.peer_tls)
         } else {
             return Err(TransferError::Cluster {
                 cluster: cluster.to_owned(),
@@ -178,7 +189,8 @@ impl Agents for ServeAgents {
                     .into(),
             });
         };
-        let channel = Endpoint::from_shared(endpoint.clone())
+        let channel = tls
+            .endpoint(&endpoint)
             .map_err(|e| TransferError::Cluster {
                 cluster: cluster.to_owned(),
                 message: format!("agent at {endpoint} is not an address: {e}"),
@@ -187,7 +199,7 @@ impl Agents for ServeAgents {
             .connect_timeout(Duration::from_secs(10))
             // Lazy: the connection is made on the first call, whose error names the volume.
             .connect_lazy();
-        Ok(AgentServiceClient::new(ferry_rpc::traced_channel(channel)))
+        Ok(AgentServiceClient::new(tls.traced(&endpoint, channel)))
     }
 }
 

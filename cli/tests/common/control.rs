@@ -41,6 +41,20 @@ pub fn serve(kubeconfig: &Path, side: &str, root: &Path) -> (Serve, String) {
 /// `ferry serve` for cluster `side` on `port`, its state under `root/data-<side>`: a
 /// restart on the same port and directory is the same Ferry.
 pub fn serve_on(kubeconfig: &Path, side: &str, root: &Path, port: u16) -> (Serve, String) {
+    (
+        serve_with(kubeconfig, side, root, port, &[]),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// [`serve_on`] with more flags (TLS, say).
+pub fn serve_with(
+    kubeconfig: &Path,
+    side: &str,
+    root: &Path,
+    port: u16,
+    extra: &[String],
+) -> Serve {
     let data = root.join(format!("data-{side}"));
     let log = root.join(format!("serve-{side}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -57,6 +71,7 @@ pub fn serve_on(kubeconfig: &Path, side: &str, root: &Path, port: u16) -> (Serve
         .arg("--allow-root")
         .arg(root)
         .args(["--shutdown-grace-seconds", "2"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(
@@ -68,7 +83,7 @@ pub fn serve_on(kubeconfig: &Path, side: &str, root: &Path, port: u16) -> (Serve
         )
         .spawn()
         .unwrap();
-    (Serve { child, log }, format!("http://127.0.0.1:{port}"))
+    Serve { child, log }
 }
 
 /// `ferry --kubeconfig K ARGS...`.

@@ -7,7 +7,10 @@ use ferry_proto::v1::{ErrorCode, ErrorDetail};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    #[error("Ferry endpoint {endpoint:?} is not a valid URL ({problem}); use http://host:port")]
+    #[error(
+        "Ferry endpoint {endpoint:?} is not a valid URL ({problem}); use https://host:port \
+         (or http://host:port for a plaintext Ferry)"
+    )]
     BadEndpoint { endpoint: String, problem: String },
 
     #[error(
@@ -21,6 +24,12 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+
+    /// The TLS handshake failed: `message` names the mismatch (an unknown CA, a
+    /// certificate for other names, an expired one, a client certificate missing or
+    /// refused) and the flag that fixes it. Not transient: retrying will not help.
+    #[error("cannot reach Ferry at {endpoint} over TLS: {message}")]
+    Tls { endpoint: String, message: String },
 
     /// The kubeconfig or the cluster's published endpoint could not be read.
     #[error("finding the Ferry of {what}: {problem}")]

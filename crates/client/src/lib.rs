@@ -6,6 +6,10 @@
 //! `ferry-system/ferry` of its cluster ([`ENDPOINT_CONFIGMAP`]), so naming the cluster
 //! is enough.
 //!
+//! A Ferry serving TLS has an `https://` endpoint; [`Ferry::connect_with`] takes the CA
+//! to verify it with and, for mutual TLS, a client certificate ([`ClientTls`]). A
+//! handshake that fails says what did not match ([`ClientError::Tls`]).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), ferry_client::ClientError> {
 //! use ferry_client::{Ferry, proto};
@@ -44,26 +48,37 @@ use ferry_proto::v1::transfer_service_client::TransferServiceClient;
 use ferry_proto::v1::{
     ClusterRef, GetPairRequest, ListPairsRequest, Pair, StartMigrationRequest, cluster_ref,
 };
-use tonic::transport::{Channel, Endpoint};
+use ferry_rpc::tls::TlsChannel;
 
 pub use discover::{ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE, context_api_server};
 pub use error::{ClientError, Result};
 pub use ferry_proto::v1 as proto;
+pub use ferry_rpc::tls::{ClientTls, Pem, TlsError};
 pub use jobs::{Job, is_final};
 
 /// A connection to one Ferry server. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Ferry {
-    channel: Channel,
+    /// Its failed calls say what did not match when TLS is the reason.
+    channel: TlsChannel,
     endpoint: String,
+    tls: ClientTls,
 }
 
 impl Ferry {
     /// Connects to a Ferry at `endpoint` (`http://host:port`; a bare `host:port` means
-    /// plaintext HTTP/2).
+    /// plaintext HTTP/2) without TLS settings: see [`Ferry::connect_with`].
     pub async fn connect(endpoint: &str) -> Result<Ferry> {
-        let endpoint = normalize(endpoint);
-        let channel = Endpoint::from_shared(endpoint.clone())
+        Ferry::connect_with(endpoint, &ClientTls::new()).await
+    }
+
+    /// Connects to a Ferry at `endpoint`; `https://` speaks TLS verified with `tls`,
+    /// whose CA must have signed the Ferry's certificate. A bare `host:port` means
+    /// `https://` when `tls` has a CA or a client certificate, `http://` otherwise.
+    pub async fn connect_with(endpoint: &str, tls: &ClientTls) -> Result<Ferry> {
+        let endpoint = tls.uri(endpoint);
+        let channel = tls
+            .endpoint(&endpoint)
             .map_err(|e| ClientError::BadEndpoint {
                 endpoint: endpoint.clone(),
                 problem: e.to_string(),
@@ -73,11 +88,21 @@ impl Ferry {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .connect()
             .await
-            .map_err(|e| ClientError::Connect {
-                endpoint: endpoint.clone(),
-                source: e,
+            .map_err(|e| match tls.explain(&endpoint, &e) {
+                Some(message) => ClientError::Tls {
+                    endpoint: endpoint.clone(),
+                    message,
+                },
+                None => ClientError::Connect {
+                    endpoint: endpoint.clone(),
+                    source: e,
+                },
             })?;
-        Ok(Ferry { channel, endpoint })
+        Ok(Ferry {
+            channel: TlsChannel::new(channel, tls, &endpoint),
+            endpoint,
+            tls: tls.clone(),
+        })
     }
 
     /// Connects to the Ferry of a kubeconfig context's cluster, found through the
@@ -87,8 +112,17 @@ impl Ferry {
         kubeconfig: Option<&std::path::Path>,
         context: Option<&str>,
     ) -> Result<Ferry> {
+        Ferry::for_context_with(kubeconfig, context, &ClientTls::new()).await
+    }
+
+    /// [`Ferry::for_context`] with TLS settings for a Ferry that publishes `https://`.
+    pub async fn for_context_with(
+        kubeconfig: Option<&std::path::Path>,
+        context: Option<&str>,
+        tls: &ClientTls,
+    ) -> Result<Ferry> {
         let endpoint = discover::endpoint_of(kubeconfig, context).await?;
-        Ferry::connect(&endpoint).await
+        Ferry::connect_with(&endpoint, tls).await
     }
 
     /// The endpoint this connection goes to.
@@ -96,25 +130,33 @@ impl Ferry {
         &self.endpoint
     }
 
-    pub fn pairing(&self) -> PairingServiceClient<Channel> {
+    pub fn pairing(&self) -> PairingServiceClient<TlsChannel> {
         PairingServiceClient::new(self.channel.clone())
     }
 
-    pub fn catalog(&self) -> CatalogServiceClient<Channel> {
+    pub fn catalog(&self) -> CatalogServiceClient<TlsChannel> {
         CatalogServiceClient::new(self.channel.clone())
     }
 
-    pub fn transfer(&self) -> TransferServiceClient<Channel> {
+    pub fn transfer(&self) -> TransferServiceClient<TlsChannel> {
         TransferServiceClient::new(self.channel.clone())
     }
 
-    pub fn scheduler(&self) -> SchedulerServiceClient<Channel> {
+    pub fn scheduler(&self) -> SchedulerServiceClient<TlsChannel> {
         SchedulerServiceClient::new(self.channel.clone())
     }
 
-    /// Turns a failed call into an error naming the call and this Ferry.
+    /// Turns a failed call into an error naming the call and this Ferry; a TLS failure
+    /// (with mutual TLS, the server refuses a client certificate only after the
+    /// connection is up) into [`ClientError::Tls`].
     pub fn rpc_error(&self, call: &'static str, status: tonic::Status) -> ClientError {
-        ClientError::rpc(call, &self.endpoint, status)
+        match self.tls.explain(&self.endpoint, &status) {
+            Some(message) => ClientError::Tls {
+                endpoint: self.endpoint.clone(),
+                message,
+            },
+            None => ClientError::rpc(call, &self.endpoint, status),
+        }
     }
 
     /// Finds the pair whose other side is `name`: a pair id, a pair name, the other
@@ -203,25 +245,5 @@ pub fn pair_ref(id: &str) -> ClusterRef {
 pub fn local_ref() -> ClusterRef {
     ClusterRef {
         target: Some(cluster_ref::Target::Local(true)),
-    }
-}
-
-/// `host:port` → `http://host:port`; URLs stay as they are.
-fn normalize(endpoint: &str) -> String {
-    if endpoint.contains("://") {
-        endpoint.trim_end_matches('/').to_string()
-    } else {
-        format!("http://{}", endpoint.trim_end_matches('/'))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_get_a_scheme() {
-        assert_eq!(normalize("ferry.example:7443"), "http://ferry.example:7443");
-        assert_eq!(normalize("https://f:7443/"), "https://f:7443");
     }
 }

@@ -275,6 +275,9 @@ fn descriptor_set_has_every_service_and_method() {
                 "GetRestorePoint",
                 "RebuildIndex",
                 "CheckProfile",
+                "CreateImportKey",
+                "GetImportKey",
+                "IssueMigrationToken",
             ],
         ),
         (

@@ -25,6 +25,7 @@ fn options(s3: &ferry_testenv::S3Info, bucket: &str, prefix: &str) -> S3Options 
         part_size: 8 << 20,
         part_concurrency: 4,
         attempt_timeout: std::time::Duration::from_secs(30),
+        verify_tls: true,
     }
 }
 

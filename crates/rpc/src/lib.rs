@@ -4,11 +4,15 @@
 //!   details, so clients branch on an [`ErrorCode`] and show the hint, never parse text.
 //! - [`Server`]: health checking and reflection (grpcurl works) on every server, one
 //!   span per request named by its method and carrying the caller's `traceparent`, and
-//!   graceful shutdown.
+//!   graceful shutdown; on a [`Listener`], TLS or mutual TLS, or plaintext on loopback
+//!   only unless asked for.
+//! - [`tls`]: server and client TLS, the flags every server binary takes, and errors
+//!   that name the mismatch (unknown CA, wrong name, expired).
 //! - [`init_tracing`], [`traced_channel`], [`propagate`]: logging, optional OTLP span
 //!   export, and trace context carried from caller to callee (see [`trace`] for the
 //!   environment variables).
 
+pub mod tls;
 pub mod trace;
 
 use std::future::Future;
@@ -132,6 +136,7 @@ pub fn repo_error_parts(e: &ferry_repo::Error) -> (Code, ErrorCode, &'static str
     }
 }
 
+pub use tls::{ClientTls, Pem, ServerSecurity, ServerTls, TlsArgs, TlsError, TlsFlags, TlsSetup};
 pub use trace::{
     OtlpConfig, Propagate, TRACEPARENT, TracedChannel, TracingConfig, TracingGuard, init_tracing,
     init_tracing_with, propagate, traced_channel,
@@ -149,6 +154,43 @@ pub enum ServeError {
     },
     #[error("building gRPC reflection: {0}")]
     Reflection(String),
+    /// Plaintext on an address other hosts reach, without `--insecure-plaintext`.
+    #[error(
+        "refusing to serve plaintext gRPC on {addr}, which other hosts can reach: pass \
+         --tls-cert and --tls-key (or --tls-secret) to serve TLS, or --insecure-plaintext to \
+         serve without encryption or authentication"
+    )]
+    PlaintextRefused { addr: SocketAddr },
+    #[error("gRPC server: reading the listening address: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// A bound socket and how it is secured. A bare `TcpListener` converts into plaintext
+/// that [`Server::serve`] accepts on loopback addresses only.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    security: ServerSecurity,
+}
+
+impl Listener {
+    pub fn new(tcp: TcpListener, security: ServerSecurity) -> Listener {
+        Listener { tcp, security }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    pub fn security(&self) -> &ServerSecurity {
+        &self.security
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Listener {
+        Listener::new(tcp, ServerSecurity::LoopbackPlaintext)
+    }
 }
 
 /// A server under construction: add services, then [`Server::serve`].
@@ -210,15 +252,21 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes; health turns NOT_SERVING first, then the
-    /// server stops accepting and waits for open calls to finish.
+    /// server stops accepting and waits for open calls to finish. Plaintext on an
+    /// address that is not loopback is refused unless the listener was made with
+    /// [`ServerSecurity::InsecurePlaintext`].
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let addr = listener
-            .local_addr()
-            .map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
+        let Listener { tcp, security } = listener.into();
+        let bound = tcp.local_addr().map_err(ServeError::Listener)?;
+        security.check(bound)?;
+        if matches!(security, ServerSecurity::InsecurePlaintext) && !bound.ip().is_loopback() {
+            tracing::warn!(%bound, "serving plaintext gRPC: no encryption, no authentication");
+        }
+        let addr = bound.to_string();
         for name in &self.names {
             self.health
                 .set_service_status(*name, tonic_health::ServingStatus::Serving)
@@ -235,13 +283,23 @@ impl Server {
             }
         };
         let routes: Routes = self.routes.routes();
-        tracing::info!(%addr, services = ?self.names, "serving gRPC");
-        tonic::transport::Server::builder()
+        tracing::info!(%addr, services = ?self.names, transport = security.describe(), "serving gRPC");
+        let router = tonic::transport::Server::builder()
             .trace_fn(trace::request_span)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await
-            .map_err(|source| ServeError::Transport { addr, source })
+            .add_routes(routes);
+        let served = match &security {
+            ServerSecurity::Tls(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls::incoming(tcp, tls), shutdown)
+                    .await
+            }
+            _ => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(tcp), shutdown)
+                    .await
+            }
+        };
+        served.map_err(|source| ServeError::Transport { addr, source })
     }
 }
 

@@ -401,13 +401,14 @@ pub fn propagate(traceparent: Option<String>) -> Propagate {
     }
 }
 
-/// A channel whose calls carry the current span's trace context.
-pub type TracedChannel = InterceptedService<Channel, Propagate>;
+/// A channel whose calls carry the current span's trace context (and, made by
+/// [`crate::ClientTls::traced`], whose TLS failures say what did not match).
+pub type TracedChannel = InterceptedService<crate::tls::TlsChannel, Propagate>;
 
 /// Wraps `channel` so every call made through it sends the current span's trace
 /// context: `AgentServiceClient::new(ferry_rpc::traced_channel(channel))`.
 pub fn traced_channel(channel: Channel) -> TracedChannel {
-    InterceptedService::new(channel, Propagate::default())
+    InterceptedService::new(crate::tls::TlsChannel::plain(channel), Propagate::default())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub struct Versions {
     pub etcd: String,
     pub minio: String,
     pub grpcurl: String,
+    pub mc: String,
 }
 
 impl Versions {
@@ -31,6 +32,7 @@ impl Versions {
             etcd: get("ETCD_VERSION"),
             minio: get("MINIO_VERSION"),
             grpcurl: get("GRPCURL_VERSION"),
+            mc: get("MC_VERSION"),
         }
     }
 }
@@ -56,22 +58,33 @@ pub fn cache_root() -> PathBuf {
     home.join(".cache").join("ferry")
 }
 
-/// The grpcurl binary `make testenv` builds, or how to get it.
-pub fn grpcurl() -> Result<PathBuf> {
-    let v = Versions::pinned().grpcurl;
+/// A single-binary tool `make testenv` builds into
+/// `<cache>/testenv/<name>-<version>/bin/<name>`, or how to get it.
+fn cached_tool(name: &'static str, version: &str) -> Result<PathBuf> {
     let path = cache_root()
         .join("testenv")
-        .join(format!("grpcurl-{v}"))
+        .join(format!("{name}-{version}"))
         .join("bin")
-        .join("grpcurl");
+        .join(name);
     if path.is_file() {
         Ok(path)
     } else {
         Err(Error::MissingBinary {
-            component: "grpcurl",
+            component: name,
             path,
         })
     }
+}
+
+/// The grpcurl binary `make testenv` builds, or how to get it.
+pub fn grpcurl() -> Result<PathBuf> {
+    cached_tool("grpcurl", &Versions::pinned().grpcurl)
+}
+
+/// The MinIO client `mc` that `make testenv` builds, or how to get it. The environment
+/// adds its read-only S3 user with it.
+pub fn mc() -> Result<PathBuf> {
+    cached_tool("mc", &Versions::pinned().mc)
 }
 
 /// Runs grpcurl with `args`; returns whether it succeeded and its stdout + stderr.
@@ -145,5 +158,6 @@ mod tests {
             "minio pseudo-version {:?}",
             v.minio
         );
+        assert!(v.mc.starts_with("v0.0.0-"), "mc pseudo-version {:?}", v.mc);
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! [`shared()`] starts, once per test binary, two clusters (`a` and `b`), each an etcd, a
 //! kube-apiserver with RBAC and static-token users, and a kube-controller-manager running
-//! the controllers that need no kubelet, plus MinIO with a fresh bucket. Every process
-//! dies with the test process. Tests isolate themselves with [`unique_name`] namespaces
-//! and bucket prefixes.
+//! the controllers that need no kubelet, plus MinIO with a fresh bucket and a read-only
+//! user on it ([`S3Info::readonly`]). Every process dies with the test process. Tests
+//! isolate themselves with [`unique_name`] namespaces and bucket prefixes.
 //!
 //! The binaries are built from their Go modules by `scripts/build-testenv.sh`
 //! (`make testenv`) into `~/.cache/ferry/testenv`, keyed by the versions in
@@ -20,10 +20,10 @@ mod ports;
 pub mod process;
 mod s3;
 
-pub use bins::{Binaries, Versions, cache_root, grpcurl, run_grpcurl};
+pub use bins::{Binaries, Versions, cache_root, grpcurl, mc, run_grpcurl};
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
 pub use env::{EnvSpec, EnvState, TestEnv, shared, unique_name, versions};
 pub use error::{Error, Result};
 pub use ports::is_listening;
 pub use process::Lifetime;
-pub use s3::S3Info;
+pub use s3::{READONLY_USER, S3Credentials, S3Info};

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 use crate::ports::free_port;
 use crate::process::{Lifetime, Proc};
 
+/// Access key of the read-only user ([`S3Info::readonly`]).
+pub const READONLY_USER: &str = "reader";
+
 /// Everything needed to reach the S3 server.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct S3Info {
@@ -17,8 +20,30 @@ pub struct S3Info {
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
+    /// The root user: may do anything.
     pub access_key: String,
     pub secret_key: String,
+    /// A user that may only read and list `bucket` (GetObject, ListBucket,
+    /// GetBucketLocation), as a destination cluster's import profile should. `None` only
+    /// for environments started by an older build.
+    #[serde(default)]
+    pub readonly: Option<S3Credentials>,
+}
+
+/// An access key pair of the S3 server.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct S3Credentials {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    // The secret key stays out of test output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for S3Info {
@@ -29,6 +54,7 @@ impl std::fmt::Debug for S3Info {
             .field("region", &self.region)
             .field("bucket", &self.bucket)
             .field("access_key", &self.access_key)
+            .field("readonly", &self.readonly)
             .finish_non_exhaustive()
     }
 }
@@ -61,7 +87,7 @@ impl S3Info {
 
     /// Shell `export` lines for `.ferry-dev/s3.env`.
     pub fn env_lines(&self) -> String {
-        format!(
+        let mut lines = format!(
             "export FERRY_S3_ENDPOINT={}\nexport FERRY_S3_BUCKET={}\nexport AWS_REGION={}\n\
              export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n\
              export FERRY_REPO=s3:{}/{}/ferry\n",
@@ -72,7 +98,15 @@ impl S3Info {
             self.secret_key,
             self.endpoint,
             self.bucket
-        )
+        );
+        if let Some(r) = &self.readonly {
+            lines.push_str(&format!(
+                "export FERRY_S3_READONLY_ACCESS_KEY_ID={}\n\
+                 export FERRY_S3_READONLY_SECRET_ACCESS_KEY={}\n",
+                r.access_key, r.secret_key
+            ));
+        }
+        lines
     }
 }
 
@@ -91,11 +125,8 @@ pub(crate) async fn start_minio(
         region: "us-east-1".to_owned(),
         bucket: "ferry".to_owned(),
         access_key: "ferry-admin".to_owned(),
-        secret_key: {
-            use rand::Rng;
-            let b: [u8; 20] = rand::rng().random();
-            b.iter().map(|x| format!("{x:02x}")).collect()
-        },
+        secret_key: random_secret(),
+        readonly: None,
     };
     let mut proc = Proc::spawn(
         "minio",
@@ -149,5 +180,119 @@ pub(crate) async fn start_minio(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok((info, proc))
+    let reader = S3Credentials {
+        access_key: READONLY_USER.to_owned(),
+        secret_key: random_secret(),
+    };
+    add_readonly_user(dir, &info, &reader).await?;
+    Ok((
+        S3Info {
+            readonly: Some(reader),
+            ..info
+        },
+        proc,
+    ))
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let b: [u8; 20] = rand::rng().random();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Adds `reader` with a policy that allows reading and listing the bucket and nothing
+/// else, through `mc` (MinIO's admin API takes signed requests only).
+async fn add_readonly_user(dir: &Path, info: &S3Info, reader: &S3Credentials) -> Result<()> {
+    let mc = crate::bins::mc()?;
+    let policy_file = dir.join("readonly-policy.json");
+    let bucket = &info.bucket;
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                "Resource": [format!("arn:aws:s3:::{bucket}")]
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [format!("arn:aws:s3:::{bucket}/*")]
+            }
+        ]
+    });
+    std::fs::write(&policy_file, policy.to_string()).map_err(Error::io("writing", &policy_file))?;
+    // The alias comes from the environment, so no credentials are written to mc's config.
+    let host = info
+        .endpoint
+        .strip_prefix("http://")
+        .unwrap_or(&info.endpoint);
+    let alias = format!("http://{}:{}@{host}", info.access_key, info.secret_key);
+    let policy_path = policy_file.display().to_string();
+    let steps: [(&'static str, Vec<&str>); 3] = [
+        (
+            "adding the read-only user",
+            vec![
+                "admin",
+                "user",
+                "add",
+                "ferry",
+                &reader.access_key,
+                &reader.secret_key,
+            ],
+        ),
+        (
+            "creating the read-only policy",
+            vec![
+                "admin",
+                "policy",
+                "create",
+                "ferry",
+                "ferry-readonly",
+                &policy_path,
+            ],
+        ),
+        (
+            "attaching the read-only policy",
+            vec![
+                "admin",
+                "policy",
+                "attach",
+                "ferry",
+                "ferry-readonly",
+                "--user",
+                &reader.access_key,
+            ],
+        ),
+    ];
+    let config_dir = dir.join("mc");
+    for (action, args) in steps {
+        let out = tokio::process::Command::new(&mc)
+            .arg("--config-dir")
+            .arg(&config_dir)
+            .args(["--json", "--no-color", "--disable-pager"])
+            .args(&args)
+            .env("MC_HOST_ferry", &alias)
+            .output()
+            .await
+            .map_err(|source| Error::Spawn {
+                component: "mc".to_owned(),
+                program: mc.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::S3 {
+                endpoint: info.endpoint.clone(),
+                action,
+                message: format!(
+                    "mc {} failed ({}): {}{}",
+                    args[..3].join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            });
+        }
+    }
+    Ok(())
 }

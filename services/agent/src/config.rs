@@ -32,9 +32,12 @@ pub struct AgentConfig {
     about = "Ferry's per-node data mover (gRPC)"
 )]
 pub struct Args {
-    /// Address to serve gRPC on.
+    /// Address to serve gRPC on; other than loopback, it takes TLS flags or
+    /// --insecure-plaintext.
     #[arg(long, env = "FERRY_AGENT_LISTEN", default_value = "0.0.0.0:7443")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: ferry_rpc::TlsArgs,
     /// Name reported for this node; in a DaemonSet, set NODE_NAME from spec.nodeName.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,

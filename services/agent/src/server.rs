@@ -1,7 +1,6 @@
 //! Serving the agent: gRPC with health and reflection, a span per request, graceful
 //! shutdown that drains operations.
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use ferry_proto::v1::agent_service_server::AgentServiceServer;
@@ -10,12 +9,13 @@ pub use ferry_rpc::ServeError;
 use crate::config::AgentConfig;
 use crate::service::Agent;
 
-/// Serves the agent on `listener` until `shutdown` fires; then takes no new operations,
-/// gives running ones `shutdown_grace` to finish, cancels the rest and returns once
-/// their streams have ended.
+/// Serves the agent on `listener` (a `TcpListener` is plaintext on loopback only; a
+/// [`ferry_rpc::Listener`] says how it is secured) until `shutdown` fires; then takes no
+/// new operations, gives running ones `shutdown_grace` to finish, cancels the rest and
+/// returns once their streams have ended.
 pub async fn serve(
     config: AgentConfig,
-    listener: TcpListener,
+    listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let agent = Agent::new(&config);

@@ -42,7 +42,29 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX restore_points_newest ON restore_points (repository_id, created_at_ns, id);
     CREATE INDEX restore_points_by_application ON restore_points (application, created_at_ns);",
+    // v2. Migration tokens: the fingerprint of the key that signed an import profile's
+    // token, and this catalog's own key pairs (import: X25519, signing: Ed25519), their
+    // private halves sealed with the data directory's secret key.
+    "ALTER TABLE profiles ADD COLUMN token_signer TEXT NOT NULL DEFAULT '';
+    CREATE TABLE keys (
+        purpose TEXT PRIMARY KEY,
+        sealed BLOB NOT NULL,
+        public TEXT NOT NULL,
+        created_at_ns INTEGER NOT NULL
+    );",
 ];
+
+/// One of the catalog's own key pairs, as stored.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredKey {
+    /// `import` or `signing`.
+    pub purpose: &'static str,
+    /// The private half, sealed (see `keys.rs`).
+    pub sealed: Vec<u8>,
+    /// The public half as text.
+    pub public: String,
+    pub created_at_ns: i64,
+}
 
 /// A Secret by namespace and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,11 +94,13 @@ pub(crate) struct ProfileRecord {
     pub key_secret: SecretName,
     pub repository_id: String,
     pub created_at_ns: i64,
+    /// Import profiles made from a migration token: the signer's fingerprint; else empty.
+    pub token_signer: String,
 }
 
 const PROFILE_COLUMNS: &str = "name, kind, backend, endpoint, bucket, prefix, region, \
      credentials_namespace, credentials_name, verify_tls, key_namespace, key_name, \
-     repository_id, created_at_ns";
+     repository_id, created_at_ns, token_signer";
 
 fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
     let cred_ns: String = r.get(7)?;
@@ -100,6 +124,7 @@ fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
         },
         repository_id: r.get(12)?,
         created_at_ns: r.get(13)?,
+        token_signer: r.get(14)?,
     })
 }
 
@@ -221,7 +246,7 @@ impl Db {
                 tx.execute(
                     &format!(
                         "INSERT OR IGNORE INTO profiles ({PROFILE_COLUMNS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                     ),
                     params![
                         p.name,
@@ -237,7 +262,8 @@ impl Db {
                         p.key_secret.namespace,
                         p.key_secret.name,
                         p.repository_id,
-                        p.created_at_ns
+                        p.created_at_ns,
+                        p.token_signer
                     ],
                 )
             })
@@ -458,5 +484,42 @@ impl Db {
                 Ok(out)
             })
             .await?)
+    }
+
+    /// The key pair stored for `purpose`, if any.
+    pub async fn get_key(&self, purpose: &'static str) -> Result<Option<StoredKey>, CatalogError> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                tx.query_row(
+                    "SELECT sealed, public, created_at_ns FROM keys WHERE purpose = ?1",
+                    [purpose],
+                    |r| {
+                        Ok(StoredKey {
+                            purpose,
+                            sealed: r.get(0)?,
+                            public: r.get(1)?,
+                            created_at_ns: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()
+            })
+            .await?)
+    }
+
+    /// Stores `key` unless its purpose has one; `false` when it had.
+    pub async fn insert_key(&self, key: StoredKey) -> Result<bool, CatalogError> {
+        let n = self
+            .store
+            .call(move |tx| {
+                tx.execute(
+                    "INSERT OR IGNORE INTO keys (purpose, sealed, public, created_at_ns)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![key.purpose, key.sealed, key.public, key.created_at_ns],
+                )
+            })
+            .await?;
+        Ok(n == 1)
     }
 }

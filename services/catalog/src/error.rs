@@ -167,6 +167,41 @@ pub enum CatalogError {
         source: std::io::Error,
     },
 
+    /// A migration token was refused (altered, expired, made for another destination
+    /// key, untrusted signer) or could not be issued.
+    #[error(transparent)]
+    Token(#[from] ferry_token::TokenError),
+
+    /// This cluster has no import key to open migration tokens with.
+    #[error(
+        "cluster {cluster} has no import key yet; create it with CreateImportKey, give its \
+         public key to the source cluster's IssueMigrationToken, and use the token it returns"
+    )]
+    ImportKeyMissing { cluster: String },
+
+    /// Ferry would have to overwrite a Secret to store a key.
+    #[error(
+        "Secret {namespace}/{name} already exists on cluster {cluster}; Ferry never overwrites a \
+         Secret when {purpose}: delete it, or name another Secret in encryption_key_secret"
+    )]
+    SecretExists {
+        purpose: &'static str,
+        namespace: String,
+        name: String,
+        cluster: String,
+    },
+
+    /// The location a migration token names holds another repository than the token's.
+    #[error(
+        "the migration token names repository {expected}, but {location} holds repository \
+         {found}; the location was reinitialised since: ask the source cluster for a new token"
+    )]
+    TokenRepositoryMismatch {
+        location: String,
+        expected: String,
+        found: String,
+    },
+
     /// The catalog's own state database failed.
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
@@ -298,6 +333,22 @@ impl CatalogError {
                 ErrorCode::Internal,
                 "make the agent profiles directory writable for the catalog",
             ),
+            CatalogError::Token(e) => token_parts(e),
+            CatalogError::ImportKeyMissing { .. } => (
+                Code::NotFound,
+                ErrorCode::NotFound,
+                "create this cluster's import key with CreateImportKey",
+            ),
+            CatalogError::SecretExists { .. } => (
+                Code::AlreadyExists,
+                ErrorCode::AlreadyExists,
+                "delete the Secret, or name another one in encryption_key_secret",
+            ),
+            CatalogError::TokenRepositoryMismatch { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::InvalidArgument,
+                "ask the source cluster for a new migration token",
+            ),
             CatalogError::Store(_) => (
                 Code::Internal,
                 ErrorCode::Internal,
@@ -327,8 +378,15 @@ impl CatalogError {
         };
         match self {
             CatalogError::ProfileNotFound { cluster, .. }
-            | CatalogError::ProfileExists { cluster, .. } => (Some(cluster), None),
+            | CatalogError::ProfileExists { cluster, .. }
+            | CatalogError::ImportKeyMissing { cluster } => (Some(cluster), None),
             CatalogError::SecretNotFound {
+                namespace,
+                name,
+                cluster,
+                ..
+            }
+            | CatalogError::SecretExists {
                 namespace,
                 name,
                 cluster,
@@ -370,6 +428,46 @@ impl From<CatalogError> for Status {
     fn from(e: CatalogError) -> Status {
         let (code, _, _) = e.classify();
         ferry_rpc::status(code, e.detail())
+    }
+}
+
+/// How a refused migration token maps: altered is INTEGRITY, expired TIMEOUT, made for
+/// another destination key WRONG_KEY, so a client tells them apart without the text.
+fn token_parts(e: &ferry_token::TokenError) -> (Code, ErrorCode, &'static str) {
+    use ferry_token::TokenError as T;
+    match e {
+        T::BadSignature { .. } => (
+            Code::InvalidArgument,
+            ErrorCode::Integrity,
+            "ask the source cluster for a new migration token and copy it unchanged",
+        ),
+        T::Malformed { .. } | T::UnsupportedVersion { .. } | T::Invalid { .. } => (
+            Code::InvalidArgument,
+            ErrorCode::InvalidArgument,
+            "copy the whole migration token block again, or ask the source cluster for a new one",
+        ),
+        T::Expired { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::Timeout,
+            "issue a new token on the source cluster (IssueMigrationToken) and use it before it \
+             expires",
+        ),
+        T::NotYetValid { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::InvalidArgument,
+            "check the clocks of both clusters, then retry",
+        ),
+        T::WrongRecipient { .. } | T::Unwrap { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::WrongKey,
+            "issue the token on the source cluster for this cluster's import key (GetImportKey)",
+        ),
+        T::UntrustedSigner { .. } => (
+            Code::PermissionDenied,
+            ErrorCode::PermissionDenied,
+            "use a token from the trusted source cluster",
+        ),
+        _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
     }
 }
 

@@ -5,11 +5,20 @@
 //! applications, and lists restore points read from repositories. The repository is the
 //! truth; the catalog's index of it (in `<data-dir>/catalog.db`) is filled as restore
 //! points are read and can always be rebuilt with RebuildIndex.
+//!
+//! Migration tokens ([`ferry_token`]): a destination catalog owns an import key pair
+//! (CreateImportKey, GetImportKey); a source catalog issues tokens from export profiles
+//! for it (IssueMigrationToken), signed with its own signing key; CreateProfile with a
+//! token verifies it, stores the repository key it carries as a Secret and makes an
+//! import profile that must read and list but cannot write.
 
 mod applications;
 pub mod config;
 mod db;
 pub mod error;
+mod key_secret;
+mod keys;
+mod migration;
 mod profile;
 mod quantity;
 mod restore_points;

@@ -40,6 +40,50 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub(crate) struct NewProfile {
     pub record: ProfileRecord,
     pub create_repository: bool,
+    /// No key Secret was named: generate a key into `record.key_secret`.
+    pub generate_key: bool,
+    /// For the response: things the user must act on.
+    pub warnings: Vec<String>,
+}
+
+/// The Secret Ferry creates for a profile's key when the request names none.
+pub(crate) fn default_key_secret(profile: &str) -> String {
+    format!("{profile}-key")
+}
+
+/// A request with a migration token: the token gives the location, so the request must
+/// not, and the profile is an import profile.
+pub(crate) fn check_token_request(req: &CreateProfileRequest) -> Result<(), CatalogError> {
+    validate_name(&req.name)?;
+    let kind = ProfileKind::try_from(req.kind).unwrap_or(ProfileKind::Unspecified);
+    if !matches!(kind, ProfileKind::Unspecified | ProfileKind::Import) {
+        return Err(CatalogError::invalid(
+            "kind",
+            "a profile made from a migration token is an IMPORT profile; set IMPORT or leave \
+             kind out",
+        ));
+    }
+    let given: Vec<&str> = [
+        ("backend", req.backend != 0),
+        ("endpoint", !req.endpoint.is_empty()),
+        ("bucket", !req.bucket.is_empty()),
+        ("prefix", !req.prefix.is_empty()),
+        ("region", !req.region.is_empty()),
+        ("create_repository", req.create_repository),
+    ]
+    .into_iter()
+    .filter_map(|(field, set)| set.then_some(field))
+    .collect();
+    if !given.is_empty() {
+        return Err(CatalogError::invalid(
+            "migration_token",
+            format!(
+                "the token names the repository's location; leave {} empty",
+                given.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks every field of a create request; `secrets_namespace` fills empty Secret
@@ -49,12 +93,6 @@ pub(crate) fn validate(
     secrets_namespace: &str,
 ) -> Result<NewProfile, CatalogError> {
     validate_name(&req.name)?;
-    if !req.migration_token.is_empty() {
-        return Err(CatalogError::Unsupported {
-            what: "creating a profile from a migration token".into(),
-            next_step: "give backend, endpoint, bucket, prefix and region explicitly".into(),
-        });
-    }
     let kind = ProfileKind::try_from(req.kind)
         .ok()
         .filter(|k| *k != ProfileKind::Unspecified)
@@ -72,17 +110,34 @@ pub(crate) fn validate(
         .ok_or_else(|| CatalogError::invalid("backend", "set S3 or LOCAL"))?;
     let prefix = validate_prefix(&req.prefix)?;
     let verify_tls = req.verify_tls.unwrap_or(true);
-    let key_secret = secret_name(
+    let named_key = secret_name(
         "encryption_key_secret",
         &req.encryption_key_secret,
         secrets_namespace,
-    )?
-    .ok_or_else(|| {
-        CatalogError::invalid(
-            "encryption_key_secret",
-            "required: name the Secret whose key \"key\" holds the repository key",
-        )
-    })?;
+    )?;
+    let generate_key = named_key.is_none();
+    let key_secret = match named_key {
+        Some(s) => s,
+        None if kind == ProfileKind::Import => {
+            return Err(CatalogError::invalid(
+                "encryption_key_secret",
+                "required for an import profile: name the Secret whose key \"key\" holds the \
+                 repository key, or create the profile from a migration token",
+            ));
+        }
+        None if !req.create_repository => {
+            return Err(CatalogError::invalid(
+                "encryption_key_secret",
+                "required unless create_repository is set (a generated key only opens a \
+                 repository it creates): name the Secret whose key \"key\" holds the repository \
+                 key",
+            ));
+        }
+        None => SecretName {
+            namespace: secrets_namespace.to_string(),
+            name: default_key_secret(&req.name),
+        },
+    };
     let credentials = secret_name(
         "credentials_secret",
         &req.credentials_secret,
@@ -99,14 +154,6 @@ pub(crate) fn validate(
                     "credentials_secret",
                     "required for S3: name the Secret with access_key_id and secret_access_key",
                 ));
-            }
-            if !verify_tls && endpoint.starts_with("https://") {
-                return Err(CatalogError::Unsupported {
-                    what: "turning TLS verification off".into(),
-                    next_step: "add the endpoint's CA to the trust store the catalog and agents \
-                                use, and leave verify_tls on"
-                        .into(),
-                });
             }
             (endpoint, req.bucket.clone(), req.region.trim().to_string())
         }
@@ -134,9 +181,21 @@ pub(crate) fn validate(
             return Err(CatalogError::invalid("backend", "set S3 or LOCAL"));
         }
     };
-    if !verify_tls {
-        tracing::warn!(profile = %req.name, "TLS verification is OFF for this profile: \
-            anyone on the network path can read and change what it sends");
+    let mut warnings = Vec::new();
+    if !verify_tls && backend == StorageBackend::S3 && !endpoint.starts_with("http://") {
+        let shown = if endpoint.is_empty() {
+            "AWS S3"
+        } else {
+            endpoint.as_str()
+        };
+        let warning = format!(
+            "TLS certificate verification is OFF for profile {:?} ({shown}): anyone on the \
+             network path can pose as the object store and read or change what the profile \
+             sends; use this only in test setups",
+            req.name
+        );
+        tracing::warn!(profile = %req.name, "{warning}");
+        warnings.push(warning);
     }
     Ok(NewProfile {
         record: ProfileRecord {
@@ -152,8 +211,11 @@ pub(crate) fn validate(
             key_secret,
             repository_id: String::new(),
             created_at_ns: 0,
+            token_signer: String::new(),
         },
         create_repository: req.create_repository,
+        generate_key,
+        warnings,
     })
 }
 
@@ -301,6 +363,7 @@ pub(crate) fn to_proto(p: &ProfileRecord) -> Profile {
         encryption_key_secret: Some(secret(&p.key_secret)),
         repository_id: p.repository_id.clone(),
         created_at: Some(timestamp(p.created_at_ns)),
+        token_signer_fingerprint: p.token_signer.clone(),
     }
 }
 
@@ -337,6 +400,17 @@ pub(crate) async fn read_material(
     cluster: &str,
     p: &ProfileRecord,
 ) -> Result<Material, CatalogError> {
+    let key = read_key(client, cluster, p).await?;
+    let s3 = read_credentials(client, cluster, p).await?;
+    Ok(Material { s3, key })
+}
+
+/// The repository key from the profile's key Secret.
+async fn read_key(
+    client: &kube::Client,
+    cluster: &str,
+    p: &ProfileRecord,
+) -> Result<Vec<u8>, CatalogError> {
     let key_data = read_secret(client, cluster, "encryption key", &p.key_secret).await?;
     let key_invalid = |detail: String| CatalogError::SecretInvalid {
         purpose: "encryption key",
@@ -357,6 +431,15 @@ pub(crate) async fn read_material(
             "key {ENCRYPTION_KEY_KEY:?} is empty; put the repository key there"
         )));
     }
+    Ok(key)
+}
+
+/// The S3 credentials from the profile's credentials Secret, if it names one.
+pub(crate) async fn read_credentials(
+    client: &kube::Client,
+    cluster: &str,
+    p: &ProfileRecord,
+) -> Result<Option<S3Credentials>, CatalogError> {
     let s3 = match &p.credentials {
         None => None,
         Some(name) => {
@@ -379,7 +462,7 @@ pub(crate) async fn read_material(
             })
         }
     };
-    Ok(Material { s3, key })
+    Ok(s3)
 }
 
 fn keys_of(data: &BTreeMap<String, Vec<u8>>) -> String {
@@ -436,28 +519,13 @@ async fn read_secret(
 ) -> Result<BTreeMap<String, Vec<u8>>, CatalogError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &s.namespace);
     let secret = api.get_opt(&s.name).await.map_err(|source| {
-        let http_status = kube_status(&source);
-        let next_step = match http_status {
-            Some(401 | 403) => format!(
-                "grant the catalog's service account get on secrets in namespace {}",
-                s.namespace
-            ),
-            _ => "check that the API server is reachable, then retry".to_string(),
-        };
-        CatalogError::Kube {
-            action: format!("reading {purpose} Secret {s}"),
-            cluster: cluster.to_string(),
-            message: kube_message(&source),
-            next_step,
-            http_status,
-            object: Some(Box::new(ferry_proto::v1::ObjectRef {
-                api_version: "v1".into(),
-                kind: "Secret".into(),
-                namespace: s.namespace.clone(),
-                name: s.name.clone(),
-            })),
-            source: Box::new(source),
-        }
+        secret_api_error(
+            "get",
+            format!("reading {purpose} Secret {s}"),
+            cluster,
+            s,
+            source,
+        )
     })?;
     let secret = secret.ok_or_else(|| CatalogError::SecretNotFound {
         purpose,
@@ -471,6 +539,38 @@ async fn read_secret(
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect())
+}
+
+/// A failed call on Secret `s`; `verb` is the RBAC verb the call needs.
+pub(crate) fn secret_api_error(
+    verb: &str,
+    action: String,
+    cluster: &str,
+    s: &SecretName,
+    source: kube::Error,
+) -> CatalogError {
+    let http_status = kube_status(&source);
+    let next_step = match http_status {
+        Some(401 | 403) => format!(
+            "grant the catalog's service account {verb} on secrets in namespace {}",
+            s.namespace
+        ),
+        _ => "check that the API server is reachable, then retry".to_string(),
+    };
+    CatalogError::Kube {
+        action,
+        cluster: cluster.to_string(),
+        message: kube_message(&source),
+        next_step,
+        http_status,
+        object: Some(Box::new(ferry_proto::v1::ObjectRef {
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+        })),
+        source: Box::new(source),
+    }
 }
 
 /// How hard a backend tries before giving up.
@@ -504,6 +604,7 @@ pub(crate) fn backend(p: &ProfileRecord, m: &Material, patience: Patience) -> Dy
         options.secret_access_key = c.secret_access_key.clone();
         options.session_token = c.session_token.clone();
     }
+    options.verify_tls = p.verify_tls;
     if patience == Patience::Validate {
         options.max_attempts = 2;
     }
@@ -744,17 +845,64 @@ mod tests {
         assert!(bad(&|r| r.endpoint = "http://h:1/bucket".into()).contains("path"));
         assert!(bad(&|r| r.bucket = "B".into()).contains("bucket"));
         assert!(bad(&|r| r.prefix = "a/../b".into()).contains("prefix"));
-        assert!(bad(&|r| r.encryption_key_secret = None).contains("encryption_key_secret"));
+        assert!(
+            bad(&|r| {
+                r.encryption_key_secret = None;
+                r.create_repository = false;
+            })
+            .contains("encryption_key_secret")
+        );
         assert!(bad(&|r| r.credentials_secret = None).contains("credentials_secret"));
         assert!(bad(&|r| r.kind = 0).contains("kind"));
         assert!(bad(&|r| r.kind = ProfileKind::Import as i32).contains("import profile"));
+
+        // No key Secret and a new repository: a key is generated into "<name>-key".
+        let mut generated = request();
+        generated.encryption_key_secret = None;
+        let new = validate(&generated, "ferry-system").expect("generated key");
+        assert!(new.generate_key);
+        assert_eq!(new.record.key_secret.to_string(), "ferry-system/prod-key");
+        generated.kind = ProfileKind::Import as i32;
+        generated.create_repository = false;
         assert!(
-            bad(&|r| {
-                r.endpoint = "https://s3.local".into();
-                r.verify_tls = Some(false);
-            })
-            .contains("TLS")
+            validate(&generated, "x").is_err(),
+            "import profiles name their key"
         );
+
+        // TLS verification off is allowed, with a warning.
+        let mut insecure = request();
+        insecure.endpoint = "https://s3.local".into();
+        insecure.verify_tls = Some(false);
+        let new = validate(&insecure, "ferry-system").expect("verify_tls off");
+        assert!(!new.record.verify_tls);
+        assert!(
+            new.warnings.iter().any(|w| w.contains("TLS")),
+            "{:?}",
+            new.warnings
+        );
+        assert!(
+            validate(&request(), "x")
+                .expect("valid")
+                .warnings
+                .is_empty()
+        );
+
+        // A token names the location: the request may not.
+        let mut token = request();
+        token.migration_token = "token".into();
+        token.kind = ProfileKind::Import as i32;
+        token.create_repository = false;
+        let err = check_token_request(&token)
+            .expect_err("location given")
+            .to_string();
+        assert!(err.contains("endpoint") && err.contains("bucket"), "{err}");
+        token.backend = 0;
+        token.endpoint.clear();
+        token.bucket.clear();
+        token.prefix.clear();
+        check_token_request(&token).expect("location from the token");
+        token.kind = ProfileKind::Export as i32;
+        assert!(check_token_request(&token).is_err());
 
         let mut local = request();
         local.backend = StorageBackend::Local as i32;

@@ -10,16 +10,18 @@ use base64::Engine;
 use ferry_kube::RestorePointManifest;
 use ferry_proto::v1::catalog_service_server::{CatalogService as CatalogApi, CatalogServiceServer};
 use ferry_proto::v1::{
-    Application, CheckProfileRequest, CheckProfileResponse, ClusterRef, CreateProfileRequest,
-    CreateProfileResponse, DeleteProfileRequest, DeleteProfileResponse, ErrorDetail,
+    Application, CheckProfileRequest, CheckProfileResponse, ClusterRef, CreateImportKeyRequest,
+    CreateImportKeyResponse, CreateProfileRequest, CreateProfileResponse, DeleteProfileRequest,
+    DeleteProfileResponse, ErrorDetail, GetImportKeyRequest, GetImportKeyResponse,
     GetProfileRequest, GetProfileResponse, GetRestorePointRequest, GetRestorePointResponse,
-    ListApplicationsRequest, ListApplicationsResponse, ListProfilesRequest, ListProfilesResponse,
-    ListRestorePointsRequest, ListRestorePointsResponse, ProfileKind, Progress, RebuildIndexEvent,
-    RebuildIndexRequest, RebuildIndexSummary, RepositoryRef, StorageBackend, cluster_ref,
-    rebuild_index_event,
+    IssueMigrationTokenRequest, IssueMigrationTokenResponse, ListApplicationsRequest,
+    ListApplicationsResponse, ListProfilesRequest, ListProfilesResponse, ListRestorePointsRequest,
+    ListRestorePointsResponse, ProfileKind, Progress, RebuildIndexEvent, RebuildIndexRequest,
+    RebuildIndexSummary, RepositoryRef, StorageBackend, cluster_ref, rebuild_index_event,
 };
 use ferry_repo::backend::{BackendError, DynBackend};
 use ferry_repo::{Id, Repository};
+use ferry_store::SecretBox;
 use futures::{Stream, StreamExt, stream};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -31,7 +33,10 @@ use crate::applications;
 use crate::config::CatalogConfig;
 use crate::db::{Db, ProfileRecord};
 use crate::error::CatalogError;
-use crate::profile::{self, Material, Patience};
+use crate::key_secret::{self, Origin};
+use crate::keys::Keys;
+use crate::migration::{PendingKey, generated_key_warning};
+use crate::profile::{self, Material, NewProfile, Patience};
 use crate::restore_points::{IndexedRestorePoint, UnsupportedFormat, timestamp};
 
 /// Page size when a request leaves it 0, and the most a request may ask for.
@@ -45,12 +50,14 @@ const REBUILD_STEP: &str = "rebuild-index";
 /// The catalog service. Cheap to clone; clones share state.
 #[derive(Clone)]
 pub struct CatalogService {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: CatalogConfig,
+pub(crate) struct Inner {
+    pub(crate) config: CatalogConfig,
     db: Db,
+    /// The import and signing key pairs of migration tokens.
+    pub(crate) keys: Keys,
     /// Names being created right now, so two racing creates cannot both write the
     /// agent file.
     creating: Mutex<HashSet<String>>,
@@ -87,11 +94,17 @@ impl Drop for Claim<'_> {
 }
 
 impl CatalogService {
-    /// Opens (or creates) `<data_dir>/catalog.db`.
+    /// Opens (or creates) `<data_dir>/catalog.db` and the data directory's secret key
+    /// (`secret.key`, which seals the catalog's key pairs).
     pub async fn new(config: CatalogConfig) -> Result<Self, CatalogError> {
         let db = Db::open(&config.data_dir).await?;
+        let dir = config.data_dir.clone();
+        let sealer = tokio::task::spawn_blocking(move || SecretBox::load_or_create(&dir))
+            .await
+            .map_err(|e| CatalogError::Internal(format!("loading the secret key: {e}")))??;
         Ok(CatalogService {
             inner: Arc::new(Inner {
+                keys: Keys::new(db.clone(), sealer),
                 config,
                 db,
                 creating: Mutex::new(HashSet::new()),
@@ -183,6 +196,15 @@ impl CatalogService {
         &self,
         r: Option<&RepositoryRef>,
     ) -> Result<(ProfileRecord, Repository), CatalogError> {
+        let (record, _, repo) = self.repository_and_key(r).await?;
+        Ok((record, repo))
+    }
+
+    /// [`Self::repository`], with the Secrets' contents that opened it.
+    pub(crate) async fn repository_and_key(
+        &self,
+        r: Option<&RepositoryRef>,
+    ) -> Result<(ProfileRecord, Material, Repository), CatalogError> {
         let r = r.ok_or_else(|| CatalogError::invalid("repository", "missing; name a profile"))?;
         let record = self.profile_record(&r.profile).await?;
         if !r.repository_id.is_empty() && r.repository_id != record.repository_id {
@@ -202,47 +224,212 @@ impl CatalogService {
             .filter(|c| c.record == record && c.material == material)
             .map(|c| c.repo.clone());
         if let Some(repo) = cached {
-            return Ok((record, repo));
+            return Ok((record, material, repo));
         }
         let repo = open_checked(&record, &material, Patience::Normal).await?;
         self.inner.cache.lock().insert(
             record.name.clone(),
             Cached {
                 record: record.clone(),
-                material,
+                material: material.clone(),
                 repo: repo.clone(),
             },
         );
-        Ok((record, repo))
+        Ok((record, material, repo))
     }
 
+    /// CreateProfile. With a migration token, the token is verified and opened first and
+    /// gives the location and the key; without a key Secret, a key is generated. Either
+    /// way the key's Secret is made only by this call, and removed again when the call
+    /// fails (unless it made a repository with a generated key: that key is its only copy).
     async fn create_profile(
         &self,
         req: CreateProfileRequest,
     ) -> Result<CreateProfileResponse, CatalogError> {
         let config = &self.inner.config;
-        let new = profile::validate(&req, &config.secrets_namespace)?;
-        let mut record = new.record;
+        let (new, pending) = if req.migration_token.is_empty() {
+            let new = profile::validate(&req, &config.secrets_namespace)?;
+            let pending = new.generate_key.then(PendingKey::generated).transpose()?;
+            (new, pending)
+        } else {
+            let (filled, pending, signer) = self.open_migration_token(&req).await?;
+            let mut new = profile::validate(&filled, &config.secrets_namespace)?;
+            new.record.token_signer = signer;
+            (new, Some(pending))
+        };
+        let NewProfile {
+            mut record,
+            create_repository,
+            mut warnings,
+            ..
+        } = new;
         let _claim = self.claim(&record.name)?;
         if self.inner.db.get_profile(&record.name).await?.is_some() {
             return Err(self.exists(&record.name));
         }
-        let material = profile::read_material(&config.client, self.cluster(), &record).await?;
-        let backend = profile::backend(&record, &material, Patience::Validate);
-        let (repo, created) = open_or_init(
-            &record,
+        let material = match &pending {
+            None => profile::read_material(&config.client, self.cluster(), &record).await?,
+            Some(p) => {
+                key_secret::ensure_absent(
+                    &config.client,
+                    self.cluster(),
+                    &record.key_secret,
+                    p.origin,
+                )
+                .await?;
+                Material {
+                    s3: profile::read_credentials(&config.client, self.cluster(), &record).await?,
+                    key: p.key.to_vec(),
+                }
+            }
+        };
+        let mut progress = CreateSteps::default();
+        let stored = self
+            .store_profile(
+                &mut record,
+                &material,
+                create_repository,
+                pending.as_ref(),
+                &mut progress,
+            )
+            .await;
+        if let Err(e) = stored {
+            if let Some(p) = pending.as_ref().filter(|_| progress.secret_created) {
+                self.forget_key_secret(&record, p.origin, progress.repository_created)
+                    .await;
+            }
+            return Err(e);
+        }
+        if pending
+            .as_ref()
+            .is_some_and(|p| p.origin == Origin::Generated)
+        {
+            let warning =
+                generated_key_warning(&record.name, &record.key_secret.to_string(), self.cluster());
+            tracing::warn!("{warning}");
+            warnings.push(warning);
+        }
+        tracing::info!(
+            repository = %record.repository_id,
+            location = %profile::location(&record),
+            created = progress.repository_created,
+            "profile created"
+        );
+        Ok(CreateProfileResponse {
+            profile: Some(profile::to_proto(&record)),
+            repository_created: progress.repository_created,
+            warnings,
+            migration_token: pending.and_then(|p| p.token),
+        })
+    }
+
+    /// Creates the key Secret of a new profile.
+    async fn make_key_secret(
+        &self,
+        record: &ProfileRecord,
+        p: &PendingKey,
+    ) -> Result<(), CatalogError> {
+        key_secret::create(
+            &self.inner.config.client,
+            self.cluster(),
+            &record.key_secret,
+            &record.name,
+            p.origin,
+            &p.key,
+            p.annotations.clone(),
+        )
+        .await
+    }
+
+    /// Removes a key Secret this call made, after the call failed.
+    async fn forget_key_secret(&self, record: &ProfileRecord, origin: Origin, repo_created: bool) {
+        if origin == Origin::Generated && repo_created {
+            tracing::warn!(secret = %record.key_secret,
+                "profile not created, but the repository was: keeping the generated key's \
+                 Secret, the only copy of that repository's key");
+            return;
+        }
+        let client = &self.inner.config.client;
+        if let Err(e) = key_secret::delete_if_ours(
+            client,
+            self.cluster(),
+            &record.key_secret,
+            &record.name,
+            origin,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, secret = %record.key_secret,
+                "could not remove the key Secret of the failed profile again");
+        }
+    }
+
+    /// The checks and writes of CreateProfile once the request and the Secrets are read:
+    /// the repository opens (or is made), access is as the kind needs, then the key
+    /// Secret, agent file and row are written.
+    async fn store_profile(
+        &self,
+        record: &mut ProfileRecord,
+        material: &Material,
+        create_repository: bool,
+        pending: Option<&PendingKey>,
+        progress: &mut CreateSteps,
+    ) -> Result<(), CatalogError> {
+        let config = &self.inner.config;
+        let generated = pending.filter(|p| p.origin == Origin::Generated);
+        // A generated key is stored before a repository is made with it, so it is never lost.
+        if let Some(p) = generated {
+            self.make_key_secret(record, p).await?;
+            progress.secret_created = true;
+        }
+        let backend = profile::backend(record, material, Patience::Validate);
+        let opened = open_or_init(
+            record,
             backend.clone(),
             &material.key,
-            new.create_repository,
+            create_repository,
             config,
         )
-        .await?;
-        check_access(&record, &backend).await?;
-        record.repository_id = repo.config().id.to_string();
+        .await;
+        let (repo, created) = match opened {
+            Err(CatalogError::WrongKey { location, .. }) if generated.is_some() => {
+                return Err(CatalogError::invalid(
+                    "encryption_key_secret",
+                    format!(
+                        "{location} already holds a repository, which a newly generated key \
+                         cannot open: name the Secret with that repository's key"
+                    ),
+                ));
+            }
+            other => other?,
+        };
+        progress.repository_created = created;
+        let found = repo.config().id.to_string();
+        if let Some(token) = pending.and_then(|p| p.token.as_ref())
+            && token.repository_id != found
+        {
+            return Err(CatalogError::TokenRepositoryMismatch {
+                location: profile::location(record),
+                expected: token.repository_id.clone(),
+                found,
+            });
+        }
+        check_access(record, &backend).await?;
+        if record.kind == ProfileKind::Import as i32 {
+            // Importing means listing what the source exported.
+            repo.restore_point_ids(None)
+                .await
+                .map_err(|e| profile::repo_error(record, "listing restore points in", e))?;
+        }
+        record.repository_id = found;
         record.created_at_ns = now_ns();
+        if let Some(p) = pending.filter(|p| p.origin == Origin::MigrationToken) {
+            self.make_key_secret(record, p).await?;
+            progress.secret_created = true;
+        }
 
         if let Some(dir) = &config.agent_profiles_dir {
-            let yaml = profile::agent_profile_yaml(&record, &material)?;
+            let yaml = profile::agent_profile_yaml(record, material)?;
             profile::write_agent_profile(dir, &record.name, yaml).await?;
         }
         let inserted = self.inner.db.insert_profile(record.clone()).await;
@@ -256,16 +443,7 @@ impl CatalogService {
             inserted?;
             return Err(self.exists(&record.name));
         }
-        tracing::info!(
-            repository = %record.repository_id,
-            location = %profile::location(&record),
-            created,
-            "profile created"
-        );
-        Ok(CreateProfileResponse {
-            profile: Some(profile::to_proto(&record)),
-            repository_created: created,
-        })
+        Ok(())
     }
 
     fn claim(&self, name: &str) -> Result<Claim<'_>, CatalogError> {
@@ -318,6 +496,12 @@ impl CatalogService {
         }
         self.inner.db.delete_profile(name).await?;
         self.inner.cache.lock().remove(name);
+        // The key a token brought goes with its profile (the source keeps the original); a
+        // generated key stays, as it may be the only copy.
+        if !record.token_signer.is_empty() {
+            self.forget_key_secret(&record, Origin::MigrationToken, false)
+                .await;
+        }
         tracing::info!(repository = %record.repository_id, "profile deleted");
         Ok(())
     }
@@ -596,6 +780,13 @@ impl CatalogService {
     }
 }
 
+/// What CreateProfile has done so far, for undoing it when a later step fails.
+#[derive(Debug, Default)]
+struct CreateSteps {
+    secret_created: bool,
+    repository_created: bool,
+}
+
 /// Outcome of reading one restore point.
 enum Loaded {
     Ok(IndexedRestorePoint),
@@ -717,7 +908,7 @@ async fn check_access(record: &ProfileRecord, backend: &DynBackend) -> Result<()
     probe.map_err(|e| profile::repo_error(record, "writing to", e.into()))
 }
 
-fn validate_namespace(ns: &str) -> Result<(), CatalogError> {
+pub(crate) fn validate_namespace(ns: &str) -> Result<(), CatalogError> {
     let ok = ns.len() <= 63
         && ns
             .bytes()
@@ -882,6 +1073,43 @@ impl CatalogApi for CatalogService {
         let span = tracing::info_span!("catalog.check_profile", profile = %req.name,
             write = req.write);
         traced(span, self.check_profile(&req.name, req.write)).await
+    }
+
+    async fn create_import_key(
+        &self,
+        _request: Request<CreateImportKeyRequest>,
+    ) -> Result<Response<CreateImportKeyResponse>, Status> {
+        let span = tracing::info_span!("catalog.create_import_key");
+        traced(span, async {
+            let (key, created) = self.import_key(true).await?;
+            Ok(CreateImportKeyResponse {
+                key: Some(key),
+                created,
+            })
+        })
+        .await
+    }
+
+    async fn get_import_key(
+        &self,
+        _request: Request<GetImportKeyRequest>,
+    ) -> Result<Response<GetImportKeyResponse>, Status> {
+        let span = tracing::info_span!("catalog.get_import_key");
+        traced(span, async {
+            let (key, _) = self.import_key(false).await?;
+            Ok(GetImportKeyResponse { key: Some(key) })
+        })
+        .await
+    }
+
+    async fn issue_migration_token(
+        &self,
+        request: Request<IssueMigrationTokenRequest>,
+    ) -> Result<Response<IssueMigrationTokenResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("catalog.issue_migration_token", profile = %req.profile,
+            namespace = %req.namespace);
+        traced(span, self.issue_migration_token(req)).await
     }
 
     async fn rebuild_index(

@@ -3,245 +3,20 @@
 //! points written by the engine and read back through the API, the index rebuilt, and
 //! the cluster's applications.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use ferry_catalog::{CatalogConfig, CatalogService, status_detail};
-use ferry_kube::{
-    CaptureSpec, Cluster, RESTORE_POINT_FORMAT, RestorePointManifest, VolumeSnapshot,
-};
-use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
+use common::{Exported, Harness, app_namespace, expect_error};
 use ferry_proto::v1::{
     CheckProfileRequest, CreateProfileRequest, DeleteProfileRequest, ErrorCode, GetProfileRequest,
     GetRestorePointRequest, ListApplicationsRequest, ListProfilesRequest, ListRestorePointsRequest,
     ProfileKind, RebuildIndexRequest, RepositoryRef, SecretRef, StorageBackend,
     rebuild_index_event,
 };
-use ferry_repo::backend::{Backend, S3Backend, S3Options};
-use ferry_repo::{BackupOptions, InitOptions};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Secret};
-use kube::Api;
-use kube::api::PostParams;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
-
-struct Harness {
-    client: CatalogServiceClient<Channel>,
-    service: CatalogService,
-    kube: kube::Client,
-    /// Namespace of this harness's Secrets (the catalog's secrets namespace).
-    secrets_ns: String,
-    s3: ferry_testenv::S3Info,
-    /// A prefix of the test bucket no other test uses.
-    prefix: String,
-    data: tempfile::TempDir,
-    agent_dir: PathBuf,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn create_namespace(kube: &kube::Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": name }
-    }))
-    .expect("namespace");
-    Api::<Namespace>::all(kube.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-}
-
-impl Harness {
-    async fn start(test: &str) -> Harness {
-        let env = ferry_testenv::shared().await.expect("test environment");
-        let s3 = env.s3().expect("S3 server").clone();
-        let kube = env.client("a", "admin").await.expect("client of cluster a");
-        let secrets_ns = ferry_testenv::unique_name(&format!("cat-{test}"));
-        create_namespace(&kube, &secrets_ns).await;
-        let data = tempfile::tempdir().expect("tempdir");
-        let agent_dir = data.path().join("agent-profiles");
-        let mut config = CatalogConfig::new(kube.clone(), "a", data.path().join("state"));
-        config.secrets_namespace = secrets_ns.clone();
-        config.agent_profiles_dir = Some(agent_dir.clone());
-        // Cheap KDF: each test opens repositories many times.
-        config.init_options = InitOptions::small_for_tests();
-        let service = CatalogService::new(config).await.expect("catalog");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        tokio::spawn(ferry_catalog::serve(
-            service.clone(),
-            listener,
-            shutdown.clone(),
-        ));
-        let client = CatalogServiceClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect to catalog");
-        Harness {
-            client,
-            service,
-            kube,
-            secrets_ns,
-            prefix: ferry_testenv::unique_name(&format!("catalog-{test}")),
-            s3,
-            data,
-            agent_dir,
-            shutdown,
-        }
-    }
-
-    async fn secret(&self, name: &str, data: &[(&str, &[u8])]) {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            data: Some(
-                data.iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        Api::<Secret>::namespaced(self.kube.clone(), &self.secrets_ns)
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create Secret");
-    }
-
-    /// Creates a profile that must be accepted.
-    async fn create(&self, req: CreateProfileRequest) -> ferry_proto::v1::Profile {
-        self.client
-            .clone()
-            .create_profile(req)
-            .await
-            .expect("create profile")
-            .into_inner()
-            .profile
-            .expect("profile")
-    }
-
-    /// Replaces the data of Secret `name`.
-    async fn replace_secret(&self, name: &str, data: &[(&str, &[u8])]) {
-        let api = Api::<Secret>::namespaced(self.kube.clone(), &self.secrets_ns);
-        let mut secret = api.get(name).await.expect("get Secret");
-        secret.data = Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                .collect(),
-        );
-        api.replace(name, &PostParams::default(), &secret)
-            .await
-            .expect("replace Secret");
-    }
-
-    /// The S3 credentials Secret `s3` and key Secret `key` (with `key_bytes`).
-    async fn secrets(&self, key_bytes: &[u8]) {
-        self.secret(
-            "s3",
-            &[
-                ("access_key_id", self.s3.access_key.as_bytes()),
-                ("secret_access_key", self.s3.secret_key.as_bytes()),
-            ],
-        )
-        .await;
-        self.secret("key", &[("key", key_bytes)]).await;
-    }
-
-    /// An export profile request on this harness's prefix with Secrets `s3` and `key`.
-    fn request(&self, name: &str, create: bool) -> CreateProfileRequest {
-        CreateProfileRequest {
-            name: name.into(),
-            kind: ProfileKind::Export as i32,
-            backend: StorageBackend::S3 as i32,
-            endpoint: self.s3.endpoint.clone(),
-            bucket: self.s3.bucket.clone(),
-            prefix: self.prefix.clone(),
-            region: self.s3.region.clone(),
-            credentials_secret: Some(SecretRef {
-                namespace: String::new(),
-                name: "s3".into(),
-            }),
-            verify_tls: None,
-            encryption_key_secret: Some(SecretRef {
-                namespace: String::new(),
-                name: "key".into(),
-            }),
-            create_repository: create,
-            migration_token: String::new(),
-        }
-    }
-
-    async fn profile_names(&self) -> Vec<String> {
-        self.client
-            .clone()
-            .list_profiles(ListProfilesRequest::default())
-            .await
-            .expect("list profiles")
-            .into_inner()
-            .profiles
-            .into_iter()
-            .map(|p| p.name)
-            .collect()
-    }
-
-    fn agent_files(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.agent_dir)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    /// Keys in the test bucket under `prefix`.
-    async fn objects_under(&self, prefix: &str) -> Vec<String> {
-        let mut options = S3Options::new(
-            Some(self.s3.endpoint.clone()),
-            &self.s3.bucket,
-            prefix,
-            &self.s3.region,
-        );
-        options.access_key_id = self.s3.access_key.clone();
-        options.secret_access_key = self.s3.secret_key.clone();
-        S3Backend::new(options)
-            .list("")
-            .await
-            .expect("list the bucket")
-            .into_iter()
-            .map(|o| o.key)
-            .collect()
-    }
-
-    fn repo(&self, profile: &str) -> Option<RepositoryRef> {
-        Some(RepositoryRef {
-            profile: profile.into(),
-            repository_id: String::new(),
-        })
-    }
-}
-
-/// The status's gRPC code, detail code, and a hint that is not empty.
-fn expect_error(status: &Status, code: Code, detail: ErrorCode) -> ferry_proto::v1::ErrorDetail {
-    assert_eq!(status.code(), code, "{status:?}");
-    let d = status_detail(status).expect("status carries an ErrorDetail");
-    assert_eq!(d.code, detail as i32, "{d:?}");
-    assert!(!d.hint.is_empty(), "no hint: {d:?}");
-    d
-}
+use tonic::Code;
 
 #[tokio::test]
 async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
@@ -620,9 +395,9 @@ async fn check_profile_proves_reading_and_writing_and_names_what_fails() {
     let r = check("good", false).await.expect("read-only check");
     assert!(r.readable && !r.writable, "{r:?}");
 
-    // An import profile is never written to, even when asked. (S3 import profiles need
-    // read-only credentials, which the test S3 server does not hand out; the rule is the
-    // same for a directory.)
+    // An import profile is never written to, even when asked. (S3 import profiles with
+    // read-only credentials: tests/migration_token.rs; the rule is the same for a
+    // directory.)
     let dir = h.data.path().join("local-repo");
     let mut export = h.request("local-export", true);
     export.backend = StorageBackend::Local as i32;
@@ -709,40 +484,6 @@ async fn check_profile_proves_reading_and_writing_and_names_what_fails() {
     assert!(d.message.contains("rekeyed"), "{}", d.message);
 }
 
-/// A small namespace on cluster a: a ConfigMap and a 1Gi claim.
-async fn app_namespace(kube: &kube::Client, name: &str) {
-    create_namespace(kube, name).await;
-    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "settings" },
-        "data": { "mode": "test" }
-    }))
-    .expect("configmap");
-    Api::<ConfigMap>::namespaced(kube.clone(), name)
-        .create(&PostParams::default(), &cm)
-        .await
-        .expect("create configmap");
-    let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
-        "metadata": { "name": "data" },
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "standard",
-            "resources": { "requests": { "storage": "1Gi" } }
-        }
-    }))
-    .expect("claim");
-    Api::<PersistentVolumeClaim>::namespaced(kube.clone(), name)
-        .create(&PostParams::default(), &pvc)
-        .await
-        .expect("create claim");
-}
-
-fn write_files(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("volume dir");
-    for i in 0..3 {
-        std::fs::write(dir.join(format!("file-{i}")), format!("content {i}")).expect("file");
-    }
-}
-
 #[tokio::test]
 async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     let h = Harness::start("rp").await;
@@ -752,29 +493,13 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
 
     // Two restore points written by the engine, as a transfer job would.
     let app = ferry_testenv::unique_name("cat-app");
-    app_namespace(&h.kube, &app).await;
-    let captured = ferry_kube::capture(&Cluster::new("a", h.kube.clone()), &CaptureSpec::new(&app))
-        .await
-        .expect("capture");
+    let exported = Exported::new(&h, "rp", &app).await;
+    let captured = &exported.captured;
     assert_eq!(captured.volumes.len(), 1, "{:?}", captured.volumes);
-    let repo = h.service.open_repository("rp").await.expect("open");
-    let volume = h.data.path().join("volume");
-    write_files(&volume);
-    let backup = repo
-        .backup(&volume, BackupOptions::default())
-        .await
-        .expect("backup");
-    let manifest = |created_at: &str, job: &str| RestorePointManifest {
-        format: RESTORE_POINT_FORMAT,
-        created_at: created_at.into(),
-        job_id: job.into(),
-        tags: BTreeMap::from([("schedule".to_string(), "nightly".to_string())]),
-        captured: captured.clone(),
-        volumes: vec![VolumeSnapshot {
-            pvc: "data".into(),
-            snapshot_id: backup.snapshot_id.to_hex(),
-            bytes: 27,
-        }],
+    let repo = &exported.repo;
+    let manifest = |created_at: &str, job: &str| {
+        let tags = BTreeMap::from([("schedule".to_string(), "nightly".to_string())]);
+        exported.manifest(created_at, job, tags)
     };
     let older = repo
         .save_restore_point(&app, &manifest("2025-01-01T00:00:00Z", "job-1"))
@@ -854,7 +579,7 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     assert_eq!(got.volumes.len(), 1);
     let v = &got.volumes[0];
     assert_eq!(v.pvc_name, "data");
-    assert_eq!(v.snapshot_id, backup.snapshot_id.to_hex());
+    assert_eq!(v.snapshot_id, exported.snapshot_id);
     assert_eq!(v.storage_class, "standard");
     assert_eq!(v.capacity_bytes, 1 << 30);
     assert_eq!(v.data_bytes, 27);

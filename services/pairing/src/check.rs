@@ -219,6 +219,7 @@ impl Inner {
             let started = Instant::now();
             let theirs = async {
                 let peer = peer::connect(
+                    &self.config.peer_tls,
                     &dest.name,
                     &dest.ferry_endpoint,
                     // It runs checks of its own, each bounded by the same timeout.
@@ -436,7 +437,7 @@ impl Inner {
         traceparent: Option<String>,
     ) -> Result<ProbeResult> {
         let other = row.peer();
-        let peer = peer::other_side(row, self.config.peer_timeout, traceparent).await?;
+        let peer = peer::other_side(&self.config, row, traceparent).await?;
         let answer = peer
             .catalog
             .clone()
@@ -463,7 +464,7 @@ impl Inner {
     /// The other side's Ferry answers and still has the pair.
     async fn peer_knows(&self, row: &PairRow, traceparent: Option<String>) -> Result<String> {
         let other = row.peer();
-        let peer = peer::other_side(row, self.config.peer_timeout, traceparent).await?;
+        let peer = peer::other_side(&self.config, row, traceparent).await?;
         match peer
             .client
             .clone()

@@ -52,6 +52,10 @@ pub struct PairingConfig {
     /// Checks this cluster's profiles for CheckPair's repository checks (the catalog of
     /// the same process); `None` skips those checks.
     pub profile_probe: Option<Arc<dyn ProfileProbe>>,
+    /// How calls to the other side's Ferry speak TLS (its endpoint is `https://`, or a
+    /// bare `host:port` while this has a CA or certificate): the CA to verify it with,
+    /// the certificate to present for mutual TLS.
+    pub peer_tls: ferry_rpc::ClientTls,
 }
 
 impl std::fmt::Debug for PairingConfig {
@@ -67,6 +71,7 @@ impl std::fmt::Debug for PairingConfig {
             .field("credential_lifetime", &self.credential_lifetime)
             .field("peer_timeout", &self.peer_timeout)
             .field("profile_probe", &self.profile_probe.is_some())
+            .field("peer_tls", &self.peer_tls.is_configured())
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +105,7 @@ impl PairingConfig {
             credential_lifetime: Duration::from_secs(365 * 24 * 3600),
             peer_timeout: Duration::from_secs(10),
             profile_probe: None,
+            peer_tls: ferry_rpc::ClientTls::new(),
         }
     }
 }
@@ -112,9 +118,12 @@ impl PairingConfig {
     about = "Ferry's pairing service: pairing tokens and pairs between clusters (gRPC)"
 )]
 pub struct Args {
-    /// Address to serve gRPC on.
+    /// Address to serve gRPC on; other than loopback, it takes TLS flags or
+    /// --insecure-plaintext.
     #[arg(long, env = "FERRY_PAIRING_LISTEN", default_value = "0.0.0.0:7444")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: ferry_rpc::TlsArgs,
     /// This Ferry's address (host:port) as the other cluster's Ferry reaches it.
     #[arg(long, env = "FERRY_ENDPOINT")]
     pub ferry_endpoint: String,
@@ -165,11 +174,18 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] ferry_rpc::TlsError),
+    #[error(transparent)]
+    Serve(#[from] ferry_rpc::ServeError),
 }
 
 impl Args {
-    /// Builds the configuration, loading the Kubernetes client for this cluster.
-    pub async fn into_config(self) -> Result<PairingConfig, ConfigError> {
+    /// Builds the configuration, loading the Kubernetes client for this cluster, and
+    /// how the server's port is secured (a `--tls-secret` is read with that client).
+    pub async fn into_config(
+        self,
+    ) -> Result<(PairingConfig, ferry_rpc::ServerSecurity), ConfigError> {
         let kube_err = |detail: String| ConfigError::Kube {
             context: self.context.clone(),
             detail,
@@ -220,6 +236,8 @@ impl Args {
             },
         };
         let kube = kube::Client::try_from(kube_config).map_err(|e| kube_err(e.to_string()))?;
+        let tls = self.tls.load(Some(&kube)).await?;
+        tls.server.check(self.listen)?;
         let mut config = PairingConfig::new(
             cluster_name,
             kube,
@@ -233,7 +251,8 @@ impl Args {
         config.credential_kind = self.credential_kind;
         config.credential_lifetime = Duration::from_secs(self.credential_lifetime_days * 86_400);
         config.peer_timeout = Duration::from_secs(self.peer_timeout_seconds);
-        Ok(config)
+        config.peer_tls = tls.client;
+        Ok((config, tls.server))
     }
 }
 

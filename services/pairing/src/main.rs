@@ -8,10 +8,12 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let _tracing = ferry_rpc::init_tracing();
     let args = ferry_pairing::Args::parse();
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listen = args.listen;
+    let (config, security) = args.into_config().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let config = args.into_config().await?;
+        .with_context(|| format!("binding {listen}"))?;
+    let listener = ferry_rpc::Listener::new(listener, security);
     tracing::info!(cluster = %config.cluster_name, endpoint = %config.ferry_endpoint,
         data_dir = %config.data_dir.display(), "pairing service starting");
     let service = ferry_pairing::PairingService::new(config).await?;

@@ -556,6 +556,7 @@ impl Inner {
 
         // Spend the token; the destination refuses an altered, expired or used one.
         let peer = peer::connect(
+            &self.config.peer_tls,
             &destination,
             &p.destination.ferry_endpoint,
             timeout,
@@ -697,7 +698,7 @@ impl Inner {
     /// Asks the other side to forget the pair; true if it did or never had it.
     async fn tell_peer_to_forget(&self, row: &PairRow, traceparent: Option<String>) -> bool {
         let result = async {
-            let peer = peer::other_side(row, self.config.peer_timeout, traceparent).await?;
+            let peer = peer::other_side(&self.config, row, traceparent).await?;
             match peer
                 .client
                 .clone()

@@ -60,13 +60,19 @@ impl SchedulerConfig {
     about = "Ferry's scheduler: recurring migrations and exports (gRPC)"
 )]
 pub struct Args {
-    /// Address to serve gRPC on.
+    /// Address to serve gRPC on; other than loopback, it takes TLS flags or
+    /// --insecure-plaintext.
     #[arg(long, env = "FERRY_SCHEDULER_LISTEN", default_value = "0.0.0.0:7446")]
     pub listen: SocketAddr,
+    /// TLS of this server and of its calls to the transfer service (an `https://`
+    /// --transfer-endpoint is verified with --tls-ca or --tls-client-ca, and presented
+    /// --tls-cert for mutual TLS).
+    #[command(flatten)]
+    pub tls: ferry_rpc::TlsArgs,
     /// Directory holding scheduler.db.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
     pub data_dir: PathBuf,
-    /// The transfer service that runs the jobs.
+    /// The transfer service that runs the jobs (https:// when it serves TLS).
     #[arg(
         long,
         env = "FERRY_TRANSFER_ENDPOINT",

@@ -9,7 +9,7 @@ use ferry_proto::v1::{
     ErrorCode, ErrorDetail, JobRef, JobReport, JobState, StartExportRequest, StartJobResponse,
     StartMigrationRequest, WatchJobRequest, job_event,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// How a finished job ended.
@@ -106,8 +106,12 @@ const REWATCH_DELAY: Duration = Duration::from_secs(1);
 
 impl TransferJobs {
     pub fn new(channel: Channel) -> TransferJobs {
+        TransferJobs::traced(ferry_rpc::traced_channel(channel))
+    }
+
+    fn traced(channel: ferry_rpc::TracedChannel) -> TransferJobs {
         TransferJobs {
-            client: TransferServiceClient::new(ferry_rpc::traced_channel(channel)),
+            client: TransferServiceClient::new(channel),
             unreachable_limit: Duration::from_secs(600),
         }
     }
@@ -115,8 +119,17 @@ impl TransferJobs {
     /// A client that connects on first use: in `ferry serve` the transfer service is
     /// this same server, which is not listening yet when the scheduler is built.
     pub fn lazy(endpoint: &str) -> Result<TransferJobs, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())?.connect_lazy();
-        Ok(TransferJobs::new(channel))
+        TransferJobs::lazy_with(endpoint, &ferry_rpc::ClientTls::new())
+    }
+
+    /// [`TransferJobs::lazy`] speaking TLS to an `https://` endpoint with `tls`; a
+    /// failed handshake fails the call with a status naming the mismatch.
+    pub fn lazy_with(
+        endpoint: &str,
+        tls: &ferry_rpc::ClientTls,
+    ) -> Result<TransferJobs, tonic::transport::Error> {
+        let channel = tls.endpoint(endpoint)?.connect_lazy();
+        Ok(TransferJobs::traced(tls.traced(endpoint, channel)))
     }
 
     /// The id of the job a Start* call started, or why there is none.

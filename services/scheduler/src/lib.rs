@@ -23,7 +23,6 @@ pub use error::SchedulerError;
 pub use jobs::{JobError, JobOutcome, Jobs, TransferJobs};
 pub use scheduler::Scheduler;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Why the service stopped abnormally.
@@ -35,11 +34,12 @@ pub enum RunError {
     Serve(#[from] ferry_rpc::ServeError),
 }
 
-/// Serves `scheduler` on `listener` until `shutdown` fires, then stops its timing loop
-/// and runs (they resume on the next start) and lets open calls finish.
+/// Serves `scheduler` on `listener` (a `TcpListener` is plaintext on loopback only; a
+/// [`ferry_rpc::Listener`] says how it is secured) until `shutdown` fires, then stops
+/// its timing loop and runs (they resume on the next start) and lets open calls finish.
 pub async fn serve(
     scheduler: Scheduler,
-    listener: TcpListener,
+    listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let engine = scheduler.clone();

@@ -10,10 +10,13 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let _tracing = ferry_rpc::init_tracing();
     let args = ferry_scheduler::Args::parse();
+    let tls = args.tls.load(None).await?;
+    tls.server.check(args.listen)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let jobs = ferry_scheduler::TransferJobs::lazy(&args.transfer_endpoint)
+    let listener = ferry_rpc::Listener::new(listener, tls.server);
+    let jobs = ferry_scheduler::TransferJobs::lazy_with(&args.transfer_endpoint, &tls.client)
         .with_context(|| format!("transfer endpoint {:?}", args.transfer_endpoint))?;
     let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
     let scheduler = ferry_scheduler::Scheduler::open(args.config(), Arc::new(jobs)).await?;

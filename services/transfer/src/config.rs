@@ -13,7 +13,7 @@ use crate::runtime::{Deps, TransferConfig};
 #[command(
     name = "ferry-transfer",
     version,
-    about = "Ferry's transfer service: migration jobs (gRPC)"
+    about = "Ferry's transfer service: migration, export and restore jobs (gRPC)"
 )]
 pub struct Args {
     /// Address to serve gRPC on.
@@ -75,6 +75,8 @@ impl Args {
             clusters: Arc::new(clusters),
             agents: Arc::new(agents),
             repositories: Arc::new(ProfileRepositories::dir(&self.profiles_dir)),
+            // The standalone service has no catalog to wrap repository keys with.
+            handover: None,
         };
         Ok((config, deps))
     }

@@ -1,7 +1,7 @@
 //! What a job needs from the rest of Ferry, behind small traits so the service runs
 //! with real parts in tests and is wired by `ferry serve` later (clusters through the
 //! pairing service, agents through their DaemonSet's endpoints, repositories through
-//! the catalog's profiles).
+//! the catalog's profiles, migration tokens through the catalog's keys).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -58,6 +58,29 @@ pub trait Repositories: Send + Sync + fmt::Debug {
     fn for_agents(&self, r: &RepositoryRef, _cluster: &str) -> RepositoryRef {
         r.clone()
     }
+}
+
+/// What an export's migration token is made from: where the restore point is and who
+/// may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The export profile the restore point was written through, its `repository_id`
+    /// set to the repository's id.
+    pub repository: RepositoryRef,
+    /// The application's namespace: the restore point is `restorepoints/<namespace>/<id>`.
+    pub namespace: String,
+    pub restore_point_id: String,
+    /// The destination's public import key (from its catalog), as the request gave it:
+    /// the token's repository key is wrapped for it.
+    pub recipient_key: String,
+}
+
+/// Issues migration tokens, the hand-over from an export to an import profile on the
+/// destination (`ferry serve` wires it to the catalog).
+#[async_trait]
+pub trait Handover: Send + Sync + fmt::Debug {
+    /// The token for `req`; it carries no credentials of the export profile.
+    async fn migration_token(&self, req: &TokenRequest) -> Result<String>;
 }
 
 /// Clusters from a fixed map of name -> client (kubeconfig contexts, or the test

@@ -104,6 +104,24 @@ pub enum TransferError {
         source: Box<ferry_repo::Error>,
     },
 
+    /// The token issuer (the catalog) refused or failed to make the migration token.
+    #[error("issuing the migration token through profile {profile}: {message}; {hint}")]
+    Handover {
+        profile: String,
+        code: ErrorCode,
+        message: String,
+        hint: String,
+    },
+
+    /// The repository holds no restore point with this id (or none of the namespace
+    /// the request named).
+    #[error("restore point {id} not found in the repository of profile {profile}; {hint}")]
+    RestorePointNotFound {
+        id: String,
+        profile: String,
+        hint: String,
+    },
+
     /// Apply wrote some objects and failed others.
     #[error(
         "apply on cluster {cluster}: {failed} of {total} object(s) failed (first: {first}); \
@@ -187,8 +205,9 @@ impl TransferError {
                 }
             }
             TransferError::Volume { .. } => ErrorCode::Volume,
-            TransferError::Agent { code, .. } => *code,
+            TransferError::Agent { code, .. } | TransferError::Handover { code, .. } => *code,
             TransferError::Repository { source, .. } => repo_code(source),
+            TransferError::RestorePointNotFound { .. } => ErrorCode::NotFound,
             TransferError::ApplyFailed { .. } => ErrorCode::Conflict,
             TransferError::Cancelled { .. } => ErrorCode::Cancelled,
             TransferError::Interrupted { .. } => ErrorCode::Internal,
@@ -219,8 +238,11 @@ impl TransferError {
             | TransferError::Object { hint, .. }
             | TransferError::Volume { hint, .. }
             | TransferError::Agent { hint, .. }
+            | TransferError::Handover { hint, .. }
             | TransferError::Repository { hint, .. }
+            | TransferError::RestorePointNotFound { hint, .. }
             | TransferError::Interrupted { hint, .. } => hint.clone(),
+            TransferError::InvalidArgument { .. } => "fix the request and send it again".into(),
             TransferError::Preflight { .. } => {
                 "create what is missing on the destination or map it, then start again".into()
             }

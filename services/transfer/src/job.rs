@@ -8,8 +8,10 @@ use std::time::SystemTime;
 use ferry_proto::v1::{Job, JobState, JobStep, StepState};
 use serde::{Deserialize, Serialize};
 
-/// Steps of a migration, in the order they run. Names are stable across releases.
+/// Steps of the jobs, in the order they run. Names are stable across releases.
 pub mod steps {
+    use ferry_proto::v1::JobKind;
+
     /// Read the application from the source.
     pub const CAPTURE: &str = "capture";
     /// Plan for the destination and check it; nothing is written when it fails.
@@ -28,10 +30,30 @@ pub mod steps {
     pub const APPLY: &str = "apply";
     /// Scale workloads up on the destination (start_applications).
     pub const START: &str = "start-applications";
+    /// Export: the migration token that hands the restore point to a destination.
+    pub const TOKEN: &str = "issue-token";
+    /// Restore and import: read the restore point and check its data is there.
+    pub const READ: &str = "read-restore-point";
 
+    /// A migration: an export and a restore in one job, without the token.
     pub const MIGRATION: &[&str] = &[
         CAPTURE, PREFLIGHT, QUIESCE, BACKUP, UNQUIESCE, COMMIT, RESTORE, APPLY, START,
     ];
+    /// An export: the source half of a migration, then the token.
+    pub const EXPORT: &[&str] = &[
+        CAPTURE, PREFLIGHT, QUIESCE, BACKUP, UNQUIESCE, COMMIT, TOKEN,
+    ];
+    /// A restore or an import: the destination half of a migration, from a repository.
+    pub const RESTORE_POINT: &[&str] = &[READ, PREFLIGHT, RESTORE, APPLY, START];
+
+    /// The steps of a job of `kind`.
+    pub fn of(kind: JobKind) -> &'static [&'static str] {
+        match kind {
+            JobKind::Export => EXPORT,
+            JobKind::Restore | JobKind::Import => RESTORE_POINT,
+            JobKind::Migration | JobKind::Unspecified => MIGRATION,
+        }
+    }
 
     /// Whether a step interrupted by a restart may simply run again. Committing a
     /// restore point may not: it may have been written already, and a second one would
@@ -77,6 +99,10 @@ pub struct Checkpoint {
     /// checkpoints written before it existed, and until the pre-flight asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_root: Option<PathBuf>,
+    /// Restore and import jobs: the restore point's volume snapshots, read with
+    /// `captured` (which then holds the restore point's objects, narrowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<ferry_kube::VolumeSnapshot>,
 }
 
 pub fn now() -> prost_types::Timestamp {

@@ -4,7 +4,10 @@
 //! pre-flight on the destination (nothing is written when it fails), an optional
 //! quiesce pre-hook, a backup of every claim's volume by the source's agents, the
 //! restore point committed last, the destination's agents restoring each snapshot into
-//! a new volume's directory, apply, and start. Jobs, their steps, progress and reports
+//! a new volume's directory, apply, and start. An export is the source half of that
+//! (`source`) into a repository, plus a migration token; a restore (or an import) is
+//! the destination half (`destination`) from a restore point; the pre-flight is one
+//! step shared by all three (`preflight`). Jobs, their steps, progress and reports
 //! live in `<data-dir>/transfer.db`; a restarted service resumes a job from its last
 //! finished step when the interrupted step may run again, and fails it clearly
 //! otherwise.
@@ -12,22 +15,29 @@
 //! The service reaches clusters, agents and repositories through the traits in
 //! [`deps`], so `ferry serve` can wire them to the pairing and catalog services.
 
+mod agent_ops;
 pub mod config;
 pub mod deps;
+mod destination;
 pub mod error;
+mod export;
 pub mod job;
 mod migrate;
+mod preflight;
+mod quiesce;
+mod restore;
 mod runtime;
 mod service;
+mod source;
 pub mod store;
 
 pub use config::Args;
 pub use deps::{
-    AgentClient, Agents, Clusters, ProfileRepositories, Repositories, StaticAgents, StaticClusters,
-    cluster_key,
+    AgentClient, Agents, Clusters, Handover, ProfileRepositories, Repositories, StaticAgents,
+    StaticClusters, TokenRequest, cluster_key,
 };
 pub use error::TransferError;
-pub use migrate::QUIESCE_ANNOTATION;
+pub use quiesce::QUIESCE_ANNOTATION;
 pub use runtime::{Deps, Transfer, TransferConfig};
 
 use ferry_proto::v1::transfer_service_server::TransferServiceServer;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::{
-    ActivateRequest, ActivateResponse, ErrorDetail, Job, JobEvent, JobKind, JobReport, JobState,
-    JobStep, ObjectAction, ObjectOutcome, Progress, StartMigrationRequest, StepState, job_event,
+    ActivateRequest, ActivateResponse, ApplicationSelector, ClusterRef, ErrorDetail, Job, JobEvent,
+    JobKind, JobReport, JobState, JobStep, ObjectAction, ObjectOutcome, Progress, RepositoryRef,
+    StartExportRequest, StartMigrationRequest, StartRestoreRequest, StepState, job_event,
 };
 use prost::Message;
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::deps::{Agents, Clusters, Repositories};
+use crate::deps::{Agents, Clusters, Handover, Repositories};
 use crate::error::{Result, TransferError, proto_object};
 use crate::job::{self, Checkpoint, steps};
 use crate::store::{JobStore, ListQuery, StoredJob, is_final};
@@ -66,6 +67,9 @@ pub struct Deps {
     pub clusters: Arc<dyn Clusters>,
     pub agents: Arc<dyn Agents>,
     pub repositories: Arc<dyn Repositories>,
+    /// Issues the migration tokens of exports; None: exports end without one, and
+    /// their reports say why.
+    pub handover: Option<Arc<dyn Handover>>,
 }
 
 /// Events buffered per job for slow watchers; a watcher that falls further behind gets
@@ -173,7 +177,7 @@ impl Transfer {
                         step: step.clone().unwrap_or_default(),
                         hint: format!(
                             "the job was resumed {} times and the service stopped each time; \
-                             look at the service's logs, then start the migration again",
+                             look at the service's logs, then start the job again",
                             self.inner.config.max_attempts
                         ),
                     })
@@ -181,7 +185,7 @@ impl Transfer {
                 (_, Some(s)) if !steps::is_idempotent(s) => Some(TransferError::Interrupted {
                     step: s.to_owned(),
                     hint: "the restore point may or may not have been written; list the \
-                           application's restore points, then start the migration again"
+                           application's restore points, then start the job again"
                         .into(),
                 }),
                 _ => None,
@@ -227,16 +231,7 @@ impl Transfer {
 
     /// Validates and queues a migration.
     pub async fn start_migration(&self, req: StartMigrationRequest) -> Result<Job> {
-        let app = req
-            .application
-            .as_ref()
-            .ok_or_else(|| TransferError::invalid("application", "missing; name a namespace"))?;
-        if app.namespace.is_empty() {
-            return Err(TransferError::invalid(
-                "application.namespace",
-                "empty; name the namespace to migrate",
-            ));
-        }
+        check_application(req.application.as_ref(), "migrate")?;
         if req.destination.is_none() {
             return Err(TransferError::invalid(
                 "destination",
@@ -244,43 +239,91 @@ impl Transfer {
             ));
         }
         let moves_data = !req.skip_volume_data && !req.dry_run;
-        if moves_data
-            && req.repository.as_ref().is_none_or(|r| r.profile.is_empty())
-            && self.inner.config.default_profile.is_none()
-        {
-            return Err(TransferError::invalid(
-                "repository",
-                "missing, and the service has no default profile; name the repository \
-                 profile volume data goes through",
-            ));
+        if moves_data {
+            self.check_repository(req.repository.as_ref(), "volume data goes through")?;
         }
         // Both clusters must be known now: a typo is a refused request, not a failed job.
-        self.inner
-            .deps
-            .clusters
-            .cluster(req.source.as_ref())
-            .await?;
-        self.inner
-            .deps
-            .clusters
-            .cluster(req.destination.as_ref())
-            .await?;
+        self.check_cluster(req.source.as_ref()).await?;
+        self.check_cluster(req.destination.as_ref()).await?;
+        let job = Job {
+            source: req.source.clone(),
+            destination: req.destination.clone(),
+            ..new_job(
+                JobKind::Migration,
+                &req.application,
+                req.dry_run,
+                &req.schedule_id,
+            )
+        };
+        self.queue(job, req.encode_to_vec()).await
+    }
 
+    /// Validates and queues an export.
+    pub async fn start_export(&self, req: StartExportRequest) -> Result<Job> {
+        check_application(req.application.as_ref(), "export")?;
+        if !req.dry_run {
+            self.check_repository(req.repository.as_ref(), "the export writes to")?;
+        }
+        self.check_cluster(req.source.as_ref()).await?;
+        let job = Job {
+            source: req.source.clone(),
+            ..new_job(
+                JobKind::Export,
+                &req.application,
+                req.dry_run,
+                &req.schedule_id,
+            )
+        };
+        self.queue(job, req.encode_to_vec()).await
+    }
+
+    /// Validates and queues a restore (an import when a schedule starts it).
+    pub async fn start_restore(&self, req: StartRestoreRequest) -> Result<Job> {
+        crate::restore::check_request(&req)?;
+        self.check_repository(req.repository.as_ref(), "holding the restore point")?;
+        self.check_cluster(req.destination.as_ref()).await?;
+        let kind = if req.schedule_id.is_empty() {
+            JobKind::Restore
+        } else {
+            JobKind::Import
+        };
+        let job = Job {
+            destination: req.destination.clone(),
+            ..new_job(kind, &req.application, req.dry_run, &req.schedule_id)
+        };
+        self.queue(job, req.encode_to_vec()).await
+    }
+
+    /// A request must name a repository profile, or the service have a default one.
+    fn check_repository(&self, r: Option<&RepositoryRef>, what: &str) -> Result<()> {
+        if r.is_none_or(|r| r.profile.is_empty()) && self.inner.config.default_profile.is_none() {
+            return Err(TransferError::invalid(
+                "repository",
+                format!(
+                    "missing, and the service has no default profile; name the repository \
+                     profile {what}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn check_cluster(&self, r: Option<&ClusterRef>) -> Result<()> {
+        self.inner.deps.clusters.cluster(r).await.map(|_| ())
+    }
+
+    /// Stores a new job of `job`'s kind, with its steps pending, and runs it when a
+    /// slot is free.
+    async fn queue(&self, job: Job, request: Vec<u8>) -> Result<Job> {
         let now = job::now();
+        let kind = JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified);
         let job = Job {
             id: job::new_job_id(),
-            kind: JobKind::Migration as i32,
             state: JobState::Queued as i32,
             created_at: Some(now),
             updated_at: Some(now),
-            steps: job::pending_steps(steps::MIGRATION),
-            source: req.source.clone(),
-            destination: req.destination.clone(),
-            application: req.application.clone(),
-            dry_run: req.dry_run,
-            schedule_id: req.schedule_id.clone(),
-            progress: None,
-            error: None,
+            steps: job::pending_steps(steps::of(kind)),
+            ..job
         };
         let stored = StoredJob {
             report: JobReport {
@@ -289,14 +332,15 @@ impl Transfer {
                 ..Default::default()
             },
             job: job.clone(),
-            request: req.encode_to_vec(),
+            request,
             checkpoint: Checkpoint {
                 attempt: 1,
                 ..Default::default()
             },
         };
         self.inner.store.insert(&stored).await?;
-        info!(job = %job.id, namespace = %app.namespace, "migration queued");
+        let namespace = job.application.as_ref().map(|a| a.namespace.as_str());
+        info!(job = %job.id, kind = crate::store::kind_name(job.kind), namespace = namespace.unwrap_or_default(), "job queued");
         let ctl = JobCtl::new(stored);
         self.inner.jobs.lock().insert(job.id.clone(), ctl.clone());
         self.spawn(ctl, None);
@@ -311,13 +355,14 @@ impl Transfer {
             ctl,
         };
         let id = run.id();
-        let span = info_span!("job", job = %id, kind = "migration");
+        let kind = run.kind();
+        let span = info_span!("job", job = %id, kind = crate::store::kind_name(kind as i32));
         let handle = tokio::spawn(
             async move {
                 let result = match verdict {
                     Some(e) => {
                         // Whatever happens to the job, the source's workloads come back.
-                        let _ = crate::migrate::unquiesce_left_over(&run).await;
+                        let _ = crate::quiesce::unquiesce_left_over(&run).await;
                         Err(e)
                     }
                     None => {
@@ -328,7 +373,15 @@ impl Transfer {
                         match permit {
                             Some(_permit) => {
                                 run.set_state(JobState::Running).await;
-                                crate::migrate::run(&run).await
+                                match kind {
+                                    JobKind::Export => crate::export::run(&run).await,
+                                    JobKind::Restore | JobKind::Import => {
+                                        crate::restore::run(&run).await
+                                    }
+                                    JobKind::Migration | JobKind::Unspecified => {
+                                        crate::migrate::run(&run).await
+                                    }
+                                }
                             }
                             None => Err(run.cancelled()),
                         }
@@ -545,7 +598,7 @@ impl Transfer {
             .map_err(TransferError::kube("activating workloads", &cluster.name))?;
         let workloads = results
             .iter()
-            .map(|r| crate::migrate::outcome_of(r, None))
+            .map(|r| crate::destination::outcome_of(r, None))
             .collect();
         Ok(ActivateResponse { workloads })
     }
@@ -576,6 +629,35 @@ impl Transfer {
         }
         self.crash();
     }
+}
+
+/// A job of `kind` as a Start* request describes it; [`Transfer::queue`] makes it new.
+fn new_job(
+    kind: JobKind,
+    application: &Option<ApplicationSelector>,
+    dry_run: bool,
+    schedule_id: &str,
+) -> Job {
+    Job {
+        kind: kind as i32,
+        application: application.clone(),
+        dry_run,
+        schedule_id: schedule_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// A request's application must name a namespace; `what` the job does with it.
+fn check_application(app: Option<&ApplicationSelector>, what: &str) -> Result<()> {
+    let app =
+        app.ok_or_else(|| TransferError::invalid("application", "missing; name a namespace"))?;
+    if app.namespace.is_empty() {
+        return Err(TransferError::invalid(
+            "application.namespace",
+            format!("empty; name the namespace to {what}"),
+        ));
+    }
+    Ok(())
 }
 
 fn non_empty(s: &str, default: &str) -> String {
@@ -643,10 +725,35 @@ impl JobRun {
         }
     }
 
-    pub fn request(&self) -> Result<StartMigrationRequest> {
+    /// The job as it is now.
+    pub fn job(&self) -> Job {
+        self.ctl.data.lock().job.clone()
+    }
+
+    pub fn kind(&self) -> JobKind {
+        JobKind::try_from(self.ctl.data.lock().job.kind).unwrap_or(JobKind::Unspecified)
+    }
+
+    /// The Start* request the job was made from.
+    pub fn request<R: Message + Default>(&self) -> Result<R> {
         let bytes = self.ctl.data.lock().request.clone();
-        StartMigrationRequest::decode(bytes.as_slice())
+        R::decode(bytes.as_slice())
             .map_err(|e| TransferError::Internal(format!("stored request does not decode: {e}")))
+    }
+
+    /// The repository a request names (`requested`), else the service's default
+    /// profile; pinned to the repository id the job first found there.
+    pub fn repository_ref(&self, requested: Option<&RepositoryRef>) -> Result<RepositoryRef> {
+        let mut r = requested.cloned().unwrap_or_default();
+        if r.profile.is_empty() {
+            r.profile = self.config().default_profile.clone().ok_or_else(|| {
+                TransferError::invalid("repository", "missing, and the service has no default")
+            })?;
+        }
+        if r.repository_id.is_empty() {
+            r.repository_id = self.with_checkpoint(|c| c.repository_id.clone());
+        }
+        Ok(r)
     }
 
     pub fn with_checkpoint<T>(&self, f: impl FnOnce(&Checkpoint) -> T) -> T {
@@ -752,6 +859,25 @@ impl JobRun {
                 .ctl
                 .events
                 .send(event(&d.job.id, job_event::Event::Progress(p)));
+        }
+    }
+
+    /// Progress of a step that went through `n` objects at once.
+    pub fn objects_done(&self, step: &str, n: usize) {
+        let n = n as u64;
+        let p = Progress {
+            step: step.into(),
+            objects_done: n,
+            objects_total: n,
+            ..Default::default()
+        };
+        self.progress(p, true);
+    }
+
+    /// Marks steps skipped, all for the same reason.
+    pub async fn skip(&self, names: &[&str], why: &str) {
+        for name in names {
+            self.step(name, StepState::Skipped, why).await;
         }
     }
 

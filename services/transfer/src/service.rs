@@ -4,13 +4,13 @@ use std::pin::Pin;
 
 use ferry_proto::v1::transfer_service_server::TransferService;
 use ferry_proto::v1::{
-    ActivateRequest, ActivateResponse, CancelJobRequest, CancelJobResponse, ErrorCode,
-    GetJobRequest, GetJobResponse, JobEvent, ListJobsRequest, ListJobsResponse, StartExportRequest,
+    ActivateRequest, ActivateResponse, CancelJobRequest, CancelJobResponse, GetJobRequest,
+    GetJobResponse, JobEvent, ListJobsRequest, ListJobsResponse, StartExportRequest,
     StartJobResponse, StartMigrationRequest, StartRestoreRequest, WatchJobRequest,
 };
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use crate::error::TransferError;
@@ -23,17 +23,6 @@ fn job_id(r: Option<ferry_proto::v1::JobRef>) -> Result<String, Status> {
     r.map(|j| j.id)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| TransferError::invalid("job.id", "empty; name the job").to_status())
-}
-
-fn unimplemented(what: &str) -> Status {
-    ferry_rpc::status(
-        Code::Unimplemented,
-        ferry_rpc::error_detail(
-            ErrorCode::InvalidArgument,
-            format!("{what} jobs are not implemented by this transfer service yet"),
-            "use StartMigration",
-        ),
-    )
 }
 
 #[tonic::async_trait]
@@ -49,18 +38,22 @@ impl TransferService for Transfer {
         Ok(Response::new(StartJobResponse { job: Some(job) }))
     }
 
+    #[instrument(skip_all, fields(restore_point = %request.get_ref().restore_point_id))]
     async fn start_restore(
         &self,
-        _request: Request<StartRestoreRequest>,
+        request: Request<StartRestoreRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
-        Err(unimplemented("restore"))
+        let job = Transfer::start_restore(self, request.into_inner()).await?;
+        Ok(Response::new(StartJobResponse { job: Some(job) }))
     }
 
+    #[instrument(skip_all, fields(namespace = ?request.get_ref().application.as_ref().map(|a| &a.namespace)))]
     async fn start_export(
         &self,
-        _request: Request<StartExportRequest>,
+        request: Request<StartExportRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
-        Err(unimplemented("export"))
+        let job = Transfer::start_export(self, request.into_inner()).await?;
+        Ok(Response::new(StartJobResponse { job: Some(job) }))
     }
 
     #[instrument(skip_all)]

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 
 use common::*;
 use ferry_proto::v1::{
-    ActivateRequest, ApplicationSelector, CancelJobRequest, ClusterRef, ErrorCode, GetJobRequest,
-    JobRef, JobReport, JobState, ListJobsRequest, ObjectAction, StepState, VolumeResult,
-    cluster_ref, job_event,
+    ActivateRequest, ApplicationSelector, CancelJobRequest, ClusterRef, ErrorCode, JobRef,
+    JobReport, JobState, ListJobsRequest, ObjectAction, StepState, VolumeResult, cluster_ref,
+    job_event,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
@@ -152,16 +152,7 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
     assert!(!bench.root.path().join(SERVICE_VOLUME_ROOT).exists());
 
     // GetJob and ListJobs agree with the stream.
-    let got = bench
-        .service
-        .client
-        .clone()
-        .get_job(GetJobRequest {
-            job: Some(JobRef { id: id.clone() }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = bench.get_job(&id).await;
     assert_eq!(got.job.unwrap().state, JobState::Succeeded as i32);
     assert_eq!(
         got.report.unwrap().restore_point_id,
@@ -177,32 +168,14 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
         .into_inner();
     assert!(listed.jobs.iter().any(|j| j.id == id));
 
-    // About 1% of the bytes change: a few 4 KiB pages of the big file.
-    let big = std::path::PathBuf::from("pg/base/1/16384");
-    let content = files.get_mut(&big).unwrap();
-    let pages = (total as usize / 100) / 4096;
-    for i in 0..pages {
-        let at = (i * 7919 * 4096) % (content.len() - 4096);
-        content[at..at + 4096].copy_from_slice(&random_bytes(4096));
-    }
-    std::fs::write(bench.src_volume(&ns, "data-db-0").join(&big), &*content).unwrap();
+    // About 1% of the bytes change.
+    bench.change_one_percent(&ns, &mut files);
 
     let id2 = bench.start_migration(bench.request(&ns)).await;
     let (_, report2) = bench.watch(&id2).await;
     assert_succeeded(&report2);
     let vol2 = &report2.volumes[0];
-    let ratio = vol2.bytes_uploaded as f64 / total as f64;
-    eprintln!(
-        "second migration: {} of {total} bytes uploaded ({:.2}%)",
-        vol2.bytes_uploaded,
-        ratio * 100.0
-    );
-    assert!(vol2.bytes_uploaded > 0);
-    assert!(
-        ratio < 0.05,
-        "uploaded {:.2}% after a 1% change",
-        ratio * 100.0
-    );
+    assert_uploaded_about_one_percent("second migration", vol2, total);
     assert_ne!(vol2.snapshot_id, vol.snapshot_id);
     assert_same(&files, &dst);
     assert_eq!(bench.restore_points(&ns).await.len(), 2);

@@ -63,6 +63,7 @@ async fn a_job_interrupted_while_committing_fails_with_the_step_named() {
         clusters: Arc::new(StaticClusters::new()),
         agents: Arc::new(StaticAgents::new()),
         repositories: Arc::new(ProfileRepositories::fixed([])),
+        handover: None,
     };
     let t = Transfer::open(TransferConfig::new(dir.path(), "/unused"), deps)
         .await
@@ -102,6 +103,7 @@ async fn a_job_resumed_too_often_fails_instead_of_looping() {
         clusters: Arc::new(StaticClusters::new()),
         agents: Arc::new(StaticAgents::new()),
         repositories: Arc::new(ProfileRepositories::fixed([])),
+        handover: None,
     };
     let t = Transfer::open(TransferConfig::new(dir.path(), "/unused"), deps)
         .await

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 mod faulty;
+mod insecure_tls;
 mod local;
 mod memory;
 mod s3;

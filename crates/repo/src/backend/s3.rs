@@ -43,6 +43,9 @@ pub struct S3Options {
     pub part_concurrency: usize,
     /// Time limit of one HTTP attempt.
     pub attempt_timeout: Duration,
+    /// Check the endpoint's TLS certificate (the default). Off accepts any certificate,
+    /// for test setups with self-signed ones, and logs a loud warning.
+    pub verify_tls: bool,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for S3Options {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
             .field("force_path_style", &self.force_path_style)
+            .field("verify_tls", &self.verify_tls)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +106,7 @@ impl S3Options {
             part_size: 8 * 1024 * 1024,
             part_concurrency: 4,
             attempt_timeout: Duration::from_secs(120),
+            verify_tls: true,
         }
     }
 }
@@ -175,6 +180,7 @@ impl S3Backend {
             None,
             "ferry",
         );
+        let connect_timeout = Duration::from_secs(10);
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(opts.region.clone()))
@@ -187,12 +193,16 @@ impl S3Backend {
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(10))
+                    .connect_timeout(connect_timeout)
                     .operation_attempt_timeout(opts.attempt_timeout)
                     .build(),
             );
         if let Some(ep) = &opts.endpoint {
             builder = builder.endpoint_url(ep.clone());
+        }
+        if !opts.verify_tls {
+            let endpoint = opts.endpoint.as_deref().unwrap_or("AWS S3");
+            builder = builder.http_client(super::insecure_tls::client(endpoint, connect_timeout));
         }
         S3Backend {
             client: Client::from_conf(builder.build()),
@@ -539,6 +549,7 @@ mod tests {
             part_size: 8 << 20,
             part_concurrency: 2,
             attempt_timeout: Duration::from_secs(5),
+            verify_tls: true,
         };
         let err = S3Backend::new(opts).get("config").await.unwrap_err();
         assert!(err.is_transient(), "{err}");
@@ -565,6 +576,7 @@ mod tests {
             part_size: 8 << 20,
             part_concurrency: 2,
             attempt_timeout: Duration::from_secs(1),
+            verify_tls: true,
         };
         let b = S3Backend::new(opts.clone());
         assert_eq!(b.full_key("config"), "team/repo/config");

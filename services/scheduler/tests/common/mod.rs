@@ -77,6 +77,7 @@ impl Bench {
             // Objects only: no volume data, so no agents and no repository.
             agents: Arc::new(StaticAgents::new()),
             repositories: Arc::new(ProfileRepositories::dir(root.path().join("profiles"))),
+            handover: None,
         };
         let mut config =
             TransferConfig::new(root.path().join("transfer"), root.path().join("volumes"));

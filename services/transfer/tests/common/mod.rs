@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use ferry_agent::{AgentConfig, ProfileSource};
 use ferry_proto::v1::transfer_service_client::TransferServiceClient;
 use ferry_proto::v1::{
-    ApplicationSelector, ApplyOptions, ClusterRef, JobEvent, JobRef, JobReport, RepositoryRef,
-    StartMigrationRequest, WatchJobRequest, cluster_ref, job_event,
+    ApplicationSelector, ApplyOptions, ClusterRef, GetJobRequest, GetJobResponse, JobEvent, JobRef,
+    JobReport, RepositoryRef, StartExportRequest, StartJobResponse, StartMigrationRequest,
+    StartRestoreRequest, VolumeOutcome, WatchJobRequest, cluster_ref, job_event,
 };
 use ferry_repo::{InitOptions, Repository};
 use ferry_transfer::{
-    Deps, ProfileRepositories, StaticAgents, StaticClusters, Transfer, TransferConfig,
+    Deps, Handover, ProfileRepositories, StaticAgents, StaticClusters, Transfer, TransferConfig,
 };
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, PostParams};
@@ -50,6 +51,7 @@ pub struct Bench {
     pub service: Service,
     agents: Vec<CancellationToken>,
     agent_endpoints: (String, String),
+    handover: Option<Arc<dyn Handover>>,
 }
 
 impl Drop for Bench {
@@ -89,6 +91,11 @@ impl Bench {
     /// volumes in `root/volumes/dst`, and the transfer service, whose own volume root is
     /// [`SERVICE_VOLUME_ROOT`].
     pub async fn start() -> Bench {
+        Bench::start_with(None).await
+    }
+
+    /// [`Bench::start`] with a migration token issuer for exports.
+    pub async fn start_with(handover: Option<Arc<dyn Handover>>) -> Bench {
         let env = ferry_testenv::shared().await.expect("test environment");
         let s3 = env.s3().expect("S3 server");
         let root = tempfile::tempdir().expect("tempdir");
@@ -130,7 +137,7 @@ impl Bench {
         let (dst, dst_stop) = agent(root.path(), "node-b", dst_dir.clone(), dst_dir).await;
         let a = env.client("a", "admin").await.unwrap();
         let b = env.client("b", "admin").await.unwrap();
-        let service = start_service(root.path(), &a, &b, &src, &dst).await;
+        let service = start_service(root.path(), &a, &b, &src, &dst, handover.clone()).await;
         Bench {
             a,
             b,
@@ -139,6 +146,7 @@ impl Bench {
             service,
             agents: vec![src_stop, dst_stop],
             agent_endpoints: (src, dst),
+            handover,
         }
     }
 
@@ -148,7 +156,15 @@ impl Bench {
         self.service.transfer.crash();
         self.service.shutdown.cancel();
         let (src, dst) = self.agent_endpoints.clone();
-        self.service = start_service(self.root.path(), &self.a, &self.b, &src, &dst).await;
+        self.service = start_service(
+            self.root.path(),
+            &self.a,
+            &self.b,
+            &src,
+            &dst,
+            self.handover.clone(),
+        )
+        .await;
     }
 
     /// Replaces the destination's agent by one (allowed under `root/volumes/dst` still)
@@ -247,18 +263,81 @@ impl Bench {
         }
     }
 
+    /// An export of namespace `ns` from cluster a through the bench's profile.
+    pub fn export_request(&self, ns: &str) -> StartExportRequest {
+        StartExportRequest {
+            source: Some(ClusterRef {
+                target: Some(cluster_ref::Target::Context("a".into())),
+            }),
+            application: Some(ApplicationSelector {
+                namespace: ns.into(),
+                ..Default::default()
+            }),
+            repository: Some(RepositoryRef {
+                profile: PROFILE.into(),
+                repository_id: String::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A restore of `restore_point_id` onto cluster b through the bench's profile,
+    /// started.
+    pub fn restore_request(&self, restore_point_id: &str) -> StartRestoreRequest {
+        StartRestoreRequest {
+            destination: Some(ClusterRef {
+                target: Some(cluster_ref::Target::Context("b".into())),
+            }),
+            repository: Some(RepositoryRef {
+                profile: PROFILE.into(),
+                repository_id: String::new(),
+            }),
+            restore_point_id: restore_point_id.into(),
+            apply: Some(ApplyOptions {
+                start_applications: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub async fn start_export(&self, req: StartExportRequest) -> String {
+        job_id(self.service.client.clone().start_export(req).await)
+    }
+
+    pub async fn start_restore(&self, req: StartRestoreRequest) -> String {
+        job_id(self.service.client.clone().start_restore(req).await)
+    }
+
     pub async fn start_migration(&self, req: StartMigrationRequest) -> String {
-        let job = self
-            .service
+        job_id(self.service.client.clone().start_migration(req).await)
+    }
+
+    /// GetJob: the job and, once it is final, its report.
+    pub async fn get_job(&self, id: &str) -> GetJobResponse {
+        self.service
             .client
             .clone()
-            .start_migration(req)
+            .get_job(GetJobRequest {
+                job: Some(JobRef { id: id.into() }),
+            })
             .await
-            .expect("start migration")
+            .unwrap()
             .into_inner()
-            .job
-            .expect("job");
-        job.id
+    }
+
+    /// Changes about 1% of the bytes of `files` in the source volume of `ns` (a few
+    /// 4 KiB pages of the big file), in `files` too.
+    pub fn change_one_percent(&self, ns: &str, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let total: usize = files.values().map(Vec::len).sum();
+        let big = PathBuf::from("pg/base/1/16384");
+        let content = files.get_mut(&big).unwrap();
+        let pages = (total / 100) / 4096;
+        for i in 0..pages {
+            let at = (i * 7919 * 4096) % (content.len() - 4096);
+            content[at..at + 4096].copy_from_slice(&random_bytes(4096));
+        }
+        std::fs::write(self.src_volume(ns, "data-db-0").join(&big), &*content).unwrap();
     }
 
     /// Watches a job to its end: every event, and the report.
@@ -284,7 +363,14 @@ impl Bench {
     }
 }
 
-async fn start_service(root: &Path, a: &Client, b: &Client, src: &str, dst: &str) -> Service {
+async fn start_service(
+    root: &Path,
+    a: &Client,
+    b: &Client,
+    src: &str,
+    dst: &str,
+    handover: Option<Arc<dyn Handover>>,
+) -> Service {
     let config = TransferConfig::new(root.join("data"), root.join(SERVICE_VOLUME_ROOT));
     let deps = Deps {
         clusters: Arc::new(
@@ -294,6 +380,7 @@ async fn start_service(root: &Path, a: &Client, b: &Client, src: &str, dst: &str
         ),
         agents: Arc::new(StaticAgents::new().with("a", src).with("b", dst)),
         repositories: Arc::new(ProfileRepositories::dir(root.join("profiles"))),
+        handover,
     };
     let transfer = Transfer::open(config, deps).await.expect("open transfer");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -313,6 +400,33 @@ async fn start_service(root: &Path, a: &Client, b: &Client, src: &str, dst: &str
         transfer,
         shutdown,
     }
+}
+
+/// The id of the job a Start* call started.
+fn job_id(answer: Result<tonic::Response<StartJobResponse>, tonic::Status>) -> String {
+    answer
+        .expect("start the job")
+        .into_inner()
+        .job
+        .expect("job")
+        .id
+}
+
+/// A second run after [`Bench::change_one_percent`] uploaded about the change: more
+/// than nothing and under 5% of the `total` bytes.
+pub fn assert_uploaded_about_one_percent(what: &str, vol: &VolumeOutcome, total: u64) {
+    let ratio = vol.bytes_uploaded as f64 / total as f64;
+    eprintln!(
+        "{what}: {} of {total} bytes uploaded ({:.2}%)",
+        vol.bytes_uploaded,
+        ratio * 100.0
+    );
+    assert!(vol.bytes_uploaded > 0);
+    assert!(
+        ratio < 0.05,
+        "uploaded {:.2}% after a 1% change",
+        ratio * 100.0
+    );
 }
 
 /// Watches `id` until `stop` says so (returns the events so far and false) or the job

@@ -1,0 +1,326 @@
+//! Who is calling and what they may do, decided by the cluster a request concerns.
+//!
+//! Every call to a Ferry carries the caller's own Kubernetes bearer token (the `ferry`
+//! command takes it from the kubeconfig context). A Ferry never trusts what a caller
+//! claims: it asks the cluster who the token belongs to (TokenReview) and whether that
+//! user may do each thing a job would do on their behalf (SubjectAccessReview). The
+//! pair's own credential, which Ferry uses to do the work, is never a way around this.
+//!
+//! ```no_run
+//! # async fn demo(client: kube::Client, token: &str) -> Result<(), ferry_authz::AuthzError> {
+//! use ferry_authz::{Access, Authorizer};
+//!
+//! let cluster = Authorizer::new(client, "b");
+//! let caller = cluster.authenticate(token).await?;
+//! cluster
+//!     .require(&caller, &[Access::namespaced("create", "apps", "deployments", "shop")])
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+
+use futures::future::try_join_all;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+
+/// Metadata key the caller's token travels in.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Why a caller was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthzError {
+    /// The request carried no bearer token.
+    #[error(
+        "the request carries no Kubernetes bearer token; the ferry command sends the one \
+         of your kubeconfig context (use a context with a token, or pass --token)"
+    )]
+    NoToken,
+
+    /// The cluster does not know the token.
+    #[error(
+        "cluster {cluster} does not accept the caller's token ({reason}); log in again or use another context"
+    )]
+    Unauthenticated { cluster: String, reason: String },
+
+    /// The caller lacks rights the request needs.
+    #[error("{user} may not {} on cluster {cluster}; ask an administrator for a Role granting it, or migrate a namespace you may access", describe_all(.missing))]
+    Denied {
+        user: String,
+        cluster: String,
+        missing: Vec<Access>,
+    },
+
+    /// The cluster could not answer a review.
+    #[error("asking cluster {cluster} who the caller is or what they may do failed: {source}")]
+    Review {
+        cluster: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl AuthzError {
+    /// The gRPC code for this refusal.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            AuthzError::NoToken | AuthzError::Unauthenticated { .. } => {
+                tonic::Code::Unauthenticated
+            }
+            AuthzError::Denied { .. } => tonic::Code::PermissionDenied,
+            AuthzError::Review { .. } => tonic::Code::Unavailable,
+        }
+    }
+}
+
+fn describe_all(missing: &[Access]) -> String {
+    missing
+        .iter()
+        .map(Access::describe)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The caller, as the cluster knows them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Caller")
+            .field("username", &self.username)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One thing a caller may or may not do: a verb on a resource, in a namespace or
+/// cluster-wide.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Access {
+    pub verb: String,
+    /// API group; empty for the core group.
+    pub group: String,
+    /// Resource, plural ("deployments").
+    pub resource: String,
+    /// None: cluster-wide (all namespaces for namespaced resources).
+    pub namespace: Option<String>,
+}
+
+impl Access {
+    pub fn namespaced(verb: &str, group: &str, resource: &str, namespace: &str) -> Access {
+        Access {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: Some(namespace.into()),
+        }
+    }
+
+    pub fn cluster_wide(verb: &str, group: &str, resource: &str) -> Access {
+        Access {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: None,
+        }
+    }
+
+    /// "create deployments.apps in namespace shop".
+    pub fn describe(&self) -> String {
+        let what = if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        };
+        match &self.namespace {
+            Some(ns) => format!("{} {what} in namespace {ns}", self.verb),
+            None => format!("{} {what} in all namespaces", self.verb),
+        }
+    }
+}
+
+/// Reviews against one cluster.
+#[derive(Clone)]
+pub struct Authorizer {
+    client: kube::Client,
+    cluster: String,
+    admin_groups: Vec<String>,
+}
+
+impl fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("cluster", &self.cluster)
+            .field("admin_groups", &self.admin_groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authorizer {
+    /// Reviews through `client` (which must be allowed to create TokenReviews and
+    /// SubjectAccessReviews); `cluster` names the cluster in errors.
+    pub fn new(client: kube::Client, cluster: &str) -> Authorizer {
+        Authorizer {
+            client,
+            cluster: cluster.into(),
+            admin_groups: vec!["system:masters".into()],
+        }
+    }
+
+    /// Members of these groups are administrators (default: system:masters), besides
+    /// anyone the cluster lets do everything everywhere.
+    pub fn with_admin_groups(mut self, groups: Vec<String>) -> Authorizer {
+        self.admin_groups = groups;
+        self
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Who `token` belongs to, by TokenReview.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthzError> {
+        if token.trim().is_empty() {
+            return Err(AuthzError::NoToken);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|source| AuthzError::Review {
+                cluster: self.cluster.clone(),
+                source,
+            })?;
+        let status = answer.status.unwrap_or_default();
+        match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => Ok(Caller {
+                username: user.username.unwrap_or_default(),
+                uid: user.uid.unwrap_or_default(),
+                groups: user.groups.unwrap_or_default(),
+            }),
+            _ => Err(AuthzError::Unauthenticated {
+                cluster: self.cluster.clone(),
+                reason: status
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "token not recognised".into()),
+            }),
+        }
+    }
+
+    /// Whether `caller` may do `access`, by SubjectAccessReview.
+    pub async fn allowed(&self, caller: &Caller, access: &Access) -> Result<bool, AuthzError> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(caller.username.clone()),
+                uid: Some(caller.uid.clone()).filter(|u| !u.is_empty()),
+                groups: Some(caller.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(access.verb.clone()),
+                    group: Some(access.group.clone()),
+                    resource: Some(access.resource.clone()),
+                    namespace: access.namespace.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|source| AuthzError::Review {
+                cluster: self.cluster.clone(),
+                source,
+            })?;
+        Ok(answer.status.is_some_and(|s| s.allowed))
+    }
+
+    /// Succeeds when `caller` may do every one of `needed`; otherwise names all that
+    /// are missing at once, so one fix covers them.
+    pub async fn require(&self, caller: &Caller, needed: &[Access]) -> Result<(), AuthzError> {
+        let answers = try_join_all(needed.iter().map(|a| self.allowed(caller, a))).await?;
+        let missing: Vec<Access> = needed
+            .iter()
+            .zip(answers)
+            .filter(|(_, ok)| !ok)
+            .map(|(a, _)| a.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(user = %caller.username, cluster = %self.cluster, missing = missing.len(), "request refused");
+        Err(AuthzError::Denied {
+            user: caller.username.clone(),
+            cluster: self.cluster.clone(),
+            missing,
+        })
+    }
+
+    /// An administrator: in an administrator group, or allowed every verb on every
+    /// resource in every namespace (cluster-admin).
+    pub async fn is_admin(&self, caller: &Caller) -> Result<bool, AuthzError> {
+        if caller.groups.iter().any(|g| self.admin_groups.contains(g)) {
+            return Ok(true);
+        }
+        self.allowed(caller, &Access::cluster_wide("*", "*", "*"))
+            .await
+    }
+}
+
+/// The bearer token of a request's metadata, if it has one.
+pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    let value = metadata.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_come_from_the_authorization_header() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(bearer(&md), None);
+        md.insert(AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&md).as_deref(), Some("abc"));
+        md.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&md), None);
+    }
+
+    #[test]
+    fn denials_name_every_missing_right() {
+        let e = AuthzError::Denied {
+            user: "alice".into(),
+            cluster: "b".into(),
+            missing: vec![
+                Access::namespaced("create", "apps", "deployments", "shop"),
+                Access::cluster_wide("list", "", "namespaces"),
+            ],
+        };
+        let text = e.to_string();
+        assert!(text.starts_with("alice may not create deployments.apps in namespace shop, list namespaces in all namespaces on cluster b"), "{text}");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    }
+}

@@ -1,0 +1,96 @@
+//! Channels whose TLS failures say what did not match. A lazy channel connects on its
+//! first call, and with mutual TLS a server refuses a client's certificate only after
+//! the handshake, so either failure comes back from a call, as a status reading
+//! "transport error" or "operation was canceled". Through a [`TlsChannel`] it reads
+//! like [`super::ClientTls::explain`], carries an `ErrorDetail` (UNREACHABLE) and has
+//! the [`super::TlsMismatch`] as its source.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ferry_proto::v1::ErrorCode;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, StdError};
+use tonic::transport::Channel;
+
+use super::{ClientTls, TlsMismatch};
+
+/// A [`Channel`] that turns its TLS failures into explained statuses.
+#[derive(Clone, Debug)]
+pub struct TlsChannel {
+    inner: Channel,
+    /// How the channel was made, and to where: None explains nothing.
+    explain: Option<Arc<(ClientTls, String)>>,
+}
+
+impl TlsChannel {
+    /// `inner`, its errors passed on as they are.
+    pub fn plain(inner: Channel) -> TlsChannel {
+        TlsChannel {
+            inner,
+            explain: None,
+        }
+    }
+
+    /// `inner`, made with `tls` for `endpoint`.
+    pub fn new(inner: Channel, tls: &ClientTls, endpoint: &str) -> TlsChannel {
+        TlsChannel {
+            inner,
+            explain: Some(Arc::new((tls.clone(), endpoint.to_string()))),
+        }
+    }
+}
+
+/// `e` as a status saying what did not match, when it is a TLS failure.
+fn explained(tls: &ClientTls, endpoint: &str, mismatch: TlsMismatch) -> StdError {
+    let mut status = crate::status(
+        tonic::Code::Unavailable,
+        crate::error_detail(
+            ErrorCode::Unreachable,
+            tls.describe(endpoint, &mismatch),
+            "",
+        ),
+    );
+    status.set_source(Arc::new(mismatch));
+    Box::new(status)
+}
+
+impl Service<http::Request<Body>> for TlsChannel {
+    type Response = http::Response<Body>;
+    type Error = StdError;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let explain = self.explain.clone();
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| match explain.as_deref().zip(TlsMismatch::find(&e)) {
+                Some(((tls, endpoint), mismatch)) => explained(tls, endpoint, mismatch),
+                None => Box::new(e),
+            })
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let call = self.inner.call(request);
+        let explain = self.explain.clone();
+        Box::pin(async move {
+            let e = match call.await {
+                Ok(response) => return Ok(response),
+                Err(e) => e,
+            };
+            let Some((tls, endpoint)) = explain.as_deref() else {
+                return Err(Box::new(e) as StdError);
+            };
+            // The failure itself, or else what a handshake of its own hears from the
+            // server (the refusal of a client certificate races the request).
+            let mismatch = match TlsMismatch::find(&e) {
+                Some(mismatch) => Some(mismatch),
+                None => tls.diagnose(endpoint).await,
+            };
+            Err(match mismatch {
+                Some(mismatch) => explained(tls, endpoint, mismatch),
+                None => Box::new(e),
+            })
+        })
+    }
+}

@@ -1,0 +1,524 @@
+//! Migration tokens across two real clusters and the real S3 server: the destination
+//! (cluster b) makes an import key, the source (cluster a) issues a token for it from an
+//! export profile, and the destination turns the token into an import profile that uses
+//! a MinIO user with a read-only policy. Altered, expired and other-destination tokens,
+//! and read-write credentials, are refused with nothing stored. A profile created
+//! without a key gets a generated one, with a warning.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Exported, Harness, expect_error};
+use ferry_catalog::CatalogService;
+use ferry_proto::v1::catalog_service_server::CatalogService as _;
+use ferry_proto::v1::{
+    CheckProfileRequest, CreateImportKeyRequest, CreateProfileRequest, CreateProfileResponse,
+    DeleteProfileRequest, ErrorCode, GetImportKeyRequest, IssueMigrationTokenRequest,
+    ListRestorePointsRequest, ProfileKind, SecretRef, StorageBackend,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use tonic::{Code, Status};
+
+fn secret_ref(name: &str) -> Option<SecretRef> {
+    Some(SecretRef {
+        namespace: String::new(),
+        name: name.into(),
+    })
+}
+
+async fn get_secret(h: &Harness, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(h.kube.clone(), &h.secrets_ns)
+        .get_opt(name)
+        .await
+        .expect("get Secret")
+}
+
+/// The key bytes of Secret `name`.
+async fn secret_key(h: &Harness, name: &str) -> Vec<u8> {
+    get_secret(h, name)
+        .await
+        .and_then(|s| s.data)
+        .and_then(|d| d.get("key").cloned())
+        .map(|b| b.0)
+        .unwrap_or_else(|| panic!("Secret {name} with key \"key\""))
+}
+
+/// Credentials Secret `name` with the test S3 server's read-only user.
+async fn reader_secret(h: &Harness, name: &str) {
+    let reader =
+        h.s3.readonly
+            .clone()
+            .expect("the S3 server's read-only user");
+    h.secret(
+        name,
+        &[
+            ("access_key_id", reader.access_key.as_bytes()),
+            ("secret_access_key", reader.secret_key.as_bytes()),
+        ],
+    )
+    .await;
+}
+
+/// One restore point of namespace `app` in profile `profile`'s repository, written by
+/// the engine as an export job would.
+async fn export_restore_point(h: &Harness, profile: &str, app: &str) -> String {
+    let exported = Exported::new(h, profile, app).await;
+    let manifest = exported.manifest("2025-03-01T00:00:00Z", "export-1", BTreeMap::new());
+    exported
+        .repo
+        .save_restore_point(app, &manifest)
+        .await
+        .expect("save restore point")
+        .to_hex()
+}
+
+/// An import profile request from `token` with credentials Secret `credentials`.
+fn import_request(name: &str, token: &str, credentials: &str) -> CreateProfileRequest {
+    CreateProfileRequest {
+        name: name.into(),
+        kind: ProfileKind::Import as i32,
+        credentials_secret: secret_ref(credentials),
+        migration_token: token.into(),
+        ..Default::default()
+    }
+}
+
+async fn import(h: &Harness, req: CreateProfileRequest) -> Result<CreateProfileResponse, Status> {
+    h.client
+        .clone()
+        .create_profile(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The profile and its key Secret were not stored.
+async fn nothing_stored(h: &Harness, profile: &str) {
+    assert!(
+        !h.profile_names().await.contains(&profile.to_string()),
+        "profile {profile} was stored"
+    );
+    assert!(
+        get_secret(h, &format!("{profile}-key")).await.is_none(),
+        "Secret {profile}-key was stored"
+    );
+    assert!(
+        !h.agent_files().contains(&format!("{profile}.yaml")),
+        "agent file of {profile} was written"
+    );
+}
+
+#[tokio::test]
+async fn the_import_key_is_made_once_and_kept() {
+    let h = Harness::start_on("b", "import-key").await;
+    let mut client = h.client.clone();
+    let err = client
+        .get_import_key(GetImportKeyRequest {})
+        .await
+        .expect_err("no key yet");
+    let d = expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    assert!(d.message.contains("CreateImportKey"), "{}", d.message);
+    assert_eq!(d.cluster, "b");
+
+    let first = client
+        .create_import_key(CreateImportKeyRequest {})
+        .await
+        .expect("create")
+        .into_inner();
+    assert!(first.created);
+    let key = first.key.expect("key");
+    let parsed = ferry_token::RecipientKey::parse(&key.public_key).expect("public key text");
+    assert_eq!(parsed.fingerprint().to_string(), key.fingerprint);
+
+    let again = client
+        .create_import_key(CreateImportKeyRequest {})
+        .await
+        .expect("create again")
+        .into_inner();
+    assert!(!again.created, "the existing key is returned");
+    assert_eq!(again.key.as_ref(), Some(&key));
+    let got = client
+        .get_import_key(GetImportKeyRequest {})
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.key.as_ref(), Some(&key));
+
+    // A restarted catalog on the same data directory has the same key.
+    let mut config =
+        ferry_catalog::CatalogConfig::new(h.kube.clone(), "b", h.data.path().join("state"));
+    config.secrets_namespace = h.secrets_ns.clone();
+    let restarted = CatalogService::new(config).await.expect("restart");
+    let got = restarted
+        .get_import_key(tonic::Request::new(GetImportKeyRequest {}))
+        .await
+        .expect("get after restart")
+        .into_inner();
+    assert_eq!(got.key, Some(key));
+}
+
+#[tokio::test]
+async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing() {
+    // Source: an export profile with one restore point.
+    let src = Harness::start_on("a", "token-src").await;
+    let repo_key = b"the source repository's key".to_vec();
+    src.secrets(&repo_key).await;
+    let export = src.create(src.request("prod", true)).await;
+    let app = ferry_testenv::unique_name("cat-token-app");
+    let restore_point = export_restore_point(&src, "prod", &app).await;
+
+    // Destination: an import key and read-only credentials.
+    let dst = Harness::start_on("b", "token-dst").await;
+    let import_key = dst
+        .client
+        .clone()
+        .create_import_key(CreateImportKeyRequest {})
+        .await
+        .expect("import key")
+        .into_inner()
+        .key
+        .expect("key");
+    reader_secret(&dst, "reader").await;
+
+    let issue = |recipient: String, ttl_seconds: i64| {
+        let mut client = src.client.clone();
+        let req = IssueMigrationTokenRequest {
+            profile: "prod".into(),
+            restore_point_id: restore_point.clone(),
+            namespace: app.clone(),
+            recipient_key: recipient,
+            ttl: Some(prost_types::Duration {
+                seconds: ttl_seconds,
+                nanos: 0,
+            }),
+        };
+        async move {
+            client
+                .issue_migration_token(req)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let issued = issue(import_key.public_key.clone(), 3600)
+        .await
+        .expect("issue");
+    assert_eq!(issued.recipient_fingerprint, import_key.fingerprint);
+    assert_eq!(issued.repository_id, export.repository_id);
+    assert!(
+        issued
+            .token
+            .starts_with("-----BEGIN FERRY MIGRATION TOKEN-----")
+    );
+    for secret in [
+        repo_key.as_slice(),
+        src.s3.secret_key.as_bytes(),
+        src.s3.access_key.as_bytes(),
+    ] {
+        let text = String::from_utf8_lossy(secret);
+        assert!(
+            !issued.token.contains(text.as_ref()),
+            "a secret in the token"
+        );
+    }
+
+    // Tokens the source refuses to issue.
+    let bad_recipient = issue("ferry-import-key-v1:nope".into(), 3600)
+        .await
+        .expect_err("bad recipient");
+    expect_error(
+        &bad_recipient,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+    );
+    let bad_ttl = issue(import_key.public_key.clone(), 0)
+        .await
+        .expect_err("ttl 0");
+    expect_error(&bad_ttl, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    let mut unknown_point = IssueMigrationTokenRequest {
+        profile: "prod".into(),
+        restore_point_id: "00".repeat(32),
+        namespace: app.clone(),
+        recipient_key: import_key.public_key.clone(),
+        ttl: None,
+    };
+    let err = src
+        .client
+        .clone()
+        .issue_migration_token(unknown_point.clone())
+        .await
+        .expect_err("unknown restore point");
+    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    unknown_point.profile = "absent".into();
+    let err = src
+        .client
+        .clone()
+        .issue_migration_token(unknown_point)
+        .await
+        .expect_err("unknown profile");
+    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+
+    // An altered token: one character of its body changed.
+    let body_start = issued.token.find('\n').expect("a line break") + 1;
+    let mut tampered = issued.token.clone().into_bytes();
+    let i = body_start + 30;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let err = import(&dst, import_request("tampered", &tampered, "reader"))
+        .await
+        .expect_err("tampered");
+    let d = expect_error(&err, Code::InvalidArgument, ErrorCode::Integrity);
+    assert!(d.message.contains("signature"), "{}", d.message);
+    nothing_stored(&dst, "tampered").await;
+
+    // A token made for another destination's key.
+    let stranger = ferry_token::ImportKey::generate().expect("another key");
+    let elsewhere = issue(stranger.public_key().to_text(), 3600)
+        .await
+        .expect("issue for another destination");
+    let err = import(
+        &dst,
+        import_request("elsewhere", &elsewhere.token, "reader"),
+    )
+    .await
+    .expect_err("other recipient");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::WrongKey);
+    assert!(
+        d.message.contains("another destination key"),
+        "{}",
+        d.message
+    );
+    assert!(d.message.contains(&import_key.fingerprint), "{}", d.message);
+    assert!(
+        d.message
+            .contains(stranger.public_key().fingerprint().as_str()),
+        "{}",
+        d.message
+    );
+    nothing_stored(&dst, "elsewhere").await;
+
+    // An expired token.
+    let short = issue(import_key.public_key.clone(), 1)
+        .await
+        .expect("issue a short-lived token");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let err = import(&dst, import_request("late", &short.token, "reader"))
+        .await
+        .expect_err("expired");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::Timeout);
+    assert!(d.message.contains("expired at"), "{}", d.message);
+    nothing_stored(&dst, "late").await;
+
+    // A good token with credentials that can write: import profiles must be read-only.
+    dst.secret(
+        "writer",
+        &[
+            ("access_key_id", dst.s3.access_key.as_bytes()),
+            ("secret_access_key", dst.s3.secret_key.as_bytes()),
+        ],
+    )
+    .await;
+    let err = import(&dst, import_request("writable", &issued.token, "writer"))
+        .await
+        .expect_err("read-write credentials");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::PermissionDenied);
+    assert!(d.message.contains("can write"), "{}", d.message);
+    nothing_stored(&dst, "writable").await;
+
+    // The token may not be combined with a location of the request's own.
+    let mut located = import_request("located", &issued.token, "reader");
+    located.bucket = "elsewhere".into();
+    let err = import(&dst, located).await.expect_err("location given");
+    expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    nothing_stored(&dst, "located").await;
+
+    // The good token with the read-only user.
+    let created = import(&dst, import_request("imported", &issued.token, "reader"))
+        .await
+        .expect("import profile from the token");
+    let profile = created.profile.expect("profile");
+    assert_eq!(profile.kind, ProfileKind::Import as i32);
+    assert_eq!(profile.backend, StorageBackend::S3 as i32);
+    assert_eq!(profile.bucket, src.s3.bucket);
+    assert_eq!(profile.prefix, src.prefix);
+    assert_eq!(profile.repository_id, export.repository_id);
+    assert_eq!(profile.token_signer_fingerprint, issued.signer_fingerprint);
+    assert!(created.warnings.is_empty(), "{:?}", created.warnings);
+    let info = created.migration_token.expect("what the token said");
+    assert_eq!(info.namespace, app);
+    assert_eq!(info.restore_point_id, restore_point);
+    assert_eq!(info.issuer, "a");
+    assert_eq!(info.signer_fingerprint, issued.signer_fingerprint);
+    let key_secret = profile.encryption_key_secret.clone().expect("key Secret");
+    assert_eq!(key_secret.name, "imported-key");
+    assert_eq!(secret_key(&dst, "imported-key").await, repo_key);
+    let labels = get_secret(&dst, "imported-key")
+        .await
+        .and_then(|s| s.metadata.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("ferry")
+    );
+
+    // It lists what the source exported, and never writes.
+    let listed = dst
+        .client
+        .clone()
+        .list_restore_points(ListRestorePointsRequest {
+            repository: dst.repo("imported"),
+            namespace: app.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("list on the destination")
+        .into_inner();
+    let ids: Vec<String> = listed.restore_points.into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![restore_point.clone()]);
+    let check = dst
+        .client
+        .clone()
+        .check_profile(CheckProfileRequest {
+            name: "imported".into(),
+            write: true,
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(check.readable && !check.writable, "{check:?}");
+
+    // Deleting the profile removes the key Secret the token brought.
+    dst.client
+        .clone()
+        .delete_profile(DeleteProfileRequest {
+            name: "imported".into(),
+        })
+        .await
+        .expect("delete");
+    assert!(get_secret(&dst, "imported-key").await.is_none());
+}
+
+#[tokio::test]
+async fn a_token_needs_an_import_key() {
+    let src = Harness::start_on("a", "token-nokey-src").await;
+    src.secrets(b"key").await;
+    src.create(src.request("prod", true)).await;
+    let app = ferry_testenv::unique_name("cat-nokey-app");
+    let recipient = ferry_token::ImportKey::generate().expect("key");
+    let issued = src
+        .client
+        .clone()
+        .issue_migration_token(IssueMigrationTokenRequest {
+            profile: "prod".into(),
+            namespace: app,
+            recipient_key: recipient.public_key().to_text(),
+            ..Default::default()
+        })
+        .await
+        .expect("issue")
+        .into_inner();
+
+    let dst = Harness::start_on("b", "token-nokey-dst").await;
+    reader_secret(&dst, "reader").await;
+    let err = import(&dst, import_request("imported", &issued.token, "reader"))
+        .await
+        .expect_err("no import key");
+    let d = expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    assert!(d.message.contains("CreateImportKey"), "{}", d.message);
+    nothing_stored(&dst, "imported").await;
+}
+
+#[tokio::test]
+async fn a_profile_without_a_key_gets_a_generated_one_and_a_warning() {
+    let h = Harness::start("genkey").await;
+    h.secrets(b"unused").await;
+    let mut req = h.request("gen", true);
+    req.encryption_key_secret = None;
+    let created = import(&h, req.clone()).await.expect("create");
+    assert!(created.repository_created);
+    let warning = created.warnings.join("\n");
+    assert!(warning.contains("generated"), "{warning}");
+    assert!(warning.contains("Back it up"), "{warning}");
+    assert!(
+        warning.contains(&format!("{}/gen-key", h.secrets_ns)),
+        "{warning}"
+    );
+    let profile = created.profile.expect("profile");
+    assert_eq!(
+        profile.encryption_key_secret.map(|s| s.name),
+        Some("gen-key".to_string())
+    );
+    let key = secret_key(&h, "gen-key").await;
+    assert_eq!(key.len(), 32);
+    h.service
+        .open_repository("gen")
+        .await
+        .expect("the generated key opens the repository");
+
+    // A Secret of that name that Ferry did not make is never overwritten.
+    h.secret("taken-key", &[("key", b"somebody's key")]).await;
+    let mut req = h.request("taken", true);
+    req.encryption_key_secret = None;
+    req.prefix = format!("{}-taken", h.prefix);
+    let err = import(&h, req).await.expect_err("Secret exists");
+    let d = expect_error(&err, Code::AlreadyExists, ErrorCode::AlreadyExists);
+    assert_eq!(
+        d.object.map(|o| o.name),
+        Some("taken-key".to_string()),
+        "names the Secret"
+    );
+    assert_eq!(secret_key(&h, "taken-key").await, b"somebody's key");
+    assert!(
+        h.objects_under(&format!("{}-taken", h.prefix))
+            .await
+            .is_empty()
+    );
+
+    // A generated key cannot open a repository that is already there.
+    let mut req = h.request("again", true);
+    req.encryption_key_secret = None;
+    let err = import(&h, req)
+        .await
+        .expect_err("a repository exists there");
+    let d = expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    assert!(
+        d.message.contains("already holds a repository"),
+        "{}",
+        d.message
+    );
+    assert!(
+        get_secret(&h, "again-key").await.is_none(),
+        "its Secret is removed"
+    );
+
+    // Without create_repository a generated key could not open anything.
+    let mut req = h.request("nocreate", false);
+    req.encryption_key_secret = None;
+    let err = import(&h, req)
+        .await
+        .expect_err("no key, no new repository");
+    expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    assert!(get_secret(&h, "nocreate-key").await.is_none());
+
+    // The key changed later: the error names the Secret that must hold the old key.
+    h.replace_secret("gen-key", &[("key", b"a different key")])
+        .await;
+    let err = h
+        .client
+        .clone()
+        .check_profile(CheckProfileRequest {
+            name: "gen".into(),
+            write: false,
+        })
+        .await
+        .expect_err("wrong key");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::WrongKey);
+    assert!(
+        d.message.contains(&format!("{}/gen-key", h.secrets_ns)),
+        "{}",
+        d.message
+    );
+}

@@ -1,0 +1,675 @@
+//! The destination half of a job, shared by migrations, restores and imports: plan the
+//! application for the destination, restore every volume through the destination's
+//! agent before any object is applied, apply, and start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_kube::{
+    ApplyOptions as KubeApplyOptions, Captured, Cluster, ClusterFacts, ExistingPolicy,
+    ObjectResult, Outcome, Plan, RestoredVolume, TransformSpec,
+};
+use ferry_proto::v1::{
+    ApplyOptions, ErrorCode, ErrorDetail, ExistingObjectPolicy, GetInfoRequest, JobState,
+    ObjectAction, ObjectOutcome, Progress, RepositoryRef, RestoreRequest, StepState, VolumeResult,
+    restore_event,
+};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+use tracing::info;
+
+use crate::agent_ops::{Aggregate, Step, follow};
+use crate::error::{Result, TransferError, agent_error, proto_object};
+use crate::job::{short_hash, steps};
+use crate::quiesce::workload_ref;
+use crate::runtime::{JobRun, api_ref};
+
+/// How long the destination's agent gets to say where it creates volumes.
+const AGENT_INFO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The destination half of a job.
+pub(crate) struct Destination<'a> {
+    pub run: &'a JobRun,
+    pub cluster: Cluster,
+    /// The application's namespace on the source (the restore point's).
+    pub namespace: String,
+    /// Its namespace here, after the request's namespace mapping.
+    pub target: String,
+    pub apply: ApplyOptions,
+    /// The request's repository; absent means the service's default profile.
+    pub repository: Option<RepositoryRef>,
+    pub dry_run: bool,
+    /// Volume data is restored (not a dry run, not skip_volume_data).
+    pub moves_data: bool,
+    /// The request moves objects only (a migration's skip_volume_data).
+    pub skip_volume_data: bool,
+}
+
+/// The destination's plan, and where its volumes are restored.
+pub(crate) struct Planned {
+    pub plan: Plan,
+    pub root: PathBuf,
+}
+
+/// The destination PV of a claim: unique per namespace and claim, a valid name.
+fn destination_pv(target: &str, pvc: &str) -> String {
+    let name = format!("ferry-{target}-{pvc}");
+    if name.len() <= 253 {
+        name
+    } else {
+        format!("ferry-{}", short_hash(&name))
+    }
+}
+
+fn destination_path(root: &Path, target: &str, pvc: &str) -> String {
+    root.join(target).join(pvc).display().to_string()
+}
+
+impl Destination<'_> {
+    /// Labels written objects so a later migration (or restore) of the same application
+    /// to the same place converges on them (and reports them unchanged) rather than
+    /// skipping them. `source` is the cluster the application was captured on.
+    fn migration_id(&self, source: &str) -> String {
+        format!(
+            "m-{}",
+            short_hash(&format!(
+                "{source}/{}->{}/{}",
+                self.namespace, self.cluster.name, self.target
+            ))
+        )
+    }
+
+    /// The transform for the destination; each claim's new volume is a hostPath under
+    /// `root`, the directory the destination's agent restores into.
+    fn transform(&self, captured: &Captured, root: &Path) -> TransformSpec {
+        let apply = self.apply.clone();
+        let restored_volumes: BTreeMap<String, RestoredVolume> = if self.moves_data {
+            captured
+                .volumes
+                .iter()
+                .map(|v| {
+                    let path = destination_path(root, &self.target, &v.pvc);
+                    let source = json!({"hostPath": {"path": path, "type": "DirectoryOrCreate"}});
+                    let source = source.as_object().cloned().unwrap_or_default();
+                    (
+                        v.pvc.clone(),
+                        RestoredVolume {
+                            pv_name: destination_pv(&self.target, &v.pvc),
+                            source,
+                            reclaim_policy: None,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        TransformSpec {
+            migration_id: self.migration_id(&captured.cluster),
+            target_namespace: (self.target != self.namespace).then(|| self.target.clone()),
+            storage_classes: apply.storage_class_mapping.into_iter().collect(),
+            zones: apply.zone_mapping.into_iter().collect(),
+            preserve_node_ports: apply.preserve_node_ports,
+            keep_load_balancer_ip: false,
+            // Workloads start only in the last step, once every object and every byte of
+            // data is in place (or with Activate, when start_applications is off).
+            scale_to_zero: true,
+            restored_volumes,
+            patches: Vec::new(),
+        }
+    }
+
+    /// Plans for the destination. Runs on every (re)start, since the plan is not
+    /// stored. `preflight_done`: the pre-flight once succeeded; problems found asking
+    /// the destination's agent are warnings of a dry run.
+    pub async fn plan(
+        &self,
+        captured: &Captured,
+        preflight_done: bool,
+        warnings: &mut Vec<ErrorDetail>,
+    ) -> Result<Planned> {
+        let facts = ClusterFacts::gather(&self.cluster)
+            .await
+            .map_err(TransferError::kube(
+                "reading the destination's zones and storage classes",
+                &self.cluster.name,
+            ))?;
+        let root = self
+            .destination_root(captured, preflight_done, warnings)
+            .await?;
+        let spec = self.transform(captured, &root);
+        let plan = ferry_kube::plan(captured, &spec, &facts)
+            .map_err(TransferError::kube("planning", &self.cluster.name))?;
+        Ok(Planned { plan, root })
+    }
+
+    /// Pre-flight of the plan on the destination: errors into `problems`, the rest
+    /// into `warnings`; whether a missing prerequisite is among the errors.
+    pub async fn check(
+        &self,
+        plan: &Plan,
+        problems: &mut Vec<String>,
+        warnings: &mut Vec<ErrorDetail>,
+    ) -> Result<bool> {
+        let found = ferry_kube::preflight(&self.cluster, plan)
+            .await
+            .map_err(TransferError::kube("pre-flight", &self.cluster.name))?;
+        let mut missing_prerequisite = false;
+        for p in &found {
+            if p.is_error() {
+                missing_prerequisite |=
+                    matches!(p.kind, ferry_kube::ProblemKind::MissingDependency { .. });
+                problems.push(p.to_string());
+            } else {
+                warnings.push(ErrorDetail {
+                    code: ErrorCode::Unspecified as i32,
+                    message: p.to_string(),
+                    object: p.object.as_ref().map(proto_object),
+                    cluster: self.cluster.name.clone(),
+                    hint: String::new(),
+                });
+            }
+        }
+        Ok(missing_prerequisite)
+    }
+
+    /// Restores the volumes, applies the plan and starts the application (or, for a
+    /// dry run, dry-runs the apply only): the state the job ends in. Volume data is in
+    /// place before any object is applied, so no workload ever gets an empty volume.
+    pub async fn deliver(&self, planned: &Planned) -> Result<JobState> {
+        let run = self.run;
+        if self.dry_run {
+            run.step(steps::RESTORE, StepState::Skipped, "dry run")
+                .await;
+            let state = self.apply_plan(&planned.plan).await?;
+            run.step(steps::START, StepState::Skipped, "dry run").await;
+            return Ok(state);
+        }
+        self.restore(&planned.root).await?;
+        run.check_cancel()?;
+        let state = self.apply_plan(&planned.plan).await?;
+        // A cancel asked during apply is honoured after it: an apply stopped half-way
+        // would leave more to explain than one that finished.
+        run.check_cancel()?;
+        if state != JobState::Succeeded {
+            run.step(
+                steps::START,
+                StepState::Skipped,
+                "some objects failed to apply; fix them, then Activate",
+            )
+            .await;
+            return Ok(state);
+        }
+        self.start().await?;
+        Ok(state)
+    }
+
+    /// The directory restored volumes go under on the destination, for the new volumes'
+    /// hostPath and the restore alike: where the destination's agent creates them
+    /// (GetInfo), else this service's `volume_root`. Asked once per job and kept in the
+    /// checkpoint, so a resumed job restores where its volumes point. An agent that cannot
+    /// answer stops a job that moves volume data; a dry run only warns.
+    async fn destination_root(
+        &self,
+        captured: &Captured,
+        preflight_done: bool,
+        warnings: &mut Vec<ErrorDetail>,
+    ) -> Result<PathBuf> {
+        let run = self.run;
+        if let Some(root) = run.with_checkpoint(|c| c.volume_root.clone()) {
+            return Ok(root);
+        }
+        let own = run.config().volume_root.clone();
+        // No data to restore; or a job from before the root was kept, whose restore used
+        // this service's root.
+        if self.skip_volume_data || captured.volumes.is_empty() || run.step_finished(steps::RESTORE)
+        {
+            return Ok(own);
+        }
+        if !self.moves_data {
+            // A dry run restores nothing, but says what would stop the job.
+            if preflight_done {
+                return Ok(own);
+            }
+            return match self.agent_volume_root().await {
+                Ok(root) => Ok(root.unwrap_or(own)),
+                Err(e) if e.is_cancelled() => Err(e),
+                Err(e) => {
+                    warnings.push(ErrorDetail {
+                        message: format!("{e}; without dry_run the job would stop here"),
+                        ..e.detail()
+                    });
+                    Ok(own)
+                }
+            };
+        }
+        let root = self.agent_volume_root().await?.unwrap_or(own);
+        info!(root = %root.display(), cluster = %self.cluster.name, "destination volume root");
+        run.update_checkpoint(|c| c.volume_root = Some(root.clone()))
+            .await;
+        Ok(root)
+    }
+
+    /// Asks the destination's agent where it creates restored volumes; None when it has
+    /// no setting of its own.
+    async fn agent_volume_root(&self) -> Result<Option<PathBuf>> {
+        let run = self.run;
+        let cluster = self.cluster.name.as_str();
+        let mut client = run.deps().agents.agent(cluster, "").await?;
+        let failed = |code: ErrorCode, message: String, hint: &str| TransferError::Agent {
+            cluster: cluster.to_owned(),
+            node: "any".into(),
+            what: "did not say where it creates restored volumes (GetInfo)".into(),
+            code,
+            message,
+            hint: hint.into(),
+        };
+        let unreachable = |message: String| {
+            failed(
+                ErrorCode::Unreachable,
+                message,
+                "check that the destination's agent runs and its port is reachable from the \
+             transfer service, then start again; volume data cannot be restored without it",
+            )
+        };
+        let answer = tokio::select! {
+            r = tokio::time::timeout(AGENT_INFO_TIMEOUT, client.get_info(GetInfoRequest {})) => r,
+            () = run.cancel_token().cancelled() => return Err(run.cancelled()),
+        };
+        let info = match answer {
+            Ok(Ok(info)) => info.into_inner(),
+            Ok(Err(s)) if s.message().is_empty() => {
+                return Err(unreachable(s.code().description().to_owned()));
+            }
+            Ok(Err(s)) => return Err(unreachable(s.message().to_owned())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer in {} s",
+                    AGENT_INFO_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        if info.volume_root.is_empty() {
+            return Ok(None);
+        }
+        let root = PathBuf::from(&info.volume_root);
+        if !root.is_absolute() {
+            return Err(failed(
+                ErrorCode::InvalidArgument,
+                format!("it reported {:?}, a relative path", info.volume_root),
+                "give the agent an absolute --volume-root",
+            ));
+        }
+        Ok(Some(root))
+    }
+
+    /// Restores each snapshot into its new volume's directory under `root` on the
+    /// destination, before any object is applied: a claim binds to a volume whose data is
+    /// already there.
+    async fn restore(&self, root: &Path) -> Result<()> {
+        let run = self.run;
+        if run.step_finished(steps::RESTORE) {
+            return Ok(());
+        }
+        let todo: Vec<(String, String)> = run.with_report(|r| {
+            r.volumes
+                .iter()
+                .filter(|v| !v.snapshot_id.is_empty())
+                .map(|v| (v.pvc_name.clone(), v.snapshot_id.clone()))
+                .collect()
+        });
+        if todo.is_empty() {
+            run.step(
+                steps::RESTORE,
+                StepState::Skipped,
+                "no volume data to restore",
+            )
+            .await;
+            return Ok(());
+        }
+        run.step(
+            steps::RESTORE,
+            StepState::Running,
+            format!("{} volume(s) on cluster {}", todo.len(), self.cluster.name),
+        )
+        .await;
+        let repo_ref = run.repository_ref(self.repository.as_ref())?;
+        let agent_ref = run
+            .deps()
+            .repositories
+            .for_agents(&repo_ref, &self.cluster.name);
+        let agg = Aggregate::new(run, steps::RESTORE, todo.len());
+        let attempt = run.with_checkpoint(|c| c.attempt);
+        let result: Result<Vec<()>> = futures::stream::iter(
+            // Futures made first: a closure mapped over a stream here defeats the
+            // compiler's Send proof for the job's task (rust-lang/rust#102211).
+            todo.iter()
+                .enumerate()
+                .map(|(idx, (pvc, snapshot))| {
+                    let agent_ref = agent_ref.clone();
+                    let agg = &agg;
+                    let path = destination_path(root, &self.target, pvc);
+                    async move {
+                        let r = self
+                            .restore_one(pvc, snapshot, &path, idx, attempt, agent_ref, agg)
+                            .await;
+                        run.with_report(|rep| {
+                            if let Some(v) = rep.volumes.iter_mut().find(|v| &v.pvc_name == pvc) {
+                                match &r {
+                                    Ok(()) => v.result = VolumeResult::Succeeded as i32,
+                                    Err(e) if e.is_cancelled() => {}
+                                    Err(e) => {
+                                        v.result = VolumeResult::Failed as i32;
+                                        v.error = Some(e.detail());
+                                    }
+                                }
+                            }
+                        });
+                        r
+                    }
+                })
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(run.config().volume_concurrency.max(1))
+        .try_collect()
+        .await;
+        result?;
+        run.step(
+            steps::RESTORE,
+            StepState::Succeeded,
+            format!("{} volume(s) restored under {}", todo.len(), root.display()),
+        )
+        .await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn restore_one(
+        &self,
+        pvc: &str,
+        snapshot: &str,
+        path: &str,
+        idx: usize,
+        attempt: u32,
+        repository: RepositoryRef,
+        agg: &Aggregate<'_>,
+    ) -> Result<()> {
+        let run = self.run;
+        run.check_cancel()?;
+        let cluster = self.cluster.name.as_str();
+        let mut client = run.deps().agents.agent(cluster, "").await?;
+        let op = format!("{}-a{attempt}-restore-{idx}", run.id());
+        let _tracked = run.track_op(client.clone(), &op);
+        info!(%pvc, %path, %snapshot, op = %op, "restoring volume");
+        let request = RestoreRequest {
+            operation_id: op.clone(),
+            repository: Some(repository),
+            snapshot_id: snapshot.to_owned(),
+            target_path: path.to_owned(),
+            // A job run again replaces the data of the one before.
+            delete_extraneous: true,
+        };
+        let fail = |s: &tonic::Status| agent_error(cluster, "", "restoring", pvc, s);
+        let stream = tokio::select! {
+            r = client.restore(request) => r.map_err(|s| fail(&s))?.into_inner(),
+            () = run.cancel_token().cancelled() => return Err(run.cancelled()),
+        };
+        follow(run, stream, agg, idx, "restore", fail, |ev| {
+            match ev.event {
+                Some(restore_event::Event::Progress(p)) => Step::Progress(p),
+                Some(restore_event::Event::Done(s)) => {
+                    let last = Progress {
+                        files_done: s.files_restored,
+                        files_total: s.files_restored,
+                        bytes_read: s.bytes_written,
+                        bytes_total: s.bytes_written,
+                        ..Default::default()
+                    };
+                    Step::Done(last, ())
+                }
+                None => Step::Nothing,
+            }
+        })
+        .await
+    }
+
+    /// Applies the plan (or dry-runs it) and reports every object.
+    async fn apply_plan(&self, plan: &Plan) -> Result<JobState> {
+        let run = self.run;
+        let dry_run = self.dry_run;
+        if run.step_finished(steps::APPLY) {
+            return Ok(JobState::Succeeded);
+        }
+        run.step(
+            steps::APPLY,
+            StepState::Running,
+            format!(
+                "{}{} object(s) into namespace {} on cluster {}",
+                if dry_run { "dry run of " } else { "" },
+                plan.objects.len(),
+                plan.namespace,
+                self.cluster.name
+            ),
+        )
+        .await;
+        let apply = &self.apply;
+        let opts = KubeApplyOptions {
+            existing: match ExistingObjectPolicy::try_from(apply.existing_object_policy) {
+                Ok(ExistingObjectPolicy::Update) => ExistingPolicy::Update,
+                Ok(ExistingObjectPolicy::Fail) => ExistingPolicy::Fail,
+                _ => ExistingPolicy::Skip,
+            },
+            dry_run,
+            ..Default::default()
+        };
+        let total = plan.objects.len() as u64;
+        let seen: parking_lot::Mutex<Vec<ObjectResult>> = parking_lot::Mutex::new(Vec::new());
+        let sources: HashMap<ferry_kube::ObjectRef, ferry_kube::ObjectRef> = plan
+            .objects
+            .iter()
+            .filter_map(|o| Some((o.object_ref(), o.source.clone()?)))
+            .collect();
+        let result = ferry_kube::apply(&self.cluster, plan, &opts, |r| {
+            let done = {
+                let mut s = seen.lock();
+                s.push(r.clone());
+                s.len() as u64
+            };
+            run.progress(
+                Progress {
+                    step: steps::APPLY.into(),
+                    objects_done: done,
+                    objects_total: total,
+                    ..Default::default()
+                },
+                done == total,
+            );
+        })
+        .await;
+        let (results, stop) = match result {
+            Ok(results) => (results, None),
+            Err(e) => (seen.into_inner(), Some(e)),
+        };
+        let outcomes: Vec<ObjectOutcome> = results
+            .iter()
+            .map(|r| outcome_of(r, sources.get(&r.object)))
+            .collect();
+        let failed: Vec<&ObjectResult> = results.iter().filter(|r| r.is_failed()).collect();
+        let applied = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::Created | Outcome::Updated | Outcome::Unchanged
+                )
+            })
+            .count();
+        run.with_report(|r| {
+            // Only the capture's exclusions and this apply's results: never an earlier,
+            // interrupted attempt's.
+            r.objects
+                .retain(|o| o.action == ObjectAction::Excluded as i32);
+            r.objects.extend(outcomes);
+        });
+        if let Some(e) = stop {
+            let applied_names: Vec<String> = results
+                .iter()
+                .filter(|r| !r.is_failed())
+                .map(|r| r.object.to_string())
+                .collect();
+            let message = format!(
+                "stopped after {applied} of {total} object(s) were applied ({}): {e}",
+                if applied_names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    applied_names.join(", ")
+                }
+            );
+            run.step(steps::APPLY, StepState::Failed, message.clone())
+                .await;
+            return Err(TransferError::Kube {
+                step: "apply",
+                cluster: self.cluster.name.clone(),
+                source: Box::new(e),
+            });
+        }
+        if let Some(first) = failed.first() {
+            let e = TransferError::ApplyFailed {
+                cluster: self.cluster.name.clone(),
+                failed: failed.len(),
+                applied,
+                total: results.len(),
+                first: format!("{}: {:?}", first.object, first.outcome),
+            };
+            run.with_report(|r| r.warnings.push(e.detail()));
+            run.step(steps::APPLY, StepState::Failed, e.to_string())
+                .await;
+            return Ok(JobState::PartiallySucceeded);
+        }
+        run.step(
+            steps::APPLY,
+            StepState::Succeeded,
+            format!(
+                "{applied} object(s) {} in namespace {}",
+                if dry_run {
+                    "would be applied"
+                } else {
+                    "applied"
+                },
+                plan.namespace
+            ),
+        )
+        .await;
+        Ok(JobState::Succeeded)
+    }
+
+    /// Scales the workloads up on the destination, or leaves that to Activate.
+    async fn start(&self) -> Result<()> {
+        let run = self.run;
+        let start = self.apply.start_applications;
+        if !start {
+            run.step(
+                steps::START,
+                StepState::Skipped,
+                format!(
+                    "start_applications is off: workloads wait at zero replicas; run Activate on \
+                 namespace {} of cluster {}",
+                    self.target, self.cluster.name
+                ),
+            )
+            .await;
+            return Ok(());
+        }
+        run.step(
+            steps::START,
+            StepState::Running,
+            format!("scaling workloads up in {}", self.target),
+        )
+        .await;
+        let results = ferry_kube::activate(&self.cluster, &self.target)
+            .await
+            .map_err(TransferError::kube(
+                "starting the application",
+                &self.cluster.name,
+            ))?;
+        let failed = results.iter().filter(|r| r.is_failed()).count();
+        if failed > 0 {
+            let first = results
+                .iter()
+                .find(|r| r.is_failed())
+                .map(|r| format!("{}: {:?}", r.object, r.outcome))
+                .unwrap_or_default();
+            let e = TransferError::Object {
+                action: "starting",
+                cluster: self.cluster.name.clone(),
+                object: Box::new(
+                    results
+                        .iter()
+                        .find(|r| r.is_failed())
+                        .map(|r| r.object.clone())
+                        .unwrap_or_else(|| workload_ref(&self.target, "Deployment", "")),
+                ),
+                message: format!("{failed} workload(s) could not be scaled up; first: {first}"),
+                hint: "fix the failure, then run Activate".into(),
+            };
+            run.step(steps::START, StepState::Failed, e.to_string())
+                .await;
+            return Err(e);
+        }
+        run.step(
+            steps::START,
+            StepState::Succeeded,
+            format!("{} workload(s) scaled up", results.len()),
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// One apply result as the report lists it.
+pub(crate) fn outcome_of(
+    r: &ObjectResult,
+    source: Option<&ferry_kube::ObjectRef>,
+) -> ObjectOutcome {
+    let (action, reason, error) = match &r.outcome {
+        Outcome::Created => (ObjectAction::Created, String::new(), None),
+        Outcome::Updated => (ObjectAction::Updated, String::new(), None),
+        Outcome::Unchanged => (
+            ObjectAction::Updated,
+            "unchanged: already as captured".to_owned(),
+            None,
+        ),
+        Outcome::Deleted => (ObjectAction::Updated, "deleted by purge".to_owned(), None),
+        Outcome::Skipped { reason } => (ObjectAction::Skipped, reason.clone(), None),
+        Outcome::Failed { reason, code } => (
+            ObjectAction::Failed,
+            String::new(),
+            Some(ErrorDetail {
+                code: match code {
+                    Some(403) => ErrorCode::PermissionDenied,
+                    Some(409) => ErrorCode::Conflict,
+                    Some(404) => ErrorCode::MissingPrerequisite,
+                    _ => ErrorCode::Internal,
+                } as i32,
+                message: reason.clone(),
+                object: Some(api_ref(&r.object)),
+                cluster: String::new(),
+                hint: String::new(),
+            }),
+        ),
+    };
+    let dest = api_ref(&r.object);
+    let (object, destination_object) = match source {
+        Some(s) if *s != r.object => (Some(api_ref(s)), Some(dest)),
+        Some(s) => (Some(api_ref(s)), None),
+        None => (Some(dest), None),
+    };
+    ObjectOutcome {
+        object,
+        destination_object,
+        action: action as i32,
+        reason,
+        error,
+    }
+}
