@@ -12,7 +12,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::control::{
-    application, cli, eventually, jsonpath, kubectl, secret, serve, storage_class,
+    application, cli, jsonpath, key_secret, kubectl, s3_secret, serve, storage_class,
+    wait_answering,
 };
 use common::{assert_same_tree, make_tree, random_bytes};
 
@@ -26,38 +27,14 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     let root = tmp.path();
     let (_serve_a, _) = serve(&kc, "a", root);
     let (_serve_b, _) = serve(&kc, "b", root);
-    eventually("both Ferries to answer", || {
-        cli(&kc, &["--context", "a", "pair", "list"]).code == Some(0)
-            && cli(&kc, &["--context", "b", "pair", "list"]).code == Some(0)
-    });
+    wait_answering(&kc, &["a", "b"]);
 
     // a writes; b may only read and list.
     let key = root.join("repo.key");
     std::fs::write(&key, random_bytes(32, 31)).unwrap();
-    secret(
-        &kc,
-        "a",
-        "s3",
-        &[
-            format!("--from-literal=access_key_id={}", s3.access_key),
-            format!("--from-literal=secret_access_key={}", s3.secret_key),
-        ],
-    );
-    secret(
-        &kc,
-        "a",
-        "repo-key",
-        &[format!("--from-file=key={}", key.display())],
-    );
-    secret(
-        &kc,
-        "b",
-        "s3-read",
-        &[
-            format!("--from-literal=access_key_id={}", reader.access_key),
-            format!("--from-literal=secret_access_key={}", reader.secret_key),
-        ],
-    );
+    s3_secret(&kc, "a", "s3", &s3.access_key, &s3.secret_key);
+    key_secret(&kc, "a", "repo-key", &key);
+    s3_secret(&kc, "b", "s3-read", &reader.access_key, &reader.secret_key);
     let location = format!(
         "{}/{}/{}",
         s3.endpoint,

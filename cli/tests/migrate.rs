@@ -12,8 +12,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::control::{
-    application, cli, eventually, jsonpath, kubectl, migrate, newest_job, report, secret, serve,
-    storage_class,
+    application, cli, jsonpath, key_secret, kubectl, migrate, newest_job, report, s3_secret, serve,
+    storage_class, wait_answering,
 };
 use common::{assert_same_tree, make_tree, random_bytes};
 use ferry_client::{Ferry, proto};
@@ -29,10 +29,7 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
     let (serve_b, url_b) = serve(&kc, "b", root);
 
     // Each Ferry publishes its endpoint; the command finds it from the context alone.
-    eventually("both Ferries to answer", || {
-        cli(&kc, &["--context", "a", "pair", "list"]).code == Some(0)
-            && cli(&kc, &["--context", "b", "pair", "list"]).code == Some(0)
-    });
+    wait_answering(&kc, &["a", "b"]);
     let published = jsonpath(
         &kc,
         "a",
@@ -48,17 +45,8 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
     let key = root.join("repo.key");
     std::fs::write(&key, random_bytes(32, 7)).unwrap();
     for side in ["a", "b"] {
-        let creds = [
-            format!("--from-literal=access_key_id={}", s3.access_key),
-            format!("--from-literal=secret_access_key={}", s3.secret_key),
-        ];
-        secret(&kc, side, "s3", &creds);
-        secret(
-            &kc,
-            side,
-            "repo-key",
-            &[format!("--from-file=key={}", key.display())],
-        );
+        s3_secret(&kc, side, "s3", &s3.access_key, &s3.secret_key);
+        key_secret(&kc, side, "repo-key", &key);
     }
     let location = format!(
         "{}/{}/{}",

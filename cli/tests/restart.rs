@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::control::{
-    application, cli, eventually, free_port, jsonpath, kubectl, report, secret, serve, serve_on,
-    storage_class,
+    application, cli, free_port, jsonpath, key_secret, kubectl, report, s3_secret, serve, serve_on,
+    storage_class, wait_answering,
 };
 use common::{assert_same_tree, random_bytes};
 use ferry_client::{Ferry, proto};
@@ -28,25 +28,13 @@ async fn a_killed_source_ferry_resumes_or_fails_the_job_after_a_restart() {
     let port_a = free_port();
     let (serve_a, url_a) = serve_on(&kc, "a", root, port_a);
     let (_serve_b, _) = serve(&kc, "b", root);
-    eventually("both Ferries to answer", || {
-        cli(&kc, &["--context", "a", "pair", "list"]).code == Some(0)
-            && cli(&kc, &["--context", "b", "pair", "list"]).code == Some(0)
-    });
+    wait_answering(&kc, &["a", "b"]);
 
     let key = root.join("repo.key");
     std::fs::write(&key, random_bytes(32, 21)).unwrap();
     for side in ["a", "b"] {
-        let creds = [
-            format!("--from-literal=access_key_id={}", s3.access_key),
-            format!("--from-literal=secret_access_key={}", s3.secret_key),
-        ];
-        secret(&kc, side, "s3", &creds);
-        secret(
-            &kc,
-            side,
-            "repo-key",
-            &[format!("--from-file=key={}", key.display())],
-        );
+        s3_secret(&kc, side, "s3", &s3.access_key, &s3.secret_key);
+        key_secret(&kc, side, "repo-key", &key);
     }
     let location = format!(
         "{}/{}/{}",

@@ -269,3 +269,31 @@ pub async fn report(ferry: &Ferry, id: &str) -> proto::JobReport {
         .1
         .expect("a final report")
 }
+
+/// Waits until the Ferry of each context answers `ferry pair list`.
+pub fn wait_answering(kubeconfig: &Path, contexts: &[&str]) {
+    eventually("the Ferries to answer", || {
+        contexts
+            .iter()
+            .all(|c| cli(kubeconfig, &["--context", c, "pair", "list"]).code == Some(0))
+    });
+}
+
+/// An S3 credentials Secret (`access_key_id`, `secret_access_key`) in ferry-system.
+pub fn s3_secret(kubeconfig: &Path, context: &str, name: &str, access: &str, secret_key: &str) {
+    let from = [
+        format!("--from-literal=access_key_id={access}"),
+        format!("--from-literal=secret_access_key={secret_key}"),
+    ];
+    secret(kubeconfig, context, name, &from);
+}
+
+/// A repository key Secret (key `key`, from the file `key`) in ferry-system.
+pub fn key_secret(kubeconfig: &Path, context: &str, name: &str, key: &Path) {
+    secret(
+        kubeconfig,
+        context,
+        name,
+        &[format!("--from-file=key={}", key.display())],
+    );
+}
