@@ -169,28 +169,17 @@ impl<'a> Report<'a> {
     /// Ferry's ratios to each peer: peer wall time over Ferry's, so >1 means Ferry is
     /// faster; in the same order as the summary.
     fn ratios(&self) -> BTreeMap<String, f64> {
-        let mut out = BTreeMap::new();
-        for target in self.targets() {
-            for case in Case::ALL {
-                let Some(ferry) = self.get(target, case, Tool::Ferry) else {
-                    continue;
-                };
-                for peer in Tool::PEERS {
-                    if let Some(p) = self.get(target, case, peer) {
-                        out.insert(
-                            format!("{target}_{}_vs_{peer}", case.key()),
-                            p.usage.wall_s / ferry.usage.wall_s.max(1e-3),
-                        );
-                    }
-                }
-            }
-        }
-        out
+        self.ratios_of(|u| u.wall_s)
     }
 
     /// The same for CPU seconds: steadier than wall time when other work shares the
     /// machine.
     fn cpu_ratios(&self) -> BTreeMap<String, f64> {
+        self.ratios_of(|u| u.cpu_s)
+    }
+
+    /// Peer's `measure` over Ferry's, for every target, case and peer that ran.
+    fn ratios_of(&self, measure: impl Fn(&Usage) -> f64) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         for target in self.targets() {
             for case in Case::ALL {
@@ -201,7 +190,7 @@ impl<'a> Report<'a> {
                     if let Some(p) = self.get(target, case, peer) {
                         out.insert(
                             format!("{target}_{}_vs_{peer}", case.key()),
-                            p.usage.cpu_s / ferry.usage.cpu_s.max(1e-3),
+                            measure(&p.usage) / measure(&ferry.usage).max(1e-3),
                         );
                     }
                 }
