@@ -1,13 +1,16 @@
 //! `ferry repo`: the data mover on its own, with restic's habits: `-r REPO`, a key
-//! file, `init`, `backup`, `snapshots`, `restore`, `check`, and exit statuses scripts
-//! can branch on. One module per subcommand; this one holds the shared options and
+//! file, `init`, `backup`, `snapshots`, `restore`, `check`, `forget`, `prune`,
+//! `unlock`, and exit statuses scripts can branch on. One module per subcommand; this one holds the shared options and
 //! opening the repository.
 
 mod backup;
 mod check;
+mod forget;
 mod init;
+mod prune;
 mod restore;
 mod snapshots;
+mod unlock;
 
 use std::path::{Path, PathBuf};
 
@@ -18,9 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use backup::BackupArgs;
 pub use check::CheckArgs;
+pub use forget::ForgetArgs;
 pub use init::InitArgs;
+pub use prune::{PruneArgs, PruneLimits};
 pub use restore::RestoreArgs;
 pub use snapshots::SnapshotsArgs;
+pub use unlock::UnlockArgs;
 
 use crate::error::{Error, Result};
 use crate::signal::or_interrupted;
@@ -33,6 +39,8 @@ const REPO_HELP: &str = concat!(
   ferry repo -r /srv/backups --key-file ferry.key snapshots
   ferry repo -r /srv/backups --key-file ferry.key restore latest --target /tmp/data
   ferry repo -r /srv/backups --key-file ferry.key check --read-data
+  ferry repo -r /srv/backups --key-file ferry.key forget --keep-last 7 --keep-within 30d --prune
+  ferry repo -r /srv/backups --key-file ferry.key unlock
 
 S3: -r s3:http(s)://host:port/bucket/prefix (or s3://bucket/prefix for AWS), with
 credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION.
@@ -80,6 +88,12 @@ pub enum RepoCommand {
     Restore(RestoreArgs),
     /// Check the repository's structure, and with --read-data every stored byte.
     Check(CheckArgs),
+    /// Remove restore points and snapshots a retention policy does not keep.
+    Forget(ForgetArgs),
+    /// Delete the data no snapshot uses (refuses while another process holds a lock).
+    Prune(PruneArgs),
+    /// Remove stale locks left by processes that are gone.
+    Unlock(UnlockArgs),
 }
 
 /// What every subcommand gets: where the repository is, the key, the output form and
@@ -123,6 +137,9 @@ pub async fn run(args: RepoArgs, cancel: CancellationToken) -> Result<()> {
         RepoCommand::Snapshots(a) => snapshots::run(a, &ctx).await,
         RepoCommand::Restore(a) => restore::run(a, &ctx).await,
         RepoCommand::Check(a) => check::run(a, &ctx).await,
+        RepoCommand::Forget(a) => forget::run(a, &ctx).await,
+        RepoCommand::Prune(a) => prune::run(a, &ctx).await,
+        RepoCommand::Unlock(a) => unlock::run(a, &ctx).await,
     }
 }
 

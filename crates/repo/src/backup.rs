@@ -28,7 +28,7 @@ use crate::chunker;
 use crate::error::{Error, Result};
 use crate::fsutil::node_from_metadata;
 use crate::id::Id;
-use crate::lock::{LockGuard, hostname};
+use crate::lock::{Lease, LockGuard, LockKind, hostname};
 use crate::pack::{BlobType, EncodedBlob, encode_blob};
 use crate::packer::{Dedup, Packer};
 use crate::progress::{BackupProgress, Counters, Reporter};
@@ -646,27 +646,42 @@ impl Repository {
     pub async fn backup(&self, source: &Path, options: BackupOptions) -> Result<BackupResult> {
         let span = tracing::info_span!("backup", source = %source.display());
         async move {
-            let lock = LockGuard::acquire(self.backend().clone(), "backup", options.lock_ttl).await?;
-            let result = match crate::packer::adopt_unindexed_packs(self).await {
-                Ok(_) => self.backup_locked(source, &options).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = lock.release().await {
-                tracing::warn!(error = %e, "could not remove the backup lock; it expires by itself");
+            let lock = LockGuard::acquire(
+                self.backend().clone(),
+                "backup",
+                LockKind::Shared,
+                options.lock_ttl,
+                None,
+            )
+            .await?;
+            let result = async {
+                // The index loaded at open may predate a prune; deduplicating against
+                // it could reference deleted packs.
+                self.sync_index().await?;
+                crate::packer::adopt_unindexed_packs(self).await?;
+                self.backup_locked(source, &options, &lock.lease()).await
             }
+            .await;
+            lock.release_quietly().await;
             result
         }
         .instrument(span)
         .await
     }
 
-    async fn backup_locked(&self, source: &Path, options: &BackupOptions) -> Result<BackupResult> {
+    async fn backup_locked(
+        &self,
+        source: &Path,
+        options: &BackupOptions,
+        lease: &Lease,
+    ) -> Result<BackupResult> {
         let counters: Arc<BackupCounters> = BackupCounters::new();
         let cancel = options.cancel.clone();
         let packer = Packer::spawn(
             self.clone(),
             options.upload_concurrency,
             cancel.child_token(),
+            Some(lease.clone()),
         );
         let reporter = {
             let (c, p) = (counters.clone(), packer.counters.clone());
@@ -734,7 +749,9 @@ impl Repository {
                     root: root_meta,
                     summary,
                 };
-                let snapshot_id = self.save_snapshot(&snapshot).await?;
+                // The snapshot is the commit: only while no prune can have run.
+                lease.ensure_live()?;
+                let snapshot_id = self.save_snapshot_unlocked(&snapshot).await?;
                 tracing::info!(
                     snapshot = %snapshot_id.short(),
                     files = snapshot.summary.files,

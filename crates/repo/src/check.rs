@@ -336,7 +336,7 @@ impl Repository {
         Ok(used_packs)
     }
 
-    async fn load_tree_at(&self, id: &Id, loc: &BlobLocation) -> Result<Tree> {
+    pub(crate) async fn load_tree_at(&self, id: &Id, loc: &BlobLocation) -> Result<Tree> {
         if loc.kind != BlobType::Tree {
             return Err(Error::corrupt(
                 format!("tree {id}"),

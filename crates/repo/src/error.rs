@@ -4,6 +4,35 @@
 use std::path::PathBuf;
 
 use crate::backend::BackendError;
+use crate::lock::LockInfo;
+
+fn locked_message(repo: &str, key: &str, holder: Option<&LockInfo>) -> String {
+    let who = match holder {
+        Some(h) => format!("{h}"),
+        None => "an unreadable lock object".into(),
+    };
+    format!(
+        "repository {repo} is locked by {key}: {who}; wait for it to finish, or if that \
+         process is gone, remove the lock with `ferry repo unlock` once it has expired \
+         (`unlock --remove-all` removes it at once)"
+    )
+}
+
+fn skew_message(repo: &str, store_minus_local_ms: i64, max: std::time::Duration) -> String {
+    let skew = std::time::Duration::from_millis(store_minus_local_ms.unsigned_abs());
+    let direction = if store_minus_local_ms < 0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    format!(
+        "this machine's clock is {:.0} s {direction} the clock of {repo}, more than the \
+         {:.0} s allowed: prune judges other writers' locks and the age of packs by time, \
+         so it refuses; fix the clock (NTP) or raise the limit (--max-clock-skew)",
+        skew.as_secs_f64(),
+        max.as_secs_f64()
+    )
+}
 
 /// Everything that can go wrong in the repository engine.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +85,45 @@ pub enum Error {
     )]
     UnsupportedVersion { found: u32, supported: u32 },
 
+    /// Another holder's lock conflicts with the one asked for: a writer met prune's
+    /// exclusive lock, or prune/forget met any live lock. Nothing was changed.
+    #[error("{}", locked_message(.repo, .key, .holder.as_deref()))]
+    Locked {
+        repo: String,
+        /// The conflicting lock object.
+        key: String,
+        /// Its contents; `None` when it does not parse.
+        holder: Option<Box<LockInfo>>,
+    },
+
+    /// The caller's own lock could not be refreshed for so long that a prune elsewhere
+    /// may have taken it for stale; the caller stopped before committing anything.
+    #[error(
+        "the {purpose} lock {key} could not be refreshed in time, so a prune may have \
+         treated it as stale; nothing was committed; check the connection to the store \
+         and run the {purpose} again"
+    )]
+    LockLost { purpose: String, key: String },
+
+    /// This machine's clock and the store's disagree by more than prune allows.
+    #[error("{}", skew_message(.repo, *.store_minus_local_ms, *.max))]
+    ClockSkew {
+        repo: String,
+        /// The store's clock minus this machine's, in milliseconds.
+        store_minus_local_ms: i64,
+        /// The allowed skew.
+        max: std::time::Duration,
+    },
+
+    /// Prune or forget found a state in which deleting could lose data (a listing that
+    /// failed or is incomplete, an unreadable index, a snapshot naming data no index
+    /// lists) and stopped before deleting anything.
+    #[error("{action} refused: {reason}")]
+    Refused {
+        action: &'static str,
+        reason: String,
+    },
+
     /// The caller's cancellation token fired.
     #[error("operation cancelled")]
     Cancelled,
@@ -79,6 +147,13 @@ impl Error {
             ),
             _ => false,
         }
+    }
+
+    /// True when another process's lock stopped the call ([`Error::Locked`]) or the
+    /// caller's own lock lapsed ([`Error::LockLost`]): nothing was changed, and running
+    /// it again later (after the prune or backup holding the lock) may succeed.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Locked { .. } | Error::LockLost { .. })
     }
 
     /// True when the error says something does not exist.

@@ -1,7 +1,7 @@
 //! The in-memory index (blob id -> pack, offset, length) and its stored form,
 //! `index/<id>` files written only after the packs they describe.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,9 @@ pub(crate) struct Index {
     packs: Vec<(Id, u64)>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, Loc>,
+    /// The index files loaded or written, so a writer can tell after locking whether a
+    /// prune replaced any of them since (see `Repository::sync_index`).
+    files: HashSet<Id>,
 }
 
 impl Index {
@@ -53,6 +56,16 @@ impl Index {
                 raw_length: e.raw_length,
             });
         }
+    }
+
+    /// Records that index file `id` is part of this index.
+    pub fn add_file(&mut self, id: Id) {
+        self.files.insert(id);
+    }
+
+    /// The index files this index was built from.
+    pub fn files(&self) -> &HashSet<Id> {
+        &self.files
     }
 
     /// Location of a blob.

@@ -22,6 +22,14 @@
 //! Keys in the store: `config`, `packs/<xx>/<id>`, `index/<id>`, `snapshots/<id>`,
 //! `restorepoints/<application>/<id>`, `locks/<id>`. Writes go packs, then index, then snapshot, so a snapshot that can be
 //! listed names only data that exists.
+//!
+//! Retention: [`Repository::forget`] removes restore points and snapshots by a
+//! [`ForgetPolicy`] (keep the last N, keep those younger than a duration, per
+//! application), and [`Repository::prune`] then deletes the packs nothing uses
+//! ([`Repository::forget_and_prune`] does both under one lock). Writers take shared
+//! locks and prune an exclusive one, so a backup or restore-point commit running
+//! alongside a prune either finishes intact or one side refuses with [`Error::Locked`];
+//! [`Repository::unlock`] removes locks whose holders are gone.
 
 pub mod backend;
 mod backup;
@@ -30,6 +38,7 @@ mod chunker;
 mod config;
 mod crypto;
 mod error;
+mod forget;
 mod fsutil;
 mod id;
 mod index;
@@ -37,6 +46,7 @@ mod lock;
 mod pack;
 mod packer;
 mod progress;
+mod prune;
 mod repository;
 mod restore;
 mod restorepoint;
@@ -51,11 +61,13 @@ pub use chunker::chunk_boundaries;
 pub use config::{CONFIG_KEY, ChunkerParams, Config, FORMAT_VERSION, InitOptions, WrappedKey};
 pub use crypto::{KdfCost, KdfParams};
 pub use error::{Error, Result};
+pub use forget::{ForgetPolicy, ForgetReport, RestorePointEntry, SnapshotEntry};
 pub use id::Id;
 pub use index::{BlobLocation, index_key};
-pub use lock::LockInfo;
+pub use lock::{DEFAULT_LOCK_TTL, DEFAULT_MAX_CLOCK_SKEW, FoundLock, LockInfo, UnlockReport};
 pub use pack::{BlobType, pack_key};
 pub use progress::{BackupProgress, RestoreProgress};
+pub use prune::{PruneOptions, PruneReport};
 pub use repository::Repository;
 pub use restore::{RestoreOptions, RestoreSummary};
 pub use restorepoint::restore_point_key;

@@ -16,12 +16,13 @@ use crate::crypto::aad;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{IndexFile, IndexFilePack, index_key};
+use crate::lock::Lease;
 use crate::pack::{EncodedBlob, PackBuilder, PackEntry, pack_key};
 use crate::repository::Repository;
 
 /// Index files are written after this many packs (and at the end), so a crashed run
 /// leaves most of its uploaded packs indexed for the next run to reuse.
-const INDEX_FLUSH_PACKS: usize = 8;
+pub(crate) const INDEX_FLUSH_PACKS: usize = 8;
 
 /// Upload counters, readable while the packer runs.
 #[derive(Debug, Default)]
@@ -29,6 +30,8 @@ pub(crate) struct PackerCounters {
     pub packs: AtomicU64,
     pub bytes: AtomicU64,
     pub indexes: AtomicU64,
+    /// The index files written, for prune's check that nothing else changed.
+    pub index_ids: Mutex<Vec<Id>>,
 }
 
 /// Deduplication within one writer session: an id is "claimed" by the first producer
@@ -66,7 +69,15 @@ pub(crate) struct Packer {
 }
 
 impl Packer {
-    pub fn spawn(repo: Repository, uploads_in_flight: usize, cancel: CancellationToken) -> Self {
+    /// Starts a packer. With a `lease`, every index file is written only while the
+    /// writer's lock is still live: an index file is what lets other writers reuse the
+    /// packs it names, so it must not appear after a prune may have run.
+    pub fn spawn(
+        repo: Repository,
+        uploads_in_flight: usize,
+        cancel: CancellationToken,
+        lease: Option<Lease>,
+    ) -> Self {
         // A few blobs of slack: producers block here when uploads fall behind.
         let (tx, rx) = mpsc::channel(32);
         let counters = Arc::new(PackerCounters::default());
@@ -76,6 +87,7 @@ impl Packer {
             uploads_in_flight.max(1),
             counters.clone(),
             cancel,
+            lease,
         ));
         Packer { tx, task, counters }
     }
@@ -93,6 +105,7 @@ impl Packer {
 
 struct State {
     repo: Repository,
+    lease: Option<Lease>,
     counters: Arc<PackerCounters>,
     uploads: JoinSet<Result<(Id, u64, Vec<PackEntry>)>>,
     pending: Vec<IndexFilePack>,
@@ -132,13 +145,19 @@ impl State {
         if self.pending.is_empty() {
             return Ok(());
         }
+        if let Some(lease) = &self.lease {
+            lease.ensure_live()?;
+        }
         let file = IndexFile {
             packs: std::mem::take(&mut self.pending),
         };
-        if let Err(e) = store_index(&self.repo, &file).await {
-            // Keep the entries so a later flush (or the failure path) can retry them.
-            self.pending = file.packs;
-            return Err(e);
+        match store_index(&self.repo, &file).await {
+            Ok(id) => self.counters.index_ids.lock().push(id),
+            Err(e) => {
+                // Keep the entries so a later flush (or the failure path) can retry them.
+                self.pending = file.packs;
+                return Err(e);
+            }
         }
         self.counters.indexes.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -160,6 +179,13 @@ impl State {
 
 /// Seals and stores an index file, then adds it to the in-memory index.
 async fn store_index(repo: &Repository, file: &IndexFile) -> Result<Id> {
+    let id = write_index_file(repo, file).await?;
+    repo.add_to_index(id, file);
+    Ok(id)
+}
+
+/// Seals and stores an index file; returns its id.
+pub(crate) async fn write_index_file(repo: &Repository, file: &IndexFile) -> Result<Id> {
     let json = serde_json::to_vec(file)
         .map_err(|e| Error::Internal(format!("serializing an index: {e}")))?;
     let sealing = repo.clone();
@@ -173,7 +199,6 @@ async fn store_index(repo: &Repository, file: &IndexFile) -> Result<Id> {
     repo.backend()
         .put(&index_key(&id), Bytes::from(sealed))
         .await?;
-    repo.add_to_index(file);
     Ok(id)
 }
 
@@ -236,10 +261,12 @@ async fn run(
     max_uploads: usize,
     counters: Arc<PackerCounters>,
     cancel: CancellationToken,
+    lease: Option<Lease>,
 ) -> Result<()> {
     let target = repo.config().pack_target_size as usize;
     let mut st = State {
         repo,
+        lease,
         counters,
         uploads: JoinSet::new(),
         pending: Vec::new(),

@@ -1,5 +1,6 @@
 //! The repository handle: init/open, the index, and reading and writing objects.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use crate::crypto::{self, KdfParams, Keys, aad};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, Index, IndexFile, index_key};
+use crate::lock::{DEFAULT_LOCK_TTL, LockGuard, LockKind};
 use crate::pack::{BlobType, decode_blob, encode_blob, pack_key};
 use crate::packer::Packer;
 use crate::snapshot::{Snapshot, snapshot_key};
@@ -150,11 +152,62 @@ impl Repository {
         self.inner.index.read().get(id)
     }
 
-    pub(crate) fn add_to_index(&self, file: &IndexFile) {
+    pub(crate) fn add_to_index(&self, id: Id, file: &IndexFile) {
         let mut idx = self.inner.index.write();
+        idx.add_file(id);
         for p in &file.packs {
             idx.add_pack(p.id, p.size, &p.entries());
         }
+    }
+
+    /// Brings the loaded index up to date after taking a writer lock: loads index files
+    /// written since, and when any loaded file is gone (a prune rewrote it, and may
+    /// have deleted packs it named) reloads everything. Without this a writer that
+    /// opened the repository before a prune would deduplicate against deleted packs.
+    pub(crate) async fn sync_index(&self) -> Result<()> {
+        let listed: HashSet<Id> = self
+            .backend()
+            .list("index/")
+            .await?
+            .iter()
+            .filter_map(|o| Id::parse(o.key.trim_start_matches("index/")).ok())
+            .collect();
+        let (gone, new): (bool, Vec<Id>) = {
+            let idx = self.inner.index.read();
+            let loaded = idx.files();
+            (
+                !loaded.is_subset(&listed),
+                listed.difference(loaded).copied().collect(),
+            )
+        };
+        if gone {
+            tracing::info!(
+                "index files were replaced since the repository was opened; reloading the index"
+            );
+            return self.reload_index().await;
+        }
+        let loaded: Vec<(Id, Result<IndexFile>)> = futures::stream::iter(new)
+            .map(|id| async move {
+                (
+                    id,
+                    self.load_object::<IndexFile>(&index_key(&id), aad::INDEX, &id)
+                        .await,
+                )
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .collect()
+            .await;
+        for (id, r) in loaded {
+            match r {
+                Ok(file) => self.add_to_index(id, &file),
+                // Same policy as `reload_index`: damage is skipped and logged.
+                Err(e @ Error::Corrupt { .. }) => {
+                    tracing::error!(index = %id, error = %e, "skipping a damaged index file; run `check`");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Re-reads every index file (to see other writers' new packs).
@@ -208,6 +261,7 @@ impl Repository {
         for (id, r) in results {
             match r {
                 Ok(file) => {
+                    index.add_file(id);
                     for p in &file.packs {
                         index.add_pack(p.id, p.size, &p.entries());
                     }
@@ -309,9 +363,6 @@ impl Repository {
     pub async fn save_tree(&self, tree: &Tree) -> Result<Id> {
         let bytes = tree.to_bytes()?;
         let id = self.keys().blob_id(&bytes);
-        if self.index_contains(&id) {
-            return Ok(id);
-        }
         let blob = encode_blob(
             self.keys(),
             BlobType::Tree,
@@ -319,15 +370,63 @@ impl Repository {
             &bytes,
             self.config().compression_level,
         )?;
-        let packer = Packer::spawn(self.clone(), 1, CancellationToken::new());
-        let sent = packer.sender().send(blob).await;
-        packer.finish().await?;
-        sent.map_err(|_| Error::Internal("packer stopped early".into()))?;
-        Ok(id)
+        let lock = self.writer_lock("save tree").await?;
+        let result = async {
+            self.sync_index().await?;
+            if self.index_contains(&id) {
+                return Ok(id);
+            }
+            let packer = Packer::spawn(
+                self.clone(),
+                1,
+                CancellationToken::new(),
+                Some(lock.lease()),
+            );
+            let sent = packer.sender().send(blob).await;
+            packer.finish().await?;
+            sent.map_err(|_| Error::Internal("packer stopped early".into()))?;
+            Ok(id)
+        }
+        .await;
+        lock.release_quietly().await;
+        result
     }
 
-    /// Stores a snapshot manifest; call only after its trees and data are indexed.
+    /// Takes a shared (writer) lock with the default lifetime.
+    pub(crate) async fn writer_lock(&self, purpose: &str) -> Result<LockGuard> {
+        LockGuard::acquire(
+            self.backend().clone(),
+            purpose,
+            LockKind::Shared,
+            DEFAULT_LOCK_TTL,
+            None,
+        )
+        .await
+    }
+
+    /// Stores a snapshot manifest under a writer lock; call only after its trees and
+    /// data are indexed. Fails with [`Error::NotFound`] when its root tree is not in
+    /// the index (any more: a prune may have removed a tree no snapshot used yet).
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let lock = self.writer_lock("save snapshot").await?;
+        let result = async {
+            self.sync_index().await?;
+            if !self.index_contains(&snapshot.tree) {
+                return Err(Error::NotFound {
+                    what: format!("tree {} of the new snapshot", snapshot.tree),
+                    hint: "store the tree again (a prune removes trees no snapshot uses)".into(),
+                });
+            }
+            lock.ensure_live()?;
+            self.save_snapshot_unlocked(snapshot).await
+        }
+        .await;
+        lock.release_quietly().await;
+        result
+    }
+
+    /// Stores a snapshot manifest; the caller holds a writer lock.
+    pub(crate) async fn save_snapshot_unlocked(&self, snapshot: &Snapshot) -> Result<Id> {
         self.save_object("snapshots", aad::SNAPSHOT, snapshot).await
     }
 

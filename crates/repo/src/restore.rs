@@ -150,6 +150,9 @@ impl Repository {
         options: &RestoreOptions,
         counters: &Arc<RestoreCounters>,
     ) -> Result<RestoreSummary> {
+        // A handle opened before another process wrote this snapshot, or before a prune
+        // replaced index files, would look blobs up in an outdated index.
+        self.sync_index().await?;
         let snapshot = self.load_snapshot(snapshot_id).await?;
         prepare_target(target)?;
         let plan = self.plan(snapshot.tree, target, &options.cancel).await?;

@@ -102,6 +102,22 @@ pub fn repo_error_parts(e: &ferry_repo::Error) -> (Code, ErrorCode, &'static str
             "upgrade ferry to read this repository",
         ),
         R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
+        R::Locked { .. } | R::LockLost { .. } => (
+            Code::Aborted,
+            ErrorCode::RepositoryLocked,
+            "another writer or a prune holds the repository; retry when it is done (stale \
+             locks lapse at their expiry, or remove them with `ferry repo unlock`)",
+        ),
+        R::ClockSkew { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::Internal,
+            "set this host's clock right (NTP) and run it again",
+        ),
+        R::Refused { .. } => (
+            Code::FailedPrecondition,
+            ErrorCode::Integrity,
+            "nothing was deleted; run a check, fix what it names, then prune again",
+        ),
         R::Invalid { .. } => (
             Code::InvalidArgument,
             ErrorCode::InvalidArgument,

@@ -15,7 +15,8 @@ pub enum FaultEffect {
     /// The call fails with [`BackendError::Injected`] (transient) without reaching the
     /// inner backend.
     Fail,
-    /// Reads return only the first `keep` bytes; other calls fail as with `Fail`.
+    /// Reads return only the first `keep` bytes, and listings only the first `keep`
+    /// objects, silently (a store that lies); other calls fail as with `Fail`.
     Truncate { keep: usize },
 }
 
@@ -70,7 +71,7 @@ impl FaultRule {
         self
     }
 
-    /// Reads return a truncated object instead of failing.
+    /// Reads return a truncated object (listings a truncated list) instead of failing.
     pub fn truncate(mut self, keep: usize) -> Self {
         self.effect = FaultEffect::Truncate { keep };
         self
@@ -86,6 +87,9 @@ impl FaultRule {
 struct State {
     rules: Vec<(FaultRule, u64)>,
     calls: HashMap<Op, u64>,
+    /// Added to every modification time the inner store reports: a store whose clock
+    /// disagrees with this machine's.
+    clock_offset: time::Duration,
 }
 
 /// Wraps another backend and applies [`FaultRule`]s to its calls.
@@ -117,6 +121,12 @@ impl FaultyBackend {
     /// Removes every rule (the store "recovers").
     pub fn clear_rules(&self) {
         self.state.lock().rules.clear();
+    }
+
+    /// Shifts the modification times listings report by `offset`, as if the store's
+    /// clock ran that far ahead (negative: behind) of this machine's.
+    pub fn set_clock_offset(&self, offset: time::Duration) {
+        self.state.lock().clock_offset = offset;
     }
 
     /// How many calls of `op` were made, failed ones included.
@@ -192,10 +202,22 @@ impl Backend for FaultyBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
-        match self.fault(Op::List, prefix) {
-            Some(_) => Err(Self::injected(Op::List, prefix)),
-            None => self.inner.list(prefix).await,
+        let mut listed = match self.fault(Op::List, prefix) {
+            Some(FaultEffect::Fail) => return Err(Self::injected(Op::List, prefix)),
+            Some(FaultEffect::Truncate { keep }) => {
+                let mut all = self.inner.list(prefix).await?;
+                all.truncate(keep);
+                all
+            }
+            None => self.inner.list(prefix).await?,
+        };
+        let offset = self.state.lock().clock_offset;
+        if !offset.is_zero() {
+            for o in &mut listed {
+                o.modified = o.modified.map(|t| t + offset);
+            }
         }
+        Ok(listed)
     }
 
     async fn delete(&self, key: &str) -> Result<(), BackendError> {
@@ -249,5 +271,19 @@ mod tests {
         assert!(b.delete("packs/c").await.is_err());
         b.clear_rules();
         assert!(b.head("packs/c").await.unwrap().is_some());
+
+        b.add_rule(FaultRule::on(Op::List).key_contains("packs/").truncate(1));
+        assert_eq!(b.list("packs/").await.unwrap().len(), 1);
+        assert_eq!(b.list("index/").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn clock_offset_shifts_listed_times() {
+        let b = FaultyBackend::new(Arc::new(MemoryBackend::new()));
+        b.put("locks/a", Bytes::from_static(b"{}")).await.unwrap();
+        let before = b.list("locks/").await.unwrap()[0].modified.unwrap();
+        b.set_clock_offset(time::Duration::hours(2));
+        let after = b.list("locks/").await.unwrap()[0].modified.unwrap();
+        assert_eq!(after - before, time::Duration::hours(2));
     }
 }

@@ -108,9 +108,11 @@ fn list_dir(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> std::io::Resu
                 .map_err(std::io::Error::other)?
                 .to_string_lossy()
                 .replace(std::path::MAIN_SEPARATOR, "/");
+            let md = entry.metadata()?;
             out.push(ObjectInfo {
                 key: rel,
-                size: entry.metadata()?.len(),
+                size: md.len(),
+                modified: md.modified().ok().map(time::OffsetDateTime::from),
             });
         }
     }

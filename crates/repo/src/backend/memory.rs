@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
+use time::OffsetDateTime;
 
 use super::{Backend, BackendError, ObjectInfo, Op, check_key, check_range_len};
 
-/// Objects in a map; cloning the `Bytes` is cheap, so reads do not copy.
+/// Objects in a map with the time each was written; cloning the `Bytes` is cheap, so
+/// reads do not copy.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
-    objects: RwLock<BTreeMap<String, Bytes>>,
+    objects: RwLock<BTreeMap<String, (Bytes, OffsetDateTime)>>,
 }
 
 impl MemoryBackend {
@@ -22,7 +24,9 @@ impl MemoryBackend {
 
     /// Replaces an object's bytes without any checks: lets tests corrupt a repository.
     pub fn overwrite_raw(&self, key: &str, data: Bytes) {
-        self.objects.write().insert(key.to_string(), data);
+        self.objects
+            .write()
+            .insert(key.to_string(), (data, OffsetDateTime::now_utc()));
     }
 
     fn not_found(&self, key: &str) -> BackendError {
@@ -41,7 +45,9 @@ impl Backend for MemoryBackend {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), BackendError> {
         check_key(&self.describe(), Op::Put, key)?;
-        self.objects.write().insert(key.to_string(), data);
+        self.objects
+            .write()
+            .insert(key.to_string(), (data, OffsetDateTime::now_utc()));
         Ok(())
     }
 
@@ -50,7 +56,7 @@ impl Backend for MemoryBackend {
         self.objects
             .read()
             .get(key)
-            .cloned()
+            .map(|(data, _)| data.clone())
             .ok_or_else(|| self.not_found(key))
     }
 
@@ -71,9 +77,10 @@ impl Backend for MemoryBackend {
             .read()
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectInfo {
+            .map(|(k, (data, modified))| ObjectInfo {
                 key: k.clone(),
-                size: v.len() as u64,
+                size: data.len() as u64,
+                modified: Some(*modified),
             })
             .collect())
     }
@@ -86,7 +93,11 @@ impl Backend for MemoryBackend {
 
     async fn head(&self, key: &str) -> Result<Option<u64>, BackendError> {
         check_key(&self.describe(), Op::Head, key)?;
-        Ok(self.objects.read().get(key).map(|v| v.len() as u64))
+        Ok(self
+            .objects
+            .read()
+            .get(key)
+            .map(|(data, _)| data.len() as u64))
     }
 }
 

@@ -129,6 +129,10 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the store last wrote the object, by the store's clock (S3's LastModified, a
+    /// file's mtime). Prune compares it with the local clock to refuse on clock skew and
+    /// judges other writers' locks by it; `None` when the store does not say.
+    pub modified: Option<time::OffsetDateTime>,
 }
 
 /// A repository's storage. Implementations must make `put` atomic: a reader sees the
@@ -147,7 +151,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Reads `length` bytes at `offset`; fewer bytes is an error.
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, BackendError>;
 
-    /// Lists every object whose key starts with `prefix` (such as "packs/").
+    /// Lists every object whose key starts with `prefix` (such as "packs/"). The listing
+    /// is complete or the call fails: a store that could only list part of the objects
+    /// (a truncated page without a continuation token, an unreadable directory) must
+    /// return an error, because prune treats what is not listed as absent.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
 
     /// Deletes an object; deleting a missing object is not an error.
@@ -237,19 +244,17 @@ pub(crate) mod conformance {
 
         let mut packs = b.list("packs/").await.unwrap();
         packs.sort_by(|a, b| a.key.cmp(&b.key));
-        assert_eq!(
-            packs,
-            vec![
-                ObjectInfo {
-                    key: "packs/ab/ab01".into(),
-                    size: 10
-                },
-                ObjectInfo {
-                    key: "packs/cd/cd02".into(),
-                    size: 3
-                },
-            ]
-        );
+        let keys: Vec<(&str, u64)> = packs.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!(keys, vec![("packs/ab/ab01", 10), ("packs/cd/cd02", 3)]);
+        // Every backend reports when the store wrote an object, close to now.
+        let now = time::OffsetDateTime::now_utc();
+        for o in &packs {
+            let modified = o.modified.expect("a modification time");
+            assert!(
+                (now - modified).abs() < time::Duration::minutes(1),
+                "{o:?} at {now}"
+            );
+        }
         assert!(b.list("snapshots/").await.unwrap().is_empty());
 
         // Overwrite replaces.

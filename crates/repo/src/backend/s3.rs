@@ -466,11 +466,29 @@ impl Backend for S3Backend {
                     out.push(ObjectInfo {
                         key: k[strip..].to_string(),
                         size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified: obj.last_modified().and_then(|t| {
+                            time::OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()
+                        }),
                     });
                 }
             }
+            let truncated = page.is_truncated().unwrap_or(false);
             match page.next_continuation_token() {
-                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                Some(t) if truncated => token = Some(t.to_string()),
+                // A truncated page with no way to the next one: the listing is partial,
+                // and prune must never take a partial listing for the whole store.
+                None if truncated => {
+                    return Err(BackendError::Permanent {
+                        backend: self.describe(),
+                        op: Op::List,
+                        key: prefix.to_string(),
+                        message: format!(
+                            "the store said the listing is truncated after {} objects but \
+                             gave no continuation token",
+                            out.len()
+                        ),
+                    });
+                }
                 _ => break,
             }
         }
