@@ -55,18 +55,46 @@ pub struct ConnectArgs {
         value_name = "NAME"
     )]
     pub tls_server_name: Option<String>,
+    /// Kubernetes bearer token to call the Ferry with, instead of the context user's
+    /// (for users who sign in with a client certificate or an exec plugin:
+    /// `kubectl create token ...`).
+    #[arg(
+        long,
+        env = "FERRY_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 impl ConnectArgs {
     /// Connects to the Ferry these flags name.
+    /// Calls carry `--token`, or else the bearer token of the context's user.
     pub async fn ferry(&self) -> Result<Ferry> {
         let tls = self.tls()?;
-        Ok(match &self.server {
-            Some(server) => Ferry::connect_with(server, &tls).await?,
+        let ferry = match &self.server {
+            Some(server) => {
+                let ferry = Ferry::connect_with(server, &tls).await?;
+                // With --server the kubeconfig is optional; its token is used when there.
+                match ferry_client::context_token(
+                    self.kubeconfig.as_deref(),
+                    self.context.as_deref(),
+                )
+                .await
+                {
+                    Ok(Some(token)) if self.token.is_none() => ferry.with_token(&token)?,
+                    _ => ferry,
+                }
+            }
             None => {
                 Ferry::for_context_with(self.kubeconfig.as_deref(), self.context.as_deref(), &tls)
                     .await?
             }
+        };
+        Ok(match &self.token {
+            Some(token) => ferry.with_token(token)?,
+            None => ferry,
         })
     }
 
@@ -98,6 +126,8 @@ impl ConnectArgs {
             context: Some(context.into()),
             server: None,
             tls_server_name: None,
+            // A token is a credential of one cluster.
+            token: None,
             ..self.clone()
         }
     }

@@ -81,7 +81,7 @@ impl ExportArgs {
     fn request(&self) -> Result<StartExportRequest> {
         Ok(StartExportRequest {
             source: None,
-            application: Some(self.app.selector()),
+            application: Some(self.app.selector()?),
             repository: Some(repository(&self.profile)),
             tags: mappings("--tag", &self.tags)?,
             dry_run: self.dry_run,

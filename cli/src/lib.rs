@@ -67,7 +67,7 @@ pub enum Command {
     Repo(repo::RepoArgs),
     /// Run every Ferry service (agent, pairing, catalog, transfer) in this process on
     /// one port, until SIGTERM or Ctrl-C.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Pair two clusters so one can migrate to the other.
     Pair(pair::PairArgs),
     /// Profiles: how this cluster reaches a repository (S3 bucket or directory).
@@ -103,7 +103,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             repo::run(args, signal::cancel_on_signals()).await
         }
         // Its own handlers: the first signal drains and stops the server (exit 0).
-        Command::Serve(args) => Ok(serve::run(args).await?),
+        Command::Serve(args) => Ok(serve::run(*args).await?),
         Command::Pair(args) => pair::run(&cli.connect, args, cli.output).await,
         Command::Profile(args) => catalog::profile(&cli.connect, args, cli.output).await,
         Command::Migrate(args) => {

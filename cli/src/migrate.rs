@@ -9,7 +9,7 @@ use ferry_proto::v1::{
 use tokio_util::sync::CancellationToken;
 
 use crate::connect::ConnectArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::mappings;
 use crate::output::Format;
 use crate::watch::{OnInterrupt, detached, finish, follow};
@@ -17,9 +17,9 @@ use crate::watch::{OnInterrupt, detached, finish, follow};
 /// Which objects make up the application.
 #[derive(Debug, Clone, Args)]
 pub struct SelectorArgs {
-    /// The application's namespace.
-    #[arg(short = 'n', long)]
-    pub namespace: String,
+    /// The application's namespace (`ferry migrate` takes several: repeat -n).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Vec<String>,
     /// Only objects with these labels, e.g. "app=shop,tier!=cache".
     #[arg(short = 'l', long)]
     pub selector: Option<String>,
@@ -32,9 +32,22 @@ pub struct SelectorArgs {
 }
 
 impl SelectorArgs {
-    pub(crate) fn selector(&self) -> ApplicationSelector {
+    /// The selector of the one namespace given.
+    pub(crate) fn selector(&self) -> Result<ApplicationSelector> {
+        match self.namespace.as_slice() {
+            [one] => Ok(self.selector_of(one)),
+            [] => Err(Error::Usage(
+                "name the application's namespace with -n NAMESPACE".into(),
+            )),
+            _ => Err(Error::Usage(
+                "this command takes one namespace; give -n once".into(),
+            )),
+        }
+    }
+
+    fn selector_of(&self, namespace: &str) -> ApplicationSelector {
         ApplicationSelector {
-            namespace: self.namespace.clone(),
+            namespace: namespace.to_owned(),
             label_selector: self.selector.clone().unwrap_or_default(),
             include_resources: self.include.clone(),
             exclude_resources: self.exclude.clone(),
@@ -115,6 +128,10 @@ pub struct MigrationArgs {
     /// consistent final copy; they scale back afterwards, also on failure.
     #[arg(long)]
     pub quiesce: bool,
+    /// Every namespace but the cluster's own (kube-system, kube-public,
+    /// kube-node-lease) and Ferry's, one job each. Administrators only.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
 }
 
 impl MigrationArgs {
@@ -124,11 +141,24 @@ impl MigrationArgs {
         connect: &ConnectArgs,
         source: &Ferry,
     ) -> Result<StartMigrationRequest> {
+        let (application, namespaces) = match self.app.namespace.split_first() {
+            _ if self.all_namespaces => (self.app.selector_of(""), Vec::new()),
+            Some((first, rest)) => (self.app.selector_of(first), rest.to_vec()),
+            None => {
+                return Err(Error::Usage(
+                    "name the namespace to migrate with -n NAMESPACE (repeat for more), or \
+                     --all-namespaces"
+                        .into(),
+                ));
+            }
+        };
         let pair = resolve_pair(connect, source, &self.to).await?;
         Ok(StartMigrationRequest {
             source: None,
             destination: Some(pair_ref(&pair)),
-            application: Some(self.app.selector()),
+            application: Some(application),
+            namespaces,
+            all_namespaces: self.all_namespaces,
             apply: Some(self.apply.options()?),
             dry_run: false,
             repository: self.profile.clone().map(|profile| RepositoryRef {
@@ -207,10 +237,29 @@ pub async fn run(
     let source = connect.ferry().await?;
     let mut req = args.migration.request(connect, &source).await?;
     req.dry_run = args.dry_run;
-    let job = source.migrate(req).await?;
-    if args.follow.detach {
-        return detached(&job, format);
+    let jobs = source.migrate_all(req).await?;
+    if let [job] = jobs.as_slice() {
+        if args.follow.detach {
+            return detached(job, format);
+        }
+        let report = follow(job, &cancel, OnInterrupt::CancelJob).await?;
+        return finish(&report, args.follow.show_objects || args.dry_run, format);
     }
-    let report = follow(&job, &cancel, OnInterrupt::CancelJob).await?;
-    finish(&report, args.follow.show_objects || args.dry_run, format)
+    // Several namespaces: the jobs run side by side on the server; follow each in turn.
+    let mut first_failure = None;
+    for job in &jobs {
+        if args.follow.detach {
+            detached(job, format)?;
+            continue;
+        }
+        eprintln!("job {}:", job.id());
+        let report = follow(job, &cancel, OnInterrupt::CancelJob).await?;
+        if let Err(e) = finish(&report, args.follow.show_objects || args.dry_run, format) {
+            first_failure.get_or_insert(e);
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    first_failure.map_or(Ok(()), Err)
 }

@@ -88,6 +88,13 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                     ));
                 }
             };
+            if a.migration.all_namespaces || a.migration.app.namespace.len() != 1 {
+                return Err(Error::Usage(
+                    "a schedule migrates one namespace: give -n once (make one schedule per \
+                     namespace)"
+                        .into(),
+                ));
+            }
             let migration = a.migration.request(connect, &ferry).await?;
             let resp = scheduler
                 .create_schedule(CreateScheduleRequest {

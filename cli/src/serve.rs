@@ -125,11 +125,24 @@ pub async fn serve(
         .await
         .map_err(ServeError::Transfer)?;
     // Connects on first use: this server is not listening until every service is built.
-    let jobs = ferry_scheduler::TransferJobs::lazy_with(
-        &self_endpoint(bound, &config),
-        &config.self_tls(),
-    )
-    .map_err(|e| ServeError::Config(format!("the scheduler's transfer endpoint: {e}")))?;
+    // Its calls bear this process's own secret, which the transfer service takes as the
+    // scheduler acting for a schedule's creator.
+    let jobs = {
+        let endpoint = self_endpoint(bound, &config);
+        let tls = config.self_tls();
+        let bad = |e: String| ServeError::Config(format!("the scheduler's transfer endpoint: {e}"));
+        let channel = tls
+            .endpoint(&endpoint)
+            .map_err(|e| bad(e.to_string()))?
+            .connect_lazy();
+        let channel = ferry_rpc::tls::TlsChannel::new(channel, &tls, &endpoint)
+            .with_bearer(&config.internal_token)
+            .map_err(|e| bad(e.to_string()))?;
+        ferry_scheduler::TransferJobs::traced(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            ferry_rpc::Propagate::default(),
+        ))
+    };
     let scheduler = ferry_scheduler::Scheduler::open(config.scheduler_config(), Arc::new(jobs))
         .await
         .map_err(ServeError::Scheduler)?;

@@ -161,7 +161,7 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
         "1"
     );
 
-    let ferry_a = Ferry::connect(&url_a).await.unwrap();
+    let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
     let first = report(&ferry_a, &newest_job(&ferry_a).await).await;
     assert_eq!(first.state(), proto::JobState::Succeeded);
     let total: u64 = first.volumes.iter().map(|v| v.bytes_total).sum();

@@ -26,7 +26,7 @@ async fn a_killed_source_ferry_resumes_or_fails_the_job_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let port_a = free_port();
-    let (serve_a, url_a) = serve_on(&kc, "a", root, port_a);
+    let (serve_a, _) = serve_on(&kc, "a", root, port_a);
     let (_serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
 
@@ -97,7 +97,7 @@ async fn a_killed_source_ferry_resumes_or_fails_the_job_after_a_restart() {
     assert!(id.starts_with("job-"), "{started:?}");
 
     // Kill it once the backup has read something.
-    let ferry_a = Ferry::connect(&url_a).await.unwrap();
+    let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (job, _) = ferry_a.job(&id).get().await.unwrap();

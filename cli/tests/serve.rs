@@ -12,8 +12,15 @@ use std::time::{Duration, Instant};
 
 use ferry_testenv::run_grpcurl as grpcurl;
 
+/// The admin's `authorization` header, which every call but health and reflection needs.
+static AUTH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn auth() -> &'static str {
+    AUTH.get().expect("AUTH is set first")
+}
+
 fn call(addr: &str, method: &str, body: &str) -> String {
-    let (ok, out) = grpcurl(&["-plaintext", "-d", body, addr, method]);
+    let (ok, out) = grpcurl(&["-plaintext", "-H", auth(), "-d", body, addr, method]);
     assert!(ok, "{method}: {out}");
     out
 }
@@ -67,6 +74,8 @@ fn start(kubeconfig: &Path, data: &Path, volumes: &Path, port: u16, log: &Path) 
 async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let kubeconfig = env.kubeconfig().to_path_buf();
+    let admin = env.cluster("a").unwrap().admin.token.clone();
+    let _ = AUTH.set(format!("authorization: Bearer {admin}"));
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let volumes = data.join("volumes");
@@ -128,11 +137,30 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
         assert!(!profiles.contains("\"profiles\""), "{profiles}");
         let jobs = call(&addr, "ferry.v1.TransferService/ListJobs", "{}");
         assert!(!jobs.contains("\"jobs\""), "{jobs}");
+        // Without a token, or with one the cluster does not know, nobody is served.
+        let (ok, anonymous) = grpcurl(&["-plaintext", &addr, "ferry.v1.TransferService/ListJobs"]);
+        assert!(
+            !ok && anonymous.contains("Unauthenticated") && anonymous.contains("bearer token"),
+            "{anonymous}"
+        );
+        let (ok, forged) = grpcurl(&[
+            "-plaintext",
+            "-H",
+            "authorization: Bearer not-a-token-of-this-cluster",
+            &addr,
+            "ferry.v1.TransferService/ListJobs",
+        ]);
+        assert!(
+            !ok && forged.contains("Unauthenticated") && forged.contains("serve-a"),
+            "{forged}"
+        );
         let schedules = call(&addr, "ferry.v1.SchedulerService/ListSchedules", "{}");
         assert!(!schedules.contains("\"schedules\""), "{schedules}");
 
         let (_, getjob) = grpcurl(&[
             "-plaintext",
+            "-H",
+            auth(),
             "-d",
             r#"{"job": {"id": "no-such-job"}}"#,
             &addr,
@@ -144,6 +172,8 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
         // pair this cluster does not have is refused by way of the pairing service.
         let (_, start) = grpcurl(&[
             "-plaintext",
+            "-H",
+            auth(),
             "-d",
             r#"{"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
                 "application": {"namespace": "default"}, "repository": {"profile": "nope"},

@@ -66,6 +66,16 @@ pub struct ServeArgs {
     /// Seconds agent operations and running jobs get to finish on SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Kubernetes groups whose members administer Ferry: they may migrate any
+    /// namespace and all of them at once, and see every job. Anyone the cluster lets do
+    /// everything everywhere (cluster-admin) is an administrator too.
+    #[arg(
+        long = "admin-group",
+        env = "FERRY_ADMIN_GROUPS",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    pub admin_groups: Vec<String>,
 }
 
 /// Everything [`super::serve`] needs, resolved.
@@ -90,6 +100,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How the port is secured and how this Ferry's own calls speak TLS.
     pub tls: ferry_rpc::TlsSetup,
+    pub admin_groups: Vec<String>,
+    /// The in-process scheduler's secret for its calls to the transfer service; random
+    /// per process, never stored.
+    pub internal_token: String,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -227,6 +241,8 @@ impl ServeArgs {
             secrets_namespace: self.secrets_namespace,
             default_profile: self.default_profile,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            admin_groups: self.admin_groups,
+            internal_token: internal_token(),
             tls,
         })
     }
@@ -289,6 +305,11 @@ impl ServeConfig {
     pub fn transfer_config(&self) -> ferry_transfer::TransferConfig {
         let mut c = ferry_transfer::TransferConfig::new(&self.data_dir, &self.volume_root);
         c.default_profile = self.default_profile.clone();
+        c.access = Some(ferry_transfer::AccessPolicy {
+            cluster_name: self.cluster_name.clone(),
+            admin_groups: self.admin_groups.clone(),
+            internal_token: Some(self.internal_token.clone()),
+        });
         c
     }
 
@@ -296,6 +317,14 @@ impl ServeConfig {
     pub fn scheduler_config(&self) -> ferry_scheduler::SchedulerConfig {
         ferry_scheduler::SchedulerConfig::new(&self.data_dir)
     }
+}
+
+/// 256 random bits, hex.
+fn internal_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

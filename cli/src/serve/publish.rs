@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use ferry_client::{ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 
 /// Writes `endpoint` (and the cluster's name) into the ConfigMap clients read, creating
@@ -55,5 +56,61 @@ async fn try_publish(kube: &kube::Client, endpoint: &str, cluster: &str) -> kube
         &Patch::Apply(&cm),
     )
     .await?;
+    let readable = readable_by_everyone(kube).await;
+    if let Err(e) = readable {
+        // Administrators can still read it; others must pass --server.
+        tracing::warn!(
+            error = %e,
+            "cannot let every user read ConfigMap {FERRY_NAMESPACE}/{ENDPOINT_CONFIGMAP}; \
+             users other than administrators must pass --server"
+        );
+    }
+    Ok(())
+}
+
+/// Lets every signed-in user read the endpoint ConfigMap (and nothing else there): a
+/// namespace user finds the Ferry through their own context, and every call they make
+/// is then checked on its own.
+async fn readable_by_everyone(kube: &kube::Client) -> kube::Result<()> {
+    let name = "ferry-endpoint-reader";
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(FERRY_NAMESPACE.into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![ENDPOINT_CONFIGMAP.into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(FERRY_NAMESPACE.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Group".into(),
+            name: "system:authenticated".into(),
+            ..Default::default()
+        }]),
+    };
+    let params = PatchParams::apply("ferry-serve").force();
+    Api::<Role>::namespaced(kube.clone(), FERRY_NAMESPACE)
+        .patch(name, &params, &Patch::Apply(&role))
+        .await?;
+    Api::<RoleBinding>::namespaced(kube.clone(), FERRY_NAMESPACE)
+        .patch(name, &params, &Patch::Apply(&binding))
+        .await?;
     Ok(())
 }

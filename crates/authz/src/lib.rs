@@ -35,24 +35,31 @@ pub const AUTHORIZATION: &str = "authorization";
 #[non_exhaustive]
 pub enum AuthzError {
     /// The request carried no bearer token.
-    #[error(
-        "the request carries no Kubernetes bearer token; the ferry command sends the one \
-         of your kubeconfig context (use a context with a token, or pass --token)"
-    )]
+    #[error("the request carries no Kubernetes bearer token")]
     NoToken,
 
     /// The cluster does not know the token.
-    #[error(
-        "cluster {cluster} does not accept the caller's token ({reason}); log in again or use another context"
-    )]
+    #[error("cluster {cluster} does not accept the caller's token ({reason})")]
     Unauthenticated { cluster: String, reason: String },
 
     /// The caller lacks rights the request needs.
-    #[error("{user} may not {} on cluster {cluster}; ask an administrator for a Role granting it, or migrate a namespace you may access", describe_all(.missing))]
+    #[error("{user} may not {} on cluster {cluster}", describe_all(.missing))]
     Denied {
         user: String,
         cluster: String,
         missing: Vec<Access>,
+    },
+
+    /// The request is for administrators only.
+    #[error(
+        "{user} is not an administrator of cluster {cluster} (a member of {groups}, or \
+         allowed every verb on every resource), which {what} needs"
+    )]
+    NotAdmin {
+        user: String,
+        cluster: String,
+        groups: String,
+        what: String,
     },
 
     /// The cluster could not answer a review.
@@ -71,8 +78,45 @@ impl AuthzError {
             AuthzError::NoToken | AuthzError::Unauthenticated { .. } => {
                 tonic::Code::Unauthenticated
             }
-            AuthzError::Denied { .. } => tonic::Code::PermissionDenied,
+            AuthzError::Denied { .. } | AuthzError::NotAdmin { .. } => {
+                tonic::Code::PermissionDenied
+            }
             AuthzError::Review { .. } => tonic::Code::Unavailable,
+        }
+    }
+}
+
+impl AuthzError {
+    /// The cluster that answered, when one did.
+    pub fn cluster(&self) -> Option<&str> {
+        match self {
+            AuthzError::NoToken => None,
+            AuthzError::Unauthenticated { cluster, .. }
+            | AuthzError::Denied { cluster, .. }
+            | AuthzError::NotAdmin { cluster, .. }
+            | AuthzError::Review { cluster, .. } => Some(cluster),
+        }
+    }
+
+    /// The next step, for an error detail's hint.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            AuthzError::NoToken => {
+                "call with a Kubernetes bearer token: use a kubeconfig context whose user has \
+                 a token, or pass --token"
+            }
+            AuthzError::Unauthenticated { .. } => "log in again, or use another context or token",
+            AuthzError::Denied { .. } => {
+                "ask an administrator for a Role granting what is missing, or pick a namespace \
+                 you may access"
+            }
+            AuthzError::NotAdmin { .. } => {
+                "name the namespaces you may access instead, or ask an administrator to run it"
+            }
+            AuthzError::Review { .. } => {
+                "check that the cluster is reachable and that Ferry may create TokenReviews and \
+                 SubjectAccessReviews there"
+            }
         }
     }
 }
@@ -271,6 +315,19 @@ impl Authorizer {
             user: caller.username.clone(),
             cluster: self.cluster.clone(),
             missing,
+        })
+    }
+
+    /// Succeeds when `caller` is an administrator; `what` names the request that needs one.
+    pub async fn require_admin(&self, caller: &Caller, what: &str) -> Result<(), AuthzError> {
+        if self.is_admin(caller).await? {
+            return Ok(());
+        }
+        Err(AuthzError::NotAdmin {
+            user: caller.username.clone(),
+            cluster: self.cluster.clone(),
+            groups: self.admin_groups.join(", "),
+            what: what.into(),
         })
     }
 

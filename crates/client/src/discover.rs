@@ -58,6 +58,31 @@ pub async fn context_api_server(
         .to_string())
 }
 
+/// The bearer token of a kubeconfig context's user (`token`, or the file `tokenFile`
+/// names), which calls to that cluster's Ferry carry; None when the user signs in
+/// another way (client certificate, exec plugin).
+pub async fn context_token(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Option<String>> {
+    use secrecy::ExposeSecret;
+
+    let config = kube_config(kubeconfig, context).await?;
+    if let Some(token) = &config.auth_info.token {
+        return Ok(Some(token.expose_secret().trim().to_owned()).filter(|t| !t.is_empty()));
+    }
+    let Some(file) = &config.auth_info.token_file else {
+        return Ok(None);
+    };
+    let text = tokio::fs::read_to_string(file)
+        .await
+        .map_err(|e| ClientError::Discovery {
+            what: describe(context),
+            problem: format!("reading the user's tokenFile {file}: {e}"),
+        })?;
+    Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
+}
+
 /// Reads the endpoint the context's cluster's Ferry published.
 pub(crate) async fn endpoint_of(
     kubeconfig: Option<&Path>,

@@ -6,6 +6,11 @@
 //! `ferry-system/ferry` of its cluster ([`ENDPOINT_CONFIGMAP`]), so naming the cluster
 //! is enough.
 //!
+//! Every call carries the caller's Kubernetes bearer token, which the Ferry reviews with
+//! its cluster (TokenReview, then SubjectAccessReviews for what the call would do):
+//! [`Ferry::for_context`] takes it from the context's user, [`Ferry::with_token`] sets
+//! it explicitly.
+//!
 //! A Ferry serving TLS has an `https://` endpoint; [`Ferry::connect_with`] takes the CA
 //! to verify it with and, for mutual TLS, a client certificate ([`ClientTls`]). A
 //! handshake that fails says what did not match ([`ClientError::Tls`]).
@@ -50,7 +55,9 @@ use ferry_proto::v1::{
 };
 use ferry_rpc::tls::TlsChannel;
 
-pub use discover::{ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE, context_api_server};
+pub use discover::{
+    ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE, context_api_server, context_token,
+};
 pub use error::{ClientError, Result};
 pub use ferry_proto::v1 as proto;
 pub use ferry_rpc::tls::{ClientTls, Pem, TlsError};
@@ -116,13 +123,31 @@ impl Ferry {
     }
 
     /// [`Ferry::for_context`] with TLS settings for a Ferry that publishes `https://`.
+    /// Calls carry the bearer token of the context's user, when it has one.
     pub async fn for_context_with(
         kubeconfig: Option<&std::path::Path>,
         context: Option<&str>,
         tls: &ClientTls,
     ) -> Result<Ferry> {
         let endpoint = discover::endpoint_of(kubeconfig, context).await?;
-        Ferry::connect_with(&endpoint, tls).await
+        let ferry = Ferry::connect_with(&endpoint, tls).await?;
+        match discover::context_token(kubeconfig, context).await? {
+            Some(token) => ferry.with_token(&token),
+            None => Ok(ferry),
+        }
+    }
+
+    /// This connection, its calls carrying `token` (a Kubernetes bearer token of the
+    /// Ferry's cluster) as the caller's identity.
+    pub fn with_token(mut self, token: &str) -> Result<Ferry> {
+        self.channel = self
+            .channel
+            .with_bearer(token)
+            .map_err(|e| ClientError::Discovery {
+                what: "the caller's token".into(),
+                problem: e.to_string(),
+            })?;
+        Ok(self)
     }
 
     /// The endpoint this connection goes to.
@@ -226,6 +251,30 @@ impl Ferry {
                 problem: "StartMigration answered without a job".into(),
             })?;
         Ok(self.job(&job.id))
+    }
+
+    /// Starts a migration of one or more namespaces (`namespaces`, `all_namespaces`) and
+    /// returns a handle on every job it started, one per namespace.
+    pub async fn migrate_all(&self, req: StartMigrationRequest) -> Result<Vec<Job>> {
+        let resp = self
+            .transfer()
+            .start_migration(req)
+            .await
+            .map_err(|s| self.rpc_error("StartMigration", s))?
+            .into_inner();
+        let mut ids: Vec<String> = resp.jobs.into_iter().map(|j| j.id).collect();
+        if ids.is_empty()
+            && let Some(job) = resp.job
+        {
+            ids.push(job.id);
+        }
+        if ids.is_empty() {
+            return Err(ClientError::Protocol {
+                endpoint: self.endpoint.clone(),
+                problem: "StartMigration answered without a job".into(),
+            });
+        }
+        Ok(ids.iter().map(|id| self.job(id)).collect())
     }
 
     /// A handle on an existing job.

@@ -37,7 +37,7 @@ mod types;
 pub use apply::{ApplyOptions, ExistingPolicy, activate, apply};
 pub use capture::{
     CaptureSpec, Captured, CapturedObject, CapturedVolume, Exclusion, ExclusionReason,
-    NamespaceMetadata, capture,
+    NamespaceMetadata, capture, types_present,
 };
 pub use deps::{Dependency, DependencyKind, dependencies_of};
 pub use error::{Error, Result};

@@ -86,6 +86,7 @@ fn sample_job() -> Job {
         schedule_id: "sched-1".to_owned(),
         progress: Some(sample_progress()),
         error: None,
+        requested_by: "alice".to_owned(),
     }
 }
 

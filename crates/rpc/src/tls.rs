@@ -35,7 +35,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 pub(crate) use accept::incoming;
 pub use args::{TlsArgs, TlsSetup};
-pub use channel::TlsChannel;
+pub use channel::{BadToken, TlsChannel};
 pub use explain::TlsMismatch;
 
 /// Why TLS material could not be used.

@@ -109,7 +109,8 @@ impl TransferJobs {
         TransferJobs::traced(ferry_rpc::traced_channel(channel))
     }
 
-    fn traced(channel: ferry_rpc::TracedChannel) -> TransferJobs {
+    /// Over a channel made by the caller (one carrying credentials, say).
+    pub fn traced(channel: ferry_rpc::TracedChannel) -> TransferJobs {
         TransferJobs {
             client: TransferServiceClient::new(channel),
             unreachable_limit: Duration::from_secs(600),

@@ -48,6 +48,22 @@ pub struct Args {
     /// Seconds running jobs get to finish on SIGTERM; the rest resume on the next start.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Name of the cluster this service runs in (the kubeconfig's current context), as
+    /// refusals name it.
+    #[arg(long, env = "FERRY_CLUSTER_NAME", default_value = "local")]
+    pub cluster_name: String,
+    /// Kubernetes groups whose members administer Ferry (all namespaces, every job).
+    #[arg(
+        long = "admin-group",
+        env = "FERRY_ADMIN_GROUPS",
+        value_delimiter = ',',
+        default_value = "system:masters"
+    )]
+    pub admin_groups: Vec<String>,
+    /// Serve every caller without checking who they are or what they may do. Only for a
+    /// service no one else can reach.
+    #[arg(long)]
+    pub insecure_no_access_checks: bool,
 }
 
 fn parse_agent(s: &str) -> Result<(String, String), String> {
@@ -63,6 +79,18 @@ impl Args {
         let mut config = TransferConfig::new(&self.data_dir, &self.volume_root);
         config.default_profile = self.default_profile.clone();
         config.max_concurrent_jobs = self.max_concurrent_jobs;
+        if self.insecure_no_access_checks {
+            tracing::warn!(
+                "--insecure-no-access-checks: every caller may migrate any namespace; never \
+                 expose this service"
+            );
+        } else {
+            config.access = Some(crate::access::AccessPolicy {
+                cluster_name: self.cluster_name.clone(),
+                admin_groups: self.admin_groups.clone(),
+                internal_token: None,
+            });
+        }
         let clusters = StaticClusters::from_kubeconfig(self.kubeconfig.as_deref()).await?;
         let mut agents = StaticAgents::new();
         for (key, endpoint) in &self.agents {

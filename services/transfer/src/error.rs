@@ -13,6 +13,11 @@ use tonic::{Code, Status};
 /// An error that stops a job or refuses a request.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
+    /// The caller is unknown, or may not do what the request would do on their behalf;
+    /// nothing was started.
+    #[error(transparent)]
+    Access(#[from] ferry_authz::AuthzError),
+
     /// A request field is missing or malformed; nothing was started.
     #[error("invalid {field}: {message}")]
     InvalidArgument {
@@ -182,6 +187,11 @@ impl TransferError {
     /// The error code clients branch on.
     pub fn code(&self) -> ErrorCode {
         match self {
+            TransferError::Access(e) => match e.code() {
+                Code::Unauthenticated => ErrorCode::Unauthenticated,
+                Code::PermissionDenied => ErrorCode::PermissionDenied,
+                _ => ErrorCode::Unreachable,
+            },
             TransferError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             TransferError::JobNotFound { .. } => ErrorCode::NotFound,
             TransferError::UnknownCluster { .. } => ErrorCode::NotFound,
@@ -226,6 +236,7 @@ impl TransferError {
             | TransferError::Volume { cluster, .. }
             | TransferError::Agent { cluster, .. }
             | TransferError::ApplyFailed { cluster, .. } => cluster.clone(),
+            TransferError::Access(e) => e.cluster().unwrap_or_default().to_owned(),
             _ => String::new(),
         }
     }
@@ -246,6 +257,7 @@ impl TransferError {
             TransferError::Preflight { .. } => {
                 "create what is missing on the destination or map it, then start again".into()
             }
+            TransferError::Access(e) => e.hint().into(),
             TransferError::Cancelled { .. } => String::new(),
             _ => String::new(),
         };
@@ -269,6 +281,7 @@ impl TransferError {
             ErrorCode::NotFound => Code::NotFound,
             ErrorCode::AlreadyExists | ErrorCode::Conflict => Code::AlreadyExists,
             ErrorCode::PermissionDenied => Code::PermissionDenied,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
             ErrorCode::Unreachable => Code::Unavailable,
             ErrorCode::MissingPrerequisite | ErrorCode::WrongKey => Code::FailedPrecondition,
             ErrorCode::RepositoryLocked => Code::Aborted,

@@ -103,6 +103,11 @@ pub struct Checkpoint {
     /// `captured` (which then holds the restore point's objects, narrowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshots: Vec<ferry_kube::VolumeSnapshot>,
+    /// Groups of the user who started the job (`Job.requested_by`), for the reviews a
+    /// job makes once it knows what it will create (a restore, after reading its
+    /// restore point).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requester_groups: Vec<String>,
 }
 
 pub fn now() -> prost_types::Timestamp {

@@ -15,6 +15,7 @@
 //! The service reaches clusters, agents and repositories through the traits in
 //! [`deps`], so `ferry serve` can wire them to the pairing and catalog services.
 
+pub mod access;
 mod agent_ops;
 pub mod config;
 pub mod deps;
@@ -31,6 +32,7 @@ mod service;
 mod source;
 pub mod store;
 
+pub use access::AccessPolicy;
 pub use config::Args;
 pub use deps::{
     AgentClient, Agents, Clusters, Handover, ProfileRepositories, Repositories, StaticAgents,

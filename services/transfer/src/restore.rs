@@ -39,6 +39,16 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let (captured, snapshots) = read(run, &req).await?;
     run.check_cancel()?;
     let apply = req.apply.clone().unwrap_or_default();
+    // What is created is known only now; nothing has been applied yet.
+    if !req.dry_run {
+        let types = created_types(&captured);
+        run.require_create(
+            req.destination.as_ref(),
+            &target_namespace(&apply, &captured.namespace),
+            &types,
+        )
+        .await?;
+    }
     let dst = Destination {
         run,
         cluster,
@@ -56,6 +66,20 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         .planned
         .ok_or_else(|| TransferError::Internal("a restore's pre-flight made no plan".into()))?;
     dst.deliver(&planned).await
+}
+
+/// The resource types of the objects a restore creates.
+fn created_types(captured: &ferry_kube::Captured) -> Vec<kube::api::ApiResource> {
+    let mut types: Vec<kube::api::ApiResource> = Vec::new();
+    for o in &captured.objects {
+        if !types
+            .iter()
+            .any(|t| t.group == o.resource.group && t.plural == o.resource.plural)
+        {
+            types.push(o.resource.clone());
+        }
+    }
+    types
 }
 
 /// Refuses a request whose restore point id or label selector cannot be read.

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::access::{Actor, Gate};
 use crate::deps::{Agents, Clusters, Handover, Repositories};
 use crate::error::{Result, TransferError, proto_object};
 use crate::job::{self, Checkpoint, steps};
@@ -45,6 +46,9 @@ pub struct TransferConfig {
     pub max_attempts: u32,
     /// How long the quiesce pre-hook waits for the source's pods to stop.
     pub quiesce_timeout: Duration,
+    /// Who may start, see and stop jobs; None checks no callers (for embedding the
+    /// runtime in a process that does its own checks, and for tests of other things).
+    pub access: Option<crate::access::AccessPolicy>,
 }
 
 impl TransferConfig {
@@ -57,6 +61,7 @@ impl TransferConfig {
             volume_concurrency: 4,
             max_attempts: 3,
             quiesce_timeout: Duration::from_secs(300),
+            access: None,
         }
     }
 }
@@ -229,8 +234,118 @@ impl Transfer {
         Ok(())
     }
 
-    /// Validates and queues a migration.
+    /// Validates and queues a migration, checking no caller.
     pub async fn start_migration(&self, req: StartMigrationRequest) -> Result<Job> {
+        let mut jobs = self.start_migrations(req, None).await?;
+        jobs.truncate(1);
+        jobs.pop()
+            .ok_or_else(|| TransferError::invalid("application.namespace", "names no namespace"))
+    }
+
+    /// Validates, authorizes for `actor` (None: no checks) and queues a migration: one
+    /// job per namespace it names. Nothing starts unless every one is allowed.
+    pub async fn start_migrations(
+        &self,
+        req: StartMigrationRequest,
+        actor: Option<&Actor>,
+    ) -> Result<Vec<Job>> {
+        let requests = self.split_namespaces(req, actor).await?;
+        for r in &requests {
+            self.check_migration(r).await?;
+        }
+        if let Some(actor) = actor {
+            let gate = self.gate()?;
+            for r in &requests {
+                let app = r.application.clone().unwrap_or_default();
+                let target = crate::migrate::target_namespace(
+                    &r.apply.clone().unwrap_or_default(),
+                    &app.namespace,
+                );
+                gate.may_move(
+                    actor,
+                    r.source.as_ref(),
+                    &crate::source::capture_spec(&app),
+                    Some((r.destination.as_ref(), &target)),
+                    r.quiesce_source,
+                )
+                .await?;
+            }
+        }
+        let mut jobs = Vec::with_capacity(requests.len());
+        for r in requests {
+            let job = Job {
+                source: r.source.clone(),
+                destination: r.destination.clone(),
+                requested_by: requested_by(actor),
+                ..new_job(
+                    JobKind::Migration,
+                    &r.application,
+                    r.dry_run,
+                    &r.schedule_id,
+                )
+            };
+            jobs.push(self.queue(job, r.encode_to_vec(), actor).await?);
+        }
+        Ok(jobs)
+    }
+
+    /// One request per namespace the request names (its application's, `namespaces`,
+    /// or every one for `all_namespaces`).
+    async fn split_namespaces(
+        &self,
+        mut req: StartMigrationRequest,
+        actor: Option<&Actor>,
+    ) -> Result<Vec<StartMigrationRequest>> {
+        let mut app = req.application.take().unwrap_or_default();
+        let mut names: Vec<String> = Vec::new();
+        if req.all_namespaces {
+            if !req.namespaces.is_empty() || !app.namespace.is_empty() {
+                return Err(TransferError::invalid(
+                    "all_namespaces",
+                    "set together with named namespaces; name namespaces or ask for all, not both",
+                ));
+            }
+            let source = req.source.as_ref();
+            if let Some(actor) = actor {
+                self.gate()?
+                    .require_admin(actor, source, "--all-namespaces")
+                    .await?;
+            }
+            names = crate::access::list_namespaces(&*self.inner.deps.clusters, source).await?;
+            if names.is_empty() {
+                return Err(TransferError::invalid(
+                    "all_namespaces",
+                    "the source has no namespaces besides its own and Ferry's",
+                ));
+            }
+        } else {
+            if !app.namespace.is_empty() {
+                names.push(std::mem::take(&mut app.namespace));
+            }
+            for n in std::mem::take(&mut req.namespaces) {
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        req.all_namespaces = false;
+        req.namespaces.clear();
+        if names.is_empty() {
+            check_application(Some(&app), "migrate")?;
+        }
+        Ok(names
+            .into_iter()
+            .map(|namespace| StartMigrationRequest {
+                application: Some(ApplicationSelector {
+                    namespace,
+                    ..app.clone()
+                }),
+                ..req.clone()
+            })
+            .collect())
+    }
+
+    async fn check_migration(&self, req: &StartMigrationRequest) -> Result<()> {
         check_application(req.application.as_ref(), "migrate")?;
         if req.destination.is_none() {
             return Err(TransferError::invalid(
@@ -245,28 +360,40 @@ impl Transfer {
         // Both clusters must be known now: a typo is a refused request, not a failed job.
         self.check_cluster(req.source.as_ref()).await?;
         self.check_cluster(req.destination.as_ref()).await?;
-        let job = Job {
-            source: req.source.clone(),
-            destination: req.destination.clone(),
-            ..new_job(
-                JobKind::Migration,
-                &req.application,
-                req.dry_run,
-                &req.schedule_id,
-            )
-        };
-        self.queue(job, req.encode_to_vec()).await
+        Ok(())
     }
 
-    /// Validates and queues an export.
+    /// Validates and queues an export, checking no caller.
     pub async fn start_export(&self, req: StartExportRequest) -> Result<Job> {
+        self.start_export_as(req, None).await
+    }
+
+    /// Validates, authorizes for `actor` (None: no checks) and queues an export.
+    pub async fn start_export_as(
+        &self,
+        req: StartExportRequest,
+        actor: Option<&Actor>,
+    ) -> Result<Job> {
         check_application(req.application.as_ref(), "export")?;
         if !req.dry_run {
             self.check_repository(req.repository.as_ref(), "the export writes to")?;
         }
         self.check_cluster(req.source.as_ref()).await?;
+        if let Some(actor) = actor {
+            let app = req.application.clone().unwrap_or_default();
+            self.gate()?
+                .may_move(
+                    actor,
+                    req.source.as_ref(),
+                    &crate::source::capture_spec(&app),
+                    None,
+                    req.quiesce_source,
+                )
+                .await?;
+        }
         let job = Job {
             source: req.source.clone(),
+            requested_by: requested_by(actor),
             ..new_job(
                 JobKind::Export,
                 &req.application,
@@ -274,11 +401,23 @@ impl Transfer {
                 &req.schedule_id,
             )
         };
-        self.queue(job, req.encode_to_vec()).await
+        self.queue(job, req.encode_to_vec(), actor).await
     }
 
-    /// Validates and queues a restore (an import when a schedule starts it).
+    /// Validates and queues a restore (an import when a schedule starts it), checking
+    /// no caller.
     pub async fn start_restore(&self, req: StartRestoreRequest) -> Result<Job> {
+        self.start_restore_as(req, None).await
+    }
+
+    /// Validates and queues a restore for `actor` (None: no checks). What it creates is
+    /// only known once the restore point is read, so the job reviews that before it
+    /// applies anything.
+    pub async fn start_restore_as(
+        &self,
+        req: StartRestoreRequest,
+        actor: Option<&Actor>,
+    ) -> Result<Job> {
         crate::restore::check_request(&req)?;
         self.check_repository(req.repository.as_ref(), "holding the restore point")?;
         self.check_cluster(req.destination.as_ref()).await?;
@@ -289,9 +428,68 @@ impl Transfer {
         };
         let job = Job {
             destination: req.destination.clone(),
+            requested_by: requested_by(actor),
             ..new_job(kind, &req.application, req.dry_run, &req.schedule_id)
         };
-        self.queue(job, req.encode_to_vec()).await
+        self.queue(job, req.encode_to_vec(), actor).await
+    }
+
+    /// The reviews of this service's access policy.
+    pub(crate) fn gate(&self) -> Result<Gate<'_>> {
+        let policy = self.inner.config.access.as_ref().ok_or_else(|| {
+            TransferError::Internal(
+                "caller checks asked of a service without an access policy".into(),
+            )
+        })?;
+        Ok(Gate {
+            policy,
+            clusters: &*self.inner.deps.clusters,
+        })
+    }
+
+    /// Fails unless `actor` (None: no checks) may see `job`; a job they may not see is
+    /// "not found", so ids reveal nothing.
+    pub async fn require_see(&self, actor: Option<&Actor>, job: &Job) -> Result<()> {
+        match actor {
+            Some(actor) => self.gate()?.require_see(actor, job).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The jobs of `jobs` that `actor` (None: no checks) may see.
+    pub async fn visible(&self, actor: Option<&Actor>, jobs: Vec<Job>) -> Result<Vec<Job>> {
+        let Some(actor) = actor else {
+            return Ok(jobs);
+        };
+        let gate = self.gate()?;
+        let mut memo = HashMap::new();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if gate.may_see(actor, &job, &mut memo).await? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Activation scales workloads up: the caller must be allowed to.
+    pub async fn may_activate(&self, actor: &Actor, req: &ActivateRequest) -> Result<()> {
+        let ns = req
+            .application
+            .as_ref()
+            .map(|a| a.namespace.as_str())
+            .unwrap_or_default();
+        self.gate()?
+            .may_scale(actor, req.cluster.as_ref(), ns)
+            .await
+    }
+
+    /// Who is calling, when the service checks callers (None when it does not).
+    pub async fn identify(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Option<Actor>> {
+        if self.inner.config.access.is_none() {
+            return Ok(None);
+        }
+        self.gate()?.identify(metadata).await.map(Some)
     }
 
     /// A request must name a repository profile, or the service have a default one.
@@ -314,7 +512,7 @@ impl Transfer {
 
     /// Stores a new job of `job`'s kind, with its steps pending, and runs it when a
     /// slot is free.
-    async fn queue(&self, job: Job, request: Vec<u8>) -> Result<Job> {
+    async fn queue(&self, job: Job, request: Vec<u8>, actor: Option<&Actor>) -> Result<Job> {
         let now = job::now();
         let kind = JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified);
         let job = Job {
@@ -335,6 +533,7 @@ impl Transfer {
             request,
             checkpoint: Checkpoint {
                 attempt: 1,
+                requester_groups: actor.map(|a| a.caller.groups.clone()).unwrap_or_default(),
                 ..Default::default()
             },
         };
@@ -660,6 +859,10 @@ fn check_application(app: Option<&ApplicationSelector>, what: &str) -> Result<()
     Ok(())
 }
 
+fn requested_by(actor: Option<&Actor>) -> String {
+    actor.map(|a| a.name().to_owned()).unwrap_or_default()
+}
+
 fn non_empty(s: &str, default: &str) -> String {
     if s.is_empty() {
         default.to_owned()
@@ -717,6 +920,38 @@ impl JobRun {
     }
 
     /// Err once cancel was asked: called between steps and volumes.
+    /// Fails unless the user who started the job may create `types` in `target` on
+    /// `destination`; nothing to check when the service checks no callers.
+    pub async fn require_create(
+        &self,
+        destination: Option<&ClusterRef>,
+        target: &str,
+        types: &[kube::api::ApiResource],
+    ) -> Result<()> {
+        let requested_by = self.ctl.data.lock().job.requested_by.clone();
+        let Some(policy) = &self.inner.config.access else {
+            return Ok(());
+        };
+        let actor = Actor {
+            caller: ferry_authz::Caller {
+                username: requested_by,
+                uid: String::new(),
+                groups: self.with_checkpoint(|c| c.requester_groups.clone()),
+            },
+            admin: false,
+        };
+        if actor.caller.username.is_empty() {
+            return Err(TransferError::Internal(
+                "the job records no user who started it, so it cannot be checked".into(),
+            ));
+        }
+        let gate = Gate {
+            policy,
+            clusters: &*self.inner.deps.clusters,
+        };
+        gate.may_create(&actor, destination, target, types).await
+    }
+
     pub fn check_cancel(&self) -> Result<()> {
         if self.ctl.cancel.is_cancelled() {
             Err(self.cancelled())

@@ -34,8 +34,14 @@ impl TransferService for Transfer {
         &self,
         request: Request<StartMigrationRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
-        let job = Transfer::start_migration(self, request.into_inner()).await?;
-        Ok(Response::new(StartJobResponse { job: Some(job) }))
+        let actor = self.identify(request.metadata()).await?;
+        let jobs = self
+            .start_migrations(request.into_inner(), actor.as_ref())
+            .await?;
+        Ok(Response::new(StartJobResponse {
+            job: jobs.first().cloned(),
+            jobs,
+        }))
     }
 
     #[instrument(skip_all, fields(restore_point = %request.get_ref().restore_point_id))]
@@ -43,8 +49,14 @@ impl TransferService for Transfer {
         &self,
         request: Request<StartRestoreRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
-        let job = Transfer::start_restore(self, request.into_inner()).await?;
-        Ok(Response::new(StartJobResponse { job: Some(job) }))
+        let actor = self.identify(request.metadata()).await?;
+        let job = self
+            .start_restore_as(request.into_inner(), actor.as_ref())
+            .await?;
+        Ok(Response::new(StartJobResponse {
+            job: Some(job.clone()),
+            jobs: vec![job],
+        }))
     }
 
     #[instrument(skip_all, fields(namespace = ?request.get_ref().application.as_ref().map(|a| &a.namespace)))]
@@ -52,8 +64,14 @@ impl TransferService for Transfer {
         &self,
         request: Request<StartExportRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
-        let job = Transfer::start_export(self, request.into_inner()).await?;
-        Ok(Response::new(StartJobResponse { job: Some(job) }))
+        let actor = self.identify(request.metadata()).await?;
+        let job = self
+            .start_export_as(request.into_inner(), actor.as_ref())
+            .await?;
+        Ok(Response::new(StartJobResponse {
+            job: Some(job.clone()),
+            jobs: vec![job],
+        }))
     }
 
     #[instrument(skip_all)]
@@ -61,8 +79,10 @@ impl TransferService for Transfer {
         &self,
         request: Request<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
+        let actor = self.identify(request.metadata()).await?;
         let id = job_id(request.into_inner().job)?;
         let (job, report) = self.get(&id).await?;
+        self.require_see(actor.as_ref(), &job).await?;
         Ok(Response::new(GetJobResponse {
             job: Some(job),
             report,
@@ -74,6 +94,7 @@ impl TransferService for Transfer {
         &self,
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        let actor = self.identify(request.metadata()).await?;
         let r = request.into_inner();
         let (jobs, next_page_token) = self
             .list(ListQuery {
@@ -84,6 +105,7 @@ impl TransferService for Transfer {
                 page_token: r.page_token,
             })
             .await?;
+        let jobs = self.visible(actor.as_ref(), jobs).await?;
         Ok(Response::new(ListJobsResponse {
             jobs,
             next_page_token,
@@ -95,7 +117,12 @@ impl TransferService for Transfer {
         &self,
         request: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let actor = self.identify(request.metadata()).await?;
         let id = job_id(request.into_inner().job)?;
+        if actor.is_some() {
+            let (job, _) = self.get(&id).await?;
+            self.require_see(actor.as_ref(), &job).await?;
+        }
         let rx = self.watch(&id).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -105,8 +132,13 @@ impl TransferService for Transfer {
         &self,
         request: Request<CancelJobRequest>,
     ) -> Result<Response<CancelJobResponse>, Status> {
+        let actor = self.identify(request.metadata()).await?;
         let r = request.into_inner();
         let id = job_id(r.job)?;
+        if actor.is_some() {
+            let (job, _) = self.get(&id).await?;
+            self.require_see(actor.as_ref(), &job).await?;
+        }
         let job = self.cancel(&id, &r.reason).await?;
         Ok(Response::new(CancelJobResponse { job: Some(job) }))
     }
@@ -116,8 +148,11 @@ impl TransferService for Transfer {
         &self,
         request: Request<ActivateRequest>,
     ) -> Result<Response<ActivateResponse>, Status> {
-        Ok(Response::new(
-            Transfer::activate(self, request.into_inner()).await?,
-        ))
+        let actor = self.identify(request.metadata()).await?;
+        let r = request.into_inner();
+        if let Some(actor) = &actor {
+            self.may_activate(actor, &r).await?;
+        }
+        Ok(Response::new(Transfer::activate(self, r).await?))
     }
 }

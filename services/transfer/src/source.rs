@@ -79,11 +79,7 @@ impl Source<'_> {
             ),
         )
         .await;
-        let app = self.app.clone();
-        let mut spec = CaptureSpec::new(self.namespace());
-        spec.label_selector = (!app.label_selector.is_empty()).then_some(app.label_selector);
-        spec.include_resources = app.include_resources;
-        spec.exclude_resources = app.exclude_resources;
+        let spec = capture_spec(&self.app);
         let captured = tokio::select! {
             c = ferry_kube::capture(&self.cluster, &spec) => c.map_err(TransferError::kube("capture", &self.cluster.name))?,
             () = run.cancel_token().cancelled() => return Err(run.cancelled()),
@@ -517,4 +513,13 @@ async fn parents(
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What capturing `app` reads.
+pub(crate) fn capture_spec(app: &ferry_proto::v1::ApplicationSelector) -> CaptureSpec {
+    let mut spec = CaptureSpec::new(app.namespace.clone());
+    spec.label_selector = (!app.label_selector.is_empty()).then(|| app.label_selector.clone());
+    spec.include_resources = app.include_resources.clone();
+    spec.exclude_resources = app.exclude_resources.clone();
+    spec
 }

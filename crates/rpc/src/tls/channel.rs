@@ -21,6 +21,8 @@ pub struct TlsChannel {
     inner: Channel,
     /// How the channel was made, and to where: None explains nothing.
     explain: Option<Arc<(ClientTls, String)>>,
+    /// `authorization` header every call carries, unless the call sets its own.
+    bearer: Option<http::HeaderValue>,
 }
 
 impl TlsChannel {
@@ -29,6 +31,7 @@ impl TlsChannel {
         TlsChannel {
             inner,
             explain: None,
+            bearer: None,
         }
     }
 
@@ -37,9 +40,30 @@ impl TlsChannel {
         TlsChannel {
             inner,
             explain: Some(Arc::new((tls.clone(), endpoint.to_string()))),
+            bearer: None,
         }
     }
+
+    /// Every call through this channel carries `token` as its caller's Kubernetes
+    /// bearer token (`authorization: Bearer …`), which the services review.
+    pub fn with_bearer(mut self, token: &str) -> Result<TlsChannel, BadToken> {
+        let mut value = http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+            .map_err(|_| BadToken)?;
+        // Never put into HPACK's dynamic table, where it could be learnt by compression
+        // side channels.
+        value.set_sensitive(true);
+        self.bearer = Some(value);
+        Ok(self)
+    }
 }
+
+/// A bearer token that cannot travel in a header (control characters or non-ASCII).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "the bearer token holds characters a header cannot carry; check the kubeconfig's \
+     token or --token"
+)]
+pub struct BadToken;
 
 /// `e` as a status saying what did not match, when it is a TLS failure.
 fn explained(tls: &ClientTls, endpoint: &str, mismatch: TlsMismatch) -> StdError {
@@ -70,7 +94,14 @@ impl Service<http::Request<Body>> for TlsChannel {
             })
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(bearer) = &self.bearer
+            && !request.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, bearer.clone());
+        }
         let call = self.inner.call(request);
         let explain = self.explain.clone();
         Box::pin(async move {

@@ -1,0 +1,320 @@
+//! Who may migrate what, with the test environment's real users and real tokens: alice
+//! holds a Role in her own namespace on both clusters and nothing else; the admin is in
+//! system:masters. Every `ferry` call carries the context user's token, and the Ferries
+//! decide with TokenReviews and SubjectAccessReviews on the clusters themselves.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::control::{
+    application, cli, jsonpath, key_secret, kubectl, s3_secret, serve, storage_class,
+    wait_answering,
+};
+use common::{assert_same_tree, make_tree, random_bytes};
+use ferry_client::{Ferry, proto};
+
+/// A namespace with one ConfigMap, on cluster a.
+fn small_app(kc: &Path, ns: &str, greeting: &str) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\n\
+         data: {{greeting: \"{greeting}\"}}\n"
+    );
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+}
+
+/// Everything in the core and apps groups in `ns`, for `user`, on `context`'s cluster.
+fn grant(kc: &Path, context: &str, ns: &str, user: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: {user}-edit, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [\"\", apps], resources: [\"*\"], verbs: [\"*\"]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: {user}-edit, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}-edit}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    );
+    kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
+}
+
+fn namespace_exists(kc: &Path, context: &str, ns: &str) -> bool {
+    kubectl(kc, context, &["get", "namespaces", "-o", "name"], None)
+        .lines()
+        .any(|l| l == format!("namespace/{ns}"))
+}
+
+async fn all_jobs(ferry: &Ferry) -> Vec<proto::Job> {
+    ferry
+        .transfer()
+        .list_jobs(proto::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = serve(&kc, "a", root);
+    let (_serve_b, _) = serve(&kc, "b", root);
+    wait_answering(&kc, &["a", "b"]);
+
+    // The administrator sets up the repository and the pair.
+    let key = root.join("repo.key");
+    std::fs::write(&key, random_bytes(32, 3)).unwrap();
+    for side in ["a", "b"] {
+        s3_secret(&kc, side, "s3", &s3.access_key, &s3.secret_key);
+        key_secret(&kc, side, "repo-key", &key);
+    }
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name("cli-access")
+    );
+    for (side, create) in [("a", true), ("b", false)] {
+        let mut args = vec![
+            "--context",
+            side,
+            "profile",
+            "create",
+            "main",
+            "--s3",
+            &location,
+            "--region",
+            &s3.region,
+            "--credentials-secret",
+            "s3",
+            "--key-secret",
+            "repo-key",
+        ];
+        if create {
+            args.push("--create-repository");
+        }
+        cli(&kc, &args).ok();
+    }
+    cli(
+        &kc,
+        &[
+            "pair",
+            "create",
+            "--from",
+            "a",
+            "--to",
+            "b",
+            "--name",
+            "a-to-b",
+            "--profile",
+            "main",
+        ],
+    )
+    .ok();
+
+    // alice's namespace, with data, on a; on b it exists, empty, and is hers too.
+    let mine = ferry_testenv::unique_name("alice-shop");
+    let class = format!("local-{mine}");
+    let src = root.join("disks").join(&mine);
+    std::fs::create_dir_all(&src).unwrap();
+    make_tree(&src, 21);
+    application(&kc, &mine, &class, &src);
+    storage_class(&kc, "b", &class);
+    kubectl(&kc, "b", &["create", "namespace", &mine], None);
+    for side in ["a", "b"] {
+        grant(&kc, side, &mine, "alice");
+    }
+    // Someone else's namespace.
+    let theirs = ferry_testenv::unique_name("bob-shop");
+    small_app(&kc, &theirs, "bob's");
+
+    let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
+    let jobs_before = all_jobs(&ferry_a).await.len();
+
+    // alice is refused another namespace, told what she lacks, and nothing starts.
+    let refused = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "migrate",
+            "-n",
+            &theirs,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+        ],
+    );
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("alice may not")
+            && refused
+                .stderr
+                .contains(&format!("list pods in namespace {theirs}"))
+            && refused.stderr.contains("configmaps")
+            && refused.stderr.contains("on cluster a"),
+        "{refused:?}"
+    );
+    assert!(!namespace_exists(&kc, "b", &theirs));
+
+    // And --all-namespaces, which is for administrators.
+    let all = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "migrate",
+            "--all-namespaces",
+            "--to",
+            "b",
+            "--profile",
+            "main",
+        ],
+    );
+    assert_eq!(all.code, Some(1), "{all:?}");
+    assert!(
+        all.stderr
+            .contains("alice is not an administrator of cluster a")
+            && all.stderr.contains("--all-namespaces"),
+        "{all:?}"
+    );
+    assert_eq!(
+        all_jobs(&ferry_a).await.len(),
+        jobs_before,
+        "a job was started"
+    );
+
+    // Her own namespace she migrates, data and all; her Role there is the
+    // administrators' to manage, and she may not read it, so she leaves it out. Asked
+    // to take it, she is refused.
+    let with_rbac = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "migrate",
+            "-n",
+            &mine,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+        ],
+    );
+    assert_eq!(with_rbac.code, Some(1), "{with_rbac:?}");
+    assert!(
+        with_rbac.stderr.contains(&format!(
+            "list rolebindings.rbac.authorization.k8s.io in namespace {mine}"
+        )),
+        "{with_rbac:?}"
+    );
+    let migrated = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "migrate",
+            "-n",
+            &mine,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+            "--exclude",
+            "roles.rbac.authorization.k8s.io",
+            "--exclude",
+            "rolebindings.rbac.authorization.k8s.io",
+        ],
+    )
+    .ok();
+    assert!(migrated.stdout.contains("succeeded"), "{migrated:?}");
+    let pv = jsonpath(&kc, "b", &mine, "pvc/data-db-0", "{.spec.volumeName}");
+    let dst = PathBuf::from(kubectl(
+        &kc,
+        "b",
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+        None,
+    ));
+    assert_same_tree(&src, &dst);
+    assert_eq!(
+        jsonpath(&kc, "b", &mine, "configmap/settings", "{.data.greeting}"),
+        "hello from a"
+    );
+
+    // Jobs: alice sees hers and not the administrator's in other namespaces.
+    let admins = ferry_testenv::unique_name("ops");
+    small_app(&kc, &admins, "ops");
+    let other = ferry_testenv::unique_name("billing");
+    small_app(&kc, &other, "billing");
+
+    // The administrator migrates two namespaces at once.
+    let two = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "migrate",
+            "-n",
+            &admins,
+            "-n",
+            &other,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+        ],
+    )
+    .ok();
+    assert!(two.stdout.matches("succeeded").count() >= 2, "{two:?}");
+    for (ns, greeting) in [(&admins, "ops"), (&other, "billing")] {
+        assert_eq!(
+            jsonpath(&kc, "b", ns, "configmap/settings", "{.data.greeting}"),
+            greeting
+        );
+    }
+
+    let admin_view = all_jobs(&ferry_a).await;
+    let namespaces_of = |jobs: &[proto::Job]| -> Vec<String> {
+        jobs.iter()
+            .map(|j| j.application.clone().unwrap_or_default().namespace)
+            .collect()
+    };
+    let seen_by_admin = namespaces_of(&admin_view);
+    for ns in [&mine, &admins, &other] {
+        assert!(seen_by_admin.contains(ns), "{seen_by_admin:?}");
+    }
+    let alice_job = admin_view
+        .iter()
+        .find(|j| j.application.clone().unwrap_or_default().namespace == mine)
+        .unwrap();
+    assert_eq!(alice_job.requested_by, "alice");
+    let ferry_alice = Ferry::for_context(Some(&kc), Some("a-alice"))
+        .await
+        .unwrap();
+    let seen_by_alice = namespaces_of(&all_jobs(&ferry_alice).await);
+    assert!(seen_by_alice.contains(&mine), "{seen_by_alice:?}");
+    assert!(
+        !seen_by_alice.contains(&admins) && !seen_by_alice.contains(&other),
+        "{seen_by_alice:?}"
+    );
+    // An administrator's job is "not found" for her, by id too.
+    let admin_job = admin_view
+        .iter()
+        .find(|j| j.application.clone().unwrap_or_default().namespace == admins)
+        .unwrap();
+    let hidden = ferry_alice.job(&admin_job.id).get().await.unwrap_err();
+    assert_eq!(hidden.code(), Some(tonic::Code::NotFound), "{hidden}");
+    let list = cli(&kc, &["--context", "a-alice", "jobs", "list"]).ok();
+    assert!(
+        list.stdout.contains(&mine) && !list.stdout.contains(&admins),
+        "{list:?}"
+    );
+}

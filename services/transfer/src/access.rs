@@ -1,0 +1,364 @@
+//! Who may start, see and stop jobs.
+//!
+//! Every call carries the caller's Kubernetes bearer token. The service asks the
+//! cluster it runs in who that is (TokenReview), then asks each cluster a job touches
+//! whether that user may do what the job would do for them (SubjectAccessReview):
+//! read every resource type being captured in the namespace on the source, and create
+//! them in the target namespace on the destination. The reviews on the destination go
+//! through the pair's credential but are about the caller, so a pair is never a way
+//! around the destination's RBAC; user names are taken to mean the same person on both
+//! clusters, as they do with one identity provider.
+//!
+//! Administrators (members of the configured groups, or anyone allowed every verb on
+//! every resource) may also migrate all namespaces at once and see every job. Anyone
+//! else sees the jobs they started and those of namespaces whose pods they may list.
+
+use std::collections::HashMap;
+
+use ferry_authz::{Access, Authorizer, AuthzError, Caller, bearer};
+use ferry_proto::v1::{ClusterRef, Job};
+use kube::api::{Api, ApiResource, DynamicObject};
+use tonic::metadata::MetadataMap;
+
+use crate::deps::Clusters;
+use crate::error::{Result, TransferError};
+
+/// Metadata the in-process scheduler names the user it acts for with; honoured only on
+/// calls bearing the scheduler's own secret.
+pub const ON_BEHALF_OF_USER: &str = "x-ferry-on-behalf-of-user";
+/// Groups of that user; repeated.
+pub const ON_BEHALF_OF_GROUP: &str = "x-ferry-on-behalf-of-group";
+
+/// The user scheduled jobs run as when their schedule names nobody.
+pub const SCHEDULER_USER: &str = "system:ferry:scheduler";
+
+/// Namespaces `--all-namespaces` never includes besides the cluster's own.
+pub const FERRY_NAMESPACE: &str = "ferry-system";
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// How the service decides who may do what.
+#[derive(Clone)]
+pub struct AccessPolicy {
+    /// Name of the cluster the service runs in, for messages.
+    pub cluster_name: String,
+    /// Members of these groups are administrators.
+    pub admin_groups: Vec<String>,
+    /// Secret of the in-process scheduler (random per process): a call bearing it acts
+    /// for the user its metadata names.
+    pub internal_token: Option<String>,
+}
+
+impl std::fmt::Debug for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessPolicy")
+            .field("cluster_name", &self.cluster_name)
+            .field("admin_groups", &self.admin_groups)
+            .field("internal_token", &self.internal_token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl AccessPolicy {
+    pub fn new(cluster_name: impl Into<String>) -> AccessPolicy {
+        AccessPolicy {
+            cluster_name: cluster_name.into(),
+            admin_groups: vec!["system:masters".into()],
+            internal_token: None,
+        }
+    }
+}
+
+/// An identified caller.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub caller: Caller,
+    pub admin: bool,
+}
+
+impl Actor {
+    pub fn name(&self) -> &str {
+        &self.caller.username
+    }
+}
+
+/// Compares without an early exit, so timing says nothing of the secret.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Reviews for one request.
+pub(crate) struct Gate<'a> {
+    pub policy: &'a AccessPolicy,
+    pub clusters: &'a dyn Clusters,
+}
+
+impl Gate<'_> {
+    async fn authorizer(&self, r: Option<&ClusterRef>) -> Result<Authorizer> {
+        let cluster = self.clusters.cluster(r).await?;
+        let name = if r.is_none() || cluster.name == "local" {
+            self.policy.cluster_name.clone()
+        } else {
+            cluster.name.clone()
+        };
+        Ok(Authorizer::new(cluster.client, &name)
+            .with_admin_groups(self.policy.admin_groups.clone()))
+    }
+
+    /// Who is calling, from the request's metadata.
+    pub async fn identify(&self, metadata: &MetadataMap) -> Result<Actor> {
+        let token = bearer(metadata).ok_or(AuthzError::NoToken)?;
+        let local = self.authorizer(None).await?;
+        if let Some(internal) = &self.policy.internal_token
+            && same_secret(&token, internal)
+        {
+            let mut actor = on_behalf_of(metadata);
+            if !actor.admin {
+                actor.admin = local.is_admin(&actor.caller).await?;
+            }
+            return Ok(actor);
+        }
+        let caller = local.authenticate(&token).await?;
+        let admin = local.is_admin(&caller).await?;
+        tracing::debug!(user = %caller.username, admin, "caller identified");
+        Ok(Actor { caller, admin })
+    }
+
+    /// Fails unless `actor` is an administrator of the cluster `r` names; `what` names
+    /// the request that needs one.
+    pub async fn require_admin(
+        &self,
+        actor: &Actor,
+        r: Option<&ClusterRef>,
+        what: &str,
+    ) -> Result<()> {
+        let authorizer = self.authorizer(r).await?;
+        // An administrator here is not necessarily one there.
+        if actor.admin && r.is_none() {
+            return Ok(());
+        }
+        authorizer.require_admin(&actor.caller, what).await?;
+        Ok(())
+    }
+
+    /// What a job reading `spec` from `source` and creating it in `target` on
+    /// `destination` (None: no destination, an export) needs, reviewed for `actor`.
+    pub async fn may_move(
+        &self,
+        actor: &Actor,
+        source: Option<&ClusterRef>,
+        spec: &ferry_kube::CaptureSpec,
+        destination: Option<(Option<&ClusterRef>, &str)>,
+        quiesce: bool,
+    ) -> Result<()> {
+        let from = self.clusters.cluster(source).await?;
+        let types = ferry_kube::types_present(&from, spec)
+            .await
+            .map_err(TransferError::kube("authorize", &from.name))?;
+        let ns = spec.namespace.as_str();
+        // Listing pods is what seeing a namespace means here, whatever it holds.
+        let mut read = vec![Access::namespaced("list", "", "pods", ns)];
+        for t in &types {
+            read.push(Access::namespaced("get", &t.group, &t.plural, ns));
+            read.push(Access::namespaced("list", &t.group, &t.plural, ns));
+        }
+        if quiesce {
+            for workload in ["deployments", "statefulsets"] {
+                read.push(Access::namespaced("patch", "apps", workload, ns));
+            }
+        }
+        read.sort();
+        read.dedup();
+        self.authorizer(source)
+            .await?
+            .require(&actor.caller, &read)
+            .await?;
+
+        match destination {
+            Some((dest_ref, target)) => self.may_create(actor, dest_ref, target, &types).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `actor` may create objects of `types` in `target` on the cluster
+    /// `dest_ref` names (and the namespace itself when it is not there yet).
+    pub async fn may_create(
+        &self,
+        actor: &Actor,
+        dest_ref: Option<&ClusterRef>,
+        target: &str,
+        types: &[ApiResource],
+    ) -> Result<()> {
+        let to = self.authorizer(dest_ref).await?;
+        let dest = self.clusters.cluster(dest_ref).await?;
+        let mut create: Vec<Access> = types
+            .iter()
+            .map(|t| Access::namespaced("create", &t.group, &t.plural, target))
+            .collect();
+        let namespaces: Api<DynamicObject> = Api::all_with(
+            dest.client.clone(),
+            &ferry_kube::resource::known::namespace(),
+        );
+        let exists = namespaces
+            .get_opt(target)
+            .await
+            .map_err(|e| TransferError::Cluster {
+                cluster: to.cluster().to_owned(),
+                message: format!("reading namespace {target}: {e}"),
+                hint: "check that the destination is reachable and the pair's credential works \
+                       (ferry pair check)"
+                    .into(),
+            })?
+            .is_some();
+        if !exists {
+            create.push(Access::cluster_wide("create", "", "namespaces"));
+        }
+        create.sort();
+        create.dedup();
+        to.require(&actor.caller, &create).await?;
+        Ok(())
+    }
+
+    /// Whether `actor` may scale the workloads of `namespace` on the cluster `r` names.
+    pub async fn may_scale(
+        &self,
+        actor: &Actor,
+        r: Option<&ClusterRef>,
+        namespace: &str,
+    ) -> Result<()> {
+        let needed: Vec<Access> = ["deployments", "statefulsets"]
+            .into_iter()
+            .map(|w| Access::namespaced("patch", "apps", w, namespace))
+            .collect();
+        self.authorizer(r)
+            .await?
+            .require(&actor.caller, &needed)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `actor` may see `job` (and so watch or cancel it).
+    pub async fn may_see(
+        &self,
+        actor: &Actor,
+        job: &Job,
+        memo: &mut HashMap<String, bool>,
+    ) -> Result<bool> {
+        if actor.admin
+            || (!job.requested_by.is_empty() && job.requested_by == actor.caller.username)
+        {
+            return Ok(true);
+        }
+        let Some(ns) = job.application.as_ref().map(|a| a.namespace.clone()) else {
+            return Ok(false);
+        };
+        if let Some(known) = memo.get(&ns) {
+            return Ok(*known);
+        }
+        let local = self.authorizer(None).await?;
+        let ok = local
+            .allowed(&actor.caller, &Access::namespaced("list", "", "pods", &ns))
+            .await?;
+        memo.insert(ns, ok);
+        Ok(ok)
+    }
+
+    /// Fails unless `actor` may see `job`; the error does not say whether it exists.
+    pub async fn require_see(&self, actor: &Actor, job: &Job) -> Result<()> {
+        if self.may_see(actor, job, &mut HashMap::new()).await? {
+            return Ok(());
+        }
+        Err(TransferError::JobNotFound { id: job.id.clone() })
+    }
+}
+
+/// Every namespace of the cluster `source` names but the cluster's own and Ferry's:
+/// what `--all-namespaces` moves.
+pub async fn list_namespaces(
+    clusters: &dyn Clusters,
+    source: Option<&ClusterRef>,
+) -> Result<Vec<String>> {
+    let cluster = clusters.cluster(source).await?;
+    let api: Api<DynamicObject> = Api::all_with(
+        cluster.client.clone(),
+        &ferry_kube::resource::known::namespace(),
+    );
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| TransferError::Cluster {
+            cluster: cluster.name.clone(),
+            message: format!("listing namespaces: {e}"),
+            hint: "check that the cluster is reachable and Ferry may list namespaces".into(),
+        })?;
+    let mut names: Vec<String> = list
+        .items
+        .into_iter()
+        .filter_map(|ns| ns.metadata.name)
+        .filter(|n| !SYSTEM_NAMESPACES.contains(&n.as_str()) && n != FERRY_NAMESPACE)
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The user the in-process scheduler names, or the scheduler itself.
+fn on_behalf_of(metadata: &MetadataMap) -> Actor {
+    let user = metadata
+        .get(ON_BEHALF_OF_USER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty());
+    match user {
+        Some(user) => Actor {
+            caller: Caller {
+                username: user.to_owned(),
+                uid: String::new(),
+                groups: metadata
+                    .get_all(ON_BEHALF_OF_GROUP)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                    .collect(),
+            },
+            admin: false,
+        },
+        // Schedules made before their creators were recorded run as the scheduler,
+        // which was trusted when it was configured.
+        None => Actor {
+            caller: Caller {
+                username: SCHEDULER_USER.into(),
+                uid: String::new(),
+                groups: vec!["system:masters".into()],
+            },
+            admin: true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+    }
+
+    #[test]
+    fn the_scheduler_acts_for_the_named_user_only() {
+        let mut md = MetadataMap::new();
+        let me = on_behalf_of(&md);
+        assert_eq!(me.caller.username, SCHEDULER_USER);
+        assert!(me.admin);
+        md.insert(ON_BEHALF_OF_USER, "alice".parse().unwrap());
+        md.append(ON_BEHALF_OF_GROUP, "devs".parse().unwrap());
+        md.append(ON_BEHALF_OF_GROUP, "system:authenticated".parse().unwrap());
+        let alice = on_behalf_of(&md);
+        assert_eq!(alice.caller.username, "alice");
+        assert_eq!(alice.caller.groups, ["devs", "system:authenticated"]);
+        assert!(!alice.admin);
+    }
+}
