@@ -392,11 +392,23 @@ pub async fn restore_points(
                 rp.source.clone().unwrap_or_default().cluster_name,
                 rp.object_count.to_string(),
                 rp.job_id.clone(),
+                rp.local_labels
+                    .get("ferry.dev/import-policy")
+                    .cloned()
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     print(&table(
-        &["ID", "NAMESPACE", "CREATED", "SOURCE", "OBJECTS", "JOB"],
+        &[
+            "ID",
+            "NAMESPACE",
+            "CREATED",
+            "SOURCE",
+            "OBJECTS",
+            "JOB",
+            "IMPORTED BY",
+        ],
         &rows,
     ))
 }

@@ -71,6 +71,16 @@ pub enum Error {
     )]
     JobEnded { id: String, state: String },
 
+    /// A waited-for schedule run (an import policy's) ended without succeeding. Exit
+    /// status 13.
+    #[error("run {run} of {schedule} ended {state}: {reason}")]
+    RunEnded {
+        run: String,
+        schedule: String,
+        state: String,
+        reason: String,
+    },
+
     /// Writing the command's output failed (e.g. a closed pipe). Exit status 1.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
@@ -102,7 +112,7 @@ impl Error {
             Error::RepositoryNotFound { .. } => 10,
             Error::WrongKey { .. } => 12,
             Error::Interrupted => 130,
-            Error::JobEnded { .. } => 13,
+            Error::JobEnded { .. } | Error::RunEnded { .. } => 13,
             Error::KeyFile { .. }
             | Error::CheckFailed(_)
             | Error::Repo(_)

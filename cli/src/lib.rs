@@ -26,6 +26,7 @@ pub mod connect;
 mod error;
 pub mod export;
 mod format;
+pub mod import_policy;
 pub mod jobs;
 pub mod migrate;
 mod output;
@@ -85,6 +86,9 @@ pub enum Command {
     RestorePoints(catalog::RestorePointsArgs),
     /// Recurring migrations.
     Schedules(schedules::SchedulesArgs),
+    /// Import policies: import (and restore) what a source exports to a shared bucket,
+    /// on an interval or a cron expression.
+    ImportPolicy(import_policy::ImportPolicyArgs),
     /// Print this cluster's import key (created on first use), for a source's
     /// `ferry export --recipient-key-file`.
     ImportKey,
@@ -122,6 +126,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             catalog::restore_points(&cli.connect, args, cli.output).await
         }
         Command::Schedules(args) => schedules::run(&cli.connect, args, cli.output).await,
+        Command::ImportPolicy(args) => {
+            import_policy::run(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
+        }
         Command::ImportKey => catalog::import_key(&cli.connect, cli.output).await,
         Command::Activate(args) => catalog::activate(&cli.connect, args, cli.output).await,
         Command::Certs(args) => certs::run(args),

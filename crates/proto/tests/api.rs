@@ -275,6 +275,7 @@ fn descriptor_set_has_every_service_and_method() {
                 "ListRestorePoints",
                 "GetRestorePoint",
                 "RebuildIndex",
+                "LabelRestorePoint",
                 "CheckProfile",
                 "CreateImportKey",
                 "GetImportKey",

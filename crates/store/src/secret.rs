@@ -77,6 +77,11 @@ impl SecretBox {
         })
     }
 
+    /// The key file this box was loaded from (or the origin given to [`SecretBox::from_key`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// nonce || ciphertext || tag. `aad` binds the value to its place (say, the pair
     /// id), so a sealed value copied into another row does not open.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {

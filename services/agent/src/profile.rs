@@ -81,6 +81,27 @@ struct ProfileFile {
     /// The key itself, base64.
     #[serde(default)]
     key: Option<String>,
+    /// The secrets instead sealed (base64 of [`ferry_store::SecretBox::seal`], bound to
+    /// `agent-profile/<name>`): how `ferry serve`'s catalog writes profiles, so no secret
+    /// lies in clear in its data directory.
+    #[serde(default)]
+    sealed: Option<String>,
+    /// The key file that opens `sealed`, relative to the profile's directory if not
+    /// absolute.
+    #[serde(default)]
+    sealing_key_file: Option<PathBuf>,
+}
+
+/// What `sealed` holds.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SealedSecrets {
+    #[serde(default)]
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    session_token: Option<String>,
+    /// base64 of the key.
+    key: String,
 }
 
 /// Where profiles come from.
@@ -150,7 +171,23 @@ fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
         detail,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read: {e}")))?;
-    let file: ProfileFile = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let mut file: ProfileFile = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if let Some(sealed) = file.sealed.take() {
+        let in_clear = file.key.is_some()
+            || file.key_file.is_some()
+            || file.secret_access_key.is_some()
+            || file.session_token.is_some();
+        if in_clear {
+            return Err(invalid(
+                "give the secrets sealed or in clear (key, keyFile, secretAccessKey, sessionToken), not both".into(),
+            ));
+        }
+        let opened =
+            open_sealed(dir, name, &sealed, file.sealing_key_file.as_deref()).map_err(invalid)?;
+        file.key = Some(opened.key);
+        file.secret_access_key = opened.secret_access_key;
+        file.session_token = opened.session_token;
+    }
     let key = match (&file.key, &file.key_file) {
         (Some(_), Some(_)) => return Err(invalid("give key or keyFile, not both".into())),
         (None, None) => {
@@ -199,6 +236,37 @@ fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
         s3,
         key,
     })
+}
+
+/// The secrets of a sealed profile file, opened with its sealing key file.
+fn open_sealed(
+    dir: &Path,
+    name: &str,
+    sealed: &str,
+    key_file: Option<&Path>,
+) -> Result<SealedSecrets, String> {
+    let key_file = key_file.ok_or("sealed without sealingKeyFile")?;
+    let key_file = if key_file.is_absolute() {
+        key_file.to_path_buf()
+    } else {
+        dir.join(key_file)
+    };
+    let key = std::fs::read(&key_file)
+        .map_err(|e| format!("sealingKeyFile {}: {e}", key_file.display()))?;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(sealed.trim())
+        .map_err(|e| format!("sealed is not base64: {e}"))?;
+    let json = ferry_store::SecretBox::from_key(&key, key_file)
+        .and_then(|b| {
+            b.open(
+                format!("agent-profile/{name}").as_bytes(),
+                &sealed,
+                &format!("profile {name}"),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    // Authenticated, so well-formed; serde would name a bad field, not its value.
+    serde_json::from_slice(&json).map_err(|e| format!("sealed secrets: {e}"))
 }
 
 impl Profile {
@@ -290,5 +358,37 @@ mod tests {
         assert!(err(src.get("typo").await).contains("regoin"));
         assert!(err(src.get("absent").await).contains("not found"));
         assert!(err(src.get("../etc/passwd").await).contains("not a profile name"));
+    }
+
+    #[tokio::test]
+    async fn sealed_profiles_open_with_their_key_file_and_name_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sealer = ferry_store::SecretBox::load_or_create(dir.path()).expect("key");
+        let secrets = br#"{"secretAccessKey":"s3-secret","key":"a2V5"}"#;
+        let sealed = |name: &str| {
+            let bytes = sealer.seal(format!("agent-profile/{name}").as_bytes(), secrets);
+            base64::engine::general_purpose::STANDARD.encode(bytes.expect("seal"))
+        };
+        let text = |sealed: String| {
+            format!(
+                "repository: s3:http://127.0.0.1:9000/b/p\naccessKeyId: id\n\
+                 sealingKeyFile: secret.key\nsealed: {sealed}\n"
+            )
+        };
+        write(dir.path(), "good.yaml", &text(sealed("good")));
+        // A sealed value copied into another profile's file does not open there.
+        write(dir.path(), "copied.yaml", &text(sealed("good")));
+        let src = ProfileSource::Dir(dir.path().to_path_buf());
+
+        let p = src.get("good").await.expect("sealed profile");
+        assert_eq!(p.key, b"key");
+        let creds = p.s3.as_ref().expect("S3 credentials");
+        assert_eq!(creds.secret_access_key, "s3-secret");
+        assert_eq!(creds.access_key_id, "id");
+        let on_disk = std::fs::read_to_string(dir.path().join("good.yaml")).expect("file");
+        assert!(!on_disk.contains("s3-secret") && !on_disk.contains("a2V5"));
+
+        let err = src.get("copied").await.expect_err("bound to its name");
+        assert!(err.to_string().contains("does not open"), "{err}");
     }
 }

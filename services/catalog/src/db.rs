@@ -2,7 +2,7 @@
 //! points per repository. The index is a cache of the repositories (they are the truth):
 //! rows are added when restore points are read and replaced wholesale by RebuildIndex.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use ferry_store::Store;
@@ -51,6 +51,16 @@ const MIGRATIONS: &[&str] = &[
         sealed BLOB NOT NULL,
         public TEXT NOT NULL,
         created_at_ns INTEGER NOT NULL
+    );",
+    // v3. Labels this catalog keeps on restore points beside the repositories (an import
+    // profile cannot write to its repository): not part of the index, which RebuildIndex
+    // replaces, so they stay until the restore point leaves the repository.
+    "CREATE TABLE restore_point_labels (
+        repository_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (repository_id, id, key)
     );",
 ];
 
@@ -138,6 +148,7 @@ struct RawRestorePoint {
     volumes: String,
     tags: String,
     detail: String,
+    local_labels: BTreeMap<String, String>,
 }
 
 const RP_COLUMNS: &str = "id, application, created_at_ns, job_id, volumes, tags, detail";
@@ -151,7 +162,32 @@ fn rp_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRestorePoint> {
         volumes: r.get(4)?,
         tags: r.get(5)?,
         detail: r.get(6)?,
+        local_labels: BTreeMap::new(),
     })
+}
+
+/// The local labels of one restore point.
+fn labels_of(
+    tx: &rusqlite::Transaction<'_>,
+    repository_id: &str,
+    id: &str,
+) -> rusqlite::Result<BTreeMap<String, String>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT key, value FROM restore_point_labels WHERE repository_id = ?1 AND id = ?2",
+    )?;
+    stmt.query_map(params![repository_id, id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// Drops the labels of restore points no longer indexed for `repository_id`.
+fn drop_orphan_labels(tx: &rusqlite::Transaction<'_>, repository_id: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM restore_point_labels WHERE repository_id = ?1 AND NOT EXISTS
+            (SELECT 1 FROM restore_points r
+             WHERE r.repository_id = ?1 AND r.id = restore_point_labels.id)",
+        [repository_id],
+    )?;
+    Ok(())
 }
 
 impl RawRestorePoint {
@@ -170,6 +206,7 @@ impl RawRestorePoint {
             application: self.application,
             created_at_ns: self.created_at_ns,
             job_id: self.job_id,
+            local_labels: self.local_labels,
         })
     }
 }
@@ -330,6 +367,7 @@ impl Db {
                      AND NOT EXISTS (SELECT 1 FROM profiles WHERE repository_id = ?1)",
                     [&p.repository_id],
                 )?;
+                drop_orphan_labels(tx, &p.repository_id)?;
                 Ok(Some(p))
             })
             .await?)
@@ -372,6 +410,10 @@ impl Db {
                         "DELETE FROM restore_points WHERE repository_id = ?1 AND id = ?2",
                         params![repository_id, id],
                     )?;
+                    tx.execute(
+                        "DELETE FROM restore_point_labels WHERE repository_id = ?1 AND id = ?2",
+                        params![repository_id, id],
+                    )?;
                 }
                 for rp in &rows {
                     insert_rp(tx, &repository_id, rp)?;
@@ -399,10 +441,56 @@ impl Db {
                 for rp in &rows {
                     insert_rp(tx, &repository_id, rp)?;
                 }
+                // Labels outlive a rebuild, not the restore point.
+                drop_orphan_labels(tx, &repository_id)?;
                 Ok(())
             })
             .await?;
         Ok(())
+    }
+
+    /// Sets (or, with an empty value, removes) local labels of an indexed restore point;
+    /// false when the index does not hold it.
+    pub async fn set_labels(
+        &self,
+        repository_id: &str,
+        id: &str,
+        labels: Vec<(String, String)>,
+    ) -> Result<bool, CatalogError> {
+        let repository_id = repository_id.to_string();
+        let id = id.to_string();
+        Ok(self
+            .store
+            .call(move |tx| {
+                let indexed = tx
+                    .query_row(
+                        "SELECT 1 FROM restore_points WHERE repository_id = ?1 AND id = ?2",
+                        params![repository_id, id],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if !indexed {
+                    return Ok(false);
+                }
+                for (key, value) in &labels {
+                    if value.is_empty() {
+                        tx.execute(
+                            "DELETE FROM restore_point_labels
+                             WHERE repository_id = ?1 AND id = ?2 AND key = ?3",
+                            params![repository_id, id, key],
+                        )?;
+                    } else {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO restore_point_labels
+                                (repository_id, id, key, value) VALUES (?1, ?2, ?3, ?4)",
+                            params![repository_id, id, key, value],
+                        )?;
+                    }
+                }
+                Ok(true)
+            })
+            .await?)
     }
 
     /// Restore points newest first, strictly after the `(created_at_ns, id)` cursor.
@@ -428,11 +516,16 @@ impl Db {
                        AND (?3 IS NULL OR created_at_ns < ?3 OR (created_at_ns = ?3 AND id < ?4))
                      ORDER BY created_at_ns DESC, id DESC LIMIT ?5"
                 ))?;
-                stmt.query_map(
-                    params![repository_id, application, after_ns, after_id, limit as i64],
-                    rp_from_row,
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                let mut rows = stmt
+                    .query_map(
+                        params![repository_id, application, after_ns, after_id, limit as i64],
+                        rp_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for row in &mut rows {
+                    row.local_labels = labels_of(tx, &repository_id, &row.id)?;
+                }
+                Ok(rows)
             })
             .await?;
         raw.into_iter().map(RawRestorePoint::decode).collect()
@@ -449,14 +542,20 @@ impl Db {
         let raw = self
             .store
             .call(move |tx| {
-                tx.query_row(
-                    &format!(
-                        "SELECT {RP_COLUMNS} FROM restore_points WHERE repository_id = ?1 AND id = ?2"
-                    ),
-                    params![repository_id, id],
-                    rp_from_row,
-                )
-                .optional()
+                let mut row = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {RP_COLUMNS} FROM restore_points \
+                             WHERE repository_id = ?1 AND id = ?2"
+                        ),
+                        params![repository_id, id],
+                        rp_from_row,
+                    )
+                    .optional()?;
+                if let Some(row) = &mut row {
+                    row.local_labels = labels_of(tx, &repository_id, &row.id)?;
+                }
+                Ok(row)
             })
             .await?;
         raw.map(RawRestorePoint::decode).transpose()
@@ -521,5 +620,86 @@ impl Db {
             })
             .await?;
         Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore_points::RestorePointDetail;
+
+    fn row(id: &str) -> IndexedRestorePoint {
+        IndexedRestorePoint {
+            id: id.into(),
+            application: "shop".into(),
+            created_at_ns: 1,
+            job_id: "job-1".into(),
+            volumes: Vec::new(),
+            tags: BTreeMap::new(),
+            detail: RestorePointDetail::default(),
+            local_labels: BTreeMap::new(),
+        }
+    }
+
+    fn label(k: &str, v: &str) -> Vec<(String, String)> {
+        vec![(k.to_string(), v.to_string())]
+    }
+
+    #[tokio::test]
+    async fn local_labels_outlive_a_rebuild_but_not_the_restore_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(dir.path()).await.expect("open");
+        let key = "ferry.dev/import-policy";
+        db.replace_index("repo", &[row("a"), row("b")])
+            .await
+            .expect("index");
+        assert!(
+            !db.set_labels("repo", "zz", label(key, "p"))
+                .await
+                .expect("set")
+        );
+        assert!(
+            db.set_labels("repo", "a", label(key, "p"))
+                .await
+                .expect("set")
+        );
+        let labels = |rp: Option<IndexedRestorePoint>| rp.expect("indexed").local_labels;
+        let a = db.restore_point("repo", "a").await.expect("read");
+        assert_eq!(labels(a).get(key).map(String::as_str), Some("p"));
+        let page = db
+            .restore_points_page("repo", None, None, 10)
+            .await
+            .expect("page");
+        let with: Vec<usize> = page.iter().map(|r| r.local_labels.len()).collect();
+        assert_eq!(with.iter().sum::<usize>(), 1, "{page:?}");
+
+        // A rebuild that still finds it keeps its labels; one that does not drops them.
+        db.replace_index("repo", &[row("a")])
+            .await
+            .expect("rebuild");
+        let a = db.restore_point("repo", "a").await.expect("read");
+        assert_eq!(labels(a).get(key).map(String::as_str), Some("p"));
+        db.update_index("repo", vec!["a".into()], &[])
+            .await
+            .expect("remove");
+        db.update_index("repo", Vec::new(), &[row("a")])
+            .await
+            .expect("back");
+        let a = db.restore_point("repo", "a").await.expect("read");
+        assert!(labels(a).is_empty(), "labels went with the restore point");
+
+        // An empty value removes a label.
+        assert!(
+            db.set_labels("repo", "a", label(key, "p"))
+                .await
+                .expect("set")
+        );
+        assert!(
+            db.set_labels("repo", "a", label(key, ""))
+                .await
+                .expect("unset")
+        );
+        let a = db.restore_point("repo", "a").await.expect("read");
+        assert!(labels(a).is_empty());
     }
 }

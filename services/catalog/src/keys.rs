@@ -41,6 +41,11 @@ impl Keys {
         Keys { db, sealer }
     }
 
+    /// The data directory's secret box, which also seals the agent's profile files.
+    pub fn sealer(&self) -> &SecretBox {
+        &self.sealer
+    }
+
     /// The import key; made now if `create` and there is none. `None`: none and not
     /// asked to make one.
     pub async fn import_key(

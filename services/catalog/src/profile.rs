@@ -683,7 +683,8 @@ pub(crate) async fn probe_write(backend: &DynBackend) -> Result<(), BackendError
 }
 
 /// The agent's profile file (services/agent/src/profile.rs reads it, unknown fields
-/// refused).
+/// refused). The secrets (S3 secret key, session token, repository key) are sealed with
+/// the data directory's `secret.key`, never written in clear.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AgentProfileFile<'a> {
@@ -692,6 +693,16 @@ struct AgentProfileFile<'a> {
     region: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     access_key_id: Option<&'a str>,
+    /// The key file that opens `sealed`.
+    sealing_key_file: &'a Path,
+    /// base64 of the sealed JSON of [`SealedAgentSecrets`], bound to this profile's name.
+    sealed: String,
+}
+
+/// What the agent file seals: the JSON the agent opens (its `SealedSecrets`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SealedAgentSecrets<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     secret_access_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -700,10 +711,29 @@ struct AgentProfileFile<'a> {
     key: String,
 }
 
-/// The YAML of `<name>.yaml` for the agent.
-pub(crate) fn agent_profile_yaml(p: &ProfileRecord, m: &Material) -> Result<String, CatalogError> {
+/// The YAML of `<name>.yaml` for the agent, its secrets sealed by `sealer` and bound to
+/// the profile's name (`agent-profile/<name>`, as the agent opens them).
+pub(crate) fn agent_profile_yaml(
+    p: &ProfileRecord,
+    m: &Material,
+    sealer: &ferry_store::SecretBox,
+) -> Result<String, CatalogError> {
     let s3 = m.s3.as_ref();
     let is_s3 = p.backend == StorageBackend::S3 as i32;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secrets = zeroize::Zeroizing::new(
+        serde_json::to_vec(&SealedAgentSecrets {
+            secret_access_key: s3.map(|c| c.secret_access_key.as_str()),
+            session_token: s3.and_then(|c| c.session_token.as_deref()),
+            key: b64.encode(&m.key),
+        })
+        .map_err(|e| CatalogError::Internal(format!("encoding agent profile {}: {e}", p.name)))?,
+    );
+    let sealed = sealer.seal(format!("agent-profile/{}", p.name).as_bytes(), &secrets)?;
+    // Absolute: the agent reads a relative path from the profile's directory.
+    let key_file = std::path::absolute(sealer.path()).map_err(|e| {
+        CatalogError::Internal(format!("the path of {}: {e}", sealer.path().display()))
+    })?;
     let file = AgentProfileFile {
         repository: location(p),
         region: is_s3.then_some(if p.region.is_empty() {
@@ -712,9 +742,8 @@ pub(crate) fn agent_profile_yaml(p: &ProfileRecord, m: &Material) -> Result<Stri
             p.region.as_str()
         }),
         access_key_id: s3.map(|c| c.access_key_id.as_str()),
-        secret_access_key: s3.map(|c| c.secret_access_key.as_str()),
-        session_token: s3.and_then(|c| c.session_token.as_deref()),
-        key: base64::engine::general_purpose::STANDARD.encode(&m.key),
+        sealing_key_file: &key_file,
+        sealed: b64.encode(sealed),
     };
     serde_yaml::to_string(&file)
         .map_err(|e| CatalogError::Internal(format!("encoding agent profile {}: {e}", p.name)))

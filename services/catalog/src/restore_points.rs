@@ -26,6 +26,9 @@ pub(crate) struct IndexedRestorePoint {
     pub volumes: Vec<IndexedVolume>,
     pub tags: BTreeMap<String, String>,
     pub detail: RestorePointDetail,
+    /// Labels this catalog keeps beside the repository (LabelRestorePoint); filled when
+    /// read from the database, never stored with the index row.
+    pub local_labels: BTreeMap<String, String>,
 }
 
 /// The rest of a restore point, stored as one JSON column.
@@ -121,6 +124,7 @@ impl IndexedRestorePoint {
             job_id: m.job_id.clone(),
             volumes,
             tags: m.tags.clone(),
+            local_labels: BTreeMap::new(),
             detail: RestorePointDetail {
                 label_selector: m.captured.label_selector.clone().unwrap_or_default(),
                 object_count: m.captured.objects.len() as u64,
@@ -168,6 +172,7 @@ impl IndexedRestorePoint {
             },
             job_id: self.job_id.clone(),
             tags: self.tags.clone().into_iter().collect(),
+            local_labels: self.local_labels.clone().into_iter().collect(),
         }
     }
 }

@@ -14,10 +14,11 @@ use ferry_proto::v1::{
     CreateImportKeyResponse, CreateProfileRequest, CreateProfileResponse, DeleteProfileRequest,
     DeleteProfileResponse, ErrorDetail, GetImportKeyRequest, GetImportKeyResponse,
     GetProfileRequest, GetProfileResponse, GetRestorePointRequest, GetRestorePointResponse,
-    IssueMigrationTokenRequest, IssueMigrationTokenResponse, ListApplicationsRequest,
-    ListApplicationsResponse, ListProfilesRequest, ListProfilesResponse, ListRestorePointsRequest,
-    ListRestorePointsResponse, ProfileKind, Progress, RebuildIndexEvent, RebuildIndexRequest,
-    RebuildIndexSummary, RepositoryRef, StorageBackend, cluster_ref, rebuild_index_event,
+    IssueMigrationTokenRequest, IssueMigrationTokenResponse, LabelRestorePointRequest,
+    LabelRestorePointResponse, ListApplicationsRequest, ListApplicationsResponse,
+    ListProfilesRequest, ListProfilesResponse, ListRestorePointsRequest, ListRestorePointsResponse,
+    ProfileKind, Progress, RebuildIndexEvent, RebuildIndexRequest, RebuildIndexSummary,
+    RepositoryRef, StorageBackend, cluster_ref, rebuild_index_event,
 };
 use ferry_repo::backend::{BackendError, DynBackend};
 use ferry_repo::{Id, Repository};
@@ -429,7 +430,7 @@ impl CatalogService {
         }
 
         if let Some(dir) = &config.agent_profiles_dir {
-            let yaml = profile::agent_profile_yaml(record, material)?;
+            let yaml = profile::agent_profile_yaml(record, material, self.inner.keys.sealer())?;
             profile::write_agent_profile(dir, &record.name, yaml).await?;
         }
         let inserted = self.inner.db.insert_profile(record.clone()).await;
@@ -711,6 +712,52 @@ impl CatalogService {
         })
     }
 
+    /// LabelRestorePoint: sets (or removes) labels the catalog keeps on a restore point
+    /// the repository holds. One not indexed yet is looked for in the repository first.
+    async fn label_restore_point(
+        &self,
+        req: LabelRestorePointRequest,
+    ) -> Result<LabelRestorePointResponse, CatalogError> {
+        let id = Id::parse(&req.id).map_err(|_| {
+            CatalogError::invalid(
+                "id",
+                format!("{:?} is not a restore point id (64 hex digits)", req.id),
+            )
+        })?;
+        check_labels(&req.labels)?;
+        let (record, repo) = self.repository(req.repository.as_ref()).await?;
+        let hex = id.to_hex();
+        let mut labels: Vec<(String, String)> = req.labels.into_iter().collect();
+        labels.sort();
+        let db = &self.inner.db;
+        let mut found = db
+            .set_labels(&record.repository_id, &hex, labels.clone())
+            .await?;
+        if !found {
+            self.sync_index(&record, &repo, None).await?;
+            found = db
+                .set_labels(&record.repository_id, &hex, labels.clone())
+                .await?;
+        }
+        let not_found = || CatalogError::RestorePointNotFound {
+            id: hex.clone(),
+            profile: record.name.clone(),
+            location: profile::location(&record),
+        };
+        if !found {
+            return Err(not_found());
+        }
+        let row = db
+            .restore_point(&record.repository_id, &hex)
+            .await?
+            .ok_or_else(not_found)?;
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        tracing::info!(restore_point = %hex, labels = ?keys, "restore point labelled");
+        Ok(LabelRestorePointResponse {
+            restore_point: Some(row.to_proto(false)),
+        })
+    }
+
     /// Reads every restore point of the repository and replaces its index, reporting
     /// progress on `tx`. A transport or permission failure stops the rebuild and leaves
     /// the old index; only restore points that fail to decrypt or parse are skipped.
@@ -908,6 +955,53 @@ async fn check_access(record: &ProfileRecord, backend: &DynBackend) -> Result<()
     probe.map_err(|e| profile::repo_error(record, "writing to", e.into()))
 }
 
+/// Most labels one LabelRestorePoint may set, and their sizes.
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY: usize = 253;
+const MAX_LABEL_VALUE: usize = 1024;
+
+/// Label keys as Kubernetes writes them (`ferry.dev/import-policy`); values any printable
+/// text.
+fn check_labels(labels: &HashMap<String, String>) -> Result<(), CatalogError> {
+    if labels.is_empty() {
+        return Err(CatalogError::invalid(
+            "labels",
+            "empty; give at least one label to set (an empty value removes one)",
+        ));
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(CatalogError::invalid(
+            "labels",
+            format!("{} labels, at most {MAX_LABELS} at once", labels.len()),
+        ));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= MAX_LABEL_KEY
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+        if !key_ok {
+            return Err(CatalogError::invalid(
+                "labels",
+                format!(
+                    "key {key:?} is not a label key: 1 to {MAX_LABEL_KEY} letters, digits and \
+                     -_./ such as \"ferry.dev/import-policy\""
+                ),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
+            return Err(CatalogError::invalid(
+                "labels",
+                format!(
+                    "value of {key:?} must be at most {MAX_LABEL_VALUE} bytes of printable text"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_namespace(ns: &str) -> Result<(), CatalogError> {
     let ok = ns.len() <= 63
         && ns
@@ -1065,6 +1159,17 @@ impl CatalogApi for CatalogService {
         traced(span, self.get_restore_point(req)).await
     }
 
+    async fn label_restore_point(
+        &self,
+        request: Request<LabelRestorePointRequest>,
+    ) -> Result<Response<LabelRestorePointResponse>, Status> {
+        let req = request.into_inner();
+        let profile = req.repository.as_ref().map(|r| r.profile.clone());
+        let span = tracing::info_span!("catalog.label_restore_point",
+            profile = profile.as_deref().unwrap_or_default(), id = %req.id);
+        traced(span, self.label_restore_point(req)).await
+    }
+
     async fn check_profile(
         &self,
         request: Request<CheckProfileRequest>,
@@ -1163,5 +1268,20 @@ mod tests {
         assert!(decode_token("%%%").is_err());
         assert_eq!(page_size(0), DEFAULT_PAGE);
         assert_eq!(page_size(5000), MAX_PAGE);
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        let one = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        assert!(check_labels(&one("ferry.dev/import-policy", "nightly")).is_ok());
+        assert!(
+            check_labels(&one("ferry.dev/import-policy", "")).is_ok(),
+            "removal"
+        );
+        assert!(check_labels(&HashMap::new()).is_err());
+        assert!(check_labels(&one("", "x")).is_err());
+        assert!(check_labels(&one("a b", "x")).is_err());
+        assert!(check_labels(&one("k", "line\nbreak")).is_err());
+        assert!(check_labels(&one("k", &"x".repeat(MAX_LABEL_VALUE + 1))).is_err());
     }
 }

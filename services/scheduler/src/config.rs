@@ -57,7 +57,7 @@ impl SchedulerConfig {
 #[command(
     name = "ferry-scheduler",
     version,
-    about = "Ferry's scheduler: recurring migrations and exports (gRPC)"
+    about = "Ferry's scheduler: recurring migrations, exports and import policies (gRPC)"
 )]
 pub struct Args {
     /// Address to serve gRPC on; other than loopback, it takes TLS flags or
@@ -79,6 +79,14 @@ pub struct Args {
         default_value = "http://127.0.0.1:7444"
     )]
     pub transfer_endpoint: String,
+    /// The catalog import policies read profiles and restore points from (https:// when
+    /// it serves TLS).
+    #[arg(
+        long,
+        env = "FERRY_CATALOG_ENDPOINT",
+        default_value = "http://127.0.0.1:7445"
+    )]
+    pub catalog_endpoint: String,
     /// Shortest interval a schedule may have, in seconds.
     #[arg(long, default_value_t = 60)]
     pub min_interval_seconds: u64,

@@ -44,6 +44,14 @@ pub enum SchedulerError {
         job_id: String,
     },
 
+    /// Another service could not answer what the request needs checked (the catalog,
+    /// for an import policy's profile).
+    #[error("{}", error.detail.message)]
+    Upstream {
+        /// What it said, and whether asking again later may work.
+        error: crate::jobs::JobError,
+    },
+
     /// The state database failed.
     #[error("schedule state: {0}")]
     Store(#[from] ferry_store::StoreError),
@@ -103,6 +111,15 @@ impl SchedulerError {
                     format!("wait for run {run_id} to finish (ListRuns shows it){job}"),
                 )
             }
+            SchedulerError::Upstream { error } => (
+                if error.retryable {
+                    Code::Unavailable
+                } else {
+                    Code::FailedPrecondition
+                },
+                ErrorCode::try_from(error.detail.code).unwrap_or(ErrorCode::Internal),
+                error.detail.hint.clone(),
+            ),
             SchedulerError::Store(_) => (
                 Code::Internal,
                 ErrorCode::Internal,

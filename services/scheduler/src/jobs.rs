@@ -1,13 +1,18 @@
-//! How the scheduler starts and follows transfer jobs: the [`Jobs`] trait, and
-//! [`TransferJobs`], its implementation over the transfer service's gRPC API (what the
-//! binary and `ferry serve` use).
+//! What the scheduler asks of the other services: the [`Jobs`] trait (start and follow
+//! transfer jobs; for import policies, read profiles and restore points from the catalog
+//! and label them), and [`TransferJobs`], its implementation over the transfer and catalog
+//! services' gRPC APIs (what the binary and `ferry serve` use).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::transfer_service_client::TransferServiceClient;
 use ferry_proto::v1::{
-    ErrorCode, ErrorDetail, JobRef, JobReport, JobState, StartExportRequest, StartJobResponse,
-    StartMigrationRequest, WatchJobRequest, job_event,
+    ErrorCode, ErrorDetail, GetProfileRequest, JobRef, JobReport, JobState,
+    LabelRestorePointRequest, ListRestorePointsRequest, Profile, RepositoryRef, RestorePoint,
+    StartExportRequest, StartJobResponse, StartMigrationRequest, StartRestoreRequest,
+    WatchJobRequest, job_event,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -47,6 +52,21 @@ pub struct JobError {
 impl JobError {
     /// The error a status from the transfer service stands for.
     pub fn from_status(action: &str, status: &Status) -> JobError {
+        JobError::from_status_of("transfer", action, status)
+    }
+
+    /// The error a status from the catalog stands for, its message saying what the
+    /// scheduler was asking.
+    fn from_catalog(action: &str, status: &Status) -> JobError {
+        let mut e = JobError::from_status_of("catalog", action, status);
+        if !e.detail.message.starts_with(action) {
+            e.detail.message = format!("{action}: {}", e.detail.message);
+        }
+        e
+    }
+
+    /// The error a status from `service` ("transfer", "catalog") stands for.
+    pub fn from_status_of(service: &str, action: &str, status: &Status) -> JobError {
         let retryable = matches!(
             status.code(),
             Code::Unavailable
@@ -69,7 +89,7 @@ impl JobError {
             ferry_rpc::error_detail(
                 code,
                 format!("{action}: {}", status.message()),
-                "check that the transfer service runs and that the scheduler reaches it",
+                format!("check that the {service} service runs and that the scheduler reaches it"),
             )
         });
         JobError {
@@ -79,23 +99,48 @@ impl JobError {
     }
 }
 
-/// Starts and follows transfer jobs for the scheduler.
+/// Starts and follows transfer jobs for the scheduler, and answers an import policy's
+/// questions to the catalog.
 #[async_trait::async_trait]
 pub trait Jobs: Send + Sync + std::fmt::Debug + 'static {
     /// Starts a migration; returns the new job's id.
     async fn start_migration(&self, request: StartMigrationRequest) -> Result<String, JobError>;
     /// Starts an export; returns the new job's id.
     async fn start_export(&self, request: StartExportRequest) -> Result<String, JobError>;
+    /// Starts a restore (an import when `schedule_id` is set); returns the new job's id.
+    async fn start_restore(&self, request: StartRestoreRequest) -> Result<String, JobError>;
     /// Waits until the job is final. May take hours; the scheduler stops waiting by
     /// dropping the future, which must therefore be safe to drop at any await.
     async fn wait(&self, job_id: &str) -> Result<JobOutcome, JobError>;
+    /// The catalog's profile `name`; `None` when the catalog has no profile of that name.
+    async fn profile(&self, name: &str) -> Result<Option<Profile>, JobError>;
+    /// Every restore point the repository holds now (of `namespace` as on the source, when
+    /// not empty), read from the repository itself: a store that cannot be listed is an
+    /// error, never an empty list.
+    async fn restore_points(
+        &self,
+        repository: &RepositoryRef,
+        namespace: &str,
+    ) -> Result<Vec<RestorePoint>, JobError>;
+    /// Sets labels the catalog keeps on a restore point (LabelRestorePoint).
+    async fn label_restore_point(
+        &self,
+        repository: &RepositoryRef,
+        id: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), JobError>;
 }
 
-/// [`Jobs`] over `ferry.v1.TransferService`.
+/// Restore points asked of the catalog per ListRestorePoints call.
+const RESTORE_POINT_PAGE: u32 = 1000;
+
+/// [`Jobs`] over `ferry.v1.TransferService` and `ferry.v1.CatalogService`.
 #[derive(Debug, Clone)]
 pub struct TransferJobs {
     /// Calls carry the run's trace context, so a job's spans join the schedule's run.
     client: TransferServiceClient<ferry_rpc::TracedChannel>,
+    /// The catalog of the cluster the import policies restore onto.
+    catalog: CatalogServiceClient<ferry_rpc::TracedChannel>,
     /// Longest time the transfer service may stay unreachable while a job is followed
     /// before the attempt counts as failed.
     pub unreachable_limit: Duration,
@@ -112,13 +157,16 @@ impl TransferJobs {
     /// Over a channel made by the caller (one carrying credentials, say).
     pub fn traced(channel: ferry_rpc::TracedChannel) -> TransferJobs {
         TransferJobs {
-            client: TransferServiceClient::new(channel),
+            client: TransferServiceClient::new(channel.clone()),
+            catalog: CatalogServiceClient::new(channel),
             unreachable_limit: Duration::from_secs(600),
         }
     }
 
     /// A client that connects on first use: in `ferry serve` the transfer service is
-    /// this same server, which is not listening yet when the scheduler is built.
+    /// this same server, which is not listening yet when the scheduler is built. The
+    /// catalog is asked at the same endpoint (`ferry serve` has every service on one
+    /// port) unless [`TransferJobs::with_catalog`] names another.
     pub fn lazy(endpoint: &str) -> Result<TransferJobs, tonic::transport::Error> {
         TransferJobs::lazy_with(endpoint, &ferry_rpc::ClientTls::new())
     }
@@ -131,6 +179,18 @@ impl TransferJobs {
     ) -> Result<TransferJobs, tonic::transport::Error> {
         let channel = tls.endpoint(endpoint)?.connect_lazy();
         Ok(TransferJobs::traced(tls.traced(endpoint, channel)))
+    }
+
+    /// Asks the catalog at `endpoint` (connected on first use) instead of the transfer
+    /// service's endpoint.
+    pub fn with_catalog(
+        mut self,
+        endpoint: &str,
+        tls: &ferry_rpc::ClientTls,
+    ) -> Result<TransferJobs, tonic::transport::Error> {
+        let channel = tls.endpoint(endpoint)?.connect_lazy();
+        self.catalog = CatalogServiceClient::new(tls.traced(endpoint, channel));
+        Ok(self)
     }
 
     /// The id of the job a Start* call started, or why there is none.
@@ -198,6 +258,77 @@ impl Jobs for TransferJobs {
     async fn start_export(&self, request: StartExportRequest) -> Result<String, JobError> {
         let answer = self.client.clone().start_export(request).await;
         Self::started("starting the export", answer)
+    }
+
+    async fn start_restore(&self, request: StartRestoreRequest) -> Result<String, JobError> {
+        let answer = self.client.clone().start_restore(request).await;
+        Self::started("starting the restore", answer)
+    }
+
+    async fn profile(&self, name: &str) -> Result<Option<Profile>, JobError> {
+        let answer = self
+            .catalog
+            .clone()
+            .get_profile(GetProfileRequest { name: name.into() })
+            .await;
+        match answer {
+            Ok(r) => Ok(r.into_inner().profile),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(JobError::from_catalog(
+                &format!("reading profile {name:?} from the catalog"),
+                &s,
+            )),
+        }
+    }
+
+    async fn restore_points(
+        &self,
+        repository: &RepositoryRef,
+        namespace: &str,
+    ) -> Result<Vec<RestorePoint>, JobError> {
+        let action = format!(
+            "listing the restore points of profile {:?}",
+            repository.profile
+        );
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .catalog
+                .clone()
+                .list_restore_points(ListRestorePointsRequest {
+                    repository: Some(repository.clone()),
+                    namespace: namespace.into(),
+                    page_size: RESTORE_POINT_PAGE,
+                    page_token,
+                })
+                .await
+                .map_err(|s| JobError::from_catalog(&action, &s))?
+                .into_inner();
+            out.extend(page.restore_points);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    async fn label_restore_point(
+        &self,
+        repository: &RepositoryRef,
+        id: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), JobError> {
+        self.catalog
+            .clone()
+            .label_restore_point(LabelRestorePointRequest {
+                repository: Some(repository.clone()),
+                id: id.into(),
+                labels,
+            })
+            .await
+            .map_err(|s| JobError::from_catalog(&format!("labelling restore point {id}"), &s))?;
+        Ok(())
     }
 
     async fn wait(&self, job_id: &str) -> Result<JobOutcome, JobError> {

@@ -1,12 +1,14 @@
 //! Ferry's scheduler: the service behind `ferry.v1.SchedulerService`.
 //!
-//! It owns schedules and their runs. A schedule repeats a migration or an export on a
-//! fixed interval or a five-field cron expression in an IANA time zone ([`cron`]); each
-//! run starts a transfer job through [`Jobs`] (over gRPC: [`TransferJobs`]), waits for
-//! it, and retries a failed job with doubling backoff. Runs of one schedule never
-//! overlap: a due time that finds the previous run going records a SKIPPED run.
-//! Schedules and runs live in `<data-dir>/scheduler.db`; a restarted scheduler resumes
-//! the runs it left going.
+//! It owns schedules and their runs. A schedule repeats a migration, an export or an
+//! import policy on a fixed interval or a five-field cron expression in an IANA time zone
+//! ([`cron`]); each run starts a transfer job through [`Jobs`] (over gRPC:
+//! [`TransferJobs`]), waits for it, and retries a failed job with doubling backoff. An
+//! import policy's run lists a repository through the catalog and imports (and
+//! restores) each restore point it has not imported before, exactly once. Runs of one
+//! schedule never overlap: a due time that finds the previous run going records a
+//! SKIPPED run. Schedules, runs and what each import policy imported live in
+//! `<data-dir>/scheduler.db`; a restarted scheduler resumes the runs it left going.
 
 pub mod config;
 pub mod cron;

@@ -17,7 +17,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let listener = ferry_rpc::Listener::new(listener, tls.server);
     let jobs = ferry_scheduler::TransferJobs::lazy_with(&args.transfer_endpoint, &tls.client)
-        .with_context(|| format!("transfer endpoint {:?}", args.transfer_endpoint))?;
+        .with_context(|| format!("transfer endpoint {:?}", args.transfer_endpoint))?
+        .with_catalog(&args.catalog_endpoint, &tls.client)
+        .with_context(|| format!("catalog endpoint {:?}", args.catalog_endpoint))?;
     let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
     let scheduler = ferry_scheduler::Scheduler::open(args.config(), Arc::new(jobs)).await?;
     ferry_scheduler::serve(scheduler, listener, shutdown).await?;

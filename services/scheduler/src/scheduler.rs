@@ -1,11 +1,14 @@
 //! The engine: schedules in the store, a timing loop that fires due runs, and one task
-//! per run that starts its job, waits for it and retries with backoff.
+//! per run that starts its job, waits for it and retries with backoff. An import
+//! policy's run lists the repository and restores what is new instead ([`import`]).
 //!
 //! The store is the truth. A run is RUNNING there from the moment it is recorded until
 //! it ends, and a due time finding a RUNNING run of the same schedule records a SKIPPED
 //! run instead (in the same transaction), so runs never overlap. Stopping the scheduler
 //! leaves runs RUNNING; the next start resumes each one: it waits again on the job it
 //! was waiting on, or starts its next attempt.
+
+mod import;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,6 +191,9 @@ impl Scheduler {
 
     /// Runs attempts until one succeeds, one fails for good, or attempts run out.
     async fn execute(&self, def: &Schedule, mut run: ScheduleRun) {
+        if let Some(schedule::Spec::ImportPolicy(policy)) = &def.spec {
+            return self.execute_import(def, policy, run).await;
+        }
         let retry = Retry::of(def.retry.as_ref(), self.inner.config.retry);
         // A resumed run whose latest attempt has a job waits for that job first.
         let mut follow = (run.attempts > 0 && run.job_ids.len() == run.attempts as usize)
@@ -252,7 +258,8 @@ impl Scheduler {
                 e.schedule_id = def.id.clone();
                 self.inner.jobs.start_export(e).await
             }
-            // CreateSchedule refuses both; a stored one means a newer build wrote it.
+            // Import policies run through `execute_import`; no spec means a newer build
+            // wrote the schedule.
             Some(schedule::Spec::ImportPolicy(_)) | None => Err(JobError {
                 detail: Box::new(ferry_rpc::error_detail(
                     ErrorCode::Internal,
@@ -318,6 +325,9 @@ impl Scheduler {
     /// cron time) from now.
     pub async fn create(&self, req: CreateScheduleRequest) -> Result<Schedule> {
         let (mut def, trigger) = validate::definition(&self.inner.config, req)?;
+        if let Some(schedule::Spec::ImportPolicy(policy)) = &mut def.spec {
+            self.check_import_profile(policy).await?;
+        }
         let now = Timestamp::now();
         def.id = new_id("sch");
         def.created_at = Some(to_proto(now));

@@ -3,6 +3,7 @@
 //! queries filter and order on. Checks that must not race (a name is free; no run of the
 //! schedule is going) run in the same transaction as the write they guard.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ferry_proto::v1::{RunState, Schedule, ScheduleRun};
@@ -12,7 +13,8 @@ use prost::Message;
 
 use crate::error::{Result, SchedulerError};
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE schedules (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE schedules (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         suspended INTEGER NOT NULL,
@@ -30,7 +32,32 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE schedules (
         run BLOB NOT NULL
     );
     CREATE INDEX runs_by_schedule ON runs (schedule_id, seq);
-    CREATE INDEX runs_by_state ON runs (state);"];
+    CREATE INDEX runs_by_state ON runs (state);",
+    // v2. What each import policy imported: a restore point is DONE once imported (and, if
+    // the policy restores, restored); RESTORING while its restore job (job_id) is going, so
+    // a restarted scheduler waits on that job rather than starting another.
+    "CREATE TABLE imports (
+        schedule_id TEXT NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
+        restore_point_id TEXT NOT NULL,
+        state INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (schedule_id, restore_point_id)
+    );",
+];
+
+/// Where an import policy is with one restore point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Import {
+    /// Its restore job is going (or was, when the scheduler stopped).
+    Restoring { job_id: String },
+    /// Imported (and restored, if the policy restores): never again.
+    Done,
+}
+
+const IMPORT_RESTORING: i64 = 1;
+const IMPORT_DONE: i64 = 2;
 
 /// A stored schedule: its definition and its timing state.
 #[derive(Debug, Clone)]
@@ -332,6 +359,80 @@ impl ScheduleStore {
             })
             .await?;
         Ok(n > 0)
+    }
+
+    /// What the import policy `schedule_id` imported or is restoring, by restore point id.
+    pub async fn imports(&self, schedule_id: &str) -> Result<HashMap<String, Import>> {
+        let schedule_id = schedule_id.to_owned();
+        let rows: Vec<(String, i64, String)> = self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT restore_point_id, state, job_id FROM imports WHERE schedule_id = ?1",
+                )?;
+                let rows =
+                    stmt.query_map([schedule_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect()
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, state, job_id)| match state {
+                IMPORT_DONE => Some((id, Import::Done)),
+                IMPORT_RESTORING => Some((id, Import::Restoring { job_id })),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Records where the import policy is with restore points `ids` (`None`: forget them,
+    /// a failed restore to try again); false when the schedule is gone.
+    pub async fn set_imports(
+        &self,
+        schedule_id: &str,
+        run_id: &str,
+        ids: Vec<String>,
+        import: Option<Import>,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let (schedule_id, run_id) = (schedule_id.to_owned(), run_id.to_owned());
+        Ok(self
+            .store
+            .call(move |tx| {
+                let exists = tx
+                    .query_row("SELECT 1 FROM schedules WHERE id = ?1", [&schedule_id], |_| {
+                        Ok(())
+                    })
+                    .optional()?
+                    .is_some();
+                if !exists {
+                    return Ok(false);
+                }
+                for id in &ids {
+                    match &import {
+                        None => {
+                            tx.execute(
+                                "DELETE FROM imports WHERE schedule_id = ?1 AND restore_point_id = ?2",
+                                params![schedule_id, id],
+                            )?;
+                        }
+                        Some(i) => {
+                            let (state, job_id) = match i {
+                                Import::Restoring { job_id } => (IMPORT_RESTORING, job_id.as_str()),
+                                Import::Done => (IMPORT_DONE, ""),
+                            };
+                            tx.execute(
+                                "INSERT OR REPLACE INTO imports
+                                    (schedule_id, restore_point_id, state, job_id, run_id, updated_ms)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                params![schedule_id, id, state, job_id, run_id, now_ms],
+                            )?;
+                        }
+                    }
+                }
+                Ok(true)
+            })
+            .await?)
     }
 
     /// The schedule's newest run.

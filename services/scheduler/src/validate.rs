@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use ferry_proto::v1::{
-    ApplicationSelector, CreateScheduleRequest, RetryPolicy, Schedule, create_schedule_request,
-    schedule,
+    ApplicationSelector, CreateScheduleRequest, ImportPolicySpec, RetryPolicy, Schedule,
+    create_schedule_request, schedule,
 };
 
 use crate::config::{RetryDefaults, SchedulerConfig};
@@ -72,19 +72,16 @@ pub(crate) fn definition(
             check_job("export", e.dry_run, &e.schedule_id, e.application.as_ref())?;
             schedule::Spec::Export(e)
         }
-        Some(create_schedule_request::Spec::ImportPolicy(_)) => {
-            return Err(SchedulerError::Unsupported {
-                what: "import_policy".into(),
-                hint: "import_policy arrives with export/import; schedule a migration or an \
-                       export for now"
-                    .into(),
-            });
+        Some(create_schedule_request::Spec::ImportPolicy(p)) => {
+            check_import_policy(&p)?;
+            schedule::Spec::ImportPolicy(p)
         }
         None => {
             return Err(SchedulerError::invalid(
                 "spec",
                 "missing; say what each run does",
-                "set migration (a StartMigrationRequest) or export (a StartExportRequest)",
+                "set migration (a StartMigrationRequest), export (a StartExportRequest) or \
+                 import_policy (an ImportPolicySpec)",
             ));
         }
     };
@@ -102,8 +99,7 @@ pub(crate) fn definition(
         trigger,
         time_zone: req.time_zone,
         spec: Some(spec),
-        // Kept and shown; nothing prunes yet: only exports write restore points to prune,
-        // and the transfer service does not run exports yet.
+        // Kept and shown; nothing prunes yet.
         retention: req.retention,
         retry: Some(retry_policy(config.retry, req.retry)?),
         suspended: req.suspended,
@@ -167,6 +163,43 @@ fn check_job(
         ));
     }
     Ok(())
+}
+
+/// What an import policy's request must say by itself; that its profile is an IMPORT
+/// profile of the catalog is checked by [`crate::Scheduler::create`], which asks it.
+fn check_import_policy(p: &ImportPolicySpec) -> Result<()> {
+    if p.repository.as_ref().is_none_or(|r| r.profile.is_empty()) {
+        return Err(SchedulerError::invalid(
+            "import_policy.repository.profile",
+            "empty",
+            "name the import profile made from the migration token (ferry profile create \
+             NAME --kind import --migration-token-file TOKEN)",
+        ));
+    }
+    let namespace = p
+        .application
+        .as_ref()
+        .map(|a| a.namespace.as_str())
+        .unwrap_or_default();
+    if !namespace.is_empty() && !is_namespace(namespace) {
+        return Err(SchedulerError::invalid(
+            "import_policy.application.namespace",
+            format!("{namespace:?} is not a namespace name"),
+            "give the application's namespace as on the source (lower-case letters, digits \
+             and -), or leave it empty to import every namespace's restore points",
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_namespace(ns: &str) -> bool {
+    ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-')
 }
 
 /// The request's retry policy with the server's defaults filled in.
@@ -279,6 +312,32 @@ mod tests {
         )
         .expect_err("max below initial");
         assert!(e.to_string().contains("retry.max_backoff"), "{e}");
+    }
+
+    #[test]
+    fn import_policies_need_a_profile_and_a_namespace_name() {
+        use ferry_proto::v1::RepositoryRef;
+        let policy = |profile: &str, ns: &str| ImportPolicySpec {
+            repository: Some(RepositoryRef {
+                profile: profile.into(),
+                repository_id: String::new(),
+            }),
+            application: Some(ApplicationSelector {
+                namespace: ns.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(check_import_policy(&policy("in", "shop")).is_ok());
+        assert!(
+            check_import_policy(&policy("in", "")).is_ok(),
+            "every namespace"
+        );
+        let e = check_import_policy(&policy("", "shop")).expect_err("no profile");
+        assert!(e.to_string().contains("repository.profile"), "{e}");
+        assert!(e.detail().hint.contains("--kind import"), "{e:?}");
+        let e = check_import_policy(&policy("in", "Shop")).expect_err("bad namespace");
+        assert!(e.to_string().contains("\"Shop\""), "{e}");
     }
 
     #[test]

@@ -144,8 +144,8 @@ async fn a_failing_migration_is_retried_with_backoff_then_fails_with_the_jobs_er
     ids.dedup();
     assert_eq!(ids.len(), 3, "one job per attempt");
 
-    // The transfer service does not run exports yet: it refuses the start, and a refusal
-    // is not retried.
+    // An export naming no repository (and the transfer service has no default profile):
+    // the transfer service refuses the start, and a refusal is not retried.
     let name = format!("{ns}-export");
     let export = CreateScheduleRequest {
         name: name.clone(),
@@ -302,16 +302,20 @@ async fn bad_requests_are_refused_with_the_field_and_the_next_step() {
     let d = refusal(&refuse(schedule(&ns, every(60), owned)).await);
     assert!(d.message.contains("migration.schedule_id"), "{d:?}");
 
+    // An import policy must name its import profile (tests/import_policies.rs has the
+    // rest of its checks).
     let mut import = schedule(&ns, every(60), migration(&ns));
     import.spec = Some(create_schedule_request::Spec::ImportPolicy(
         ImportPolicySpec::default(),
     ));
     let e = refuse(import).await;
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let d = refusal(&e);
     assert!(
-        refusal(&e).hint.contains("arrives with export/import"),
-        "{e:?}"
+        d.message.contains("import_policy.repository.profile"),
+        "{d:?}"
     );
+    assert!(d.hint.contains("--kind import"), "{d:?}");
 
     let mut no_spec = schedule(&ns, every(60), migration(&ns));
     no_spec.spec = None;

@@ -1,0 +1,484 @@
+//! Import policies with the `ferry` command, across two real clusters and MinIO: cluster a
+//! exports to a bucket, cluster b (MinIO user `reader`: read and list only) holds an
+//! import profile made from the migration token and an import policy on it. Each run of
+//! the policy lists the bucket, imports what it has not imported before and restores it.
+//! The test asserts what each run did (restore points found and imported, jobs started),
+//! not only that it succeeded: an unchanged bucket means no work at all, a second export
+//! is imported and restored alone, and an unreachable bucket fails the run with nothing
+//! applied on b.
+//!
+//! The bucket is reached through a relay on a port of this test, so the test can make it
+//! unreachable for these Ferries only (MinIO is shared with the other tests).
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use common::control::{
+    application, cli, jsonpath, key_secret, kubectl, s3_secret, serve, storage_class,
+    wait_answering,
+};
+use common::{Run, assert_same_tree, make_tree, num, random_bytes};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// A TCP relay from a loopback port to the S3 server, on a thread of its own. Cutting it
+/// closes the open connections and the port: the bucket is unreachable, as behind a
+/// dead network.
+struct Relay {
+    endpoint: String,
+    stop: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let target = target.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        accepted = listener.accept() => {
+                            let Ok((mut inbound, _)) = accepted else { continue };
+                            let target = target.clone();
+                            connections.spawn(async move {
+                                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                                }
+                            });
+                        }
+                    }
+                }
+                connections.abort_all();
+            });
+        });
+        Relay {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// From now on the bucket does not answer: open connections are dropped, new ones
+    /// refused.
+    fn cut(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// `ferry --context b -o json ARGS...`, parsed.
+fn b_json(kc: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--context", "b", "-o", "json"];
+    all.extend_from_slice(args);
+    cli(kc, &all).ok().json()
+}
+
+/// An export of `ns` from a for b's import key, as its JSON report.
+fn export(kc: &Path, ns: &str, recipient: &str) -> Value {
+    let args = [
+        "--context",
+        "a",
+        "-o",
+        "json",
+        "export",
+        "-n",
+        ns,
+        "--profile",
+        "out",
+        "--recipient-key",
+        recipient,
+    ];
+    let report = cli(kc, &args).ok().json();
+    assert_eq!(report["state"], "JOB_STATE_SUCCEEDED", "{report:#}");
+    report
+}
+
+/// `ferry --context b -o json import-policy run-now NAME --wait`, as the finished run.
+fn run_now(kc: &Path, policy: &str) -> (Run, Value) {
+    let args = [
+        "--context",
+        "b",
+        "-o",
+        "json",
+        "import-policy",
+        "run-now",
+        policy,
+        "--wait",
+    ];
+    let run = cli(kc, &args);
+    let json = run.json();
+    (run, json)
+}
+
+/// The ids of b's jobs, newest first, with their JSON.
+fn jobs_on_b(kc: &Path) -> Vec<Value> {
+    let listed = b_json(kc, &["jobs", "list"]);
+    listed["jobs"].as_array().cloned().unwrap_or_default()
+}
+
+/// A uint64 field of protobuf JSON, which writes them as strings.
+#[track_caller]
+fn uint64(v: &Value, field: &str) -> u64 {
+    match &v[field] {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Null => 0,
+        n => n.as_u64().unwrap_or_else(|| panic!("{field} in {v:#}")),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Where b's claim `data-db-0` in `ns` keeps its data, and the volume's name.
+fn volume_on_b(kc: &Path, ns: &str) -> (String, PathBuf) {
+    let pv = jsonpath(kc, "b", ns, "pvc/data-db-0", "{.spec.volumeName}");
+    let path = kubectl(
+        kc,
+        "b",
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+        None,
+    );
+    (pv, PathBuf::from(path))
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unreachable_bucket() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let reader = s3.readonly.clone().expect("a read-only S3 user");
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = serve(&kc, "a", root);
+    let (serve_b, _) = serve(&kc, "b", root);
+    wait_answering(&kc, &["a", "b"]);
+    let mut relay = Relay::start(s3.endpoint.trim_start_matches("http://"));
+
+    // a writes; b may only read and list, through the relay like a.
+    let key = root.join("repo.key");
+    std::fs::write(&key, random_bytes(32, 77)).unwrap();
+    s3_secret(&kc, "a", "s3", &s3.access_key, &s3.secret_key);
+    key_secret(&kc, "a", "repo-key", &key);
+    s3_secret(&kc, "b", "s3-read", &reader.access_key, &reader.secret_key);
+    let location = format!(
+        "{}/{}/{}",
+        relay.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name("import-policy")
+    );
+    cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "profile",
+            "create",
+            "out",
+            "--kind",
+            "export",
+            "--s3",
+            &location,
+            "--region",
+            &s3.region,
+            "--credentials-secret",
+            "s3",
+            "--key-secret",
+            "repo-key",
+            "--create-repository",
+        ],
+    )
+    .ok();
+
+    let ns = ferry_testenv::unique_name("shop");
+    let class = format!("local-{ns}");
+    let src = root.join("disks").join(&ns);
+    std::fs::create_dir_all(&src).unwrap();
+    make_tree(&src, 51);
+    application(&kc, &ns, &class, &src);
+    storage_class(&kc, "b", &class);
+
+    // First export, and b's import profile from its token.
+    let recipient = cli(&kc, &["--context", "b", "import-key"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let first = export(&kc, &ns, &recipient);
+    let rp1 = first["restorePointId"].as_str().unwrap().to_string();
+    let token_file = root.join("token.txt");
+    std::fs::write(&token_file, first["migrationToken"].as_str().unwrap()).unwrap();
+    cli(
+        &kc,
+        &[
+            "--context",
+            "b",
+            "profile",
+            "create",
+            "in",
+            "--kind",
+            "import",
+            "--migration-token-file",
+            token_file.to_str().unwrap(),
+            "--credentials-secret",
+            "s3-read",
+        ],
+    )
+    .ok();
+
+    // An import policy on b; only RunNow starts its runs here.
+    let created = b_json(
+        &kc,
+        &[
+            "import-policy",
+            "create",
+            "shop-in",
+            "--profile",
+            "in",
+            "-n",
+            &ns,
+            "--every",
+            "1h",
+            "--restore",
+            "--max-attempts",
+            "1",
+        ],
+    );
+    let policy_id = created["schedule"]["id"].as_str().unwrap().to_string();
+    let spec = &created["schedule"]["importPolicy"];
+    assert_eq!(spec["restore"], true, "{created:#}");
+    assert!(
+        !spec["repository"]["repositoryId"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "pinned to the profile's repository: {created:#}"
+    );
+    let listed = cli(&kc, &["--context", "b", "import-policy", "list"]).ok();
+    assert!(listed.stdout.contains("shop-in"), "{listed:?}");
+    assert!(listed.stdout.contains("import+restore"), "{listed:?}");
+
+    // Run 1: the export is imported and restored, byte for byte.
+    let (_, run1) = run_now(&kc, "shop-in");
+    assert_eq!(run1["state"], "RUN_STATE_SUCCEEDED", "{run1:#}");
+    assert_eq!(num(&run1, "restorePointsFound"), 1, "{run1:#}");
+    assert_eq!(num(&run1, "restorePointsImported"), 1, "{run1:#}");
+    assert_eq!(strings(&run1["importedRestorePointIds"]), vec![rp1.clone()]);
+    let run1_jobs = strings(&run1["jobIds"]);
+    assert_eq!(run1_jobs.len(), 1, "{run1:#}");
+    let jobs = jobs_on_b(&kc);
+    assert_eq!(jobs.len(), 1, "{jobs:#?}");
+    assert_eq!(jobs[0]["id"], run1_jobs[0].as_str());
+    assert_eq!(jobs[0]["kind"], "JOB_KIND_IMPORT", "{jobs:#?}");
+    assert_eq!(jobs[0]["scheduleId"], policy_id.as_str());
+    let (pv, dst) = volume_on_b(&kc, &ns);
+    assert_same_tree(&src, &dst);
+    assert_eq!(
+        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        "hello from a"
+    );
+    // b's catalog says which policy brought the restore point.
+    let points = b_json(&kc, &["restore-points", "--profile", "in"]);
+    assert_eq!(
+        points["restorePoints"][0]["localLabels"]["ferry.dev/import-policy"], "shop-in",
+        "{points:#}"
+    );
+    let table = cli(
+        &kc,
+        &["--context", "b", "restore-points", "--profile", "in"],
+    )
+    .ok();
+    assert!(table.stdout.contains("IMPORTED BY"), "{table:?}");
+    assert!(table.stdout.contains("shop-in"), "{table:?}");
+
+    // Run 2, the bucket unchanged: the repository was listed, nothing imported, no job.
+    let (_, run2) = run_now(&kc, "shop-in");
+    assert_eq!(run2["state"], "RUN_STATE_NOTHING_TO_DO", "{run2:#}");
+    assert_eq!(num(&run2, "restorePointsFound"), 1, "{run2:#}");
+    assert!(run2.get("restorePointsImported").is_none(), "{run2:#}");
+    assert!(run2.get("jobIds").is_none(), "{run2:#}");
+    assert_eq!(jobs_on_b(&kc).len(), 1, "no new job on b");
+
+    // A change on a and a second export: imported alone and restored over the first.
+    std::fs::write(src.join("text/README.md"), b"# readme\nchanged on a\n").unwrap();
+    std::fs::write(src.join("added.bin"), random_bytes(256 << 10, 52)).unwrap();
+    std::fs::remove_file(src.join("many/f03")).unwrap();
+    kubectl(
+        &kc,
+        "a",
+        &[
+            "-n",
+            &ns,
+            "patch",
+            "configmap",
+            "settings",
+            "-p",
+            r#"{"data":{"greeting":"second export"}}"#,
+        ],
+        None,
+    );
+    let second = export(&kc, &ns, &recipient);
+    let rp2 = second["restorePointId"].as_str().unwrap().to_string();
+    assert_ne!(rp2, rp1);
+    // Incremental on the source: only the changed data went to the bucket.
+    let volume = &second["volumes"][0];
+    assert!(
+        uint64(volume, "bytesNew") < uint64(volume, "bytesTotal") / 4,
+        "second export not incremental: {volume:#}"
+    );
+    let (_, run3) = run_now(&kc, "shop-in");
+    assert_eq!(run3["state"], "RUN_STATE_SUCCEEDED", "{run3:#}");
+    assert_eq!(num(&run3, "restorePointsFound"), 2, "{run3:#}");
+    assert_eq!(num(&run3, "restorePointsImported"), 1, "{run3:#}");
+    assert_eq!(strings(&run3["importedRestorePointIds"]), vec![rp2.clone()]);
+    assert_eq!(run3["restorePointId"], rp2.as_str());
+    let run3_jobs = strings(&run3["jobIds"]);
+    assert_eq!(run3_jobs.len(), 1, "{run3:#}");
+    assert_eq!(jobs_on_b(&kc).len(), 2);
+    let (pv_after, dst_after) = volume_on_b(&kc, &ns);
+    assert_eq!(
+        (&pv_after, &dst_after),
+        (&pv, &dst),
+        "the same volume, updated"
+    );
+    assert_same_tree(&src, &dst);
+    assert_eq!(
+        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        "second export"
+    );
+    let restored = root.join("after-second-export");
+    copy_tree(&src, &restored);
+
+    // A third export waits in the bucket; then the bucket becomes unreachable.
+    std::fs::write(src.join("text/README.md"), b"# readme\nthird\n").unwrap();
+    let third = export(&kc, &ns, &recipient);
+    assert!(third["restorePointId"].as_str().is_some());
+    // A second policy that would restore into a namespace b does not have yet.
+    let fresh = format!("{ns}-fresh");
+    cli(
+        &kc,
+        &[
+            "--context",
+            "b",
+            "import-policy",
+            "create",
+            "fresh",
+            "--profile",
+            "in",
+            "-n",
+            &ns,
+            "--every",
+            "1h",
+            "--restore",
+            "--namespace-map",
+            &format!("{ns}={fresh}"),
+            "--max-attempts",
+            "1",
+        ],
+    )
+    .ok();
+    relay.cut();
+
+    // The run fails, clearly; it does not conclude that nothing is new.
+    let (failed_cli, run4) = run_now(&kc, "shop-in");
+    assert_eq!(failed_cli.code, Some(13), "{failed_cli:?}");
+    assert!(failed_cli.stderr.contains("ended failed"), "{failed_cli:?}");
+    assert_eq!(run4["state"], "RUN_STATE_FAILED", "{run4:#}");
+    assert_eq!(run4["error"]["code"], "ERROR_CODE_UNREACHABLE", "{run4:#}");
+    let message = run4["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("listing the restore points of profile \"in\""),
+        "{run4:#}"
+    );
+    assert!(message.contains("unreachable"), "{run4:#}");
+    assert!(
+        !run4["error"]["hint"].as_str().unwrap().is_empty(),
+        "{run4:#}"
+    );
+    assert!(run4.get("jobIds").is_none(), "{run4:#}");
+    assert!(run4.get("restorePointsImported").is_none(), "{run4:#}");
+    let (_, fresh_run) = run_now(&kc, "fresh");
+    assert_eq!(fresh_run["state"], "RUN_STATE_FAILED", "{fresh_run:#}");
+    // Nothing was applied: no job, b's volume still holds the second export, and the
+    // namespace the other policy maps to was never made, nor any volume for it.
+    assert_eq!(jobs_on_b(&kc).len(), 2, "no job started");
+    assert_eq!(volume_on_b(&kc, &ns), (pv, dst.clone()));
+    assert_same_tree(&restored, &dst);
+    let namespaces = kubectl(&kc, "b", &["get", "namespaces", "-o", "name"], None);
+    assert!(!namespaces.contains(&fresh), "{namespaces}");
+    let volumes = kubectl(&kc, "b", &["get", "pv", "-o", "name"], None);
+    assert!(!volumes.contains(&fresh), "{volumes}");
+
+    // The run history tells the story, newest first.
+    let runs = b_json(&kc, &["import-policy", "runs", "shop-in"]);
+    let states: Vec<&str> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "RUN_STATE_FAILED",
+            "RUN_STATE_SUCCEEDED",
+            "RUN_STATE_NOTHING_TO_DO",
+            "RUN_STATE_SUCCEEDED"
+        ],
+        "{runs:#}"
+    );
+    let text = cli(&kc, &["--context", "b", "import-policy", "runs", "shop-in"]).ok();
+    assert!(text.stdout.contains("IMPORTED"), "{text:?}");
+    assert!(text.stdout.contains("nothing-to-do"), "{text:?}");
+
+    // Deleting a policy keeps what it restored.
+    cli(&kc, &["--context", "b", "import-policy", "delete", "fresh"]).ok();
+    let left = cli(&kc, &["--context", "b", "import-policy", "list"]).ok();
+    assert!(!left.stdout.contains("fresh"), "{left:?}");
+    assert!(
+        !serve_b.log().contains(&reader.secret_key),
+        "b's log holds the S3 secret"
+    );
+}
