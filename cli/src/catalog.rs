@@ -5,12 +5,13 @@ use clap::{Args, Subcommand};
 use ferry_proto::v1::{
     ActivateRequest, ApplicationSelector, CreateImportKeyRequest, CreateProfileRequest,
     DeleteProfileRequest, GetRestorePointRequest, ListProfilesRequest, ListRestorePointsRequest,
-    ProfileKind, RepositoryRef, SecretRef, StorageBackend,
+    ProfileKind, PruneRepositoryRequest, PruneRepositoryResponse, RepositoryRef, SecretRef,
+    StorageBackend,
 };
 
 use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
-use crate::format::{enum_name, table, when};
+use crate::format::{enum_name, parse_duration, proto_duration, table, when};
 use crate::output::{Format, bytes, print, print_proto};
 
 /// `ferry profile` and its subcommands.
@@ -71,6 +72,10 @@ pub struct CreateProfileArgs {
     /// and the repository key (give read-only credentials with --credentials-secret).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["s3", "local"])]
     pub migration_token_file: Option<std::path::PathBuf>,
+    /// With --migration-token-file: accept the token only if the source's signing key
+    /// has this fingerprint (SHA256:..., as `ferry export` printed it on the source).
+    #[arg(long, value_name = "FINGERPRINT", requires = "migration_token_file")]
+    pub expect_signer: Option<String>,
     /// Do not verify the endpoint's TLS certificate (test setups only).
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
@@ -123,6 +128,20 @@ fn s3_location(text: &str) -> Result<(String, String, String)> {
     Ok((endpoint, bucket.to_string(), prefix.to_string()))
 }
 
+/// `--expect-signer`, which only means something with a token. (clap's `requires` is
+/// not enough: it lets the token file be missing when --s3 or --local, which conflict
+/// with it, are given.)
+fn expected_signer(a: &CreateProfileArgs) -> Result<String> {
+    match (&a.expect_signer, &a.migration_token_file) {
+        (Some(_), None) => Err(Error::Usage(
+            "--expect-signer pins the signer of a migration token: give \
+             --migration-token-file too"
+                .into(),
+        )),
+        (fingerprint, _) => Ok(fingerprint.clone().unwrap_or_default()),
+    }
+}
+
 pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -> Result<()> {
     let ferry = connect.ferry().await?;
     match args.command {
@@ -165,6 +184,7 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                     ));
                 }
             };
+            let expected_signer = expected_signer(&a)?;
             if a.insecure_skip_tls_verify {
                 eprintln!(
                     "ferry: warning: profile {} will not verify the TLS certificate of {endpoint}; \
@@ -199,6 +219,7 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                         .transpose()?,
                     create_repository: a.create_repository,
                     migration_token,
+                    expected_signer,
                 })
                 .await
                 .map_err(|s| ferry.rpc_error("CreateProfile", s))?
@@ -210,6 +231,14 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                 eprintln!("ferry: warning: {w}");
             }
             let p = resp.profile.unwrap_or_default();
+            if !p.token_signer_fingerprint.is_empty() && a.expect_signer.is_none() {
+                eprintln!(
+                    "ferry: the migration token was signed by {fp}; check it against what \
+                     `ferry export` printed on the source, and pin it for later tokens with \
+                     --expect-signer {fp}",
+                    fp = p.token_signer_fingerprint
+                );
+            }
             print(&format!(
                 "profile {} saved; repository {}{}\n",
                 p.name,
@@ -248,10 +277,19 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                         enum_name(p.kind().as_str_name(), "PROFILE_KIND_"),
                         location.trim_end_matches('/').to_string(),
                         p.repository_id.clone(),
+                        // Import profiles from a token: the source's signing key, to pin.
+                        if p.token_signer_fingerprint.is_empty() {
+                            "-".to_string()
+                        } else {
+                            p.token_signer_fingerprint.clone()
+                        },
                     ]
                 })
                 .collect();
-            print(&table(&["NAME", "KIND", "LOCATION", "REPOSITORY"], &rows))
+            print(&table(
+                &["NAME", "KIND", "LOCATION", "REPOSITORY", "SIGNER"],
+                &rows,
+            ))
         }
         ProfileCommand::Delete { name } => {
             ferry
@@ -296,14 +334,21 @@ pub async fn import_key(connect: &ConnectArgs, format: Format) -> Result<()> {
 
 /// `ferry restore-points`.
 #[derive(Debug, Args)]
-#[command(after_long_help = "Examples:
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_long_help = "Examples:
   ferry --context a restore-points --profile main
   ferry --context a restore-points --profile main -n shop
-  ferry --context a restore-points --profile main --id RESTORE_POINT_ID")]
+  ferry --context a restore-points --profile main --id RESTORE_POINT_ID
+  ferry --context a restore-points prune --profile main -n shop --keep-last 7 --dry-run"
+)]
 pub struct RestorePointsArgs {
+    #[command(subcommand)]
+    pub command: Option<RestorePointsCommand>,
     /// Profile of the repository to read.
-    #[arg(long)]
-    pub profile: String,
+    #[arg(long, required = true)]
+    pub profile: Option<String>,
     /// Only restore points of this application namespace (as on the source).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
@@ -312,14 +357,59 @@ pub struct RestorePointsArgs {
     pub id: Option<String>,
 }
 
+/// `ferry restore-points` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RestorePointsCommand {
+    /// Remove restore points beyond retention limits, then delete the data nothing needs
+    /// any more (under the repository's exclusive lock: exports running meanwhile lose
+    /// nothing; a prune that meets one fails with "locked", to be run again later).
+    Prune(PruneArgs),
+}
+
+/// `ferry restore-points prune`.
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "Both limits apply: a restore point stays only while it is among \
+the newest N of its application and younger than DURATION.
+
+Examples:
+  ferry --context a restore-points prune --profile main -n shop --keep-last 7
+  ferry --context a restore-points prune --profile main --keep-last 30 --keep-within 30d --dry-run"
+)]
+pub struct PruneArgs {
+    /// Profile of the repository to prune: an export or migration profile (import
+    /// profiles only read).
+    #[arg(long)]
+    pub profile: String,
+    /// Only restore points of this application namespace (as on the source); without it,
+    /// every application's, each on its own.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Keep at most the newest N restore points of each application.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_last: Option<u32>,
+    /// Remove restore points older than DURATION (e.g. 36h, 30d; at least 1m).
+    #[arg(long, value_name = "DURATION", visible_alias = "max-age")]
+    pub keep_within: Option<String>,
+    /// Say what would be removed and freed, changing nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
 pub async fn restore_points(
     connect: &ConnectArgs,
     args: RestorePointsArgs,
     format: Format,
 ) -> Result<()> {
+    if let Some(RestorePointsCommand::Prune(a)) = args.command {
+        return prune(connect, a, format).await;
+    }
+    let profile = args
+        .profile
+        .ok_or_else(|| Error::Usage("name the repository's profile with --profile".into()))?;
     let ferry = connect.ferry().await?;
     let repository = Some(RepositoryRef {
-        profile: args.profile.clone(),
+        profile: profile.clone(),
         repository_id: String::new(),
     });
     if let Some(id) = args.id {
@@ -379,7 +469,7 @@ pub async fn restore_points(
         return print_proto(&resp, "ferry.v1.ListRestorePointsResponse");
     }
     if resp.restore_points.is_empty() {
-        return print(&format!("no restore points in profile {}\n", args.profile));
+        return print(&format!("no restore points in profile {profile}\n"));
     }
     let rows: Vec<Vec<String>> = resp
         .restore_points
@@ -411,6 +501,106 @@ pub async fn restore_points(
         ],
         &rows,
     ))
+}
+
+/// `ferry restore-points prune`: PruneRepository, printed.
+async fn prune(connect: &ConnectArgs, a: PruneArgs, format: Format) -> Result<()> {
+    let max_age = a.keep_within.as_deref().map(parse_duration).transpose()?;
+    if a.keep_last.is_none() && max_age.is_none() {
+        return Err(Error::Usage(
+            "prune needs a limit: --keep-last N and/or --keep-within DURATION (it never \
+             removes every restore point by default)"
+                .into(),
+        ));
+    }
+    let ferry = connect.ferry().await?;
+    let resp = ferry
+        .catalog()
+        .prune_repository(PruneRepositoryRequest {
+            repository: Some(RepositoryRef {
+                profile: a.profile.clone(),
+                repository_id: String::new(),
+            }),
+            namespace: a.namespace.clone().unwrap_or_default(),
+            keep_last: a.keep_last.unwrap_or(0),
+            max_age: max_age.map(proto_duration),
+            dry_run: a.dry_run,
+        })
+        .await
+        .map_err(|s| ferry.rpc_error("PruneRepository", s))?
+        .into_inner();
+    if format == Format::Json {
+        return print_proto(&resp, "ferry.v1.PruneRepositoryResponse");
+    }
+    print(&prune_summary(&a.profile, &resp))
+}
+
+/// What a prune removed and kept, for people.
+fn prune_summary(profile: &str, r: &PruneRepositoryResponse) -> String {
+    let (remove, delete) = if r.dry_run {
+        ("would remove", "would delete")
+    } else {
+        ("removed", "deleted")
+    };
+    let mut rows: Vec<(&str, &ferry_proto::v1::RestorePoint)> = r
+        .restore_points_removed
+        .iter()
+        .map(|p| (remove, p))
+        .chain(r.restore_points_kept.iter().map(|p| ("keep", p)))
+        .collect();
+    rows.sort_by(|a, b| {
+        let key = |p: &ferry_proto::v1::RestorePoint| {
+            (
+                p.application.clone().unwrap_or_default().namespace,
+                std::cmp::Reverse(p.created_at.map(|t| (t.seconds, t.nanos))),
+            )
+        };
+        key(a.1).cmp(&key(b.1))
+    });
+    let mut out = String::new();
+    if rows.is_empty() {
+        out.push_str(&format!(
+            "no restore points in scope in profile {profile}\n"
+        ));
+    } else {
+        let table_rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|(what, p)| {
+                vec![
+                    (*what).to_string(),
+                    p.id.clone(),
+                    p.application.clone().unwrap_or_default().namespace,
+                    when(p.created_at.as_ref()),
+                    if p.job_id.is_empty() {
+                        "-".into()
+                    } else {
+                        p.job_id.clone()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["ACTION", "ID", "NAMESPACE", "CREATED", "JOB"],
+            &table_rows,
+        ));
+    }
+    out.push_str(&format!(
+        "{remove} {} restore point(s) and {} snapshot(s), kept {}; {delete} {} pack(s), {} \
+         freed ({} kept in {} pack(s)){}\n",
+        r.restore_points_removed.len(),
+        r.snapshots_removed,
+        r.restore_points_kept.len(),
+        r.packs_deleted,
+        bytes(r.bytes_freed),
+        bytes(r.bytes_kept),
+        r.packs_kept,
+        if r.dry_run {
+            "; nothing was changed"
+        } else {
+            ""
+        }
+    ));
+    out
 }
 
 /// `ferry activate`.
@@ -484,5 +674,88 @@ mod tests {
         assert!(s3_location("bucket").is_err());
         assert_eq!(secret_ref("--x", "ns/n").unwrap().namespace, "ns");
         assert!(secret_ref("--x", "a/b/c").is_err());
+    }
+
+    #[test]
+    fn a_pinned_signer_needs_a_migration_token() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            crate::Cli::try_parse_from(
+                ["ferry", "profile", "create", "in", "--kind", "import"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        let cli = parse(&[
+            "--migration-token-file",
+            "token.txt",
+            "--expect-signer",
+            "SHA256:abc",
+        ])
+        .expect("parses");
+        let crate::Command::Profile(ProfileArgs {
+            command: ProfileCommand::Create(a),
+        }) = cli.command
+        else {
+            panic!("not profile create");
+        };
+        assert_eq!(expected_signer(&a).expect("pinned"), "SHA256:abc");
+        assert!(
+            parse(&["--expect-signer", "SHA256:abc"]).is_err(),
+            "--expect-signer without a token"
+        );
+        let cli = parse(&["--s3", "http://h:9000/b", "--expect-signer", "SHA256:abc"])
+            .expect("clap lets this through");
+        let crate::Command::Profile(ProfileArgs {
+            command: ProfileCommand::Create(a),
+        }) = cli.command
+        else {
+            panic!("not profile create");
+        };
+        let err = expected_signer(&a).expect_err("--expect-signer without a token");
+        assert!(err.to_string().contains("--migration-token-file"), "{err}");
+    }
+
+    #[test]
+    fn prune_summaries_say_what_went_and_what_stays() {
+        let point = |id: &str, seconds: i64| ferry_proto::v1::RestorePoint {
+            id: id.into(),
+            application: Some(ApplicationSelector {
+                namespace: "shop".into(),
+                ..Default::default()
+            }),
+            created_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            ..Default::default()
+        };
+        let r = PruneRepositoryResponse {
+            restore_points_removed: vec![point("old", 100)],
+            restore_points_kept: vec![point("new", 300), point("mid", 200)],
+            snapshots_removed: 1,
+            packs_deleted: 3,
+            bytes_freed: 3 << 20,
+            ..Default::default()
+        };
+        let text = prune_summary("out", &r);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("keep") && lines[1].contains("new"),
+            "{text}"
+        );
+        assert!(lines[2].contains("mid"), "{text}");
+        assert!(
+            lines[3].starts_with("removed") && lines[3].contains("old"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "removed 1 restore point(s) and 1 snapshot(s), kept 2; deleted 3 pack(s), \
+                 3.0 MiB freed"
+            ),
+            "{text}"
+        );
+        let dry = PruneRepositoryResponse { dry_run: true, ..r };
+        let text = prune_summary("out", &dry);
+        assert!(text.contains("would remove 1"), "{text}");
+        assert!(text.contains("nothing was changed"), "{text}");
     }
 }

@@ -212,6 +212,17 @@ pub async fn export(
             state: "without a migration token".into(),
         });
     }
+    // What the destination pins (`ferry profile create ... --expect-signer`), on stderr
+    // so stdout stays the token alone.
+    match ferry_token::signer_of(&report.migration_token) {
+        Ok(signer) => eprintln!(
+            "migration token signed by {fp} (this cluster's signing key); on the destination, \
+             accept only this source with: ferry profile create NAME --kind import \
+             --migration-token-file FILE --expect-signer {fp}",
+            fp = signer.fingerprint()
+        ),
+        Err(e) => eprintln!("ferry: warning: cannot read the token's signer: {e}"),
+    }
     print(&format!("{}\n", report.migration_token))
 }
 

@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 use ferry_proto::v1::{
     CreateScheduleRequest, DeleteScheduleRequest, ListRunsRequest, ListSchedulesRequest,
-    ResumeScheduleRequest, RetryPolicy, RunNowRequest, Schedule, ScheduleRun,
+    ResumeScheduleRequest, Retention, RetryPolicy, RunNowRequest, Schedule, ScheduleRun,
     SuspendScheduleRequest, create_schedule_request, schedule,
 };
 
@@ -18,6 +18,7 @@ use crate::output::{Format, print, print_proto};
 #[command(after_long_help = "Examples:
   ferry --context a schedules create shop-hourly --every 1h -n shop --to b --no-start
   ferry --context a schedules create shop-nightly --cron '0 2 * * *' --time-zone Europe/Paris -n shop --to b
+  ferry --context a schedules create shop-daily --every 1d -n shop --to b --profile main --keep-last 7
   ferry --context a schedules list
   ferry --context a schedules runs shop-hourly
   ferry --context a schedules suspend shop-hourly")]
@@ -67,8 +68,41 @@ pub struct CreateArgs {
     /// Create it suspended.
     #[arg(long)]
     pub suspended: bool,
+    /// Retention: after each successful run, keep at most the newest N restore points of
+    /// the application in the run's repository (needs --profile).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_last: Option<u32>,
+    /// Retention: after each successful run, remove the application's restore points
+    /// older than DURATION (e.g. 7d; at least 1m). With --keep-last both limits apply.
+    #[arg(long, value_name = "DURATION", visible_alias = "max-age")]
+    pub keep_within: Option<String>,
     #[command(flatten)]
     pub migration: MigrationArgs,
+}
+
+impl CreateArgs {
+    /// The schedule's retention; `None` keeps every restore point.
+    fn retention(&self) -> Result<Option<Retention>> {
+        let max_age = self
+            .keep_within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?;
+        if self.keep_last.is_none() && max_age.is_none() {
+            return Ok(None);
+        }
+        if self.migration.profile.is_none() {
+            return Err(Error::Usage(
+                "retention (--keep-last, --keep-within) prunes the repository the runs write \
+                 to: name it with --profile"
+                    .into(),
+            ));
+        }
+        Ok(Some(Retention {
+            keep_last: self.keep_last.unwrap_or(0),
+            max_age: max_age.map(proto_duration),
+        }))
+    }
 }
 
 pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> Result<()> {
@@ -95,6 +129,7 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                         .into(),
                 ));
             }
+            let retention = a.retention()?;
             let migration = a.migration.request(connect, &ferry).await?;
             let resp = scheduler
                 .create_schedule(CreateScheduleRequest {
@@ -102,7 +137,7 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                     trigger: Some(trigger),
                     time_zone: a.time_zone.unwrap_or_default(),
                     spec: Some(create_schedule_request::Spec::Migration(migration)),
-                    retention: None,
+                    retention,
                     retry: a.max_attempts.map(|max_attempts| RetryPolicy {
                         max_attempts,
                         ..Default::default()
@@ -210,7 +245,7 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
             let rows: Vec<Vec<String>> = resp.runs.iter().map(run_row).collect();
             print(&table(
                 &[
-                    "RUN", "STATE", "DUE", "FINISHED", "ATTEMPTS", "JOBS", "ERROR",
+                    "RUN", "STATE", "DUE", "FINISHED", "ATTEMPTS", "JOBS", "PRUNED", "ERROR",
                 ],
                 &rows,
             ))
@@ -275,6 +310,7 @@ fn run_row(r: &ScheduleRun) -> Vec<String> {
         when(r.finished_at.as_ref()),
         r.attempts.to_string(),
         r.job_ids.join(","),
+        r.restore_points_pruned.to_string(),
         r.error
             .as_ref()
             .map(|e| e.message.clone())

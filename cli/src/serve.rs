@@ -119,7 +119,10 @@ pub async fn serve(
         ),
         repositories: Arc::new(CatalogRepositories::new(catalog.clone())),
         // Export jobs' migration tokens come from this process's catalog.
-        handover: Some(Arc::new(handover::CatalogHandover::new(catalog.clone()))),
+        handover: Some(Arc::new(handover::CatalogHandover::new(
+            catalog.clone(),
+            config.internal_token.clone(),
+        ))),
     };
     let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
         .await

@@ -11,10 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::control::{
-    application, cli, jsonpath, key_secret, kubectl, s3_secret, serve, storage_class,
-    wait_answering,
+    application, cli, jsonpath, kubectl, profiles_and_pair, serve, storage_class, wait_answering,
 };
-use common::{assert_same_tree, make_tree, random_bytes};
+use common::{assert_same_tree, make_tree};
 use ferry_client::{Ferry, proto};
 
 /// A namespace with one ConfigMap, on cluster a.
@@ -69,55 +68,7 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     wait_answering(&kc, &["a", "b"]);
 
     // The administrator sets up the repository and the pair.
-    let key = root.join("repo.key");
-    std::fs::write(&key, random_bytes(32, 3)).unwrap();
-    for side in ["a", "b"] {
-        s3_secret(&kc, side, "s3", &s3.access_key, &s3.secret_key);
-        key_secret(&kc, side, "repo-key", &key);
-    }
-    let location = format!(
-        "{}/{}/{}",
-        s3.endpoint,
-        s3.bucket,
-        ferry_testenv::unique_name("cli-access")
-    );
-    for (side, create) in [("a", true), ("b", false)] {
-        let mut args = vec![
-            "--context",
-            side,
-            "profile",
-            "create",
-            "main",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            "s3",
-            "--key-secret",
-            "repo-key",
-        ];
-        if create {
-            args.push("--create-repository");
-        }
-        cli(&kc, &args).ok();
-    }
-    cli(
-        &kc,
-        &[
-            "pair",
-            "create",
-            "--from",
-            "a",
-            "--to",
-            "b",
-            "--name",
-            "a-to-b",
-            "--profile",
-            "main",
-        ],
-    )
-    .ok();
+    let (location, _) = profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "cli-access", 3);
 
     // alice's namespace, with data, on a; on b it exists, empty, and is hers too.
     let mine = ferry_testenv::unique_name("alice-shop");
@@ -134,6 +85,52 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     // Someone else's namespace.
     let theirs = ferry_testenv::unique_name("bob-shop");
     small_app(&kc, &theirs, "bob's");
+
+    // Pairing is the administrators': alice may list pairs (to name a destination)
+    // but not make or remove them.
+    let listed = cli(&kc, &["--context", "a-alice", "pair", "list"]).ok();
+    assert!(listed.stdout.contains("a-to-b"), "{listed:?}");
+    let token = cli(&kc, &["--context", "b-alice", "pair", "token", "create"]);
+    assert_eq!(token.code, Some(1), "{token:?}");
+    assert!(
+        token
+            .stderr
+            .contains("alice is not an administrator of cluster b")
+            && token.stderr.contains("creating a pairing token"),
+        "{token:?}"
+    );
+    let delete = cli(&kc, &["--context", "a-alice", "pair", "delete", "a-to-b"]);
+    assert_eq!(delete.code, Some(1), "{delete:?}");
+    assert!(delete.stderr.contains("deleting a pair"), "{delete:?}");
+
+    // So are profiles: she may see them, not make or remove them.
+    let profiles = cli(&kc, &["--context", "a-alice", "profile", "list"]).ok();
+    assert!(profiles.stdout.contains("main"), "{profiles:?}");
+    let made = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "profile",
+            "create",
+            "hers",
+            "--s3",
+            &location,
+            "--region",
+            &s3.region,
+            "--credentials-secret",
+            "s3",
+            "--key-secret",
+            "repo-key",
+        ],
+    );
+    assert_eq!(made.code, Some(1), "{made:?}");
+    assert!(
+        made.stderr
+            .contains("alice is not an administrator of cluster a")
+            && made.stderr.contains("creating a profile"),
+        "{made:?}"
+    );
 
     let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
     let jobs_before = all_jobs(&ferry_a).await.len();
@@ -316,5 +313,107 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     assert!(
         list.stdout.contains(&mine) && !list.stdout.contains(&admins),
         "{list:?}"
+    );
+
+    // A schedule acts for its creator: alice's schedule of bob's namespace is created,
+    // but its run is refused for alice's missing rights, not run with the scheduler's.
+    cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "schedules",
+            "create",
+            "sneaky",
+            "--every",
+            "1h",
+            "-n",
+            &theirs,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+        ],
+    )
+    .ok();
+    cli(
+        &kc,
+        &["--context", "a-alice", "schedules", "run-now", "sneaky"],
+    )
+    .ok();
+    let mut runs = String::new();
+    for _ in 0..150 {
+        runs = cli(
+            &kc,
+            &[
+                "--context",
+                "a-alice",
+                "-o",
+                "json",
+                "schedules",
+                "runs",
+                "sneaky",
+            ],
+        )
+        .ok()
+        .stdout;
+        if runs.contains("RUN_STATE_FAILED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        runs.contains("RUN_STATE_FAILED")
+            && runs.contains("alice may not")
+            && runs.contains(&format!("list pods in namespace {theirs}")),
+        "{runs}"
+    );
+    assert!(!namespace_exists(&kc, "b", &theirs));
+    let by_admin = cli(&kc, &["--context", "a", "-o", "json", "schedules", "list"]).ok();
+    assert!(
+        by_admin.stdout.contains("\"createdBy\": \"alice\""),
+        "{by_admin:?}"
+    );
+    // The administrator's own schedule is not alice's to see or run.
+    cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "schedules",
+            "create",
+            "ops-nightly",
+            "--every",
+            "1h",
+            "-n",
+            &admins,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+        ],
+    )
+    .ok();
+    let mine_only = cli(&kc, &["--context", "a-alice", "schedules", "list"]).ok();
+    assert!(
+        mine_only.stdout.contains("sneaky") && !mine_only.stdout.contains("ops-nightly"),
+        "{mine_only:?}"
+    );
+    let not_hers = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "schedules",
+            "run-now",
+            "ops-nightly",
+        ],
+    );
+    assert_eq!(not_hers.code, Some(1), "{not_hers:?}");
+    assert!(
+        not_hers
+            .stderr
+            .contains("alice did not create schedule \"ops-nightly\""),
+        "{not_hers:?}"
     );
 }

@@ -22,9 +22,9 @@
 //!
 //! Exceptions: `ferry pair token create` prints the pairing token on stdout for the
 //! person to hand over, so that stdout is not searched; the data directories are not
-//! searched for their own sealing keys, nor for the application's password (the
-//! transfer service keeps captured objects in its job checkpoints, outside the at-rest
-//! requirement).
+//! searched for their own sealing keys. The application's password is searched for
+//! there too: the transfer service keeps captured objects in its job checkpoints, which
+//! it stores sealed.
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -407,10 +407,9 @@ fn a_debug_level_migration_leaks_no_secret_to_logs_reports_traces_or_stores() {
             "the wrong repository key",
             std::fs::read(&wrong_key).unwrap(),
         ),
-        // Only logs, messages, reports and traces: the transfer service keeps the
-        // captured objects, Secrets included, in clear in its job checkpoints
-        // (transfer.db), which the at-rest requirement does not cover.
-        Secret::new("the application's password", &app_password).not_at_rest(),
+        // At rest too: the transfer service's job checkpoints (transfer.db) hold the
+        // captured objects, Secrets included, sealed.
+        Secret::new("the application's password", &app_password),
         Secret::new("pairing token", &token),
         Secret::new("pairing token (its middle)", {
             let (a, b) = (token.len() / 3, token.len() * 2 / 3);

@@ -1,12 +1,13 @@
 //! `ferry repo`: the data mover on its own, with restic's habits: `-r REPO`, a key
 //! file, `init`, `backup`, `snapshots`, `restore`, `check`, `forget`, `prune`,
-//! `unlock`, and exit statuses scripts can branch on. One module per subcommand; this one holds the shared options and
+//! `unlock`, `key`, and exit statuses scripts can branch on. One module per subcommand; this one holds the shared options and
 //! opening the repository.
 
 mod backup;
 mod check;
 mod forget;
 mod init;
+mod key;
 mod prune;
 mod restore;
 mod snapshots;
@@ -23,6 +24,7 @@ pub use backup::BackupArgs;
 pub use check::CheckArgs;
 pub use forget::ForgetArgs;
 pub use init::InitArgs;
+pub use key::{AddArgs as KeyAddArgs, KeyArgs, KeyCommand, RemoveArgs as KeyRemoveArgs};
 pub use prune::{PruneArgs, PruneLimits};
 pub use restore::RestoreArgs;
 pub use snapshots::SnapshotsArgs;
@@ -41,6 +43,8 @@ const REPO_HELP: &str = concat!(
   ferry repo -r /srv/backups --key-file ferry.key check --read-data
   ferry repo -r /srv/backups --key-file ferry.key forget --keep-last 7 --keep-within 30d --prune
   ferry repo -r /srv/backups --key-file ferry.key unlock
+  ferry repo -r /srv/backups --key-file ferry.key key add --new-key-file new.key --label rotated
+  ferry repo -r /srv/backups --key-file new.key key remove k-0123456789abcdef
 
 S3: -r s3:http(s)://host:port/bucket/prefix (or s3://bucket/prefix for AWS), with
 credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION.
@@ -94,6 +98,8 @@ pub enum RepoCommand {
     Prune(PruneArgs),
     /// Remove stale locks left by processes that are gone.
     Unlock(UnlockArgs),
+    /// List, add or remove the keys that open the repository.
+    Key(KeyArgs),
 }
 
 /// What every subcommand gets: where the repository is, the key, the output form and
@@ -140,7 +146,18 @@ pub async fn run(args: RepoArgs, cancel: CancellationToken) -> Result<()> {
         RepoCommand::Forget(a) => forget::run(a, &ctx).await,
         RepoCommand::Prune(a) => prune::run(a, &ctx).await,
         RepoCommand::Unlock(a) => unlock::run(a, &ctx).await,
+        RepoCommand::Key(a) => key::run(a, &ctx).await,
     }
+}
+
+/// The repository's side of a wrong key, by fingerprints and labels (never key bytes).
+fn wrong_key_detail(fingerprint: &str, keys: &[ferry_repo::KeyInfo]) -> String {
+    let listed: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    format!(
+        "this key (fingerprint {fingerprint}) opens none of the repository's keys: {}; use \
+         one of those keys, or add this key with `ferry repo key add` using a key that works",
+        listed.join(", ")
+    )
 }
 
 fn read_key(path: &Path) -> Result<Vec<u8>> {
@@ -177,10 +194,17 @@ impl Ctx {
                     ferry_repo::Error::NotFound { .. } => Error::RepositoryNotFound {
                         repo: self.url.clone(),
                     },
-                    ferry_repo::Error::WrongKey { .. } => Error::WrongKey {
-                        repo: self.url.clone(),
-                        key_file: self.key_file.clone(),
-                    },
+                    ferry_repo::Error::WrongKey {
+                        fingerprint, keys, ..
+                    } => {
+                        // The error names the file; which keys would work is said here,
+                        // since a key may have been changed since this file was current.
+                        eprintln!("ferry: {}", wrong_key_detail(&fingerprint, &keys));
+                        Error::WrongKey {
+                            repo: self.url.clone(),
+                            key_file: self.key_file.clone(),
+                        }
+                    }
                     e => e.into(),
                 })
         })

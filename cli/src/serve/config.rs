@@ -265,7 +265,14 @@ impl ServeConfig {
             self.data_dir.clone(),
         );
         c.peer_tls = self.tls.client.clone();
+        c.access = Some(self.authorizer());
         c
+    }
+
+    /// Reviews callers with this cluster.
+    fn authorizer(&self) -> ferry_authz::Authorizer {
+        ferry_authz::Authorizer::new(self.kube.clone(), &self.cluster_name)
+            .with_admin_groups(self.admin_groups.clone())
     }
 
     /// How this process's calls to its own server speak TLS: they go to loopback,
@@ -288,6 +295,8 @@ impl ServeConfig {
         );
         c.secrets_namespace = self.secrets_namespace.clone();
         c.agent_profiles_dir = Some(self.agent_profiles_dir());
+        c.access = Some(self.authorizer());
+        c.internal_token = Some(self.internal_token.clone());
         c
     }
 
@@ -314,8 +323,11 @@ impl ServeConfig {
     }
 
     /// State in `<data-dir>/scheduler.db`; the service's defaults otherwise.
+    /// Callers reviewed with this cluster: schedules record their creators.
     pub fn scheduler_config(&self) -> ferry_scheduler::SchedulerConfig {
-        ferry_scheduler::SchedulerConfig::new(&self.data_dir)
+        let mut c = ferry_scheduler::SchedulerConfig::new(&self.data_dir);
+        c.access = Some(self.authorizer());
+        c
     }
 }
 

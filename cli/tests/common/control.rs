@@ -297,3 +297,65 @@ pub fn key_secret(kubeconfig: &Path, context: &str, name: &str, key: &Path) {
         &[format!("--from-file=key={}", key.display())],
     );
 }
+
+/// The usual starting point: the S3 credentials Secret `s3_name` and the key Secret
+/// `key_name` (a fresh random key, `seed`) on a and b, the profile `main` on both for
+/// a new prefix named after `prefix` (a creates the repository), and the pair `a-to-b`
+/// made as the administrator. Returns the profile's location and the key file.
+pub fn profiles_and_pair(
+    kubeconfig: &Path,
+    s3: &ferry_testenv::S3Info,
+    root: &Path,
+    names: (&str, &str),
+    prefix: &str,
+    seed: u64,
+) -> (String, PathBuf) {
+    let (s3_name, key_name) = names;
+    let key = root.join(format!("{key_name}.key"));
+    std::fs::write(&key, super::random_bytes(32, seed)).unwrap();
+    for side in ["a", "b"] {
+        s3_secret(kubeconfig, side, s3_name, &s3.access_key, &s3.secret_key);
+        key_secret(kubeconfig, side, key_name, &key);
+    }
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name(prefix)
+    );
+    for (side, create) in [("a", true), ("b", false)] {
+        let mut args = vec![
+            "--context",
+            side,
+            "profile",
+            "create",
+            "main",
+            "--s3",
+            &location,
+            "--region",
+            &s3.region,
+            "--credentials-secret",
+            s3_name,
+            "--key-secret",
+            key_name,
+        ];
+        if create {
+            args.push("--create-repository");
+        }
+        cli(kubeconfig, &args).ok();
+    }
+    let pair = [
+        "pair",
+        "create",
+        "--from",
+        "a",
+        "--to",
+        "b",
+        "--name",
+        "a-to-b",
+        "--profile",
+        "main",
+    ];
+    cli(kubeconfig, &pair).ok();
+    (location, key)
+}

@@ -30,6 +30,12 @@ use kube::api::{Api, PostParams};
 /// Metadata key the caller's token travels in.
 pub const AUTHORIZATION: &str = "authorization";
 
+/// Metadata a trusted in-process caller (the scheduler) names the user it acts for
+/// with; a service honours it only on calls bearing that caller's own secret.
+pub const ON_BEHALF_OF_USER: &str = "x-ferry-on-behalf-of-user";
+/// Groups of that user; repeated.
+pub const ON_BEHALF_OF_GROUP: &str = "x-ferry-on-behalf-of-group";
+
 /// Why a caller was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +93,19 @@ impl AuthzError {
 }
 
 impl AuthzError {
+    /// The error as an RPC answer, with an ErrorDetail carrying the hint.
+    pub fn to_status(&self) -> tonic::Status {
+        use ferry_proto::v1::ErrorCode;
+        let code = match self.code() {
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+            _ => ErrorCode::Unreachable,
+        };
+        let mut detail = ferry_rpc::error_detail(code, self.to_string(), self.hint());
+        detail.cluster = self.cluster().unwrap_or_default().to_owned();
+        ferry_rpc::status(self.code(), detail)
+    }
+
     /// The cluster that answered, when one did.
     pub fn cluster(&self) -> Option<&str> {
         match self {
@@ -192,6 +211,13 @@ impl Access {
     }
 }
 
+/// A caller the cluster vouched for, and whether they administer Ferry.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub caller: Caller,
+    pub admin: bool,
+}
+
 /// Reviews against one cluster.
 #[derive(Clone)]
 pub struct Authorizer {
@@ -268,6 +294,17 @@ impl Authorizer {
         }
     }
 
+    /// Who the bearer token of `metadata` belongs to, and whether they administer Ferry.
+    pub async fn identify(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Identity, AuthzError> {
+        let token = bearer(metadata).ok_or(AuthzError::NoToken)?;
+        let caller = self.authenticate(&token).await?;
+        let admin = self.is_admin(&caller).await?;
+        Ok(Identity { caller, admin })
+    }
+
     /// Whether `caller` may do `access`, by SubjectAccessReview.
     pub async fn allowed(&self, caller: &Caller, access: &Access) -> Result<bool, AuthzError> {
         let review = SubjectAccessReview {
@@ -342,6 +379,44 @@ impl Authorizer {
     }
 }
 
+/// The `--internal-token-file` of a standalone service is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--internal-token-file {path}: {detail}; mount the Secret holding the scheduler's \
+     secret there"
+)]
+pub struct InternalTokenError {
+    pub path: String,
+    pub detail: String,
+}
+
+/// The secret a deployment's services share so the scheduler's calls are trusted to act
+/// for the users they name: the trimmed contents of `path`, at least 32 characters.
+pub fn read_internal_token(path: &std::path::Path) -> Result<String, InternalTokenError> {
+    let bad = |detail: String| InternalTokenError {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.trim();
+    if token.len() < 32 {
+        return Err(bad(
+            "holds fewer than 32 characters; make a long random secret".into(),
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+/// Whether two secrets are equal, compared without an early exit so timing says nothing
+/// of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// The bearer token of a request's metadata, if it has one.
 pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     let value = metadata.get(AUTHORIZATION)?.to_str().ok()?;
@@ -355,6 +430,14 @@ pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "a"));
+    }
 
     #[test]
     fn bearer_tokens_come_from_the_authorization_header() {

@@ -280,6 +280,7 @@ fn descriptor_set_has_every_service_and_method() {
                 "CreateImportKey",
                 "GetImportKey",
                 "IssueMigrationToken",
+                "PruneRepository",
             ],
         ),
         (

@@ -371,7 +371,7 @@ fn read_chunks(
     };
     let regions = crate::fsutil::data_regions(&file, size);
     let params = &repo.config().chunker;
-    let seed = repo.keys().chunker_seed();
+    let seed = repo.crypto().chunker_seed();
     let mut pos = 0u64;
     for (start, end) in regions {
         if start > pos {
@@ -434,7 +434,7 @@ impl Ctx {
                 None,
             ));
         }
-        let keys = self.repo.keys();
+        let keys = self.repo.crypto();
         let id = keys.blob_id(data);
         let blob = if self.dedup.claim(&id) {
             self.counters.add(CHUNKS_NEW, 1);
@@ -617,11 +617,11 @@ fn build_trees(
             .collect();
         let tree = Tree { nodes };
         let bytes = tree.to_bytes()?;
-        let id = repo.keys().blob_id(&bytes);
+        let id = repo.crypto().blob_id(&bytes);
         if dedup.claim(&id) {
             counters.add(TREES_NEW, 1);
             let blob = encode_blob(
-                repo.keys(),
+                repo.crypto(),
                 BlobType::Tree,
                 id,
                 &bytes,

@@ -407,7 +407,7 @@ impl Repository {
                     error: "content hash does not match its name".into(),
                 });
             }
-            let entries = match parse_pack_entries(repo.keys(), &data, &pack) {
+            let entries = match parse_pack_entries(repo.crypto(), &data, &pack) {
                 Ok(e) => e,
                 Err(e) => {
                     problems.push(CheckProblem::PackCorrupt {
@@ -424,7 +424,7 @@ impl Repository {
                 .collect();
             for e in &entries {
                 let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
-                match decode_blob(repo.keys(), e.kind, &e.id, sealed, e.raw_length, &pack) {
+                match decode_blob(repo.crypto(), e.kind, &e.id, sealed, e.raw_length, &pack) {
                     Ok(_) => ok += 1,
                     Err(err) => problems.push(CheckProblem::BlobCorrupt {
                         pack,

@@ -1,5 +1,5 @@
 //! The plaintext `config` object: format version, chunker parameters, KDF parameters
-//! and the wrapped master key.
+//! and the master key wrapped by each user key (the key slots).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -75,13 +75,30 @@ impl ChunkerParams {
     }
 }
 
-/// The master key sealed under the key-encryption key.
+/// One key slot: the master key sealed under the key-encryption key of one user key.
+///
+/// The metadata fields are additive: configs written before key slots have none of
+/// them, and readers from then ignore them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrappedKey {
     /// Always "aes-256-gcm".
     pub algorithm: String,
     /// nonce || ciphertext || tag, hex.
     pub sealed: String,
+    /// The user key's fingerprint (`k-` and 16 hex characters, see FORMAT.md); `None`
+    /// in a repository made before key slots, until a key change records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// What the user called the key ("initial" for the key a repository was made with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// When the slot was added.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub created: Option<OffsetDateTime>,
 }
 
 /// The repository's `config` object.
@@ -97,8 +114,15 @@ pub struct Config {
     pub pack_target_size: u64,
     /// zstd level for blobs and metadata.
     pub compression_level: i32,
+    /// Argon2id parameters shared by every key slot.
     pub kdf: KdfParams,
+    /// The primary key slot. Readers from before key slots know only this one, so it
+    /// always holds a key that is still valid (removing it promotes another).
     pub master_key: WrappedKey,
+    /// Further key slots (`ferry repo key add`); absent when there are none, so a
+    /// single-key config reads exactly as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_keys: Vec<WrappedKey>,
 }
 
 impl Config {
@@ -111,7 +135,20 @@ impl Config {
         }
         self.chunker.validate()?;
         check_pack_size(self.pack_target_size)?;
+        for slot in self.key_slots() {
+            if slot.algorithm != "aes-256-gcm" {
+                return Err(Error::corrupt(
+                    "config",
+                    format!("unknown key wrapping algorithm {:?}", slot.algorithm),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Every key slot, the primary first.
+    pub fn key_slots(&self) -> impl Iterator<Item = &WrappedKey> {
+        std::iter::once(&self.master_key).chain(self.extra_keys.iter())
     }
 }
 

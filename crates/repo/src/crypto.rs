@@ -32,6 +32,34 @@ pub(crate) mod aad {
 const CONTEXT_ID_KEY: &str = "ferry 2025-01 repository v1 chunk id key";
 const CONTEXT_DATA_KEY: &str = "ferry 2025-01 repository v1 data encryption key";
 const CONTEXT_CHUNKER_SEED: &str = "ferry 2025-01 repository v1 chunker gear seed";
+const CONTEXT_KEY_FINGERPRINT: &str = "ferry 2025-01 repository v1 user key fingerprint";
+
+/// Hex characters of a key fingerprint after `k-`: 64 bits, so a handful of keys never
+/// collide, while staying short enough to read out and type.
+const FINGERPRINT_HEX: usize = 16;
+
+/// The non-secret name of a user key in one repository: `k-` and 16 hex characters.
+///
+/// Derived from the KEK, not from the key bytes: the KEK costs an argon2id run per
+/// guess, so the fingerprint gives no shortcut to guessing a passphrase that the
+/// wrapped master key does not already give; and since the KDF salt is per repository,
+/// one key has unrelated fingerprints in different repositories.
+pub(crate) fn fingerprint(kek: &[u8; 32]) -> String {
+    let digest = blake3::derive_key(CONTEXT_KEY_FINGERPRINT, kek);
+    let mut out = String::with_capacity(2 + FINGERPRINT_HEX);
+    out.push_str("k-");
+    out.push_str(&hex::encode(&digest[..FINGERPRINT_HEX / 2]));
+    out
+}
+
+/// Normalises a fingerprint as a person may type it (`K-ABCD…`, or without `k-`);
+/// `None` when it cannot be one.
+pub(crate) fn parse_fingerprint(s: &str) -> Option<String> {
+    let s = s.trim().to_ascii_lowercase();
+    let hex_part = s.strip_prefix("k-").unwrap_or(&s);
+    (hex_part.len() == FINGERPRINT_HEX && hex_part.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| format!("k-{hex_part}"))
+}
 
 /// Fills an array from the system CSPRNG.
 pub(crate) fn random_array<const N: usize>() -> Result<[u8; N]> {
@@ -462,6 +490,22 @@ mod tests {
         assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
         assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
         assert_ne!(a.blob_id(b"x"), Id::of_content(b"x"));
+    }
+
+    #[test]
+    fn fingerprints_are_short_stable_and_parse_back() {
+        let a = fingerprint(&[1u8; 32]);
+        assert_eq!(a, fingerprint(&[1u8; 32]));
+        assert_ne!(a, fingerprint(&[2u8; 32]));
+        assert_eq!(a.len(), 2 + FINGERPRINT_HEX);
+        assert!(a.starts_with("k-"));
+        assert_eq!(parse_fingerprint(&a).as_deref(), Some(a.as_str()));
+        assert_eq!(
+            parse_fingerprint(&a[2..].to_ascii_uppercase()).as_deref(),
+            Some(a.as_str())
+        );
+        assert_eq!(parse_fingerprint("k-12"), None);
+        assert_eq!(parse_fingerprint("k-zzzzzzzzzzzzzzzz"), None);
     }
 
     #[test]

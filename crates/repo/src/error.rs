@@ -4,7 +4,18 @@
 use std::path::PathBuf;
 
 use crate::backend::BackendError;
+use crate::keys::KeyInfo;
 use crate::lock::LockInfo;
+
+fn wrong_key_message(repo: &str, fingerprint: &str, keys: &[KeyInfo]) -> String {
+    let listed: Vec<String> = keys.iter().map(ToString::to_string).collect();
+    format!(
+        "wrong key for repository {repo}: this key (fingerprint {fingerprint}) opens none of \
+         the repository's keys: {}; use one of those keys, or add this key with \
+         `ferry repo key add` using a key that works",
+        listed.join(", ")
+    )
+}
 
 fn locked_message(repo: &str, key: &str, holder: Option<&LockInfo>) -> String {
     let who = match holder {
@@ -38,12 +49,17 @@ fn skew_message(repo: &str, store_minus_local_ms: i64, max: std::time::Duration)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The user's key did not unwrap the master key (AES-GCM tag mismatch).
-    #[error(
-        "wrong key for repository {repo}: the key does not unwrap the master key; \
-         use the key file the repository was initialised with"
-    )]
-    WrongKey { repo: String },
+    /// The user's key unwraps the master key in none of the repository's key slots.
+    /// The message names the key given (by fingerprint) and every key that would work;
+    /// it never holds key material.
+    #[error("{}", wrong_key_message(.repo, .fingerprint, .keys))]
+    WrongKey {
+        repo: String,
+        /// The fingerprint of the key given, in this repository.
+        fingerprint: String,
+        /// The repository's keys, the primary first.
+        keys: Vec<KeyInfo>,
+    },
 
     /// A repository object, snapshot or blob does not exist.
     #[error("{what} not found; {hint}")]

@@ -23,6 +23,11 @@
 //! `restorepoints/<application>/<id>`, `locks/<id>`. Writes go packs, then index, then snapshot, so a snapshot that can be
 //! listed names only data that exists.
 //!
+//! Keys: the random master key is wrapped by one or more user keys (key slots in
+//! `config`); [`Repository::add_key`], [`Repository::remove_key`] and
+//! [`Repository::keys`] manage them, and a key that opens none gives
+//! [`Error::WrongKey`] naming the keys that would.
+//!
 //! Retention: [`Repository::forget`] removes restore points and snapshots by a
 //! [`ForgetPolicy`] (keep the last N, keep those younger than a duration, per
 //! application), and [`Repository::prune`] then deletes the packs nothing uses
@@ -42,6 +47,7 @@ mod forget;
 mod fsutil;
 mod id;
 mod index;
+mod keys;
 mod lock;
 mod pack;
 mod packer;
@@ -64,6 +70,7 @@ pub use error::{Error, Result};
 pub use forget::{ForgetPolicy, ForgetReport, RestorePointEntry, SnapshotEntry};
 pub use id::Id;
 pub use index::{BlobLocation, index_key};
+pub use keys::{KEY_CHANGE_PURPOSE, KeyInfo};
 pub use lock::{DEFAULT_LOCK_TTL, DEFAULT_MAX_CLOCK_SKEW, FoundLock, LockInfo, UnlockReport};
 pub use pack::{BlobType, pack_key};
 pub use progress::{BackupProgress, RestoreProgress};

@@ -261,7 +261,7 @@ pub(crate) async fn read_pack_header(
     let hlen = header_len_from_trailer(&trailer, pack, size)?;
     let hstart = size - 4 - hlen;
     let sealed = repo.backend().get_range(&key, hstart, hlen).await?;
-    decode_header(repo.keys(), &sealed, pack, hstart)
+    decode_header(repo.crypto(), &sealed, pack, hstart)
 }
 
 /// Reads the header of a whole downloaded pack without checking the pack's hash, so

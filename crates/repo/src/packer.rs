@@ -117,7 +117,7 @@ impl State {
         self.uploads.spawn(async move {
             let keys_repo = repo.clone();
             // Sealing the header and hashing a 16 MiB pack is CPU work.
-            let pack = tokio::task::spawn_blocking(move || builder.finish(keys_repo.keys()))
+            let pack = tokio::task::spawn_blocking(move || builder.finish(keys_repo.crypto()))
                 .await
                 .map_err(Error::join)??;
             let size = pack.data.len() as u64;
@@ -191,7 +191,7 @@ pub(crate) async fn write_index_file(repo: &Repository, file: &IndexFile) -> Res
     let sealing = repo.clone();
     let sealed = tokio::task::spawn_blocking(move || {
         let level = sealing.config().compression_level;
-        sealing.keys().seal_object(aad::INDEX, &json, level)
+        sealing.crypto().seal_object(aad::INDEX, &json, level)
     })
     .await
     .map_err(Error::join)??;

@@ -691,7 +691,7 @@ impl Repository {
                                     "an indexed blob lies outside the pack",
                                 )
                             })?;
-                        decode_blob(repo.keys(), e.kind, &e.id, sealed, e.raw_length, &pack)?;
+                        decode_blob(repo.crypto(), e.kind, &e.id, sealed, e.raw_length, &pack)?;
                         Ok(EncodedBlob {
                             id: e.id,
                             kind: e.kind,

@@ -12,11 +12,12 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendError, DynBackend};
-use crate::config::{CONFIG_KEY, Config, FORMAT_VERSION, InitOptions, WrappedKey};
+use crate::config::{CONFIG_KEY, Config, FORMAT_VERSION, InitOptions};
 use crate::crypto::{self, KdfParams, Keys, aad};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{BlobLocation, Index, IndexFile, index_key};
+use crate::keys::{INITIAL_LABEL, Opened, new_slot, open_slots, write_config};
 use crate::lock::{DEFAULT_LOCK_TTL, LockGuard, LockKind};
 use crate::pack::{BlobType, decode_blob, encode_blob, pack_key};
 use crate::packer::Packer;
@@ -34,15 +35,34 @@ struct Inner {
     backend: DynBackend,
     config: Config,
     keys: Keys,
+    /// Kept to wrap it for keys added later (`add_key`).
+    master: MasterKey,
+    /// Fingerprint of the user key this handle was opened with.
+    fingerprint: String,
+    /// The sealed hex of the slot that key opened, to find that slot again in a config
+    /// (made before key slots) that records no fingerprint for it.
+    opened_sealed: String,
     index: RwLock<Index>,
 }
 
+/// The raw master key, never printed.
+struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
 /// Concurrent index-file downloads when opening.
+/// Listings of index/ tried when files vanish while they are read (a concurrent prune).
+const INDEX_RELIST_ATTEMPTS: u32 = 4;
 const LOAD_CONCURRENCY: usize = 8;
 
 impl Repository {
     /// Creates a repository: a random master key wrapped by a key derived from
-    /// `user_key` (the bytes of a key file; a passphrase works too).
+    /// `user_key` (the bytes of a key file; a passphrase works too), in a key slot
+    /// labelled "initial". [`Repository::add_key`] adds further keys.
     pub async fn init(backend: DynBackend, user_key: &[u8], options: InitOptions) -> Result<Self> {
         options.validate()?;
         if user_key.is_empty() {
@@ -59,71 +79,70 @@ impl Repository {
         let master: [u8; 32] = crypto::random_array()?;
         let kdf = KdfParams::new(options.kdf)?;
         let kek = derive_kek(kdf.clone(), user_key).await?;
+        let created = OffsetDateTime::now_utc();
+        let slot = new_slot(&kek, &master, INITIAL_LABEL, created)?;
         let config = Config {
             version: FORMAT_VERSION,
             id: Id::random()?,
-            created: OffsetDateTime::now_utc(),
+            created,
             chunker: options.chunker,
             pack_target_size: options.pack_target_size,
             compression_level: options.compression_level,
             kdf,
-            master_key: WrappedKey {
-                algorithm: "aes-256-gcm".into(),
-                sealed: hex::encode(crypto::wrap_master_key(&kek, &master)?),
-            },
+            master_key: slot.clone(),
+            extra_keys: Vec::new(),
         };
-        let json = serde_json::to_vec_pretty(&config)
-            .map_err(|e| Error::Internal(format!("serializing config: {e}")))?;
-        backend.put(CONFIG_KEY, Bytes::from(json)).await?;
+        write_config(&backend, &config).await?;
         tracing::info!(repo = %backend.describe(), id = %config.id.short(), "repository initialised");
-        Ok(Self::from_parts(
-            backend,
-            config,
-            Keys::from_master(&master)?,
-        ))
+        let opened = Opened {
+            master,
+            fingerprint: crypto::fingerprint(&kek),
+            sealed: slot.sealed,
+        };
+        Self::from_parts(backend, config, opened)
     }
 
-    /// Opens a repository and loads its index. A wrong key gives [`Error::WrongKey`].
+    /// Opens a repository and loads its index. A key that opens none of the
+    /// repository's key slots gives [`Error::WrongKey`], which lists the keys that would.
     pub async fn open(backend: DynBackend, user_key: &[u8]) -> Result<Self> {
-        let raw = match backend.get(CONFIG_KEY).await {
-            Ok(b) => b,
-            Err(BackendError::NotFound { .. }) => {
-                return Err(Error::NotFound {
-                    what: format!("repository config in {}", backend.describe()),
-                    hint: "check the repository URL, or initialise a repository there first".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let config: Config = serde_json::from_slice(&raw).map_err(|e| {
-            Error::corrupt(format!("config in {}", backend.describe()), e.to_string())
-        })?;
-        config.validate()?;
+        let config = read_config(&backend).await?;
         let kek = derive_kek(config.kdf.clone(), user_key).await?;
-        let wrapped = hex::decode(&config.master_key.sealed)
-            .map_err(|e| Error::corrupt("config", format!("wrapped key is not hex: {e}")))?;
-        let master = crypto::unwrap_master_key(&kek, &wrapped)?.ok_or_else(|| Error::WrongKey {
-            repo: backend.describe(),
-        })?;
-        let repo = Self::from_parts(backend, config, Keys::from_master(&master)?);
+        let opened = open_slots(&config, &kek, &backend.describe())?;
+        let repo = Self::from_parts(backend, config, opened)?;
         repo.reload_index().await?;
         Ok(repo)
     }
 
-    fn from_parts(backend: DynBackend, config: Config, keys: Keys) -> Self {
-        Repository {
+    fn from_parts(backend: DynBackend, config: Config, opened: Opened) -> Result<Self> {
+        Ok(Repository {
             inner: Arc::new(Inner {
                 backend,
                 config,
-                keys,
+                keys: Keys::from_master(&opened.master)?,
+                master: MasterKey(opened.master),
+                fingerprint: opened.fingerprint,
+                opened_sealed: opened.sealed,
                 index: RwLock::new(Index::default()),
             }),
-        }
+        })
     }
 
-    /// The repository's config.
+    /// The repository's config as read when opening. Its key slots may have changed
+    /// since; [`Repository::keys`] reads them afresh.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub(crate) fn master_key(&self) -> &[u8; 32] {
+        &self.inner.master.0
+    }
+
+    pub(crate) fn opened_fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+
+    pub(crate) fn opened_sealed(&self) -> &str {
+        &self.inner.opened_sealed
     }
 
     /// The storage backend.
@@ -131,7 +150,7 @@ impl Repository {
         &self.inner.backend
     }
 
-    pub(crate) fn keys(&self) -> &Keys {
+    pub(crate) fn crypto(&self) -> &Keys {
         &self.inner.keys
     }
 
@@ -204,6 +223,8 @@ impl Repository {
                 Err(e @ Error::Corrupt { .. }) => {
                     tracing::error!(index = %id, error = %e, "skipping a damaged index file; run `check`");
                 }
+                // Replaced by a prune since it was listed.
+                Err(e) if e.is_not_found() => return self.reload_index().await,
                 Err(e) => return Err(e),
             }
         }
@@ -218,7 +239,19 @@ impl Repository {
     /// could not be fetched (network, permissions) fails the call instead, since
     /// carrying on would only hide the outage.
     pub async fn reload_index(&self) -> Result<()> {
-        let (index, errors) = self.load_index_files().await?;
+        let mut attempts = 0;
+        let (index, errors) = loop {
+            let (index, errors) = self.load_index_files().await?;
+            // An index file listed but gone by the time it was read was replaced by a
+            // prune, which writes the new files before deleting the old: a fresh listing
+            // has them.
+            attempts += 1;
+            if attempts < INDEX_RELIST_ATTEMPTS && errors.iter().any(|(_, e)| e.is_not_found()) {
+                tracing::info!("index files changed while loading; listing them again");
+                continue;
+            }
+            break (index, errors);
+        };
         for (id, e) in errors {
             if !matches!(e, Error::Corrupt { .. }) {
                 return Err(e);
@@ -293,7 +326,7 @@ impl Repository {
                 return Err(Error::corrupt(key, "content hash does not match its name"));
             }
             let what = || key.clone();
-            let plain = repo.keys().open_object(aad, &raw, None, &what)?;
+            let plain = repo.crypto().open_object(aad, &raw, None, &what)?;
             serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key.clone(), e.to_string()))
         })
         .await
@@ -310,7 +343,7 @@ impl Repository {
         let json = serde_json::to_vec(value)
             .map_err(|e| Error::Internal(format!("serializing {prefix}: {e}")))?;
         let sealed = self
-            .keys()
+            .crypto()
             .seal_object(aad, &json, self.config().compression_level)?;
         let id = Id::of_content(&sealed);
         self.backend()
@@ -340,7 +373,14 @@ impl Repository {
         let repo = self.clone();
         let (id, loc) = (*id, *loc);
         tokio::task::spawn_blocking(move || {
-            decode_blob(repo.keys(), loc.kind, &id, &raw, loc.raw_length, &loc.pack)
+            decode_blob(
+                repo.crypto(),
+                loc.kind,
+                &id,
+                &raw,
+                loc.raw_length,
+                &loc.pack,
+            )
         })
         .await
         .map_err(Error::join)?
@@ -362,9 +402,9 @@ impl Repository {
     /// returns its id. Backup writes its trees itself; this is for tools and tests.
     pub async fn save_tree(&self, tree: &Tree) -> Result<Id> {
         let bytes = tree.to_bytes()?;
-        let id = self.keys().blob_id(&bytes);
+        let id = self.crypto().blob_id(&bytes);
         let blob = encode_blob(
-            self.keys(),
+            self.crypto(),
             BlobType::Tree,
             id,
             &bytes,
@@ -493,7 +533,25 @@ impl Repository {
     }
 }
 
-async fn derive_kek(kdf: KdfParams, user_key: &[u8]) -> Result<[u8; 32]> {
+/// Reads, parses and checks the config object.
+pub(crate) async fn read_config(backend: &DynBackend) -> Result<Config> {
+    let raw = match backend.get(CONFIG_KEY).await {
+        Ok(b) => b,
+        Err(BackendError::NotFound { .. }) => {
+            return Err(Error::NotFound {
+                what: format!("repository config in {}", backend.describe()),
+                hint: "check the repository URL, or initialise a repository there first".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let config: Config = serde_json::from_slice(&raw)
+        .map_err(|e| Error::corrupt(format!("config in {}", backend.describe()), e.to_string()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+pub(crate) async fn derive_kek(kdf: KdfParams, user_key: &[u8]) -> Result<[u8; 32]> {
     let user_key = user_key.to_vec();
     // argon2id is deliberately slow: keep it off the reactor.
     tokio::task::spawn_blocking(move || kdf.derive_kek(&user_key))

@@ -575,7 +575,7 @@ fn write_pieces(
             Error::corrupt(format!("pack {pack}"), "range shorter than its chunks")
         })?;
         let plain = decode_blob(
-            repo.keys(),
+            repo.crypto(),
             BlobType::Data,
             &p.id,
             sealed,

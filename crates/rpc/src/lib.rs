@@ -89,7 +89,8 @@ pub fn repo_error_parts(e: &ferry_repo::Error) -> (Code, ErrorCode, &'static str
         R::WrongKey { .. } => (
             Code::FailedPrecondition,
             ErrorCode::WrongKey,
-            "use the key the repository was initialised with",
+            "use one of the keys the message lists, or add this key with `ferry repo key add` \
+             using a key that works",
         ),
         R::Corrupt { .. } | R::UnsafeName { .. } => (
             Code::DataLoss,

@@ -272,15 +272,38 @@ impl Default for TlsFlags {
 /// it presents when a server asks for one, and optionally the name it expects instead
 /// of the endpoint's host. Without a CA no server certificate verifies (there are no
 /// built-in roots): pass the CA that signed Ferry's certificates.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ClientTls {
     ca: Option<Pem>,
     identity: Option<(Pem, Pem)>,
     server_name: Option<String>,
     flags: TlsFlags,
+    /// A bearer token the channels of [`ClientTls::traced`] send on every call: a
+    /// service's own credential for the services it calls.
+    bearer: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    // Never the bearer token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca)
+            .field("identity", &self.identity.as_ref().map(|(cert, _)| cert))
+            .field("server_name", &self.server_name)
+            .field("bearer", &self.bearer.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClientTls {
+    /// Channels made by [`ClientTls::traced`] carry `token` as their bearer token.
+    pub fn with_bearer(mut self, token: &str) -> Result<ClientTls, channel::BadToken> {
+        // Checked here, so making a channel cannot fail on it later.
+        TlsChannel::check_bearer(token)?;
+        self.bearer = Some(token.trim().to_owned());
+        Ok(self)
+    }
+
     /// No CA, no client certificate; errors name the `ferry` command's flags.
     pub fn new() -> ClientTls {
         ClientTls::default()
@@ -359,8 +382,16 @@ impl ClientTls {
     /// come back as statuses saying what did not match: for lazy channels, which
     /// connect on their first call.
     pub fn traced(&self, endpoint: &str, channel: Channel) -> crate::TracedChannel {
+        let mut tls_channel = TlsChannel::new(channel, self, endpoint);
+        if let Some(token) = &self.bearer {
+            // with_bearer checked it already.
+            tls_channel = match tls_channel.clone().with_bearer(token) {
+                Ok(with) => with,
+                Err(_) => tls_channel,
+            };
+        }
         tonic::service::interceptor::InterceptedService::new(
-            TlsChannel::new(channel, self, endpoint),
+            tls_channel,
             crate::Propagate::default(),
         )
     }

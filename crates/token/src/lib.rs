@@ -9,7 +9,9 @@
 //!   user copies to the source when asking for a token.
 //! - The source's catalog owns a **signing key**: an Ed25519 key pair ([`SigningKey`]),
 //!   created once and sealed the same way. Its public half ([`SignerKey`]) travels in
-//!   every token; its [`Fingerprint`] is what a destination may pin.
+//!   every token; its [`Fingerprint`] is what a destination may pin
+//!   ([`OpenOptions::pin`]). [`signer_of`] reads it from a token (signature checked,
+//!   nothing decrypted), so the source can show it beside the token it issues.
 //!
 //! # What a token holds
 //!
@@ -100,5 +102,5 @@ pub use error::TokenError;
 pub use keys::{Fingerprint, IMPORT_KEY_PREFIX, ImportKey, RecipientKey, SignerKey, SigningKey};
 pub use token::{
     Backend, Claims, FORMAT_VERSION, Location, MAX_CLOCK_SKEW, MAX_KEY_LEN, OpenOptions, Opened,
-    RepositoryKey, issue, open,
+    RepositoryKey, issue, open, signer_of,
 };

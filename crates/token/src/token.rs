@@ -309,10 +309,9 @@ pub fn issue(
     Ok(armor::encode(&blob))
 }
 
-/// Checks `text` (see the crate docs for the order of the checks) and decrypts the
-/// repository key with the destination's import `key`.
-pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened, TokenError> {
-    let blob = armor::decode(text)?;
+/// Checks 1 to 3 of the crate docs: the signer key and the signed part (version,
+/// signer, claims JSON) of a token whose signature verifies.
+fn verified(blob: &[u8]) -> Result<(SignerKey, &[u8]), TokenError> {
     if blob.len() < MIN_LEN {
         return Err(TokenError::malformed(format!(
             "{} bytes is too short for a token",
@@ -334,8 +333,22 @@ pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened
             signer: signer.fingerprint(),
         });
     }
-    let body: Body = serde_json::from_slice(&signed[1 + KEY_LEN..])
-        .map_err(|e| TokenError::malformed(format!("its claims do not parse ({e})")))?;
+    Ok((signer, signed))
+}
+
+/// The key that signed `text`, once its signature verifies; nothing else is checked
+/// and nothing is decrypted. For showing a source's signing fingerprint (what a
+/// destination pins) next to a token it just issued; a destination uses [`open`].
+pub fn signer_of(text: &str) -> Result<SignerKey, TokenError> {
+    let blob = armor::decode(text)?;
+    verified(&blob).map(|(signer, _)| signer)
+}
+
+/// Checks `text` (see the crate docs for the order of the checks) and decrypts the
+/// repository key with the destination's import `key`.
+pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened, TokenError> {
+    let blob = armor::decode(text)?;
+    let (signer, signed) = verified(&blob)?;
     if let Some(expected) = &options.expected_signer
         && *expected != signer.fingerprint()
     {
@@ -344,6 +357,8 @@ pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened
             found: signer.fingerprint(),
         });
     }
+    let body: Body = serde_json::from_slice(&signed[1 + KEY_LEN..])
+        .map_err(|e| TokenError::malformed(format!("its claims do not parse ({e})")))?;
     let claims = Claims {
         location: body.location,
         repository_id: body.repository_id,

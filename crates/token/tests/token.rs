@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use ferry_token::{
     Backend, Claims, ImportKey, Location, OpenOptions, SigningKey, TokenError, issue, open,
+    signer_of,
 };
 use proptest::prelude::*;
 
@@ -189,10 +190,30 @@ fn pinned_signers_are_enforced() {
     let pinned = OpenOptions::at(now()).pin(f.source.public_key().fingerprint());
     let err = open(&forged, &f.destination, &pinned).expect_err("untrusted signer");
     assert!(matches!(err, TokenError::UntrustedSigner { .. }), "{err:?}");
+    let message = err.to_string();
     assert!(
-        err.to_string()
-            .contains(stranger.public_key().fingerprint().as_str())
+        message.contains(stranger.public_key().fingerprint().as_str())
+            && message.contains(f.source.public_key().fingerprint().as_str()),
+        "names both fingerprints: {message}"
     );
+}
+
+#[test]
+fn the_signer_of_a_token_is_shown_only_when_its_signature_verifies() {
+    let f = fixture();
+    let signer = signer_of(&f.text).expect("signer");
+    assert_eq!(signer, f.source.public_key());
+    let body_start = f.text.find('\n').expect("a line break") + 1;
+    let mut altered = f.text.clone().into_bytes();
+    let i = body_start + 30;
+    altered[i] = if altered[i] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).expect("ascii");
+    let err = signer_of(&altered).expect_err("altered");
+    assert!(matches!(err, TokenError::BadSignature { .. }), "{err:?}");
+    assert!(matches!(
+        signer_of("not a token"),
+        Err(TokenError::Malformed { .. })
+    ));
 }
 
 #[test]

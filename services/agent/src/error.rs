@@ -53,6 +53,19 @@ pub enum AgentError {
         found: String,
     },
 
+    /// The S3 endpoint's TLS certificate was refused (unknown issuer, self-signed,
+    /// wrong name, expired). Retrying does not help.
+    #[error(
+        "profile {profile:?}: the TLS certificate of S3 endpoint {endpoint} is not trusted \
+         ({detail}); give the endpoint a certificate from a CA this node trusts, or, in a test \
+         setup with a self-signed certificate only, set verifyTls: false in the profile"
+    )]
+    TlsCertificate {
+        profile: String,
+        endpoint: String,
+        detail: String,
+    },
+
     /// The repository engine failed; `context` says at which step and on what.
     #[error("{context}: {source}")]
     Repo {
@@ -116,6 +129,12 @@ impl AgentError {
                 Code::FailedPrecondition,
                 ErrorCode::InvalidArgument,
                 "point the profile back at the expected repository",
+            ),
+            AgentError::TlsCertificate { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::Unreachable,
+                "trust the endpoint's certificate on this node, or set verifyTls: false in the \
+                 profile for a test setup",
             ),
             AgentError::ShuttingDown { .. } => (
                 Code::Unavailable,

@@ -4,14 +4,15 @@
 //! profile; they are read on every request, so a rotated Secret applies without a
 //! restart. The control plane can also hand profiles over directly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use ferry_repo::Repository;
 use ferry_repo::backend::{DynBackend, LocalBackend, RepoUrl, S3Backend, S3Options};
+use parking_lot::Mutex;
 use serde::Deserialize;
 
 use crate::error::AgentError;
@@ -26,6 +27,10 @@ pub struct Profile {
     pub s3: Option<S3Credentials>,
     /// The user's key that wraps the repository's master key.
     pub key: Vec<u8>,
+    /// Check the S3 endpoint's TLS certificate (`verifyTls`, on unless a profile turns
+    /// it off). Off accepts any certificate, for test setups with self-signed ones, and
+    /// logs a loud warning.
+    pub verify_tls: bool,
 }
 
 /// Static S3 credentials.
@@ -48,6 +53,7 @@ impl fmt::Debug for Profile {
                 &self.s3.as_ref().map(|c| c.access_key_id.as_str()),
             )
             .field("key", &"<redacted>")
+            .field("verify_tls", &self.verify_tls)
             .finish()
     }
 }
@@ -75,6 +81,10 @@ struct ProfileFile {
     secret_access_key: Option<String>,
     #[serde(default)]
     session_token: Option<String>,
+    /// Check the S3 endpoint's TLS certificate; absent means true. `false` is for test
+    /// setups with self-signed certificates only.
+    #[serde(default)]
+    verify_tls: Option<bool>,
     /// Path of the key file, relative to the profile's directory if not absolute.
     #[serde(default)]
     key_file: Option<PathBuf>,
@@ -211,6 +221,11 @@ fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
         return Err(invalid("the key is empty".into()));
     }
     let url = RepoUrl::parse(&file.repository).map_err(|e| invalid(e.to_string()))?;
+    if matches!(url, RepoUrl::Local(_)) && file.verify_tls.is_some() {
+        return Err(invalid(
+            "verifyTls is given for a local repository, which has no TLS; remove it".into(),
+        ));
+    }
     let s3 = match (&url, file.access_key_id, file.secret_access_key) {
         (RepoUrl::Local(_), None, None) => None,
         (RepoUrl::Local(_), _, _) => {
@@ -235,7 +250,30 @@ fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
         repository: file.repository,
         s3,
         key,
+        verify_tls: file.verify_tls.unwrap_or(true),
     })
+}
+
+/// Warns, once per profile and endpoint in this process, that a profile does not check
+/// its S3 endpoint's certificate. Profiles are read on every request; the warning is
+/// not repeated for each.
+fn warn_unverified(profile: &str, endpoint: &str) {
+    static WARNED: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    let first = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .insert((profile.to_string(), endpoint.to_string()));
+    if first {
+        tracing::warn!(
+            profile,
+            endpoint,
+            "TLS CERTIFICATE VERIFICATION IS OFF: profile {profile:?} has verifyTls: false, so \
+             this agent accepts any certificate from S3 endpoint {endpoint}; anyone on the \
+             network path can pose as it and read or change repository traffic. Use this only \
+             in test setups, and remove verifyTls: false once the endpoint has a trusted \
+             certificate"
+        );
+    }
 }
 
 /// The secrets of a sealed profile file, opened with its sealing key file.
@@ -292,6 +330,14 @@ impl Profile {
                 options.access_key_id = creds.access_key_id.clone();
                 options.secret_access_key = creds.secret_access_key.clone();
                 options.session_token = creds.session_token.clone();
+                options.verify_tls = self.verify_tls;
+                let plain_http = options
+                    .endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("http://"));
+                if !self.verify_tls && !plain_http {
+                    warn_unverified(&self.name, options.endpoint.as_deref().unwrap_or("AWS S3"));
+                }
                 Arc::new(S3Backend::new(options))
             }
         })
@@ -301,10 +347,7 @@ impl Profile {
     pub async fn open(&self, expected_id: &str) -> Result<Repository, AgentError> {
         let repo = Repository::open(self.backend()?, &self.key)
             .await
-            .map_err(AgentError::repo(format!(
-                "opening repository {} of profile {:?}",
-                self.repository, self.name
-            )))?;
+            .map_err(|source| self.open_error(source))?;
         let found = repo.config().id.to_string();
         if !expected_id.is_empty() && found != expected_id {
             return Err(AgentError::RepositoryMismatch {
@@ -314,6 +357,37 @@ impl Profile {
             });
         }
         Ok(repo)
+    }
+
+    /// What a failed open means: a refused TLS certificate gets its own error, naming
+    /// the profile and the `verifyTls` switch, since retrying never fixes it.
+    fn open_error(&self, source: ferry_repo::Error) -> AgentError {
+        // The engine carries S3 failures as text (the HTTP client's error chain), so the
+        // TLS library's wording is what there is to go by.
+        let text = source.to_string();
+        let certificate = self.verify_tls
+            && matches!(source, ferry_repo::Error::Backend(_))
+            && text.to_ascii_lowercase().contains("certificate");
+        if certificate {
+            let endpoint = match RepoUrl::parse(&self.repository) {
+                Ok(RepoUrl::S3 {
+                    endpoint: Some(e), ..
+                }) => e,
+                _ => "AWS S3".to_string(),
+            };
+            return AgentError::TlsCertificate {
+                profile: self.name.clone(),
+                endpoint,
+                detail: text,
+            };
+        }
+        AgentError::Repo {
+            context: format!(
+                "opening repository {} of profile {:?}",
+                self.repository, self.name
+            ),
+            source,
+        }
     }
 }
 
@@ -334,6 +408,17 @@ mod tests {
             "good.yaml",
             "repository: s3:http://127.0.0.1:9000/b/p\naccessKeyId: id\nsecretAccessKey: s\nkeyFile: k\n",
         );
+        write(
+            dir.path(),
+            "selfsigned.yaml",
+            "repository: s3:https://127.0.0.1:9443/b/p\naccessKeyId: id\nsecretAccessKey: s\n\
+             keyFile: k\nverifyTls: false\n",
+        );
+        write(
+            dir.path(),
+            "localtls.yaml",
+            "repository: /srv/repo\nkey: a2V5\nverifyTls: false\n",
+        );
         write(dir.path(), "nokey.yaml", "repository: /srv/repo\n");
         write(
             dir.path(),
@@ -351,11 +436,21 @@ mod tests {
         assert_eq!(p.key, b"secret key");
         assert_eq!(p.s3.as_ref().map(|c| c.region.as_str()), Some("us-east-1"));
         assert!(!format!("{p:?}").contains("secret key"));
+        assert!(
+            p.verify_tls,
+            "TLS verification is on unless the profile turns it off"
+        );
+        let insecure = src.get("selfsigned").await.expect("verifyTls: false");
+        assert!(!insecure.verify_tls);
+        insecure
+            .backend()
+            .expect("an S3 backend without verification");
 
         let err = |r: Result<Profile, AgentError>| r.expect_err("must fail").to_string();
         assert!(err(src.get("nokey").await).contains("no key"));
         assert!(err(src.get("nocreds").await).contains("accessKeyId"));
         assert!(err(src.get("typo").await).contains("regoin"));
+        assert!(err(src.get("localtls").await).contains("verifyTls"));
         assert!(err(src.get("absent").await).contains("not found"));
         assert!(err(src.get("../etc/passwd").await).contains("not a profile name"));
     }

@@ -25,6 +25,14 @@ pub struct CatalogConfig {
     pub agent_profiles_dir: Option<PathBuf>,
     /// How new repositories are initialised (chunker, pack size, KDF cost).
     pub init_options: InitOptions,
+    /// Reviews callers with this cluster: only administrators change profiles, keys,
+    /// labels and repositories (create, delete, import key, migration token, prune,
+    /// rebuild); anyone signed in may read. CheckProfile, which the other side's Ferry
+    /// calls while checking a pair, is not reviewed: it holds no user token of this
+    /// cluster, and the answer holds no secret. None checks no callers.
+    pub access: Option<ferry_authz::Authorizer>,
+    /// Secret of this process's own scheduler, whose calls are trusted.
+    pub internal_token: Option<String>,
 }
 
 impl fmt::Debug for CatalogConfig {
@@ -48,6 +56,8 @@ impl CatalogConfig {
             data_dir,
             agent_profiles_dir: None,
             init_options: InitOptions::default(),
+            access: None,
+            internal_token: None,
         }
     }
 }
@@ -78,6 +88,15 @@ pub struct Args {
     /// Also write each profile as `<dir>/<name>.yaml` for an agent reading that directory.
     #[arg(long, env = "FERRY_AGENT_PROFILES_DIR")]
     pub agent_profiles_dir: Option<PathBuf>,
+    /// TLS of this server. Other than loopback, it takes --tls-cert and --tls-key (or
+    /// --tls-secret), or --insecure-plaintext.
+    #[command(flatten)]
+    pub tls: ferry_rpc::TlsArgs,
+    /// File holding the secret the scheduler's calls bear (the same file, from one
+    /// Kubernetes Secret, mounted into both); its calls are trusted to act for the users
+    /// they name. Without it, only callers with their own Kubernetes token are served.
+    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE", value_name = "FILE")]
+    pub internal_token_file: Option<PathBuf>,
 }
 
 /// Why the flags do not give a usable configuration.
@@ -89,6 +108,8 @@ pub enum ConfigError {
          set KUBECONFIG, or pass --context"
     )]
     Kube { context: String, detail: String },
+    #[error(transparent)]
+    InternalToken(#[from] ferry_authz::InternalTokenError),
 }
 
 impl Args {
@@ -122,6 +143,12 @@ impl Args {
             .clone()
             .or_else(|| self.context.clone())
             .unwrap_or_else(|| "local".to_string());
+        // The standalone catalog reviews every caller with its cluster.
+        let access = Some(ferry_authz::Authorizer::new(client.clone(), &cluster_name));
+        let internal_token = match &self.internal_token_file {
+            Some(path) => Some(ferry_authz::read_internal_token(path)?),
+            None => None,
+        };
         Ok(CatalogConfig {
             client,
             cluster_name,
@@ -129,6 +156,8 @@ impl Args {
             data_dir: self.data_dir,
             agent_profiles_dir: self.agent_profiles_dir,
             init_options: InitOptions::default(),
+            access,
+            internal_token,
         })
     }
 }

@@ -87,15 +87,17 @@ pub enum CatalogError {
         location: String,
     },
 
-    /// The key from the Secret does not open the repository.
+    /// The key from the Secret does not open the repository; `engine` says which keys
+    /// would (their fingerprints and labels, never key material).
     #[error(
-        "the key in Secret {key_secret} does not open repository {location} (profile {profile:?}); \
-         put the key the repository was created with into that Secret"
+        "the key in Secret {key_secret} does not open repository {location} (profile \
+         {profile:?}): {engine}"
     )]
     WrongKey {
         profile: String,
         location: String,
         key_secret: String,
+        engine: String,
     },
 
     /// The object store answered but refused the credentials or the operation.
@@ -113,6 +115,19 @@ pub enum CatalogError {
          profile must be read-only so the destination can never change the source's data"
     )]
     ImportCanWrite { profile: String, location: String },
+
+    /// A change was asked of a repository through a profile that may only read it.
+    #[error(
+        "profile {profile:?} on cluster {cluster} is an import profile, which only reads \
+         repository {location}; {action} needs a profile that may write: run it on the cluster \
+         that writes the repository, through its export or migration profile"
+    )]
+    ReadOnlyProfile {
+        profile: String,
+        cluster: String,
+        location: String,
+        action: &'static str,
+    },
 
     /// The object store could not be reached (after retries).
     #[error("repository {location} (profile {profile:?}) is unreachable: {source}")]
@@ -301,7 +316,8 @@ impl CatalogError {
             CatalogError::WrongKey { .. } => (
                 Code::FailedPrecondition,
                 ErrorCode::WrongKey,
-                "put the key the repository was initialised with into the encryption key Secret",
+                "put one of the keys the message lists into the encryption key Secret, or add \
+                 this Secret's key to the repository with `ferry repo key add`",
             ),
             CatalogError::AccessDenied { .. } => (
                 Code::PermissionDenied,
@@ -312,6 +328,12 @@ impl CatalogError {
                 Code::FailedPrecondition,
                 ErrorCode::PermissionDenied,
                 "give the import profile credentials with a read-and-list-only policy on the bucket",
+            ),
+            CatalogError::ReadOnlyProfile { .. } => (
+                Code::FailedPrecondition,
+                ErrorCode::PermissionDenied,
+                "prune through the export or migration profile of the cluster that writes the \
+                 repository",
             ),
             CatalogError::Unreachable { .. } => (
                 Code::Unavailable,
@@ -379,7 +401,8 @@ impl CatalogError {
         match self {
             CatalogError::ProfileNotFound { cluster, .. }
             | CatalogError::ProfileExists { cluster, .. }
-            | CatalogError::ImportKeyMissing { cluster } => (Some(cluster), None),
+            | CatalogError::ImportKeyMissing { cluster }
+            | CatalogError::ReadOnlyProfile { cluster, .. } => (Some(cluster), None),
             CatalogError::SecretNotFound {
                 namespace,
                 name,

@@ -11,6 +11,10 @@
 //! for it (IssueMigrationToken), signed with its own signing key; CreateProfile with a
 //! token verifies it, stores the repository key it carries as a Secret and makes an
 //! import profile that must read and list but cannot write.
+//!
+//! Retention: PruneRepository applies keep-last and maximum-age limits to a repository
+//! through a profile that may write, and deletes the data nothing needs any more, under
+//! the repository's exclusive lock (see `prune.rs`).
 
 mod applications;
 pub mod config;
@@ -20,6 +24,7 @@ mod key_secret;
 mod keys;
 mod migration;
 mod profile;
+mod prune;
 mod quantity;
 mod restore_points;
 pub mod server;

@@ -13,7 +13,7 @@ use ferry_proto::v1::{
     StorageBackend,
 };
 use ferry_repo::Id;
-use ferry_token::{Backend, Claims, Location, OpenOptions, RecipientKey};
+use ferry_token::{Backend, Claims, Location, RecipientKey};
 use zeroize::Zeroizing;
 
 use crate::error::CatalogError;
@@ -126,6 +126,8 @@ fn request_from_token(req: &CreateProfileRequest, location: &Location) -> Create
         encryption_key_secret: Some(key_secret),
         create_repository: false,
         migration_token: String::new(),
+        // Checked when the token was opened.
+        expected_signer: String::new(),
     }
 }
 
@@ -275,7 +277,8 @@ impl CatalogService {
     ) -> Result<(CreateProfileRequest, PendingKey, String), CatalogError> {
         profile::check_token_request(req)?;
         let import_key = self.loaded_import_key(false).await?;
-        let opened = ferry_token::open(&req.migration_token, &import_key.key, &OpenOptions::now())?;
+        let options = profile::token_open_options(req)?;
+        let opened = ferry_token::open(&req.migration_token, &import_key.key, &options)?;
         let claims = &opened.claims;
         let signer = opened.signer.fingerprint().to_string();
         tracing::info!(

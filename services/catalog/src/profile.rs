@@ -15,6 +15,7 @@ use base64::Engine;
 use bytes::Bytes;
 use ferry_proto::v1::{CreateProfileRequest, Profile, ProfileKind, SecretRef, StorageBackend};
 use ferry_repo::backend::{BackendError, DynBackend, LocalBackend, S3Backend, S3Options};
+use ferry_token::{Fingerprint, OpenOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use serde::Serialize;
@@ -83,7 +84,36 @@ pub(crate) fn check_token_request(req: &CreateProfileRequest) -> Result<(), Cata
             ),
         ));
     }
+    expected_signer(req)?;
     Ok(())
+}
+
+/// The signer a create request pins (`expected_signer`), if any.
+fn expected_signer(req: &CreateProfileRequest) -> Result<Option<Fingerprint>, CatalogError> {
+    let text = req.expected_signer.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    Fingerprint::parse(text).map(Some).map_err(|_| {
+        CatalogError::invalid(
+            "expected_signer",
+            format!(
+                "{text:?} is not a signing key fingerprint: want SHA256: followed by 43 base64 \
+                 characters, as the source's IssueMigrationToken (or `ferry export`) printed it"
+            ),
+        )
+    })
+}
+
+/// How a create request's migration token is checked: against the clock, and against
+/// the pinned signer when `expected_signer` is set (a token signed by another key is then
+/// refused, naming both fingerprints, before anything is stored).
+pub(crate) fn token_open_options(req: &CreateProfileRequest) -> Result<OpenOptions, CatalogError> {
+    let options = OpenOptions::now();
+    Ok(match expected_signer(req)? {
+        Some(signer) => options.pin(signer),
+        None => options,
+    })
 }
 
 /// Checks every field of a create request; `secrets_namespace` fills empty Secret
@@ -93,6 +123,13 @@ pub(crate) fn validate(
     secrets_namespace: &str,
 ) -> Result<NewProfile, CatalogError> {
     validate_name(&req.name)?;
+    if !req.expected_signer.is_empty() {
+        return Err(CatalogError::invalid(
+            "expected_signer",
+            "it pins the signer of a migration token: give migration_token too, or leave \
+             expected_signer empty",
+        ));
+    }
     let kind = ProfileKind::try_from(req.kind)
         .ok()
         .filter(|k| *k != ProfileKind::Unspecified)
@@ -625,10 +662,11 @@ pub(crate) fn repo_error(
         _ => None,
     };
     match e {
-        R::WrongKey { .. } => CatalogError::WrongKey {
+        e @ R::WrongKey { .. } => CatalogError::WrongKey {
             profile: p.name.clone(),
             location,
             key_secret: p.key_secret.to_string(),
+            engine: e.to_string(),
         },
         R::NotFound { .. } if operation == "opening" => CatalogError::RepositoryMissing {
             profile: p.name.clone(),
@@ -693,6 +731,10 @@ struct AgentProfileFile<'a> {
     region: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     access_key_id: Option<&'a str>,
+    /// `false` when the profile does not verify the S3 endpoint's TLS certificate
+    /// (`verify_tls` off); absent means the agent verifies it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify_tls: Option<bool>,
     /// The key file that opens `sealed`.
     sealing_key_file: &'a Path,
     /// base64 of the sealed JSON of [`SealedAgentSecrets`], bound to this profile's name.
@@ -742,6 +784,7 @@ pub(crate) fn agent_profile_yaml(
             p.region.as_str()
         }),
         access_key_id: s3.map(|c| c.access_key_id.as_str()),
+        verify_tls: (is_s3 && !p.verify_tls).then_some(false),
         sealing_key_file: &key_file,
         sealed: b64.encode(sealed),
     };
@@ -846,6 +889,7 @@ mod tests {
             }),
             create_repository: true,
             migration_token: String::new(),
+            expected_signer: String::new(),
         }
     }
 
@@ -930,6 +974,27 @@ mod tests {
         token.bucket.clear();
         token.prefix.clear();
         check_token_request(&token).expect("location from the token");
+        // A pinned signer must be a fingerprint, and only pins tokens.
+        let signer = ferry_token::SigningKey::generate()
+            .expect("signing key")
+            .public_key()
+            .fingerprint();
+        token.expected_signer = format!(" {signer}\n");
+        check_token_request(&token).expect("a fingerprint, copy-paste whitespace and all");
+        let options = token_open_options(&token).expect("options");
+        assert_eq!(options.expected_signer, Some(signer));
+        token.expected_signer = "SHA256:nope".into();
+        let err = check_token_request(&token).expect_err("not a fingerprint");
+        assert!(err.to_string().contains("expected_signer"), "{err}");
+        token.expected_signer.clear();
+        assert_eq!(
+            token_open_options(&token).expect("options").expected_signer,
+            None
+        );
+        assert!(
+            bad(&|r| r.expected_signer = "SHA256:x".into()).contains("migration_token"),
+            "expected_signer without a token"
+        );
         token.kind = ProfileKind::Export as i32;
         assert!(check_token_request(&token).is_err());
 
@@ -942,6 +1007,39 @@ mod tests {
         assert_eq!(location(&p), "/srv/repos/a/b");
         local.bucket = "relative".into();
         assert!(validate(&local, "x").is_err());
+    }
+
+    #[tokio::test]
+    async fn the_agent_file_carries_the_tls_switch_and_the_agent_honours_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sealer = ferry_store::SecretBox::load_or_create(dir.path()).expect("secret key");
+        let agent_dir = dir.path().join("agent-profiles");
+        std::fs::create_dir_all(&agent_dir).expect("agent dir");
+        let material = Material {
+            s3: Some(S3Credentials {
+                access_key_id: "id".into(),
+                secret_access_key: "s3-secret".into(),
+                session_token: None,
+            }),
+            key: b"repository key".to_vec(),
+        };
+        let agents = ferry_agent::ProfileSource::Dir(agent_dir.clone());
+        for (name, verify_tls) in [("checked", None), ("selfsigned", Some(false))] {
+            let mut req = request();
+            req.name = name.into();
+            req.endpoint = "https://s3.test:9443".into();
+            req.verify_tls = verify_tls;
+            let record = validate(&req, "ferry-system").expect("valid").record;
+            let yaml = agent_profile_yaml(&record, &material, &sealer).expect("agent file");
+            assert_eq!(
+                yaml.contains("verifyTls: false"),
+                verify_tls == Some(false),
+                "{yaml}"
+            );
+            std::fs::write(agent_profile_path(&agent_dir, name), yaml).expect("write");
+            let loaded = agents.get(name).await.expect("the agent reads the file");
+            assert_eq!(loaded.verify_tls, verify_tls.unwrap_or(true), "{name}");
+        }
     }
 
     #[test]

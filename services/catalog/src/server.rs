@@ -1,7 +1,6 @@
 //! Serving the catalog: gRPC with health and reflection, a span per request, graceful
 //! shutdown.
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use ferry_rpc::ServeError;
@@ -11,7 +10,7 @@ use crate::service::CatalogService;
 /// Serves `service` on `listener` until `shutdown` fires, then lets open calls finish.
 pub async fn serve(
     service: CatalogService,
-    listener: TcpListener,
+    listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     tracing::info!(?service, "catalog starting");

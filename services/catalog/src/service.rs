@@ -17,8 +17,9 @@ use ferry_proto::v1::{
     IssueMigrationTokenRequest, IssueMigrationTokenResponse, LabelRestorePointRequest,
     LabelRestorePointResponse, ListApplicationsRequest, ListApplicationsResponse,
     ListProfilesRequest, ListProfilesResponse, ListRestorePointsRequest, ListRestorePointsResponse,
-    ProfileKind, Progress, RebuildIndexEvent, RebuildIndexRequest, RebuildIndexSummary,
-    RepositoryRef, StorageBackend, cluster_ref, rebuild_index_event,
+    ProfileKind, Progress, PruneRepositoryRequest, PruneRepositoryResponse, RebuildIndexEvent,
+    RebuildIndexRequest, RebuildIndexSummary, RepositoryRef, StorageBackend, cluster_ref,
+    rebuild_index_event,
 };
 use ferry_repo::backend::{BackendError, DynBackend};
 use ferry_repo::{Id, Repository};
@@ -56,7 +57,7 @@ pub struct CatalogService {
 
 pub(crate) struct Inner {
     pub(crate) config: CatalogConfig,
-    db: Db,
+    pub(crate) db: Db,
     /// The import and signing key pairs of migration tokens.
     pub(crate) keys: Keys,
     /// Names being created right now, so two racing creates cannot both write the
@@ -119,7 +120,7 @@ impl CatalogService {
         CatalogServiceServer::new(self)
     }
 
-    fn cluster(&self) -> &str {
+    pub(crate) fn cluster(&self) -> &str {
         &self.inner.config.cluster_name
     }
 
@@ -180,7 +181,7 @@ impl CatalogService {
         })
     }
 
-    async fn profile_record(&self, name: &str) -> Result<ProfileRecord, CatalogError> {
+    pub(crate) async fn profile_record(&self, name: &str) -> Result<ProfileRecord, CatalogError> {
         profile::validate_name(name)?;
         self.inner
             .db
@@ -887,7 +888,7 @@ fn unreadable(app: &str, id: &str, e: CatalogError) -> ErrorDetail {
 }
 
 /// Opens a profile's repository and checks it is the one the profile was made for.
-async fn open_checked(
+pub(crate) async fn open_checked(
     record: &ProfileRecord,
     m: &Material,
     patience: Patience,
@@ -1079,6 +1080,36 @@ async fn traced<T>(
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+impl CatalogService {
+    /// Fails unless the caller is signed in, and an administrator when `admin_for`
+    /// names what needs one; this process's scheduler passes; everyone passes when the
+    /// catalog checks no callers.
+    async fn review<T>(&self, request: &Request<T>, admin_for: Option<&str>) -> Result<(), Status> {
+        let config = &self.inner.config;
+        let Some(authz) = &config.access else {
+            return Ok(());
+        };
+        if let (Some(internal), Some(token)) = (
+            &config.internal_token,
+            ferry_authz::bearer(request.metadata()),
+        ) && ferry_authz::same_secret(internal, &token)
+        {
+            return Ok(());
+        }
+        let who = authz
+            .identify(request.metadata())
+            .await
+            .map_err(|e| e.to_status())?;
+        match admin_for {
+            Some(what) if !who.admin => authz
+                .require_admin(&who.caller, what)
+                .await
+                .map_err(|e| e.to_status()),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl CatalogApi for CatalogService {
     type RebuildIndexStream = EventStream<RebuildIndexEvent>;
@@ -1087,6 +1118,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<CreateProfileRequest>,
     ) -> Result<Response<CreateProfileResponse>, Status> {
+        self.review(&request, Some("creating a profile")).await?;
         let req = request.into_inner();
         let span = tracing::info_span!("catalog.create_profile", profile = %req.name);
         traced(span, self.create_profile(req)).await
@@ -1096,6 +1128,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<GetProfileRequest>,
     ) -> Result<Response<GetProfileResponse>, Status> {
+        self.review(&request, None).await?;
         let name = request.into_inner().name;
         let span = tracing::info_span!("catalog.get_profile", profile = %name);
         traced(span, async {
@@ -1111,6 +1144,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<ListProfilesRequest>,
     ) -> Result<Response<ListProfilesResponse>, Status> {
+        self.review(&request, None).await?;
         let req = request.into_inner();
         let span = tracing::info_span!("catalog.list_profiles", kind = req.kind);
         traced(span, self.list_profiles(req)).await
@@ -1120,6 +1154,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<DeleteProfileRequest>,
     ) -> Result<Response<DeleteProfileResponse>, Status> {
+        self.review(&request, Some("deleting a profile")).await?;
         let name = request.into_inner().name;
         let span = tracing::info_span!("catalog.delete_profile", profile = %name);
         traced(span, async {
@@ -1133,6 +1168,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<ListApplicationsRequest>,
     ) -> Result<Response<ListApplicationsResponse>, Status> {
+        self.review(&request, None).await?;
         let span = tracing::info_span!("catalog.list_applications", cluster = %self.cluster());
         traced(span, self.list_applications(request.into_inner())).await
     }
@@ -1141,6 +1177,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<ListRestorePointsRequest>,
     ) -> Result<Response<ListRestorePointsResponse>, Status> {
+        self.review(&request, None).await?;
         let req = request.into_inner();
         let profile = req.repository.as_ref().map(|r| r.profile.clone());
         let span = tracing::info_span!("catalog.list_restore_points",
@@ -1152,6 +1189,7 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<GetRestorePointRequest>,
     ) -> Result<Response<GetRestorePointResponse>, Status> {
+        self.review(&request, None).await?;
         let req = request.into_inner();
         let profile = req.repository.as_ref().map(|r| r.profile.clone());
         let span = tracing::info_span!("catalog.get_restore_point",
@@ -1163,6 +1201,8 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<LabelRestorePointRequest>,
     ) -> Result<Response<LabelRestorePointResponse>, Status> {
+        self.review(&request, Some("labelling a restore point"))
+            .await?;
         let req = request.into_inner();
         let profile = req.repository.as_ref().map(|r| r.profile.clone());
         let span = tracing::info_span!("catalog.label_restore_point",
@@ -1182,8 +1222,10 @@ impl CatalogApi for CatalogService {
 
     async fn create_import_key(
         &self,
-        _request: Request<CreateImportKeyRequest>,
+        request: Request<CreateImportKeyRequest>,
     ) -> Result<Response<CreateImportKeyResponse>, Status> {
+        self.review(&request, Some("creating the import key"))
+            .await?;
         let span = tracing::info_span!("catalog.create_import_key");
         traced(span, async {
             let (key, created) = self.import_key(true).await?;
@@ -1197,8 +1239,9 @@ impl CatalogApi for CatalogService {
 
     async fn get_import_key(
         &self,
-        _request: Request<GetImportKeyRequest>,
+        request: Request<GetImportKeyRequest>,
     ) -> Result<Response<GetImportKeyResponse>, Status> {
+        self.review(&request, None).await?;
         let span = tracing::info_span!("catalog.get_import_key");
         traced(span, async {
             let (key, _) = self.import_key(false).await?;
@@ -1211,16 +1254,33 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<IssueMigrationTokenRequest>,
     ) -> Result<Response<IssueMigrationTokenResponse>, Status> {
+        self.review(&request, Some("issuing a migration token"))
+            .await?;
         let req = request.into_inner();
         let span = tracing::info_span!("catalog.issue_migration_token", profile = %req.profile,
             namespace = %req.namespace);
         traced(span, self.issue_migration_token(req)).await
     }
 
+    async fn prune_repository(
+        &self,
+        request: Request<PruneRepositoryRequest>,
+    ) -> Result<Response<PruneRepositoryResponse>, Status> {
+        self.review(&request, Some("pruning a repository")).await?;
+        let req = request.into_inner();
+        let profile = req.repository.as_ref().map(|r| r.profile.clone());
+        let span = tracing::info_span!("catalog.prune_repository",
+            profile = profile.as_deref().unwrap_or_default(), namespace = %req.namespace,
+            keep_last = req.keep_last, max_age_s = req.max_age.map(|d| d.seconds),
+            dry_run = req.dry_run);
+        traced(span, self.prune_repository(req)).await
+    }
+
     async fn rebuild_index(
         &self,
         request: Request<RebuildIndexRequest>,
     ) -> Result<Response<Self::RebuildIndexStream>, Status> {
+        self.review(&request, Some("rebuilding the index")).await?;
         let req = request.into_inner();
         let profile = req.repository.as_ref().map(|r| r.profile.clone());
         let span = tracing::info_span!(

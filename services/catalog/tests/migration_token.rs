@@ -2,8 +2,9 @@
 //! (cluster b) makes an import key, the source (cluster a) issues a token for it from an
 //! export profile, and the destination turns the token into an import profile that uses
 //! a MinIO user with a read-only policy. Altered, expired and other-destination tokens,
-//! and read-write credentials, are refused with nothing stored. A profile created
-//! without a key gets a generated one, with a warning.
+//! and read-write credentials, are refused with nothing stored, as are tokens from a
+//! source other than the pinned one (`expected_signer`). A profile created without a
+//! key gets a generated one, with a warning.
 
 mod common;
 
@@ -16,7 +17,7 @@ use ferry_proto::v1::catalog_service_server::CatalogService as _;
 use ferry_proto::v1::{
     CheckProfileRequest, CreateImportKeyRequest, CreateProfileRequest, CreateProfileResponse,
     DeleteProfileRequest, ErrorCode, GetImportKeyRequest, IssueMigrationTokenRequest,
-    ListRestorePointsRequest, ProfileKind, SecretRef, StorageBackend,
+    ListProfilesRequest, ListRestorePointsRequest, ProfileKind, SecretRef, StorageBackend,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -399,6 +400,102 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
         .await
         .expect("delete");
     assert!(get_secret(&dst, "imported-key").await.is_none());
+}
+
+#[tokio::test]
+async fn a_pinned_signer_accepts_its_own_tokens_only() {
+    // Source: an export profile; destination: an import key and read-only credentials.
+    let src = Harness::start_on("a", "token-pin-src").await;
+    src.secrets(b"the pinned source's key").await;
+    src.create(src.request("prod", true)).await;
+    let app = ferry_testenv::unique_name("cat-pin-app");
+    let dst = Harness::start_on("b", "token-pin-dst").await;
+    let import_key = dst
+        .client
+        .clone()
+        .create_import_key(CreateImportKeyRequest {})
+        .await
+        .expect("import key")
+        .into_inner()
+        .key
+        .expect("key");
+    reader_secret(&dst, "reader").await;
+    let issued = src
+        .client
+        .clone()
+        .issue_migration_token(IssueMigrationTokenRequest {
+            profile: "prod".into(),
+            namespace: app,
+            recipient_key: import_key.public_key.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("issue")
+        .into_inner();
+    // The fingerprint the source reports is the token's signer, as `ferry export` shows.
+    assert_eq!(
+        ferry_token::signer_of(&issued.token)
+            .expect("signer")
+            .fingerprint()
+            .to_string(),
+        issued.signer_fingerprint
+    );
+
+    // Pinned to another source's key: refused, naming both keys, nothing stored.
+    let other_source = ferry_token::SigningKey::generate()
+        .expect("another signing key")
+        .public_key()
+        .fingerprint()
+        .to_string();
+    let mut req = import_request("pinned-elsewhere", &issued.token, "reader");
+    req.expected_signer = other_source.clone();
+    let err = import(&dst, req).await.expect_err("another signer");
+    let d = expect_error(&err, Code::PermissionDenied, ErrorCode::PermissionDenied);
+    assert!(
+        d.message.contains(&other_source) && d.message.contains(&issued.signer_fingerprint),
+        "names the pinned and the actual signer: {}",
+        d.message
+    );
+    nothing_stored(&dst, "pinned-elsewhere").await;
+
+    // Not a fingerprint: refused before the token is looked at.
+    let mut req = import_request("pinned-garbage", &issued.token, "reader");
+    req.expected_signer = "SHA256:not-a-key".into();
+    let err = import(&dst, req).await.expect_err("not a fingerprint");
+    let d = expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    assert!(d.message.contains("expected_signer"), "{}", d.message);
+    nothing_stored(&dst, "pinned-garbage").await;
+
+    // A pin without a token pins nothing: refused too.
+    let mut req = dst.request("pinned-no-token", false);
+    req.expected_signer = issued.signer_fingerprint.clone();
+    let err = import(&dst, req).await.expect_err("no token to pin");
+    expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    assert!(
+        !dst.profile_names()
+            .await
+            .contains(&"pinned-no-token".to_string())
+    );
+
+    // Pinned to the source's own key: accepted, and the profile shows it.
+    let mut req = import_request("pinned", &issued.token, "reader");
+    req.expected_signer = issued.signer_fingerprint.clone();
+    let created = import(&dst, req).await.expect("the pinned signer's token");
+    let profile = created.profile.expect("profile");
+    assert_eq!(profile.token_signer_fingerprint, issued.signer_fingerprint);
+    let listed = dst
+        .client
+        .clone()
+        .list_profiles(ListProfilesRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let shown = listed
+        .profiles
+        .iter()
+        .find(|p| p.name == "pinned")
+        .expect("listed");
+    assert_eq!(shown.token_signer_fingerprint, issued.signer_fingerprint);
 }
 
 #[tokio::test]

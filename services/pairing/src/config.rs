@@ -56,6 +56,13 @@ pub struct PairingConfig {
     /// bare `host:port` while this has a CA or certificate): the CA to verify it with,
     /// the certificate to present for mutual TLS.
     pub peer_tls: ferry_rpc::ClientTls,
+    /// Reviews callers with this cluster: only administrators create tokens, accept
+    /// them and delete pairs; anyone signed in may list pairs (to name a destination).
+    /// What the other side's Ferry calls (redeem, forget, get, check) is not reviewed
+    /// here: it holds no user token of this cluster, redeem and forget prove themselves
+    /// with the pairing token or the pair's id, and get and check reveal no secret.
+    /// None checks no callers.
+    pub access: Option<ferry_authz::Authorizer>,
 }
 
 impl std::fmt::Debug for PairingConfig {
@@ -106,6 +113,7 @@ impl PairingConfig {
             peer_timeout: Duration::from_secs(10),
             profile_probe: None,
             peer_tls: ferry_rpc::ClientTls::new(),
+            access: None,
         }
     }
 }

@@ -798,12 +798,35 @@ async fn run<T: Send + 'static>(
     }
 }
 
+impl PairingService {
+    /// Fails unless the caller is signed in, and an administrator when `admin_for`
+    /// names what needs one; passes when the service checks no callers.
+    async fn review<T>(&self, request: &Request<T>, admin_for: Option<&str>) -> Result<(), Status> {
+        let Some(authz) = &self.inner.config.access else {
+            return Ok(());
+        };
+        let who = authz
+            .identify(request.metadata())
+            .await
+            .map_err(|e| e.to_status())?;
+        match admin_for {
+            Some(what) if !who.admin => authz
+                .require_admin(&who.caller, what)
+                .await
+                .map_err(|e| e.to_status()),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl PairingApi for PairingService {
     async fn create_pairing_token(
         &self,
         request: Request<CreatePairingTokenRequest>,
     ) -> Result<Response<CreatePairingTokenResponse>, Status> {
+        self.review(&request, Some("creating a pairing token"))
+            .await?;
         let req = request.into_inner();
         let span = tracing::info_span!("create_pairing_token", pair = %req.pair_name,
             pair_id = tracing::field::Empty);
@@ -814,6 +837,8 @@ impl PairingApi for PairingService {
         &self,
         request: Request<AcceptPairingTokenRequest>,
     ) -> Result<Response<AcceptPairingTokenResponse>, Status> {
+        self.review(&request, Some("accepting a pairing token"))
+            .await?;
         let tp = traceparent(&request);
         let req = request.into_inner();
         // Never the token itself: it carries a credential.
@@ -826,6 +851,7 @@ impl PairingApi for PairingService {
         &self,
         request: Request<ListPairsRequest>,
     ) -> Result<Response<ListPairsResponse>, Status> {
+        self.review(&request, None).await?;
         let req = request.into_inner();
         let span = tracing::info_span!("list_pairs", page_size = req.page_size);
         let inner = self.inner.clone();
@@ -836,6 +862,8 @@ impl PairingApi for PairingService {
         &self,
         request: Request<GetPairRequest>,
     ) -> Result<Response<GetPairResponse>, Status> {
+        // Also called by the other side's Ferry, which holds no user token; it
+        // reveals no secret.
         let req = request.into_inner();
         let span = tracing::info_span!("get_pair", pair = %req.pair);
         let inner = self.inner.clone();
@@ -852,6 +880,7 @@ impl PairingApi for PairingService {
         &self,
         request: Request<DeletePairRequest>,
     ) -> Result<Response<DeletePairResponse>, Status> {
+        self.review(&request, Some("deleting a pair")).await?;
         let tp = traceparent(&request);
         let req = request.into_inner();
         let span = tracing::info_span!("delete_pair", pair = %req.pair,
@@ -863,6 +892,7 @@ impl PairingApi for PairingService {
         &self,
         request: Request<CheckPairRequest>,
     ) -> Result<Response<CheckPairResponse>, Status> {
+        // The other side's Ferry asks for its half of the checks; no secret in it.
         let tp = traceparent(&request);
         let req = request.into_inner();
         let span = tracing::info_span!("check_pair", pair = %req.pair,

@@ -975,6 +975,7 @@ async fn create_profile(catalog: &CatalogService, name: &str, prefix: &str) -> S
         encryption_key_secret: secret("key"),
         create_repository: true,
         migration_token: String::new(),
+        expected_signer: String::new(),
     };
     CatalogApi::create_profile(catalog, tonic::Request::new(req))
         .await

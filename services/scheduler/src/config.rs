@@ -37,6 +37,9 @@ pub struct SchedulerConfig {
     pub tick: Duration,
     /// Retry settings for schedules that give none.
     pub retry: RetryDefaults,
+    /// Reviews callers with the cluster the scheduler runs in: schedules record their
+    /// creator, and runs act for them. None checks no callers.
+    pub access: Option<ferry_authz::Authorizer>,
 }
 
 impl SchedulerConfig {
@@ -48,6 +51,7 @@ impl SchedulerConfig {
             min_interval: Duration::from_secs(60),
             tick: Duration::from_secs(1),
             retry: RetryDefaults::default(),
+            access: None,
         }
     }
 }
@@ -90,6 +94,15 @@ pub struct Args {
     /// Shortest interval a schedule may have, in seconds.
     #[arg(long, default_value_t = 60)]
     pub min_interval_seconds: u64,
+    /// File holding the secret this scheduler's calls to the transfer service and the
+    /// catalog bear (the same file, from one Kubernetes Secret, mounted into all three):
+    /// with it they act for each schedule's creator.
+    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE", value_name = "FILE")]
+    pub internal_token_file: Option<PathBuf>,
+    /// Name of the cluster this scheduler runs in, as refusals name it. Callers are
+    /// reviewed with that cluster (in-cluster configuration, or KUBECONFIG).
+    #[arg(long, env = "FERRY_CLUSTER_NAME", default_value = "local")]
+    pub cluster_name: String,
 }
 
 impl Args {

@@ -52,6 +52,14 @@ pub enum SchedulerError {
         error: crate::jobs::JobError,
     },
 
+    /// The caller is unknown, or may not touch this schedule.
+    #[error(transparent)]
+    Access(#[from] ferry_authz::AuthzError),
+
+    /// The caller may not see or change this schedule: it is someone else's.
+    #[error("{user} did not create schedule {schedule:?} and is not an administrator")]
+    NotYours { user: String, schedule: String },
+
     /// The state database failed.
     #[error("schedule state: {0}")]
     Store(#[from] ferry_store::StoreError),
@@ -119,6 +127,20 @@ impl SchedulerError {
                 },
                 ErrorCode::try_from(error.detail.code).unwrap_or(ErrorCode::Internal),
                 error.detail.hint.clone(),
+            ),
+            SchedulerError::Access(e) => (
+                e.code(),
+                match e.code() {
+                    Code::Unauthenticated => ErrorCode::Unauthenticated,
+                    Code::PermissionDenied => ErrorCode::PermissionDenied,
+                    _ => ErrorCode::Unreachable,
+                },
+                e.hint().into(),
+            ),
+            SchedulerError::NotYours { .. } => (
+                Code::PermissionDenied,
+                ErrorCode::PermissionDenied,
+                "ask its creator or an administrator".into(),
             ),
             SchedulerError::Store(_) => (
                 Code::Internal,

@@ -17,6 +17,49 @@ use ferry_proto::v1::{
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+tokio::task_local! {
+    /// The user a schedule's run acts for (its creator): the transfer service checks
+    /// every job against their rights, never the scheduler's.
+    static ACTING_FOR: Option<Requester>;
+}
+
+/// Who a run acts for: user name and groups, as recorded at the schedule's creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// Runs `f` with every job it starts acting for `who` (None: for the scheduler itself).
+pub async fn acting_for<F: std::future::Future>(who: Option<Requester>, f: F) -> F::Output {
+    ACTING_FOR.scope(who, f).await
+}
+
+/// Stands in for a user name a header cannot carry.
+const UNENCODABLE_USER: &str = "system:ferry:unencodable-user";
+
+/// `message` as a request carrying the acting user, when there is one.
+fn on_behalf<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let who = ACTING_FOR.try_with(Clone::clone).ok().flatten();
+    if let Some(who) = who {
+        let md = request.metadata_mut();
+        // A name that cannot travel in a header becomes one that holds no rights: the
+        // job is refused rather than run with the scheduler's own.
+        let user = who
+            .user
+            .parse()
+            .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(UNENCODABLE_USER));
+        md.insert(ferry_authz::ON_BEHALF_OF_USER, user);
+        for g in &who.groups {
+            if let Ok(g) = g.parse() {
+                md.append(ferry_authz::ON_BEHALF_OF_GROUP, g);
+            }
+        }
+    }
+    request
+}
+
 /// How a finished job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutcome {
@@ -129,6 +172,24 @@ pub trait Jobs: Send + Sync + std::fmt::Debug + 'static {
         id: &str,
         labels: HashMap<String, String>,
     ) -> Result<(), JobError>;
+    /// Applies a schedule's retention to a repository through the catalog
+    /// (PruneRepository). A repository another writer holds fails with an error whose
+    /// code is REPOSITORY_LOCKED. Implementations that cannot prune refuse with an
+    /// INTERNAL error, so retention is reported as not applied rather than skipped quietly.
+    async fn prune_repository(
+        &self,
+        request: ferry_proto::v1::PruneRepositoryRequest,
+    ) -> Result<ferry_proto::v1::PruneRepositoryResponse, JobError> {
+        let profile = request.repository.map(|r| r.profile).unwrap_or_default();
+        Err(JobError {
+            detail: Box::new(ferry_rpc::error_detail(
+                ErrorCode::Internal,
+                format!("pruning profile {profile:?}: this scheduler's jobs cannot prune"),
+                "run the scheduler with TransferJobs, which asks the catalog",
+            )),
+            retryable: false,
+        })
+    }
 }
 
 /// Restore points asked of the catalog per ListRestorePoints call.
@@ -251,17 +312,21 @@ impl TransferJobs {
 #[async_trait::async_trait]
 impl Jobs for TransferJobs {
     async fn start_migration(&self, request: StartMigrationRequest) -> Result<String, JobError> {
-        let answer = self.client.clone().start_migration(request).await;
+        let answer = self
+            .client
+            .clone()
+            .start_migration(on_behalf(request))
+            .await;
         Self::started("starting the migration", answer)
     }
 
     async fn start_export(&self, request: StartExportRequest) -> Result<String, JobError> {
-        let answer = self.client.clone().start_export(request).await;
+        let answer = self.client.clone().start_export(on_behalf(request)).await;
         Self::started("starting the export", answer)
     }
 
     async fn start_restore(&self, request: StartRestoreRequest) -> Result<String, JobError> {
-        let answer = self.client.clone().start_restore(request).await;
+        let answer = self.client.clone().start_restore(on_behalf(request)).await;
         Self::started("starting the restore", answer)
     }
 
@@ -329,6 +394,26 @@ impl Jobs for TransferJobs {
             .await
             .map_err(|s| JobError::from_catalog(&format!("labelling restore point {id}"), &s))?;
         Ok(())
+    }
+
+    async fn prune_repository(
+        &self,
+        request: ferry_proto::v1::PruneRepositoryRequest,
+    ) -> Result<ferry_proto::v1::PruneRepositoryResponse, JobError> {
+        let action = format!(
+            "pruning profile {:?}",
+            request
+                .repository
+                .as_ref()
+                .map(|r| r.profile.as_str())
+                .unwrap_or_default()
+        );
+        self.catalog
+            .clone()
+            .prune_repository(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| JobError::from_catalog(&action, &s))
     }
 
     async fn wait(&self, job_id: &str) -> Result<JobOutcome, JobError> {

@@ -16,12 +16,24 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let listener = ferry_rpc::Listener::new(listener, tls.server);
-    let jobs = ferry_scheduler::TransferJobs::lazy_with(&args.transfer_endpoint, &tls.client)
+    let client = match &args.internal_token_file {
+        Some(path) => tls
+            .client
+            .clone()
+            .with_bearer(&ferry_authz::read_internal_token(path)?)?,
+        None => tls.client.clone(),
+    };
+    let jobs = ferry_scheduler::TransferJobs::lazy_with(&args.transfer_endpoint, &client)
         .with_context(|| format!("transfer endpoint {:?}", args.transfer_endpoint))?
-        .with_catalog(&args.catalog_endpoint, &tls.client)
+        .with_catalog(&args.catalog_endpoint, &client)
         .with_context(|| format!("catalog endpoint {:?}", args.catalog_endpoint))?;
     let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
-    let scheduler = ferry_scheduler::Scheduler::open(args.config(), Arc::new(jobs)).await?;
+    let kube = kube::Client::try_default()
+        .await
+        .context("a Kubernetes client to review callers with (run in a pod, or set KUBECONFIG)")?;
+    let mut config = args.config();
+    config.access = Some(ferry_authz::Authorizer::new(kube, &args.cluster_name));
+    let scheduler = ferry_scheduler::Scheduler::open(config, Arc::new(jobs)).await?;
     ferry_scheduler::serve(scheduler, listener, shutdown).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The engine: schedules in the store, a timing loop that fires due runs, and one task
 //! per run that starts its job, waits for it and retries with backoff. An import
 //! policy's run lists the repository and restores what is new instead ([`import`]).
+//! A migration or export run that succeeded then applies the schedule's retention to
+//! the repository it wrote to ([`retention`]).
 //!
 //! The store is the truth. A run is RUNNING there from the moment it is recorded until
 //! it ends, and a due time finding a RUNNING run of the same schedule records a SKIPPED
@@ -9,6 +11,7 @@
 //! was waiting on, or starts its next attempt.
 
 mod import;
+mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -178,8 +181,12 @@ impl Scheduler {
                 let id = run.id.clone();
                 // Dropping the run at any await is safe: it stays RUNNING in the store
                 // (or is gone with its schedule) and the next start resumes it.
+                let creator = (!def.created_by.is_empty()).then(|| crate::jobs::Requester {
+                    user: def.created_by.clone(),
+                    groups: def.created_by_groups.clone(),
+                });
                 tokio::select! {
-                    () = this.execute(&def, run) => {}
+                    () = crate::jobs::acting_for(creator, this.execute(&def, run)) => {}
                     () = token.cancelled() => info!("run task stopped; the run resumes on the next start"),
                 }
                 this.inner.active.lock().remove(&id);
@@ -231,6 +238,8 @@ impl Scheduler {
                 Ok(id) => match self.inner.jobs.wait(&id).await {
                     Ok(o) if o.state == JobState::Succeeded => {
                         run.restore_point_id = o.restore_point_id;
+                        // Still RUNNING meanwhile, so the next run cannot overlap it.
+                        self.apply_retention(def, &mut run).await;
                         self.finish(run, RunState::Succeeded, None).await;
                         return;
                     }
@@ -324,7 +333,20 @@ impl Scheduler {
     /// Validates and stores a schedule; its first run is due one interval (or the next
     /// cron time) from now.
     pub async fn create(&self, req: CreateScheduleRequest) -> Result<Schedule> {
+        self.create_as(req, None).await
+    }
+
+    /// Creates a schedule whose runs act for `creator` (None: for the scheduler).
+    pub async fn create_as(
+        &self,
+        req: CreateScheduleRequest,
+        creator: Option<&ferry_authz::Caller>,
+    ) -> Result<Schedule> {
         let (mut def, trigger) = validate::definition(&self.inner.config, req)?;
+        if let Some(c) = creator {
+            def.created_by = c.username.clone();
+            def.created_by_groups = c.groups.clone();
+        }
         if let Some(schedule::Spec::ImportPolicy(policy)) = &mut def.spec {
             self.check_import_profile(policy).await?;
         }
@@ -347,6 +369,11 @@ impl Scheduler {
         }
         info!(schedule = %stored.definition.name, id = %stored.definition.id, "schedule created");
         self.view(stored).await
+    }
+
+    /// How callers are reviewed; None checks none.
+    pub(crate) fn access(&self) -> Option<&ferry_authz::Authorizer> {
+        self.inner.config.access.as_ref()
     }
 
     pub async fn get(&self, key: &str) -> Result<Schedule> {

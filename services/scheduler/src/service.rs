@@ -1,5 +1,7 @@
 //! `ferry.v1.SchedulerService` over the [`Scheduler`] engine.
 
+use ferry_authz::Caller;
+use ferry_proto::v1::Schedule;
 use ferry_proto::v1::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
 use ferry_proto::v1::{
     CreateScheduleRequest, CreateScheduleResponse, DeleteScheduleRequest, DeleteScheduleResponse,
@@ -7,15 +9,55 @@ use ferry_proto::v1::{
     ListSchedulesRequest, ListSchedulesResponse, ResumeScheduleRequest, ResumeScheduleResponse,
     RunNowRequest, RunNowResponse, SuspendScheduleRequest, SuspendScheduleResponse,
 };
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
+use crate::error::{Result, SchedulerError};
 use crate::scheduler::Scheduler;
+
+/// An identified caller, and whether they administer Ferry.
+struct Actor {
+    caller: Caller,
+    admin: bool,
+}
+
+impl Actor {
+    /// Administrators see and change every schedule; others only their own.
+    fn owns(&self, s: &Schedule) -> bool {
+        self.admin || (!s.created_by.is_empty() && s.created_by == self.caller.username)
+    }
+}
 
 impl Scheduler {
     /// The gRPC service, to add to a server.
     pub fn into_server(self) -> SchedulerServiceServer<Scheduler> {
         SchedulerServiceServer::new(self)
+    }
+
+    /// Who is calling; None when the scheduler checks no callers.
+    async fn actor(&self, metadata: &MetadataMap) -> Result<Option<Actor>> {
+        let Some(authz) = self.access() else {
+            return Ok(None);
+        };
+        let who = authz.identify(metadata).await?;
+        Ok(Some(Actor {
+            caller: who.caller,
+            admin: who.admin,
+        }))
+    }
+
+    /// The schedule `key` names, if `actor` may see and change it; someone else's is
+    /// refused by name, since schedule names are not secret.
+    async fn owned(&self, actor: &Option<Actor>, key: &str) -> Result<Schedule> {
+        let schedule = self.get(key).await?;
+        match actor {
+            Some(a) if !a.owns(&schedule) => Err(SchedulerError::NotYours {
+                user: a.caller.username.clone(),
+                schedule: schedule.name,
+            }),
+            _ => Ok(schedule),
+        }
     }
 }
 
@@ -26,7 +68,9 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<CreateScheduleRequest>,
     ) -> Result<Response<CreateScheduleResponse>, Status> {
-        let schedule = self.create(request.into_inner()).await?;
+        let actor = self.actor(request.metadata()).await?;
+        let creator = actor.as_ref().map(|a| &a.caller);
+        let schedule = self.create_as(request.into_inner(), creator).await?;
         Ok(Response::new(CreateScheduleResponse {
             schedule: Some(schedule),
         }))
@@ -37,8 +81,12 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<ListSchedulesRequest>,
     ) -> Result<Response<ListSchedulesResponse>, Status> {
+        let actor = self.actor(request.metadata()).await?;
         let r = request.into_inner();
-        let (schedules, next_page_token) = self.list(r.page_size, &r.page_token).await?;
+        let (mut schedules, next_page_token) = self.list(r.page_size, &r.page_token).await?;
+        if let Some(a) = &actor {
+            schedules.retain(|s| a.owns(s));
+        }
         Ok(Response::new(ListSchedulesResponse {
             schedules,
             next_page_token,
@@ -50,7 +98,8 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<GetScheduleRequest>,
     ) -> Result<Response<GetScheduleResponse>, Status> {
-        let schedule = self.get(&request.into_inner().schedule).await?;
+        let actor = self.actor(request.metadata()).await?;
+        let schedule = self.owned(&actor, &request.into_inner().schedule).await?;
         Ok(Response::new(GetScheduleResponse {
             schedule: Some(schedule),
         }))
@@ -61,7 +110,9 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<SuspendScheduleRequest>,
     ) -> Result<Response<SuspendScheduleResponse>, Status> {
-        let schedule = self.suspend(&request.into_inner().schedule).await?;
+        let actor = self.actor(request.metadata()).await?;
+        let key = self.owned(&actor, &request.into_inner().schedule).await?.id;
+        let schedule = self.suspend(&key).await?;
         Ok(Response::new(SuspendScheduleResponse {
             schedule: Some(schedule),
         }))
@@ -72,7 +123,9 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<ResumeScheduleRequest>,
     ) -> Result<Response<ResumeScheduleResponse>, Status> {
-        let schedule = self.resume(&request.into_inner().schedule).await?;
+        let actor = self.actor(request.metadata()).await?;
+        let key = self.owned(&actor, &request.into_inner().schedule).await?.id;
+        let schedule = self.resume(&key).await?;
         Ok(Response::new(ResumeScheduleResponse {
             schedule: Some(schedule),
         }))
@@ -83,7 +136,9 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<DeleteScheduleRequest>,
     ) -> Result<Response<DeleteScheduleResponse>, Status> {
-        self.delete(&request.into_inner().schedule).await?;
+        let actor = self.actor(request.metadata()).await?;
+        let key = self.owned(&actor, &request.into_inner().schedule).await?.id;
+        self.delete(&key).await?;
         Ok(Response::new(DeleteScheduleResponse {}))
     }
 
@@ -92,7 +147,9 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<RunNowRequest>,
     ) -> Result<Response<RunNowResponse>, Status> {
-        let run = Scheduler::run_now(self, &request.into_inner().schedule).await?;
+        let actor = self.actor(request.metadata()).await?;
+        let key = self.owned(&actor, &request.into_inner().schedule).await?.id;
+        let run = Scheduler::run_now(self, &key).await?;
         Ok(Response::new(RunNowResponse { run: Some(run) }))
     }
 
@@ -101,8 +158,10 @@ impl SchedulerService for Scheduler {
         &self,
         request: Request<ListRunsRequest>,
     ) -> Result<Response<ListRunsResponse>, Status> {
+        let actor = self.actor(request.metadata()).await?;
         let r = request.into_inner();
-        let (runs, next_page_token) = self.runs(&r.schedule, r.page_size, &r.page_token).await?;
+        let key = self.owned(&actor, &r.schedule).await?.id;
+        let (runs, next_page_token) = self.runs(&key, r.page_size, &r.page_token).await?;
         Ok(Response::new(ListRunsResponse {
             runs,
             next_page_token,

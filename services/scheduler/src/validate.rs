@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ferry_proto::v1::{
-    ApplicationSelector, CreateScheduleRequest, ImportPolicySpec, RetryPolicy, Schedule,
+    ApplicationSelector, CreateScheduleRequest, ImportPolicySpec, Retention, RetryPolicy, Schedule,
     create_schedule_request, schedule,
 };
 
@@ -17,6 +17,8 @@ use crate::trigger::{self, CRON_HINT, Trigger, proto_duration, std_duration};
 const MAX_ATTEMPTS: u32 = 100;
 /// Longest name, so it fits wherever a name is shown.
 const MAX_NAME: usize = 253;
+/// Shortest retention max_age: a shorter one could remove what a run just wrote.
+const MIN_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// The schedule a request describes (without id, creation time or state) and its trigger.
 pub(crate) fn definition(
@@ -85,22 +87,13 @@ pub(crate) fn definition(
             ));
         }
     };
-    if let Some(max_age) = req.retention.as_ref().and_then(|r| r.max_age.as_ref())
-        && std_duration(max_age).is_none()
-    {
-        return Err(SchedulerError::invalid(
-            "retention.max_age",
-            "negative or malformed",
-            "give a positive duration such as 604800s (a week), or leave it out",
-        ));
-    }
+    let retention = retention(req.retention, &spec)?;
     let definition = Schedule {
         name: req.name,
         trigger,
         time_zone: req.time_zone,
         spec: Some(spec),
-        // Kept and shown; nothing prunes yet.
-        retention: req.retention,
+        retention,
         retry: Some(retry_policy(config.retry, req.retry)?),
         suspended: req.suspended,
         ..Default::default()
@@ -190,6 +183,72 @@ fn check_import_policy(p: &ImportPolicySpec) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The retention a schedule applies after each successful run, or `None` when it keeps
+/// everything (keep_last 0 and no max_age; a max_age of 0 is no age limit). Retention
+/// prunes the repository the runs write to, so that repository must be named; an import
+/// policy's profile only reads, so it has none.
+fn retention(asked: Option<Retention>, spec: &schedule::Spec) -> Result<Option<Retention>> {
+    let Some(asked) = asked else {
+        return Ok(None);
+    };
+    let max_age = match asked.max_age {
+        None => None,
+        Some(d) => match std_duration(&d) {
+            None => {
+                return Err(SchedulerError::invalid(
+                    "retention.max_age",
+                    format!("{}s {}ns is negative or malformed", d.seconds, d.nanos),
+                    "give a duration such as 604800s (a week), or leave it out for no age limit",
+                ));
+            }
+            Some(age) if age.is_zero() => None,
+            Some(age) if age < MIN_MAX_AGE => {
+                return Err(SchedulerError::invalid(
+                    "retention.max_age",
+                    format!(
+                        "{}s is shorter than {}s",
+                        age.as_secs_f64(),
+                        MIN_MAX_AGE.as_secs()
+                    ),
+                    format!(
+                        "give at least {}s (such as 604800s, a week), or leave it out for no \
+                         age limit",
+                        MIN_MAX_AGE.as_secs()
+                    ),
+                ));
+            }
+            Some(_) => Some(d),
+        },
+    };
+    if asked.keep_last == 0 && max_age.is_none() {
+        return Ok(None);
+    }
+    let (kind, repository) = match spec {
+        schedule::Spec::Migration(m) => ("migration", m.repository.as_ref()),
+        schedule::Spec::Export(e) => ("export", e.repository.as_ref()),
+        schedule::Spec::ImportPolicy(_) => {
+            return Err(SchedulerError::invalid(
+                "retention",
+                "set on an import policy, whose profile only reads the repository",
+                "leave retention out here, and set it on the source cluster's export schedule, \
+                 which writes the repository",
+            ));
+        }
+    };
+    if repository.is_none_or(|r| r.profile.is_empty()) {
+        return Err(SchedulerError::invalid(
+            format!("{kind}.repository.profile"),
+            "empty, but retention needs to know which repository to prune",
+            "name the profile the runs write to (ferry schedules create --profile NAME), or \
+             leave retention out",
+        ));
+    }
+    Ok(Some(Retention {
+        keep_last: asked.keep_last,
+        max_age,
+    }))
 }
 
 /// A Kubernetes namespace name (an RFC 1123 label).
@@ -338,6 +397,47 @@ mod tests {
         assert!(e.detail().hint.contains("--kind import"), "{e:?}");
         let e = check_import_policy(&policy("in", "Shop")).expect_err("bad namespace");
         assert!(e.to_string().contains("\"Shop\""), "{e}");
+    }
+
+    #[test]
+    fn retention_needs_a_repository_and_a_sensible_age() {
+        use ferry_proto::v1::{RepositoryRef, StartExportRequest};
+        let export = |profile: &str| {
+            schedule::Spec::Export(StartExportRequest {
+                repository: (!profile.is_empty()).then(|| RepositoryRef {
+                    profile: profile.into(),
+                    repository_id: String::new(),
+                }),
+                ..Default::default()
+            })
+        };
+        let keep = |keep_last: u32, max_age_s: Option<i64>| {
+            Some(Retention {
+                keep_last,
+                max_age: max_age_s.map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
+            })
+        };
+        // Nothing to prune: kept as "keep everything".
+        assert_eq!(retention(None, &export("")).expect("none"), None);
+        assert_eq!(retention(keep(0, None), &export("")).expect("all"), None);
+        assert_eq!(retention(keep(0, Some(0)), &export("")).expect("all"), None);
+        assert_eq!(
+            retention(keep(2, Some(0)), &export("out")).expect("count only"),
+            keep(2, None)
+        );
+        assert_eq!(
+            retention(keep(2, Some(3600)), &export("out")).expect("both"),
+            keep(2, Some(3600))
+        );
+        let e = retention(keep(2, None), &export("")).expect_err("no repository");
+        assert!(e.to_string().contains("export.repository.profile"), "{e}");
+        assert!(e.detail().hint.contains("--profile"), "{e:?}");
+        let e = retention(keep(0, Some(59)), &export("out")).expect_err("too short");
+        assert!(e.to_string().contains("retention.max_age"), "{e}");
+        assert!(retention(keep(0, Some(-60)), &export("out")).is_err());
+        let policy = schedule::Spec::ImportPolicy(ImportPolicySpec::default());
+        let e = retention(keep(3, None), &policy).expect_err("import policy");
+        assert!(e.detail().hint.contains("export schedule"), "{e:?}");
     }
 
     #[test]

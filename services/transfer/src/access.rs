@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use ferry_authz::{Access, Authorizer, AuthzError, Caller, bearer};
+use ferry_authz::{Access, Authorizer, AuthzError, Caller, bearer, same_secret};
 use ferry_proto::v1::{ClusterRef, Job};
 use kube::api::{Api, ApiResource, DynamicObject};
 use tonic::metadata::MetadataMap;
@@ -23,11 +23,7 @@ use tonic::metadata::MetadataMap;
 use crate::deps::Clusters;
 use crate::error::{Result, TransferError};
 
-/// Metadata the in-process scheduler names the user it acts for with; honoured only on
-/// calls bearing the scheduler's own secret.
-pub const ON_BEHALF_OF_USER: &str = "x-ferry-on-behalf-of-user";
-/// Groups of that user; repeated.
-pub const ON_BEHALF_OF_GROUP: &str = "x-ferry-on-behalf-of-group";
+pub use ferry_authz::{ON_BEHALF_OF_GROUP, ON_BEHALF_OF_USER};
 
 /// The user scheduled jobs run as when their schedule names nobody.
 pub const SCHEDULER_USER: &str = "system:ferry:scheduler";
@@ -79,15 +75,6 @@ impl Actor {
     pub fn name(&self) -> &str {
         &self.caller.username
     }
-}
-
-/// Compares without an early exit, so timing says nothing of the secret.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// Reviews for one request.
@@ -339,13 +326,6 @@ fn on_behalf_of(metadata: &MetadataMap) -> Actor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_whole() {
-        assert!(same_secret("abc", "abc"));
-        assert!(!same_secret("abc", "abd"));
-        assert!(!same_secret("abc", "abcd"));
-    }
 
     #[test]
     fn the_scheduler_acts_for_the_named_user_only() {

@@ -19,6 +19,12 @@ pub struct Args {
     /// Address to serve gRPC on.
     #[arg(long, env = "FERRY_TRANSFER_LISTEN", default_value = "0.0.0.0:7444")]
     pub listen: SocketAddr,
+    /// TLS of this server and of its calls to agents (an `https://` --agent endpoint
+    /// is verified with --tls-ca or --tls-client-ca and presented --tls-cert for mutual
+    /// TLS). Other than loopback, it takes --tls-cert and --tls-key, or
+    /// --insecure-plaintext.
+    #[command(flatten)]
+    pub tls: ferry_rpc::TlsArgs,
     /// Directory holding transfer.db.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
     pub data_dir: PathBuf,
@@ -64,6 +70,11 @@ pub struct Args {
     /// service no one else can reach.
     #[arg(long)]
     pub insecure_no_access_checks: bool,
+    /// File holding the secret the scheduler's calls bear (the same file, from one
+    /// Kubernetes Secret, mounted into both); its calls are trusted to act for the users
+    /// they name. Without it, only callers with their own Kubernetes token are served.
+    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE", value_name = "FILE")]
+    pub internal_token_file: Option<PathBuf>,
 }
 
 fn parse_agent(s: &str) -> Result<(String, String), String> {
@@ -74,8 +85,11 @@ fn parse_agent(s: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
-    /// The service's settings and collaborators.
-    pub async fn build(&self) -> anyhow::Result<(TransferConfig, Deps)> {
+    /// The service's settings and collaborators; agents are called with `agent_tls`.
+    pub async fn build(
+        &self,
+        agent_tls: &ferry_rpc::ClientTls,
+    ) -> anyhow::Result<(TransferConfig, Deps)> {
         let mut config = TransferConfig::new(&self.data_dir, &self.volume_root);
         config.default_profile = self.default_profile.clone();
         config.max_concurrent_jobs = self.max_concurrent_jobs;
@@ -85,14 +99,18 @@ impl Args {
                  expose this service"
             );
         } else {
+            let internal_token = match &self.internal_token_file {
+                Some(path) => Some(ferry_authz::read_internal_token(path)?),
+                None => None,
+            };
             config.access = Some(crate::access::AccessPolicy {
                 cluster_name: self.cluster_name.clone(),
                 admin_groups: self.admin_groups.clone(),
-                internal_token: None,
+                internal_token,
             });
         }
         let clusters = StaticClusters::from_kubeconfig(self.kubeconfig.as_deref()).await?;
-        let mut agents = StaticAgents::new();
+        let mut agents = StaticAgents::new().with_tls(agent_tls.clone());
         for (key, endpoint) in &self.agents {
             agents = match key.split_once('/') {
                 Some((cluster, node)) => agents.with_node(cluster, node, endpoint),

@@ -12,7 +12,6 @@ use ferry_kube::Cluster;
 use ferry_proto::v1::agent_service_client::AgentServiceClient;
 use ferry_proto::v1::{ClusterRef, RepositoryRef, cluster_ref};
 use ferry_repo::Repository;
-use tonic::transport::Endpoint;
 
 use crate::error::{Result, TransferError};
 
@@ -160,11 +159,20 @@ impl Clusters for StaticClusters {
 #[derive(Debug, Clone, Default)]
 pub struct StaticAgents {
     endpoints: HashMap<String, String>,
+    tls: ferry_rpc::ClientTls,
 }
 
 impl StaticAgents {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Agents at `https://` endpoints (or bare `host:port` ones, once `tls` has a CA or
+    /// a certificate) are verified with `tls`, which also holds the certificate
+    /// presented to agents requiring mutual TLS.
+    pub fn with_tls(mut self, tls: ferry_rpc::ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The agent for every node of `cluster`, at `endpoint` (`http://host:port`).
@@ -204,12 +212,15 @@ impl Agents for StaticAgents {
             hint: "check that the agent runs and its port is reachable from the transfer service"
                 .into(),
         };
-        // Lazy: the connection is made on the first call, whose error names the volume.
-        let channel = Endpoint::from_shared(endpoint.clone())
+        // Lazy: the connection is made on the first call, whose error names the volume;
+        // a TLS mismatch then says what did not match.
+        let channel = self
+            .tls
+            .endpoint(endpoint)
             .map_err(unreachable)?
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect_lazy();
-        Ok(AgentServiceClient::new(ferry_rpc::traced_channel(channel)))
+        Ok(AgentServiceClient::new(self.tls.traced(endpoint, channel)))
     }
 }
 

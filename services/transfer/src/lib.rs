@@ -43,7 +43,6 @@ pub use quiesce::QUIESCE_ANNOTATION;
 pub use runtime::{Deps, Transfer, TransferConfig};
 
 use ferry_proto::v1::transfer_service_server::TransferServiceServer;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Why the service stopped abnormally.
@@ -60,7 +59,7 @@ pub enum RunError {
 pub async fn serve(
     config: TransferConfig,
     deps: Deps,
-    listener: TcpListener,
+    listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) -> Result<(), RunError> {
@@ -71,7 +70,7 @@ pub async fn serve(
 /// [`serve`] with an engine already opened (tests keep a handle to it).
 pub async fn serve_with(
     transfer: Transfer,
-    listener: TcpListener,
+    listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
     grace: std::time::Duration,
 ) -> Result<(), RunError> {

@@ -7,13 +7,16 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let _tracing = ferry_rpc::init_tracing();
     let args = ferry_transfer::Args::parse();
+    let tls = args.tls.load(None).await?;
+    tls.server.check(args.listen)?;
     let (config, deps) = args
-        .build()
+        .build(&tls.client)
         .await
         .context("configuring the transfer service")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let listener = ferry_rpc::Listener::new(listener, tls.server);
 
     // A second signal exits at once; unfinished jobs resume on the next start.
     let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;

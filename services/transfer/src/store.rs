@@ -1,12 +1,22 @@
 //! Job state in `<data-dir>/transfer.db`: the API's own `Job` and `JobReport` messages
 //! (protobuf, so what a client sees is what was stored), the request that started the
 //! job, and the runner's checkpoint (JSON) to resume from after a restart.
+//!
+//! The checkpoint holds every captured object, an application's Secrets included, so it
+//! is stored sealed with the data directory's key (`<data-dir>/secret.key`, the one
+//! the catalog and pairing services seal with: [`ferry_store::SecretBox`]), bound to its
+//! job's id. Rows written in clear by earlier builds still load, and are sealed (and
+//! the file compacted, so no clear copy stays in free pages) when the store is opened.
+//! The request, job and report hold no secrets (selectors, mappings, profile names, a
+//! destination's public key; names and outcomes), so they stay in clear for listings.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ferry_proto::v1::{Job, JobKind, JobReport, JobState};
-use ferry_store::Store;
-use ferry_store::rusqlite::{self, OptionalExtension, params, types::Value};
+use ferry_store::rusqlite::types::{Value, ValueRef};
+use ferry_store::rusqlite::{self, OptionalExtension, params};
+use ferry_store::{SecretBox, Store, StoreError};
 use prost::Message;
 
 use crate::error::{Result, TransferError};
@@ -21,6 +31,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
         job BLOB NOT NULL,
         request BLOB NOT NULL,
         report BLOB NOT NULL,
+        -- A BLOB sealed with the data directory's key; TEXT (clear JSON) in rows of
+        -- builds before sealing, until the store is next opened.
         checkpoint TEXT NOT NULL
     );
     CREATE INDEX jobs_by_created ON jobs (created_ms DESC, id DESC);
@@ -51,6 +63,8 @@ pub struct ListQuery {
 #[derive(Debug, Clone)]
 pub struct JobStore {
     store: Store,
+    /// Seals and opens checkpoints.
+    sealer: Arc<SecretBox>,
 }
 
 fn created_ms(job: &Job) -> i64 {
@@ -60,7 +74,25 @@ fn created_ms(job: &Job) -> i64 {
         .unwrap_or_default()
 }
 
-fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
+/// A checkpoint as stored.
+enum StoredCheckpoint {
+    /// Sealed JSON (this build).
+    Sealed(Vec<u8>),
+    /// Clear JSON, written by a build before checkpoints were sealed.
+    Clear(String),
+}
+
+/// A row before its checkpoint is opened (which happens outside the database call).
+struct RawRow {
+    /// The row's key (the job's id).
+    id: String,
+    job: Job,
+    request: Vec<u8>,
+    report: JobReport,
+    checkpoint: StoredCheckpoint,
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
     let bad = |i: usize, e: String| {
         rusqlite::Error::FromSqlConversionFailure(
             i,
@@ -71,37 +103,157 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
     let job: Vec<u8> = row.get(0)?;
     let request: Vec<u8> = row.get(1)?;
     let report: Vec<u8> = row.get(2)?;
-    let checkpoint: String = row.get(3)?;
-    Ok(StoredJob {
+    let id: String = row.get(4)?;
+    let checkpoint = match row.get_ref(3)? {
+        ValueRef::Blob(b) => StoredCheckpoint::Sealed(b.to_vec()),
+        ValueRef::Text(t) => StoredCheckpoint::Clear(String::from_utf8_lossy(t).into_owned()),
+        other => {
+            return Err(bad(
+                3,
+                format!("a checkpoint stored as {:?}", other.data_type()),
+            ));
+        }
+    };
+    Ok(RawRow {
+        id,
         job: Job::decode(job.as_slice()).map_err(|e| bad(0, e.to_string()))?,
         request,
         report: JobReport::decode(report.as_slice()).map_err(|e| bad(2, e.to_string()))?,
-        checkpoint: serde_json::from_str(&checkpoint).map_err(|e| bad(3, e.to_string()))?,
+        checkpoint,
     })
 }
 
+/// What a sealed checkpoint is bound to: its job, so a sealed value copied into
+/// another job's row does not open there.
+fn checkpoint_aad(job_id: &str) -> Vec<u8> {
+    format!("transfer/job/{job_id}/checkpoint").into_bytes()
+}
+
 impl JobStore {
-    /// Opens `<data_dir>/transfer.db`, creating it and bringing its schema up to date.
+    /// Opens `<data_dir>/transfer.db`, creating it and bringing its schema up to date,
+    /// with the data directory's key (`<data_dir>/secret.key`, created on first use);
+    /// checkpoints earlier builds left in clear are sealed now.
     pub async fn open(data_dir: &Path) -> Result<JobStore> {
+        let dir = data_dir.to_path_buf();
+        let sealer = tokio::task::spawn_blocking(move || SecretBox::load_or_create(&dir))
+            .await
+            .map_err(|e| TransferError::Internal(format!("loading the secret key: {e}")))??;
         let store = Store::open(&data_dir.join("transfer.db"), MIGRATIONS).await?;
-        Ok(JobStore { store })
+        let store = JobStore {
+            store,
+            sealer: Arc::new(sealer),
+        };
+        store.seal_clear_checkpoints().await?;
+        Ok(store)
     }
 
-    /// An in-memory store, for unit tests.
+    /// An in-memory store, for unit tests, sealing with a random key.
     pub fn in_memory() -> Result<JobStore> {
+        let key: [u8; 32] = rand::random();
         Ok(JobStore {
             store: Store::open_in_memory(MIGRATIONS)?,
+            sealer: Arc::new(SecretBox::from_key(&key, ":memory:".into())?),
         })
     }
 
-    fn checkpoint_json(c: &Checkpoint) -> Result<String> {
-        serde_json::to_string(c)
-            .map_err(|e| TransferError::Internal(format!("serializing a job checkpoint: {e}")))
+    /// Seals the checkpoint of every row an earlier build wrote in clear, then compacts
+    /// the file so the clear copies do not linger in its free pages or its WAL.
+    async fn seal_clear_checkpoints(&self) -> Result<()> {
+        let clear: Vec<(String, String)> = self
+            .store
+            .call(|tx| {
+                let mut stmt = tx
+                    .prepare("SELECT id, checkpoint FROM jobs WHERE typeof(checkpoint) = 'text'")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        if clear.is_empty() {
+            return Ok(());
+        }
+        let count = clear.len();
+        let sealed = clear
+            .into_iter()
+            .map(|(id, json)| {
+                let sealed = self.sealer.seal(&checkpoint_aad(&id), json.as_bytes())?;
+                Ok((id, sealed))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.store
+            .call(move |tx| {
+                for (id, sealed) in sealed {
+                    tx.execute(
+                        "UPDATE jobs SET checkpoint = ?2 WHERE id = ?1 AND typeof(checkpoint) = 'text'",
+                        params![id, sealed],
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        let path = self.store.path().to_path_buf();
+        if path != Path::new(":memory:") {
+            // VACUUM cannot run inside the store's transactions: a connection of its own.
+            let vacuumed = tokio::task::spawn_blocking(move || {
+                let query = |source| StoreError::Query {
+                    path: path.clone(),
+                    source,
+                };
+                let conn = rusqlite::Connection::open(&path).map_err(query)?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(query)?;
+                conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+                    .map_err(query)
+            })
+            .await
+            .map_err(|e| TransferError::Internal(format!("compacting transfer.db: {e}")))?;
+            vacuumed?;
+        }
+        tracing::info!(
+            jobs = count,
+            "sealed job checkpoints an earlier version stored in clear"
+        );
+        Ok(())
+    }
+
+    /// The checkpoint's JSON, sealed for job `job_id`.
+    fn seal_checkpoint(&self, job_id: &str, c: &Checkpoint) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(c).map_err(|e| {
+            TransferError::Internal(format!("serializing the checkpoint of job {job_id}: {e}"))
+        })?;
+        Ok(self.sealer.seal(&checkpoint_aad(job_id), &json)?)
+    }
+
+    /// A row with its checkpoint opened.
+    fn open_row(&self, raw: RawRow) -> Result<StoredJob> {
+        let id = raw.id;
+        let checkpoint = match raw.checkpoint {
+            StoredCheckpoint::Sealed(sealed) => {
+                let json = self.sealer.open(
+                    &checkpoint_aad(&id),
+                    &sealed,
+                    &format!("checkpoint of job {id} in transfer.db"),
+                )?;
+                serde_json::from_slice(&json)
+            }
+            StoredCheckpoint::Clear(json) => serde_json::from_str(&json),
+        }
+        // serde names the field, not its value: no captured data in the message.
+        .map_err(|e| {
+            TransferError::Internal(format!(
+                "the stored checkpoint of job {id} does not parse ({e}); cancel or delete the job"
+            ))
+        })?;
+        Ok(StoredJob {
+            job: raw.job,
+            request: raw.request,
+            report: raw.report,
+            checkpoint,
+        })
     }
 
     /// Stores a new job.
     pub async fn insert(&self, j: &StoredJob) -> Result<()> {
-        let checkpoint = Self::checkpoint_json(&j.checkpoint)?;
+        let checkpoint = self.seal_checkpoint(&j.job.id, &j.checkpoint)?;
         let (id, kind, state, schedule) = (
             j.job.id.clone(),
             j.job.kind,
@@ -134,7 +286,9 @@ impl JobStore {
         report: &JobReport,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<()> {
-        let checkpoint = checkpoint.map(Self::checkpoint_json).transpose()?;
+        let checkpoint = checkpoint
+            .map(|c| self.seal_checkpoint(&job.id, c))
+            .transpose()?;
         let (id, state, job, report) = (
             job.id.clone(),
             job.state,
@@ -164,17 +318,18 @@ impl JobStore {
 
     pub async fn get(&self, id: &str) -> Result<Option<StoredJob>> {
         let id = id.to_owned();
-        Ok(self
-            .store
+        self.store
             .call(move |tx| {
                 tx.query_row(
-                    "SELECT job, request, report, checkpoint FROM jobs WHERE id = ?1",
+                    "SELECT job, request, report, checkpoint, id FROM jobs WHERE id = ?1",
                     [id],
                     decode_row,
                 )
                 .optional()
             })
-            .await?)
+            .await?
+            .map(|raw| self.open_row(raw))
+            .transpose()
     }
 
     /// Jobs not in a final state: what a restarted service must resume or end.
@@ -185,11 +340,11 @@ impl JobStore {
             JobState::Running as i32,
             JobState::Cancelling as i32,
         ];
-        Ok(self
+        let raw: Vec<RawRow> = self
             .store
             .call(move |tx| {
                 let mut stmt = tx.prepare(
-                    "SELECT job, request, report, checkpoint FROM jobs
+                    "SELECT job, request, report, checkpoint, id FROM jobs
                      WHERE state IN (?1, ?2, ?3, ?4) ORDER BY created_ms, id",
                 )?;
                 let rows = stmt.query_map(
@@ -198,7 +353,8 @@ impl JobStore {
                 )?;
                 rows.collect()
             })
-            .await?)
+            .await?;
+        raw.into_iter().map(|r| self.open_row(r)).collect()
     }
 
     /// A page of jobs, newest first, and the token of the next page (empty at the end).
@@ -310,6 +466,109 @@ pub fn kind_name(kind: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// transfer.db and its WAL, as bytes.
+    fn raw_files(dir: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(dir.join("transfer.db")).expect("transfer.db");
+        if let Ok(wal) = std::fs::read(dir.join("transfer.db-wal")) {
+            bytes.extend(wal);
+        }
+        bytes
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_sealed_and_clear_rows_of_earlier_builds_still_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // As an earlier build left it: checkpoints in clear, and an older clear version
+        // of one in the file's free pages.
+        let old_secret = "legacy-captured-secret-6c1f";
+        {
+            let old = Store::open(&dir.path().join("transfer.db"), MIGRATIONS)
+                .await
+                .expect("old store");
+            let row = job("old", 100, JobState::Running);
+            let big = |marker: &str| {
+                serde_json::json!({"attempt": 1, "cancel_reason": marker.repeat(2000)}).to_string()
+            };
+            let (first, second) = (big(old_secret), big("x"));
+            let first = (first.clone(), first);
+            let (job, report) = (row.job.encode_to_vec(), row.report.encode_to_vec());
+            old.call(move |tx| {
+                tx.execute(
+                    "INSERT INTO jobs (id, kind, state, schedule_id, created_ms, job, request, report, checkpoint)
+                     VALUES ('old', 1, ?4, '', 100, ?1, x'', ?2, ?3)",
+                    params![job, report, first.0, JobState::Running as i32],
+                )?;
+                tx.execute(
+                    "INSERT INTO jobs (id, kind, state, schedule_id, created_ms, job, request, report, checkpoint)
+                     VALUES ('older', 1, ?4, '', 90, ?1, x'', ?2, ?3)",
+                    params![job, report, first.1, JobState::Running as i32],
+                )
+            })
+            .await
+            .expect("clear rows");
+            // The first version's pages are freed, with their content.
+            old.call(move |tx| {
+                tx.execute(
+                    "UPDATE jobs SET checkpoint = ?1 WHERE id = 'older'",
+                    [second],
+                )
+            })
+            .await
+            .expect("rewrite");
+        }
+        assert!(contains(&raw_files(dir.path()), old_secret), "the setup");
+
+        let store = JobStore::open(dir.path()).await.expect("open");
+        let old = store.get("old").await.expect("get").expect("present");
+        assert_eq!(old.checkpoint.cancel_reason, old_secret.repeat(2000));
+        assert_eq!(store.unfinished().await.expect("unfinished").len(), 2);
+        assert!(
+            !contains(&raw_files(dir.path()), old_secret),
+            "a clear checkpoint is left in transfer.db after opening"
+        );
+
+        // New checkpoints never reach the file in clear.
+        let secret = "captured-secret-value-93ad";
+        let mut new = job("new", 200, JobState::Running);
+        store.insert(&new).await.expect("insert");
+        new.checkpoint.cancel_reason = secret.into();
+        store
+            .save(&new.job, &new.report, Some(&new.checkpoint))
+            .await
+            .expect("save");
+        assert!(!contains(&raw_files(dir.path()), secret));
+        drop(store);
+        let store = JobStore::open(dir.path()).await.expect("reopen");
+        let got = store.get("new").await.expect("get").expect("present");
+        assert_eq!(got.checkpoint.cancel_reason, secret);
+        assert!(!contains(&raw_files(dir.path()), secret));
+
+        // A sealed checkpoint is bound to its job.
+        store
+            .store
+            .call(|tx| {
+                tx.execute(
+                    "UPDATE jobs SET checkpoint = (SELECT checkpoint FROM jobs WHERE id = 'new') \
+                     WHERE id = 'old'",
+                    [],
+                )
+            })
+            .await
+            .expect("copy");
+        let err = store
+            .get("old")
+            .await
+            .expect_err("another job's checkpoint");
+        assert!(err.to_string().contains("checkpoint of job old"), "{err}");
+        assert!(!err.to_string().contains(secret), "{err}");
+    }
 
     fn job(id: &str, secs: i64, state: JobState) -> StoredJob {
         StoredJob {

@@ -44,6 +44,13 @@ impl TlsChannel {
         }
     }
 
+    /// Whether `token` can travel as a bearer token.
+    pub(crate) fn check_bearer(token: &str) -> Result<(), BadToken> {
+        http::HeaderValue::try_from(format!("Bearer {}", token.trim()))
+            .map(|_| ())
+            .map_err(|_| BadToken)
+    }
+
     /// Every call through this channel carries `token` as its caller's Kubernetes
     /// bearer token (`authorization: Bearer …`), which the services review.
     pub fn with_bearer(mut self, token: &str) -> Result<TlsChannel, BadToken> {

@@ -186,6 +186,7 @@ impl Harness {
             }),
             create_repository: create,
             migration_token: String::new(),
+            expected_signer: String::new(),
         }
     }
 

@@ -1,0 +1,557 @@
+//! Retention and garbage collection with the `ferry` command, across two real clusters
+//! (one `ferry serve` each) and the test environment's MinIO:
+//!
+//! - a migration schedule with `--keep-last 2`, run four times, leaves exactly the two
+//!   newest restore points (and their volume snapshots) in the bucket, records what
+//!   each run pruned, and the repository checks clean with `ferry repo check --read-data`;
+//! - exports and `ferry restore-points prune` started at the same time, round after
+//!   round: every export either succeeds or fails on the repository lock (and then
+//!   succeeds when run again), every prune either succeeds or is refused on the lock,
+//!   nothing is lost: the newest restore point restores byte for byte on cluster b from
+//!   a read-only profile, and the repository checks clean.
+//!
+//! The two tests share the clusters (Secrets and the published endpoint live there), so
+//! they run one after the other, each with Secrets of its own names.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::control::{
+    application, cli, jsonpath, key_secret, kubectl, profiles_and_pair, s3_secret, serve,
+    storage_class, wait_answering,
+};
+use common::{Run, assert_same_tree, ferry, make_tree, random_bytes, run};
+use serde_json::Value;
+
+/// The tests of this file one at a time: they share clusters a and b.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `ferry --context CONTEXT -o json ARGS...`, which must succeed, parsed.
+fn json(kc: &Path, context: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--context", context, "-o", "json"];
+    all.extend_from_slice(args);
+    cli(kc, &all).ok().json()
+}
+
+/// A number of protobuf JSON (uint64 are strings there; zero values are left out).
+#[track_caller]
+fn number(v: &Value, field: &str) -> u64 {
+    match &v[field] {
+        Value::String(s) => s.parse().unwrap(),
+        Value::Null => 0,
+        n => n
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} is not a number in {v:#}")),
+    }
+}
+
+fn ids(points: &Value) -> Vec<String> {
+    points
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `ferry repo` on the bucket with the writer's credentials.
+struct BucketRepo {
+    url: String,
+    key: PathBuf,
+    access_key: String,
+    secret_key: String,
+    region: String,
+}
+
+impl BucketRepo {
+    fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = ferry();
+        cmd.arg("repo")
+            .arg("-r")
+            .arg(&self.url)
+            .arg("--key-file")
+            .arg(&self.key)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &self.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
+            .env("AWS_REGION", &self.region);
+        run(&mut cmd)
+    }
+
+    /// `check --read-data` finds nothing wrong.
+    #[track_caller]
+    fn assert_checks_clean(&self) {
+        let check = self.run(&["check", "--read-data"]).ok();
+        assert!(check.stdout.contains("no problems found"), "{check:#?}");
+    }
+}
+
+/// Where b's claim `data-db-0` in `ns` keeps its data.
+fn volume_on_b(kc: &Path, ns: &str) -> PathBuf {
+    let pv = jsonpath(kc, "b", ns, "pvc/data-db-0", "{.spec.volumeName}");
+    PathBuf::from(kubectl(
+        kc,
+        "b",
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+        None,
+    ))
+}
+
+/// Data that changes every round: a file no other round's restore point holds, so a
+/// pruned restore point leaves packs only it used.
+fn change_round_data(src: &Path, round: u64) {
+    let dir = src.join("rounds");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("round-{round}.bin")),
+        random_bytes(12 << 20, 1000 + round),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = serve(&kc, "a", root);
+    let (_serve_b, _) = serve(&kc, "b", root);
+    wait_answering(&kc, &["a", "b"]);
+
+    let (location, key) = profiles_and_pair(
+        &kc,
+        s3,
+        root,
+        ("s3-sched", "repo-key-sched"),
+        "cli-retention",
+        61,
+    );
+
+    let ns = ferry_testenv::unique_name("kept");
+    let class = format!("local-{ns}");
+    let src = root.join("disks").join(&ns);
+    std::fs::create_dir_all(&src).unwrap();
+    make_tree(&src, 62);
+    application(&kc, &ns, &class, &src);
+    storage_class(&kc, "b", &class);
+
+    // Retention prunes the repository the runs write to: it must be named.
+    let unnamed = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "schedules",
+            "create",
+            "unnamed",
+            "--every",
+            "1h",
+            "-n",
+            &ns,
+            "--to",
+            "b",
+            "--keep-last",
+            "2",
+        ],
+    )
+    .code(2);
+    assert!(unnamed.stderr.contains("--profile"), "{unnamed:?}");
+
+    let created = json(
+        &kc,
+        "a",
+        &[
+            "schedules",
+            "create",
+            "keep-two",
+            "--every",
+            "1h",
+            "-n",
+            &ns,
+            "--to",
+            "b",
+            "--profile",
+            "main",
+            "--keep-last",
+            "2",
+        ],
+    );
+    assert_eq!(
+        created["schedule"]["retention"]["keepLast"], 2,
+        "{created:#}"
+    );
+
+    // Four runs, each carrying new data.
+    let mut runs: Vec<Value> = Vec::new();
+    for round in 1..=4 {
+        change_round_data(&src, round);
+        let started = json(&kc, "a", &["schedules", "run-now", "keep-two"]);
+        let run_id = started["run"]["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let finished = loop {
+            let listed = json(&kc, "a", &["schedules", "runs", "keep-two"]);
+            let run = listed["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["id"] == run_id.as_str())
+                .cloned()
+                .unwrap();
+            if run["state"] != "RUN_STATE_RUNNING" {
+                break run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {round} never ended: {run:#}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(finished["state"], "RUN_STATE_SUCCEEDED", "{finished:#}");
+        runs.push(finished);
+    }
+    let pruned: Vec<u64> = runs
+        .iter()
+        .map(|r| number(r, "restorePointsPruned"))
+        .collect();
+    assert_eq!(pruned, [0, 0, 1, 1], "{runs:#?}");
+    let written: Vec<String> = runs
+        .iter()
+        .map(|r| r["restorePointId"].as_str().unwrap().to_owned())
+        .collect();
+    let table = cli(&kc, &["--context", "a", "schedules", "runs", "keep-two"]).ok();
+    assert!(table.stdout.contains("PRUNED"), "{table:?}");
+
+    // The bucket holds exactly the two newest, newest first.
+    let listed = json(
+        &kc,
+        "a",
+        &["restore-points", "--profile", "main", "-n", &ns],
+    );
+    assert_eq!(
+        ids(&listed["restorePoints"]),
+        [written[3].clone(), written[2].clone()],
+        "{listed:#}"
+    );
+    // And exactly their volume snapshots, read with `ferry repo` on the same bucket.
+    let mut named: Vec<String> = Vec::new();
+    for id in &written[2..] {
+        let rp = json(
+            &kc,
+            "a",
+            &["restore-points", "--profile", "main", "--id", id],
+        );
+        for v in rp["restorePoint"]["volumes"].as_array().unwrap() {
+            named.push(v["snapshotId"].as_str().unwrap().to_owned());
+        }
+    }
+    named.sort();
+    let bucket = BucketRepo {
+        url: format!("s3:{location}"),
+        key: key.clone(),
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        region: s3.region.clone(),
+    };
+    let snapshots = bucket.run(&["snapshots", "--json"]).ok().json();
+    let mut in_bucket = ids(&snapshots);
+    in_bucket.sort();
+    assert_eq!(in_bucket, named, "{snapshots:#}");
+    bucket.assert_checks_clean();
+
+    // The destination got the last run's data: pruning never took what it needed.
+    assert_same_tree(&src, &volume_on_b(&kc, &ns));
+}
+
+/// How one `ferry export` attempt ended.
+#[derive(Debug, PartialEq)]
+enum Exported {
+    /// The new restore point's id.
+    Ok(String),
+    /// Refused because a prune held the repository.
+    Locked,
+}
+
+fn export_once(kc: &Path, ns: &str) -> Exported {
+    let args = [
+        "--context",
+        "a",
+        "-o",
+        "json",
+        "export",
+        "-n",
+        ns,
+        "--profile",
+        "out",
+    ];
+    let run = cli(kc, &args);
+    match run.code {
+        Some(0) => {
+            let report = run.json();
+            assert_eq!(report["state"], "JOB_STATE_SUCCEEDED", "{report:#}");
+            Exported::Ok(report["restorePointId"].as_str().unwrap().to_owned())
+        }
+        // The job ended without succeeding: only the lock may have stopped it.
+        Some(13)
+            if run.stdout.contains("ERROR_CODE_REPOSITORY_LOCKED")
+                || run.stdout.contains("is locked by") =>
+        {
+            Exported::Locked
+        }
+        _ => panic!("the export failed for another reason than the lock: {run:#?}"),
+    }
+}
+
+/// How one `ferry restore-points prune` ended.
+#[derive(Debug)]
+enum Pruned {
+    Ok(Value),
+    Locked,
+}
+
+fn prune_once(kc: &Path, ns: &str) -> Pruned {
+    let args = [
+        "--context",
+        "a",
+        "-o",
+        "json",
+        "restore-points",
+        "prune",
+        "--profile",
+        "out",
+        "-n",
+        ns,
+        "--keep-last",
+        "2",
+    ];
+    let run = cli(kc, &args);
+    match run.code {
+        Some(0) => Pruned::Ok(run.json()),
+        Some(1) if run.stderr.contains("is locked by") => Pruned::Locked,
+        _ => panic!("the prune failed for another reason than the lock: {run:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_and_prunes_at_the_same_time_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let reader = s3.readonly.clone().expect("a read-only S3 user");
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = serve(&kc, "a", root);
+    let (_serve_b, _) = serve(&kc, "b", root);
+    wait_answering(&kc, &["a", "b"]);
+
+    // a writes; b reads with read-only credentials.
+    let key = root.join("repo.key");
+    std::fs::write(&key, random_bytes(32, 71)).unwrap();
+    s3_secret(&kc, "a", "s3-race", &s3.access_key, &s3.secret_key);
+    key_secret(&kc, "a", "repo-key-race", &key);
+    s3_secret(
+        &kc,
+        "b",
+        "s3-race-read",
+        &reader.access_key,
+        &reader.secret_key,
+    );
+    key_secret(&kc, "b", "repo-key-race", &key);
+    let prefix = ferry_testenv::unique_name("cli-prune-race");
+    let location = format!("{}/{}/{prefix}", s3.endpoint, s3.bucket);
+    let profile = |side: &str, name: &str, kind: &str, secret: &str, create: bool| {
+        let mut args = vec![
+            "--context",
+            side,
+            "profile",
+            "create",
+            name,
+            "--kind",
+            kind,
+            "--s3",
+            &location,
+            "--region",
+            &s3.region,
+            "--credentials-secret",
+            secret,
+            "--key-secret",
+            "repo-key-race",
+        ];
+        if create {
+            args.push("--create-repository");
+        }
+        cli(&kc, &args).ok();
+    };
+    profile("a", "out", "export", "s3-race", true);
+    profile("b", "in", "import", "s3-race-read", false);
+
+    // An application with a few tens of MiB, so an export takes a moment.
+    let ns = ferry_testenv::unique_name("race");
+    let class = format!("local-{ns}");
+    let src = root.join("disks").join(&ns);
+    std::fs::create_dir_all(&src).unwrap();
+    make_tree(&src, 72);
+    std::fs::create_dir_all(src.join("base")).unwrap();
+    std::fs::write(src.join("base/table.0"), random_bytes(32 << 20, 73)).unwrap();
+    change_round_data(&src, 0);
+    application(&kc, &ns, &class, &src);
+    storage_class(&kc, "b", &class);
+
+    // The import profile on b only reads: a prune through it is refused, naming why.
+    let refused = cli(
+        &kc,
+        &[
+            "--context",
+            "b",
+            "restore-points",
+            "prune",
+            "--profile",
+            "in",
+            "--keep-last",
+            "1",
+        ],
+    );
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("import profile") && refused.stderr.contains("only reads"),
+        "{refused:?}"
+    );
+
+    let first = export_once(&kc, &ns);
+    assert!(matches!(first, Exported::Ok(_)), "{first:?}");
+    // How long an export of one round's new data takes, alone.
+    change_round_data(&src, 100);
+    let started = Instant::now();
+    let Exported::Ok(_) = export_once(&kc, &ns) else {
+        panic!("a lone export met a lock")
+    };
+    let export_took = started.elapsed();
+    eprintln!("one export of a round's data takes {export_took:?}");
+
+    // Rounds: an export and a prune started together, the prune a little later each
+    // round, so it meets the export at a different step each time.
+    let mut newest = String::new();
+    let (mut exports_locked, mut prunes_locked, mut prunes_done) = (0, 0, 0);
+    let (mut restore_points_pruned, mut packs_deleted, mut side_by_side) = (0, 0, 0);
+    let rounds = 8u32;
+    for round in 1..=rounds {
+        change_round_data(&src, u64::from(round));
+        let delay = export_took.mul_f64(f64::from(round - 1) / f64::from(rounds - 1));
+        let t0 = Instant::now();
+        let (exported, pruned) = std::thread::scope(|s| {
+            let exporter = s.spawn(|| {
+                let mut locked = 0;
+                loop {
+                    let began = t0.elapsed();
+                    match export_once(&kc, &ns) {
+                        Exported::Ok(id) => return (id, locked, began..t0.elapsed()),
+                        Exported::Locked => {
+                            locked += 1;
+                            assert!(locked < 20, "the export kept meeting the lock");
+                            std::thread::sleep(Duration::from_millis(300));
+                        }
+                    }
+                }
+            });
+            let pruner = s.spawn(|| {
+                std::thread::sleep(delay);
+                let began = t0.elapsed();
+                let pruned = prune_once(&kc, &ns);
+                (pruned, began..t0.elapsed())
+            });
+            (exporter.join().unwrap(), pruner.join().unwrap())
+        });
+        let ((id, locked, export_ran), (pruned, prune_ran)) = (exported, pruned);
+        exports_locked += locked;
+        let outcome = match &pruned {
+            Pruned::Ok(r) => {
+                prunes_done += 1;
+                let removed = r["restorePointsRemoved"].as_array().map_or(0, Vec::len);
+                restore_points_pruned += removed;
+                packs_deleted += number(r, "packsDeleted");
+                // Both succeeded while their runs overlapped: the prune fitted between
+                // the export's locked steps.
+                let overlapped =
+                    prune_ran.start < export_ran.end && export_ran.start < prune_ran.end;
+                if overlapped {
+                    side_by_side += 1;
+                }
+                format!(
+                    "removed {removed} restore point(s), deleted {} pack(s){}",
+                    number(r, "packsDeleted"),
+                    if overlapped {
+                        ", overlapping the export"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Pruned::Locked => {
+                prunes_locked += 1;
+                "refused: locked".into()
+            }
+        };
+        eprintln!(
+            "round {round}: export {id} after {locked} lock refusal(s) ran {export_ran:?}; \
+             prune ran {prune_ran:?}: {outcome}"
+        );
+        newest = id;
+    }
+    eprintln!(
+        "{rounds} rounds: {exports_locked} export(s) met the lock, {prunes_locked} prune(s) \
+         met it, {prunes_done} prune(s) ran ({side_by_side} overlapping a successful export): \
+         {restore_points_pruned} restore point(s) and {packs_deleted} pack(s) deleted"
+    );
+    assert!(prunes_done > 0, "no prune ever ran");
+    assert!(
+        restore_points_pruned > 0 && packs_deleted > 0,
+        "prunes deleted nothing"
+    );
+
+    // Once more alone: exactly the two newest stay, the newest being the last export's.
+    let Pruned::Ok(last) = prune_once(&kc, &ns) else {
+        panic!("a lone prune met a lock")
+    };
+    let kept = ids(&last["restorePointsKept"]);
+    assert_eq!(kept.len(), 2, "{last:#}");
+    assert_eq!(kept[0], newest, "{last:#}");
+    let listed = json(&kc, "a", &["restore-points", "--profile", "out", "-n", &ns]);
+    assert_eq!(ids(&listed["restorePoints"]), kept, "{listed:#}");
+
+    // b restores the newest from its read-only profile, byte for byte.
+    let restored = cli(
+        &kc,
+        &[
+            "--context",
+            "b",
+            "restore",
+            "--profile",
+            "in",
+            "--restore-point",
+            &newest,
+        ],
+    )
+    .ok();
+    assert!(restored.stdout.contains("succeeded"), "{restored:?}");
+    assert_same_tree(&src, &volume_on_b(&kc, &ns));
+
+    let bucket = BucketRepo {
+        url: format!("s3:{location}"),
+        key,
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        region: s3.region.clone(),
+    };
+    bucket.assert_checks_clean();
+}

@@ -1,0 +1,216 @@
+//! A profile's `verifyTls` switch, over gRPC against the real S3 server of the test
+//! environment reached through HTTPS with a self-signed certificate (a TLS proxy in this
+//! test in front of MinIO): a profile that verifies is refused with an error naming the
+//! certificate and the switch; the same location with `verifyTls: false` backs up.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ferry_agent::{AgentConfig, ProfileSource, status_detail};
+use ferry_proto::v1::agent_service_client::AgentServiceClient;
+use ferry_proto::v1::{BackupRequest, BackupSummary, ErrorCode, RepositoryRef, backup_event};
+use ferry_repo::{InitOptions, Repository};
+use rand::RngCore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Serves HTTPS on a free loopback port with a fresh self-signed certificate and
+/// passes every connection's plaintext on to `upstream` (`host:port`): the test S3
+/// server as a TLS endpoint nobody vouches for. Returns `https://127.0.0.1:<port>`.
+async fn tls_proxy(upstream: String) -> String {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("self-signed certificate");
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    format!("https://{addr}")
+}
+
+fn write_volume(dir: &Path) -> u64 {
+    std::fs::create_dir_all(dir.join("conf")).unwrap();
+    let mut data = vec![0u8; 300_000];
+    rand::rng().fill_bytes(&mut data);
+    std::fs::write(dir.join("data.bin"), &data).unwrap();
+    std::fs::write(dir.join("conf/app.conf"), b"listen = 5432\n").unwrap();
+    data.len() as u64 + 14
+}
+
+async fn backup(
+    client: &mut AgentServiceClient<Channel>,
+    op: &str,
+    profile: &str,
+    path: &Path,
+) -> Result<BackupSummary, Status> {
+    let mut stream = client
+        .backup(BackupRequest {
+            operation_id: op.into(),
+            path: path.display().to_string(),
+            repository: Some(RepositoryRef {
+                profile: profile.into(),
+                repository_id: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.message().await? {
+        if let Some(backup_event::Event::Done(summary)) = event.event {
+            return Ok(summary);
+        }
+    }
+    panic!("backup stream ended without a summary or an error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().expect("S3 server");
+    let upstream = s3
+        .endpoint
+        .strip_prefix("http://")
+        .expect("the test S3 server speaks plain HTTP")
+        .to_string();
+    let endpoint = tls_proxy(upstream).await;
+
+    let root = tempfile::tempdir().unwrap();
+    let profiles = root.path().join("profiles");
+    let volumes = root.path().join("volumes");
+    std::fs::create_dir_all(&profiles).unwrap();
+    let prefix = ferry_testenv::unique_name("agent-tls");
+    let url = format!("s3:{endpoint}/{}/{prefix}", s3.bucket);
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    std::fs::write(profiles.join("repo.key"), &key).unwrap();
+    // The same location twice: as a profile verifies by default, and switched off.
+    for (name, extra) in [("verified", ""), ("selfsigned", "verifyTls: false\n")] {
+        std::fs::write(
+            profiles.join(format!("{name}.yaml")),
+            format!(
+                "repository: {url}\nregion: {}\naccessKeyId: {}\nsecretAccessKey: {}\n\
+                 keyFile: repo.key\n{extra}",
+                s3.region, s3.access_key, s3.secret_key
+            ),
+        )
+        .unwrap();
+    }
+    let source = ProfileSource::Dir(profiles.clone());
+    let insecure = source.get("selfsigned").await.expect("profile");
+    assert!(!insecure.verify_tls);
+    assert!(source.get("verified").await.expect("profile").verify_tls);
+    let repo = Repository::init(
+        insecure.backend().expect("backend"),
+        &key,
+        InitOptions::small_for_tests(),
+    )
+    .await
+    .expect("init the repository through the TLS endpoint");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(ferry_agent::serve(
+        AgentConfig {
+            node_name: "node-tls".into(),
+            profiles: source,
+            allowed_roots: vec![volumes.clone()],
+            max_concurrent_operations: 2,
+            shutdown_grace: std::time::Duration::from_secs(1),
+            volume_root: None,
+        },
+        listener,
+        shutdown.clone(),
+    ));
+    let mut client = AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to agent");
+    let vol = volumes.join("pvc-1");
+    let bytes = write_volume(&vol);
+
+    // Verifying (the default): refused, with the certificate and the switch named.
+    let err = backup(&mut client, "tls-verified", "verified", &vol)
+        .await
+        .expect_err("a self-signed certificate must be refused");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let detail = status_detail(&err).unwrap_or_else(|| panic!("no ErrorDetail in {err:?}"));
+    assert_eq!(detail.code, ErrorCode::Unreachable as i32, "{detail:?}");
+    assert!(
+        detail.message.contains("TLS certificate") && detail.message.contains(&endpoint),
+        "{}",
+        detail.message
+    );
+    assert!(
+        detail
+            .message
+            .to_lowercase()
+            .contains("invalid peer certificate"),
+        "the TLS library's reason is kept: {}",
+        detail.message
+    );
+    assert!(
+        detail.message.contains("verifyTls: false") && detail.hint.contains("verifyTls"),
+        "{detail:?}"
+    );
+    assert!(
+        !detail.message.contains(&s3.secret_key),
+        "no secret in the error"
+    );
+
+    // verifyTls: false: the backup goes through the TLS endpoint into the real store.
+    let summary = backup(&mut client, "tls-insecure", "selfsigned", &vol)
+        .await
+        .expect("backup with verifyTls: false");
+    assert_eq!(summary.files_new, 2);
+    assert_eq!(summary.bytes_total, bytes);
+    assert!(summary.bytes_uploaded > 0);
+    let snapshots = repo.snapshot_ids().await.expect("list snapshots");
+    assert!(
+        snapshots
+            .iter()
+            .any(|id| id.to_string() == summary.snapshot_id),
+        "the snapshot is in the repository"
+    );
+    let listed = s3
+        .client()
+        .list_objects_v2()
+        .bucket(&s3.bucket)
+        .prefix(format!("{prefix}/"))
+        .send()
+        .await
+        .expect("list the bucket directly");
+    assert!(
+        listed.key_count().unwrap_or_default() > 1,
+        "the repository's objects are in MinIO"
+    );
+
+    shutdown.cancel();
+    server.await.expect("join").expect("clean shutdown");
+}
