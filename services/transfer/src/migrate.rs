@@ -45,6 +45,14 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
 
     let captured = src.capture().await?;
     run.check_cancel()?;
+    // The request was reviewed for the types present then; what was captured is what
+    // will be created, reviewed again before anything leaves the source.
+    run.require_create(
+        req.destination.as_ref(),
+        &dst.target,
+        &crate::restore::created_types(&captured),
+    )
+    .await?;
     let checked = preflight(run, Some(&src), Some(&dst), &captured, &[]).await?;
     run.check_cancel()?;
     let planned = checked

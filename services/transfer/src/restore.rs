@@ -69,7 +69,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
 }
 
 /// The resource types of the objects a restore creates.
-fn created_types(captured: &ferry_kube::Captured) -> Vec<kube::api::ApiResource> {
+pub(crate) fn created_types(captured: &ferry_kube::Captured) -> Vec<kube::api::ApiResource> {
     let mut types: Vec<kube::api::ApiResource> = Vec::new();
     for o in &captured.objects {
         if !types
