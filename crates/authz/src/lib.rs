@@ -305,6 +305,27 @@ impl Authorizer {
         Ok(Identity { caller, admin })
     }
 
+    /// The rule of services whose calls need no more than a signed-in caller, and an
+    /// administrator for those `admin_for` names. A call bearing `internal` (this
+    /// process's own secret, its scheduler's) passes.
+    pub async fn review(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        admin_for: Option<&str>,
+        internal: Option<&str>,
+    ) -> Result<(), AuthzError> {
+        if let (Some(internal), Some(token)) = (internal, bearer(metadata))
+            && same_secret(internal, &token)
+        {
+            return Ok(());
+        }
+        let who = self.identify(metadata).await?;
+        match admin_for {
+            Some(what) if !who.admin => self.require_admin(&who.caller, what).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `caller` may do `access`, by SubjectAccessReview.
     pub async fn allowed(&self, caller: &Caller, access: &Access) -> Result<bool, AuthzError> {
         let review = SubjectAccessReview {

@@ -1086,26 +1086,16 @@ impl CatalogService {
     /// catalog checks no callers.
     async fn review<T>(&self, request: &Request<T>, admin_for: Option<&str>) -> Result<(), Status> {
         let config = &self.inner.config;
-        let Some(authz) = &config.access else {
-            return Ok(());
-        };
-        if let (Some(internal), Some(token)) = (
-            &config.internal_token,
-            ferry_authz::bearer(request.metadata()),
-        ) && ferry_authz::same_secret(internal, &token)
-        {
-            return Ok(());
-        }
-        let who = authz
-            .identify(request.metadata())
-            .await
-            .map_err(|e| e.to_status())?;
-        match admin_for {
-            Some(what) if !who.admin => authz
-                .require_admin(&who.caller, what)
+        match &config.access {
+            Some(authz) => authz
+                .review(
+                    request.metadata(),
+                    admin_for,
+                    config.internal_token.as_deref(),
+                )
                 .await
                 .map_err(|e| e.to_status()),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }

@@ -802,19 +802,12 @@ impl PairingService {
     /// Fails unless the caller is signed in, and an administrator when `admin_for`
     /// names what needs one; passes when the service checks no callers.
     async fn review<T>(&self, request: &Request<T>, admin_for: Option<&str>) -> Result<(), Status> {
-        let Some(authz) = &self.inner.config.access else {
-            return Ok(());
-        };
-        let who = authz
-            .identify(request.metadata())
-            .await
-            .map_err(|e| e.to_status())?;
-        match admin_for {
-            Some(what) if !who.admin => authz
-                .require_admin(&who.caller, what)
+        match &self.inner.config.access {
+            Some(authz) => authz
+                .review(request.metadata(), admin_for, None)
                 .await
                 .map_err(|e| e.to_status()),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 }

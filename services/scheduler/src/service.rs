@@ -1,6 +1,6 @@
 //! `ferry.v1.SchedulerService` over the [`Scheduler`] engine.
 
-use ferry_authz::Caller;
+use ferry_authz::Identity;
 use ferry_proto::v1::Schedule;
 use ferry_proto::v1::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
 use ferry_proto::v1::{
@@ -16,17 +16,9 @@ use tracing::instrument;
 use crate::error::{Result, SchedulerError};
 use crate::scheduler::Scheduler;
 
-/// An identified caller, and whether they administer Ferry.
-struct Actor {
-    caller: Caller,
-    admin: bool,
-}
-
-impl Actor {
-    /// Administrators see and change every schedule; others only their own.
-    fn owns(&self, s: &Schedule) -> bool {
-        self.admin || (!s.created_by.is_empty() && s.created_by == self.caller.username)
-    }
+/// Administrators see and change every schedule; others only their own.
+fn owns(who: &Identity, s: &Schedule) -> bool {
+    who.admin || (!s.created_by.is_empty() && s.created_by == who.caller.username)
 }
 
 impl Scheduler {
@@ -36,23 +28,19 @@ impl Scheduler {
     }
 
     /// Who is calling; None when the scheduler checks no callers.
-    async fn actor(&self, metadata: &MetadataMap) -> Result<Option<Actor>> {
+    async fn actor(&self, metadata: &MetadataMap) -> Result<Option<Identity>> {
         let Some(authz) = self.access() else {
             return Ok(None);
         };
-        let who = authz.identify(metadata).await?;
-        Ok(Some(Actor {
-            caller: who.caller,
-            admin: who.admin,
-        }))
+        Ok(Some(authz.identify(metadata).await?))
     }
 
     /// The schedule `key` names, if `actor` may see and change it; someone else's is
     /// refused by name, since schedule names are not secret.
-    async fn owned(&self, actor: &Option<Actor>, key: &str) -> Result<Schedule> {
+    async fn owned(&self, actor: &Option<Identity>, key: &str) -> Result<Schedule> {
         let schedule = self.get(key).await?;
         match actor {
-            Some(a) if !a.owns(&schedule) => Err(SchedulerError::NotYours {
+            Some(a) if !owns(a, &schedule) => Err(SchedulerError::NotYours {
                 user: a.caller.username.clone(),
                 schedule: schedule.name,
             }),
@@ -85,7 +73,7 @@ impl SchedulerService for Scheduler {
         let r = request.into_inner();
         let (mut schedules, next_page_token) = self.list(r.page_size, &r.page_token).await?;
         if let Some(a) = &actor {
-            schedules.retain(|s| a.owns(s));
+            schedules.retain(|s| owns(a, s));
         }
         Ok(Response::new(ListSchedulesResponse {
             schedules,

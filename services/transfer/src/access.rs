@@ -64,18 +64,8 @@ impl AccessPolicy {
     }
 }
 
-/// An identified caller.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub caller: Caller,
-    pub admin: bool,
-}
-
-impl Actor {
-    pub fn name(&self) -> &str {
-        &self.caller.username
-    }
-}
+/// An identified caller, and whether they administer Ferry.
+pub use ferry_authz::Identity as Actor;
 
 /// Reviews for one request.
 pub(crate) struct Gate<'a> {
@@ -108,10 +98,9 @@ impl Gate<'_> {
             }
             return Ok(actor);
         }
-        let caller = local.authenticate(&token).await?;
-        let admin = local.is_admin(&caller).await?;
-        tracing::debug!(user = %caller.username, admin, "caller identified");
-        Ok(Actor { caller, admin })
+        let who = local.identify(metadata).await?;
+        tracing::debug!(user = %who.caller.username, admin = who.admin, "caller identified");
+        Ok(who)
     }
 
     /// Fails unless `actor` is an administrator of the cluster `r` names; `what` names

@@ -860,7 +860,7 @@ fn check_application(app: Option<&ApplicationSelector>, what: &str) -> Result<()
 }
 
 fn requested_by(actor: Option<&Actor>) -> String {
-    actor.map(|a| a.name().to_owned()).unwrap_or_default()
+    actor.map(|a| a.caller.username.clone()).unwrap_or_default()
 }
 
 fn non_empty(s: &str, default: &str) -> String {
