@@ -363,29 +363,10 @@ async fn find_run(ferry: &Ferry, schedule_id: &str, run_id: &str) -> Result<Opti
 
 async fn runs(ferry: &Ferry, name: &str, limit: u32, format: Format) -> Result<()> {
     let (s, _) = policy(ferry, name).await?;
-    let resp = ferry
-        .scheduler()
-        .list_runs(ListRunsRequest {
-            schedule: s.id,
-            page_size: limit,
-            page_token: String::new(),
-        })
-        .await
-        .map_err(|st| ferry.rpc_error("ListRuns", st))?
-        .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.ListRunsResponse");
-    }
-    if resp.runs.is_empty() {
-        return print("no runs yet\n");
-    }
-    let rows: Vec<Vec<String>> = resp.runs.iter().map(run_row).collect();
-    print(&table(
-        &[
-            "RUN", "STATE", "DUE", "FINISHED", "FOUND", "IMPORTED", "JOBS", "ERROR",
-        ],
-        &rows,
-    ))
+    let headers = [
+        "RUN", "STATE", "DUE", "FINISHED", "FOUND", "IMPORTED", "JOBS", "ERROR",
+    ];
+    crate::schedules::print_runs(ferry, s.id, limit, format, &headers, run_row).await
 }
 
 async fn delete(ferry: &Ferry, name: &str, format: Format) -> Result<()> {

@@ -227,28 +227,10 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
             ))
         }
         SchedulesCommand::Runs { schedule, limit } => {
-            let resp = scheduler
-                .list_runs(ListRunsRequest {
-                    schedule,
-                    page_size: limit,
-                    page_token: String::new(),
-                })
-                .await
-                .map_err(|s| ferry.rpc_error("ListRuns", s))?
-                .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.ListRunsResponse");
-            }
-            if resp.runs.is_empty() {
-                return print("no runs yet\n");
-            }
-            let rows: Vec<Vec<String>> = resp.runs.iter().map(run_row).collect();
-            print(&table(
-                &[
-                    "RUN", "STATE", "DUE", "FINISHED", "ATTEMPTS", "JOBS", "PRUNED", "ERROR",
-                ],
-                &rows,
-            ))
+            let headers = [
+                "RUN", "STATE", "DUE", "FINISHED", "ATTEMPTS", "JOBS", "PRUNED", "ERROR",
+            ];
+            print_runs(&ferry, schedule, limit, format, &headers, run_row).await
         }
         SchedulesCommand::Delete { schedule } => {
             scheduler
@@ -316,4 +298,34 @@ fn run_row(r: &ScheduleRun) -> Vec<String> {
             .map(|e| e.message.clone())
             .unwrap_or_default(),
     ]
+}
+
+/// A schedule's newest runs (`ferry schedules runs`, `ferry import-policy runs`): the
+/// response as JSON, or a table of `headers` with a `row` per run.
+pub(crate) async fn print_runs(
+    ferry: &ferry_client::Ferry,
+    schedule: String,
+    limit: u32,
+    format: Format,
+    headers: &[&str],
+    row: fn(&ScheduleRun) -> Vec<String>,
+) -> Result<()> {
+    let resp = ferry
+        .scheduler()
+        .list_runs(ListRunsRequest {
+            schedule,
+            page_size: limit,
+            page_token: String::new(),
+        })
+        .await
+        .map_err(|s| ferry.rpc_error("ListRuns", s))?
+        .into_inner();
+    if format == Format::Json {
+        return print_proto(&resp, "ferry.v1.ListRunsResponse");
+    }
+    if resp.runs.is_empty() {
+        return print("no runs yet\n");
+    }
+    let rows: Vec<Vec<String>> = resp.runs.iter().map(row).collect();
+    print(&table(headers, &rows))
 }
