@@ -62,6 +62,8 @@ struct BackupJson {
     bytes_uploaded: u64,
     chunks_new: u64,
     chunks_reused: u64,
+    trees_new: u64,
+    tree_bytes_new: u64,
     packs_uploaded: u64,
     duration_seconds: f64,
 }
@@ -144,6 +146,8 @@ pub(crate) async fn run(args: BackupArgs, ctx: &Ctx) -> Result<()> {
         bytes_uploaded: s.bytes_uploaded,
         chunks_new: s.chunks_new,
         chunks_reused: s.chunks_reused,
+        trees_new: s.trees_new,
+        tree_bytes_new: s.tree_bytes_new,
         packs_uploaded: s.packs_uploaded,
         duration_seconds: s.duration_ms as f64 / 1000.0,
     };
@@ -162,7 +166,7 @@ fn summary(o: &BackupJson) -> String {
         "Files:      {} new, {} changed, {} unmodified\n\
          Dirs:       {} ({} symlinks, {} hard links)\n\
          Read:       {} of {}\n\
-         Added:      {} new in {} chunks, {} uploaded in {} pack(s)\n\
+         Added:      {} new in {} chunks, {} of trees in {} blobs, {} uploaded in {} pack(s)\n\
          Duration:   {:.2} s ({})\n\
          snapshot {} saved ({parent})\n",
         o.files_new,
@@ -175,6 +179,8 @@ fn summary(o: &BackupJson) -> String {
         bytes(o.bytes_total),
         bytes(o.bytes_new),
         o.chunks_new,
+        bytes(o.tree_bytes_new),
+        o.trees_new,
         bytes(o.bytes_uploaded),
         o.packs_uploaded,
         o.duration_seconds,

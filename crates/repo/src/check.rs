@@ -12,7 +12,8 @@ use crate::id::Id;
 use crate::index::{BlobLocation, Index};
 use crate::pack::{BlobType, decode_blob, pack_key, parse_pack_entries};
 use crate::repository::Repository;
-use crate::tree::{ContentPart, NodeKind, Tree};
+use crate::stored_tree::{LoadedTree, TreeReader};
+use crate::tree::{ContentPart, NodeKind};
 
 /// One thing `check` found wrong; each names the broken object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,6 +269,7 @@ impl Repository {
     ) -> Result<HashSet<Id>> {
         let mut seen_trees: HashSet<Id> = HashSet::new();
         let mut used_packs: HashSet<Id> = HashSet::new();
+        let reader = TreeReader::new(self.clone(), index.blobs());
         for &snap_id in snapshots {
             report.snapshots_checked += 1;
             let snap = match self.load_snapshot(&snap_id).await {
@@ -295,8 +297,15 @@ impl Repository {
                     continue;
                 };
                 used_packs.insert(loc.pack);
-                let tree = match self.load_tree_at(&tree_id, &loc).await {
-                    Ok(t) => t,
+                let tree = match self.load_tree_at(&reader, &tree_id, &loc).await {
+                    Ok(loaded) => {
+                        for run in &loaded.runs {
+                            if let Some(l) = index.get(run) {
+                                used_packs.insert(l.pack);
+                            }
+                        }
+                        loaded.tree
+                    }
                     Err(e) => {
                         report.problems.push(CheckProblem::TreeUnreadable {
                             snapshot: snap_id,
@@ -336,16 +345,22 @@ impl Repository {
         Ok(used_packs)
     }
 
-    pub(crate) async fn load_tree_at(&self, id: &Id, loc: &BlobLocation) -> Result<Tree> {
+    /// Loads a tree with its runs through `reader` and validates it.
+    pub(crate) async fn load_tree_at(
+        &self,
+        reader: &TreeReader,
+        id: &Id,
+        loc: &BlobLocation,
+    ) -> Result<LoadedTree> {
         if loc.kind != BlobType::Tree {
             return Err(Error::corrupt(
                 format!("tree {id}"),
                 "indexed as a data blob",
             ));
         }
-        let tree = Tree::from_bytes(&self.read_blob_at(id, loc).await?, id)?;
-        tree.validate(id)?;
-        Ok(tree)
+        let loaded = reader.load(id).await?;
+        loaded.tree.validate(id)?;
+        Ok(loaded)
     }
 
     async fn check_pack_data(

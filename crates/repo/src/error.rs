@@ -96,8 +96,8 @@ pub enum Error {
 
     /// The repository was written by a newer format version.
     #[error(
-        "repository format version {found} is not supported (this build reads {supported}); \
-         upgrade ferry"
+        "repository format version {found} is not supported (this build reads versions up to \
+         {supported}); upgrade ferry"
     )]
     UnsupportedVersion { found: u32, supported: u32 },
 

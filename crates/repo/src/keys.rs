@@ -507,8 +507,10 @@ mod tests {
         let kek_a = kdf.derive_kek(b"key a").unwrap();
         let kek_b = kdf.derive_kek(b"key b").unwrap();
         let now = OffsetDateTime::now_utc();
+        // A version 1 repository with key slots: what readers from before key slots
+        // (which knew only version 1) meet.
         let config = Config {
-            version: crate::config::FORMAT_VERSION,
+            version: 1,
             id: crate::id::Id::random().unwrap(),
             created: now,
             chunker: crate::config::ChunkerParams::default(),

@@ -57,6 +57,7 @@ mod repository;
 mod restore;
 mod restorepoint;
 mod snapshot;
+mod stored_tree;
 mod tree;
 
 pub use backup::{BackupOptions, BackupResult};
@@ -80,4 +81,4 @@ pub use restore::{RestoreOptions, RestoreSummary};
 pub use restorepoint::restore_point_key;
 
 pub use snapshot::{RootMeta, Snapshot, SnapshotSummary, snapshot_key};
-pub use tree::{ContentPart, Name, Node, NodeKind, Tree, unsafe_name_reason};
+pub use tree::{ContentPart, ContentRef, Name, Node, NodeKind, Tree, unsafe_name_reason};

@@ -63,7 +63,7 @@ impl Dedup {
 /// A running packer task.
 #[derive(Debug)]
 pub(crate) struct Packer {
-    tx: mpsc::Sender<EncodedBlob>,
+    tx: mpsc::Sender<Vec<EncodedBlob>>,
     task: JoinHandle<Result<()>>,
     pub counters: Arc<PackerCounters>,
 }
@@ -78,8 +78,10 @@ impl Packer {
         cancel: CancellationToken,
         lease: Option<Lease>,
     ) -> Self {
-        // A few blobs of slack: producers block here when uploads fall behind.
-        let (tx, rx) = mpsc::channel(32);
+        // Blobs travel in batches (a producer's whole run of work, a megabyte or so),
+        // so the packer wakes once per batch rather than once per 16 KiB chunk. A few
+        // batches of slack: producers block here when uploads fall behind.
+        let (tx, rx) = mpsc::channel(4);
         let counters = Arc::new(PackerCounters::default());
         let task = tokio::spawn(run(
             repo,
@@ -92,7 +94,7 @@ impl Packer {
         Packer { tx, task, counters }
     }
 
-    pub fn sender(&self) -> mpsc::Sender<EncodedBlob> {
+    pub fn sender(&self) -> mpsc::Sender<Vec<EncodedBlob>> {
         self.tx.clone()
     }
 
@@ -257,7 +259,7 @@ fn repo_max_blob(repo: &Repository) -> usize {
 
 async fn run(
     repo: Repository,
-    mut rx: mpsc::Receiver<EncodedBlob>,
+    mut rx: mpsc::Receiver<Vec<EncodedBlob>>,
     max_uploads: usize,
     counters: Arc<PackerCounters>,
     cancel: CancellationToken,
@@ -283,16 +285,21 @@ async fn run(
                     st.on_uploaded(joined).await?;
                 }
                 msg = rx.recv() => match msg {
-                    Some(blob) => {
-                        builder.add(blob)?;
-                        if builder.len() >= target {
-                            let full =
-                                std::mem::replace(&mut builder, PackBuilder::with_capacity(capacity));
-                            st.start_upload(full);
-                            // Backpressure: at most `max_uploads` packs in memory/in flight.
-                            while st.uploads.len() >= max_uploads {
-                                if let Some(joined) = st.uploads.join_next().await {
-                                    st.on_uploaded(joined).await?;
+                    Some(batch) => {
+                        for blob in batch {
+                            builder.add(blob)?;
+                            if builder.len() >= target {
+                                let full = std::mem::replace(
+                                    &mut builder,
+                                    PackBuilder::with_capacity(capacity),
+                                );
+                                st.start_upload(full);
+                                // Backpressure: at most `max_uploads` packs in memory/in
+                                // flight.
+                                while st.uploads.len() >= max_uploads {
+                                    if let Some(joined) = st.uploads.join_next().await {
+                                        st.on_uploaded(joined).await?;
+                                    }
                                 }
                             }
                         }

@@ -56,6 +56,7 @@ use crate::pack::{EncodedBlob, PackEntry, decode_blob, pack_key};
 use crate::packer::{INDEX_FLUSH_PACKS, Packer, write_index_file};
 use crate::repository::Repository;
 use crate::restorepoint::restore_point_key;
+use crate::stored_tree::TreeReader;
 use crate::tree::{ContentPart, NodeKind};
 
 /// Objects read at once while planning.
@@ -705,11 +706,8 @@ impl Repository {
             .map_err(Error::join)?;
             match verified {
                 Ok(blobs) => {
-                    for b in blobs {
-                        if tx.send(b).await.is_err() {
-                            // The packer stopped; `finish` says why.
-                            break;
-                        }
+                    if !blobs.is_empty() && tx.send(blobs).await.is_err() {
+                        // The packer stopped; `finish` says why.
                     }
                 }
                 Err(e) => {
@@ -757,6 +755,13 @@ impl Repository {
             .try_collect()
             .await?;
         let mut live: HashSet<Id> = HashSet::new();
+        let reader = &TreeReader::new(
+            self.clone(),
+            loaded
+                .first
+                .keys()
+                .filter_map(|id| loaded.locate(id).map(|l| (*id, l))),
+        );
         let mut frontier = roots;
         while !frontier.is_empty() {
             cancelled(cancel)?;
@@ -775,7 +780,7 @@ impl Repository {
             }
             let trees: Vec<_> = futures::stream::iter(todo)
                 .map(|(tree, snap, loc)| async move {
-                    self.load_tree_at(&tree, &loc)
+                    self.load_tree_at(reader, &tree, &loc)
                         .await
                         .map(|t| (snap, t))
                         .map_err(|e| {
@@ -789,7 +794,10 @@ impl Repository {
                 .try_collect()
                 .await?;
             let mut next = Vec::new();
-            for (snap, tree) in trees {
+            for (snap, loaded_tree) in trees {
+                // Runs are tree blobs too: their packs must stay.
+                live.extend(loaded_tree.runs.iter().copied());
+                let tree = loaded_tree.tree;
                 for node in &tree.nodes {
                     if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
                         next.push((sub, snap));

@@ -19,9 +19,10 @@ use crate::id::Id;
 use crate::index::{BlobLocation, Index, IndexFile, index_key};
 use crate::keys::{INITIAL_LABEL, Opened, new_slot, open_slots, write_config};
 use crate::lock::{DEFAULT_LOCK_TTL, LockGuard, LockKind};
-use crate::pack::{BlobType, decode_blob, encode_blob, pack_key};
+use crate::pack::{BlobType, EncodedBlob, decode_blob, encode_blob, pack_key};
 use crate::packer::Packer;
 use crate::snapshot::{Snapshot, snapshot_key};
+use crate::stored_tree::{TreeReader, encode_tree};
 use crate::tree::Tree;
 
 /// An open repository. Cheap to clone; clones share the index.
@@ -386,7 +387,8 @@ impl Repository {
         .map_err(Error::join)?
     }
 
-    /// Loads and parses a tree (not validated; restore and check validate).
+    /// Loads a tree with every run resolved (not validated; restore and check
+    /// validate).
     pub async fn load_tree(&self, id: &Id) -> Result<Tree> {
         let loc = self.locate(id);
         if loc.is_some_and(|l| l.kind != BlobType::Tree) {
@@ -395,37 +397,52 @@ impl Repository {
                 "indexed as a data blob",
             ));
         }
-        Tree::from_bytes(&self.read_blob(id).await?, id)
+        Ok(TreeReader::for_repository(self).load(id).await?.tree)
     }
 
-    /// Stores a tree as a blob (packed, uploaded and indexed before this returns) and
-    /// returns its id. Backup writes its trees itself; this is for tools and tests.
+    /// Every tree blob of the loaded index, for a [`TreeReader`].
+    pub(crate) fn tree_blob_locations(&self) -> Vec<(Id, BlobLocation)> {
+        self.inner
+            .index
+            .read()
+            .blobs()
+            .filter(|(_, l)| l.kind == BlobType::Tree)
+            .collect()
+    }
+
+    /// Stores a tree (packed, uploaded and indexed before this returns) and returns
+    /// its id. Backup writes its trees itself; this is for tools and tests.
     pub async fn save_tree(&self, tree: &Tree) -> Result<Id> {
-        let bytes = tree.to_bytes()?;
-        let id = self.crypto().blob_id(&bytes);
-        let blob = encode_blob(
-            self.crypto(),
-            BlobType::Tree,
-            id,
-            &bytes,
-            self.config().compression_level,
-        )?;
+        let encoded = encode_tree(tree, self.crypto(), self.config().stores_runs())?;
+        let mut blobs = Vec::with_capacity(encoded.blobs.len());
+        for (id, bytes) in &encoded.blobs {
+            blobs.push(encode_blob(
+                self.crypto(),
+                BlobType::Tree,
+                *id,
+                bytes,
+                self.config().compression_level,
+            )?);
+        }
+        let root = encoded.root;
         let lock = self.writer_lock("save tree").await?;
         let result = async {
             self.sync_index().await?;
-            if self.index_contains(&id) {
-                return Ok(id);
-            }
             let packer = Packer::spawn(
                 self.clone(),
                 1,
                 CancellationToken::new(),
                 Some(lock.lease()),
             );
-            let sent = packer.sender().send(blob).await;
+            let mut claimed = HashSet::new();
+            let new: Vec<EncodedBlob> = blobs
+                .into_iter()
+                .filter(|b| !self.index_contains(&b.id) && claimed.insert(b.id))
+                .collect();
+            let sent = packer.sender().send(new).await;
             packer.finish().await?;
             sent.map_err(|_| Error::Internal("packer stopped early".into()))?;
-            Ok(id)
+            Ok(root)
         }
         .await;
         lock.release_quietly().await;

@@ -62,7 +62,11 @@ pub struct SnapshotSummary {
     pub bytes_uploaded: u64,
     pub chunks_new: u64,
     pub chunks_reused: u64,
+    /// New tree blobs: directories and (format 2) runs of entries and content.
     pub trees_new: u64,
+    /// Their plaintext bytes.
+    #[serde(default)]
+    pub tree_bytes_new: u64,
     pub packs_uploaded: u64,
     pub duration_ms: u64,
 }

@@ -142,6 +142,16 @@ impl ContentPart {
     }
 }
 
+/// A stored run of a file's content list (format 2): see `stored_tree`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentRef {
+    pub id: Id,
+    /// Content parts the run holds, nested runs included.
+    pub parts: u64,
+    /// Bytes those parts cover.
+    pub bytes: u64,
+}
+
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -164,6 +174,11 @@ pub struct Node {
     /// File and device-image content, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<ContentPart>,
+    /// Where a long content list is stored instead of `content` (format 2). Only in
+    /// stored trees: trees loaded through the repository have every run resolved
+    /// into `content` and this empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content_runs: Vec<ContentRef>,
     /// A directory's own tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subtree: Option<Id>,
@@ -189,6 +204,7 @@ impl Node {
             inode: 0,
             dev: 0,
             content: Vec::new(),
+            content_runs: Vec::new(),
             subtree: None,
             symlink_target: None,
             link_target: None,

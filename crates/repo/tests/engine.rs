@@ -221,7 +221,7 @@ async fn wrong_key_and_missing_and_existing_repositories() {
     // The config is plaintext JSON holding no key material in the clear.
     let raw = backend.get("config").await.unwrap();
     let json: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], 2);
     assert_eq!(json["kdf"]["algorithm"], "argon2id");
 }
 

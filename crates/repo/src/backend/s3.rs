@@ -274,7 +274,17 @@ impl S3Backend {
                 .key(full)
                 .content_length(data.len() as i64)
                 .body(ByteStream::from(data.clone()));
-            async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+            // No SHA-256 of the body for the signature (UNSIGNED-PAYLOAD): it cost as
+            // much CPU as compressing the data, and every pack is sealed with
+            // AES-GCM and named by its BLAKE3, so readers detect any alteration.
+            async move {
+                req.customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify(&e))
+            }
         })
         .await
     }
@@ -323,7 +333,14 @@ impl S3Backend {
                             .part_number(n)
                             .content_length(part.len() as i64)
                             .body(ByteStream::from(part.clone()));
-                        async move { req.send().await.map_err(|e| classify(&e)) }
+                        // Unsigned payload, as in `put_single`.
+                        async move {
+                            req.customize()
+                                .disable_payload_signing()
+                                .send()
+                                .await
+                                .map_err(|e| classify(&e))
+                        }
                     })
                     .await?;
                 Ok(CompletedPart::builder()
