@@ -397,7 +397,7 @@ impl Repository {
                 "indexed as a data blob",
             ));
         }
-        Ok(TreeReader::for_repository(self).load(id).await?.tree)
+        Ok(TreeReader::single(self).load(id).await?.tree)
     }
 
     /// Every tree blob of the loaded index, for a [`TreeReader`].

@@ -275,6 +275,9 @@ pub(crate) struct TreeReader {
     locations: HashMap<Id, (BlobLocation, Option<usize>)>,
     hoods: Vec<Neighbourhood>,
     ready: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
+    /// Blobs not in `locations` are looked up in the repository's index (see
+    /// [`TreeReader::single`]).
+    ask_index: bool,
 }
 
 impl std::fmt::Debug for TreeReader {
@@ -353,7 +356,16 @@ impl TreeReader {
             locations,
             hoods,
             ready: Mutex::new(HashMap::new()),
+            ask_index: false,
         }
+    }
+
+    /// A reader for loading one tree: no prefetching, so it does not scan the whole
+    /// index up front; each blob is looked up as it is needed.
+    pub fn single(repo: &Repository) -> Self {
+        let mut reader = TreeReader::new(repo.clone(), std::iter::empty());
+        reader.ask_index = true;
+        reader
     }
 
     /// A reader over the repository's loaded index.
@@ -367,7 +379,14 @@ impl TreeReader {
         if let Some(b) = self.ready.lock().remove(id) {
             return Ok(b);
         }
-        let Some(&(loc, hood)) = self.locations.get(id) else {
+        let found = self.locations.get(id).copied().or_else(|| {
+            self.ask_index
+                .then(|| self.repo.locate(id))
+                .flatten()
+                .filter(|l| l.kind == BlobType::Tree)
+                .map(|l| (l, None))
+        });
+        let Some((loc, hood)) = found else {
             return Err(Error::NotFound {
                 what: format!("tree blob {id}"),
                 hint: "no index lists it as a tree; run `check`".into(),
