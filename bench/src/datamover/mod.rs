@@ -56,12 +56,14 @@ pub struct Config {
     pub drop_caches: bool,
     /// Where restores go: a tmpfs by default (see [`default_restore_dir`]).
     pub restore_dir: PathBuf,
+    /// Keep the local repositories after the run, to inspect what each tool stored.
+    pub keep: bool,
 }
 
 impl Config {
     /// From `FERRY_BENCH_SCALE`, `FERRY_BENCH_DIR`, `FERRY_BENCH_TOOLS`,
-    /// `FERRY_BENCH_TARGETS`, `FERRY_BENCH_DROP_CACHES`, `FERRY_BENCH_RESTORE_DIR` and
-    /// `FERRY_CACHE`.
+    /// `FERRY_BENCH_TARGETS`, `FERRY_BENCH_DROP_CACHES`, `FERRY_BENCH_RESTORE_DIR`,
+    /// `FERRY_BENCH_KEEP` and `FERRY_CACHE`.
     pub fn from_env() -> Result<Config> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let scale: f64 = var("FERRY_BENCH_SCALE")
@@ -110,6 +112,7 @@ impl Config {
                 Some(d) => absolute(Path::new(&d))?,
                 None => default_restore_dir(&dir),
             },
+            keep: var("FERRY_BENCH_KEEP").is_some_and(|v| v == "1"),
         })
     }
 }
@@ -405,7 +408,11 @@ impl TargetRun<'_> {
             bail!("the data set did not return to its original bytes after the 1% change");
         }
         // The next target starts clean; S3 prefixes go with the server.
-        let _ = std::fs::remove_dir_all(&work);
+        if self.cfg.keep {
+            println!("[{name}] repositories kept under {}", work.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&work);
+        }
         Ok(changed_bytes)
     }
 

@@ -40,6 +40,10 @@ impl Default for ChunkerParams {
     /// rewrites a file's whole chunk list. The price is index memory, about 60 bytes
     /// per chunk (about 4 GiB per TiB of unique data); `ferry repo init --chunk-size`
     /// picks larger chunks for huge volumes.
+    ///
+    /// FastCDC 2020 rounds the average to a power of two for its cut mask (2^14 here),
+    /// so with the 4 KiB minimum chunks of random data average about 18 KiB; the
+    /// figures above are what these parameters do, whatever they are called.
     fn default() -> Self {
         ChunkerParams::fastcdc(4 * 1024, 12 * 1024, 96 * 1024)
     }

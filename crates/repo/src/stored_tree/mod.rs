@@ -8,8 +8,10 @@
 //! entries, and a file with many chunks as runs of its content list. Run boundaries
 //! are content-defined (a keyed hash of the entry name, or the chunk id, picks them),
 //! so a change rewrites only the runs it touches and the short list naming them.
-//! Long lists of runs are split again the same way. Loading resolves every run, so
-//! the rest of the engine only ever sees complete [`Tree`]s.
+//! Long lists of runs are split again the same way, at boundaries that a change inside
+//! a run never moves (see [`Keyed`]). Loading resolves every run, so the rest of the
+//! engine only ever sees complete [`Tree`]s. Blobs are written in a compact binary
+//! form (`binary`); the JSON form is still read.
 //!
 //! Loading prefetches: the tree blobs a backup writes sit next to each other in its
 //! packs, so [`TreeReader`] fetches each such neighbourhood with one range request and
@@ -29,6 +31,8 @@ use crate::index::BlobLocation;
 use crate::pack::{BlobType, decode_blob, pack_key};
 use crate::repository::Repository;
 use crate::tree::{ContentPart, ContentRef, Node, Tree};
+
+mod binary;
 
 /// Directories with more entries than this are stored as runs (format 2).
 const TREE_INLINE_MAX: usize = 24;
@@ -83,10 +87,6 @@ struct StoredContent {
     runs: Vec<ContentRef>,
 }
 
-fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::Internal(format!("serializing {what}: {e}")))
-}
-
 /// A tree ready to store: the root's id and every blob it needs (plaintext), the root
 /// last. Blobs the repository already holds are deduplicated by the caller.
 #[derive(Debug)]
@@ -95,10 +95,13 @@ pub(crate) struct EncodedTree {
     pub blobs: Vec<(Id, Vec<u8>)>,
 }
 
-/// Whether the id of a content part or run ends a run, given `avg`.
-fn id_ends_run(id: &Id, avg: u32) -> bool {
-    let b = id.as_bytes();
-    u32::from(u16::from_le_bytes([b[0], b[1]])) % avg == 0
+/// Whether `key` ends a run at `level` (0: runs of entries or parts; 1 and up: runs
+/// of runs), given `avg`. Each level reads its own two bytes of the key, so the levels
+/// cut independently.
+fn ends_run(key: &Id, level: usize, avg: u32) -> bool {
+    let b = key.as_bytes();
+    let i = (2 * level) % 32;
+    u32::from(u16::from_le_bytes([b[i], b[i + 1]])) % avg == 0
 }
 
 /// Cuts `items` into runs: after every item `ends` accepts, and after `max` items.
@@ -118,23 +121,59 @@ fn split_runs<T>(items: Vec<T>, max: usize, ends: impl Fn(&T) -> bool) -> Vec<Ve
     runs
 }
 
+/// A reference to a stored run, with the key that decides the boundaries of the runs
+/// of runs above it: the keyed hash of the run's last entry name, or the run's last
+/// chunk id. Unlike the run's own id, the key stays put when something inside the run
+/// changes, so a change never moves a boundary above the run it is in.
+struct Keyed<R> {
+    r: R,
+    key: Id,
+}
+
+/// Stores runs of `refs` (through `store`) until at most [`REFS_INLINE_MAX`] remain,
+/// or until they would all go into one run (at most [`REFS_RUN_MAX`]).
+fn nest<R>(mut refs: Vec<Keyed<R>>, mut store: impl FnMut(Vec<R>) -> R) -> Vec<R> {
+    let mut level = 1;
+    while refs.len() > REFS_INLINE_MAX {
+        let ends = |k: &Keyed<R>| ends_run(&k.key, level, REFS_RUN_AVG);
+        // Every key a boundary would make runs of one, and no progress.
+        let all_end = refs.iter().all(ends);
+        let groups = split_runs(refs, REFS_RUN_MAX, |k| !all_end && ends(k));
+        if groups.len() == 1 {
+            // One run of runs would be a blob holding what its parent could hold.
+            refs = groups.into_iter().flatten().collect();
+            break;
+        }
+        let mut upper = Vec::new();
+        for group in groups {
+            let key = group.last().map(|k| k.key).unwrap_or_default();
+            let r = store(group.into_iter().map(|k| k.r).collect());
+            upper.push(Keyed { r, key });
+        }
+        refs = upper;
+        level += 1;
+    }
+    refs.into_iter().map(|k| k.r).collect()
+}
+
 /// Serializes a tree for storage. `split` is false for format 1 repositories, whose
 /// readers know no runs: the blob is then exactly the format 1 tree.
 pub(crate) fn encode_tree(tree: &Tree, keys: &Keys, split: bool) -> Result<EncodedTree> {
     let mut blobs = Vec::new();
-    let mut put = |bytes: Vec<u8>, blobs: &mut Vec<(Id, Vec<u8>)>| {
+    if !split {
+        let bytes = tree.to_bytes()?;
+        let root = keys.blob_id(&bytes);
+        blobs.push((root, bytes));
+        return Ok(EncodedTree { root, blobs });
+    }
+    let mut put = |bytes: Vec<u8>| {
         let id = keys.blob_id(&bytes);
         blobs.push((id, bytes));
         id
     };
-    if !split {
-        let bytes = tree.to_bytes()?;
-        let root = put(bytes, &mut blobs);
-        return Ok(EncodedTree { root, blobs });
-    }
     let mut nodes = Vec::with_capacity(tree.nodes.len());
     for node in &tree.nodes {
-        nodes.push(store_node(node, &mut blobs, &mut put)?);
+        nodes.push(store_node(node, &mut put));
     }
     let root_tree = if nodes.len() <= TREE_INLINE_MAX {
         StoredTree {
@@ -142,109 +181,85 @@ pub(crate) fn encode_tree(tree: &Tree, keys: &Keys, split: bool) -> Result<Encod
             runs: Vec::new(),
         }
     } else {
-        let runs = split_runs(nodes, TREE_RUN_MAX, |n: &Node| {
-            id_ends_run(&keys.blob_id(n.name.as_bytes()), TREE_RUN_AVG)
-        });
-        let mut refs = Vec::with_capacity(runs.len());
-        for run in runs {
-            let count = run.len() as u64;
-            let bytes = to_json(
-                &StoredTree {
-                    nodes: run,
-                    runs: Vec::new(),
-                },
-                "a tree run",
-            )?;
-            refs.push(TreeRef {
-                id: put(bytes, &mut blobs),
-                nodes: count,
+        let keyed: Vec<(Node, Id)> = nodes
+            .into_iter()
+            .map(|n| {
+                let key = keys.blob_id(n.name.as_bytes());
+                (n, key)
+            })
+            .collect();
+        let mut refs = Vec::new();
+        for run in split_runs(keyed, TREE_RUN_MAX, |(_, key)| {
+            ends_run(key, 0, TREE_RUN_AVG)
+        }) {
+            let key = run.last().map(|(_, k)| *k).unwrap_or_default();
+            let nodes: Vec<Node> = run.into_iter().map(|(n, _)| n).collect();
+            let count = nodes.len() as u64;
+            let id = put(binary::encode_tree(&StoredTree {
+                nodes,
+                runs: Vec::new(),
+            }));
+            refs.push(Keyed {
+                r: TreeRef { id, nodes: count },
+                key,
             });
         }
-        while refs.len() > REFS_INLINE_MAX {
-            let mut upper = Vec::new();
-            for group in split_runs(refs, REFS_RUN_MAX, |r: &TreeRef| {
-                id_ends_run(&r.id, REFS_RUN_AVG)
-            }) {
-                let count = group.iter().map(|r| r.nodes).sum();
-                let bytes = to_json(
-                    &StoredTree {
-                        nodes: Vec::new(),
-                        runs: group,
-                    },
-                    "a tree run",
-                )?;
-                upper.push(TreeRef {
-                    id: put(bytes, &mut blobs),
-                    nodes: count,
-                });
-            }
-            refs = upper;
-        }
+        let runs = nest(refs, |group| {
+            let nodes = group.iter().map(|r| r.nodes).sum();
+            let id = put(binary::encode_tree(&StoredTree {
+                nodes: Vec::new(),
+                runs: group,
+            }));
+            TreeRef { id, nodes }
+        });
         StoredTree {
             nodes: Vec::new(),
-            runs: refs,
+            runs,
         }
     };
-    let root = put(to_json(&root_tree, "a tree")?, &mut blobs);
+    let root = put(binary::encode_tree(&root_tree));
     Ok(EncodedTree { root, blobs })
 }
 
 /// A node as stored: a long content list moves into runs.
-fn store_node(
-    node: &Node,
-    blobs: &mut Vec<(Id, Vec<u8>)>,
-    put: &mut impl FnMut(Vec<u8>, &mut Vec<(Id, Vec<u8>)>) -> Id,
-) -> Result<Node> {
+fn store_node(node: &Node, put: &mut impl FnMut(Vec<u8>) -> Id) -> Node {
     if node.content.len() <= CONTENT_INLINE_MAX {
-        return Ok(node.clone());
+        return node.clone();
     }
-    let runs = split_runs(node.content.clone(), CONTENT_RUN_MAX, |p| match p {
-        ContentPart::Chunk { id, .. } => id_ends_run(id, CONTENT_RUN_AVG),
-        ContentPart::Hole { .. } => false,
+    let chunk_id = |p: &ContentPart| match p {
+        ContentPart::Chunk { id, .. } => Some(*id),
+        ContentPart::Hole { .. } => None,
+    };
+    let runs = split_runs(node.content.clone(), CONTENT_RUN_MAX, |p| {
+        chunk_id(p).is_some_and(|id| ends_run(&id, 0, CONTENT_RUN_AVG))
     });
     let mut refs = Vec::with_capacity(runs.len());
     for run in runs {
+        let key = run.iter().rev().find_map(chunk_id).unwrap_or_default();
         let parts = run.len() as u64;
-        let bytes_covered = run.iter().map(ContentPart::len).sum();
-        let bytes = to_json(
-            &StoredContent {
-                parts: run,
-                runs: Vec::new(),
-            },
-            "a content run",
-        )?;
-        refs.push(ContentRef {
-            id: put(bytes, blobs),
-            parts,
-            bytes: bytes_covered,
+        let bytes = run.iter().map(ContentPart::len).sum();
+        let id = put(binary::encode_content(&StoredContent {
+            parts: run,
+            runs: Vec::new(),
+        }));
+        refs.push(Keyed {
+            r: ContentRef { id, parts, bytes },
+            key,
         });
     }
-    while refs.len() > REFS_INLINE_MAX {
-        let mut upper = Vec::new();
-        for group in split_runs(refs, REFS_RUN_MAX, |r: &ContentRef| {
-            id_ends_run(&r.id, REFS_RUN_AVG)
-        }) {
-            let parts = group.iter().map(|r| r.parts).sum();
-            let bytes_covered = group.iter().map(|r| r.bytes).sum();
-            let bytes = to_json(
-                &StoredContent {
-                    parts: Vec::new(),
-                    runs: group,
-                },
-                "a content run",
-            )?;
-            upper.push(ContentRef {
-                id: put(bytes, blobs),
-                parts,
-                bytes: bytes_covered,
-            });
-        }
-        refs = upper;
-    }
+    let runs = nest(refs, |group| {
+        let parts = group.iter().map(|r| r.parts).sum();
+        let bytes = group.iter().map(|r| r.bytes).sum();
+        let id = put(binary::encode_content(&StoredContent {
+            parts: Vec::new(),
+            runs: group,
+        }));
+        ContentRef { id, parts, bytes }
+    });
     let mut stored = node.clone();
     stored.content = Vec::new();
-    stored.content_runs = refs;
-    Ok(stored)
+    stored.content_runs = runs;
+    stored
 }
 
 /// A tree with every run resolved, and the ids of the run blobs that took (which
@@ -440,7 +455,7 @@ impl TreeReader {
 
     /// Loads a tree and resolves every run in it.
     pub async fn load(&self, id: &Id) -> Result<LoadedTree> {
-        let root: StoredTree = parse(&self.blob(id).await?, id, "tree")?;
+        let root = parse_tree(&self.blob(id).await?, id, "tree")?;
         let mut runs = Vec::new();
         let mut nodes = self.resolve_tree_runs(root, id, &mut runs).await?;
         self.resolve_content(&mut nodes, id, &mut runs).await?;
@@ -469,7 +484,7 @@ impl TreeReader {
         for _ in 0..MAX_DEPTH {
             let loaded: Vec<(TreeRef, StoredTree)> = futures::stream::iter(level)
                 .map(|r| async move {
-                    let t: StoredTree = parse(&self.blob(&r.id).await?, &r.id, "tree run")?;
+                    let t = parse_tree(&self.blob(&r.id).await?, &r.id, "tree run")?;
                     Ok::<_, Error>((r, t))
                 })
                 .buffered(LOAD_CONCURRENCY)
@@ -547,7 +562,7 @@ impl TreeReader {
             distinct.dedup();
             let fetched: HashMap<Id, Arc<StoredContent>> = futures::stream::iter(distinct)
                 .map(|id| async move {
-                    let c: StoredContent = parse(&self.blob(&id).await?, &id, "content run")?;
+                    let c = parse_content(&self.blob(&id).await?, &id)?;
                     Ok::<_, Error>((id, Arc::new(c)))
                 })
                 .buffer_unordered(LOAD_CONCURRENCY)
@@ -620,8 +635,25 @@ impl TreeReader {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], id: &Id, what: &str) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(format!("{what} {id}"), e.to_string()))
+/// A tree blob in either form: binary (format 2 writers) or JSON (format 1, and the
+/// first format 2 writers).
+fn parse_tree(bytes: &[u8], id: &Id, what: &str) -> Result<StoredTree> {
+    let parsed = match bytes.first() {
+        Some(&binary::TREE_MAGIC) => binary::decode_tree(bytes),
+        Some(&binary::CONTENT_MAGIC) => Err("a content run where a tree belongs".into()),
+        _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+    };
+    parsed.map_err(|e| Error::corrupt(format!("{what} {id}"), e))
+}
+
+/// A content-run blob in either form.
+fn parse_content(bytes: &[u8], id: &Id) -> Result<StoredContent> {
+    let parsed = match bytes.first() {
+        Some(&binary::CONTENT_MAGIC) => binary::decode_content(bytes),
+        Some(&binary::TREE_MAGIC) => Err("a tree where a content run belongs".into()),
+        _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+    };
+    parsed.map_err(|e| Error::corrupt(format!("content run {id}"), e))
 }
 
 #[cfg(test)]
@@ -669,20 +701,56 @@ mod tests {
     }
 
     #[test]
-    fn one_changed_entry_rewrites_one_run() {
+    fn one_changed_entry_rewrites_one_run_per_level() {
         let k = keys();
-        let mut t = big_tree(1000);
+        let t = big_tree(1000);
         let before = encode_tree(&t, &k, true).unwrap();
-        t.nodes[500].mtime_ns += 1;
-        let after = encode_tree(&t, &k, true).unwrap();
         let old: std::collections::HashSet<Id> = before.blobs.iter().map(|b| b.0).collect();
-        let new: Vec<&(Id, Vec<u8>)> = after.blobs.iter().filter(|b| !old.contains(&b.0)).collect();
-        // The changed run, the runs of runs above it (about 250 runs are more than
-        // one list holds), and the root.
-        assert!(new.len() <= 4, "{} new blobs", new.len());
-        let new_bytes: usize = new.iter().map(|b| b.1.len()).sum();
-        let all: usize = after.blobs.iter().map(|b| b.1.len()).sum();
-        assert!(new_bytes * 5 < all, "{new_bytes} of {all} bytes rewritten");
+        let all: usize = before.blobs.iter().map(|b| b.1.len()).sum();
+        for i in (0..1000).step_by(37) {
+            let mut t = t.clone();
+            t.nodes[i].mtime_ns += 1;
+            let after = encode_tree(&t, &k, true).unwrap();
+            let new: Vec<&(Id, Vec<u8>)> =
+                after.blobs.iter().filter(|b| !old.contains(&b.0)).collect();
+            // The changed run and one list per level above it: 1,000 entries make
+            // about 250 runs, 31 runs of runs, 4 of those, and the root.
+            assert!(new.len() <= 5, "entry {i}: {} new blobs", new.len());
+            // Boundaries come from names, not from what changed: none moved.
+            assert_eq!(before.blobs.len(), after.blobs.len(), "entry {i}");
+            let new_bytes: usize = new.iter().map(|b| b.1.len()).sum();
+            assert!(
+                new_bytes * 5 < all,
+                "entry {i}: {new_bytes} of {all} bytes rewritten"
+            );
+        }
+    }
+
+    #[test]
+    fn json_blobs_of_the_first_format_2_writers_still_load() {
+        let k = keys();
+        let id = Id::from_bytes([1; 32]);
+        let tree = StoredTree {
+            nodes: Vec::new(),
+            runs: vec![TreeRef { id, nodes: 3 }],
+        };
+        let json = serde_json::to_vec(&tree).unwrap();
+        let back = parse_tree(&json, &k.blob_id(&json), "tree").unwrap();
+        assert_eq!(back.runs, tree.runs);
+        let content = StoredContent {
+            parts: vec![ContentPart::Chunk { id, len: 9 }],
+            runs: Vec::new(),
+        };
+        let json = serde_json::to_vec(&content).unwrap();
+        let back = parse_content(&json, &id).unwrap();
+        assert_eq!(back.parts, content.parts);
+        // A blob of the wrong kind names the blob and what it found.
+        let wrong = binary::encode_content(&content);
+        let err = parse_tree(&wrong, &id, "tree run").unwrap_err().to_string();
+        assert!(
+            err.contains(&id.to_hex()) && err.contains("content run where a tree"),
+            "{err}"
+        );
     }
 
     #[test]
