@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::node_from_metadata;
 use crate::id::Id;
 use crate::lock::{Lease, LockGuard, LockKind, hostname};
-use crate::pack::{BlobType, EncodedBlob, encode_blob};
+use crate::pack::{BlobType, BufPool, EncodedBlob, encode_blob};
 use crate::packer::{Dedup, Packer};
 use crate::progress::{BackupProgress, Counters, Reporter};
 use crate::repository::Repository;
@@ -332,6 +332,8 @@ struct Ctx {
     packer_tx: mpsc::Sender<Vec<EncodedBlob>>,
     counters: Arc<BackupCounters>,
     cancel: CancellationToken,
+    /// Read blocks of large files, reused once their chunks are sealed.
+    read_blocks: Arc<BufPool>,
 }
 
 const PACKER_GONE: &str = "packer stopped";
@@ -341,29 +343,14 @@ enum ChunkMsg {
     Hole(u64),
 }
 
-/// Counts bytes as the chunker reads them.
-struct CountingReader<'a, R> {
-    inner: R,
-    counters: &'a BackupCounters,
-}
-
-impl<R: Read> Read for CountingReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.counters.add(BYTES_READ, n as u64);
-        Ok(n)
-    }
-}
-
 /// Blocking: reads a file region by region and sends chunks and holes in order.
 fn read_chunks(
     path: &Path,
     kind: NodeKind,
-    repo: &Repository,
-    counters: &BackupCounters,
-    cancel: &CancellationToken,
+    ctx: &Ctx,
     mut send: impl FnMut(ChunkMsg) -> Result<()>,
 ) -> Result<()> {
+    let (repo, counters, cancel) = (&ctx.repo, &*ctx.counters, &ctx.cancel);
     let mut file = File::open(path).map_err(io_err("open", path))?;
     let (size, allocated) = if kind == NodeKind::DeviceImage {
         let s = file.seek(SeekFrom::End(0)).map_err(io_err("seek", path))?;
@@ -397,17 +384,18 @@ fn read_chunks(
             file.seek(SeekFrom::Start(start))
                 .map_err(io_err("seek", path))?;
         }
-        let reader = CountingReader {
-            inner: (&file).take(end - start),
-            counters,
-        };
+        // The bare `Take<&File>`: the chunker then reads into its buffers without
+        // zeroing them first. Bytes read are counted per chunk.
+        let reader = (&file).take(end - start);
         let mut read = 0u64;
-        for chunk in chunker::chunks(reader, params, seed, end - start) {
+        let pool = Some(&ctx.read_blocks);
+        for chunk in chunker::chunks(reader, params, seed, end - start, pool) {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             let chunk = chunk.map_err(io_err("read", path))?;
             read += chunk.len() as u64;
+            counters.add(BYTES_READ, chunk.len() as u64);
             send(ChunkMsg::Data(chunk))?;
         }
         // A file that shrank while being read ends early; record what was read.
@@ -444,7 +432,7 @@ impl Ctx {
         let len = data.len() as u32;
         // All-zero chunks become holes: restore leaves them sparse, and block
         // device images (no SEEK_HOLE) get the same benefit.
-        if data.iter().all(|b| *b == 0) {
+        if is_zero(data) {
             return Ok((
                 ContentPart::Hole {
                     hole: u64::from(len),
@@ -542,9 +530,7 @@ impl Ctx {
             let mut files = Vec::with_capacity(batch.len());
             for (idx, path, kind) in batch {
                 let mut parts = Vec::new();
-                read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, |msg| {
-                    ctx.seal_msg(msg, &mut parts, blobs)
-                })?;
+                read_chunks(&path, kind, ctx, |msg| ctx.seal_msg(msg, &mut parts, blobs))?;
                 ctx.counters.add(FILES_DONE, 1);
                 files.push((idx, merge_holes(parts)));
             }
@@ -569,7 +555,7 @@ impl Ctx {
                 let mut batch: Vec<ChunkMsg> = Vec::new();
                 let mut batch_bytes = 0usize;
                 let send = |b: Vec<ChunkMsg>| tx.blocking_send(b).map_err(|_| Error::Cancelled);
-                read_chunks(&path, kind, &ctx.repo, &ctx.counters, &ctx.cancel, |msg| {
+                read_chunks(&path, kind, &ctx, |msg| {
                     if let ChunkMsg::Data(d) = &msg {
                         batch_bytes += d.len();
                     }
@@ -600,6 +586,17 @@ impl Ctx {
         self.counters.add(FILES_DONE, 1);
         Ok((idx, merge_holes(parts)))
     }
+}
+
+/// True when every byte is zero. Compares 64-byte blocks with one vector OR each
+/// rather than byte by byte: zero chunks are maximal (96 KiB) and scanned in full.
+fn is_zero(data: &[u8]) -> bool {
+    let blocks = data.chunks_exact(64);
+    let rest = blocks.remainder();
+    rest.iter().all(|b| *b == 0)
+        && blocks
+            .into_iter()
+            .all(|c| c.iter().fold(0u8, |acc, b| acc | b) == 0)
 }
 
 fn merge_holes(parts: Vec<ContentPart>) -> Vec<ContentPart> {
@@ -733,6 +730,12 @@ impl Repository {
             packer_tx: packer.sender(),
             counters: counters.clone(),
             cancel: cancel.clone(),
+            // About the blocks in flight: one being read and a few being sealed per
+            // file read at once.
+            read_blocks: BufPool::new(
+                2 * options.read_concurrency.max(1),
+                chunker::block_size(&self.config().chunker),
+            ),
         });
         let packer_counters = packer.counters.clone();
         // `produce` consumes the context so every sender to the packer is gone before
@@ -897,5 +900,25 @@ impl Repository {
         .await
         .map_err(Error::join)??;
         Ok((tree, summary, root_meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_zero_checks_every_byte() {
+        assert!(is_zero(&[]));
+        for len in [1, 63, 64, 65, 200, 96 * 1024] {
+            let mut v = vec![0u8; len];
+            assert!(is_zero(&v), "{len}");
+            // One set bit anywhere (in a 64-byte block or the remainder) counts.
+            for at in [0, len / 2, len - 1] {
+                v[at] = 0x80;
+                assert!(!is_zero(&v), "{len} {at}");
+                v[at] = 0;
+            }
+        }
     }
 }

@@ -3,11 +3,13 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use fastcdc::v2020::{FastCDC, Normalization};
+use bytes::Bytes;
+use fastcdc::v2020::{MASKS, Normalization, cut_gear, get_gear_with_seed, logarithm2};
 
 use crate::config::ChunkerParams;
+use crate::pack::BufPool;
 
 /// Splits a stream into chunks. `seed` keys the gear table (derived from the master
 /// key), so two repositories cut the same file differently. Call
@@ -18,19 +20,29 @@ use crate::config::ChunkerParams;
 /// buffer after every chunk, which cost several times the hashing and compression.)
 ///
 /// `len_hint` is how many bytes the reader will give (the file's size): small files
-/// get a buffer of their size, not a block.
+/// get a buffer of their size, not a block. Blocks come from `pool` when given and
+/// return to it once every chunk cut from them is dropped.
+///
+/// Blocks are filled with `read_to_end`, which does not zero them first when the
+/// reader reads into uninitialised memory itself (`File`, `Take`, `&[u8]`); a
+/// wrapper that implements only `read` costs a zeroing pass per block.
 pub(crate) fn chunks<R: Read>(
     reader: R,
     params: &ChunkerParams,
     seed: u64,
     len_hint: u64,
+    pool: Option<&Arc<BufPool>>,
 ) -> impl Iterator<Item = std::io::Result<Bytes>> {
-    // Several max-size chunks per read, so the undecided tail copied over to the
-    // next block is small next to the block.
-    let block = (params.max_size as usize * 2).max(4 << 20);
     // One byte more than the hint, so a file read whole also sees its end.
-    let block = block.min(usize::try_from(len_hint.saturating_add(1)).unwrap_or(usize::MAX));
-    chunks_in_blocks(reader, params, seed, block)
+    let block =
+        block_size(params).min(usize::try_from(len_hint.saturating_add(1)).unwrap_or(usize::MAX));
+    chunks_in_blocks(reader, params, seed, block, pool.cloned())
+}
+
+/// Bytes read at once from a large file: several max-size chunks, so the undecided
+/// tail copied over to the next block is small next to the block.
+pub(crate) fn block_size(params: &ChunkerParams) -> usize {
+    (params.max_size as usize * 2).max(4 << 20)
 }
 
 fn chunks_in_blocks<R: Read>(
@@ -38,33 +50,96 @@ fn chunks_in_blocks<R: Read>(
     params: &ChunkerParams,
     seed: u64,
     block: usize,
+    pool: Option<Arc<BufPool>>,
 ) -> Chunker<R> {
     Chunker {
         reader,
-        buf: BytesMut::new(),
+        buf: Bytes::new(),
         cuts: VecDeque::new(),
         eof: false,
-        min: params.min_size,
-        avg: params.avg_size,
-        max: params.max_size,
-        seed,
+        gear: Gear::new(params, seed),
         // At least one byte, or nothing is ever read.
         block: block.max(1),
+        pool,
     }
 }
 
 struct Chunker<R> {
     reader: R,
     /// Bytes read and not yet handed out; starts at a cut point.
-    buf: BytesMut,
+    buf: Bytes,
     /// Lengths of decided chunks at the front of `buf`.
     cuts: VecDeque<usize>,
     eof: bool,
-    min: u32,
-    avg: u32,
-    max: u32,
-    seed: u64,
+    gear: Arc<Gear>,
     block: usize,
+    pool: Option<Arc<BufPool>>,
+}
+
+/// FastCDC 2020 (normalization level 1) with a seeded gear table, as
+/// `fastcdc::v2020::FastCDC::with_level_and_seed` sets it up, built once per thread
+/// rather than per block (that builds and copies two tables per call).
+#[derive(Debug)]
+pub(crate) struct Gear {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+    mask_s: u64,
+    mask_l: u64,
+    min: usize,
+    avg: usize,
+    max: usize,
+}
+
+thread_local! {
+    /// The last table built on this thread: every file gets a chunker, and building
+    /// the tables (two 2 KiB copies) per small file adds up.
+    static LAST_GEAR: std::cell::RefCell<Option<(u64, ChunkerParams, Arc<Gear>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Gear {
+    fn new(params: &ChunkerParams, seed: u64) -> Arc<Self> {
+        LAST_GEAR.with(|cell| {
+            let mut last = cell.borrow_mut();
+            if let Some((s, p, g)) = last.as_ref()
+                && *s == seed
+                && p == params
+            {
+                return g.clone();
+            }
+            let bits = logarithm2(params.avg_size);
+            let norm = Normalization::Level1.bits();
+            let (gear, gear_ls) = get_gear_with_seed(seed);
+            let g = Arc::new(Gear {
+                gear,
+                gear_ls,
+                mask_s: MASKS[(bits + norm) as usize],
+                mask_l: MASKS[(bits - norm) as usize],
+                min: params.min_size as usize,
+                avg: params.avg_size as usize,
+                max: params.max_size as usize,
+            });
+            *last = Some((seed, params.clone(), g.clone()));
+            g
+        })
+    }
+
+    /// Length of the chunk that starts `src`.
+    fn cut(&self, src: &[u8]) -> usize {
+        cut_gear(
+            src,
+            self.min,
+            self.avg,
+            self.max,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        )
+        .1
+    }
 }
 
 impl<R: Read> Chunker<R> {
@@ -78,24 +153,24 @@ impl<R: Read> Chunker<R> {
         } else {
             start + self.block
         };
-        self.buf.resize(want, 0);
-        let mut filled = start;
-        while filled < want {
-            match self.reader.read(&mut self.buf[filled..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(filled);
-                    return Err(e);
-                }
-            }
+        // A new buffer each time: chunks handed out still point into the old one.
+        let mut next = match &self.pool {
+            Some(pool) => pool.take(want),
+            None => Vec::with_capacity(want),
+        };
+        next.extend_from_slice(&self.buf);
+        // read_to_end retries on EINTR and keeps what it read before an error.
+        let result = (&mut self.reader)
+            .take((want - start) as u64)
+            .read_to_end(&mut next);
+        if result.is_ok() && next.len() < want {
+            self.eof = true;
         }
-        self.buf.truncate(filled);
-        Ok(())
+        self.buf = match &self.pool {
+            Some(pool) => pool.bytes(next, 0),
+            None => Bytes::from(next),
+        };
+        result.map(|_| ())
     }
 
     /// Decides the cut points in the buffer. A cut at the very end of the buffer is
@@ -103,21 +178,13 @@ impl<R: Read> Chunker<R> {
     /// waits for more data, so the cuts are exactly those of a streaming chunker.
     fn cut(&mut self) {
         let len = self.buf.len();
-        let cdc = FastCDC::with_level_and_seed(
-            &self.buf,
-            self.min,
-            self.avg,
-            self.max,
-            Normalization::Level1,
-            self.seed,
-        );
         let mut start = 0;
         while start < len {
-            let (_, end) = cdc.cut(start, len - start);
+            let end = start + self.gear.cut(&self.buf[start..]);
             if end <= start {
                 break;
             }
-            if end == len && !self.eof && end - start < self.max as usize {
+            if end == len && !self.eof && end - start < self.gear.max {
                 break;
             }
             self.cuts.push_back(end - start);
@@ -132,7 +199,7 @@ impl<R: Read> Iterator for Chunker<R> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(n) = self.cuts.pop_front() {
-                return Some(Ok(self.buf.split_to(n).freeze()));
+                return Some(Ok(self.buf.split_to(n)));
             }
             if self.eof && self.buf.is_empty() {
                 return None;
@@ -162,7 +229,7 @@ pub fn chunk_boundaries(
     params.validate()?;
     let mut out = Vec::new();
     let mut offset = 0u64;
-    for chunk in chunks(data, params, seed, data.len() as u64) {
+    for chunk in chunks(data, params, seed, data.len() as u64, None) {
         let len = chunk
             .map_err(|e| crate::error::Error::Internal(e.to_string()))?
             .len() as u64;
@@ -177,6 +244,7 @@ mod tests {
     use std::collections::HashSet;
     use std::io::Cursor;
 
+    use fastcdc::v2020::FastCDC;
     use proptest::prelude::*;
 
     use super::*;
@@ -200,6 +268,7 @@ mod tests {
             &params(),
             seed,
             data.len() as u64,
+            None,
         )
         .map(|c| c.map(|b| b.to_vec()))
         .collect::<std::io::Result<Vec<_>>>()
@@ -281,11 +350,17 @@ mod tests {
             )
             .map(|c| c.length)
             .collect();
-            let got: Vec<usize> = chunks_in_blocks(Trickle { data: &data, step }, &p, 5, block)
-                .map(|c| c.map(|b| b.len()))
-                .collect::<std::io::Result<_>>()
-                .unwrap();
-            prop_assert_eq!(got, whole);
+            // Pooled blocks (kept below, so reused) must cut the same as fresh ones.
+            let pool = BufPool::new(2, 0);
+            let mut held = Vec::new();
+            let got: Vec<usize> = chunks_in_blocks(
+                Trickle { data: &data, step }, &p, 5, block, Some(pool.clone()),
+            )
+            .map(|c| c.map(|b| { let n = b.len(); if held.len() < 3 { held.push(b) } n }))
+            .collect::<std::io::Result<_>>()
+            .unwrap();
+            prop_assert_eq!(&got, &whole);
+            prop_assert_eq!(held.concat(), data[..held.iter().map(Bytes::len).sum::<usize>()].to_vec());
         }
     }
 

@@ -2,7 +2,10 @@
 //! on its own; a pack is many sealed blobs, then a sealed header listing them, then the
 //! header's length as 4 bytes little-endian.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Keys, aad};
@@ -111,8 +114,89 @@ pub fn pack_key(id: &Id) -> String {
 pub(crate) const PACK_ALIGN: usize = 4096;
 
 /// Room kept for the sealed header on top of the caller's capacity, so closing a pack
-/// of many small blobs (45 bytes of header each) does not have to move the buffer.
-const HEADER_SLACK: usize = 64 << 10;
+/// does not have to move the buffer: 45 bytes of header per blob, and packs of small
+/// files or trees hold thousands of blobs. Pages never written cost no memory.
+const HEADER_SLACK: usize = 1 << 20;
+
+/// A bounded stock of large byte buffers for reuse: a fresh 16 MiB pack buffer (or
+/// 4 MiB read block) costs a page fault and a zeroed page per 4 KiB on first write,
+/// about as much as hashing the bytes. Buffers come back when their last user drops
+/// them (see [`BufPool::bytes`]); beyond `max` idle ones they are freed.
+#[derive(Debug)]
+pub(crate) struct BufPool {
+    idle: Mutex<Vec<Vec<u8>>>,
+    max: usize,
+    /// Smaller buffers are neither handed out nor kept: malloc serves them well.
+    min_capacity: usize,
+}
+
+impl BufPool {
+    pub fn new(max: usize, min_capacity: usize) -> Arc<Self> {
+        Arc::new(BufPool {
+            idle: Mutex::new(Vec::new()),
+            max,
+            min_capacity,
+        })
+    }
+
+    /// An empty buffer with room for at least `capacity` bytes.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        if capacity >= self.min_capacity {
+            let mut idle = self.idle.lock();
+            if let Some(i) = idle.iter().position(|b| b.capacity() >= capacity) {
+                let mut buf = idle.swap_remove(i);
+                buf.clear();
+                return buf;
+            }
+        }
+        Vec::with_capacity(capacity)
+    }
+
+    /// Keeps `buf` for a later [`BufPool::take`] when there is room.
+    pub fn give(&self, buf: Vec<u8>) {
+        if buf.capacity() < self.min_capacity {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.max {
+            idle.push(buf);
+        }
+    }
+
+    /// `buf[start..]` as `Bytes` without a copy; `buf` returns to the pool when the
+    /// last clone or slice of it is dropped.
+    pub fn bytes(self: &Arc<Self>, buf: Vec<u8>, start: usize) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            start,
+            pool: self.clone(),
+        })
+    }
+
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.idle.lock().len()
+    }
+}
+
+/// A pooled buffer lent out as `Bytes`.
+struct Pooled {
+    buf: Vec<u8>,
+    start: usize,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Accumulates blobs into one pack.
 #[derive(Debug, Default)]
@@ -121,13 +205,28 @@ pub(crate) struct PackBuilder {
     buf: Vec<u8>,
     pad: usize,
     entries: Vec<PackEntry>,
+    /// Where `buf` came from and returns to once the pack is stored.
+    pool: Option<Arc<BufPool>>,
+    /// BLAKE3 of the pack's first `hashed` bytes (a multiple of [`HASH_STEP`]), fed
+    /// while the blobs are still in cache from being copied in, rather than in a
+    /// pass over all 16 MiB at the end.
+    hasher: blake3::Hasher,
+    hashed: usize,
 }
+
+/// Bytes fed to the pack hash at once: a power of two of BLAKE3's 1 KiB chunks, so
+/// every update is a whole subtree and keeps the wide SIMD path busy.
+const HASH_STEP: usize = 64 << 10;
 
 /// An empty buffer for at least `capacity` bytes whose length is `pad` filler bytes,
 /// chosen so that the byte after them is [`PACK_ALIGN`]-aligned. The alignment holds
 /// only while the Vec does not reallocate.
 pub(crate) fn aligned_vec(capacity: usize) -> (Vec<u8>, usize) {
-    let mut buf: Vec<u8> = Vec::with_capacity(capacity.saturating_add(PACK_ALIGN));
+    align(Vec::with_capacity(capacity.saturating_add(PACK_ALIGN)))
+}
+
+/// Pads an empty buffer (with `PACK_ALIGN` bytes of room to spare) to the boundary.
+fn align(mut buf: Vec<u8>) -> (Vec<u8>, usize) {
     let pad = (PACK_ALIGN - buf.as_ptr().addr() % PACK_ALIGN) % PACK_ALIGN;
     buf.resize(pad, 0);
     (buf, pad)
@@ -143,12 +242,33 @@ pub(crate) struct FinishedPack {
 
 impl PackBuilder {
     /// A builder whose buffer will not grow (and copy) while the pack fills.
+    #[cfg(test)]
     pub fn with_capacity(bytes: usize) -> Self {
         let (buf, pad) = aligned_vec(bytes.saturating_add(HEADER_SLACK));
         PackBuilder {
             buf,
             pad,
             entries: Vec::new(),
+            pool: None,
+            hasher: blake3::Hasher::new(),
+            hashed: 0,
+        }
+    }
+
+    /// Like [`PackBuilder::with_capacity`], with a buffer from `pool` that goes back
+    /// to it when the finished pack's data is dropped.
+    pub fn with_capacity_in(bytes: usize, pool: &Arc<BufPool>) -> Self {
+        let want = bytes
+            .saturating_add(HEADER_SLACK)
+            .saturating_add(PACK_ALIGN);
+        let (buf, pad) = align(pool.take(want));
+        PackBuilder {
+            buf,
+            pad,
+            entries: Vec::new(),
+            pool: Some(pool.clone()),
+            hasher: blake3::Hasher::new(),
+            hashed: 0,
         }
     }
 
@@ -189,6 +309,13 @@ impl PackBuilder {
             length,
             raw_length: blob.raw_length,
         });
+        let pending = self.len() - self.hashed;
+        if pending >= HASH_STEP {
+            let upto = self.hashed + (pending - pending % HASH_STEP);
+            self.hasher
+                .update(&self.buf[self.pad + self.hashed..self.pad + upto]);
+            self.hashed = upto;
+        }
         Ok(())
     }
 
@@ -213,14 +340,22 @@ impl PackBuilder {
         self.buf.extend_from_slice(&sealed);
         self.buf
             .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        let PackBuilder { buf, pad, .. } = self;
-        let id = Id::of_content(&buf[pad..]);
-        Ok(FinishedPack {
-            id,
-            // Bytes takes the Vec over without copying, so the alignment survives.
-            data: Bytes::from(buf).slice(pad..),
-            entries,
-        })
+        let PackBuilder {
+            buf,
+            pad,
+            pool,
+            mut hasher,
+            hashed,
+            ..
+        } = self;
+        hasher.update(&buf[pad + hashed..]);
+        let id = Id::from_bytes(*hasher.finalize().as_bytes());
+        // Bytes takes the Vec over without copying, so the alignment survives.
+        let data = match pool {
+            Some(pool) => pool.bytes(buf, pad),
+            None => Bytes::from(buf).slice(pad..),
+        };
+        Ok(FinishedPack { id, data, entries })
     }
 }
 
@@ -425,6 +560,69 @@ mod tests {
         let pack = PackBuilder::default().finish(&keys).unwrap();
         assert_eq!(pack.data.as_ptr().addr() % PACK_ALIGN, 0);
         assert!(parse_pack(&keys, &pack.data, &pack.id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pool_reuses_and_bounds_its_buffers() {
+        let pool = BufPool::new(2, 1000);
+        // Too small to pool: neither taken from nor kept.
+        pool.give(Vec::with_capacity(10));
+        assert_eq!(pool.idle(), 0);
+        let mut a = pool.take(5000);
+        a.extend_from_slice(b"abc");
+        let a_ptr = a.as_ptr();
+        let bytes = pool.bytes(a, 1);
+        assert_eq!(&bytes[..], b"bc");
+        let slice = bytes.slice(1..2);
+        drop(bytes);
+        assert_eq!(pool.idle(), 0, "a slice still holds the buffer");
+        drop(slice);
+        assert_eq!(pool.idle(), 1);
+        // A request it fits gets the same buffer back, emptied.
+        let mut b = pool.take(4000);
+        assert_eq!(b.as_ptr(), a_ptr);
+        assert!(b.is_empty());
+        b.extend_from_slice(&[1, 2, 3]);
+        // One larger than any idle buffer is a fresh allocation.
+        pool.give(b);
+        assert_eq!(pool.take(1 << 20).capacity(), 1 << 20);
+        assert_eq!(pool.idle(), 1);
+        for _ in 0..5 {
+            pool.give(Vec::with_capacity(2000));
+        }
+        assert_eq!(pool.idle(), 2, "at most `max` idle buffers");
+    }
+
+    #[test]
+    fn pooled_packs_hash_incrementally_like_one_shot() {
+        let keys = Keys::from_master(&[6u8; 32]).unwrap();
+        let pool = BufPool::new(2, 1 << 20);
+        let blob: Vec<u8> = (0..70_001u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        for round in 0..3 {
+            let mut b = PackBuilder::with_capacity_in(4 << 20, &pool);
+            assert_eq!(pool.idle(), 0);
+            // Odd sizes, so hashing steps fall inside blobs; past the capacity once.
+            let count = if round == 1 { 90 } else { 40 };
+            for i in 0..count {
+                b.add(EncodedBlob {
+                    id: Id::of_content(&[i as u8]),
+                    kind: BlobType::Data,
+                    raw_length: 1,
+                    bytes: blob[..blob.len() - i * 13].to_vec(),
+                })
+                .unwrap();
+            }
+            let pack = b.finish(&keys).unwrap();
+            assert_eq!(Id::of_content(&pack.data), pack.id);
+            assert_eq!(pack.data.as_ptr().addr() % PACK_ALIGN, 0);
+            assert_eq!(
+                parse_pack(&keys, &pack.data, &pack.id).unwrap(),
+                pack.entries
+            );
+            // Storing done: the buffer goes back for the next pack to take.
+            drop(pack);
+            assert_eq!(pool.idle(), 1, "round {round}");
+        }
     }
 
     #[test]

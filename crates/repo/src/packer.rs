@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::{IndexFile, IndexFilePack, index_key};
 use crate::lock::Lease;
-use crate::pack::{EncodedBlob, PackBuilder, PackEntry, pack_key};
+use crate::pack::{BufPool, EncodedBlob, PackBuilder, PackEntry, pack_key};
 use crate::repository::Repository;
 
 /// Index files are written after this many packs (and at the end), so a crashed run
@@ -275,7 +275,10 @@ async fn run(
     };
     // Room for the target plus one maximal sealed chunk, so a pack never reallocates.
     let capacity = target + repo_max_blob(&st.repo);
-    let mut builder = PackBuilder::with_capacity(capacity);
+    // Stored packs hand their buffers back for the next packs. Two idle ones cover
+    // the gap between an upload finishing and the next pack starting.
+    let pool = BufPool::new(2, capacity);
+    let mut builder = PackBuilder::with_capacity_in(capacity, &pool);
     let result: Result<()> = async {
         loop {
             tokio::select! {
@@ -291,7 +294,7 @@ async fn run(
                             if builder.len() >= target {
                                 let full = std::mem::replace(
                                     &mut builder,
-                                    PackBuilder::with_capacity(capacity),
+                                    PackBuilder::with_capacity_in(capacity, &pool),
                                 );
                                 st.start_upload(full);
                                 // Backpressure: at most `max_uploads` packs in memory/in

@@ -358,27 +358,28 @@ async fn deleted_index_file_is_found_and_restore_fails() {
     let aside = fx.tmp.path().join("aside");
     let hide = |id: &Id| fs::rename(fx.file(&index_key(id)), &aside).expect("hide index");
     let unhide = |id: &Id| fs::rename(&aside, fx.file(&index_key(id))).expect("put index back");
-    // Which of A's index files lists the pack with A's root tree: try without each.
-    let mut root_index = None;
+    // Which of A's index files A's trees need (the root tree, and in format 2 the runs
+    // of a.bin's content list, which may sit in a pack of another index): try without
+    // each.
+    let mut needed = Vec::new();
     for id in &fx.indexes_a {
         hide(id);
-        let lost = fx
-            .reopen()
-            .await
-            .load_tree(&fx.a.snapshot.tree)
-            .await
-            .is_err();
+        let repo = fx.reopen().await;
+        let root_lost = repo.read_blob(&fx.a.snapshot.tree).await.is_err();
+        let tree_lost = repo.load_tree(&fx.a.snapshot.tree).await.is_err();
         unhide(id);
-        if lost {
-            root_index = Some(*id);
-        }
+        needed.push((*id, root_lost, tree_lost));
     }
-    let root_index = root_index.expect("an index lists the root tree");
-    let data_index = *fx
-        .indexes_a
+    let root_index = needed
         .iter()
-        .find(|i| **i != root_index)
-        .expect("A has two index files");
+        .find(|(_, root_lost, _)| *root_lost)
+        .map(|(id, ..)| *id)
+        .expect("an index lists the root tree");
+    let data_index = needed
+        .iter()
+        .find(|(.., tree_lost)| !*tree_lost)
+        .map(|(id, ..)| *id)
+        .expect("A has an index of data packs only");
 
     // Both ways: an index of data packs only, then the one with the root tree.
     for (round, gone) in [("data", data_index), ("root", root_index)] {
