@@ -12,8 +12,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::control::{
-    application, cli, jsonpath, key_secret, kubectl, s3_secret, serve, storage_class,
-    wait_answering,
+    cli, jsonpath, key_secret, kubectl, s3_secret, sample_app, serve, wait_answering,
 };
 use common::{assert_same_tree, make_tree, random_bytes};
 
@@ -64,13 +63,9 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     )
     .ok();
 
-    let ns = ferry_testenv::unique_name("shop");
-    let class = format!("local-{ns}");
-    let src = root.join("disks").join(&ns);
-    std::fs::create_dir_all(&src).unwrap();
-    make_tree(&src, 41);
-    application(&kc, &ns, &class, &src);
-    storage_class(&kc, "b", &class);
+    let (ns, _, src) = sample_app(&kc, root, "shop", |src| {
+        make_tree(src, 41);
+    });
 
     // b's import key, then a's export for it: only the token goes to stdout.
     let import_key = cli(&kc, &["--context", "b", "import-key"]).ok();

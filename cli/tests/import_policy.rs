@@ -19,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use common::control::{
-    application, cli, jsonpath, key_secret, kubectl, s3_secret, serve, storage_class,
-    wait_answering,
+    cli, jsonpath, key_secret, kubectl, s3_secret, sample_app, serve, wait_answering,
 };
 use common::{Run, assert_same_tree, make_tree, num, random_bytes};
 use serde_json::Value;
@@ -232,13 +231,9 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     )
     .ok();
 
-    let ns = ferry_testenv::unique_name("shop");
-    let class = format!("local-{ns}");
-    let src = root.join("disks").join(&ns);
-    std::fs::create_dir_all(&src).unwrap();
-    make_tree(&src, 51);
-    application(&kc, &ns, &class, &src);
-    storage_class(&kc, "b", &class);
+    let (ns, _, src) = sample_app(&kc, root, "shop", |src| {
+        make_tree(src, 51);
+    });
 
     // First export, and b's import profile from its token.
     let recipient = cli(&kc, &["--context", "b", "import-key"])

@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::control::{
-    application, cli, jsonpath, key_secret, kubectl, migrate, newest_job, report, s3_secret, serve,
+    cli, jsonpath, key_secret, kubectl, migrate, newest_job, report, s3_secret, sample_app, serve,
     storage_class, wait_answering,
 };
 use common::{assert_same_tree, make_tree, random_bytes};
@@ -116,16 +116,12 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
     );
 
     // The application, with data.
-    let ns = ferry_testenv::unique_name("shop");
-    let class = format!("local-{ns}");
-    let src = root.join("disks").join(&ns);
-    std::fs::create_dir_all(&src).unwrap();
-    make_tree(&src, 11);
+    let (ns, class, src) = sample_app(&kc, root, "shop", |src| {
+        make_tree(src, 11);
+        std::fs::create_dir_all(src.join("base")).unwrap();
+        std::fs::write(src.join("base/relation.0"), random_bytes(24 << 20, 12)).unwrap();
+    });
     let big = src.join("base/relation.0");
-    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
-    std::fs::write(&big, random_bytes(24 << 20, 12)).unwrap();
-    application(&kc, &ns, &class, &src);
-    storage_class(&kc, "b", &class);
 
     // A dry run changes nothing on b.
     let dry = migrate(&kc, &ns, "b", &["--dry-run"]).ok();

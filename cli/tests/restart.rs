@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::control::{
-    application, cli, free_port, jsonpath, key_secret, kubectl, report, s3_secret, serve, serve_on,
-    storage_class, wait_answering,
+    cli, free_port, jsonpath, key_secret, kubectl, report, s3_secret, sample_app, serve, serve_on,
+    wait_answering,
 };
 use common::{assert_same_tree, random_bytes};
 use ferry_client::{Ferry, proto};
@@ -66,16 +66,13 @@ async fn a_killed_source_ferry_resumes_or_fails_the_job_after_a_restart() {
     cli(&kc, &["pair", "create", "--from", "a", "--to", "b"]).ok();
 
     // Enough data that the backup is still running when the process dies.
-    let ns = ferry_testenv::unique_name("restart");
-    let class = format!("local-{ns}");
-    let src = root.join("disks").join(&ns);
-    for i in 0..24 {
-        let dir = src.join(format!("seg{}", i % 4));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("{i}.bin")), random_bytes(8 << 20, 100 + i)).unwrap();
-    }
-    application(&kc, &ns, &class, &src);
-    storage_class(&kc, "b", &class);
+    let (ns, _, src) = sample_app(&kc, root, "restart", |src| {
+        for i in 0..24 {
+            let dir = src.join(format!("seg{}", i % 4));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{i}.bin")), random_bytes(8 << 20, 100 + i)).unwrap();
+        }
+    });
 
     let started = cli(
         &kc,

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::control::{
-    application, cli, jsonpath, key_secret, kubectl, profiles_and_pair, s3_secret, serve,
-    storage_class, wait_answering,
+    cli, jsonpath, key_secret, kubectl, profiles_and_pair, s3_secret, sample_app, serve,
+    wait_answering,
 };
 use common::{Run, assert_same_tree, ferry, make_tree, random_bytes, run};
 use serde_json::Value;
@@ -138,13 +138,9 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         61,
     );
 
-    let ns = ferry_testenv::unique_name("kept");
-    let class = format!("local-{ns}");
-    let src = root.join("disks").join(&ns);
-    std::fs::create_dir_all(&src).unwrap();
-    make_tree(&src, 62);
-    application(&kc, &ns, &class, &src);
-    storage_class(&kc, "b", &class);
+    let (ns, _, src) = sample_app(&kc, root, "kept", |src| {
+        make_tree(src, 62);
+    });
 
     // Retention prunes the repository the runs write to: it must be named.
     let unnamed = cli(
@@ -397,16 +393,12 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
     profile("b", "in", "import", "s3-race-read", false);
 
     // An application with a few tens of MiB, so an export takes a moment.
-    let ns = ferry_testenv::unique_name("race");
-    let class = format!("local-{ns}");
-    let src = root.join("disks").join(&ns);
-    std::fs::create_dir_all(&src).unwrap();
-    make_tree(&src, 72);
-    std::fs::create_dir_all(src.join("base")).unwrap();
-    std::fs::write(src.join("base/table.0"), random_bytes(32 << 20, 73)).unwrap();
-    change_round_data(&src, 0);
-    application(&kc, &ns, &class, &src);
-    storage_class(&kc, "b", &class);
+    let (ns, _, src) = sample_app(&kc, root, "race", |src| {
+        make_tree(src, 72);
+        std::fs::create_dir_all(src.join("base")).unwrap();
+        std::fs::write(src.join("base/table.0"), random_bytes(32 << 20, 73)).unwrap();
+        change_round_data(src, 0);
+    });
 
     // The import profile on b only reads: a prune through it is refused, naming why.
     let refused = cli(

@@ -216,6 +216,26 @@ spec:
     });
 }
 
+/// A fresh namespace named from `prefix` with [`application`] in it on cluster a, its
+/// volume a directory under `root/disks` that `fill` writes, and the volume's storage
+/// class on cluster b too. Returns the namespace, the storage class and the volume
+/// directory.
+pub fn sample_app(
+    kubeconfig: &Path,
+    root: &Path,
+    prefix: &str,
+    fill: impl FnOnce(&Path),
+) -> (String, String, PathBuf) {
+    let ns = ferry_testenv::unique_name(prefix);
+    let class = format!("local-{ns}");
+    let src = root.join("disks").join(&ns);
+    std::fs::create_dir_all(&src).unwrap();
+    fill(&src);
+    application(kubeconfig, &ns, &class, &src);
+    storage_class(kubeconfig, "b", &class);
+    (ns, class, src)
+}
+
 pub fn storage_class(kubeconfig: &Path, context: &str, class: &str) {
     let yaml = format!(
         "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {class}}}\n\
