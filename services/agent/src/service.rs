@@ -251,8 +251,12 @@ impl Agent {
                         Err(Status::from(e))
                     }
                 };
-                let _ = tx.send(message).await;
+                // Deregistered before the last message goes out: a client that has
+                // seen it must find the operation over (not cancellable, its id free).
+                // The stream stays open until `tx` is dropped, so a draining server
+                // still delivers the message.
                 drop(guard);
+                let _ = tx.send(message).await;
             }
             .instrument(span),
         );
