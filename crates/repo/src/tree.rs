@@ -219,15 +219,10 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Serialized form (JSON) whose keyed hash is the tree's blob id.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+    /// The format 1 tree blob (JSON). Format 2 repositories store trees through
+    /// `stored_tree`, which also reads both forms back.
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| Error::Internal(format!("serializing a tree: {e}")))
-    }
-
-    /// Parses a tree blob.
-    pub fn from_bytes(data: &[u8], id: &Id) -> Result<Self> {
-        serde_json::from_slice(data)
-            .map_err(|e| Error::corrupt(format!("tree {id}"), e.to_string()))
     }
 
     /// Checks what restore relies on: safe, unique, sorted names and the fields each

@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,13 @@ fn change_source(root: &Path) {
     fs::write(root.join("image.img"), img).unwrap();
 }
 
+/// The test's source tree under `dir`, written, and an empty local store beside it.
+fn source_and_store(dir: &Path) -> (PathBuf, DynBackend) {
+    let src = dir.join("src");
+    write_source(&src);
+    (src, Arc::new(LocalBackend::new(dir.join("repo"))))
+}
+
 async fn restored_equals(repo: &Repository, snapshot: &ferry_repo::Id, src: &Path, dst: &Path) {
     let _ = fs::remove_dir_all(dst);
     repo.restore(snapshot, dst, RestoreOptions::default())
@@ -59,9 +66,7 @@ async fn restored_equals(repo: &Repository, snapshot: &ferry_repo::Id, src: &Pat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_change_stores_little_metadata_and_everything_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    write_source(&src);
-    let backend: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("repo")));
+    let (src, backend) = source_and_store(tmp.path());
     let repo = init(backend.clone()).await;
     assert_eq!(repo.config().version, 2);
 
@@ -154,9 +159,7 @@ async fn set_version(backend: &DynBackend, version: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_1_repositories_are_read_and_written_in_format_1() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    write_source(&src);
-    let backend: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("repo")));
+    let (src, backend) = source_and_store(tmp.path());
     Repository::init(backend.clone(), KEY, InitOptions::small_for_tests())
         .await
         .unwrap();
