@@ -19,10 +19,13 @@ all: build
 build:
 	$(CARGO) build --workspace --all-targets
 
-## testenv: build etcd, kube-apiserver, kube-controller-manager and MinIO from their Go
-## modules into $(FERRY_CACHE)/testenv (once; cached by version).
+## testenv: install the Debian packages real nodes need, build etcd, Kubernetes (control
+## plane and node), MinIO, CoreDNS, local-path-provisioner and crictl from their Go modules
+## into $(FERRY_CACHE)/testenv, and the nodes' images into $(FERRY_CACHE)/images (once;
+## cached by version).
 testenv:
 	bash scripts/build-testenv.sh all
+	bash scripts/build-images.sh all
 
 check-tools:
 	@command -v go >/dev/null || { echo "Go is needed to build the test clusters (Go 1.25+)"; exit 1; }

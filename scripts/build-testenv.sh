@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, MinIO, mc and grpcurl from their Go modules,
+# Builds etcd, the Kubernetes control plane and node binaries, MinIO, mc, grpcurl, CoreDNS,
+# local-path-provisioner and crictl from their Go modules,
 # once, into a cache outside the checkout keyed by version:
 #   $FERRY_CACHE/testenv/<component>-<version>/bin/
 # A component whose binaries exist is skipped, so a warm run costs nothing.
@@ -73,9 +74,16 @@ build_etcd() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# The control plane and, for clusters with real nodes, the node's own binaries: one
+# wrapper module, one build, so the node costs about a minute over the API server alone.
+kube_bins="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+kube_pkgs="$(for b in $kube_bins; do printf 'k8s.io/kubernetes/cmd/%s ' "$b"; done)"
+
 build_kube() {
   local out="$cache/kube-$KUBE_VERSION/bin"
-  [ -x "$out/kube-apiserver" ] && [ -x "$out/kube-controller-manager" ] && { log "kubernetes $KUBE_VERSION cached"; return; }
+  local have=1 b
+  for b in $kube_bins; do [ -x "$out/$b" ] || have=0; done
+  [ "$have" = 1 ] && { log "kubernetes $KUBE_VERSION cached"; return; }
   local dir="$work/kube-$KUBE_VERSION"
   local gomod staging
   gomod="$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
@@ -84,8 +92,7 @@ build_kube() {
   staging="v0.${KUBE_VERSION#v1.}"
   grep -oE '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" \
     | awk -v v="$staging" '{print $1 "=" $1 "@" v}' \
-    | wrapper_module "$dir" k8s.io/kubernetes "$KUBE_VERSION" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+    | wrapper_module "$dir" k8s.io/kubernetes "$KUBE_VERSION" $kube_pkgs
   local major minor
   major=1; minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
   local ld="-s -w"
@@ -95,8 +102,7 @@ build_kube() {
   ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
   ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
   mkdir -p "$out.tmp"
-  (cd "$dir" && go build -p "$jobs" -trimpath -ldflags "$ld" -o "$out.tmp/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+  (cd "$dir" && go build -p "$jobs" -trimpath -ldflags "$ld" -o "$out.tmp/" $kube_pkgs)
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
@@ -109,6 +115,10 @@ go_install() {
   GOBIN="$out.tmp" go install -trimpath -ldflags "-s -w" "$pkg@$version"
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
+
+build_coredns() { go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns; }
+build_local_path() { go_install local-path-provisioner "$LOCAL_PATH_VERSION" github.com/rancher/local-path-provisioner; }
+build_crictl() { go_install crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl; }
 
 build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
 # mc, the MinIO client: the test environment adds a read-only user with it (MinIO's admin
@@ -138,6 +148,27 @@ build_kubectl() {
 # grpcurl: the usual gRPC command-line client, to check reflection the way users will.
 build_grpcurl() { go_install grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/grpcurl/cmd/grpcurl; }
 
+# Debian's packages a real node needs (containerd, runc, the CNI plugins, iptables, a
+# static busybox for the test images); installed only when something is missing.
+node_packages="containerd runc containernetworking-plugins iptables iproute2 conntrack busybox-static util-linux"
+install_debs() {
+  local missing=""
+  local cmd
+  for cmd in containerd ctr runc iptables ip conntrack nsenter; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=" $cmd"
+  done
+  [ -x /usr/lib/cni/bridge ] || missing+=" cni-plugins"
+  [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=" busybox-static"
+  if [ -z "$missing" ]; then log "node packages present"; return; fi
+  log "missing:$missing; installing $node_packages"
+  if [ "$(id -u)" != 0 ]; then
+    echo "build-testenv: real test nodes need root and these packages: apt-get install $node_packages" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $node_packages >/dev/null
+}
+
 command -v go >/dev/null 2>&1 || { echo "build-testenv: Go is needed to build the test binaries; install Go 1.25 or newer" >&2; exit 1; }
 
 what="${1:-all}"
@@ -148,6 +179,12 @@ case "$what" in
   kubectl) timed kubectl build_kubectl ;;
   mc) timed mc build_mc ;;
   grpcurl) timed grpcurl build_grpcurl ;;
-  all) timed etcd build_etcd; timed minio build_minio; timed mc build_mc; timed kubernetes build_kube; timed kubectl build_kubectl; timed grpcurl build_grpcurl ;;
-  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl]" >&2; exit 2 ;;
+  coredns) timed coredns build_coredns ;;
+  local-path-provisioner) timed local-path-provisioner build_local_path ;;
+  crictl) timed crictl build_crictl ;;
+  debs) install_debs ;;
+  all) install_debs; timed etcd build_etcd; timed minio build_minio; timed mc build_mc; timed kubernetes build_kube
+       timed kubectl build_kubectl; timed grpcurl build_grpcurl
+       timed coredns build_coredns; timed local-path-provisioner build_local_path; timed crictl build_crictl ;;
+  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|debs]" >&2; exit 2 ;;
 esac

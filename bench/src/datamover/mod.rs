@@ -223,6 +223,7 @@ pub fn run(cfg: &Config) -> Result<bool> {
             let spec = ferry_testenv::EnvSpec {
                 clusters: vec![],
                 s3: true,
+                nodes_per_cluster: 0,
             };
             let env = rt
                 .block_on(ferry_testenv::TestEnv::start(

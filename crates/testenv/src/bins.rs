@@ -15,6 +15,10 @@ pub struct Versions {
     pub minio: String,
     pub grpcurl: String,
     pub mc: String,
+    pub coredns: String,
+    pub local_path: String,
+    pub crictl: String,
+    pub toolbox: String,
 }
 
 impl Versions {
@@ -33,6 +37,10 @@ impl Versions {
             minio: get("MINIO_VERSION"),
             grpcurl: get("GRPCURL_VERSION"),
             mc: get("MC_VERSION"),
+            coredns: get("COREDNS_VERSION"),
+            local_path: get("LOCAL_PATH_VERSION"),
+            crictl: get("CRICTL_VERSION"),
+            toolbox: get("TOOLBOX_VERSION"),
         }
     }
 }
@@ -141,6 +149,114 @@ impl Binaries {
             }
         }
         Ok(bins)
+    }
+}
+
+/// What a real node runs: the node's Kubernetes binaries (built with the control plane),
+/// crictl from the cache, and containerd, runc and the CNI plugins from Debian's packages.
+#[derive(Debug, Clone)]
+pub struct NodeBinaries {
+    pub kubelet: PathBuf,
+    pub kube_proxy: PathBuf,
+    pub kube_scheduler: PathBuf,
+    pub crictl: PathBuf,
+    pub containerd: PathBuf,
+    pub ctr: PathBuf,
+}
+
+/// The Debian packages a node needs, as `apt-get install` names them.
+pub const NODE_PACKAGES: &str =
+    "containerd runc containernetworking-plugins iptables iproute2 conntrack busybox-static";
+
+impl NodeBinaries {
+    /// Finds them, or says how to get them (`make testenv` does both).
+    pub fn locate(bins: &Binaries) -> Result<Self> {
+        let kube_dir = bins
+            .kube_apiserver
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let system = |name: &str| {
+            ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/sbin", "/bin"]
+                .iter()
+                .map(|d| PathBuf::from(d).join(name))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| PathBuf::from("/usr/bin").join(name))
+        };
+        let found = NodeBinaries {
+            kubelet: kube_dir.join("kubelet"),
+            kube_proxy: kube_dir.join("kube-proxy"),
+            kube_scheduler: kube_dir.join("kube-scheduler"),
+            crictl: cached_tool("crictl", &bins.versions.crictl)?,
+            containerd: system("containerd"),
+            ctr: system("ctr"),
+        };
+        for (component, path) in [
+            ("kubelet", &found.kubelet),
+            ("kube-proxy", &found.kube_proxy),
+            ("kube-scheduler", &found.kube_scheduler),
+        ] {
+            if !path.is_file() {
+                return Err(Error::MissingBinary {
+                    component,
+                    path: path.clone(),
+                });
+            }
+        }
+        for (component, path) in [
+            ("containerd", &found.containerd),
+            ("ctr", &found.ctr),
+            ("runc", &system("runc")),
+            (
+                "the CNI bridge plugin",
+                &PathBuf::from("/usr/lib/cni/bridge"),
+            ),
+            ("iptables", &system("iptables")),
+            ("nsenter", &system("nsenter")),
+        ] {
+            if !path.is_file() {
+                return Err(Error::MissingPackage {
+                    component,
+                    path: path.clone(),
+                    packages: NODE_PACKAGES,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The images every node gets, built by `scripts/build-images.sh` into
+/// `<cache>/images/<name>-<tag>.tar` as `ferry.local/<name>:<tag>`.
+#[derive(Debug, Clone)]
+pub struct NodeImages {
+    pub pause: String,
+    pub toolbox: String,
+    pub coredns: String,
+    pub local_path: String,
+    /// Every tarball to import, the four above first.
+    pub tarballs: Vec<PathBuf>,
+}
+
+impl NodeImages {
+    pub fn locate(versions: &Versions) -> Result<Self> {
+        let dir = cache_root().join("images");
+        let mut tarballs = Vec::new();
+        let mut image = |name: &'static str, tag: &str| -> Result<String> {
+            let path = dir.join(format!("{name}-{tag}.tar"));
+            if !path.is_file() {
+                return Err(Error::MissingImage { image: name, path });
+            }
+            tarballs.push(path);
+            Ok(format!("ferry.local/{name}:{tag}"))
+        };
+        Ok(NodeImages {
+            pause: image("pause", &versions.toolbox)?,
+            toolbox: image("toolbox", &versions.toolbox)?,
+            coredns: image("coredns", &versions.coredns)?,
+            local_path: image("local-path-provisioner", &versions.local_path)?,
+            tarballs,
+        })
     }
 }
 

@@ -27,7 +27,12 @@ fn certs_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
 }
 
 /// Generates and writes the cluster's PEM files into `dir`.
-pub fn write_cluster_certs(dir: &Path, cluster: &str) -> Result<CertFiles> {
+/// `extra_ips` are further addresses the API server is reached at (a node's host address).
+pub fn write_cluster_certs(
+    dir: &Path,
+    cluster: &str,
+    extra_ips: &[std::net::Ipv4Addr],
+) -> Result<CertFiles> {
     std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
 
     let ca_key = KeyPair::generate().map_err(certs_err("CA key"))?;
@@ -61,6 +66,11 @@ pub fn write_cluster_certs(dir: &Path, cluster: &str) -> Result<CertFiles> {
     serving.subject_alt_names.push(SanType::IpAddress(
         std::net::Ipv4Addr::new(10, 0, 0, 1).into(),
     ));
+    for ip in extra_ips {
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress((*ip).into()));
+    }
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("kube-apiserver {cluster}"));
     serving.distinguished_name = dn;

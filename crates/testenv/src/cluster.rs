@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bins::Binaries;
+use crate::bins::{Binaries, NodeBinaries, NodeImages};
 use crate::certs::write_cluster_certs;
 use crate::error::{Error, Result};
+use crate::node::{NodeInfo, NodeSetup};
 use crate::ports::{free_port, is_listening};
 use crate::process::{Lifetime, Proc};
 
@@ -55,6 +56,9 @@ pub struct ClusterInfo {
     pub etcd: String,
     /// Directory with the cluster's certificates, data and logs.
     pub dir: PathBuf,
+    /// Its real nodes; empty in the API-only mode, where pods never run.
+    #[serde(default)]
+    pub nodes: Vec<NodeInfo>,
 }
 
 impl ClusterInfo {
@@ -87,6 +91,8 @@ impl ClusterInfo {
 pub(crate) struct RunningCluster {
     pub info: ClusterInfo,
     pub procs: Vec<Proc>,
+    /// The nodes' processes, detached and stopped by the node teardown.
+    pub node_pids: Vec<u32>,
 }
 
 fn random_token() -> String {
@@ -118,15 +124,41 @@ where
     }
 }
 
+/// What a cluster with real nodes needs besides the control plane's binaries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NodeParts<'a> {
+    pub count: usize,
+    pub bins: &'a NodeBinaries,
+    pub images: &'a NodeImages,
+}
+
 pub(crate) async fn start_cluster(
     name: &str,
     dir: &Path,
     bins: &Binaries,
+    nodes: Option<NodeParts<'_>>,
     lifetime: Lifetime,
 ) -> Result<RunningCluster> {
     let io = |e| Error::io("allocating a port for", dir)(e);
     std::fs::create_dir_all(dir.join("logs")).map_err(Error::io("creating", dir))?;
-    let certs = write_cluster_certs(&dir.join("pki"), name)?;
+
+    // Nodes' networks come first: the API server listens on the first node's host
+    // address, the one address both the host and every pod can reach.
+    let mut node_infos = Vec::new();
+    if let Some(parts) = nodes {
+        for i in 0..parts.count {
+            node_infos.push(crate::node::create_network(
+                &format!("{name}-node{i}"),
+                &dir.join(format!("nodes/node{i}")),
+                &parts.bins.crictl,
+            )?);
+        }
+    }
+    let listen = node_infos
+        .first()
+        .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.host_ip);
+    let extra_ips: Vec<_> = node_infos.first().map(|n| n.host_ip).into_iter().collect();
+    let certs = write_cluster_certs(&dir.join("pki"), name, &extra_ips)?;
 
     // etcd
     let etcd_client = free_port().await.map_err(io)?;
@@ -188,34 +220,39 @@ pub(crate) async fn start_cluster(
     std::fs::write(&tokens_file, tokens_csv).map_err(Error::io("writing", &tokens_file))?;
 
     let api_port = free_port().await.map_err(io)?;
-    let server = format!("https://127.0.0.1:{api_port}");
+    let server = format!("https://{listen}:{api_port}");
+    let mut api_args = vec![
+        format!("--etcd-servers={etcd_url}"),
+        format!("--etcd-prefix=/registry-{name}"),
+        format!("--bind-address={listen}"),
+        format!("--advertise-address={listen}"),
+        format!("--secure-port={api_port}"),
+        format!("--cert-dir={}", dir.join("pki").display()),
+        format!("--tls-cert-file={}", certs.serving_cert.display()),
+        format!("--tls-private-key-file={}", certs.serving_key.display()),
+        format!("--client-ca-file={}", certs.ca_cert.display()),
+        format!("--token-auth-file={}", tokens_file.display()),
+        s("--authorization-mode=RBAC"),
+        s("--service-cluster-ip-range=10.0.0.0/24"),
+        s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+        format!("--service-account-key-file={}", certs.sa_pub.display()),
+        format!(
+            "--service-account-signing-key-file={}",
+            certs.sa_key.display()
+        ),
+        s("--allow-privileged=true"),
+        s("--enable-priority-and-fairness=false"),
+        s("--profiling=false"),
+        s("--v=1"),
+    ];
+    if !node_infos.is_empty() {
+        // Logs, exec and port-forward reach the kubelet at the node's own address.
+        api_args.push(s("--kubelet-preferred-address-types=InternalIP"));
+    }
     let mut apiserver = Proc::spawn(
         &format!("kube-apiserver ({name})"),
         &bins.kube_apiserver,
-        &[
-            format!("--etcd-servers={etcd_url}"),
-            format!("--etcd-prefix=/registry-{name}"),
-            s("--bind-address=127.0.0.1"),
-            s("--advertise-address=127.0.0.1"),
-            format!("--secure-port={api_port}"),
-            format!("--cert-dir={}", dir.join("pki").display()),
-            format!("--tls-cert-file={}", certs.serving_cert.display()),
-            format!("--tls-private-key-file={}", certs.serving_key.display()),
-            format!("--client-ca-file={}", certs.ca_cert.display()),
-            format!("--token-auth-file={}", tokens_file.display()),
-            s("--authorization-mode=RBAC"),
-            s("--service-cluster-ip-range=10.0.0.0/24"),
-            s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
-            format!("--service-account-key-file={}", certs.sa_pub.display()),
-            format!(
-                "--service-account-signing-key-file={}",
-                certs.sa_key.display()
-            ),
-            s("--allow-privileged=true"),
-            s("--enable-priority-and-fairness=false"),
-            s("--profiling=false"),
-            s("--v=1"),
-        ],
+        &api_args,
         &[],
         &dir.join("logs/kube-apiserver.log"),
         lifetime,
@@ -229,6 +266,7 @@ pub(crate) async fn start_cluster(
         users,
         etcd: etcd_url,
         dir: dir.to_owned(),
+        nodes: node_infos.clone(),
     };
 
     let client = crate::kubeconfig::client_for(&info, &admin.name).await?;
@@ -262,7 +300,16 @@ pub(crate) async fn start_cluster(
             format!("--kubeconfig={}", cm_kubeconfig.display()),
             s("--leader-elect=false"),
             s("--secure-port=0"),
-            format!("--controllers={}", CONTROLLERS.join(",")),
+            // With nodes, every default controller (Deployments, StatefulSets, endpoints,
+            // ...); without, only those that need no kubelet.
+            format!(
+                "--controllers={}",
+                if node_infos.is_empty() {
+                    CONTROLLERS.join(",")
+                } else {
+                    s("*")
+                }
+            ),
             format!(
                 "--service-account-private-key-file={}",
                 certs.sa_key.display()
@@ -289,8 +336,41 @@ pub(crate) async fn start_cluster(
     })
     .await?;
 
+    let mut procs = vec![etcd, apiserver, cm];
+    let mut node_pids = Vec::new();
+    if let Some(parts) = nodes {
+        let scheduler = Proc::spawn(
+            &format!("kube-scheduler ({name})"),
+            &parts.bins.kube_scheduler,
+            &[
+                format!("--kubeconfig={}", cm_kubeconfig.display()),
+                s("--leader-elect=false"),
+                s("--secure-port=0"),
+                s("--v=1"),
+            ],
+            &[],
+            &dir.join("logs/kube-scheduler.log"),
+            lifetime,
+        )?;
+        procs.push(scheduler);
+        let setup = NodeSetup {
+            bins: parts.bins,
+            kubeconfig: &cm_kubeconfig,
+            images: &parts.images.tarballs,
+            pause_image: &parts.images.pause,
+            lifetime,
+        };
+        for node in &node_infos {
+            node_pids.extend(crate::node::start_runtime(node, &setup).await?);
+        }
+        crate::addons::wait_nodes_ready(&client, name, &node_infos, Duration::from_secs(120))
+            .await?;
+        crate::addons::install(&client, name, &node_infos, parts.images).await?;
+    }
+
     Ok(RunningCluster {
         info,
-        procs: vec![etcd, apiserver, cm],
+        procs,
+        node_pids,
     })
 }

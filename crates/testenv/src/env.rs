@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use crate::bins::{Binaries, Versions};
-use crate::cluster::{ClusterInfo, start_cluster};
+use crate::bins::{Binaries, NodeBinaries, NodeImages, Versions};
+use crate::cluster::{ClusterInfo, NodeParts, start_cluster};
 use crate::error::{Error, Result};
 use crate::process::{Lifetime, Proc};
 use crate::s3::{S3Info, start_minio};
@@ -19,6 +19,9 @@ pub struct EnvSpec {
     pub clusters: Vec<String>,
     /// Whether to start the S3 server.
     pub s3: bool,
+    /// Real nodes per cluster (kubelet, containerd, kube-proxy, CoreDNS, a default
+    /// StorageClass); 0 is the API-only mode, where pods never run.
+    pub nodes_per_cluster: usize,
 }
 
 impl Default for EnvSpec {
@@ -26,6 +29,17 @@ impl Default for EnvSpec {
         EnvSpec {
             clusters: vec!["a".to_owned(), "b".to_owned()],
             s3: true,
+            nodes_per_cluster: 0,
+        }
+    }
+}
+
+impl EnvSpec {
+    /// Clusters `a` and `b` with one real node each, and the S3 server.
+    pub fn with_nodes() -> Self {
+        EnvSpec {
+            nodes_per_cluster: 1,
+            ..EnvSpec::default()
         }
     }
 }
@@ -54,21 +68,64 @@ pub struct TestEnv {
 
 impl TestEnv {
     /// Starts the environment in `dir` (created if missing).
+    ///
+    /// With nodes and [`Lifetime::WithThisProcess`], a watchdog (a detached shell) waits
+    /// for this process to end, however it ends, and then tears the nodes down: their
+    /// containers outlive any parent-death signal, so something must outlive the parent.
     pub async fn start(spec: &EnvSpec, dir: &Path, lifetime: Lifetime) -> Result<TestEnv> {
         let bins = Binaries::locate()?;
         std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        let node_kit = if spec.nodes_per_cluster > 0 {
+            let kit = (
+                NodeBinaries::locate(&bins)?,
+                NodeImages::locate(&bins.versions)?,
+            );
+            let script = dir.join("node-teardown.sh");
+            std::fs::write(&script, crate::node::TEARDOWN_SCRIPT)
+                .map_err(Error::io("writing", &script))?;
+            if lifetime == Lifetime::WithThisProcess {
+                spawn_watchdog(dir)?;
+            }
+            Some(kit)
+        } else {
+            None
+        };
+        let started = Self::start_in(spec, dir, &bins, node_kit.as_ref(), lifetime).await;
+        if started.is_err() {
+            crate::node::teardown(
+                &dir.join("node-teardown.sh"),
+                &crate::node::env_files_under(dir),
+            );
+        }
+        started
+    }
+
+    async fn start_in(
+        spec: &EnvSpec,
+        dir: &Path,
+        bins: &Binaries,
+        node_kit: Option<&(NodeBinaries, NodeImages)>,
+        lifetime: Lifetime,
+    ) -> Result<TestEnv> {
         let mut procs = Vec::new();
+        let mut node_pids = Vec::new();
+        let nodes = node_kit.map(|(nbins, images)| NodeParts {
+            count: spec.nodes_per_cluster,
+            bins: nbins,
+            images,
+        });
 
         // Clusters start one after another: two API servers booting at once on two cores
         // is slower than in turn, and the failure messages stay readable.
         let mut clusters = Vec::new();
         for name in &spec.clusters {
-            let running = start_cluster(name, &dir.join(name), &bins, lifetime).await?;
+            let running = start_cluster(name, &dir.join(name), bins, nodes, lifetime).await?;
             clusters.push(running.info);
             procs.extend(running.procs);
+            node_pids.extend(running.node_pids);
         }
         let s3 = if spec.s3 {
-            let (info, proc) = start_minio(&dir.join("s3"), &bins, lifetime).await?;
+            let (info, proc) = start_minio(&dir.join("s3"), bins, lifetime).await?;
             procs.push(proc);
             Some(info)
         } else {
@@ -82,7 +139,7 @@ impl TestEnv {
             kubeconfig,
             clusters,
             s3,
-            pids: procs.iter().map(Proc::pid).collect(),
+            pids: procs.iter().map(Proc::pid).chain(node_pids).collect(),
             kube_version: bins.versions.kube.clone(),
         };
         let state_file = dir.join("state.json");
@@ -192,6 +249,49 @@ impl TestEnv {
     pub fn procs(&self) -> impl Iterator<Item = &Proc> {
         self.procs.iter()
     }
+
+    /// Stops everything now: the nodes through their teardown (pods, containers, mounts,
+    /// cgroups, network), then the control planes and the S3 server.
+    pub fn stop(mut self) {
+        stop_nodes(&self.state.dir);
+        for mut p in std::mem::take(&mut self.procs) {
+            p.kill();
+        }
+    }
+}
+
+/// Tears down every node of the environment in `dir` (see `scripts/node-teardown.sh`).
+pub fn stop_nodes(dir: &Path) {
+    crate::node::teardown(
+        &dir.join("node-teardown.sh"),
+        &crate::node::env_files_under(dir),
+    );
+}
+
+/// A detached shell that waits for this process to end and then tears the nodes down.
+fn spawn_watchdog(dir: &Path) -> Result<()> {
+    let script = r#"owner="$1"; dir="$2"
+while kill -0 "$owner" 2>/dev/null; do sleep 1; done
+for f in "$dir"/*/nodes/*/node.env; do
+  [ -f "$f" ] && bash "$dir/node-teardown.sh" "$f"
+done"#;
+    let log = dir.join("watchdog.log");
+    let proc = Proc::spawn(
+        "node watchdog",
+        Path::new("bash"),
+        &[
+            "-c".to_owned(),
+            script.to_owned(),
+            "ferry-testenv-watchdog".to_owned(),
+            std::process::id().to_string(),
+            dir.display().to_string(),
+        ],
+        &[],
+        &log,
+        Lifetime::Detached,
+    )?;
+    proc.release();
+    Ok(())
 }
 
 /// A name no other test of this process (or of another process sharing the
@@ -217,16 +317,28 @@ pub fn unique_name(prefix: &str) -> String {
 pub async fn shared() -> Result<&'static TestEnv> {
     static SHARED: OnceCell<TestEnv> = OnceCell::const_new();
     SHARED
-        .get_or_try_init(|| async {
-            if let Some(dir) = std::env::var_os("FERRY_TESTENV_DIR") {
-                return TestEnv::attach(Path::new(&dir));
-            }
-            let root = std::env::temp_dir().join("ferry-testenv");
-            sweep_stale(&root);
-            let dir = root.join(format!("{}", std::process::id()));
-            TestEnv::start(&EnvSpec::default(), &dir, Lifetime::WithThisProcess).await
-        })
+        .get_or_try_init(|| shared_env(EnvSpec::default(), "api"))
         .await
+}
+
+/// Like [`shared()`], with one real node per cluster ([`EnvSpec::with_nodes`]): for the
+/// tests where pods must run. `FERRY_TESTENV_DIR` attaches as for [`shared()`] (the
+/// environment of `make dev-up` has nodes).
+pub async fn shared_with_nodes() -> Result<&'static TestEnv> {
+    static SHARED: OnceCell<TestEnv> = OnceCell::const_new();
+    SHARED
+        .get_or_try_init(|| shared_env(EnvSpec::with_nodes(), "nodes"))
+        .await
+}
+
+async fn shared_env(spec: EnvSpec, kind: &str) -> Result<TestEnv> {
+    if let Some(dir) = std::env::var_os("FERRY_TESTENV_DIR") {
+        return TestEnv::attach(Path::new(&dir));
+    }
+    let root = std::env::temp_dir().join("ferry-testenv");
+    sweep_stale(&root);
+    let dir = root.join(format!("{}-{kind}", std::process::id()));
+    TestEnv::start(&spec, &dir, Lifetime::WithThisProcess).await
 }
 
 /// Removes directories of earlier test processes that have ended (their processes were
@@ -237,11 +349,23 @@ fn sweep_stale(root: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split('-').next())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid != std::process::id() && !crate::process::pid_alive(pid) {
-            let _ = std::fs::remove_dir_all(entry.path());
+            // Its watchdog normally did this; it may have been killed with the test run.
+            stop_nodes(&entry.path());
+            let left = crate::node::mounts_under(&entry.path());
+            if left.is_empty() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            } else {
+                // Never delete through a mount: it could reach a volume's real data.
+                tracing::warn!(dir = %entry.path().display(), ?left, "mounts remain; not removing");
+            }
         }
     }
 }

@@ -16,6 +16,39 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A program a real node needs is not installed.
+    #[error(
+        "{component} not found at {path}; real nodes need Debian's packages: \
+         apt-get install {packages} (`make testenv` installs them when run as root)"
+    )]
+    MissingPackage {
+        component: &'static str,
+        path: PathBuf,
+        packages: &'static str,
+    },
+
+    /// An image the nodes import is not in the cache.
+    #[error(
+        "image {image} not found at {path}; build it with `make testenv` (scripts/build-images.sh)"
+    )]
+    MissingImage { image: &'static str, path: PathBuf },
+
+    /// A setup command (ip, iptables, ctr, ...) failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// A Kubernetes call made while preparing a cluster failed.
+    #[error("cluster {cluster}: {action}: {message}")]
+    Kube {
+        cluster: String,
+        action: String,
+        message: String,
+    },
+
     /// A process could not be started at all.
     #[error("could not start {component} ({program}): {source}")]
     Spawn {

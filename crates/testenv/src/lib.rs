@@ -10,20 +10,28 @@
 //! (`make testenv`) into `~/.cache/ferry/testenv`, keyed by the versions in
 //! `versions.env`.
 
+pub mod addons;
 mod bins;
 mod certs;
 mod cluster;
 mod env;
 mod error;
 pub mod kubeconfig;
+pub mod node;
 mod ports;
 pub mod process;
 mod s3;
 
-pub use bins::{Binaries, Versions, cache_root, grpcurl, mc, run_grpcurl};
+pub use bins::{
+    Binaries, NODE_PACKAGES, NodeBinaries, NodeImages, Versions, cache_root, grpcurl, mc,
+    run_grpcurl,
+};
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
-pub use env::{EnvSpec, EnvState, TestEnv, shared, unique_name, versions};
+pub use env::{
+    EnvSpec, EnvState, TestEnv, shared, shared_with_nodes, stop_nodes, unique_name, versions,
+};
 pub use error::{Error, Result};
+pub use node::NodeInfo;
 pub use ports::is_listening;
 pub use process::Lifetime;
 pub use s3::{READONLY_USER, S3Credentials, S3Info};

@@ -18,6 +18,7 @@ async fn the_readonly_user_reads_and_lists_but_cannot_write() {
     let spec = EnvSpec {
         clusters: Vec::new(),
         s3: true,
+        nodes_per_cluster: 0,
     };
     let env = TestEnv::start(&spec, dir.path(), Lifetime::WithThisProcess)
         .await

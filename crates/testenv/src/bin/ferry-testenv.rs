@@ -24,6 +24,9 @@ enum Command {
         /// Cluster names, comma separated; each is a kubeconfig context.
         #[arg(long, value_delimiter = ',', default_value = "a,b")]
         clusters: Vec<String>,
+        /// Real nodes per cluster (0: API only, pods never run).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
     },
     /// Stop everything `up` started in this directory.
     Down {
@@ -50,7 +53,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Up { dir, clusters } => {
+        Command::Up {
+            dir,
+            clusters,
+            nodes,
+        } => {
             if TestEnv::attach(&dir).is_ok() {
                 anyhow::bail!(
                     "an environment is already running in {}; stop it with `make dev-down`",
@@ -59,7 +66,11 @@ async fn main() -> anyhow::Result<()> {
             }
             let dir = std::path::absolute(&dir).context("resolving --dir")?;
             let _ = std::fs::remove_dir_all(&dir);
-            let spec = EnvSpec { clusters, s3: true };
+            let spec = EnvSpec {
+                clusters,
+                s3: true,
+                nodes_per_cluster: nodes,
+            };
             let env = TestEnv::start(&spec, &dir, Lifetime::Detached)
                 .await
                 .context("starting the environment (logs are under the --dir)")?;
@@ -99,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
             };
             let state: ferry_testenv::EnvState = serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading {}", state_file.display()))?;
+            // Nodes first: their teardown removes pods through containerd while it runs.
+            ferry_testenv::stop_nodes(&state.dir);
             ferry_testenv::process::stop_pids(&state.pids, Duration::from_secs(10));
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             println!(
@@ -111,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             let spec = EnvSpec {
                 clusters: vec!["p".to_owned()],
                 s3: true,
+                nodes_per_cluster: 0,
             };
             let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess).await?;
             // Keep the handles alive: the point is that the kernel, not Drop, stops them.

@@ -1,0 +1,395 @@
+//! Real nodes: a StatefulSet's pod runs and keeps its volume's data across a restart,
+//! Services resolve through CoreDNS, a pod of cluster a reaches a NodePort of cluster b,
+//! `kubectl logs` and `exec` work, and the teardown leaves nothing behind.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_testenv::{EnvSpec, Lifetime, NodeInfo, TestEnv};
+
+/// The application both clusters run: a StatefulSet whose pod writes a greeting into its
+/// claim (from the default StorageClass) once, prints it, and serves its volume over HTTP.
+fn app(image: &str, ns: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{ name: {ns} }}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{ name: web, namespace: {ns} }}
+spec:
+  serviceName: web
+  replicas: 1
+  selector: {{ matchLabels: {{ app: web }} }}
+  template:
+    metadata: {{ labels: {{ app: web }} }}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: {image}
+          imagePullPolicy: IfNotPresent
+          command: ["sh", "-c"]
+          args:
+            - |
+              [ -f /data/greeting ] || {{ echo "greeting from $(hostname) at $(date +%s%N)" > /data/g.tmp && mv /data/g.tmp /data/greeting; }}
+              echo "serving: $(cat /data/greeting)"
+              exec httpd -f -p 8080 -h /data
+          ports: [{{ containerPort: 8080 }}]
+          readinessProbe:
+            tcpSocket: {{ port: 8080 }}
+            periodSeconds: 1
+          volumeMounts: [{{ name: data, mountPath: /data }}]
+  volumeClaimTemplates:
+    - metadata: {{ name: data }}
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources: {{ requests: {{ storage: 16Mi }} }}
+---
+apiVersion: v1
+kind: Service
+metadata: {{ name: web, namespace: {ns} }}
+spec:
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{ name: web-nodeport, namespace: {ns} }}
+spec:
+  type: NodePort
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{ name: client, namespace: {ns} }}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: client
+      image: {image}
+      imagePullPolicy: IfNotPresent
+      command: ["sleep", "3600"]
+"#
+    )
+}
+
+fn kubectl(env: &TestEnv, context: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut cmd = env.kubectl(context);
+    cmd.args(args);
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    });
+    cmd.stdout(std::process::Stdio::piped());
+    cmd.stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("running kubectl");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("writing to kubectl");
+    }
+    let out = child.wait_with_output().expect("waiting for kubectl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl --context {context} {args:?} failed:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `kubectl exec` until it succeeds (a fresh pod's DNS or a new Service's rules can take a
+/// moment); the last failure is the panic message.
+fn exec_eventually(env: &TestEnv, context: &str, ns: &str, pod: &str, cmd: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let mut args = vec!["-n", ns, "exec", pod, "--"];
+        args.extend_from_slice(cmd);
+        let out = env.kubectl(context).args(&args).output().expect("kubectl");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{cmd:?} in {ns}/{pod} on {context} kept failing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn wait_ready(env: &TestEnv, context: &str, ns: &str, what: &str) {
+    kubectl(
+        env,
+        context,
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Ready",
+            what,
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+/// What a node could leave on the machine, listed so a failure says what was left.
+fn leftovers(node: &NodeInfo) -> Vec<String> {
+    let mut left = Vec::new();
+    for m in ferry_testenv::node::mounts_under(&node.dir) {
+        left.push(format!("mount {m}"));
+    }
+    if Path::new("/var/run/netns").join(&node.netns).exists() {
+        left.push(format!("network namespace {}", node.netns));
+    }
+    if Path::new("/sys/class/net")
+        .join(node.host_interface())
+        .exists()
+    {
+        left.push(format!("interface {}", node.host_interface()));
+    }
+    let rules = Command::new("iptables")
+        .args(["-w", "5", "-S", "FORWARD"])
+        .output()
+        .expect("iptables");
+    for rule in String::from_utf8_lossy(&rules.stdout).lines() {
+        if rule.contains(&format!("{} ", node.host_interface())) {
+            left.push(format!("iptables rule {rule}"));
+        }
+    }
+    let routes = Command::new("ip")
+        .args(["route"])
+        .output()
+        .expect("ip route");
+    for route in String::from_utf8_lossy(&routes.stdout).lines() {
+        if route.starts_with(&node.pod_cidr) {
+            left.push(format!("route {route}"));
+        }
+    }
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroups")
+        .flatten()
+    {
+        let d = ctrl.path().join(node.cgroup_root.trim_start_matches('/'));
+        if d.exists() {
+            left.push(format!("cgroup {}", d.display()));
+        }
+    }
+    let dir = node.dir.display().to_string();
+    for proc in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(cmdline) = std::fs::read(proc.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&dir) {
+            left.push(format!("process {}: {cmdline}", proc.file_name().display()));
+        }
+    }
+    left
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster() {
+    // Kept, not a TempDir: if the test fails, the nodes' mounts must be gone (the
+    // watchdog's teardown) before anything deletes files below it.
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-nodes-test-")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    let spec = EnvSpec {
+        s3: false,
+        ..EnvSpec::with_nodes()
+    };
+    let started = Instant::now();
+    let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess)
+        .await
+        .expect("starting two clusters with a node each");
+    eprintln!("two clusters with nodes started in {:?}", started.elapsed());
+    let toolbox = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
+        .expect("images")
+        .toolbox;
+
+    // A Ready node per cluster, listed by the real kubectl.
+    for c in ["a", "b"] {
+        let nodes = kubectl(&env, c, &["get", "nodes", "--no-headers"], None);
+        assert!(
+            nodes.contains(&format!("{c}-node0")) && nodes.contains(" Ready "),
+            "{c}: {nodes}"
+        );
+    }
+
+    let ns = "nodes-test";
+    for c in ["a", "b"] {
+        kubectl(&env, c, &["apply", "-f", "-"], Some(&app(&toolbox, ns)));
+    }
+    for c in ["a", "b"] {
+        wait_ready(&env, c, ns, "pod/web-0");
+        wait_ready(&env, c, ns, "pod/client");
+    }
+
+    // The pod wrote into its claim, which the default StorageClass provisioned.
+    let pvc = kubectl(
+        &env,
+        "a",
+        &[
+            "-n",
+            ns,
+            "get",
+            "pvc",
+            "data-web-0",
+            "-o",
+            "jsonpath={.status.phase} {.spec.storageClassName}",
+        ],
+        None,
+    );
+    assert_eq!(pvc, "Bound local-path");
+    let greeting = kubectl(
+        &env,
+        "a",
+        &["-n", ns, "exec", "web-0", "--", "cat", "/data/greeting"],
+        None,
+    );
+    assert!(
+        greeting.starts_with("greeting from web-0 at "),
+        "{greeting}"
+    );
+    let logs = kubectl(&env, "a", &["-n", ns, "logs", "web-0"], None);
+    assert!(logs.contains(&format!("serving: {greeting}")), "{logs}");
+
+    // Deleted, recreated by the StatefulSet controller, and the new pod reads it back.
+    let uid = |env: &TestEnv| {
+        kubectl(
+            env,
+            "a",
+            &[
+                "-n",
+                ns,
+                "get",
+                "pod",
+                "web-0",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        )
+    };
+    let first = uid(&env);
+    kubectl(
+        &env,
+        "a",
+        &["-n", ns, "delete", "pod", "web-0", "--wait=true"],
+        None,
+    );
+    let start = Instant::now();
+    loop {
+        let out = env
+            .kubectl("a")
+            .args([
+                "-n",
+                ns,
+                "get",
+                "pod",
+                "web-0",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ])
+            .output()
+            .expect("kubectl");
+        let now = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && !now.is_empty() && now != first {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "web-0 not recreated"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    wait_ready(&env, "a", ns, "pod/web-0");
+    let again = exec_eventually(&env, "a", ns, "web-0", &["cat", "/data/greeting"]);
+    assert_eq!(
+        again, greeting,
+        "the recreated pod reads what the first wrote"
+    );
+
+    // A second pod reaches the first through the Service, by its DNS name.
+    let via_dns = exec_eventually(
+        &env,
+        "a",
+        ns,
+        "client",
+        &[
+            "http-get",
+            &format!("http://web.{ns}.svc.cluster.local/greeting"),
+        ],
+    );
+    assert_eq!(via_dns, greeting);
+
+    // A pod of cluster a reaches cluster b's NodePort at b's node address.
+    let b_node = &env.cluster("b").expect("cluster b").nodes[0];
+    let node_port = kubectl(
+        &env,
+        "b",
+        &[
+            "-n",
+            ns,
+            "get",
+            "service",
+            "web-nodeport",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ],
+        None,
+    );
+    let b_greeting = kubectl(
+        &env,
+        "b",
+        &["-n", ns, "exec", "web-0", "--", "cat", "/data/greeting"],
+        None,
+    );
+    assert_ne!(b_greeting, greeting, "each cluster's pod wrote its own");
+    let across = exec_eventually(
+        &env,
+        "a",
+        ns,
+        "client",
+        &[
+            "http-get",
+            &format!("http://{}:{node_port}/greeting", b_node.ip),
+        ],
+    );
+    assert_eq!(across, b_greeting);
+
+    // Teardown leaves nothing: no mount, container, cgroup, namespace, route or rule.
+    let nodes: Vec<NodeInfo> = env
+        .state
+        .clusters
+        .iter()
+        .flat_map(|c| c.nodes.clone())
+        .collect();
+    assert_eq!(nodes.len(), 2);
+    let stopping = Instant::now();
+    env.stop();
+    eprintln!("teardown took {:?}", stopping.elapsed());
+    for node in &nodes {
+        let left = leftovers(node);
+        assert!(
+            left.is_empty(),
+            "{} left behind:\n{}",
+            node.name,
+            left.join("\n")
+        );
+    }
+    std::fs::remove_dir_all(&dir).expect("removing the environment's directory");
+}
