@@ -14,6 +14,14 @@ set -u
 
 ns() { nsenter --net="/var/run/netns/$NETNS" -- "$@"; }
 
+# Whether PID runs: `kill -0` also succeeds on a zombie, and a started process stays one
+# until its parent (a test process, or init) reaps it.
+running() {
+  local state
+  state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 # stop NAME: SIGTERM the pids recorded for NAME, then SIGKILL what is left after 10s.
 stop() {
   local file="$NODE_DIR/pids/$1" pid i
@@ -21,7 +29,7 @@ stop() {
   for pid in $(cat "$file"); do kill -TERM "$pid" 2>/dev/null; done
   for i in $(seq 100); do
     local alive=0
-    for pid in $(cat "$file"); do kill -0 "$pid" 2>/dev/null && alive=1; done
+    for pid in $(cat "$file"); do running "$pid" && alive=1; done
     [ "$alive" = 0 ] && break
     sleep 0.1
   done

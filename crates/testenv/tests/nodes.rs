@@ -10,7 +10,7 @@ use ferry_testenv::{EnvSpec, Lifetime, NodeInfo, TestEnv};
 
 /// The application both clusters run: a StatefulSet whose pod writes a greeting into its
 /// claim (from the default StorageClass) once, prints it, and serves its volume over HTTP.
-fn app(image: &str, ns: &str) -> String {
+fn app(image: &str, ns: &str, cluster: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -34,7 +34,7 @@ spec:
           command: ["sh", "-c"]
           args:
             - |
-              [ -f /data/greeting ] || {{ echo "greeting from $(hostname) at $(date +%s%N)" > /data/g.tmp && mv /data/g.tmp /data/greeting; }}
+              [ -f /data/greeting ] || {{ echo "greeting from $(hostname) in {cluster} at $(date +%s), $RANDOM" > /data/g.tmp && mv /data/g.tmp /data/greeting; }}
               echo "serving: $(cat /data/greeting)"
               exec httpd -f -p 8080 -h /data
           ports: [{{ containerPort: 8080 }}]
@@ -231,7 +231,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
 
     let ns = "nodes-test";
     for c in ["a", "b"] {
-        kubectl(&env, c, &["apply", "-f", "-"], Some(&app(&toolbox, ns)));
+        kubectl(&env, c, &["apply", "-f", "-"], Some(&app(&toolbox, ns, c)));
     }
     for c in ["a", "b"] {
         wait_ready(&env, c, ns, "pod/web-0");
@@ -261,7 +261,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
         None,
     );
     assert!(
-        greeting.starts_with("greeting from web-0 at "),
+        greeting.starts_with("greeting from web-0 in a at "),
         "{greeting}"
     );
     let logs = kubectl(&env, "a", &["-n", ns, "logs", "web-0"], None);
