@@ -591,3 +591,58 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// What a node could have left on the machine (mounts, namespace, interface, rules,
+/// route, cgroups, processes), one line each; empty once its teardown is done.
+pub fn leftovers(node: &NodeInfo) -> Vec<String> {
+    let mut left = Vec::new();
+    for m in mounts_under(&node.dir) {
+        left.push(format!("mount {m}"));
+    }
+    if Path::new("/var/run/netns").join(&node.netns).exists() {
+        left.push(format!("network namespace {}", node.netns));
+    }
+    if Path::new("/sys/class/net")
+        .join(node.host_interface())
+        .exists()
+    {
+        left.push(format!("interface {}", node.host_interface()));
+    }
+    let rules = Command::new("iptables")
+        .args(["-w", "5", "-S", "FORWARD"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    for rule in String::from_utf8_lossy(&rules).lines() {
+        if rule.contains(&format!("{} ", node.host_interface())) {
+            left.push(format!("iptables rule {rule}"));
+        }
+    }
+    let routes = Command::new("ip")
+        .args(["route"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    for route in String::from_utf8_lossy(&routes).lines() {
+        if route.starts_with(&node.pod_cidr) {
+            left.push(format!("route {route}"));
+        }
+    }
+    for ctrl in cgroup_v1_controllers() {
+        let d = ctrl.join(node.cgroup_root.trim_start_matches('/'));
+        if d.exists() {
+            left.push(format!("cgroup {}", d.display()));
+        }
+    }
+    let dir = node.dir.display().to_string();
+    for proc in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(proc.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&dir) {
+            left.push(format!("process {}: {cmdline}", proc.file_name().display()));
+        }
+    }
+    left
+}

@@ -68,3 +68,40 @@ fn processes_die_with_a_panicking_owner() {
         }
     }
 }
+
+/// A node's containers outlive any parent-death signal; the environment's watchdog must
+/// notice the owner is gone and tear the node down: nothing mounted, running or routed.
+#[test]
+fn nodes_are_torn_down_after_their_owner_panics() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-panic-nodes-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry-testenv"))
+        .args(["start-then-panic", "--nodes", "1", "--dir"])
+        .arg(&dir)
+        .output()
+        .expect("running ferry-testenv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "stderr:\n{stderr}");
+    let state: EnvState = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("state on stdout: {e}; stderr:\n{stderr}"));
+    let node = state.clusters[0].nodes[0].clone();
+
+    let start = Instant::now();
+    loop {
+        let left = ferry_testenv::node::leftovers(&node);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "60s after the owner panicked, {} still has:\n{}",
+            node.name,
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::fs::remove_dir_all(&dir).expect("removing the environment's directory");
+}

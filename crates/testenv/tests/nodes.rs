@@ -2,8 +2,6 @@
 //! Services resolve through CoreDNS, a pod of cluster a reaches a NodePort of cluster b,
 //! `kubectl logs` and `exec` work, and the teardown leaves nothing behind.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_testenv::{EnvSpec, Lifetime, NodeInfo, TestEnv};
@@ -141,61 +139,6 @@ fn wait_ready(env: &TestEnv, context: &str, ns: &str, what: &str) {
         ],
         None,
     );
-}
-
-/// What a node could leave on the machine, listed so a failure says what was left.
-fn leftovers(node: &NodeInfo) -> Vec<String> {
-    let mut left = Vec::new();
-    for m in ferry_testenv::node::mounts_under(&node.dir) {
-        left.push(format!("mount {m}"));
-    }
-    if Path::new("/var/run/netns").join(&node.netns).exists() {
-        left.push(format!("network namespace {}", node.netns));
-    }
-    if Path::new("/sys/class/net")
-        .join(node.host_interface())
-        .exists()
-    {
-        left.push(format!("interface {}", node.host_interface()));
-    }
-    let rules = Command::new("iptables")
-        .args(["-w", "5", "-S", "FORWARD"])
-        .output()
-        .expect("iptables");
-    for rule in String::from_utf8_lossy(&rules.stdout).lines() {
-        if rule.contains(&format!("{} ", node.host_interface())) {
-            left.push(format!("iptables rule {rule}"));
-        }
-    }
-    let routes = Command::new("ip")
-        .args(["route"])
-        .output()
-        .expect("ip route");
-    for route in String::from_utf8_lossy(&routes.stdout).lines() {
-        if route.starts_with(&node.pod_cidr) {
-            left.push(format!("route {route}"));
-        }
-    }
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
-        .expect("cgroups")
-        .flatten()
-    {
-        let d = ctrl.path().join(node.cgroup_root.trim_start_matches('/'));
-        if d.exists() {
-            left.push(format!("cgroup {}", d.display()));
-        }
-    }
-    let dir = node.dir.display().to_string();
-    for proc in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(proc.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(&dir) {
-            left.push(format!("process {}: {cmdline}", proc.file_name().display()));
-        }
-    }
-    left
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +326,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     env.stop();
     eprintln!("teardown took {:?}", stopping.elapsed());
     for node in &nodes {
-        let left = leftovers(node);
+        let left = ferry_testenv::node::leftovers(node);
         assert!(
             left.is_empty(),
             "{} left behind:\n{}",

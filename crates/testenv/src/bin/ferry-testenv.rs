@@ -39,6 +39,9 @@ enum Command {
     StartThenPanic {
         #[arg(long)]
         dir: PathBuf,
+        /// Real nodes for the cluster (their watchdog must tear them down).
+        #[arg(long, default_value_t = 0)]
+        nodes: usize,
     },
 }
 
@@ -120,11 +123,11 @@ async fn main() -> anyhow::Result<()> {
                 dir.display()
             );
         }
-        Command::StartThenPanic { dir } => {
+        Command::StartThenPanic { dir, nodes } => {
             let spec = EnvSpec {
                 clusters: vec!["p".to_owned()],
-                s3: true,
-                nodes_per_cluster: 0,
+                s3: nodes == 0,
+                nodes_per_cluster: nodes,
             };
             let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess).await?;
             // Keep the handles alive: the point is that the kernel, not Drop, stops them.
