@@ -59,7 +59,8 @@ free_port() {
 
 say "1. Two clusters (a, b) and an S3 server"
 "$BIN/ferry-testenv" down --dir "$DIR" >/dev/null 2>&1 || true
-"$BIN/ferry-testenv" up --dir "$DIR"
+# API-only clusters until Ferry runs in them from its chart: the demo reads volumes on this host.
+"$BIN/ferry-testenv" up --dir "$DIR" --nodes 0
 export KUBECONFIG=$DIR/kubeconfig
 # shellcheck disable=SC1091
 source "$DIR/s3.env"

@@ -336,3 +336,88 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     }
     std::fs::remove_dir_all(&dir).expect("removing the environment's directory");
 }
+
+/// Two nodes in one cluster: the scheduler places pods on either, and a pod on one node
+/// reaches a pod on the other through the host's routes between node namespaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_per_cluster_place_pods_on_each_and_route_between_them() {
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-two-nodes-test-")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    let spec = EnvSpec {
+        clusters: vec!["m".to_owned()],
+        s3: false,
+        nodes_per_cluster: 2,
+    };
+    let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess)
+        .await
+        .expect("starting a cluster with two nodes");
+    let toolbox = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
+        .expect("images")
+        .toolbox;
+    let nodes = kubectl(&env, "m", &["get", "nodes", "--no-headers"], None);
+    assert_eq!(nodes.matches(" Ready ").count(), 2, "{nodes}");
+
+    let pod = |name: &str, node: &str, cmd: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{ name: {name}, namespace: default, labels: {{ app: {name} }} }}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {toolbox}
+      imagePullPolicy: IfNotPresent
+      command: ["sh", "-c", "{cmd}"]
+"#
+        )
+    };
+    let manifest = [
+        pod(
+            "server",
+            "m-node1",
+            "mkdir -p /www && hostname > /www/name && exec httpd -f -p 8080 -h /www",
+        ),
+        pod("client", "m-node0", "exec sleep 3600"),
+    ]
+    .join("---\n");
+    kubectl(&env, "m", &["apply", "-f", "-"], Some(&manifest));
+    wait_ready(&env, "m", "default", "pod/server");
+    wait_ready(&env, "m", "default", "pod/client");
+    let server_ip = kubectl(
+        &env,
+        "m",
+        &["get", "pod", "server", "-o", "jsonpath={.status.podIP}"],
+        None,
+    );
+    let answer = exec_eventually(
+        &env,
+        "m",
+        "default",
+        "client",
+        &["http-get", &format!("http://{server_ip}:8080/name")],
+    );
+    assert_eq!(answer.trim(), "server");
+
+    let nodes: Vec<NodeInfo> = env.state.clusters[0].nodes.clone();
+    assert!(
+        server_ip.starts_with(&nodes[1].pod_cidr[..nodes[1].pod_cidr.len() - 4]),
+        "server {server_ip} is not on m-node1 ({})",
+        nodes[1].pod_cidr
+    );
+    env.stop();
+    for node in &nodes {
+        let left = ferry_testenv::node::leftovers(node);
+        assert!(
+            left.is_empty(),
+            "{} left behind:\n{}",
+            node.name,
+            left.join("\n")
+        );
+    }
+    std::fs::remove_dir_all(&dir).expect("removing the environment's directory");
+}
