@@ -8,11 +8,11 @@ FERRY_CACHE ?= $(HOME)/.cache/ferry
 export FERRY_CACHE
 # kubectl is the machine's own when it has one; otherwise scripts/build-testenv.sh
 # builds it here, from the same Kubernetes release as the test clusters.
-export PATH := $(PATH):$(FERRY_CACHE)/testenv/kube-$(KUBE_VERSION)/kubectl
+export PATH := $(PATH):$(FERRY_CACHE)/testenv/kube-$(KUBE_VERSION)/kubectl:$(FERRY_CACHE)/testenv/helm-$(HELM_VERSION)/bin
 CARGO ?= cargo
 DEV_DIR ?= .ferry-dev
 
-.PHONY: all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects bench-peers bench-datamover
+.PHONY: image all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects bench-peers bench-datamover
 
 all: build
 
@@ -58,6 +58,13 @@ dev-down:
 demo: check-tools testenv
 	$(CARGO) build --release --quiet -p ferry-cli --bin ferry -p ferry-testenv --bin ferry-testenv
 	FERRY_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release bash scripts/demo.sh
+
+## image: Ferry's container image from the release binary, without Docker:
+## $(FERRY_CACHE)/images/ferry-<version>.tar (ferry.local/ferry:<version>), which the test
+## clusters' nodes import. Prints its size.
+image:
+	$(CARGO) build --release --quiet -p ferry-cli --bin ferry
+	FERRY_BIN=$${CARGO_TARGET_DIR:-target}/release/ferry bash scripts/build-images.sh ferry
 
 clean-cache:
 	rm -rf $(FERRY_CACHE)/testenv $(FERRY_CACHE)/gobuild

@@ -9,8 +9,12 @@
 #                          local-path-provisioner's helper pods
 #   coredns                CoreDNS, from the binary build-testenv.sh built
 #   local-path-provisioner the default StorageClass's provisioner, likewise
+#   ferry                  Ferry itself: the release `ferry` binary (FERRY_BIN, default
+#                          target/release/ferry), the shared libraries it links, CA
+#                          certificates, a non-root user; tag = the workspace version
+#                          (or FERRY_IMAGE_TAG). Built by `make image`, not by `all`.
 #
-# Usage: build-images.sh [all|pause|toolbox|coredns|local-path-provisioner]
+# Usage: build-images.sh [all|pause|toolbox|coredns|local-path-provisioner|ferry]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,10 +45,9 @@ pack_image() {
   local name="$1" tag="$2" rootfs="$3" config="$4"
   local out="$out_dir/$name-$tag.tar" tmp
   tmp="$(mktemp -d)"
-  # A reproducible layer: sorted names, fixed times and owners, so the same inputs give
-  # the same image id.
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-      -C "$rootfs" -cf "$tmp/layer.tar" .
+  # A reproducible layer: sorted names and fixed times, so the same inputs give the same
+  # image id. Owners are kept as they are in ROOTFS (root, but for a non-root user's home).
+  tar --sort=name --mtime=@0 --numeric-owner -C "$rootfs" -cf "$tmp/layer.tar" .
   local diff_id
   diff_id="$(sha256 "$tmp/layer.tar")"
   mkdir -p "$tmp/$diff_id"
@@ -133,6 +136,30 @@ binary_image() {
   rm -rf "$rootfs"
 }
 
+# Ferry's own image: only what the binary needs to run. The shared libraries come from
+# ldd, so the image matches the machine the binary was built on.
+build_ferry() {
+  local bin="${FERRY_BIN:-$here/target/release/ferry}"
+  [ -x "$bin" ] || { echo "build-images: $bin is missing; build it with cargo build --release -p ferry-cli" >&2; exit 1; }
+  local tag="${FERRY_IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -n 1)}"
+  local rootfs; rootfs="$(mktemp -d)"
+  mkdir -p "$rootfs/usr/bin" "$rootfs/etc/ssl/certs" "$rootfs/tmp" "$rootfs/home/ferry"
+  chmod 1777 "$rootfs/tmp"
+  cp "$bin" "$rootfs/usr/bin/ferry"
+  local lib
+  for lib in $(ldd "$bin" | grep -oE '/[^ ]+' | sort -u); do
+    mkdir -p "$rootfs$(dirname "$lib")"
+    cp -L "$lib" "$rootfs$lib"
+  done
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nferry:x:65532:65532:ferry:/home/ferry:/sbin/nologin\n' > "$rootfs/etc/passwd"
+  printf 'root:x:0:\nferry:x:65532:\n' > "$rootfs/etc/group"
+  chown 65532:65532 "$rootfs/home/ferry"
+  pack_image ferry "$tag" "$rootfs" \
+    '{"Entrypoint":["/usr/bin/ferry"],"Env":["PATH=/usr/bin","HOME=/home/ferry","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"User":"65532:65532","WorkingDir":"/home/ferry"}'
+  rm -rf "$rootfs"
+}
+
 build_coredns() { binary_image coredns "$COREDNS_VERSION" coredns ',"User":"65532:65532"'; }
 build_local_path() { binary_image local-path-provisioner "$LOCAL_PATH_VERSION" local-path-provisioner ''; }
 
@@ -142,6 +169,7 @@ case "$what" in
   toolbox) build_toolbox ;;
   coredns) build_coredns ;;
   local-path-provisioner) build_local_path ;;
+  ferry) build_ferry ;;
   all) build_pause; build_toolbox; build_coredns; build_local_path ;;
-  *) echo "usage: $0 [all|pause|toolbox|coredns|local-path-provisioner]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|pause|toolbox|coredns|local-path-provisioner|ferry]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds etcd, the Kubernetes control plane and node binaries, MinIO, mc, grpcurl, CoreDNS,
-# local-path-provisioner and crictl from their Go modules,
+# local-path-provisioner, crictl and helm from their Go modules,
 # once, into a cache outside the checkout keyed by version:
 #   $FERRY_CACHE/testenv/<component>-<version>/bin/
 # A component whose binaries exist is skipped, so a warm run costs nothing.
@@ -118,6 +118,7 @@ go_install() {
 
 build_coredns() { go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns; }
 build_local_path() { go_install local-path-provisioner "$LOCAL_PATH_VERSION" github.com/rancher/local-path-provisioner; }
+build_helm() { go_install helm "$HELM_VERSION" helm.sh/helm/v4/cmd/helm; }
 build_crictl() { go_install crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl; }
 
 build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
@@ -182,9 +183,11 @@ case "$what" in
   coredns) timed coredns build_coredns ;;
   local-path-provisioner) timed local-path-provisioner build_local_path ;;
   crictl) timed crictl build_crictl ;;
+  helm) timed helm build_helm ;;
   debs) install_debs ;;
   all) install_debs; timed etcd build_etcd; timed minio build_minio; timed mc build_mc; timed kubernetes build_kube
        timed kubectl build_kubectl; timed grpcurl build_grpcurl
-       timed coredns build_coredns; timed local-path-provisioner build_local_path; timed crictl build_crictl ;;
-  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|debs]" >&2; exit 2 ;;
+       timed coredns build_coredns; timed local-path-provisioner build_local_path; timed crictl build_crictl
+       timed helm build_helm ;;
+  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|helm|debs]" >&2; exit 2 ;;
 esac

@@ -19,6 +19,7 @@ pub struct Versions {
     pub local_path: String,
     pub crictl: String,
     pub toolbox: String,
+    pub helm: String,
 }
 
 impl Versions {
@@ -41,6 +42,7 @@ impl Versions {
             local_path: get("LOCAL_PATH_VERSION"),
             crictl: get("CRICTL_VERSION"),
             toolbox: get("TOOLBOX_VERSION"),
+            helm: get("HELM_VERSION"),
         }
     }
 }
@@ -93,6 +95,11 @@ pub fn grpcurl() -> Result<PathBuf> {
 /// adds its read-only S3 user with it.
 pub fn mc() -> Result<PathBuf> {
     cached_tool("mc", &Versions::pinned().mc)
+}
+
+/// The helm binary `make testenv` builds from helm.sh/helm/v4, or how to get it.
+pub fn helm() -> Result<PathBuf> {
+    cached_tool("helm", &Versions::pinned().helm)
 }
 
 /// Runs grpcurl with `args`; returns whether it succeeded and its stdout + stderr.

@@ -23,7 +23,7 @@ pub mod process;
 mod s3;
 
 pub use bins::{
-    Binaries, NODE_PACKAGES, NodeBinaries, NodeImages, Versions, cache_root, grpcurl, mc,
+    Binaries, NODE_PACKAGES, NodeBinaries, NodeImages, Versions, cache_root, grpcurl, helm, mc,
     run_grpcurl,
 };
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
