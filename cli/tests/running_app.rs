@@ -1,0 +1,193 @@
+//! The whole job on clusters with real nodes: an application whose pod really runs on a,
+//! checking its own data when it starts, is migrated with `ferry migrate` and comes up
+//! Running and Ready on b, its own check passing on the restored volume, every byte equal.
+//!
+//! Ferry runs beside the clusters here (`ferry serve`, reading hostPath volumes on this
+//! machine, which is also the nodes' filesystem); the chart-installed form comes later.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::assert_same_tree;
+use common::control::{
+    eventually, jsonpath, kubectl, migrate, profiles_and_pair, serve, storage_class, wait_answering,
+};
+
+/// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
+/// the program first verifies every record already there (numbering and checksum) and
+/// only then reports Ready (the readiness probe looks for /tmp/verified).
+const RECORDS_PROGRAM: &str = r#"set -eu
+f=/data/records
+n=0
+if [ -f "$f" ]; then
+  while read -r i payload sum; do
+    [ "$i" = "$((n + 1))" ] || { echo "record $((n + 1)) missing (found $i)"; exit 1; }
+    [ "$(printf %s "$payload" | sha256sum | cut -c1-64)" = "$sum" ] || { echo "record $i corrupt"; exit 1; }
+    n=$i
+  done < "$f"
+fi
+echo "verified $n records"
+touch /tmp/verified
+while [ "$n" -lt 100 ]; do
+  n=$((n + 1))
+  payload="r$n-$RANDOM$RANDOM"
+  echo "$n $payload $(printf %s "$payload" | sha256sum | cut -c1-64)" >> "$f"
+done
+sync
+echo "holding $n records"
+exec sleep 2147483647
+"#;
+
+fn application(kubeconfig: &Path, ns: &str, class: &str, volume: &Path, image: &str) {
+    let program = RECORDS_PROGRAM
+        .lines()
+        .map(|l| format!("          {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: {class}}}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: records, namespace: {ns}}}
+data:
+  program.sh: |
+{program}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: db
+          image: {image}
+          imagePullPolicy: IfNotPresent
+          command: ["sh", "/program/program.sh"]
+          readinessProbe:
+            exec: {{command: ["test", "-f", "/tmp/verified"]}}
+            periodSeconds: 1
+          volumeMounts:
+            - {{name: data, mountPath: /data}}
+            - {{name: program, mountPath: /program}}
+      volumes:
+        - name: program
+          configMap: {{name: records}}
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {ns}-data-db-0}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: {class}
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: {volume}}}
+  claimRef: {{namespace: {ns}, name: data-db-0}}
+"#,
+        volume = volume.display()
+    );
+    kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
+}
+
+fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
+    kubectl(
+        kubeconfig,
+        context,
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Ready",
+            "pod/db-0",
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_application_arrives_running_on_b_and_verifies_its_own_data() {
+    let env = ferry_testenv::shared_with_nodes()
+        .await
+        .expect("test environment with nodes");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let image = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
+        .unwrap()
+        .toolbox;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = serve(&kc, "a", root);
+    let (_serve_b, _) = serve(&kc, "b", root);
+    wait_answering(&kc, &["a", "b"]);
+    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "running-app", 31);
+
+    let ns = ferry_testenv::unique_name("running-app");
+    let class = format!("local-{ns}");
+    let disk = root.join("disks").join(&ns);
+    std::fs::create_dir_all(&disk).unwrap();
+    application(&kc, &ns, &class, &disk, &image);
+    storage_class(&kc, "b", &class);
+
+    // The application runs on a: it wrote its records and holds them.
+    wait_ready(&kc, "a", &ns);
+    eventually("the application on a to write its records", || {
+        kubectl(&kc, "a", &["-n", &ns, "logs", "db-0"], None).contains("holding 100 records")
+    });
+    let node_a = jsonpath(&kc, "a", &ns, "pod/db-0", "{.spec.nodeName}");
+    assert_eq!(node_a, "a-node0");
+
+    migrate(&kc, &ns, "b", &[]).ok();
+
+    // On b the same program starts on the restored volume, verifies every record before
+    // it reports Ready, and so proves the data itself.
+    wait_ready(&kc, "b", &ns);
+    let logs = kubectl(&kc, "b", &["-n", &ns, "logs", "db-0"], None);
+    assert!(
+        logs.contains("verified 100 records") && logs.contains("holding 100 records"),
+        "the application's own check on b:\n{logs}"
+    );
+    let node_b = jsonpath(&kc, "b", &ns, "pod/db-0", "{.spec.nodeName}");
+    assert_eq!(node_b, "b-node0");
+
+    // And byte for byte: the restored volume on b equals the one on a.
+    let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
+    let restored = kubectl(
+        &kc,
+        "b",
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+        None,
+    );
+    assert_same_tree(&disk, Path::new(&restored));
+
+    for side in ["a", "b"] {
+        kubectl(
+            &kc,
+            side,
+            &["delete", "namespace", &ns, "--wait=false"],
+            None,
+        );
+    }
+}
