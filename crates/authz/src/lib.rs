@@ -78,34 +78,42 @@ pub enum AuthzError {
 }
 
 impl AuthzError {
+    /// The kind of this refusal in the error contract (crates/rpc).
+    pub fn kind(&self) -> ferry_rpc::Kind {
+        use ferry_proto::v1::ErrorCode;
+        ferry_rpc::Kind::new(match self {
+            AuthzError::NoToken | AuthzError::Unauthenticated { .. } => ErrorCode::Unauthenticated,
+            AuthzError::Denied { .. } | AuthzError::NotAdmin { .. } => ErrorCode::PermissionDenied,
+            AuthzError::Review { .. } => ErrorCode::Unreachable,
+        })
+    }
+
     /// The gRPC code for this refusal.
     pub fn code(&self) -> tonic::Code {
-        match self {
-            AuthzError::NoToken | AuthzError::Unauthenticated { .. } => {
-                tonic::Code::Unauthenticated
-            }
-            AuthzError::Denied { .. } | AuthzError::NotAdmin { .. } => {
-                tonic::Code::PermissionDenied
-            }
-            AuthzError::Review { .. } => tonic::Code::Unavailable,
-        }
+        self.kind().grpc()
+    }
+
+    /// The error as an RPC answer, with an ErrorDetail carrying the hint.
+    pub fn to_status(&self) -> tonic::Status {
+        ferry_rpc::ServiceError::to_status(self)
+    }
+}
+
+impl ferry_rpc::ServiceError for AuthzError {
+    fn kind(&self) -> ferry_rpc::Kind {
+        AuthzError::kind(self)
+    }
+
+    fn hint(&self) -> std::borrow::Cow<'_, str> {
+        AuthzError::hint(self).into()
+    }
+
+    fn cluster(&self) -> &str {
+        AuthzError::cluster(self).unwrap_or_default()
     }
 }
 
 impl AuthzError {
-    /// The error as an RPC answer, with an ErrorDetail carrying the hint.
-    pub fn to_status(&self) -> tonic::Status {
-        use ferry_proto::v1::ErrorCode;
-        let code = match self.code() {
-            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
-            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
-            _ => ErrorCode::Unreachable,
-        };
-        let mut detail = ferry_rpc::error_detail(code, self.to_string(), self.hint());
-        detail.cluster = self.cluster().unwrap_or_default().to_owned();
-        ferry_rpc::status(self.code(), detail)
-    }
-
     /// The cluster that answered, when one did.
     pub fn cluster(&self) -> Option<&str> {
         match self {

@@ -77,6 +77,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The Kubernetes API failure behind this error, when one is: what the error
+    /// contract classifies (crates/rpc), never this error's text.
+    pub fn kube_source(&self) -> Option<&kube::Error> {
+        match self {
+            Error::Discovery { source, .. }
+            | Error::List { source, .. }
+            | Error::Object { source, .. } => Some(source),
+            Error::NamespaceNotFound { .. } | Error::InvalidSpec { .. } | Error::Serde { .. } => {
+                None
+            }
+        }
+    }
+
     /// Whether retrying the same call unchanged cannot help (a refusal, an invalid spec),
     /// as opposed to a network fault or an overloaded server that may pass.
     pub fn is_permanent(&self) -> bool {

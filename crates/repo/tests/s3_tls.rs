@@ -80,6 +80,11 @@ async fn self_signed_endpoints_need_verification_off() {
         format!("{err:?}").to_lowercase().contains("certificate"),
         "the error names the certificate: {err:?}"
     );
+    assert_eq!(
+        err.reason(),
+        &ferry_repo::backend::Reason::UntrustedCertificate,
+        "the refusal is carried as data: {err:?}"
+    );
 
     let got = S3Backend::new(options(&endpoint, false))
         .get("config")

@@ -1,7 +1,9 @@
 //! gRPC plumbing every Ferry service shares.
 //!
-//! - [`status`] / [`detail`]: a `tonic::Status` carries a `ferry.v1.ErrorDetail` in its
-//!   details, so clients branch on an [`ErrorCode`] and show the hint, never parse text.
+//! - [`error`]: the error contract. A `tonic::Status` carries a `ferry.v1.ErrorDetail`
+//!   and the standard `google.rpc` details, so clients in any language branch on a code
+//!   and show the hint, never parse text; one table maps error kinds to gRPC codes.
+//! - [`log`]: every server logs each failed call once, at a level set by its code.
 //! - [`Server`]: health checking and reflection (grpcurl works) on every server, one
 //!   span per request named by its method and carrying the caller's `traceparent`, and
 //!   graceful shutdown; on a [`Listener`], TLS or mutual TLS, or plaintext on loopback
@@ -12,147 +14,23 @@
 //!   export, and trace context carried from caller to callee (see [`trace`] for the
 //!   environment variables).
 
+pub mod contract;
+pub mod error;
+pub mod log;
 pub mod tls;
 pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-use ferry_proto::v1::{ErrorCode, ErrorDetail};
-use prost::Message;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::{Routes, RoutesBuilder};
-use tonic::{Code, Status};
 
-/// `google.rpc.Status`, the standard container of a status's details: what grpcurl
-/// and other gRPC tools expect in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
-const ERROR_DETAIL_TYPE: &str = "type.googleapis.com/ferry.v1.ErrorDetail";
-
-/// A status whose details carry `detail` (inside a `google.rpc.Status`); its message
-/// is the detail's message.
-pub fn status(code: Code, detail: ErrorDetail) -> Status {
-    let rpc = RpcStatus {
-        code: code as i32,
-        message: detail.message.clone(),
-        details: vec![prost_types::Any {
-            type_url: ERROR_DETAIL_TYPE.to_string(),
-            value: detail.encode_to_vec(),
-        }],
-    };
-    Status::with_details(code, detail.message, rpc.encode_to_vec().into())
-}
-
-/// Shorthand for a detail without an object or cluster.
-pub fn error_detail(
-    code: ErrorCode,
-    message: impl Into<String>,
-    hint: impl Into<String>,
-) -> ErrorDetail {
-    ErrorDetail {
-        code: code as i32,
-        message: message.into(),
-        object: None,
-        cluster: String::new(),
-        hint: hint.into(),
-    }
-}
-
-/// The `ErrorDetail` a status from a Ferry service carries, if any.
-pub fn detail(status: &Status) -> Option<ErrorDetail> {
-    if status.details().is_empty() {
-        return None;
-    }
-    let rpc = RpcStatus::decode(status.details()).ok()?;
-    rpc.details
-        .iter()
-        .find(|a| a.type_url == ERROR_DETAIL_TYPE)
-        .and_then(|a| ErrorDetail::decode(a.value.as_slice()).ok())
-}
-
-/// How a repository-engine error reads on the wire: the gRPC code, the detail code and
-/// the next step. One mapping for every service that touches repositories; a service
-/// may still word a hint its own way (the catalog names the key Secret, say).
-pub fn repo_error_parts(e: &ferry_repo::Error) -> (Code, ErrorCode, &'static str) {
-    use ferry_repo::Error as R;
-    match e {
-        R::WrongKey { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::WrongKey,
-            "use one of the keys the message lists, or add this key with `ferry repo key add` \
-             using a key that works",
-        ),
-        R::Corrupt { .. } | R::UnsafeName { .. } => (
-            Code::DataLoss,
-            ErrorCode::Integrity,
-            "run a check with read_data to list every damaged object",
-        ),
-        R::UnsupportedVersion { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::Internal,
-            "upgrade ferry to read this repository",
-        ),
-        R::Cancelled => (Code::Cancelled, ErrorCode::Cancelled, ""),
-        R::Locked { .. } | R::LockLost { .. } => (
-            Code::Aborted,
-            ErrorCode::RepositoryLocked,
-            "another writer or a prune holds the repository; retry when it is done (stale \
-             locks lapse at their expiry, or remove them with `ferry repo unlock`)",
-        ),
-        R::ClockSkew { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::Internal,
-            "set this host's clock right (NTP) and run it again",
-        ),
-        R::Refused { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::Integrity,
-            "nothing was deleted; run a check, fix what it names, then prune again",
-        ),
-        R::Invalid { .. } => (
-            Code::InvalidArgument,
-            ErrorCode::InvalidArgument,
-            "fix the request or the profile",
-        ),
-        R::AlreadyExists { .. } => (
-            Code::AlreadyExists,
-            ErrorCode::AlreadyExists,
-            "use the existing repository",
-        ),
-        R::Io { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::Volume,
-            "check the volume path, its permissions and free space on this node",
-        ),
-        e if e.is_not_found() => (
-            Code::NotFound,
-            ErrorCode::NotFound,
-            "check the id and that the profile points at the right repository",
-        ),
-        e if e.is_transient() => (
-            Code::Unavailable,
-            ErrorCode::Unreachable,
-            "the object store is unreachable or overloaded; retry later",
-        ),
-        R::Backend(_) => (
-            Code::FailedPrecondition,
-            ErrorCode::PermissionDenied,
-            "check the profile's endpoint, bucket and credentials",
-        ),
-        _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
-    }
-}
-
+pub use error::{
+    ERROR_DOMAIN, Kind, Remedy, ServiceError, detail, detail_in, error_detail, grpc_code,
+    kube_http_status, kube_is_network, kube_kind, reason, status, status_with,
+};
 pub use tls::{ClientTls, Pem, ServerSecurity, ServerTls, TlsArgs, TlsError, TlsFlags, TlsSetup};
 pub use trace::{
     OtlpConfig, Propagate, TRACEPARENT, TracedChannel, TracingConfig, TracingGuard, init_tracing,
@@ -303,6 +181,7 @@ impl Server {
         tracing::info!(%addr, services = ?self.names, transport = security.describe(), "serving gRPC");
         let router = tonic::transport::Server::builder()
             .trace_fn(trace::request_span)
+            .layer(log::FailureLogLayer)
             .add_routes(routes);
         let served = match &security {
             ServerSecurity::Tls(tls) => {
@@ -336,26 +215,4 @@ pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationTo
         std::process::exit(130);
     });
     Ok(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn details_survive_the_status() {
-        let s = status(
-            Code::NotFound,
-            error_detail(
-                ErrorCode::NotFound,
-                "pair p1 not found",
-                "list pairs with `ferry pair list`",
-            ),
-        );
-        assert_eq!(s.message(), "pair p1 not found");
-        let d = detail(&s).expect("detail");
-        assert_eq!(d.code, ErrorCode::NotFound as i32);
-        assert_eq!(d.hint, "list pairs with `ferry pair list`");
-        assert!(detail(&Status::internal("plain")).is_none());
-    }
 }

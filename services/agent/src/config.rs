@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::profile::ProfileSource;
+use ferry_profile::ProfileSource;
 
 /// Everything `run` needs.
 #[derive(Clone, Debug)]

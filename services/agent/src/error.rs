@@ -1,27 +1,19 @@
-//! The agent's errors, and the one place that turns them into gRPC statuses carrying a
-//! `ferry.v1.ErrorDetail`, so clients branch on a code instead of parsing text.
+//! The agent's errors and their kinds in the error contract (crates/rpc, docs/errors.md),
+//! the one place that decides how each reads to a client.
 
-use ferry_proto::v1::{ErrorCode, ErrorDetail};
-use tonic::{Code, Status};
+use std::borrow::Cow;
+
+use ferry_proto::v1::ErrorCode;
+use ferry_rpc::{Kind, ServiceError};
+use tonic::Status;
 
 /// Everything an agent request can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// The request names a profile this agent does not have.
-    #[error(
-        "profile {name:?} not found in {dir}; create {dir}/{name}.yaml (see services/agent/README.md) \
-         or use a profile this agent has"
-    )]
-    ProfileNotFound { name: String, dir: String },
-
-    /// A profile exists but cannot be used.
-    #[error("profile {name:?} ({path}) is not usable: {detail}")]
-    ProfileInvalid {
-        name: String,
-        path: String,
-        detail: String,
-    },
+    /// A profile is missing, unusable, or opens the wrong repository.
+    #[error(transparent)]
+    Profile(#[from] ferry_profile::ProfileError),
 
     /// A request field is missing or malformed.
     #[error("invalid {field}: {detail}")]
@@ -42,36 +34,12 @@ pub enum AgentError {
     #[error("operation {0:?} is already running on this agent; pick a unique operation_id")]
     DuplicateOperation(String),
 
-    /// The profile now points at a different repository than the caller expects.
-    #[error(
-        "profile {profile:?} opens repository {found}, the request expects {expected}; \
-         the profile was changed to another repository: fix the profile or the request"
-    )]
-    RepositoryMismatch {
-        profile: String,
-        expected: String,
-        found: String,
-    },
-
-    /// The S3 endpoint's TLS certificate was refused (unknown issuer, self-signed,
-    /// wrong name, expired). Retrying does not help.
-    #[error(
-        "profile {profile:?}: the TLS certificate of S3 endpoint {endpoint} is not trusted \
-         ({detail}); give the endpoint a certificate from a CA this node trusts, or, in a test \
-         setup with a self-signed certificate only, set verifyTls: false in the profile"
-    )]
-    TlsCertificate {
-        profile: String,
-        endpoint: String,
-        detail: String,
-    },
-
     /// The repository engine failed; `context` says at which step and on what.
     #[error("{context}: {source}")]
     Repo {
         context: String,
         #[source]
-        source: ferry_repo::Error,
+        source: Box<ferry_repo::Error>,
     },
 
     /// The agent is draining for shutdown and takes no new work.
@@ -82,7 +50,10 @@ pub enum AgentError {
 impl AgentError {
     pub(crate) fn repo(context: impl Into<String>) -> impl FnOnce(ferry_repo::Error) -> Self {
         let context = context.into();
-        move |source| AgentError::Repo { context, source }
+        move |source| AgentError::Repo {
+            context,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
@@ -92,82 +63,112 @@ impl AgentError {
         }
     }
 
-    /// The gRPC code, the detail code and the next step for the user.
-    fn classify(&self) -> (Code, ErrorCode, &'static str) {
+    /// The kind of failure and the next step for the user.
+    fn class(&self) -> (Kind, &'static str) {
         match self {
-            AgentError::ProfileNotFound { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
-                "create the profile on the agent's node or fix the request's profile name",
-            ),
-            AgentError::ProfileInvalid { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
-                "fix the profile file",
-            ),
-            AgentError::InvalidArgument { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
-                "fix the request",
-            ),
+            AgentError::Profile(e) => e.kind(),
+            AgentError::InvalidArgument { .. } => {
+                (Kind::new(ErrorCode::InvalidArgument), "fix the request")
+            }
             AgentError::PathNotAllowed { .. } => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
+                Kind::new(ErrorCode::PermissionDenied),
                 "add the directory with --allow-root when starting the agent",
             ),
             AgentError::Volume { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::Volume,
+                Kind::new(ErrorCode::Volume),
                 "check that the volume is mounted on this node at that path",
             ),
             AgentError::DuplicateOperation(_) => (
-                Code::AlreadyExists,
-                ErrorCode::AlreadyExists,
+                Kind::new(ErrorCode::AlreadyExists),
                 "pick a unique operation_id",
             ),
-            AgentError::RepositoryMismatch { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
-                "point the profile back at the expected repository",
-            ),
-            AgentError::TlsCertificate { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::Unreachable,
-                "trust the endpoint's certificate on this node, or set verifyTls: false in the \
-                 profile for a test setup",
-            ),
             AgentError::ShuttingDown { .. } => (
-                Code::Unavailable,
-                ErrorCode::Unreachable,
+                Kind::new(ErrorCode::Unreachable),
                 "retry once the agent is back",
             ),
-            AgentError::Repo { source, .. } => match source {
+            AgentError::Repo { source, .. } => match source.as_ref() {
                 ferry_repo::Error::Corrupt { .. } | ferry_repo::Error::UnsafeName { .. } => (
-                    Code::DataLoss,
-                    ErrorCode::Integrity,
+                    Kind::new(ErrorCode::Integrity),
                     "run Verify with read_data to list every damaged object",
                 ),
-                e => ferry_rpc::repo_error_parts(e),
+                e => ferry_profile::repo_kind(e),
             },
         }
     }
+}
 
-    /// The detail a status carries for this error.
-    pub fn detail(&self) -> ErrorDetail {
-        let (_, code, hint) = self.classify();
-        ErrorDetail {
-            code: code as i32,
-            message: self.to_string(),
-            object: None,
-            cluster: String::new(),
-            hint: hint.to_string(),
+impl ServiceError for AgentError {
+    fn kind(&self) -> Kind {
+        self.class().0
+    }
+
+    fn hint(&self) -> Cow<'_, str> {
+        self.class().1.into()
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            AgentError::InvalidArgument { field, .. } => Some(field),
+            AgentError::Profile(e) => e.field(),
+            _ => None,
         }
     }
 }
 
 impl From<AgentError> for Status {
     fn from(e: AgentError) -> Status {
-        let (code, _, _) = e.classify();
-        ferry_rpc::status(code, e.detail())
+        e.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_profile::ProfileError;
+    use ferry_repo::Error as R;
+
+    /// One error of each kind the agent produces reaches a gRPC client with the code of
+    /// the one table (crates/rpc) and the same detail types as from every service.
+    #[tokio::test]
+    async fn every_kind_reaches_a_client_by_the_one_table() {
+        let repo = |source| AgentError::Repo {
+            context: "backing up /data/db".into(),
+            source: Box::new(source),
+        };
+        let errors = [
+            AgentError::invalid("source_path", "empty; give an absolute path"),
+            AgentError::Profile(ProfileError::NotFound {
+                name: "main".into(),
+                dir: "/etc/ferry/profiles".into(),
+            }),
+            AgentError::DuplicateOperation("op-1".into()),
+            AgentError::PathNotAllowed {
+                path: "/etc".into(),
+                allowed: "/data".into(),
+            },
+            AgentError::ShuttingDown { node: "n1".into() },
+            AgentError::Volume {
+                path: "/data/db".into(),
+                detail: "missing".into(),
+            },
+            repo(R::WrongKey {
+                repo: "s3:http://127.0.0.1:9000/ferry/p".into(),
+                fingerprint: "SHA256:x".into(),
+                keys: Vec::new(),
+            }),
+            repo(R::Corrupt {
+                what: "pack p1".into(),
+                detail: "bad MAC".into(),
+            }),
+            repo(R::Locked {
+                repo: "r".into(),
+                key: "locks/l1".into(),
+                holder: None,
+            }),
+            repo(R::Cancelled),
+            repo(R::Internal("impossible".into())),
+        ];
+        let errors: Vec<&dyn ServiceError> = errors.iter().map(|e| e as _).collect();
+        ferry_rpc::contract::assert_round_trip(&errors).await;
     }
 }

@@ -2,20 +2,19 @@
 //!
 //! It backs a directory up into a repository, restores a snapshot into a directory and
 //! verifies snapshots, streaming progress; it never decides what to move, only how.
-//! Repositories are reached through profiles (see [`profile`]); requests may touch
+//! Repositories are reached through profiles (see [`ferry_profile`]); requests may touch
 //! only paths under the allowed roots.
 
 pub mod config;
 pub mod error;
 pub mod ops;
-pub mod profile;
 pub mod server;
 pub mod service;
 
 pub use config::{AgentConfig, Args};
 pub use error::AgentError;
+pub use ferry_profile::{Profile, ProfileSource, S3Credentials};
 /// The `ErrorDetail` a status carries (re-exported from ferry-rpc).
 pub use ferry_rpc::detail as status_detail;
-pub use profile::{Profile, ProfileSource, S3Credentials};
 pub use server::{ServeError, serve};
 pub use service::Agent;

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 use crate::ops::{OperationGuard, Operations};
-use crate::profile::{Profile, ProfileSource};
+use ferry_profile::{Profile, ProfileSource};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -244,13 +244,9 @@ impl Agent {
                         ferry_repo::Error::Cancelled,
                     )),
                 };
-                let message = match result {
-                    Ok(summary) => Ok(done(summary)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "operation failed");
-                        Err(Status::from(e))
-                    }
-                };
+                // A failure ends the stream with its status, which the server's layer
+                // (ferry_rpc::log) logs once.
+                let message = result.map(done).map_err(Status::from);
                 // Deregistered before the last message goes out: a client that has
                 // seen it must find the operation over (not cancellable, its id free).
                 // The stream stays open until `tx` is dropped, so a draining server

@@ -1,9 +1,12 @@
-//! The catalog's errors, and the one place that turns them into gRPC statuses carrying a
-//! `ferry.v1.ErrorDetail` (code, the object and cluster concerned, the next step), so a
-//! client tells "Secret missing" from "wrong key" from "store unreachable" without
+//! The catalog's errors, and the one place that decides their kinds in the error contract
+//! (crates/rpc, docs/errors.md): code, the object and cluster concerned, the next step,
+//! so a client tells "Secret missing" from "wrong key" from "store unreachable" without
 //! parsing text.
 
+use std::borrow::Cow;
+
 use ferry_proto::v1::{ErrorCode, ErrorDetail, ObjectRef};
+use ferry_rpc::{Kind, ServiceError};
 use tonic::{Code, Status};
 
 /// Everything a catalog request can fail with.
@@ -246,152 +249,154 @@ impl CatalogError {
         }
     }
 
-    /// The gRPC code, the detail code and the next step for the user.
-    fn classify(&self) -> (Code, ErrorCode, &'static str) {
+    /// The kind of failure and the next step for the user.
+    fn class(&self) -> (Kind, &'static str) {
         use ferry_repo::Error as R;
         match self {
-            CatalogError::InvalidArgument { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
-                "fix the request",
-            ),
+            CatalogError::InvalidArgument { .. } => {
+                (Kind::new(ErrorCode::InvalidArgument), "fix the request")
+            }
             CatalogError::Unsupported { .. } => (
-                Code::Unimplemented,
-                ErrorCode::InvalidArgument,
+                Kind::unsupported(ErrorCode::InvalidArgument),
                 "leave that field out",
             ),
             CatalogError::ProfileNotFound { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
+                Kind::new(ErrorCode::NotFound),
                 "list profiles with ListProfiles, or create the profile",
             ),
             CatalogError::ProfileExists { .. } => (
-                Code::AlreadyExists,
-                ErrorCode::AlreadyExists,
+                Kind::new(ErrorCode::AlreadyExists),
                 "pick another name, or delete the existing profile first",
             ),
             CatalogError::SecretNotFound { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::NotFound,
+                Kind::precondition(ErrorCode::NotFound),
                 "create the Secret in that namespace (keys: see services/catalog/README.md), \
                  or name an existing one",
             ),
             CatalogError::SecretInvalid { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
+                Kind::precondition(ErrorCode::InvalidArgument),
                 "add the missing key to the Secret (see services/catalog/README.md)",
             ),
-            CatalogError::Kube { http_status, .. } => match http_status {
-                Some(401 | 403) => (
-                    Code::PermissionDenied,
-                    ErrorCode::PermissionDenied,
-                    "grant the catalog's service account the access named in the message",
-                ),
-                Some(404) => (
-                    Code::NotFound,
-                    ErrorCode::NotFound,
-                    "check the name and namespace",
-                ),
-                Some(s) if *s < 500 && *s != 429 => (
-                    Code::FailedPrecondition,
-                    ErrorCode::Internal,
-                    "see the message; the API server refused the request",
-                ),
-                _ => (
-                    Code::Unavailable,
-                    ErrorCode::Unreachable,
-                    "check that the cluster's API server is reachable, then retry",
-                ),
-            },
+            CatalogError::Kube { source, .. } => {
+                let (kind, _) = ferry_rpc::kube_kind(source);
+                // The catalog's own words: the message already names the access needed.
+                let hint = match kind.code {
+                    ErrorCode::PermissionDenied => {
+                        "grant the catalog's service account the access named in the message"
+                    }
+                    ErrorCode::NotFound => "check the name and namespace",
+                    ErrorCode::Unreachable => {
+                        "check that the cluster's API server is reachable, then retry"
+                    }
+                    _ => "see the message; the API server refused the request",
+                };
+                (kind, hint)
+            }
             CatalogError::RepositoryMissing { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::NotFound,
+                Kind::precondition(ErrorCode::NotFound),
                 "check bucket and prefix, or set create_repository to initialise a repository",
             ),
             CatalogError::BucketMissing { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::NotFound,
+                Kind::precondition(ErrorCode::NotFound),
                 "create the bucket in the object store, or fix the bucket name",
             ),
             CatalogError::WrongKey { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::WrongKey,
+                Kind::new(ErrorCode::WrongKey),
                 "put one of the keys the message lists into the encryption key Secret, or add \
                  this Secret's key to the repository with `ferry repo key add`",
             ),
             CatalogError::AccessDenied { .. } => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
+                Kind::new(ErrorCode::PermissionDenied),
                 "check the access key in the credentials Secret and its policy on the bucket",
             ),
             CatalogError::ImportCanWrite { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::PermissionDenied,
+                Kind::precondition(ErrorCode::PermissionDenied),
                 "give the import profile credentials with a read-and-list-only policy on the bucket",
             ),
             CatalogError::ReadOnlyProfile { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::PermissionDenied,
+                Kind::precondition(ErrorCode::PermissionDenied),
                 "prune through the export or migration profile of the cluster that writes the \
                  repository",
             ),
             CatalogError::Unreachable { .. } => (
-                Code::Unavailable,
-                ErrorCode::Unreachable,
+                Kind::new(ErrorCode::Unreachable),
                 "check the endpoint URL and that the object store is up, then retry",
             ),
             CatalogError::RepositoryMismatch { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
+                Kind::precondition(ErrorCode::InvalidArgument),
                 "point the profile back at the expected repository, or recreate the profile",
             ),
             CatalogError::RestorePointNotFound { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
+                Kind::new(ErrorCode::NotFound),
                 "list restore points with ListRestorePoints; it may have been pruned",
             ),
             CatalogError::AgentProfileFile { .. } => (
-                Code::Internal,
-                ErrorCode::Internal,
+                Kind::new(ErrorCode::Internal),
                 "make the agent profiles directory writable for the catalog",
             ),
-            CatalogError::Token(e) => token_parts(e),
+            CatalogError::Token(e) => token_kind(e),
             CatalogError::ImportKeyMissing { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
+                Kind::new(ErrorCode::NotFound),
                 "create this cluster's import key with CreateImportKey",
             ),
             CatalogError::SecretExists { .. } => (
-                Code::AlreadyExists,
-                ErrorCode::AlreadyExists,
+                Kind::new(ErrorCode::AlreadyExists),
                 "delete the Secret, or name another one in encryption_key_secret",
             ),
             CatalogError::TokenRepositoryMismatch { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
+                Kind::precondition(ErrorCode::InvalidArgument),
                 "ask the source cluster for a new migration token",
             ),
             CatalogError::Store(_) => (
-                Code::Internal,
-                ErrorCode::Internal,
+                Kind::new(ErrorCode::Internal),
                 "check the catalog's data directory (disk space, permissions)",
             ),
-            CatalogError::Internal(_) => {
-                (Code::Internal, ErrorCode::Internal, "report this as a bug")
-            }
+            CatalogError::Internal(_) => (Kind::new(ErrorCode::Internal), "report this as a bug"),
             CatalogError::Repo { source, .. } => match source.as_ref() {
                 R::WrongKey { .. } => (
-                    Code::FailedPrecondition,
-                    ErrorCode::WrongKey,
+                    Kind::new(ErrorCode::WrongKey),
                     "put the key the repository was initialised with into the encryption key Secret",
                 ),
-                e => ferry_rpc::repo_error_parts(e),
+                e => ferry_profile::repo_kind(e),
             },
         }
     }
 
-    /// The cluster and object the error concerns, when it concerns one.
-    fn subject(&self) -> (Option<&str>, Option<ObjectRef>) {
+    /// The detail a status carries for this error.
+    pub fn detail(&self) -> ErrorDetail {
+        ServiceError::detail(self)
+    }
+
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        self.class().0.grpc()
+    }
+}
+
+impl ServiceError for CatalogError {
+    fn kind(&self) -> Kind {
+        self.class().0
+    }
+
+    fn hint(&self) -> Cow<'_, str> {
+        self.class().1.into()
+    }
+
+    fn cluster(&self) -> &str {
+        match self {
+            CatalogError::ProfileNotFound { cluster, .. }
+            | CatalogError::ProfileExists { cluster, .. }
+            | CatalogError::ImportKeyMissing { cluster }
+            | CatalogError::ReadOnlyProfile { cluster, .. }
+            | CatalogError::SecretNotFound { cluster, .. }
+            | CatalogError::SecretExists { cluster, .. }
+            | CatalogError::SecretInvalid { cluster, .. }
+            | CatalogError::Kube { cluster, .. } => cluster,
+            _ => "",
+        }
+    }
+
+    fn object(&self) -> Option<ObjectRef> {
         let secret = |namespace: &str, name: &str| ObjectRef {
             api_version: "v1".into(),
             kind: "Secret".into(),
@@ -399,107 +404,72 @@ impl CatalogError {
             name: name.into(),
         };
         match self {
-            CatalogError::ProfileNotFound { cluster, .. }
-            | CatalogError::ProfileExists { cluster, .. }
-            | CatalogError::ImportKeyMissing { cluster }
-            | CatalogError::ReadOnlyProfile { cluster, .. } => (Some(cluster), None),
             CatalogError::SecretNotFound {
-                namespace,
-                name,
-                cluster,
-                ..
+                namespace, name, ..
             }
             | CatalogError::SecretExists {
-                namespace,
-                name,
-                cluster,
-                ..
+                namespace, name, ..
             }
             | CatalogError::SecretInvalid {
-                namespace,
-                name,
-                cluster,
-                ..
-            } => (Some(cluster), Some(secret(namespace, name))),
-            CatalogError::Kube {
-                cluster, object, ..
-            } => (Some(cluster), object.as_deref().cloned()),
-            _ => (None, None),
+                namespace, name, ..
+            } => Some(secret(namespace, name)),
+            CatalogError::Kube { object, .. } => object.as_deref().cloned(),
+            _ => None,
         }
     }
 
-    /// The detail a status carries for this error.
-    pub fn detail(&self) -> ErrorDetail {
-        let (_, code, hint) = self.classify();
-        let (cluster, object) = self.subject();
-        ErrorDetail {
-            code: code as i32,
-            message: self.to_string(),
-            object,
-            cluster: cluster.unwrap_or_default().to_string(),
-            hint: hint.to_string(),
+    fn field(&self) -> Option<&str> {
+        match self {
+            CatalogError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
         }
-    }
-
-    /// The gRPC code this error maps to.
-    pub fn code(&self) -> Code {
-        self.classify().0
     }
 }
 
 impl From<CatalogError> for Status {
     fn from(e: CatalogError) -> Status {
-        let (code, _, _) = e.classify();
-        ferry_rpc::status(code, e.detail())
+        e.to_status()
     }
 }
 
 /// How a refused migration token maps: altered is INTEGRITY, expired TIMEOUT, made for
 /// another destination key WRONG_KEY, so a client tells them apart without the text.
-fn token_parts(e: &ferry_token::TokenError) -> (Code, ErrorCode, &'static str) {
+fn token_kind(e: &ferry_token::TokenError) -> (Kind, &'static str) {
     use ferry_token::TokenError as T;
     match e {
+        // The caller's input is what is damaged, not stored data.
         T::BadSignature { .. } => (
-            Code::InvalidArgument,
-            ErrorCode::Integrity,
+            Kind::in_request(ErrorCode::Integrity),
             "ask the source cluster for a new migration token and copy it unchanged",
         ),
         T::Malformed { .. } | T::UnsupportedVersion { .. } | T::Invalid { .. } => (
-            Code::InvalidArgument,
-            ErrorCode::InvalidArgument,
+            Kind::new(ErrorCode::InvalidArgument),
             "copy the whole migration token block again, or ask the source cluster for a new one",
         ),
         T::Expired { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::Timeout,
+            Kind::precondition(ErrorCode::Timeout),
             "issue a new token on the source cluster (IssueMigrationToken) and use it before it \
              expires",
         ),
         T::NotYetValid { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::InvalidArgument,
+            Kind::precondition(ErrorCode::InvalidArgument),
             "check the clocks of both clusters, then retry",
         ),
         T::WrongRecipient { .. } | T::Unwrap { .. } => (
-            Code::FailedPrecondition,
-            ErrorCode::WrongKey,
+            Kind::new(ErrorCode::WrongKey),
             "issue the token on the source cluster for this cluster's import key (GetImportKey)",
         ),
         T::UntrustedSigner { .. } => (
-            Code::PermissionDenied,
-            ErrorCode::PermissionDenied,
+            Kind::new(ErrorCode::PermissionDenied),
             "use a token from the trusted source cluster",
         ),
-        _ => (Code::Internal, ErrorCode::Internal, "report this as a bug"),
+        _ => (Kind::new(ErrorCode::Internal), "report this as a bug"),
     }
 }
 
 /// The HTTP status of an API server answer, if the server answered.
 pub(crate) fn kube_status(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
+    ferry_rpc::kube_http_status(e)
 }
 
 /// The API server's own words, or the client error.
@@ -531,5 +501,64 @@ mod tests {
         let s = Status::from(e);
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert_eq!(ferry_rpc::detail(&s).map(|d| d.code), Some(d.code));
+    }
+}
+
+#[cfg(test)]
+mod contract_tests {
+    use super::*;
+    use ferry_repo::Error as R;
+
+    /// One error of each kind the catalog produces reaches a gRPC client with the code
+    /// of the one table (crates/rpc) and the same detail types as from every service.
+    #[tokio::test]
+    async fn every_kind_reaches_a_client_by_the_one_table() {
+        let repo = |source| CatalogError::Repo {
+            context: "listing restore points of profile \"main\"".into(),
+            source: Box::new(source),
+        };
+        let errors = [
+            CatalogError::invalid("name", "empty"),
+            CatalogError::ProfileNotFound {
+                name: "main".into(),
+                cluster: "a".into(),
+            },
+            CatalogError::SecretExists {
+                purpose: "storing the generated key",
+                namespace: "ferry-system".into(),
+                name: "main-key".into(),
+                cluster: "a".into(),
+            },
+            CatalogError::AccessDenied {
+                profile: "main".into(),
+                location: "s3:http://127.0.0.1:9000/ferry".into(),
+                operation: "opening",
+                detail: "AccessDenied".into(),
+            },
+            CatalogError::Unreachable {
+                profile: "main".into(),
+                location: "s3:http://127.0.0.1:9000/ferry".into(),
+                source: Box::new(R::Internal("connection refused".into())),
+            },
+            CatalogError::WrongKey {
+                profile: "main".into(),
+                location: "s3:http://127.0.0.1:9000/ferry".into(),
+                key_secret: "ferry-system/main-key".into(),
+                engine: "no key slot opens".into(),
+            },
+            repo(R::Locked {
+                repo: "r".into(),
+                key: "locks/l1".into(),
+                holder: None,
+            }),
+            repo(R::Corrupt {
+                what: "index i1".into(),
+                detail: "bad MAC".into(),
+            }),
+            repo(R::Cancelled),
+            CatalogError::Internal("impossible".into()),
+        ];
+        let errors: Vec<&dyn ServiceError> = errors.iter().map(|e| e as _).collect();
+        ferry_rpc::contract::assert_round_trip(&errors).await;
     }
 }

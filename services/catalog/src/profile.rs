@@ -6,19 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use base64::Engine;
 use bytes::Bytes;
 use ferry_proto::v1::{CreateProfileRequest, Profile, ProfileKind, SecretRef, StorageBackend};
-use ferry_repo::backend::{BackendError, DynBackend, LocalBackend, S3Backend, S3Options};
+use ferry_repo::backend::{BackendError, DynBackend, Reason, RepoUrl};
 use ferry_token::{Fingerprint, OpenOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use serde::Serialize;
 
 use crate::db::{ProfileRecord, SecretName};
 use crate::error::{CatalogError, kube_message, kube_status};
@@ -33,8 +28,9 @@ pub const SESSION_TOKEN_KEYS: &[&str] = &["session_token", "sessionToken"];
 /// Key of the encryption key Secret: the user's key bytes, used as they are.
 pub const ENCRYPTION_KEY_KEY: &str = "key";
 
-/// Region used when a profile leaves it empty; S3 servers other than AWS ignore it.
-pub const DEFAULT_REGION: &str = "us-east-1";
+pub use ferry_profile::DEFAULT_REGION;
+/// How hard a backend tries before giving up.
+pub(crate) use ferry_profile::Patience;
 
 /// A validated CreateProfileRequest.
 #[derive(Debug)]
@@ -418,6 +414,18 @@ pub(crate) struct S3Credentials {
     pub session_token: Option<String>,
 }
 
+impl S3Credentials {
+    /// With the profile's region, as ferry-profile carries credentials.
+    fn for_profile(&self, p: &ProfileRecord) -> ferry_profile::S3Credentials {
+        ferry_profile::S3Credentials {
+            region: p.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+        }
+    }
+}
+
 impl fmt::Debug for Material {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Material")
@@ -610,42 +618,23 @@ pub(crate) fn secret_api_error(
     }
 }
 
-/// How hard a backend tries before giving up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Patience {
-    /// Validating a new profile: a person waits, and a wrong endpoint should say so soon.
-    Validate,
-    /// Normal use: ride out a store's short hiccups.
-    Normal,
-}
-
 /// The storage backend a profile names.
 pub(crate) fn backend(p: &ProfileRecord, m: &Material, patience: Patience) -> DynBackend {
-    if p.backend == StorageBackend::Local as i32 {
-        let dir = if p.prefix.is_empty() {
+    let url = if p.backend == StorageBackend::Local as i32 {
+        RepoUrl::Local(if p.prefix.is_empty() {
             PathBuf::from(&p.bucket)
         } else {
             Path::new(&p.bucket).join(&p.prefix)
-        };
-        return Arc::new(LocalBackend::new(dir));
-    }
-    let region = if p.region.is_empty() {
-        DEFAULT_REGION
+        })
     } else {
-        p.region.as_str()
+        RepoUrl::S3 {
+            endpoint: (!p.endpoint.is_empty()).then(|| p.endpoint.clone()),
+            bucket: p.bucket.clone(),
+            prefix: p.prefix.clone(),
+        }
     };
-    let endpoint = (!p.endpoint.is_empty()).then(|| p.endpoint.clone());
-    let mut options = S3Options::new(endpoint, &p.bucket, &p.prefix, region);
-    if let Some(c) = &m.s3 {
-        options.access_key_id = c.access_key_id.clone();
-        options.secret_access_key = c.secret_access_key.clone();
-        options.session_token = c.session_token.clone();
-    }
-    options.verify_tls = p.verify_tls;
-    if patience == Patience::Validate {
-        options.max_attempts = 2;
-    }
-    Arc::new(S3Backend::new(options))
+    let s3 = m.s3.as_ref().map(|c| c.for_profile(p));
+    ferry_profile::build_backend(url, s3.as_ref(), p.verify_tls, patience)
 }
 
 /// What a failed repository operation means for this profile.
@@ -656,12 +645,28 @@ pub(crate) fn repo_error(
 ) -> CatalogError {
     use ferry_repo::Error as R;
     let location = location(p);
-    // The engine reports S3 refusals as text; these codes are S3's own and stable.
-    let permanent = match &e {
-        R::Backend(BackendError::Permanent { message, .. }) => Some(message.as_str()),
-        _ => None,
+    // What the store said travels as fields of the backend error, never as text.
+    let (certificate, missing_bucket, denied) = match &e {
+        R::Backend(b) => (
+            *b.reason() == Reason::UntrustedCertificate,
+            b.store_code() == Some("NoSuchBucket"),
+            match b {
+                BackendError::Permanent { message, .. } if is_access_denied(b) => {
+                    Some(message.clone())
+                }
+                _ => None,
+            },
+        ),
+        _ => (false, false, None),
     };
     match e {
+        // Not retried by the backend, but to the user the store is not reachable, as
+        // before the refusal was told apart.
+        e if certificate => CatalogError::Unreachable {
+            profile: p.name.clone(),
+            location,
+            source: Box::new(e),
+        },
         e @ R::WrongKey { .. } => CatalogError::WrongKey {
             profile: p.name.clone(),
             location,
@@ -672,16 +677,16 @@ pub(crate) fn repo_error(
             profile: p.name.clone(),
             location,
         },
-        _ if permanent.is_some_and(|m| m.contains("NoSuchBucket")) => CatalogError::BucketMissing {
+        _ if missing_bucket => CatalogError::BucketMissing {
             profile: p.name.clone(),
             bucket: p.bucket.clone(),
             location,
         },
-        _ if permanent.is_some_and(is_access_denied) => CatalogError::AccessDenied {
+        _ if denied.is_some() => CatalogError::AccessDenied {
             profile: p.name.clone(),
             location,
             operation,
-            detail: permanent.unwrap_or_default().to_string(),
+            detail: denied.unwrap_or_default(),
         },
         e if e.is_transient() => CatalogError::Unreachable {
             profile: p.name.clone(),
@@ -695,17 +700,19 @@ pub(crate) fn repo_error(
     }
 }
 
-fn is_access_denied(message: &str) -> bool {
+/// S3's own codes for refused credentials, or a bare 403 (a HEAD's answer has no body
+/// to carry a code).
+fn is_access_denied(e: &BackendError) -> bool {
+    let code = e.store_code().unwrap_or_default();
     [
         "AccessDenied",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
-        "Forbidden",
         "InvalidToken",
         "ExpiredToken",
     ]
-    .iter()
-    .any(|code| message.contains(code))
+    .contains(&code)
+        || e.http_status() == Some(403)
 }
 
 /// Writes a small object and removes it: whether these credentials may write.
@@ -720,148 +727,54 @@ pub(crate) async fn probe_write(backend: &DynBackend) -> Result<(), BackendError
     backend.delete(&key).await
 }
 
-/// The agent's profile file (services/agent/src/profile.rs reads it, unknown fields
-/// refused). The secrets (S3 secret key, session token, repository key) are sealed with
-/// the data directory's `secret.key`, never written in clear.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AgentProfileFile<'a> {
-    repository: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    region: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    access_key_id: Option<&'a str>,
-    /// `false` when the profile does not verify the S3 endpoint's TLS certificate
-    /// (`verify_tls` off); absent means the agent verifies it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    verify_tls: Option<bool>,
-    /// The key file that opens `sealed`.
-    sealing_key_file: &'a Path,
-    /// base64 of the sealed JSON of [`SealedAgentSecrets`], bound to this profile's name.
-    sealed: String,
-}
-
-/// What the agent file seals: the JSON the agent opens (its `SealedSecrets`).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct SealedAgentSecrets<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret_access_key: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session_token: Option<&'a str>,
-    /// base64 of the key bytes.
-    key: String,
+/// The profile as the agents' profile file names it (ferry-profile's format), to be
+/// sealed and written for them.
+fn agent_profile(p: &ProfileRecord, m: &Material) -> ferry_profile::Profile {
+    ferry_profile::Profile {
+        name: p.name.clone(),
+        repository: location(p),
+        s3: m.s3.as_ref().map(|c| c.for_profile(p)),
+        key: m.key.clone(),
+        verify_tls: p.verify_tls,
+    }
 }
 
 /// The YAML of `<name>.yaml` for the agent, its secrets sealed by `sealer` and bound to
-/// the profile's name (`agent-profile/<name>`, as the agent opens them).
+/// the profile's name.
 pub(crate) fn agent_profile_yaml(
     p: &ProfileRecord,
     m: &Material,
     sealer: &ferry_store::SecretBox,
 ) -> Result<String, CatalogError> {
-    let s3 = m.s3.as_ref();
-    let is_s3 = p.backend == StorageBackend::S3 as i32;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let secrets = zeroize::Zeroizing::new(
-        serde_json::to_vec(&SealedAgentSecrets {
-            secret_access_key: s3.map(|c| c.secret_access_key.as_str()),
-            session_token: s3.and_then(|c| c.session_token.as_deref()),
-            key: b64.encode(&m.key),
-        })
-        .map_err(|e| CatalogError::Internal(format!("encoding agent profile {}: {e}", p.name)))?,
-    );
-    let sealed = sealer.seal(format!("agent-profile/{}", p.name).as_bytes(), &secrets)?;
-    // Absolute: the agent reads a relative path from the profile's directory.
-    let key_file = std::path::absolute(sealer.path()).map_err(|e| {
-        CatalogError::Internal(format!("the path of {}: {e}", sealer.path().display()))
-    })?;
-    let file = AgentProfileFile {
-        repository: location(p),
-        region: is_s3.then_some(if p.region.is_empty() {
-            DEFAULT_REGION
-        } else {
-            p.region.as_str()
-        }),
-        access_key_id: s3.map(|c| c.access_key_id.as_str()),
-        verify_tls: (is_s3 && !p.verify_tls).then_some(false),
-        sealing_key_file: &key_file,
-        sealed: b64.encode(sealed),
-    };
-    serde_yaml::to_string(&file)
-        .map_err(|e| CatalogError::Internal(format!("encoding agent profile {}: {e}", p.name)))
+    agent_profile(p, m)
+        .to_sealed_yaml(sealer)
+        .map_err(agent_file_error)
 }
 
-/// Path of a profile's agent file.
-pub(crate) fn agent_profile_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.yaml"))
-}
-
-/// Writes `<dir>/<name>.yaml` with mode 0600: a temporary file in the same directory,
-/// synced, then renamed over the old one, so the agent never reads half a profile.
+/// Writes `<dir>/<name>.yaml` atomically with mode 0600.
 pub(crate) async fn write_agent_profile(
     dir: &Path,
     name: &str,
     yaml: String,
 ) -> Result<(), CatalogError> {
-    let dir = dir.to_path_buf();
-    let path = agent_profile_path(&dir, name);
-    let tmp = dir.join(format!(
-        ".{name}.yaml.tmp-{}-{}",
-        std::process::id(),
-        ferry_repo::Id::random()
-            .map(|id| id.short())
-            .unwrap_or_default()
-    ));
-    let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || {
-        let io = |op: &'static str| {
-            let shown = shown.clone();
-            move |source| CatalogError::AgentProfileFile {
-                op,
-                path: shown,
-                source,
-            }
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io("creating the directory of"))?;
-        let written = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(yaml.as_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, &path)?;
-            // The rename is durable once the directory entry is.
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(io("writing"))
-    })
-    .await
-    .map_err(|e| CatalogError::Internal(format!("writing agent profile: {e}")))?
+    ferry_profile::write_file(dir, name, yaml)
+        .await
+        .map_err(agent_file_error)
 }
 
 /// Removes `<dir>/<name>.yaml`; a file already gone is fine.
 pub(crate) async fn remove_agent_profile(dir: &Path, name: &str) -> Result<(), CatalogError> {
-    let path = agent_profile_path(dir, name);
-    let shown = path.display().to_string();
-    match tokio::fs::remove_file(&path).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(CatalogError::AgentProfileFile {
-            op: "removing",
-            path: shown,
-            source,
-        }),
+    ferry_profile::remove_file(dir, name)
+        .await
+        .map_err(agent_file_error)
+}
+
+fn agent_file_error(e: ferry_profile::ProfileError) -> CatalogError {
+    use ferry_profile::ProfileError as P;
+    match e {
+        P::File { op, path, source } => CatalogError::AgentProfileFile { op, path, source },
+        P::Seal { source, .. } => CatalogError::Store(*source),
+        other => CatalogError::Internal(format!("agent profile file: {other}")),
     }
 }
 
@@ -1023,7 +936,7 @@ mod tests {
             }),
             key: b"repository key".to_vec(),
         };
-        let agents = ferry_agent::ProfileSource::Dir(agent_dir.clone());
+        let agents = ferry_profile::ProfileSource::Dir(agent_dir.clone());
         for (name, verify_tls) in [("checked", None), ("selfsigned", Some(false))] {
             let mut req = request();
             req.name = name.into();
@@ -1036,7 +949,7 @@ mod tests {
                 verify_tls == Some(false),
                 "{yaml}"
             );
-            std::fs::write(agent_profile_path(&agent_dir, name), yaml).expect("write");
+            std::fs::write(ferry_profile::file_path(&agent_dir, name), yaml).expect("write");
             let loaded = agents.get(name).await.expect("the agent reads the file");
             assert_eq!(loaded.verify_tls, verify_tls.unwrap_or(true), "{name}");
         }

@@ -1060,22 +1060,16 @@ fn next_token<T>(rows: &mut Vec<T>, limit: usize, key: impl Fn(&T) -> String) ->
         .unwrap_or_default()
 }
 
-/// Runs one RPC's body in its span, logging a failure there before it becomes a status.
+/// Runs one RPC's body in its span; a failure becomes a status, which the server's layer
+/// (ferry_rpc::log) logs once.
 async fn traced<T>(
     span: tracing::Span,
     body: impl Future<Output = Result<T, CatalogError>>,
 ) -> Result<Response<T>, Status> {
-    async move {
-        match body.await {
-            Ok(v) => Ok(Response::new(v)),
-            Err(e) => {
-                tracing::warn!(error = %e, "request failed");
-                Err(Status::from(e))
-            }
-        }
-    }
-    .instrument(span)
-    .await
+    body.instrument(span)
+        .await
+        .map(Response::new)
+        .map_err(Status::from)
 }
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -57,7 +57,7 @@ async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
         text.contains(&format!("accessKeyId: {}", h.s3.access_key)),
         "{text}"
     );
-    let agent_profile = ferry_agent::ProfileSource::Dir(h.agent_dir.clone())
+    let agent_profile = ferry_profile::ProfileSource::Dir(h.agent_dir.clone())
         .get("prod")
         .await
         .expect("the agent reads the file");
@@ -149,7 +149,7 @@ async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
         "{text}"
     );
     assert!(!text.contains("accessKeyId"), "{text}");
-    ferry_agent::ProfileSource::Dir(h.agent_dir.clone())
+    ferry_profile::ProfileSource::Dir(h.agent_dir.clone())
         .get("local")
         .await
         .expect("the agent reads it")

@@ -1,7 +1,10 @@
-//! The pairing service's errors, and the one place that turns them into gRPC statuses
-//! carrying a `ferry.v1.ErrorDetail`, so clients branch on a code and show the hint.
+//! The pairing service's errors, and the one place that decides their kinds in the error
+//! contract (crates/rpc, docs/errors.md), so clients branch on a code and show the hint.
+
+use std::borrow::Cow;
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail, ObjectRef};
+use ferry_rpc::{Kind, ServiceError};
 use tonic::{Code, Status};
 
 /// Everything a pairing request, or a caller of [`crate::Pairs`], can fail with.
@@ -306,132 +309,115 @@ impl PairingError {
         }
     }
 
-    /// The gRPC code, the detail code and the next step for the user.
-    fn classify(&self) -> (Code, ErrorCode, String) {
+    /// The kind of failure and the next step for the user.
+    fn class(&self) -> (Kind, Cow<'_, str>) {
         use PairingError as E;
         let new_token = "create a new token on the destination with `ferry pair token create` \
                          and accept that one";
+        let fixed = |kind: Kind, hint: &'static str| (kind, Cow::Borrowed(hint));
         match self {
-            E::InvalidArgument { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
-                "fix the request".into(),
-            ),
-            E::MalformedToken { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
+            E::InvalidArgument { .. } => fixed(Kind::new(ErrorCode::InvalidArgument), "fix the request"),
+            E::MalformedToken { .. } => fixed(
+                Kind::new(ErrorCode::InvalidArgument),
                 "copy the whole token printed by `ferry pair token create` on the destination, \
-                 from `ferry-pair-v1.` to its last character"
-                    .into(),
+                 from `ferry-pair-v1.` to its last character",
             ),
-            E::UnsupportedTokenVersion { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
-                "run the same Ferry version on both clusters, or create the token with this one"
-                    .into(),
+            E::UnsupportedTokenVersion { .. } => fixed(
+                Kind::new(ErrorCode::InvalidArgument),
+                "run the same Ferry version on both clusters, or create the token with this one",
             ),
             E::TokenExpired { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
-                format!("{new_token}, within its TTL (--ttl)"),
+                Kind::precondition(ErrorCode::InvalidArgument),
+                format!("{new_token}, within its TTL (--ttl)").into(),
             ),
             E::TokenUsed { .. } => (
-                Code::AlreadyExists,
-                ErrorCode::AlreadyExists,
-                format!("a token pairs once; list pairs with `ferry pair list`, or {new_token}"),
-            ),
-            E::TokenAltered { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::Integrity,
-                format!("copy the token again exactly as printed, or {new_token}"),
-            ),
-            E::TokenUnknown { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
-                format!(
-                    "the token was altered or made by another Ferry (or its data directory was reset); {new_token}"
-                ),
-            ),
-            E::SelfPairing { .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
-                "create the token on the destination cluster and accept it on the source".into(),
-            ),
-            E::PairNotFound { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
-                "list pairs with `ferry pair list`".into(),
-            ),
-            E::PairExists { .. } => (
-                Code::AlreadyExists,
-                ErrorCode::AlreadyExists,
-                "pick another pair name, or delete the existing pair first".into(),
-            ),
-            E::WrongRole { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
-                "run this on the pair's source cluster".into(),
-            ),
-            E::ApiUnreachable { .. } => (
-                Code::Unavailable,
-                ErrorCode::Unreachable,
-                "check that the API server URL is reachable from this cluster (network, \
-                 firewall, the CA in the token); pass the right one with --api-server-url \
-                 when creating the token"
+                Kind::new(ErrorCode::AlreadyExists),
+                format!("a token pairs once; list pairs with `ferry pair list`, or {new_token}")
                     .into(),
             ),
+            // The caller's input is what is damaged, not stored data.
+            E::TokenAltered { .. } => (
+                Kind::in_request(ErrorCode::Integrity),
+                format!("copy the token again exactly as printed, or {new_token}").into(),
+            ),
+            E::TokenUnknown { .. } => (
+                Kind::new(ErrorCode::NotFound),
+                format!(
+                    "the token was altered or made by another Ferry (or its data directory was reset); {new_token}"
+                )
+                .into(),
+            ),
+            E::SelfPairing { .. } => fixed(
+                Kind::new(ErrorCode::InvalidArgument),
+                "create the token on the destination cluster and accept it on the source",
+            ),
+            E::PairNotFound { .. } => fixed(
+                Kind::new(ErrorCode::NotFound),
+                "list pairs with `ferry pair list`",
+            ),
+            E::PairExists { .. } => fixed(
+                Kind::new(ErrorCode::AlreadyExists),
+                "pick another pair name, or delete the existing pair first",
+            ),
+            E::WrongRole { .. } => fixed(
+                Kind::precondition(ErrorCode::InvalidArgument),
+                "run this on the pair's source cluster",
+            ),
+            E::ApiUnreachable { .. } => fixed(
+                Kind::new(ErrorCode::Unreachable),
+                "check that the API server URL is reachable from this cluster (network, \
+                 firewall, the CA in the token); pass the right one with --api-server-url \
+                 when creating the token",
+            ),
             E::CredentialRejected { .. } => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
+                Kind::new(ErrorCode::PermissionDenied),
                 format!(
                     "the credential was revoked (its ServiceAccount deleted) or altered; delete \
                      the pair, then {new_token}"
-                ),
+                )
+                .into(),
             ),
-            E::PermissionsMissing { .. } => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
+            E::PermissionsMissing { .. } => fixed(
+                Kind::new(ErrorCode::PermissionDenied),
                 "check ClusterRole ferry-migrator on the destination and its binding to the \
-                 pair's ServiceAccount in ferry-system (services/pairing/README.md lists the rules)"
-                    .into(),
+                 pair's ServiceAccount in ferry-system (services/pairing/README.md lists the rules)",
             ),
-            E::PeerUnreachable { .. } => (
-                Code::Unavailable,
-                ErrorCode::Unreachable,
+            E::PeerUnreachable { .. } => fixed(
+                Kind::new(ErrorCode::Unreachable),
                 "check that Ferry runs on the other cluster and that its endpoint is reachable \
-                 from here; pass the right one with --ferry-endpoint when creating the token"
+                 from here; pass the right one with --ferry-endpoint when creating the token",
+            ),
+            // The other side's failure is passed on as it was classified there.
+            E::Peer { status, .. } | E::ProfileCheck { status, .. } => (
+                Kind::of_status(status),
+                ferry_rpc::detail(status)
+                    .map(|d| d.hint)
+                    .unwrap_or_default()
                     .into(),
             ),
-            E::Peer { status, .. } | E::ProfileCheck { status, .. } => {
-                let hint = ferry_rpc::detail(status)
-                    .map(|d| d.hint)
-                    .unwrap_or_default();
-                (status.code(), peer_code(status), hint)
-            }
-            E::PeerLostPair { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::NotFound,
-                "delete the pair here with `ferry pair delete` and pair the clusters again".into(),
+            E::PeerLostPair { .. } => fixed(
+                Kind::precondition(ErrorCode::NotFound),
+                "delete the pair here with `ferry pair delete` and pair the clusters again",
             ),
             E::ProfileMissing { profile, cluster } => (
-                Code::FailedPrecondition,
-                ErrorCode::NotFound,
+                Kind::precondition(ErrorCode::NotFound),
                 format!(
                     "create profile {profile} on cluster {cluster} pointing at the same bucket \
                      and prefix as on the other cluster: `ferry --context {cluster} profile \
                      create {profile} --s3 ... --credentials-secret ... --key-secret ...`"
-                ),
+                )
+                .into(),
             ),
             E::ProfileReadOnly {
                 profile, cluster, ..
             } => (
-                Code::FailedPrecondition,
-                ErrorCode::PermissionDenied,
+                Kind::precondition(ErrorCode::PermissionDenied),
                 format!(
                     "the source writes restore points: give cluster {cluster} an export or \
                      migration profile {profile} (`ferry --context {cluster} profile create \
                      {profile} --kind migration ...`)"
-                ),
+                )
+                .into(),
             ),
             E::RepositoryMismatch {
                 profile,
@@ -439,147 +425,103 @@ impl PairingError {
                 peer_cluster,
                 ..
             } => (
-                Code::FailedPrecondition,
-                ErrorCode::InvalidArgument,
+                Kind::precondition(ErrorCode::InvalidArgument),
                 format!(
                     "create profile {profile} on cluster {peer_cluster} pointing at the same \
                      bucket/prefix as on cluster {cluster} (delete the wrong one first with \
                      `ferry --context {peer_cluster} profile delete {profile}`)"
-                ),
+                )
+                .into(),
             ),
             E::PeerWithoutCatalog { cluster, .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::MissingPrerequisite,
+                Kind::new(ErrorCode::MissingPrerequisite),
                 format!(
                     "run `ferry serve` (the same version as here) on cluster {cluster}: it \
                      hosts the catalog next to the pairing service"
-                ),
+                )
+                .into(),
             ),
-            E::Timeout { .. } => (
-                Code::DeadlineExceeded,
-                ErrorCode::Timeout,
+            E::Timeout { .. } => fixed(
+                Kind::new(ErrorCode::Timeout),
                 "the other side is slow or the network drops packets; retry, or raise \
-                 --peer-timeout-seconds"
-                    .into(),
+                 --peer-timeout-seconds",
             ),
-            E::ForgetRefused { .. } => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
-                "delete the pair with `ferry pair delete` on one of its two clusters".into(),
+            E::ForgetRefused { .. } => fixed(
+                Kind::new(ErrorCode::PermissionDenied),
+                "delete the pair with `ferry pair delete` on one of its two clusters",
             ),
-            E::Kube { source, .. } => kube_classify(source),
-            E::CredentialNotIssued { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::MissingPrerequisite,
+            E::Kube { source, .. } => {
+                let (kind, hint) = ferry_rpc::kube_kind(source);
+                let hint = match ferry_rpc::kube_http_status(source) {
+                    Some(403) => {
+                        "grant Ferry's own identity the rights listed in services/pairing/README.md \
+                         (it creates ServiceAccounts, ClusterRoles and bindings for pairs)"
+                    }
+                    _ => hint,
+                };
+                fixed(kind, hint)
+            }
+            E::CredentialNotIssued { .. } => fixed(
+                Kind::new(ErrorCode::MissingPrerequisite),
                 "kube-controller-manager's serviceaccount-token controller fills these Secrets; \
                  if the cluster does not run it, start ferry-pairing with \
-                 --credential-kind=token-request"
-                    .into(),
+                 --credential-kind=token-request",
             ),
-            E::Unseal { .. } => (
-                Code::FailedPrecondition,
-                ErrorCode::Integrity,
+            E::Unseal { .. } => fixed(
+                Kind::precondition(ErrorCode::Integrity),
                 "the data directory's secret.key changed or the database was copied from \
-                 elsewhere; delete the pair and pair the clusters again"
-                    .into(),
+                 elsewhere; delete the pair and pair the clusters again",
             ),
-            E::Store { .. } => (
-                Code::Internal,
-                ErrorCode::Internal,
-                "check that the data directory is writable and not full".into(),
+            E::Store { .. } => fixed(
+                Kind::new(ErrorCode::Internal),
+                "check that the data directory is writable and not full",
             ),
-            E::Internal { .. } => (
-                Code::Internal,
-                ErrorCode::Internal,
-                "report this as a bug".into(),
-            ),
+            E::Internal { .. } => fixed(Kind::new(ErrorCode::Internal), "report this as a bug"),
         }
     }
 
     /// The detail a status carries for this error.
     pub fn detail(&self) -> ErrorDetail {
-        let (_, code, hint) = self.classify();
-        let object = match self {
-            PairingError::Kube { object, .. } => object.as_deref().cloned(),
-            _ => None,
-        };
-        ErrorDetail {
-            code: code as i32,
-            message: self.to_string(),
-            object,
-            cluster: self.cluster().to_string(),
-            hint,
-        }
+        ServiceError::detail(self)
     }
 }
 
-fn peer_code(status: &Status) -> ErrorCode {
-    match ferry_rpc::detail(status) {
-        Some(d) => ErrorCode::try_from(d.code).unwrap_or(ErrorCode::Internal),
-        None => match status.code() {
-            Code::Unavailable => ErrorCode::Unreachable,
-            Code::DeadlineExceeded => ErrorCode::Timeout,
-            Code::Unimplemented => ErrorCode::MissingPrerequisite,
-            _ => ErrorCode::Internal,
-        },
+impl ServiceError for PairingError {
+    fn kind(&self) -> Kind {
+        self.class().0
+    }
+
+    fn hint(&self) -> Cow<'_, str> {
+        self.class().1
+    }
+
+    fn cluster(&self) -> &str {
+        PairingError::cluster(self)
+    }
+
+    fn object(&self) -> Option<ObjectRef> {
+        match self {
+            PairingError::Kube { object, .. } => object.as_deref().cloned(),
+            _ => None,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            PairingError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
     }
 }
 
 /// Network-level failures, as opposed to the API answering with an error.
 pub(crate) fn is_network(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
-}
-
-fn kube_classify(e: &kube::Error) -> (Code, ErrorCode, String) {
-    match e {
-        kube::Error::Api(s) => match s.code {
-            401 => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
-                "the cluster does not accept Ferry's credential; check the kubeconfig or \
-                 in-cluster ServiceAccount Ferry runs with"
-                    .into(),
-            ),
-            403 => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
-                "grant Ferry's own identity the rights listed in services/pairing/README.md \
-                 (it creates ServiceAccounts, ClusterRoles and bindings for pairs)"
-                    .into(),
-            ),
-            404 => (
-                Code::NotFound,
-                ErrorCode::NotFound,
-                "the object is gone; retry, or check who removed it".into(),
-            ),
-            409 => (
-                Code::Aborted,
-                ErrorCode::Conflict,
-                "another writer changed the object at the same time; retry".into(),
-            ),
-            _ => (
-                Code::Unavailable,
-                ErrorCode::Unreachable,
-                "the Kubernetes API failed; retry, and check the API server's health".into(),
-            ),
-        },
-        e if is_network(e) => (
-            Code::Unavailable,
-            ErrorCode::Unreachable,
-            "check that the Kubernetes API server is up and reachable from Ferry".into(),
-        ),
-        _ => (
-            Code::Internal,
-            ErrorCode::Internal,
-            "report this as a bug".into(),
-        ),
-    }
+    ferry_rpc::kube_is_network(e)
 }
 
 impl From<PairingError> for Status {
     fn from(e: PairingError) -> Status {
-        let (code, _, _) = e.classify();
-        ferry_rpc::status(code, e.detail())
+        e.to_status()
     }
 }
 
@@ -632,5 +574,62 @@ mod tests {
             assert!(!d.hint.is_empty(), "{e}");
             assert_ne!(d.code, ErrorCode::Unspecified as i32, "{e}");
         }
+    }
+
+    /// One error of each kind the pairing service produces reaches a gRPC client with
+    /// the code of the one table (crates/rpc) and the same detail types as from every
+    /// service.
+    #[tokio::test]
+    async fn every_kind_reaches_a_client_by_the_one_table() {
+        let conflict = kube::Error::Api(Box::new(kube::core::Status {
+            code: 409,
+            message: "the object has been modified".into(),
+            ..Default::default()
+        }));
+        let errors = [
+            PairingError::invalid("name", "empty"),
+            PairingError::PairNotFound {
+                pair: "p1".into(),
+                cluster: "a".into(),
+            },
+            PairingError::PairExists {
+                name: "p1".into(),
+                cluster: "a".into(),
+            },
+            PairingError::PermissionsMissing {
+                cluster: "b".into(),
+                missing: vec!["create namespaces".into()],
+            },
+            PairingError::PeerUnreachable {
+                cluster: "b".into(),
+                endpoint: "127.0.0.1:1".into(),
+                detail: "connection refused".into(),
+            },
+            PairingError::PeerWithoutCatalog {
+                cluster: "b".into(),
+                endpoint: "127.0.0.1:1".into(),
+                detail: "unimplemented".into(),
+            },
+            PairingError::kube(
+                "a",
+                "updating ServiceAccount ferry-system/p1",
+                Some(ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "ServiceAccount".into(),
+                    namespace: "ferry-system".into(),
+                    name: "p1".into(),
+                }),
+            )(conflict),
+            PairingError::Timeout {
+                what: "checking the pair".into(),
+                cluster: "b".into(),
+                seconds: 10,
+            },
+            PairingError::Internal {
+                detail: "impossible".into(),
+            },
+        ];
+        let errors: Vec<&dyn ServiceError> = errors.iter().map(|e| e as _).collect();
+        ferry_rpc::contract::assert_round_trip(&errors).await;
     }
 }

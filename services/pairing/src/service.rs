@@ -770,32 +770,15 @@ async fn run<T: Send + 'static>(
     span: tracing::Span,
     fut: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<Response<T>, Status> {
-    let result = tokio::spawn(fut.instrument(span.clone()))
+    let result = tokio::spawn(fut.instrument(span))
         .await
         .unwrap_or_else(|e| {
             Err(PairingError::Internal {
                 detail: format!("request task failed: {e}"),
             })
         });
-    match result {
-        Ok(v) => Ok(Response::new(v)),
-        Err(e) => {
-            let status = Status::from(e);
-            // Ferry's or the network's fault is worth a warning; a caller's mistake is not.
-            let ours = matches!(
-                status.code(),
-                tonic::Code::Internal | tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            );
-            span.in_scope(|| {
-                if ours {
-                    tracing::warn!(code = ?status.code(), error = %status.message(), "request failed");
-                } else {
-                    tracing::info!(code = ?status.code(), error = %status.message(), "request refused");
-                }
-            });
-            Err(status)
-        }
-    }
+    // A failure is logged once, by the server's layer (ferry_rpc::log), not here.
+    result.map(Response::new).map_err(Status::from)
 }
 
 impl PairingService {

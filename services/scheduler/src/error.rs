@@ -1,12 +1,15 @@
-//! Errors of the scheduler, and the one place that turns them into gRPC statuses
-//! carrying a `ferry.v1.ErrorDetail` (code, message, next step).
+//! Errors of the scheduler, and the one place that decides their kinds in the error
+//! contract (crates/rpc, docs/errors.md).
 //!
 //! Policy: a [`SchedulerError`] refuses a request or stops the service. A run whose job
 //! fails is not an error of the scheduler: the job's own `ErrorDetail` is kept in the
 //! run (see [`crate::jobs::JobError`]), and the run ends FAILED.
 
+use std::borrow::Cow;
+
 use ferry_proto::v1::{ErrorCode, ErrorDetail};
-use tonic::{Code, Status};
+use ferry_rpc::{Kind, ServiceError};
+use tonic::Status;
 
 /// Everything a scheduler request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -84,94 +87,131 @@ impl SchedulerError {
         }
     }
 
-    /// The gRPC code, the detail code and the next step for the user.
-    fn classify(&self) -> (Code, ErrorCode, String) {
+    /// The error as a status or a run carries it.
+    pub fn detail(&self) -> ErrorDetail {
+        ServiceError::detail(self)
+    }
+
+    /// The error as an RPC answer.
+    pub fn to_status(&self) -> Status {
+        ServiceError::to_status(self)
+    }
+}
+
+impl ServiceError for SchedulerError {
+    fn kind(&self) -> Kind {
         match self {
-            SchedulerError::InvalidArgument { hint, .. } => (
-                Code::InvalidArgument,
-                ErrorCode::InvalidArgument,
-                hint.clone(),
-            ),
-            SchedulerError::Unsupported { hint, .. } => (
-                Code::Unimplemented,
-                ErrorCode::InvalidArgument,
-                hint.clone(),
-            ),
-            SchedulerError::NotFound { .. } => (
-                Code::NotFound,
-                ErrorCode::NotFound,
-                "list schedules with ListSchedules; name one by its id or its name".into(),
-            ),
-            SchedulerError::NameTaken { .. } => (
-                Code::AlreadyExists,
-                ErrorCode::AlreadyExists,
-                "pick another name, or delete the existing schedule first".into(),
-            ),
+            SchedulerError::InvalidArgument { .. } => Kind::new(ErrorCode::InvalidArgument),
+            SchedulerError::Unsupported { .. } => Kind::unsupported(ErrorCode::InvalidArgument),
+            SchedulerError::NotFound { .. } => Kind::new(ErrorCode::NotFound),
+            SchedulerError::NameTaken { .. } => Kind::new(ErrorCode::AlreadyExists),
+            SchedulerError::RunInProgress { .. } => Kind::new(ErrorCode::Conflict),
+            SchedulerError::Upstream { error } => {
+                let code = ErrorCode::try_from(error.detail.code).unwrap_or(ErrorCode::Internal);
+                // A dependency that may answer later is UNAVAILABLE whatever it said; one
+                // that refused will refuse again until its state changes.
+                if error.retryable {
+                    Kind::retry_later(code)
+                } else {
+                    Kind::precondition(code)
+                }
+            }
+            SchedulerError::Access(e) => e.kind(),
+            SchedulerError::NotYours { .. } => Kind::new(ErrorCode::PermissionDenied),
+            SchedulerError::Store(_) | SchedulerError::Internal(_) => {
+                Kind::new(ErrorCode::Internal)
+            }
+        }
+    }
+
+    fn hint(&self) -> Cow<'_, str> {
+        match self {
+            SchedulerError::InvalidArgument { hint, .. }
+            | SchedulerError::Unsupported { hint, .. } => hint.into(),
+            SchedulerError::NotFound { .. } => {
+                "list schedules with ListSchedules; name one by its id or its name".into()
+            }
+            SchedulerError::NameTaken { .. } => {
+                "pick another name, or delete the existing schedule first".into()
+            }
             SchedulerError::RunInProgress { run_id, job_id, .. } => {
                 let job = if job_id.is_empty() {
                     String::new()
                 } else {
                     format!(", or cancel its job {job_id} with CancelJob")
                 };
-                (
-                    Code::FailedPrecondition,
-                    ErrorCode::Conflict,
-                    format!("wait for run {run_id} to finish (ListRuns shows it){job}"),
-                )
+                format!("wait for run {run_id} to finish (ListRuns shows it){job}").into()
             }
-            SchedulerError::Upstream { error } => (
-                if error.retryable {
-                    Code::Unavailable
-                } else {
-                    Code::FailedPrecondition
-                },
-                ErrorCode::try_from(error.detail.code).unwrap_or(ErrorCode::Internal),
-                error.detail.hint.clone(),
-            ),
-            SchedulerError::Access(e) => (
-                e.code(),
-                match e.code() {
-                    Code::Unauthenticated => ErrorCode::Unauthenticated,
-                    Code::PermissionDenied => ErrorCode::PermissionDenied,
-                    _ => ErrorCode::Unreachable,
-                },
-                e.hint().into(),
-            ),
-            SchedulerError::NotYours { .. } => (
-                Code::PermissionDenied,
-                ErrorCode::PermissionDenied,
-                "ask its creator or an administrator".into(),
-            ),
-            SchedulerError::Store(_) => (
-                Code::Internal,
-                ErrorCode::Internal,
-                "check the scheduler's data directory (scheduler.db): disk space and \
-                 permissions"
-                    .into(),
-            ),
-            SchedulerError::Internal(_) => (
-                Code::Internal,
-                ErrorCode::Internal,
-                "report this as a bug".into(),
-            ),
+            SchedulerError::Upstream { error } => error.detail.hint.as_str().into(),
+            SchedulerError::Access(e) => e.hint().into(),
+            SchedulerError::NotYours { .. } => "ask its creator or an administrator".into(),
+            SchedulerError::Store(_) => "check the scheduler's data directory (scheduler.db): \
+                                         disk space and permissions"
+                .into(),
+            SchedulerError::Internal(_) => "report this as a bug".into(),
         }
     }
 
-    /// The error as a status or a run carries it.
-    pub fn detail(&self) -> ErrorDetail {
-        let (_, code, hint) = self.classify();
-        ferry_rpc::error_detail(code, self.to_string(), hint)
+    fn cluster(&self) -> &str {
+        match self {
+            SchedulerError::Upstream { error } => &error.detail.cluster,
+            _ => "",
+        }
     }
 
-    /// The error as an RPC answer.
-    pub fn to_status(&self) -> Status {
-        let (code, _, _) = self.classify();
-        ferry_rpc::status(code, self.detail())
+    fn field(&self) -> Option<&str> {
+        match self {
+            SchedulerError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
     }
 }
 
 impl From<SchedulerError> for Status {
     fn from(e: SchedulerError) -> Self {
         e.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of each kind the scheduler produces reaches a gRPC client with the code
+    /// of the one table (crates/rpc) and the same detail types as from every service.
+    #[tokio::test]
+    async fn every_kind_reaches_a_client_by_the_one_table() {
+        let errors = [
+            SchedulerError::invalid("every", "zero", "give an interval such as 1h"),
+            SchedulerError::NotFound {
+                schedule: "nightly".into(),
+            },
+            SchedulerError::NameTaken {
+                name: "nightly".into(),
+            },
+            SchedulerError::RunInProgress {
+                schedule: "nightly".into(),
+                run_id: "r1".into(),
+                job_id: "j1".into(),
+            },
+            SchedulerError::NotYours {
+                user: "alice".into(),
+                schedule: "nightly".into(),
+            },
+            SchedulerError::Access(ferry_authz::AuthzError::NoToken),
+            SchedulerError::Upstream {
+                error: crate::jobs::JobError {
+                    detail: Box::new(ferry_rpc::error_detail(
+                        ErrorCode::Unreachable,
+                        "the catalog at 127.0.0.1:1 is unreachable",
+                        "check that the catalog runs",
+                    )),
+                    retryable: true,
+                },
+            },
+            SchedulerError::Internal("impossible".into()),
+        ];
+        let errors: Vec<&dyn ServiceError> = errors.iter().map(|e| e as _).collect();
+        ferry_rpc::contract::assert_round_trip(&errors).await;
     }
 }

@@ -227,31 +227,31 @@ impl Agents for StaticAgents {
 /// Repositories from agent-style profiles (`<dir>/<name>.yaml`, or in memory).
 #[derive(Debug, Clone)]
 pub struct ProfileRepositories {
-    profiles: ferry_agent::ProfileSource,
+    profiles: ferry_profile::ProfileSource,
 }
 
 impl ProfileRepositories {
-    pub fn new(profiles: ferry_agent::ProfileSource) -> Self {
+    pub fn new(profiles: ferry_profile::ProfileSource) -> Self {
         ProfileRepositories { profiles }
     }
 
     /// Profiles read from `<dir>/<name>.yaml` on every job, like an agent reads them.
     pub fn dir(dir: impl Into<std::path::PathBuf>) -> Self {
-        Self::new(ferry_agent::ProfileSource::Dir(dir.into()))
+        Self::new(ferry_profile::ProfileSource::Dir(dir.into()))
     }
 
     /// Profiles given in memory.
-    pub fn fixed(profiles: impl IntoIterator<Item = ferry_agent::Profile>) -> Self {
-        let map: HashMap<String, ferry_agent::Profile> =
+    pub fn fixed(profiles: impl IntoIterator<Item = ferry_profile::Profile>) -> Self {
+        let map: HashMap<String, ferry_profile::Profile> =
             profiles.into_iter().map(|p| (p.name.clone(), p)).collect();
-        Self::new(ferry_agent::ProfileSource::Static(Arc::new(map)))
+        Self::new(ferry_profile::ProfileSource::Static(Arc::new(map)))
     }
 }
 
 #[async_trait]
 impl Repositories for ProfileRepositories {
     async fn open(&self, r: &RepositoryRef) -> Result<Repository> {
-        let unusable = |e: ferry_agent::AgentError| TransferError::Cluster {
+        let unusable = |e: ferry_profile::ProfileError| TransferError::Cluster {
             cluster: "transfer service".into(),
             message: format!("repository profile {:?}: {e}", r.profile),
             hint: "check the profile's file, credentials and key".into(),

@@ -3,11 +3,14 @@
 //! Policy: a [`TransferError`] stops a job (or refuses a request). Problems with one
 //! object or one volume are not errors of the job until the job decides so: they are
 //! failed `ObjectOutcome`s / `VolumeOutcome`s in the report, next to what worked.
-//! Every variant names the cluster, the object or volume, and the next step; every one
-//! maps to one `ErrorDetail` (for job reports) and one `tonic::Status` (for RPCs) here,
-//! in one place.
+//! Every variant names the cluster, the object or volume, and the next step; its kind
+//! in the error contract (crates/rpc, docs/errors.md) is decided here, in one place, and
+//! gives one `ErrorDetail` (for job reports) and one `tonic::Status` (for RPCs).
+
+use std::borrow::Cow;
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail, ObjectRef as ProtoObjectRef};
+use ferry_rpc::{Kind, ServiceError};
 use tonic::{Code, Status};
 
 /// An error that stops a job or refuses a request.
@@ -186,64 +189,54 @@ impl TransferError {
 
     /// The error code clients branch on.
     pub fn code(&self) -> ErrorCode {
-        match self {
-            TransferError::Access(e) => match e.code() {
-                Code::Unauthenticated => ErrorCode::Unauthenticated,
-                Code::PermissionDenied => ErrorCode::PermissionDenied,
-                _ => ErrorCode::Unreachable,
-            },
-            TransferError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
-            TransferError::JobNotFound { .. } => ErrorCode::NotFound,
-            TransferError::UnknownCluster { .. } => ErrorCode::NotFound,
-            TransferError::Cluster { .. } => ErrorCode::Unreachable,
-            TransferError::Kube { source, .. } => match source.as_ref() {
-                ferry_kube::Error::NamespaceNotFound { .. } => ErrorCode::NotFound,
-                ferry_kube::Error::InvalidSpec { .. } => ErrorCode::InvalidArgument,
-                e if !e.is_permanent() => ErrorCode::Unreachable,
-                e if e.to_string().contains("forbidden") => ErrorCode::PermissionDenied,
-                _ => ErrorCode::Internal,
-            },
-            TransferError::Object { .. } => ErrorCode::PermissionDenied,
-            TransferError::Preflight {
-                missing_prerequisite,
-                ..
-            } => {
-                if *missing_prerequisite {
-                    ErrorCode::MissingPrerequisite
-                } else {
-                    ErrorCode::PermissionDenied
-                }
-            }
-            TransferError::Volume { .. } => ErrorCode::Volume,
-            TransferError::Agent { code, .. } | TransferError::Handover { code, .. } => *code,
-            TransferError::Repository { source, .. } => repo_code(source),
-            TransferError::RestorePointNotFound { .. } => ErrorCode::NotFound,
-            TransferError::ApplyFailed { .. } => ErrorCode::Conflict,
-            TransferError::Cancelled { .. } => ErrorCode::Cancelled,
-            TransferError::Interrupted { .. } => ErrorCode::Internal,
-            TransferError::Store(_) | TransferError::Internal(_) => ErrorCode::Internal,
-        }
-    }
-
-    /// The cluster the error concerns, if any.
-    fn cluster(&self) -> String {
-        match self {
-            TransferError::Cluster { cluster, .. }
-            | TransferError::UnknownCluster { cluster, .. }
-            | TransferError::Kube { cluster, .. }
-            | TransferError::Object { cluster, .. }
-            | TransferError::Preflight { cluster, .. }
-            | TransferError::Volume { cluster, .. }
-            | TransferError::Agent { cluster, .. }
-            | TransferError::ApplyFailed { cluster, .. } => cluster.clone(),
-            TransferError::Access(e) => e.cluster().unwrap_or_default().to_owned(),
-            _ => String::new(),
-        }
+        ServiceError::kind(self).code
     }
 
     /// The error as a job report or a status carries it.
     pub fn detail(&self) -> ErrorDetail {
-        let hint = match self {
+        ServiceError::detail(self)
+    }
+
+    /// The error as an RPC answer.
+    pub fn to_status(&self) -> Status {
+        ServiceError::to_status(self)
+    }
+}
+
+impl ServiceError for TransferError {
+    fn kind(&self) -> Kind {
+        match self {
+            TransferError::Access(e) => e.kind(),
+            TransferError::InvalidArgument { .. } => Kind::new(ErrorCode::InvalidArgument),
+            TransferError::JobNotFound { .. } => Kind::new(ErrorCode::NotFound),
+            TransferError::UnknownCluster { .. } => Kind::new(ErrorCode::NotFound),
+            TransferError::Cluster { .. } => Kind::new(ErrorCode::Unreachable),
+            TransferError::Kube { source, .. } => kube_step_kind(source).0,
+            TransferError::Object { .. } => Kind::new(ErrorCode::PermissionDenied),
+            TransferError::Preflight {
+                missing_prerequisite,
+                ..
+            } => Kind::new(if *missing_prerequisite {
+                ErrorCode::MissingPrerequisite
+            } else {
+                ErrorCode::PermissionDenied
+            }),
+            TransferError::Volume { .. } => Kind::new(ErrorCode::Volume),
+            TransferError::Agent { code, .. } | TransferError::Handover { code, .. } => {
+                Kind::new(*code)
+            }
+            TransferError::Repository { source, .. } => ferry_profile::repo_kind(source).0,
+            TransferError::RestorePointNotFound { .. } => Kind::new(ErrorCode::NotFound),
+            TransferError::ApplyFailed { .. } => Kind::new(ErrorCode::Conflict),
+            TransferError::Cancelled { .. } => Kind::new(ErrorCode::Cancelled),
+            TransferError::Interrupted { .. }
+            | TransferError::Store(_)
+            | TransferError::Internal(_) => Kind::new(ErrorCode::Internal),
+        }
+    }
+
+    fn hint(&self) -> Cow<'_, str> {
+        match self {
             TransferError::Cluster { hint, .. }
             | TransferError::UnknownCluster { hint, .. }
             | TransferError::Object { hint, .. }
@@ -252,46 +245,52 @@ impl TransferError {
             | TransferError::Handover { hint, .. }
             | TransferError::Repository { hint, .. }
             | TransferError::RestorePointNotFound { hint, .. }
-            | TransferError::Interrupted { hint, .. } => hint.clone(),
+            | TransferError::Interrupted { hint, .. } => hint.into(),
             TransferError::InvalidArgument { .. } => "fix the request and send it again".into(),
             TransferError::Preflight { .. } => {
                 "create what is missing on the destination or map it, then start again".into()
             }
             TransferError::Access(e) => e.hint().into(),
-            TransferError::Cancelled { .. } => String::new(),
-            _ => String::new(),
-        };
-        let object = match self {
-            TransferError::Object { object, .. } => Some(proto_object(object)),
-            _ => None,
-        };
-        ErrorDetail {
-            code: self.code() as i32,
-            message: self.to_string(),
-            object,
-            cluster: self.cluster(),
-            hint,
+            TransferError::Kube { source, .. } => kube_step_kind(source).1.into(),
+            TransferError::ApplyFailed { .. } => {
+                "fix the failures and start the migration again".into()
+            }
+            TransferError::JobNotFound { .. } => "list jobs with `ferry jobs list`".into(),
+            TransferError::Store(_) => {
+                "check the transfer service's data directory (disk space, permissions)".into()
+            }
+            TransferError::Internal(_) => "report this as a bug".into(),
+            TransferError::Cancelled { .. } => "".into(),
         }
     }
 
-    /// The error as an RPC answer.
-    pub fn to_status(&self) -> Status {
-        let code = match self.code() {
-            ErrorCode::InvalidArgument => Code::InvalidArgument,
-            ErrorCode::NotFound => Code::NotFound,
-            ErrorCode::AlreadyExists | ErrorCode::Conflict => Code::AlreadyExists,
-            ErrorCode::PermissionDenied => Code::PermissionDenied,
-            ErrorCode::Unauthenticated => Code::Unauthenticated,
-            ErrorCode::Unreachable => Code::Unavailable,
-            ErrorCode::MissingPrerequisite | ErrorCode::WrongKey => Code::FailedPrecondition,
-            ErrorCode::RepositoryLocked => Code::Aborted,
-            ErrorCode::Integrity => Code::DataLoss,
-            ErrorCode::Cancelled => Code::Cancelled,
-            ErrorCode::Timeout => Code::DeadlineExceeded,
-            ErrorCode::Volume => Code::FailedPrecondition,
-            ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
-        };
-        ferry_rpc::status(code, self.detail())
+    fn cluster(&self) -> &str {
+        match self {
+            TransferError::Cluster { cluster, .. }
+            | TransferError::UnknownCluster { cluster, .. }
+            | TransferError::Kube { cluster, .. }
+            | TransferError::Object { cluster, .. }
+            | TransferError::Preflight { cluster, .. }
+            | TransferError::Volume { cluster, .. }
+            | TransferError::Agent { cluster, .. }
+            | TransferError::ApplyFailed { cluster, .. } => cluster,
+            TransferError::Access(e) => e.cluster().unwrap_or_default(),
+            _ => "",
+        }
+    }
+
+    fn object(&self) -> Option<ProtoObjectRef> {
+        match self {
+            TransferError::Object { object, .. } => Some(proto_object(object)),
+            _ => None,
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            TransferError::InvalidArgument { field, .. } => Some(field),
+            _ => None,
+        }
     }
 }
 
@@ -301,8 +300,22 @@ impl From<TransferError> for Status {
     }
 }
 
-fn repo_code(e: &ferry_repo::Error) -> ErrorCode {
-    ferry_rpc::repo_error_parts(e).1
+/// A ferry-kube step's failure: its own cases, else the Kubernetes API's answer as the
+/// contract classifies it.
+fn kube_step_kind(e: &ferry_kube::Error) -> (Kind, &'static str) {
+    match e {
+        ferry_kube::Error::NamespaceNotFound { .. } => (
+            Kind::new(ErrorCode::NotFound),
+            "check the namespace and the cluster it is read from",
+        ),
+        ferry_kube::Error::InvalidSpec { .. } => {
+            (Kind::new(ErrorCode::InvalidArgument), "fix the request")
+        }
+        e => match e.kube_source() {
+            Some(source) => ferry_rpc::kube_kind(source),
+            None => (Kind::new(ErrorCode::Internal), "report this as a bug"),
+        },
+    }
 }
 
 /// A ferry-kube object reference as the API names it.
@@ -348,5 +361,80 @@ pub fn agent_error(
         code,
         message: status.message().to_owned(),
         hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of each kind the transfer service produces reaches a gRPC client with
+    /// the code of the one table (crates/rpc) and the same detail types as from every
+    /// service.
+    #[tokio::test]
+    async fn every_kind_reaches_a_client_by_the_one_table() {
+        let agent = |code| TransferError::Agent {
+            cluster: "a".into(),
+            node: "n1".into(),
+            what: "backing up claim data-db-0".into(),
+            code,
+            message: "it failed".into(),
+            hint: "see the agent's log".into(),
+        };
+        let errors = [
+            TransferError::invalid("namespace", "empty"),
+            TransferError::JobNotFound { id: "j1".into() },
+            TransferError::Object {
+                action: "creating",
+                cluster: "b".into(),
+                object: Box::new(ferry_kube::ObjectRef {
+                    api_version: "apps/v1".into(),
+                    kind: "StatefulSet".into(),
+                    namespace: Some("shop".into()),
+                    name: "db".into(),
+                }),
+                message: "forbidden".into(),
+                hint: "grant the pair's credential create on statefulsets".into(),
+            },
+            TransferError::Access(ferry_authz::AuthzError::NoToken),
+            TransferError::Cluster {
+                cluster: "b".into(),
+                message: "unreachable".into(),
+                hint: "check the pair".into(),
+            },
+            TransferError::Preflight {
+                cluster: "b".into(),
+                problems: vec!["StorageClass fast is missing".into()],
+                missing_prerequisite: true,
+            },
+            TransferError::ApplyFailed {
+                cluster: "b".into(),
+                failed: 1,
+                applied: 2,
+                total: 3,
+                first: "Service shop/db exists".into(),
+            },
+            TransferError::Volume {
+                cluster: "a".into(),
+                namespace: "shop".into(),
+                pvc: "data-db-0".into(),
+                message: "no local path".into(),
+                hint: "use a hostPath or local volume".into(),
+            },
+            agent(ErrorCode::WrongKey),
+            agent(ErrorCode::RepositoryLocked),
+            agent(ErrorCode::Integrity),
+            agent(ErrorCode::AlreadyExists),
+            agent(ErrorCode::Timeout),
+            TransferError::Cancelled {
+                reason: "cancelled by alice".into(),
+            },
+            TransferError::Interrupted {
+                step: "apply".into(),
+                hint: "start the migration again".into(),
+            },
+        ];
+        let errors: Vec<&dyn ServiceError> = errors.iter().map(|e| e as _).collect();
+        ferry_rpc::contract::assert_round_trip(&errors).await;
     }
 }

@@ -72,6 +72,8 @@ pub enum BackendError {
         key: String,
         attempts: u32,
         message: String,
+        /// What the store said, as data: callers branch on it, never on `message`.
+        reason: Reason,
     },
 
     #[error(
@@ -83,6 +85,8 @@ pub enum BackendError {
         op: Op,
         key: String,
         message: String,
+        /// What the store said, as data: callers branch on it, never on `message`.
+        reason: Reason,
     },
 
     #[error(
@@ -101,7 +105,53 @@ pub enum BackendError {
     Injected { op: Op, key: String },
 }
 
+/// Why a store refused or failed a call, carried from where the error is made so that
+/// no caller has to read it back out of the message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// Nothing more specific is known.
+    #[default]
+    Other,
+    /// What an S3 server answered: its error code (`AccessDenied`, `NoSuchBucket`,
+    /// `SlowDown`, ...; empty when the answer had no body, as to a HEAD) and the HTTP
+    /// status.
+    S3 {
+        code: String,
+        http_status: Option<u16>,
+    },
+    /// The endpoint's TLS certificate was not trusted (unknown issuer, self-signed,
+    /// wrong name, expired); retrying does not help.
+    UntrustedCertificate,
+}
+
 impl BackendError {
+    /// What the store said, when it said something this crate understood.
+    pub fn reason(&self) -> &Reason {
+        match self {
+            BackendError::Transient { reason, .. } | BackendError::Permanent { reason, .. } => {
+                reason
+            }
+            _ => &Reason::Other,
+        }
+    }
+
+    /// The store's own error code (S3's `Code`), if it sent one.
+    pub fn store_code(&self) -> Option<&str> {
+        match self.reason() {
+            Reason::S3 { code, .. } if !code.is_empty() => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the store's answer, if it answered over HTTP.
+    pub fn http_status(&self) -> Option<u16> {
+        match self.reason() {
+            Reason::S3 { http_status, .. } => *http_status,
+            _ => None,
+        }
+    }
+
     /// True when a later retry of the same call may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -187,6 +237,7 @@ pub(crate) fn check_key(backend: &str, op: Op, key: &str) -> Result<(), BackendE
             op,
             key: key.to_string(),
             message: "invalid object key".into(),
+            reason: Reason::Other,
         });
     }
     Ok(())

@@ -16,7 +16,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Backend, BackendError, ObjectInfo, Op, check_key, check_range_len};
+use super::{Backend, BackendError, ObjectInfo, Op, Reason, check_key, check_range_len};
 use crate::error::{Error, Result};
 
 /// Connection and tuning settings for [`S3Backend`].
@@ -122,8 +122,8 @@ pub struct S3Backend {
 #[derive(Debug)]
 enum Attempt {
     NotFound,
-    Transient(String),
-    Permanent(String),
+    Transient(String, Reason),
+    Permanent(String, Reason),
 }
 
 fn classify<E>(err: &SdkError<E>) -> Attempt
@@ -132,15 +132,23 @@ where
 {
     let message = DisplayErrorContext(err).to_string();
     match err {
+        // A refused certificate fails the same way on every attempt: say so at once.
+        SdkError::DispatchFailure(_) if untrusted_certificate(err) => {
+            Attempt::Permanent(message, Reason::UntrustedCertificate)
+        }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            Attempt::Transient(message)
+            Attempt::Transient(message, Reason::Other)
         }
         SdkError::ServiceError(_) => {
             let status = err.raw_response().map(|r| r.status().as_u16());
             let code = err.code().unwrap_or("");
+            let reason = Reason::S3 {
+                code: code.to_string(),
+                http_status: status,
+            };
             // A missing bucket is a setup error, not a missing object.
             if code == "NoSuchBucket" {
-                Attempt::Permanent(message)
+                Attempt::Permanent(message, reason)
             } else if status == Some(404) || matches!(code, "NoSuchKey" | "NotFound") {
                 Attempt::NotFound
             } else if status.is_some_and(|s| s >= 500 || s == 429 || s == 408)
@@ -149,13 +157,34 @@ where
                     "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
                 )
             {
-                Attempt::Transient(message)
+                Attempt::Transient(message, reason)
             } else {
-                Attempt::Permanent(message)
+                Attempt::Permanent(message, reason)
             }
         }
-        _ => Attempt::Permanent(message),
+        _ => Attempt::Permanent(message, Reason::Other),
     }
+}
+
+/// Whether the TLS layer refused the endpoint's certificate, found by walking the
+/// error's causes to rustls' own error. An `io::Error` hides what it wraps from
+/// `source()`, so its inner error is looked into as well.
+fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(rustls::Error::InvalidCertificate(_)) = e.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && untrusted_certificate(inner)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Full-jitter exponential backoff: uniformly random in [0, min(cap, base·2^n)], so
@@ -239,15 +268,16 @@ impl S3Backend {
                         key: key.to_string(),
                     });
                 }
-                Err(Attempt::Permanent(message)) => {
+                Err(Attempt::Permanent(message, reason)) => {
                     return Err(BackendError::Permanent {
                         backend: self.describe(),
                         op,
                         key: key.to_string(),
                         message,
+                        reason,
                     });
                 }
-                Err(Attempt::Transient(message)) => {
+                Err(Attempt::Transient(message, reason)) => {
                     if attempt >= self.opts.max_attempts.max(1) {
                         return Err(BackendError::Transient {
                             backend: self.describe(),
@@ -255,6 +285,7 @@ impl S3Backend {
                             key: key.to_string(),
                             attempts: attempt,
                             message,
+                            reason,
                         });
                     }
                     let delay = backoff(attempt);
@@ -307,6 +338,7 @@ impl S3Backend {
                 op: Op::Put,
                 key: key.to_string(),
                 message: "CreateMultipartUpload returned no upload id".into(),
+                reason: Reason::Other,
             })?
             .to_string();
 
@@ -419,7 +451,10 @@ impl Backend for S3Backend {
             async move {
                 let out = req.send().await.map_err(|e| classify(&e))?;
                 let body = out.body.collect().await.map_err(|e| {
-                    Attempt::Transient(format!("reading body: {}", DisplayErrorContext(&e)))
+                    Attempt::Transient(
+                        format!("reading body: {}", DisplayErrorContext(&e)),
+                        Reason::Other,
+                    )
                 })?;
                 Ok(body.into_bytes())
             }
@@ -445,7 +480,10 @@ impl Backend for S3Backend {
                 async move {
                     let out = req.send().await.map_err(|e| classify(&e))?;
                     let body = out.body.collect().await.map_err(|e| {
-                        Attempt::Transient(format!("reading body: {}", DisplayErrorContext(&e)))
+                        Attempt::Transient(
+                            format!("reading body: {}", DisplayErrorContext(&e)),
+                            Reason::Other,
+                        )
                     })?;
                     Ok(body.into_bytes())
                 }
@@ -504,6 +542,7 @@ impl Backend for S3Backend {
                              gave no continuation token",
                             out.len()
                         ),
+                        reason: Reason::Other,
                     });
                 }
                 _ => break,

@@ -1,74 +1,18 @@
-//! Profiles: how this agent reaches a repository (location, S3 credentials, key).
-//!
-//! In a cluster each profile is a Secret mounted into the agent as one YAML file per
-//! profile; they are read on every request, so a rotated Secret applies without a
-//! restart. The control plane can also hand profiles over directly.
+//! The profile file, `<dir>/<name>.yaml`: read by agents and the transfer service,
+//! written (secrets sealed) by the catalog. Unknown fields are refused, so a typo is
+//! named instead of silently ignored.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
-use ferry_repo::Repository;
-use ferry_repo::backend::{DynBackend, LocalBackend, RepoUrl, S3Backend, S3Options};
-use parking_lot::Mutex;
-use serde::Deserialize;
+use ferry_repo::backend::RepoUrl;
+use serde::{Deserialize, Serialize};
 
-use crate::error::AgentError;
+use crate::{DEFAULT_REGION, Profile, ProfileError, S3Credentials};
 
-/// A repository location with what it takes to open it.
-#[derive(Clone)]
-pub struct Profile {
-    pub name: String,
-    /// A directory or `s3:http(s)://host:port/bucket/prefix` or `s3://bucket/prefix`.
-    pub repository: String,
-    /// S3 credentials; required for `s3:` repositories.
-    pub s3: Option<S3Credentials>,
-    /// The user's key that wraps the repository's master key.
-    pub key: Vec<u8>,
-    /// Check the S3 endpoint's TLS certificate (`verifyTls`, on unless a profile turns
-    /// it off). Off accepts any certificate, for test setups with self-signed ones, and
-    /// logs a loud warning.
-    pub verify_tls: bool,
-}
-
-/// Static S3 credentials.
-#[derive(Clone)]
-pub struct S3Credentials {
-    pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
-}
-
-impl fmt::Debug for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Secrets never reach logs.
-        f.debug_struct("Profile")
-            .field("name", &self.name)
-            .field("repository", &self.repository)
-            .field(
-                "s3_access_key_id",
-                &self.s3.as_ref().map(|c| c.access_key_id.as_str()),
-            )
-            .field("key", &"<redacted>")
-            .field("verify_tls", &self.verify_tls)
-            .finish()
-    }
-}
-
-impl fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .finish()
-    }
-}
-
-/// A profile file as written by users (`<name>.yaml`).
+/// A profile file as users (or the catalog) write it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProfileFile {
@@ -103,79 +47,56 @@ struct ProfileFile {
 }
 
 /// What `sealed` holds.
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SealedSecrets {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     secret_access_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     session_token: Option<String>,
     /// base64 of the key.
     key: String,
 }
 
-/// Where profiles come from.
-#[derive(Clone, Debug)]
-pub enum ProfileSource {
-    /// One `<name>.yaml` per profile in a directory, read on every request.
-    Dir(PathBuf),
-    /// Profiles given in memory (by the control plane, or in tests).
-    Static(Arc<HashMap<String, Profile>>),
+/// The file the catalog writes: every secret sealed.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SealedFile<'a> {
+    repository: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<&'a str>,
+    /// `false` when the profile does not verify the S3 endpoint's TLS certificate;
+    /// absent means it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify_tls: Option<bool>,
+    /// The key file that opens `sealed`.
+    sealing_key_file: &'a Path,
+    /// base64 of the sealed JSON of [`SealedSecrets`], bound to this profile's name.
+    sealed: String,
 }
 
-impl ProfileSource {
-    /// Looks a profile up by name.
-    pub async fn get(&self, name: &str) -> Result<Profile, AgentError> {
-        validate_name(name)?;
-        match self {
-            ProfileSource::Static(map) => {
-                map.get(name)
-                    .cloned()
-                    .ok_or_else(|| AgentError::ProfileNotFound {
-                        name: name.to_string(),
-                        dir: "the agent's in-memory profiles".to_string(),
-                    })
-            }
-            ProfileSource::Dir(dir) => {
-                let dir = dir.clone();
-                let name = name.to_string();
-                tokio::task::spawn_blocking(move || load_from_dir(&dir, &name))
-                    .await
-                    .map_err(|e| AgentError::invalid("profile", format!("loading failed: {e}")))?
-            }
-        }
-    }
+/// What a sealed value is bound to: a value sealed for one profile opens for no other.
+fn seal_context(name: &str) -> String {
+    format!("agent-profile/{name}")
 }
 
-fn validate_name(name: &str) -> Result<(), AgentError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(AgentError::invalid(
-            "repository.profile",
-            format!(
-                "{name:?} is not a profile name: use letters, digits, '-', '_' and '.', not starting with '.'"
-            ),
-        ))
-    }
+/// Path of a profile's file.
+pub fn file_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.yaml"))
 }
 
-fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
+pub(crate) fn load(dir: &Path, name: &str) -> Result<Profile, ProfileError> {
     let path = ["yaml", "yml", "json"]
         .iter()
         .map(|ext| dir.join(format!("{name}.{ext}")))
         .find(|p| p.is_file())
-        .ok_or_else(|| AgentError::ProfileNotFound {
+        .ok_or_else(|| ProfileError::NotFound {
             name: name.to_string(),
             dir: dir.display().to_string(),
         })?;
-    let invalid = |detail: String| AgentError::ProfileInvalid {
+    let invalid = |detail: String| ProfileError::Invalid {
         name: name.to_string(),
         path: path.display().to_string(),
         detail,
@@ -234,7 +155,7 @@ fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
             ));
         }
         (RepoUrl::S3 { .. }, Some(id), Some(secret)) => Some(S3Credentials {
-            region: file.region.unwrap_or_else(|| "us-east-1".into()),
+            region: file.region.unwrap_or_else(|| DEFAULT_REGION.into()),
             access_key_id: id,
             secret_access_key: secret,
             session_token: file.session_token,
@@ -252,28 +173,6 @@ fn load_from_dir(dir: &Path, name: &str) -> Result<Profile, AgentError> {
         key,
         verify_tls: file.verify_tls.unwrap_or(true),
     })
-}
-
-/// Warns, once per profile and endpoint in this process, that a profile does not check
-/// its S3 endpoint's certificate. Profiles are read on every request; the warning is
-/// not repeated for each.
-fn warn_unverified(profile: &str, endpoint: &str) {
-    static WARNED: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
-    let first = WARNED
-        .get_or_init(Default::default)
-        .lock()
-        .insert((profile.to_string(), endpoint.to_string()));
-    if first {
-        tracing::warn!(
-            profile,
-            endpoint,
-            "TLS CERTIFICATE VERIFICATION IS OFF: profile {profile:?} has verifyTls: false, so \
-             this agent accepts any certificate from S3 endpoint {endpoint}; anyone on the \
-             network path can pose as it and read or change repository traffic. Use this only \
-             in test setups, and remove verifyTls: false once the endpoint has a trusted \
-             certificate"
-        );
-    }
 }
 
 /// The secrets of a sealed profile file, opened with its sealing key file.
@@ -297,7 +196,7 @@ fn open_sealed(
     let json = ferry_store::SecretBox::from_key(&key, key_file)
         .and_then(|b| {
             b.open(
-                format!("agent-profile/{name}").as_bytes(),
+                seal_context(name).as_bytes(),
                 &sealed,
                 &format!("profile {name}"),
             )
@@ -307,93 +206,120 @@ fn open_sealed(
     serde_json::from_slice(&json).map_err(|e| format!("sealed secrets: {e}"))
 }
 
-impl Profile {
-    /// The storage backend this profile names.
-    pub fn backend(&self) -> Result<DynBackend, AgentError> {
-        let url = RepoUrl::parse(&self.repository).map_err(AgentError::repo(format!(
-            "profile {:?}: repository URL",
-            self.name
-        )))?;
-        Ok(match url {
-            RepoUrl::Local(path) => Arc::new(LocalBackend::new(path)),
-            RepoUrl::S3 {
-                endpoint,
-                bucket,
-                prefix,
-            } => {
-                let creds = self.s3.as_ref().ok_or_else(|| AgentError::ProfileInvalid {
-                    name: self.name.clone(),
-                    path: "in memory".into(),
-                    detail: "an s3: repository needs S3 credentials".into(),
-                })?;
-                let mut options = S3Options::new(endpoint, &bucket, &prefix, &creds.region);
-                options.access_key_id = creds.access_key_id.clone();
-                options.secret_access_key = creds.secret_access_key.clone();
-                options.session_token = creds.session_token.clone();
-                options.verify_tls = self.verify_tls;
-                let plain_http = options
-                    .endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("http://"));
-                if !self.verify_tls && !plain_http {
-                    warn_unverified(&self.name, options.endpoint.as_deref().unwrap_or("AWS S3"));
-                }
-                Arc::new(S3Backend::new(options))
-            }
+pub(crate) fn sealed_yaml(
+    p: &Profile,
+    sealer: &ferry_store::SecretBox,
+) -> Result<String, ProfileError> {
+    let internal = |detail: String| ProfileError::Internal {
+        name: p.name.clone(),
+        detail,
+    };
+    let is_s3 = matches!(RepoUrl::parse(&p.repository), Ok(RepoUrl::S3 { .. }));
+    let s3 = p.s3.as_ref();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secrets = zeroize::Zeroizing::new(
+        serde_json::to_vec(&SealedSecrets {
+            secret_access_key: s3.map(|c| c.secret_access_key.clone()),
+            session_token: s3.and_then(|c| c.session_token.clone()),
+            key: b64.encode(&p.key),
         })
-    }
+        .map_err(|e| internal(format!("encoding the profile file: {e}")))?,
+    );
+    let sealed = sealer
+        .seal(seal_context(&p.name).as_bytes(), &secrets)
+        .map_err(|source| ProfileError::Seal {
+            name: p.name.clone(),
+            source: Box::new(source),
+        })?;
+    // Absolute: a reader takes a relative path from the profile's directory.
+    let key_file = std::path::absolute(sealer.path())
+        .map_err(|e| internal(format!("the path of {}: {e}", sealer.path().display())))?;
+    let file = SealedFile {
+        repository: &p.repository,
+        region: is_s3.then(|| {
+            s3.map(|c| c.region.as_str())
+                .filter(|r| !r.is_empty())
+                .unwrap_or(DEFAULT_REGION)
+        }),
+        access_key_id: s3.map(|c| c.access_key_id.as_str()),
+        verify_tls: (is_s3 && !p.verify_tls).then_some(false),
+        sealing_key_file: &key_file,
+        sealed: b64.encode(sealed),
+    };
+    serde_yaml::to_string(&file).map_err(|e| internal(format!("encoding the profile file: {e}")))
+}
 
-    /// Opens the repository; `expected_id`, when not empty, must match its id.
-    pub async fn open(&self, expected_id: &str) -> Result<Repository, AgentError> {
-        let repo = Repository::open(self.backend()?, &self.key)
-            .await
-            .map_err(|source| self.open_error(source))?;
-        let found = repo.config().id.to_string();
-        if !expected_id.is_empty() && found != expected_id {
-            return Err(AgentError::RepositoryMismatch {
-                profile: self.name.clone(),
-                expected: expected_id.to_string(),
-                found,
-            });
+/// Writes `<dir>/<name>.yaml` with mode 0600: a temporary file in the same directory,
+/// synced, then renamed over the old one, so a reader never sees half a profile.
+pub async fn write_file(dir: &Path, name: &str, yaml: String) -> Result<(), ProfileError> {
+    let dir = dir.to_path_buf();
+    let path = file_path(&dir, name);
+    let tmp = dir.join(format!(
+        ".{name}.yaml.tmp-{}-{}",
+        std::process::id(),
+        ferry_repo::Id::random()
+            .map(|id| id.short())
+            .unwrap_or_default()
+    ));
+    let shown = path.display().to_string();
+    let owned = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let io = |op: &'static str| {
+            let shown = shown.clone();
+            move |source| ProfileError::File {
+                op,
+                path: shown,
+                source,
+            }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("creating the directory of"))?;
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(yaml.as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &path)?;
+            // The rename is durable once the directory entry is.
+            std::fs::File::open(&dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
-        Ok(repo)
-    }
+        written.map_err(io("writing"))
+    })
+    .await
+    .map_err(|e| ProfileError::Internal {
+        name: owned,
+        detail: format!("writing the profile file: {e}"),
+    })?
+}
 
-    /// What a failed open means: a refused TLS certificate gets its own error, naming
-    /// the profile and the `verifyTls` switch, since retrying never fixes it.
-    fn open_error(&self, source: ferry_repo::Error) -> AgentError {
-        // The engine carries S3 failures as text (the HTTP client's error chain), so the
-        // TLS library's wording is what there is to go by.
-        let text = source.to_string();
-        let certificate = self.verify_tls
-            && matches!(source, ferry_repo::Error::Backend(_))
-            && text.to_ascii_lowercase().contains("certificate");
-        if certificate {
-            let endpoint = match RepoUrl::parse(&self.repository) {
-                Ok(RepoUrl::S3 {
-                    endpoint: Some(e), ..
-                }) => e,
-                _ => "AWS S3".to_string(),
-            };
-            return AgentError::TlsCertificate {
-                profile: self.name.clone(),
-                endpoint,
-                detail: text,
-            };
-        }
-        AgentError::Repo {
-            context: format!(
-                "opening repository {} of profile {:?}",
-                self.repository, self.name
-            ),
+/// Removes `<dir>/<name>.yaml`; a file already gone is fine.
+pub async fn remove_file(dir: &Path, name: &str) -> Result<(), ProfileError> {
+    let path = file_path(dir, name);
+    match tokio::fs::remove_file(&path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ProfileError::File {
+            op: "removing",
+            path: path.display().to_string(),
             source,
-        }
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ProfileSource;
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::write(dir.join(name), text).expect("write profile");
@@ -446,7 +372,7 @@ mod tests {
             .backend()
             .expect("an S3 backend without verification");
 
-        let err = |r: Result<Profile, AgentError>| r.expect_err("must fail").to_string();
+        let err = |r: Result<Profile, ProfileError>| r.expect_err("must fail").to_string();
         assert!(err(src.get("nokey").await).contains("no key"));
         assert!(err(src.get("nocreds").await).contains("accessKeyId"));
         assert!(err(src.get("typo").await).contains("regoin"));
@@ -461,7 +387,7 @@ mod tests {
         let sealer = ferry_store::SecretBox::load_or_create(dir.path()).expect("key");
         let secrets = br#"{"secretAccessKey":"s3-secret","key":"a2V5"}"#;
         let sealed = |name: &str| {
-            let bytes = sealer.seal(format!("agent-profile/{name}").as_bytes(), secrets);
+            let bytes = sealer.seal(seal_context(name).as_bytes(), secrets);
             base64::engine::general_purpose::STANDARD.encode(bytes.expect("seal"))
         };
         let text = |sealed: String| {
@@ -485,5 +411,61 @@ mod tests {
 
         let err = src.get("copied").await.expect_err("bound to its name");
         assert!(err.to_string().contains("does not open"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn what_is_written_sealed_reads_back_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sealer = ferry_store::SecretBox::load_or_create(dir.path()).expect("key");
+        let profiles = dir.path().join("profiles");
+        for (name, repository, verify_tls) in [
+            ("checked", "s3:https://s3.test:9443/b/p", true),
+            ("selfsigned", "s3:https://s3.test:9443/b/p", false),
+            ("local", "/srv/repo", true),
+        ] {
+            let s3 = repository.starts_with("s3:").then(|| S3Credentials {
+                region: String::new(),
+                access_key_id: "id".into(),
+                secret_access_key: "s3-secret".into(),
+                session_token: Some("session".into()),
+            });
+            let profile = Profile {
+                name: name.into(),
+                repository: repository.into(),
+                s3,
+                key: b"repository key".to_vec(),
+                verify_tls,
+            };
+            let yaml = profile.to_sealed_yaml(&sealer).expect("sealed file");
+            assert_eq!(yaml.contains("verifyTls: false"), !verify_tls, "{yaml}");
+            assert!(
+                !yaml.contains("s3-secret") && !yaml.contains("session"),
+                "{yaml}"
+            );
+            write_file(&profiles, name, yaml).await.expect("write");
+            let back = ProfileSource::Dir(profiles.clone())
+                .get(name)
+                .await
+                .expect("read back");
+            assert_eq!(back.key, profile.key);
+            assert_eq!(back.verify_tls, verify_tls);
+            assert_eq!(back.repository, repository);
+            let creds = back.s3.as_ref().map(|c| {
+                (
+                    c.region.as_str(),
+                    c.secret_access_key.as_str(),
+                    c.session_token.as_deref(),
+                )
+            });
+            let expected = profile
+                .s3
+                .as_ref()
+                .map(|_| (DEFAULT_REGION, "s3-secret", Some("session")));
+            assert_eq!(creds, expected, "{name}");
+            remove_file(&profiles, name).await.expect("remove");
+            remove_file(&profiles, name)
+                .await
+                .expect("removing twice is fine");
+        }
     }
 }
