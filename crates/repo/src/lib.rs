@@ -48,6 +48,7 @@ mod fsutil;
 mod id;
 mod index;
 mod keys;
+pub mod limits;
 mod lock;
 mod pack;
 mod packer;
