@@ -52,6 +52,8 @@ pub mod limits;
 mod lock;
 mod pack;
 mod packer;
+#[doc(hidden)]
+pub mod parse;
 mod progress;
 mod prune;
 mod repository;

@@ -387,6 +387,16 @@ fn decode_header(keys: &Keys, sealed: &[u8], pack: &Id, blob_area: u64) -> Resul
     let what = || format!("header of pack {pack}");
     let max = crate::limits::MAX_PACK_HEADER_BYTES;
     let plain = keys.open_object(aad::PACK_HEADER, sealed, None, max, &what)?;
+    parse_header(&plain, blob_area, &what)
+}
+
+/// Parses an opened header; checks that entries lie inside the blob area. Allocates
+/// one entry per 45 bytes of `plain`, never more than the bytes hold.
+pub(crate) fn parse_header(
+    plain: &[u8],
+    blob_area: u64,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<PackEntry>> {
     if plain.len() < 5 || plain[0] != HEADER_VERSION {
         return Err(Error::corrupt(what(), "unknown header version"));
     }
