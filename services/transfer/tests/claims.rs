@@ -14,14 +14,15 @@ use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde_json::json;
 
-/// Everything in the core and apps groups of `ns` for `user`.
+/// Everything in the core, apps and RBAC groups of `ns` for `user` (the RBAC objects
+/// granting it are part of what she migrates).
 async fn grant(c: &kube::Client, ns: &str, user: &str) {
     create_in::<Role>(
         c,
         ns,
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": format!("{user}-edit"), "namespace": ns},
-        "rules": [{"apiGroups": ["", "apps"], "resources": ["*"], "verbs": ["*"]}]}),
+        "rules": [{"apiGroups": ["", "apps", "rbac.authorization.k8s.io"], "resources": ["*"], "verbs": ["*"]}]}),
     )
     .await;
     create_in::<RoleBinding>(c, ns, json!({"apiVersion": "rbac.authorization.k8s.io/v1",
@@ -73,7 +74,27 @@ async fn claim_whose_volume_does_not_point_back_is_refused() {
         .job
         .unwrap()
         .id;
-    let (_, report) = bench.watch(&id).await;
+    // Polled as alice: the service answers only callers with a token.
+    let mut report = None;
+    for _ in 0..480 {
+        let req = ferry_proto::v1::GetJobRequest {
+            job: Some(ferry_proto::v1::JobRef { id: id.clone() }),
+        };
+        let answer = bench
+            .service
+            .client
+            .clone()
+            .get_job(bench.as_user("alice", req).await)
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(r) = answer.report {
+            report = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let report = report.expect("the job ends within 4 minutes");
     assert_eq!(report.state, JobState::Failed as i32, "{report:#?}");
     let message = report.error.clone().unwrap().message;
     assert!(
