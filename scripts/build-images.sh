@@ -70,6 +70,7 @@ pack_image() {
 busybox_rootfs() {
   local dir="$1" bb
   bb="$(busybox_bin)"
+  chmod 0755 "$dir"
   mkdir -p "$dir/bin" "$dir/etc" "$dir/tmp" "$dir/root" "$dir/home" "$dir/var/run"
   chmod 1777 "$dir/tmp"
   cp "$bb" "$dir/bin/busybox"
@@ -143,6 +144,7 @@ build_ferry() {
   [ -x "$bin" ] || { echo "build-images: $bin is missing; build it with cargo build --release -p ferry-cli" >&2; exit 1; }
   local tag="${FERRY_IMAGE_TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/Cargo.toml" | head -n 1)}"
   local rootfs; rootfs="$(mktemp -d)"
+  chmod 0755 "$rootfs"
   mkdir -p "$rootfs/usr/bin" "$rootfs/etc/ssl/certs" "$rootfs/tmp" "$rootfs/home/ferry"
   chmod 1777 "$rootfs/tmp"
   cp "$bin" "$rootfs/usr/bin/ferry"

@@ -22,6 +22,7 @@
 //! ones.
 
 mod apply;
+mod binding;
 mod capture;
 mod deps;
 mod error;
@@ -35,6 +36,7 @@ mod restore_point;
 mod types;
 
 pub use apply::{ApplyOptions, ExistingPolicy, activate, apply};
+pub use binding::{ClaimRefusal, check_claim_binding};
 pub use capture::{
     CaptureSpec, Captured, CapturedObject, CapturedVolume, Exclusion, ExclusionReason,
     NamespaceMetadata, capture, types_present,

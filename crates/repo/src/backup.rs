@@ -8,8 +8,11 @@
 //! Trees are written bottom-up after the files, the snapshot last.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -26,7 +29,8 @@ use tracing::Instrument;
 
 use crate::chunker;
 use crate::error::{Error, Result};
-use crate::fsutil::node_from_metadata;
+use crate::fsutil::{Beneath, fs_error, node_from_metadata, node_from_stat};
+
 use crate::id::Id;
 use crate::lock::{Lease, LockGuard, LockKind, hostname};
 use crate::pack::{BlobType, BufPool, EncodedBlob, encode_blob};
@@ -36,6 +40,7 @@ use crate::repository::Repository;
 use crate::snapshot::{RootMeta, Snapshot, SnapshotSummary};
 use crate::stored_tree::{TreeReader, encode_tree};
 use crate::tree::{ContentPart, Name, Node, NodeKind, Tree};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir};
 
 /// Settings of one backup.
 #[derive(Debug, Clone)]
@@ -116,10 +121,75 @@ struct Walk {
     entries: Vec<Entry>,
     root_meta: Option<RootMeta>,
     skipped: u64,
+    /// The source directory, under which every entry is opened without following links
+    /// (`None` for a single file or device).
+    root: Option<Arc<Beneath>>,
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, path, e)
+    move |e| fs_error("backup", op, path, e)
+}
+
+fn rustix_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(rustix::io::Errno) -> Error + 'a {
+    move |e| fs_error("backup", op, path, e.into())
+}
+
+/// An entry's '/'-joined name from the snapshot root as a relative path.
+fn rel_path(rel: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(rel))
+}
+
+/// Makes the entry for `name` in the open directory `dir` (at `path` for messages);
+/// `None` for kinds a snapshot does not hold. The entry itself is never followed.
+fn make_child_entry(
+    dir: &OwnedFd,
+    path: PathBuf,
+    name: &OsStr,
+    parent_rel: &[u8],
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> Result<Option<Entry>> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(rustix_err("stat", &path))?;
+    let rel = join_rel(parent_rel, name.as_bytes());
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => NodeKind::Dir,
+        FileType::Symlink => NodeKind::Symlink,
+        FileType::RegularFile => NodeKind::File,
+        _ => {
+            tracing::warn!(path = %path.display(), "skipping special file (socket, fifo or device)");
+            return Ok(None);
+        }
+    };
+    let mut node = node_from_stat(Name::from_os(name), kind, &st);
+    if kind == NodeKind::Symlink {
+        let target =
+            rustix::fs::readlinkat(dir, name, Vec::new()).map_err(rustix_err("readlink", &path))?;
+        node.symlink_target = Some(Name::new(target.into_bytes()));
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+    let (dev, ino, nlink) = (st.st_dev as u64, st.st_ino as u64, st.st_nlink as u64);
+    if kind == NodeKind::File && nlink > 1 {
+        match links.get(&(dev, ino)) {
+            Some(first) => {
+                node.kind = NodeKind::Hardlink;
+                node.link_target = Some(Name::new(first.clone()));
+            }
+            None => {
+                links.insert((dev, ino), rel.clone());
+            }
+        }
+    }
+    let needs_read = node.kind == NodeKind::File;
+    Ok(Some(Entry {
+        path,
+        rel,
+        node,
+        children: Vec::new(),
+        needs_read,
+    }))
 }
 
 fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
@@ -219,8 +289,11 @@ fn walk(source: &Path, cancel: &CancellationToken) -> Result<Walk> {
             entries,
             root_meta: None,
             skipped,
+            root: None,
         });
     }
+    // The directory itself is not followed either: a volume is never a link.
+    let root = Beneath::open_dir(source).map_err(io_err("open", source))?;
     let root_meta = RootMeta {
         mode: md.mode(),
         uid: md.uid(),
@@ -228,24 +301,37 @@ fn walk(source: &Path, cancel: &CancellationToken) -> Result<Walk> {
         mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
     };
     let mut stack = vec![0usize];
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
     while let Some(dir_idx) = stack.pop() {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let dir_path = entries[dir_idx].path.clone();
-        let mut names: Vec<_> = fs::read_dir(&dir_path)
-            .map_err(io_err("list directory", &dir_path))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(io_err("list directory", &dir_path))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         let parent_rel = entries[dir_idx].rel.clone();
+        // Opened from the root by its relative name, refusing any link on the way: a
+        // directory swapped for a link after it was listed is an error, not a way out.
+        let dir = root
+            .open(
+                rel_path(&parent_rel),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .map_err(io_err("open directory", &dir_path))?;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut listing = RawDir::new(dir.as_fd(), &mut buf);
+        while let Some(e) = listing.next() {
+            let e = e.map_err(rustix_err("list directory", &dir_path))?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+        names.sort();
         let mut subdirs = Vec::new();
         for name in names {
-            let path = dir_path.join(&name);
-            let Some(entry) =
-                make_entry(path, Name::from_os(&name), &parent_rel, false, &mut links)?
-            else {
+            let name = OsStr::from_bytes(&name);
+            let path = dir_path.join(name);
+            let Some(entry) = make_child_entry(&dir, path, name, &parent_rel, &mut links)? else {
                 skipped += 1;
                 continue;
             };
@@ -263,6 +349,7 @@ fn walk(source: &Path, cancel: &CancellationToken) -> Result<Walk> {
         entries,
         root_meta: Some(root_meta),
         skipped,
+        root: Some(Arc::new(root)),
     })
 }
 
@@ -334,6 +421,8 @@ struct Ctx {
     cancel: CancellationToken,
     /// Read blocks of large files, reused once their chunks are sealed.
     read_blocks: Arc<BufPool>,
+    /// The source directory, set once walked (see [`Walk::root`]).
+    root: std::sync::OnceLock<Option<Arc<Beneath>>>,
 }
 
 const PACKER_GONE: &str = "packer stopped";
@@ -343,15 +432,30 @@ enum ChunkMsg {
     Hole(u64),
 }
 
+/// Opens a file to read. Under a source directory, by its relative name with no link
+/// followed anywhere; non-blocking, so a FIFO swapped in cannot stall the reader.
+fn open_for_reading(ctx: &Ctx, job: &FileJob) -> Result<File> {
+    let path = &job.path;
+    match ctx.root.get().and_then(Option::as_ref) {
+        Some(root) if !job.rel.is_empty() => {
+            let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+            root.open(rel_path(&job.rel), flags, Mode::empty())
+                .map(File::from)
+                .map_err(io_err("open", path))
+        }
+        _ => File::open(path).map_err(io_err("open", path)),
+    }
+}
+
 /// Blocking: reads a file region by region and sends chunks and holes in order.
 fn read_chunks(
-    path: &Path,
-    kind: NodeKind,
     ctx: &Ctx,
+    job: &FileJob,
     mut send: impl FnMut(ChunkMsg) -> Result<()>,
 ) -> Result<()> {
     let (repo, counters, cancel) = (&ctx.repo, &*ctx.counters, &ctx.cancel);
-    let mut file = File::open(path).map_err(io_err("open", path))?;
+    let (path, kind) = (job.path.as_path(), job.kind);
+    let mut file = open_for_reading(ctx, job)?;
     let (size, allocated) = if kind == NodeKind::DeviceImage {
         let s = file.seek(SeekFrom::End(0)).map_err(io_err("seek", path))?;
         file.seek(SeekFrom::Start(0))
@@ -359,6 +463,15 @@ fn read_chunks(
         (s, false)
     } else {
         let md = file.metadata().map_err(io_err("stat", path))?;
+        // The walk saw a regular file; a device or FIFO swapped in since is not read
+        // (a device node in a volume could name the host's disk).
+        if !md.file_type().is_file() {
+            return Err(Error::Swapped {
+                operation: "backup",
+                path: path.to_path_buf(),
+                found: "a special file (device, FIFO or socket)",
+            });
+        }
         (md.len(), md.blocks().saturating_mul(512) >= md.len())
     };
     // A file with as many blocks as bytes has no holes worth finding: skip the
@@ -420,10 +533,18 @@ const BATCH_FILES: usize = 256;
 /// A large file's chunks go to the CPU stage in runs of about this many bytes.
 const CPU_BATCH_BYTES: usize = 2 << 20;
 
+/// One file to read: its entry, its path for messages and its name under the source.
+struct FileJob {
+    idx: usize,
+    path: PathBuf,
+    rel: Vec<u8>,
+    kind: NodeKind,
+}
+
 /// Work for the read stage: a batch of small files, or one large file.
 enum ReadJob {
-    Small(Vec<(usize, PathBuf, NodeKind)>),
-    Large((usize, PathBuf, NodeKind)),
+    Small(Vec<FileJob>),
+    Large(FileJob),
 }
 
 impl Ctx {
@@ -524,38 +645,33 @@ impl Ctx {
     /// permit.
     async fn read_small_files(
         self: Arc<Self>,
-        batch: Vec<(usize, PathBuf, NodeKind)>,
+        batch: Vec<FileJob>,
     ) -> Result<Vec<(usize, Vec<ContentPart>)>> {
         self.on_cpu(move |ctx, blobs| {
             let mut files = Vec::with_capacity(batch.len());
-            for (idx, path, kind) in batch {
+            for job in batch {
                 let mut parts = Vec::new();
-                read_chunks(&path, kind, ctx, |msg| ctx.seal_msg(msg, &mut parts, blobs))?;
+                read_chunks(ctx, &job, |msg| ctx.seal_msg(msg, &mut parts, blobs))?;
                 ctx.counters.add(FILES_DONE, 1);
-                files.push((idx, merge_holes(parts)));
+                files.push((job.idx, merge_holes(parts)));
             }
             Ok(files)
         })
         .await
     }
 
-    async fn read_file(
-        self: Arc<Self>,
-        idx: usize,
-        path: PathBuf,
-        kind: NodeKind,
-    ) -> Result<(usize, Vec<ContentPart>)> {
+    async fn read_file(self: Arc<Self>, job: FileJob) -> Result<(usize, Vec<ContentPart>)> {
+        let idx = job.idx;
         // Batches of a few chunks flow to the CPU stage; the bounded channel holds the
         // reader back when sealing falls behind.
         let (tx, rx) = mpsc::channel::<Vec<ChunkMsg>>(2);
         let reader = {
             let ctx = self.clone();
-            let path = path.clone();
             tokio::task::spawn_blocking(move || {
                 let mut batch: Vec<ChunkMsg> = Vec::new();
                 let mut batch_bytes = 0usize;
                 let send = |b: Vec<ChunkMsg>| tx.blocking_send(b).map_err(|_| Error::Cancelled);
-                read_chunks(&path, kind, &ctx, |msg| {
+                read_chunks(&ctx, &job, |msg| {
                     if let ChunkMsg::Data(d) = &msg {
                         batch_bytes += d.len();
                     }
@@ -736,6 +852,7 @@ impl Repository {
                 2 * options.read_concurrency.max(1),
                 chunker::block_size(&self.config().chunker),
             ),
+            root: std::sync::OnceLock::new(),
         });
         let packer_counters = packer.counters.clone();
         // `produce` consumes the context so every sender to the packer is gone before
@@ -811,9 +928,11 @@ impl Repository {
             mut entries,
             root_meta,
             skipped,
+            root,
         } = tokio::task::spawn_blocking(move || walk(&src, &cancel))
             .await
             .map_err(Error::join)??;
+        let _ = ctx.root.set(root);
         if skipped > 0 {
             tracing::warn!(skipped, "special files were not backed up");
         }
@@ -839,10 +958,15 @@ impl Repository {
         // Small files go in batches, large ones one by one through the shared CPU
         // stage; as many batches or files are in flight as there are cores.
         let mut jobs: Vec<ReadJob> = Vec::new();
-        let mut batch: Vec<(usize, PathBuf, NodeKind)> = Vec::new();
+        let mut batch: Vec<FileJob> = Vec::new();
         let mut batch_bytes = 0u64;
         for (i, e) in entries.iter().enumerate().filter(|(_, e)| e.needs_read) {
-            let job = (i, e.path.clone(), e.node.kind);
+            let job = FileJob {
+                idx: i,
+                path: e.path.clone(),
+                rel: e.rel.clone(),
+                kind: e.node.kind,
+            };
             if e.node.kind == NodeKind::File && e.node.size <= INLINE_FILE_MAX {
                 batch.push(job);
                 batch_bytes += e.node.size;
@@ -864,9 +988,7 @@ impl Repository {
                 async move {
                     match job {
                         ReadJob::Small(batch) => ctx.read_small_files(batch).await,
-                        ReadJob::Large((i, path, kind)) => {
-                            Ok(vec![ctx.read_file(i, path, kind).await?])
-                        }
+                        ReadJob::Large(job) => Ok(vec![ctx.read_file(job).await?]),
                     }
                 }
             })

@@ -401,7 +401,10 @@ impl Repository {
         pack: Id,
         claims: Vec<(Id, BlobLocation)>,
     ) -> (u64, Vec<CheckProblem>) {
-        let data = match self.backend().get(&pack_key(&pack)).await {
+        let data = match (self.backend())
+            .get_at_most(&pack_key(&pack), crate::limits::MAX_PACK_BYTES)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 return (

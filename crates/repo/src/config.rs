@@ -138,7 +138,8 @@ pub struct Config {
 }
 
 impl Config {
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks everything a reader relies on; `repo` names the repository in errors.
+    pub(crate) fn validate(&self, repo: &str) -> Result<()> {
         if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&self.version) {
             return Err(Error::UnsupportedVersion {
                 found: self.version,
@@ -147,6 +148,7 @@ impl Config {
         }
         self.chunker.validate()?;
         check_pack_size(self.pack_target_size)?;
+        self.kdf.validate(repo)?;
         for slot in self.key_slots() {
             if slot.algorithm != "aes-256-gcm" {
                 return Err(Error::corrupt(
@@ -218,6 +220,22 @@ impl InitOptions {
     pub(crate) fn validate(&self) -> Result<()> {
         self.chunker.validate()?;
         check_pack_size(self.pack_target_size)?;
+        use crate::limits::{MAX_KDF_ITERATIONS, MAX_KDF_LANES, MAX_KDF_MEMORY_KIB};
+        let kdf = &self.kdf;
+        if !(8 * kdf.p_cost.max(1)..=MAX_KDF_MEMORY_KIB).contains(&kdf.m_cost_kib)
+            || !(1..=MAX_KDF_ITERATIONS).contains(&kdf.t_cost)
+            || !(1..=MAX_KDF_LANES).contains(&kdf.p_cost)
+        {
+            return Err(Error::invalid(
+                "KDF cost",
+                format!(
+                    "{} KiB, {} passes, {} lanes; choose up to {MAX_KDF_MEMORY_KIB} KiB \
+                     (at least 8 per lane), 1..={MAX_KDF_ITERATIONS} passes and \
+                     1..={MAX_KDF_LANES} lanes, so every Ferry can open the repository",
+                    kdf.m_cost_kib, kdf.t_cost, kdf.p_cost
+                ),
+            ));
+        }
         if !(1..=19).contains(&self.compression_level) {
             return Err(Error::invalid(
                 "compression level",

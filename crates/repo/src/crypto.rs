@@ -141,14 +141,60 @@ impl KdfParams {
         })
     }
 
-    /// Derives the key-encryption key from the user's key bytes.
-    pub(crate) fn derive_kek(&self, user_key: &[u8]) -> Result<[u8; 32]> {
+    /// Checks the parameters against the bounds in [`crate::limits`]: the config is
+    /// plain JSON, so whoever can write the bucket chooses them, and every Ferry that
+    /// opens the repository would spend that memory and time. `repo` names the
+    /// repository in errors.
+    pub(crate) fn validate(&self, repo: &str) -> Result<()> {
+        use crate::limits::{MAX_KDF_ITERATIONS, MAX_KDF_LANES, MAX_KDF_MEMORY_KIB};
         if self.algorithm != "argon2id" {
             return Err(Error::corrupt(
-                "config",
+                format!("config in {repo}"),
                 format!("unknown KDF {:?}", self.algorithm),
             ));
         }
+        let hint = "Ferry never writes such a config: restore the config object from a \
+                    copy, and check who else can write to the store";
+        let bounds = [
+            (
+                "argon2id memory in KiB",
+                self.m_cost_kib,
+                MAX_KDF_MEMORY_KIB,
+            ),
+            ("argon2id passes", self.t_cost, MAX_KDF_ITERATIONS),
+            ("argon2id lanes", self.p_cost, MAX_KDF_LANES),
+        ];
+        for (what, found, limit) in bounds {
+            if found > limit {
+                return Err(Error::TooLarge {
+                    what: format!("the {what} of the config in {repo}"),
+                    found: u64::from(found),
+                    limit: u64::from(limit),
+                    hint: hint.into(),
+                });
+            }
+        }
+        if self.salt.len() > 2 * crate::limits::MAX_KDF_SALT_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("the KDF salt (hex characters) of the config in {repo}"),
+                found: self.salt.len() as u64,
+                limit: 2 * crate::limits::MAX_KDF_SALT_BYTES as u64,
+                hint: hint.into(),
+            });
+        }
+        Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).map_err(|e| {
+            Error::corrupt(
+                format!("config in {repo}"),
+                format!("bad argon2 parameters: {e}"),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Derives the key-encryption key from the user's key bytes.
+    pub(crate) fn derive_kek(&self, user_key: &[u8]) -> Result<[u8; 32]> {
+        // Checked again here, so no caller can reach argon2 with unbounded parameters.
+        self.validate("the repository")?;
         let salt = hex::decode(&self.salt)
             .map_err(|e| Error::corrupt("config", format!("KDF salt is not hex: {e}")))?;
         let params = Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
@@ -281,12 +327,15 @@ impl Keys {
         Ok(out)
     }
 
-    /// Opens and decompresses; `what` names the object in the error.
+    /// Opens and decompresses; `what` names the object in the error. Without an
+    /// expected length the plaintext may be at most `max_len` bytes: decompression
+    /// stops there, so a small hostile object cannot expand into gigabytes.
     pub(crate) fn open_object(
         &self,
         aad: &[u8],
         sealed: &[u8],
         expected_len: Option<usize>,
+        max_len: usize,
         what: &dyn Fn() -> String,
     ) -> Result<Vec<u8>> {
         let mut encoded = self
@@ -303,9 +352,16 @@ impl Keys {
                     format!("length {} differs from recorded {n}", encoded.len()),
                 ));
             }
+            if encoded.len() > max_len {
+                return Err(Error::corrupt(
+                    what(),
+                    format!("{} bytes, over the limit of {max_len}", encoded.len()),
+                ));
+            }
             return Ok(encoded);
         }
-        decode_payload(&encoded, expected_len).map_err(|detail| Error::corrupt(what(), detail))
+        decode_payload(&encoded, expected_len, max_len)
+            .map_err(|detail| Error::corrupt(what(), detail))
     }
 }
 
@@ -453,19 +509,52 @@ fn decompress(payload: &[u8], len: usize) -> std::result::Result<Vec<u8>, String
     })
 }
 
-/// Reverses [`encode_payload`], checking the length when the caller knows it.
+/// Decompresses a payload of unknown length, stopping one byte past `max_len`.
+fn decompress_at_most(payload: &[u8], max_len: usize) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let decoder =
+        zstd::stream::read::Decoder::with_buffer(payload).map_err(|e| format!("zstd: {e}"))?;
+    let mut out = Vec::new();
+    decoder
+        .take(max_len as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("zstd: {e}"))?;
+    if out.len() > max_len {
+        return Err(format!(
+            "decompresses to more than {max_len} bytes, the limit for such objects"
+        ));
+    }
+    Ok(out)
+}
+
+/// Reverses [`encode_payload`], checking the length when the caller knows it, and
+/// never producing more than `max_len` bytes.
 pub(crate) fn decode_payload(
     encoded: &[u8],
     expected_len: Option<usize>,
+    max_len: usize,
 ) -> std::result::Result<Vec<u8>, String> {
     let (&flag, payload) = encoded
         .split_first()
         .ok_or_else(|| "empty payload".to_string())?;
+    if let Some(n) = expected_len
+        && n > max_len
+    {
+        return Err(format!(
+            "recorded length {n} is over the limit of {max_len}"
+        ));
+    }
     let plain = match flag {
+        PAYLOAD_RAW if payload.len() > max_len => {
+            return Err(format!(
+                "{} bytes, over the limit of {max_len}",
+                payload.len()
+            ));
+        }
         PAYLOAD_RAW => payload.to_vec(),
         PAYLOAD_ZSTD => match expected_len {
             Some(n) => decompress(payload, n)?,
-            None => zstd::stream::decode_all(payload).map_err(|e| format!("zstd: {e}"))?,
+            None => decompress_at_most(payload, max_len)?,
         },
         other => return Err(format!("unknown payload flag {other}")),
     };
@@ -492,21 +581,49 @@ mod tests {
             .seal_object(aad::INDEX, b"hello hello hello hello", 3)
             .unwrap();
         let back = k
-            .open_object(aad::INDEX, &sealed, None, &|| "x".into())
+            .open_object(aad::INDEX, &sealed, None, 1 << 20, &|| "x".into())
             .unwrap();
         assert_eq!(back, b"hello hello hello hello");
         // Wrong kind of object: the AAD differs, so it must not open.
         assert!(
-            k.open_object(aad::SNAPSHOT, &sealed, None, &|| "x".into())
+            k.open_object(aad::SNAPSHOT, &sealed, None, 1 << 20, &|| "x".into())
                 .is_err()
         );
         let mut bad = sealed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         let err = k
-            .open_object(aad::INDEX, &bad, None, &|| "index/abc".into())
+            .open_object(aad::INDEX, &bad, None, 1 << 20, &|| "index/abc".into())
             .unwrap_err();
         assert!(matches!(err, Error::Corrupt { ref what, .. } if what == "index/abc"));
+    }
+
+    /// 64 MiB of zeros compress to a few KiB; decompressing them as a 1 MiB object
+    /// stops at the limit instead of filling memory.
+    #[test]
+    fn metadata_that_decompresses_past_its_limit_is_refused() {
+        let bomb = encode_payload(&vec![0u8; 64 << 20], 19);
+        assert_eq!(bomb[0], PAYLOAD_ZSTD);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let err = decode_payload(&bomb, None, 1 << 20).unwrap_err();
+        assert!(err.contains("more than 1048576 bytes"), "{err}");
+        // A recorded length over the limit is refused before it sizes a buffer.
+        let err = decode_payload(&bomb, Some(64 << 20), 1 << 20).unwrap_err();
+        assert!(err.contains("over the limit"), "{err}");
+        // Within the limit it decodes.
+        assert_eq!(
+            decode_payload(&bomb, None, 64 << 20).unwrap().len(),
+            64 << 20
+        );
+        let k = keys();
+        let sealed = k.seal_object(aad::INDEX, &vec![0u8; 4 << 20], 3).unwrap();
+        let err = k
+            .open_object(aad::INDEX, &sealed, None, 1 << 20, &|| "index/i".into())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { ref what, .. } if what == "index/i"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -524,14 +641,14 @@ mod tests {
         let enc = encode_payload(&text, 3);
         assert_eq!(enc[0], PAYLOAD_ZSTD);
         assert!(enc.len() < 200);
-        assert_eq!(decode_payload(&enc, Some(10_000)).unwrap(), text);
+        assert_eq!(decode_payload(&enc, Some(10_000), 1 << 20).unwrap(), text);
 
         let mut random = vec![0u8; 4096];
         blake3::Hasher::new().finalize_xof().fill(&mut random);
         let enc = encode_payload(&random, 3);
         assert_eq!(enc[0], PAYLOAD_RAW);
         assert_eq!(enc.len(), random.len() + 1);
-        assert!(decode_payload(&enc, Some(4095)).is_err());
+        assert!(decode_payload(&enc, Some(4095), 1 << 20).is_err());
     }
 
     #[test]

@@ -140,6 +140,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// Input from outside the process (a repository's config or objects) asks for more
+    /// than this build allows: memory, bytes or time. Refused before anything of that
+    /// size was allocated.
+    #[error("{what} is {found}, over this build's limit of {limit}; {hint}")]
+    TooLarge {
+        what: String,
+        found: u64,
+        limit: u64,
+        hint: String,
+    },
+
+    /// Something inside a backed-up or restored tree was swapped for a symbolic link
+    /// (or another kind of entry) while Ferry worked on it. Ferry never follows links
+    /// inside a volume, so nothing outside it was read or written.
+    #[error(
+        "{path} became {found} during the {operation}; Ferry never follows symbolic links \
+         or opens special files inside a volume, so nothing outside it was touched; run the \
+         {operation} again once nothing else is changing the volume"
+    )]
+    Swapped {
+        operation: &'static str,
+        path: PathBuf,
+        found: &'static str,
+    },
+
     /// The caller's cancellation token fired.
     #[error("operation cancelled")]
     Cancelled,

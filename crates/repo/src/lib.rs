@@ -48,9 +48,12 @@ mod fsutil;
 mod id;
 mod index;
 mod keys;
+pub mod limits;
 mod lock;
 mod pack;
 mod packer;
+#[doc(hidden)]
+pub mod parse;
 mod progress;
 mod prune;
 mod repository;

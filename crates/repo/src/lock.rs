@@ -191,7 +191,10 @@ async fn read_locks(
 ) -> Result<Vec<FoundLock>> {
     let results: Vec<Result<Option<FoundLock>>> = futures::stream::iter(listed)
         .map(|o| async move {
-            let raw = match backend.get(&o.key).await {
+            let raw = match backend
+                .get_at_most(&o.key, crate::limits::MAX_LOCK_BYTES)
+                .await
+            {
                 Ok(raw) => raw,
                 Err(BackendError::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(Error::from(e)),

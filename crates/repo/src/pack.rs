@@ -83,7 +83,15 @@ pub(crate) fn decode_blob(
     pack: &Id,
 ) -> Result<Vec<u8>> {
     let what = || format!("blob {} in pack {}", id.short(), pack);
-    let plain = keys.open_object(kind.aad(), sealed, Some(raw_length as usize), &what)?;
+    // The recorded length sizes the output buffer, so it is bounded before anything
+    // is allocated for it.
+    let plain = keys.open_object(
+        kind.aad(),
+        sealed,
+        Some(raw_length as usize),
+        crate::limits::MAX_BLOB_BYTES as usize,
+        &what,
+    )?;
     if keys.blob_id(&plain) != *id {
         return Err(Error::corrupt(what(), "content does not match its id"));
     }
@@ -377,7 +385,18 @@ fn header_len_from_trailer(trailer: &[u8], pack: &Id, size: u64) -> Result<u64> 
 /// Opens and parses a sealed header; checks that entries lie inside the blob area.
 fn decode_header(keys: &Keys, sealed: &[u8], pack: &Id, blob_area: u64) -> Result<Vec<PackEntry>> {
     let what = || format!("header of pack {pack}");
-    let plain = keys.open_object(aad::PACK_HEADER, sealed, None, &what)?;
+    let max = crate::limits::MAX_PACK_HEADER_BYTES;
+    let plain = keys.open_object(aad::PACK_HEADER, sealed, None, max, &what)?;
+    parse_header(&plain, blob_area, &what)
+}
+
+/// Parses an opened header; checks that entries lie inside the blob area. Allocates
+/// one entry per 45 bytes of `plain`, never more than the bytes hold.
+pub(crate) fn parse_header(
+    plain: &[u8],
+    blob_area: u64,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<PackEntry>> {
     if plain.len() < 5 || plain[0] != HEADER_VERSION {
         return Err(Error::corrupt(what(), "unknown header version"));
     }

@@ -664,7 +664,10 @@ impl Repository {
                 break;
             }
             let p = &loaded.packs[*pos];
-            let data = match self.backend().get(&pack_key(&p.id)).await {
+            let data = match (self.backend())
+                .get_at_most(&pack_key(&p.id), crate::limits::MAX_PACK_BYTES)
+                .await
+            {
                 Ok(d) => d,
                 Err(e) => {
                     failed = Some(e.into());

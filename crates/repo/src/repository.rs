@@ -313,7 +313,12 @@ impl Repository {
         aad: &'static [u8],
         id: &Id,
     ) -> Result<T> {
-        let raw = self.backend().get(key).await.map_err(|e| match e {
+        let limit = if aad == aad::INDEX {
+            crate::limits::MAX_INDEX_BYTES
+        } else {
+            crate::limits::MAX_MANIFEST_BYTES
+        };
+        let raw = (self.backend().get_at_most(key, limit as u64).await).map_err(|e| match e {
             BackendError::NotFound { .. } => Error::NotFound {
                 what: key.to_string(),
                 hint: "it may have been removed; run `check`".into(),
@@ -327,7 +332,7 @@ impl Repository {
                 return Err(Error::corrupt(key, "content hash does not match its name"));
             }
             let what = || key.clone();
-            let plain = repo.crypto().open_object(aad, &raw, None, &what)?;
+            let plain = repo.crypto().open_object(aad, &raw, None, limit, &what)?;
             serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key.clone(), e.to_string()))
         })
         .await
@@ -552,7 +557,10 @@ impl Repository {
 
 /// Reads, parses and checks the config object.
 pub(crate) async fn read_config(backend: &DynBackend) -> Result<Config> {
-    let raw = match backend.get(CONFIG_KEY).await {
+    let raw = match backend
+        .get_at_most(CONFIG_KEY, crate::limits::MAX_CONFIG_BYTES)
+        .await
+    {
         Ok(b) => b,
         Err(BackendError::NotFound { .. }) => {
             return Err(Error::NotFound {
@@ -564,7 +572,7 @@ pub(crate) async fn read_config(backend: &DynBackend) -> Result<Config> {
     };
     let config: Config = serde_json::from_slice(&raw)
         .map_err(|e| Error::corrupt(format!("config in {}", backend.describe()), e.to_string()))?;
-    config.validate()?;
+    config.validate(&backend.describe())?;
     Ok(config)
 }
 

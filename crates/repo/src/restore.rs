@@ -3,8 +3,9 @@
 //! from verified chunks (holes left unwritten, so sparse files stay sparse), hard links
 //! are made, and metadata is applied last, deepest directories first.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{is_root, set_mtime};
+use crate::fsutil::{Beneath, fs_error, is_root, mtime_only};
 use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::pack::{BlobType, decode_blob, pack_key};
@@ -24,6 +25,8 @@ use crate::repository::Repository;
 use crate::snapshot::RootMeta;
 use crate::stored_tree::TreeReader;
 use crate::tree::{ContentPart, Node, NodeKind};
+
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
 
 /// Settings of one restore.
 #[derive(Debug, Clone)]
@@ -40,6 +43,14 @@ pub struct RestoreOptions {
     /// the target's file system at the end, not an fsync per file: tens of thousands
     /// of small files would each wait for the disk).
     pub fsync: bool,
+    /// Keep setuid and setgid bits on restored files. Off by default: a snapshot is
+    /// data from whoever could write the volume (or the repository), and a setuid
+    /// program restored by a root agent would run as its owner on the node. For an
+    /// administrator restoring a system image on purpose. Setgid on directories is
+    /// always kept: it only sets the group of entries created inside. Restore never
+    /// makes device nodes, FIFOs or sockets (backups do not record them; a device
+    /// image is restored as a regular file holding its bytes).
+    pub keep_setuid_setgid: bool,
 }
 
 impl Default for RestoreOptions {
@@ -52,6 +63,7 @@ impl Default for RestoreOptions {
             download_concurrency: 4,
             restore_ownership: None,
             fsync: true,
+            keep_setuid_setgid: false,
         }
     }
 }
@@ -172,7 +184,76 @@ impl Budget {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |e| Error::io(op, path, e)
+    move |e| fs_error("restore", op, path, e)
+}
+
+/// Metadata to give one restored entry.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime_ns: i64,
+}
+
+/// How metadata is applied in this restore.
+#[derive(Clone, Copy, Debug)]
+struct MetaPolicy {
+    ownership: bool,
+    keep_setuid_setgid: bool,
+}
+
+impl MetaPolicy {
+    /// The permission bits to set: setuid and setgid dropped unless asked for, setgid
+    /// kept on directories.
+    fn mode(&self, mode: u32, dir: bool) -> u32 {
+        let mode = mode & 0o7777;
+        match (self.keep_setuid_setgid, dir) {
+            (true, _) => mode,
+            (false, true) => mode & !0o4000,
+            (false, false) => mode & !0o6000,
+        }
+    }
+
+    /// Owner first (chown clears setuid bits), then mode, then mtime, all on an open
+    /// descriptor: nothing is looked up by name, so nothing can be swapped in between.
+    fn apply_fd(&self, fd: BorrowedFd<'_>, m: Meta, dir: bool, path: &Path) -> Result<()> {
+        if self.ownership {
+            rustix::fs::fchown(fd, Some(uid(m.uid)), Some(gid(m.gid)))
+                .map_err(|e| io_err("chown", path)(e.into()))?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode(m.mode, dir)))
+            .map_err(|e| io_err("chmod", path)(e.into()))?;
+        rustix::fs::futimens(fd, &mtime_only(m.mtime_ns))
+            .map_err(|e| io_err("set mtime", path)(e.into()))
+    }
+}
+
+fn uid(n: u32) -> Uid {
+    Uid::from_raw(n)
+}
+
+fn gid(n: u32) -> Gid {
+    Gid::from_raw(n)
+}
+
+impl Meta {
+    fn of(node: &Node) -> Self {
+        Meta {
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            mtime_ns: node.mtime_ns,
+        }
+    }
+}
+
+/// Creates a file for writing: never through a link, never over something there.
+fn create_file(root: &Beneath, path: &Path) -> Result<fs::File> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+    root.open(root.rel(path), flags, Mode::from_raw_mode(0o600))
+        .map(fs::File::from)
+        .map_err(io_err("create file", path))
 }
 
 impl Repository {
@@ -223,8 +304,13 @@ impl Repository {
         self.sync_index().await?;
         let snapshot = self.load_snapshot(snapshot_id).await?;
         prepare_target(target)?;
+        // Every path below is resolved from this descriptor without following links.
+        let root = Arc::new(Beneath::open_dir(target).map_err(io_err("open", target))?);
         let plan = self.plan(snapshot.tree, target, &options.cancel).await?;
-        let ownership = options.restore_ownership.unwrap_or_else(is_root);
+        let policy = MetaPolicy {
+            ownership: options.restore_ownership.unwrap_or_else(is_root),
+            keep_setuid_setgid: options.keep_setuid_setgid,
+        };
 
         let mut summary = RestoreSummary {
             files: plan.files.len() as u64,
@@ -238,10 +324,14 @@ impl Repository {
 
         let plan = Arc::new(plan);
         {
-            let plan = plan.clone();
+            let (plan, root) = (plan.clone(), root.clone());
             tokio::task::spawn_blocking(move || -> Result<()> {
+                let private = Mode::from_raw_mode(0o700);
                 for (path, _) in &plan.dirs {
-                    fs::create_dir(path).map_err(io_err("create directory", path))?;
+                    root.at_parent(root.rel(path), |dir, name| {
+                        rustix::fs::mkdirat(dir, name, private).map_err(Into::into)
+                    })
+                    .map_err(io_err("create directory", path))?;
                 }
                 for (path, node) in &plan.symlinks {
                     let link = node
@@ -249,8 +339,10 @@ impl Repository {
                         .as_ref()
                         .map(|t| t.to_os())
                         .unwrap_or_default();
-                    std::os::unix::fs::symlink(&link, path)
-                        .map_err(io_err("create symlink", path))?;
+                    root.at_parent(root.rel(path), |dir, name| {
+                        rustix::fs::symlinkat(&link, dir, name).map_err(Into::into)
+                    })
+                    .map_err(io_err("create symlink", path))?;
                 }
                 Ok(())
             })
@@ -327,16 +419,22 @@ impl Repository {
         let budget = &Budget::new(MAX_BYTES_IN_FLIGHT);
         futures::stream::iter(work)
             .map(|w| {
-                let plan = plan.clone();
+                let (plan, root) = (plan.clone(), root.clone());
                 async move {
                     match w {
                         Work::Batch(b) => {
-                            self.restore_batch(&plan, b, options, counters, budget)
+                            self.restore_batch(&plan, &root, policy, b, options, counters, budget)
                                 .await
                         }
                         Work::File((i, groups, size)) => {
-                            let path = &plan.files[i].0;
-                            self.restore_file(path, groups, size, options, counters, budget)
+                            let (path, node) = &plan.files[i];
+                            let file = Target {
+                                root: &root,
+                                path,
+                                meta: Meta::of(node),
+                                policy,
+                            };
+                            self.restore_file(file, groups, size, options, counters, budget)
                                 .await
                         }
                     }
@@ -351,25 +449,44 @@ impl Repository {
 
         let root_meta = snapshot.root;
         let target_owned = target.to_path_buf();
+        let meta_root = root.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
+            let root = meta_root;
             for (path, first, _) in &plan.hardlinks {
-                fs::hard_link(first, path).map_err(io_err("create hard link", path))?;
+                root.at_parent(root.rel(first), |from_dir, from| {
+                    root.at_parent(root.rel(path), |to_dir, to| {
+                        rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty())
+                            .map_err(Into::into)
+                    })
+                })
+                .map_err(io_err("create hard link", path))?;
             }
-            // Files, then symlinks (no mode: Linux has none of its own for them), then
-            // directories deepest first, so creating children no longer changes a parent's mtime.
-            let entries = (plan.files.iter().map(|e| (e, true)))
-                .chain(plan.symlinks.iter().map(|e| (e, false)))
-                .chain(plan.dirs.iter().rev().map(|e| (e, true)));
-            for ((path, node), set_mode) in entries {
-                apply_metadata(
-                    path,
-                    node.mode,
-                    node.uid,
-                    node.gid,
-                    node.mtime_ns,
-                    ownership,
-                    set_mode,
-                )?;
+            // Files got theirs when written. Symlinks: owner and mtime only (Linux has
+            // no mode of their own for them). Then directories deepest first, so
+            // creating children no longer changes a parent's mtime.
+            for (path, node) in &plan.symlinks {
+                root.at_parent(root.rel(path), |dir, name| {
+                    if policy.ownership {
+                        rustix::fs::chownat(
+                            dir,
+                            name,
+                            Some(uid(node.uid)),
+                            Some(gid(node.gid)),
+                            AtFlags::SYMLINK_NOFOLLOW,
+                        )?;
+                    }
+                    let times = mtime_only(node.mtime_ns);
+                    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+                    Ok(())
+                })
+                .map_err(io_err("set owner and mtime of", path))?;
+            }
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+            for (path, node) in plan.dirs.iter().rev() {
+                let dir = root
+                    .open(root.rel(path), flags, Mode::empty())
+                    .map_err(io_err("open directory", path))?;
+                policy.apply_fd(dir.as_fd(), Meta::of(node), true, path)?;
             }
             if let Some(RootMeta {
                 mode,
@@ -378,7 +495,13 @@ impl Repository {
                 mtime_ns,
             }) = root_meta
             {
-                apply_metadata(&target_owned, mode, uid, gid, mtime_ns, ownership, true)?;
+                let m = Meta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime_ns,
+                };
+                policy.apply_fd(root.fd(), m, true, &target_owned)?;
             }
             Ok(())
         })
@@ -388,8 +511,7 @@ impl Repository {
         if options.fsync {
             let target = target.to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let dir = fs::File::open(&target).map_err(io_err("open", &target))?;
-                rustix::fs::syncfs(&dir).map_err(|e| Error::io("sync", &target, e.into()))
+                rustix::fs::syncfs(root.fd()).map_err(|e| Error::io("sync", &target, e.into()))
             })
             .await
             .map_err(Error::join)??;
@@ -533,9 +655,12 @@ impl Repository {
     /// Fetches a run of small files' chunks from one pack with one range request and
     /// writes every file. Backups store small files one after another, so a restore
     /// of thousands of them makes a few hundred requests instead of thousands.
+    #[allow(clippy::too_many_arguments)]
     async fn restore_batch(
         &self,
         plan: &Plan,
+        root: &Arc<Beneath>,
+        policy: MetaPolicy,
         batch: SmallBatch,
         options: &RestoreOptions,
         counters: &Arc<RestoreCounters>,
@@ -551,19 +676,20 @@ impl Repository {
             .await?;
         let repo = self.clone();
         let counters = counters.clone();
-        let paths: Vec<PathBuf> = batch
+        let paths: Vec<(PathBuf, Meta)> = batch
             .files
             .iter()
-            .map(|(i, _, _)| plan.files[*i].0.clone())
+            .map(|(i, _, _)| (plan.files[*i].0.clone(), Meta::of(&plan.files[*i].1)))
             .collect();
+        let root = root.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            for ((_, group, size), path) in batch.files.iter().zip(&paths) {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(path)
-                    .map_err(io_err("create file", path))?;
-                let mut unfinished = Unfinished { path, done: false };
+            for ((_, group, size), (path, meta)) in batch.files.iter().zip(&paths) {
+                let file = create_file(&root, path)?;
+                let mut unfinished = Unfinished {
+                    root: &root,
+                    path,
+                    done: false,
+                };
                 let written = write_pieces(
                     &repo,
                     &file,
@@ -574,6 +700,7 @@ impl Repository {
                     &group.pieces,
                 )?;
                 file.set_len(*size).map_err(io_err("truncate", path))?;
+                policy.apply_fd(file.as_fd(), *meta, false, path)?;
                 unfinished.done = true;
                 counters.add(BYTES_WRITTEN, written);
                 counters.add(FILES_DONE, 1);
@@ -586,21 +713,20 @@ impl Repository {
 
     async fn restore_file(
         &self,
-        path: &Path,
+        target: Target<'_>,
         groups: Vec<Group>,
         size: u64,
         options: &RestoreOptions,
         counters: &RestoreCounters,
         budget: &Budget,
     ) -> Result<()> {
-        // create_new: never follow or reuse something already at the path.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err("create file", path))?;
-        let file = Arc::new(file);
-        let mut unfinished = Unfinished { path, done: false };
+        let path = target.path;
+        let file = Arc::new(create_file(target.root, path)?);
+        let mut unfinished = Unfinished {
+            root: target.root,
+            path,
+            done: false,
+        };
 
         futures::stream::iter(groups)
             .map(|g| {
@@ -627,9 +753,12 @@ impl Repository {
             .await?;
 
         let path_owned = path.to_path_buf();
+        let (meta, policy) = (target.meta, target.policy);
         tokio::task::spawn_blocking(move || -> Result<()> {
             // Trailing holes: extend without writing, so the file stays sparse.
-            file.set_len(size).map_err(io_err("truncate", &path_owned))
+            file.set_len(size)
+                .map_err(io_err("truncate", &path_owned))?;
+            policy.apply_fd(file.as_fd(), meta, false, &path_owned)
         })
         .await
         .map_err(Error::join)??;
@@ -713,6 +842,7 @@ const SMALL_FILE_RANGE: u64 = 1024 * 1024;
 /// restore never leaves a file of the right size with wrong or missing content
 /// (ranges arrive out of order, and a sibling's failure drops this future mid-way).
 struct Unfinished<'a> {
+    root: &'a Beneath,
     path: &'a Path,
     done: bool,
 }
@@ -720,10 +850,20 @@ struct Unfinished<'a> {
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         if !self.done {
-            // One unlink; the restore is failing anyway.
-            let _ = fs::remove_file(self.path);
+            // One unlink, by name in its own directory; the restore is failing anyway.
+            let _ = self.root.at_parent(self.root.rel(self.path), |dir, name| {
+                rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(Into::into)
+            });
         }
     }
+}
+
+/// A file being restored: where, and the metadata it gets once written.
+struct Target<'a> {
+    root: &'a Beneath,
+    path: &'a Path,
+    meta: Meta,
+    policy: MetaPolicy,
 }
 
 fn prepare_target(target: &Path) -> Result<()> {
@@ -745,26 +885,6 @@ fn prepare_target(target: &Path) -> Result<()> {
         }
         Err(e) => Err(Error::io("open restore target", target, e)),
     }
-}
-
-/// Owner first (chown clears setuid bits), then mode, then mtime.
-fn apply_metadata(
-    path: &Path,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime_ns: i64,
-    ownership: bool,
-    set_mode: bool,
-) -> Result<()> {
-    if ownership {
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io_err("chown", path))?;
-    }
-    if set_mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(io_err("chmod", path))?;
-    }
-    set_mtime(path, mtime_ns).map_err(io_err("set mtime", path))
 }
 
 #[cfg(test)]

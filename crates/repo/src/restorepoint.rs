@@ -46,6 +46,14 @@ pub(crate) fn check_application(app: &str) -> Result<()> {
     }
 }
 
+/// Parses a manifest's engine fields and checks its snapshot ids; how many it names.
+pub(crate) fn parse_refs(plain: &[u8]) -> Result<usize> {
+    let refs: ManifestRefs = serde_json::from_slice(plain)
+        .map_err(|e| Error::corrupt("restore point", e.to_string()))?;
+    let _ = refs.created_at();
+    refs.snapshots("restore point").map(|s| s.len())
+}
+
 /// The fields of a restore point manifest the engine reads.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ManifestRefs {

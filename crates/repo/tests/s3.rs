@@ -95,3 +95,38 @@ async fn s3_round_trip() {
     assert!(backend.list("").await.unwrap().is_empty());
     assert!(fs::read_dir(&dst).is_ok());
 }
+
+/// A bounded read of an object over the limit is refused from the declared length,
+/// and one at the limit is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_over_the_limit_is_refused_before_its_body() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().expect("S3 server");
+    let prefix = ferry_testenv::unique_name("ferry-repo-bounds");
+    let backend = S3Backend::new(options(s3, &s3.bucket, &prefix));
+    backend
+        .put("snapshots/big", random_bytes(3 << 20, 5).into())
+        .await
+        .unwrap();
+    let err = backend
+        .get_at_most("snapshots/big", 1 << 20)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ferry_repo::backend::BackendError::TooLarge { size, limit, .. }
+                if size == 3 << 20 && limit == 1 << 20
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        backend
+            .get_at_most("snapshots/big", 3 << 20)
+            .await
+            .unwrap()
+            .len(),
+        3 << 20
+    );
+    backend.delete("snapshots/big").await.unwrap();
+}

@@ -32,7 +32,17 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// The longest token text read: tokens are about 1.5 KiB, and everything `open`
+/// allocates is a small multiple of the text, so this bounds its memory too.
+pub const MAX_TEXT_LEN: usize = 64 * 1024;
+
 pub(crate) fn decode(text: &str) -> Result<Vec<u8>, TokenError> {
+    if text.len() > MAX_TEXT_LEN {
+        return Err(TokenError::malformed(format!(
+            "{} bytes of text is more than any token ({MAX_TEXT_LEN} at most)",
+            text.len()
+        )));
+    }
     let text = text.trim().replace("\r\n", "\n");
     let body = text
         .strip_prefix(BEGIN)

@@ -98,6 +98,7 @@ mod error;
 mod keys;
 mod token;
 
+pub use armor::MAX_TEXT_LEN;
 pub use error::TokenError;
 pub use keys::{Fingerprint, IMPORT_KEY_PREFIX, ImportKey, RecipientKey, SignerKey, SigningKey};
 pub use token::{

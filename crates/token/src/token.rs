@@ -168,8 +168,10 @@ fn unix(field: &'static str, t: SystemTime) -> Result<u64, TokenError> {
         .map_err(|_| TokenError::invalid(field, "before 1970"))
 }
 
-fn from_unix(seconds: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+/// A claim's time; `None` past what the system clock can represent. The token's
+/// signer chooses the number, and anyone can sign a token with a key of their own.
+fn from_unix(seconds: u64) -> Option<SystemTime> {
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
 }
 
 /// The AES-256-GCM key both sides derive from the X25519 shared secret.
@@ -365,8 +367,12 @@ pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened
         namespace: body.namespace,
         restore_point_id: body.restore_point_id,
         issuer: body.issuer,
-        issued_at: from_unix(body.issued_at),
-        expires_at: from_unix(body.expires_at),
+        issued_at: from_unix(body.issued_at).ok_or_else(|| {
+            TokenError::malformed(format!("issued_at {} is out of range", body.issued_at))
+        })?,
+        expires_at: from_unix(body.expires_at).ok_or_else(|| {
+            TokenError::malformed(format!("expires_at {} is out of range", body.expires_at))
+        })?,
     };
     if options.now >= claims.expires_at {
         return Err(TokenError::Expired {
@@ -374,7 +380,11 @@ pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened
             now: options.now,
         });
     }
-    if claims.issued_at > options.now + MAX_CLOCK_SKEW {
+    if options
+        .now
+        .checked_add(MAX_CLOCK_SKEW)
+        .is_some_and(|latest| claims.issued_at > latest)
+    {
         return Err(TokenError::NotYetValid {
             issued_at: claims.issued_at,
             now: options.now,

@@ -335,4 +335,47 @@ mod tests {
             "{err}"
         );
     }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(cases()))]
+
+        /// Whatever is pasted, `decode` refuses it with a PairingError or reads it;
+        /// it never panics. Random text, and valid tokens with bytes changed.
+        #[test]
+        fn pasted_text_never_panics(
+            text in ".{0,400}",
+            ops in proptest::collection::vec(proptest::prelude::any::<(u8, u16, u8)>(), 1..10),
+            json in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let _ = decode(&text);
+            let _ = decode(&format!("{PREFIX}{text}"));
+            let _ = decode(&format!("{PREFIX}{}", general_purpose::URL_SAFE_NO_PAD.encode(&json)));
+            let (valid, _) = sample().encode().expect("encode");
+            let mut bytes = valid.expose().as_bytes().to_vec();
+            for (op, at, byte) in ops {
+                let i = usize::from(at) % (bytes.len() + 1);
+                match op % 3 {
+                    0 if i < bytes.len() => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ if i < bytes.len() => {
+                        bytes.remove(i);
+                    }
+                    _ => {}
+                }
+            }
+            let _ = decode(&String::from_utf8_lossy(&bytes));
+            // The payload's JSON mutated too, behind a valid prefix and encoding.
+            let mut v = serde_json::to_value(sample()).expect("json");
+            v["expires_at"] = serde_json::Value::String(String::from_utf8_lossy(&json).into_owned());
+            v["destination"]["api_server_url"] = serde_json::Value::String(text.clone());
+            let _ = decode(&encode_json(&v));
+        }
+    }
 }

@@ -138,7 +138,35 @@ impl Source<'_> {
                     message: e.to_string(),
                     hint: "grant the source user get on persistentvolumes".into(),
                 })?;
-            let spec = pv.and_then(|p| p.spec);
+            let Some(pv) = pv else {
+                problems.push(format!(
+                    "volume {pv_name} of claim {ns}/{} on cluster {cluster} does not exist: \
+                     bind the claim to a volume, or migrate with skip_volume_data",
+                    v.pvc
+                ));
+                continue;
+            };
+            // The claim names the volume, but only the binder's claimRef says whose it
+            // is: a user may name anyone's volume in a claim of their own.
+            let claim = captured.objects.iter().find(|o| {
+                o.resource.group.is_empty()
+                    && o.resource.kind == "PersistentVolumeClaim"
+                    && kube::ResourceExt::name_any(&o.object) == v.pvc
+            });
+            let Some(claim) = claim else {
+                problems.push(format!(
+                    "claim {ns}/{} on cluster {cluster} is not among the captured objects, so \
+                     Ferry cannot check that volume {pv_name} is bound to it; capture again",
+                    v.pvc
+                ));
+                continue;
+            };
+            if let Err(refusal) = ferry_kube::check_claim_binding(ns, &claim.object, &pv) {
+                warn!(pvc = %v.pvc, pv = %pv_name, %refusal, "volume refused");
+                problems.push(format!("on cluster {cluster}: {refusal}"));
+                continue;
+            }
+            let spec = pv.spec;
             let path = spec.as_ref().and_then(|s| {
                 s.host_path
                     .as_ref()

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Backend, BackendError, ObjectInfo, Op, check_key, check_range_len};
+use super::{Backend, BackendError, ObjectInfo, Op, check_key, check_range_len, check_size};
 
 /// Stores each object as a file under `root`. `put` writes a temporary file in the
 /// target directory, fsyncs it, renames it into place and fsyncs the directory, so a
@@ -205,6 +205,27 @@ impl Backend for LocalBackend {
     async fn get(&self, key: &str) -> Result<Bytes, BackendError> {
         self.blocking(Op::Get, key, |path| fs::read(path).map(Bytes::from))
             .await
+    }
+
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
+        let got = self
+            .blocking(Op::Get, key, move |path| {
+                let f = fs::File::open(path)?;
+                let size = f.metadata()?.len();
+                if size > limit {
+                    return Ok(Err(size));
+                }
+                // The file may grow after the stat: read at most one byte past the limit.
+                let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                f.take(limit + 1).read_to_end(&mut buf)?;
+                Ok(Ok(Bytes::from(buf)))
+            })
+            .await?;
+        let data = got.or_else(|size| {
+            check_size(&self.describe(), Op::Get, key, size, limit).map(|()| Bytes::new())
+        })?;
+        check_size(&self.describe(), Op::Get, key, data.len() as u64, limit)?;
+        Ok(data)
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, BackendError> {

@@ -103,6 +103,21 @@ pub enum BackendError {
 
     #[error("{op} {key}: injected fault")]
     Injected { op: Op, key: String },
+
+    /// The object is larger than anything Ferry writes under that key; its body was
+    /// not read.
+    #[error(
+        "{op} {key} in {backend}: the object is at least {size} bytes, over the {limit}-byte \
+         limit for such objects; Ferry never writes one that large, so check who else \
+         writes to the store"
+    )]
+    TooLarge {
+        backend: String,
+        op: Op,
+        key: String,
+        size: u64,
+        limit: u64,
+    },
 }
 
 /// Why a store refused or failed a call, carried from where the error is made so that
@@ -198,6 +213,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Reads the whole object.
     async fn get(&self, key: &str) -> Result<Bytes, BackendError>;
 
+    /// Reads the whole object, refusing one larger than `limit` bytes: a store anyone
+    /// else can write to must not make the reader allocate without bound. Backends
+    /// that can tell the size before reading the body check it first.
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
+        let data = self.get(key).await?;
+        check_size(&self.describe(), Op::Get, key, data.len() as u64, limit)?;
+        Ok(data)
+    }
+
     /// Reads `length` bytes at `offset`; fewer bytes is an error.
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, BackendError>;
 
@@ -243,7 +267,26 @@ pub(crate) fn check_key(backend: &str, op: Op, key: &str) -> Result<(), BackendE
     Ok(())
 }
 
-/// Shared behaviour tests every backend must pass.
+/// The error for an object over the caller's limit.
+pub(crate) fn check_size(
+    backend: &str,
+    op: Op,
+    key: &str,
+    size: u64,
+    limit: u64,
+) -> Result<(), BackendError> {
+    if size <= limit {
+        return Ok(());
+    }
+    Err(BackendError::TooLarge {
+        backend: backend.to_owned(),
+        op,
+        key: key.to_owned(),
+        size,
+        limit,
+    })
+}
+
 /// The error for a ranged read that returned fewer bytes than asked for; every backend
 /// checks this the same way, so a truncated object never passes as a short chunk.
 pub(crate) fn check_range_len(

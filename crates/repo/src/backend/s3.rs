@@ -16,7 +16,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Backend, BackendError, ObjectInfo, Op, Reason, check_key, check_range_len};
+use super::{
+    Backend, BackendError, ObjectInfo, Op, Reason, check_key, check_range_len, check_size,
+};
 use crate::error::{Error, Result};
 
 /// Connection and tuning settings for [`S3Backend`].
@@ -460,6 +462,47 @@ impl Backend for S3Backend {
             }
         })
         .await
+    }
+
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Bytes, BackendError> {
+        check_key(&self.describe(), Op::Get, key)?;
+        let full = self.full_key(key);
+        let got = self
+            .retry(Op::Get, key, || {
+                let req = self
+                    .client
+                    .get_object()
+                    .bucket(&self.opts.bucket)
+                    .key(&full);
+                async move {
+                    let mut out = req.send().await.map_err(|e| classify(&e))?;
+                    // The declared length first, so a huge object's body is never read;
+                    // then the bytes as they come, for a store that declares none.
+                    if let Some(n) = out.content_length.and_then(|n| u64::try_from(n).ok())
+                        && n > limit
+                    {
+                        return Ok(Err(n));
+                    }
+                    let mut data = Vec::new();
+                    while let Some(piece) = out.body.next().await {
+                        let piece = piece.map_err(|e| {
+                            Attempt::Transient(
+                                format!("reading body: {}", DisplayErrorContext(&e)),
+                                Reason::Other,
+                            )
+                        })?;
+                        if (data.len() + piece.len()) as u64 > limit {
+                            return Ok(Err((data.len() + piece.len()) as u64));
+                        }
+                        data.extend_from_slice(&piece);
+                    }
+                    Ok(Ok(Bytes::from(data)))
+                }
+            })
+            .await?;
+        got.or_else(|size| {
+            check_size(&self.describe(), Op::Get, key, size, limit).map(|()| Bytes::new())
+        })
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, BackendError> {

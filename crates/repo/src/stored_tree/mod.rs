@@ -646,6 +646,21 @@ fn parse_tree(bytes: &[u8], id: &Id, what: &str) -> Result<StoredTree> {
     parsed.map_err(|e| Error::corrupt(format!("{what} {id}"), e))
 }
 
+/// Entries and runs in a tree blob, after the checks restore makes on a loaded tree
+/// (for the property tests of `crate::parse`).
+pub(crate) fn tree_blob_entries(bytes: &[u8], id: &Id) -> Result<usize> {
+    let t = parse_tree(bytes, id, "tree")?;
+    let n = t.nodes.len() + t.runs.len();
+    Tree { nodes: t.nodes }.validate(id)?;
+    Ok(n)
+}
+
+/// Parts and runs in a content-run blob (for the property tests of `crate::parse`).
+pub(crate) fn content_blob_parts(bytes: &[u8], id: &Id) -> Result<usize> {
+    let c = parse_content(bytes, id)?;
+    Ok(c.parts.len() + c.runs.len())
+}
+
 /// A content-run blob in either form.
 fn parse_content(bytes: &[u8], id: &Id) -> Result<StoredContent> {
     let parsed = match bytes.first() {

@@ -52,6 +52,9 @@ pub struct Bench {
     agents: Vec<CancellationToken>,
     agent_endpoints: (String, String),
     handover: Option<Arc<dyn Handover>>,
+    /// The service reviews callers (TokenReview and SubjectAccessReview on the
+    /// clusters), with cluster a as its own.
+    checks_callers: bool,
 }
 
 impl Drop for Bench {
@@ -96,6 +99,16 @@ impl Bench {
 
     /// [`Bench::start`] with a migration token issuer for exports.
     pub async fn start_with(handover: Option<Arc<dyn Handover>>) -> Bench {
+        Bench::start_full(handover, false).await
+    }
+
+    /// [`Bench::start`] with a service that reviews every caller, as `ferry serve`
+    /// does: requests must carry a user's token ([`Bench::as_user`]).
+    pub async fn start_checking_callers() -> Bench {
+        Bench::start_full(None, true).await
+    }
+
+    async fn start_full(handover: Option<Arc<dyn Handover>>, checks_callers: bool) -> Bench {
         let env = ferry_testenv::shared().await.expect("test environment");
         let s3 = env.s3().expect("S3 server");
         let root = tempfile::tempdir().expect("tempdir");
@@ -137,7 +150,16 @@ impl Bench {
         let (dst, dst_stop) = agent(root.path(), "node-b", dst_dir.clone(), dst_dir).await;
         let a = env.client("a", "admin").await.unwrap();
         let b = env.client("b", "admin").await.unwrap();
-        let service = start_service(root.path(), &a, &b, &src, &dst, handover.clone()).await;
+        let service = start_service(
+            root.path(),
+            &a,
+            &b,
+            &src,
+            &dst,
+            handover.clone(),
+            checks_callers,
+        )
+        .await;
         Bench {
             a,
             b,
@@ -147,6 +169,7 @@ impl Bench {
             agents: vec![src_stop, dst_stop],
             agent_endpoints: (src, dst),
             handover,
+            checks_callers,
         }
     }
 
@@ -163,6 +186,7 @@ impl Bench {
             &src,
             &dst,
             self.handover.clone(),
+            self.checks_callers,
         )
         .await;
     }
@@ -313,6 +337,16 @@ impl Bench {
         job_id(self.service.client.clone().start_migration(req).await)
     }
 
+    /// `req` carrying the token of the test environment's `user` on cluster a.
+    pub async fn as_user<T>(&self, user: &str, req: T) -> tonic::Request<T> {
+        let env = ferry_testenv::shared().await.expect("test environment");
+        let token = &env.cluster("a").unwrap().user(user).unwrap().token;
+        let mut req = tonic::Request::new(req);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    }
+
     /// GetJob: the job and, once it is final, its report.
     pub async fn get_job(&self, id: &str) -> GetJobResponse {
         self.service
@@ -370,13 +404,18 @@ async fn start_service(
     src: &str,
     dst: &str,
     handover: Option<Arc<dyn Handover>>,
+    checks_callers: bool,
 ) -> Service {
-    let config = TransferConfig::new(root.join("data"), root.join(SERVICE_VOLUME_ROOT));
+    let mut config = TransferConfig::new(root.join("data"), root.join(SERVICE_VOLUME_ROOT));
+    if checks_callers {
+        config.access = Some(ferry_transfer::AccessPolicy::new("a"));
+    }
     let deps = Deps {
         clusters: Arc::new(
             StaticClusters::new()
                 .with("a", a.clone())
-                .with("b", b.clone()),
+                .with("b", b.clone())
+                .with("local", a.clone()),
         ),
         agents: Arc::new(StaticAgents::new().with("a", src).with("b", dst)),
         repositories: Arc::new(ProfileRepositories::dir(root.join("profiles"))),
