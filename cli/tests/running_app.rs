@@ -14,7 +14,8 @@ use std::path::Path;
 
 use common::assert_same_tree;
 use common::control::{
-    eventually, jsonpath, kubectl, migrate, profiles_and_pair, serve, storage_class, wait_answering,
+    eventually, hostpath_volume, jsonpath, kubectl, kubectl_ok, migrate, namespace_and_class,
+    profiles_and_pair, serve, storage_class, wait_answering,
 };
 
 /// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
@@ -49,15 +50,7 @@ fn application(kubeconfig: &Path, ns: &str, class: &str, volume: &Path, image: &
         .collect::<Vec<_>>()
         .join("\n");
     let yaml = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {{name: {class}}}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
+        r#"{head}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -95,23 +88,20 @@ spec:
   - metadata: {{name: data}}
     spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
 ---
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: {ns}-data-db-0}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: {class}
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {{path: {volume}}}
-  claimRef: {{namespace: {ns}, name: data-db-0}}
+{pv}
 "#,
-        volume = volume.display()
+        head = namespace_and_class(ns, class),
+        pv = hostpath_volume(ns, class, "data-db-0", volume),
     );
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }
 
 fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
+    // `kubectl wait` fails at once on a pod that does not exist yet, and the StatefulSet
+    // controller creates it a moment after the StatefulSet (or its scale-up) arrives.
+    eventually(&format!("pod {ns}/db-0 on {context} to exist"), || {
+        kubectl_ok(kubeconfig, context, &["-n", ns, "get", "pod", "db-0"])
+    });
     kubectl(
         kubeconfig,
         context,

@@ -127,6 +127,20 @@ pub fn kubectl(kubeconfig: &Path, context: &str, args: &[&str], stdin: Option<&s
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether `kubectl ARGS` succeeds, its output discarded: for polling.
+pub fn kubectl_ok(kubeconfig: &Path, context: &str, args: &[&str]) -> bool {
+    Command::new(std::env::var_os("FERRY_KUBECTL").unwrap_or_else(|| "kubectl".into()))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--context", context])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn jsonpath(kubeconfig: &Path, context: &str, ns: &str, what: &str, path: &str) -> String {
     kubectl(
         kubeconfig,
@@ -144,19 +158,31 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A Namespace and a StorageClass without a provisioner, as YAML documents.
+pub fn namespace_and_class(ns: &str, class: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {class}}}\n\
+         provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: Immediate"
+    )
+}
+
+/// A hostPath PersistentVolume at `volume`, reserved for claim `claim` of `ns`.
+pub fn hostpath_volume(ns: &str, class: &str, claim: &str, volume: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {ns}-{claim}}}\nspec:\n  \
+         capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteOnce]\n  \
+         storageClassName: {class}\n  persistentVolumeReclaimPolicy: Retain\n  \
+         hostPath: {{path: {}}}\n  claimRef: {{namespace: {ns}, name: {claim}}}",
+        volume.display()
+    )
+}
+
 /// The application on cluster a: ConfigMap, Secret, Service and a StatefulSet whose
 /// claim is bound to a hostPath volume at `volume`.
 pub fn application(kubeconfig: &Path, ns: &str, class: &str, volume: &Path) {
     let yaml = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {{name: {class}}}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
+        r#"{head}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -188,16 +214,7 @@ spec:
   - metadata: {{name: data}}
     spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
 ---
-apiVersion: v1
-kind: PersistentVolume
-metadata: {{name: {ns}-data-db-0}}
-spec:
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
-  storageClassName: {class}
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {{path: {volume}}}
-  claimRef: {{namespace: {ns}, name: data-db-0}}
+{pv}
 ---
 apiVersion: v1
 kind: PersistentVolumeClaim
@@ -208,7 +225,8 @@ spec:
   volumeName: {ns}-data-db-0
   resources: {{requests: {{storage: 1Gi}}}}
 "#,
-        volume = volume.display()
+        head = namespace_and_class(ns, class),
+        pv = hostpath_volume(ns, class, "data-db-0", volume),
     );
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
     eventually("claim data-db-0 to bind on a", || {

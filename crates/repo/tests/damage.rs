@@ -100,10 +100,16 @@ impl Fixture {
         let backend: DynBackend = Arc::new(LocalBackend::new(tmp.path().join("repo")));
         let repo = init(backend.clone()).await;
         assert!(repo.config().pack_target_size <= 64 * 1024);
-        let a = repo
-            .backup(&src_a, BackupOptions::default())
-            .await
-            .expect("backup A");
+        // One pack in flight at a time, so packs are indexed in the order they were cut:
+        // a.bin's data first, trees last, and the first index file holds data only.
+        // With parallel uploads, under load, every index could hold some tree.
+        let serial = BackupOptions {
+            read_concurrency: 1,
+            cpu_concurrency: 1,
+            upload_concurrency: 1,
+            ..BackupOptions::default()
+        };
+        let a = repo.backup(&src_a, serial).await.expect("backup A");
         let packs_a = ids_under(&backend, "packs/").await;
         let indexes_a: Vec<Id> = ids_under(&backend, "index/").await.into_iter().collect();
         let b = repo

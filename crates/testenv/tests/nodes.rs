@@ -126,6 +126,21 @@ fn exec_eventually(env: &TestEnv, context: &str, ns: &str, pod: &str, cmd: &[&st
 }
 
 fn wait_ready(env: &TestEnv, context: &str, ns: &str, what: &str) {
+    // `kubectl wait` fails at once on a pod that does not exist yet, and a StatefulSet's
+    // pod appears a moment after the StatefulSet.
+    let start = Instant::now();
+    while !env
+        .kubectl(context)
+        .args(["-n", ns, "get", what])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} in {ns} on {context} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     kubectl(
         env,
         context,
@@ -139,6 +154,31 @@ fn wait_ready(env: &TestEnv, context: &str, ns: &str, what: &str) {
         ],
         None,
     );
+}
+
+/// Stops the environment and asserts that its `expected` nodes left nothing behind: no
+/// mount, container, cgroup, namespace, route or rule; then removes its directory.
+fn stop_and_find_nothing_left(env: TestEnv, dir: &std::path::Path, expected: usize) {
+    let nodes: Vec<NodeInfo> = env
+        .state
+        .clusters
+        .iter()
+        .flat_map(|c| c.nodes.clone())
+        .collect();
+    assert_eq!(nodes.len(), expected);
+    let stopping = Instant::now();
+    env.stop();
+    eprintln!("teardown took {:?}", stopping.elapsed());
+    for node in &nodes {
+        let left = ferry_testenv::node::leftovers(node);
+        assert!(
+            left.is_empty(),
+            "{} left behind:\n{}",
+            node.name,
+            left.join("\n")
+        );
+    }
+    std::fs::remove_dir_all(dir).expect("removing the environment's directory");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,27 +354,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     );
     assert_eq!(across, b_greeting);
 
-    // Teardown leaves nothing: no mount, container, cgroup, namespace, route or rule.
-    let nodes: Vec<NodeInfo> = env
-        .state
-        .clusters
-        .iter()
-        .flat_map(|c| c.nodes.clone())
-        .collect();
-    assert_eq!(nodes.len(), 2);
-    let stopping = Instant::now();
-    env.stop();
-    eprintln!("teardown took {:?}", stopping.elapsed());
-    for node in &nodes {
-        let left = ferry_testenv::node::leftovers(node);
-        assert!(
-            left.is_empty(),
-            "{} left behind:\n{}",
-            node.name,
-            left.join("\n")
-        );
-    }
-    std::fs::remove_dir_all(&dir).expect("removing the environment's directory");
+    stop_and_find_nothing_left(env, &dir, 2);
 }
 
 /// Two nodes in one cluster: the scheduler places pods on either, and a pod on one node
@@ -409,15 +429,5 @@ spec:
         "server {server_ip} is not on m-node1 ({})",
         nodes[1].pod_cidr
     );
-    env.stop();
-    for node in &nodes {
-        let left = ferry_testenv::node::leftovers(node);
-        assert!(
-            left.is_empty(),
-            "{} left behind:\n{}",
-            node.name,
-            left.join("\n")
-        );
-    }
-    std::fs::remove_dir_all(&dir).expect("removing the environment's directory");
+    stop_and_find_nothing_left(env, &dir, 2);
 }
