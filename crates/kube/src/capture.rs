@@ -660,6 +660,10 @@ async fn read_volumes(
             pv: pv_name.clone(),
             storage_class: pvc
                 .pointer("/spec/storageClassName")
+                .or_else(|| {
+                    pvc.pointer("/metadata/annotations")
+                        .and_then(|a| a.get(crate::deps::LEGACY_CLASS_ANNOTATION))
+                })
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             capacity: pvc

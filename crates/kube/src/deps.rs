@@ -152,23 +152,36 @@ pub fn dependencies_of<'a>(
         .collect()
 }
 
+/// The annotation claims used to name their class before `spec.storageClassName`; the
+/// API server still honours it, and public manifests (the Cassandra example) still use it.
+pub(crate) const LEGACY_CLASS_ANNOTATION: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// The class a claim (or claim template) names: `spec.storageClassName`, else the legacy
+/// annotation. An empty name asks for no class, so it names none.
+fn claim_class(claim: &Value) -> Option<&str> {
+    claim
+        .pointer("/spec/storageClassName")
+        .or_else(|| {
+            claim
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+        })
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+}
+
 /// The storage classes an object names: a PVC's, a StatefulSet's claim templates', and
-/// generic ephemeral volumes' in pod specs.
+/// generic ephemeral volumes' in pod specs, by field or by the legacy annotation.
 pub(crate) fn storage_classes_of<'a>(ar: &ApiResource, obj: &'a Value) -> Vec<&'a str> {
     let mut out = Vec::new();
-    let class = |spec: &'a Value| spec.get("storageClassName").and_then(Value::as_str);
     match (ar.group.as_str(), ar.kind.as_str()) {
-        ("", "PersistentVolumeClaim") => out.extend(obj.get("spec").and_then(class)),
+        ("", "PersistentVolumeClaim") => out.extend(claim_class(obj)),
         ("apps", "StatefulSet") => {
             if let Some(templates) = obj
                 .pointer("/spec/volumeClaimTemplates")
                 .and_then(Value::as_array)
             {
-                out.extend(
-                    templates
-                        .iter()
-                        .filter_map(|t| t.get("spec").and_then(class)),
-                );
+                out.extend(templates.iter().filter_map(claim_class));
             }
         }
         _ => {}
@@ -182,8 +195,8 @@ pub(crate) fn storage_classes_of<'a>(ar: &ApiResource, obj: &'a Value) -> Vec<&'
         out.extend(
             volumes
                 .iter()
-                .filter_map(|v| v.pointer("/ephemeral/volumeClaimTemplate/spec"))
-                .filter_map(class),
+                .filter_map(|v| v.pointer("/ephemeral/volumeClaimTemplate"))
+                .filter_map(claim_class),
         );
     }
     out

@@ -378,26 +378,22 @@ fn map_storage_classes(v: &mut Value, ar: &ApiResource, map: &BTreeMap<String, S
     if map.is_empty() {
         return;
     }
-    let remap = |spec: &mut Value| {
-        if let Some(class) = spec.get_mut("storageClassName")
-            && let Some(to) = class.as_str().and_then(|c| map.get(c))
-        {
-            *class = Value::String(to.clone());
+    // A claim or claim template names its class by field or, as older manifests do, by
+    // annotation: map both.
+    let remap = |claim: &mut Value| {
+        for pointer in [
+            "/spec/storageClassName",
+            "/metadata/annotations/volume.beta.kubernetes.io~1storage-class",
+        ] {
+            if let Some(class) = claim.pointer_mut(pointer)
+                && let Some(to) = class.as_str().and_then(|c| map.get(c))
+            {
+                *class = Value::String(to.clone());
+            }
         }
     };
     match (ar.group.as_str(), ar.kind.as_str()) {
-        ("", "PersistentVolumeClaim") => {
-            if let Some(spec) = v.get_mut("spec") {
-                remap(spec);
-            }
-            // The annotation older clusters used instead of the field.
-            if let Some(a) =
-                v.pointer_mut("/metadata/annotations/volume.beta.kubernetes.io~1storage-class")
-                && let Some(to) = a.as_str().and_then(|c| map.get(c))
-            {
-                *a = Value::String(to.clone());
-            }
-        }
+        ("", "PersistentVolumeClaim") => remap(v),
         ("apps", "StatefulSet") => {
             for t in v
                 .pointer_mut("/spec/volumeClaimTemplates")
@@ -405,9 +401,7 @@ fn map_storage_classes(v: &mut Value, ar: &ApiResource, map: &BTreeMap<String, S
                 .into_iter()
                 .flatten()
             {
-                if let Some(spec) = t.get_mut("spec") {
-                    remap(spec);
-                }
+                remap(t);
             }
         }
         _ => {}
@@ -420,8 +414,8 @@ fn map_storage_classes(v: &mut Value, ar: &ApiResource, map: &BTreeMap<String, S
             .into_iter()
             .flatten()
         {
-            if let Some(spec) = vol.pointer_mut("/ephemeral/volumeClaimTemplate/spec") {
-                remap(spec);
+            if let Some(template) = vol.pointer_mut("/ephemeral/volumeClaimTemplate") {
+                remap(template);
             }
         }
     }

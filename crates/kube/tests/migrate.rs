@@ -728,6 +728,98 @@ async fn missing_crd_fails_preflight_and_nothing_is_written() {
     );
 }
 
+/// A StatefulSet whose claim template names its class only by the legacy annotation
+/// `volume.beta.kubernetes.io/storage-class` (as the public Cassandra example does): a
+/// class missing on the destination fails pre-flight by name, and a storage-class map
+/// applies to the annotation too, after which pre-flight passes.
+#[tokio::test]
+async fn class_named_by_the_legacy_annotation_is_checked_and_mapped() {
+    let env = env().await;
+    let (a, b) = clients(env).await;
+    let n = Names::new("legacy-class");
+    let ns = n.ns.clone();
+    storage_class(&b, &n.class).await;
+    namespace(&a, &ns, json!({})).await;
+    let missing_class = format!("gone-{ns}");
+    create(&a, json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "cassandra", "namespace": ns},
+        "spec": {"serviceName": "cassandra", "replicas": 0,
+                 "selector": {"matchLabels": {"app": "cassandra"}},
+                 "template": {"metadata": {"labels": {"app": "cassandra"}},
+                              "spec": {"containers": [{"name": "c", "image": "example.com/cassandra:1"}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data",
+                      "annotations": {"volume.beta.kubernetes.io/storage-class": missing_class}},
+                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})).await;
+
+    let src = Cluster::new("a", a.clone());
+    let dst = Cluster::new("b", b.clone());
+    let captured = ferry_kube::capture(&src, &CaptureSpec::new(&ns))
+        .await
+        .unwrap();
+    let facts = ClusterFacts::gather(&dst).await.unwrap();
+    let missing_classes = |problems: &[ferry_kube::Problem]| -> Vec<String> {
+        problems
+            .iter()
+            .filter_map(|p| match &p.kind {
+                ProblemKind::MissingDependency { kind, name } if kind == "StorageClass" => {
+                    Some(name.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+
+    let plan = ferry_kube::plan(
+        &captured,
+        &TransformSpec {
+            migration_id: "m".into(),
+            ..Default::default()
+        },
+        &facts,
+    )
+    .unwrap();
+    let problems = ferry_kube::preflight(&dst, &plan).await.unwrap();
+    assert_eq!(
+        missing_classes(&problems),
+        vec![missing_class.clone()],
+        "{problems:#?}"
+    );
+    let problem = problems
+        .iter()
+        .find(|p| p.message.contains(&missing_class))
+        .unwrap();
+    assert!(problem.is_error());
+    assert!(
+        problem.message.contains("cassandra"),
+        "names what needs it: {}",
+        problem.message
+    );
+
+    let mapped = ferry_kube::plan(
+        &captured,
+        &TransformSpec {
+            migration_id: "m".into(),
+            storage_classes: [(missing_class.clone(), n.class.clone())].into(),
+            ..Default::default()
+        },
+        &facts,
+    )
+    .unwrap();
+    let problems = ferry_kube::preflight(&dst, &mapped).await.unwrap();
+    assert!(missing_classes(&problems).is_empty(), "{problems:#?}");
+    let sts = mapped
+        .objects
+        .iter()
+        .find(|o| o.resource.kind == "StatefulSet")
+        .unwrap();
+    let sts = serde_json::to_value(&sts.object).unwrap();
+    assert_eq!(
+        sts.pointer(
+            "/spec/volumeClaimTemplates/0/metadata/annotations/volume.beta.kubernetes.io~1storage-class"
+        ),
+        Some(&json!(n.class))
+    );
+}
+
 /// A NodePort kept from the source but taken on the destination fails that Service
 /// only; the rest arrives and the result is not a success.
 #[tokio::test]
