@@ -88,6 +88,19 @@ spec:
   - metadata: {{name: data}}
     spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
 ---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: compact, namespace: {ns}}}
+spec:
+  schedule: "0 3 * * *"
+  suspend: false
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{{name: compact, image: {image}, imagePullPolicy: IfNotPresent, command: ["true"]}}]
+---
 {pv}
 "#,
         head = namespace_and_class(ns, class),
@@ -161,6 +174,9 @@ async fn a_running_application_arrives_running_on_b_and_verifies_its_own_data() 
     );
     let node_b = jsonpath(&kc, "b", &ns, "pod/db-0", "{.spec.nodeName}");
     assert_eq!(node_b, "b-node0");
+    // Started as on a: the CronJob runs on its schedule, not suspended.
+    let suspend = jsonpath(&kc, "b", &ns, "cronjob/compact", "{.spec.suspend}");
+    assert_eq!(suspend, "false", "the CronJob arrived suspended");
 
     // And byte for byte: the restored volume on b equals the one on a.
     let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
