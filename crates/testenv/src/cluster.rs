@@ -358,7 +358,6 @@ pub(crate) async fn start_cluster(
             kubeconfig: &cm_kubeconfig,
             images: &parts.images.tarballs,
             pause_image: &parts.images.pause,
-            lifetime,
         };
         for node in &node_infos {
             node_pids.extend(crate::node::start_runtime(node, &setup).await?);

@@ -237,7 +237,6 @@ pub(crate) struct NodeSetup<'a> {
     pub images: &'a [PathBuf],
     /// The pause image's reference.
     pub pause_image: &'a str,
-    pub lifetime: Lifetime,
 }
 
 /// Phase two: containerd, the images, the CNI config, the kubelet and kube-proxy, all in
@@ -268,7 +267,6 @@ pub(crate) async fn start_runtime(node: &NodeInfo, setup: &NodeSetup<'_>) -> Res
         "containerd",
         &setup.bins.containerd,
         &[format!("--config={}", containerd_config.display())],
-        setup.lifetime,
     )?;
     pids.push(containerd);
     wait_for(
@@ -322,7 +320,6 @@ pub(crate) async fn start_runtime(node: &NodeInfo, setup: &NodeSetup<'_>) -> Res
             format!("--node-ip={}", node.ip),
             "--v=1".to_owned(),
         ],
-        setup.lifetime,
     )?;
     pids.push(kubelet);
 
@@ -336,7 +333,6 @@ pub(crate) async fn start_runtime(node: &NodeInfo, setup: &NodeSetup<'_>) -> Res
             format!("--config={}", proxy_config.display()),
             "--v=1".to_owned(),
         ],
-        setup.lifetime,
     )?;
     pids.push(proxy);
     Ok(pids)
@@ -345,13 +341,7 @@ pub(crate) async fn start_runtime(node: &NodeInfo, setup: &NodeSetup<'_>) -> Res
 /// Starts a node process inside the node's namespace. It is detached in either lifetime:
 /// containerd must outlive a dead test process so the teardown can remove pod sandboxes
 /// through it, and the environment's watchdog (or `ferry-testenv down`) stops them all.
-fn spawn_in(
-    node: &NodeInfo,
-    name: &str,
-    program: &Path,
-    args: &[String],
-    _lifetime: Lifetime,
-) -> Result<u32> {
+fn spawn_in(node: &NodeInfo, name: &str, program: &Path, args: &[String]) -> Result<u32> {
     let mut all = vec![
         format!("--net=/var/run/netns/{}", node.netns),
         "--".to_owned(),

@@ -251,33 +251,9 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     assert!(logs.contains(&format!("serving: {greeting}")), "{logs}");
 
     // Deleted, recreated by the StatefulSet controller, and the new pod reads it back.
-    let uid = |env: &TestEnv| {
-        kubectl(
-            env,
-            "a",
-            &[
-                "-n",
-                ns,
-                "get",
-                "pod",
-                "web-0",
-                "-o",
-                "jsonpath={.metadata.uid}",
-            ],
-            None,
-        )
-    };
-    let first = uid(&env);
-    kubectl(
-        &env,
-        "a",
-        &["-n", ns, "delete", "pod", "web-0", "--wait=true"],
-        None,
-    );
-    let start = Instant::now();
-    loop {
-        let out = env
-            .kubectl("a")
+    // The pod's uid, or None while no pod of that name exists.
+    let uid = || {
+        env.kubectl("a")
             .args([
                 "-n",
                 ns,
@@ -288,11 +264,20 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
                 "jsonpath={.metadata.uid}",
             ])
             .output()
-            .expect("kubectl");
-        let now = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && !now.is_empty() && now != first {
-            break;
-        }
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .filter(|u| !u.is_empty())
+    };
+    let first = uid().expect("web-0 exists");
+    kubectl(
+        &env,
+        "a",
+        &["-n", ns, "delete", "pod", "web-0", "--wait=true"],
+        None,
+    );
+    let start = Instant::now();
+    while uid().is_none_or(|now| now == first) {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "web-0 not recreated"
