@@ -54,6 +54,14 @@ pub enum Error {
     #[error("serve: {0}")]
     Serve(Box<crate::serve::ServeError>),
 
+    /// `ferry service` could not start its component or it stopped abnormally. Exit
+    /// status 1.
+    #[error("service {component}: {source:#}")]
+    Service {
+        component: &'static str,
+        source: anyhow::Error,
+    },
+
     /// A call to a Ferry failed; the message names the call, the Ferry and the hint.
     /// Exit status 1.
     #[error(transparent)]
@@ -117,6 +125,7 @@ impl Error {
             | Error::CheckFailed(_)
             | Error::Repo(_)
             | Error::Serve(_)
+            | Error::Service { .. }
             | Error::Client(_)
             | Error::PairCheckFailed(_)
             | Error::Output(_) => 1,

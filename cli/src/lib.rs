@@ -35,6 +35,7 @@ mod progress;
 pub mod repo;
 pub mod schedules;
 pub mod serve;
+pub mod service;
 mod signal;
 mod watch;
 
@@ -69,6 +70,9 @@ pub enum Command {
     /// Run every Ferry service (agent, pairing, catalog, transfer) in this process on
     /// one port, until SIGTERM or Ctrl-C.
     Serve(Box<serve::ServeArgs>),
+    /// Run one of Ferry's components (pairing, catalog, transfer, scheduler, agent,
+    /// gateway) with the flags of its own binary: how the Helm chart's pods run.
+    Service(service::ServiceArgs),
     /// Pair two clusters so one can migrate to the other.
     Pair(pair::PairArgs),
     /// Profiles: how this cluster reaches a repository (S3 bucket or directory).
@@ -108,6 +112,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         // Its own handlers: the first signal drains and stops the server (exit 0).
         Command::Serve(args) => Ok(serve::run(*args).await?),
+        // Its own handlers, as the component's binary has.
+        Command::Service(args) => service::run(args).await,
         Command::Pair(args) => pair::run(&cli.connect, args, cli.output).await,
         Command::Profile(args) => catalog::profile(&cli.connect, args, cli.output).await,
         Command::Migrate(args) => {

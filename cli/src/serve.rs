@@ -1,18 +1,17 @@
 //! `ferry serve`: the agent, pairing, catalog, transfer and scheduler services in one
 //! process, on one port, behind one gRPC server (health and reflection included).
 //!
-//! The transfer service's collaborators are wired in-process: the local cluster's
-//! client, pairs' destinations through the pairing service, this process's own agent
-//! for the local cluster and the agent of a pair's other side at that side's Ferry
-//! endpoint (its `ferry serve` hosts the agent on the same port), and repositories
-//! opened through the catalog's profiles. The scheduler starts its jobs through the
-//! transfer service's gRPC API on this same port, as it would across processes.
+//! The components call each other over gRPC on this same port, with the clients the
+//! separate Deployments of the Helm chart use, bearing this process's own secret as the
+//! internal credential: the transfer service resolves pairs through the pairing
+//! service, profiles and migration tokens through the catalog, and calls this
+//! process's own agent for the local cluster and the agent of a pair's other side at
+//! that side's Ferry endpoint; the scheduler starts its jobs through the transfer
+//! service.
 //! CheckPair's repository checks ask the in-process catalog about this cluster's
 //! profiles (ferry_pairing::CatalogProbe) and the peer's catalog over gRPC.
 
 mod config;
-mod deps;
-mod handover;
 mod publish;
 
 use std::sync::Arc;
@@ -23,7 +22,6 @@ use ferry_proto::v1::transfer_service_server::TransferServiceServer;
 use tokio::net::TcpListener;
 
 pub use config::{ServeArgs, ServeConfig};
-pub use deps::{CatalogRepositories, ServeAgents, ServeClusters};
 
 /// Why `ferry serve` could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -101,28 +99,66 @@ pub async fn serve(
     let agent_config = config.agent_config();
     let agent = ferry_agent::Agent::new(&agent_config);
     let operations = agent.operations();
+    // The agent is internal: it listens on loopback only, answers only this process's
+    // secret, and the other cluster reaches it through the transfer service's relay.
+    let agent_listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let agent_endpoint = format!(
+        "http://{}",
+        agent_listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen,
+                source,
+            })?
+    );
+    let agent_tls = ferry_rpc::ClientTls::new()
+        .with_bearer(&config.internal_token)
+        .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
 
+    // The transfer service reaches the other components through their gRPC APIs on
+    // this same port, as the chart's separate Deployments do through their Services.
+    let self_endpoint = self_endpoint(bound, &config);
+    let internal = config
+        .internal_tls()
+        .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
+    let bad = |what: &str, e: tonic::transport::Error| {
+        ServeError::Config(format!("{what} at this server's own endpoint: {e}"))
+    };
+    let pairing_link = ferry_transfer::PairingLink::lazy(&self_endpoint, &internal)
+        .map_err(|e| bad("the pairing service", e))?;
+    let own_agent = ferry_transfer::StaticAgents::new()
+        .with_tls(agent_tls)
+        .with("local", &agent_endpoint);
+    let profiles = ferry_profile::CatalogProfiles::lazy(&self_endpoint, &internal)
+        .map_err(|e| bad("the catalog", e))?;
     let deps = ferry_transfer::Deps {
-        clusters: Arc::new(ServeClusters::new(
+        clusters: Arc::new(ferry_transfer::PairingClusters::new(
             config.kube.clone(),
             config.context.clone(),
             config.kubeconfig.clone(),
-            pairing.pairs(),
+            Some(pairing_link.clone()),
         )),
         agents: Arc::new(
-            ServeAgents::new(
-                self_endpoint(bound, &config),
+            ferry_transfer::ClusterAgents::new(
+                ferry_transfer::LocalAgents::Fixed(own_agent),
                 config.context.clone(),
-                pairing.pairs(),
+                internal.clone(),
             )
-            .with_tls(config.self_tls(), config.tls.client.clone()),
+            .with_pairs(pairing_link, config.tls.client.clone()),
         ),
-        repositories: Arc::new(CatalogRepositories::new(catalog.clone())),
+        repositories: Arc::new(ferry_transfer::ProfileRepositories::new(
+            ferry_profile::ProfileSource::Catalog(Box::new(profiles)),
+        )),
         // Export jobs' migration tokens come from this process's catalog.
-        handover: Some(Arc::new(handover::CatalogHandover::new(
-            catalog.clone(),
-            config.internal_token.clone(),
-        ))),
+        handover: Some(Arc::new(
+            ferry_transfer::CatalogHandover::lazy(&self_endpoint, &internal)
+                .map_err(|e| bad("the catalog", e))?,
+        )),
     };
     let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
         .await
@@ -131,7 +167,7 @@ pub async fn serve(
     // Its calls bear this process's own secret, which the transfer service takes as the
     // scheduler acting for a schedule's creator.
     let jobs = {
-        let endpoint = self_endpoint(bound, &config);
+        let endpoint = self_endpoint.clone();
         let tls = config.self_tls();
         let bad = |e: String| ServeError::Config(format!("the scheduler's transfer endpoint: {e}"));
         let channel = tls
@@ -162,12 +198,15 @@ pub async fn serve(
     let timing = scheduler.clone();
     // The server keeps answering while operations and jobs drain: a job's agent calls
     // go to this same server.
+    let agent_stop = tokio_util::sync::CancellationToken::new();
+    let agent_stopped = agent_stop.clone();
     let drained = async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: draining agent operations and jobs");
         // No new runs; runs in progress resume with the next start.
         timing.shutdown().await;
         tokio::join!(operations.drain(grace), engine.shutdown(grace));
+        agent_stop.cancel();
     };
     tracing::info!(
         listen = %bound,
@@ -176,9 +215,19 @@ pub async fn serve(
         node = %agent_config.node_name,
         "ferry serve starting"
     );
+    let agent_server = tokio::spawn(
+        ferry_rpc::Server::new()?
+            .with_service(AgentServiceServer::new(agent))
+            .serve(
+                agent_listener,
+                async move { agent_stopped.cancelled().await },
+            ),
+    );
     ferry_rpc::Server::new()?
-        .with_service(AgentServiceServer::new(agent))
+        .with_service(transfer.agent_relay())
+        .with_service(pairing.internal_server())
         .with_service(PairingServiceServer::new(pairing))
+        .with_service(catalog.internal_server())
         .with_service(catalog.into_server())
         .with_service(TransferServiceServer::new(transfer))
         .with_service(scheduler.into_server())
@@ -187,6 +236,14 @@ pub async fn serve(
             drained,
         )
         .await?;
+    match agent_server.await {
+        Ok(served) => served?,
+        Err(e) => {
+            return Err(ServeError::Config(format!(
+                "the agent's server task failed: {e}"
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -76,6 +76,13 @@ fn run() -> Result<(), String> {
         // updates) hundreds of bytes; box the two rare, large variants.
         .boxed(".ferry.v1.JobEvent.event.snapshot")
         .boxed(".ferry.v1.JobEvent.event.report")
+        // Messages carrying credentials get a hand-written Debug (src/lib.rs) that
+        // redacts them, so no log line ever holds a secret.
+        .skip_debug([
+            ".ferry.v1.S3Credentials",
+            ".ferry.v1.ResolveProfileResponse",
+            ".ferry.v1.ResolvePairResponse",
+        ])
         .compile_fds(fds)
         .map_err(|e| format!("code generation from {} failed: {e}", package_dir.display()))
 }

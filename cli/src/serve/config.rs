@@ -127,23 +127,9 @@ pub(crate) async fn kube_config(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Config, String> {
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_owned),
-        ..Default::default()
-    };
-    match (kubeconfig, context) {
-        (Some(path), _) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| e.to_string()),
-        (None, None) => kube::Config::infer().await.map_err(|e| e.to_string()),
-    }
+    ferry_kube::kube_config(kubeconfig, context)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The host of `[scheme://]host[:port][/...]`, an IPv6 address without its brackets.
@@ -266,6 +252,7 @@ impl ServeConfig {
         );
         c.peer_tls = self.tls.client.clone();
         c.access = Some(self.authorizer());
+        c.internal_token = Some(self.internal_token.clone());
         c
     }
 
@@ -285,6 +272,12 @@ impl ServeConfig {
         } else {
             client
         }
+    }
+
+    /// [`ServeConfig::self_tls`] bearing this process's own secret: how one component
+    /// calls another's internal API on this server.
+    pub fn internal_tls(&self) -> Result<ferry_rpc::ClientTls, ferry_rpc::tls::BadToken> {
+        self.self_tls().with_bearer(&self.internal_token)
     }
 
     pub fn catalog_config(&self) -> ferry_catalog::CatalogConfig {
@@ -308,6 +301,8 @@ impl ServeConfig {
             max_concurrent_operations: 2,
             shutdown_grace: self.shutdown_grace,
             volume_root: Some(self.volume_root.clone()),
+            // Only this process's own components, on its internal loopback port.
+            access: ferry_agent::AgentAccess::Internal(self.internal_token.clone()),
         }
     }
 

@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+mod args;
+
 use std::fmt;
 
 use futures::future::try_join_all;
@@ -26,6 +28,8 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
+
+pub use args::{AccessArgs, AccessConfigError};
 
 /// Metadata key the caller's token travels in.
 pub const AUTHORIZATION: &str = "authorization";
@@ -68,6 +72,22 @@ pub enum AuthzError {
         what: String,
     },
 
+    /// An internal call (one Ferry component to another) did not bear the
+    /// deployment's internal credential.
+    #[error(
+        "{what} on cluster {cluster} answers only Ferry's own components, and the call does \
+         not bear their internal credential"
+    )]
+    NotInternal { cluster: String, what: String },
+
+    /// This component was started without the internal credential, so it cannot tell its
+    /// own deployment's calls from anyone else's and refuses them all.
+    #[error(
+        "{what} on cluster {cluster} has no internal credential configured and refuses every \
+         call"
+    )]
+    NoInternalCredential { cluster: String, what: String },
+
     /// The cluster could not answer a review.
     #[error("asking cluster {cluster} who the caller is or what they may do failed: {source}")]
     Review {
@@ -84,6 +104,8 @@ impl AuthzError {
         ferry_rpc::Kind::new(match self {
             AuthzError::NoToken | AuthzError::Unauthenticated { .. } => ErrorCode::Unauthenticated,
             AuthzError::Denied { .. } | AuthzError::NotAdmin { .. } => ErrorCode::PermissionDenied,
+            AuthzError::NotInternal { .. } => ErrorCode::PermissionDenied,
+            AuthzError::NoInternalCredential { .. } => ErrorCode::MissingPrerequisite,
             AuthzError::Review { .. } => ErrorCode::Unreachable,
         })
     }
@@ -121,6 +143,8 @@ impl AuthzError {
             AuthzError::Unauthenticated { cluster, .. }
             | AuthzError::Denied { cluster, .. }
             | AuthzError::NotAdmin { cluster, .. }
+            | AuthzError::NotInternal { cluster, .. }
+            | AuthzError::NoInternalCredential { cluster, .. }
             | AuthzError::Review { cluster, .. } => Some(cluster),
         }
     }
@@ -139,6 +163,14 @@ impl AuthzError {
             }
             AuthzError::NotAdmin { .. } => {
                 "name the namespaces you may access instead, or ask an administrator to run it"
+            }
+            AuthzError::NotInternal { .. } => {
+                "call Ferry's public services (through the gateway) instead; internal calls \
+                 come only from Ferry's own components, which mount the internal credential"
+            }
+            AuthzError::NoInternalCredential { .. } => {
+                "start every Ferry component with --internal-token-file naming the same \
+                 Secret's file (the Helm chart mounts it)"
             }
             AuthzError::Review { .. } => {
                 "check that the cluster is reachable and that Ferry may create TokenReviews and \
@@ -411,16 +443,17 @@ impl Authorizer {
 /// The `--internal-token-file` of a standalone service is unusable.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "--internal-token-file {path}: {detail}; mount the Secret holding the scheduler's \
-     secret there"
+    "--internal-token-file {path}: {detail}; mount the Secret holding the deployment's \
+     internal credential there (the Helm chart's <release>-internal)"
 )]
 pub struct InternalTokenError {
     pub path: String,
     pub detail: String,
 }
 
-/// The secret a deployment's services share so the scheduler's calls are trusted to act
-/// for the users they name: the trimmed contents of `path`, at least 32 characters.
+/// The secret a deployment's components share (the internal credential): the scheduler's
+/// calls bearing it act for the users they name, and internal APIs answer only it. The
+/// trimmed contents of `path`, at least 32 characters.
 pub fn read_internal_token(path: &std::path::Path) -> Result<String, InternalTokenError> {
     let bad = |detail: String| InternalTokenError {
         path: path.display().to_string(),
@@ -444,6 +477,31 @@ pub fn same_secret(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+/// Admits a call only when it bears `internal`, the deployment's internal credential;
+/// with none configured, admits nothing (fails closed). `what` names the service for
+/// the refusal.
+pub fn require_internal(
+    metadata: &tonic::metadata::MetadataMap,
+    internal: Option<&str>,
+    cluster: &str,
+    what: &str,
+) -> Result<(), AuthzError> {
+    let Some(internal) = internal else {
+        return Err(AuthzError::NoInternalCredential {
+            cluster: cluster.to_owned(),
+            what: what.to_owned(),
+        });
+    };
+    match bearer(metadata) {
+        None => Err(AuthzError::NoToken),
+        Some(token) if same_secret(&token, internal) => Ok(()),
+        Some(_) => Err(AuthzError::NotInternal {
+            cluster: cluster.to_owned(),
+            what: what.to_owned(),
+        }),
+    }
 }
 
 /// The bearer token of a request's metadata, if it has one.

@@ -24,6 +24,7 @@
 mod apply;
 mod binding;
 mod capture;
+mod connect;
 mod deps;
 mod error;
 mod facts;
@@ -41,6 +42,7 @@ pub use capture::{
     CaptureSpec, Captured, CapturedObject, CapturedVolume, Exclusion, ExclusionReason,
     NamespaceMetadata, capture, types_present,
 };
+pub use connect::{BearerClientError, bearer_client, kube_config};
 pub use deps::{Dependency, DependencyKind, dependencies_of};
 pub use error::{Error, Result};
 pub use plan::{

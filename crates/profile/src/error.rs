@@ -76,6 +76,16 @@ pub enum ProfileError {
         source: Box<ferry_store::StoreError>,
     },
 
+    /// The catalog answering for profiles refused or failed to resolve one.
+    #[error("the catalog at {endpoint} did not resolve profile {name:?}: {detail}")]
+    Catalog {
+        name: String,
+        endpoint: String,
+        detail: String,
+        /// The catalog's own classification of the failure.
+        code: ferry_proto::v1::ErrorCode,
+    },
+
     /// A bug or an impossible state (a blocking task that panicked, say).
     #[error("profile {name:?}: {detail}")]
     Internal { name: String, detail: String },

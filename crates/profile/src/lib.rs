@@ -85,6 +85,91 @@ pub enum ProfileSource {
     Dir(PathBuf),
     /// Profiles given in memory (by the control plane, or in tests).
     Static(Arc<HashMap<String, Profile>>),
+    /// Profiles resolved by the deployment's catalog on every request, over gRPC with the
+    /// internal credential (in a cluster, where agents share no directory with it).
+    Catalog(Box<CatalogProfiles>),
+}
+
+/// The catalog's CatalogInternalService, asked for each profile when it is used, so a
+/// rotated Secret or a deleted profile applies at once.
+#[derive(Clone)]
+pub struct CatalogProfiles {
+    endpoint: String,
+    client: ferry_proto::v1::catalog_internal_service_client::CatalogInternalServiceClient<
+        ferry_rpc::TracedChannel,
+    >,
+}
+
+impl fmt::Debug for CatalogProfiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatalogProfiles")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CatalogProfiles {
+    /// The catalog at `endpoint`, called with `tls` (which must carry the internal
+    /// credential as its bearer); connected on first use.
+    pub fn lazy(
+        endpoint: &str,
+        tls: &ferry_rpc::ClientTls,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = tls.endpoint(endpoint)?.connect_lazy();
+        Ok(CatalogProfiles {
+            endpoint: endpoint.to_owned(),
+            client:
+                ferry_proto::v1::catalog_internal_service_client::CatalogInternalServiceClient::new(
+                    tls.traced(endpoint, channel),
+                ),
+        })
+    }
+
+    async fn get(&self, name: &str) -> Result<Profile, ProfileError> {
+        let request = ferry_proto::v1::ResolveProfileRequest {
+            profile: name.to_owned(),
+        };
+        let answer = self.client.clone().resolve_profile(request).await;
+        let resolved = match answer {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let detail = ferry_rpc::detail(&status);
+                let code = detail
+                    .as_ref()
+                    .and_then(|d| ferry_proto::v1::ErrorCode::try_from(d.code).ok())
+                    .unwrap_or(ferry_proto::v1::ErrorCode::Unreachable);
+                if code == ferry_proto::v1::ErrorCode::NotFound {
+                    return Err(ProfileError::NotFound {
+                        name: name.to_owned(),
+                        dir: format!("the catalog at {}", self.endpoint),
+                    });
+                }
+                let text = match detail {
+                    Some(d) if !d.hint.is_empty() => format!("{}; {}", d.message, d.hint),
+                    Some(d) => d.message,
+                    None => status.message().to_owned(),
+                };
+                return Err(ProfileError::Catalog {
+                    name: name.to_owned(),
+                    endpoint: self.endpoint.clone(),
+                    detail: text,
+                    code,
+                });
+            }
+        };
+        Ok(Profile {
+            name: resolved.profile,
+            repository: resolved.repository,
+            s3: resolved.s3.map(|c| S3Credentials {
+                region: c.region,
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: Some(c.session_token).filter(|t| !t.is_empty()),
+            }),
+            key: resolved.key,
+            verify_tls: resolved.verify_tls,
+        })
+    }
 }
 
 impl ProfileSource {
@@ -110,6 +195,7 @@ impl ProfileSource {
                         detail: format!("loading failed: {e}"),
                     })?
             }
+            ProfileSource::Catalog(catalog) => catalog.get(name).await,
         }
     }
 }

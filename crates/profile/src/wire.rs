@@ -96,6 +96,11 @@ impl ProfileError {
                 Kind::new(ErrorCode::Internal),
                 "check that the profiles directory is writable and its sealing key readable",
             ),
+            ProfileError::Catalog { code, .. } => (
+                Kind::precondition(*code),
+                "check the profile with the catalog (`ferry profile list` names it) and that this \
+                 component bears the deployment's internal credential",
+            ),
             ProfileError::Internal { .. } => {
                 (Kind::new(ErrorCode::Internal), "report this as a bug")
             }

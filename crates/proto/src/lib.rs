@@ -8,6 +8,39 @@
 /// module.
 pub mod v1 {
     tonic::include_proto!("ferry.v1");
+
+    // Credentials are redacted; everything else prints.
+    impl std::fmt::Debug for S3Credentials {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("S3Credentials")
+                .field("region", &self.region)
+                .field("access_key_id", &self.access_key_id)
+                .field("secret_access_key", &"<redacted>")
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl std::fmt::Debug for ResolveProfileResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ResolveProfileResponse")
+                .field("profile", &self.profile)
+                .field("repository", &self.repository)
+                .field("s3", &self.s3)
+                .field("key", &"<redacted>")
+                .field("verify_tls", &self.verify_tls)
+                .field("repository_id", &self.repository_id)
+                .finish()
+        }
+    }
+
+    impl std::fmt::Debug for ResolvePairResponse {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("ResolvePairResponse")
+                .field("pair", &self.pair)
+                .field("destination_bearer_token", &"<redacted>")
+                .finish_non_exhaustive()
+        }
+    }
 }
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every Ferry `.proto` file and its

@@ -17,6 +17,7 @@
 pub mod contract;
 pub mod error;
 pub mod log;
+pub mod probe;
 pub mod tls;
 pub mod trace;
 
@@ -31,6 +32,7 @@ pub use error::{
     ERROR_DOMAIN, Kind, Remedy, ServiceError, detail, detail_in, error_detail, grpc_code,
     kube_http_status, kube_is_network, kube_kind, reason, status, status_with,
 };
+pub use probe::ProbeArgs;
 pub use tls::{ClientTls, Pem, ServerSecurity, ServerTls, TlsArgs, TlsError, TlsFlags, TlsSetup};
 pub use trace::{
     OtlpConfig, Propagate, TRACEPARENT, TracedChannel, TracingConfig, TracingGuard, init_tracing,

@@ -281,6 +281,8 @@ pub struct ClientTls {
     /// A bearer token the channels of [`ClientTls::traced`] send on every call: a
     /// service's own credential for the services it calls.
     bearer: Option<String>,
+    /// Metadata every call of those channels carries.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -302,6 +304,15 @@ impl ClientTls {
         TlsChannel::check_bearer(token)?;
         self.bearer = Some(token.trim().to_owned());
         Ok(self)
+    }
+
+    /// Channels made by [`ClientTls::traced`] carry the metadata `key: value` on every
+    /// call (unless the call sets its own); `None` when it cannot be a header.
+    pub fn with_metadata(mut self, key: &'static str, value: &str) -> Option<ClientTls> {
+        let value = http::HeaderValue::try_from(value).ok()?;
+        self.headers
+            .push((http::HeaderName::from_static(key), value));
+        Some(self)
     }
 
     /// No CA, no client certificate; errors name the `ferry` command's flags.

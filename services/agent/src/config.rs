@@ -22,6 +22,28 @@ pub struct AgentConfig {
     /// (`<root>/<namespace>/<claim>`), reported by GetInfo so the transfer service puts
     /// them there; None lets the transfer service use its own setting.
     pub volume_root: Option<PathBuf>,
+    /// Who may call.
+    pub access: AgentAccess,
+}
+
+/// Who may call an agent: only Ferry's own components, which bear the deployment's
+/// internal credential. Users never call agents; another cluster reaches them only
+/// through the transfer service's agent relay.
+#[derive(Clone)]
+pub enum AgentAccess {
+    /// Calls must bear this secret.
+    Internal(String),
+    /// Every call is served (tests on loopback: --insecure-no-access-checks).
+    Unchecked,
+}
+
+impl std::fmt::Debug for AgentAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AgentAccess::Internal(_) => "Internal(…)",
+            AgentAccess::Unchecked => "Unchecked",
+        })
+    }
 }
 
 /// Command-line flags of `ferry-agent`.
@@ -34,10 +56,12 @@ pub struct AgentConfig {
 pub struct Args {
     /// Address to serve gRPC on; other than loopback, it takes TLS flags or
     /// --insecure-plaintext.
-    #[arg(long, env = "FERRY_AGENT_LISTEN", default_value = "0.0.0.0:7443")]
+    #[arg(long, env = "FERRY_AGENT_LISTEN", default_value = "0.0.0.0:7448")]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub tls: ferry_rpc::TlsArgs,
+    #[command(flatten)]
+    pub probes: ferry_rpc::ProbeArgs,
     /// Name reported for this node; in a DaemonSet, set NODE_NAME from spec.nodeName.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
@@ -65,6 +89,44 @@ pub struct Args {
     /// GetInfo; it should be under an allowed root. None: the transfer service decides.
     #[arg(long, env = "FERRY_VOLUME_ROOT", value_parser = absolute_path)]
     pub volume_root: Option<PathBuf>,
+    /// The catalog, which resolves repository profiles (https:// when it serves TLS);
+    /// instead of --profiles-dir. Calls bear the internal credential.
+    #[arg(long, env = "FERRY_CATALOG_ENDPOINT")]
+    pub catalog_endpoint: Option<String>,
+    /// File holding the deployment's internal credential: the only thing the agent
+    /// answers. Required unless --insecure-no-access-checks.
+    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE", value_name = "FILE")]
+    pub internal_token_file: Option<PathBuf>,
+    /// Serve every caller. Only on a loopback address, for tests.
+    #[arg(long)]
+    pub insecure_no_access_checks: bool,
+}
+
+/// The flags do not make a safe agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error(
+        "the agent answers only Ferry's own components and has no internal credential to \
+         know them by: pass --internal-token-file (the Helm chart mounts it), or \
+         --insecure-no-access-checks on a loopback address for a test"
+    )]
+    NoInternalCredential,
+    #[error(
+        "--insecure-no-access-checks with --listen {0}: an agent that checks no callers \
+         serves only loopback; listen on 127.0.0.1, or drop the flag"
+    )]
+    UncheckedOffLoopback(SocketAddr),
+    #[error(transparent)]
+    InternalToken(#[from] ferry_authz::InternalTokenError),
+    #[error("--catalog-endpoint {endpoint:?}: {source}")]
+    Catalog {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the internal credential cannot travel as a header")]
+    BadToken,
 }
 
 fn absolute_path(s: &str) -> Result<PathBuf, String> {
@@ -79,6 +141,47 @@ fn absolute_path(s: &str) -> Result<PathBuf, String> {
 }
 
 impl Args {
+    /// The configuration, with its callers' check; calls to the catalog speak TLS as
+    /// `tls` says.
+    pub fn into_checked_config(
+        self,
+        tls: &ferry_rpc::ClientTls,
+    ) -> Result<AgentConfig, ConfigError> {
+        let access = match (&self.internal_token_file, self.insecure_no_access_checks) {
+            (Some(path), _) => AgentAccess::Internal(ferry_authz::read_internal_token(path)?),
+            (None, true) if self.listen.ip().is_loopback() => AgentAccess::Unchecked,
+            (None, true) => return Err(ConfigError::UncheckedOffLoopback(self.listen)),
+            (None, false) => return Err(ConfigError::NoInternalCredential),
+        };
+        let profiles = match (&self.catalog_endpoint, &access) {
+            (Some(endpoint), access) => {
+                let tls = match access {
+                    AgentAccess::Internal(token) => tls
+                        .clone()
+                        .with_bearer(token)
+                        .map_err(|_| ConfigError::BadToken)?,
+                    AgentAccess::Unchecked => tls.clone(),
+                };
+                let catalog =
+                    ferry_profile::CatalogProfiles::lazy(endpoint, &tls).map_err(|source| {
+                        ConfigError::Catalog {
+                            endpoint: endpoint.clone(),
+                            source,
+                        }
+                    })?;
+                Some(ProfileSource::Catalog(Box::new(catalog)))
+            }
+            (None, _) => None,
+        };
+        let mut config = self.into_config();
+        config.access = access;
+        if let Some(profiles) = profiles {
+            config.profiles = profiles;
+        }
+        Ok(config)
+    }
+
+    /// The configuration, serving every caller (tests).
     pub fn into_config(self) -> AgentConfig {
         let node_name = self.node_name.unwrap_or_else(|| {
             rustix::system::uname()
@@ -93,6 +196,7 @@ impl Args {
             max_concurrent_operations: self.max_concurrent,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             volume_root: self.volume_root,
+            access: AgentAccess::Unchecked,
         }
     }
 }

@@ -44,6 +44,7 @@ struct Inner {
     allowed_roots: Vec<PathBuf>,
     volume_root: Option<PathBuf>,
     ops: Arc<Operations>,
+    access: crate::config::AgentAccess,
 }
 
 impl Agent {
@@ -54,8 +55,23 @@ impl Agent {
                 profiles: config.profiles.clone(),
                 allowed_roots: config.allowed_roots.clone(),
                 volume_root: config.volume_root.clone(),
+                access: config.access.clone(),
                 ops: Operations::new(config.max_concurrent_operations, config.node_name.clone()),
             }),
+        }
+    }
+
+    /// Admits only the internal credential (unless the agent checks no callers).
+    fn admit(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        match &self.inner.access {
+            crate::config::AgentAccess::Unchecked => Ok(()),
+            crate::config::AgentAccess::Internal(secret) => ferry_authz::require_internal(
+                metadata,
+                Some(secret),
+                &self.inner.node_name,
+                "the agent",
+            )
+            .map_err(|e| e.to_status()),
         }
     }
 
@@ -304,6 +320,7 @@ impl AgentService for Agent {
         &self,
         request: Request<BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
+        self.admit(request.metadata())?;
         let req = request.into_inner();
         let path = self.check_path("path", &req.path)?;
         let repo_ref = repository_ref(req.repository)?;
@@ -381,6 +398,7 @@ impl AgentService for Agent {
         &self,
         request: Request<RestoreRequest>,
     ) -> Result<Response<Self::RestoreStream>, Status> {
+        self.admit(request.metadata())?;
         let req = request.into_inner();
         let target = self.check_path("target_path", &req.target_path)?;
         let repo_ref = repository_ref(req.repository)?;
@@ -433,6 +451,7 @@ impl AgentService for Agent {
         &self,
         request: Request<VerifyRequest>,
     ) -> Result<Response<Self::VerifyStream>, Status> {
+        self.admit(request.metadata())?;
         let req = request.into_inner();
         let repo_ref = repository_ref(req.repository)?;
         require_snapshot(&req.snapshot_id, "verify")?;
@@ -497,6 +516,7 @@ impl AgentService for Agent {
         &self,
         request: Request<CancelRequest>,
     ) -> Result<Response<CancelResponse>, Status> {
+        self.admit(request.metadata())?;
         let id = request.into_inner().operation_id;
         let cancelled = self.inner.ops.cancel(&id);
         tracing::info!(op = %id, cancelled, "cancel requested");
@@ -505,8 +525,9 @@ impl AgentService for Agent {
 
     async fn get_info(
         &self,
-        _request: Request<GetInfoRequest>,
+        request: Request<GetInfoRequest>,
     ) -> Result<Response<GetInfoResponse>, Status> {
+        self.admit(request.metadata())?;
         let ops = &self.inner.ops;
         Ok(Response::new(GetInfoResponse {
             node_name: self.inner.node_name.clone(),

@@ -73,6 +73,7 @@ impl Harness {
             max_concurrent_operations: 2,
             shutdown_grace: grace,
             volume_root: Some(root.path().join("volumes/restored")),
+            access: ferry_agent::AgentAccess::Unchecked,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

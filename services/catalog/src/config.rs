@@ -92,6 +92,8 @@ pub struct Args {
     /// --tls-secret), or --insecure-plaintext.
     #[command(flatten)]
     pub tls: ferry_rpc::TlsArgs,
+    #[command(flatten)]
+    pub probes: ferry_rpc::ProbeArgs,
     /// File holding the secret the scheduler's calls bear (the same file, from one
     /// Kubernetes Secret, mounted into both); its calls are trusted to act for the users
     /// they name. Without it, only callers with their own Kubernetes token are served.

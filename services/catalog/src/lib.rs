@@ -20,6 +20,7 @@ mod applications;
 pub mod config;
 mod db;
 pub mod error;
+mod internal;
 mod key_secret;
 mod keys;
 mod migration;
@@ -39,3 +40,22 @@ pub use profile::{
 };
 pub use server::{ServeError, serve};
 pub use service::CatalogService;
+
+/// The catalog's body, shared by `ferry-catalog` and `ferry service catalog`: TLS,
+/// configuration, state, the listener; serves until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let probes = args.probes.clone();
+    use anyhow::Context;
+    let tls = args.tls.load(None).await?;
+    tls.server.check(args.listen)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = ferry_rpc::Listener::new(listener, tls.server);
+    let config = args.into_config().await?;
+    let service = CatalogService::new(config).await?;
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+    probes.spawn(&shutdown).await?;
+    serve(service, listener, shutdown).await?;
+    Ok(())
+}

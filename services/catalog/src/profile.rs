@@ -729,7 +729,7 @@ pub(crate) async fn probe_write(backend: &DynBackend) -> Result<(), BackendError
 
 /// The profile as the agents' profile file names it (ferry-profile's format), to be
 /// sealed and written for them.
-fn agent_profile(p: &ProfileRecord, m: &Material) -> ferry_profile::Profile {
+pub(crate) fn agent_profile(p: &ProfileRecord, m: &Material) -> ferry_profile::Profile {
     ferry_profile::Profile {
         name: p.name.clone(),
         repository: location(p),

@@ -15,6 +15,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     tracing::info!(?service, "catalog starting");
     ferry_rpc::Server::new()?
+        .with_service(service.internal_server())
         .with_service(service.into_server())
         .serve(listener, async move { shutdown.cancelled().await })
         .await

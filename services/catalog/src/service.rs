@@ -124,6 +124,14 @@ impl CatalogService {
         &self.inner.config.cluster_name
     }
 
+    pub(crate) fn client(&self) -> &kube::Client {
+        &self.inner.config.client
+    }
+
+    pub(crate) fn internal_token(&self) -> Option<&str> {
+        self.inner.config.internal_token.as_deref()
+    }
+
     /// Opens the repository of `profile` afresh (its own index, not shared with the
     /// catalog's reads), for in-process users such as the transfer service. Checks that
     /// it is still the repository the profile was created for.

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use ferry_proto::v1::{ClusterInfo, ObjectRef};
 use k8s_openapi::api::authentication::v1::{
     TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
@@ -113,6 +112,9 @@ pub fn migrator_rules(crd_groups: &[String]) -> Vec<PolicyRule> {
             &["selfsubjectaccessreviews", "subjectaccessreviews"],
             &["create"],
         ),
+        // The destination's agent relay admits callers that may use its agents (restore
+        // a volume's data on a node): the pair's source, with this credential.
+        rule(&["ferry.dev"], &["agents"], &["use"]),
     ];
     if !crd_groups.is_empty() {
         let groups: Vec<&str> = crd_groups.iter().map(String::as_str).collect();
@@ -155,6 +157,11 @@ pub const KEY_ACCESS: &[Access] = &[
         verb: "create",
         group: "",
         resource: "namespaces",
+    },
+    Access {
+        verb: "use",
+        group: "ferry.dev",
+        resource: "agents",
     },
     Access {
         verb: "create",
@@ -622,39 +629,13 @@ pub async fn pair_client(
     timeout: Duration,
     bounded_reads: bool,
 ) -> Result<kube::Client> {
-    let mut cluster_entry = serde_json::json!({ "server": url });
-    if !ca_pem.is_empty() {
-        cluster_entry["certificate-authority-data"] = base64::engine::general_purpose::STANDARD
-            .encode(ca_pem)
-            .into();
-    }
-    let doc = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "pair", "cluster": cluster_entry }],
-        "users": [{ "name": "pair", "user": { "token": bearer.expose() } }],
-        "contexts": [{ "name": "pair", "context": { "cluster": "pair", "user": "pair" } }],
-        "current-context": "pair",
-    });
-    let bad = |detail: String| PairingError::ApiUnreachable {
-        cluster: cluster.into(),
-        url: url.into(),
-        detail,
-    };
-    let kubeconfig: kube::config::Kubeconfig =
-        serde_json::from_value(doc).map_err(|e| bad(format!("building its kubeconfig: {e}")))?;
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| bad(format!("its URL or CA is not usable: {e}")))?;
-    config.connect_timeout = Some(timeout);
-    if bounded_reads {
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
-    }
-    kube::Client::try_from(config).map_err(|e| bad(format!("building a client: {e}")))
+    ferry_kube::bearer_client(url, ca_pem, bearer.expose(), timeout, bounded_reads)
+        .await
+        .map_err(|e| PairingError::ApiUnreachable {
+            cluster: cluster.into(),
+            url: url.into(),
+            detail: e.to_string(),
+        })
 }
 
 /// Reaches the API with the pair's credential: the server's version, or why not.

@@ -63,6 +63,9 @@ pub struct PairingConfig {
     /// with the pairing token or the pair's id, and get and check reveal no secret.
     /// None checks no callers.
     pub access: Option<ferry_authz::Authorizer>,
+    /// The deployment's internal credential: the transfer service bears it to resolve
+    /// pairs (PairingInternalService). None refuses every internal call.
+    pub internal_token: Option<String>,
 }
 
 impl std::fmt::Debug for PairingConfig {
@@ -114,6 +117,7 @@ impl PairingConfig {
             profile_probe: None,
             peer_tls: ferry_rpc::ClientTls::new(),
             access: None,
+            internal_token: None,
         }
     }
 }
@@ -128,10 +132,14 @@ impl PairingConfig {
 pub struct Args {
     /// Address to serve gRPC on; other than loopback, it takes TLS flags or
     /// --insecure-plaintext.
-    #[arg(long, env = "FERRY_PAIRING_LISTEN", default_value = "0.0.0.0:7444")]
+    #[arg(long, env = "FERRY_PAIRING_LISTEN", default_value = "0.0.0.0:7447")]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub tls: ferry_rpc::TlsArgs,
+    #[command(flatten)]
+    pub probes: ferry_rpc::ProbeArgs,
+    #[command(flatten)]
+    pub access: ferry_authz::AccessArgs,
     /// This Ferry's address (host:port) as the other cluster's Ferry reaches it.
     #[arg(long, env = "FERRY_ENDPOINT")]
     pub ferry_endpoint: String,
@@ -186,6 +194,8 @@ pub enum ConfigError {
     Tls(#[from] ferry_rpc::TlsError),
     #[error(transparent)]
     Serve(#[from] ferry_rpc::ServeError),
+    #[error(transparent)]
+    Access(#[from] ferry_authz::AccessConfigError),
 }
 
 impl Args {
@@ -246,6 +256,12 @@ impl Args {
         let kube = kube::Client::try_from(kube_config).map_err(|e| kube_err(e.to_string()))?;
         let tls = self.tls.load(Some(&kube)).await?;
         tls.server.check(self.listen)?;
+        self.access.check(self.listen)?;
+        let access = self.access.authorizer(&kube, &cluster_name);
+        let internal_token = self
+            .access
+            .internal_token()
+            .map_err(ferry_authz::AccessConfigError::from)?;
         let mut config = PairingConfig::new(
             cluster_name,
             kube,
@@ -260,6 +276,8 @@ impl Args {
         config.credential_lifetime = Duration::from_secs(self.credential_lifetime_days * 86_400);
         config.peer_timeout = Duration::from_secs(self.peer_timeout_seconds);
         config.peer_tls = tls.client;
+        config.access = access;
+        config.internal_token = internal_token;
         Ok((config, tls.server))
     }
 }

@@ -14,6 +14,7 @@ mod cluster;
 pub mod config;
 mod db;
 pub mod error;
+mod internal;
 mod peer;
 pub mod probe;
 pub mod server;
@@ -28,3 +29,23 @@ pub use ferry_rpc::detail as status_detail;
 pub use probe::{CatalogProbe, ProbeResult, ProfileProbe};
 pub use server::{ServeError, serve};
 pub use service::{MAX_TOKEN_TTL, PairingService, Pairs};
+
+/// The pairing service's body, shared by `ferry-pairing` and `ferry service pairing`:
+/// configuration, state, the listener; serves until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let probes = args.probes.clone();
+    use anyhow::Context;
+    let listen = args.listen;
+    let (config, security) = args.into_config().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let listener = ferry_rpc::Listener::new(listener, security);
+    tracing::info!(cluster = %config.cluster_name, endpoint = %config.ferry_endpoint,
+        data_dir = %config.data_dir.display(), "pairing service starting");
+    let service = PairingService::new(config).await?;
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+    probes.spawn(&shutdown).await?;
+    serve(service, listener, shutdown).await?;
+    Ok(())
+}

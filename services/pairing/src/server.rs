@@ -17,6 +17,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     ferry_rpc::Server::new()?
+        .with_service(service.internal_server())
         .with_service(PairingServiceServer::new(service))
         .serve(listener, async move {
             shutdown.cancelled().await;

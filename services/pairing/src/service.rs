@@ -53,7 +53,7 @@ pub(crate) struct Inner {
 /// The gRPC service. Cheap to clone.
 #[derive(Clone)]
 pub struct PairingService {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for PairingService {

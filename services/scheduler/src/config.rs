@@ -73,6 +73,8 @@ pub struct Args {
     /// --tls-cert for mutual TLS).
     #[command(flatten)]
     pub tls: ferry_rpc::TlsArgs,
+    #[command(flatten)]
+    pub probes: ferry_rpc::ProbeArgs,
     /// Directory holding scheduler.db.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
     pub data_dir: PathBuf,

@@ -55,3 +55,38 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// The scheduler's body, shared by `ferry-scheduler` and `ferry service scheduler`:
+/// TLS, its transfer and catalog clients, state, the listener; serves until SIGTERM or
+/// SIGINT (runs in progress resume on the next start).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let probes = args.probes.clone();
+    use anyhow::Context;
+    let tls = args.tls.load(None).await?;
+    tls.server.check(args.listen)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = ferry_rpc::Listener::new(listener, tls.server);
+    let client = match &args.internal_token_file {
+        Some(path) => tls
+            .client
+            .clone()
+            .with_bearer(&ferry_authz::read_internal_token(path)?)?,
+        None => tls.client.clone(),
+    };
+    let jobs = TransferJobs::lazy_with(&args.transfer_endpoint, &client)
+        .with_context(|| format!("transfer endpoint {:?}", args.transfer_endpoint))?
+        .with_catalog(&args.catalog_endpoint, &client)
+        .with_context(|| format!("catalog endpoint {:?}", args.catalog_endpoint))?;
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+    probes.spawn(&shutdown).await?;
+    let kube = kube::Client::try_default()
+        .await
+        .context("a Kubernetes client to review callers with (run in a pod, or set KUBECONFIG)")?;
+    let mut config = args.config();
+    config.access = Some(ferry_authz::Authorizer::new(kube, &args.cluster_name));
+    let scheduler = Scheduler::open(config, std::sync::Arc::new(jobs)).await?;
+    serve(scheduler, listener, shutdown).await?;
+    Ok(())
+}

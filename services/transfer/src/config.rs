@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::deps::{ProfileRepositories, StaticAgents, StaticClusters};
+use crate::deps::{Handover, ProfileRepositories, Repositories, StaticAgents};
+use crate::remote::{CatalogHandover, ClusterAgents, LocalAgents, PairingClusters, PairingLink};
 use crate::runtime::{Deps, TransferConfig};
 
 /// Command-line flags of `ferry-transfer`.
@@ -25,6 +26,8 @@ pub struct Args {
     /// --insecure-plaintext.
     #[command(flatten)]
     pub tls: ferry_rpc::TlsArgs,
+    #[command(flatten)]
+    pub probes: ferry_rpc::ProbeArgs,
     /// Directory holding transfer.db.
     #[arg(long, env = "FERRY_DATA_DIR", default_value = "/var/lib/ferry")]
     pub data_dir: PathBuf,
@@ -54,27 +57,34 @@ pub struct Args {
     /// Seconds running jobs get to finish on SIGTERM; the rest resume on the next start.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
-    /// Name of the cluster this service runs in (the kubeconfig's current context), as
-    /// refusals name it.
+    /// Name of the cluster this service runs in, as refusals name it.
     #[arg(long, env = "FERRY_CLUSTER_NAME", default_value = "local")]
     pub cluster_name: String,
-    /// Kubernetes groups whose members administer Ferry (all namespaces, every job).
-    #[arg(
-        long = "admin-group",
-        env = "FERRY_ADMIN_GROUPS",
-        value_delimiter = ',',
-        default_value = "system:masters"
-    )]
-    pub admin_groups: Vec<String>,
-    /// Serve every caller without checking who they are or what they may do. Only for a
-    /// service no one else can reach.
-    #[arg(long)]
-    pub insecure_no_access_checks: bool,
-    /// File holding the secret the scheduler's calls bear (the same file, from one
-    /// Kubernetes Secret, mounted into both); its calls are trusted to act for the users
-    /// they name. Without it, only callers with their own Kubernetes token are served.
-    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE", value_name = "FILE")]
-    pub internal_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: ferry_authz::AccessArgs,
+    /// The pairing service, which resolves pairs to their destination's API and Ferry
+    /// (https:// when it serves TLS). Without it, only kubeconfig contexts name clusters.
+    #[arg(long, env = "FERRY_PAIRING_ENDPOINT")]
+    pub pairing_endpoint: Option<String>,
+    /// The catalog, which resolves repository profiles and issues export jobs'
+    /// migration tokens. Without it, profiles come from --profiles-dir and exports end
+    /// without a token.
+    #[arg(long, env = "FERRY_CATALOG_ENDPOINT")]
+    pub catalog_endpoint: Option<String>,
+    /// Label selector of the agent DaemonSet's pods: the agent of a volume's node is
+    /// found among them and called at its pod IP. Instead of --agent.
+    #[arg(long, env = "FERRY_AGENT_SELECTOR", conflicts_with = "agents")]
+    pub agent_selector: Option<String>,
+    /// Namespace of the agent pods; default: this pod's namespace (POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ferry-system")]
+    pub agent_namespace: String,
+    /// Port the agent pods serve on.
+    #[arg(long, env = "FERRY_AGENT_PORT", default_value_t = 7448)]
+    pub agent_port: u16,
+    /// Name the agents' TLS certificate is checked against (they are called at pod IPs,
+    /// which no certificate names).
+    #[arg(long, env = "FERRY_AGENT_SERVER_NAME")]
+    pub agent_server_name: Option<String>,
 }
 
 fn parse_agent(s: &str) -> Result<(String, String), String> {
@@ -85,44 +95,106 @@ fn parse_agent(s: &str) -> Result<(String, String), String> {
 }
 
 impl Args {
-    /// The service's settings and collaborators; agents are called with `agent_tls`.
+    /// The service's settings and collaborators. Calls to agents, the pairing service
+    /// and the catalog speak TLS as `tls` says and bear the internal credential; calls to
+    /// a pair's other Ferry speak TLS as `tls` says.
     pub async fn build(
         &self,
-        agent_tls: &ferry_rpc::ClientTls,
+        tls: &ferry_rpc::ClientTls,
     ) -> anyhow::Result<(TransferConfig, Deps)> {
+        self.access.check(self.listen)?;
         let mut config = TransferConfig::new(&self.data_dir, &self.volume_root);
         config.default_profile = self.default_profile.clone();
         config.max_concurrent_jobs = self.max_concurrent_jobs;
-        if self.insecure_no_access_checks {
+        let internal_token = self.access.internal_token()?;
+        if self.access.insecure_no_access_checks {
             tracing::warn!(
                 "--insecure-no-access-checks: every caller may migrate any namespace; never \
                  expose this service"
             );
         } else {
-            let internal_token = match &self.internal_token_file {
-                Some(path) => Some(ferry_authz::read_internal_token(path)?),
-                None => None,
-            };
             config.access = Some(crate::access::AccessPolicy {
                 cluster_name: self.cluster_name.clone(),
-                admin_groups: self.admin_groups.clone(),
-                internal_token,
+                admin_groups: self.access.admin_groups.clone(),
+                internal_token: internal_token.clone(),
             });
         }
-        let clusters = StaticClusters::from_kubeconfig(self.kubeconfig.as_deref()).await?;
-        let mut agents = StaticAgents::new().with_tls(agent_tls.clone());
-        for (key, endpoint) in &self.agents {
-            agents = match key.split_once('/') {
-                Some((cluster, node)) => agents.with_node(cluster, node, endpoint),
-                None => agents.with(key, endpoint),
-            };
+        let internal = match &internal_token {
+            Some(token) => tls.clone().with_bearer(token)?,
+            None => tls.clone(),
+        };
+        let kube_config = ferry_kube::kube_config(self.kubeconfig.as_deref(), None)
+            .await
+            .map_err(|e| anyhow::anyhow!("the local cluster's Kubernetes configuration: {e}"))?;
+        let local = kube::Client::try_from(kube_config)?;
+        let local_context = match &self.kubeconfig {
+            Some(path) => kube::config::Kubeconfig::read_from(path)
+                .ok()
+                .and_then(|k| k.current_context),
+            None => kube::config::Kubeconfig::read()
+                .ok()
+                .and_then(|k| k.current_context),
+        };
+        let pairing = match &self.pairing_endpoint {
+            Some(endpoint) => Some(
+                PairingLink::lazy(endpoint, &internal)
+                    .map_err(|e| anyhow::anyhow!("--pairing-endpoint {endpoint:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        let local_agents = match &self.agent_selector {
+            Some(selector) => LocalAgents::Pods {
+                client: local.clone(),
+                namespace: self.agent_namespace.clone(),
+                selector: selector.clone(),
+                port: self.agent_port,
+                server_name: self.agent_server_name.clone(),
+            },
+            None => {
+                let mut agents = StaticAgents::new().with_tls(internal.clone());
+                for (key, endpoint) in &self.agents {
+                    agents = match key.split_once('/') {
+                        Some((cluster, node)) => agents.with_node(cluster, node, endpoint),
+                        None => agents.with(key, endpoint),
+                    };
+                }
+                LocalAgents::Fixed(agents)
+            }
+        };
+        let mut agents = ClusterAgents::new(local_agents, local_context.clone(), internal.clone());
+        if let Some(pairing) = &pairing {
+            agents = agents.with_pairs(pairing.clone(), tls.clone());
         }
+        let (repositories, handover): (Arc<dyn Repositories>, Option<Arc<dyn Handover>>) =
+            match &self.catalog_endpoint {
+                Some(endpoint) => {
+                    let bad = |e: tonic::transport::Error| {
+                        anyhow::anyhow!("--catalog-endpoint {endpoint:?}: {e}")
+                    };
+                    let profiles =
+                        ferry_profile::CatalogProfiles::lazy(endpoint, &internal).map_err(bad)?;
+                    (
+                        Arc::new(ProfileRepositories::new(
+                            ferry_profile::ProfileSource::Catalog(Box::new(profiles)),
+                        )),
+                        Some(Arc::new(
+                            CatalogHandover::lazy(endpoint, &internal).map_err(bad)?,
+                        )),
+                    )
+                }
+                // The standalone service without a catalog has no keys to wrap tokens with.
+                None => (Arc::new(ProfileRepositories::dir(&self.profiles_dir)), None),
+            };
         let deps = Deps {
-            clusters: Arc::new(clusters),
+            clusters: Arc::new(PairingClusters::new(
+                local,
+                local_context,
+                self.kubeconfig.clone(),
+                pairing,
+            )),
             agents: Arc::new(agents),
-            repositories: Arc::new(ProfileRepositories::dir(&self.profiles_dir)),
-            // The standalone service has no catalog to wrap repository keys with.
-            handover: None,
+            repositories,
+            handover,
         };
         Ok((config, deps))
     }

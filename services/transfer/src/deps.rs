@@ -109,30 +109,6 @@ impl StaticClusters {
         self.clients.insert(name.into(), client);
         self
     }
-
-    /// One entry per context of the kubeconfig at `path` (or the default kubeconfig).
-    pub async fn from_kubeconfig(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        let kubeconfig = match path {
-            Some(p) => kube::config::Kubeconfig::read_from(p)?,
-            None => kube::config::Kubeconfig::read()?,
-        };
-        let mut out = StaticClusters::new();
-        for ctx in &kubeconfig.contexts {
-            let options = kube::config::KubeConfigOptions {
-                context: Some(ctx.name.clone()),
-                ..Default::default()
-            };
-            let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options).await?;
-            out.clients
-                .insert(ctx.name.clone(), kube::Client::try_from(config)?);
-        }
-        if let Some(current) = &kubeconfig.current_context
-            && let Some(c) = out.clients.get(current).cloned()
-        {
-            out.clients.entry("local".into()).or_insert(c);
-        }
-        Ok(out)
-    }
 }
 
 #[async_trait]

@@ -13,7 +13,9 @@
 //! otherwise.
 //!
 //! The service reaches clusters, agents and repositories through the traits in
-//! [`deps`], so `ferry serve` can wire them to the pairing and catalog services.
+//! [`deps`]; [`remote`] implements them over gRPC (the pairing service for pairs, the
+//! catalog for profiles and migration tokens, agents as pods of their DaemonSet), the
+//! same in the standalone service, the Helm chart's Deployment and `ferry serve`.
 
 pub mod access;
 mod agent_ops;
@@ -26,6 +28,8 @@ pub mod job;
 mod migrate;
 mod preflight;
 mod quiesce;
+pub mod relay;
+pub mod remote;
 mod restore;
 mod runtime;
 mod service;
@@ -40,6 +44,8 @@ pub use deps::{
 };
 pub use error::TransferError;
 pub use quiesce::QUIESCE_ANNOTATION;
+pub use relay::{AgentRelay, NODE_METADATA};
+pub use remote::{CatalogHandover, ClusterAgents, LocalAgents, PairingClusters, PairingLink};
 pub use runtime::{Deps, Transfer, TransferConfig};
 
 use ferry_proto::v1::transfer_service_server::TransferServiceServer;
@@ -80,8 +86,32 @@ pub async fn serve_with(
         engine.shutdown(grace).await;
     };
     ferry_rpc::Server::new()?
+        .with_service(transfer.agent_relay())
         .with_service(TransferServiceServer::new(transfer))
         .serve(listener, stopped)
         .await?;
+    Ok(())
+}
+
+/// The transfer service's body, shared by `ferry-transfer` and `ferry service
+/// transfer`: TLS, collaborators, the listener; serves until SIGTERM or SIGINT, then
+/// gives running jobs the grace period (a second signal exits at once; unfinished jobs
+/// resume on the next start).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let probes = args.probes.clone();
+    use anyhow::Context;
+    let tls = args.tls.load(None).await?;
+    tls.server.check(args.listen)?;
+    let (config, deps) = args
+        .build(&tls.client)
+        .await
+        .context("configuring the transfer service")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let listener = ferry_rpc::Listener::new(listener, tls.server);
+    let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;
+    probes.spawn(&shutdown).await?;
+    serve(config, deps, listener, shutdown, args.grace()).await?;
     Ok(())
 }

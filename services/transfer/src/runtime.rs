@@ -434,6 +434,21 @@ impl Transfer {
         self.queue(job, req.encode_to_vec(), actor).await
     }
 
+    /// The access policy; None under --insecure-no-access-checks.
+    pub(crate) fn access_policy(&self) -> Option<&crate::access::AccessPolicy> {
+        self.inner.config.access.as_ref()
+    }
+
+    /// The agents this engine calls.
+    pub(crate) fn agents(&self) -> std::sync::Arc<dyn crate::deps::Agents> {
+        self.inner.deps.agents.clone()
+    }
+
+    /// A client of the cluster this service runs in.
+    pub(crate) async fn local_client(&self) -> Result<kube::Client> {
+        Ok(self.inner.deps.clusters.cluster(None).await?.client)
+    }
+
     /// The reviews of this service's access policy.
     pub(crate) fn gate(&self) -> Result<Gate<'_>> {
         let policy = self.inner.config.access.as_ref().ok_or_else(|| {

@@ -23,6 +23,8 @@ pub struct TlsChannel {
     explain: Option<Arc<(ClientTls, String)>>,
     /// `authorization` header every call carries, unless the call sets its own.
     bearer: Option<http::HeaderValue>,
+    /// Further headers every call carries, unless the call sets its own.
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl TlsChannel {
@@ -32,6 +34,7 @@ impl TlsChannel {
             inner,
             explain: None,
             bearer: None,
+            headers: Vec::new(),
         }
     }
 
@@ -41,6 +44,7 @@ impl TlsChannel {
             inner,
             explain: Some(Arc::new((tls.clone(), endpoint.to_string()))),
             bearer: None,
+            headers: tls.headers.clone(),
         }
     }
 
@@ -108,6 +112,11 @@ impl Service<http::Request<Body>> for TlsChannel {
             request
                 .headers_mut()
                 .insert(http::header::AUTHORIZATION, bearer.clone());
+        }
+        for (name, value) in &self.headers {
+            if !request.headers().contains_key(name) {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
         }
         let call = self.inner.call(request);
         let explain = self.explain.clone();
