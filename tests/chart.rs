@@ -331,6 +331,11 @@ fn check_common(r: &Rendered, ns: &str) {
     }
 }
 
+/// The endpoint ConfigMap `ferry` publishes.
+fn published(r: &Rendered) -> String {
+    str_at(r.get("ConfigMap", "ferry"), &["data", "endpoint"])
+}
+
 fn kubectl_apply_dry_run(env: &TestEnv, yaml: &str, what: &str) {
     let out = output(
         env.kubectl("a")
@@ -445,6 +450,10 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         )),
         "{pairing:?}"
     );
+    assert_eq!(
+        published(&r),
+        format!("https://ferry-gateway.{ns}.svc.cluster.local:7443")
+    );
     kubectl_apply_dry_run(env, &r.yaml, "the defaults");
 
     // Every option on.
@@ -505,6 +514,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             .contains(&"--tls-client-ca=/etc/ferry/tls/ca.crt".to_string()),
         "requireClientCertificate"
     );
+    assert_eq!(published(&r), "https://ferry.east.example.com:30443");
     kubectl_apply_dry_run(env, &r.yaml, ALL_ON);
 
     // A mesh secures the traffic: plaintext, http:// endpoints, nothing TLS.
@@ -526,6 +536,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     assert!(r.args("Deployment", "ferry-gateway").contains(&format!(
         "--catalog-endpoint=http://ferry-catalog.{ns}.svc:7445"
     )));
+    assert_eq!(published(&r), "http://192.0.2.10:7443");
     kubectl_apply_dry_run(env, &r.yaml, MESH);
 
     run_ok(
@@ -843,6 +854,11 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
             "may {component} {args:?}?"
         );
     }
+
+    // Every signed-in user may read the published endpoint, and nothing else there.
+    assert!(can(env, "alice", &["get", "configmaps/ferry", "-n", &ns]));
+    assert!(!can(env, "alice", &["get", "configmaps/other", "-n", &ns]));
+    assert!(!can(env, "alice", &["list", "configmaps", "-n", &ns]));
 
     run_ok(helm_on_a(env, &ns).args(["uninstall", "ferry"]), None);
     run_ok(
