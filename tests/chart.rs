@@ -234,15 +234,17 @@ fn check_common(r: &Rendered, ns: &str) {
         );
         let args = r.args("Deployment", &name);
         assert_eq!(args[..2], ["service".to_string(), c.to_string()], "{name}");
-        for flag in [
-            "--internal-token-file=/etc/ferry/internal/token",
-            "--health-listen=0.0.0.0:8090",
-        ] {
-            assert!(
-                args.iter().any(|a| a == flag),
-                "{name} lacks {flag}: {args:?}"
-            );
-        }
+        let credential = "--internal-token-file=/etc/ferry/internal/token";
+        assert!(
+            args.iter().any(|a| a == "--health-listen=0.0.0.0:8090"),
+            "{name} lacks its health port: {args:?}"
+        );
+        // Every component but the gateway, which passes each caller's own token on.
+        assert_eq!(
+            args.iter().any(|a| a == credential),
+            c != "gateway",
+            "{name}: {args:?}"
+        );
         assert_eq!(
             pod["automountServiceAccountToken"].as_bool(),
             Some(c != "gateway"),
@@ -262,6 +264,13 @@ fn check_common(r: &Rendered, ns: &str) {
             "transfer lacks {flag}: {transfer:?}"
         );
     }
+    // With the chart's TLS, agents (called at pod IPs) are checked by their Service name.
+    let plaintext = transfer.iter().any(|a| a == "--insecure-plaintext");
+    assert_eq!(
+        transfer.contains(&format!("--agent-server-name=ferry-agent.{ns}.svc")),
+        !plaintext,
+        "{transfer:?}"
+    );
     // The agent's pods carry exactly what the transfer service selects them by.
     let agent = r.get("DaemonSet", "ferry-agent");
     let labels = &agent["spec"]["template"]["metadata"]["labels"];

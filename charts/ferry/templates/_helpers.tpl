@@ -269,7 +269,10 @@ binary of that component.
 {{- $args = append $args "--tls-ca=/etc/ferry/tls/ca.crt" }}
 {{- end }}
 {{- end }}
+{{- if ne $component "gateway" }}
+{{- /* The gateway holds no credential: it passes each caller's own token on. */}}
 {{- $args = append $args "--internal-token-file=/etc/ferry/internal/token" }}
+{{- end }}
 {{- $args = append $args (printf "--health-listen=0.0.0.0:%d" (int $v.healthPort)) }}
 {{- if $v.metrics.enabled }}
 {{- $args = append $args (printf "--metrics-listen=0.0.0.0:%d" (int $v.metrics.port)) }}
@@ -300,6 +303,10 @@ binary of that component.
 {{- $args = append $args (printf "--agent-namespace=%s" $ctx.Release.Namespace) }}
 {{- $args = append $args (printf "--agent-selector=%s" (include "ferry.agentSelector" $ctx)) }}
 {{- $args = append $args (printf "--agent-port=%d" (int $v.agent.port)) }}
+{{- if ne $v.tls.mode "mesh" }}
+{{- /* Agents are called at pod IPs, which no certificate names. */}}
+{{- $args = append $args (printf "--agent-server-name=%s.%s.svc" (include "ferry.componentName" (dict "ctx" $ctx "component" "agent")) $ctx.Release.Namespace) }}
+{{- end }}
 {{- $args = append $args (printf "--volume-root=%s" $v.agent.volumeRoot) }}
 {{- range $v.adminGroups }}
 {{- $args = append $args (printf "--admin-group=%s" .) }}
