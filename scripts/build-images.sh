@@ -22,7 +22,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$here/crates/testenv/versions.env"
 
 root="${FERRY_CACHE:-$HOME/.cache/ferry}"
-out_dir="$root/images"
+# FERRY_IMAGE_DIR: where tarballs go instead (a test's image of the binary under test).
+out_dir="${FERRY_IMAGE_DIR:-$root/images}"
 bin_cache="$root/testenv"
 mkdir -p "$out_dir"
 
@@ -148,6 +149,8 @@ build_ferry() {
   mkdir -p "$rootfs/usr/bin" "$rootfs/etc/ssl/certs" "$rootfs/tmp" "$rootfs/home/ferry"
   chmod 1777 "$rootfs/tmp"
   cp "$bin" "$rootfs/usr/bin/ferry"
+  # Debug information (a debug build's line tables) only makes the image bigger.
+  strip --strip-debug "$rootfs/usr/bin/ferry"
   local lib
   for lib in $(ldd "$bin" | grep -oE '/[^ ]+' | sort -u); do
     mkdir -p "$rootfs$(dirname "$lib")"

@@ -151,11 +151,11 @@ build_grpcurl() { go_install grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/
 
 # Debian's packages a real node needs (containerd, runc, the CNI plugins, iptables, a
 # static busybox for the test images); installed only when something is missing.
-node_packages="containerd runc containernetworking-plugins iptables iproute2 conntrack busybox-static util-linux"
+node_packages="containerd runc containernetworking-plugins iptables iproute2 conntrack busybox-static util-linux binutils"
 install_debs() {
   local missing=""
   local cmd
-  for cmd in containerd ctr runc iptables ip conntrack nsenter; do
+  for cmd in containerd ctr runc iptables ip conntrack nsenter strip; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=" $cmd"
   done
   [ -x /usr/lib/cni/bridge ] || missing+=" cni-plugins"

@@ -294,6 +294,11 @@ binary of that component.
 {{- $args = append $args (printf "--scheduler-endpoint=%s" $ep.scheduler) }}
 {{- else if eq $component "pairing" }}
 {{- $args = append $args (printf "--ferry-endpoint=%s" (include "ferry.peerEndpoint" $ctx)) }}
+{{- with $v.peer.apiServerURL }}
+{{- $args = append $args (printf "--api-server-url=%s" .) }}
+{{- end }}
+{{- /* CheckPair's repository checks ask the catalog about this cluster's profiles. */}}
+{{- $args = append $args (printf "--catalog-endpoint=%s" $ep.catalog) }}
 {{- $args = append $args (printf "--namespace=%s" $ctx.Release.Namespace) }}
 {{- else if eq $component "catalog" }}
 {{- $args = append $args (printf "--secrets-namespace=%s" $ctx.Release.Namespace) }}

@@ -125,7 +125,14 @@ impl TestEnv {
             node_pids.extend(running.node_pids);
         }
         let s3 = if spec.s3 {
-            let (info, proc) = start_minio(&dir.join("s3"), bins, lifetime).await?;
+            // With nodes, where the first API server listens: an address of this machine
+            // that pods of every cluster reach too (never one other hosts route to).
+            let host = clusters
+                .first()
+                .filter(|_| nodes.is_some())
+                .and_then(|c| url_host(&c.server))
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+            let (info, proc) = start_minio(&dir.join("s3"), bins, host, lifetime).await?;
             procs.push(proc);
             Some(info)
         } else {
@@ -243,6 +250,31 @@ impl TestEnv {
             .arg("--context")
             .arg(context);
         cmd
+    }
+
+    /// Imports an image tarball (docker-archive, as `scripts/build-images.sh` makes them)
+    /// into every node of every cluster, for an image built after the nodes started
+    /// (Ferry's own, from the binary under test).
+    pub fn import_image(&self, tarball: &Path) -> Result<()> {
+        let bins = Binaries::locate()?;
+        let ctr = NodeBinaries::locate(&bins)?.ctr.display().to_string();
+        let image = tarball.display().to_string();
+        for node in self.state.clusters.iter().flat_map(|c| &c.nodes) {
+            let sock = node.containerd_socket.display().to_string();
+            crate::node::run(
+                &ctr,
+                &[
+                    "--address",
+                    &sock,
+                    "--namespace",
+                    "k8s.io",
+                    "images",
+                    "import",
+                    &image,
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// Every process of this environment (empty when attached).
@@ -373,4 +405,10 @@ fn sweep_stale(root: &Path) {
 /// The versions this build of the environment starts.
 pub fn versions() -> Versions {
     Versions::pinned()
+}
+
+/// The IPv4 host of `https://host:port`.
+fn url_host(url: &str) -> Option<std::net::Ipv4Addr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split([':', '/']).next()?.parse().ok()
 }

@@ -16,7 +16,8 @@ pub const READONLY_USER: &str = "reader";
 /// Everything needed to reach the S3 server.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct S3Info {
-    /// `http://127.0.0.1:<port>`; path-style addressing.
+    /// `http://<host>:<port>`, path-style addressing: `127.0.0.1`, or with nodes the
+    /// host end of the first node's link, which this machine and every pod reach.
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
@@ -113,6 +114,7 @@ impl S3Info {
 pub(crate) async fn start_minio(
     dir: &Path,
     bins: &Binaries,
+    host: std::net::Ipv4Addr,
     lifetime: Lifetime,
 ) -> Result<(S3Info, Proc)> {
     let io = |e| Error::io("allocating a port for", dir)(e);
@@ -121,7 +123,7 @@ pub(crate) async fn start_minio(
     let port = free_port().await.map_err(io)?;
     let console = free_port().await.map_err(io)?;
     let info = S3Info {
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint: format!("http://{host}:{port}"),
         region: "us-east-1".to_owned(),
         bucket: "ferry".to_owned(),
         access_key: "ferry-admin".to_owned(),
@@ -134,7 +136,7 @@ pub(crate) async fn start_minio(
         &[
             "server".to_owned(),
             data.display().to_string(),
-            format!("--address=127.0.0.1:{port}"),
+            format!("--address={host}:{port}"),
             format!("--console-address=127.0.0.1:{console}"),
             "--quiet".to_owned(),
         ],

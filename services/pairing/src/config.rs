@@ -140,6 +140,10 @@ pub struct Args {
     pub probes: ferry_rpc::ProbeArgs,
     #[command(flatten)]
     pub access: ferry_authz::AccessArgs,
+    /// The catalog, which checks this cluster's profiles for CheckPair's repository
+    /// checks (https:// when it serves TLS); calls bear the internal credential.
+    #[arg(long, env = "FERRY_CATALOG_ENDPOINT")]
+    pub catalog_endpoint: Option<String>,
     /// This Ferry's address (host:port) as the other cluster's Ferry reaches it.
     #[arg(long, env = "FERRY_ENDPOINT")]
     pub ferry_endpoint: String,
@@ -196,6 +200,8 @@ pub enum ConfigError {
     Serve(#[from] ferry_rpc::ServeError),
     #[error(transparent)]
     Access(#[from] ferry_authz::AccessConfigError),
+    #[error("--catalog-endpoint {endpoint:?}: {detail}")]
+    Catalog { endpoint: String, detail: String },
 }
 
 impl Args {
@@ -276,6 +282,25 @@ impl Args {
         config.credential_lifetime = Duration::from_secs(self.credential_lifetime_days * 86_400);
         config.peer_timeout = Duration::from_secs(self.peer_timeout_seconds);
         config.peer_tls = tls.client;
+        if let Some(endpoint) = &self.catalog_endpoint {
+            let tls = match &internal_token {
+                Some(token) => config
+                    .peer_tls
+                    .clone()
+                    .with_bearer(token)
+                    .map_err(|_| ConfigError::Catalog {
+                        endpoint: endpoint.clone(),
+                        detail: "the internal credential cannot travel as a header".into(),
+                    })?,
+                None => config.peer_tls.clone(),
+            };
+            let probe = crate::probe::RemoteCatalogProbe::lazy(endpoint, &tls, &config.cluster_name)
+                .map_err(|e| ConfigError::Catalog {
+                    endpoint: endpoint.clone(),
+                    detail: e.to_string(),
+                })?;
+            config.profile_probe = Some(std::sync::Arc::new(probe));
+        }
         config.access = access;
         config.internal_token = internal_token;
         Ok((config, tls.server))

@@ -85,3 +85,55 @@ impl<S: CatalogApi> ProfileProbe for CatalogProbe<S> {
         }
     }
 }
+
+/// A [`ProfileProbe`] through the catalog's gRPC API, bearing the deployment's internal
+/// credential (the standalone pairing service, each Deployment of the Helm chart).
+#[derive(Clone)]
+pub struct RemoteCatalogProbe {
+    client: ferry_proto::v1::catalog_service_client::CatalogServiceClient<ferry_rpc::TracedChannel>,
+    cluster: String,
+}
+
+impl std::fmt::Debug for RemoteCatalogProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCatalogProbe")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteCatalogProbe {
+    /// The catalog at `endpoint`, called with `tls` (carrying the internal credential);
+    /// connected on first use. `cluster` is this cluster's name, for errors.
+    pub fn lazy(
+        endpoint: &str,
+        tls: &ferry_rpc::ClientTls,
+        cluster: impl Into<String>,
+    ) -> std::result::Result<Self, tonic::transport::Error> {
+        let channel = tls.endpoint(endpoint)?.connect_lazy();
+        Ok(RemoteCatalogProbe {
+            client: ferry_proto::v1::catalog_service_client::CatalogServiceClient::new(
+                tls.traced(endpoint, channel),
+            ),
+            cluster: cluster.into(),
+        })
+    }
+}
+
+#[async_trait]
+impl ProfileProbe for RemoteCatalogProbe {
+    async fn check(&self, profile: &str, write: bool) -> Result<ProbeResult> {
+        let request = CheckProfileRequest {
+            name: profile.to_string(),
+            write,
+        };
+        match self.client.clone().check_profile(request).await {
+            Ok(r) => Ok(r.into_inner().into()),
+            Err(status) => Err(PairingError::from_profile_status(
+                &self.cluster,
+                profile,
+                status,
+            )),
+        }
+    }
+}

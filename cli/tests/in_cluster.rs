@@ -1,0 +1,444 @@
+//! Ferry as users run it: its image (built from the binary under test) imported into
+//! every node, the Helm chart installed on both clusters, every Ferry pod Ready, and a
+//! running application migrated from a to b with the `ferry` command. The application
+//! checks its own data when it starts; on b it must come up Running and Ready with that
+//! check passing, every byte of its volume equal. Then `helm upgrade` with a changed
+//! value rolls the pods without losing the job, and `helm uninstall` leaves no Ferry
+//! object behind but the claims of its state (as Helm does).
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use common::assert_same_tree;
+use common::control::{cli, eventually, jsonpath, kubectl, kubectl_ok, profiles_and_pair};
+
+/// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
+/// the program first verifies every record already there and only then reports Ready.
+const RECORDS_PROGRAM: &str = r#"set -eu
+f=/data/records
+n=0
+if [ -f "$f" ]; then
+  while read -r i payload sum; do
+    [ "$i" = "$((n + 1))" ] || { echo "record $((n + 1)) missing (found $i)"; exit 1; }
+    [ "$(printf %s "$payload" | sha256sum | cut -c1-64)" = "$sum" ] || { echo "record $i corrupt"; exit 1; }
+    n=$i
+  done < "$f"
+fi
+echo "verified $n records"
+touch /tmp/verified
+while [ "$n" -lt 100 ]; do
+  n=$((n + 1))
+  payload="r$n-$RANDOM$RANDOM"
+  echo "$n $payload $(printf %s "$payload" | sha256sum | cut -c1-64)" >> "$f"
+done
+sync
+echo "holding $n records"
+exec sleep 2147483647
+"#;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/ferry");
+const NS: &str = "ferry-system";
+
+/// `helm --kubeconfig K --kube-context C ARGS...`, which must succeed.
+fn helm(kubeconfig: &Path, context: &str, args: &[&str]) -> String {
+    let helm = ferry_testenv::helm().expect("helm (make testenv builds it)");
+    let out = Command::new(helm)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--kube-context", context])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?} on {context}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Ferry's image of the `ferry` binary under test, as `make image` builds it, into `dir`.
+fn ferry_image(dir: &Path) -> (String, PathBuf) {
+    let tag = format!("test-{}", std::process::id());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/build-images.sh");
+    let out = Command::new("bash")
+        .args([script, "ferry"])
+        .env("FERRY_BIN", env!("CARGO_BIN_EXE_ferry"))
+        .env("FERRY_IMAGE_TAG", &tag)
+        .env("FERRY_IMAGE_DIR", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-images.sh ferry: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tarball = dir.join(format!("ferry-{tag}.tar"));
+    eprintln!(
+        "image ferry.local/ferry:{tag}: {} MiB",
+        std::fs::metadata(&tarball).unwrap().len() >> 20
+    );
+    (tag, tarball)
+}
+
+/// One cluster's install: where its gateway and API server are reached from the other.
+struct Install {
+    context: &'static str,
+    node_port: u16,
+    node_ip: String,
+    api_server: String,
+    volume_root: PathBuf,
+    local_paths: Vec<String>,
+}
+
+impl Install {
+    fn new(
+        env: &ferry_testenv::TestEnv,
+        context: &'static str,
+        node_port: u16,
+        root: &Path,
+    ) -> Self {
+        let cluster = env.cluster(context).unwrap();
+        let node = cluster.nodes.first().expect("a node");
+        Install {
+            context,
+            node_port,
+            node_ip: node.ip.to_string(),
+            api_server: cluster.server.clone(),
+            volume_root: root.join(format!("volumes-{context}")),
+            local_paths: cluster
+                .nodes
+                .iter()
+                .map(|n| n.dir.join("local-path").display().to_string())
+                .collect(),
+        }
+    }
+
+    fn values(&self, tag: &str, log_level: &str) -> Vec<String> {
+        let set = |k: &str, v: &str| format!("{k}={v}");
+        let mut values = vec![
+            set("image.tag", tag),
+            set("image.pullPolicy", "Never"),
+            set("clusterName", self.context),
+            set("logLevel", log_level),
+            set("tls.mode", "mesh"),
+            set("gateway.service.type", "NodePort"),
+            set("gateway.service.nodePort", &self.node_port.to_string()),
+            set(
+                "peer.endpoint",
+                &format!("{}:{}", self.node_ip, self.node_port),
+            ),
+            set("peer.apiServerURL", &self.api_server),
+            set("agent.volumeRoot", &self.volume_root.display().to_string()),
+            // The test nodes share this machine's root mount, which is private.
+            set("agent.mountPropagation", ""),
+        ];
+        for (i, p) in self.local_paths.iter().enumerate() {
+            values.push(set(&format!("agent.hostPaths[{i}]"), p));
+        }
+        values
+            .into_iter()
+            .flat_map(|v| ["--set".to_string(), v])
+            .collect()
+    }
+
+    fn helm_install(&self, kubeconfig: &Path, verb: &str, tag: &str, log_level: &str) {
+        let mut args = vec![verb, "ferry", CHART, "-n", NS, "--wait", "--timeout", "5m"];
+        if verb == "install" {
+            args.push("--create-namespace");
+        }
+        let values = self.values(tag, log_level);
+        args.extend(values.iter().map(String::as_str));
+        helm(kubeconfig, self.context, &args);
+    }
+}
+
+fn application(kubeconfig: &Path, ns: &str, image: &str) {
+    let program = RECORDS_PROGRAM
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let yaml = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: records, namespace: {ns}}}
+data:
+  program.sh: |
+{program}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: db
+          image: {image}
+          imagePullPolicy: IfNotPresent
+          command: ["sh", "/program/program.sh"]
+          readinessProbe:
+            exec: {{command: ["test", "-f", "/tmp/verified"]}}
+            periodSeconds: 1
+          volumeMounts:
+            - {{name: data, mountPath: /data}}
+            - {{name: program, mountPath: /program}}
+      volumes:
+        - name: program
+          configMap: {{name: records}}
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+"#
+    );
+    kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
+}
+
+fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
+    eventually(&format!("pod {ns}/db-0 on {context} to exist"), || {
+        kubectl_ok(kubeconfig, context, &["-n", ns, "get", "pod", "db-0"])
+    });
+    kubectl(
+        kubeconfig,
+        context,
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Ready",
+            "pod/db-0",
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+/// Where the volume of claim `data-db-0` of `ns` is on this machine (every node's
+/// filesystem is this machine's).
+fn volume_dir(kubeconfig: &Path, context: &str, ns: &str) -> PathBuf {
+    let pv = jsonpath(
+        kubeconfig,
+        context,
+        ns,
+        "pvc/data-db-0",
+        "{.spec.volumeName}",
+    );
+    let spec = kubectl(
+        kubeconfig,
+        context,
+        &[
+            "get",
+            "pv",
+            &pv,
+            "-o",
+            "jsonpath={.spec.hostPath.path}{.spec.local.path}",
+        ],
+        None,
+    );
+    PathBuf::from(spec)
+}
+
+/// Names of the pods of the release on `context`.
+fn ferry_pods(kubeconfig: &Path, context: &str) -> Vec<String> {
+    let out = kubectl(
+        kubeconfig,
+        context,
+        &[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/instance=ferry",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    let mut pods: Vec<String> = out.lines().map(str::to_owned).collect();
+    pods.sort();
+    pods
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
+    let env = ferry_testenv::shared_with_nodes()
+        .await
+        .expect("test environment with nodes");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let toolbox = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
+        .unwrap()
+        .toolbox;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+
+    let (tag, tarball) = ferry_image(root);
+    env.import_image(&tarball).unwrap();
+    std::fs::remove_file(&tarball).unwrap();
+
+    // Distinct NodePorts: every node of the machine shares one kernel's port space only
+    // per network namespace, but a distinct port per cluster keeps the logs readable.
+    let base = 30000 + (std::process::id() % 1000) as u16 * 2;
+    let a = Install::new(env, "a", base, root);
+    let b = Install::new(env, "b", base + 1, root);
+    let started = Instant::now();
+    a.helm_install(&kc, "install", &tag, "info");
+    b.helm_install(&kc, "install", &tag, "info");
+    eprintln!(
+        "chart installed and every Ferry pod Ready on both clusters in {:.0?}",
+        started.elapsed()
+    );
+    for side in [&a, &b] {
+        let ready = kubectl(
+            &kc,
+            side.context,
+            &[
+                "-n",
+                NS,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/instance=ferry",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status} {end}",
+            ],
+            None,
+        );
+        // Five control-plane Deployments and one agent per node.
+        assert_eq!(ready.split_whitespace().count(), 6, "{ready}");
+        assert!(!ready.contains("=False"), "{ready}");
+    }
+
+    // The `ferry` command finds each in-cluster Ferry from its context alone.
+    eventually("both gateways to answer", || {
+        ["a", "b"]
+            .iter()
+            .all(|c| cli(&kc, &["--context", c, "pair", "list"]).code == Some(0))
+    });
+    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "in-cluster", 61);
+
+    // The application runs on a with its own data.
+    let ns = ferry_testenv::unique_name("chart-app");
+    application(&kc, &ns, &toolbox);
+    wait_ready(&kc, "a", &ns);
+    eventually("the application on a to write its records", || {
+        kubectl(&kc, "a", &["-n", &ns, "logs", "db-0"], None).contains("holding 100 records")
+    });
+
+    let started = Instant::now();
+    let migrated = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "migrate",
+            "-n",
+            &ns,
+            "--to",
+            "a-to-b",
+            "--profile",
+            "main",
+        ],
+    );
+    assert_eq!(
+        migrated.code,
+        Some(0),
+        "{migrated:?}\n{}",
+        kubectl(
+            &kc,
+            "a",
+            &["-n", NS, "logs", "deploy/ferry-transfer", "--tail=60"],
+            None
+        )
+    );
+    eprintln!("migrated in {:.0?}", started.elapsed());
+
+    // On b it runs, and its own check of every record passes.
+    wait_ready(&kc, "b", &ns);
+    let logs = kubectl(&kc, "b", &["-n", &ns, "logs", "db-0"], None);
+    assert!(logs.contains("verified 100 records"), "{logs}");
+    let src = volume_dir(&kc, "a", &ns);
+    let dst = volume_dir(&kc, "b", &ns);
+    assert!(dst.starts_with(&b.volume_root), "{}", dst.display());
+    assert_same_tree(&src, &dst);
+
+    // A changed value rolls the pods; the job survives in the transfer service's state.
+    let before = ferry_pods(&kc, "a");
+    a.helm_install(&kc, "upgrade", &tag, "debug");
+    let after = ferry_pods(&kc, "a");
+    assert!(
+        before
+            .iter()
+            .all(|p| !after.contains(p) || p.contains("agent")),
+        "pods did not roll: {before:?} -> {after:?}"
+    );
+    eventually("a's Ferry to answer after the upgrade", || {
+        cli(&kc, &["--context", "a", "pair", "list"]).code == Some(0)
+    });
+    let jobs = cli(&kc, &["--context", "a", "jobs", "list"]).ok();
+    assert!(
+        jobs.stdout
+            .lines()
+            .any(|l| l.contains(&ns) && l.contains("succeeded")),
+        "{jobs:?}"
+    );
+
+    // Uninstalled, nothing of the release is left but its state's claims.
+    cli(&kc, &["--context", "a", "pair", "delete", "a-to-b"]).ok();
+    for side in [&a, &b] {
+        helm(
+            &kc,
+            side.context,
+            &["uninstall", "ferry", "-n", NS, "--wait"],
+        );
+        let left = kubectl(
+            &kc,
+            side.context,
+            &[
+                "get",
+                "deploy,ds,svc,sa,secret,configmap,role,rolebinding,clusterrole,clusterrolebinding,networkpolicy",
+                "-A",
+                "-l",
+                "app.kubernetes.io/instance=ferry",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        assert_eq!(left.trim(), "", "left behind on {}", side.context);
+        let claims = kubectl(
+            &kc,
+            side.context,
+            &[
+                "-n",
+                NS,
+                "get",
+                "pvc",
+                "-l",
+                "app.kubernetes.io/instance=ferry",
+                "-o",
+                "name",
+            ],
+            None,
+        );
+        assert!(claims.contains("persistentvolumeclaim/"), "{claims}");
+    }
+}
