@@ -28,6 +28,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         nodes: usize,
     },
+    /// Import an image tarball (as scripts/build-images.sh makes them) into every node
+    /// of the environment in this directory.
+    ImportImage {
+        #[arg(long, default_value = ".ferry-dev")]
+        dir: PathBuf,
+        tarball: PathBuf,
+    },
     /// Stop everything `up` started in this directory.
     Down {
         #[arg(long, default_value = ".ferry-dev")]
@@ -81,6 +88,26 @@ async fn main() -> anyhow::Result<()> {
             if let Some(s3) = &state.s3 {
                 std::fs::write(dir.join("s3.env"), s3.env_lines()).context("writing s3.env")?;
             }
+            // Where each cluster is reached from the other, for scripts (`make demo`).
+            let mut clusters_env = String::new();
+            for c in &state.clusters {
+                let prefix = c.name.to_uppercase().replace('-', "_");
+                clusters_env.push_str(&format!("export FERRY_{prefix}_SERVER={}\n", c.server));
+                if let Some(node) = c.nodes.first() {
+                    clusters_env.push_str(&format!("export FERRY_{prefix}_NODE_IP={}\n", node.ip));
+                }
+                let local_paths: Vec<String> = c
+                    .nodes
+                    .iter()
+                    .map(|n| n.dir.join("local-path").display().to_string())
+                    .collect();
+                clusters_env.push_str(&format!(
+                    "export FERRY_{prefix}_LOCAL_PATHS={}\n",
+                    local_paths.join(",")
+                ));
+            }
+            std::fs::write(dir.join("clusters.env"), clusters_env)
+                .context("writing clusters.env")?;
             println!("kubeconfig: {}", state.kubeconfig.display());
             for c in &state.clusters {
                 println!(
@@ -104,6 +131,13 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             println!("stop with: make dev-down");
+        }
+        Command::ImportImage { dir, tarball } => {
+            let env = TestEnv::attach(&dir)
+                .with_context(|| format!("no environment running in {}", dir.display()))?;
+            env.import_image(&tarball)
+                .with_context(|| format!("importing {}", tarball.display()))?;
+            println!("imported {} into every node", tarball.display());
         }
         Command::Down { dir } => {
             let state_file = dir.join("state.json");
