@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# `make demo`: Ferry's main job end to end on this machine.
+# `make demo`: Ferry's main job end to end on this machine, as users run it.
 #
-# Starts two local Kubernetes clusters (contexts a and b) and an S3 server, runs one
-# `ferry serve` per cluster, deploys a stateful application with >= 1 GiB of data on a,
+# Starts two local Kubernetes clusters (contexts a and b) with a real node each and an S3
+# server, builds Ferry's image and imports it into the nodes, installs the Helm chart on
+# both clusters, deploys a running stateful application with >= 1 GiB of data on a,
 # pairs the clusters, migrates the application to b with the `ferry` command, and proves
-# the objects are on b and the data arrived byte for byte. Every `ferry` and `kubectl`
-# line it prints is what you would run against your own clusters.
+# it runs on b (its own check of its records passes) with every byte of its volume. Every
+# `helm`, `ferry` and `kubectl` line it prints is what you would run against your own
+# clusters.
 #
 # FERRY_DEMO_DIR (default .ferry-demo) holds everything; FERRY_DEMO_KEEP=1 leaves the
-# clusters and servers running afterwards; FERRY_DEMO_MIB sets the data size (1100).
+# clusters running afterwards; FERRY_DEMO_MIB sets the data size (1100).
 set -euo pipefail
 
 BIN=${FERRY_BIN_DIR:?set by make demo: directory of the ferry and ferry-testenv binaries}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=$(realpath -m "${FERRY_DEMO_DIR:-.ferry-demo}")
 MIB=${FERRY_DEMO_MIB:-1100}
 NS=demo-shop
 PROFILE=demo
+TAG=demo
+NODE_PORT=30443
 started=$(date +%s.%N)
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -27,23 +32,21 @@ run() {
 ferry() { "$BIN/ferry" "$@"; }
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
-pids=()
 cleanup() {
     local status=$?
     if [[ ${FERRY_DEMO_KEEP:-0} == 1 && $status == 0 ]]; then
         echo
         echo "left running (FERRY_DEMO_KEEP=1): export KUBECONFIG=$DIR/kubeconfig"
-        echo "ferry serve logs: $DIR/serve-a.log $DIR/serve-b.log"
-        echo "stop with: kill ${pids[*]}; $BIN/ferry-testenv down --dir $DIR"
+        echo "stop with: $BIN/ferry-testenv down --dir $DIR"
         return
     fi
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ $status != 0 ]]; then
+    if [[ $status != 0 && -f $DIR/kubeconfig ]]; then
         for side in a b; do
-            [[ -f $DIR/serve-$side.log ]] || continue
-            echo "--- last lines of ferry serve ($side):"
-            tail -n 30 "$DIR/serve-$side.log"
+            echo "--- Ferry's pods on $side:"
+            kubectl --kubeconfig "$DIR/kubeconfig" --context "$side" -n ferry-system get pods -o wide 2>&1 || true
+            echo "--- last lines of the transfer service on $side:"
+            kubectl --kubeconfig "$DIR/kubeconfig" --context "$side" -n ferry-system \
+                logs deploy/ferry-transfer --tail=30 2>&1 || true
         done
     fi
     "$BIN/ferry-testenv" down --dir "$DIR" >/dev/null 2>&1 || true
@@ -51,57 +54,58 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    local port=$1
-    while (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-    echo "$port"
-}
-
-say "1. Two clusters (a, b) and an S3 server"
+say "1. Two clusters (a, b) with a node each, and an S3 server"
 "$BIN/ferry-testenv" down --dir "$DIR" >/dev/null 2>&1 || true
-# API-only clusters until Ferry runs in them from its chart: the demo reads volumes on this host.
-"$BIN/ferry-testenv" up --dir "$DIR" --nodes 0
+"$BIN/ferry-testenv" up --dir "$DIR" --nodes 1
 export KUBECONFIG=$DIR/kubeconfig
 # shellcheck disable=SC1091
 source "$DIR/s3.env"
+# shellcheck disable=SC1091
+source "$DIR/clusters.env"
 
-say "2. Ferry on each cluster (ferry serve: agent, pairing, catalog, transfer, scheduler)"
-port_a=$(free_port 17443)
-port_b=$(free_port $((port_a + 1)))
+say "2. Ferry's image (the release binary and the libraries it links), imported into the nodes"
+FERRY_BIN=$BIN/ferry FERRY_IMAGE_TAG=$TAG FERRY_IMAGE_DIR=$DIR/images \
+    bash "$HERE/scripts/build-images.sh" ferry
+image_mib=$(($(stat -c %s "$DIR/images/ferry-$TAG.tar") / 1048576))
+"$BIN/ferry-testenv" import-image --dir "$DIR" "$DIR/images/ferry-$TAG.tar"
+
+say "3. helm install Ferry on each cluster"
+install_started=$(date +%s.%N)
 for side in a b; do
-    port=port_$side
-    mkdir -p "$DIR/$side" "$DIR/volumes/$side"
-    RUST_LOG=${RUST_LOG:-info} "$BIN/ferry" serve \
-        --context "$side" --cluster-name "$side" \
-        --listen "127.0.0.1:${!port}" --ferry-endpoint "127.0.0.1:${!port}" \
-        --data-dir "$DIR/$side" --volume-root "$DIR/volumes/$side" \
-        --allow-root "$DIR/disks" --allow-root "$DIR/volumes" --node-name "node-$side" \
-        >"$DIR/serve-$side.log" 2>&1 &
-    pids+=($!)
-    echo "ferry serve for cluster $side on 127.0.0.1:${!port} (log $DIR/serve-$side.log)"
+    upper=${side^^}
+    server=FERRY_${upper}_SERVER
+    node_ip=FERRY_${upper}_NODE_IP
+    local_paths=FERRY_${upper}_LOCAL_PATHS
+    mkdir -p "$DIR/volumes/$side"
+    # The gateway on a NodePort the other cluster reaches, this cluster's API server as
+    # the other cluster reaches it, the node directories of local-path volumes for the
+    # agent, and where it restores. The test nodes share this machine's private root
+    # mount, hence no mount propagation; the image is on the nodes already.
+    run helm --kube-context "$side" install ferry "$HERE/charts/ferry" \
+        -n ferry-system --create-namespace --wait --timeout 5m \
+        --set clusterName="$side" \
+        --set image.tag=$TAG --set image.pullPolicy=Never \
+        --set tls.mode=mesh \
+        --set gateway.service.type=NodePort --set gateway.service.nodePort=$NODE_PORT \
+        --set peer.endpoint="${!node_ip}:$NODE_PORT" \
+        --set peer.apiServerURL="${!server}" \
+        --set agent.volumeRoot="$DIR/volumes/$side" \
+        --set "agent.hostPaths={${!local_paths}}" \
+        --set agent.mountPropagation=
 done
+install_seconds=$(elapsed "$install_started")
 for side in a b; do
-    for _ in $(seq 1 100); do
-        ferry --context "$side" pair list >/dev/null 2>&1 && break
-        sleep 0.2
-    done
+    run kubectl --context "$side" -n ferry-system get pods
     run ferry --context "$side" pair list
 done
 
-say "3. A stateful application on cluster a: StatefulSet db, ConfigMap, Secret, Service"
-# A disk of cluster a, where its storage put the claim (not under Ferry's volume root).
-src_volume=$DIR/disks/a/$NS-data-db-0
-mkdir -p "$src_volume"
+say "4. A running stateful application on cluster a: StatefulSet db, ConfigMap, Secret, Service"
+# Its program appends checksummed records to its volume and, every time it starts,
+# verifies each record before it reports Ready.
 run kubectl --context a apply -f - <<EOF
 apiVersion: v1
 kind: Namespace
 metadata: {name: $NS}
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: demo-local}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -122,6 +126,32 @@ spec:
   selector: {app: db}
   ports: [{port: 5432}]
 ---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: records, namespace: $NS}
+data:
+  program.sh: |
+    set -eu
+    f=/data/records
+    n=0
+    if [ -f "\$f" ]; then
+      while read -r i payload sum; do
+        [ "\$i" = "\$((n + 1))" ] || { echo "record \$((n + 1)) missing (found \$i)"; exit 1; }
+        [ "\$(printf %s "\$payload" | sha256sum | cut -c1-64)" = "\$sum" ] || { echo "record \$i corrupt"; exit 1; }
+        n=\$i
+      done < "\$f"
+    fi
+    echo "verified \$n records"
+    touch /tmp/verified
+    while [ "\$n" -lt 100 ]; do
+      n=\$((n + 1))
+      payload="r\$n-\$RANDOM\$RANDOM"
+      echo "\$n \$payload \$(printf %s "\$payload" | sha256sum | cut -c1-64)" >> "\$f"
+    done
+    sync
+    echo "holding \$n records"
+    exec sleep 2147483647
+---
 apiVersion: apps/v1
 kind: StatefulSet
 metadata: {name: db, namespace: $NS}
@@ -132,51 +162,44 @@ spec:
   template:
     metadata: {labels: {app: db}}
     spec:
+      terminationGracePeriodSeconds: 1
       containers:
       - name: db
-        image: postgres:17
-        volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]
+        image: ferry.local/toolbox:1
+        command: ["sh", "/program/program.sh"]
+        readinessProbe:
+          exec: {command: ["test", "-f", "/tmp/verified"]}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: data, mountPath: /data}
+        - {name: program, mountPath: /program}
+      volumes:
+      - name: program
+        configMap: {name: records}
   volumeClaimTemplates:
   - metadata: {name: data}
     spec:
       accessModes: [ReadWriteOnce]
-      storageClassName: demo-local
       resources: {requests: {storage: 2Gi}}
----
-apiVersion: v1
-kind: PersistentVolume
-metadata: {name: demo-shop-data-db-0}
-spec:
-  capacity: {storage: 2Gi}
-  accessModes: [ReadWriteOnce]
-  storageClassName: demo-local
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {path: $src_volume}
-  claimRef: {namespace: $NS, name: data-db-0}
----
-apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data-db-0, namespace: $NS, labels: {app: db}}
-spec:
-  accessModes: [ReadWriteOnce]
-  storageClassName: demo-local
-  volumeName: demo-shop-data-db-0
-  resources: {requests: {storage: 2Gi}}
 EOF
-# The destination needs the storage class too (or map it with --storage-class-map).
-run kubectl --context b apply -f - <<EOF
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: demo-local}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
-EOF
+wait_ready() {
+    local side=$1
+    # `kubectl wait` fails at once on a pod that does not exist yet.
+    for _ in $(seq 1 300); do
+        kubectl --context "$side" -n $NS get pod db-0 >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    run kubectl --context "$side" -n $NS wait --for=condition=Ready pod/db-0 --timeout=180s
+}
+wait_ready a
 for _ in $(seq 1 150); do
-    phase=$(kubectl --context a -n $NS get pvc data-db-0 -o jsonpath='{.status.phase}' 2>/dev/null || true)
-    [[ $phase == Bound ]] && break
+    kubectl --context a -n $NS logs db-0 2>/dev/null | grep -q "holding 100 records" && break
     sleep 0.2
 done
-[[ $phase == Bound ]] || { echo "claim data-db-0 never bound on a"; exit 1; }
+run kubectl --context a -n $NS logs db-0
+# Where local-path put the claim: a directory of a's node, which is this machine.
+pv=$(kubectl --context a -n $NS get pvc data-db-0 -o jsonpath='{.spec.volumeName}')
+src_volume=$(kubectl --context a get pv "$pv" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
 
 echo "writing ${MIB} MiB of generated files into the volume ($src_volume)"
 gen_started=$(date +%s.%N)
@@ -210,11 +233,9 @@ data_bytes=$(du -sb "$src_volume" | cut -f1)
 data_files=$(find "$src_volume" -type f | wc -l)
 echo "wrote $data_files files, $((data_bytes / 1048576)) MiB in $(elapsed "$gen_started") s"
 
-say "4. A repository in the S3 bucket, reachable from both clusters (a profile on each)"
+say "5. A repository in the S3 bucket, reachable from both clusters (a profile on each)"
 head -c 32 /dev/urandom >"$DIR/repo.key"
 for side in a b; do
-    kubectl --context "$side" create namespace ferry-system --dry-run=client -o yaml |
-        kubectl --context "$side" apply -f - >/dev/null
     printf '$ kubectl --context %s -n ferry-system create secret generic demo-s3 --from-literal=access_key_id=... --from-literal=secret_access_key=...\n' "$side"
     kubectl --context "$side" -n ferry-system create secret generic demo-s3 \
         --from-literal=access_key_id="$AWS_ACCESS_KEY_ID" \
@@ -227,15 +248,19 @@ run ferry --context a profile create $PROFILE --s3 "$FERRY_S3_ENDPOINT/$FERRY_S3
 run ferry --context b profile create $PROFILE --s3 "$FERRY_S3_ENDPOINT/$FERRY_S3_BUCKET/demo" \
     --region "$AWS_REGION" --credentials-secret demo-s3 --key-secret demo-repo-key
 
-say "5. Pair a (source) with b (destination)"
+say "6. Pair a (source) with b (destination)"
 run ferry pair create --from a --to b --name a-to-b --profile $PROFILE
 
-say "6. Migrate namespace $NS from a to b"
+say "7. Migrate the running application from a to b"
 migrate_started=$(date +%s.%N)
-run ferry --context a migrate -n $NS --to b --profile $PROFILE
+run ferry --context a migrate -n $NS --to a-to-b --profile $PROFILE
 migrate_seconds=$(elapsed "$migrate_started")
 
-say "7. Check: the objects are on b, and the data arrived byte for byte"
+say "8. Check: the application runs on b, its own check passes, every byte arrived"
+wait_ready b
+run kubectl --context b -n $NS logs db-0
+kubectl --context b -n $NS logs db-0 | grep -q "verified 100 records" ||
+    { echo "FAIL: the application on b did not verify its 100 records"; exit 1; }
 run kubectl --context b -n $NS get statefulset,configmap,secret,service,pvc
 password=$(kubectl --context b -n $NS get secret db-password -o jsonpath='{.data.password}' | base64 -d)
 [[ $password == demo-password-42 ]] || { echo "FAIL: Secret db-password differs on b"; exit 1; }
@@ -246,7 +271,7 @@ replicas=$(kubectl --context b -n $NS get statefulset db -o jsonpath='{.spec.rep
 kubectl --context b -n $NS get service db >/dev/null
 pv=$(kubectl --context b -n $NS get pvc data-db-0 -o jsonpath='{.spec.volumeName}')
 phase=$(kubectl --context b -n $NS get pvc data-db-0 -o jsonpath='{.status.phase}')
-dst_volume=$(kubectl --context b get pv "$pv" -o jsonpath='{.spec.hostPath.path}')
+dst_volume=$(kubectl --context b get pv "$pv" -o jsonpath='{.spec.hostPath.path}{.spec.local.path}')
 echo "claim data-db-0 on b: $phase to volume $pv at $dst_volume"
 [[ -n $dst_volume && $dst_volume != "$src_volume" ]] || { echo "FAIL: no separate destination volume"; exit 1; }
 run diff -r --no-dereference "$src_volume" "$dst_volume"
@@ -261,4 +286,5 @@ mib_per_s=$(awk -v b="$data_bytes" -v s="$migrate_seconds" 'BEGIN { printf "%.1f
 say "demo passed"
 echo "migration of $((data_bytes / 1048576)) MiB in $data_files files: ${migrate_seconds} s (${mib_per_s} MiB/s)"
 echo "demo wall time: $(elapsed "$started") s"
-echo "summary: demo=passed data_mib=$((data_bytes / 1048576)) files=$data_files migrate_s=$migrate_seconds throughput_mib_s=$mib_per_s wall_s=$(elapsed "$started")"
+echo "chart installed on both clusters, every Ferry pod Ready, in ${install_seconds} s; image ${image_mib} MiB"
+echo "summary: demo=passed data_mib=$((data_bytes / 1048576)) files=$data_files migrate_s=$migrate_seconds throughput_mib_s=$mib_per_s install_s=$install_seconds image_mib=$image_mib wall_s=$(elapsed "$started")"
