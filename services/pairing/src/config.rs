@@ -210,6 +210,7 @@ impl Args {
     pub async fn into_config(
         self,
     ) -> Result<(PairingConfig, ferry_rpc::ServerSecurity), ConfigError> {
+        self.access.check(self.listen)?;
         let kube_err = |detail: String| ConfigError::Kube {
             context: self.context.clone(),
             detail,
@@ -262,7 +263,6 @@ impl Args {
         let kube = kube::Client::try_from(kube_config).map_err(|e| kube_err(e.to_string()))?;
         let tls = self.tls.load(Some(&kube)).await?;
         tls.server.check(self.listen)?;
-        self.access.check(self.listen)?;
         let access = self.access.authorizer(&kube, &cluster_name);
         let internal_token = self
             .access
@@ -284,21 +284,20 @@ impl Args {
         config.peer_tls = tls.client;
         if let Some(endpoint) = &self.catalog_endpoint {
             let tls = match &internal_token {
-                Some(token) => config
-                    .peer_tls
-                    .clone()
-                    .with_bearer(token)
-                    .map_err(|_| ConfigError::Catalog {
+                Some(token) => config.peer_tls.clone().with_bearer(token).map_err(|_| {
+                    ConfigError::Catalog {
                         endpoint: endpoint.clone(),
                         detail: "the internal credential cannot travel as a header".into(),
-                    })?,
+                    }
+                })?,
                 None => config.peer_tls.clone(),
             };
-            let probe = crate::probe::RemoteCatalogProbe::lazy(endpoint, &tls, &config.cluster_name)
-                .map_err(|e| ConfigError::Catalog {
-                    endpoint: endpoint.clone(),
-                    detail: e.to_string(),
-                })?;
+            let probe =
+                crate::probe::RemoteCatalogProbe::lazy(endpoint, &tls, &config.cluster_name)
+                    .map_err(|e| ConfigError::Catalog {
+                        endpoint: endpoint.clone(),
+                        detail: e.to_string(),
+                    })?;
             config.profile_probe = Some(std::sync::Arc::new(probe));
         }
         config.access = access;
