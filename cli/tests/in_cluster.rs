@@ -1,6 +1,8 @@
 //! Ferry as users run it: its image (built from the binary under test) imported into
-//! every node, the Helm chart installed on both clusters, every Ferry pod Ready, and a
-//! running application migrated from a to b with the `ferry` command. The application
+//! every node, the Helm chart installed on both clusters with its default transport
+//! security (mutual TLS between components from a CA each release generates; each
+//! cluster then trusts the other's CA), every Ferry pod Ready, and a running
+//! application migrated from a to b with the `ferry` command. The application
 //! checks its own data when it starts; on b it must come up Running and Ready with that
 //! check passing, every byte of its volume equal. Then `helm upgrade` with a changed
 //! value rolls the pods without losing the job, and `helm uninstall` leaves no Ferry
@@ -128,7 +130,6 @@ impl Install {
             set("image.pullPolicy", "Never"),
             set("clusterName", self.context),
             set("logLevel", log_level),
-            set("tls.mode", "mesh"),
             set("gateway.service.type", "NodePort"),
             set("gateway.service.nodePort", &self.node_port.to_string()),
             set(
@@ -149,14 +150,48 @@ impl Install {
             .collect()
     }
 
-    fn helm_install(&self, kubeconfig: &Path, verb: &str, tag: &str, log_level: &str) {
+    /// `helm install|upgrade`; `trusted`: the other cluster's CA certificate file.
+    fn helm_install(
+        &self,
+        kubeconfig: &Path,
+        verb: &str,
+        tag: &str,
+        log_level: &str,
+        trusted: Option<&Path>,
+    ) {
         let mut args = vec![verb, "ferry", CHART, "-n", NS, "--wait", "--timeout", "5m"];
         if verb == "install" {
             args.push("--create-namespace");
         }
-        let values = self.values(tag, log_level);
+        let mut values = self.values(tag, log_level);
+        if let Some(ca) = trusted {
+            values.push("--set-file".into());
+            values.push(format!("tls.extraTrustedCA={}", ca.display()));
+        }
         args.extend(values.iter().map(String::as_str));
         helm(kubeconfig, self.context, &args);
+    }
+
+    /// The CA this release generated, written to `dir/<context>-ca.crt`.
+    fn ca(&self, kubeconfig: &Path, dir: &Path) -> PathBuf {
+        let b64 = kubectl(
+            kubeconfig,
+            self.context,
+            &[
+                "-n",
+                NS,
+                "get",
+                "secret",
+                "ferry-ca",
+                "-o",
+                "jsonpath={.data.tls\\.crt}",
+            ],
+            None,
+        );
+        let pem = base64_decode(b64.trim());
+        let path = dir.join(format!("{}-ca.crt", self.context));
+        std::fs::write(&path, pem).unwrap();
+        path
     }
 }
 
@@ -300,12 +335,23 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     let a = Install::new(env, "a", base, root);
     let b = Install::new(env, "b", base + 1, root);
     let started = Instant::now();
-    a.helm_install(&kc, "install", &tag, "info");
-    b.helm_install(&kc, "install", &tag, "info");
+    a.helm_install(&kc, "install", &tag, "info", None);
+    b.helm_install(&kc, "install", &tag, "info", None);
     eprintln!(
         "chart installed and every Ferry pod Ready on both clusters in {:.0?}",
         started.elapsed()
     );
+    // Each cluster's Ferry calls the other's gateway: it trusts the other's CA too. The
+    // `ferry` command trusts both.
+    let (ca_a, ca_b) = (a.ca(&kc, root), b.ca(&kc, root));
+    a.helm_install(&kc, "upgrade", &tag, "info", Some(&ca_b));
+    b.helm_install(&kc, "upgrade", &tag, "info", Some(&ca_a));
+    let bundle = root.join("ferry-cas.crt");
+    let both = [ca_a, ca_b]
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .concat();
+    std::fs::write(&bundle, both).unwrap();
+    common::trust_ca_file(&bundle);
     for side in [&a, &b] {
         let ready = kubectl(
             &kc,
@@ -382,7 +428,7 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
 
     // A changed value rolls the pods; the job survives in the transfer service's state.
     let before = ferry_pods(&kc, "a");
-    a.helm_install(&kc, "upgrade", &tag, "debug");
+    a.helm_install(&kc, "upgrade", &tag, "debug", Some(&root.join("b-ca.crt")));
     let after = ferry_pods(&kc, "a");
     assert!(
         before
@@ -441,4 +487,11 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
         );
         assert!(claims.contains("persistentvolumeclaim/"), "{claims}");
     }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64 from kubectl")
 }

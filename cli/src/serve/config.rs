@@ -42,8 +42,8 @@ pub struct ServeArgs {
     /// Name the in-process agent reports for this node; default: the host name.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// A directory the agent may read and write under; repeat for more. None: any
-    /// absolute path. When given, --volume-root is allowed too.
+    /// A directory the agent may read and write under (where this cluster's volumes
+    /// are); repeat for more. The agent reaches nothing else but --volume-root.
     #[arg(
         long = "allow-root",
         env = "FERRY_AGENT_ALLOW_ROOTS",
@@ -208,7 +208,7 @@ impl ServeArgs {
             .unwrap_or_else(|| format!("{}:{}", host(), self.listen.port()));
         let node_name = self.node_name.clone().unwrap_or_else(host);
         let mut allowed_roots = self.allow_roots;
-        if !allowed_roots.is_empty() && !allowed_roots.contains(&self.volume_root) {
+        if !allowed_roots.contains(&self.volume_root) {
             allowed_roots.push(self.volume_root.clone());
         }
         Ok(ServeConfig {

@@ -12,12 +12,25 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 
 pub mod control;
 
+/// CA certificates every `ferry` of this test process trusts (FERRY_CA_FILE).
+static CA_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every later [`ferry`] trust the CAs in `path` (Ferries serving TLS).
+pub fn trust_ca_file(path: &Path) {
+    CA_FILE
+        .set(path.to_owned())
+        .expect("one CA file per test process");
+}
+
 /// `ferry` with no repository, key or log settings inherited from the caller.
 pub fn ferry() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.env_remove("FERRY_REPOSITORY")
         .env_remove("FERRY_KEY_FILE")
         .env_remove("RUST_LOG");
+    if let Some(ca) = CA_FILE.get() {
+        cmd.env("FERRY_CA_FILE", ca);
+    }
     cmd
 }
 

@@ -12,7 +12,8 @@ pub struct AgentConfig {
     /// Kubernetes node name (or host name), reported by GetInfo and stamped on snapshots.
     pub node_name: String,
     pub profiles: ProfileSource,
-    /// Directories requests may read and write under; empty allows any absolute path.
+    /// Directories requests may read and write under (besides `volume_root`); none and no
+    /// volume root allow nothing.
     pub allowed_roots: Vec<PathBuf>,
     /// Operations run at once; more wait for a slot.
     pub max_concurrent_operations: usize,
@@ -72,7 +73,8 @@ pub struct Args {
         default_value = "/etc/ferry/profiles"
     )]
     pub profiles_dir: PathBuf,
-    /// A directory requests may read and write under; repeat for more. None: any path.
+    /// A directory requests may read and write under; repeat for more. The agent reaches
+    /// nothing else (--volume-root is allowed too).
     #[arg(
         long = "allow-root",
         env = "FERRY_AGENT_ALLOW_ROOTS",

@@ -53,7 +53,13 @@ impl Agent {
             inner: Arc::new(Inner {
                 node_name: config.node_name.clone(),
                 profiles: config.profiles.clone(),
-                allowed_roots: config.allowed_roots.clone(),
+                // Restores go under the volume root, so it is allowed too.
+                allowed_roots: config
+                    .allowed_roots
+                    .iter()
+                    .chain(config.volume_root.as_ref())
+                    .cloned()
+                    .collect(),
                 volume_root: config.volume_root.clone(),
                 access: config.access.clone(),
                 ops: Operations::new(config.max_concurrent_operations, config.node_name.clone()),
@@ -100,15 +106,20 @@ impl Agent {
                 format!("{path:?} contains '..'; give a normalised absolute path"),
             ));
         }
+        // No roots allow nothing: an agent reaches only the directories it was given.
         let roots = &self.inner.allowed_roots;
-        if !roots.is_empty() && !roots.iter().any(|r| p.starts_with(r)) {
+        if !roots.iter().any(|r| p.starts_with(r)) {
             return Err(AgentError::PathNotAllowed {
                 path: path.to_string(),
-                allowed: roots
-                    .iter()
-                    .map(|r| r.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                allowed: if roots.is_empty() {
+                    "none (the agent was started without --allow-root or --volume-root)".into()
+                } else {
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
             });
         }
         Ok(p.to_path_buf())
@@ -568,4 +579,40 @@ async fn empty_directory(dir: &Path) -> Result<(), AgentError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(roots: &[&str], volume_root: Option<&str>) -> Agent {
+        Agent::new(&AgentConfig {
+            node_name: "n1".into(),
+            profiles: ProfileSource::Static(Default::default()),
+            allowed_roots: roots.iter().map(PathBuf::from).collect(),
+            max_concurrent_operations: 1,
+            shutdown_grace: Duration::from_secs(1),
+            volume_root: volume_root.map(PathBuf::from),
+            access: crate::config::AgentAccess::Unchecked,
+        })
+    }
+
+    #[test]
+    fn an_agent_given_no_roots_reaches_nothing() {
+        let refused = agent(&[], None)
+            .check_path("path", "/var/lib/ferry")
+            .expect_err("no roots");
+        assert!(refused.to_string().contains("/var/lib/ferry"), "{refused}");
+        let only_restores = agent(&[], Some("/srv/volumes"));
+        assert!(
+            only_restores
+                .check_path("path", "/srv/volumes/ns/claim")
+                .is_ok()
+        );
+        assert!(only_restores.check_path("path", "/srv/other").is_err());
+        let rooted = agent(&["/data"], Some("/srv/volumes"));
+        assert!(rooted.check_path("path", "/data/pv-1").is_ok());
+        assert!(rooted.check_path("path", "/etc").is_err());
+        assert!(rooted.check_path("path", "/data/../etc").is_err());
+    }
 }
