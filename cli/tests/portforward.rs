@@ -34,9 +34,9 @@ fn library_dirs(bin: &Path) -> Vec<String> {
 /// ConfigMap naming it, and one gateway pod running the binary under test.
 fn gateway(toolbox: &str, tls_dir: &Path) -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_ferry"));
-    let mut mounts = format!(
-        "        - {{ name: ferry, mountPath: /usr/bin/ferry, readOnly: true }}\n\
-         \x20       - {{ name: tls, mountPath: /etc/ferry/tls, readOnly: true }}\n"
+    let mut mounts = String::from(
+        "        - { name: ferry, mountPath: /usr/bin/ferry, readOnly: true }\n\
+         \x20       - { name: tls, mountPath: /etc/ferry/tls, readOnly: true }\n",
     );
     let mut volumes = format!(
         "    - {{ name: ferry, hostPath: {{ path: {}, type: File }} }}\n\
@@ -192,6 +192,7 @@ async fn version_reaches_the_in_cluster_gateway_through_the_api_server() {
     eprintln!("{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("Server: unknown"), "{out:#?}");
 
+    // What this test made, and nothing else of ferry-system.
     kubectl(
         &kc,
         "a",
@@ -199,9 +200,10 @@ async fn version_reaches_the_in_cluster_gateway_through_the_api_server() {
             "-n",
             "ferry-system",
             "delete",
-            "pod,service,configmap",
-            "--all",
             "--wait=false",
+            "pod/gateway-0",
+            "service/ferry-gateway",
+            "configmap/ferry",
         ],
         None,
     );

@@ -38,7 +38,7 @@ pub enum ClientError {
     /// Reaching an in-cluster Ferry through the API server failed: no Ready gateway
     /// pod, a right missing, the port-forward broken.
     #[error(transparent)]
-    PortForward(#[from] crate::PortForwardError),
+    PortForward(Box<crate::PortForwardError>),
 
     /// A call was answered with an error.
     #[error("{}", rpc_message(.call, .endpoint, .status, .detail.as_deref()))]
@@ -66,6 +66,12 @@ pub enum ClientError {
     /// The server answered something this SDK does not understand.
     #[error("unexpected answer from Ferry at {endpoint}: {problem}")]
     Protocol { endpoint: String, problem: String },
+}
+
+impl From<crate::PortForwardError> for ClientError {
+    fn from(e: crate::PortForwardError) -> ClientError {
+        ClientError::PortForward(Box::new(e))
+    }
 }
 
 /// Result alias for the SDK.

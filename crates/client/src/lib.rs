@@ -169,7 +169,7 @@ impl Ferry {
         .await
         .map_err(|e| {
             if let Some(forward) = PortForwardError::find(&e) {
-                return ClientError::PortForward(forward);
+                return ClientError::from(forward);
             }
             match tls.explain(&uri, &e) {
                 Some(message) => ClientError::Tls {
@@ -282,7 +282,7 @@ impl Ferry {
     /// connection is up) into [`ClientError::Tls`].
     pub fn rpc_error(&self, call: &'static str, status: tonic::Status) -> ClientError {
         if let Some(forward) = PortForwardError::find(&status) {
-            return ClientError::PortForward(forward);
+            return ClientError::from(forward);
         }
         match self.tls.explain(&self.uri, &status) {
             Some(message) => ClientError::Tls {

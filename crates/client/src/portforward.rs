@@ -411,15 +411,13 @@ impl PortForward {
         // error channel, or the task's own, comes back from the stream's reads and
         // writes; the task's own is also logged (at debug: a stream dropped while bytes
         // still arrive ends it with an error too, which is no news).
-        let failure = Arc::new(std::sync::Mutex::new(None::<String>));
+        let failure = Arc::new(std::sync::OnceLock::<String>::new());
         let failed = failure.clone();
         let (namespace, pod, port) = (t.namespace.clone(), picked.pod.clone(), picked.port);
         tokio::spawn(async move {
             if let Err(e) = forwarder.join().await {
                 tracing::debug!(%namespace, %pod, port, error = %e, "port-forward ended with an error");
-                if let Ok(mut slot) = failed.lock() {
-                    *slot = Some(e.to_string());
-                }
+                let _ = failed.set(e.to_string());
             }
         });
         Ok(Forwarded {
@@ -468,7 +466,7 @@ pub struct Forwarded {
     /// Resolves with the message the API server sends when the port cannot be used.
     refused: Option<futures::future::BoxFuture<'static, Option<String>>>,
     /// The forwarder task's own failure, once it ended with one.
-    failure: Arc<std::sync::Mutex<Option<String>>>,
+    failure: Arc<std::sync::OnceLock<String>>,
     /// This stream's error with the problem left empty: names the pod and port.
     error: Arc<PortForwardError>,
 }
@@ -492,7 +490,7 @@ impl Forwarded {
             problem = message;
         }
         if problem.is_none() {
-            problem = self.failure.lock().ok().and_then(|slot| slot.clone());
+            problem = self.failure.get().cloned();
         }
         let problem = problem?;
         let mut error = (*self.error).clone();

@@ -300,10 +300,7 @@ data:
         .await
         .expect_err("no Ready pod behind the gateway");
     assert!(
-        matches!(
-            err,
-            ClientError::PortForward(PortForwardError::NoReadyPod { .. })
-        ),
+        matches!(&err, ClientError::PortForward(e) if matches!(**e, PortForwardError::NoReadyPod { .. })),
         "{err:?}"
     );
     let text = err.to_string();
@@ -364,17 +361,16 @@ rules:
         "{text}"
     );
 
-    kubectl(
-        env,
-        "b",
-        &[
-            "-n",
-            "ferry-system",
-            "delete",
-            "pod,service,configmap,role,rolebinding",
-            "--all",
-            "--wait=false",
-        ],
-        None,
-    );
+    // What this test made, and nothing else of ferry-system.
+    for what in [
+        "pods -l app.kubernetes.io/name=pf-test",
+        "service ferry-gateway",
+        "configmap ferry",
+        "role pf-test-reader",
+        "rolebinding pf-test-reader",
+    ] {
+        let mut args = vec!["-n", "ferry-system", "delete", "--wait=false"];
+        args.extend(what.split(' '));
+        kubectl(env, "b", &args, None);
+    }
 }
