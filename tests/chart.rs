@@ -463,6 +463,10 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         published(&r),
         format!("https://ferry-gateway.{ns}.svc.cluster.local:7443")
     );
+    // The gateway's Service and port, which clients port-forward to.
+    let cm = r.get("ConfigMap", "ferry");
+    assert_eq!(str_at(cm, &["data", "service"]), "ferry-gateway");
+    assert_eq!(str_at(cm, &["data", "port"]), "7443");
     kubectl_apply_dry_run(env, &r.yaml, "the defaults");
 
     // Every option on.
@@ -850,12 +854,15 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ("scheduler", &review[..], true),
         ("scheduler", &access_review[..], true),
         ("scheduler", &["get", "secrets", "-n", &ns][..], false),
-        ("scheduler", &["list", "pods", "-n", &ns][..], false),
+        // Every signed-in user may list pods in the release namespace (port-forward to
+        // the gateway), so elsewhere.
+        ("scheduler", &["list", "pods", "-n", "default"][..], false),
         ("gateway", &review[..], false),
         ("gateway", &["get", "secrets", "-n", &ns][..], false),
         ("agent", &review[..], false),
         ("agent", &["get", "secrets", "-n", &ns][..], false),
-        ("agent", &["list", "pods", "-n", &ns][..], false),
+        ("agent", &["list", "pods", "-n", "default"][..], false),
+        ("agent", &["delete", "pods", "-n", &ns][..], false),
     ] {
         assert_eq!(
             can(env, &sa(component), args),
@@ -864,10 +871,43 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         );
     }
 
-    // Every signed-in user may read the published endpoint, and nothing else there.
-    assert!(can(env, "alice", &["get", "configmaps/ferry", "-n", &ns]));
-    assert!(!can(env, "alice", &["get", "configmaps/other", "-n", &ns]));
-    assert!(!can(env, "alice", &["list", "configmaps", "-n", &ns]));
+    // Every signed-in user may read the published endpoint and port-forward to the
+    // gateway (its Service, the pods, pods/portforward), and nothing else there.
+    for (args, expected) in [
+        (&["get", "configmaps/ferry", "-n", &ns][..], true),
+        (&["get", "configmaps/other", "-n", &ns][..], false),
+        (&["list", "configmaps", "-n", &ns][..], false),
+        (&["get", "services/ferry-gateway", "-n", &ns][..], true),
+        (&["get", "services/ferry-pairing", "-n", &ns][..], false),
+        (&["list", "services", "-n", &ns][..], false),
+        (&["list", "pods", "-n", &ns][..], true),
+        (&["get", "pods", "-n", &ns][..], true),
+        (
+            &["create", "pods", "--subresource=portforward", "-n", &ns][..],
+            true,
+        ),
+        (
+            &["create", "pods", "--subresource=exec", "-n", &ns][..],
+            false,
+        ),
+        (&["get", "pods", "--subresource=log", "-n", &ns][..], false),
+        (&["create", "pods", "-n", &ns][..], false),
+        (&["delete", "pods", "-n", &ns][..], false),
+        (&["get", "secrets", "-n", &ns][..], false),
+        (&["list", "pods", "-n", "default"][..], false),
+        (
+            &[
+                "create",
+                "pods",
+                "--subresource=portforward",
+                "-n",
+                "default",
+            ][..],
+            false,
+        ),
+    ] {
+        assert_eq!(can(env, "alice", args), expected, "may alice {args:?}?");
+    }
 
     run_ok(helm_on_a(env, &ns).args(["uninstall", "ferry"]), None);
     run_ok(

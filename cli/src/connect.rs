@@ -1,7 +1,8 @@
-//! How a control-plane command finds its Ferry: `--server` when given, otherwise the
-//! endpoint the Ferry of the `--context` cluster publishes in that cluster; and how it
-//! verifies a Ferry serving TLS (`--ca-file`, and for mutual TLS `--client-cert` and
-//! `--client-key`).
+//! How a control-plane command finds its Ferry: `--server` when given, otherwise what
+//! the Ferry of the `--context` cluster publishes in that cluster (ConfigMap
+//! `ferry-system/ferry`): the gateway's Service of an in-cluster Ferry, reached through
+//! the API server (port-forward), or else the endpoint; and how it verifies a Ferry
+//! serving TLS (`--ca-file`, and for mutual TLS `--client-cert` and `--client-key`).
 
 use std::path::PathBuf;
 
@@ -47,7 +48,8 @@ pub struct ConnectArgs {
     )]
     pub client_key: Option<PathBuf>,
     /// Name the Ferry's certificate must hold when it is not the --server host (an
-    /// address its certificate does not list, a tunnel).
+    /// address its certificate does not list, a tunnel), or, for an in-cluster Ferry
+    /// reached through the API server, not <service>.ferry-system.svc.
     #[arg(
         long,
         env = "FERRY_TLS_SERVER_NAME",

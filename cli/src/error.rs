@@ -67,6 +67,10 @@ pub enum Error {
     #[error(transparent)]
     Client(#[from] ferry_client::ClientError),
 
+    /// `ferry version` reached no Ferry (it printed the client's version). Exit status 1.
+    #[error("the server's version is unknown: {0}")]
+    ServerVersion(String),
+
     /// `pair check` found failing checks. Exit status 1.
     #[error(
         "{0} pair check(s) failed (listed above); fix what their hints say and run `ferry pair check` again"
@@ -127,6 +131,7 @@ impl Error {
             | Error::Serve(_)
             | Error::Service { .. }
             | Error::Client(_)
+            | Error::ServerVersion(_)
             | Error::PairCheckFailed(_)
             | Error::Output(_) => 1,
         }

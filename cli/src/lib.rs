@@ -3,8 +3,8 @@
 //!
 //! It holds `ferry repo`, the data mover on its own; `ferry serve`, every service in one
 //! process; and the control plane's client commands (pair, profile, migrate, export, restore,
-//! jobs, restore-points, schedules, activate), which reach a Ferry through the SDK in
-//! crates/client, named by a kubeconfig context or `--server`.
+//! jobs, restore-points, schedules, activate, version), which reach a Ferry through the
+//! SDK in crates/client, named by a kubeconfig context or `--server`.
 
 /// The exit statuses, as one literal so several help texts can `concat!` it.
 macro_rules! exit_codes_help {
@@ -37,6 +37,7 @@ pub mod schedules;
 pub mod serve;
 pub mod service;
 mod signal;
+pub mod version;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -100,6 +101,9 @@ pub enum Command {
     Activate(catalog::ActivateArgs),
     /// Make a CA and certificates to try TLS and mutual TLS with (test setups).
     Certs(certs::CertsArgs),
+    /// Print this client's version and the version of the Ferry it reaches (--context
+    /// or --server); exits 1 when no Ferry answers.
+    Version,
 }
 
 /// Runs a parsed command line. Ctrl-C and SIGTERM cancel the command cleanly; a second
@@ -138,5 +142,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::ImportKey => catalog::import_key(&cli.connect, cli.output).await,
         Command::Activate(args) => catalog::activate(&cli.connect, args, cli.output).await,
         Command::Certs(args) => certs::run(args),
+        Command::Version => version::run(&cli.connect, cli.output).await,
     }
 }

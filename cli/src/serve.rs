@@ -216,14 +216,14 @@ pub async fn serve(
         "ferry serve starting"
     );
     let agent_server = tokio::spawn(
-        ferry_rpc::Server::new()?
+        ferry_rpc::Server::named("agent")?
             .with_service(AgentServiceServer::new(agent))
             .serve(
                 agent_listener,
                 async move { agent_stopped.cancelled().await },
             ),
     );
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("serve")?
         .with_service(transfer.agent_relay())
         .with_service(pairing.internal_server())
         .with_service(PairingServiceServer::new(pairing))

@@ -35,6 +35,11 @@ pub enum ClientError {
     #[error("finding the Ferry of {what}: {problem}")]
     Discovery { what: String, problem: String },
 
+    /// Reaching an in-cluster Ferry through the API server failed: no Ready gateway
+    /// pod, a right missing, the port-forward broken.
+    #[error(transparent)]
+    PortForward(Box<crate::PortForwardError>),
+
     /// A call was answered with an error.
     #[error("{}", rpc_message(.call, .endpoint, .status, .detail.as_deref()))]
     Rpc {
@@ -61,6 +66,12 @@ pub enum ClientError {
     /// The server answered something this SDK does not understand.
     #[error("unexpected answer from Ferry at {endpoint}: {problem}")]
     Protocol { endpoint: String, problem: String },
+}
+
+impl From<crate::PortForwardError> for ClientError {
+    fn from(e: crate::PortForwardError) -> ClientError {
+        ClientError::PortForward(Box::new(e))
+    }
 }
 
 /// Result alias for the SDK.
@@ -96,7 +107,9 @@ impl ClientError {
     /// True when the call never reached a Ferry or the Ferry could not be found.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            ClientError::Connect { .. } | ClientError::Discovery { .. } => true,
+            ClientError::Connect { .. }
+            | ClientError::Discovery { .. }
+            | ClientError::PortForward(_) => true,
             ClientError::Rpc { status, detail, .. } => {
                 status.code() == tonic::Code::Unavailable
                     || detail.as_deref().map(|d| d.code()) == Some(ErrorCode::Unreachable)

@@ -6,6 +6,16 @@
 //! `ferry-system/ferry` of its cluster ([`ENDPOINT_CONFIGMAP`]), so naming the cluster
 //! is enough.
 //!
+//! A Ferry installed in the cluster (the Helm chart) also names its gateway's Service
+//! and port there ([`SERVICE_KEY`], [`PORT_KEY`]): [`Ferry::for_context`] then reaches
+//! it through the cluster's API server, as `kubectl port-forward` does, so no port of
+//! the cluster needs to be reachable from the caller's machine. Each connection goes to
+//! a Ready pod behind that Service (picked again when one goes away), and over TLS the
+//! gateway's certificate is checked for `<service>.<namespace>.svc` unless
+//! [`ClientTls::with_server_name`] names another. The user needs `get` on that Service,
+//! `list` on pods and `create` on `pods/portforward` in its namespace, which the chart
+//! grants every signed-in user ([`PortForwardError`] names what is missing).
+//!
 //! Every call carries the caller's Kubernetes bearer token, which the Ferry reviews with
 //! its cluster (TokenReview, then SubjectAccessReviews for what the call would do):
 //! [`Ferry::for_context`] takes it from the context's user, [`Ferry::with_token`] sets
@@ -43,6 +53,7 @@
 mod discover;
 mod error;
 mod jobs;
+mod portforward;
 
 use std::time::Duration;
 
@@ -50,26 +61,42 @@ use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
 use ferry_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use ferry_proto::v1::transfer_service_client::TransferServiceClient;
+use ferry_proto::v1::version_service_client::VersionServiceClient;
 use ferry_proto::v1::{
-    ClusterRef, GetPairRequest, ListPairsRequest, Pair, StartMigrationRequest, cluster_ref,
+    ClusterRef, GetPairRequest, GetVersionRequest, GetVersionResponse, ListPairsRequest, Pair,
+    StartMigrationRequest, cluster_ref,
 };
 use ferry_rpc::tls::TlsChannel;
 
 pub use discover::{
-    ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE, context_api_server, context_token,
+    ENDPOINT_CONFIGMAP, ENDPOINT_KEY, FERRY_NAMESPACE, PORT_KEY, SERVICE_KEY, context_api_server,
+    context_token,
 };
 pub use error::{ClientError, Result};
 pub use ferry_proto::v1 as proto;
 pub use ferry_rpc::tls::{ClientTls, Pem, TlsError};
 pub use jobs::{Job, is_final};
+pub use portforward::{Forwarded, Picked, PortForward, PortForwardError};
 
 /// A connection to one Ferry server. Cheap to clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct Ferry {
     /// Its failed calls say what did not match when TLS is the reason.
     channel: TlsChannel,
+    /// What errors name the Ferry by: its URL, and the route when it is reached
+    /// through the API server.
     endpoint: String,
+    /// The URL the channel speaks to; TLS checks the certificate for its host.
+    uri: String,
     tls: ClientTls,
+}
+
+/// The settings every channel to a Ferry shares.
+fn tuned(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
 }
 
 impl Ferry {
@@ -84,18 +111,67 @@ impl Ferry {
     /// `https://` when `tls` has a CA or a client certificate, `http://` otherwise.
     pub async fn connect_with(endpoint: &str, tls: &ClientTls) -> Result<Ferry> {
         let endpoint = tls.uri(endpoint);
-        let channel = tls
-            .endpoint(&endpoint)
-            .map_err(|e| ClientError::BadEndpoint {
+        let channel = tuned(
+            tls.endpoint(&endpoint)
+                .map_err(|e| ClientError::BadEndpoint {
+                    endpoint: endpoint.clone(),
+                    problem: e.to_string(),
+                })?,
+        )
+        .connect()
+        .await
+        .map_err(|e| match tls.explain(&endpoint, &e) {
+            Some(message) => ClientError::Tls {
                 endpoint: endpoint.clone(),
-                problem: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(10))
-            .tcp_keepalive(Some(Duration::from_secs(30)))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect()
-            .await
-            .map_err(|e| match tls.explain(&endpoint, &e) {
+                message,
+            },
+            None => ClientError::Connect {
+                endpoint: endpoint.clone(),
+                source: e,
+            },
+        })?;
+        Ok(Ferry {
+            channel: TlsChannel::new(channel, tls, &endpoint),
+            uri: endpoint.clone(),
+            endpoint,
+            tls: tls.clone(),
+        })
+    }
+
+    /// Connects through the API server of `client`'s cluster to the Ferry behind
+    /// Service `target.service`; `scheme` is the published endpoint's.
+    async fn connect_forwarded(
+        client: kube::Client,
+        target: portforward::Target,
+        https: bool,
+        tls: &ClientTls,
+    ) -> Result<Ferry> {
+        let connector = portforward::PortForward::to(client, target.clone());
+        // The URL only names the certificate's host and the HTTP authority; no
+        // connection goes to it.
+        let scheme = if https { "https" } else { "http" };
+        let uri = match target.port {
+            Some(port) => format!(
+                "{scheme}://{}.{}.svc:{port}",
+                target.service, target.namespace
+            ),
+            None => format!("{scheme}://{}.{}.svc", target.service, target.namespace),
+        };
+        let endpoint = format!(
+            "{uri} (Service {}/{} through the API server of {})",
+            target.namespace, target.service, target.context
+        );
+        let channel = tuned(tls.endpoint(&uri).map_err(|e| ClientError::BadEndpoint {
+            endpoint: endpoint.clone(),
+            problem: e.to_string(),
+        })?)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| {
+            if let Some(forward) = PortForwardError::find(&e) {
+                return ClientError::from(forward);
+            }
+            match tls.explain(&uri, &e) {
                 Some(message) => ClientError::Tls {
                     endpoint: endpoint.clone(),
                     message,
@@ -104,9 +180,13 @@ impl Ferry {
                     endpoint: endpoint.clone(),
                     source: e,
                 },
-            })?;
+            }
+        })?;
         Ok(Ferry {
-            channel: TlsChannel::new(channel, tls, &endpoint),
+            // No probe of its own on failure: the URL's host is only reached through
+            // the API server.
+            channel: TlsChannel::new(channel, tls, &uri).without_probe(),
+            uri,
             endpoint,
             tls: tls.clone(),
         })
@@ -124,13 +204,24 @@ impl Ferry {
 
     /// [`Ferry::for_context`] with TLS settings for a Ferry that publishes `https://`.
     /// Calls carry the bearer token of the context's user, when it has one.
+    ///
+    /// When the cluster's ConfigMap names the gateway's Service (a Ferry installed in
+    /// the cluster), the connection goes through the API server to a Ready pod behind
+    /// it; otherwise (`ferry serve`) straight to the published endpoint.
     pub async fn for_context_with(
         kubeconfig: Option<&std::path::Path>,
         context: Option<&str>,
         tls: &ClientTls,
     ) -> Result<Ferry> {
-        let endpoint = discover::endpoint_of(kubeconfig, context).await?;
-        let ferry = Ferry::connect_with(&endpoint, tls).await?;
+        let client = discover::kube_client(kubeconfig, context).await?;
+        let published = discover::published(client.clone(), context).await?;
+        let ferry = match gateway_target(&published, context) {
+            Some(target) => {
+                let https = tls.uri(&published.endpoint).starts_with("https://");
+                Ferry::connect_forwarded(client, target, https, tls).await?
+            }
+            None => Ferry::connect_with(&published.endpoint, tls).await?,
+        };
         match discover::context_token(kubeconfig, context).await? {
             Some(token) => ferry.with_token(&token),
             None => Ok(ferry),
@@ -171,11 +262,29 @@ impl Ferry {
         SchedulerServiceClient::new(self.channel.clone())
     }
 
+    pub fn version_service(&self) -> VersionServiceClient<TlsChannel> {
+        VersionServiceClient::new(self.channel.clone())
+    }
+
+    /// The version, component and commit of the server that answers (no sign-in
+    /// needed).
+    pub async fn server_version(&self) -> Result<GetVersionResponse> {
+        Ok(self
+            .version_service()
+            .get_version(GetVersionRequest {})
+            .await
+            .map_err(|s| self.rpc_error("GetVersion", s))?
+            .into_inner())
+    }
+
     /// Turns a failed call into an error naming the call and this Ferry; a TLS failure
     /// (with mutual TLS, the server refuses a client certificate only after the
     /// connection is up) into [`ClientError::Tls`].
     pub fn rpc_error(&self, call: &'static str, status: tonic::Status) -> ClientError {
-        match self.tls.explain(&self.endpoint, &status) {
+        if let Some(forward) = PortForwardError::find(&status) {
+            return ClientError::from(forward);
+        }
+        match self.tls.explain(&self.uri, &status) {
             Some(message) => ClientError::Tls {
                 endpoint: self.endpoint.clone(),
                 message,
@@ -281,6 +390,35 @@ impl Ferry {
     pub fn job(&self, id: &str) -> Job {
         Job::new(self.clone(), id)
     }
+}
+
+/// How the Ferry of a kubeconfig context is reached through the API server, as
+/// [`Ferry::for_context`] finds it: the port-forward to the gateway Service named in
+/// the cluster's ConfigMap `ferry-system/ferry`; None when it names none (`ferry
+/// serve`, reached at its endpoint).
+pub async fn gateway_of(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> Result<Option<PortForward>> {
+    let client = discover::kube_client(kubeconfig, context).await?;
+    let published = discover::published(client.clone(), context).await?;
+    Ok(gateway_target(&published, context).map(|target| PortForward::to(client, target)))
+}
+
+/// The gateway Service the ConfigMap names, if any.
+fn gateway_target(
+    published: &discover::Published,
+    context: Option<&str>,
+) -> Option<portforward::Target> {
+    let service = published.service.as_ref()?;
+    Some(portforward::Target {
+        context: discover::describe(context),
+        context_name: context.map(str::to_owned),
+        namespace: FERRY_NAMESPACE.to_owned(),
+        service: service.clone(),
+        port: published.port,
+        configmap: ENDPOINT_CONFIGMAP.to_owned(),
+    })
 }
 
 /// A reference to the cluster on the other side of pair `id`.

@@ -313,6 +313,7 @@ fn descriptor_set_has_every_service_and_method() {
             "ferry.v1.AgentService",
             &["Backup", "Restore", "Verify", "Cancel", "GetInfo"],
         ),
+        ("ferry.v1.VersionService", &["GetVersion"]),
         ("ferry.v1.CatalogInternalService", &["ResolveProfile"]),
         ("ferry.v1.PairingInternalService", &["ResolvePair"]),
     ];

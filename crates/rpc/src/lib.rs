@@ -4,10 +4,11 @@
 //!   and the standard `google.rpc` details, so clients in any language branch on a code
 //!   and show the hint, never parse text; one table maps error kinds to gRPC codes.
 //! - [`log`]: every server logs each failed call once, at a level set by its code.
-//! - [`Server`]: health checking and reflection (grpcurl works) on every server, one
-//!   span per request named by its method and carrying the caller's `traceparent`, and
-//!   graceful shutdown; on a [`Listener`], TLS or mutual TLS, or plaintext on loopback
-//!   only unless asked for.
+//! - [`Server`]: health checking, reflection (grpcurl works) and
+//!   `ferry.v1.VersionService` ([`version`]) on every server, one span per request
+//!   named by its method and carrying the caller's `traceparent`, and graceful
+//!   shutdown; on a [`Listener`], TLS or mutual TLS, or plaintext on loopback only
+//!   unless asked for.
 //! - [`tls`]: server and client TLS, the flags every server binary takes, and errors
 //!   that name the mismatch (unknown CA, wrong name, expired).
 //! - [`init_tracing`], [`traced_channel`], [`propagate`]: logging, optional OTLP span
@@ -20,6 +21,7 @@ pub mod log;
 pub mod probe;
 pub mod tls;
 pub mod trace;
+pub mod version;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -99,8 +101,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Health (`grpc.health.v1`) and reflection (v1 and v1alpha) are always present.
+    /// [`Server::named`] without a component name: `GetVersion` answers an empty
+    /// component.
     pub fn new() -> Result<Server, ServeError> {
+        Server::named("")
+    }
+
+    /// Health (`grpc.health.v1`), reflection (v1 and v1alpha) and `GetVersion`
+    /// (`ferry.v1.VersionService`, answering `component`: "serve", "gateway",
+    /// "pairing", ...) are always present. `GetVersion` needs no sign-in.
+    pub fn named(component: &'static str) -> Result<Server, ServeError> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ferry_proto::FILE_DESCRIPTOR_SET)
@@ -116,7 +126,8 @@ impl Server {
         routes
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(reflection_alpha);
+            .add_service(reflection_alpha)
+            .add_service(version::Version::new(component).into_server());
         Ok(Server {
             routes,
             health,

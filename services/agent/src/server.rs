@@ -26,7 +26,7 @@ pub async fn serve(
         ops.drain(config.shutdown_grace).await;
     };
     tracing::info!(node = %config.node_name, "agent starting");
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("agent")?
         .with_service(AgentServiceServer::new(agent))
         .serve(listener, drained)
         .await

@@ -14,7 +14,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     tracing::info!(?service, "catalog starting");
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("catalog")?
         .with_service(service.internal_server())
         .with_service(service.into_server())
         .serve(listener, async move { shutdown.cancelled().await })

@@ -5,8 +5,8 @@
 //! transfer service's agent relay. The gateway checks no caller itself (each component
 //! reviews the token the call carries, which passes through untouched) and never routes
 //! the internal APIs (CatalogInternalService, PairingInternalService), which answer only
-//! the internal credential: from outside they do not exist. It answers health and
-//! reflection itself.
+//! the internal credential: from outside they do not exist. It answers health,
+//! reflection and VersionService (component "gateway") itself.
 //!
 //! ```text
 //! ferry-gateway --listen 127.0.0.1:7443 \
@@ -112,7 +112,7 @@ pub async fn serve(
     listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
 ) -> Result<(), ferry_rpc::ServeError> {
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("gateway")?
         .with_service(Forward::<PairingServiceServer<()>>::new(routes.pairing))
         .with_service(Forward::<CatalogServiceServer<()>>::new(routes.catalog))
         .with_service(Forward::<TransferServiceServer<()>>::new(routes.transfer))

@@ -16,7 +16,7 @@ pub async fn serve(
     listener: impl Into<ferry_rpc::Listener>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("pairing")?
         .with_service(service.internal_server())
         .with_service(PairingServiceServer::new(service))
         .serve(listener, async move {

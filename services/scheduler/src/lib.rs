@@ -49,7 +49,7 @@ pub async fn serve(
         shutdown.cancelled().await;
         engine.shutdown().await;
     };
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("scheduler")?
         .with_service(scheduler.into_server())
         .serve(listener, stopped)
         .await?;

@@ -85,7 +85,7 @@ pub async fn serve_with(
         shutdown.cancelled().await;
         engine.shutdown(grace).await;
     };
-    ferry_rpc::Server::new()?
+    ferry_rpc::Server::named("transfer")?
         .with_service(transfer.agent_relay())
         .with_service(TransferServiceServer::new(transfer))
         .serve(listener, stopped)

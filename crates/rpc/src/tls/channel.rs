@@ -25,6 +25,9 @@ pub struct TlsChannel {
     bearer: Option<http::HeaderValue>,
     /// Further headers every call carries, unless the call sets its own.
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Whether a failed call that shows no TLS failure is followed by a handshake of
+    /// its own to the endpoint, to hear what the server says.
+    probe: bool,
 }
 
 impl TlsChannel {
@@ -35,6 +38,7 @@ impl TlsChannel {
             explain: None,
             bearer: None,
             headers: Vec::new(),
+            probe: false,
         }
     }
 
@@ -45,7 +49,15 @@ impl TlsChannel {
             explain: Some(Arc::new((tls.clone(), endpoint.to_string()))),
             bearer: None,
             headers: tls.headers.clone(),
+            probe: true,
         }
+    }
+
+    /// No handshake of its own after a failed call: for a channel whose endpoint is not
+    /// reached directly (a port-forward through the Kubernetes API server).
+    pub fn without_probe(mut self) -> TlsChannel {
+        self.probe = false;
+        self
     }
 
     /// Whether `token` can travel as a bearer token.
@@ -120,6 +132,7 @@ impl Service<http::Request<Body>> for TlsChannel {
         }
         let call = self.inner.call(request);
         let explain = self.explain.clone();
+        let probe = self.probe;
         Box::pin(async move {
             let e = match call.await {
                 Ok(response) => return Ok(response),
@@ -132,7 +145,8 @@ impl Service<http::Request<Body>> for TlsChannel {
             // server (the refusal of a client certificate races the request).
             let mismatch = match TlsMismatch::find(&e) {
                 Some(mismatch) => Some(mismatch),
-                None => tls.diagnose(endpoint).await,
+                None if probe => tls.diagnose(endpoint).await,
+                None => None,
             };
             Err(match mismatch {
                 Some(mismatch) => explained(tls, endpoint, mismatch),
