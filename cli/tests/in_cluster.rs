@@ -246,6 +246,31 @@ spec:
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }
 
+/// Waits until the `ferry` command reaches the Ferry of each context (through the API
+/// server); on timeout, says what the last attempt answered.
+fn wait_answering(kubeconfig: &Path, contexts: &[&str]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    for context in contexts {
+        loop {
+            let answer = cli(kubeconfig, &["--context", context, "pair", "list"]);
+            if answer.code == Some(0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Ferry of {context} does not answer: {answer:?}\n{}",
+                kubectl(
+                    kubeconfig,
+                    context,
+                    &["-n", NS, "get", "pods,endpoints", "-o", "wide"],
+                    None
+                )
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
 fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
     eventually(&format!("pod {ns}/db-0 on {context} to exist"), || {
         kubectl_ok(kubeconfig, context, &["-n", ns, "get", "pod", "db-0"])
@@ -374,11 +399,7 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     }
 
     // The `ferry` command finds each in-cluster Ferry from its context alone.
-    eventually("both gateways to answer", || {
-        ["a", "b"]
-            .iter()
-            .all(|c| cli(&kc, &["--context", c, "pair", "list"]).code == Some(0))
-    });
+    wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "in-cluster", 61);
 
     // The application runs on a with its own data.
@@ -436,9 +457,7 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
             .all(|p| !after.contains(p) || p.contains("agent")),
         "pods did not roll: {before:?} -> {after:?}"
     );
-    eventually("a's Ferry to answer after the upgrade", || {
-        cli(&kc, &["--context", "a", "pair", "list"]).code == Some(0)
-    });
+    wait_answering(&kc, &["a"]);
     let jobs = cli(&kc, &["--context", "a", "jobs", "list"]).ok();
     assert!(
         jobs.stdout
@@ -447,8 +466,8 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
         "{jobs:?}"
     );
 
-    // Uninstalled, nothing of the release is left but its state's claims.
-    cli(&kc, &["--context", "a", "pair", "delete", "a-to-b"]).ok();
+    // Uninstalled, nothing of the release is left but its state's claims; what pairing
+    // made on the destination for the pair goes with it (garbage collection).
     for side in [&a, &b] {
         helm(
             &kc,
@@ -487,6 +506,25 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
         );
         assert!(claims.contains("persistentvolumeclaim/"), "{claims}");
     }
+    eventually("what pairing made on b to be collected", || {
+        !kubectl_ok(&kc, "b", &["get", "clusterrole", "ferry-migrator"])
+            && kubectl(
+                &kc,
+                "b",
+                &[
+                    "get",
+                    "serviceaccounts,clusterrolebindings",
+                    "-A",
+                    "-l",
+                    "app.kubernetes.io/managed-by=ferry-pairing",
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .trim()
+            .is_empty()
+    });
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

@@ -297,6 +297,8 @@ binary of that component.
 {{- with $v.peer.apiServerURL }}
 {{- $args = append $args (printf "--api-server-url=%s" .) }}
 {{- end }}
+{{- /* What pairing makes in the cluster goes with the release (garbage collection). */}}
+{{- $args = append $args (printf "--owner-cluster-role=%s" (include "ferry.clusterScopedName" (dict "ctx" $ctx "component" "pairing"))) }}
 {{- /* CheckPair's repository checks ask the catalog about this cluster's profiles. */}}
 {{- $args = append $args (printf "--catalog-endpoint=%s" $ep.catalog) }}
 {{- $args = append $args (printf "--namespace=%s" $ctx.Release.Namespace) }}

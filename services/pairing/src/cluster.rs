@@ -293,8 +293,13 @@ async fn ensure_namespace(client: &kube::Client, cluster: &str, namespace: &str)
 }
 
 /// Writes ClusterRole `ferry-migrator` (server-side apply, so repeated and concurrent
-/// calls converge), granting the custom-resource groups present now.
-pub async fn ensure_cluster_role(client: &kube::Client, cluster: &str) -> Result<()> {
+/// calls converge), granting the custom-resource groups present now. `owner` (the
+/// installation's own ClusterRole) makes the garbage collector remove it with Ferry.
+pub async fn ensure_cluster_role(
+    client: &kube::Client,
+    cluster: &str,
+    owner: Option<&OwnerReference>,
+) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut groups: Vec<String> = crds
         .list_metadata(&ListParams::default())
@@ -322,6 +327,7 @@ pub async fn ensure_cluster_role(client: &kube::Client, cluster: &str) -> Result
                 "app.kubernetes.io/managed-by".to_string(),
                 MANAGER.to_string(),
             )])),
+            owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
         rules: Some(migrator_rules(&groups)),
@@ -361,7 +367,8 @@ pub fn credential_names(namespace: &str, pair_id: &str) -> IssuedCredential {
 }
 
 /// Creates the ServiceAccount, binds it to `ferry-migrator` and gets a token for it.
-/// On failure, removes whatever it created.
+/// On failure, removes whatever it created. `owner` (the installation's own
+/// ClusterRole) owns what is made, so uninstalling Ferry removes it.
 pub async fn issue_credential(
     client: &kube::Client,
     cluster: &str,
@@ -369,12 +376,13 @@ pub async fn issue_credential(
     pair_id: &str,
     kind: CredentialKind,
     lifetime: Duration,
+    owner: Option<&OwnerReference>,
 ) -> Result<(IssuedCredential, Secret)> {
     let mut cred = credential_names(namespace, pair_id);
     if kind == CredentialKind::TokenRequest {
         cred.secret = None;
     }
-    match issue(client, cluster, pair_id, kind, lifetime, &mut cred).await {
+    match issue(client, cluster, pair_id, kind, lifetime, owner, &mut cred).await {
         Ok(bearer) => Ok((cred, bearer)),
         Err(e) => {
             if let Err(cleanup) = revoke_credential(client, cluster, &cred).await {
@@ -392,11 +400,12 @@ async fn issue(
     pair_id: &str,
     kind: CredentialKind,
     lifetime: Duration,
+    owner: Option<&OwnerReference>,
     cred: &mut IssuedCredential,
 ) -> Result<Secret> {
     let ns = cred.namespace.clone();
     ensure_namespace(client, cluster, &ns).await?;
-    ensure_cluster_role(client, cluster).await?;
+    ensure_cluster_role(client, cluster, owner).await?;
 
     let sa_ref = || object("v1", "ServiceAccount", &ns, &cred.service_account);
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
@@ -404,6 +413,7 @@ async fn issue(
         metadata: ObjectMeta {
             name: Some(cred.service_account.clone()),
             labels: Some(labels(pair_id)),
+            owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
         ..Default::default()
@@ -421,6 +431,7 @@ async fn issue(
         metadata: ObjectMeta {
             name: Some(cred.binding.clone()),
             labels: Some(labels(pair_id)),
+            owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
         role_ref: RoleRef {
@@ -636,6 +647,32 @@ pub async fn pair_client(
             url: url.into(),
             detail: e.to_string(),
         })
+}
+
+/// An owner reference to ClusterRole `name` (the installation's own, made by the Helm
+/// chart): what pairing makes is removed by the garbage collector when it goes.
+pub async fn cluster_role_owner(
+    client: &kube::Client,
+    cluster: &str,
+    name: &str,
+) -> Result<OwnerReference> {
+    let role = Api::<ClusterRole>::all(client.clone())
+        .get(name)
+        .await
+        .map_err(PairingError::kube(
+            cluster,
+            format!(
+                "reading ClusterRole {name}, the owner of what pairing makes (--owner-cluster-role)"
+            ),
+            object("rbac.authorization.k8s.io/v1", "ClusterRole", "", name),
+        ))?;
+    Ok(OwnerReference {
+        api_version: "rbac.authorization.k8s.io/v1".into(),
+        kind: "ClusterRole".into(),
+        name: name.into(),
+        uid: role.metadata.uid.unwrap_or_default(),
+        ..Default::default()
+    })
 }
 
 /// Reaches the API with the pair's credential: the server's version, or why not.

@@ -66,6 +66,9 @@ pub struct PairingConfig {
     /// The deployment's internal credential: the transfer service bears it to resolve
     /// pairs (PairingInternalService). None refuses every internal call.
     pub internal_token: Option<String>,
+    /// Owner of what pairing makes in the cluster (ClusterRole `ferry-migrator`, pairs'
+    /// ServiceAccounts and bindings), so removing Ferry removes them.
+    pub owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 }
 
 impl std::fmt::Debug for PairingConfig {
@@ -118,6 +121,7 @@ impl PairingConfig {
             peer_tls: ferry_rpc::ClientTls::new(),
             access: None,
             internal_token: None,
+            owner: None,
         }
     }
 }
@@ -140,6 +144,11 @@ pub struct Args {
     pub probes: ferry_rpc::ProbeArgs,
     #[command(flatten)]
     pub access: ferry_authz::AccessArgs,
+    /// ClusterRole that owns what pairing makes in the cluster (ClusterRole
+    /// `ferry-migrator`, pairs' ServiceAccounts and ClusterRoleBindings): when it is
+    /// deleted (`helm uninstall`), the garbage collector removes them too.
+    #[arg(long, env = "FERRY_OWNER_CLUSTER_ROLE")]
+    pub owner_cluster_role: Option<String>,
     /// The catalog, which checks this cluster's profiles for CheckPair's repository
     /// checks (https:// when it serves TLS); calls bear the internal credential.
     #[arg(long, env = "FERRY_CATALOG_ENDPOINT")]
@@ -202,6 +211,8 @@ pub enum ConfigError {
     Access(#[from] ferry_authz::AccessConfigError),
     #[error("--catalog-endpoint {endpoint:?}: {detail}")]
     Catalog { endpoint: String, detail: String },
+    #[error(transparent)]
+    Owner(Box<crate::error::PairingError>),
 }
 
 impl Args {
@@ -299,6 +310,13 @@ impl Args {
                         detail: e.to_string(),
                     })?;
             config.profile_probe = Some(std::sync::Arc::new(probe));
+        }
+        if let Some(name) = &self.owner_cluster_role {
+            let owner =
+                crate::cluster::cluster_role_owner(&config.kube, &config.cluster_name, name)
+                    .await
+                    .map_err(|e| ConfigError::Owner(Box::new(e)))?;
+            config.owner = Some(owner);
         }
         config.access = access;
         config.internal_token = internal_token;

@@ -373,6 +373,7 @@ impl Inner {
             &pair_id,
             self.config.credential_kind,
             self.config.credential_lifetime,
+            self.config.owner.as_ref(),
         )
         .await?;
 
