@@ -381,9 +381,11 @@ mod tests {
             let after = cut(&changed, 11);
             prop_assert_eq!(after.concat(), changed);
             // An edit disturbs the chunk it lands in, the inserted bytes themselves and
-            // at most a few chunks after it: the damage does not grow with the file.
+            // a few chunks after it, until a cut point falls where it fell before (cut
+            // points within the minimum size of the last cut are skipped, so resyncing
+            // can take a few chunks): the damage does not grow with the file.
             let new_chunks = after.iter().filter(|c| !before.contains(c)).count();
-            let bound = 4 + insert.len() / params().min_size as usize;
+            let bound = 6 + insert.len() / params().min_size as usize;
             prop_assert!(new_chunks <= bound, "{} new chunks of {}", new_chunks, after.len());
             prop_assert!(shared_fraction(&before, &after) > 0.8);
         }
