@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::control::{
-    cli, eventually, free_port, jsonpath, kubectl, migrate, profiles_and_pair, sample_app,
+    cli, eventually, free_port, grpcurl, jsonpath, kubectl, migrate, profiles_and_pair, sample_app,
 };
 use common::{assert_same_tree, make_tree};
 
@@ -274,6 +274,40 @@ async fn four_services_an_agent_and_the_gateway_as_separate_processes_migrate_an
         direct.contains("PermissionDenied") && direct.contains("internal credential"),
         "{direct}"
     );
+    // Each internal API and the agent relay, with no token and as the namespace user.
+    let alice = env
+        .cluster("a")
+        .unwrap()
+        .user("alice")
+        .unwrap()
+        .token
+        .clone();
+    for (port, method, data) in [
+        (
+            a.pairing,
+            "ferry.v1.PairingInternalService/ResolvePair",
+            r#"{"pair":"a-to-b"}"#,
+        ),
+        (
+            a.catalog,
+            "ferry.v1.CatalogInternalService/ResolveProfile",
+            r#"{"profile":"main"}"#,
+        ),
+        (a.transfer, "ferry.v1.AgentService/GetInfo", "{}"),
+        (a.gateway, "ferry.v1.AgentService/GetInfo", "{}"),
+    ] {
+        let addr = format!("127.0.0.1:{port}");
+        let anonymous = grpcurl(&addr, None, method, data);
+        assert!(
+            anonymous.contains("Unauthenticated"),
+            "{method} at {addr}: {anonymous}"
+        );
+        let user = grpcurl(&addr, Some(&alice), method, data);
+        assert!(
+            user.contains("PermissionDenied"),
+            "{method} at {addr} as alice: {user}"
+        );
+    }
     let agent = grpcurl(
         &format!("127.0.0.1:{}", a.agent),
         None,
@@ -319,16 +353,4 @@ async fn four_services_an_agent_and_the_gateway_as_separate_processes_migrate_an
         "{relay}"
     );
     drop(running);
-}
-
-/// `grpcurl -plaintext [-H authorization: Bearer TOKEN] -d DATA ADDR METHOD`, its
-/// stdout and stderr together (the refusals are on stderr).
-fn grpcurl(addr: &str, token: Option<&str>, method: &str, data: &str) -> String {
-    let header = token.map(|t| format!("authorization: Bearer {t}"));
-    let mut args = vec!["-plaintext"];
-    if let Some(h) = &header {
-        args.extend(["-H", h.as_str()]);
-    }
-    args.extend(["-d", data, addr, method]);
-    ferry_testenv::run_grpcurl(&args).1
 }

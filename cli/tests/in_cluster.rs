@@ -18,31 +18,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::assert_same_tree;
-use common::control::{cli, eventually, jsonpath, kubectl, kubectl_ok, profiles_and_pair};
-
-/// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
-/// the program first verifies every record already there and only then reports Ready.
-const RECORDS_PROGRAM: &str = r#"set -eu
-f=/data/records
-n=0
-if [ -f "$f" ]; then
-  while read -r i payload sum; do
-    [ "$i" = "$((n + 1))" ] || { echo "record $((n + 1)) missing (found $i)"; exit 1; }
-    [ "$(printf %s "$payload" | sha256sum | cut -c1-64)" = "$sum" ] || { echo "record $i corrupt"; exit 1; }
-    n=$i
-  done < "$f"
-fi
-echo "verified $n records"
-touch /tmp/verified
-while [ "$n" -lt 100 ]; do
-  n=$((n + 1))
-  payload="r$n-$RANDOM$RANDOM"
-  echo "$n $payload $(printf %s "$payload" | sha256sum | cut -c1-64)" >> "$f"
-done
-sync
-echo "holding $n records"
-exec sleep 2147483647
-"#;
+use common::control::{
+    RECORDS_PROGRAM, cli, eventually, jsonpath, kubectl, kubectl_ok, profiles_and_pair, wait_ready,
+};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/ferry");
 const NS: &str = "ferry-system";
@@ -269,25 +247,6 @@ fn wait_answering(kubeconfig: &Path, contexts: &[&str]) {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
     }
-}
-
-fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
-    eventually(&format!("pod {ns}/db-0 on {context} to exist"), || {
-        kubectl_ok(kubeconfig, context, &["-n", ns, "get", "pod", "db-0"])
-    });
-    kubectl(
-        kubeconfig,
-        context,
-        &[
-            "-n",
-            ns,
-            "wait",
-            "--for=condition=Ready",
-            "pod/db-0",
-            "--timeout=180s",
-        ],
-        None,
-    );
 }
 
 /// Where the volume of claim `data-db-0` of `ns` is on this machine (every node's

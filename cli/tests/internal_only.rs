@@ -11,7 +11,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::control::free_port;
+use common::control::{free_port, grpcurl};
 
 /// `ferry service ARGS...` started, killed when dropped.
 struct Running(std::process::Child);
@@ -38,16 +38,6 @@ fn refused(args: &[&str]) -> String {
     let out = service(args, None).output().unwrap();
     assert!(!out.status.success(), "started: {args:?}");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn grpcurl(addr: &str, token: Option<&str>, method: &str, data: &str) -> String {
-    let header = token.map(|t| format!("authorization: Bearer {t}"));
-    let mut args = vec!["-plaintext"];
-    if let Some(h) = &header {
-        args.extend(["-H", h.as_str()]);
-    }
-    args.extend(["-d", data, addr, method]);
-    ferry_testenv::run_grpcurl(&args).1
 }
 
 fn wait_listening(port: u16) {

@@ -14,34 +14,9 @@ use std::path::Path;
 
 use common::assert_same_tree;
 use common::control::{
-    eventually, hostpath_volume, jsonpath, kubectl, kubectl_ok, migrate, namespace_and_class,
-    profiles_and_pair, serve, storage_class, wait_answering,
+    RECORDS_PROGRAM, eventually, hostpath_volume, jsonpath, kubectl, migrate, namespace_and_class,
+    profiles_and_pair, serve, storage_class, wait_answering, wait_ready,
 };
-
-/// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
-/// the program first verifies every record already there (numbering and checksum) and
-/// only then reports Ready (the readiness probe looks for /tmp/verified).
-const RECORDS_PROGRAM: &str = r#"set -eu
-f=/data/records
-n=0
-if [ -f "$f" ]; then
-  while read -r i payload sum; do
-    [ "$i" = "$((n + 1))" ] || { echo "record $((n + 1)) missing (found $i)"; exit 1; }
-    [ "$(printf %s "$payload" | sha256sum | cut -c1-64)" = "$sum" ] || { echo "record $i corrupt"; exit 1; }
-    n=$i
-  done < "$f"
-fi
-echo "verified $n records"
-touch /tmp/verified
-while [ "$n" -lt 100 ]; do
-  n=$((n + 1))
-  payload="r$n-$RANDOM$RANDOM"
-  echo "$n $payload $(printf %s "$payload" | sha256sum | cut -c1-64)" >> "$f"
-done
-sync
-echo "holding $n records"
-exec sleep 2147483647
-"#;
 
 fn application(kubeconfig: &Path, ns: &str, class: &str, volume: &Path, image: &str) {
     let program = RECORDS_PROGRAM
@@ -107,27 +82,6 @@ spec:
         pv = hostpath_volume(ns, class, "data-db-0", volume),
     );
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
-}
-
-fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
-    // `kubectl wait` fails at once on a pod that does not exist yet, and the StatefulSet
-    // controller creates it a moment after the StatefulSet (or its scale-up) arrives.
-    eventually(&format!("pod {ns}/db-0 on {context} to exist"), || {
-        kubectl_ok(kubeconfig, context, &["-n", ns, "get", "pod", "db-0"])
-    });
-    kubectl(
-        kubeconfig,
-        context,
-        &[
-            "-n",
-            ns,
-            "wait",
-            "--for=condition=Ready",
-            "pod/db-0",
-            "--timeout=180s",
-        ],
-        None,
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

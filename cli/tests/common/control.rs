@@ -397,3 +397,62 @@ pub fn profiles_and_pair(
     cli(kubeconfig, &pair).ok();
     (location, key)
 }
+
+/// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
+/// the program first verifies every record already there (numbering and checksum) and
+/// only then reports Ready (the readiness probe looks for /tmp/verified).
+pub const RECORDS_PROGRAM: &str = r#"set -eu
+f=/data/records
+n=0
+if [ -f "$f" ]; then
+  while read -r i payload sum; do
+    [ "$i" = "$((n + 1))" ] || { echo "record $((n + 1)) missing (found $i)"; exit 1; }
+    [ "$(printf %s "$payload" | sha256sum | cut -c1-64)" = "$sum" ] || { echo "record $i corrupt"; exit 1; }
+    n=$i
+  done < "$f"
+fi
+echo "verified $n records"
+touch /tmp/verified
+while [ "$n" -lt 100 ]; do
+  n=$((n + 1))
+  payload="r$n-$RANDOM$RANDOM"
+  echo "$n $payload $(printf %s "$payload" | sha256sum | cut -c1-64)" >> "$f"
+done
+sync
+echo "holding $n records"
+exec sleep 2147483647
+"#;
+
+/// Waits until pod db-0 of `ns` exists on `context`, then until it is Ready.
+pub fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
+    // `kubectl wait` fails at once on a pod that does not exist yet, and the StatefulSet
+    // controller creates it a moment after the StatefulSet (or its scale-up) arrives.
+    eventually(&format!("pod {ns}/db-0 on {context} to exist"), || {
+        kubectl_ok(kubeconfig, context, &["-n", ns, "get", "pod", "db-0"])
+    });
+    kubectl(
+        kubeconfig,
+        context,
+        &[
+            "-n",
+            ns,
+            "wait",
+            "--for=condition=Ready",
+            "pod/db-0",
+            "--timeout=180s",
+        ],
+        None,
+    );
+}
+
+/// `grpcurl -plaintext [-H authorization: Bearer TOKEN] -d DATA ADDR METHOD`, its
+/// stdout and stderr together (the refusals are on stderr).
+pub fn grpcurl(addr: &str, token: Option<&str>, method: &str, data: &str) -> String {
+    let header = token.map(|t| format!("authorization: Bearer {t}"));
+    let mut args = vec!["-plaintext"];
+    if let Some(h) = &header {
+        args.extend(["-H", h.as_str()]);
+    }
+    args.extend(["-d", data, addr, method]);
+    ferry_testenv::run_grpcurl(&args).1
+}
