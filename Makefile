@@ -53,17 +53,21 @@ dev-up: check-tools testenv
 dev-down:
 	$(CARGO) run --quiet -p ferry-testenv -- down --dir $(DEV_DIR)
 
-## demo: the main job end to end: two local clusters and S3, `ferry serve` on each, a
-## StatefulSet with >= 1 GiB of data on a, pair, migrate to b, check every byte.
+# Release builds record their commit, which `ferry version` and GetVersion report.
+RELEASE_ENV = FERRY_GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null)
+
+## demo: the main job end to end: two local clusters with nodes and S3, Ferry's image
+## and chart installed on each, a running StatefulSet with >= 1 GiB of data on a, pair,
+## migrate to b, the application's own check on b, every byte compared.
 demo: check-tools testenv
-	$(CARGO) build --release --quiet -p ferry-cli --bin ferry -p ferry-testenv --bin ferry-testenv
+	$(RELEASE_ENV) $(CARGO) build --release --quiet -p ferry-cli --bin ferry -p ferry-testenv --bin ferry-testenv
 	FERRY_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release bash scripts/demo.sh
 
 ## image: Ferry's container image from the release binary, without Docker:
 ## $(FERRY_CACHE)/images/ferry-<version>.tar (ferry.local/ferry:<version>), which the test
 ## clusters' nodes import. Prints its size.
 image:
-	$(CARGO) build --release --quiet -p ferry-cli --bin ferry
+	$(RELEASE_ENV) $(CARGO) build --release --quiet -p ferry-cli --bin ferry
 	FERRY_BIN=$${CARGO_TARGET_DIR:-target}/release/ferry bash scripts/build-images.sh ferry
 
 clean-cache:

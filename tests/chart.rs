@@ -395,6 +395,10 @@ fn the_values_schema_refuses_unknown_and_invalid_values() {
             &["--set", "metrics.serviceMonitor.enabled=true"][..],
             "metrics.enabled",
         ),
+        (
+            &["--set", "metrics.prometheusRule.enabled=true"][..],
+            "metrics.enabled",
+        ),
     ] {
         let out = template("ferry-system", None, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -410,7 +414,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         .unwrap_or_else(|e| panic!("test environment: {e}"));
     let ns = unique_name("ferry-chart");
     run_ok(env.kubectl("a").args(["create", "namespace", &ns]), None);
-    let crd = repo_root().join("tests/fixtures/servicemonitor-crd.yaml");
+    let crd = repo_root().join("tests/fixtures/prometheus-operator-crds.yaml");
     run_ok(env.kubectl("a").args(["apply", "-f"]).arg(&crd), None);
     run_ok(
         env.kubectl("a").args([
@@ -418,6 +422,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             "--for=condition=Established",
             "--timeout=60s",
             "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
         ]),
         None,
     );
@@ -427,6 +432,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     check_common(&r, &ns);
     assert_eq!(r.names("NetworkPolicy"), set(&["ferry-agent"]));
     assert!(r.names("ServiceMonitor").is_empty());
+    assert!(r.names("PrometheusRule").is_empty());
     let mut secrets = prefixed(&[&CONTROL_PLANE[..], &["agent"]].concat(), "-tls");
     secrets.extend(set(&["ferry-internal", "ferry-ca"]));
     assert_eq!(r.names("Secret"), secrets);
@@ -474,6 +480,34 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     check_common(&r, &ns);
     assert_eq!(r.names("NetworkPolicy"), set(&["ferry-agent"]));
     assert_eq!(r.names("ServiceMonitor"), set(&["ferry"]));
+    assert_eq!(r.names("PrometheusRule"), set(&["ferry"]));
+    let rules = &r.get("PrometheusRule", "ferry")["spec"]["groups"][0]["rules"];
+    let alerts: Vec<&str> = rules
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .filter_map(|rule| rule["alert"].as_str())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "FerryScheduleMissedRun",
+            "FerryScheduleLastSuccessTooOld",
+            "FerryMigrationsFailing"
+        ]
+    );
+    let too_old = rules[1]["expr"].as_str().unwrap_or_default();
+    assert_eq!(
+        too_old,
+        "time() - ferry_last_success_timestamp_seconds > 7200"
+    );
+    // Prometheus's own templating survives Helm's.
+    assert!(
+        rules[0]["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("{{ $labels.schedule }}")),
+        "{rules:?}"
+    );
     let gateway = r.get("Service", "ferry-gateway");
     assert_eq!(str_at(gateway, &["spec", "type"]), "NodePort");
     assert_eq!(

@@ -73,6 +73,7 @@ pub async fn serve(
         path: config.data_dir.clone(),
         source,
     })?;
+    config.probes.spawn(&shutdown).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {

@@ -118,6 +118,7 @@ impl Install {
             set("agent.volumeRoot", &self.volume_root.display().to_string()),
             // The test nodes share this machine's root mount, which is private.
             set("agent.mountPropagation", ""),
+            set("metrics.enabled", "true"),
         ];
         for (i, p) in self.local_paths.iter().enumerate() {
             values.push(set(&format!("agent.hostPaths[{i}]"), p));
@@ -405,6 +406,7 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     let dst = volume_dir(&kc, "b", &ns);
     assert!(dst.starts_with(&b.volume_root), "{}", dst.display());
     assert_same_tree(&src, &dst);
+    metrics_count_the_migration(&kc, &src, &bundle).await;
 
     // A changed value rolls the pods; the job survives in the transfer service's state.
     let before = ferry_pods(&kc, "a");
@@ -484,6 +486,95 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
             .trim()
             .is_empty()
     });
+}
+
+/// What Prometheus scrapes from a's transfer service moved by exactly the one
+/// migration this release ran: the job's report and the volume on disk say how much.
+async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
+    let tls = ferry_rpc::ClientTls::new()
+        .with_ca(ferry_rpc::Pem::read("--ca-file", cas).unwrap())
+        .unwrap();
+    let ferry_a = ferry_client::Ferry::for_context_with(Some(kc), Some("a"), &tls)
+        .await
+        .unwrap();
+    let report =
+        common::control::report(&ferry_a, &common::control::newest_job(&ferry_a).await).await;
+    let m = common::metrics::scrape_in_cluster(kc, "a", NS, "deploy/ferry-transfer", 9090);
+    let succeeded = [("result", "succeeded")];
+    assert_eq!(m.value("ferry_migrations_total", &succeeded), 1.0);
+    assert_eq!(
+        m.value(
+            "ferry_jobs_total",
+            &[("kind", "migration"), ("result", "succeeded")]
+        ),
+        1.0
+    );
+    assert_eq!(m.value("ferry_jobs_running", &[("kind", "migration")]), 0.0);
+    assert_eq!(m.histogram_count("ferry_migration_duration_seconds"), 1);
+
+    let on_disk = tree_bytes(src);
+    let total: u64 = report.volumes.iter().map(|v| v.bytes_total).sum();
+    let uploaded: u64 = report.volumes.iter().map(|v| v.bytes_uploaded).sum();
+    assert_eq!(total, on_disk, "{:?}", report.volumes);
+    assert!(uploaded > 0, "{:?}", report.volumes);
+    assert_eq!(
+        m.value(
+            "ferry_bytes_transferred_total",
+            &[("direction", "restored")]
+        ),
+        on_disk as f64
+    );
+    assert_eq!(
+        m.value(
+            "ferry_bytes_transferred_total",
+            &[("direction", "uploaded")]
+        ),
+        uploaded as f64
+    );
+
+    let created = report
+        .objects
+        .iter()
+        .filter(|o| o.action() == ferry_client::proto::ObjectAction::Created)
+        .count();
+    assert!(created >= 3, "{:?}", report.objects);
+    assert_eq!(
+        m.value("ferry_objects_applied_total", &[("result", "created")]),
+        created as f64
+    );
+    assert_eq!(
+        m.value("ferry_objects_applied_total", &[("result", "failed")]),
+        0.0
+    );
+    assert_eq!(
+        m.value(
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "ferry.v1.TransferService"),
+                ("grpc_method", "StartMigration"),
+                ("grpc_code", "OK"),
+            ]
+        ),
+        1.0
+    );
+    eprintln!(
+        "metrics: 1 migration, {on_disk} bytes restored, {uploaded} uploaded, {created} objects created"
+    );
+}
+
+/// The bytes of every regular file under `root`.
+fn tree_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            total += tree_bytes(&entry.path());
+        } else if kind.is_file() {
+            total += entry.metadata().unwrap().len();
+        }
+    }
+    total
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

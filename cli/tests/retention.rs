@@ -4,6 +4,7 @@
 //! - a migration schedule with `--keep-last 2`, run four times, leaves exactly the two
 //!   newest restore points (and their volume snapshots) in the bucket, records what
 //!   each run pruned, and the repository checks clean with `ferry repo check --read-data`;
+//!   the scheduler's metrics count the four successful runs and the last one's time;
 //! - exports and `ferry restore-points prune` started at the same time, round after
 //!   round: every export either succeeds or fails on the repository lock (and then
 //!   succeeds when run again), every prune either succeeds or is refused on the lock,
@@ -22,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::control::{
-    cli, jsonpath, key_secret, kubectl, profiles_and_pair, s3_secret, sample_app, serve,
-    wait_answering,
+    cli, free_port, jsonpath, key_secret, kubectl, profiles_and_pair, s3_secret, sample_app, serve,
+    serve_with, wait_answering,
 };
 use common::{Run, assert_same_tree, ferry, make_tree, random_bytes, run};
 use serde_json::Value;
@@ -125,7 +126,14 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (_serve_a, _) = serve(&kc, "a", root);
+    let metrics: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _serve_a = serve_with(
+        &kc,
+        "a",
+        root,
+        free_port(),
+        &["--metrics-listen".into(), metrics.to_string()],
+    );
     let (_serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
 
@@ -227,6 +235,34 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         .collect();
     let table = cli(&kc, &["--context", "a", "schedules", "runs", "keep-two"]).ok();
     assert!(table.stdout.contains("PRUNED"), "{table:?}");
+
+    // What Prometheus sees: four successful runs, none missed, the last one's time,
+    // and the four migrations they started.
+    let m = common::metrics::scrape(metrics);
+    let sched = ("schedule", "keep-two");
+    assert_eq!(
+        m.value(
+            "ferry_schedule_runs_total",
+            &[sched, ("result", "succeeded")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        m.value("ferry_schedule_runs_total", &[sched, ("result", "failed")]),
+        0.0
+    );
+    assert_eq!(m.value("ferry_schedule_missed_runs_total", &[sched]), 0.0);
+    let last = runs[3]["finishedAt"].as_str().unwrap();
+    let last = time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp_nanos() as f64
+        / 1e9;
+    let gauge = m.value("ferry_last_success_timestamp_seconds", &[sched]);
+    assert!((gauge - last).abs() < 0.01, "{gauge} against {last}");
+    assert_eq!(
+        m.value("ferry_migrations_total", &[("result", "succeeded")]),
+        4.0
+    );
 
     // The bucket holds exactly the two newest, newest first.
     let listed = json(

@@ -129,6 +129,9 @@ app.kubernetes.io/part-of: ferry
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled: the ServiceMonitor scrapes the metrics port" }}
 {{- end }}
+{{- if and .Values.metrics.prometheusRule.enabled (not .Values.metrics.enabled) }}
+{{- fail "metrics.prometheusRule.enabled needs metrics.enabled: its alerts read the metrics the components serve" }}
+{{- end }}
 {{- if and .Values.gateway.service.nodePort (eq .Values.gateway.service.type "ClusterIP") }}
 {{- fail "gateway.service.nodePort needs gateway.service.type NodePort or LoadBalancer" }}
 {{- end }}

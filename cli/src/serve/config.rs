@@ -76,6 +76,9 @@ pub struct ServeArgs {
         default_value = "system:masters"
     )]
     pub admin_groups: Vec<String>,
+    /// A plaintext health port and a Prometheus `/metrics` port.
+    #[command(flatten)]
+    pub probes: ferry_rpc::ProbeArgs,
 }
 
 /// Everything [`super::serve`] needs, resolved.
@@ -104,6 +107,7 @@ pub struct ServeConfig {
     /// The in-process scheduler's secret for its calls to the transfer service; random
     /// per process, never stored.
     pub internal_token: String,
+    pub probes: ferry_rpc::ProbeArgs,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -230,6 +234,7 @@ impl ServeArgs {
             admin_groups: self.admin_groups,
             internal_token: internal_token(),
             tls,
+            probes: self.probes,
         })
     }
 }

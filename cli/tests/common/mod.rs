@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use rand::{RngCore, SeedableRng, rngs::StdRng};
 
 pub mod control;
+pub mod metrics;
 
 /// CA certificates every `ferry` of this test process trusts (FERRY_CA_FILE).
 static CA_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

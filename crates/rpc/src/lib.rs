@@ -62,6 +62,8 @@ pub enum ServeError {
     PlaintextRefused { addr: SocketAddr },
     #[error("gRPC server: reading the listening address: {0}")]
     Listener(#[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] ferry_metrics::MetricsError),
 }
 
 /// A bound socket and how it is secured. A bare `TcpListener` converts into plaintext

@@ -1,5 +1,6 @@
 //! Every failed call is logged once, here, by a layer around every server: handlers
-//! return errors and never log them themselves (docs/errors.md, "Logging").
+//! return errors and never log them themselves (docs/errors.md, "Logging"). The same
+//! layer counts every finished call, by method and code, in `ferry_metrics`.
 //!
 //! The level follows the gRPC code: a caller's mistake or a state the caller must fix
 //! is INFO, a dependency that is down or slow is WARN, Ferry's own fault or lost data
@@ -9,6 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::Frame;
@@ -50,12 +52,13 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let method = req.uri().path().to_string();
         let span = tracing::Span::current();
+        let started = Instant::now();
         let call = self.inner.call(req);
         Box::pin(async move {
             let response = call.await?;
             if let Some(status) = Status::from_header_map(response.headers()) {
                 // Trailers-only: the call failed before any message.
-                span.in_scope(|| log_failure(&method, &status));
+                span.in_scope(|| finished(&method, &status, started));
                 return Ok(response);
             }
             let (parts, body) = response.into_parts();
@@ -63,17 +66,35 @@ where
                 inner: body,
                 method,
                 span,
+                started,
+                done: false,
             });
             Ok(http::Response::from_parts(parts, body))
         })
     }
 }
 
-/// A response body that logs the status its trailers carry, if it is a failure.
+/// A response body that logs the status its trailers carry, if it is a failure, and
+/// counts the call when they arrive (or as cancelled if the body is dropped before).
 struct WatchTrailers {
     inner: tonic::body::Body,
     method: String,
     span: tracing::Span,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for WatchTrailers {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away (or the server shut down) mid-stream.
+            ferry_metrics::metrics().grpc.handled(
+                &self.method,
+                code_name(Code::Cancelled),
+                self.started.elapsed(),
+            );
+        }
+    }
 }
 
 impl http_body::Body for WatchTrailers {
@@ -89,8 +110,9 @@ impl http_body::Body for WatchTrailers {
             && let Some(trailers) = frame.trailers_ref()
             && let Some(status) = Status::from_header_map(trailers)
         {
-            let _entered = self.span.enter();
-            log_failure(&self.method, &status);
+            self.span
+                .in_scope(|| finished(&self.method, &status, self.started));
+            self.done = true;
         }
         polled
     }
@@ -135,6 +157,36 @@ pub const fn loudness(code: Code) -> Loudness {
         | Code::Unimplemented => Loudness::Info,
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => Loudness::Warn,
         Code::Internal | Code::Unknown | Code::DataLoss => Loudness::Error,
+    }
+}
+
+fn finished(method: &str, status: &Status, started: Instant) {
+    ferry_metrics::metrics()
+        .grpc
+        .handled(method, code_name(status.code()), started.elapsed());
+    log_failure(method, status);
+}
+
+/// A code as gRPC's own libraries name it in metrics ("OK", "PermissionDenied").
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }
 

@@ -1,6 +1,7 @@
 //! The health port the kubelet probes: its native `grpc` probe speaks plaintext only, so
 //! a server on TLS also answers `grpc.health.v1` alone, in plaintext, on a port of its
-//! own (it reveals nothing but "serving").
+//! own (it reveals nothing but "serving"). Prometheus scrapes another plaintext port,
+//! `/metrics` (crates/metrics).
 
 use std::net::SocketAddr;
 
@@ -10,19 +11,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ServeError;
 
-/// The health port's flag, every server binary takes.
+/// The health and metrics ports' flags, every server binary takes.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ProbeArgs {
     /// Also answer grpc.health.v1 (and nothing else) in plaintext on this address, for
     /// the kubelet's grpc probes, which cannot speak TLS.
     #[arg(long, env = "FERRY_HEALTH_LISTEN", value_name = "ADDR")]
     pub health_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics as plain HTTP on this address, at `/metrics`.
+    #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ProbeArgs {
     /// Binds the health port, if asked for, and answers SERVING there until `shutdown`
-    /// fires (then NOT_SERVING, while the server drains).
+    /// fires (then NOT_SERVING, while the server drains); and the metrics port, if
+    /// asked for.
     pub async fn spawn(&self, shutdown: &CancellationToken) -> Result<(), ServeError> {
+        if let Some(addr) = self.metrics_listen {
+            ferry_metrics::spawn(addr, shutdown).await?;
+        }
         let Some(addr) = self.health_listen else {
             return Ok(());
         };

@@ -64,6 +64,16 @@ fn new_run(schedule_id: &str, due: Timestamp, manual: bool) -> ScheduleRun {
     }
 }
 
+/// A run's result as the metrics label it.
+fn run_result(state: RunState) -> &'static str {
+    match state {
+        RunState::Succeeded => "succeeded",
+        RunState::NothingToDo => "nothing_to_do",
+        RunState::Skipped => "skipped",
+        _ => "failed",
+    }
+}
+
 impl Scheduler {
     /// Opens `<data_dir>/scheduler.db`, resumes the runs a previous process left going,
     /// and starts the timing loop. Stop it with [`Scheduler::shutdown`].
@@ -91,6 +101,14 @@ impl Scheduler {
                 "resuming a run left going by the previous process"
             );
             scheduler.spawn_run(s.definition, run);
+        }
+        // So an alert on the age of the last success survives a restart.
+        for (name, run) in scheduler.inner.store.last_successes().await? {
+            if let Some(at) = run.finished_at {
+                ferry_metrics::metrics()
+                    .schedules
+                    .last_succeeded(&name, at.seconds as f64 + f64::from(at.nanos) / 1e9);
+            }
         }
         let timing = scheduler.clone();
         scheduler.track(tokio::spawn(timing.timing_loop()));
@@ -151,6 +169,7 @@ impl Scheduler {
                     self.spawn_run(def, run);
                 }
                 Fired::Skipped(run) => {
+                    ferry_metrics::metrics().schedules.missed(&def.name);
                     warn!(schedule = %def.name, run = %run.id, "run skipped: the previous run is still going");
                 }
                 Fired::Gone => {}
@@ -240,7 +259,7 @@ impl Scheduler {
                         run.restore_point_id = o.restore_point_id;
                         // Still RUNNING meanwhile, so the next run cannot overlap it.
                         self.apply_retention(def, &mut run).await;
-                        self.finish(run, RunState::Succeeded, None).await;
+                        self.finish(def, run, RunState::Succeeded, None).await;
                         return;
                     }
                     Ok(o) => job_failure(&id, o),
@@ -250,7 +269,7 @@ impl Scheduler {
             };
             warn!(attempt = run.attempts, error = %failure.detail.message, retryable = failure.retryable, "attempt failed");
             if !failure.retryable || run.attempts >= retry.max_attempts {
-                self.finish(run, RunState::Failed, Some(failure)).await;
+                self.finish(def, run, RunState::Failed, Some(failure)).await;
                 return;
             }
         }
@@ -296,12 +315,25 @@ impl Scheduler {
         }
     }
 
-    async fn finish(&self, mut run: ScheduleRun, state: RunState, failure: Option<JobError>) {
+    async fn finish(
+        &self,
+        def: &Schedule,
+        mut run: ScheduleRun,
+        state: RunState,
+        failure: Option<JobError>,
+    ) {
+        let now = Timestamp::now();
         run.state = state as i32;
-        run.finished_at = Some(to_proto(Timestamp::now()));
+        run.finished_at = Some(to_proto(now));
         run.error = failure.map(|f| *f.detail);
         info!(state = ?state, attempts = run.attempts, jobs = ?run.job_ids, "run finished");
-        self.save(&run).await;
+        if self.save(&run).await {
+            ferry_metrics::metrics().schedules.run_finished(
+                &def.name,
+                run_result(state),
+                now.as_millisecond() as f64 / 1000.0,
+            );
+        }
     }
 
     async fn find(&self, key: &str) -> Result<StoredSchedule> {
@@ -426,6 +458,9 @@ impl Scheduler {
                 token.cancel();
             }
         }
+        ferry_metrics::metrics()
+            .schedules
+            .forget(&s.definition.name);
         info!(schedule = %s.definition.name, "schedule deleted");
         Ok(())
     }

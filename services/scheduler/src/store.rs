@@ -441,6 +441,26 @@ impl ScheduleStore {
         Ok(runs.into_iter().next())
     }
 
+    /// Each schedule's name and its newest successful run (succeeded, or an import
+    /// that found nothing to do), for the metrics a restarted scheduler exports.
+    pub async fn last_successes(&self) -> Result<Vec<(String, ScheduleRun)>> {
+        Ok(self
+            .store
+            .call(|tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT s.name, r.run FROM schedules s JOIN runs r ON r.seq = (
+                         SELECT MAX(seq) FROM runs WHERE schedule_id = s.id AND state IN (?1, ?2)
+                     )",
+                )?;
+                let rows = stmt.query_map(
+                    [RunState::Succeeded as i32, RunState::NothingToDo as i32],
+                    |row| Ok((row.get::<_, String>(0)?, decode(row, 1)?)),
+                )?;
+                rows.collect()
+            })
+            .await?)
+    }
+
     /// Runs left RUNNING, oldest first: what a restarted scheduler must resume.
     pub async fn running_runs(&self) -> Result<Vec<ScheduleRun>> {
         Ok(self

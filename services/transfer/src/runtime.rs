@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use ferry_proto::v1::{
     ActivateRequest, ActivateResponse, ApplicationSelector, ClusterRef, ErrorDetail, Job, JobEvent,
     JobKind, JobReport, JobState, JobStep, ObjectAction, ObjectOutcome, Progress, RepositoryRef,
-    StartExportRequest, StartMigrationRequest, StartRestoreRequest, StepState, job_event,
+    StartExportRequest, StartMigrationRequest, StartRestoreRequest, StepState, VolumeResult,
+    job_event,
 };
 use prost::Message;
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -587,6 +588,9 @@ impl Transfer {
                         match permit {
                             Some(_permit) => {
                                 run.set_state(JobState::Running).await;
+                                let _running = ferry_metrics::metrics()
+                                    .jobs
+                                    .running(crate::store::kind_name(kind as i32));
                                 match kind {
                                     JobKind::Export => crate::export::run(&run).await,
                                     JobKind::Restore | JobKind::Import => {
@@ -1209,6 +1213,7 @@ impl JobRun {
             }
         }
         self.persist(true).await;
+        self.count_finished();
         {
             // Under the lock, after the save: a watcher that subscribes now sees a final
             // state, one that subscribed before gets this report.
@@ -1220,6 +1225,54 @@ impl JobRun {
             info!(state = job::state_name(d.job.state), "job finished");
         }
         self.inner.jobs.lock().remove(&id);
+    }
+}
+
+impl JobRun {
+    /// Moves the Prometheus counters by what the final report says.
+    fn count_finished(&self) {
+        let m = &ferry_metrics::metrics().jobs;
+        let d = self.ctl.data.lock();
+        let report = &d.report;
+        let took = match (&report.started_at, &report.finished_at) {
+            (Some(a), Some(b)) => {
+                let secs = (b.seconds - a.seconds) as f64 + f64::from(b.nanos - a.nanos) / 1e9;
+                Duration::from_secs_f64(secs.max(0.0))
+            }
+            _ => Duration::ZERO,
+        };
+        let result = match JobState::try_from(report.state) {
+            Ok(JobState::Succeeded) => "succeeded",
+            Ok(JobState::PartiallySucceeded) => "partially_succeeded",
+            Ok(JobState::Cancelled) => "cancelled",
+            _ => "failed",
+        };
+        m.finished(crate::store::kind_name(d.job.kind), result, took);
+        let restores = !matches!(JobKind::try_from(d.job.kind), Ok(JobKind::Export));
+        for v in &report.volumes {
+            m.bytes(ferry_metrics::Direction::Uploaded, v.bytes_uploaded);
+            if restores && v.result == VolumeResult::Succeeded as i32 {
+                m.bytes(ferry_metrics::Direction::Restored, v.bytes_total);
+            }
+        }
+        let mut applied = [0u64; 4];
+        for o in &report.objects {
+            match ObjectAction::try_from(o.action) {
+                Ok(ObjectAction::Created) => applied[0] += 1,
+                Ok(ObjectAction::Updated) => applied[1] += 1,
+                Ok(ObjectAction::Skipped) => applied[2] += 1,
+                Ok(ObjectAction::Failed) => applied[3] += 1,
+                _ => {}
+            }
+        }
+        for (result, n) in ["created", "updated", "skipped", "failed"]
+            .into_iter()
+            .zip(applied)
+        {
+            if n > 0 {
+                m.objects(result, n);
+            }
+        }
     }
 }
 

@@ -192,7 +192,7 @@ impl Scheduler {
                     } else {
                         RunState::Succeeded
                     };
-                    self.finish(run, state, None).await;
+                    self.finish(def, run, state, None).await;
                     return;
                 }
                 Err(Stop::Gone) => {
@@ -204,7 +204,7 @@ impl Scheduler {
             warn!(attempt = run.attempts, error = %failure.detail.message,
                 retryable = failure.retryable, "import attempt failed");
             if !failure.retryable || run.attempts >= retry.max_attempts {
-                self.finish(run, RunState::Failed, Some(failure)).await;
+                self.finish(def, run, RunState::Failed, Some(failure)).await;
                 return;
             }
         }
