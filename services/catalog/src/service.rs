@@ -1272,6 +1272,8 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<CheckProfileRequest>,
     ) -> Result<Response<CheckProfileResponse>, Status> {
+        // It derives the repository key (argon2, tens of MiB) and may write to the store.
+        self.review(&request, Some("checking a profile")).await?;
         let req = request.into_inner();
         let span = tracing::info_span!("catalog.check_profile", profile = %req.name,
             write = req.write);
