@@ -78,7 +78,8 @@ pub struct CreateArgs {
     /// Import profile of the repository to poll (made from the source's migration token).
     #[arg(long)]
     pub profile: String,
-    /// Only restore points of this application namespace (as on the source); default all.
+    /// Only restore points of this application namespace (as on the source); default all
+    /// namespaces, which only administrators may ask for.
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
     /// Restore only objects with these labels, e.g. "app=shop,tier!=cache".

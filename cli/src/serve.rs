@@ -8,8 +8,9 @@
 //! process's own agent for the local cluster and the agent of a pair's other side at
 //! that side's Ferry endpoint; the scheduler starts its jobs through the transfer
 //! service.
-//! CheckPair's repository checks ask the in-process catalog about this cluster's
-//! profiles (ferry_pairing::CatalogProbe) and the peer's catalog over gRPC.
+//! CheckPair's repository checks ask this process's catalog about this cluster's
+//! profiles, over gRPC with the internal credential (CheckProfile answers only
+//! administrators and Ferry's own components), and the peer's through its CheckPair.
 
 mod config;
 mod publish;
@@ -88,12 +89,25 @@ pub async fn serve(
     let catalog = ferry_catalog::CatalogService::new(config.catalog_config())
         .await
         .map_err(ServeError::Catalog)?;
+    // The transfer service reaches the other components through their gRPC APIs on
+    // this same port, as the chart's separate Deployments do through their Services.
+    let self_endpoint = self_endpoint(bound, &config);
+    let internal = config
+        .internal_tls()
+        .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
+    let bad = |what: &str, e: tonic::transport::Error| {
+        ServeError::Config(format!("{what} at this server's own endpoint: {e}"))
+    };
     // CheckPair's repository checks ask this catalog about this cluster's profiles.
     let mut pairing_config = config.pairing_config();
-    pairing_config.profile_probe = Some(Arc::new(ferry_pairing::CatalogProbe::new(
-        catalog.clone(),
-        config.cluster_name.clone(),
-    )));
+    pairing_config.profile_probe = Some(Arc::new(
+        ferry_pairing::RemoteCatalogProbe::lazy(
+            &self_endpoint,
+            &internal,
+            config.cluster_name.clone(),
+        )
+        .map_err(|e| bad("the catalog", e))?,
+    ));
     let pairing = ferry_pairing::PairingService::new(pairing_config)
         .await
         .map_err(ServeError::Pairing)?;
@@ -121,15 +135,6 @@ pub async fn serve(
         .with_bearer(&config.internal_token)
         .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
 
-    // The transfer service reaches the other components through their gRPC APIs on
-    // this same port, as the chart's separate Deployments do through their Services.
-    let self_endpoint = self_endpoint(bound, &config);
-    let internal = config
-        .internal_tls()
-        .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
-    let bad = |what: &str, e: tonic::transport::Error| {
-        ServeError::Config(format!("{what} at this server's own endpoint: {e}"))
-    };
     let pairing_link = ferry_transfer::PairingLink::lazy(&self_endpoint, &internal)
         .map_err(|e| bad("the pairing service", e))?;
     let own_agent = ferry_transfer::StaticAgents::new()

@@ -11,7 +11,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::control::{
-    application, cli, jsonpath, kubectl, profiles_and_pair, serve, storage_class, wait_answering,
+    application, cli, grant, jsonpath, kubectl, profiles_and_pair, serve, storage_class,
+    wait_answering,
 };
 use common::{assert_same_tree, make_tree};
 use ferry_client::{Ferry, proto};
@@ -24,20 +25,6 @@ fn small_app(kc: &Path, ns: &str, greeting: &str) {
          data: {{greeting: \"{greeting}\"}}\n"
     );
     kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
-}
-
-/// Everything in the core and apps groups in `ns`, for `user`, on `context`'s cluster.
-fn grant(kc: &Path, context: &str, ns: &str, user: &str) {
-    let yaml = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-         metadata: {{name: {user}-edit, namespace: {ns}}}\n\
-         rules: [{{apiGroups: [\"\", apps], resources: [\"*\"], verbs: [\"*\"]}}]\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-         metadata: {{name: {user}-edit, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}-edit}}\n\
-         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
-    );
-    kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
 }
 
 fn namespace_exists(kc: &Path, context: &str, ns: &str) -> bool {

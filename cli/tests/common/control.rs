@@ -336,6 +336,52 @@ pub fn key_secret(kubeconfig: &Path, context: &str, name: &str, key: &Path) {
     );
 }
 
+/// Everything in the core and apps groups in `ns`, for `user`, on `context`'s cluster.
+pub fn grant(kc: &Path, context: &str, ns: &str, user: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: {user}-edit, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [\"\", apps], resources: [\"*\"], verbs: [\"*\"]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: {user}-edit, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}-edit}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    );
+    kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
+}
+
+/// The administrator's profile `main` on `context` for `location`, with the Secrets
+/// `names` (S3 credentials, key); `create` initialises the repository.
+pub fn main_profile(
+    kubeconfig: &Path,
+    context: &str,
+    location: &str,
+    region: &str,
+    names: (&str, &str),
+    create: bool,
+) {
+    let (s3_name, key_name) = names;
+    let mut args = vec![
+        "--context",
+        context,
+        "profile",
+        "create",
+        "main",
+        "--s3",
+        location,
+        "--region",
+        region,
+        "--credentials-secret",
+        s3_name,
+        "--key-secret",
+        key_name,
+    ];
+    if create {
+        args.push("--create-repository");
+    }
+    cli(kubeconfig, &args).ok();
+}
+
 /// The usual starting point: the S3 credentials Secret `s3_name` and the key Secret
 /// `key_name` (a fresh random key, `seed`) on a and b, the profile `main` on both for
 /// a new prefix named after `prefix` (a creates the repository), and the pair `a-to-b`
@@ -362,25 +408,7 @@ pub fn profiles_and_pair(
         ferry_testenv::unique_name(prefix)
     );
     for (side, create) in [("a", true), ("b", false)] {
-        let mut args = vec![
-            "--context",
-            side,
-            "profile",
-            "create",
-            "main",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            s3_name,
-            "--key-secret",
-            key_name,
-        ];
-        if create {
-            args.push("--create-repository");
-        }
-        cli(kubeconfig, &args).ok();
+        main_profile(kubeconfig, side, &location, &s3.region, names, create);
     }
     let pair = [
         "pair",

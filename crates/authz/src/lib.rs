@@ -40,6 +40,9 @@ pub const ON_BEHALF_OF_USER: &str = "x-ferry-on-behalf-of-user";
 /// Groups of that user; repeated.
 pub const ON_BEHALF_OF_GROUP: &str = "x-ferry-on-behalf-of-group";
 
+/// SubjectAccessReviews in flight at once for one call that filters a listing.
+const REVIEW_CONCURRENCY: usize = 8;
+
 /// Why a caller was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -237,6 +240,12 @@ impl Access {
         }
     }
 
+    /// What seeing a namespace means to Ferry, whatever it holds: listing its pods. Who
+    /// has it sees that namespace's jobs, restore points and application.
+    pub fn see_namespace(namespace: &str) -> Access {
+        Access::namespaced("list", "", "pods", namespace)
+    }
+
     /// "create deployments.apps in namespace shop".
     pub fn describe(&self) -> String {
         let what = if self.group.is_empty() {
@@ -364,6 +373,45 @@ impl Authorizer {
             Some(what) if !who.admin => self.require_admin(&who.caller, what).await,
             _ => Ok(()),
         }
+    }
+
+    /// Whom a call that shows namespaces' contents must be narrowed for: None when it
+    /// may show everything (it bears `internal`, this deployment's own credential, or
+    /// comes from an administrator), else the signed-in caller.
+    pub async fn narrowed_for(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        internal: Option<&str>,
+    ) -> Result<Option<Caller>, AuthzError> {
+        if let (Some(internal), Some(token)) = (internal, bearer(metadata))
+            && same_secret(internal, &token)
+        {
+            return Ok(None);
+        }
+        let who = self.identify(metadata).await?;
+        Ok((!who.admin).then_some(who.caller))
+    }
+
+    /// The namespaces of `names` that `caller` may see ([`Access::see_namespace`]),
+    /// asked a few at a time.
+    pub async fn visible_namespaces(
+        &self,
+        caller: &Caller,
+        names: &[String],
+    ) -> Result<std::collections::HashSet<String>, AuthzError> {
+        let mut visible = std::collections::HashSet::new();
+        for chunk in names.chunks(REVIEW_CONCURRENCY) {
+            let asks: Vec<Access> = chunk.iter().map(|ns| Access::see_namespace(ns)).collect();
+            let answers = try_join_all(asks.iter().map(|a| self.allowed(caller, a))).await?;
+            visible.extend(
+                chunk
+                    .iter()
+                    .zip(answers)
+                    .filter(|(_, ok)| *ok)
+                    .map(|(ns, _)| ns.clone()),
+            );
+        }
+        Ok(visible)
     }
 
     /// Whether `caller` may do `access`, by SubjectAccessReview.

@@ -29,5 +29,9 @@ pub const MAX_KDF_MEMORY_KIB: u32 = 256 * 1024;
 pub const MAX_KDF_ITERATIONS: u32 = 10;
 /// Argon2id lanes.
 pub const MAX_KDF_LANES: u32 = 16;
+/// Argon2id derivations running at once in one process; more wait their turn (first
+/// come, first served) rather than fail, so a burst of opens, such as several profile
+/// checks, costs at most this many times the memory above, never one per caller.
+pub const MAX_CONCURRENT_KDF: usize = 2;
 /// KDF salt, in bytes (16 are written).
 pub const MAX_KDF_SALT_BYTES: usize = 64;

@@ -576,8 +576,16 @@ pub(crate) async fn read_config(backend: &DynBackend) -> Result<Config> {
     Ok(config)
 }
 
+/// Bounds the memory key derivations take together (see [`crate::limits`]).
+static KDF_SLOTS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(crate::limits::MAX_CONCURRENT_KDF);
+
 pub(crate) async fn derive_kek(kdf: KdfParams, user_key: &[u8]) -> Result<[u8; 32]> {
     let user_key = user_key.to_vec();
+    let _slot = KDF_SLOTS
+        .acquire()
+        .await
+        .map_err(|_| Error::Internal("the key derivation slots were closed".into()))?;
     // argon2id is deliberately slow: keep it off the reactor.
     tokio::task::spawn_blocking(move || kdf.derive_kek(&user_key))
         .await

@@ -27,9 +27,10 @@ pub struct CatalogConfig {
     pub init_options: InitOptions,
     /// Reviews callers with this cluster: only administrators change profiles, keys,
     /// labels and repositories (create, delete, import key, migration token, prune,
-    /// rebuild); anyone signed in may read. CheckProfile, which the other side's Ferry
-    /// calls while checking a pair, is not reviewed: it holds no user token of this
-    /// cluster, and the answer holds no secret. None checks no callers.
+    /// rebuild) and check profiles (CheckProfile derives the key and may write a probe
+    /// object; the pairing service calls it with the internal credential); anyone
+    /// signed in may read, and sees the restore points and applications of the
+    /// namespaces they may see. None checks no callers.
     pub access: Option<ferry_authz::Authorizer>,
     /// Secret of this process's own scheduler, whose calls are trusted.
     pub internal_token: Option<String>,

@@ -220,6 +220,10 @@ pub enum CatalogError {
         found: String,
     },
 
+    /// The caller is unknown, or may not see what the request names.
+    #[error(transparent)]
+    Access(#[from] ferry_authz::AuthzError),
+
     /// The catalog's own state database failed.
     #[error(transparent)]
     Store(#[from] ferry_store::StoreError),
@@ -352,6 +356,7 @@ impl CatalogError {
                 "check the catalog's data directory (disk space, permissions)",
             ),
             CatalogError::Internal(_) => (Kind::new(ErrorCode::Internal), "report this as a bug"),
+            CatalogError::Access(e) => (e.kind(), e.hint()),
             CatalogError::Repo { source, .. } => match source.as_ref() {
                 R::WrongKey { .. } => (
                     Kind::new(ErrorCode::WrongKey),
@@ -392,6 +397,7 @@ impl ServiceError for CatalogError {
             | CatalogError::SecretExists { cluster, .. }
             | CatalogError::SecretInvalid { cluster, .. }
             | CatalogError::Kube { cluster, .. } => cluster,
+            CatalogError::Access(e) => e.cluster().unwrap_or_default(),
             _ => "",
         }
     }
@@ -556,6 +562,12 @@ mod contract_tests {
                 detail: "bad MAC".into(),
             }),
             repo(R::Cancelled),
+            CatalogError::Access(ferry_authz::AuthzError::Denied {
+                user: "alice".into(),
+                cluster: "a".into(),
+                missing: vec![ferry_authz::Access::see_namespace("bob-shop")],
+            }),
+            CatalogError::Access(ferry_authz::AuthzError::NoToken),
             CatalogError::Internal("impossible".into()),
         ];
         let errors: Vec<&dyn ServiceError> = errors.iter().map(|e| e as _).collect();

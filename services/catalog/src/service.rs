@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine;
+use ferry_authz::Caller;
 use ferry_kube::RestorePointManifest;
 use ferry_proto::v1::catalog_service_server::{CatalogService as CatalogApi, CatalogServiceServer};
 use ferry_proto::v1::{
@@ -519,6 +520,7 @@ impl CatalogService {
     async fn list_applications(
         &self,
         req: ListApplicationsRequest,
+        reader: Option<&Caller>,
     ) -> Result<ListApplicationsResponse, CatalogError> {
         self.check_local(req.cluster.as_ref())?;
         let config = &self.inner.config;
@@ -529,6 +531,10 @@ impl CatalogService {
                 .await?;
         if let Some(after) = &after {
             names.retain(|n| n > after);
+        }
+        if let Some(caller) = reader {
+            let visible = self.visible(caller, &names).await?;
+            names.retain(|n| visible.contains(n));
         }
         let next_page_token = next_token(&mut names, limit, Clone::clone);
         let counts = applications::count(&config.client, self.cluster(), &names).await?;
@@ -570,10 +576,14 @@ impl CatalogService {
     async fn list_restore_points(
         &self,
         req: ListRestorePointsRequest,
+        reader: Option<&Caller>,
     ) -> Result<ListRestorePointsResponse, CatalogError> {
         let namespace = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
         if let Some(ns) = namespace {
             validate_namespace(ns)?;
+            if let Some(caller) = reader {
+                self.require_see(caller, ns).await?;
+            }
         }
         let limit = page_size(req.page_size);
         let after = match decode_token(&req.page_token)? {
@@ -594,6 +604,18 @@ impl CatalogService {
         let next_page_token = next_token(&mut rows, limit, |r| {
             format!("{}:{}", r.created_at_ns, r.id)
         });
+        // After the page is cut, so the token still continues the whole listing; a page
+        // may hold fewer than page_size.
+        if let (Some(caller), None) = (reader, namespace) {
+            let apps: Vec<String> = rows
+                .iter()
+                .map(|r| r.application.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let visible = self.visible(caller, &apps).await?;
+            rows.retain(|r| visible.contains(&r.application));
+        }
         Ok(ListRestorePointsResponse {
             restore_points: rows.iter().map(|r| r.to_proto(false)).collect(),
             next_page_token,
@@ -654,6 +676,7 @@ impl CatalogService {
     async fn get_restore_point(
         &self,
         req: GetRestorePointRequest,
+        reader: Option<&Caller>,
     ) -> Result<GetRestorePointResponse, CatalogError> {
         let id = Id::parse(&req.id).map_err(|_| {
             CatalogError::invalid(
@@ -684,6 +707,10 @@ impl CatalogService {
                 .map(|(app, _)| app)
                 .ok_or_else(not_found)?,
         };
+        // Refused by namespace, as Kubernetes answers Forbidden naming what was asked.
+        if let Some(caller) = reader {
+            self.require_see(caller, &app).await?;
+        }
         let row = match load(&record, &repo, app, id).await {
             Loaded::Ok(row) => row,
             Loaded::Gone => {
@@ -1083,6 +1110,41 @@ async fn traced<T>(
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 impl CatalogService {
+    /// Whom a call showing restore points or applications is narrowed for: None shows
+    /// everything (no caller checks, this process's scheduler, an administrator).
+    async fn narrowed_for<T>(&self, request: &Request<T>) -> Result<Option<Caller>, Status> {
+        let config = &self.inner.config;
+        match &config.access {
+            Some(authz) => authz
+                .narrowed_for(request.metadata(), config.internal_token.as_deref())
+                .await
+                .map_err(|e| e.to_status()),
+            None => Ok(None),
+        }
+    }
+
+    /// Fails unless `caller` may see `namespace` (list its pods), naming it.
+    async fn require_see(&self, caller: &Caller, namespace: &str) -> Result<(), CatalogError> {
+        if let Some(authz) = &self.inner.config.access {
+            authz
+                .require(caller, &[ferry_authz::Access::see_namespace(namespace)])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The namespaces of `names` that `caller` may see.
+    async fn visible(
+        &self,
+        caller: &Caller,
+        names: &[String],
+    ) -> Result<HashSet<String>, CatalogError> {
+        match &self.inner.config.access {
+            Some(authz) => Ok(authz.visible_namespaces(caller, names).await?),
+            None => Ok(names.iter().cloned().collect()),
+        }
+    }
+
     /// Fails unless the caller is signed in, and an administrator when `admin_for`
     /// names what needs one; this process's scheduler passes; everyone passes when the
     /// catalog checks no callers.
@@ -1160,33 +1222,37 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<ListApplicationsRequest>,
     ) -> Result<Response<ListApplicationsResponse>, Status> {
-        self.review(&request, None).await?;
+        let reader = self.narrowed_for(&request).await?;
         let span = tracing::info_span!("catalog.list_applications", cluster = %self.cluster());
-        traced(span, self.list_applications(request.into_inner())).await
+        traced(
+            span,
+            self.list_applications(request.into_inner(), reader.as_ref()),
+        )
+        .await
     }
 
     async fn list_restore_points(
         &self,
         request: Request<ListRestorePointsRequest>,
     ) -> Result<Response<ListRestorePointsResponse>, Status> {
-        self.review(&request, None).await?;
+        let reader = self.narrowed_for(&request).await?;
         let req = request.into_inner();
         let profile = req.repository.as_ref().map(|r| r.profile.clone());
         let span = tracing::info_span!("catalog.list_restore_points",
             profile = profile.as_deref().unwrap_or_default(), namespace = %req.namespace);
-        traced(span, self.list_restore_points(req)).await
+        traced(span, self.list_restore_points(req, reader.as_ref())).await
     }
 
     async fn get_restore_point(
         &self,
         request: Request<GetRestorePointRequest>,
     ) -> Result<Response<GetRestorePointResponse>, Status> {
-        self.review(&request, None).await?;
+        let reader = self.narrowed_for(&request).await?;
         let req = request.into_inner();
         let profile = req.repository.as_ref().map(|r| r.profile.clone());
         let span = tracing::info_span!("catalog.get_restore_point",
             profile = profile.as_deref().unwrap_or_default(), id = %req.id);
-        traced(span, self.get_restore_point(req)).await
+        traced(span, self.get_restore_point(req, reader.as_ref())).await
     }
 
     async fn label_restore_point(
@@ -1206,6 +1272,8 @@ impl CatalogApi for CatalogService {
         &self,
         request: Request<CheckProfileRequest>,
     ) -> Result<Response<CheckProfileResponse>, Status> {
+        // It derives the repository key (argon2, tens of MiB) and may write to the store.
+        self.review(&request, Some("checking a profile")).await?;
         let req = request.into_inner();
         let span = tracing::info_span!("catalog.check_profile", profile = %req.name,
             write = req.write);

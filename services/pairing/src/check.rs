@@ -7,16 +7,19 @@
 //!
 //! With a repository (a profile name both clusters have): on the source, the profile
 //! writes here (`repository-writable`) and the destination's profile of that name reads
-//! (`repository-readable`, through the destination's CatalogService.CheckProfile) the same
-//! repository; on the destination, the same two from the other end.
+//! (`repository-readable`) the same repository; on the destination, the same two from
+//! the other end. Each side checks only its own profile, through its own catalog: the
+//! other side's half comes from asking its CheckPair, which the other side's Ferry
+//! admits by the pair's proof (see peer.rs) and answers with its own checks only, so
+//! no profile check is ever open to callers from outside the cluster.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::{
-    CheckDirection, CheckPairRequest, CheckPairResponse, CheckProfileRequest, CheckStatus,
-    GetPairRequest, PairCheck, PairRole, PairStatus, RepositoryRef,
+    CheckDirection, CheckPairRequest, CheckPairResponse, CheckStatus, GetPairRequest, PairCheck,
+    PairRole, PairStatus, RepositoryRef,
 };
 
 use crate::cluster::{self, KEY_ACCESS};
@@ -98,10 +101,25 @@ const ON_DESTINATION: RepositoryChecks = RepositoryChecks {
     peer: ("repository-writable", S2D, true),
 };
 
-/// A repository id the request expects must be the one the profile opens.
-fn expect_repository(r: &RepositoryRef, cluster: &str, found: &ProbeResult) -> Result<()> {
+/// A repository id the request expects must be the one the profile opens: the other
+/// side's, when it asks (`peer` names it), else the caller's.
+fn expect_repository(
+    r: &RepositoryRef,
+    cluster: &str,
+    peer: Option<&str>,
+    found: &ProbeResult,
+) -> Result<()> {
     if r.repository_id.is_empty() || r.repository_id == found.repository_id {
         return Ok(());
+    }
+    if let Some(peer) = peer {
+        return Err(PairingError::RepositoryMismatch {
+            profile: r.profile.clone(),
+            cluster: peer.to_string(),
+            repository_id: r.repository_id.clone(),
+            peer_cluster: cluster.to_string(),
+            peer_repository_id: found.repository_id.clone(),
+        });
     }
     Err(PairingError::invalid(
         "repository.repository_id",
@@ -118,10 +136,13 @@ fn permissions_message(who: &str) -> String {
 }
 
 impl Inner {
+    /// Runs the checks of pair `req.pair`; `from_peer` when the other side's Ferry asks
+    /// for this side's half, which then calls nothing back but GetPair.
     pub(crate) async fn check(
         self: Arc<Self>,
         req: CheckPairRequest,
         traceparent: Option<String>,
+        from_peer: bool,
     ) -> Result<CheckPairResponse> {
         let row = self.find(&req.pair).await?;
         tracing::Span::current().record("pair_id", row.id.as_str());
@@ -132,11 +153,11 @@ impl Inner {
         };
         match row.role {
             PairRole::Destination => {
-                self.check_destination(&row, &req, &mut checks, traceparent)
+                self.check_destination(&row, &req, &mut checks, traceparent, from_peer)
                     .await
             }
             _ => {
-                self.check_source(&row, &req, &mut checks, traceparent)
+                self.check_source(&row, &req, &mut checks, traceparent, from_peer)
                     .await
             }
         }
@@ -164,6 +185,7 @@ impl Inner {
         req: &CheckPairRequest,
         checks: &mut Checks,
         traceparent: Option<String>,
+        from_peer: bool,
     ) {
         let dest = &row.destination;
         let timeout = self.config.peer_timeout;
@@ -213,54 +235,44 @@ impl Inner {
                 self.peer_knows(row, traceparent.clone()),
             )
             .await;
-        if ferry_ok {
-            // The destination's checks towards the source, as it sees them. Its checks in
-            // our direction repeat ours from the other end; ours are the ones that count.
-            let started = Instant::now();
-            let theirs = async {
-                let peer = peer::connect(
-                    &self.config.peer_tls,
-                    &dest.name,
-                    &dest.ferry_endpoint,
-                    // It runs checks of its own, each bounded by the same timeout.
-                    timeout * 4,
-                    traceparent.clone(),
-                )
-                .await?;
-                let resp = peer
-                    .client
-                    .clone()
-                    .check_pair(CheckPairRequest {
-                        pair: row.id.clone(),
-                        repository: None,
-                    })
-                    .await
-                    .map_err(|s| peer.error(s))?;
-                Ok::<_, PairingError>(resp.into_inner().checks)
-            }
+        let local_id = self
+            .check_local_repository(row, req, checks, ON_SOURCE, from_peer)
             .await;
-            match theirs {
-                Ok(list) => checks
-                    .list
-                    .extend(list.into_iter().filter(|c| c.direction == D2S as i32)),
-                Err(e) => checks.list.push(PairCheck {
+        if from_peer {
+            return;
+        }
+        if !ferry_ok {
+            checks.skip(
+                "ferry-reachable",
+                D2S,
+                "skipped: the destination's Ferry was not reached",
+            );
+            self.skip_peer_repository(row, req, checks, ON_SOURCE);
+            return;
+        }
+        // The destination's checks towards the source, and its own profile, as it sees
+        // them. Its checks in our direction repeat ours from the other end; ours are the
+        // ones that count.
+        let started = Instant::now();
+        match self
+            .peer_checks(row, req, local_id, timeout * 4, traceparent)
+            .await
+        {
+            Ok(list) => checks
+                .list
+                .extend(list.into_iter().filter(|c| c.direction == D2S as i32)),
+            Err(e) => {
+                checks.list.push(PairCheck {
                     name: "destination-checks".into(),
                     direction: D2S as i32,
                     status: CheckStatus::Failed as i32,
                     message: e.to_string(),
                     error: Some(e.detail()),
                     duration: prost_types::Duration::try_from(started.elapsed()).ok(),
-                }),
+                });
+                self.skip_peer_repository(row, req, checks, ON_SOURCE);
             }
-        } else {
-            checks.skip(
-                "ferry-reachable",
-                D2S,
-                "skipped: the destination's Ferry was not reached",
-            );
         }
-        self.check_repository(row, req, checks, ON_SOURCE, ferry_ok, traceparent)
-            .await;
     }
 
     async fn check_destination(
@@ -269,6 +281,7 @@ impl Inner {
         req: &CheckPairRequest,
         checks: &mut Checks,
         traceparent: Option<String>,
+        from_peer: bool,
     ) {
         let me = self.cluster().to_string();
         let mut identity = None;
@@ -334,28 +347,115 @@ impl Inner {
                 self.peer_knows(row, traceparent.clone()),
             )
             .await;
-        self.check_repository(row, req, checks, ON_DESTINATION, ferry_ok, traceparent)
+        let local_id = self
+            .check_local_repository(row, req, checks, ON_DESTINATION, from_peer)
             .await;
+        if from_peer || req.repository.is_none() {
+            return;
+        }
+        if !ferry_ok {
+            self.skip_peer_repository(row, req, checks, ON_DESTINATION);
+            return;
+        }
+        // The source's profile, as the source checks it (its other checks are ours to
+        // run from there).
+        let (name, direction, _) = ON_DESTINATION.peer;
+        let started = Instant::now();
+        let theirs = self
+            .peer_checks(
+                row,
+                req,
+                local_id,
+                self.config.peer_timeout * 4,
+                traceparent,
+            )
+            .await
+            .map(|list| {
+                list.into_iter()
+                    .find(|c| c.name == name && c.direction == direction as i32)
+            });
+        match theirs {
+            Ok(Some(check)) => checks.list.push(check),
+            Ok(None) => checks.skip(
+                name,
+                direction,
+                format!(
+                    "skipped: the Ferry of cluster {} did not check its profile",
+                    row.peer().name
+                ),
+            ),
+            Err(e) => checks.list.push(PairCheck {
+                name: name.into(),
+                direction: direction as i32,
+                status: CheckStatus::Failed as i32,
+                message: e.to_string(),
+                error: Some(e.detail()),
+                duration: prost_types::Duration::try_from(started.elapsed()).ok(),
+            }),
+        }
     }
 
-    /// The repository checks, when the request names a profile: this cluster's profile
-    /// through the probe, the other side's through its catalog, and both must open the
-    /// same repository.
-    async fn check_repository(
+    /// The other side's own checks of the pair (its CheckPair, proving the pair), with
+    /// the repository of `req` expected to be `local_id` when this side opened one.
+    async fn peer_checks(
+        &self,
+        row: &PairRow,
+        req: &CheckPairRequest,
+        local_id: Option<String>,
+        timeout: Duration,
+        traceparent: Option<String>,
+    ) -> Result<Vec<PairCheck>> {
+        let peer = peer::other_side(&self.config, row, timeout, traceparent).await?;
+        let repository = req.repository.as_ref().map(|r| RepositoryRef {
+            profile: r.profile.clone(),
+            repository_id: local_id.unwrap_or_else(|| r.repository_id.clone()),
+        });
+        let resp = peer
+            .client
+            .clone()
+            .check_pair(CheckPairRequest {
+                pair: row.id.clone(),
+                repository,
+            })
+            .await
+            .map_err(|s| peer.error(s))?;
+        Ok(resp.into_inner().checks)
+    }
+
+    /// Records the other side's repository check as skipped, when one was asked for.
+    fn skip_peer_repository(
         &self,
         row: &PairRow,
         req: &CheckPairRequest,
         checks: &mut Checks,
         which: RepositoryChecks,
-        peer_reached: bool,
-        traceparent: Option<String>,
     ) {
+        if req.repository.is_some() {
+            let (name, direction, _) = which.peer;
+            let why = format!(
+                "skipped: the Ferry of cluster {} was not reached",
+                row.peer().name
+            );
+            checks.skip(name, direction, why);
+        }
+    }
+
+    /// This side's repository check, when the request names a profile: this cluster's
+    /// profile through the probe (the other side's is the other side's to check). The
+    /// id of the repository it opened, when it passed.
+    async fn check_local_repository(
+        &self,
+        row: &PairRow,
+        req: &CheckPairRequest,
+        checks: &mut Checks,
+        which: RepositoryChecks,
+        from_peer: bool,
+    ) -> Option<String> {
         let Some(r) = &req.repository else {
             checks.skip("repository", S2D, "skipped: no repository asked for");
-            return;
+            return None;
         };
         let (local_name, local_direction, local_write) = which.local;
-        let (peer_name, peer_direction, peer_write) = which.peer;
         let Some(probe) = self.config.profile_probe.clone() else {
             let why = format!(
                 "skipped: the pairing service of cluster {} runs without a catalog, so profile \
@@ -363,16 +463,17 @@ impl Inner {
                 self.cluster(),
                 r.profile
             );
-            checks.skip(local_name, local_direction, why.clone());
-            checks.skip(peer_name, peer_direction, why);
-            return;
+            checks.skip(local_name, local_direction, why);
+            return None;
         };
         let me = self.cluster().to_string();
+        let peer = row.peer().name.clone();
+        let expected_from = from_peer.then_some(peer.as_str());
         let mut local_id = None;
         checks
             .run(local_name, local_direction, async {
                 let found = probe.check(&r.profile, local_write).await?;
-                expect_repository(r, &me, &found)?;
+                expect_repository(r, &me, expected_from, &found)?;
                 if local_write && !found.writable {
                     return Err(PairingError::ProfileReadOnly {
                         profile: r.profile.clone(),
@@ -381,90 +482,25 @@ impl Inner {
                     });
                 }
                 local_id = Some(found.repository_id);
-                Ok(found.message)
-            })
-            .await;
-        if !peer_reached {
-            let why = format!(
-                "skipped: the Ferry of cluster {} was not reached",
-                row.peer().name
-            );
-            checks.skip(peer_name, peer_direction, why);
-            return;
-        }
-        checks
-            .run(peer_name, peer_direction, async {
-                let other = &row.peer().name;
-                let found = self
-                    .peer_profile(row, &r.profile, peer_write, traceparent)
-                    .await?;
-                if peer_write && !found.writable {
-                    return Err(PairingError::ProfileReadOnly {
-                        profile: r.profile.clone(),
-                        cluster: other.clone(),
-                        detail: found.message,
-                    });
-                }
-                match local_id {
-                    Some(id) if id != found.repository_id => {
-                        Err(PairingError::RepositoryMismatch {
-                            profile: r.profile.clone(),
-                            cluster: me,
-                            repository_id: id,
-                            peer_cluster: other.clone(),
-                            peer_repository_id: found.repository_id,
-                        })
+                Ok(match expected_from {
+                    Some(peer) if !r.repository_id.is_empty() => {
+                        format!(
+                            "{}; the same repository as on cluster {peer}",
+                            found.message
+                        )
                     }
-                    Some(_) => Ok(format!(
-                        "{}; the same repository as on cluster {me}",
-                        found.message
-                    )),
-                    None => Ok(format!(
-                        "{}; not compared with cluster {me}'s, whose check failed",
-                        found.message
-                    )),
-                }
-            })
-            .await;
-    }
-
-    /// The other side's catalog checks its profile `profile`.
-    async fn peer_profile(
-        &self,
-        row: &PairRow,
-        profile: &str,
-        write: bool,
-        traceparent: Option<String>,
-    ) -> Result<ProbeResult> {
-        let other = row.peer();
-        let peer = peer::other_side(&self.config, row, traceparent).await?;
-        let answer = peer
-            .catalog
-            .clone()
-            .check_profile(CheckProfileRequest {
-                name: profile.to_string(),
-                write,
-            })
-            .await;
-        match answer {
-            Ok(r) => Ok(r.into_inner().into()),
-            Err(s) if s.code() == tonic::Code::Unimplemented => {
-                Err(PairingError::PeerWithoutCatalog {
-                    cluster: other.name.clone(),
-                    endpoint: other.ferry_endpoint.clone(),
-                    detail: s.message().to_string(),
+                    _ => found.message,
                 })
-            }
-            // The network, not the catalog: said the way every call to the peer says it.
-            Err(s) if ferry_rpc::detail(&s).is_none() => Err(peer.error(s)),
-            Err(s) => Err(PairingError::from_profile_status(&other.name, profile, s)),
-        }
+            })
+            .await;
+        local_id
     }
 
     /// The other side's Ferry answers and still has the pair.
     async fn peer_knows(&self, row: &PairRow, traceparent: Option<String>) -> Result<String> {
         let other = row.peer();
-        let peer = peer::other_side(&self.config, row, traceparent).await?;
+        let peer =
+            peer::other_side(&self.config, row, self.config.peer_timeout, traceparent).await?;
         match peer
             .client
             .clone()

@@ -26,7 +26,7 @@ pub use config::{Args, ConfigError, CredentialKind, PairingConfig};
 pub use error::PairingError;
 /// The `ErrorDetail` a status carries (re-exported from ferry-rpc).
 pub use ferry_rpc::detail as status_detail;
-pub use probe::{CatalogProbe, ProbeResult, ProfileProbe};
+pub use probe::{CatalogProbe, ProbeResult, ProfileProbe, RemoteCatalogProbe};
 pub use server::{ServeError, serve};
 pub use service::{MAX_TOKEN_TTL, PairingService, Pairs};
 

@@ -1,39 +1,47 @@
-//! Calls to the other side's Ferry (RedeemPairingToken, ForgetPair, GetPair, CheckPair,
-//! and its catalog's CheckProfile).
+//! Calls to the other side's Ferry (RedeemPairingToken, ForgetPair, GetPair, CheckPair).
+//!
+//! The other side's Ferry holds no user token of this cluster, and a destination holds
+//! no credential for its source's API at all; what both sides of a pair do hold is the
+//! pair's token id, a random secret the pairing token carried. Calls about a pair bear
+//! it in [`PAIR_PROOF`], and GetPair and CheckPair admit a call bearing it for that pair
+//! only (ForgetPair takes it in its request).
 
 use std::time::Duration;
 
-use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
 use ferry_rpc::ClientTls;
 use ferry_rpc::tls::TlsChannel;
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config::PairingConfig;
 use crate::db::PairRow;
 use crate::error::{PairingError, Result};
 
+/// Metadata in which the other side of a pair proves it: the pair's token id.
+pub const PAIR_PROOF: &str = "x-ferry-pair-proof";
+
 /// The other side's Ferry, reached over gRPC; a call it refuses for TLS reasons fails
 /// with a status saying what did not match.
 pub(crate) struct Peer<I> {
     pub client: PairingServiceClient<InterceptedService<TlsChannel, I>>,
-    /// The catalog `ferry serve` hosts on the same port.
-    pub catalog: CatalogServiceClient<InterceptedService<TlsChannel, I>>,
     cluster: String,
     endpoint: String,
     tls: ClientTls,
 }
 
 /// Connects to the Ferry at `endpoint` (`host:port`, or a full URL; a bare `host:port`
-/// speaks TLS when `tls` is configured). Each call is bounded by `timeout`, and carries
-/// `traceparent` so the callee's span joins the caller's trace.
+/// speaks TLS when `tls` is configured). Each call is bounded by `timeout`, carries
+/// `traceparent` so the callee's span joins the caller's trace, and `proof` (the pair's
+/// token id) when the calls are about a pair both sides hold.
 pub(crate) async fn connect(
     tls: &ClientTls,
     cluster: &str,
     endpoint: &str,
     timeout: Duration,
     traceparent: Option<String>,
-) -> Result<Peer<impl tonic::service::Interceptor + Clone>> {
+    proof: Option<&str>,
+) -> Result<Peer<impl Interceptor + Clone>> {
     let unreachable = |detail: String| PairingError::PeerUnreachable {
         cluster: cluster.into(),
         endpoint: endpoint.into(),
@@ -53,10 +61,24 @@ pub(crate) async fn connect(
             )
         })?;
     let channel = TlsChannel::new(channel, tls, endpoint);
-    let interceptor = ferry_rpc::propagate(traceparent);
+    let mut propagate = ferry_rpc::propagate(traceparent);
+    let proof = match proof {
+        Some(p) => Some(tonic::metadata::MetadataValue::try_from(p).map_err(|_| {
+            PairingError::Internal {
+                detail: "a pair's token id is not a metadata value".into(),
+            }
+        })?),
+        None => None,
+    };
+    let interceptor = move |request: tonic::Request<()>| -> std::result::Result<_, tonic::Status> {
+        let mut request = propagate.call(request)?;
+        if let Some(p) = &proof {
+            request.metadata_mut().insert(PAIR_PROOF, p.clone());
+        }
+        Ok(request)
+    };
     Ok(Peer {
-        client: PairingServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
-        catalog: CatalogServiceClient::with_interceptor(channel, interceptor),
+        client: PairingServiceClient::with_interceptor(channel, interceptor),
         cluster: cluster.into(),
         endpoint: endpoint.into(),
         tls: tls.clone(),
@@ -64,19 +86,21 @@ pub(crate) async fn connect(
 }
 
 /// Connects to the Ferry on the other side of `row` from this cluster, with the TLS
-/// settings and timeout of `config`.
+/// settings of `config`, each call bounded by `timeout` and proving the pair.
 pub(crate) async fn other_side(
     config: &PairingConfig,
     row: &PairRow,
+    timeout: Duration,
     traceparent: Option<String>,
-) -> Result<Peer<impl tonic::service::Interceptor + Clone>> {
+) -> Result<Peer<impl Interceptor + Clone>> {
     let other = row.peer();
     connect(
         &config.peer_tls,
         &other.name,
         &other.ferry_endpoint,
-        config.peer_timeout,
+        timeout,
         traceparent,
+        Some(&row.token_id),
     )
     .await
 }

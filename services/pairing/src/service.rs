@@ -562,6 +562,7 @@ impl Inner {
             &p.destination.ferry_endpoint,
             timeout,
             traceparent,
+            None,
         )
         .await?;
         let redeemed = peer
@@ -699,7 +700,8 @@ impl Inner {
     /// Asks the other side to forget the pair; true if it did or never had it.
     async fn tell_peer_to_forget(&self, row: &PairRow, traceparent: Option<String>) -> bool {
         let result = async {
-            let peer = peer::other_side(&self.config, row, traceparent).await?;
+            let peer =
+                peer::other_side(&self.config, row, self.config.peer_timeout, traceparent).await?;
             match peer
                 .client
                 .clone()
@@ -783,6 +785,23 @@ async fn run<T: Send + 'static>(
 }
 
 impl PairingService {
+    /// Whether the call comes from the Ferry on the other side of `pair`: it bears that
+    /// pair's token id, a secret only the pair's two sides hold (see peer.rs).
+    async fn proves_pair<T>(&self, request: &Request<T>, pair: &str) -> bool {
+        let Some(proof) = request
+            .metadata()
+            .get(crate::peer::PAIR_PROOF)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| !p.is_empty())
+        else {
+            return false;
+        };
+        match self.inner.find(pair).await {
+            Ok(row) => constant_time_eq(row.token_id.as_bytes(), proof.as_bytes()),
+            Err(_) => false,
+        }
+    }
+
     /// Fails unless the caller is signed in, and an administrator when `admin_for`
     /// names what needs one; passes when the service checks no callers.
     async fn review<T>(&self, request: &Request<T>, admin_for: Option<&str>) -> Result<(), Status> {
@@ -839,8 +858,10 @@ impl PairingApi for PairingService {
         &self,
         request: Request<GetPairRequest>,
     ) -> Result<Response<GetPairResponse>, Status> {
-        // Also called by the other side's Ferry, which holds no user token; it
-        // reveals no secret.
+        // The other side's Ferry holds no user token here; it proves the pair instead.
+        if !self.proves_pair(&request, &request.get_ref().pair).await {
+            self.review(&request, None).await?;
+        }
         let req = request.into_inner();
         let span = tracing::info_span!("get_pair", pair = %req.pair);
         let inner = self.inner.clone();
@@ -869,12 +890,18 @@ impl PairingApi for PairingService {
         &self,
         request: Request<CheckPairRequest>,
     ) -> Result<Response<CheckPairResponse>, Status> {
-        // The other side's Ferry asks for its half of the checks; no secret in it.
+        // The other side's Ferry asks for this side's half of the checks, proving the
+        // pair; anyone else must administer this cluster, since a check writes the pair's
+        // status and may write a probe object to the repository.
+        let from_peer = self.proves_pair(&request, &request.get_ref().pair).await;
+        if !from_peer {
+            self.review(&request, Some("checking a pair")).await?;
+        }
         let tp = traceparent(&request);
         let req = request.into_inner();
         let span = tracing::info_span!("check_pair", pair = %req.pair,
-            pair_id = tracing::field::Empty);
-        run(span, self.inner.clone().check(req, tp)).await
+            pair_id = tracing::field::Empty, from_peer);
+        run(span, self.inner.clone().check(req, tp, from_peer)).await
     }
 
     async fn redeem_pairing_token(

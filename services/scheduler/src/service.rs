@@ -8,6 +8,7 @@ use ferry_proto::v1::{
     GetScheduleRequest, GetScheduleResponse, ListRunsRequest, ListRunsResponse,
     ListSchedulesRequest, ListSchedulesResponse, ResumeScheduleRequest, ResumeScheduleResponse,
     RunNowRequest, RunNowResponse, SuspendScheduleRequest, SuspendScheduleResponse,
+    create_schedule_request,
 };
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
@@ -35,6 +36,37 @@ impl Scheduler {
         Ok(Some(authz.identify(metadata).await?))
     }
 
+    /// An import policy with no namespace restores whatever anyone exported into its
+    /// repository, every namespace of it, acting for its creator: only administrators
+    /// may make one, as only they may migrate every namespace.
+    async fn check_import_scope(
+        &self,
+        actor: &Option<Identity>,
+        req: &CreateScheduleRequest,
+    ) -> Result<()> {
+        let (Some(who), Some(authz)) = (actor, self.access()) else {
+            return Ok(());
+        };
+        let every_namespace = match &req.spec {
+            Some(create_schedule_request::Spec::ImportPolicy(p)) => p
+                .application
+                .as_ref()
+                .is_none_or(|a| a.namespace.is_empty()),
+            _ => false,
+        };
+        if every_namespace && !who.admin {
+            authz
+                .require_admin(
+                    &who.caller,
+                    "an import policy with no namespace (it imports every namespace's restore \
+                     points; set import_policy.application.namespace, `ferry import-policy \
+                     create -n NAMESPACE`)",
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The schedule `key` names, if `actor` may see and change it; someone else's is
     /// refused by name, since schedule names are not secret.
     async fn owned(&self, actor: &Option<Identity>, key: &str) -> Result<Schedule> {
@@ -57,6 +89,7 @@ impl SchedulerService for Scheduler {
         request: Request<CreateScheduleRequest>,
     ) -> Result<Response<CreateScheduleResponse>, Status> {
         let actor = self.actor(request.metadata()).await?;
+        self.check_import_scope(&actor, request.get_ref()).await?;
         let creator = actor.as_ref().map(|a| &a.caller);
         let schedule = self.create_as(request.into_inner(), creator).await?;
         Ok(Response::new(CreateScheduleResponse {

@@ -134,29 +134,42 @@ impl Gate<'_> {
         let types = ferry_kube::types_present(&from, spec)
             .await
             .map_err(TransferError::kube("authorize", &from.name))?;
-        let ns = spec.namespace.as_str();
-        // Listing pods is what seeing a namespace means here, whatever it holds.
-        let mut read = vec![Access::namespaced("list", "", "pods", ns)];
-        for t in &types {
-            read.push(Access::namespaced("get", &t.group, &t.plural, ns));
-            read.push(Access::namespaced("list", &t.group, &t.plural, ns));
-        }
-        if quiesce {
-            for workload in ["deployments", "statefulsets"] {
-                read.push(Access::namespaced("patch", "apps", workload, ns));
-            }
-        }
-        read.sort();
-        read.dedup();
-        self.authorizer(source)
-            .await?
-            .require(&actor.caller, &read)
+        self.may_read(actor, source, &spec.namespace, &types, quiesce)
             .await?;
-
         match destination {
             Some((dest_ref, target)) => self.may_create(actor, dest_ref, target, &types).await,
             None => Ok(()),
         }
+    }
+
+    /// Whether `actor` may read objects of `types` in `namespace` on the cluster `r`
+    /// names, as capturing them would (and stop its workloads when `quiesce`): what a
+    /// migration or export of it needs, and a restore of what was captured there.
+    pub async fn may_read(
+        &self,
+        actor: &Actor,
+        r: Option<&ClusterRef>,
+        namespace: &str,
+        types: &[ApiResource],
+        quiesce: bool,
+    ) -> Result<()> {
+        let mut read = vec![Access::see_namespace(namespace)];
+        for t in types {
+            read.push(Access::namespaced("get", &t.group, &t.plural, namespace));
+            read.push(Access::namespaced("list", &t.group, &t.plural, namespace));
+        }
+        if quiesce {
+            for workload in ["deployments", "statefulsets"] {
+                read.push(Access::namespaced("patch", "apps", workload, namespace));
+            }
+        }
+        read.sort();
+        read.dedup();
+        self.authorizer(r)
+            .await?
+            .require(&actor.caller, &read)
+            .await?;
+        Ok(())
     }
 
     /// Whether `actor` may create objects of `types` in `target` on the cluster
@@ -236,7 +249,7 @@ impl Gate<'_> {
         }
         let local = self.authorizer(None).await?;
         let ok = local
-            .allowed(&actor.caller, &Access::namespaced("list", "", "pods", &ns))
+            .allowed(&actor.caller, &Access::see_namespace(&ns))
             .await?;
         memo.insert(ns, ok);
         Ok(ok)

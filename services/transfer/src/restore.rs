@@ -28,7 +28,9 @@ use crate::preflight::preflight;
 use crate::runtime::{JobRun, excluded_outcome};
 
 /// Runs (or resumes) a restore or an import; the state it ends in, or the error that
-/// stopped it.
+/// stopped it. Its requester must be allowed to read what was captured, in the
+/// namespace it was captured from, on this cluster (the read review of a migration of
+/// it), and to create it in the target namespace.
 pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let req: StartRestoreRequest = run.request()?;
     let cluster = run
@@ -125,6 +127,10 @@ async fn read(run: &JobRun, req: &StartRestoreRequest) -> Result<(Captured, Vec<
         let manifest = load(&repo, &repo_ref, &id, &narrowing.namespace).await?;
         let created_at = manifest.created_at.clone();
         let (captured, snapshots) = narrow(manifest, &narrowing)?;
+        // Before anything of the restore point is read further or reported: restoring
+        // it shows what reading its namespace would.
+        run.require_read(&captured.namespace, &created_types(&captured))
+            .await?;
         check_data(&repo, &repo_ref, &captured, &snapshots).await?;
         let repository_id = repo.config().id.to_string();
         Ok::<_, TransferError>((repository_id, created_at, captured, snapshots))

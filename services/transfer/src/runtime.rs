@@ -411,9 +411,10 @@ impl Transfer {
         self.start_restore_as(req, None).await
     }
 
-    /// Validates and queues a restore for `actor` (None: no checks). What it creates is
-    /// only known once the restore point is read, so the job reviews that before it
-    /// applies anything.
+    /// Validates and queues a restore for `actor` (None: no checks). What it reads and
+    /// creates is only known once the restore point is read, so the job reviews both
+    /// (read rights on the namespace it was captured from, as a migration of it needs)
+    /// before it reports or applies anything of it.
     pub async fn start_restore_as(
         &self,
         req: StartRestoreRequest,
@@ -938,22 +939,14 @@ impl JobRun {
         }
     }
 
-    /// Err once cancel was asked: called between steps and volumes.
-    /// Fails unless the user who started the job may create `types` in `target` on
-    /// `destination`; nothing to check when the service checks no callers.
-    pub async fn require_create(
-        &self,
-        destination: Option<&ClusterRef>,
-        target: &str,
-        types: &[kube::api::ApiResource],
-    ) -> Result<()> {
-        let requested_by = self.ctl.data.lock().job.requested_by.clone();
-        let Some(policy) = &self.inner.config.access else {
-            return Ok(());
-        };
+    /// The user who started the job and the reviews of the service's policy; None when
+    /// the service checks no callers, or the job records nobody.
+    fn requester(&self) -> Option<(Actor, Gate<'_>)> {
+        let policy = self.inner.config.access.as_ref()?;
+        let username = self.ctl.data.lock().job.requested_by.clone();
         let actor = Actor {
             caller: ferry_authz::Caller {
-                username: requested_by,
+                username,
                 uid: String::new(),
                 groups: self.with_checkpoint(|c| c.requester_groups.clone()),
             },
@@ -963,15 +956,44 @@ impl JobRun {
         // accepted then.
         if actor.caller.username.is_empty() {
             tracing::debug!("job records no requester; not reviewed again");
-            return Ok(());
+            return None;
         }
         let gate = Gate {
             policy,
             clusters: &*self.inner.deps.clusters,
         };
-        gate.may_create(&actor, destination, target, types).await
+        Some((actor, gate))
     }
 
+    /// Fails unless the user who started the job may create `types` in `target` on
+    /// `destination`; nothing to check when the service checks no callers.
+    pub async fn require_create(
+        &self,
+        destination: Option<&ClusterRef>,
+        target: &str,
+        types: &[kube::api::ApiResource],
+    ) -> Result<()> {
+        match self.requester() {
+            Some((actor, gate)) => gate.may_create(&actor, destination, target, types).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Fails unless the user who started the job may read `types` in `namespace` on
+    /// this cluster, as a migration of it would: a restore point is a copy of that
+    /// namespace, so restoring it reveals what reading it would.
+    pub async fn require_read(
+        &self,
+        namespace: &str,
+        types: &[kube::api::ApiResource],
+    ) -> Result<()> {
+        match self.requester() {
+            Some((actor, gate)) => gate.may_read(&actor, None, namespace, types, false).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Err once cancel was asked: called between steps and volumes.
     pub fn check_cancel(&self) -> Result<()> {
         if self.ctl.cancel.is_cancelled() {
             Err(self.cancelled())

@@ -1,0 +1,462 @@
+//! What a namespace user (alice, who holds a Role in her own namespace and nothing else)
+//! or a caller with no token reaches through real `ferry serve` processes on the test
+//! environment's clusters: another namespace's restore points, the profile and pair
+//! checks, and import policies of every namespace (issue 18, holes 3, 8 and 10).
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::control::{
+    cli, grant, grpcurl, key_secret, kubectl, kubectl_ok, main_profile, profiles_and_pair,
+    s3_secret, serve, wait_answering,
+};
+use common::random_bytes;
+use ferry_client::{Ferry, proto};
+use tonic::Code;
+
+/// The refusal's code is `code` and its message holds every one of `words`.
+fn assert_refused(status: &tonic::Status, code: Code, words: &[&str]) {
+    assert_eq!(status.code(), code, "{status:?}");
+    for w in words {
+        assert!(status.message().contains(w), "{w:?} not in {status:?}");
+    }
+}
+
+/// The final report of the job a Start* call queued.
+async fn finished(
+    ferry: &Ferry,
+    started: Result<tonic::Response<proto::StartJobResponse>, tonic::Status>,
+) -> proto::JobReport {
+    let job = started.unwrap().into_inner().job.unwrap();
+    ferry.job(&job.id).wait(|_| {}).await.unwrap()
+}
+
+/// Runs one at a time: each test's `ferry serve` publishes itself as cluster a's Ferry,
+/// which the `ferry` command and the SDK find by context.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn alice_token(env: &ferry_testenv::TestEnv, cluster: &str) -> String {
+    env.cluster(cluster)
+        .unwrap()
+        .user("alice")
+        .unwrap()
+        .token
+        .clone()
+}
+
+fn main_repository() -> Option<proto::RepositoryRef> {
+    Some(proto::RepositoryRef {
+        profile: "main".into(),
+        repository_id: String::new(),
+    })
+}
+
+/// Hole 3: restore points are copies of a namespace. alice may neither list, look at nor
+/// restore those of a namespace she may not read, even into her own namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reads_only_namespaces_the_caller_may_read() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = serve(&kc, "a", root);
+    wait_answering(&kc, &["a"]);
+
+    // The administrator's profile on a, in a fresh prefix.
+    let (s3_name, key_name) = (
+        ferry_testenv::unique_name("s3"),
+        ferry_testenv::unique_name("key"),
+    );
+    let key = root.join("repo.key");
+    std::fs::write(&key, random_bytes(32, 3)).unwrap();
+    s3_secret(&kc, "a", &s3_name, &s3.access_key, &s3.secret_key);
+    key_secret(&kc, "a", &key_name, &key);
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name("tenant-restore")
+    );
+    main_profile(&kc, "a", &location, &s3.region, (&s3_name, &key_name), true);
+
+    // bob's namespace, with a Secret, exported by the administrator.
+    let bobs = ferry_testenv::unique_name("bob-shop");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {bobs}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {bobs}}}\n\
+         stringData: {{password: bobs-password}}\n"
+    );
+    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let admin = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
+    let export = admin
+        .transfer()
+        .start_export(proto::StartExportRequest {
+            application: Some(proto::ApplicationSelector {
+                namespace: bobs.clone(),
+                ..Default::default()
+            }),
+            repository: main_repository(),
+            ..Default::default()
+        })
+        .await;
+    let exported = finished(&admin, export).await;
+    assert_eq!(
+        exported.state,
+        proto::JobState::Succeeded as i32,
+        "{exported:#?}"
+    );
+    let bobs_point = exported.restore_point_id.clone();
+    assert!(!bobs_point.is_empty(), "{exported:#?}");
+
+    // alice's namespace: hers entirely.
+    let mine = ferry_testenv::unique_name("alice-shop");
+    kubectl(&kc, "a", &["create", "namespace", &mine], None);
+    grant(&kc, "a", &mine, "alice");
+    let alice = Ferry::for_context(Some(&kc), Some("a-alice"))
+        .await
+        .unwrap();
+
+    // Listings show her nothing of bob's; the administrator sees it.
+    let listed = |ferry: &Ferry, namespace: &str| {
+        let mut catalog = ferry.catalog();
+        let req = proto::ListRestorePointsRequest {
+            repository: main_repository(),
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        async move { catalog.list_restore_points(req).await }
+    };
+    let ids = |r: proto::ListRestorePointsResponse| -> Vec<String> {
+        r.restore_points.into_iter().map(|p| p.id).collect()
+    };
+    let all = ids(listed(&admin, "").await.unwrap().into_inner());
+    assert!(all.contains(&bobs_point), "{all:?}");
+    let hers = ids(listed(&alice, "").await.unwrap().into_inner());
+    assert!(!hers.contains(&bobs_point), "alice listed bob's: {hers:?}");
+    let named = listed(&alice, &bobs).await.unwrap_err();
+    assert_refused(
+        &named,
+        Code::PermissionDenied,
+        &["alice may not", &format!("list pods in namespace {bobs}")],
+    );
+    let get = |ferry: &Ferry| {
+        let mut catalog = ferry.catalog();
+        let req = proto::GetRestorePointRequest {
+            repository: main_repository(),
+            id: bobs_point.clone(),
+        };
+        async move { catalog.get_restore_point(req).await }
+    };
+    assert!(get(&admin).await.is_ok());
+    let looked = get(&alice).await.unwrap_err();
+    assert_refused(
+        &looked,
+        Code::PermissionDenied,
+        &[&format!("namespace {bobs}"), "on cluster a"],
+    );
+    let apps: Vec<String> = alice
+        .catalog()
+        .list_applications(proto::ListApplicationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .applications
+        .into_iter()
+        .map(|a| a.namespace)
+        .collect();
+    assert!(
+        apps.contains(&mine) && !apps.contains(&bobs),
+        "alice's applications: {apps:?}"
+    );
+
+    // Restoring bob's into her own namespace, where she may create anything, fails
+    // before anything of it is applied.
+    let restore = alice
+        .transfer()
+        .start_restore(proto::StartRestoreRequest {
+            repository: main_repository(),
+            restore_point_id: bobs_point.clone(),
+            apply: Some(proto::ApplyOptions {
+                namespace_mapping: [(bobs.clone(), mine.clone())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let report = finished(&alice, restore).await;
+    assert_eq!(report.state, proto::JobState::Failed as i32, "{report:#?}");
+    let error = report.error.clone().unwrap();
+    assert_eq!(
+        error.code,
+        proto::ErrorCode::PermissionDenied as i32,
+        "{error:?}"
+    );
+    assert!(
+        error.message.contains("alice may not")
+            && error
+                .message
+                .contains(&format!("get secrets in namespace {bobs}")),
+        "{error:?}"
+    );
+    assert!(
+        !kubectl_ok(&kc, "a", &["-n", &mine, "get", "secret", "creds"]),
+        "bob's Secret was restored into alice's namespace"
+    );
+}
+
+/// Hole 8: the profile and pair checks cost a key derivation, probe writes and a status
+/// write; nobody without a token reaches them, and only administrators run them. The
+/// pair's two Ferries still check each other, proving the pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, endpoint_a) = serve(&kc, "a", root);
+    let (_serve_b, _) = serve(&kc, "b", root);
+    wait_answering(&kc, &["a", "b"]);
+    // The pair is made and checked both ways, repository included, by the
+    // administrator: each side's half of the checks is asked of the other with the
+    // pair's proof.
+    let (s3_name, key_name) = (
+        ferry_testenv::unique_name("s3"),
+        ferry_testenv::unique_name("key"),
+    );
+    profiles_and_pair(&kc, s3, root, (&s3_name, &key_name), "tenant-checks", 8);
+    let addr = endpoint_a.trim_start_matches("http://");
+    let alice = alice_token(env, "a");
+
+    // No token: nothing answers.
+    for (method, data) in [
+        (
+            "ferry.v1.CatalogService/CheckProfile",
+            r#"{"name":"main","write":true}"#,
+        ),
+        ("ferry.v1.PairingService/CheckPair", r#"{"pair":"a-to-b"}"#),
+        ("ferry.v1.PairingService/GetPair", r#"{"pair":"a-to-b"}"#),
+    ] {
+        let answer = grpcurl(addr, None, method, data);
+        assert!(answer.contains("Unauthenticated"), "{method}: {answer}");
+    }
+    // A made-up pair proof is no way in either.
+    let (_, forged) = ferry_testenv::run_grpcurl(&[
+        "-plaintext",
+        "-H",
+        "x-ferry-pair-proof: 0123456789abcdef",
+        "-d",
+        r#"{"pair":"a-to-b"}"#,
+        addr,
+        "ferry.v1.PairingService/CheckPair",
+    ]);
+    assert!(forged.contains("Unauthenticated"), "{forged}");
+
+    // alice may look at the pair, not check it or a profile.
+    let ferry_alice = Ferry::for_context(Some(&kc), Some("a-alice"))
+        .await
+        .unwrap();
+    let pair = ferry_alice
+        .pairing()
+        .get_pair(proto::GetPairRequest {
+            pair: "a-to-b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pair
+        .unwrap();
+    assert_eq!(pair.name, "a-to-b");
+    let checked = ferry_alice
+        .pairing()
+        .check_pair(proto::CheckPairRequest {
+            pair: "a-to-b".into(),
+            repository: main_repository(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(
+        &checked,
+        Code::PermissionDenied,
+        &[
+            "alice is not an administrator of cluster a",
+            "checking a pair",
+        ],
+    );
+    let profile = ferry_alice
+        .catalog()
+        .check_profile(proto::CheckProfileRequest {
+            name: "main".into(),
+            write: true,
+        })
+        .await
+        .unwrap_err();
+    assert_refused(
+        &profile,
+        Code::PermissionDenied,
+        &[
+            "alice is not an administrator of cluster a",
+            "checking a profile",
+        ],
+    );
+    let by_grpcurl = grpcurl(
+        addr,
+        Some(&alice),
+        "ferry.v1.CatalogService/CheckProfile",
+        r#"{"name":"main"}"#,
+    );
+    assert!(by_grpcurl.contains("PermissionDenied"), "{by_grpcurl}");
+
+    // The administrators check from either side, each through the other's Ferry.
+    for side in ["a", "b"] {
+        let ferry = Ferry::for_context(Some(&kc), Some(side)).await.unwrap();
+        let resp = ferry
+            .pairing()
+            .check_pair(proto::CheckPairRequest {
+                pair: "a-to-b".into(),
+                repository: main_repository(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for c in &resp.checks {
+            assert_ne!(c.status, proto::CheckStatus::Failed as i32, "{side}: {c:?}");
+        }
+        // Each side's repository check is its own, the other's asked of its Ferry.
+        let own = match side {
+            "a" => (
+                "ferry-reachable",
+                proto::CheckDirection::SourceToDestination,
+            ),
+            _ => (
+                "credential-valid",
+                proto::CheckDirection::SourceToDestination,
+            ),
+        };
+        for (name, direction) in [
+            (
+                "repository-writable",
+                proto::CheckDirection::SourceToDestination,
+            ),
+            (
+                "repository-readable",
+                proto::CheckDirection::DestinationToSource,
+            ),
+            (
+                "ferry-reachable",
+                proto::CheckDirection::DestinationToSource,
+            ),
+            own,
+        ] {
+            let found = resp
+                .checks
+                .iter()
+                .find(|c| c.name == name && c.direction == direction as i32)
+                .unwrap_or_else(|| panic!("{side}: no {name} {direction:?} in {resp:#?}"));
+            assert_eq!(
+                found.status,
+                proto::CheckStatus::Passed as i32,
+                "{side}: {found:?}"
+            );
+        }
+        assert_eq!(
+            resp.pair.unwrap().status,
+            proto::PairStatus::Ready as i32,
+            "{side}"
+        );
+    }
+}
+
+/// Hole 10: an import policy with no namespace restores whatever anyone exported into
+/// its repository, acting for its creator; only administrators may create one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_policies_of_every_namespace_are_for_administrators() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_serve_a, _) = serve(&kc, "a", tmp.path());
+    wait_answering(&kc, &["a"]);
+
+    let policy = |name: &str, namespace: &str| proto::CreateScheduleRequest {
+        name: name.into(),
+        trigger: Some(proto::create_schedule_request::Trigger::Interval(
+            prost_types::Duration {
+                seconds: 900,
+                nanos: 0,
+            },
+        )),
+        spec: Some(proto::create_schedule_request::Spec::ImportPolicy(
+            proto::ImportPolicySpec {
+                repository: Some(proto::RepositoryRef {
+                    profile: "no-such-profile".into(),
+                    repository_id: String::new(),
+                }),
+                application: Some(proto::ApplicationSelector {
+                    namespace: namespace.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let alice = Ferry::for_context(Some(&kc), Some("a-alice"))
+        .await
+        .unwrap();
+    let every = alice
+        .scheduler()
+        .create_schedule(policy("every", ""))
+        .await
+        .unwrap_err();
+    assert_refused(
+        &every,
+        Code::PermissionDenied,
+        &[
+            "alice is not an administrator of cluster a",
+            "import policy with no namespace",
+        ],
+    );
+    let by_cli = cli(
+        &kc,
+        &[
+            "--context",
+            "a-alice",
+            "import-policy",
+            "create",
+            "every",
+            "--profile",
+            "no-such-profile",
+            "--every",
+            "15m",
+        ],
+    );
+    assert_eq!(by_cli.code, Some(1), "{by_cli:?}");
+    assert!(
+        by_cli.stderr.contains("is not an administrator")
+            && by_cli.stderr.contains("import policy with no namespace"),
+        "{by_cli:?}"
+    );
+
+    // Naming a namespace, she gets past that, to the profile (which does not exist);
+    // so does the administrator without one.
+    let named = alice
+        .scheduler()
+        .create_schedule(policy("hers", "alice-shop"))
+        .await
+        .unwrap_err();
+    assert_eq!(named.code(), Code::InvalidArgument, "{named:?}");
+    assert!(named.message().contains("no-such-profile"), "{named:?}");
+    let admin = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
+    let by_admin = admin
+        .scheduler()
+        .create_schedule(policy("every", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(by_admin.code(), Code::InvalidArgument, "{by_admin:?}");
+}
