@@ -101,6 +101,9 @@ pub enum Command {
     Activate(catalog::ActivateArgs),
     /// Make a CA and certificates to try TLS and mutual TLS with (test setups).
     Certs(certs::CertsArgs),
+    /// Print Ferry's CustomResourceDefinitions (ClusterPair, Migration) as YAML: the
+    /// chart installs them; `ferry crds | kubectl apply -f -` upgrades them.
+    Crds,
     /// Print this client's version and the version of the Ferry it reaches (--context
     /// or --server); exits 1 when no Ferry answers.
     Version,
@@ -142,6 +145,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::ImportKey => catalog::import_key(&cli.connect, cli.output).await,
         Command::Activate(args) => catalog::activate(&cli.connect, args, cli.output).await,
         Command::Certs(args) => certs::run(args),
+        Command::Crds => output::print(
+            &ferry_crd::all_yaml().map_err(|e| Error::Output(std::io::Error::other(e)))?,
+        ),
         Command::Version => version::run(&cli.connect, cli.output).await,
     }
 }

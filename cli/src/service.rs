@@ -26,6 +26,9 @@ pub enum Component {
     Agent(Box<ferry_agent::Args>),
     /// The gateway (as `ferry-gateway`).
     Gateway(Box<ferry_gateway::Args>),
+    /// The controller of Ferry's custom resources and its admission webhook (as
+    /// `ferry-controller`).
+    Controller(Box<ferry_controller::Args>),
 }
 
 impl Component {
@@ -37,6 +40,7 @@ impl Component {
             Component::Scheduler(_) => "scheduler",
             Component::Agent(_) => "agent",
             Component::Gateway(_) => "gateway",
+            Component::Controller(_) => "controller",
         }
     }
 }
@@ -51,6 +55,7 @@ pub async fn run(args: ServiceArgs) -> crate::Result<()> {
         Component::Scheduler(a) => ferry_scheduler::run(*a).await,
         Component::Agent(a) => ferry_agent::run(*a).await,
         Component::Gateway(a) => ferry_gateway::run(*a).await,
+        Component::Controller(a) => ferry_controller::run(*a).await,
     };
     outcome.map_err(|source| crate::Error::Service { component, source })
 }

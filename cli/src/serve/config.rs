@@ -79,6 +79,11 @@ pub struct ServeArgs {
     /// A plaintext health port and a Prometheus `/metrics` port.
     #[command(flatten)]
     pub probes: ferry_rpc::ProbeArgs,
+    /// File holding the internal credential (the components' secret for calls to each
+    /// other); default: a random one for this process. Give it to share the credential
+    /// with a `ferry service controller` beside this server.
+    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<PathBuf>,
 }
 
 /// Everything [`super::serve`] needs, resolved.
@@ -232,7 +237,11 @@ impl ServeArgs {
             default_profile: self.default_profile,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             admin_groups: self.admin_groups,
-            internal_token: internal_token(),
+            internal_token: match &self.internal_token_file {
+                Some(path) => ferry_authz::read_internal_token(path)
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+                None => internal_token(),
+            },
             tls,
             probes: self.probes,
         })

@@ -93,7 +93,19 @@ pub fn cli(kubeconfig: &Path, args: &[&str]) -> Run {
     run(&mut cmd)
 }
 
+/// `kubectl --context CONTEXT ARGS`, which must succeed; its stdout.
 pub fn kubectl(kubeconfig: &Path, context: &str, args: &[&str], stdin: Option<&str>) -> String {
+    kubectl_result(kubeconfig, context, args, stdin)
+        .unwrap_or_else(|stderr| panic!("kubectl {args:?}: {stderr}"))
+}
+
+/// `kubectl --context CONTEXT ARGS`: its stdout, or its stderr when it fails.
+pub fn kubectl_result(
+    kubeconfig: &Path,
+    context: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, String> {
     let mut cmd =
         Command::new(std::env::var_os("FERRY_KUBECTL").unwrap_or_else(|| "kubectl".into()));
     cmd.arg("--kubeconfig")
@@ -119,12 +131,11 @@ pub fn kubectl(kubeconfig: &Path, context: &str, args: &[&str], stdin: Option<&s
             .unwrap();
     }
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 /// Whether `kubectl ARGS` succeeds, its output discarded: for polling.
@@ -394,6 +405,34 @@ pub fn profiles_and_pair(
     prefix: &str,
     seed: u64,
 ) -> (String, PathBuf) {
+    let made = profiles(kubeconfig, s3, root, names, prefix, seed);
+    let pair = [
+        "pair",
+        "create",
+        "--from",
+        "a",
+        "--to",
+        "b",
+        "--name",
+        "a-to-b",
+        "--profile",
+        "main",
+    ];
+    cli(kubeconfig, &pair).ok();
+    made
+}
+
+/// The profile `main` on both clusters (created on a) over a fresh prefix of the test
+/// bucket, with its credential and key Secrets named by `names`; returns the location
+/// and the key file.
+pub fn profiles(
+    kubeconfig: &Path,
+    s3: &ferry_testenv::S3Info,
+    root: &Path,
+    names: (&str, &str),
+    prefix: &str,
+    seed: u64,
+) -> (String, PathBuf) {
     let (s3_name, key_name) = names;
     let key = root.join(format!("{key_name}.key"));
     std::fs::write(&key, super::random_bytes(32, seed)).unwrap();
@@ -410,19 +449,6 @@ pub fn profiles_and_pair(
     for (side, create) in [("a", true), ("b", false)] {
         main_profile(kubeconfig, side, &location, &s3.region, names, create);
     }
-    let pair = [
-        "pair",
-        "create",
-        "--from",
-        "a",
-        "--to",
-        "b",
-        "--name",
-        "a-to-b",
-        "--profile",
-        "main",
-    ];
-    cli(kubeconfig, &pair).ok();
     (location, key)
 }
 

@@ -552,6 +552,25 @@ pub fn require_internal(
     }
 }
 
+/// Stands in for a user name a header cannot carry: it holds no rights.
+const UNENCODABLE_USER: &str = "system:ferry:unencodable-user";
+
+/// Marks a call (which must bear the internal credential) as made for `user` and
+/// `groups`: the service then reviews that user's rights, never the caller's. A name
+/// that cannot travel in a header becomes one that holds no rights, so the call is
+/// refused rather than made with the caller's own.
+pub fn act_for(metadata: &mut tonic::metadata::MetadataMap, user: &str, groups: &[String]) {
+    let user = user
+        .parse()
+        .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(UNENCODABLE_USER));
+    metadata.insert(ON_BEHALF_OF_USER, user);
+    for g in groups {
+        if let Ok(g) = g.parse() {
+            metadata.append(ON_BEHALF_OF_GROUP, g);
+        }
+    }
+}
+
 /// The bearer token of a request's metadata, if it has one.
 pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     let value = metadata.get(AUTHORIZATION)?.to_str().ok()?;

@@ -97,6 +97,9 @@ pub enum ExclusionReason {
     FilteredOut,
     /// Being deleted on the source.
     Terminating,
+    /// Ferry's own objects (group ferry.dev: Migrations, ClusterPairs) drive the
+    /// source's Ferry; on the destination they would start work of their own.
+    FerryObject,
 }
 
 impl std::fmt::Display for ExclusionReason {
@@ -135,6 +138,10 @@ impl std::fmt::Display for ExclusionReason {
                 write!(f, "left out by the include/exclude resource lists")
             }
             ExclusionReason::Terminating => write!(f, "being deleted on the source"),
+            ExclusionReason::FerryObject => write!(
+                f,
+                "Ferry's own objects drive the source's Ferry, not the application"
+            ),
         }
     }
 }
@@ -505,6 +512,7 @@ fn excluded_type(ar: &ApiResource) -> Option<ExclusionReason> {
         ("", "Endpoints") | ("discovery.k8s.io", "EndpointSlice") => {
             Some(ExclusionReason::Endpoints)
         }
+        ("ferry.dev", _) => Some(ExclusionReason::FerryObject),
         _ => None,
     }
 }

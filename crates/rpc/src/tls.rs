@@ -33,7 +33,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-pub(crate) use accept::incoming;
+pub use accept::incoming;
 pub use args::{TlsArgs, TlsSetup};
 pub use channel::{BadToken, TlsChannel};
 pub use explain::TlsMismatch;

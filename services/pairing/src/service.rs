@@ -803,11 +803,17 @@ impl PairingService {
     }
 
     /// Fails unless the caller is signed in, and an administrator when `admin_for`
-    /// names what needs one; passes when the service checks no callers.
+    /// names what needs one; passes when the service checks no callers. The
+    /// deployment's own components (the controller, which checked that an object's
+    /// creator administers Ferry before it asks) pass with the internal credential.
     async fn review<T>(&self, request: &Request<T>, admin_for: Option<&str>) -> Result<(), Status> {
         match &self.inner.config.access {
             Some(authz) => authz
-                .review(request.metadata(), admin_for, None)
+                .review(
+                    request.metadata(),
+                    admin_for,
+                    self.inner.config.internal_token.as_deref(),
+                )
                 .await
                 .map_err(|e| e.to_status()),
             None => Ok(()),

@@ -35,27 +35,11 @@ pub async fn acting_for<F: std::future::Future>(who: Option<Requester>, f: F) ->
     ACTING_FOR.scope(who, f).await
 }
 
-/// Stands in for a user name a header cannot carry.
-const UNENCODABLE_USER: &str = "system:ferry:unencodable-user";
-
 /// `message` as a request carrying the acting user, when there is one.
 fn on_behalf<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    let who = ACTING_FOR.try_with(Clone::clone).ok().flatten();
-    if let Some(who) = who {
-        let md = request.metadata_mut();
-        // A name that cannot travel in a header becomes one that holds no rights: the
-        // job is refused rather than run with the scheduler's own.
-        let user = who
-            .user
-            .parse()
-            .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(UNENCODABLE_USER));
-        md.insert(ferry_authz::ON_BEHALF_OF_USER, user);
-        for g in &who.groups {
-            if let Ok(g) = g.parse() {
-                md.append(ferry_authz::ON_BEHALF_OF_GROUP, g);
-            }
-        }
+    if let Some(who) = ACTING_FOR.try_with(Clone::clone).ok().flatten() {
+        ferry_authz::act_for(request.metadata_mut(), &who.user, &who.groups);
     }
     request
 }

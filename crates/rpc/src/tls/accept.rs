@@ -23,7 +23,7 @@ const LINGER: Duration = Duration::from_secs(2);
 
 /// The connections of `listener` that completed a TLS handshake. Accepting stops when
 /// the stream is dropped (the server stopped).
-pub(crate) fn incoming(
+pub fn incoming(
     listener: TcpListener,
     tls: &ServerTls,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {

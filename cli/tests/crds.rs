@@ -1,0 +1,446 @@
+//! Ferry driven with kubectl, across two real clusters (one `ferry serve` each) and the
+//! test environment's MinIO, with the controller (`ferry service controller`) and its
+//! admission webhook beside cluster a:
+//!
+//! - the ClusterPair and Migration examples of docs/crds.md, applied with kubectl, pair
+//!   the clusters and move a namespace with its data; `kubectl get migration -o yaml`
+//!   shows Succeeded with the volume's result, and every byte arrived;
+//! - the webhook records who created each object and keeps it on updates;
+//! - a namespace user's Migration of a namespace they cannot read is refused, with the
+//!   reason in its condition, and starts no job;
+//! - a second controller replica waits on the Lease and takes over when the first stops.
+
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::control::{
+    cli, eventually, free_port, jsonpath, kubectl, kubectl_result, profiles, sample_app,
+    serve_with, wait_answering,
+};
+use common::{assert_same_tree, make_tree};
+use serde_json::Value;
+
+const DOC: &str = include_str!("../../docs/crds.md");
+const CRDS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../charts/ferry/crds/ferry.dev.yaml"
+);
+
+/// The YAML block of docs/crds.md marked `<!-- example: NAME -->`.
+fn example(name: &str) -> String {
+    let marker = format!("<!-- example: {name} -->");
+    let after = DOC
+        .split_once(&marker)
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no example {name} in docs/crds.md"));
+    let body = after.split_once("```yaml\n").map(|(_, rest)| rest).unwrap();
+    body.split_once("```")
+        .map(|(yaml, _)| yaml.to_owned())
+        .unwrap()
+}
+
+/// A `ferry service controller` process for cluster a.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(
+        kc: &Path,
+        root: &Path,
+        id: &str,
+        serve: u16,
+        webhook: u16,
+        token: &Path,
+    ) -> Controller {
+        let log = root.join(format!("controller-{id}.log"));
+        let endpoint = format!("http://127.0.0.1:{serve}");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["service", "controller"])
+            .args([
+                "--transfer-endpoint",
+                &endpoint,
+                "--pairing-endpoint",
+                &endpoint,
+            ])
+            .arg("--internal-token-file")
+            .arg(token)
+            .args(["--webhook-listen", &format!("127.0.0.1:{webhook}")])
+            .arg("--webhook-cert")
+            .arg(root.join("certs/webhook.crt"))
+            .arg("--webhook-key")
+            .arg(root.join("certs/webhook.key"))
+            .arg("--kubeconfig")
+            .arg(kc)
+            .args([
+                "--context",
+                "a",
+                "--cluster-name",
+                "a",
+                "--namespace",
+                "ferry-system",
+            ])
+            .args(["--identity", id, "--lease-seconds", "6"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Controller { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The MutatingWebhookConfiguration the chart installs, pointing at a process here.
+fn webhook_configuration(ca: &str, port: u16) -> String {
+    use base64::Engine as _;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+         metadata: {{name: ferry}}\nwebhooks:\n\
+         - name: requester.ferry.dev\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  \
+         failurePolicy: Fail\n  timeoutSeconds: 10\n  \
+         clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\", caBundle: {bundle}}}\n  \
+         rules: [{{apiGroups: [ferry.dev], apiVersions: [\"*\"], operations: [CREATE, UPDATE], \
+         resources: [clusterpairs, migrations], scope: \"*\"}}]\n"
+    )
+}
+
+fn get_json(kc: &Path, context: &str, args: &[&str]) -> Value {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl(kc, context, &all, None)).unwrap()
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits until `kind/name` has condition `type_` other than Unknown, and returns it.
+fn settled(kc: &Path, context: &str, ns: Option<&str>, what: &str, type_: &str) -> Value {
+    let mut last = Value::Null;
+    eventually(&format!("{what} to settle its {type_} condition"), || {
+        let mut args = vec![what];
+        if let Some(ns) = ns {
+            args.extend(["-n", ns]);
+        }
+        last = get_json(kc, context, &args);
+        condition(&last, type_).is_some_and(|c| c["status"] != "Unknown")
+    });
+    last
+}
+
+#[tokio::test]
+async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_its_data() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+
+    // One internal credential for a's Ferry and its controller, as the chart shares it.
+    let token = root.join("internal-token");
+    std::fs::write(&token, "controller-test-internal-credential\n").unwrap();
+    let port_a = free_port();
+    let with_token = [
+        "--internal-token-file".to_string(),
+        token.display().to_string(),
+    ];
+    let _serve_a = serve_with(&kc, "a", root, port_a, &with_token);
+    let _serve_b = serve_with(&kc, "b", root, free_port(), &[]);
+    wait_answering(&kc, &["a", "b"]);
+    profiles(&kc, s3, root, ("s3-crd", "repo-key-crd"), "cli-crds", 71);
+
+    // The CRDs the chart ships, and the webhook.
+    kubectl(&kc, "a", &["apply", "--server-side", "-f", CRDS], None);
+    kubectl(
+        &kc,
+        "a",
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/migrations.ferry.dev",
+            "crd/clusterpairs.ferry.dev",
+        ],
+        None,
+    );
+    let certs = root.join("certs");
+    common::run(
+        common::ferry()
+            .args([
+                "certs",
+                "create",
+                "--name",
+                "webhook",
+                "--host",
+                "127.0.0.1",
+                "--dir",
+            ])
+            .arg(&certs),
+    )
+    .ok();
+    let webhook = free_port();
+    let first = Controller::start(&kc, root, "first", port_a, webhook, &token);
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    kubectl(
+        &kc,
+        "a",
+        &["apply", "-f", "-"],
+        Some(&webhook_configuration(&ca, webhook)),
+    );
+
+    // Pair with the documented example: the token in a Secret, the ClusterPair applied.
+    let pairing = cli(
+        &kc,
+        &[
+            "--context",
+            "b",
+            "pair",
+            "token",
+            "create",
+            "--name",
+            "a-to-b",
+        ],
+    )
+    .ok();
+    let literal = format!("--from-literal=token={}", pairing.stdout.trim());
+    kubectl(
+        &kc,
+        "a",
+        &[
+            "-n",
+            "ferry-system",
+            "create",
+            "secret",
+            "generic",
+            "b-pairing-token",
+            &literal,
+        ],
+        None,
+    );
+    // The webhook must answer before the API server takes Ferry objects.
+    let pair_yaml = example("clusterpair");
+    eventually("the webhook to answer the API server", || {
+        kubectl_result(&kc, "a", &["apply", "-f", "-"], Some(&pair_yaml)).is_ok()
+    });
+    let pair = settled(&kc, "a", None, "clusterpair/a-to-b", "Ready");
+    let ready = condition(&pair, "Ready").unwrap();
+    assert_eq!(ready["status"], "True", "{pair:#}");
+    assert_eq!(pair["status"]["destination"], "b", "{pair:#}");
+    let pair_id = pair["status"]["pairId"].as_str().unwrap().to_owned();
+    let listed = cli(&kc, &["--context", "a", "-o", "json", "pair", "list"]).ok();
+    assert!(listed.stdout.contains(&pair_id), "{listed:?}");
+    // Recorded by the webhook: the administrator who applied it.
+    let requester: Value = serde_json::from_str(
+        pair["metadata"]["annotations"]["ferry.dev/requester"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(requester["username"], "admin", "{requester}");
+
+    // The documented Migration, in a namespace with data.
+    let (ns, _, src) = sample_app(&kc, root, "crd-shop", |src| {
+        make_tree(src, 72);
+    });
+    let migration = example("migration").replace("namespace: shop", &format!("namespace: {ns}"));
+    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&migration));
+    let done = settled(&kc, "a", Some(&ns), "migration/shop-to-b", "Succeeded");
+    let succeeded = condition(&done, "Succeeded").unwrap();
+    assert_eq!(succeeded["status"], "True", "{done:#}\n{}", first.log());
+    let status = &done["status"];
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["observedGeneration"], done["metadata"]["generation"]);
+    let volumes = status["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 1, "{status:#}");
+    assert_eq!(volumes[0]["claim"], "data-db-0");
+    assert_eq!(volumes[0]["result"], "Succeeded");
+    assert!(volumes[0]["bytes"].as_u64().unwrap() > 0, "{status:#}");
+    assert!(
+        status["objects"]["created"].as_u64().unwrap() >= 5,
+        "{status:#}"
+    );
+    let job = status["jobs"][0]["id"].as_str().unwrap();
+    let shown = cli(&kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
+    assert!(shown.stdout.contains("JOB_STATE_SUCCEEDED"), "{shown:?}");
+    assert!(
+        shown.stdout.contains("\"requestedBy\": \"admin\""),
+        "{shown:?}"
+    );
+    let dst = PathBuf::from(kubectl(
+        &kc,
+        "b",
+        &[
+            "get",
+            "pv",
+            &jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}"),
+            "-o",
+            "jsonpath={.spec.hostPath.path}",
+        ],
+        None,
+    ));
+    assert_same_tree(&src, &dst);
+    // The Migration itself stayed behind: Ferry's own objects drive the source's Ferry.
+    let report = cli(
+        &kc,
+        &["--context", "a", "jobs", "get", job, "--show-objects"],
+    )
+    .ok();
+    assert!(
+        report
+            .stdout
+            .contains("Ferry's own objects drive the source's Ferry"),
+        "{report:?}"
+    );
+    // The printer columns.
+    let table = kubectl(&kc, "a", &["-n", &ns, "get", "migrations"], None);
+    assert!(
+        table.contains("PHASE") && table.contains("Succeeded"),
+        "{table}"
+    );
+
+    // The requester cannot be edited away, and the spec cannot change.
+    kubectl(
+        &kc,
+        "a",
+        &[
+            "-n",
+            &ns,
+            "annotate",
+            "--overwrite",
+            "migration/shop-to-b",
+            "ferry.dev/requester={\"username\":\"mallory\"}",
+        ],
+        None,
+    );
+    let after = get_json(&kc, "a", &["-n", &ns, "migration/shop-to-b"]);
+    assert_eq!(
+        after["metadata"]["annotations"]["ferry.dev/requester"],
+        done["metadata"]["annotations"]["ferry.dev/requester"]
+    );
+    let changed = kubectl_result(
+        &kc,
+        "a",
+        &[
+            "-n",
+            &ns,
+            "patch",
+            "migration/shop-to-b",
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"dryRun\":true}}",
+        ],
+        None,
+    );
+    assert!(
+        changed.as_ref().is_err_and(|e| e.contains("cannot change")),
+        "{changed:?}"
+    );
+
+    // alice, in her own namespace, asks for one she cannot read: refused, no job.
+    let hers = ferry_testenv::unique_name("alice-crd");
+    kubectl(&kc, "a", &["create", "namespace", &hers], None);
+    let role = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: alice-migrations, namespace: {hers}}}\n\
+         rules: [{{apiGroups: [ferry.dev], resources: [migrations], verbs: [\"*\"]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: alice-migrations, namespace: {hers}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-migrations}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
+    );
+    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&role));
+    let jobs_before = cli(&kc, &["--context", "a", "-o", "json", "jobs", "list"])
+        .ok()
+        .stdout;
+    let theirs = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Migration\n\
+         metadata: {{name: take-shop, namespace: {hers}}}\n\
+         spec: {{clusterPair: a-to-b, profile: main, namespaces: [{ns}]}}\n"
+    );
+    kubectl(&kc, "a-alice", &["apply", "-f", "-"], Some(&theirs));
+    let refused = settled(&kc, "a", Some(&hers), "migration/take-shop", "Succeeded");
+    let why = condition(&refused, "Succeeded").unwrap();
+    assert_eq!(why["status"], "False", "{refused:#}");
+    assert_eq!(why["reason"], "Forbidden", "{refused:#}");
+    let message = why["message"].as_str().unwrap();
+    assert!(
+        message.contains("alice may not") && message.contains(&ns),
+        "{message}"
+    );
+    assert_eq!(refused["status"]["phase"], "Failed");
+    assert!(refused["status"]["jobs"].is_null(), "{refused:#}");
+    let jobs_after = cli(&kc, &["--context", "a", "-o", "json", "jobs", "list"])
+        .ok()
+        .stdout;
+    assert_eq!(jobs_before, jobs_after, "a refused Migration started a job");
+
+    // A second replica waits on the Lease; when the first stops, it takes over.
+    let webhook_second = free_port();
+    let second = Controller::start(&kc, root, "second", port_a, webhook_second, &token);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let holder = kubectl(
+        &kc,
+        "a",
+        &[
+            "-n",
+            "ferry-system",
+            "get",
+            "lease",
+            "ferry-controller",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    );
+    assert_eq!(holder, "first");
+    assert!(
+        !second.log().contains("holding the lease"),
+        "{}",
+        second.log()
+    );
+    drop(first);
+    eventually("the second replica to take the lease", || {
+        second.log().contains("holding the lease")
+    });
+    // It acts: a ClusterPair whose token Secret is missing is told so, by it.
+    kubectl(
+        &kc,
+        "a",
+        &["apply", "-f", "-"],
+        Some(&webhook_configuration(&ca, webhook_second)),
+    );
+    let orphan = "apiVersion: ferry.dev/v1alpha1\nkind: ClusterPair\nmetadata: {name: no-secret}\n\
+                  spec: {tokenSecretRef: {name: missing-token}}\n";
+    eventually("the second replica's webhook to answer", || {
+        kubectl_result(&kc, "a", &["apply", "-f", "-"], Some(orphan)).is_ok()
+    });
+    let waiting = settled(&kc, "a", None, "clusterpair/no-secret", "Ready");
+    let why = condition(&waiting, "Ready").unwrap();
+    assert_eq!(why["reason"], "SecretNotFound", "{waiting:#}");
+    assert!(
+        why["message"].as_str().unwrap().contains("missing-token"),
+        "{waiting:#}"
+    );
+    assert!(second.log().contains("holding the lease"));
+}

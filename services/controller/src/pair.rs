@@ -1,0 +1,218 @@
+//! ClusterPair objects onto the pairing service: the token in the named Secret is
+//! accepted (AcceptPairingToken) when the object's creator is a Ferry administrator,
+//! and the pair is deleted on both sides when the object is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_crd::requester::Requester;
+use ferry_crd::{ClusterPair, ClusterPairStatus, Condition, set_condition};
+use ferry_proto::v1::{AcceptPairingTokenRequest, DeletePairRequest};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+use tonic::Code;
+
+use crate::Ctx;
+use crate::error::{Error, Result};
+
+/// How often a ClusterPair waiting for its Secret looks again.
+const SECRET_RETRY: Duration = Duration::from_secs(15);
+
+/// The controller's entry for one ClusterPair.
+pub async fn reconcile(p: Arc<ClusterPair>, ctx: Arc<Ctx>) -> Result<Action> {
+    let api: Api<ClusterPair> = Api::all(ctx.client.clone());
+    finalizer(&api, ferry_crd::FINALIZER, p, |event| async {
+        match event {
+            Event::Apply(p) => apply(&api, &p, &ctx).await,
+            Event::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(api: &Api<ClusterPair>, p: &ClusterPair, ctx: &Ctx) -> Result<Action> {
+    let mut status = p.status.clone().unwrap_or_default();
+    if !status.pair_id.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let name = p.name_any();
+    let requester = match Requester::of(
+        p.metadata.annotations.as_ref(),
+        &ctx.secret,
+        "ClusterPair",
+        "",
+        &name,
+    ) {
+        Ok(r) => r,
+        Err(e) => return not_ready(api, p, ctx, status, "RequesterUnknown", &e.to_string()).await,
+    };
+    let caller = ferry_authz::Caller {
+        username: requester.username.clone(),
+        uid: requester.uid.clone(),
+        groups: requester.groups.clone(),
+    };
+    let admin = ctx
+        .authorizer
+        .is_admin(&caller)
+        .await
+        .map_err(|e| Error::Service {
+            what: format!("checking whether {} administers Ferry", requester.username),
+            status: e.to_status(),
+        })?;
+    if !admin {
+        let message = format!(
+            "{} may not pair clusters: only Ferry administrators (members of an --admin-group, \
+             or allowed everything in cluster {}) may create a ClusterPair",
+            requester.username, ctx.cluster
+        );
+        return not_ready(api, p, ctx, status, "Forbidden", &message).await;
+    }
+    let r = &p.spec.token_secret_ref;
+    let namespace = if r.namespace.is_empty() {
+        ctx.namespace.as_str()
+    } else {
+        r.namespace.as_str()
+    };
+    let key = r.key.as_deref().unwrap_or("token");
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(&r.name).await.map_err(Error::kube(
+        format!("reading Secret {namespace}/{}", r.name),
+        &ctx.cluster,
+    ))?;
+    let token = secret.and_then(|s| s.data).and_then(|d| {
+        d.get(key)
+            .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
+    });
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        let message = format!(
+            "Secret {namespace}/{} has no key {key:?}; create it with the destination's \
+             `ferry pair token create` output: kubectl -n {namespace} create secret generic {} \
+             --from-literal={key}=TOKEN",
+            r.name, r.name
+        );
+        not_ready(api, p, ctx, status, "SecretNotFound", &message).await?;
+        return Ok(Action::requeue(SECRET_RETRY));
+    };
+    let accepted = ctx
+        .pairing
+        .clone()
+        .accept_pairing_token(AcceptPairingTokenRequest {
+            token,
+            pair_name: name.clone(),
+        })
+        .await;
+    let pair = match accepted {
+        Ok(r) => r.into_inner().pair.unwrap_or_default(),
+        Err(s) if s.code() == Code::Unavailable || s.code() == Code::DeadlineExceeded => {
+            return Err(Error::Service {
+                what: format!("accepting the pairing token of ClusterPair {name}"),
+                status: s,
+            });
+        }
+        Err(s) => {
+            return not_ready(api, p, ctx, status, "TokenRefused", s.message()).await;
+        }
+    };
+    tracing::info!(pair = %name, id = %pair.id, user = %requester.username, "paired");
+    status.pair_id = pair.id.clone();
+    status.destination = pair.destination.map(|d| d.name).unwrap_or_default();
+    status.observed_generation = p.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        condition(
+            "True",
+            "Paired",
+            &format!("paired with cluster {}", status.destination),
+            p,
+        ),
+    );
+    write_status(api, p, ctx, &status).await?;
+    Ok(Action::await_change())
+}
+
+async fn cleanup(p: &ClusterPair, ctx: &Ctx) -> Result<Action> {
+    let Some(id) = p
+        .status
+        .as_ref()
+        .map(|s| s.pair_id.clone())
+        .filter(|id| !id.is_empty())
+    else {
+        return Ok(Action::await_change());
+    };
+    match ctx
+        .pairing
+        .clone()
+        .delete_pair(DeletePairRequest { pair: id.clone() })
+        .await
+    {
+        Ok(r) => {
+            tracing::info!(pair = %p.name_any(), id = %id, remote_deleted = r.into_inner().remote_deleted,
+                "ClusterPair deleted: pair removed");
+            Ok(Action::await_change())
+        }
+        Err(s) if s.code() == Code::NotFound => Ok(Action::await_change()),
+        Err(status) => Err(Error::Service {
+            what: format!("deleting pair {id} of ClusterPair {}", p.name_any()),
+            status,
+        }),
+    }
+}
+
+fn condition(status: &str, reason: &str, message: &str, p: &ClusterPair) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: k8s_openapi::jiff::Timestamp::now().to_string(),
+        observed_generation: p.metadata.generation,
+    }
+}
+
+async fn not_ready(
+    api: &Api<ClusterPair>,
+    p: &ClusterPair,
+    ctx: &Ctx,
+    mut status: ClusterPairStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action> {
+    status.observed_generation = p.metadata.generation;
+    set_condition(
+        &mut status.conditions,
+        condition("False", reason, message, p),
+    );
+    write_status(api, p, ctx, &status).await?;
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    api: &Api<ClusterPair>,
+    p: &ClusterPair,
+    ctx: &Ctx,
+    status: &ClusterPairStatus,
+) -> Result<()> {
+    if p.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": ClusterPair::api_version(&()),
+        "kind": ClusterPair::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply("ferry-controller").force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(
+        format!("writing the status of ClusterPair {}", p.name_any()),
+        &ctx.cluster,
+    ))?;
+    Ok(())
+}
