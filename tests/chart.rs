@@ -161,14 +161,61 @@ fn prefixed(names: &[&str], suffix: &str) -> BTreeSet<String> {
     names.iter().map(|n| format!("ferry-{n}{suffix}")).collect()
 }
 
+/// The controller: its webhook Service and configuration, and what it is started with.
+fn check_controller(r: &Rendered, ns: &str) {
+    let svc = r.get("Service", "ferry-controller");
+    let webhook = &svc["spec"]["ports"][0];
+    assert_eq!(webhook["name"].as_str(), Some("webhook"));
+    assert_eq!(webhook["port"].as_u64(), Some(443));
+    let config = r.get(
+        "MutatingWebhookConfiguration",
+        &format!("{ns}-ferry-controller"),
+    );
+    let hook = &config["webhooks"][0];
+    assert_eq!(hook["failurePolicy"].as_str(), Some("Fail"));
+    assert_eq!(
+        hook["clientConfig"]["service"]["name"].as_str(),
+        Some("ferry-controller")
+    );
+    // The CA the API server checks the webhook with is the one in its Secret.
+    let secret = r.get("Secret", "ferry-controller-webhook");
+    assert_eq!(
+        hook["clientConfig"]["caBundle"].as_str(),
+        secret["data"]["ca.crt"].as_str()
+    );
+    assert_eq!(
+        strings(&hook["rules"][0]["resources"]),
+        ["clusterpairs", "migrations"]
+    );
+    let args = r.args("Deployment", "ferry-controller");
+    assert_eq!(args[..2], ["service".to_string(), "controller".to_string()]);
+    for flag in [
+        "--internal-token-file=/etc/ferry/internal/token".to_string(),
+        format!("--namespace={ns}"),
+        "--webhook-cert=/etc/ferry/webhook/tls.crt".to_string(),
+    ] {
+        assert!(args.contains(&flag), "{flag}: {args:?}");
+    }
+    let pod = &r.get("Deployment", "ferry-controller")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
+}
+
 /// What every rendering holds, whatever the values.
 fn check_common(r: &Rendered, ns: &str) {
-    assert_eq!(r.names("Deployment"), prefixed(&CONTROL_PLANE, ""));
+    let mut deployments = prefixed(&CONTROL_PLANE, "");
+    deployments.insert("ferry-controller".into());
+    assert_eq!(r.names("Deployment"), deployments);
     assert_eq!(r.names("DaemonSet"), set(&["ferry-agent"]));
     let mut services = prefixed(&CONTROL_PLANE, "");
     services.insert("ferry-agent".into());
+    services.insert("ferry-controller".into());
     assert_eq!(r.names("Service"), services);
     assert_eq!(r.names("ServiceAccount"), services);
+    check_controller(r, ns);
+    services.remove("ferry-controller");
     for name in &services {
         let svc = r.get("Service", name);
         let ports = svc["spec"]["ports"].as_sequence().expect("ports");
@@ -433,8 +480,15 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     assert_eq!(r.names("NetworkPolicy"), set(&["ferry-agent"]));
     assert!(r.names("ServiceMonitor").is_empty());
     assert!(r.names("PrometheusRule").is_empty());
-    let mut secrets = prefixed(&[&CONTROL_PLANE[..], &["agent"]].concat(), "-tls");
-    secrets.extend(set(&["ferry-internal", "ferry-ca"]));
+    let mut secrets = prefixed(
+        &[&CONTROL_PLANE[..], &["agent", "controller"]].concat(),
+        "-tls",
+    );
+    secrets.extend(set(&[
+        "ferry-internal",
+        "ferry-ca",
+        "ferry-controller-webhook",
+    ]));
     assert_eq!(r.names("Secret"), secrets);
     assert_eq!(
         r.names("PersistentVolumeClaim"),
@@ -570,7 +624,11 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     assert!(r.names("NetworkPolicy").is_empty());
     assert!(r.names("ServiceMonitor").is_empty());
     assert!(r.names("PersistentVolumeClaim").is_empty());
-    assert_eq!(r.names("Secret"), set(&["ferry-internal"]));
+    // The webhook speaks TLS whatever the mode: the API server calls it over HTTPS.
+    assert_eq!(
+        r.names("Secret"),
+        set(&["ferry-internal", "ferry-controller-webhook"])
+    );
     assert!(!r.yaml.contains("/etc/ferry/tls"), "{}", r.yaml);
     for c in CONTROL_PLANE {
         let args = r.args("Deployment", &format!("ferry-{c}"));

@@ -353,8 +353,8 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
             ],
             None,
         );
-        // Five control-plane Deployments and one agent per node.
-        assert_eq!(ready.split_whitespace().count(), 6, "{ready}");
+        // Five control-plane Deployments, the controller and one agent per node.
+        assert_eq!(ready.split_whitespace().count(), 7, "{ready}");
         assert!(!ready.contains("=False"), "{ready}");
     }
 
@@ -407,6 +407,7 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     assert!(dst.starts_with(&b.volume_root), "{}", dst.display());
     assert_same_tree(&src, &dst);
     metrics_count_the_migration(&kc, &src, &bundle).await;
+    kubectl_apply_of_a_migration_moves_a_namespace(&kc);
 
     // A changed value rolls the pods; the job survives in the transfer service's state.
     let before = ferry_pods(&kc, "a");
@@ -419,7 +420,18 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
         "pods did not roll: {before:?} -> {after:?}"
     );
     wait_answering(&kc, &["a"]);
-    let jobs = cli(&kc, &["--context", "a", "jobs", "list"]).ok();
+    // The gateway answers as soon as it is Ready; its route to the new transfer pod
+    // (the Service's address on the node) may take a moment more after the roll.
+    let mut jobs = None;
+    eventually("the job list through the rolled gateway", || {
+        let listed = cli(&kc, &["--context", "a", "jobs", "list"]);
+        let unavailable = listed.code == Some(1) && listed.stderr.contains("could not reach");
+        if !unavailable {
+            jobs = Some(listed);
+        }
+        !unavailable
+    });
+    let jobs = jobs.unwrap().ok();
     assert!(
         jobs.stdout
             .lines()
@@ -486,6 +498,51 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
             .trim()
             .is_empty()
     });
+}
+
+/// The chart's controller and webhook at work: a Migration applied with kubectl (as
+/// the administrator) moves a namespace through the pair the `ferry` command made.
+fn kubectl_apply_of_a_migration_moves_a_namespace(kc: &Path) {
+    let ns = ferry_testenv::unique_name("crd-settings");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings, namespace: {ns}}}\n\
+         data: {{greeting: moved-by-a-migration-object}}\n---\n\
+         apiVersion: ferry.dev/v1alpha1\nkind: Migration\n\
+         metadata: {{name: to-b, namespace: {ns}}}\n\
+         spec: {{clusterPair: a-to-b, profile: main}}\n"
+    );
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let field = |path: &str| {
+        let jsonpath = format!("jsonpath={{{path}}}");
+        kubectl(
+            kc,
+            "a",
+            &["-n", &ns, "get", "migration", "to-b", "-o", &jsonpath],
+            None,
+        )
+    };
+    eventually("the Migration object to succeed", || {
+        let phase = field(".status.phase");
+        assert!(
+            phase.is_empty() || phase == "Running" || phase == "Succeeded",
+            "{}\n{}",
+            field(".status"),
+            kubectl(
+                kc,
+                "a",
+                &["-n", NS, "logs", "deploy/ferry-controller", "--tail=40"],
+                None
+            )
+        );
+        phase == "Succeeded"
+    });
+    let requester = field(".metadata.annotations.ferry\\.dev/requester");
+    assert!(requester.contains("\"username\":\"admin\""), "{requester}");
+    assert_eq!(
+        jsonpath(kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        "moved-by-a-migration-object"
+    );
 }
 
 /// What Prometheus scrapes from a's transfer service moved by exactly the one

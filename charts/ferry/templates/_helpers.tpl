@@ -30,6 +30,15 @@ Helpers that need a component take a dict: (dict "ctx" $ "component" "pairing").
 ["gateway", "pairing", "catalog", "transfer", "scheduler"]
 {{- end }}
 
+{{/* Components with a certificate of their own and a ServiceAccount. */}}
+{{- define "ferry.podComponents" -}}
+{{- $all := append (include "ferry.controlPlane" . | fromJsonArray) "agent" }}
+{{- if .Values.controller.enabled }}
+{{- $all = append $all "controller" }}
+{{- end }}
+{{- toJson $all }}
+{{- end }}
+
 {{/* Components that keep state in --data-dir. */}}
 {{- define "ferry.stateful" -}}
 ["pairing", "catalog", "transfer", "scheduler"]
@@ -208,7 +217,7 @@ Returns JSON: {"ca": {"crt", "key"}, "certs": {<component>: {"crt", "key", "sans
 {{- $caFresh = true }}
 {{- end }}
 {{- $certs := dict }}
-{{- range $component := append (include "ferry.controlPlane" . | fromJsonArray) "agent" }}
+{{- range $component := include "ferry.podComponents" . | fromJsonArray }}
 {{- $c := dict "ctx" $ "component" $component }}
 {{- $sans := include "ferry.sans" $c | fromJson }}
 {{- $sum := toJson $sans | sha256sum | trunc 16 }}

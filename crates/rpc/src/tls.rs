@@ -188,6 +188,13 @@ impl ServerTls {
         })
     }
 
+    /// The same, also offering HTTP/1.1 in the handshake: for a plain HTTPS endpoint
+    /// (an admission webhook, whose caller speaks HTTP/1.1), not for gRPC.
+    pub fn with_http1(mut self) -> ServerTls {
+        Arc::make_mut(&mut self.config).alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        self
+    }
+
     /// Whether clients must present a certificate.
     pub fn is_mutual(&self) -> bool {
         self.mutual

@@ -248,6 +248,9 @@ pub(crate) async fn start_cluster(
     if !node_infos.is_empty() {
         // Logs, exec and port-forward reach the kubelet at the node's own address.
         api_args.push(s("--kubelet-preferred-address-types=InternalIP"));
+        // Webhooks (Ferry's controller) are called at their pods' addresses, which this
+        // host routes to, rather than at Service IPs, which only nodes' kube-proxy knows.
+        api_args.push(s("--enable-aggregator-routing=true"));
     }
     let mut apiserver = Proc::spawn(
         &format!("kube-apiserver ({name})"),

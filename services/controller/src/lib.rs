@@ -141,7 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     args.probes.spawn(&shutdown).await?;
     let cert = ferry_rpc::Pem::read("--webhook-cert", &args.webhook_cert)?;
     let key = ferry_rpc::Pem::read("--webhook-key", &args.webhook_key)?;
-    let webhook_tls = ferry_rpc::ServerTls::new(&cert, &key, None)?;
+    let webhook_tls = ferry_rpc::ServerTls::new(&cert, &key, None)?.with_http1();
     let listener = tokio::net::TcpListener::bind(args.webhook_listen)
         .await
         .with_context(|| format!("binding the webhook's address {}", args.webhook_listen))?;

@@ -173,3 +173,89 @@ pub fn mutate(request: &AdmissionRequest<DynamicObject>, secret: &str) -> Admiss
         Err(e) => response.deny(format!("building the patch: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn request(
+        operation: &str,
+        object: Value,
+        old: Value,
+        user: &str,
+    ) -> AdmissionRequest<DynamicObject> {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "00000000-0000-0000-0000-000000000001",
+                "kind": {"group": "ferry.dev", "version": "v1alpha1", "kind": "Migration"},
+                "resource": {"group": "ferry.dev", "version": "v1alpha1", "resource": "migrations"},
+                "name": "m",
+                "namespace": "shop",
+                "operation": operation,
+                "userInfo": {"username": user, "uid": "u-7", "groups": ["shop-team"]},
+                "object": object,
+                "oldObject": old,
+                "dryRun": false
+            }
+        });
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_value(review).expect("a review");
+        review.try_into().expect("a request")
+    }
+
+    fn migration(annotations: Value) -> Value {
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1",
+            "kind": "Migration",
+            "metadata": {"name": "m", "namespace": "shop", "annotations": annotations},
+            "spec": {"clusterPair": "a-to-b"}
+        })
+    }
+
+    /// The object as the API server stores it after the response's patch.
+    fn patched(object: &Value, response: &AdmissionResponse) -> Value {
+        let mut out = object.clone();
+        if let Some(patch) = &response.patch {
+            let patch: json_patch::Patch = serde_json::from_slice(patch).expect("a JSON patch");
+            json_patch::patch(&mut out, &patch).expect("the patch applies");
+        }
+        out
+    }
+
+    #[test]
+    fn create_records_the_api_servers_user_whatever_the_object_claims() {
+        let forged = migration(json!({ANNOTATION: "{\"username\":\"admin\"}", "keep": "me"}));
+        let req = request("CREATE", forged.clone(), Value::Null, "alice");
+        let response = mutate(&req, "secret");
+        assert!(response.allowed);
+        let stored = patched(&forged, &response);
+        let notes = stored["metadata"]["annotations"].clone();
+        let notes: BTreeMap<String, String> = serde_json::from_value(notes).expect("strings");
+        assert_eq!(notes["keep"], "me");
+        let who = Requester::of(Some(&notes), "secret", "Migration", "shop", "m").expect("signed");
+        assert_eq!(who.username, "alice");
+        assert_eq!(who.groups, ["shop-team"]);
+    }
+
+    #[test]
+    fn update_puts_the_recorded_requester_back() {
+        let original: BTreeMap<String, String> = Requester {
+            username: "alice".into(),
+            uid: String::new(),
+            groups: vec![],
+        }
+        .annotations("secret", "Migration", "shop")
+        .into_iter()
+        .collect();
+        let old = migration(serde_json::to_value(&original).expect("json"));
+        let edited = migration(json!({ANNOTATION: "{\"username\":\"admin\"}"}));
+        let req = request("UPDATE", edited.clone(), old, "mallory");
+        let stored = patched(&edited, &mutate(&req, "secret"));
+        let notes: BTreeMap<String, String> =
+            serde_json::from_value(stored["metadata"]["annotations"].clone()).expect("strings");
+        assert_eq!(notes, original);
+    }
+}
