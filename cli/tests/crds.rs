@@ -395,6 +395,35 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         .stdout;
     assert_eq!(jobs_before, jobs_after, "a refused Migration started a job");
 
+    // Deleting a Migration whose job runs cancels the job; the object goes once it has
+    // stopped, and the destination has nothing of the namespace.
+    let (big, _, _) = sample_app(&kc, root, "crd-cancel", |src| {
+        std::fs::write(src.join("big.bin"), common::random_bytes(256 << 20, 73)).unwrap();
+    });
+    let doomed = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Migration\n\
+         metadata: {{name: cancel-me, namespace: {big}}}\n\
+         spec: {{clusterPair: a-to-b, profile: main, quiesceSource: true}}\n"
+    );
+    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&doomed));
+    let mut running = Value::Null;
+    eventually("the doomed Migration's data to be on its way", || {
+        running = get_json(&kc, "a", &["-n", &big, "migration/cancel-me"]);
+        let progress = &running["status"]["progress"];
+        assert_ne!(running["status"]["phase"], "Succeeded", "finished before it could be deleted");
+        progress["step"] == "backup-volumes" && progress["bytesDone"].as_u64().unwrap_or(0) > 0
+    });
+    let doomed_job = running["status"]["jobs"][0]["id"].as_str().unwrap().to_owned();
+    kubectl(&kc, "a", &["-n", &big, "delete", "migration/cancel-me", "--wait=false"], None);
+    eventually("the deleted Migration to go", || {
+        kubectl_result(&kc, "a", &["-n", &big, "get", "migration/cancel-me"], None).is_err()
+    });
+    let ended = cli(&kc, &["--context", "a", "-o", "json", "jobs", "get", &doomed_job]).ok();
+    assert!(ended.stdout.contains("JOB_STATE_CANCELLED"), "{ended:?}");
+    assert!(ended.stdout.contains("was deleted"), "{ended:?}");
+    let on_b = kubectl(&kc, "b", &["get", "namespaces", "-o", "name"], None);
+    assert!(!on_b.lines().any(|l| l == format!("namespace/{big}")), "{on_b}");
+
     // A second replica waits on the Lease; when the first stops, it takes over.
     let webhook_second = free_port();
     let second = Controller::start(&kc, root, "second", port_a, webhook_second, &token);
