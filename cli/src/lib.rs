@@ -58,6 +58,8 @@ pub struct Cli {
     /// protobuf JSON (`ferry repo` prints its own JSON with it too).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub log: ferry_rpc::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
