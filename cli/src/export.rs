@@ -201,7 +201,7 @@ pub async fn export(
         return Ok(());
     };
     let all_objects = args.follow.show_objects || args.dry_run;
-    if !wants_token || format == Format::Json {
+    if !wants_token || format.structured() {
         return finish(&report, all_objects, format);
     }
     // `ferry export ... > token.txt`: the token alone on stdout.

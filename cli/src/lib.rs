@@ -54,8 +54,9 @@ pub const EXIT_CODES_HELP: &str = exit_codes_help!();
 pub struct Cli {
     #[command(flatten)]
     pub connect: connect::ConnectArgs,
-    /// How control-plane commands print results: tables, or the API's messages as
-    /// protobuf JSON (`ferry repo` prints its own JSON with it too).
+    /// How control-plane commands print results: tables, the API's messages as
+    /// protobuf JSON, or the same objects as YAML (`ferry repo` prints its own JSON
+    /// with -o json too, and has no YAML).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -116,6 +117,12 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Repo(mut args) => {
+            if cli.output == OutputFormat::Yaml {
+                return Err(Error::Usage(
+                    "`ferry repo` prints text or JSON; use -o json (or --json) instead of -o yaml"
+                        .into(),
+                ));
+            }
             args.json |= cli.output == OutputFormat::Json;
             repo::run(args, signal::cancel_on_signals()).await
         }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::{between, enum_name, table};
-use crate::output::{Format, bytes, clock, print, print_json, print_proto};
+use crate::output::{Format, bytes, clock, print, print_data, print_proto};
 
 /// What the first Ctrl-C does while following a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +327,7 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
 pub(crate) fn finish(report: &JobReport, all_objects: bool, format: Format) -> Result<()> {
     match format {
         Format::Text => print(&report_text(report, all_objects))?,
-        Format::Json => print_proto(report, "ferry.v1.JobReport")?,
+        Format::Json | Format::Yaml => print_proto(report, "ferry.v1.JobReport", format)?,
     }
     outcome(report)
 }
@@ -343,7 +343,7 @@ pub(crate) fn finish_on_stderr(report: &JobReport, all_objects: bool) -> Result<
 pub(crate) fn detached(job: &Job, format: Format) -> Result<()> {
     match format {
         Format::Text => print(&format!("{}\n", job.id())),
-        Format::Json => print_json(&serde_json::json!({ "jobId": job.id() })),
+        Format::Json | Format::Yaml => print_data(&serde_json::json!({ "jobId": job.id() }), format),
     }
 }
 
