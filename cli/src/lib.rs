@@ -110,6 +110,17 @@ pub enum Command {
     /// Print this client's version and the version of the Ferry it reaches (--context
     /// or --server); exits 1 when no Ferry answers.
     Version,
+    /// Print a shell completion script for ferry's commands and flags.
+    #[command(after_long_help = "Examples:
+  source <(ferry completion bash)                      # this bash session
+  ferry completion bash > /etc/bash_completion.d/ferry
+  ferry completion zsh > \"${fpath[1]}/_ferry\"          # then restart zsh
+  ferry completion fish > ~/.config/fish/completions/ferry.fish")]
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs a parsed command line. Ctrl-C and SIGTERM cancel the command cleanly; a second
@@ -158,5 +169,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             &ferry_crd::all_yaml().map_err(|e| Error::Output(std::io::Error::other(e)))?,
         ),
         Command::Version => version::run(&cli.connect, cli.output).await,
+        Command::Completion { shell } => completion(shell),
     }
+}
+
+/// Writes `shell`'s completion script for the whole command line to stdout.
+fn completion(shell: clap_complete::Shell) -> Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "ferry", &mut script);
+    output::print(&String::from_utf8_lossy(&script))
 }

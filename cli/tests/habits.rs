@@ -1,16 +1,50 @@
-//! Command-line habits that need no cluster: JSON log lines (`--log-format json`) from a
-//! component and from the `ferry` command itself.
+//! Command-line habits that need no cluster: shell completion scripts, and JSON log
+//! lines (`--log-format json`) from a component and from the `ferry` command itself.
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::control::free_port;
 use common::{ferry, run};
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(ferry().args(["completion", shell])).ok();
+        for word in ["migrate", "jobs", "completion", "log-format"] {
+            assert!(
+                out.stdout.contains(word),
+                "{shell} completion lacks {word}: {}",
+                out.stdout
+            );
+        }
+    }
+    // bash accepts the script as it is.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    let bash = run(ferry().args(["completion", "bash"])).ok();
+    std::fs::write(script.path(), &bash.stdout).unwrap();
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(script.path())
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // An unknown shell is a usage error naming the ones there are.
+    let bad = run(ferry().args(["completion", "tcsh"])).code(2);
+    assert!(
+        bad.stderr.contains("bash") && bad.stderr.contains("fish"),
+        "{bad:#?}"
+    );
+}
 
 /// Every line as a JSON object, failing on the first line that is not one.
 fn json_lines(stderr: &str) -> Vec<serde_json::Value> {
