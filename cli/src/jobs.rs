@@ -35,7 +35,8 @@ pub enum JobsCommand {
         #[arg(long)]
         show_objects: bool,
     },
-    /// Follow a job with a progress bar until it ends; Ctrl-C stops following only.
+    /// Follow a job with a progress bar until it ends; Ctrl-C stops following only
+    /// (exit status 14), the job goes on.
     Watch {
         /// The job's id.
         id: String,

@@ -16,6 +16,7 @@ macro_rules! exit_codes_help {
   10   the repository does not exist
   12   wrong key for the repository
   13   a job ended without succeeding (failed, partially succeeded, cancelled)
+  14   Ctrl-C stopped following a job, which goes on (ferry jobs cancel JOB_ID stops it)
   130  interrupted (Ctrl-C or SIGTERM); nothing partial is left visible"
     };
 }
