@@ -224,8 +224,8 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                 .await
                 .map_err(|s| ferry.rpc_error("CreateProfile", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.CreateProfileResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.CreateProfileResponse", format);
             }
             for w in &resp.warnings {
                 eprintln!("ferry: warning: {w}");
@@ -257,8 +257,8 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                 .await
                 .map_err(|s| ferry.rpc_error("ListProfiles", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.ListProfilesResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.ListProfilesResponse", format);
             }
             if resp.profiles.is_empty() {
                 return print("no profiles; create one with: ferry profile create --help\n");
@@ -297,7 +297,7 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
                 .delete_profile(DeleteProfileRequest { name: name.clone() })
                 .await
                 .map_err(|s| ferry.rpc_error("DeleteProfile", s))?;
-            if format == Format::Json {
+            if format.structured() {
                 return print("{}\n");
             }
             print(&format!(
@@ -318,8 +318,8 @@ pub async fn import_key(connect: &ConnectArgs, format: Format) -> Result<()> {
         .await
         .map_err(|s| ferry.rpc_error("CreateImportKey", s))?
         .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.CreateImportKeyResponse");
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.CreateImportKeyResponse", format);
     }
     let key = resp.key.unwrap_or_default();
     eprintln!(
@@ -419,8 +419,8 @@ pub async fn restore_points(
             .await
             .map_err(|s| ferry.rpc_error("GetRestorePoint", s))?
             .into_inner();
-        if format == Format::Json {
-            return print_proto(&rp, "ferry.v1.GetRestorePointResponse");
+        if format.structured() {
+            return print_proto(&rp, "ferry.v1.GetRestorePointResponse", format);
         }
         let rp = rp.restore_point.unwrap_or_default();
         let app = rp.application.clone().unwrap_or_default();
@@ -465,8 +465,8 @@ pub async fn restore_points(
         .await
         .map_err(|s| ferry.rpc_error("ListRestorePoints", s))?
         .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.ListRestorePointsResponse");
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.ListRestorePointsResponse", format);
     }
     if resp.restore_points.is_empty() {
         return print(&format!("no restore points in profile {profile}\n"));
@@ -529,8 +529,8 @@ async fn prune(connect: &ConnectArgs, a: PruneArgs, format: Format) -> Result<()
         .await
         .map_err(|s| ferry.rpc_error("PruneRepository", s))?
         .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.PruneRepositoryResponse");
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.PruneRepositoryResponse", format);
     }
     print(&prune_summary(&a.profile, &resp))
 }
@@ -632,8 +632,8 @@ pub async fn activate(connect: &ConnectArgs, args: ActivateArgs, format: Format)
         .await
         .map_err(|s| ferry.rpc_error("Activate", s))?
         .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.ActivateResponse");
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.ActivateResponse", format);
     }
     if resp.workloads.is_empty() {
         return print(&format!(

@@ -77,6 +77,11 @@ pub enum Error {
     )]
     PairCheckFailed(usize),
 
+    /// Ctrl-C stopped following jobs that go on (no `--cancel-on-interrupt`). Exit
+    /// status 14.
+    #[error("{}", detached_message(ids))]
+    Detached { ids: Vec<String> },
+
     /// A followed job ended without succeeding. Exit status 13.
     #[error(
         "job {id} ended {state} (report above); see it again with: ferry jobs get {id} --show-objects"
@@ -116,6 +121,21 @@ impl From<crate::serve::ServeError> for Error {
     }
 }
 
+/// "stopped following job J; it goes on: ..." with the commands that follow and
+/// cancel each job.
+fn detached_message(ids: &[String]) -> String {
+    let mut text = match ids {
+        [one] => format!("stopped following job {one}; it goes on"),
+        _ => format!("stopped following jobs {}; they go on", ids.join(", ")),
+    };
+    for id in ids {
+        text.push_str(&format!(
+            "\n  follow it: ferry jobs watch {id}\n  cancel it: ferry jobs cancel {id}"
+        ));
+    }
+    text
+}
+
 impl Error {
     /// The process exit status for this error (restic's numbering where it has one).
     pub fn exit_code(&self) -> u8 {
@@ -125,6 +145,7 @@ impl Error {
             Error::WrongKey { .. } => 12,
             Error::Interrupted => 130,
             Error::JobEnded { .. } | Error::RunEnded { .. } => 13,
+            Error::Detached { .. } => 14,
             Error::KeyFile { .. }
             | Error::CheckFailed(_)
             | Error::Repo(_)
@@ -156,5 +177,16 @@ mod tests {
         assert_eq!(wrong.exit_code(), 12);
         assert_eq!(Error::from(ferry_repo::Error::Cancelled).exit_code(), 130);
         assert_eq!(Error::CheckFailed(3).exit_code(), 1);
+        let detached = Error::Detached {
+            ids: vec!["j1".into(), "j2".into()],
+        };
+        assert_eq!(detached.exit_code(), 14);
+        let text = detached.to_string();
+        assert!(
+            text.starts_with("stopped following jobs j1, j2; they go on")
+                && text.contains("cancel it: ferry jobs cancel j1")
+                && text.contains("cancel it: ferry jobs cancel j2"),
+            "{text}"
+        );
     }
 }

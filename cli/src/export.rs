@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::mappings;
 use crate::migrate::{ApplyArgs, FollowArgs, SelectorArgs};
 use crate::output::{Format, print};
-use crate::watch::{OnInterrupt, detached, finish, finish_on_stderr, follow};
+use crate::watch::{detached, finish, finish_on_stderr, follow};
 
 /// `ferry export`.
 #[derive(Debug, Args)]
@@ -27,7 +27,9 @@ use crate::watch::{OnInterrupt, detached, finish, finish_on_stderr, follow};
   ferry --context a export -n shop --profile exports --dry-run
 
 With a recipient key the migration token alone goes to stdout and the report to stderr;
-without one the restore point id is in the report. Ctrl-C cancels the job.")]
+without one the restore point id is in the report. Ctrl-C stops following and leaves
+the job running (exit status 14; `ferry jobs cancel JOB_ID` stops it); with
+--cancel-on-interrupt it cancels the job instead.")]
 pub struct ExportArgs {
     #[command(flatten)]
     pub app: SelectorArgs,
@@ -101,7 +103,9 @@ impl ExportArgs {
   ferry --context b restore --profile imports --restore-point 3f9c…e1 -l app=db --dry-run
 
 List restore points with `ferry restore-points`. Volume data is restored before any
-object is applied; a repository that cannot be read fails the job with nothing applied.")]
+object is applied; a repository that cannot be read fails the job with nothing applied.
+Ctrl-C stops following and leaves the job running (exit status 14; `ferry jobs cancel
+JOB_ID` stops it); with --cancel-on-interrupt it cancels the job instead.")]
 pub struct RestoreArgs {
     /// Profile of the repository holding the restore point (an import profile).
     #[arg(long)]
@@ -185,7 +189,9 @@ async fn start_and_follow(
         detached(&job, format)?;
         return Ok(None);
     }
-    Ok(Some(follow(&job, &cancel, OnInterrupt::CancelJob).await?))
+    Ok(Some(
+        follow(&job, &cancel, follow_args.on_interrupt()).await?,
+    ))
 }
 
 pub async fn export(
@@ -201,7 +207,7 @@ pub async fn export(
         return Ok(());
     };
     let all_objects = args.follow.show_objects || args.dry_run;
-    if !wants_token || format == Format::Json {
+    if !wants_token || format.structured() {
         return finish(&report, all_objects, format);
     }
     // `ferry export ... > token.txt`: the token alone on stdout.

@@ -187,8 +187,8 @@ async fn create(ferry: &Ferry, a: &CreateArgs, format: Format) -> Result<()> {
         .await
         .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
         .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.CreateScheduleResponse");
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.CreateScheduleResponse", format);
     }
     let s = resp.schedule.unwrap_or_default();
     let what = match &a.namespace {
@@ -256,12 +256,12 @@ async fn list(ferry: &Ferry, format: Format) -> Result<()> {
         }
         page_token = page.next_page_token;
     }
-    if format == Format::Json {
+    if format.structured() {
         let resp = ListSchedulesResponse {
             schedules: policies,
             next_page_token: String::new(),
         };
-        return print_proto(&resp, "ferry.v1.ListSchedulesResponse");
+        return print_proto(&resp, "ferry.v1.ListSchedulesResponse", format);
     }
     if policies.is_empty() {
         return print("no import policies\n");
@@ -300,8 +300,8 @@ async fn run_now(
         .into_inner();
     let run = started.run.clone().unwrap_or_default();
     if !wait {
-        if format == Format::Json {
-            return print_proto(&started, "ferry.v1.RunNowResponse");
+        if format.structured() {
+            return print_proto(&started, "ferry.v1.RunNowResponse", format);
         }
         return print(&format!(
             "run {} of import policy {} started; see it with: ferry import-policy runs {}\n",
@@ -327,7 +327,7 @@ async fn run_now(
         }
     };
     match format {
-        Format::Json => print_proto(&run, "ferry.v1.ScheduleRun")?,
+        Format::Json | Format::Yaml => print_proto(&run, "ferry.v1.ScheduleRun", format)?,
         Format::Text => print(&run_text(&s.name, &run))?,
     }
     if run.state() == RunState::Failed {
@@ -379,7 +379,7 @@ async fn delete(ferry: &Ferry, name: &str, format: Format) -> Result<()> {
         })
         .await
         .map_err(|st| ferry.rpc_error("DeleteSchedule", st))?;
-    if format == Format::Json {
+    if format.structured() {
         return print("{}\n");
     }
     print(&format!(

@@ -35,7 +35,8 @@ pub enum JobsCommand {
         #[arg(long)]
         show_objects: bool,
     },
-    /// Follow a job with a progress bar until it ends; Ctrl-C stops following only.
+    /// Follow a job with a progress bar until it ends; Ctrl-C stops following only
+    /// (exit status 14), the job goes on.
     Watch {
         /// The job's id.
         id: String,
@@ -112,8 +113,8 @@ pub async fn run(
                 .await
                 .map_err(|s| ferry.rpc_error("ListJobs", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.ListJobsResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.ListJobsResponse", format);
             }
             if resp.jobs.is_empty() {
                 return print("no jobs\n");
@@ -147,12 +148,12 @@ pub async fn run(
         }
         JobsCommand::Get { id, show_objects } => {
             let (job, report) = ferry.job(&id).get().await?;
-            if format == Format::Json {
+            if format.structured() {
                 let resp = GetJobResponse {
                     job: Some(job),
                     report,
                 };
-                return print_proto(&resp, "ferry.v1.GetJobResponse");
+                return print_proto(&resp, "ferry.v1.GetJobResponse", format);
             }
             match report {
                 Some(report) => print(&report_text(&report, show_objects)),
@@ -189,8 +190,8 @@ pub async fn run(
         } => {
             let job = ferry.job(&id);
             let now = job.cancel(&reason).await?;
-            if format == Format::Json && (no_wait || ferry_client::is_final(now.state())) {
-                return print_proto(&now, "ferry.v1.Job");
+            if format.structured() && (no_wait || ferry_client::is_final(now.state())) {
+                return print_proto(&now, "ferry.v1.Job", format);
             }
             if no_wait || ferry_client::is_final(now.state()) {
                 return print(&format!(
@@ -201,7 +202,7 @@ pub async fn run(
             let report = follow(&job, &cancel, OnInterrupt::Detach).await?;
             match format {
                 Format::Text => print(&report_text(&report, false)),
-                Format::Json => print_proto(&report, "ferry.v1.JobReport"),
+                Format::Json | Format::Yaml => print_proto(&report, "ferry.v1.JobReport", format),
             }
         }
     }

@@ -16,6 +16,7 @@ macro_rules! exit_codes_help {
   10   the repository does not exist
   12   wrong key for the repository
   13   a job ended without succeeding (failed, partially succeeded, cancelled)
+  14   Ctrl-C stopped following a job, which goes on (ferry jobs cancel JOB_ID stops it)
   130  interrupted (Ctrl-C or SIGTERM); nothing partial is left visible"
     };
 }
@@ -54,10 +55,13 @@ pub const EXIT_CODES_HELP: &str = exit_codes_help!();
 pub struct Cli {
     #[command(flatten)]
     pub connect: connect::ConnectArgs,
-    /// How control-plane commands print results: tables, or the API's messages as
-    /// protobuf JSON (`ferry repo` prints its own JSON with it too).
+    /// How control-plane commands print results: tables, the API's messages as
+    /// protobuf JSON, or the same objects as YAML (`ferry repo` prints its own JSON
+    /// with -o json too, and has no YAML).
     #[arg(short = 'o', long, global = true, value_enum, default_value_t)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub log: ferry_rpc::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -107,6 +111,17 @@ pub enum Command {
     /// Print this client's version and the version of the Ferry it reaches (--context
     /// or --server); exits 1 when no Ferry answers.
     Version,
+    /// Print a shell completion script for ferry's commands and flags.
+    #[command(after_long_help = "Examples:
+  source <(ferry completion bash)                      # this bash session
+  ferry completion bash > /etc/bash_completion.d/ferry
+  ferry completion zsh > \"${fpath[1]}/_ferry\"          # then restart zsh
+  ferry completion fish > ~/.config/fish/completions/ferry.fish")]
+    Completion {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs a parsed command line. Ctrl-C and SIGTERM cancel the command cleanly; a second
@@ -114,6 +129,12 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Repo(mut args) => {
+            if cli.output == OutputFormat::Yaml {
+                return Err(Error::Usage(
+                    "`ferry repo` prints text or JSON; use -o json (or --json) instead of -o yaml"
+                        .into(),
+                ));
+            }
             args.json |= cli.output == OutputFormat::Json;
             repo::run(args, signal::cancel_on_signals()).await
         }
@@ -149,5 +170,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             &ferry_crd::all_yaml().map_err(|e| Error::Output(std::io::Error::other(e)))?,
         ),
         Command::Version => version::run(&cli.connect, cli.output).await,
+        Command::Completion { shell } => completion(shell),
     }
+}
+
+/// Writes `shell`'s completion script for the whole command line to stdout.
+fn completion(shell: clap_complete::Shell) -> Result<()> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "ferry", &mut script);
+    output::print(&String::from_utf8_lossy(&script))
 }

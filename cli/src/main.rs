@@ -11,11 +11,12 @@ fn main() -> ExitCode {
     // Warnings by default (e.g. skipped special files); RUST_LOG for more, on stderr so
     // stdout stays for results. OTEL_EXPORTER_OTLP_ENDPOINT also exports spans (`ferry
     // serve`'s jobs and RPCs); the guard flushes them when main returns.
-    let _tracing = match cli.command {
+    let config = match cli.command {
         // A component logs as its own binary does.
-        ferry_cli::Command::Service(_) => ferry_rpc::init_tracing(),
-        _ => ferry_rpc::init_tracing_with(ferry_rpc::TracingConfig::from_env("warn")),
+        ferry_cli::Command::Service(_) => ferry_rpc::TracingConfig::from_env("info"),
+        _ => ferry_rpc::TracingConfig::from_env("warn"),
     };
+    let _tracing = ferry_rpc::init_tracing_with(config.with_log_args(&cli.log));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

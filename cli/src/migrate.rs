@@ -205,7 +205,11 @@ pub(crate) async fn resolve_pair(
   ferry --context a migrate -n shop --to b --dry-run
   ferry --context b activate -n shop-copy
 
-Ctrl-C cancels the job (nothing is left half-applied); --detach returns at once.")]
+Ctrl-C stops following and leaves the job running: ferry prints how to follow it
+(ferry jobs watch JOB_ID) or cancel it (ferry jobs cancel JOB_ID) and exits with
+status 14. With --cancel-on-interrupt, Ctrl-C cancels the job instead, waits for it to
+stop (nothing is left half-applied) and exits with status 13. A second Ctrl-C ends
+ferry at once (status 130). --detach returns at once.")]
 pub struct MigrateArgs {
     #[command(flatten)]
     pub migration: MigrationArgs,
@@ -226,6 +230,21 @@ pub struct FollowArgs {
     /// List every object in the report, not only counts.
     #[arg(long)]
     pub show_objects: bool,
+    /// Ctrl-C cancels the job and waits for it to stop (exit status 13). Without it,
+    /// Ctrl-C only stops following: the job goes on and ferry exits with status 14.
+    #[arg(long, conflicts_with = "detach")]
+    pub cancel_on_interrupt: bool,
+}
+
+impl FollowArgs {
+    /// What the first Ctrl-C does while this command follows its job.
+    pub(crate) fn on_interrupt(&self) -> OnInterrupt {
+        if self.cancel_on_interrupt {
+            OnInterrupt::CancelJob
+        } else {
+            OnInterrupt::Detach
+        }
+    }
 }
 
 pub async fn run(
@@ -242,18 +261,27 @@ pub async fn run(
         if args.follow.detach {
             return detached(job, format);
         }
-        let report = follow(job, &cancel, OnInterrupt::CancelJob).await?;
+        let report = follow(job, &cancel, args.follow.on_interrupt()).await?;
         return finish(&report, args.follow.show_objects || args.dry_run, format);
     }
     // Several namespaces: the jobs run side by side on the server; follow each in turn.
     let mut first_failure = None;
-    for job in &jobs {
+    for (i, job) in jobs.iter().enumerate() {
         if args.follow.detach {
             detached(job, format)?;
             continue;
         }
         eprintln!("job {}:", job.id());
-        let report = follow(job, &cancel, OnInterrupt::CancelJob).await?;
+        let report = match follow(job, &cancel, args.follow.on_interrupt()).await {
+            Ok(report) => report,
+            // The jobs not followed yet go on too: name them all.
+            Err(Error::Detached { .. }) => {
+                return Err(Error::Detached {
+                    ids: jobs[i..].iter().map(|j| j.id().to_owned()).collect(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if let Err(e) = finish(&report, args.follow.show_objects || args.dry_run, format) {
             first_failure.get_or_insert(e);
         }

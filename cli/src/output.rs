@@ -26,17 +26,73 @@ pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
 }
 
 /// How control-plane commands print their results: tables for people, or the API's
-/// messages as canonical protobuf JSON (the shape grpcurl prints) for scripts.
+/// messages as canonical protobuf JSON (the shape grpcurl prints) or as the same
+/// object in YAML, for scripts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     #[default]
     Text,
     Json,
+    Yaml,
+}
+
+impl Format {
+    /// Whether results are data for a program (JSON or YAML) rather than text.
+    pub(crate) fn structured(self) -> bool {
+        self != Format::Text
+    }
+}
+
+/// Writes one value as JSON, or as YAML with `Format::Yaml`; `Format::Text` means
+/// JSON here (its callers print text themselves).
+pub(crate) fn print_data<T: Serialize + ?Sized>(value: &T, format: Format) -> Result<()> {
+    match format {
+        Format::Yaml => print(
+            &serde_yaml::to_string(value).map_err(|e| Error::Output(std::io::Error::other(e)))?,
+        ),
+        Format::Json | Format::Text => print_json(value),
+    }
 }
 
 /// Writes one API message (`full_name` like "ferry.v1.JobReport") as protobuf JSON:
-/// camelCase fields, enums by name, default values left out.
-pub(crate) fn print_proto<M: prost::Message>(message: &M, full_name: &str) -> Result<()> {
+/// camelCase fields, enums by name, default values left out. With `Format::Yaml`, the
+/// same object in YAML (same keys and values, 64-bit numbers as strings too).
+pub(crate) fn print_proto<M: prost::Message>(
+    message: &M,
+    full_name: &str,
+    format: Format,
+) -> Result<()> {
+    let dynamic = dynamic(message, full_name)?;
+    let broken = |what: String| Error::Output(std::io::Error::other(what));
+    let options = prost_reflect::SerializeOptions::new();
+    let text = match format {
+        Format::Yaml => {
+            // Serialized straight to YAML rather than through serde_json::Value, whose
+            // map would sort the fields: both formats keep the API's field order.
+            let mut out = Vec::new();
+            dynamic
+                .serialize_with_options(&mut serde_yaml::Serializer::new(&mut out), &options)
+                .map_err(|e| broken(format!("writing {full_name} as YAML: {e}")))?;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+        Format::Json | Format::Text => {
+            let mut out = serde_json::Serializer::pretty(Vec::new());
+            dynamic
+                .serialize_with_options(&mut out, &options)
+                .map_err(|e| broken(format!("writing {full_name} as JSON: {e}")))?;
+            let mut text = String::from_utf8_lossy(&out.into_inner()).into_owned();
+            text.push('\n');
+            text
+        }
+    };
+    print(&text)
+}
+
+/// `message` as a reflected message of the API's descriptor set, for serializing.
+fn dynamic<M: prost::Message>(
+    message: &M,
+    full_name: &str,
+) -> Result<prost_reflect::DynamicMessage> {
     static POOL: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> =
         std::sync::OnceLock::new();
     let broken = |what: String| Error::Output(std::io::Error::other(what));
@@ -49,16 +105,8 @@ pub(crate) fn print_proto<M: prost::Message>(message: &M, full_name: &str) -> Re
     let descriptor = pool
         .get_message_by_name(full_name)
         .ok_or_else(|| broken(format!("no message {full_name} in the API")))?;
-    let dynamic =
-        prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
-            .map_err(|e| broken(format!("re-reading {full_name}: {e}")))?;
-    let mut out = serde_json::Serializer::pretty(Vec::new());
-    dynamic
-        .serialize_with_options(&mut out, &prost_reflect::SerializeOptions::new())
-        .map_err(|e| broken(format!("writing {full_name} as JSON: {e}")))?;
-    let mut text = String::from_utf8_lossy(&out.into_inner()).into_owned();
-    text.push('\n');
-    print(&text)
+    prost_reflect::DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .map_err(|e| broken(format!("re-reading {full_name}: {e}")))
 }
 
 /// 1536 → "1.5 KiB".
@@ -140,6 +188,36 @@ mod tests {
             v,
             serde_json::json!({"jobId": "job-1", "state": "JOB_STATE_SUCCEEDED"})
         );
+    }
+
+    #[test]
+    fn yaml_is_the_same_object_as_json() {
+        let report = ferry_proto::v1::JobReport {
+            job_id: "job-1".into(),
+            state: ferry_proto::v1::JobState::Failed as i32,
+            volumes: vec![ferry_proto::v1::VolumeOutcome {
+                pvc_name: "data-db-0".into(),
+                bytes_total: 5 << 30,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let m = dynamic(&report, "ferry.v1.JobReport").unwrap();
+        let options = prost_reflect::SerializeOptions::new();
+        let mut yaml = Vec::new();
+        m.serialize_with_options(&mut serde_yaml::Serializer::new(&mut yaml), &options)
+            .unwrap();
+        let yaml = String::from_utf8(yaml).unwrap();
+        assert!(
+            yaml.starts_with("jobId: job-1\nstate: JOB_STATE_FAILED\n"),
+            "{yaml}"
+        );
+        let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let json = m
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .unwrap();
+        assert_eq!(from_yaml, json);
+        assert_eq!(json["volumes"][0]["bytesTotal"], "5368709120", "{json:#}");
     }
 
     #[test]

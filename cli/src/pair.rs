@@ -143,7 +143,9 @@ pub async fn run(connect: &ConnectArgs, args: PairArgs, format: Format) -> Resul
             match format {
                 // Only the token on stdout, so it can go straight into a file or a pipe.
                 Format::Text => print(&format!("{}\n", resp.token)),
-                Format::Json => print_proto(&resp, "ferry.v1.CreatePairingTokenResponse"),
+                Format::Json | Format::Yaml => {
+                    print_proto(&resp, "ferry.v1.CreatePairingTokenResponse", format)
+                }
             }
         }
         PairCommand::Accept(args) => {
@@ -172,8 +174,8 @@ pub async fn run(connect: &ConnectArgs, args: PairArgs, format: Format) -> Resul
                 .await
                 .map_err(|s| ferry.rpc_error("DeletePair", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.DeletePairResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.DeletePairResponse", format);
             }
             let other = if resp.remote_deleted {
                 "and on the other side"
@@ -269,12 +271,12 @@ async fn list(ferry: &Ferry, format: Format) -> Result<()> {
         }
         page_token = resp.next_page_token;
     }
-    if format == Format::Json {
+    if format.structured() {
         let resp = ListPairsResponse {
             pairs,
             next_page_token: String::new(),
         };
-        return print_proto(&resp, "ferry.v1.ListPairsResponse");
+        return print_proto(&resp, "ferry.v1.ListPairsResponse", format);
     }
     if pairs.is_empty() {
         return print(
@@ -324,7 +326,7 @@ async fn check(ferry: &Ferry, pair: &str, profile: Option<String>, format: Forma
         .into_inner();
     match format {
         Format::Text => print(&check_report(&resp))?,
-        Format::Json => print_proto(&resp, "ferry.v1.CheckPairResponse")?,
+        Format::Json | Format::Yaml => print_proto(&resp, "ferry.v1.CheckPairResponse", format)?,
     }
     let failed = resp
         .checks

@@ -147,8 +147,8 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                 .await
                 .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.CreateScheduleResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.CreateScheduleResponse", format);
             }
             let s = resp.schedule.unwrap_or_default();
             print(&format!(
@@ -164,8 +164,8 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                 .await
                 .map_err(|s| ferry.rpc_error("ListSchedules", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.ListSchedulesResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.ListSchedulesResponse", format);
             }
             if resp.schedules.is_empty() {
                 return print("no schedules\n");
@@ -186,8 +186,8 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                 .await
                 .map_err(|s| ferry.rpc_error("SuspendSchedule", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.SuspendScheduleResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.SuspendScheduleResponse", format);
             }
             print(&format!("schedule {schedule} suspended\n"))
         }
@@ -199,8 +199,8 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                 .await
                 .map_err(|s| ferry.rpc_error("ResumeSchedule", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.ResumeScheduleResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.ResumeScheduleResponse", format);
             }
             let s = resp.schedule.unwrap_or_default();
             print(&format!(
@@ -216,8 +216,8 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                 .await
                 .map_err(|s| ferry.rpc_error("RunNow", s))?
                 .into_inner();
-            if format == Format::Json {
-                return print_proto(&resp, "ferry.v1.RunNowResponse");
+            if format.structured() {
+                return print_proto(&resp, "ferry.v1.RunNowResponse", format);
             }
             let run = resp.run.unwrap_or_default();
             print(&format!(
@@ -239,7 +239,7 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
                 })
                 .await
                 .map_err(|s| ferry.rpc_error("DeleteSchedule", s))?;
-            if format == Format::Json {
+            if format.structured() {
                 return print("{}\n");
             }
             print(&format!(
@@ -320,8 +320,8 @@ pub(crate) async fn print_runs(
         .await
         .map_err(|s| ferry.rpc_error("ListRuns", s))?
         .into_inner();
-    if format == Format::Json {
-        return print_proto(&resp, "ferry.v1.ListRunsResponse");
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.ListRunsResponse", format);
     }
     if resp.runs.is_empty() {
         return print("no runs yet\n");

@@ -29,7 +29,7 @@ pub(crate) fn cancel_on_signals() -> CancellationToken {
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        eprintln!("ferry: interrupted; stopping cleanly (press Ctrl-C again to stop at once)");
+        eprintln!("ferry: interrupted (press Ctrl-C again to stop at once)");
         cancel.cancel();
         tokio::select! {
             _ = int.recv() => {}

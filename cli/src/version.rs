@@ -7,7 +7,7 @@ use ferry_client::ClientError;
 
 use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
-use crate::output::{Format, print, print_json};
+use crate::output::{Format, print, print_data};
 
 /// This client's version.
 pub const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -24,7 +24,7 @@ pub async fn run(connect: &ConnectArgs, format: Format) -> Result<()> {
     };
     let commit = ferry_rpc::version::GIT_COMMIT.trim();
     match format {
-        Format::Json => {
+        Format::Json | Format::Yaml => {
             let mut out = serde_json::json!({
                 "client": {"version": CLIENT_VERSION, "gitCommit": commit},
             });
@@ -42,7 +42,7 @@ pub async fn run(connect: &ConnectArgs, format: Format) -> Result<()> {
                     out["serverError"] = serde_json::Value::String(reason(e));
                 }
             }
-            print_json(&out)?;
+            print_data(&out, format)?;
         }
         Format::Text => {
             let mut text = format!("Client: {}\n", describe(CLIENT_VERSION, "", commit));

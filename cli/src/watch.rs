@@ -14,14 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::{between, enum_name, table};
-use crate::output::{Format, bytes, clock, print, print_json, print_proto};
+use crate::output::{Format, bytes, clock, print, print_data, print_proto};
 
 /// What the first Ctrl-C does while following a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnInterrupt {
-    /// Cancel the job and wait for its report (the command started the job).
+    /// Cancel the job and wait for its report (`--cancel-on-interrupt`).
     CancelJob,
-    /// Stop following; the job goes on.
+    /// Stop following; the job goes on, and the command's error says how to follow or
+    /// cancel it (as `velero --wait` does: a long job outlives an impatient terminal).
     Detach,
 }
 
@@ -175,13 +176,9 @@ pub(crate) async fn follow(
     renderer.finish();
     match outcome? {
         Some(report) => Ok(report),
-        None => {
-            eprintln!(
-                "ferry: stopped following job {id}; it goes on (watch it with: ferry jobs watch {id})",
-                id = job.id()
-            );
-            Err(Error::Interrupted)
-        }
+        None => Err(Error::Detached {
+            ids: vec![job.id().to_owned()],
+        }),
     }
 }
 
@@ -327,7 +324,7 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
 pub(crate) fn finish(report: &JobReport, all_objects: bool, format: Format) -> Result<()> {
     match format {
         Format::Text => print(&report_text(report, all_objects))?,
-        Format::Json => print_proto(report, "ferry.v1.JobReport")?,
+        Format::Json | Format::Yaml => print_proto(report, "ferry.v1.JobReport", format)?,
     }
     outcome(report)
 }
@@ -343,7 +340,9 @@ pub(crate) fn finish_on_stderr(report: &JobReport, all_objects: bool) -> Result<
 pub(crate) fn detached(job: &Job, format: Format) -> Result<()> {
     match format {
         Format::Text => print(&format!("{}\n", job.id())),
-        Format::Json => print_json(&serde_json::json!({ "jobId": job.id() })),
+        Format::Json | Format::Yaml => {
+            print_data(&serde_json::json!({ "jobId": job.id() }), format)
+        }
     }
 }
 

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::control::{
-    cli, free_port, jsonpath, key_secret, kubectl, profiles_and_pair, s3_secret, sample_app, serve,
-    serve_with, wait_answering,
+    cli, free_port, key_secret, profiles_and_pair, s3_secret, sample_app, serve, serve_with,
+    volume_on_b, wait_answering,
 };
 use common::{Run, assert_same_tree, ferry, make_tree, random_bytes, run};
 use serde_json::Value;
@@ -92,17 +92,6 @@ impl BucketRepo {
         let check = self.run(&["check", "--read-data"]).ok();
         assert!(check.stdout.contains("no problems found"), "{check:#?}");
     }
-}
-
-/// Where b's claim `data-db-0` in `ns` keeps its data.
-fn volume_on_b(kc: &Path, ns: &str) -> PathBuf {
-    let pv = jsonpath(kc, "b", ns, "pvc/data-db-0", "{.spec.volumeName}");
-    PathBuf::from(kubectl(
-        kc,
-        "b",
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
-    ))
 }
 
 /// Data that changes every round: a file no other round's restore point holds, so a

@@ -161,6 +161,17 @@ pub fn jsonpath(kubeconfig: &Path, context: &str, ns: &str, what: &str, path: &s
     )
 }
 
+/// Where b's claim `data-db-0` in `ns` keeps its data (a hostPath volume).
+pub fn volume_on_b(kc: &Path, ns: &str) -> PathBuf {
+    let pv = jsonpath(kc, "b", ns, "pvc/data-db-0", "{.spec.volumeName}");
+    PathBuf::from(kubectl(
+        kc,
+        "b",
+        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+        None,
+    ))
+}
+
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !f() {

@@ -37,8 +37,9 @@ pub use error::{
 pub use probe::ProbeArgs;
 pub use tls::{ClientTls, Pem, ServerSecurity, ServerTls, TlsArgs, TlsError, TlsFlags, TlsSetup};
 pub use trace::{
-    OtlpConfig, Propagate, TRACEPARENT, TracedChannel, TracingConfig, TracingGuard, init_tracing,
-    init_tracing_with, propagate, traced_channel,
+    LogArgs, LogFormat, OtlpConfig, Propagate, TRACEPARENT, TracedChannel, TracingConfig,
+    TracingGuard, init_tracing, init_tracing_with, parse_with_logging, propagate, traced_channel,
+    try_parse_with_log_args,
 };
 
 /// Why serving stopped abnormally.

@@ -1,12 +1,15 @@
 //! Logging, spans and trace context, the same for every Ferry binary.
 //!
-//! Logs always go to stderr, filtered by `RUST_LOG`. Export of spans to an
+//! Logs always go to stderr, filtered by `RUST_LOG`, as text for people or as one JSON
+//! object per line for log collectors (`--log-format json` or `FERRY_LOG_FORMAT=json`;
+//! see [`LogFormat`]). Export of spans to an
 //! OpenTelemetry collector over OTLP/gRPC is optional and off unless an endpoint is
 //! set; off, no exporter is built and no exporter thread starts.
 //!
 //! | variable | meaning |
 //! | --- | --- |
 //! | `RUST_LOG` | which spans and events exist at all (default `info`); only those are logged and exported |
+//! | `FERRY_LOG_FORMAT` | `text` (default) or `json`; a binary's `--log-format` flag wins over it |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | the collector's OTLP/gRPC address, e.g. `http://otel-collector:4317`; wins over the next |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | the same, shared with other signals; either one turns export on |
 //! | `OTEL_SERVICE_NAME` | `service.name` of the exported spans (default: the binary's file name, e.g. `ferry-transfer`) |
@@ -55,11 +58,43 @@ const TRACESTATE: &str = "tracestate";
 /// Set once spans are exported: request spans then join the caller's trace.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// How log lines on stderr look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people: time, level, spans with their fields, target,
+    /// message and fields.
+    #[default]
+    Text,
+    /// One JSON object per line for log collectors: `timestamp`, `level`, `target`,
+    /// `fields` (the message is `fields.message`), `span` (the innermost span, its name
+    /// and fields) and `spans` (every open span, outermost first).
+    Json,
+}
+
+/// `--log-format`, for a binary's command line (`ferry` has it as a global flag; the
+/// service binaries get it through [`parse_with_logging`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogArgs {
+    /// How log lines on stderr look: text for people, or json (one object per line with
+    /// level, target, fields and spans) for log collectors.
+    #[arg(
+        long,
+        value_enum,
+        env = "FERRY_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+}
+
 /// How [`init_tracing_with`] sets up logging and export. [`TracingConfig::from_env`]
 /// reads the variables in the [module documentation](self).
 #[derive(Debug, Clone)]
 pub struct TracingConfig {
     filter: String,
+    format: LogFormat,
+    /// A `FERRY_LOG_FORMAT` that names no format: warned about once logging runs.
+    bad_format: Option<String>,
     otlp: Option<OtlpConfig>,
 }
 
@@ -94,7 +129,24 @@ impl TracingConfig {
     pub fn new(filter: impl Into<String>) -> TracingConfig {
         TracingConfig {
             filter: filter.into(),
+            format: LogFormat::Text,
+            bad_format: None,
             otlp: None,
+        }
+    }
+
+    /// Log lines in `format`.
+    pub fn with_format(mut self, format: LogFormat) -> TracingConfig {
+        self.format = format;
+        self.bad_format = None;
+        self
+    }
+
+    /// The format a command line asked for, if it asked.
+    pub fn with_log_args(self, args: &LogArgs) -> TracingConfig {
+        match args.log_format {
+            Some(format) => self.with_format(format),
+            None => self,
         }
     }
 
@@ -104,17 +156,24 @@ impl TracingConfig {
         self
     }
 
-    /// `RUST_LOG` (when unset or invalid, `default_filter`) and the `OTEL_*` variables.
+    /// `RUST_LOG` (when unset or invalid, `default_filter`), `FERRY_LOG_FORMAT` and the
+    /// `OTEL_*` variables.
     pub fn from_env(default_filter: &str) -> TracingConfig {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let filter = var(EnvFilter::DEFAULT_ENV)
             .filter(|f| EnvFilter::try_new(f).is_ok())
             .unwrap_or_else(|| default_filter.to_string());
+        let mut config = TracingConfig::new(filter);
+        if let Some(name) = var(LOG_FORMAT_ENV) {
+            match <LogFormat as clap::ValueEnum>::from_str(name.trim(), true) {
+                Ok(format) => config.format = format,
+                Err(_) => config.bad_format = Some(name),
+            }
+        }
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true");
         let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
             .filter(|_| !disabled);
-        let config = TracingConfig::new(filter);
         match endpoint {
             Some(endpoint) => {
                 let service_name = var("OTEL_SERVICE_NAME").unwrap_or_else(binary_name);
@@ -123,6 +182,32 @@ impl TracingConfig {
             None => config,
         }
     }
+}
+
+/// The variable that picks the log format when no `--log-format` is given.
+const LOG_FORMAT_ENV: &str = "FERRY_LOG_FORMAT";
+
+/// Parses a service binary's flags `A` together with `--log-format`, then sets up
+/// logging (default filter `info`) as [`init_tracing`] does, in that format. Usage
+/// errors, `--help` and `--version` exit here, as `A::parse()` would.
+pub fn parse_with_logging<A: clap::Parser>() -> (A, TracingGuard) {
+    let (args, log) =
+        try_parse_with_log_args::<A>(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let guard = init_tracing_with(TracingConfig::from_env("info").with_log_args(&log));
+    (args, guard)
+}
+
+/// `A`'s flags and [`LogArgs`] from `argv` (the program name first), without
+/// touching `A`'s own definition.
+pub fn try_parse_with_log_args<A: clap::Parser>(
+    argv: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> Result<(A, LogArgs), clap::Error> {
+    use clap::{Args as _, FromArgMatches as _};
+    let mut cmd = LogArgs::augment_args(A::command());
+    let matches = cmd.try_get_matches_from_mut(argv)?;
+    let args = A::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    let log = LogArgs::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    Ok((args, log))
 }
 
 /// The running binary's file name, `ferry` when unknown.
@@ -217,9 +302,27 @@ pub fn init_tracing_with(config: TracingConfig) -> TracingGuard {
                 !is_transport(meta.target())
             }))
     });
+    // One of the two is set; an absent layer is a no-op.
+    let (text, json) = match config.format {
+        LogFormat::Text => (
+            Some(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr),
+            ),
+        ),
+    };
     let installed = tracing_subscriber::registry()
         .with(EnvFilter::new(&config.filter))
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(text)
+        .with(json)
         .with(otel)
         .try_init();
     if let Err(e) = installed {
@@ -228,6 +331,12 @@ pub fn init_tracing_with(config: TracingConfig) -> TracingGuard {
     }
     if let Some(problem) = problem {
         tracing::warn!(%problem, "not exporting spans");
+    }
+    if let Some(value) = &config.bad_format {
+        tracing::warn!(
+            value = %value,
+            "{LOG_FORMAT_ENV} names no log format; logging as text (set it to text or json)"
+        );
     }
     if let (Some(e), Some(otlp)) = (&exporter, &config.otlp) {
         opentelemetry::global::set_text_map_propagator(
@@ -460,6 +569,30 @@ mod tests {
         drop(exporter);
         let tls = Exporter::new(&OtlpConfig::new("https://collector:4317", "t"));
         assert!(tls.expect_err("no TLS").contains("https://collector:4317"));
+    }
+
+    /// A service binary's own flags, as `ferry_agent::Args` say.
+    #[derive(Debug, clap::Parser)]
+    struct Demo {
+        #[arg(long)]
+        port: u16,
+    }
+
+    #[test]
+    fn a_binary_takes_log_format_beside_its_own_flags() {
+        let (demo, log) =
+            try_parse_with_log_args::<Demo>(["demo", "--log-format", "json", "--port", "7"])
+                .expect("parsed");
+        assert_eq!(demo.port, 7);
+        assert_eq!(log.log_format, Some(LogFormat::Json));
+        let bad = try_parse_with_log_args::<Demo>(["demo", "--port", "7", "--log-format", "xml"])
+            .expect_err("no such format");
+        let text = bad.to_string();
+        assert!(text.contains("xml") && text.contains("json"), "{text}");
+        let config = TracingConfig::new("info").with_log_args(&LogArgs {
+            log_format: Some(LogFormat::Json),
+        });
+        assert_eq!(config.format, LogFormat::Json);
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! `ferry-catalog`: parse flags, open state, serve; SIGTERM/SIGINT drain, a second exits.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _tracing = ferry_rpc::init_tracing();
-    ferry_catalog::run(ferry_catalog::Args::parse()).await
+    let (args, _tracing) = ferry_rpc::parse_with_logging::<ferry_catalog::Args>();
+    ferry_catalog::run(args).await
 }

@@ -1,9 +1,7 @@
 //! `ferry-gateway`: parse flags, serve; SIGTERM/SIGINT finish open calls, a second exits.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _tracing = ferry_rpc::init_tracing();
-    ferry_gateway::run(ferry_gateway::Args::parse()).await
+    let (args, _tracing) = ferry_rpc::parse_with_logging::<ferry_gateway::Args>();
+    ferry_gateway::run(args).await
 }

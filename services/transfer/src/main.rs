@@ -1,9 +1,7 @@
 //! `ferry-transfer`: parse flags, serve, drain on SIGTERM/SIGINT; a second signal exits.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _tracing = ferry_rpc::init_tracing();
-    ferry_transfer::run(ferry_transfer::Args::parse()).await
+    let (args, _tracing) = ferry_rpc::parse_with_logging::<ferry_transfer::Args>();
+    ferry_transfer::run(args).await
 }
