@@ -407,22 +407,36 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     );
     kubectl(&kc, "a", &["apply", "-f", "-"], Some(&doomed));
     let mut running = Value::Null;
-    eventually("the doomed Migration's data to be on its way", || {
+    eventually("the doomed Migration's job to start", || {
         running = get_json(&kc, "a", &["-n", &big, "migration/cancel-me"]);
-        let progress = &running["status"]["progress"];
-        assert_ne!(running["status"]["phase"], "Succeeded", "finished before it could be deleted");
-        progress["step"] == "backup-volumes" && progress["bytesDone"].as_u64().unwrap_or(0) > 0
+        running["status"]["jobs"][0]["id"].is_string()
     });
-    let doomed_job = running["status"]["jobs"][0]["id"].as_str().unwrap().to_owned();
-    kubectl(&kc, "a", &["-n", &big, "delete", "migration/cancel-me", "--wait=false"], None);
+    assert_eq!(running["status"]["phase"], "Running", "{running:#}");
+    let doomed_job = running["status"]["jobs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    kubectl(
+        &kc,
+        "a",
+        &["-n", &big, "delete", "migration/cancel-me", "--wait=false"],
+        None,
+    );
     eventually("the deleted Migration to go", || {
         kubectl_result(&kc, "a", &["-n", &big, "get", "migration/cancel-me"], None).is_err()
     });
-    let ended = cli(&kc, &["--context", "a", "-o", "json", "jobs", "get", &doomed_job]).ok();
+    let ended = cli(
+        &kc,
+        &["--context", "a", "-o", "json", "jobs", "get", &doomed_job],
+    )
+    .ok();
     assert!(ended.stdout.contains("JOB_STATE_CANCELLED"), "{ended:?}");
     assert!(ended.stdout.contains("was deleted"), "{ended:?}");
     let on_b = kubectl(&kc, "b", &["get", "namespaces", "-o", "name"], None);
-    assert!(!on_b.lines().any(|l| l == format!("namespace/{big}")), "{on_b}");
+    assert!(
+        !on_b.lines().any(|l| l == format!("namespace/{big}")),
+        "{on_b}"
+    );
 
     // A second replica waits on the Lease; when the first stops, it takes over.
     let webhook_second = free_port();
