@@ -616,6 +616,20 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         "requireClientCertificate"
     );
     assert_eq!(published(&r), "https://ferry.east.example.com:30443");
+    // Every pod logs as logFormat says.
+    for kind in ["Deployment", "DaemonSet"] {
+        for name in r.names(kind) {
+            let env = &r.get(kind, &name)["spec"]["template"]["spec"]["containers"][0]["env"];
+            let format = env
+                .as_sequence()
+                .and_then(|e| {
+                    e.iter()
+                        .find(|v| v["name"].as_str() == Some("FERRY_LOG_FORMAT"))
+                })
+                .and_then(|v| v["value"].as_str());
+            assert_eq!(format, Some("json"), "{kind} {name}");
+        }
+    }
     kubectl_apply_dry_run(env, &r.yaml, ALL_ON);
 
     // A mesh secures the traffic: plaintext, http:// endpoints, nothing TLS.
@@ -913,9 +927,10 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ),
         ("transfer", &review[..], true),
         ("transfer", &access_review[..], true),
-        ("transfer", &["impersonate", "users"][..], true),
-        ("transfer", &["impersonate", "groups"][..], true),
-        ("transfer", &["impersonate", "serviceaccounts"][..], true),
+        // Nothing applies as the caller yet: no impersonation until something does.
+        ("transfer", &["impersonate", "users"][..], false),
+        ("transfer", &["impersonate", "groups"][..], false),
+        ("transfer", &["impersonate", "serviceaccounts"][..], false),
         ("transfer", &["list", "pods", "-n", &ns][..], true),
         (
             "transfer",

@@ -350,7 +350,7 @@ its certificate): a changed value rolls the pods on `helm upgrade`.
 */}}
 {{- define "ferry.podChecksum" -}}
 {{- $ctx := .ctx }}
-{{- $in := dict "args" (include "ferry.args" .) "token" (include "ferry.internalToken" $ctx) "log" $ctx.Values.logLevel }}
+{{- $in := dict "args" (include "ferry.args" .) "token" (include "ferry.internalToken" $ctx) "log" (list $ctx.Values.logLevel $ctx.Values.logFormat) }}
 {{- if eq $ctx.Values.tls.mode "internal" }}
 {{- $tls := include "ferry.tlsMaterial" $ctx | fromJson }}
 {{- $_ := set $in "cert" (index $tls.certs .component).crt }}
