@@ -412,13 +412,16 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     // A changed value rolls the pods; the job survives in the transfer service's state.
     let before = ferry_pods(&kc, "a");
     a.helm_install(&kc, "upgrade", &tag, "debug", Some(&root.join("b-ca.crt")));
-    let after = ferry_pods(&kc, "a");
-    assert!(
+    // Recreated components' old pods are gone before the new ones start; the
+    // controller's (rolled one at a time) may still be terminating just after the wait.
+    let mut after = Vec::new();
+    eventually("every old Ferry pod but the agents' to go", || {
+        after = ferry_pods(&kc, "a");
         before
             .iter()
-            .all(|p| !after.contains(p) || p.contains("agent")),
-        "pods did not roll: {before:?} -> {after:?}"
-    );
+            .all(|p| !after.contains(p) || p.contains("agent"))
+    });
+    assert!(after.len() >= before.len() - 1, "{before:?} -> {after:?}");
     wait_answering(&kc, &["a"]);
     // The gateway answers as soon as it is Ready; its route to the new transfer pod
     // (the Service's address on the node) may take a moment more after the roll.
