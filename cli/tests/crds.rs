@@ -395,6 +395,36 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         .stdout;
     assert_eq!(jobs_before, jobs_after, "a refused Migration started a job");
 
+    // alice, allowed by RBAC to create ClusterPairs, is still no Ferry administrator:
+    // the controller refuses to pair for her.
+    let pairs_role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
+         metadata: {name: alice-clusterpairs}\n\
+         rules: [{apiGroups: [ferry.dev], resources: [clusterpairs], verbs: [create, get]}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+         metadata: {name: alice-clusterpairs}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: alice-clusterpairs}\n\
+         subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]\n";
+    kubectl(&kc, "a", &["apply", "-f", "-"], Some(pairs_role));
+    let hers_pair = "apiVersion: ferry.dev/v1alpha1\nkind: ClusterPair\n\
+                     metadata: {name: alices-pair}\n\
+                     spec: {tokenSecretRef: {name: b-pairing-token}}\n";
+    kubectl(&kc, "a-alice", &["apply", "-f", "-"], Some(hers_pair));
+    let refused_pair = settled(&kc, "a", None, "clusterpair/alices-pair", "Ready");
+    let why = condition(&refused_pair, "Ready").unwrap();
+    assert_eq!(why["status"], "False", "{refused_pair:#}");
+    assert_eq!(why["reason"], "Forbidden", "{refused_pair:#}");
+    assert!(
+        why["message"]
+            .as_str()
+            .unwrap()
+            .contains("alice may not pair clusters"),
+        "{refused_pair:#}"
+    );
+    assert!(
+        refused_pair["status"]["pairId"].is_null(),
+        "{refused_pair:#}"
+    );
+
     // Deleting a Migration whose job runs cancels the job; the object goes once it has
     // stopped, and the destination has nothing of the namespace.
     let (big, _, _) = sample_app(&kc, root, "crd-cancel", |src| {

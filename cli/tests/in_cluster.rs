@@ -572,7 +572,7 @@ async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
     assert_eq!(m.value("ferry_jobs_running", &[("kind", "migration")]), 0.0);
     assert_eq!(m.histogram_count("ferry_migration_duration_seconds"), 1);
 
-    let on_disk = tree_bytes(src);
+    let on_disk = common::tree_bytes(src);
     let total: u64 = report.volumes.iter().map(|v| v.bytes_total).sum();
     let uploaded: u64 = report.volumes.iter().map(|v| v.bytes_uploaded).sum();
     assert_eq!(total, on_disk, "{:?}", report.volumes);
@@ -620,21 +620,6 @@ async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
     eprintln!(
         "metrics: 1 migration, {on_disk} bytes restored, {uploaded} uploaded, {created} objects created"
     );
-}
-
-/// The bytes of every regular file under `root`.
-fn tree_bytes(root: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(root).unwrap() {
-        let entry = entry.unwrap();
-        let kind = entry.file_type().unwrap();
-        if kind.is_dir() {
-            total += tree_bytes(&entry.path());
-        } else if kind.is_file() {
-            total += entry.metadata().unwrap().len();
-        }
-    }
-    total
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

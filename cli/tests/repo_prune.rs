@@ -12,20 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let md = e.metadata().unwrap();
-        total += if md.is_dir() {
-            dir_size(&e.path())
-        } else {
-            md.len()
-        };
-    }
-    total
-}
-
 fn count_files(dir: &Path) -> usize {
     if !dir.exists() {
         return 0;
@@ -121,7 +107,7 @@ fn forget_and_prune_shrink_the_repository_and_keep_what_is_kept() {
     );
 
     // For real: two 3 MiB versions of the binary become unused and are deleted.
-    let size_before = dir_size(&root);
+    let size_before = tree_bytes(&root);
     let done = repo
         .run(&["--json", "forget", "--keep-last", "1", "--prune"])
         .ok()
@@ -130,7 +116,7 @@ fn forget_and_prune_shrink_the_repository_and_keep_what_is_kept() {
     assert!(num(prune, "bytes_deleted") > 5 << 20, "{done:#}");
     assert_eq!(num(prune, "snapshots"), 1, "{done:#}");
     assert!(num(prune, "index_files_deleted") > 0, "{done:#}");
-    let size_after = dir_size(&root);
+    let size_after = tree_bytes(&root);
     assert!(
         size_after + (5 << 20) < size_before,
         "{size_before} -> {size_after}"
@@ -171,7 +157,7 @@ fn locks_stop_prune_and_backup_and_unlock_clears_stale_ones() {
         "{forgot:#?}"
     );
     let packs = count_files(&root.join("packs"));
-    let packs_size = dir_size(&root.join("packs"));
+    let packs_size = tree_bytes(&root.join("packs"));
 
     // Another host's backup is running: prune refuses, naming it, and deletes nothing.
     let name = "ab".repeat(32);
@@ -229,7 +215,7 @@ fn locks_stop_prune_and_backup_and_unlock_clears_stale_ones() {
     assert!(num(&pruned, "packs_deleted") > 0, "{pruned:#}");
     // The first backup's pack was mostly the old binary: repacked.
     assert!(num(&pruned, "packs_repacked") > 0, "{pruned:#}");
-    assert!(dir_size(&root.join("packs")) + (2 << 20) < packs_size);
+    assert!(tree_bytes(&root.join("packs")) + (2 << 20) < packs_size);
     let check = repo.run(&["check", "--read-data"]).ok();
     assert!(check.stdout.contains("no problems found"), "{check:#?}");
     let dst = tmp.path().join("dst");

@@ -161,6 +161,21 @@ pub fn make_tree(root: &Path, seed: u64) -> u64 {
     files
 }
 
+/// The bytes of every regular file under `root` (links not followed).
+pub fn tree_bytes(root: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(root).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            total += tree_bytes(&entry.path());
+        } else if kind.is_file() {
+            total += entry.metadata().unwrap().len();
+        }
+    }
+    total
+}
+
 /// Asserts that two trees hold the same names, kinds, modes, symlink targets and bytes.
 #[track_caller]
 pub fn assert_same_tree(a: &Path, b: &Path) {

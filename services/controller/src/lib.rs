@@ -14,6 +14,7 @@ pub mod error;
 pub mod lease;
 pub mod migration;
 pub mod pair;
+mod status;
 pub mod webhook;
 
 use std::sync::Arc;

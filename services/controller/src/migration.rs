@@ -13,22 +13,23 @@ use std::time::Duration;
 
 use ferry_crd::requester::Requester;
 use ferry_crd::{
-    Condition, ExistingObjects, JobStatus, Migration, MigrationStatus, ObjectCounts, ObjectFailure,
-    Phase, Progress, VolumeStatus, set_condition,
+    ExistingObjects, JobStatus, Migration, MigrationStatus, ObjectCounts, ObjectFailure, Phase,
+    Progress, VolumeStatus, set_condition,
 };
 use ferry_proto::v1::{
     ApplicationSelector, ApplyOptions, CancelJobRequest, ClusterRef, ExistingObjectPolicy,
     GetJobRequest, Job, JobRef, JobReport, JobState, ObjectAction, RepositoryRef,
     StartMigrationRequest, VolumeResult, cluster_ref,
 };
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::{Resource, ResourceExt};
 use tonic::Code;
 
 use crate::Ctx;
 use crate::error::{Error, Result};
+use crate::status::{condition, now};
 
 /// How often a running Migration's status is refreshed.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
@@ -341,27 +342,6 @@ async fn refuse(
     Ok(Action::await_change())
 }
 
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
-}
-
-fn condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: now(),
-        observed_generation: generation,
-    }
-}
-
 fn is_final(state: JobState) -> bool {
     !matches!(
         state,
@@ -480,34 +460,11 @@ fn outcomes(status: &mut MigrationStatus, reports: &[JobReport]) {
     status.objects = Some(counts);
 }
 
-/// Writes the status with server-side apply, so fields it no longer sets go away.
 async fn write_status(
     api: &Api<Migration>,
     m: &Migration,
     status: &MigrationStatus,
     ctx: &Ctx,
 ) -> Result<()> {
-    if m.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let name = m.name_any();
-    let patch = serde_json::json!({
-        "apiVersion": Migration::api_version(&()),
-        "kind": Migration::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &name,
-        &PatchParams::apply("ferry-controller").force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::kube(
-        format!(
-            "writing the status of Migration {}/{name}",
-            m.namespace().unwrap_or_default()
-        ),
-        &ctx.cluster,
-    ))?;
-    Ok(())
+    crate::status::write(api, m, m.status.as_ref(), status, &ctx.cluster).await
 }

@@ -9,10 +9,10 @@ use ferry_crd::requester::Requester;
 use ferry_crd::{ClusterPair, ClusterPairStatus, Condition, set_condition};
 use ferry_proto::v1::{AcceptPairingTokenRequest, DeletePairRequest};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::{Resource, ResourceExt};
 use tonic::Code;
 
 use crate::Ctx;
@@ -163,14 +163,7 @@ async fn cleanup(p: &ClusterPair, ctx: &Ctx) -> Result<Action> {
 }
 
 fn condition(status: &str, reason: &str, message: &str, p: &ClusterPair) -> Condition {
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: k8s_openapi::jiff::Timestamp::now().to_string(),
-        observed_generation: p.metadata.generation,
-    }
+    crate::status::condition("Ready", status, reason, message, p.metadata.generation)
 }
 
 async fn not_ready(
@@ -196,23 +189,5 @@ async fn write_status(
     ctx: &Ctx,
     status: &ClusterPairStatus,
 ) -> Result<()> {
-    if p.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let patch = serde_json::json!({
-        "apiVersion": ClusterPair::api_version(&()),
-        "kind": ClusterPair::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::apply("ferry-controller").force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::kube(
-        format!("writing the status of ClusterPair {}", p.name_any()),
-        &ctx.cluster,
-    ))?;
-    Ok(())
+    crate::status::write(api, p, p.status.as_ref(), status, &ctx.cluster).await
 }
