@@ -35,43 +35,11 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// "90s", "15m", "1h30m", "2d" → a duration; a bare number is seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = || {
+    ferry_crd::parse_duration(text).ok_or_else(|| {
         Error::Usage(format!(
             "{text:?} is not a duration; write it like 90s, 15m, 1h30m or 2d"
         ))
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        number.clear();
-    }
-    if !number.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
+    })
 }
 
 /// A protobuf duration for a request.

@@ -8,6 +8,9 @@
 //! - the webhook records who created each object and keeps it on updates;
 //! - a namespace user's Migration of a namespace they cannot read is refused, with the
 //!   reason in its condition, and starts no job;
+//! - the documented MigrationSchedule runs on its interval, twice and more, as its
+//!   creator; its status records the runs; suspend and resume reach the scheduler; the
+//!   second run carries what changed in between; deleting it deletes the schedule;
 //! - a second controller replica waits on the Lease and takes over when the first stops.
 
 // Test code: a failed setup step is a failed test.
@@ -68,6 +71,8 @@ impl Controller {
                 &endpoint,
                 "--pairing-endpoint",
                 &endpoint,
+                "--scheduler-endpoint",
+                &endpoint,
             ])
             .arg("--internal-token-file")
             .arg(token)
@@ -118,7 +123,7 @@ fn webhook_configuration(ca: &str, port: u16) -> String {
          failurePolicy: Fail\n  timeoutSeconds: 10\n  \
          clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\", caBundle: {bundle}}}\n  \
          rules: [{{apiGroups: [ferry.dev], apiVersions: [\"*\"], operations: [CREATE, UPDATE], \
-         resources: [clusterpairs, migrations], scope: \"*\"}}]\n"
+         resources: [clusterpairs, migrations, migrationschedules], scope: \"*\"}}]\n"
     )
 }
 
@@ -162,9 +167,12 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     let token = root.join("internal-token");
     std::fs::write(&token, "controller-test-internal-credential\n").unwrap();
     let port_a = free_port();
+    // Schedules may run every few seconds here, so two runs fit in a test.
     let with_token = [
         "--internal-token-file".to_string(),
         token.display().to_string(),
+        "--schedule-min-interval-seconds".to_string(),
+        "1".to_string(),
     ];
     let _serve_a = serve_with(&kc, "a", root, port_a, &with_token);
     let _serve_b = serve_with(&kc, "b", root, free_port(), &[]);
@@ -181,6 +189,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
             "--for=condition=Established",
             "crd/migrations.ferry.dev",
             "crd/clusterpairs.ferry.dev",
+            "crd/migrationschedules.ferry.dev",
         ],
         None,
     );
@@ -357,6 +366,8 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{changed:?}"
     );
 
+    a_migration_schedule_runs_on_its_interval_and_records_its_runs(&kc, root, &first);
+
     // alice, in her own namespace, asks for one she cannot read: refused, no job.
     let hers = ferry_testenv::unique_name("alice-crd");
     kubectl(&kc, "a", &["create", "namespace", &hers], None);
@@ -516,4 +527,155 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{waiting:#}"
     );
     assert!(second.log().contains("holding the lease"));
+}
+
+/// The documented MigrationSchedule, on an interval of a few seconds: it runs as its
+/// creator, its status records the runs, `suspend` reaches the scheduler, a run after
+/// resuming carries what changed on the source, and deleting the object deletes the
+/// schedule.
+fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
+    kc: &Path,
+    root: &Path,
+    controller: &Controller,
+) {
+    let (ns, _, src) = sample_app(kc, root, "crd-sched", |src| {
+        make_tree(src, 74);
+    });
+    let documented = example("migrationschedule");
+    assert!(
+        documented.contains("schedule: \"0 2 * * *\""),
+        "{documented}"
+    );
+    let yaml = documented
+        .replace("namespace: shop", &format!("namespace: {ns}"))
+        .replace(
+            "  schedule: \"0 2 * * *\"\n  timeZone: Europe/Paris\n",
+            "  interval: 6s\n",
+        );
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let what = "migrationschedule/shop-nightly";
+    let succeeded = |object: &Value| -> Vec<Value> {
+        object["status"]["runs"]
+            .as_array()
+            .map(|runs| {
+                runs.iter()
+                    .filter(|r| r["state"] == "succeeded")
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut object = loop {
+        let object = get_json(kc, "a", &["-n", &ns, what]);
+        if succeeded(&object).len() >= 2 {
+            break object;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for two runs of the MigrationSchedule to succeed:\n{object:#}\n{}",
+            controller
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let status = object["status"].clone();
+    let ready = condition(&object, "Ready").unwrap();
+    assert_eq!(ready["status"], "True", "{object:#}");
+    assert_eq!(ready["reason"], "Scheduled", "{object:#}");
+    assert_eq!(status["trigger"], "every 6s", "{object:#}");
+    assert!(status["lastSuccessTime"].is_string(), "{object:#}");
+    let runs = succeeded(&object);
+    // Two distinct runs, newest first, each with its own job and restore point.
+    assert_ne!(runs[0]["id"], runs[1]["id"], "{object:#}");
+    assert_ne!(runs[0]["jobs"][0], runs[1]["jobs"][0], "{object:#}");
+    assert_ne!(
+        runs[0]["restorePoint"], runs[1]["restorePoint"],
+        "{object:#}"
+    );
+    assert!(
+        runs[0]["scheduledAt"].as_str() > runs[1]["scheduledAt"].as_str(),
+        "{object:#}"
+    );
+    // The scheduler holds it under the derived name, created by the object's creator,
+    // and the runs' jobs acted for them.
+    let name = format!("migrationschedule.{ns}.shop-nightly");
+    let id = status["scheduleId"].as_str().unwrap().to_owned();
+    let id = id.as_str();
+    let shown = scheduled(kc, id);
+    assert_eq!(shown["name"], name.as_str(), "{shown:#}");
+    assert_eq!(shown["createdBy"], "admin", "{shown:#}");
+    let job = runs[0]["jobs"][0].as_str().unwrap();
+    let job = cli(kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
+    assert!(job.stdout.contains("\"requestedBy\": \"admin\""), "{job:?}");
+
+    // Suspended: the scheduler says so, and the status too.
+    let patch = |suspend: bool| {
+        kubectl(
+            kc,
+            "a",
+            &[
+                "-n",
+                &ns,
+                "patch",
+                what,
+                "--type=merge",
+                "-p",
+                &format!("{{\"spec\":{{\"suspend\":{suspend}}}}}"),
+            ],
+            None,
+        );
+    };
+    patch(true);
+    eventually(
+        "the MigrationSchedule to be suspended, no run in progress",
+        || {
+            object = get_json(kc, "a", &["-n", &ns, what]);
+            let suspended = condition(&object, "Ready").is_some_and(|c| c["reason"] == "Suspended");
+            let running = object["status"]["runs"]
+                .as_array()
+                .is_some_and(|runs| runs.iter().any(|r| r["state"] == "running"));
+            suspended && !running
+        },
+    );
+    let shown = scheduled(kc, id);
+    assert_eq!(shown["suspended"], true, "{shown:#}");
+    let before: Vec<Value> = object["status"]["runs"]
+        .as_array()
+        .map(|runs| runs.iter().map(|r| r["id"].clone()).collect())
+        .unwrap_or_default();
+
+    // New data while suspended; the first run after resuming carries it.
+    std::fs::write(
+        src.join("between-runs.bin"),
+        common::random_bytes(3 << 20, 75),
+    )
+    .unwrap();
+    patch(false);
+    eventually("a run after resuming to succeed", || {
+        object = get_json(kc, "a", &["-n", &ns, what]);
+        succeeded(&object)
+            .iter()
+            .any(|r| !before.contains(&r["id"]))
+    });
+    assert_same_tree(&src, &common::control::volume_on_b(kc, &ns));
+
+    // Deleting the object deletes the schedule.
+    kubectl(kc, "a", &["-n", &ns, "delete", what], None);
+    assert_eq!(scheduled(kc, id), Value::Null);
+}
+
+/// The schedule `id` as `ferry schedules list` shows it; Null when it is not there.
+fn scheduled(kc: &Path, id: &str) -> Value {
+    let listed = cli(kc, &["--context", "a", "-o", "json", "schedules", "list"]).ok();
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    listed["schedules"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["id"] == id).cloned())
+        .unwrap_or(Value::Null)
 }

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// with a `ferry service controller` beside this server.
     #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE")]
     pub internal_token_file: Option<PathBuf>,
+    /// Shortest interval a schedule may have, in seconds: each run is a whole
+    /// migration, and a typo such as `60ms` must not flood the cluster.
+    #[arg(long, default_value_t = 60)]
+    pub schedule_min_interval_seconds: u64,
 }
 
 /// Everything [`super::serve`] needs, resolved.
@@ -112,6 +116,7 @@ pub struct ServeConfig {
     /// The in-process scheduler's secret for its calls to the transfer service; random
     /// per process, never stored.
     pub internal_token: String,
+    pub schedule_min_interval: Duration,
     pub probes: ferry_rpc::ProbeArgs,
 }
 
@@ -243,6 +248,7 @@ impl ServeArgs {
                 None => internal_token(),
             },
             tls,
+            schedule_min_interval: Duration::from_secs(self.schedule_min_interval_seconds.max(1)),
             probes: self.probes,
         })
     }
@@ -336,6 +342,8 @@ impl ServeConfig {
     pub fn scheduler_config(&self) -> ferry_scheduler::SchedulerConfig {
         let mut c = ferry_scheduler::SchedulerConfig::new(&self.data_dir);
         c.access = Some(self.authorizer());
+        c.internal = Some(self.internal_token.clone());
+        c.min_interval = self.schedule_min_interval;
         c
     }
 }

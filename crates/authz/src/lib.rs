@@ -354,6 +354,33 @@ impl Authorizer {
         Ok(Identity { caller, admin })
     }
 
+    /// Who a call is made by, for services that record their callers: the user a call
+    /// bearing `internal` (the deployment's own credential: the controller, acting for
+    /// an object's creator) names in its on-behalf headers, else the bearer of the
+    /// caller's own token. A call bearing `internal` that names nobody is refused, so
+    /// the credential never stands for a user of its own.
+    pub async fn identify_acting(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        internal: Option<&str>,
+    ) -> Result<Identity, AuthzError> {
+        let bears_internal = internal
+            .zip(bearer(metadata))
+            .is_some_and(|(internal, token)| same_secret(internal, &token));
+        if !bears_internal {
+            return self.identify(metadata).await;
+        }
+        let caller = on_behalf_of(metadata).ok_or_else(|| AuthzError::Unauthenticated {
+            cluster: self.cluster.clone(),
+            reason: format!(
+                "a call bearing the internal credential must name the user it acts for \
+                 ({ON_BEHALF_OF_USER})"
+            ),
+        })?;
+        let admin = self.is_admin(&caller).await?;
+        Ok(Identity { caller, admin })
+    }
+
     /// The rule of services whose calls need no more than a signed-in caller, and an
     /// administrator for those `admin_for` names. A call bearing `internal` (this
     /// process's own secret, its scheduler's) passes.
@@ -569,6 +596,24 @@ pub fn act_for(metadata: &mut tonic::metadata::MetadataMap, user: &str, groups: 
             metadata.append(ON_BEHALF_OF_GROUP, g);
         }
     }
+}
+
+/// The user (and groups) a call's on-behalf headers name ([`act_for`]); None when
+/// they name nobody. Trust them only on a call bearing the internal credential.
+pub fn on_behalf_of(metadata: &tonic::metadata::MetadataMap) -> Option<Caller> {
+    let user = metadata
+        .get(ON_BEHALF_OF_USER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty())?;
+    Some(Caller {
+        username: user.to_owned(),
+        uid: String::new(),
+        groups: metadata
+            .get_all(ON_BEHALF_OF_GROUP)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect(),
+    })
 }
 
 /// The bearer token of a request's metadata, if it has one.

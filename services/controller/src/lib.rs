@@ -2,6 +2,7 @@
 //!
 //! - [`migration`]: Migration objects onto the transfer service.
 //! - [`pair`]: ClusterPair objects onto the pairing service.
+//! - [`schedule`]: MigrationSchedule objects onto the scheduler service.
 //! - [`webhook`]: the admission webhook that records who created each object.
 //! - [`lease`]: one replica acts at a time.
 //!
@@ -14,6 +15,7 @@ pub mod error;
 pub mod lease;
 pub mod migration;
 pub mod pair;
+pub mod schedule;
 mod status;
 pub mod webhook;
 
@@ -21,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferry_crd::{ClusterPair, Migration};
+use ferry_crd::{ClusterPair, Migration, MigrationSchedule};
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
+use ferry_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use ferry_proto::v1::transfer_service_client::TransferServiceClient;
 use futures::StreamExt as _;
 use kube::api::Api;
@@ -44,6 +47,7 @@ pub struct Ctx {
     pub namespace: String,
     pub transfer: TransferServiceClient<ferry_rpc::TracedChannel>,
     pub pairing: PairingServiceClient<ferry_rpc::TracedChannel>,
+    pub scheduler: SchedulerServiceClient<ferry_rpc::TracedChannel>,
     pub authorizer: ferry_authz::Authorizer,
 }
 
@@ -92,10 +96,17 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
         Api::<ClusterPair>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
-    .graceful_shutdown_on(stop.cancelled_owned())
-    .run(pair::reconcile, error_policy, ctx)
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(pair::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
-    tokio::join!(migrations, pairs);
+    let schedules = Controller::new(
+        Api::<MigrationSchedule>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stop.cancelled_owned())
+    .run(schedule::reconcile, error_policy, ctx)
+    .for_each(|_| async {});
+    tokio::join!(migrations, pairs, schedules);
 }
 
 /// The controller's body, shared by `ferry-controller` and `ferry service controller`.
@@ -134,6 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         transfer: TransferServiceClient::new(channel(&args.transfer_endpoint)?),
         pairing: PairingServiceClient::new(channel(&args.pairing_endpoint)?),
+        scheduler: SchedulerServiceClient::new(channel(&args.scheduler_endpoint)?),
         authorizer: ferry_authz::Authorizer::new(client.clone(), &args.cluster_name)
             .with_admin_groups(args.access.admin_groups.clone()),
     });

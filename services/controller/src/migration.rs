@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use ferry_crd::requester::Requester;
 use ferry_crd::{
-    ExistingObjects, JobStatus, Migration, MigrationStatus, ObjectCounts, ObjectFailure, Phase,
-    Progress, VolumeStatus, set_condition,
+    ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, ObjectCounts,
+    ObjectFailure, Phase, Progress, VolumeStatus, set_condition,
 };
 use ferry_proto::v1::{
     ApplicationSelector, ApplyOptions, CancelJobRequest, ClusterRef, ExistingObjectPolicy,
@@ -29,7 +29,7 @@ use tonic::Code;
 
 use crate::Ctx;
 use crate::error::{Error, Result};
-use crate::status::{condition, now};
+use crate::status::{condition, now, reason_of, refused};
 
 /// How often a running Migration's status is refreshed.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
@@ -85,7 +85,7 @@ async fn start(
     } else {
         m.spec.namespaces.clone()
     };
-    let mut request = tonic::Request::new(start_request(m, &namespaces));
+    let mut request = tonic::Request::new(start_request(&m.spec, &namespaces));
     ferry_authz::act_for(
         request.metadata_mut(),
         &requester.username,
@@ -239,8 +239,8 @@ async fn cleanup(m: &Migration, ctx: &Ctx) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-fn start_request(m: &Migration, namespaces: &[String]) -> StartMigrationRequest {
-    let s = &m.spec;
+/// The request a Migration's spec makes, for `namespaces`.
+pub(crate) fn start_request(s: &MigrationSpec, namespaces: &[String]) -> StartMigrationRequest {
     StartMigrationRequest {
         source: None,
         destination: Some(ClusterRef {
@@ -295,31 +295,6 @@ async fn get_job(ctx: &Ctx, id: &str) -> Result<(Job, Option<JobReport>)> {
         status: tonic::Status::internal("the transfer service answered no job"),
     })?;
     Ok((job, got.report))
-}
-
-/// Refusals the user must act on (not retried).
-fn refused(code: Code) -> bool {
-    matches!(
-        code,
-        Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::InvalidArgument
-            | Code::NotFound
-            | Code::FailedPrecondition
-            | Code::AlreadyExists
-            | Code::OutOfRange
-    )
-}
-
-fn reason_of(code: Code) -> &'static str {
-    match code {
-        Code::PermissionDenied | Code::Unauthenticated => "Forbidden",
-        Code::InvalidArgument | Code::OutOfRange => "Invalid",
-        Code::NotFound => "NotFound",
-        Code::FailedPrecondition => "PreflightFailed",
-        Code::AlreadyExists => "AlreadyExists",
-        _ => "Failed",
-    }
 }
 
 async fn refuse(

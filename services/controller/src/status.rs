@@ -5,6 +5,8 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use tonic::Code;
+
 use crate::error::{Error, Result};
 
 /// The time a condition changed or a job ended, as the status shows it (RFC 3339).
@@ -63,5 +65,30 @@ pub(crate) fn condition(
         message: message.into(),
         last_transition_time: now(),
         observed_generation: generation,
+    }
+}
+
+/// Refusals the user must act on (not retried).
+pub(crate) fn refused(code: Code) -> bool {
+    matches!(
+        code,
+        Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::OutOfRange
+    )
+}
+
+pub(crate) fn reason_of(code: Code) -> &'static str {
+    match code {
+        Code::PermissionDenied | Code::Unauthenticated => "Forbidden",
+        Code::InvalidArgument | Code::OutOfRange => "Invalid",
+        Code::NotFound => "NotFound",
+        Code::FailedPrecondition => "PreflightFailed",
+        Code::AlreadyExists => "AlreadyExists",
+        _ => "Failed",
     }
 }

@@ -40,6 +40,9 @@ pub struct SchedulerConfig {
     /// Reviews callers with the cluster the scheduler runs in: schedules record their
     /// creator, and runs act for them. None checks no callers.
     pub access: Option<ferry_authz::Authorizer>,
+    /// The deployment's internal credential: a call bearing it (the controller) acts
+    /// for the user its on-behalf headers name, who then owns what it creates.
+    pub internal: Option<String>,
 }
 
 impl SchedulerConfig {
@@ -52,6 +55,7 @@ impl SchedulerConfig {
             tick: Duration::from_secs(1),
             retry: RetryDefaults::default(),
             access: None,
+            internal: None,
         }
     }
 }

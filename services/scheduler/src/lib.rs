@@ -68,11 +68,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let listener = ferry_rpc::Listener::new(listener, tls.server);
-    let client = match &args.internal_token_file {
-        Some(path) => tls
-            .client
-            .clone()
-            .with_bearer(&ferry_authz::read_internal_token(path)?)?,
+    let internal = match &args.internal_token_file {
+        Some(path) => Some(ferry_authz::read_internal_token(path)?),
+        None => None,
+    };
+    let client = match &internal {
+        Some(token) => tls.client.clone().with_bearer(token)?,
         None => tls.client.clone(),
     };
     let jobs = TransferJobs::lazy_with(&args.transfer_endpoint, &client)
@@ -86,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("a Kubernetes client to review callers with (run in a pod, or set KUBECONFIG)")?;
     let mut config = args.config();
     config.access = Some(ferry_authz::Authorizer::new(kube, &args.cluster_name));
+    config.internal = internal;
     let scheduler = Scheduler::open(config, std::sync::Arc::new(jobs)).await?;
     serve(scheduler, listener, shutdown).await?;
     Ok(())

@@ -408,6 +408,10 @@ impl Scheduler {
         self.inner.config.access.as_ref()
     }
 
+    pub(crate) fn internal_credential(&self) -> Option<&str> {
+        self.inner.config.internal.as_deref()
+    }
+
     pub async fn get(&self, key: &str) -> Result<Schedule> {
         let s = self.find(key).await?;
         self.view(s).await

@@ -33,7 +33,11 @@ impl Scheduler {
         let Some(authz) = self.access() else {
             return Ok(None);
         };
-        Ok(Some(authz.identify(metadata).await?))
+        Ok(Some(
+            authz
+                .identify_acting(metadata, self.internal_credential())
+                .await?,
+        ))
     }
 
     /// An import policy with no namespace restores whatever anyone exported into its

@@ -295,21 +295,9 @@ pub async fn list_namespaces(
 
 /// The user the in-process scheduler names, or the scheduler itself.
 fn on_behalf_of(metadata: &MetadataMap) -> Actor {
-    let user = metadata
-        .get(ON_BEHALF_OF_USER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|u| !u.is_empty());
-    match user {
-        Some(user) => Actor {
-            caller: Caller {
-                username: user.to_owned(),
-                uid: String::new(),
-                groups: metadata
-                    .get_all(ON_BEHALF_OF_GROUP)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                    .collect(),
-            },
+    match ferry_authz::on_behalf_of(metadata) {
+        Some(caller) => Actor {
+            caller,
             admin: false,
         },
         // Schedules made before their creators were recorded run as the scheduler,

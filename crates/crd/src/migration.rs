@@ -1,0 +1,228 @@
+//! Migration: move namespaces through a pair, once.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Condition;
+
+/// Moves namespaces to the destination of a ClusterPair, once. The spec cannot change
+/// after creation (create another Migration instead); deleting a Migration that is
+/// still running cancels its jobs, and nothing is left half-applied.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "ferry.dev",
+    version = "v1alpha1",
+    kind = "Migration",
+    namespaced,
+    status = "MigrationStatus",
+    shortname = "fmig",
+    category = "ferry",
+    printcolumn = r#"{"name":"Pair","type":"string","jsonPath":".spec.clusterPair"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.summary"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Succeeded\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationSpec {
+    /// The ClusterPair (by name) whose destination receives the application.
+    pub cluster_pair: String,
+    /// Namespaces to move, one job each; empty: the Migration's own namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Label selector narrowing the objects, in its string form (`app=shop,tier!=cache`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+    /// Resource types to move, as `plural.group` (`deployments.apps`); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_resources: Vec<String>,
+    /// Resource types never to move, in the same form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_resources: Vec<String>,
+    /// Source namespace to destination namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_mapping: BTreeMap<String, String>,
+    /// Source StorageClass to destination StorageClass.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_class_mapping: BTreeMap<String, String>,
+    /// Source topology zone to destination zone.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zone_mapping: BTreeMap<String, String>,
+    /// What to do with objects that already exist on the destination.
+    #[serde(default)]
+    pub existing_objects: ExistingObjects,
+    /// Start the workloads on the destination with their source replica counts
+    /// (default); false: they arrive scaled to zero, for `ferry activate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_applications: Option<bool>,
+    /// Scale the source's Deployments and StatefulSets to zero while their volumes are
+    /// copied, then back (a consistent copy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiesce_source: bool,
+    /// Repository profile the data passes through; empty: the pair's default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
+    /// Move objects only; claims arrive empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_volume_data: bool,
+    /// Keep Services' nodePort values.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_node_ports: bool,
+    /// Report what would happen and change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// What a Migration does with objects already on the destination.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExistingObjects {
+    /// Leave them alone and report them as skipped.
+    #[default]
+    Skip,
+    /// Update them to the source's version.
+    Update,
+    /// Fail before anything is applied.
+    Fail,
+}
+
+/// Where a Migration is.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Accepted, no job started yet.
+    Pending,
+    /// Its jobs run.
+    Running,
+    /// Every job succeeded.
+    Succeeded,
+    /// Every job ended, some objects or volumes failed.
+    PartiallySucceeded,
+    /// A job failed, or the Migration was refused.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl Phase {
+    /// Whether nothing more will happen.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Phase::Pending | Phase::Running)
+    }
+}
+
+/// What a Migration did and is doing.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Succeeded` (True, False with the reason, or Unknown while running) and
+    /// `Running`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The transfer service's jobs, one per namespace (`ferry jobs get ID`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobStatus>,
+    /// Progress of the running step, summed over the jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// One entry per volume moved, once its job has ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeStatus>,
+    /// Objects by what happened to them, once the jobs have ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectCounts>,
+    /// Objects that failed, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_objects: Vec<ObjectFailure>,
+    /// When the first job started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the last job ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// One job of a Migration.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// The source namespace it moves.
+    pub namespace: String,
+    /// The job's id.
+    pub id: String,
+    /// Its state (`queued`, `running`, `succeeded`, `failed`, ...).
+    pub state: String,
+}
+
+/// How far the running step has got.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// A line for people, shown by `kubectl get migrations`.
+    pub summary: String,
+    /// The step running.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub step: String,
+    /// Bytes of volume data read so far.
+    pub bytes_done: u64,
+    /// Bytes of volume data to read; 0 while unknown.
+    pub bytes_total: u64,
+    /// Objects handled so far.
+    pub objects_done: u64,
+    /// Objects to handle; 0 while unknown.
+    pub objects_total: u64,
+    /// Recent throughput, bytes per second.
+    pub bytes_per_second: u64,
+    /// Seconds left, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<i64>,
+}
+
+/// What became of one volume.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    /// Namespace of the claim on the source.
+    pub namespace: String,
+    /// The claim.
+    pub claim: String,
+    /// `Succeeded`, `Skipped` or `Failed`.
+    pub result: String,
+    /// Files in the volume.
+    pub files: u64,
+    /// Bytes of data in the volume.
+    pub bytes: u64,
+    /// Bytes sent to the object store.
+    pub bytes_uploaded: u64,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// Objects by outcome.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub skipped: u64,
+    pub excluded: u64,
+    pub failed: u64,
+}
+
+/// An object that failed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectFailure {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// Why.
+    pub message: String,
+}

@@ -1,0 +1,442 @@
+//! MigrationSchedule objects onto the scheduler service.
+//!
+//! A new MigrationSchedule becomes a schedule in Ferry's scheduler, created as the user
+//! who created the object (the webhook's signed requester), so every run acts for that
+//! user and the scheduler refuses what they may not do. The controller then keeps
+//! `spec.suspend` and the scheduler's state in step and copies the latest runs into the
+//! status every few seconds. Deleting the object deletes the schedule.
+//!
+//! The schedule's name in the scheduler is derived from the object's namespace and
+//! name, so a controller that died between creating it and writing the status finds
+//! it again instead of creating a second one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_crd::requester::Requester;
+use ferry_crd::{
+    MigrationSchedule, MigrationScheduleStatus, ScheduleRunStatus, parse_duration, set_condition,
+};
+use ferry_proto::v1::{
+    CreateScheduleRequest, DeleteScheduleRequest, GetScheduleRequest, ListRunsRequest,
+    ResumeScheduleRequest, Retention, RunState, Schedule, ScheduleRun, SuspendScheduleRequest,
+    create_schedule_request,
+};
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use tonic::Code;
+
+use crate::Ctx;
+use crate::error::{Error, Result};
+use crate::migration::start_request;
+use crate::status::{condition, reason_of, refused};
+
+/// How often the status follows the scheduler.
+const FOLLOW_EVERY: Duration = Duration::from_secs(5);
+
+/// The kind, as the requester annotation is signed for it.
+const KIND: &str = "MigrationSchedule";
+
+/// The controller's entry for one MigrationSchedule.
+pub async fn reconcile(s: Arc<MigrationSchedule>, ctx: Arc<Ctx>) -> Result<Action> {
+    let ns = s.namespace().unwrap_or_default();
+    let api: Api<MigrationSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, ferry_crd::FINALIZER, s, |event| async {
+        match event {
+            Event::Apply(s) => apply(&api, &s, &ctx).await,
+            Event::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The name of the scheduler's schedule for `s`: readable in `ferry schedules list`,
+/// the same on every reconcile.
+pub fn scheduler_name(s: &MigrationSchedule) -> String {
+    let ns = s.namespace().unwrap_or_default();
+    let name = format!("migrationschedule.{ns}.{}", s.name_any());
+    // The scheduler takes names of at most 253 bytes; the uid is shorter and unique.
+    if name.len() <= 253 {
+        name
+    } else {
+        format!("migrationschedule.{ns}.{}", s.uid().unwrap_or_default())
+    }
+}
+
+fn label(s: &MigrationSchedule) -> String {
+    format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
+}
+
+/// A request for the scheduler, acting for `who`.
+fn acting<T>(message: T, who: &Requester) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    ferry_authz::act_for(request.metadata_mut(), &who.username, &who.groups);
+    request
+}
+
+async fn apply(api: &Api<MigrationSchedule>, s: &MigrationSchedule, ctx: &Ctx) -> Result<Action> {
+    let mut status = s.status.clone().unwrap_or_default();
+    let g = s.metadata.generation;
+    let ns = s.namespace().unwrap_or_default();
+    let who = match Requester::of(
+        s.metadata.annotations.as_ref(),
+        &ctx.secret,
+        KIND,
+        &ns,
+        &s.name_any(),
+    ) {
+        Ok(who) => who,
+        Err(e) => return refuse(api, s, ctx, status, "RequesterUnknown", &e.to_string()).await,
+    };
+    if status.schedule_id.is_empty() {
+        // A refusal stands until the object changes (only `suspend` can).
+        let refused_now = status.observed_generation == g
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False");
+        if refused_now {
+            return Ok(Action::await_change());
+        }
+        let request = match create_request(s) {
+            Ok(r) => r,
+            Err(message) => return refuse(api, s, ctx, status, "Invalid", &message).await,
+        };
+        match create(ctx, s, request, &who).await? {
+            Ok(schedule) => status.schedule_id = schedule.id,
+            Err((reason, message)) => return refuse(api, s, ctx, status, reason, &message).await,
+        }
+    }
+    let mut schedule = match get(ctx, &status.schedule_id, &who).await {
+        Ok(found) => found,
+        Err(Error::Service { status: st, .. }) if st.code() == Code::NotFound => {
+            let message = format!(
+                "the scheduler no longer has schedule {} (deleted with `ferry schedules \
+                 delete`?); delete this MigrationSchedule and create it again",
+                status.schedule_id
+            );
+            return refuse(api, s, ctx, status, "ScheduleDeleted", &message).await;
+        }
+        Err(e) => return Err(e),
+    };
+    if schedule.suspended != s.spec.suspend {
+        schedule = set_suspended(ctx, s, &schedule.id, s.spec.suspend, &who).await?;
+    }
+    let runs = ctx
+        .scheduler
+        .clone()
+        .list_runs(acting(
+            ListRunsRequest {
+                schedule: schedule.id.clone(),
+                page_size: MigrationScheduleStatus::KEPT_RUNS as u32,
+                page_token: String::new(),
+            },
+            &who,
+        ))
+        .await
+        .map_err(|status| Error::Service {
+            what: format!("listing the runs of MigrationSchedule {}", label(s)),
+            status,
+        })?
+        .into_inner()
+        .runs;
+    follow(&mut status, &schedule, &runs);
+    status.observed_generation = g;
+    let (reason, message) = if schedule.suspended {
+        (
+            "Suspended",
+            "suspended: no runs until spec.suspend is false".to_owned(),
+        )
+    } else {
+        (
+            "Scheduled",
+            format!("runs {}, acting for {}", status.trigger, who.username),
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        condition("Ready", "True", reason, &message, g),
+    );
+    crate::status::write(api, s, s.status.as_ref(), &status, &ctx.cluster).await?;
+    Ok(Action::requeue(FOLLOW_EVERY))
+}
+
+/// The scheduler's request for `s`, or what is wrong with its spec.
+fn create_request(s: &MigrationSchedule) -> Result<CreateScheduleRequest, String> {
+    let spec = &s.spec;
+    let trigger = match (spec.schedule.is_empty(), spec.interval.is_empty()) {
+        (false, true) => create_schedule_request::Trigger::Cron(spec.schedule.clone()),
+        (true, false) => {
+            let every = parse_duration(&spec.interval).ok_or_else(|| {
+                format!(
+                    "spec.interval {:?} is not a duration; write it like 15m, 1h30m or 1d",
+                    spec.interval
+                )
+            })?;
+            create_schedule_request::Trigger::Interval(proto_duration(every))
+        }
+        _ => {
+            return Err(
+                "set exactly one of spec.schedule (a cron expression) and spec.interval".into(),
+            );
+        }
+    };
+    let retention = match &spec.retention {
+        None => None,
+        Some(r) => Some(Retention {
+            keep_last: r.keep_last.unwrap_or(0),
+            max_age: if r.max_age.is_empty() {
+                None
+            } else {
+                let age = parse_duration(&r.max_age).ok_or_else(|| {
+                    format!(
+                        "spec.retention.maxAge {:?} is not a duration; write it like 30d or 12h",
+                        r.max_age
+                    )
+                })?;
+                Some(proto_duration(age))
+            },
+        }),
+    };
+    // A schedule repeats the migration of one namespace (its restore points and
+    // retention are per namespace).
+    let namespace = match spec.template.namespaces.as_slice() {
+        [] => s.namespace().unwrap_or_default(),
+        [one] => one.clone(),
+        more => {
+            return Err(format!(
+                "spec.template.namespaces names {} namespaces; a MigrationSchedule moves one: \
+                 create one MigrationSchedule per namespace",
+                more.len()
+            ));
+        }
+    };
+    let mut migration = start_request(&spec.template, &[]);
+    if let Some(application) = migration.application.as_mut() {
+        application.namespace = namespace;
+    }
+    Ok(CreateScheduleRequest {
+        name: scheduler_name(s),
+        trigger: Some(trigger),
+        time_zone: spec.time_zone.clone(),
+        spec: Some(create_schedule_request::Spec::Migration(migration)),
+        retention,
+        retry: None,
+        suspended: spec.suspend,
+    })
+}
+
+fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// Creates the schedule, or finds the one a previous reconcile created; a refusal the
+/// user must act on comes back as (reason, message).
+async fn create(
+    ctx: &Ctx,
+    s: &MigrationSchedule,
+    request: CreateScheduleRequest,
+    who: &Requester,
+) -> Result<Result<Schedule, (&'static str, String)>> {
+    let name = request.name.clone();
+    match ctx
+        .scheduler
+        .clone()
+        .create_schedule(acting(request, who))
+        .await
+    {
+        Ok(r) => {
+            let schedule = r.into_inner().schedule.unwrap_or_default();
+            tracing::info!(schedule = %label(s), id = %schedule.id, user = %who.username,
+                "schedule created");
+            Ok(Ok(schedule))
+        }
+        // Made by a reconcile that died before writing the status: take it over. The
+        // scheduler shows it only to its creator, so it cannot be someone else's.
+        Err(st) if st.code() == Code::AlreadyExists => match get(ctx, &name, who).await {
+            Ok(schedule) => Ok(Ok(schedule)),
+            Err(Error::Service { status: st, .. }) if refused(st.code()) => Ok(Err((
+                "AlreadyExists",
+                format!(
+                    "the scheduler already has a schedule named {name} that {} cannot see: {}",
+                    who.username,
+                    st.message()
+                ),
+            ))),
+            Err(e) => Err(e),
+        },
+        Err(st) if refused(st.code()) => {
+            tracing::info!(schedule = %label(s), user = %who.username, reason = %st.message(),
+                "schedule refused");
+            Ok(Err((reason_of(st.code()), st.message().to_owned())))
+        }
+        Err(status) => Err(Error::Service {
+            what: format!("creating the schedule of MigrationSchedule {}", label(s)),
+            status,
+        }),
+    }
+}
+
+async fn get(ctx: &Ctx, schedule: &str, who: &Requester) -> Result<Schedule> {
+    let answer = ctx
+        .scheduler
+        .clone()
+        .get_schedule(acting(
+            GetScheduleRequest {
+                schedule: schedule.to_owned(),
+            },
+            who,
+        ))
+        .await
+        .map_err(|status| Error::Service {
+            what: format!("reading schedule {schedule}"),
+            status,
+        })?;
+    Ok(answer.into_inner().schedule.unwrap_or_default())
+}
+
+async fn set_suspended(
+    ctx: &Ctx,
+    s: &MigrationSchedule,
+    id: &str,
+    suspend: bool,
+    who: &Requester,
+) -> Result<Schedule> {
+    let mut scheduler = ctx.scheduler.clone();
+    let schedule = id.to_owned();
+    let answer = if suspend {
+        scheduler
+            .suspend_schedule(acting(SuspendScheduleRequest { schedule }, who))
+            .await
+            .map(|r| r.into_inner().schedule)
+    } else {
+        scheduler
+            .resume_schedule(acting(ResumeScheduleRequest { schedule }, who))
+            .await
+            .map(|r| r.into_inner().schedule)
+    };
+    let verb = if suspend { "suspending" } else { "resuming" };
+    let schedule = answer.map_err(|status| Error::Service {
+        what: format!("{verb} the schedule of MigrationSchedule {}", label(s)),
+        status,
+    })?;
+    tracing::info!(schedule = %label(s), suspend, "schedule suspension changed");
+    Ok(schedule.unwrap_or_default())
+}
+
+/// Copies the scheduler's view into the status.
+fn follow(status: &mut MigrationScheduleStatus, schedule: &Schedule, runs: &[ScheduleRun]) {
+    use ferry_proto::v1::schedule::Trigger;
+    status.trigger = match &schedule.trigger {
+        Some(Trigger::Cron(cron)) if schedule.time_zone.is_empty() => cron.clone(),
+        Some(Trigger::Cron(cron)) => format!("{cron} ({})", schedule.time_zone),
+        Some(Trigger::Interval(d)) => format!("every {}s", d.seconds),
+        None => String::new(),
+    };
+    status.next_run_at = timestamp(schedule.next_run_at.as_ref());
+    status.runs = runs.iter().map(run_status).collect();
+    let newest_success = runs
+        .iter()
+        .find(|r| r.state() == RunState::Succeeded)
+        .and_then(|r| timestamp(r.finished_at.as_ref()));
+    if newest_success.is_some() {
+        status.last_success_time = newest_success;
+    }
+}
+
+fn run_status(run: &ScheduleRun) -> ScheduleRunStatus {
+    ScheduleRunStatus {
+        id: run.id.clone(),
+        state: run
+            .state()
+            .as_str_name()
+            .trim_start_matches("RUN_STATE_")
+            .to_ascii_lowercase(),
+        scheduled_at: timestamp(run.scheduled_at.as_ref()),
+        started_at: timestamp(run.started_at.as_ref()),
+        finished_at: timestamp(run.finished_at.as_ref()),
+        attempts: run.attempts,
+        jobs: run.job_ids.clone(),
+        restore_point: run.restore_point_id.clone(),
+        restore_points_pruned: run.restore_points_pruned,
+        message: run
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// A protobuf time as RFC 3339.
+fn timestamp(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    let t = t?;
+    k8s_openapi::jiff::Timestamp::new(t.seconds, t.nanos)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// Before the object goes: the schedule goes from the scheduler (a run in progress
+/// finishes; no new one starts).
+async fn cleanup(s: &MigrationSchedule, ctx: &Ctx) -> Result<Action> {
+    let status = s.status.clone().unwrap_or_default();
+    if status.schedule_id.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let ns = s.namespace().unwrap_or_default();
+    // An object whose requester cannot be trusted never got a schedule.
+    let Ok(who) = Requester::of(
+        s.metadata.annotations.as_ref(),
+        &ctx.secret,
+        KIND,
+        &ns,
+        &s.name_any(),
+    ) else {
+        return Ok(Action::await_change());
+    };
+    let deleted = ctx
+        .scheduler
+        .clone()
+        .delete_schedule(acting(
+            DeleteScheduleRequest {
+                schedule: status.schedule_id.clone(),
+            },
+            &who,
+        ))
+        .await;
+    match deleted {
+        Ok(_) => {
+            tracing::info!(schedule = %label(s), id = %status.schedule_id,
+                "MigrationSchedule deleted: schedule deleted");
+            Ok(Action::await_change())
+        }
+        Err(st) if st.code() == Code::NotFound => Ok(Action::await_change()),
+        Err(status) => Err(Error::Service {
+            what: format!("deleting the schedule of MigrationSchedule {}", label(s)),
+            status,
+        }),
+    }
+}
+
+async fn refuse(
+    api: &Api<MigrationSchedule>,
+    s: &MigrationSchedule,
+    ctx: &Ctx,
+    mut status: MigrationScheduleStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action> {
+    let g = s.metadata.generation;
+    status.observed_generation = g;
+    set_condition(
+        &mut status.conditions,
+        condition("Ready", "False", reason, message, g),
+    );
+    crate::status::write(api, s, s.status.as_ref(), &status, &ctx.cluster).await?;
+    Ok(Action::await_change())
+}
