@@ -484,11 +484,117 @@ async fn check_profile_proves_reading_and_writing_and_names_what_fails() {
     assert!(d.message.contains("rekeyed"), "{}", d.message);
 }
 
+/// A listed restore point carries what the export recorded, but not its volumes.
+fn newest_is_listed_as_exported(
+    first: &ferry_proto::v1::RestorePoint,
+    exported: &Exported,
+    app: &str,
+) {
+    let captured = &exported.captured;
+    assert!(first.volumes.is_empty(), "listings leave volumes out");
+    assert_eq!(first.job_id, "job-2");
+    assert_eq!(first.object_count, captured.objects.len() as u64);
+    assert_eq!(
+        first.source.as_ref().map(|s| s.cluster_name.as_str()),
+        Some("a")
+    );
+    assert_eq!(
+        first.source.as_ref().map(|s| s.storage_classes.clone()),
+        Some(vec!["standard".to_string()])
+    );
+    assert_eq!(
+        first.tags.get("schedule").map(String::as_str),
+        Some("nightly")
+    );
+    assert_eq!(
+        first.application.as_ref().map(|a| a.namespace.as_str()),
+        Some(app)
+    );
+}
+
+/// GetRestorePoint answers with the volumes, and refuses an unknown id and another
+/// repository than the profile's.
+async fn one_restore_point_with_its_volumes(
+    h: &Harness,
+    repository_id: &str,
+    older: &str,
+    exported: &Exported,
+) {
+    let mut client = h.client.clone();
+    let got = client
+        .get_restore_point(GetRestorePointRequest {
+            repository: Some(RepositoryRef {
+                profile: "rp".into(),
+                repository_id: repository_id.to_string(),
+            }),
+            id: older.to_string(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .restore_point
+        .expect("restore point");
+    assert_eq!(got.job_id, "job-1");
+    assert_eq!(got.volumes.len(), 1);
+    let v = &got.volumes[0];
+    assert_eq!(v.pvc_name, "data");
+    assert_eq!(v.snapshot_id, exported.snapshot_id);
+    assert_eq!(v.storage_class, "standard");
+    assert_eq!(v.capacity_bytes, 1 << 30);
+    assert_eq!(v.data_bytes, 27);
+    assert_eq!(v.files, 3);
+
+    let err = client
+        .get_restore_point(GetRestorePointRequest {
+            repository: h.repo("rp"),
+            id: "00".repeat(32),
+        })
+        .await
+        .expect_err("unknown id");
+    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    let err = client
+        .get_restore_point(GetRestorePointRequest {
+            repository: Some(RepositoryRef {
+                profile: "rp".into(),
+                repository_id: "ff".repeat(32),
+            }),
+            id: older.to_string(),
+        })
+        .await
+        .expect_err("another repository expected");
+    expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+}
+
+/// RebuildIndex's progress events and its summary, which ends the stream.
+async fn rebuild_index(
+    h: &Harness,
+) -> (
+    Vec<ferry_proto::v1::Progress>,
+    ferry_proto::v1::RebuildIndexSummary,
+) {
+    let mut client = h.client.clone();
+    let mut stream = client
+        .rebuild_index(RebuildIndexRequest {
+            repository: h.repo("rp"),
+        })
+        .await
+        .expect("rebuild")
+        .into_inner();
+    let mut progress = Vec::new();
+    let mut summary = None;
+    while let Some(event) = stream.message().await.expect("stream") {
+        match event.event.expect("event") {
+            rebuild_index_event::Event::Progress(p) => progress.push(p),
+            rebuild_index_event::Event::Done(s) => summary = Some(s),
+        }
+    }
+    (progress, summary.expect("a summary ends the stream"))
+}
+
 #[tokio::test]
 async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     let h = Harness::start("rp").await;
     h.secrets(b"restore point test key").await;
-    let mut client = h.client.clone();
     let profile = h.create(h.request("rp", true)).await;
 
     // Two restore points written by the engine, as a transfer job would.
@@ -528,26 +634,7 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     let all = list("", 0, String::new()).await.expect("list");
     let ids: Vec<&str> = all.restore_points.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, vec![newer.to_hex(), older.to_hex()], "newest first");
-    let first = &all.restore_points[0];
-    assert!(first.volumes.is_empty(), "listings leave volumes out");
-    assert_eq!(first.job_id, "job-2");
-    assert_eq!(first.object_count, captured.objects.len() as u64);
-    assert_eq!(
-        first.source.as_ref().map(|s| s.cluster_name.as_str()),
-        Some("a")
-    );
-    assert_eq!(
-        first.source.as_ref().map(|s| s.storage_classes.clone()),
-        Some(vec!["standard".to_string()])
-    );
-    assert_eq!(
-        first.tags.get("schedule").map(String::as_str),
-        Some("nightly")
-    );
-    assert_eq!(
-        first.application.as_ref().map(|a| a.namespace.as_str()),
-        Some(app.as_str())
-    );
+    newest_is_listed_as_exported(&all.restore_points[0], &exported, &app);
 
     // Paged, and by namespace.
     let page1 = list(&app, 1, String::new()).await.expect("page 1");
@@ -561,49 +648,8 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
         .expect("other app");
     assert!(none.restore_points.is_empty());
 
-    // One restore point with its volumes.
-    let got = client
-        .get_restore_point(GetRestorePointRequest {
-            repository: Some(RepositoryRef {
-                profile: "rp".into(),
-                repository_id: profile.repository_id.clone(),
-            }),
-            id: older.to_hex(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .restore_point
-        .expect("restore point");
-    assert_eq!(got.job_id, "job-1");
-    assert_eq!(got.volumes.len(), 1);
-    let v = &got.volumes[0];
-    assert_eq!(v.pvc_name, "data");
-    assert_eq!(v.snapshot_id, exported.snapshot_id);
-    assert_eq!(v.storage_class, "standard");
-    assert_eq!(v.capacity_bytes, 1 << 30);
-    assert_eq!(v.data_bytes, 27);
-    assert_eq!(v.files, 3);
-
-    let err = client
-        .get_restore_point(GetRestorePointRequest {
-            repository: h.repo("rp"),
-            id: "00".repeat(32),
-        })
-        .await
-        .expect_err("unknown id");
-    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
-    let err = client
-        .get_restore_point(GetRestorePointRequest {
-            repository: Some(RepositoryRef {
-                profile: "rp".into(),
-                repository_id: "ff".repeat(32),
-            }),
-            id: older.to_hex(),
-        })
-        .await
-        .expect_err("another repository expected");
-    expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+    one_restore_point_with_its_volumes(&h, &profile.repository_id, &older.to_hex(), &exported)
+        .await;
 
     // The applications listing knows when the newest restore point was taken.
     let last_restore_point_at = |apps: Vec<ferry_proto::v1::Application>| {
@@ -634,22 +680,7 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
         .await
         .expect("put junk");
 
-    let mut stream = client
-        .rebuild_index(RebuildIndexRequest {
-            repository: h.repo("rp"),
-        })
-        .await
-        .expect("rebuild")
-        .into_inner();
-    let mut progress = Vec::new();
-    let mut summary = None;
-    while let Some(event) = stream.message().await.expect("stream") {
-        match event.event.expect("event") {
-            rebuild_index_event::Event::Progress(p) => progress.push(p),
-            rebuild_index_event::Event::Done(s) => summary = Some(s),
-        }
-    }
-    let summary = summary.expect("a summary ends the stream");
+    let (progress, summary) = rebuild_index(&h).await;
     assert_eq!(summary.restore_points, 3);
     assert_eq!(summary.unreadable, 1);
     assert_eq!(summary.errors.len(), 1);
