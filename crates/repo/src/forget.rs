@@ -24,7 +24,7 @@ use crate::id::Id;
 use crate::lock::{DEFAULT_LOCK_TTL, DEFAULT_MAX_CLOCK_SKEW, LockGuard, LockKind};
 use crate::repository::Repository;
 use crate::restorepoint::{check_application, restore_point_key};
-use crate::snapshot::snapshot_key;
+use crate::snapshot::{Snapshot, snapshot_key};
 
 /// Objects deleted at once.
 const DELETE_CONCURRENCY: usize = 8;
@@ -147,6 +147,19 @@ impl Repository {
         cancel: &CancellationToken,
     ) -> Result<ForgetReport> {
         let now = OffsetDateTime::now_utc();
+        let points = self.restore_point_entries().await?;
+        let snapshots = self.snapshots().await?;
+        let mut report = decide(policy, points, &snapshots, now);
+        report.dry_run = lock.is_none();
+        let Some(lock) = lock else {
+            return Ok(report);
+        };
+        self.delete_forgotten(&report, lock, cancel).await?;
+        Ok(report)
+    }
+
+    /// Every restore point with its time and the snapshots it names.
+    async fn restore_point_entries(&self) -> Result<Vec<RestorePointEntry>> {
         let listed = self.list_restore_points().await?;
         let refs = self.load_restore_point_refs(&listed).await?;
         let mut points = Vec::with_capacity(listed.len());
@@ -165,101 +178,16 @@ impl Repository {
                 snapshots: r.snapshots(&restore_point_key(&p.application, &p.id))?,
             });
         }
-        let snapshots = self.snapshots().await?;
+        Ok(points)
+    }
 
-        // Restore points: by application, within the scope.
-        let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, p) in points.iter().enumerate() {
-            if policy
-                .application
-                .as_deref()
-                .is_none_or(|a| a == p.application)
-            {
-                groups.entry(p.application.as_str()).or_default().push(i);
-            }
-        }
-        let mut remove_point = vec![false; points.len()];
-        for members in groups.values() {
-            let times: Vec<_> = members.iter().map(|&i| points[i].time).collect();
-            for (&i, keep) in members.iter().zip(policy.keep(&times, now)) {
-                remove_point[i] = !keep;
-            }
-        }
-        let named_by_kept: HashSet<Id> = points
-            .iter()
-            .zip(&remove_point)
-            .filter(|(_, removed)| !**removed)
-            .flat_map(|(p, _)| p.snapshots.iter().copied())
-            .collect();
-        let named_by_removed: HashSet<Id> = points
-            .iter()
-            .zip(&remove_point)
-            .filter(|(_, removed)| **removed)
-            .flat_map(|(p, _)| p.snapshots.iter().copied())
-            .collect();
-        let named: HashSet<Id> = named_by_kept.union(&named_by_removed).copied().collect();
-        let in_scope_of_app: HashSet<Id> = points
-            .iter()
-            .filter(|p| policy.application.as_deref() == Some(p.application.as_str()))
-            .flat_map(|p| p.snapshots.iter().copied())
-            .collect();
-
-        // Snapshots: those only removed restore points name go; without a scope, the
-        // ones no restore point names follow the policy per host and paths.
-        let mut remove_snapshot: HashMap<Id, bool> = HashMap::new();
-        let mut standalone: BTreeMap<(&str, &[String]), Vec<usize>> = BTreeMap::new();
-        for (i, (id, s)) in snapshots.iter().enumerate() {
-            if named.contains(id) {
-                remove_snapshot.insert(*id, !named_by_kept.contains(id));
-            } else if policy.application.is_none() {
-                standalone
-                    .entry((s.hostname.as_str(), s.paths.as_slice()))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        for members in standalone.values() {
-            let times: Vec<_> = members.iter().map(|&i| Some(snapshots[i].1.time)).collect();
-            for (&i, keep) in members.iter().zip(policy.keep(&times, now)) {
-                remove_snapshot.insert(snapshots[i].0, !keep);
-            }
-        }
-
-        let mut report = ForgetReport {
-            dry_run: lock.is_none(),
-            ..ForgetReport::default()
-        };
-        for (p, removed) in points.into_iter().zip(remove_point) {
-            let in_scope = policy
-                .application
-                .as_deref()
-                .is_none_or(|a| a == p.application);
-            if removed {
-                report.restore_points_removed.push(p);
-            } else if in_scope {
-                report.restore_points_kept.push(p);
-            }
-        }
-        for (id, s) in &snapshots {
-            let entry = SnapshotEntry {
-                id: *id,
-                time: s.time,
-                hostname: s.hostname.clone(),
-                paths: s.paths.clone(),
-                in_restore_point: named.contains(id),
-            };
-            match remove_snapshot.get(id) {
-                Some(true) => report.snapshots_removed.push(entry),
-                Some(false) if policy.application.is_none() || in_scope_of_app.contains(id) => {
-                    report.snapshots_kept.push(entry)
-                }
-                _ => {}
-            }
-        }
-
-        let Some(lock) = lock else {
-            return Ok(report);
-        };
+    /// Deletes what `report` removes: restore points first, then snapshots.
+    async fn delete_forgotten(
+        &self,
+        report: &ForgetReport,
+        lock: &LockGuard,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
@@ -282,7 +210,7 @@ impl Repository {
             snapshots = report.snapshots_removed.len(),
             "forget done"
         );
-        Ok(report)
+        Ok(())
     }
 
     /// Deletes objects with bounded concurrency, stopping at the first failure.
@@ -297,6 +225,104 @@ impl Repository {
             .try_collect::<()>()
             .await
     }
+}
+
+/// Forget's decisions, made before anything is deleted: the restore points the policy
+/// does not keep (per application, within its scope), the snapshots only those name,
+/// and without a scope the snapshots no restore point names (per host and paths).
+fn decide(
+    policy: &ForgetPolicy,
+    points: Vec<RestorePointEntry>,
+    snapshots: &[(Id, Snapshot)],
+    now: OffsetDateTime,
+) -> ForgetReport {
+    // Restore points: by application, within the scope.
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in points.iter().enumerate() {
+        if policy
+            .application
+            .as_deref()
+            .is_none_or(|a| a == p.application)
+        {
+            groups.entry(p.application.as_str()).or_default().push(i);
+        }
+    }
+    let mut remove_point = vec![false; points.len()];
+    for members in groups.values() {
+        let times: Vec<_> = members.iter().map(|&i| points[i].time).collect();
+        for (&i, keep) in members.iter().zip(policy.keep(&times, now)) {
+            remove_point[i] = !keep;
+        }
+    }
+    let named_by_kept: HashSet<Id> = points
+        .iter()
+        .zip(&remove_point)
+        .filter(|(_, removed)| !**removed)
+        .flat_map(|(p, _)| p.snapshots.iter().copied())
+        .collect();
+    let named_by_removed: HashSet<Id> = points
+        .iter()
+        .zip(&remove_point)
+        .filter(|(_, removed)| **removed)
+        .flat_map(|(p, _)| p.snapshots.iter().copied())
+        .collect();
+    let named: HashSet<Id> = named_by_kept.union(&named_by_removed).copied().collect();
+    let in_scope_of_app: HashSet<Id> = points
+        .iter()
+        .filter(|p| policy.application.as_deref() == Some(p.application.as_str()))
+        .flat_map(|p| p.snapshots.iter().copied())
+        .collect();
+
+    // Snapshots: those only removed restore points name go; without a scope, the
+    // ones no restore point names follow the policy per host and paths.
+    let mut remove_snapshot: HashMap<Id, bool> = HashMap::new();
+    let mut standalone: BTreeMap<(&str, &[String]), Vec<usize>> = BTreeMap::new();
+    for (i, (id, s)) in snapshots.iter().enumerate() {
+        if named.contains(id) {
+            remove_snapshot.insert(*id, !named_by_kept.contains(id));
+        } else if policy.application.is_none() {
+            standalone
+                .entry((s.hostname.as_str(), s.paths.as_slice()))
+                .or_default()
+                .push(i);
+        }
+    }
+    for members in standalone.values() {
+        let times: Vec<_> = members.iter().map(|&i| Some(snapshots[i].1.time)).collect();
+        for (&i, keep) in members.iter().zip(policy.keep(&times, now)) {
+            remove_snapshot.insert(snapshots[i].0, !keep);
+        }
+    }
+
+    let mut report = ForgetReport::default();
+    for (p, removed) in points.into_iter().zip(remove_point) {
+        let in_scope = policy
+            .application
+            .as_deref()
+            .is_none_or(|a| a == p.application);
+        if removed {
+            report.restore_points_removed.push(p);
+        } else if in_scope {
+            report.restore_points_kept.push(p);
+        }
+    }
+    for (id, s) in snapshots {
+        let entry = SnapshotEntry {
+            id: *id,
+            time: s.time,
+            hostname: s.hostname.clone(),
+            paths: s.paths.clone(),
+            in_restore_point: named.contains(id),
+        };
+        match remove_snapshot.get(id) {
+            Some(true) => report.snapshots_removed.push(entry),
+            Some(false) if policy.application.is_none() || in_scope_of_app.contains(id) => {
+                report.snapshots_kept.push(entry)
+            }
+            _ => {}
+        }
+    }
+    report
 }
 
 #[cfg(test)]

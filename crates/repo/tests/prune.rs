@@ -18,8 +18,8 @@ use ferry_repo::backend::{
     Backend, DynBackend, FaultRule, FaultyBackend, LocalBackend, Op, S3Backend, S3Options,
 };
 use ferry_repo::{
-    BackupOptions, ContentPart, Error, ForgetPolicy, Id, NodeKind, PruneOptions, Repository,
-    RestoreOptions,
+    BackupOptions, ContentPart, Error, ForgetPolicy, Id, NodeKind, PruneOptions, PruneReport,
+    Repository, RestoreOptions,
 };
 use serde::Serialize;
 
@@ -172,15 +172,29 @@ fn write_source_sized(dir: &Path, seed: u64, unique_len: usize) {
     fs::write(dir.join("sub/round.txt"), format!("seed {seed}\n")).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forget_and_prune_remove_exactly_the_unused_data() {
+/// Three volumes' snapshots; restore points of "shop" name the first two, the third is
+/// a plain backup no restore point names.
+struct ThreeVolumes {
+    tmp: tempfile::TempDir,
+    root: PathBuf,
+    backend: DynBackend,
+    repo: Repository,
+    /// Each snapshot's content.
+    expected: BTreeMap<Id, BTreeMap<PathBuf, String>>,
+    ids: Vec<Id>,
+    rp1: Id,
+    rp2: Id,
+    /// Chunks of the first volume's own file, and of a file every volume holds.
+    unique1: Vec<Id>,
+    shared: Vec<Id>,
+}
+
+async fn three_volumes() -> ThreeVolumes {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("repo");
     let backend: DynBackend = Arc::new(LocalBackend::new(&root));
     let repo = init(backend.clone()).await;
 
-    // Three volumes' snapshots; restore points of "shop" name the first two, the third
-    // is a plain backup no restore point names.
     let mut expected = BTreeMap::new();
     let mut ids = Vec::new();
     for seed in 1..=3 {
@@ -202,16 +216,27 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
     let shared = chunks_of(&repo, &ids[0], "shared.bin").await;
     assert!(!unique1.is_empty() && !shared.is_empty());
 
-    // A dry run says what would go and changes nothing.
-    let policy = ForgetPolicy {
-        keep_last: Some(1),
-        application: Some("shop".into()),
-        ..ForgetPolicy::default()
-    };
+    ThreeVolumes {
+        tmp,
+        root,
+        backend,
+        repo,
+        expected,
+        ids,
+        rp1,
+        rp2,
+        unique1,
+        shared,
+    }
+}
+
+/// A dry run says what would go and changes nothing; returns its prune report.
+async fn dry_run_changes_nothing(v: &ThreeVolumes, policy: &ForgetPolicy) -> PruneReport {
+    let (repo, backend, ids, rp1) = (&v.repo, &v.backend, &v.ids, v.rp1);
     let before = objects(backend.as_ref()).await;
     let (forgot, pruned) = repo
         .forget_and_prune(
-            &policy,
+            policy,
             &PruneOptions {
                 dry_run: true,
                 ..prune_now()
@@ -252,9 +277,18 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
         "a dry run deletes nothing"
     );
 
-    // For real: forget, then prune.
-    let size_before = dir_size(&root);
-    let forgot = repo.forget(&policy, false).await.unwrap();
+    pruned
+}
+
+/// Forget, then prune, for real: they remove what the dry run said.
+async fn forget_then_prune(
+    v: &ThreeVolumes,
+    policy: &ForgetPolicy,
+    dry_run: &PruneReport,
+) -> PruneReport {
+    let (repo, root, ids, rp2, pruned) = (&v.repo, &v.root, &v.ids, v.rp2, dry_run);
+    let size_before = dir_size(root);
+    let forgot = repo.forget(policy, false).await.unwrap();
     assert_eq!(forgot.restore_points_removed.len(), 1);
     assert_eq!(
         repo.restore_point_ids(None).await.unwrap(),
@@ -275,18 +309,23 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
         report.index_files_deleted > 0 && report.snapshots == 2,
         "{report:?}"
     );
-    let size_after = dir_size(&root);
+    let size_after = dir_size(root);
     assert!(
         size_after + 200_000 < size_before,
         "the repository shrank only from {size_before} to {size_after}: {report:?}"
     );
 
-    // The unused data went: the first volume's unique chunks are gone (but for a few
-    // sharing a pack with used ones), the shared ones are still there, and a second
-    // prune finds nothing.
+    report
+}
+
+/// The unused data went: the first volume's unique chunks are gone (but for a few
+/// sharing a pack with used ones), the shared ones are still there, and a second prune
+/// finds nothing. Returns that second prune's report.
+async fn unused_data_is_gone(v: &ThreeVolumes, report: &PruneReport) -> PruneReport {
+    let (repo, backend, unique1, shared) = (&v.repo, &v.backend, &v.unique1, &v.shared);
     let reopened = Repository::open(backend.clone(), KEY).await.unwrap();
     let mut survived = 0;
-    for id in &unique1 {
+    for id in unique1 {
         if reopened.read_blob(id).await.is_ok() {
             survived += 1;
         }
@@ -300,7 +339,7 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
         report.bytes_unused_in_kept_packs > 0 || survived == 0,
         "{report:?}"
     );
-    for id in &shared {
+    for id in shared {
         reopened.read_blob(id).await.unwrap();
     }
     let again = repo.prune(&prune_now()).await.unwrap();
@@ -313,7 +352,13 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
         (0, 0, 0),
         "{again:?}"
     );
-    // Repacking every pack with anything unused leaves exactly the used data.
+    again
+}
+
+/// Repacking every pack with anything unused leaves exactly the used data.
+async fn repacking_leaves_only_used_data(v: &ThreeVolumes, again: &PruneReport) {
+    let (repo, backend, unique1, ids, expected) =
+        (&v.repo, &v.backend, &v.unique1, &v.ids, &v.expected);
     let exact = repo
         .prune(&PruneOptions {
             max_unused: 0.0,
@@ -338,7 +383,7 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
         (0, 0)
     );
     let reopened = Repository::open(backend.clone(), KEY).await.unwrap();
-    for id in &unique1 {
+    for id in unique1 {
         assert!(
             reopened.read_blob(id).await.is_err(),
             "unused chunk {id} survived"
@@ -348,19 +393,22 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
     assert!(check.is_ok(), "{check}");
     assert!(check.unindexed_packs.is_empty(), "{check:?}");
     for id in [ids[1], ids[2]] {
-        assert_eq!(restored(&reopened, &id, tmp.path()).await, expected[&id]);
+        assert_eq!(restored(&reopened, &id, v.tmp.path()).await, expected[&id]);
     }
     assert!(
         backend.list("locks/").await.unwrap().is_empty(),
         "locks left behind"
     );
+}
 
-    // Unscoped, plain backups of one path follow the policy too, and restore points
-    // keep the snapshots they name.
-    let src = tmp.path().join("src3");
+/// Unscoped, plain backups of one path follow the policy too, and restore points keep
+/// the snapshots they name.
+async fn unscoped_backups_follow_the_policy(v: &mut ThreeVolumes) {
+    let (repo, ids) = (&v.repo, &v.ids);
+    let src = v.tmp.path().join("src3");
     write_source(&src, 4);
     let newest = repo.backup(&src, sequential()).await.unwrap();
-    expected.insert(newest.snapshot_id, content(&src));
+    v.expected.insert(newest.snapshot_id, content(&src));
     let (forgot, pruned) = repo
         .forget_and_prune(&keep_last(1), &prune_now())
         .await
@@ -379,8 +427,23 @@ async fn forget_and_prune_remove_exactly_the_unused_data() {
     let check = repo.check(true).await.unwrap();
     assert!(check.is_ok(), "{check}");
     for id in [ids[1], newest.snapshot_id] {
-        assert_eq!(restored(&repo, &id, tmp.path()).await, expected[&id]);
+        assert_eq!(restored(repo, &id, v.tmp.path()).await, v.expected[&id]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_and_prune_remove_exactly_the_unused_data() {
+    let mut v = three_volumes().await;
+    let policy = ForgetPolicy {
+        keep_last: Some(1),
+        application: Some("shop".into()),
+        ..ForgetPolicy::default()
+    };
+    let dry_run = dry_run_changes_nothing(&v, &policy).await;
+    let report = forget_then_prune(&v, &policy, &dry_run).await;
+    let again = unused_data_is_gone(&v, &report).await;
+    repacking_leaves_only_used_data(&v, &again).await;
+    unscoped_backups_follow_the_policy(&mut v).await;
 }
 
 /// A repository with something to prune: two backups of one path, the older forgotten.

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{Exported, Harness, app_namespace, expect_error};
 use ferry_proto::v1::{
@@ -18,32 +18,13 @@ use ferry_proto::v1::{
 };
 use tonic::Code;
 
-#[tokio::test]
-async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
-    let h = Harness::start("lifecycle").await;
-    let key = b"the lifecycle test's repository key".to_vec();
-    h.secrets(&key).await;
-    let mut client = h.client.clone();
-
-    let created = client
-        .create_profile(h.request("prod", true))
-        .await
-        .expect("create")
-        .into_inner();
-    assert!(created.repository_created);
-    let profile = created.profile.expect("profile");
-    assert_eq!(profile.repository_id.len(), 64);
-    assert!(profile.verify_tls, "TLS verification is on by default");
-    assert_eq!(
-        profile
-            .credentials_secret
-            .as_ref()
-            .map(|s| s.namespace.as_str()),
-        Some(h.secrets_ns.as_str()),
-        "an empty Secret namespace resolves to the catalog's"
-    );
-
-    // The agent's file: mode 0600, and the agent itself opens the repository with it.
+/// The agent's file: mode 0600, and the agent itself opens the repository with it;
+/// returns its path.
+async fn the_agent_file_opens_the_repository(
+    h: &Harness,
+    key: &[u8],
+    repository_id: &str,
+) -> PathBuf {
     let file = h.agent_dir.join("prod.yaml");
     let mode = std::fs::metadata(&file)
         .expect("agent file")
@@ -63,36 +44,16 @@ async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
         .expect("the agent reads the file");
     assert_eq!(agent_profile.key, key);
     agent_profile
-        .open(&profile.repository_id)
+        .open(repository_id)
         .await
         .expect("the agent opens the repository with it");
 
-    // A second profile on the same location opens the repository instead of creating it.
-    let mut import = h.request("prod-mirror", false);
-    import.kind = ProfileKind::Migration as i32;
-    let mirror = client
-        .create_profile(import)
-        .await
-        .expect("second profile")
-        .into_inner();
-    assert!(!mirror.repository_created);
-    assert_eq!(
-        mirror.profile.map(|p| p.repository_id),
-        Some(profile.repository_id.clone())
-    );
+    file
+}
 
-    let got = client
-        .get_profile(GetProfileRequest {
-            name: "prod".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .profile
-        .expect("profile");
-    assert_eq!(got, profile);
-
-    // Paged, and by kind.
+/// ListProfiles pages, and filters by kind.
+async fn profiles_are_paged_and_listed_by_kind(h: &Harness) {
+    let mut client = h.client.clone();
     let first = client
         .list_profiles(ListProfilesRequest {
             page_size: 1,
@@ -124,8 +85,11 @@ async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
         .expect("by kind")
         .into_inner();
     assert_eq!(exports.profiles.len(), 1);
+}
 
-    // A directory repository: the agent file names the directory and holds no S3 keys.
+/// A directory repository: the agent file names the directory and holds no S3 keys.
+async fn a_directory_profile_names_its_directory(h: &Harness) {
+    let mut client = h.client.clone();
     let repos = h.data.path().join("repos");
     let local = client
         .create_profile(CreateProfileRequest {
@@ -162,6 +126,62 @@ async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
         })
         .await
         .expect("delete local");
+}
+
+#[tokio::test]
+async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
+    let h = Harness::start("lifecycle").await;
+    let key = b"the lifecycle test's repository key".to_vec();
+    h.secrets(&key).await;
+    let mut client = h.client.clone();
+
+    let created = client
+        .create_profile(h.request("prod", true))
+        .await
+        .expect("create")
+        .into_inner();
+    assert!(created.repository_created);
+    let profile = created.profile.expect("profile");
+    assert_eq!(profile.repository_id.len(), 64);
+    assert!(profile.verify_tls, "TLS verification is on by default");
+    assert_eq!(
+        profile
+            .credentials_secret
+            .as_ref()
+            .map(|s| s.namespace.as_str()),
+        Some(h.secrets_ns.as_str()),
+        "an empty Secret namespace resolves to the catalog's"
+    );
+
+    let file = the_agent_file_opens_the_repository(&h, &key, &profile.repository_id).await;
+
+    // A second profile on the same location opens the repository instead of creating it.
+    let mut import = h.request("prod-mirror", false);
+    import.kind = ProfileKind::Migration as i32;
+    let mirror = client
+        .create_profile(import)
+        .await
+        .expect("second profile")
+        .into_inner();
+    assert!(!mirror.repository_created);
+    assert_eq!(
+        mirror.profile.map(|p| p.repository_id),
+        Some(profile.repository_id.clone())
+    );
+
+    let got = client
+        .get_profile(GetProfileRequest {
+            name: "prod".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .profile
+        .expect("profile");
+    assert_eq!(got, profile);
+
+    profiles_are_paged_and_listed_by_kind(&h).await;
+    a_directory_profile_names_its_directory(&h).await;
 
     // In-process use by the transfer service.
     let repo = h.service.open_repository("prod").await.expect("open");
@@ -193,18 +213,9 @@ async fn profiles_are_created_listed_and_deleted_with_their_agent_file() {
     assert_eq!(h.agent_files(), vec!["prod-mirror.yaml".to_string()]);
 }
 
-#[tokio::test]
-async fn bad_inputs_fail_clearly_and_store_nothing() {
-    let h = Harness::start("bad").await;
-    h.secrets(b"the right key").await;
-    h.secret("wrong-key", &[("key", b"some other key")]).await;
-    h.secret("no-keys", &[("unrelated", b"x")]).await;
-    let mut client = h.client.clone();
-    client
-        .create_profile(h.request("good", true))
-        .await
-        .expect("the one good profile");
-
+/// CreateProfile refuses Secrets that are missing, lack their keys or hold the wrong
+/// repository key.
+async fn refused_for_its_secrets(h: &Harness) {
     let create = |req: CreateProfileRequest| {
         let mut client = h.client.clone();
         async move { client.create_profile(req).await.expect_err("must fail") }
@@ -255,6 +266,16 @@ async fn bad_inputs_fail_clearly_and_store_nothing() {
         ErrorCode::WrongKey,
     );
     assert!(d.message.contains("wrong-key"), "{}", d.message);
+}
+
+/// CreateProfile refuses a missing bucket, an empty location without
+/// create_repository, an endpoint that does not answer or is no URL, and credentials
+/// the store does not know.
+async fn refused_for_its_location(h: &Harness) {
+    let create = |req: CreateProfileRequest| {
+        let mut client = h.client.clone();
+        async move { client.create_profile(req).await.expect_err("must fail") }
+    };
 
     // A bucket that does not exist.
     let mut req = h.request("no-bucket", true);
@@ -313,6 +334,27 @@ async fn bad_inputs_fail_clearly_and_store_nothing() {
         Code::PermissionDenied,
         ErrorCode::PermissionDenied,
     );
+}
+
+#[tokio::test]
+async fn bad_inputs_fail_clearly_and_store_nothing() {
+    let h = Harness::start("bad").await;
+    h.secrets(b"the right key").await;
+    h.secret("wrong-key", &[("key", b"some other key")]).await;
+    h.secret("no-keys", &[("unrelated", b"x")]).await;
+    let mut client = h.client.clone();
+    client
+        .create_profile(h.request("good", true))
+        .await
+        .expect("the one good profile");
+
+    let create = |req: CreateProfileRequest| {
+        let mut client = h.client.clone();
+        async move { client.create_profile(req).await.expect_err("must fail") }
+    };
+
+    refused_for_its_secrets(&h).await;
+    refused_for_its_location(&h).await;
 
     // An import profile with write access, and one that asks to create a repository.
     let mut req = h.request("import-rw", false);
@@ -484,11 +526,117 @@ async fn check_profile_proves_reading_and_writing_and_names_what_fails() {
     assert!(d.message.contains("rekeyed"), "{}", d.message);
 }
 
+/// A listed restore point carries what the export recorded, but not its volumes.
+fn newest_is_listed_as_exported(
+    first: &ferry_proto::v1::RestorePoint,
+    exported: &Exported,
+    app: &str,
+) {
+    let captured = &exported.captured;
+    assert!(first.volumes.is_empty(), "listings leave volumes out");
+    assert_eq!(first.job_id, "job-2");
+    assert_eq!(first.object_count, captured.objects.len() as u64);
+    assert_eq!(
+        first.source.as_ref().map(|s| s.cluster_name.as_str()),
+        Some("a")
+    );
+    assert_eq!(
+        first.source.as_ref().map(|s| s.storage_classes.clone()),
+        Some(vec!["standard".to_string()])
+    );
+    assert_eq!(
+        first.tags.get("schedule").map(String::as_str),
+        Some("nightly")
+    );
+    assert_eq!(
+        first.application.as_ref().map(|a| a.namespace.as_str()),
+        Some(app)
+    );
+}
+
+/// GetRestorePoint answers with the volumes, and refuses an unknown id and another
+/// repository than the profile's.
+async fn one_restore_point_with_its_volumes(
+    h: &Harness,
+    repository_id: &str,
+    older: &str,
+    exported: &Exported,
+) {
+    let mut client = h.client.clone();
+    let got = client
+        .get_restore_point(GetRestorePointRequest {
+            repository: Some(RepositoryRef {
+                profile: "rp".into(),
+                repository_id: repository_id.to_string(),
+            }),
+            id: older.to_string(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .restore_point
+        .expect("restore point");
+    assert_eq!(got.job_id, "job-1");
+    assert_eq!(got.volumes.len(), 1);
+    let v = &got.volumes[0];
+    assert_eq!(v.pvc_name, "data");
+    assert_eq!(v.snapshot_id, exported.snapshot_id);
+    assert_eq!(v.storage_class, "standard");
+    assert_eq!(v.capacity_bytes, 1 << 30);
+    assert_eq!(v.data_bytes, 27);
+    assert_eq!(v.files, 3);
+
+    let err = client
+        .get_restore_point(GetRestorePointRequest {
+            repository: h.repo("rp"),
+            id: "00".repeat(32),
+        })
+        .await
+        .expect_err("unknown id");
+    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    let err = client
+        .get_restore_point(GetRestorePointRequest {
+            repository: Some(RepositoryRef {
+                profile: "rp".into(),
+                repository_id: "ff".repeat(32),
+            }),
+            id: older.to_string(),
+        })
+        .await
+        .expect_err("another repository expected");
+    expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+}
+
+/// RebuildIndex's progress events and its summary, which ends the stream.
+async fn rebuild_index(
+    h: &Harness,
+) -> (
+    Vec<ferry_proto::v1::Progress>,
+    ferry_proto::v1::RebuildIndexSummary,
+) {
+    let mut client = h.client.clone();
+    let mut stream = client
+        .rebuild_index(RebuildIndexRequest {
+            repository: h.repo("rp"),
+        })
+        .await
+        .expect("rebuild")
+        .into_inner();
+    let mut progress = Vec::new();
+    let mut summary = None;
+    while let Some(event) = stream.message().await.expect("stream") {
+        match event.event.expect("event") {
+            rebuild_index_event::Event::Progress(p) => progress.push(p),
+            rebuild_index_event::Event::Done(s) => summary = Some(s),
+        }
+    }
+    (progress, summary.expect("a summary ends the stream"))
+}
+
 #[tokio::test]
 async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     let h = Harness::start("rp").await;
     h.secrets(b"restore point test key").await;
-    let mut client = h.client.clone();
     let profile = h.create(h.request("rp", true)).await;
 
     // Two restore points written by the engine, as a transfer job would.
@@ -528,26 +676,7 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
     let all = list("", 0, String::new()).await.expect("list");
     let ids: Vec<&str> = all.restore_points.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, vec![newer.to_hex(), older.to_hex()], "newest first");
-    let first = &all.restore_points[0];
-    assert!(first.volumes.is_empty(), "listings leave volumes out");
-    assert_eq!(first.job_id, "job-2");
-    assert_eq!(first.object_count, captured.objects.len() as u64);
-    assert_eq!(
-        first.source.as_ref().map(|s| s.cluster_name.as_str()),
-        Some("a")
-    );
-    assert_eq!(
-        first.source.as_ref().map(|s| s.storage_classes.clone()),
-        Some(vec!["standard".to_string()])
-    );
-    assert_eq!(
-        first.tags.get("schedule").map(String::as_str),
-        Some("nightly")
-    );
-    assert_eq!(
-        first.application.as_ref().map(|a| a.namespace.as_str()),
-        Some(app.as_str())
-    );
+    newest_is_listed_as_exported(&all.restore_points[0], &exported, &app);
 
     // Paged, and by namespace.
     let page1 = list(&app, 1, String::new()).await.expect("page 1");
@@ -561,49 +690,8 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
         .expect("other app");
     assert!(none.restore_points.is_empty());
 
-    // One restore point with its volumes.
-    let got = client
-        .get_restore_point(GetRestorePointRequest {
-            repository: Some(RepositoryRef {
-                profile: "rp".into(),
-                repository_id: profile.repository_id.clone(),
-            }),
-            id: older.to_hex(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .restore_point
-        .expect("restore point");
-    assert_eq!(got.job_id, "job-1");
-    assert_eq!(got.volumes.len(), 1);
-    let v = &got.volumes[0];
-    assert_eq!(v.pvc_name, "data");
-    assert_eq!(v.snapshot_id, exported.snapshot_id);
-    assert_eq!(v.storage_class, "standard");
-    assert_eq!(v.capacity_bytes, 1 << 30);
-    assert_eq!(v.data_bytes, 27);
-    assert_eq!(v.files, 3);
-
-    let err = client
-        .get_restore_point(GetRestorePointRequest {
-            repository: h.repo("rp"),
-            id: "00".repeat(32),
-        })
-        .await
-        .expect_err("unknown id");
-    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
-    let err = client
-        .get_restore_point(GetRestorePointRequest {
-            repository: Some(RepositoryRef {
-                profile: "rp".into(),
-                repository_id: "ff".repeat(32),
-            }),
-            id: older.to_hex(),
-        })
-        .await
-        .expect_err("another repository expected");
-    expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+    one_restore_point_with_its_volumes(&h, &profile.repository_id, &older.to_hex(), &exported)
+        .await;
 
     // The applications listing knows when the newest restore point was taken.
     let last_restore_point_at = |apps: Vec<ferry_proto::v1::Application>| {
@@ -634,22 +722,7 @@ async fn restore_points_are_listed_read_and_reindexed_from_the_repository() {
         .await
         .expect("put junk");
 
-    let mut stream = client
-        .rebuild_index(RebuildIndexRequest {
-            repository: h.repo("rp"),
-        })
-        .await
-        .expect("rebuild")
-        .into_inner();
-    let mut progress = Vec::new();
-    let mut summary = None;
-    while let Some(event) = stream.message().await.expect("stream") {
-        match event.event.expect("event") {
-            rebuild_index_event::Event::Progress(p) => progress.push(p),
-            rebuild_index_event::Event::Done(s) => summary = Some(s),
-        }
-    }
-    let summary = summary.expect("a summary ends the stream");
+    let (progress, summary) = rebuild_index(&h).await;
     assert_eq!(summary.restore_points, 3);
     assert_eq!(summary.unreadable, 1);
     assert_eq!(summary.errors.len(), 1);

@@ -17,7 +17,8 @@ use ferry_proto::v1::catalog_service_server::CatalogService as _;
 use ferry_proto::v1::{
     CheckProfileRequest, CreateImportKeyRequest, CreateProfileRequest, CreateProfileResponse,
     DeleteProfileRequest, ErrorCode, GetImportKeyRequest, IssueMigrationTokenRequest,
-    ListProfilesRequest, ListRestorePointsRequest, ProfileKind, SecretRef, StorageBackend,
+    IssueMigrationTokenResponse, ListProfilesRequest, ListRestorePointsRequest, ProfileKind,
+    SecretRef, StorageBackend,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -160,6 +161,183 @@ async fn the_import_key_is_made_once_and_kept() {
     assert_eq!(got.key, Some(key));
 }
 
+/// IssueMigrationToken on the source for `restore_point` of `app` from profile "prod".
+async fn issue_token(
+    src: &Harness,
+    restore_point: &str,
+    app: &str,
+    recipient: String,
+    ttl_seconds: i64,
+) -> Result<IssueMigrationTokenResponse, Status> {
+    let req = IssueMigrationTokenRequest {
+        profile: "prod".into(),
+        restore_point_id: restore_point.to_string(),
+        namespace: app.to_string(),
+        recipient_key: recipient,
+        ttl: Some(prost_types::Duration {
+            seconds: ttl_seconds,
+            nanos: 0,
+        }),
+    };
+    src.client
+        .clone()
+        .issue_migration_token(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// None of `secrets` appears in the token's text.
+fn no_secret_in(token: &str, secrets: &[&[u8]]) {
+    for secret in secrets {
+        let text = String::from_utf8_lossy(secret);
+        assert!(!token.contains(text.as_ref()), "a secret in the token");
+    }
+}
+
+/// The source refuses to issue a token for a restore point or a profile it does not have.
+async fn unknown_restore_point_or_profile(src: &Harness, app: &str, recipient: &str) {
+    let mut unknown_point = IssueMigrationTokenRequest {
+        profile: "prod".into(),
+        restore_point_id: "00".repeat(32),
+        namespace: app.to_string(),
+        recipient_key: recipient.to_string(),
+        ttl: None,
+    };
+    let err = src
+        .client
+        .clone()
+        .issue_migration_token(unknown_point.clone())
+        .await
+        .expect_err("unknown restore point");
+    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    unknown_point.profile = "absent".into();
+    let err = src
+        .client
+        .clone()
+        .issue_migration_token(unknown_point)
+        .await
+        .expect_err("unknown profile");
+    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+}
+
+/// An altered token (one character of its body changed) is refused, storing nothing.
+async fn an_altered_token_stores_nothing(dst: &Harness, token: &str) {
+    let body_start = token.find('\n').expect("a line break") + 1;
+    let mut tampered = token.to_string().into_bytes();
+    let i = body_start + 30;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let err = import(dst, import_request("tampered", &tampered, "reader"))
+        .await
+        .expect_err("tampered");
+    let d = expect_error(&err, Code::InvalidArgument, ErrorCode::Integrity);
+    assert!(d.message.contains("signature"), "{}", d.message);
+    nothing_stored(dst, "tampered").await;
+}
+
+/// A good token with credentials that can write is refused (import profiles must be
+/// read-only), and so is one combined with a location of the request's own.
+async fn writable_or_located_imports_store_nothing(dst: &Harness, token: &str) {
+    dst.secret(
+        "writer",
+        &[
+            ("access_key_id", dst.s3.access_key.as_bytes()),
+            ("secret_access_key", dst.s3.secret_key.as_bytes()),
+        ],
+    )
+    .await;
+    let err = import(dst, import_request("writable", token, "writer"))
+        .await
+        .expect_err("read-write credentials");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::PermissionDenied);
+    assert!(d.message.contains("can write"), "{}", d.message);
+    nothing_stored(dst, "writable").await;
+
+    // The token may not be combined with a location of the request's own.
+    let mut located = import_request("located", token, "reader");
+    located.bucket = "elsewhere".into();
+    let err = import(dst, located).await.expect_err("location given");
+    expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    nothing_stored(dst, "located").await;
+}
+
+/// The import profile lists what the source exported and never writes; deleting it
+/// removes the key Secret the token brought.
+async fn the_import_lists_never_writes_and_its_key_goes_with_it(
+    dst: &Harness,
+    app: &str,
+    restore_point: &str,
+) {
+    // It lists what the source exported, and never writes.
+    let listed = dst
+        .client
+        .clone()
+        .list_restore_points(ListRestorePointsRequest {
+            repository: dst.repo("imported"),
+            namespace: app.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("list on the destination")
+        .into_inner();
+    let ids: Vec<String> = listed.restore_points.into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![restore_point.to_string()]);
+    let check = dst
+        .client
+        .clone()
+        .check_profile(CheckProfileRequest {
+            name: "imported".into(),
+            write: true,
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert!(check.readable && !check.writable, "{check:?}");
+
+    // Deleting the profile removes the key Secret the token brought.
+    dst.client
+        .clone()
+        .delete_profile(DeleteProfileRequest {
+            name: "imported".into(),
+        })
+        .await
+        .expect("delete");
+    assert!(get_secret(dst, "imported-key").await.is_none());
+}
+
+/// A token made for another destination's key is refused, naming both keys, storing
+/// nothing.
+async fn another_destinations_token_stores_nothing(
+    dst: &Harness,
+    token: &str,
+    own_fingerprint: &str,
+    other_fingerprint: &str,
+) {
+    let err = import(dst, import_request("elsewhere", token, "reader"))
+        .await
+        .expect_err("other recipient");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::WrongKey);
+    assert!(
+        d.message.contains("another destination key"),
+        "{}",
+        d.message
+    );
+    assert!(d.message.contains(own_fingerprint), "{}", d.message);
+    assert!(d.message.contains(other_fingerprint), "{}", d.message);
+    nothing_stored(dst, "elsewhere").await;
+}
+
+/// An expired token is refused as such, storing nothing.
+async fn an_expired_token_stores_nothing(dst: &Harness, token: &str) {
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let err = import(dst, import_request("late", token, "reader"))
+        .await
+        .expect_err("expired");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::Timeout);
+    assert!(d.message.contains("expired at"), "{}", d.message);
+    nothing_stored(dst, "late").await;
+}
+
 #[tokio::test]
 async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing() {
     // Source: an export profile with one restore point.
@@ -184,23 +362,7 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     reader_secret(&dst, "reader").await;
 
     let issue = |recipient: String, ttl_seconds: i64| {
-        let mut client = src.client.clone();
-        let req = IssueMigrationTokenRequest {
-            profile: "prod".into(),
-            restore_point_id: restore_point.clone(),
-            namespace: app.clone(),
-            recipient_key: recipient,
-            ttl: Some(prost_types::Duration {
-                seconds: ttl_seconds,
-                nanos: 0,
-            }),
-        };
-        async move {
-            client
-                .issue_migration_token(req)
-                .await
-                .map(|r| r.into_inner())
-        }
+        issue_token(&src, &restore_point, &app, recipient, ttl_seconds)
     };
     let issued = issue(import_key.public_key.clone(), 3600)
         .await
@@ -212,17 +374,14 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
             .token
             .starts_with("-----BEGIN FERRY MIGRATION TOKEN-----")
     );
-    for secret in [
-        repo_key.as_slice(),
-        src.s3.secret_key.as_bytes(),
-        src.s3.access_key.as_bytes(),
-    ] {
-        let text = String::from_utf8_lossy(secret);
-        assert!(
-            !issued.token.contains(text.as_ref()),
-            "a secret in the token"
-        );
-    }
+    no_secret_in(
+        &issued.token,
+        &[
+            repo_key.as_slice(),
+            src.s3.secret_key.as_bytes(),
+            src.s3.access_key.as_bytes(),
+        ],
+    );
 
     // Tokens the source refuses to issue.
     let bad_recipient = issue("ferry-import-key-v1:nope".into(), 3600)
@@ -237,102 +396,30 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
         .await
         .expect_err("ttl 0");
     expect_error(&bad_ttl, Code::InvalidArgument, ErrorCode::InvalidArgument);
-    let mut unknown_point = IssueMigrationTokenRequest {
-        profile: "prod".into(),
-        restore_point_id: "00".repeat(32),
-        namespace: app.clone(),
-        recipient_key: import_key.public_key.clone(),
-        ttl: None,
-    };
-    let err = src
-        .client
-        .clone()
-        .issue_migration_token(unknown_point.clone())
-        .await
-        .expect_err("unknown restore point");
-    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
-    unknown_point.profile = "absent".into();
-    let err = src
-        .client
-        .clone()
-        .issue_migration_token(unknown_point)
-        .await
-        .expect_err("unknown profile");
-    expect_error(&err, Code::NotFound, ErrorCode::NotFound);
+    unknown_restore_point_or_profile(&src, &app, &import_key.public_key).await;
 
-    // An altered token: one character of its body changed.
-    let body_start = issued.token.find('\n').expect("a line break") + 1;
-    let mut tampered = issued.token.clone().into_bytes();
-    let i = body_start + 30;
-    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
-    let tampered = String::from_utf8(tampered).expect("ascii");
-    let err = import(&dst, import_request("tampered", &tampered, "reader"))
-        .await
-        .expect_err("tampered");
-    let d = expect_error(&err, Code::InvalidArgument, ErrorCode::Integrity);
-    assert!(d.message.contains("signature"), "{}", d.message);
-    nothing_stored(&dst, "tampered").await;
+    an_altered_token_stores_nothing(&dst, &issued.token).await;
 
     // A token made for another destination's key.
     let stranger = ferry_token::ImportKey::generate().expect("another key");
     let elsewhere = issue(stranger.public_key().to_text(), 3600)
         .await
         .expect("issue for another destination");
-    let err = import(
+    another_destinations_token_stores_nothing(
         &dst,
-        import_request("elsewhere", &elsewhere.token, "reader"),
+        &elsewhere.token,
+        &import_key.fingerprint,
+        stranger.public_key().fingerprint().as_str(),
     )
-    .await
-    .expect_err("other recipient");
-    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::WrongKey);
-    assert!(
-        d.message.contains("another destination key"),
-        "{}",
-        d.message
-    );
-    assert!(d.message.contains(&import_key.fingerprint), "{}", d.message);
-    assert!(
-        d.message
-            .contains(stranger.public_key().fingerprint().as_str()),
-        "{}",
-        d.message
-    );
-    nothing_stored(&dst, "elsewhere").await;
+    .await;
 
     // An expired token.
     let short = issue(import_key.public_key.clone(), 1)
         .await
         .expect("issue a short-lived token");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let err = import(&dst, import_request("late", &short.token, "reader"))
-        .await
-        .expect_err("expired");
-    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::Timeout);
-    assert!(d.message.contains("expired at"), "{}", d.message);
-    nothing_stored(&dst, "late").await;
+    an_expired_token_stores_nothing(&dst, &short.token).await;
 
-    // A good token with credentials that can write: import profiles must be read-only.
-    dst.secret(
-        "writer",
-        &[
-            ("access_key_id", dst.s3.access_key.as_bytes()),
-            ("secret_access_key", dst.s3.secret_key.as_bytes()),
-        ],
-    )
-    .await;
-    let err = import(&dst, import_request("writable", &issued.token, "writer"))
-        .await
-        .expect_err("read-write credentials");
-    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::PermissionDenied);
-    assert!(d.message.contains("can write"), "{}", d.message);
-    nothing_stored(&dst, "writable").await;
-
-    // The token may not be combined with a location of the request's own.
-    let mut located = import_request("located", &issued.token, "reader");
-    located.bucket = "elsewhere".into();
-    let err = import(&dst, located).await.expect_err("location given");
-    expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
-    nothing_stored(&dst, "located").await;
+    writable_or_located_imports_store_nothing(&dst, &issued.token).await;
 
     // The good token with the read-only user.
     let created = import(&dst, import_request("imported", &issued.token, "reader"))
@@ -365,41 +452,7 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
         Some("ferry")
     );
 
-    // It lists what the source exported, and never writes.
-    let listed = dst
-        .client
-        .clone()
-        .list_restore_points(ListRestorePointsRequest {
-            repository: dst.repo("imported"),
-            namespace: app.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("list on the destination")
-        .into_inner();
-    let ids: Vec<String> = listed.restore_points.into_iter().map(|r| r.id).collect();
-    assert_eq!(ids, vec![restore_point.clone()]);
-    let check = dst
-        .client
-        .clone()
-        .check_profile(CheckProfileRequest {
-            name: "imported".into(),
-            write: true,
-        })
-        .await
-        .expect("check")
-        .into_inner();
-    assert!(check.readable && !check.writable, "{check:?}");
-
-    // Deleting the profile removes the key Secret the token brought.
-    dst.client
-        .clone()
-        .delete_profile(DeleteProfileRequest {
-            name: "imported".into(),
-        })
-        .await
-        .expect("delete");
-    assert!(get_secret(&dst, "imported-key").await.is_none());
+    the_import_lists_never_writes_and_its_key_goes_with_it(&dst, &app, &restore_point).await;
 }
 
 #[tokio::test]

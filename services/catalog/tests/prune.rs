@@ -15,6 +15,7 @@ use ferry_proto::v1::{
     ErrorCode, ListRestorePointsRequest, PruneRepositoryRequest, PruneRepositoryResponse,
 };
 use ferry_repo::LockInfo;
+use ferry_repo::backend::DynBackend;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::Code;
@@ -29,6 +30,50 @@ fn ids(points: &[ferry_proto::v1::RestorePoint]) -> Vec<String> {
     points.iter().map(|p| p.id.clone()).collect()
 }
 
+/// Restore points of `app`, one per age in hours (oldest first as given), each with the
+/// job id `job` makes of its age; their ids in that order.
+async fn save_aged(
+    exported: &Exported,
+    app: &str,
+    ages: &[i64],
+    job: impl Fn(i64) -> String,
+) -> Vec<String> {
+    let mut written = Vec::new();
+    for &age in ages {
+        let m = exported.manifest(&hours_ago(age), &job(age), BTreeMap::new());
+        let id = exported
+            .repo
+            .save_restore_point(app, &m)
+            .await
+            .expect("save");
+        written.push(id.to_hex());
+    }
+    written
+}
+
+/// A live shared lock, as a writer (an export's backup) holds one; its key.
+async fn hold_writer_lock(backend: &DynBackend) -> String {
+    let lock_key = format!("locks/{}", ferry_repo::Id::random().expect("id").to_hex());
+    let now = OffsetDateTime::now_utc();
+    let info = LockInfo {
+        hostname: "exporter".into(),
+        pid: 4242,
+        purpose: "backup".into(),
+        exclusive: false,
+        created: now,
+        expires: now + time::Duration::minutes(30),
+        ttl_ms: Some(30 * 60 * 1000),
+    };
+    backend
+        .put(
+            &lock_key,
+            Bytes::from(serde_json::to_vec(&info).expect("lock json")),
+        )
+        .await
+        .expect("write lock");
+    lock_key
+}
+
 #[tokio::test]
 async fn both_limits_apply_to_one_application_and_a_writer_lock_refuses() {
     let h = Harness::start("prune").await;
@@ -38,25 +83,12 @@ async fn both_limits_apply_to_one_application_and_a_writer_lock_refuses() {
     // Five restore points of one application, an hour apart, and two of another.
     let app = ferry_testenv::unique_name("cat-prune");
     let exported = Exported::new(&h, "out", &app).await;
-    let mut written = Vec::new();
-    for age in [5, 4, 3, 2, 1] {
-        let m = exported.manifest(&hours_ago(age), &format!("job-{age}"), BTreeMap::new());
-        let id = exported
-            .repo
-            .save_restore_point(&app, &m)
-            .await
-            .expect("save");
-        written.push(id.to_hex());
-    }
+    let written = save_aged(&exported, &app, &[5, 4, 3, 2, 1], |age| {
+        format!("job-{age}")
+    })
+    .await;
     let other = ferry_testenv::unique_name("cat-other");
-    for age in [9, 8] {
-        let m = exported.manifest(&hours_ago(age), "other", BTreeMap::new());
-        exported
-            .repo
-            .save_restore_point(&other, &m)
-            .await
-            .expect("save");
-    }
+    save_aged(&exported, &other, &[9, 8], |_| "other".into()).await;
     let list = |namespace: String| {
         let mut client = h.client.clone();
         let repository = h.repo("out");
@@ -118,25 +150,8 @@ async fn both_limits_apply_to_one_application_and_a_writer_lock_refuses() {
     );
 
     // A writer holds the repository: refused, nothing removed.
-    let lock_key = format!("locks/{}", ferry_repo::Id::random().expect("id").to_hex());
-    let now = OffsetDateTime::now_utc();
-    let info = LockInfo {
-        hostname: "exporter".into(),
-        pid: 4242,
-        purpose: "backup".into(),
-        exclusive: false,
-        created: now,
-        expires: now + time::Duration::minutes(30),
-        ttl_ms: Some(30 * 60 * 1000),
-    };
     let backend = exported.repo.backend().clone();
-    backend
-        .put(
-            &lock_key,
-            Bytes::from(serde_json::to_vec(&info).expect("lock json")),
-        )
-        .await
-        .expect("write lock");
+    let lock_key = hold_writer_lock(&backend).await;
     let locked = prune(3, Some(9000), false).await.expect_err("locked");
     let d = expect_error(&locked, Code::Aborted, ErrorCode::RepositoryLocked);
     assert!(d.message.contains(&lock_key), "{d:?}");

@@ -387,6 +387,50 @@ impl PairingError {
                 "check that Ferry runs on the other cluster and that its endpoint is reachable \
                  from here; pass the right one with --ferry-endpoint when creating the token",
             ),
+            E::PeerLostPair { .. } => fixed(
+                Kind::precondition(ErrorCode::NotFound),
+                "delete the pair here with `ferry pair delete` and pair the clusters again",
+            ),
+            E::Peer { .. }
+            | E::ProfileCheck { .. }
+            | E::ProfileMissing { .. }
+            | E::ProfileReadOnly { .. }
+            | E::RepositoryMismatch { .. }
+            | E::PeerWithoutCatalog { .. } => self.peer_class(),
+            E::Timeout { .. } => fixed(
+                Kind::new(ErrorCode::Timeout),
+                "the other side is slow or the network drops packets; retry, or raise \
+                 --peer-timeout-seconds",
+            ),
+            E::ForgetRefused { .. } => fixed(
+                Kind::new(ErrorCode::PermissionDenied),
+                "delete the pair with `ferry pair delete` on one of its two clusters",
+            ),
+            E::Kube { source, .. } => kube_class(source),
+            E::CredentialNotIssued { .. } => fixed(
+                Kind::new(ErrorCode::MissingPrerequisite),
+                "kube-controller-manager's serviceaccount-token controller fills these Secrets; \
+                 if the cluster does not run it, start ferry-pairing with \
+                 --credential-kind=token-request",
+            ),
+            E::Unseal { .. } => fixed(
+                Kind::precondition(ErrorCode::Integrity),
+                "the data directory's secret.key changed or the database was copied from \
+                 elsewhere; delete the pair and pair the clusters again",
+            ),
+            E::Store { .. } => fixed(
+                Kind::new(ErrorCode::Internal),
+                "check that the data directory is writable and not full",
+            ),
+            E::Internal { .. } => fixed(Kind::new(ErrorCode::Internal), "report this as a bug"),
+        }
+    }
+
+    /// The kind and next step of what the other cluster answered, and of a failed check
+    /// of the pair's profiles.
+    fn peer_class(&self) -> (Kind, Cow<'_, str>) {
+        use PairingError as E;
+        match self {
             // The other side's failure is passed on as it was classified there.
             E::Peer { status, .. } | E::ProfileCheck { status, .. } => (
                 Kind::of_status(status),
@@ -394,10 +438,6 @@ impl PairingError {
                     .map(|d| d.hint)
                     .unwrap_or_default()
                     .into(),
-            ),
-            E::PeerLostPair { .. } => fixed(
-                Kind::precondition(ErrorCode::NotFound),
-                "delete the pair here with `ferry pair delete` and pair the clusters again",
             ),
             E::ProfileMissing { profile, cluster } => (
                 Kind::precondition(ErrorCode::NotFound),
@@ -441,42 +481,10 @@ impl PairingError {
                 )
                 .into(),
             ),
-            E::Timeout { .. } => fixed(
-                Kind::new(ErrorCode::Timeout),
-                "the other side is slow or the network drops packets; retry, or raise \
-                 --peer-timeout-seconds",
-            ),
-            E::ForgetRefused { .. } => fixed(
-                Kind::new(ErrorCode::PermissionDenied),
-                "delete the pair with `ferry pair delete` on one of its two clusters",
-            ),
-            E::Kube { source, .. } => {
-                let (kind, hint) = ferry_rpc::kube_kind(source);
-                let hint = match ferry_rpc::kube_http_status(source) {
-                    Some(403) => {
-                        "grant Ferry's own identity the rights listed in services/pairing/README.md \
-                         (it creates ServiceAccounts, ClusterRoles and bindings for pairs)"
-                    }
-                    _ => hint,
-                };
-                fixed(kind, hint)
-            }
-            E::CredentialNotIssued { .. } => fixed(
-                Kind::new(ErrorCode::MissingPrerequisite),
-                "kube-controller-manager's serviceaccount-token controller fills these Secrets; \
-                 if the cluster does not run it, start ferry-pairing with \
-                 --credential-kind=token-request",
-            ),
-            E::Unseal { .. } => fixed(
-                Kind::precondition(ErrorCode::Integrity),
-                "the data directory's secret.key changed or the database was copied from \
-                 elsewhere; delete the pair and pair the clusters again",
-            ),
-            E::Store { .. } => fixed(
+            _ => (
                 Kind::new(ErrorCode::Internal),
-                "check that the data directory is writable and not full",
+                Cow::Borrowed("report this as a bug"),
             ),
-            E::Internal { .. } => fixed(Kind::new(ErrorCode::Internal), "report this as a bug"),
         }
     }
 
@@ -523,6 +531,20 @@ impl From<PairingError> for Status {
     fn from(e: PairingError) -> Status {
         e.to_status()
     }
+}
+
+/// The kind of a failed call on this cluster's API, with the hint for a refusal naming
+/// the rights pairing needs.
+fn kube_class(source: &kube::Error) -> (Kind, Cow<'static, str>) {
+    let (kind, hint) = ferry_rpc::kube_kind(source);
+    let hint = match ferry_rpc::kube_http_status(source) {
+        Some(403) => {
+            "grant Ferry's own identity the rights listed in services/pairing/README.md \
+             (it creates ServiceAccounts, ClusterRoles and bindings for pairs)"
+        }
+        _ => hint,
+    };
+    (kind, Cow::Borrowed(hint))
 }
 
 #[cfg(test)]

@@ -322,41 +322,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pair_list_check_use_and_delete() {
-    let Both { a, b, a_dir, b_dir } = both().await;
-
-    let token = b.token("a-to-b").await;
-    assert!(token.starts_with("ferry-pair-v1."), "{token}");
-    let secret = bearer(&token);
-    let pair = a.accept(&token).await.expect("accept");
-    assert_eq!(pair.name, "a-to-b");
-    assert_eq!(pair.role, PairRole::Source as i32);
-    assert_eq!(pair.status, PairStatus::Unknown as i32);
-    let (src, dst) = (
-        pair.source.clone().unwrap(),
-        pair.destination.clone().unwrap(),
-    );
-    assert_eq!((src.name.as_str(), dst.name.as_str()), ("a", "b"));
-    assert_ne!(src.cluster_id, dst.cluster_id);
-    assert!(dst.kubernetes_version.starts_with('v'), "{dst:?}");
-    assert_eq!(dst.ferry_endpoint, b.addr.to_string());
-
-    // Both sides list it, under the same id, each in its own role.
-    let on_a = a.list().await;
-    let on_b = b.list().await;
-    assert_eq!(on_a.len(), 1);
-    assert_eq!(on_b.len(), 1);
-    assert_eq!(on_b[0].id, pair.id);
-    assert_eq!(on_b[0].role, PairRole::Destination as i32);
-    assert_eq!(on_b[0].source.as_ref().unwrap().cluster_id, src.cluster_id);
-    assert_eq!(a.get(&pair.id).await.expect("by id").name, "a-to-b");
-    assert_eq!(b.get("a-to-b").await.expect("by name").id, pair.id);
-    let sas = service_accounts("b", &pair.id).await;
-    assert_eq!(sas.len(), 1, "{sas:?}");
-
-    // Check from the source: both directions, every check timed, repository skipped.
-    let resp = check_profile(&a, "a-to-b", "main").await;
+/// Check from the source: both directions, every check timed, repository skipped; the
+/// pair is Ready on both sides afterwards.
+async fn checked_from_the_source(a: &Side, b: &Side, pair_id: &str) {
+    let resp = check_profile(a, "a-to-b", "main").await;
     for c in &resp.checks {
         assert!(c.duration.is_some(), "{} not timed", c.name);
         assert_ne!(c.status, CheckStatus::Failed as i32, "{c:?}");
@@ -394,21 +363,22 @@ async fn pair_list_check_use_and_delete() {
     assert_eq!(checked.status, PairStatus::Ready as i32);
     assert!(checked.last_checked_at.is_some());
     // The destination ran its half and recorded it too.
-    let on_b = b.get(&pair.id).await.expect("b");
+    let on_b = b.get(pair_id).await.expect("b");
     assert_eq!(on_b.status, PairStatus::Ready as i32);
     assert!(on_b.last_checked_at.is_some());
+}
 
-    // The transfer service's way in: a client for b, with the scoped credential.
+/// The transfer service's way in: a client for the destination with the scoped
+/// credential, which may not write ClusterRoles; the destination holds none for the
+/// source.
+async fn the_destination_client_is_scoped(a: &Side, b: &Side, destination_id: &str) {
     let client = a.pairs.destination_client("a-to-b").await.expect("client");
     let namespaces = Api::<Namespace>::all(client.clone());
     let kube_system = namespaces
         .get("kube-system")
         .await
         .expect("get kube-system");
-    assert_eq!(
-        kube_system.metadata.uid.as_deref(),
-        Some(dst.cluster_id.as_str())
-    );
+    assert_eq!(kube_system.metadata.uid.as_deref(), Some(destination_id));
     let listed = namespaces.list(&ListParams::default()).await.expect("list");
     assert!(listed.items.len() >= 3);
     // Scoped: it may not write ClusterRoles (that would let it grant itself anything).
@@ -432,9 +402,11 @@ async fn pair_list_check_use_and_delete() {
         panic!("the destination holds no client for the source");
     };
     assert!(err.to_string().contains("destination"), "{err}");
+}
 
-    // Credentials are sealed at rest on both sides.
-    for dir in [a_dir.path(), b_dir.path()] {
+/// Credentials are sealed at rest: no data file holds the bearer token in clear.
+fn credentials_are_sealed_at_rest(dirs: &[&Path], secret: &str) {
+    for dir in dirs {
         let files = data_files(dir);
         assert!(files.iter().any(|(p, _)| p.ends_with("pairing.db")));
         for (path, bytes) in files {
@@ -445,6 +417,44 @@ async fn pair_list_check_use_and_delete() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pair_list_check_use_and_delete() {
+    let Both { a, b, a_dir, b_dir } = both().await;
+
+    let token = b.token("a-to-b").await;
+    assert!(token.starts_with("ferry-pair-v1."), "{token}");
+    let secret = bearer(&token);
+    let pair = a.accept(&token).await.expect("accept");
+    assert_eq!(pair.name, "a-to-b");
+    assert_eq!(pair.role, PairRole::Source as i32);
+    assert_eq!(pair.status, PairStatus::Unknown as i32);
+    let (src, dst) = (
+        pair.source.clone().unwrap(),
+        pair.destination.clone().unwrap(),
+    );
+    assert_eq!((src.name.as_str(), dst.name.as_str()), ("a", "b"));
+    assert_ne!(src.cluster_id, dst.cluster_id);
+    assert!(dst.kubernetes_version.starts_with('v'), "{dst:?}");
+    assert_eq!(dst.ferry_endpoint, b.addr.to_string());
+
+    // Both sides list it, under the same id, each in its own role.
+    let on_a = a.list().await;
+    let on_b = b.list().await;
+    assert_eq!(on_a.len(), 1);
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(on_b[0].id, pair.id);
+    assert_eq!(on_b[0].role, PairRole::Destination as i32);
+    assert_eq!(on_b[0].source.as_ref().unwrap().cluster_id, src.cluster_id);
+    assert_eq!(a.get(&pair.id).await.expect("by id").name, "a-to-b");
+    assert_eq!(b.get("a-to-b").await.expect("by name").id, pair.id);
+    let sas = service_accounts("b", &pair.id).await;
+    assert_eq!(sas.len(), 1, "{sas:?}");
+
+    checked_from_the_source(&a, &b, &pair.id).await;
+    the_destination_client_is_scoped(&a, &b, &dst.cluster_id).await;
+    credentials_are_sealed_at_rest(&[a_dir.path(), b_dir.path()], &secret);
 
     // Delete on the source: gone on both sides, and the credential no longer works.
     let resp = a
@@ -472,25 +482,16 @@ async fn pair_list_check_use_and_delete() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_tokens_are_refused_with_a_hint_and_store_nothing() {
-    let Both {
-        a,
-        b,
-        a_dir: _a_dir,
-        b_dir: _b_dir,
-    } = both().await;
-
-    // Malformed: each names what is wrong.
-    let good = b.token("first").await;
+/// Malformed tokens are refused as invalid, each naming what is wrong.
+async fn malformed_tokens_name_what_is_wrong(a: &Side, good: &str) {
     let cases = [
         ("garbage".to_string(), "does not start with"),
         (good[..good.len() / 2].to_string(), "malformed"),
         (format!("{}%%%", ferry_pairing::token::PREFIX), "base64url"),
         ("ferry-pair-v9.e30".to_string(), "version 9"),
         (
-            tamper(&good, |v| {
-                v.as_object_mut().unwrap().remove("bearer_token");
+            tamper(good, |v| {
+                v.as_object_mut().expect("an object").remove("bearer_token");
             }),
             "bearer_token",
         ),
@@ -503,6 +504,59 @@ async fn bad_tokens_are_refused_with_a_hint_and_store_nothing() {
         assert!(d.message.contains(want), "{want}: {}", d.message);
         assert!(d.hint.contains("ferry pair token create") || d.hint.contains("version"));
     }
+}
+
+/// Expired: refused on the source, and the destination revokes its credential (the
+/// next token made there reaps it), so even a forged expiry is refused.
+async fn expired_tokens_are_refused_and_revoked(a: &Side, b: &Side) {
+    let short = b
+        .create_token(CreatePairingTokenRequest {
+            pair_name: "short".into(),
+            ttl: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("short token");
+    let short_id = payload(&short)["pair_id"]
+        .as_str()
+        .expect("pair_id")
+        .to_string();
+    assert_eq!(service_accounts("b", &short_id).await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let status = a.accept(&short).await.expect_err("expired");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let d = ferry_pairing::status_detail(&status).expect("detail");
+    assert!(d.message.contains("expired"), "{}", d.message);
+    assert!(d.hint.contains("create a new token"), "{}", d.hint);
+    assert_eq!(a.list().await.len(), 1);
+    // The next token made on b reaps the expired one's credential.
+    b.token("after-expiry").await;
+    assert!(service_accounts("b", &short_id).await.is_empty());
+    // Even with a forged expiry, the destination refuses it.
+    let extended = tamper(&short, |v| v["expires_at"] = "2999-01-01T00:00:00Z".into());
+    let status = a.accept(&extended).await.expect_err("extended");
+    assert_eq!(
+        status.code(),
+        Code::PermissionDenied,
+        "revoked credential: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_tokens_are_refused_with_a_hint_and_store_nothing() {
+    let Both {
+        a,
+        b,
+        a_dir: _a_dir,
+        b_dir: _b_dir,
+    } = both().await;
+
+    // Malformed: each names what is wrong.
+    let good = b.token("first").await;
+    malformed_tokens_name_what_is_wrong(&a, &good).await;
     assert!(a.list().await.is_empty());
 
     // Tampered: the destination sees the payload is not what it issued; the token is
@@ -549,38 +603,7 @@ async fn bad_tokens_are_refused_with_a_hint_and_store_nothing() {
     assert_eq!(b.list().await.len(), 1);
     other.stop().await;
 
-    // Expired: refused on the source, and the destination revokes its credential.
-    let short = b
-        .create_token(CreatePairingTokenRequest {
-            pair_name: "short".into(),
-            ttl: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("short token");
-    let short_id = payload(&short)["pair_id"].as_str().unwrap().to_string();
-    assert_eq!(service_accounts("b", &short_id).await.len(), 1);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let status = a.accept(&short).await.expect_err("expired");
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
-    let d = ferry_pairing::status_detail(&status).expect("detail");
-    assert!(d.message.contains("expired"), "{}", d.message);
-    assert!(d.hint.contains("create a new token"), "{}", d.hint);
-    assert_eq!(a.list().await.len(), 1);
-    // The next token made on b reaps the expired one's credential.
-    b.token("after-expiry").await;
-    assert!(service_accounts("b", &short_id).await.is_empty());
-    // Even with a forged expiry, the destination refuses it.
-    let extended = tamper(&short, |v| v["expires_at"] = "2999-01-01T00:00:00Z".into());
-    let status = a.accept(&extended).await.expect_err("extended");
-    assert_eq!(
-        status.code(),
-        Code::PermissionDenied,
-        "revoked credential: {status:?}"
-    );
+    expired_tokens_are_refused_and_revoked(&a, &b).await;
 
     // A taken name.
     let again = b.token("again").await;

@@ -1,0 +1,246 @@
+//! Filling files: ranges of packs fetched within a memory budget, their chunks
+//! verified and written at their offsets (holes left unwritten), a batch of small files
+//! per request.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::entries::{Meta, MetaPolicy, Target, Unfinished, create_file};
+use super::plan::{Group, Piece, Plan, SmallBatch};
+use super::{BYTES_DOWNLOADED, BYTES_WRITTEN, FILES_DONE, RestoreCounters, RestoreOptions, io_err};
+use crate::error::{Error, Result};
+use crate::fsutil::Beneath;
+use crate::id::Id;
+use crate::pack::{BlobType, decode_blob, pack_key};
+use crate::repository::Repository;
+
+/// Bytes of fetched ranges held at once, downloading or waiting to be written, across
+/// every file: bounds memory whatever the file and download concurrency. Ranges are
+/// mostly 2 to 8 MiB, so this still keeps a dozen requests in flight; more only added
+/// memory in measurements (a local repository fills any budget faster than files are
+/// written).
+pub(super) const MAX_BYTES_IN_FLIGHT: u32 = 32 * 1024 * 1024;
+
+/// Bytes of fetched ranges in memory; a range waits for room before it is requested.
+pub(super) struct Budget {
+    pub(super) sem: tokio::sync::Semaphore,
+    pub(super) total: u32,
+}
+
+impl Budget {
+    pub(super) fn new(total: u32) -> Self {
+        Budget {
+            sem: tokio::sync::Semaphore::new(total as usize),
+            total,
+        }
+    }
+
+    /// Room for `len` bytes, held until the permit is dropped. A range larger than the
+    /// whole budget waits for all of it rather than forever.
+    pub(super) async fn reserve(&self, len: u64) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        let n = u32::try_from(len).map_or(self.total, |n| n.min(self.total));
+        self.sem
+            .acquire_many(n)
+            .await
+            .map_err(|_| Error::Internal("restore budget closed".into()))
+    }
+}
+
+impl Repository {
+    /// Downloads `start..end` of a pack, counting it. Backends promise exact ranges; a
+    /// short answer is reported as such rather than sliced out of bounds later.
+    pub(super) async fn fetch_range(
+        &self,
+        pack: &Id,
+        start: u64,
+        end: u64,
+        counters: &RestoreCounters,
+    ) -> Result<bytes::Bytes> {
+        let len = end - start;
+        let data = self
+            .backend()
+            .get_range(&pack_key(pack), start, len)
+            .await?;
+        counters.add(BYTES_DOWNLOADED, data.len() as u64);
+        if data.len() as u64 != len {
+            return Err(Error::corrupt(
+                format!("pack {pack}"),
+                format!("range read returned {} bytes instead of {len}", data.len()),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Fetches a run of small files' chunks from one pack with one range request and
+    /// writes every file. Backups store small files one after another, so a restore
+    /// of thousands of them makes a few hundred requests instead of thousands.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn restore_batch(
+        &self,
+        plan: &Plan,
+        root: &Arc<Beneath>,
+        policy: MetaPolicy,
+        batch: SmallBatch,
+        options: &RestoreOptions,
+        counters: &Arc<RestoreCounters>,
+        budget: &Budget,
+    ) -> Result<()> {
+        let _room = budget.reserve(batch.end - batch.start).await?;
+        // After the wait for room, which may be long.
+        if options.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let data = self
+            .fetch_range(&batch.pack, batch.start, batch.end, counters)
+            .await?;
+        let repo = self.clone();
+        let counters = counters.clone();
+        let paths: Vec<(PathBuf, Meta)> = batch
+            .files
+            .iter()
+            .map(|(i, _, _)| (plan.files[*i].0.clone(), Meta::of(&plan.files[*i].1)))
+            .collect();
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            for ((_, group, size), (path, meta)) in batch.files.iter().zip(&paths) {
+                let file = create_file(&root, path)?;
+                let mut unfinished = Unfinished {
+                    root: &root,
+                    path,
+                    done: false,
+                };
+                let written = write_pieces(
+                    &repo,
+                    &file,
+                    path,
+                    &batch.pack,
+                    batch.start,
+                    &data,
+                    &group.pieces,
+                )?;
+                file.set_len(*size).map_err(io_err("truncate", path))?;
+                policy.apply_fd(file.as_fd(), *meta, false, path)?;
+                unfinished.done = true;
+                counters.add(BYTES_WRITTEN, written);
+                counters.add(FILES_DONE, 1);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Error::join)?
+    }
+
+    pub(super) async fn restore_file(
+        &self,
+        target: Target<'_>,
+        groups: Vec<Group>,
+        size: u64,
+        options: &RestoreOptions,
+        counters: &RestoreCounters,
+        budget: &Budget,
+    ) -> Result<()> {
+        let path = target.path;
+        let file = Arc::new(create_file(target.root, path)?);
+        let mut unfinished = Unfinished {
+            root: target.root,
+            path,
+            done: false,
+        };
+
+        futures::stream::iter(groups)
+            .map(|g| {
+                let file = file.clone();
+                async move {
+                    let _room = budget.reserve(g.end - g.start).await?;
+                    if options.cancel.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    let data = self.fetch_range(&g.pack, g.start, g.end, counters).await?;
+                    let repo = self.clone();
+                    let path = path.to_path_buf();
+                    let written = tokio::task::spawn_blocking(move || {
+                        write_pieces(&repo, &file, &path, &g.pack, g.start, &data, &g.pieces)
+                    })
+                    .await
+                    .map_err(Error::join)??;
+                    counters.add(BYTES_WRITTEN, written);
+                    Ok::<_, Error>(())
+                }
+            })
+            .buffer_unordered(options.download_concurrency.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        let path_owned = path.to_path_buf();
+        let (meta, policy) = (target.meta, target.policy);
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            // Trailing holes: extend without writing, so the file stays sparse.
+            file.set_len(size)
+                .map_err(io_err("truncate", &path_owned))?;
+            policy.apply_fd(file.as_fd(), meta, false, &path_owned)
+        })
+        .await
+        .map_err(Error::join)??;
+        unfinished.done = true;
+        counters.add(FILES_DONE, 1);
+        Ok(())
+    }
+}
+
+/// Blocking: decodes the pieces of one range (which starts at pack offset `base`)
+/// and writes them into `file`; returns the bytes written. Only the pieces' own bytes
+/// are read from `data`, never what lies between them.
+pub(super) fn write_pieces(
+    repo: &Repository,
+    file: &std::fs::File,
+    path: &Path,
+    pack: &Id,
+    base: u64,
+    data: &[u8],
+    pieces: &[Piece],
+) -> Result<u64> {
+    let mut written = 0;
+    // Pieces come in pack order, so a chunk the file holds several times (repeated
+    // blocks of an image) comes in a row, and is decoded once.
+    let mut last: Option<(&Piece, Vec<u8>)> = None;
+    for p in pieces {
+        if p.loc.kind != BlobType::Data {
+            return Err(Error::corrupt(
+                format!("chunk {} of {}", p.id, path.display()),
+                "indexed as a tree blob",
+            ));
+        }
+        let reuse = last
+            .as_ref()
+            .is_some_and(|(q, _)| q.id == p.id && q.loc == p.loc);
+        if !reuse {
+            let at = u64::from(p.loc.offset)
+                .checked_sub(base)
+                .and_then(|at| usize::try_from(at).ok());
+            let sealed = at
+                .and_then(|at| data.get(at..at.checked_add(p.loc.length as usize)?))
+                .ok_or_else(|| {
+                    Error::corrupt(format!("pack {pack}"), "range shorter than its chunks")
+                })?;
+            let plain = decode_blob(
+                repo.crypto(),
+                BlobType::Data,
+                &p.id,
+                sealed,
+                p.loc.raw_length,
+                pack,
+            )?;
+            last = Some((p, plain));
+        }
+        if let Some((_, plain)) = &last {
+            file.write_all_at(plain, p.file_offset)
+                .map_err(io_err("write", path))?;
+            written += plain.len() as u64;
+        }
+    }
+    Ok(written)
+}
