@@ -170,22 +170,9 @@ async fn check_dependency(cluster: &Cluster, dep: &Dependency) -> Result<Option<
         ..
     } = &dep.kind
     {
-        // Discovery is open to every authenticated user, so this check needs no rights
-        // on CRDs, and it also covers aggregated APIs.
-        let gv = GroupVersion::gv(group, version);
-        return match kube::discovery::pinned_group(&cluster.client, &gv).await {
-            Ok(g) => {
-                let served = g
-                    .versioned_resources(version)
-                    .iter()
-                    .any(|(ar, _)| &ar.plural == plural);
-                Ok(if served {
-                    None
-                } else {
-                    missing("install the CustomResourceDefinition on the destination first")
-                })
-            }
-            Err(e) if status_code(&e) == Some(404) => Ok(missing(
+        return match serves(cluster, group, version, plural).await {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(missing(
                 "install the CustomResourceDefinition on the destination first",
             )),
             Err(source) => Err(Error::Discovery {
@@ -231,6 +218,25 @@ async fn check_dependency(cluster: &Cluster, dep: &Dependency) -> Result<Option<
                 .into(),
             source: Box::new(source),
         }),
+    }
+}
+
+/// Whether `cluster` serves `plural` at `group/version`, by discovery: open to every
+/// authenticated user, so it needs no rights on CRDs, and it covers aggregated APIs.
+pub(crate) async fn serves(
+    cluster: &Cluster,
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Result<bool, kube::Error> {
+    let gv = GroupVersion::gv(group, version);
+    match kube::discovery::pinned_group(&cluster.client, &gv).await {
+        Ok(g) => Ok(g
+            .versioned_resources(version)
+            .iter()
+            .any(|(ar, _)| ar.plural == plural)),
+        Err(e) if status_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
