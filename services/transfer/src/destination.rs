@@ -115,6 +115,11 @@ impl Destination<'_> {
             // Workloads start only in the last step, once every object and every byte of
             // data is in place (or with Activate, when start_applications is off).
             scale_to_zero: true,
+            // A CronJob only runs at its schedule, and its volumes and configuration
+            // are in place before it arrives: it keeps its suspend flag unless the
+            // application is to stay stopped, so a start step put off by a failed
+            // object does not leave it suspended.
+            keep_suspend: apply.start_applications,
             restored_volumes,
             patches: Vec::new(),
         }
