@@ -444,7 +444,10 @@ impl Ctx<'_> {
                     ""
                 };
                 let right = format!("get, create and patch on {}{place}{rbac}", r.kind);
-                format!("grant the user {right} on cluster {}", self.cluster.name)
+                match &self.cluster.credential {
+                    Some(c) => format!("{} needs {right}: {}", c.who, c.grant),
+                    None => format!("grant the user {right} on cluster {}", self.cluster.name),
+                }
             }
             Some(404) => self.not_found(ar, object).await,
             Some(422) if msg.contains("already allocated") => {

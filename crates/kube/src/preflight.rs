@@ -253,6 +253,8 @@ fn needed_by(dep: &Dependency) -> String {
     format!("needed by {}", names.join(", "))
 }
 
+const GRANT_IT: &str = "grant it with a Role or ClusterRole before migrating";
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct AccessCheck {
     verb: &'static str,
@@ -314,7 +316,7 @@ async fn check_access(
         ..Default::default()
     };
     let pp = PostParams::default();
-    let (allowed, reason, who) = match &opts.subject {
+    let (allowed, reason, subject) = match &opts.subject {
         None => {
             let api: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
             let review = SelfSubjectAccessReview {
@@ -329,7 +331,7 @@ async fn check_access(
                 .await
                 .map_err(|source| review_error(cluster, source))?;
             let status = out.status.unwrap_or_default();
-            (status.allowed, status.reason, "the user".to_owned())
+            (status.allowed, status.reason, None)
         }
         Some(subject) => {
             let api: Api<SubjectAccessReview> = Api::all(cluster.client.clone());
@@ -347,11 +349,7 @@ async fn check_access(
                 .await
                 .map_err(|source| review_error(cluster, source))?;
             let status = out.status.unwrap_or_default();
-            (
-                status.allowed,
-                status.reason,
-                format!("user {}", subject.user),
-            )
+            (status.allowed, status.reason, Some(&subject.user))
         }
     };
     if allowed {
@@ -370,6 +368,13 @@ async fn check_access(
         .filter(|r| !r.is_empty())
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
+    let right = format!("{} {resource} {place}", check.verb);
+    // The client's own rights may be Ferry's (a pair's credential), not the user's.
+    let (who, next) = match (subject, &cluster.credential) {
+        (Some(user), _) => (format!("user {user}"), GRANT_IT.to_owned()),
+        (None, Some(c)) => (c.who.clone(), c.grant.clone()),
+        (None, None) => ("the user".to_owned(), GRANT_IT.to_owned()),
+    };
     Ok(Some(Problem::error(
         ProblemKind::Forbidden {
             verb: check.verb.to_owned(),
@@ -379,9 +384,8 @@ async fn check_access(
         },
         None,
         format!(
-            "{who} may not {} {resource} {place} on cluster {}{why}; grant it with a Role or \
-             ClusterRole before migrating",
-            check.verb, cluster.name
+            "{who} may not {right} on cluster {}{why}; {next}",
+            cluster.name
         ),
     )))
 }

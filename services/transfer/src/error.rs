@@ -167,6 +167,18 @@ pub enum TransferError {
 pub type Result<T, E = TransferError> = std::result::Result<T, E>;
 
 impl TransferError {
+    /// The same error naming the cluster `name` where it named it `key`: agents are
+    /// found by a cluster's key (a pair's id), users know its name.
+    pub(crate) fn naming(mut self, key: &str, name: &str) -> Self {
+        if let TransferError::Cluster { cluster, .. }
+        | TransferError::UnknownCluster { cluster, .. } = &mut self
+            && cluster == key
+        {
+            *cluster = name.to_owned();
+        }
+        self
+    }
+
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         TransferError::InvalidArgument {
             field,
@@ -247,8 +259,12 @@ impl ServiceError for TransferError {
             | TransferError::RestorePointNotFound { hint, .. }
             | TransferError::Interrupted { hint, .. } => hint.into(),
             TransferError::InvalidArgument { .. } => "fix the request and send it again".into(),
+            TransferError::Preflight {
+                missing_prerequisite: true,
+                ..
+            } => "create what is missing on the destination or map it, then start again".into(),
             TransferError::Preflight { .. } => {
-                "create what is missing on the destination or map it, then start again".into()
+                "give each right that is missing to whom its problem names, then start again".into()
             }
             TransferError::Access(e) => e.hint().into(),
             TransferError::Kube { source, .. } => kube_step_kind(source).1.into(),

@@ -209,10 +209,8 @@ impl Clusters for PairingClusters {
                         hint: "start the job on the pair's source cluster".into(),
                     });
                 }
-                let url = pair
-                    .destination
-                    .map(|d| d.api_server_url)
-                    .unwrap_or_default();
+                let destination = pair.destination.unwrap_or_default();
+                let url = destination.api_server_url;
                 // Reads are not bounded: a migration lists and watches for as long as it needs.
                 let client = ferry_kube::bearer_client(
                     &url,
@@ -227,9 +225,45 @@ impl Clusters for PairingClusters {
                     message: format!("the destination's API at {url}: {e}"),
                     hint: "check the pair with `ferry pair check`".into(),
                 })?;
-                Ok(Cluster::new(key, client))
+                Ok(
+                    Cluster::new(pair_cluster_name(&destination.name, &pair.name), client)
+                        .with_credential(pair_credential(&destination.name, &pair.name)),
+                )
             }
         }
+    }
+}
+
+/// The ClusterRole every pair's credential is bound to on its destination (the pairing
+/// service makes it).
+const PAIR_CLUSTER_ROLE: &str = "ferry-migrator";
+
+/// A pair's destination as users name it: the name its Ferry was given and the pair's.
+fn pair_cluster_name(destination: &str, pair: &str) -> String {
+    if destination.is_empty() {
+        format!("of pair {pair}")
+    } else {
+        format!("{destination} (pair {pair})")
+    }
+}
+
+/// Whose rights a job writes with on a pair's destination: Ferry's, granted by the pair's
+/// ClusterRole, which covers the custom resource groups present when it was last made.
+fn pair_credential(destination: &str, pair: &str) -> ferry_kube::Credential {
+    let on = if destination.is_empty() {
+        "the destination".to_owned()
+    } else {
+        format!("cluster {destination}")
+    };
+    ferry_kube::Credential {
+        who: format!("Ferry's credential for pair {pair} (ClusterRole {PAIR_CLUSTER_ROLE})"),
+        grant: format!(
+            "ClusterRole {PAIR_CLUSTER_ROLE} on {on} grants the types a migration writes and \
+             the custom resource groups installed when a pairing token was last made there: \
+             for a type installed since, make a new pairing token there and pair again \
+             (`ferry pair create`), which updates the ClusterRole, or add a rule for the type \
+             to it"
+        ),
     }
 }
 

@@ -20,6 +20,7 @@ use ferry_proto::v1::{
 use ferry_repo::{Id, Repository};
 use kube::core::{Expression, Selector, SelectorExt};
 
+use crate::deps::cluster_key;
 use crate::destination::Destination;
 use crate::error::{Result, TransferError};
 use crate::job::steps;
@@ -54,6 +55,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let dst = Destination {
         run,
         cluster,
+        key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &captured.namespace),
         namespace: captured.namespace.clone(),
         apply,
