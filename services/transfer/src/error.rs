@@ -70,14 +70,19 @@ pub enum TransferError {
 
     /// Pre-flight found problems on the destination; nothing was written.
     #[error(
-        "pre-flight on cluster {cluster} found {} problem(s): {}; fix them (or map them with \
-         the namespace/storage-class mappings) and start the migration again",
-        problems.len(), problems.join("; ")
+        "pre-flight on cluster {cluster} found {} problem(s): {}; nothing was written{}; fix \
+         them (or map them with the namespace/storage-class mappings) and start the migration \
+         again",
+        problems.len(), problems.join("; "),
+        if planned.is_empty() { String::new() } else { format!(" ({planned})") }
     )]
     Preflight {
         cluster: String,
         problems: Vec<String>,
         missing_prerequisite: bool,
+        /// What the apply would have written, e.g. "3 object(s) would have been applied
+        /// into namespace shop: ..."; empty without a plan.
+        planned: String,
     },
 
     /// A volume cannot be moved (no hostPath/local path, unbound claim).
@@ -422,6 +427,7 @@ mod tests {
                 cluster: "b".into(),
                 problems: vec!["StorageClass fast is missing".into()],
                 missing_prerequisite: true,
+                planned: "2 object(s) would have been applied into namespace shop".into(),
             },
             TransferError::ApplyFailed {
                 cluster: "b".into(),

@@ -26,7 +26,7 @@ use crate::error::{Result, TransferError};
 use crate::job::steps;
 use crate::migrate::target_namespace;
 use crate::preflight::preflight;
-use crate::runtime::{JobRun, excluded_outcome};
+use crate::runtime::{JobRun, captured_outcomes};
 
 /// Runs (or resumes) a restore or an import; the state it ends in, or the error that
 /// stopped it. Its requester must be allowed to read what was captured, in the
@@ -152,7 +152,7 @@ async fn read(run: &JobRun, req: &StartRestoreRequest) -> Result<(Captured, Vec<
     let id = id.to_string();
     run.with_report(|r| {
         r.restore_point_id = id.clone();
-        r.objects = captured.excluded.iter().map(excluded_outcome).collect();
+        r.objects = captured_outcomes(&captured);
     });
     let (stored, stored_snapshots) = (captured.clone(), snapshots.clone());
     run.update_checkpoint(|c| {

@@ -19,7 +19,7 @@ use crate::agent_ops::{Aggregate, Step, follow};
 use crate::error::{Result, TransferError, agent_error};
 use crate::job::steps;
 use crate::quiesce::{quiesce, unquiesce};
-use crate::runtime::{JobRun, excluded_outcome};
+use crate::runtime::{JobRun, captured_outcomes};
 
 /// A claim's volume on the source, as the agents see it.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ impl Source<'_> {
             captured.excluded.len()
         );
         run.with_report(|r| {
-            r.objects = captured.excluded.iter().map(excluded_outcome).collect();
+            r.objects = captured_outcomes(&captured);
         });
         let stored = captured.clone();
         run.update_checkpoint(|c| c.captured = Some(stored)).await;
