@@ -107,6 +107,13 @@ async fn an_applications_role_and_rolebinding_both_arrive() {
 
     let migrated = migrate_through_pair(kc, ns, &[]);
     assert_eq!(migrated.code, Some(0), "{migrated:#?}");
+    // Clusters named as their Ferries were (--cluster-name), and the pair.
+    let steps = &migrated.stderr;
+    assert!(steps.contains("on cluster b (pair a-to-b)"), "{steps}");
+    assert!(
+        !steps.contains("pair/") && !steps.contains("cluster local"),
+        "{steps}"
+    );
     assert_eq!(
         jsonpath(
             kc,

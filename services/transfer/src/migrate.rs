@@ -36,6 +36,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     };
     let src = Source {
         run,
+        key: cluster_key(req.source.as_ref()),
         app,
         repository: req.repository.clone(),
         quiesce: req.quiesce_source,

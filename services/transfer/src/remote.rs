@@ -132,6 +132,8 @@ impl PairingLink {
 #[derive(Clone)]
 pub struct PairingClusters {
     local: kube::Client,
+    /// This cluster's name in messages; `local` when none was given.
+    local_name: Option<String>,
     local_context: Option<String>,
     kubeconfig: Option<PathBuf>,
     pairing: Option<PairingLink>,
@@ -157,10 +159,23 @@ impl PairingClusters {
     ) -> Self {
         PairingClusters {
             local,
+            local_name: None,
             local_context,
             kubeconfig,
             pairing,
         }
+    }
+
+    /// Names this cluster `name` in messages (the service's --cluster-name); ids,
+    /// agents and restore points keep knowing it as `local`.
+    pub fn with_local_name(mut self, name: impl Into<String>) -> Self {
+        self.local_name = Some(name.into()).filter(|n| !n.is_empty());
+        self
+    }
+
+    fn local(&self, key: String) -> Cluster {
+        let name = self.local_name.clone().unwrap_or(key);
+        Cluster::new(name, self.local.clone())
     }
 }
 
@@ -169,9 +184,9 @@ impl Clusters for PairingClusters {
     async fn cluster(&self, r: Option<&ClusterRef>) -> Result<Cluster> {
         let key = cluster_key(r);
         match r.and_then(|r| r.target.as_ref()) {
-            None | Some(cluster_ref::Target::Local(_)) => Ok(Cluster::new(key, self.local.clone())),
+            None | Some(cluster_ref::Target::Local(_)) => Ok(self.local(key)),
             Some(cluster_ref::Target::Context(c)) if Some(c) == self.local_context.as_ref() => {
-                Ok(Cluster::new(key, self.local.clone()))
+                Ok(self.local(key))
             }
             Some(cluster_ref::Target::Context(c)) => {
                 let unusable = |detail: String| TransferError::UnknownCluster {
