@@ -273,11 +273,9 @@ fn pair_credential(destination: &str, pair: &str) -> ferry_kube::Credential {
     ferry_kube::Credential {
         who: format!("Ferry's credential for pair {pair} (ClusterRole {PAIR_CLUSTER_ROLE})"),
         grant: format!(
-            "ClusterRole {PAIR_CLUSTER_ROLE} on {on} grants the types a migration writes and \
-             the custom resource groups installed when a pairing token was last made there: \
-             for a type installed since, make a new pairing token there and pair again \
-             (`ferry pair create`), which updates the ClusterRole, or add a rule for the type \
-             to it"
+            "that ClusterRole covers the custom resource types installed when a pairing \
+             token was last made on {on}: pair again (`ferry pair create`) to update it, or \
+             add a rule for the type to it"
         ),
     }
 }
