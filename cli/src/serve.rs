@@ -143,12 +143,15 @@ pub async fn serve(
     let profiles = ferry_profile::CatalogProfiles::lazy(&self_endpoint, &internal)
         .map_err(|e| bad("the catalog", e))?;
     let deps = ferry_transfer::Deps {
-        clusters: Arc::new(ferry_transfer::PairingClusters::new(
-            config.kube.clone(),
-            config.context.clone(),
-            config.kubeconfig.clone(),
-            Some(pairing_link.clone()),
-        )),
+        clusters: Arc::new(
+            ferry_transfer::PairingClusters::new(
+                config.kube.clone(),
+                config.context.clone(),
+                config.kubeconfig.clone(),
+                Some(pairing_link.clone()),
+            )
+            .with_local_name(&config.cluster_name),
+        ),
         agents: Arc::new(
             ferry_transfer::ClusterAgents::new(
                 ferry_transfer::LocalAgents::Fixed(own_agent),

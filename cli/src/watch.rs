@@ -239,6 +239,7 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
             report.objects.len(),
             parts.join(", ")
         ));
+        out.push_str(&left_out(report));
         for o in report
             .objects
             .iter()
@@ -317,6 +318,39 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The objects a report says were left out, each with why, on one line (the first few;
+/// `--show-objects` lists all); empty when none were.
+fn left_out(report: &JobReport) -> String {
+    const NAMED: usize = 8;
+    let mut excluded: Vec<String> = Vec::new();
+    for o in report
+        .objects
+        .iter()
+        .filter(|o| o.action() == ObjectAction::Excluded)
+    {
+        let obj = o.object.clone().unwrap_or_default();
+        // A type left out whole (Events, Endpoints) is listed without a name, once per
+        // API group; said once.
+        let what = if obj.name.is_empty() {
+            format!("every {} ({})", obj.kind, o.reason)
+        } else {
+            format!("{}/{} ({})", obj.kind, obj.name, o.reason)
+        };
+        if !excluded.contains(&what) {
+            excluded.push(what);
+        }
+    }
+    if excluded.is_empty() {
+        return String::new();
+    }
+    let more = match excluded.len().checked_sub(NAMED) {
+        Some(n) if n > 0 => format!("; {n} more (--show-objects lists them)"),
+        _ => String::new(),
+    };
+    let named: Vec<&str> = excluded.iter().take(NAMED).map(String::as_str).collect();
+    format!("  left out: {}{more}\n", named.join("; "))
 }
 
 /// Prints the report (as text, or as the API's JobReport in JSON) and turns a job that

@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use crate::error::{Error, Result, api_message, is_transient, status_code};
 use crate::plan::{Plan, PlannedObject};
+use crate::preflight::serves;
 use crate::ratelimit::RateLimiter;
 use crate::resource::{Phase, is_scalable, known, qualified_plural};
 use crate::{
@@ -322,7 +323,10 @@ impl Ctx<'_> {
                         None,
                     );
                 }
-                Err(e) => return result(r.clone(), self.failure(&r, "reading", &e), dry_run, None),
+                Err(e) => {
+                    let outcome = self.failure(&r, &o.resource, None, "reading", &e).await;
+                    return result(r, outcome, dry_run, None);
+                }
             };
             if let Some(existing) = &existing
                 && !self.is_ours(existing)
@@ -385,7 +389,10 @@ impl Ctx<'_> {
             let applied = match with_retry(&self.limiter, || api.patch(&name, &pp, &patch)).await {
                 Ok(a) => a,
                 Err(e) => {
-                    return result(r.clone(), self.failure(&r, "applying", &e), dry_run, None);
+                    let outcome = self
+                        .failure(&r, &o.resource, Some(&o.object), "applying", &e)
+                        .await;
+                    return result(r, outcome, dry_run, None);
                 }
             };
             // Compared by content rather than resourceVersion: a write that only moves
@@ -409,8 +416,16 @@ impl Ctx<'_> {
         .await
     }
 
-    /// Turns an API error into a failed result that says what to do.
-    fn failure(&self, r: &ObjectRef, action: &str, e: &kube::Error) -> Outcome {
+    /// Turns an API error into a failed result that says what to do. `object` is what
+    /// was written, if anything.
+    async fn failure(
+        &self,
+        r: &ObjectRef,
+        ar: &ApiResource,
+        object: Option<&DynamicObject>,
+        action: &str,
+        e: &kube::Error,
+    ) -> Outcome {
         let code = status_code(e);
         let msg = api_message(e);
         let place = r
@@ -419,15 +434,22 @@ impl Ctx<'_> {
             .map(|n| format!(" in namespace {n}"))
             .unwrap_or_default();
         let next = match code {
-            Some(403) => format!(
-                "grant the user get, create and patch on {}{place} on cluster {}",
-                r.kind, self.cluster.name
-            ),
-            Some(404) => format!(
-                "cluster {} does not serve {} {}: install its CustomResourceDefinition or API \
-                 there first",
-                self.cluster.name, r.api_version, r.kind
-            ),
+            Some(403) => {
+                // RBAC lets a writer without the bind and escalate verbs write a Role or
+                // RoleBinding only when it holds every right it grants.
+                let rbac = if ar.group == "rbac.authorization.k8s.io" {
+                    " (and every right the Role grants, which RBAC requires of a writer of \
+                     Roles and RoleBindings without the bind verb)"
+                } else {
+                    ""
+                };
+                let right = format!("get, create and patch on {}{place}{rbac}", r.kind);
+                match &self.cluster.credential {
+                    Some(c) => format!("{} needs {right}: {}", c.who, c.grant),
+                    None => format!("grant the user {right} on cluster {}", self.cluster.name),
+                }
+            }
+            Some(404) => self.not_found(ar, object).await,
             Some(422) if msg.contains("already allocated") => {
                 "the port is taken on the destination: free it there, or migrate without \
                  preserving NodePorts so the destination picks a free one"
@@ -455,6 +477,38 @@ impl Ctx<'_> {
             ),
             code,
         )
+    }
+
+    /// What a 404 to a write of an object of `ar` means. Only discovery may say that the
+    /// type is not served: the API server answers 404 as well for an object the written
+    /// one needs, such as the Role of a RoleBinding, which RBAC looks up for a writer
+    /// without the bind verb.
+    async fn not_found(&self, ar: &ApiResource, object: Option<&DynamicObject>) -> String {
+        let cluster = &self.cluster.name;
+        match serves(self.cluster, &ar.group, &ar.version, &ar.plural).await {
+            Ok(false) => format!(
+                "cluster {cluster} does not serve {} {}: install its CustomResourceDefinition \
+                 or API there first",
+                ar.api_version, ar.kind
+            ),
+            Ok(true) => match object.and_then(role_ref) {
+                Some((kind, name)) => format!(
+                    "{kind} {name}, which it binds, does not exist on cluster {cluster}: RBAC \
+                     checks a binding against its role's rules; create {kind} {name} there, \
+                     or migrate it with the application, and migrate again"
+                ),
+                None => format!(
+                    "cluster {cluster} serves {} {}, so something the object needs is missing \
+                     there (its namespace, or an object it names): create it and migrate again",
+                    ar.api_version, ar.kind
+                ),
+            },
+            Err(d) => format!(
+                "whether cluster {cluster} serves {} {} could not be checked ({d}): check its \
+                 API and what the object refers to, then migrate again",
+                ar.api_version, ar.kind
+            ),
+        }
     }
 
     /// Deletes objects of the captured types that this migration wrote earlier and that
@@ -508,7 +562,7 @@ impl Ctx<'_> {
                 let outcome = match api.delete(&name, &dp).await {
                     Ok(_) => Outcome::Deleted,
                     Err(e) if status_code(&e) == Some(404) => continue,
-                    Err(e) => self.failure(&r, "deleting", &e),
+                    Err(e) => self.failure(&r, ar, None, "deleting", &e).await,
                 };
                 let diff = self
                     .opts
@@ -527,6 +581,12 @@ impl Ctx<'_> {
     ) -> Result<Vec<DynamicObject>, kube::Error> {
         list_paged(api, selector, Some(&self.limiter)).await
     }
+}
+
+/// The kind and name of the role a RoleBinding names.
+fn role_ref(obj: &DynamicObject) -> Option<(&str, &str)> {
+    let role = obj.data.get("roleRef")?;
+    Some((role.get("kind")?.as_str()?, role.get("name")?.as_str()?))
 }
 
 /// Names one resource type of a plan, for grouping its objects.

@@ -52,7 +52,7 @@ pub use portable::{ServicePorts, make_portable, rename_namespace};
 pub use preflight::{PreflightOptions, Subject, preflight, preflight_with};
 pub use restore_point::{RESTORE_POINT_FORMAT, RestorePointManifest, VolumeSnapshot};
 pub use types::{
-    Cluster, ClusterFacts, DestinationFacts, Diff, FIELD_MANAGER, LEGACY_ZONE_LABEL,
+    Cluster, ClusterFacts, Credential, DestinationFacts, Diff, FIELD_MANAGER, LEGACY_ZONE_LABEL,
     MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome, Problem, ProblemKind, REPLICAS_ANNOTATION,
     SUSPEND_ANNOTATION, Severity, StorageClassInfo, Summary, ZONE_LABEL,
 };

@@ -47,6 +47,11 @@ pub struct TransformSpec {
     /// `ferry.dev/replicas`) and CronJobs suspended, until [`activate`](crate::activate).
     #[serde(default)]
     pub scale_to_zero: bool,
+    /// With `scale_to_zero`, CronJobs and Jobs keep `spec.suspend` as on the source: for
+    /// a migration that starts the application itself, so that no CronJob is left
+    /// suspended when that start does not come (an object failed to apply).
+    #[serde(default)]
+    pub keep_suspend: bool,
     /// Source PVC name -> the volume its data is restored to. A PV is created for each
     /// and the claim bound to it; claims not named here are provisioned dynamically.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -167,7 +172,7 @@ pub fn plan(captured: &Captured, spec: &TransformSpec, facts: &DestinationFacts)
             bind_claim(&mut v, spec.restored_volumes.get(&source.name));
         }
         if spec.scale_to_zero {
-            scale_to_zero(&mut v, ar, &source, &mut problems);
+            scale_to_zero(&mut v, ar, &source, spec.keep_suspend, &mut problems);
         }
         if let Err(p) = apply_patches(&mut v, ar, &source, &spec.patches) {
             problems.push(*p);
@@ -441,7 +446,13 @@ fn bind_claim(v: &mut Value, restored: Option<&RestoredVolume>) {
     }
 }
 
-fn scale_to_zero(v: &mut Value, ar: &ApiResource, source: &ObjectRef, problems: &mut Vec<Problem>) {
+fn scale_to_zero(
+    v: &mut Value,
+    ar: &ApiResource,
+    source: &ObjectRef,
+    keep_suspend: bool,
+    problems: &mut Vec<Problem>,
+) {
     let (group, kind) = (ar.group.as_str(), ar.kind.as_str());
     if is_scalable(group, kind) {
         // The API default for an absent replicas field is 1.
@@ -451,6 +462,8 @@ fn scale_to_zero(v: &mut Value, ar: &ApiResource, source: &ObjectRef, problems: 
             .unwrap_or(1);
         v["spec"]["replicas"] = json!(0);
         annotate(v, REPLICAS_ANNOTATION, &replicas.to_string());
+    } else if keep_suspend && group == "batch" {
+        // Left as on the source.
     } else if (group, kind) == ("batch", "CronJob") || (group, kind) == ("batch", "Job") {
         let suspended = v
             .pointer("/spec/suspend")
@@ -823,6 +836,44 @@ mod tests {
         assert_eq!(p.volumes[0].zone.as_deref(), Some("dst-z"));
         assert_eq!(p.dependencies.len(), 1);
         assert_eq!(p.dependencies[0].name, "fast");
+    }
+
+    #[test]
+    fn keep_suspend_leaves_cron_jobs_as_on_the_source_and_still_scales_workloads() {
+        let cron = |name: &str, suspend: bool| {
+            (
+                known::cron_job(),
+                json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                       "metadata": {"name": name, "namespace": "shop"},
+                       "spec": {"schedule": "0 0 * * *", "suspend": suspend}}),
+            )
+        };
+        let web = (
+            known::deployment(),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "namespace": "shop"}, "spec": {"replicas": 2}}),
+        );
+        let c = captured(
+            vec![web, cron("nightly", false), cron("paused", true)],
+            vec![],
+        );
+        let spec = TransformSpec {
+            migration_id: "m1".into(),
+            scale_to_zero: true,
+            keep_suspend: true,
+            ..Default::default()
+        };
+        let p = plan(&c, &spec, &facts(&[])).unwrap();
+        let get = |name: &str| {
+            let o = p.objects.iter().find(|o| o.object_ref().name == name);
+            serde_json::to_value(&o.unwrap().object).unwrap()
+        };
+        for (name, suspend) in [("nightly", false), ("paused", true)] {
+            let cj = get(name);
+            assert_eq!(cj["spec"]["suspend"], suspend, "{cj}");
+            assert!(cj["metadata"].get("annotations").is_none(), "{cj}");
+        }
+        assert_eq!(get("web")["spec"]["replicas"], 0);
     }
 
     #[test]

@@ -170,22 +170,9 @@ async fn check_dependency(cluster: &Cluster, dep: &Dependency) -> Result<Option<
         ..
     } = &dep.kind
     {
-        // Discovery is open to every authenticated user, so this check needs no rights
-        // on CRDs, and it also covers aggregated APIs.
-        let gv = GroupVersion::gv(group, version);
-        return match kube::discovery::pinned_group(&cluster.client, &gv).await {
-            Ok(g) => {
-                let served = g
-                    .versioned_resources(version)
-                    .iter()
-                    .any(|(ar, _)| &ar.plural == plural);
-                Ok(if served {
-                    None
-                } else {
-                    missing("install the CustomResourceDefinition on the destination first")
-                })
-            }
-            Err(e) if status_code(&e) == Some(404) => Ok(missing(
+        return match serves(cluster, group, version, plural).await {
+            Ok(true) => Ok(None),
+            Ok(false) => Ok(missing(
                 "install the CustomResourceDefinition on the destination first",
             )),
             Err(source) => Err(Error::Discovery {
@@ -234,6 +221,25 @@ async fn check_dependency(cluster: &Cluster, dep: &Dependency) -> Result<Option<
     }
 }
 
+/// Whether `cluster` serves `plural` at `group/version`, by discovery: open to every
+/// authenticated user, so it needs no rights on CRDs, and it covers aggregated APIs.
+pub(crate) async fn serves(
+    cluster: &Cluster,
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Result<bool, kube::Error> {
+    let gv = GroupVersion::gv(group, version);
+    match kube::discovery::pinned_group(&cluster.client, &gv).await {
+        Ok(g) => Ok(g
+            .versioned_resources(version)
+            .iter()
+            .any(|(ar, _)| ar.plural == plural)),
+        Err(e) if status_code(&e) == Some(404) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn needed_by(dep: &Dependency) -> String {
     let mut names: Vec<String> = dep
         .required_by
@@ -246,6 +252,8 @@ fn needed_by(dep: &Dependency) -> String {
     }
     format!("needed by {}", names.join(", "))
 }
+
+const GRANT_IT: &str = "grant it with a Role or ClusterRole before migrating";
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct AccessCheck {
@@ -308,7 +316,7 @@ async fn check_access(
         ..Default::default()
     };
     let pp = PostParams::default();
-    let (allowed, reason, who) = match &opts.subject {
+    let (allowed, reason, subject) = match &opts.subject {
         None => {
             let api: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
             let review = SelfSubjectAccessReview {
@@ -323,7 +331,7 @@ async fn check_access(
                 .await
                 .map_err(|source| review_error(cluster, source))?;
             let status = out.status.unwrap_or_default();
-            (status.allowed, status.reason, "the user".to_owned())
+            (status.allowed, status.reason, None)
         }
         Some(subject) => {
             let api: Api<SubjectAccessReview> = Api::all(cluster.client.clone());
@@ -341,11 +349,7 @@ async fn check_access(
                 .await
                 .map_err(|source| review_error(cluster, source))?;
             let status = out.status.unwrap_or_default();
-            (
-                status.allowed,
-                status.reason,
-                format!("user {}", subject.user),
-            )
+            (status.allowed, status.reason, Some(&subject.user))
         }
     };
     if allowed {
@@ -364,6 +368,13 @@ async fn check_access(
         .filter(|r| !r.is_empty())
         .map(|r| format!(" ({r})"))
         .unwrap_or_default();
+    let right = format!("{} {resource} {place}", check.verb);
+    // The client's own rights may be Ferry's (a pair's credential), not the user's.
+    let (who, next) = match (subject, &cluster.credential) {
+        (Some(user), _) => (format!("user {user}"), GRANT_IT.to_owned()),
+        (None, Some(c)) => (c.who.clone(), c.grant.clone()),
+        (None, None) => ("the user".to_owned(), GRANT_IT.to_owned()),
+    };
     Ok(Some(Problem::error(
         ProblemKind::Forbidden {
             verb: check.verb.to_owned(),
@@ -373,9 +384,8 @@ async fn check_access(
         },
         None,
         format!(
-            "{who} may not {} {resource} {place} on cluster {}{why}; grant it with a Role or \
-             ClusterRole before migrating",
-            check.verb, cluster.name
+            "{who} may not {right} on cluster {}{why}; {next}",
+            cluster.name
         ),
     )))
 }

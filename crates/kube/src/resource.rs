@@ -79,8 +79,12 @@ pub enum Phase {
     /// Quotas, limits and NetworkPolicies: in force before any pod could be admitted, so
     /// no workload ever runs unlimited or unisolated, even briefly.
     Policies,
-    /// ConfigMaps, Secrets and RBAC: what pods mount and the rights they run with.
+    /// ConfigMaps, Secrets and Roles: what pods mount and the rights they run with.
     Configuration,
+    /// RoleBindings, once the Roles they name exist: a writer without the `bind` verb
+    /// (a pair's credential) is checked by the API server against the rules of the
+    /// Role it binds, and while that Role is not there the answer is 404.
+    Bindings,
     /// PersistentVolumes and their claims, so claims bind before pods want them.
     Storage,
     Services,
@@ -90,10 +94,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Namespace,
         Phase::Policies,
         Phase::Configuration,
+        Phase::Bindings,
         Phase::Storage,
         Phase::Services,
         Phase::Workloads,
@@ -107,7 +112,8 @@ impl Phase {
                 Phase::Policies
             }
             ("", "ConfigMap" | "Secret" | "ServiceAccount")
-            | ("rbac.authorization.k8s.io", "Role" | "RoleBinding") => Phase::Configuration,
+            | ("rbac.authorization.k8s.io", "Role") => Phase::Configuration,
+            ("rbac.authorization.k8s.io", "RoleBinding") => Phase::Bindings,
             ("", "PersistentVolume" | "PersistentVolumeClaim") => Phase::Storage,
             ("", "Service") => Phase::Services,
             ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
@@ -266,6 +272,9 @@ mod tests {
         assert!(Phase::of("", "Namespace") < Phase::of("", "ResourceQuota"));
         assert!(Phase::of("", "LimitRange") < Phase::of("", "Secret"));
         assert!(Phase::of("", "ConfigMap") < Phase::of("", "PersistentVolumeClaim"));
+        let rbac = "rbac.authorization.k8s.io";
+        assert!(Phase::of(rbac, "Role") < Phase::of(rbac, "RoleBinding"));
+        assert!(Phase::of(rbac, "RoleBinding") < Phase::of("", "PersistentVolumeClaim"));
         assert!(Phase::of("", "PersistentVolumeClaim") < Phase::of("", "Service"));
         assert!(Phase::of("", "Service") < Phase::of("apps", "StatefulSet"));
         assert!(Phase::of("batch", "CronJob") < Phase::of("example.com", "Widget"));

@@ -23,8 +23,23 @@ pub const LEGACY_ZONE_LABEL: &str = "failure-domain.beta.kubernetes.io/zone";
 /// A cluster a step talks to: a client and the name used in messages.
 #[derive(Clone)]
 pub struct Cluster {
+    /// The cluster as users name it.
     pub name: String,
     pub client: kube::Client,
+    /// Whose rights the client carries when they are not the user's own; absent means
+    /// the user's.
+    pub credential: Option<Credential>,
+}
+
+/// A credential of Ferry's own that a client writes with (a pair's ServiceAccount on
+/// the destination): a right it lacks is then its to gain, not the user's, and
+/// messages say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// Who it is, e.g. "the credential of pair a-to-b".
+    pub who: String,
+    /// How it gains a right it lacks.
+    pub grant: String,
 }
 
 impl Cluster {
@@ -32,13 +47,23 @@ impl Cluster {
         Cluster {
             name: name.into(),
             client,
+            credential: None,
         }
+    }
+
+    /// The same cluster reached with `credential` rather than the user's rights.
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
     }
 }
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cluster").field("name", &self.name).finish()
+        f.debug_struct("Cluster")
+            .field("name", &self.name)
+            .field("credential", &self.credential.as_ref().map(|c| &c.who))
+            .finish()
     }
 }
 

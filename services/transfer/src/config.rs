@@ -186,12 +186,10 @@ impl Args {
                 None => (Arc::new(ProfileRepositories::dir(&self.profiles_dir)), None),
             };
         let deps = Deps {
-            clusters: Arc::new(PairingClusters::new(
-                local,
-                local_context,
-                self.kubeconfig.clone(),
-                pairing,
-            )),
+            clusters: Arc::new(
+                PairingClusters::new(local, local_context, self.kubeconfig.clone(), pairing)
+                    .with_local_name(&self.cluster_name),
+            ),
             agents: Arc::new(agents),
             repositories,
             handover,

@@ -31,7 +31,13 @@ const AGENT_INFO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The destination half of a job.
 pub(crate) struct Destination<'a> {
     pub run: &'a JobRun,
+    /// Named as users name it, for messages.
     pub cluster: Cluster,
+    /// The cluster as agents and migration ids know it: [`cluster_key`] of the request's
+    /// reference (a pair's id, which stays when the pair or the cluster is renamed).
+    ///
+    /// [`cluster_key`]: crate::deps::cluster_key
+    pub key: String,
     /// The application's namespace on the source (the restore point's).
     pub namespace: String,
     /// Its namespace here, after the request's namespace mapping.
@@ -75,7 +81,7 @@ impl Destination<'_> {
             "m-{}",
             short_hash(&format!(
                 "{source}/{}->{}/{}",
-                self.namespace, self.cluster.name, self.target
+                self.namespace, self.key, self.target
             ))
         )
     }
@@ -115,6 +121,11 @@ impl Destination<'_> {
             // Workloads start only in the last step, once every object and every byte of
             // data is in place (or with Activate, when start_applications is off).
             scale_to_zero: true,
+            // A CronJob only runs at its schedule, and its volumes and configuration
+            // are in place before it arrives: it keeps its suspend flag unless the
+            // application is to stay stopped, so a start step put off by a failed
+            // object does not leave it suspended.
+            keep_suspend: apply.start_applications,
             restored_volumes,
             patches: Vec::new(),
         }
@@ -251,12 +262,18 @@ impl Destination<'_> {
         Ok(root)
     }
 
+    /// A client of the destination's agents.
+    async fn agent(&self) -> Result<crate::deps::AgentClient> {
+        let found = self.run.deps().agents.agent(&self.key, "").await;
+        found.map_err(|e| e.naming(&self.key, &self.cluster.name))
+    }
+
     /// Asks the destination's agent where it creates restored volumes; None when it has
     /// no setting of its own.
     async fn agent_volume_root(&self) -> Result<Option<PathBuf>> {
         let run = self.run;
         let cluster = self.cluster.name.as_str();
-        let mut client = run.deps().agents.agent(cluster, "").await?;
+        let mut client = self.agent().await?;
         let failed = |code: ErrorCode, message: String, hint: &str| TransferError::Agent {
             cluster: cluster.to_owned(),
             node: "any".into(),
@@ -335,10 +352,7 @@ impl Destination<'_> {
         )
         .await;
         let repo_ref = run.repository_ref(self.repository.as_ref())?;
-        let agent_ref = run
-            .deps()
-            .repositories
-            .for_agents(&repo_ref, &self.cluster.name);
+        let agent_ref = run.deps().repositories.for_agents(&repo_ref, &self.key);
         let agg = Aggregate::new(run, steps::RESTORE, todo.len());
         let attempt = run.with_checkpoint(|c| c.attempt);
         let result: Result<Vec<()>> = futures::stream::iter(
@@ -398,7 +412,7 @@ impl Destination<'_> {
         let run = self.run;
         run.check_cancel()?;
         let cluster = self.cluster.name.as_str();
-        let mut client = run.deps().agents.agent(cluster, "").await?;
+        let mut client = self.agent().await?;
         let op = format!("{}-a{attempt}-restore-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
         info!(%pvc, %path, %snapshot, op = %op, "restoring volume");

@@ -70,14 +70,19 @@ pub enum TransferError {
 
     /// Pre-flight found problems on the destination; nothing was written.
     #[error(
-        "pre-flight on cluster {cluster} found {} problem(s): {}; fix them (or map them with \
-         the namespace/storage-class mappings) and start the migration again",
-        problems.len(), problems.join("; ")
+        "pre-flight on cluster {cluster} found {} problem(s): {}; nothing was written{}; fix \
+         them (or map them with the namespace/storage-class mappings) and start the migration \
+         again",
+        problems.len(), problems.join("; "),
+        if planned.is_empty() { String::new() } else { format!(" ({planned})") }
     )]
     Preflight {
         cluster: String,
         problems: Vec<String>,
         missing_prerequisite: bool,
+        /// What the apply would have written, e.g. "3 object(s) would have been applied
+        /// into namespace shop: ..."; empty without a plan.
+        planned: String,
     },
 
     /// A volume cannot be moved (no hostPath/local path, unbound claim).
@@ -167,6 +172,18 @@ pub enum TransferError {
 pub type Result<T, E = TransferError> = std::result::Result<T, E>;
 
 impl TransferError {
+    /// The same error naming the cluster `name` where it named it `key`: agents are
+    /// found by a cluster's key (a pair's id), users know its name.
+    pub(crate) fn naming(mut self, key: &str, name: &str) -> Self {
+        if let TransferError::Cluster { cluster, .. }
+        | TransferError::UnknownCluster { cluster, .. } = &mut self
+            && cluster == key
+        {
+            *cluster = name.to_owned();
+        }
+        self
+    }
+
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         TransferError::InvalidArgument {
             field,
@@ -247,8 +264,12 @@ impl ServiceError for TransferError {
             | TransferError::RestorePointNotFound { hint, .. }
             | TransferError::Interrupted { hint, .. } => hint.into(),
             TransferError::InvalidArgument { .. } => "fix the request and send it again".into(),
+            TransferError::Preflight {
+                missing_prerequisite: true,
+                ..
+            } => "create what is missing on the destination or map it, then start again".into(),
             TransferError::Preflight { .. } => {
-                "create what is missing on the destination or map it, then start again".into()
+                "give each right that is missing to whom its problem names, then start again".into()
             }
             TransferError::Access(e) => e.hint().into(),
             TransferError::Kube { source, .. } => kube_step_kind(source).1.into(),
@@ -406,6 +427,7 @@ mod tests {
                 cluster: "b".into(),
                 problems: vec!["StorageClass fast is missing".into()],
                 missing_prerequisite: true,
+                planned: "2 object(s) would have been applied into namespace shop".into(),
             },
             TransferError::ApplyFailed {
                 cluster: "b".into(),

@@ -5,7 +5,7 @@
 
 use ferry_proto::v1::{ErrorCode, ErrorDetail, JobState, StartExportRequest, StepState};
 
-use crate::deps::TokenRequest;
+use crate::deps::{TokenRequest, cluster_key};
 use crate::error::Result;
 use crate::job::steps;
 use crate::preflight::preflight;
@@ -18,6 +18,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let cluster = run.deps().clusters.cluster(req.source.as_ref()).await?;
     let src = Source {
         run,
+        key: cluster_key(req.source.as_ref()),
         cluster,
         app: req.application.clone().unwrap_or_default(),
         repository: req.repository.clone(),

@@ -5,6 +5,7 @@
 
 use ferry_proto::v1::{JobState, StartMigrationRequest};
 
+use crate::deps::cluster_key;
 use crate::destination::Destination;
 use crate::error::{Result, TransferError};
 use crate::job::steps;
@@ -23,6 +24,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let moves_data = !req.skip_volume_data && !req.dry_run;
     let dst = Destination {
         run,
+        key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &app.namespace),
         namespace: app.namespace.clone(),
         apply,
@@ -34,11 +36,12 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     };
     let src = Source {
         run,
+        key: cluster_key(req.source.as_ref()),
         app,
         repository: req.repository.clone(),
         quiesce: req.quiesce_source,
         moves_data,
-        tags: [("destination-cluster".to_owned(), dst.cluster.name.clone())].into(),
+        tags: [("destination-cluster".to_owned(), dst.key.clone())].into(),
         backup_is_last: false,
         cluster: src,
     };

@@ -75,6 +75,10 @@ pub(crate) async fn preflight(
             cluster,
             problems,
             missing_prerequisite,
+            planned: planned
+                .as_ref()
+                .map(|p| would_apply(&p.plan))
+                .unwrap_or_default(),
         });
     }
     let namespace = &captured.namespace;
@@ -108,6 +112,29 @@ pub(crate) async fn preflight(
     run.step(steps::PREFLIGHT, StepState::Succeeded, message)
         .await;
     Ok(Checked { volumes, planned })
+}
+
+/// What an apply of `plan` would have written, for a job that stopped before it.
+fn would_apply(plan: &Plan) -> String {
+    const NAMED: usize = 10;
+    let mut names: Vec<String> = plan
+        .objects
+        .iter()
+        .take(NAMED)
+        .map(|o| {
+            let r = o.object_ref();
+            format!("{}/{}", r.kind, r.name)
+        })
+        .collect();
+    if plan.objects.len() > NAMED {
+        names.push(format!("{} more", plan.objects.len() - NAMED));
+    }
+    format!(
+        "{} object(s) would have been applied into namespace {}: {}",
+        plan.objects.len(),
+        plan.namespace,
+        names.join(", ")
+    )
 }
 
 /// The report's line for each claim: where its data comes from and goes, before any

@@ -132,6 +132,8 @@ impl PairingLink {
 #[derive(Clone)]
 pub struct PairingClusters {
     local: kube::Client,
+    /// This cluster's name in messages; `local` when none was given.
+    local_name: Option<String>,
     local_context: Option<String>,
     kubeconfig: Option<PathBuf>,
     pairing: Option<PairingLink>,
@@ -157,10 +159,23 @@ impl PairingClusters {
     ) -> Self {
         PairingClusters {
             local,
+            local_name: None,
             local_context,
             kubeconfig,
             pairing,
         }
+    }
+
+    /// Names this cluster `name` in messages (the service's --cluster-name); ids,
+    /// agents and restore points keep knowing it as `local`.
+    pub fn with_local_name(mut self, name: impl Into<String>) -> Self {
+        self.local_name = Some(name.into()).filter(|n| !n.is_empty());
+        self
+    }
+
+    fn local(&self, key: String) -> Cluster {
+        let name = self.local_name.clone().unwrap_or(key);
+        Cluster::new(name, self.local.clone())
     }
 }
 
@@ -169,9 +184,9 @@ impl Clusters for PairingClusters {
     async fn cluster(&self, r: Option<&ClusterRef>) -> Result<Cluster> {
         let key = cluster_key(r);
         match r.and_then(|r| r.target.as_ref()) {
-            None | Some(cluster_ref::Target::Local(_)) => Ok(Cluster::new(key, self.local.clone())),
+            None | Some(cluster_ref::Target::Local(_)) => Ok(self.local(key)),
             Some(cluster_ref::Target::Context(c)) if Some(c) == self.local_context.as_ref() => {
-                Ok(Cluster::new(key, self.local.clone()))
+                Ok(self.local(key))
             }
             Some(cluster_ref::Target::Context(c)) => {
                 let unusable = |detail: String| TransferError::UnknownCluster {
@@ -209,10 +224,8 @@ impl Clusters for PairingClusters {
                         hint: "start the job on the pair's source cluster".into(),
                     });
                 }
-                let url = pair
-                    .destination
-                    .map(|d| d.api_server_url)
-                    .unwrap_or_default();
+                let destination = pair.destination.unwrap_or_default();
+                let url = destination.api_server_url;
                 // Reads are not bounded: a migration lists and watches for as long as it needs.
                 let client = ferry_kube::bearer_client(
                     &url,
@@ -227,9 +240,43 @@ impl Clusters for PairingClusters {
                     message: format!("the destination's API at {url}: {e}"),
                     hint: "check the pair with `ferry pair check`".into(),
                 })?;
-                Ok(Cluster::new(key, client))
+                Ok(
+                    Cluster::new(pair_cluster_name(&destination.name, &pair.name), client)
+                        .with_credential(pair_credential(&destination.name, &pair.name)),
+                )
             }
         }
+    }
+}
+
+/// The ClusterRole every pair's credential is bound to on its destination (the pairing
+/// service makes it).
+const PAIR_CLUSTER_ROLE: &str = "ferry-migrator";
+
+/// A pair's destination as users name it: the name its Ferry was given and the pair's.
+fn pair_cluster_name(destination: &str, pair: &str) -> String {
+    if destination.is_empty() {
+        format!("of pair {pair}")
+    } else {
+        format!("{destination} (pair {pair})")
+    }
+}
+
+/// Whose rights a job writes with on a pair's destination: Ferry's, granted by the pair's
+/// ClusterRole, which covers the custom resource groups present when it was last made.
+fn pair_credential(destination: &str, pair: &str) -> ferry_kube::Credential {
+    let on = if destination.is_empty() {
+        "the destination".to_owned()
+    } else {
+        format!("cluster {destination}")
+    };
+    ferry_kube::Credential {
+        who: format!("Ferry's credential for pair {pair} (ClusterRole {PAIR_CLUSTER_ROLE})"),
+        grant: format!(
+            "that ClusterRole covers the custom resource types installed when a pairing \
+             token was last made on {on}: pair again (`ferry pair create`) to update it, or \
+             add a rule for the type to it"
+        ),
     }
 }
 

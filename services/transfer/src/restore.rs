@@ -20,12 +20,13 @@ use ferry_proto::v1::{
 use ferry_repo::{Id, Repository};
 use kube::core::{Expression, Selector, SelectorExt};
 
+use crate::deps::cluster_key;
 use crate::destination::Destination;
 use crate::error::{Result, TransferError};
 use crate::job::steps;
 use crate::migrate::target_namespace;
 use crate::preflight::preflight;
-use crate::runtime::{JobRun, excluded_outcome};
+use crate::runtime::{JobRun, captured_outcomes};
 
 /// Runs (or resumes) a restore or an import; the state it ends in, or the error that
 /// stopped it. Its requester must be allowed to read what was captured, in the
@@ -54,6 +55,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let dst = Destination {
         run,
         cluster,
+        key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &captured.namespace),
         namespace: captured.namespace.clone(),
         apply,
@@ -150,7 +152,7 @@ async fn read(run: &JobRun, req: &StartRestoreRequest) -> Result<(Captured, Vec<
     let id = id.to_string();
     run.with_report(|r| {
         r.restore_point_id = id.clone();
-        r.objects = captured.excluded.iter().map(excluded_outcome).collect();
+        r.objects = captured_outcomes(&captured);
     });
     let (stored, stored_snapshots) = (captured.clone(), snapshots.clone());
     run.update_checkpoint(|c| {

@@ -1298,8 +1298,24 @@ impl JobRun {
     }
 }
 
+/// What a capture (or a restore point) holds, as the report lists it until an apply
+/// replaces the captured objects with what became of them: each captured object, then
+/// each one left out.
+pub(crate) fn captured_outcomes(captured: &ferry_kube::Captured) -> Vec<ObjectOutcome> {
+    let taken = captured.objects.iter().map(|o| ObjectOutcome {
+        object: Some(api_ref(&o.object_ref())),
+        destination_object: None,
+        action: ObjectAction::Captured as i32,
+        reason: String::new(),
+        error: None,
+    });
+    taken
+        .chain(captured.excluded.iter().map(excluded_outcome))
+        .collect()
+}
+
 /// An excluded object as the report lists it.
-pub(crate) fn excluded_outcome(e: &ferry_kube::Exclusion) -> ObjectOutcome {
+fn excluded_outcome(e: &ferry_kube::Exclusion) -> ObjectOutcome {
     ObjectOutcome {
         object: Some(ferry_proto::v1::ObjectRef {
             api_version: e.api_version.clone(),

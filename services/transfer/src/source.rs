@@ -19,7 +19,7 @@ use crate::agent_ops::{Aggregate, Step, follow};
 use crate::error::{Result, TransferError, agent_error};
 use crate::job::steps;
 use crate::quiesce::{quiesce, unquiesce};
-use crate::runtime::{JobRun, excluded_outcome};
+use crate::runtime::{JobRun, captured_outcomes};
 
 /// A claim's volume on the source, as the agents see it.
 #[derive(Debug, Clone)]
@@ -35,7 +35,13 @@ pub(crate) struct SourceVolume {
 /// The source half of a job.
 pub(crate) struct Source<'a> {
     pub run: &'a JobRun,
+    /// Named as users name it, for messages.
     pub cluster: Cluster,
+    /// The cluster as agents, restore points and migration ids know it: [`cluster_key`]
+    /// of the request's reference.
+    ///
+    /// [`cluster_key`]: crate::deps::cluster_key
+    pub key: String,
     /// The application: its namespace, narrowed by labels and resource types.
     pub app: ApplicationSelector,
     /// The request's repository; absent means the service's default profile.
@@ -80,10 +86,13 @@ impl Source<'_> {
         )
         .await;
         let spec = capture_spec(&self.app);
-        let captured = tokio::select! {
+        let mut captured = tokio::select! {
             c = ferry_kube::capture(&self.cluster, &spec) => c.map_err(TransferError::kube("capture", &self.cluster.name))?,
             () = run.cancel_token().cancelled() => return Err(run.cancelled()),
         };
+        // Restore points record the source by its key, and migration ids are made from
+        // it: a renamed cluster keeps finding what it wrote.
+        captured.cluster = self.key.clone();
         let message = format!(
             "{} object(s), {} volume(s); {} left out",
             captured.objects.len(),
@@ -91,7 +100,7 @@ impl Source<'_> {
             captured.excluded.len()
         );
         run.with_report(|r| {
-            r.objects = captured.excluded.iter().map(excluded_outcome).collect();
+            r.objects = captured_outcomes(&captured);
         });
         let stored = captured.clone();
         run.update_checkpoint(|c| c.captured = Some(stored)).await;
@@ -275,12 +284,9 @@ impl Source<'_> {
         let repository_id = repo.config().id.to_string();
         run.update_checkpoint(|c| c.repository_id = repository_id.clone())
             .await;
-        let mut agent_ref = run
-            .deps()
-            .repositories
-            .for_agents(&repo_ref, &self.cluster.name);
+        let mut agent_ref = run.deps().repositories.for_agents(&repo_ref, &self.key);
         agent_ref.repository_id = repository_id;
-        let parents = parents(&repo, self.namespace(), &self.cluster.name).await;
+        let parents = parents(&repo, self.namespace(), &self.key).await;
         let agg = Aggregate::new(run, steps::BACKUP, volumes.len());
         let attempt = run.with_checkpoint(|c| c.attempt);
 
@@ -384,7 +390,8 @@ impl Source<'_> {
         let run = self.run;
         run.check_cancel()?;
         let cluster = self.cluster.name.as_str();
-        let mut client = run.deps().agents.agent(cluster, &vol.node).await?;
+        let found = run.deps().agents.agent(&self.key, &vol.node).await;
+        let mut client = found.map_err(|e| e.naming(&self.key, cluster))?;
         let op = format!("{}-a{attempt}-backup-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
         info!(pvc = %vol.pvc, path = %vol.path, parent = %parent, op = %op, "backing up volume");
@@ -471,7 +478,7 @@ impl Source<'_> {
                 .into_iter()
                 .chain([
                     ("job".to_owned(), run.id()),
-                    ("source-cluster".to_owned(), self.cluster.name.clone()),
+                    ("source-cluster".to_owned(), self.key.clone()),
                 ])
                 .collect(),
             captured: captured.clone(),
