@@ -183,10 +183,15 @@ fn check_controller(r: &Rendered, ns: &str) {
         hook["clientConfig"]["caBundle"].as_str(),
         secret["data"]["ca.crt"].as_str()
     );
-    assert_eq!(
-        strings(&hook["rules"][0]["resources"]),
-        ["clusterpairs", "migrations"]
-    );
+    // Every Ferry kind gets its requester recorded: the controller acts for no other.
+    let mut kinds: Vec<String> = ferry_crd::all()
+        .into_iter()
+        .map(|crd| crd.spec.names.plural)
+        .collect();
+    let mut hooked = strings(&hook["rules"][0]["resources"]);
+    kinds.sort();
+    hooked.sort();
+    assert_eq!(hooked, kinds);
     let args = r.args("Deployment", "ferry-controller");
     assert_eq!(args[..2], ["service".to_string(), "controller".to_string()]);
     for flag in [

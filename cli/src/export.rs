@@ -144,6 +144,7 @@ impl RestoreArgs {
             apply: Some(self.apply.options()?),
             dry_run: self.dry_run,
             schedule_id: String::new(),
+            request_id: String::new(),
         })
     }
 }

@@ -168,6 +168,7 @@ impl MigrationArgs {
             skip_volume_data: self.skip_volume_data,
             schedule_id: String::new(),
             quiesce_source: self.quiesce,
+            request_id: String::new(),
         })
     }
 }

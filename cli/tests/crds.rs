@@ -8,6 +8,8 @@
 //! - the webhook records who created each object and keeps it on updates;
 //! - a namespace user's Migration of a namespace they cannot read is refused, with the
 //!   reason in its condition, and starts no job;
+//! - the documented Restore puts the Migration's restore point back into another
+//!   namespace on b, every byte; alice's Restore of it is refused;
 //! - the documented MigrationSchedule runs on its interval, twice and more, as its
 //!   creator; its status records the runs; suspend and resume reach the scheduler; the
 //!   second run carries what changed in between; deleting it deletes the schedule;
@@ -123,7 +125,7 @@ fn webhook_configuration(ca: &str, port: u16) -> String {
          failurePolicy: Fail\n  timeoutSeconds: 10\n  \
          clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\", caBundle: {bundle}}}\n  \
          rules: [{{apiGroups: [ferry.dev], apiVersions: [\"*\"], operations: [CREATE, UPDATE], \
-         resources: [clusterpairs, migrations, migrationschedules], scope: \"*\"}}]\n"
+         resources: [clusterpairs, migrations, restores, migrationschedules], scope: \"*\"}}]\n"
     )
 }
 
@@ -190,6 +192,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
             "crd/migrations.ferry.dev",
             "crd/clusterpairs.ferry.dev",
             "crd/migrationschedules.ferry.dev",
+            "crd/restores.ferry.dev",
         ],
         None,
     );
@@ -366,6 +369,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{changed:?}"
     );
 
+    a_restore_puts_the_migrations_restore_point_back(&kc, &done, &src);
     a_migration_schedule_runs_on_its_interval_and_records_its_runs(&kc, root, &first);
 
     // alice, in her own namespace, asks for one she cannot read: refused, no job.
@@ -678,4 +682,73 @@ fn scheduled(kc: &Path, id: &str) -> Value {
         .as_array()
         .and_then(|all| all.iter().find(|s| s["id"] == id).cloned())
         .unwrap_or(Value::Null)
+}
+
+/// The documented Restore, of the restore point the Migration `done` wrote, onto b
+/// under another namespace: every byte arrives. alice, who may not read the namespace
+/// it was captured from, is refused and starts nothing.
+fn a_restore_puts_the_migrations_restore_point_back(kc: &Path, done: &Value, src: &Path) {
+    let ns = done["metadata"]["namespace"].as_str().unwrap();
+    let point = done["status"]["jobs"][0]["restorePoint"].as_str().unwrap();
+    assert!(!point.is_empty(), "{done:#}");
+    let restored = format!("{ns}-restored");
+    let yaml = example("restore")
+        .replace("namespace: shop\n", &format!("namespace: {ns}\n"))
+        .replace("rp-0123456789abcdef", point)
+        .replace("    shop: shop-restored", &format!("    {ns}: {restored}"))
+        .replace("spec:\n", "spec:\n  clusterPair: a-to-b\n");
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let what = "restore/shop-as-it-was";
+    let ended = settled(kc, "a", Some(ns), what, "Succeeded");
+    let succeeded = condition(&ended, "Succeeded").unwrap();
+    assert_eq!(succeeded["status"], "True", "{ended:#}");
+    assert_eq!(ended["status"]["phase"], "Succeeded", "{ended:#}");
+    assert_eq!(
+        ended["status"]["jobs"][0]["restorePoint"], point,
+        "{ended:#}"
+    );
+    assert_eq!(
+        ended["status"]["volumes"][0]["result"], "Succeeded",
+        "{ended:#}"
+    );
+    assert_same_tree(src, &common::control::volume_on_b(kc, &restored));
+
+    // alice, in her own namespace, names that restore point: refused (when the job has
+    // read the restore point and finds she may not read its namespace), nothing restored.
+    let hers = ferry_testenv::unique_name("alice-restore");
+    kubectl(kc, "a", &["create", "namespace", &hers], None);
+    let role = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: alice-restores, namespace: {hers}}}\n\
+         rules: [{{apiGroups: [ferry.dev], resources: [restores], verbs: [\"*\"]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: alice-restores, namespace: {hers}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-restores}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
+    );
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&role));
+    let theirs = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: Restore\n\
+         metadata: {{name: take-it, namespace: {hers}}}\n\
+         spec: {{restorePoint: {point}, profile: main, namespaceMapping: {{{ns}: {hers}}}}}\n"
+    );
+    kubectl(kc, "a-alice", &["apply", "-f", "-"], Some(&theirs));
+    let refused = settled(kc, "a", Some(&hers), "restore/take-it", "Succeeded");
+    let why = condition(&refused, "Succeeded").unwrap();
+    assert_eq!(why["reason"], "Forbidden", "{refused:#}");
+    assert!(
+        why["message"].as_str().unwrap().contains("alice may not"),
+        "{refused:#}"
+    );
+    assert_eq!(refused["status"]["phase"], "Failed", "{refused:#}");
+    let objects = kubectl(
+        kc,
+        "a",
+        &["-n", &hers, "get", "configmaps,pvc", "-o", "name"],
+        None,
+    );
+    assert!(
+        !objects.contains("persistentvolumeclaim/"),
+        "alice's namespace got the restore point's objects: {objects}"
+    );
 }

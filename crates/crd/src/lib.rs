@@ -8,6 +8,8 @@
 //!
 //! - [`ClusterPair`] (cluster-scoped): accept a pairing token from the destination.
 //! - [`Migration`] (namespaced): move namespaces through a pair, once.
+//! - [`Restore`] (namespaced): put a restore point back, here or on a pair's
+//!   destination, once.
 //! - [`MigrationSchedule`] (namespaced): a Migration on a schedule, through the
 //!   scheduler service; its status keeps the latest runs.
 //!
@@ -19,16 +21,18 @@ mod common;
 mod migration;
 mod pair;
 pub mod requester;
+mod restore;
 mod schedule;
 
 use kube::CustomResourceExt;
 
 pub use common::{Condition, SecretKeyRef, set_condition};
 pub use migration::{
-    ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, ObjectCounts,
-    ObjectFailure, Phase, Progress, VolumeStatus,
+    ApplySpec, ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, ObjectCounts,
+    ObjectFailure, Phase, Progress, Selection, VolumeStatus,
 };
 pub use pair::{ClusterPair, ClusterPairSpec, ClusterPairStatus};
+pub use restore::{Restore, RestoreSpec};
 pub use schedule::{
     MigrationSchedule, MigrationScheduleSpec, MigrationScheduleStatus, RetentionSpec,
     ScheduleRunStatus, parse_duration,
@@ -57,6 +61,12 @@ pub fn all() -> Vec<Crd> {
         "self == oldSelf",
         "the spec of a Migration cannot change; create another Migration",
     );
+    let mut restore = Restore::crd();
+    spec_rule(
+        &mut restore,
+        "self == oldSelf",
+        "the spec of a Restore cannot change; create another Restore",
+    );
     let mut schedule = MigrationSchedule::crd();
     spec_rule(
         &mut schedule,
@@ -68,7 +78,7 @@ pub fn all() -> Vec<Crd> {
         "has(self.schedule) != has(self.interval)",
         "set exactly one of spec.schedule (a cron expression) and spec.interval",
     );
-    vec![pair, migration, schedule]
+    vec![pair, migration, restore, schedule]
 }
 
 type Crd =
@@ -135,8 +145,8 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(m.spec.cluster_pair, "a-to-b");
-        assert_eq!(m.spec.existing_objects, ExistingObjects::Update);
-        assert_eq!(m.spec.storage_class_mapping["fast"], "standard");
-        assert_eq!(m.spec.start_applications, None);
+        assert_eq!(m.spec.apply.existing_objects, ExistingObjects::Update);
+        assert_eq!(m.spec.apply.storage_class_mapping["fast"], "standard");
+        assert_eq!(m.spec.apply.start_applications, None);
     }
 }

@@ -33,6 +33,31 @@ pub struct MigrationSpec {
     /// Namespaces to move, one job each; empty: the Migration's own namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Which of the namespaces' objects move.
+    #[serde(flatten)]
+    pub objects: Selection,
+    /// How they are mapped and applied on the destination.
+    #[serde(flatten)]
+    pub apply: ApplySpec,
+    /// Scale the source's Deployments and StatefulSets to zero while their volumes are
+    /// copied, then back (a consistent copy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiesce_source: bool,
+    /// Repository profile the data passes through; empty: the pair's default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub profile: String,
+    /// Move objects only; claims arrive empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_volume_data: bool,
+    /// Report what would happen and change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// Which objects of a namespace (or of a restore point) a job takes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
     /// Label selector narrowing the objects, in its string form (`app=shop,tier!=cache`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub selector: String,
@@ -42,6 +67,12 @@ pub struct MigrationSpec {
     /// Resource types never to move, in the same form.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude_resources: Vec<String>,
+}
+
+/// How a job's objects are mapped and applied on the destination.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplySpec {
     /// Source namespace to destination namespace.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespace_mapping: BTreeMap<String, String>,
@@ -58,22 +89,9 @@ pub struct MigrationSpec {
     /// (default); false: they arrive scaled to zero, for `ferry activate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_applications: Option<bool>,
-    /// Scale the source's Deployments and StatefulSets to zero while their volumes are
-    /// copied, then back (a consistent copy).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub quiesce_source: bool,
-    /// Repository profile the data passes through; empty: the pair's default.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub profile: String,
-    /// Move objects only; claims arrive empty.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub skip_volume_data: bool,
     /// Keep Services' nodePort values.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preserve_node_ports: bool,
-    /// Report what would happen and change nothing.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub dry_run: bool,
 }
 
 /// What a Migration does with objects already on the destination.
@@ -112,7 +130,7 @@ impl Phase {
     }
 }
 
-/// What a Migration did and is doing.
+/// What a Migration or a Restore did and is doing.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationStatus {
@@ -159,6 +177,9 @@ pub struct JobStatus {
     pub id: String,
     /// Its state (`queued`, `running`, `succeeded`, `failed`, ...).
     pub state: String,
+    /// The restore point it wrote (a migration) or read (a restore), once it has ended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restore_point: String,
 }
 
 /// How far the running step has got.

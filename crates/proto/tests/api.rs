@@ -87,6 +87,7 @@ fn sample_job() -> Job {
         progress: Some(sample_progress()),
         error: None,
         requested_by: "alice".to_owned(),
+        request_id: "8d0c6a3e".to_owned(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 #[command(
     name = "ferry-controller",
     version,
-    about = "Ferry's controller: ClusterPair, Migration and MigrationSchedule objects onto Ferry's services, and \
+    about = "Ferry's controller: ClusterPair, Migration, Restore and MigrationSchedule objects onto Ferry's services, and \
              the admission webhook that records who created them"
 )]
 pub struct Args {

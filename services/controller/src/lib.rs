@@ -1,6 +1,7 @@
 //! Ferry's Kubernetes controller.
 //!
-//! - [`migration`]: Migration objects onto the transfer service.
+//! - [`migration`], [`restore`]: Migration and Restore objects onto the transfer
+//!   service, through [`jobs`], which follows their jobs.
 //! - [`pair`]: ClusterPair objects onto the pairing service.
 //! - [`schedule`]: MigrationSchedule objects onto the scheduler service.
 //! - [`webhook`]: the admission webhook that records who created each object.
@@ -12,9 +13,11 @@
 
 pub mod config;
 pub mod error;
+mod jobs;
 pub mod lease;
 pub mod migration;
 pub mod pair;
+pub mod restore;
 pub mod schedule;
 mod status;
 pub mod webhook;
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferry_crd::{ClusterPair, Migration, MigrationSchedule};
+use ferry_crd::{ClusterPair, Migration, MigrationSchedule, Restore};
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
 use ferry_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use ferry_proto::v1::transfer_service_client::TransferServiceClient;
@@ -99,6 +102,13 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(pair::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
+    let restores = Controller::new(
+        Api::<Restore>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(restore::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
     let schedules = Controller::new(
         Api::<MigrationSchedule>::all(ctx.client.clone()),
         watcher::Config::default(),
@@ -106,7 +116,7 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
     .graceful_shutdown_on(stop.cancelled_owned())
     .run(schedule::reconcile, error_policy, ctx)
     .for_each(|_| async {});
-    tokio::join!(migrations, pairs, schedules);
+    tokio::join!(migrations, pairs, restores, schedules);
 }
 
 /// The controller's body, shared by `ferry-controller` and `ferry service controller`.

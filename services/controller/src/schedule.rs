@@ -30,6 +30,7 @@ use tonic::Code;
 
 use crate::Ctx;
 use crate::error::{Error, Result};
+use crate::jobs::acting;
 use crate::migration::start_request;
 use crate::status::{condition, reason_of, refused};
 
@@ -68,13 +69,6 @@ pub fn scheduler_name(s: &MigrationSchedule) -> String {
 
 fn label(s: &MigrationSchedule) -> String {
     format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
-}
-
-/// A request for the scheduler, acting for `who`.
-fn acting<T>(message: T, who: &Requester) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    ferry_authz::act_for(request.metadata_mut(), &who.username, &who.groups);
-    request
 }
 
 async fn apply(api: &Api<MigrationSchedule>, s: &MigrationSchedule, ctx: &Ctx) -> Result<Action> {

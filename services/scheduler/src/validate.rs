@@ -68,6 +68,17 @@ pub(crate) fn definition(
                 &m.schedule_id,
                 m.application.as_ref(),
             )?;
+            if !m.request_id.is_empty() {
+                // Every run is a new start; one key would answer every run with the first's jobs.
+                return Err(SchedulerError::invalid(
+                    "migration.request_id",
+                    format!(
+                        "set to {:?}; each run of a schedule starts new jobs",
+                        m.request_id
+                    ),
+                    "leave request_id empty",
+                ));
+            }
             schedule::Spec::Migration(m)
         }
         Some(create_schedule_request::Spec::Export(e)) => {

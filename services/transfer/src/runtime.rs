@@ -127,6 +127,9 @@ struct Inner {
     jobs: parking_lot::Mutex<HashMap<String, Arc<JobCtl>>>,
     slots: Arc<Semaphore>,
     tasks: parking_lot::Mutex<Vec<AbortHandle>>,
+    /// Held by a start that gave a request id from its lookup to its last job stored,
+    /// so a repeat of it cannot slip in between and start the jobs twice.
+    starting: tokio::sync::Mutex<()>,
 }
 
 /// The transfer service's engine, shared by the gRPC service and `ferry serve`.
@@ -157,6 +160,7 @@ impl Transfer {
                 jobs: parking_lot::Mutex::new(HashMap::new()),
                 slots,
                 tasks: parking_lot::Mutex::new(Vec::new()),
+                starting: tokio::sync::Mutex::new(()),
             }),
         };
         t.recover().await?;
@@ -250,6 +254,17 @@ impl Transfer {
         req: StartMigrationRequest,
         actor: Option<&Actor>,
     ) -> Result<Vec<Job>> {
+        let request_id = req.request_id.clone();
+        let _starting = match request_id.is_empty() {
+            true => None,
+            false => Some(self.inner.starting.lock().await),
+        };
+        let earlier = self
+            .started_by(&request_id, JobKind::Migration, actor)
+            .await?;
+        if !earlier.is_empty() {
+            return Ok(earlier);
+        }
         let requests = self.split_namespaces(req, actor).await?;
         for r in &requests {
             self.check_migration(r).await?;
@@ -278,6 +293,7 @@ impl Transfer {
                 source: r.source.clone(),
                 destination: r.destination.clone(),
                 requested_by: requested_by(actor),
+                request_id: request_id.clone(),
                 ..new_job(
                     JobKind::Migration,
                     &r.application,
@@ -420,20 +436,60 @@ impl Transfer {
         req: StartRestoreRequest,
         actor: Option<&Actor>,
     ) -> Result<Job> {
-        crate::restore::check_request(&req)?;
-        self.check_repository(req.repository.as_ref(), "holding the restore point")?;
-        self.check_cluster(req.destination.as_ref()).await?;
+        let _starting = match req.request_id.is_empty() {
+            true => None,
+            false => Some(self.inner.starting.lock().await),
+        };
         let kind = if req.schedule_id.is_empty() {
             JobKind::Restore
         } else {
             JobKind::Import
         };
+        if let Some(earlier) = self
+            .started_by(&req.request_id, kind, actor)
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Ok(earlier);
+        }
+        crate::restore::check_request(&req)?;
+        self.check_repository(req.repository.as_ref(), "holding the restore point")?;
+        self.check_cluster(req.destination.as_ref()).await?;
         let job = Job {
             destination: req.destination.clone(),
             requested_by: requested_by(actor),
+            request_id: req.request_id.clone(),
             ..new_job(kind, &req.application, req.dry_run, &req.schedule_id)
         };
         self.queue(job, req.encode_to_vec(), actor).await
+    }
+
+    /// The jobs of `kind` an earlier start with `request_id` made for `actor`; none for
+    /// an empty id.
+    async fn started_by(
+        &self,
+        request_id: &str,
+        kind: JobKind,
+        actor: Option<&Actor>,
+    ) -> Result<Vec<Job>> {
+        if request_id.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut jobs = self
+            .inner
+            .store
+            .by_request(request_id, &requested_by(actor))
+            .await?;
+        jobs.retain(|j| j.kind == kind as i32);
+        if !jobs.is_empty() {
+            info!(
+                request_id,
+                jobs = jobs.len(),
+                "a repeated start: answering the jobs it made"
+            );
+        }
+        Ok(jobs)
     }
 
     /// The access policy; None under --insecure-no-access-checks.

@@ -22,7 +22,8 @@ use prost::Message;
 use crate::error::{Result, TransferError};
 use crate::job::Checkpoint;
 
-const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
         kind INTEGER NOT NULL,
         state INTEGER NOT NULL,
@@ -36,7 +37,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
         checkpoint TEXT NOT NULL
     );
     CREATE INDEX jobs_by_created ON jobs (created_ms DESC, id DESC);
-    CREATE INDEX jobs_by_state ON jobs (state);"];
+    CREATE INDEX jobs_by_state ON jobs (state);",
+    // The request id a Start* call gave, so a repeated call finds its jobs.
+    "ALTER TABLE jobs ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_by_request ON jobs (request_id) WHERE request_id != '';",
+];
 
 /// Everything stored about one job.
 #[derive(Debug, Clone, Default)]
@@ -254,11 +259,12 @@ impl JobStore {
     /// Stores a new job.
     pub async fn insert(&self, j: &StoredJob) -> Result<()> {
         let checkpoint = self.seal_checkpoint(&j.job.id, &j.checkpoint)?;
-        let (id, kind, state, schedule) = (
+        let (id, kind, state, schedule, request_id) = (
             j.job.id.clone(),
             j.job.kind,
             j.job.state,
             j.job.schedule_id.clone(),
+            j.job.request_id.clone(),
         );
         let (created, job, request, report) = (
             created_ms(&j.job),
@@ -269,9 +275,9 @@ impl JobStore {
         self.store
             .call(move |tx| {
                 tx.execute(
-                    "INSERT INTO jobs (id, kind, state, schedule_id, created_ms, job, request, report, checkpoint)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![id, kind, state, schedule, created, job, request, report, checkpoint],
+                    "INSERT INTO jobs (id, kind, state, schedule_id, created_ms, job, request, report, checkpoint, request_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![id, kind, state, schedule, created, job, request, report, checkpoint, request_id],
                 )
             })
             .await?;
@@ -330,6 +336,31 @@ impl JobStore {
             .await?
             .map(|raw| self.open_row(raw))
             .transpose()
+    }
+
+    /// The jobs a Start* call with `request_id` made for `requested_by`, oldest first.
+    pub async fn by_request(&self, request_id: &str, requested_by: &str) -> Result<Vec<Job>> {
+        let key = request_id.to_owned();
+        let blobs: Vec<Vec<u8>> = self
+            .store
+            .call(move |tx| {
+                let mut stmt = tx.prepare(
+                    "SELECT job FROM jobs WHERE request_id = ?1 ORDER BY created_ms, id",
+                )?;
+                let rows = stmt.query_map([key], |row| row.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        let mut jobs = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            let job = Job::decode(blob.as_slice())
+                .map_err(|e| TransferError::Internal(format!("a stored job: {e}")))?;
+            // Another user's key finds nothing of theirs.
+            if job.requested_by == requested_by {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
     }
 
     /// Jobs not in a final state: what a restarted service must resume or end.

@@ -466,3 +466,31 @@ async fn an_unreachable_destination_agent_stops_the_migration_in_preflight() {
         warning.message
     );
 }
+
+/// A start repeated with the request id of an earlier one (a controller restarted between
+/// starting a Migration's jobs and writing them into its status) answers the earlier
+/// job and starts nothing, also after the service restarted; without an id, a start is a
+/// new job.
+#[tokio::test]
+async fn a_start_repeated_with_its_request_id_answers_the_same_job() {
+    let mut bench = Bench::start().await;
+    let (ns, files) = bench.with_application("mig-again", 1 << 20).await;
+    let mut req = bench.request(&ns);
+    req.request_id = "8d0c6a3e-migration-uid".into();
+    let first = bench.start_migration(req.clone()).await;
+    assert_eq!(bench.start_migration(req.clone()).await, first);
+    let (_, report) = bench.watch(&first).await;
+    assert_succeeded(&report);
+
+    bench.crash_and_restart().await;
+    assert_eq!(bench.start_migration(req.clone()).await, first);
+
+    req.request_id.clear();
+    let fresh = bench.start_migration(req).await;
+    assert_ne!(fresh, first);
+    let (_, report) = bench.watch(&fresh).await;
+    assert_succeeded(&report);
+    // Two migrations ran, not four: one restore point each.
+    assert_eq!(bench.restore_points(&ns).await.len(), 2);
+    bench.assert_restored(&files, &ns, "data-db-0").await;
+}

@@ -331,6 +331,8 @@ impl Scheduler {
             apply: policy.apply.clone(),
             dry_run: false,
             schedule_id: def.id.clone(),
+            // Each run's restore is a new start.
+            request_id: String::new(),
         };
         let job_id = self.inner.jobs.start_restore(request).await?;
         info!(job = %job_id, "restore job started");
