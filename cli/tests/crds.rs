@@ -8,6 +8,8 @@
 //! - the webhook records who created each object and keeps it on updates;
 //! - a namespace user's Migration of a namespace they cannot read is refused, with the
 //!   reason in its condition, and starts no job;
+//! - the documented Profile makes a profile in the catalog (its repository created),
+//!   and deleting it deletes the profile; alice's is refused;
 //! - the documented Restore puts the Migration's restore point back into another
 //!   namespace on b, every byte; alice's Restore of it is refused;
 //! - the documented MigrationSchedule runs on its interval, twice and more, as its
@@ -75,6 +77,8 @@ impl Controller {
                 &endpoint,
                 "--scheduler-endpoint",
                 &endpoint,
+                "--catalog-endpoint",
+                &endpoint,
             ])
             .arg("--internal-token-file")
             .arg(token)
@@ -125,7 +129,7 @@ fn webhook_configuration(ca: &str, port: u16) -> String {
          failurePolicy: Fail\n  timeoutSeconds: 10\n  \
          clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\", caBundle: {bundle}}}\n  \
          rules: [{{apiGroups: [ferry.dev], apiVersions: [\"*\"], operations: [CREATE, UPDATE], \
-         resources: [clusterpairs, migrations, restores, migrationschedules], scope: \"*\"}}]\n"
+         resources: [clusterpairs, profiles, migrations, restores, migrationschedules], scope: \"*\"}}]\n"
     )
 }
 
@@ -193,6 +197,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
             "crd/clusterpairs.ferry.dev",
             "crd/migrationschedules.ferry.dev",
             "crd/restores.ferry.dev",
+            "crd/profiles.ferry.dev",
         ],
         None,
     );
@@ -369,6 +374,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{changed:?}"
     );
 
+    a_profile_object_makes_a_profile_for_administrators_only(&kc, s3);
     a_restore_puts_the_migrations_restore_point_back(&kc, &done, &src);
     a_migration_schedule_runs_on_its_interval_and_records_its_runs(&kc, root, &first);
 
@@ -751,4 +757,62 @@ fn a_restore_puts_the_migrations_restore_point_back(kc: &Path, done: &Value, src
         !objects.contains("persistentvolumeclaim/"),
         "alice's namespace got the restore point's objects: {objects}"
     );
+}
+
+/// The documented Profile, pointed at the test bucket: the catalog holds it with a new
+/// repository, and deleting the object deletes it. alice, allowed by RBAC to create
+/// Profiles, is no Ferry administrator: refused, no profile.
+fn a_profile_object_makes_a_profile_for_administrators_only(kc: &Path, s3: &ferry_testenv::S3Info) {
+    let prefix = ferry_testenv::unique_name("crd-profile");
+    let yaml = example("profile")
+        .replace("https://minio.example:9000", &s3.endpoint)
+        .replace("bucket: ferry", &format!("bucket: {}", s3.bucket))
+        .replace("prefix: nightly", &format!("prefix: {prefix}"))
+        .replace("region: us-east-1", &format!("region: {}", s3.region))
+        .replace("name: s3-credentials", "name: s3-crd")
+        .replace("name: repository-key", "name: repo-key-crd");
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let made = settled(kc, "a", None, "profile/nightly", "Ready");
+    let ready = condition(&made, "Ready").unwrap();
+    assert_eq!(ready["status"], "True", "{made:#}");
+    let repository = made["status"]["repositoryId"].as_str().unwrap_or_default();
+    assert!(!repository.is_empty(), "{made:#}");
+    let listed = profile_named(kc, "nightly");
+    assert_eq!(listed["repositoryId"], repository, "{listed:#}");
+    assert_eq!(listed["prefix"], prefix.as_str(), "{listed:#}");
+
+    kubectl(kc, "a", &["delete", "profile/nightly"], None);
+    assert_eq!(profile_named(kc, "nightly"), Value::Null);
+
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
+         metadata: {name: alice-profiles}\n\
+         rules: [{apiGroups: [ferry.dev], resources: [profiles], verbs: [create, get]}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+         metadata: {name: alice-profiles}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: alice-profiles}\n\
+         subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]\n";
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(role));
+    let hers = yaml.replace("name: nightly", "name: alices");
+    kubectl(kc, "a-alice", &["apply", "-f", "-"], Some(&hers));
+    let refused = settled(kc, "a", None, "profile/alices", "Ready");
+    let why = condition(&refused, "Ready").unwrap();
+    assert_eq!(why["reason"], "Forbidden", "{refused:#}");
+    assert!(
+        why["message"]
+            .as_str()
+            .unwrap()
+            .contains("alice may not create repository profiles"),
+        "{refused:#}"
+    );
+    assert_eq!(profile_named(kc, "alices"), Value::Null);
+}
+
+/// The profile `name` as `ferry profile list` shows it on a; Null when it is not there.
+fn profile_named(kc: &Path, name: &str) -> Value {
+    let listed = cli(kc, &["--context", "a", "-o", "json", "profile", "list"]).ok();
+    let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
+    listed["profiles"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == name).cloned())
+        .unwrap_or(Value::Null)
 }

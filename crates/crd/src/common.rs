@@ -12,7 +12,9 @@ pub struct SecretKeyRef {
     pub namespace: String,
     /// Name of the Secret.
     pub name: String,
-    /// Key in the Secret's data; default `token`.
+    /// Key in the Secret's data, for a reference to one value (a token); default
+    /// `token`. References to Secrets of fixed keys (S3 credentials, a repository key)
+    /// leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }

@@ -7,6 +7,8 @@
 //! a test keeps the two equal.
 //!
 //! - [`ClusterPair`] (cluster-scoped): accept a pairing token from the destination.
+//! - [`Profile`] (cluster-scoped): how this cluster reaches a repository;
+//!   administrators only.
 //! - [`Migration`] (namespaced): move namespaces through a pair, once.
 //! - [`Restore`] (namespaced): put a restore point back, here or on a pair's
 //!   destination, once.
@@ -20,6 +22,7 @@
 mod common;
 mod migration;
 mod pair;
+mod profile;
 pub mod requester;
 mod restore;
 mod schedule;
@@ -32,6 +35,7 @@ pub use migration::{
     ObjectFailure, Phase, Progress, Selection, VolumeStatus,
 };
 pub use pair::{ClusterPair, ClusterPairSpec, ClusterPairStatus};
+pub use profile::{Backend, Profile, ProfileSpec, ProfileStatus, RepositoryUse};
 pub use restore::{Restore, RestoreSpec};
 pub use schedule::{
     MigrationSchedule, MigrationScheduleSpec, MigrationScheduleStatus, RetentionSpec,
@@ -53,6 +57,12 @@ pub fn all() -> Vec<Crd> {
         &mut pair,
         "self == oldSelf",
         "the spec of a ClusterPair cannot change; delete it and create another",
+    );
+    let mut profile = Profile::crd();
+    spec_rule(
+        &mut profile,
+        "self == oldSelf",
+        "the spec of a Profile cannot change; delete it and create another",
     );
     let mut migration = Migration::crd();
     // A Migration runs once, as its creator asked: its spec never changes after.
@@ -78,7 +88,7 @@ pub fn all() -> Vec<Crd> {
         "has(self.schedule) != has(self.interval)",
         "set exactly one of spec.schedule (a cron expression) and spec.interval",
     );
-    vec![pair, migration, restore, schedule]
+    vec![pair, profile, migration, restore, schedule]
 }
 
 type Crd =

@@ -9,7 +9,7 @@ use std::time::Duration;
 #[command(
     name = "ferry-controller",
     version,
-    about = "Ferry's controller: ClusterPair, Migration, Restore and MigrationSchedule objects onto Ferry's services, and \
+    about = "Ferry's controller: ClusterPair, Profile, Migration, Restore and MigrationSchedule objects onto Ferry's services, and \
              the admission webhook that records who created them"
 )]
 pub struct Args {
@@ -34,6 +34,13 @@ pub struct Args {
         default_value = "http://127.0.0.1:7446"
     )]
     pub scheduler_endpoint: String,
+    /// The catalog service (https:// when it serves TLS).
+    #[arg(
+        long,
+        env = "FERRY_CATALOG_ENDPOINT",
+        default_value = "http://127.0.0.1:7445"
+    )]
+    pub catalog_endpoint: String,
     /// TLS of the calls to the services (--tls-ca, and --tls-cert/--tls-key for mutual
     /// TLS). The webhook has its own certificate: --webhook-cert.
     #[command(flatten)]

@@ -3,6 +3,7 @@
 //! - [`migration`], [`restore`]: Migration and Restore objects onto the transfer
 //!   service, through [`jobs`], which follows their jobs.
 //! - [`pair`]: ClusterPair objects onto the pairing service.
+//! - [`profile`]: Profile objects onto the catalog.
 //! - [`schedule`]: MigrationSchedule objects onto the scheduler service.
 //! - [`webhook`]: the admission webhook that records who created each object.
 //! - [`lease`]: one replica acts at a time.
@@ -11,12 +12,14 @@
 //! deployment's internal credential, acting for each object's creator: the services
 //! judge that user's rights, never the controller's.
 
+mod admin;
 pub mod config;
 pub mod error;
 mod jobs;
 pub mod lease;
 pub mod migration;
 pub mod pair;
+pub mod profile;
 pub mod restore;
 pub mod schedule;
 mod status;
@@ -26,7 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferry_crd::{ClusterPair, Migration, MigrationSchedule, Restore};
+use ferry_crd::{ClusterPair, Migration, MigrationSchedule, Profile, Restore};
+use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
 use ferry_proto::v1::scheduler_service_client::SchedulerServiceClient;
 use ferry_proto::v1::transfer_service_client::TransferServiceClient;
@@ -51,6 +55,7 @@ pub struct Ctx {
     pub transfer: TransferServiceClient<ferry_rpc::TracedChannel>,
     pub pairing: PairingServiceClient<ferry_rpc::TracedChannel>,
     pub scheduler: SchedulerServiceClient<ferry_rpc::TracedChannel>,
+    pub catalog: CatalogServiceClient<ferry_rpc::TracedChannel>,
     pub authorizer: ferry_authz::Authorizer,
 }
 
@@ -102,6 +107,13 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(pair::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
+    let profiles = Controller::new(
+        Api::<Profile>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(profile::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
     let restores = Controller::new(
         Api::<Restore>::all(ctx.client.clone()),
         watcher::Config::default(),
@@ -116,7 +128,7 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
     .graceful_shutdown_on(stop.cancelled_owned())
     .run(schedule::reconcile, error_policy, ctx)
     .for_each(|_| async {});
-    tokio::join!(migrations, pairs, restores, schedules);
+    tokio::join!(migrations, pairs, profiles, restores, schedules);
 }
 
 /// The controller's body, shared by `ferry-controller` and `ferry service controller`.
@@ -156,6 +168,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         transfer: TransferServiceClient::new(channel(&args.transfer_endpoint)?),
         pairing: PairingServiceClient::new(channel(&args.pairing_endpoint)?),
         scheduler: SchedulerServiceClient::new(channel(&args.scheduler_endpoint)?),
+        catalog: CatalogServiceClient::new(channel(&args.catalog_endpoint)?),
         authorizer: ferry_authz::Authorizer::new(client.clone(), &args.cluster_name)
             .with_admin_groups(args.access.admin_groups.clone()),
     });

@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_crd::requester::Requester;
 use ferry_crd::{ClusterPair, ClusterPairStatus, Condition, set_condition};
 use ferry_proto::v1::{AcceptPairingTokenRequest, DeletePairRequest};
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -40,62 +38,27 @@ async fn apply(api: &Api<ClusterPair>, p: &ClusterPair, ctx: &Ctx) -> Result<Act
         return Ok(Action::await_change());
     }
     let name = p.name_any();
-    let requester = match Requester::of(
+    let requester = match crate::admin::administrator(
+        ctx,
         p.metadata.annotations.as_ref(),
-        &ctx.secret,
         "ClusterPair",
-        "",
         &name,
-    ) {
-        Ok(r) => r,
-        Err(e) => return not_ready(api, p, ctx, status, "RequesterUnknown", &e.to_string()).await,
+        "pair clusters",
+    )
+    .await?
+    {
+        Ok(who) => who,
+        Err((reason, message)) => return not_ready(api, p, ctx, status, reason, &message).await,
     };
-    let caller = ferry_authz::Caller {
-        username: requester.username.clone(),
-        uid: requester.uid.clone(),
-        groups: requester.groups.clone(),
-    };
-    let admin = ctx
-        .authorizer
-        .is_admin(&caller)
-        .await
-        .map_err(|e| Error::Service {
-            what: format!("checking whether {} administers Ferry", requester.username),
-            status: e.to_status(),
-        })?;
-    if !admin {
-        let message = format!(
-            "{} may not pair clusters: only Ferry administrators (members of an --admin-group, \
-             or allowed everything in cluster {}) may create a ClusterPair",
-            requester.username, ctx.cluster
-        );
-        return not_ready(api, p, ctx, status, "Forbidden", &message).await;
-    }
-    let r = &p.spec.token_secret_ref;
-    let namespace = if r.namespace.is_empty() {
-        ctx.namespace.as_str()
-    } else {
-        r.namespace.as_str()
-    };
-    let key = r.key.as_deref().unwrap_or("token");
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = secrets.get_opt(&r.name).await.map_err(Error::kube(
-        format!("reading Secret {namespace}/{}", r.name),
-        &ctx.cluster,
-    ))?;
-    let token = secret.and_then(|s| s.data).and_then(|d| {
-        d.get(key)
-            .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
-    });
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
-        let message = format!(
-            "Secret {namespace}/{} has no key {key:?}; create it with the destination's \
-             `ferry pair token create` output: kubectl -n {namespace} create secret generic {} \
-             --from-literal={key}=TOKEN",
-            r.name, r.name
-        );
-        not_ready(api, p, ctx, status, "SecretNotFound", &message).await?;
-        return Ok(Action::requeue(SECRET_RETRY));
+    let token = match crate::admin::secret_value(ctx, &p.spec.token_secret_ref).await? {
+        Ok(token) => token,
+        Err(missing) => {
+            let message = format!(
+                "{missing}; create it with the destination's `ferry pair token create` output"
+            );
+            not_ready(api, p, ctx, status, "SecretNotFound", &message).await?;
+            return Ok(Action::requeue(SECRET_RETRY));
+        }
     };
     let accepted = ctx
         .pairing
