@@ -42,13 +42,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
     })
 }
 
-/// A protobuf duration for a request.
-pub(crate) fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: 0,
-    }
-}
+pub(crate) use ferry_rpc::proto_duration;
 
 /// A protobuf time as "2025-01-02 03:04:05", or "-" when absent.
 pub(crate) fn when(t: Option<&prost_types::Timestamp>) -> String {

@@ -215,6 +215,14 @@ impl Server {
     }
 }
 
+/// A duration as protobuf carries it (a duration too long for it saturates).
+pub fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT (graceful shutdown: drain, then
 /// exit); a second signal exits the process at once with status 130.
 pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationToken> {

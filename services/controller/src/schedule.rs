@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::jobs::acting;
 use crate::migration::start_request;
 use crate::status::{condition, reason_of, refused};
+use ferry_rpc::proto_duration;
 
 /// How often the status follows the scheduler.
 const FOLLOW_EVERY: Duration = Duration::from_secs(5);
@@ -221,13 +222,6 @@ fn create_request(s: &MigrationSchedule) -> Result<CreateScheduleRequest, String
         retry: None,
         suspended: spec.suspend,
     })
-}
-
-fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: 0,
-    }
 }
 
 /// Creates the schedule, or finds the one a previous reconcile created; a refusal the

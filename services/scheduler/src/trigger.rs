@@ -98,12 +98,7 @@ pub(crate) fn std_duration(d: &prost_types::Duration) -> Option<Duration> {
     (nanos < 1_000_000_000).then(|| Duration::new(seconds, nanos))
 }
 
-pub(crate) fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: d.subsec_nanos() as i32,
-    }
-}
+pub(crate) use ferry_rpc::proto_duration;
 
 pub(crate) fn to_proto(t: Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
