@@ -76,11 +76,12 @@ for side in a b; do
     server=FERRY_${upper}_SERVER
     node_ip=FERRY_${upper}_NODE_IP
     local_paths=FERRY_${upper}_LOCAL_PATHS
-    mkdir -p "$DIR/volumes/$side"
     # The gateway on a NodePort the other cluster reaches, this cluster's API server as
-    # the other cluster reaches it, the node directories of local-path volumes for the
-    # agent, and where it restores. The test nodes share this machine's private root
-    # mount, hence no mount propagation; the image is on the nodes already.
+    # the other cluster reaches it, and the node directories of local-path volumes for
+    # the agent: on b, Ferry provisions the claim through local-path and restores into
+    # it through a mover pod. The test nodes share this machine's private root mount,
+    # hence no mount propagation, and each has its own kubelet directory, which one
+    # hostPath cannot name (no CSI volumes here); the image is on the nodes already.
     run helm --kube-context "$side" install ferry "$HERE/charts/ferry" \
         -n ferry-system --create-namespace --wait --timeout 5m \
         --set clusterName="$side" \
@@ -89,7 +90,7 @@ for side in a b; do
         --set gateway.service.type=NodePort --set gateway.service.nodePort=$NODE_PORT \
         --set peer.endpoint="${!node_ip}:$NODE_PORT" \
         --set peer.apiServerURL="${!server}" \
-        --set agent.volumeRoot="$DIR/volumes/$side" \
+        --set agent.kubeletDir= \
         --set "agent.hostPaths={${!local_paths}}" \
         --set agent.mountPropagation=
 done

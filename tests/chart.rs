@@ -482,6 +482,25 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     // Defaults: the chart's own TLS, persistence, the NetworkPolicy; no metrics.
     let r = render(&ns, None);
     check_common(&r, &ns);
+    // Claims are provisioned by their class and restored through mover pods of Ferry's
+    // own image; the agent reaches CSI volumes under the kubelet's directory.
+    let transfer = r.args("Deployment", "ferry-transfer");
+    let image = str_at(
+        &r.get("Deployment", "ferry-transfer")["spec"]["template"]["spec"]["containers"][0],
+        &["image"],
+    );
+    assert!(
+        transfer.contains(&format!("--mover-image={image}"))
+            && transfer.contains(&"--kubelet-root=/var/lib/kubelet".to_owned())
+            && !transfer.iter().any(|a| a.starts_with("--volume-root")),
+        "{transfer:?}"
+    );
+    let agent = r.args("DaemonSet", "ferry-agent");
+    assert!(
+        agent.contains(&"--allow-root=/var/lib/kubelet".to_owned())
+            && !agent.iter().any(|a| a.starts_with("--volume-root")),
+        "{agent:?}"
+    );
     assert_eq!(r.names("NetworkPolicy"), set(&["ferry-agent"]));
     assert!(r.names("ServiceMonitor").is_empty());
     assert!(r.names("PrometheusRule").is_empty());
@@ -600,11 +619,12 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             .iter()
             .filter(|a| a.starts_with("--allow-root="))
             .count(),
-        4,
+        5,
         "{agent:?}"
     );
     let transfer = r.args("Deployment", "ferry-transfer");
     for flag in [
+        "--volume-root=/var/lib/ferry/volumes",
         "--cluster-name=east",
         "--admin-group=ferry-admins",
         "--metrics-listen=0.0.0.0:9090",

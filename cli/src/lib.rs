@@ -108,6 +108,10 @@ pub enum Command {
     /// Print Ferry's CustomResourceDefinitions (ClusterPair, Migration) as YAML: the
     /// chart installs them; `ferry crds | kubectl apply -f -` upgrades them.
     Crds,
+    /// Wait until SIGTERM or Ctrl-C, doing nothing: what a mover pod runs while it holds a
+    /// claim mounted for a node's agent.
+    #[command(hide = true)]
+    Hold,
     /// Print this client's version and the version of the Ferry it reaches (--context
     /// or --server); exits 1 when no Ferry answers.
     Version,
@@ -142,6 +146,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => Ok(serve::run(*args).await?),
         // Its own handlers, as the component's binary has.
         Command::Service(args) => service::run(args).await,
+        Command::Hold => {
+            signal::cancel_on_signals().cancelled().await;
+            Ok(())
+        }
         Command::Pair(args) => pair::run(&cli.connect, args, cli.output).await,
         Command::Profile(args) => catalog::profile(&cli.connect, args, cli.output).await,
         Command::Migrate(args) => {

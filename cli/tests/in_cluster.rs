@@ -74,17 +74,11 @@ struct Install {
     node_port: u16,
     node_ip: String,
     api_server: String,
-    volume_root: PathBuf,
     local_paths: Vec<String>,
 }
 
 impl Install {
-    fn new(
-        env: &ferry_testenv::TestEnv,
-        context: &'static str,
-        node_port: u16,
-        root: &Path,
-    ) -> Self {
+    fn new(env: &ferry_testenv::TestEnv, context: &'static str, node_port: u16) -> Self {
         let cluster = env.cluster(context).unwrap();
         let node = cluster.nodes.first().expect("a node");
         Install {
@@ -92,7 +86,6 @@ impl Install {
             node_port,
             node_ip: node.ip.to_string(),
             api_server: cluster.server.clone(),
-            volume_root: root.join(format!("volumes-{context}")),
             local_paths: cluster
                 .nodes
                 .iter()
@@ -115,9 +108,10 @@ impl Install {
                 &format!("{}:{}", self.node_ip, self.node_port),
             ),
             set("peer.apiServerURL", &self.api_server),
-            set("agent.volumeRoot", &self.volume_root.display().to_string()),
-            // The test nodes share this machine's root mount, which is private.
+            // The test nodes share this machine's root mount, which is private, and
+            // each has a kubelet directory of its own, which one hostPath cannot name.
             set("agent.mountPropagation", ""),
+            set("agent.kubeletDir", ""),
             set("metrics.enabled", "true"),
         ];
         for (i, p) in self.local_paths.iter().enumerate() {
@@ -317,8 +311,8 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     // Distinct NodePorts: every node of the machine shares one kernel's port space only
     // per network namespace, but a distinct port per cluster keeps the logs readable.
     let base = 30000 + (std::process::id() % 1000) as u16 * 2;
-    let a = Install::new(env, "a", base, root);
-    let b = Install::new(env, "b", base + 1, root);
+    let a = Install::new(env, "a", base);
+    let b = Install::new(env, "b", base + 1);
     let started = Instant::now();
     a.helm_install(&kc, "install", &tag, "info", None);
     b.helm_install(&kc, "install", &tag, "info", None);
@@ -404,7 +398,15 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     assert!(logs.contains("verified 100 records"), "{logs}");
     let src = volume_dir(&kc, "a", &ns);
     let dst = volume_dir(&kc, "b", &ns);
-    assert!(dst.starts_with(&b.volume_root), "{}", dst.display());
+    // Provisioned on b through its class (local-path), restored through a mover pod
+    // that is gone again.
+    assert!(
+        b.local_paths.iter().any(|p| dst.starts_with(p)),
+        "{} is not a local-path volume of b",
+        dst.display()
+    );
+    let pods = kubectl(&kc, "b", &["-n", &ns, "get", "pods", "-o", "name"], None);
+    assert_eq!(pods.trim(), "pod/db-0", "pods left on b");
     assert_same_tree(&src, &dst);
     metrics_count_the_migration(&kc, &src, &bundle).await;
     kubectl_apply_of_a_migration_moves_a_namespace(&kc);

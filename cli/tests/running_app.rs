@@ -2,8 +2,11 @@
 //! checking its own data when it starts, is migrated with `ferry migrate` and comes up
 //! Running and Ready on b, its own check passing on the restored volume, every byte equal.
 //!
-//! Ferry runs beside the clusters here (`ferry serve`, reading hostPath volumes on this
-//! machine, which is also the nodes' filesystem); the chart-installed form comes later.
+//! Its volume is provisioned by local-path (the clusters' default class) on both sides:
+//! on b, Ferry creates the claim through the class and restores into it through a mover
+//! pod that holds it mounted. Ferry runs beside the clusters here (`ferry serve`, its
+//! agent reaching the nodes' local-path directories on this machine, which is also the
+//! nodes' filesystem); tests/chart.rs and in_cluster.rs run it from its chart.
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -14,18 +17,21 @@ use std::path::Path;
 
 use common::assert_same_tree;
 use common::control::{
-    RECORDS_PROGRAM, eventually, hostpath_volume, jsonpath, kubectl, migrate, namespace_and_class,
-    profiles_and_pair, serve, storage_class, wait_answering, wait_ready,
+    RECORDS_PROGRAM, eventually, jsonpath, kubectl, migrate, newest_job, profiles_and_pair,
+    serve_provisioning, wait_answering, wait_ready,
 };
+use ferry_client::Ferry;
 
-fn application(kubeconfig: &Path, ns: &str, class: &str, volume: &Path, image: &str) {
+fn application(kubeconfig: &Path, ns: &str, image: &str) {
     let program = RECORDS_PROGRAM
         .lines()
         .map(|l| format!("          {l}"))
         .collect::<Vec<_>>()
         .join("\n");
     let yaml = format!(
-        r#"{head}
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -61,7 +67,7 @@ spec:
           configMap: {{name: records}}
   volumeClaimTemplates:
   - metadata: {{name: data}}
-    spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
 ---
 apiVersion: batch/v1
 kind: CronJob
@@ -75,17 +81,13 @@ spec:
         spec:
           restartPolicy: Never
           containers: [{{name: compact, image: {image}, imagePullPolicy: IfNotPresent, command: ["true"]}}]
----
-{pv}
 "#,
-        head = namespace_and_class(ns, class),
-        pv = hostpath_volume(ns, class, "data-db-0", volume),
     );
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_application_arrives_running_on_b_and_verifies_its_own_data() {
+async fn a_running_application_on_local_path_arrives_running_on_b_through_a_mover_pod() {
     let env = ferry_testenv::shared_with_nodes()
         .await
         .expect("test environment with nodes");
@@ -96,27 +98,59 @@ async fn a_running_application_arrives_running_on_b_and_verifies_its_own_data() 
         .toolbox;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (_serve_a, _) = serve(&kc, "a", root);
-    let (_serve_b, _) = serve(&kc, "b", root);
+    // Each agent reaches its cluster's local-path directories, and nothing else there.
+    let local_paths = |side: &str| -> Vec<String> {
+        env.cluster(side)
+            .unwrap()
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                [
+                    "--allow-root".to_owned(),
+                    n.dir.join("local-path").display().to_string(),
+                ]
+            })
+            .collect()
+    };
+    let (_serve_a, _) = serve_provisioning(&kc, "a", root, &image, &local_paths("a"));
+    let (_serve_b, _) = serve_provisioning(&kc, "b", root, &image, &local_paths("b"));
     wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "running-app", 31);
 
     let ns = ferry_testenv::unique_name("running-app");
-    let class = format!("local-{ns}");
-    let disk = root.join("disks").join(&ns);
-    std::fs::create_dir_all(&disk).unwrap();
-    application(&kc, &ns, &class, &disk, &image);
-    storage_class(&kc, "b", &class);
+    application(&kc, &ns, &image);
 
     // The application runs on a: it wrote its records and holds them.
     wait_ready(&kc, "a", &ns);
     eventually("the application on a to write its records", || {
         kubectl(&kc, "a", &["-n", &ns, "logs", "db-0"], None).contains("holding 100 records")
     });
-    let node_a = jsonpath(&kc, "a", &ns, "pod/db-0", "{.spec.nodeName}");
-    assert_eq!(node_a, "a-node0");
 
-    migrate(&kc, &ns, "b", &[]).ok();
+    let run = migrate(&kc, &ns, "b", &[]);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "ferry migrate:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
+    let (job, report) = ferry_a
+        .job(&newest_job(&ferry_a).await)
+        .get()
+        .await
+        .unwrap();
+    let report = report.expect("a final report");
+    let restore = job
+        .steps
+        .iter()
+        .find(|s| s.name == "restore-volumes")
+        .map(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(
+        restore.contains("into claims provisioned on cluster b"),
+        "the restore step says how: {restore}"
+    );
 
     // On b the same program starts on the restored volume, verifies every record before
     // it reports Ready, and so proves the data itself.
@@ -126,21 +160,37 @@ async fn a_running_application_arrives_running_on_b_and_verifies_its_own_data() 
         logs.contains("verified 100 records") && logs.contains("holding 100 records"),
         "the application's own check on b:\n{logs}"
     );
-    let node_b = jsonpath(&kc, "b", &ns, "pod/db-0", "{.spec.nodeName}");
-    assert_eq!(node_b, "b-node0");
     // Started as on a: the CronJob runs on its schedule, not suspended.
     let suspend = jsonpath(&kc, "b", &ns, "cronjob/compact", "{.spec.suspend}");
     assert_eq!(suspend, "false", "the CronJob arrived suspended");
+    // The claim was provisioned on b by its class, not pointed at a volume Ferry made,
+    // and no mover pod is left.
+    let class = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.storageClassName}");
+    assert_eq!(class, "local-path");
+    let pods = kubectl(&kc, "b", &["-n", &ns, "get", "pods", "-o", "name"], None);
+    assert_eq!(pods.trim(), "pod/db-0", "pods left on b");
 
-    // And byte for byte: the restored volume on b equals the one on a.
-    let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
-    let restored = kubectl(
-        &kc,
-        "b",
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
+    // And byte for byte: the volume on b equals the one on a.
+    let pv_b = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
+    assert_eq!(
+        report
+            .volumes
+            .iter()
+            .map(|v| v.destination_volume.as_str())
+            .collect::<Vec<_>>(),
+        [pv_b.as_str()],
+        "the report names the volume provisioned on b"
     );
-    assert_same_tree(&disk, Path::new(&restored));
+    let host_path = |side: &str| {
+        let pv = jsonpath(&kc, side, &ns, "pvc/data-db-0", "{.spec.volumeName}");
+        kubectl(
+            &kc,
+            side,
+            &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
+            None,
+        )
+    };
+    assert_same_tree(Path::new(&host_path("a")), Path::new(&host_path("b")));
 
     for side in ["a", "b"] {
         kubectl(

@@ -83,6 +83,13 @@ app.kubernetes.io/part-of: ferry
 {{- join "," $pairs }}
 {{- end }}
 
+{{/* The node directories the agent reaches (JSON list): the volume root, the hostPaths,
+the kubelet's directory; empty ones left out. */}}
+{{- define "ferry.agentRoots" -}}
+{{- $v := .Values.agent }}
+{{- append (prepend $v.hostPaths $v.volumeRoot) $v.kubeletDir | compact | uniq | toJson }}
+{{- end }}
+
 {{- define "ferry.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -326,7 +333,14 @@ binary of that component.
 {{- /* Agents are called at pod IPs, which no certificate names. */}}
 {{- $args = append $args (printf "--agent-server-name=%s.%s.svc" (include "ferry.componentName" (dict "ctx" $ctx "component" "agent")) $ctx.Release.Namespace) }}
 {{- end }}
-{{- $args = append $args (printf "--volume-root=%s" $v.agent.volumeRoot) }}
+{{- with $v.agent.volumeRoot }}
+{{- $args = append $args (printf "--volume-root=%s" .) }}
+{{- end }}
+{{- $args = append $args (printf "--mover-image=%s" (include "ferry.image" $ctx)) }}
+{{- $args = append $args (printf "--mover-start-timeout-seconds=%d" (int $v.transfer.moverStartTimeoutSeconds)) }}
+{{- with $v.agent.kubeletDir }}
+{{- $args = append $args (printf "--kubelet-root=%s" .) }}
+{{- end }}
 {{- range $v.adminGroups }}
 {{- $args = append $args (printf "--admin-group=%s" .) }}
 {{- end }}
@@ -335,8 +349,10 @@ binary of that component.
 {{- $args = append $args (printf "--catalog-endpoint=%s" $ep.catalog) }}
 {{- else if eq $component "agent" }}
 {{- $args = append $args (printf "--catalog-endpoint=%s" $ep.catalog) }}
-{{- $args = append $args (printf "--volume-root=%s" $v.agent.volumeRoot) }}
-{{- range prepend $v.agent.hostPaths $v.agent.volumeRoot | uniq }}
+{{- with $v.agent.volumeRoot }}
+{{- $args = append $args (printf "--volume-root=%s" .) }}
+{{- end }}
+{{- range include "ferry.agentRoots" $ctx | fromJsonArray }}
 {{- $args = append $args (printf "--allow-root=%s" .) }}
 {{- end }}
 {{- end }}

@@ -50,13 +50,13 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_roots: Vec<PathBuf>,
-    /// Directory under which restored volumes are created (`<root>/<namespace>/<claim>`).
-    #[arg(
-        long,
-        env = "FERRY_VOLUME_ROOT",
-        default_value = "/var/lib/ferry/volumes"
-    )]
-    pub volume_root: PathBuf,
+    /// Restore into hostPath volumes under this directory (`<root>/<namespace>/<claim>`),
+    /// for clusters without a volume provisioner. Without it, each claim is provisioned
+    /// through its (mapped) StorageClass and restored through a mover pod.
+    #[arg(long, env = "FERRY_VOLUME_ROOT")]
+    pub volume_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub mover: ferry_transfer::config::MoverArgs,
     /// Namespace of profile Secrets when a request leaves it empty.
     #[arg(long, env = "FERRY_NAMESPACE", default_value = ferry_catalog::DEFAULT_NAMESPACE)]
     pub secrets_namespace: String,
@@ -106,7 +106,8 @@ pub struct ServeConfig {
     pub ferry_endpoint: String,
     pub node_name: String,
     pub allowed_roots: Vec<PathBuf>,
-    pub volume_root: PathBuf,
+    pub volume_root: Option<PathBuf>,
+    pub mover: ferry_transfer::mover::MoverConfig,
     pub secrets_namespace: String,
     pub default_profile: Option<String>,
     pub shutdown_grace: Duration,
@@ -222,9 +223,12 @@ impl ServeArgs {
             .unwrap_or_else(|| format!("{}:{}", host(), self.listen.port()));
         let node_name = self.node_name.clone().unwrap_or_else(host);
         let mut allowed_roots = self.allow_roots;
-        if !allowed_roots.contains(&self.volume_root) {
-            allowed_roots.push(self.volume_root.clone());
+        if let Some(root) = &self.volume_root
+            && !allowed_roots.contains(root)
+        {
+            allowed_roots.push(root.clone());
         }
+        let mover = self.mover.config();
         Ok(ServeConfig {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -238,6 +242,7 @@ impl ServeArgs {
             node_name,
             allowed_roots,
             volume_root: self.volume_root,
+            mover,
             secrets_namespace: self.secrets_namespace,
             default_profile: self.default_profile,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
@@ -320,14 +325,16 @@ impl ServeConfig {
             allowed_roots: self.allowed_roots.clone(),
             max_concurrent_operations: 2,
             shutdown_grace: self.shutdown_grace,
-            volume_root: Some(self.volume_root.clone()),
+            volume_root: self.volume_root.clone(),
             // Only this process's own components, on its internal loopback port.
             access: ferry_agent::AgentAccess::Internal(self.internal_token.clone()),
         }
     }
 
     pub fn transfer_config(&self) -> ferry_transfer::TransferConfig {
-        let mut c = ferry_transfer::TransferConfig::new(&self.data_dir, &self.volume_root);
+        let mut c = ferry_transfer::TransferConfig::new(&self.data_dir, PathBuf::new());
+        c.volume_root = self.volume_root.clone();
+        c.mover = self.mover.clone();
         c.default_profile = self.default_profile.clone();
         c.access = Some(ferry_transfer::AccessPolicy {
             cluster_name: self.cluster_name.clone(),

@@ -55,6 +55,42 @@ pub fn serve_with(
     port: u16,
     extra: &[String],
 ) -> Serve {
+    let mut flags = vec![
+        "--volume-root".to_owned(),
+        root.join(format!("volumes-{side}")).display().to_string(),
+    ];
+    flags.extend_from_slice(extra);
+    serve_flags(kubeconfig, side, root, port, &flags)
+}
+
+/// `ferry serve` for cluster `side` with no volume root: claims are provisioned through
+/// their StorageClass and restored through mover pods running `image` (`sleep`).
+pub fn serve_provisioning(
+    kubeconfig: &Path,
+    side: &str,
+    root: &Path,
+    image: &str,
+    extra: &[String],
+) -> (Serve, String) {
+    let port = free_port();
+    let mut flags: Vec<String> = [
+        "--mover-image",
+        image,
+        "--mover-command",
+        "sleep 86400",
+        "--mover-start-timeout-seconds",
+        "120",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    flags.extend_from_slice(extra);
+    (
+        serve_flags(kubeconfig, side, root, port, &flags),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+fn serve_flags(kubeconfig: &Path, side: &str, root: &Path, port: u16, extra: &[String]) -> Serve {
     let data = root.join(format!("data-{side}"));
     let log = root.join(format!("serve-{side}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -66,8 +102,6 @@ pub fn serve_with(
         .arg(kubeconfig)
         .args(["--context", side, "--cluster-name", side])
         .args(["--node-name", &format!("node-{side}")])
-        .arg("--volume-root")
-        .arg(root.join(format!("volumes-{side}")))
         .arg("--allow-root")
         .arg(root)
         .args(["--shutdown-grace-seconds", "2"])

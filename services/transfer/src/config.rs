@@ -47,10 +47,14 @@ pub struct Args {
     /// Profile used when a request names no repository.
     #[arg(long)]
     pub default_profile: Option<String>,
-    /// Directory on destination nodes under which restored volumes are created, when the
-    /// destination's agent names none of its own (GetInfo's volume_root).
-    #[arg(long, default_value = "/var/lib/ferry/volumes")]
-    pub volume_root: PathBuf,
+    /// Restore into hostPath volumes under this directory on destination nodes, when the
+    /// destination's agent names none of its own (GetInfo's volume_root): for clusters
+    /// without a volume provisioner. Without it, each claim is provisioned through its
+    /// (mapped) StorageClass and its data restored through a mover pod.
+    #[arg(long)]
+    pub volume_root: Option<PathBuf>,
+    #[command(flatten)]
+    pub mover: MoverArgs,
     /// Jobs running at once; more wait queued.
     #[arg(long, default_value_t = 4)]
     pub max_concurrent_jobs: usize,
@@ -87,6 +91,45 @@ pub struct Args {
     pub agent_server_name: Option<String>,
 }
 
+/// How mover pods are made: the pods that hold a claim mounted while a node's agent
+/// reads or writes its volume.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MoverArgs {
+    /// Image of mover pods; the chart sets Ferry's own. Without it, only hostPath and
+    /// local volumes mounted by no pod can be moved.
+    #[arg(long, env = "FERRY_MOVER_IMAGE")]
+    pub mover_image: Option<String>,
+    /// Command of mover pods, words separated by spaces; it only has to keep running.
+    #[arg(
+        long,
+        env = "FERRY_MOVER_COMMAND",
+        default_value = "/usr/bin/ferry hold"
+    )]
+    pub mover_command: String,
+    /// Seconds a mover pod may take to start (its claim provisioned, its volume attached).
+    #[arg(long, default_value_t = 300)]
+    pub mover_start_timeout_seconds: u64,
+    /// The kubelet's root directory on nodes (pods' CSI volumes are mounted under it);
+    /// `{node}` is replaced by the node's name.
+    #[arg(long, env = "FERRY_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    pub kubelet_root: String,
+}
+
+impl MoverArgs {
+    pub fn config(&self) -> crate::mover::MoverConfig {
+        crate::mover::MoverConfig {
+            image: self.mover_image.clone().filter(|i| !i.is_empty()),
+            command: self
+                .mover_command
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            start_timeout: std::time::Duration::from_secs(self.mover_start_timeout_seconds),
+            kubelet_root: self.kubelet_root.clone(),
+        }
+    }
+}
+
 fn parse_agent(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
@@ -103,7 +146,9 @@ impl Args {
         tls: &ferry_rpc::ClientTls,
     ) -> anyhow::Result<(TransferConfig, Deps)> {
         self.access.check(self.listen)?;
-        let mut config = TransferConfig::new(&self.data_dir, &self.volume_root);
+        let mut config = TransferConfig::new(&self.data_dir, PathBuf::new());
+        config.volume_root = self.volume_root.clone();
+        config.mover = self.mover.config();
         config.default_profile = self.default_profile.clone();
         config.max_concurrent_jobs = self.max_concurrent_jobs;
         let internal_token = self.access.internal_token()?;

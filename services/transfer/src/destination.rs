@@ -22,6 +22,7 @@ use tracing::info;
 use crate::agent_ops::{Aggregate, Step, follow};
 use crate::error::{Result, TransferError, agent_error, proto_object};
 use crate::job::{short_hash, steps};
+use crate::mover::Movers;
 use crate::quiesce::workload_ref;
 use crate::runtime::{JobRun, api_ref};
 
@@ -52,10 +53,43 @@ pub(crate) struct Destination<'a> {
     pub skip_volume_data: bool,
 }
 
+/// Where a job's restored volumes go on the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// A hostPath volume per claim under this directory (clusters without a provisioner).
+    Root(PathBuf),
+    /// Each claim provisioned through its (mapped) StorageClass, its data restored
+    /// through a mover pod that holds it mounted.
+    Provision,
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Root(root) => write!(f, "volumes restored under {}", root.display()),
+            Placement::Provision => f.write_str(
+                "volumes provisioned through their storage classes and restored through mover pods",
+            ),
+        }
+    }
+}
+
+/// One volume's restore, as the restore step hands it out.
+struct RestoreOne<'a> {
+    pvc: &'a str,
+    snapshot: &'a str,
+    /// Its place among the job's volumes (progress, operation ids).
+    idx: usize,
+    attempt: u32,
+    /// The repository as the destination's agents know it.
+    repository: RepositoryRef,
+    agg: &'a Aggregate<'a>,
+}
+
 /// The destination's plan, and where its volumes are restored.
 pub(crate) struct Planned {
     pub plan: Plan,
-    pub root: PathBuf,
+    pub placement: Placement,
 }
 
 /// The destination PV of a claim: unique per namespace and claim, a valid name.
@@ -86,11 +120,14 @@ impl Destination<'_> {
         )
     }
 
-    /// The transform for the destination; each claim's new volume is a hostPath under
-    /// `root`, the directory the destination's agent restores into.
-    fn transform(&self, captured: &Captured, root: &Path) -> TransformSpec {
+    /// The transform for the destination; with a volume root, each claim's new volume is
+    /// a hostPath under it, the directory the destination's agent restores into; else
+    /// claims are provisioned by their class.
+    fn transform(&self, captured: &Captured, placement: &Placement) -> TransformSpec {
         let apply = self.apply.clone();
-        let restored_volumes: BTreeMap<String, RestoredVolume> = if self.moves_data {
+        let restored_volumes: BTreeMap<String, RestoredVolume> = if self.moves_data
+            && let Placement::Root(root) = placement
+        {
             captured
                 .volumes
                 .iter()
@@ -146,13 +183,11 @@ impl Destination<'_> {
                 "reading the destination's zones and storage classes",
                 &self.cluster.name,
             ))?;
-        let root = self
-            .destination_root(captured, preflight_done, warnings)
-            .await?;
-        let spec = self.transform(captured, &root);
+        let placement = self.placement(captured, preflight_done, warnings).await?;
+        let spec = self.transform(captured, &placement);
         let plan = ferry_kube::plan(captured, &spec, &facts)
             .map_err(TransferError::kube("planning", &self.cluster.name))?;
-        Ok(Planned { plan, root })
+        Ok(Planned { plan, placement })
     }
 
     /// Pre-flight of the plan on the destination: errors into `problems`, the rest
@@ -197,7 +232,7 @@ impl Destination<'_> {
             run.step(steps::START, StepState::Skipped, "dry run").await;
             return Ok(state);
         }
-        self.restore(&planned.root).await?;
+        self.restore(planned).await?;
         run.check_cancel()?;
         let state = self.apply_plan(&planned.plan).await?;
         // A cancel asked during apply is honoured after it: an apply stopped half-way
@@ -216,55 +251,75 @@ impl Destination<'_> {
         Ok(state)
     }
 
-    /// The directory restored volumes go under on the destination, for the new volumes'
-    /// hostPath and the restore alike: where the destination's agent creates them
-    /// (GetInfo), else this service's `volume_root`. Asked once per job and kept in the
+    /// Where restored volumes go on the destination: under the directory the
+    /// destination's agent names (GetInfo), else under this service's `volume_root`, else
+    /// into claims provisioned through their class. Decided once per job and kept in the
     /// checkpoint, so a resumed job restores where its volumes point. An agent that cannot
     /// answer stops a job that moves volume data; a dry run only warns.
-    async fn destination_root(
+    async fn placement(
         &self,
         captured: &Captured,
         preflight_done: bool,
         warnings: &mut Vec<ErrorDetail>,
-    ) -> Result<PathBuf> {
+    ) -> Result<Placement> {
         let run = self.run;
-        if let Some(root) = run.with_checkpoint(|c| c.volume_root.clone()) {
-            return Ok(root);
+        let (kept, provisioned) = run.with_checkpoint(|c| (c.volume_root.clone(), c.provisioned));
+        if let Some(root) = kept {
+            return Ok(Placement::Root(root));
         }
-        let own = run.config().volume_root.clone();
-        // No data to restore; or a job from before the root was kept, whose restore used
-        // this service's root.
+        if provisioned {
+            return Ok(Placement::Provision);
+        }
+        let own = || {
+            run.config()
+                .volume_root
+                .clone()
+                .map_or(Placement::Provision, Placement::Root)
+        };
+        // No data to restore; or a job from before the placement was kept, whose restore
+        // used this service's root.
         if self.skip_volume_data || captured.volumes.is_empty() || run.step_finished(steps::RESTORE)
         {
-            return Ok(own);
+            return Ok(own());
         }
         if !self.moves_data {
             // A dry run restores nothing, but says what would stop the job.
             if preflight_done {
-                return Ok(own);
+                return Ok(own());
             }
             return match self.agent_volume_root().await {
-                Ok(root) => Ok(root.unwrap_or(own)),
+                Ok(root) => Ok(root.map_or_else(own, Placement::Root)),
                 Err(e) if e.is_cancelled() => Err(e),
                 Err(e) => {
                     warnings.push(ErrorDetail {
                         message: format!("{e}; without dry_run the job would stop here"),
                         ..e.detail()
                     });
-                    Ok(own)
+                    Ok(own())
                 }
             };
         }
-        let root = self.agent_volume_root().await?.unwrap_or(own);
-        info!(root = %root.display(), cluster = %self.cluster.name, "destination volume root");
-        run.update_checkpoint(|c| c.volume_root = Some(root.clone()))
-            .await;
-        Ok(root)
+        let placement = self
+            .agent_volume_root()
+            .await?
+            .map_or_else(own, Placement::Root);
+        info!(%placement, cluster = %self.cluster.name, "destination volumes");
+        run.update_checkpoint(|c| match &placement {
+            Placement::Root(root) => c.volume_root = Some(root.clone()),
+            Placement::Provision => c.provisioned = true,
+        })
+        .await;
+        Ok(placement)
     }
 
     /// A client of the destination's agents.
     async fn agent(&self) -> Result<crate::deps::AgentClient> {
-        let found = self.run.deps().agents.agent(&self.key, "").await;
+        self.agent_on("").await
+    }
+
+    /// A client of the destination's agent on `node` (any agent when empty).
+    async fn agent_on(&self, node: &str) -> Result<crate::deps::AgentClient> {
+        let found = self.run.deps().agents.agent(&self.key, node).await;
         found.map_err(|e| e.naming(&self.key, &self.cluster.name))
     }
 
@@ -321,21 +376,19 @@ impl Destination<'_> {
         Ok(Some(root))
     }
 
-    /// Restores each snapshot into its new volume's directory under `root` on the
-    /// destination, before any object is applied: a claim binds to a volume whose data is
-    /// already there.
-    async fn restore(&self, root: &Path) -> Result<()> {
+    /// Restores each snapshot before any object is applied, so a claim binds to a volume
+    /// whose data is already there. With a volume root, into a directory per claim under
+    /// it. Else into the claim itself, provisioned through its class: the namespace and
+    /// the claims are applied first; then, per claim, a mover pod holds it mounted (which
+    /// binds it, and attaches its volume to a node) while the agent of that node writes
+    /// the data, and is deleted again before any other object is applied, so the
+    /// application's pods find their data and a free volume.
+    async fn restore(&self, planned: &Planned) -> Result<()> {
         let run = self.run;
         if run.step_finished(steps::RESTORE) {
             return Ok(());
         }
-        let todo: Vec<(String, String)> = run.with_report(|r| {
-            r.volumes
-                .iter()
-                .filter(|v| !v.snapshot_id.is_empty())
-                .map(|v| (v.pvc_name.clone(), v.snapshot_id.clone()))
-                .collect()
-        });
+        let todo = self.volumes_to_restore();
         if todo.is_empty() {
             run.step(
                 steps::RESTORE,
@@ -345,41 +398,65 @@ impl Destination<'_> {
             .await;
             return Ok(());
         }
+        let cluster = &self.cluster.name;
+        let (how, done) = match &planned.placement {
+            Placement::Root(root) => (
+                format!("on cluster {cluster}"),
+                format!("restored under {}", root.display()),
+            ),
+            Placement::Provision => (
+                format!("on cluster {cluster}, into claims provisioned by their storage classes"),
+                format!("restored into claims provisioned on cluster {cluster}"),
+            ),
+        };
         run.step(
             steps::RESTORE,
             StepState::Running,
-            format!("{} volume(s) on cluster {}", todo.len(), self.cluster.name),
+            format!("{} volume(s) {how}", todo.len()),
         )
         .await;
+        let job = run.id();
+        let movers = Movers {
+            client: &self.cluster.client,
+            cluster,
+            config: &run.config().mover,
+            job: &job,
+            cancel: run.cancel_token(),
+        };
+        let provision = planned.placement == Placement::Provision;
+        if provision {
+            // Leftovers of an attempt that died while its movers ran.
+            movers.sweep(&self.target).await;
+            self.apply_claims(&planned.plan, &todo).await?;
+        }
         let repo_ref = run.repository_ref(self.repository.as_ref())?;
         let agent_ref = run.deps().repositories.for_agents(&repo_ref, &self.key);
         let agg = Aggregate::new(run, steps::RESTORE, todo.len());
         let attempt = run.with_checkpoint(|c| c.attempt);
+        let (movers, placement) = (&movers, &planned.placement);
         let result: Result<Vec<()>> = futures::stream::iter(
             // Futures made first: a closure mapped over a stream here defeats the
             // compiler's Send proof for the job's task (rust-lang/rust#102211).
             todo.iter()
                 .enumerate()
                 .map(|(idx, (pvc, snapshot))| {
-                    let agent_ref = agent_ref.clone();
-                    let agg = &agg;
-                    let path = destination_path(root, &self.target, pvc);
+                    let one = RestoreOne {
+                        pvc,
+                        snapshot,
+                        idx,
+                        attempt,
+                        repository: agent_ref.clone(),
+                        agg: &agg,
+                    };
                     async move {
-                        let r = self
-                            .restore_one(pvc, snapshot, &path, idx, attempt, agent_ref, agg)
-                            .await;
-                        run.with_report(|rep| {
-                            if let Some(v) = rep.volumes.iter_mut().find(|v| &v.pvc_name == pvc) {
-                                match &r {
-                                    Ok(()) => v.result = VolumeResult::Succeeded as i32,
-                                    Err(e) if e.is_cancelled() => {}
-                                    Err(e) => {
-                                        v.result = VolumeResult::Failed as i32;
-                                        v.error = Some(e.detail());
-                                    }
-                                }
+                        let r = match placement {
+                            Placement::Root(root) => {
+                                let path = destination_path(root, &self.target, pvc);
+                                self.restore_one(&one, &path, "").await
                             }
-                        });
+                            Placement::Provision => self.restore_claim(movers, &one).await,
+                        };
+                        self.record_volume(pvc, &r);
                         r
                     }
                 })
@@ -388,43 +465,174 @@ impl Destination<'_> {
         .buffer_unordered(run.config().volume_concurrency.max(1))
         .try_collect()
         .await;
+        if provision {
+            // Each claim's mover is released as its restore ends; this catches the ones
+            // a failure elsewhere left starting.
+            movers.sweep(&self.target).await;
+        }
         result?;
         run.step(
             steps::RESTORE,
             StepState::Succeeded,
-            format!("{} volume(s) restored under {}", todo.len(), root.display()),
+            format!("{} volume(s) {done}", todo.len()),
         )
         .await;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn restore_one(
-        &self,
-        pvc: &str,
-        snapshot: &str,
-        path: &str,
-        idx: usize,
-        attempt: u32,
-        repository: RepositoryRef,
-        agg: &Aggregate<'_>,
-    ) -> Result<()> {
+    /// (claim, snapshot) of each volume with data to restore.
+    fn volumes_to_restore(&self) -> Vec<(String, String)> {
+        self.run.with_report(|r| {
+            r.volumes
+                .iter()
+                .filter(|v| !v.snapshot_id.is_empty())
+                .map(|v| (v.pvc_name.clone(), v.snapshot_id.clone()))
+                .collect()
+        })
+    }
+
+    /// Writes a volume's result into the report.
+    fn record_volume(&self, pvc: &str, r: &Result<()>) {
+        self.run.with_report(|rep| {
+            if let Some(v) = rep.volumes.iter_mut().find(|v| v.pvc_name == pvc) {
+                match r {
+                    Ok(()) => v.result = VolumeResult::Succeeded as i32,
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        v.result = VolumeResult::Failed as i32;
+                        v.error = Some(e.detail());
+                    }
+                }
+            }
+        });
+    }
+
+    /// Applies the namespace and the claims of `todo` as planned, before their data: a
+    /// claim that exists and is not this migration's is refused unless the request
+    /// asked to update existing objects.
+    async fn apply_claims(&self, plan: &Plan, todo: &[(String, String)]) -> Result<()> {
+        let is_claim = |o: &ferry_kube::PlannedObject| {
+            o.resource.group.is_empty()
+                && o.resource.kind == "PersistentVolumeClaim"
+                && todo
+                    .iter()
+                    .any(|(pvc, _)| o.object.metadata.name.as_deref() == Some(pvc.as_str()))
+        };
+        let is_namespace = |o: &ferry_kube::PlannedObject| {
+            o.resource.group.is_empty() && o.resource.kind == "Namespace"
+        };
+        let claims = Plan {
+            objects: plan
+                .objects
+                .iter()
+                .filter(|o| is_namespace(o) || is_claim(o))
+                .cloned()
+                .collect(),
+            ..plan.clone()
+        };
+        let opts = KubeApplyOptions {
+            existing: self.existing_policy(),
+            ..Default::default()
+        };
+        let results = ferry_kube::apply(&self.cluster, &claims, &opts, |_| {})
+            .await
+            .map_err(TransferError::kube(
+                "creating the claims",
+                &self.cluster.name,
+            ))?;
+        let created: Vec<String> = results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Created))
+            .map(|r| r.object.to_string())
+            .collect();
+        self.run
+            .update_checkpoint(|c| {
+                for o in created {
+                    if !c.created_before_apply.contains(&o) {
+                        c.created_before_apply.push(o);
+                    }
+                }
+            })
+            .await;
+        for r in results
+            .iter()
+            .filter(|r| r.object.kind == "PersistentVolumeClaim")
+        {
+            let refused = match &r.outcome {
+                Outcome::Skipped { reason } => Some((
+                    reason.clone(),
+                    "delete it, map the namespace elsewhere, or start again with the existing \
+                     object policy update to restore into it",
+                )),
+                Outcome::Failed { reason, .. } => {
+                    Some((reason.clone(), "fix the cause, then start the job again"))
+                }
+                _ => None,
+            };
+            if let Some((message, hint)) = refused {
+                return Err(TransferError::Volume {
+                    cluster: self.cluster.name.clone(),
+                    namespace: self.target.clone(),
+                    pvc: r.object.name.clone(),
+                    message: format!("the claim its data goes into was not written: {message}"),
+                    hint: hint.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn existing_policy(&self) -> ExistingPolicy {
+        match ExistingObjectPolicy::try_from(self.apply.existing_object_policy) {
+            Ok(ExistingObjectPolicy::Update) => ExistingPolicy::Update,
+            Ok(ExistingObjectPolicy::Fail) => ExistingPolicy::Fail,
+            _ => ExistingPolicy::Skip,
+        }
+    }
+
+    /// One claim: its mover pod started, its data restored by the agent of the mover's
+    /// node, the mover deleted (also when the restore failed or was cancelled).
+    async fn restore_claim(&self, movers: &Movers<'_>, one: &RestoreOne<'_>) -> Result<()> {
+        let pvc = one.pvc;
+        let held = movers.hold(&self.target, pvc, false).await?;
+        info!(%pvc, node = %held.node, volume = %held.volume, pod = %held.pod, "mover holds claim");
+        self.run.with_report(|rep| {
+            if let Some(v) = rep.volumes.iter_mut().find(|v| v.pvc_name == pvc) {
+                v.destination_volume = held.volume.clone();
+            }
+        });
+        let r = self.restore_one(one, &held.path, &held.node).await;
+        movers.release(&self.target, pvc).await;
+        r
+    }
+
+    /// Restores one snapshot into `path` through the agent on `node` (any agent when
+    /// empty).
+    async fn restore_one(&self, one: &RestoreOne<'_>, path: &str, node: &str) -> Result<()> {
+        let RestoreOne {
+            pvc,
+            snapshot,
+            idx,
+            attempt,
+            agg,
+            ..
+        } = *one;
         let run = self.run;
         run.check_cancel()?;
         let cluster = self.cluster.name.as_str();
-        let mut client = self.agent().await?;
+        let mut client = self.agent_on(node).await?;
         let op = format!("{}-a{attempt}-restore-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
         info!(%pvc, %path, %snapshot, op = %op, "restoring volume");
         let request = RestoreRequest {
             operation_id: op.clone(),
-            repository: Some(repository),
+            repository: Some(one.repository.clone()),
             snapshot_id: snapshot.to_owned(),
             target_path: path.to_owned(),
             // A job run again replaces the data of the one before.
             delete_extraneous: true,
         };
-        let fail = |s: &tonic::Status| agent_error(cluster, "", "restoring", pvc, s);
+        let fail = |s: &tonic::Status| agent_error(cluster, node, "restoring", pvc, s);
         let stream = tokio::select! {
             r = client.restore(request) => r.map_err(|s| fail(&s))?.into_inner(),
             () = run.cancel_token().cancelled() => return Err(run.cancelled()),
@@ -467,13 +675,8 @@ impl Destination<'_> {
             ),
         )
         .await;
-        let apply = &self.apply;
         let opts = KubeApplyOptions {
-            existing: match ExistingObjectPolicy::try_from(apply.existing_object_policy) {
-                Ok(ExistingObjectPolicy::Update) => ExistingPolicy::Update,
-                Ok(ExistingObjectPolicy::Fail) => ExistingPolicy::Fail,
-                _ => ExistingPolicy::Skip,
-            },
+            existing: self.existing_policy(),
             dry_run,
             ..Default::default()
         };
@@ -505,9 +708,19 @@ impl Destination<'_> {
             Ok(results) => (results, None),
             Err(e) => (seen.into_inner(), Some(e)),
         };
+        let created_before = run.with_checkpoint(|c| c.created_before_apply.clone());
         let outcomes: Vec<ObjectOutcome> = results
             .iter()
-            .map(|r| outcome_of(r, sources.get(&r.object)))
+            .map(|r| {
+                let mut o = outcome_of(r, sources.get(&r.object));
+                if matches!(r.outcome, Outcome::Unchanged)
+                    && created_before.contains(&r.object.to_string())
+                {
+                    o.action = ObjectAction::Created as i32;
+                    o.reason = "created before its volume data was restored".into();
+                }
+                o
+            })
             .collect();
         let failed: Vec<&ObjectResult> = results.iter().filter(|r| r.is_failed()).collect();
         let applied = results

@@ -99,6 +99,15 @@ pub struct Checkpoint {
     /// checkpoints written before it existed, and until the pre-flight asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_root: Option<PathBuf>,
+    /// The destination's claims are provisioned through their StorageClass and restored
+    /// through mover pods (no volume root), decided once per job like `volume_root`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisioned: bool,
+    /// Objects the restore step created ahead of the apply (the namespace, the claims
+    /// their data went into), which the apply then finds as it wants them: the report
+    /// says they were created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub created_before_apply: Vec<String>,
     /// Restore and import jobs: the restore point's volume snapshots, read with
     /// `captured` (which then holds the restore point's objects, narrowed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -26,6 +26,7 @@ pub mod error;
 mod export;
 pub mod job;
 mod migrate;
+pub mod mover;
 mod preflight;
 mod quiesce;
 pub mod relay;

@@ -93,7 +93,7 @@ pub(crate) async fn preflight(
             let moves =
                 dst.is_some_and(|d| d.moves_data) && (!volumes.is_empty() || !snapshots.is_empty());
             let restored_under = if moves {
-                format!("; volumes restored under {}", p.root.display())
+                format!("; {}", p.placement)
             } else {
                 String::new()
             };

@@ -31,11 +31,14 @@ use crate::store::{JobStore, ListQuery, StoredJob, is_final};
 pub struct TransferConfig {
     /// Where `transfer.db` lives.
     pub data_dir: PathBuf,
-    /// Directory on destination nodes under which restored volumes are created, one
-    /// `<root>/<namespace>/<claim>` per claim, when the destination's agent names none
-    /// of its own (GetInfo's volume_root); the destination agents must be allowed to
-    /// write there.
-    pub volume_root: PathBuf,
+    /// Directory on destination nodes under which restored volumes are created as
+    /// hostPath volumes, one `<root>/<namespace>/<claim>` per claim, when the
+    /// destination's agent names none of its own (GetInfo's volume_root); the destination
+    /// agents must be allowed to write there. None (and no agent root): each claim is
+    /// provisioned through its StorageClass and restored through a mover pod.
+    pub volume_root: Option<PathBuf>,
+    /// How mover pods are made.
+    pub mover: crate::mover::MoverConfig,
     /// Profile used when a request names no repository.
     pub default_profile: Option<String>,
     /// Jobs running at once; more wait QUEUED.
@@ -53,10 +56,13 @@ pub struct TransferConfig {
 }
 
 impl TransferConfig {
+    /// Settings that restore into hostPath volumes under `volume_root`; set
+    /// `volume_root` to None to provision claims through their StorageClass.
     pub fn new(data_dir: impl Into<PathBuf>, volume_root: impl Into<PathBuf>) -> Self {
         TransferConfig {
             data_dir: data_dir.into(),
-            volume_root: volume_root.into(),
+            volume_root: Some(volume_root.into()),
+            mover: crate::mover::MoverConfig::default(),
             default_profile: None,
             max_concurrent_jobs: 4,
             volume_concurrency: 4,

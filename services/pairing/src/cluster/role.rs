@@ -55,6 +55,8 @@ pub fn migrator_rules(crd_groups: &[String]) -> Vec<PolicyRule> {
         // ServiceAccounts are never moved (design: they and their tokens stay behind);
         // reading them lets pre-flight say which ones a workload misses.
         rule(&[""], &["serviceaccounts", "nodes"], READ),
+        // Why a mover pod does not start, as kubectl describe shows it.
+        rule(&[""], &["events"], &["list"]),
         rule(
             &["apps"],
             &[
