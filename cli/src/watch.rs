@@ -281,8 +281,19 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
                 {
                     result.push_str(&format!(": {}", e.message));
                 }
+                let through = [&v.read_through, &v.written_through]
+                    .into_iter()
+                    .filter(|t| !t.is_empty())
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" -> ");
                 vec![
                     format!("{}/{}", v.namespace, v.pvc_name),
+                    if through.is_empty() {
+                        "-".into()
+                    } else {
+                        through
+                    },
                     v.files.to_string(),
                     bytes(v.bytes_total),
                     bytes(v.bytes_new),
@@ -295,7 +306,7 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
             .collect();
         out.push_str(&table(
             &[
-                "VOLUME", "FILES", "SIZE", "NEW", "UPLOADED", "TIME", "RATE", "RESULT",
+                "VOLUME", "THROUGH", "FILES", "SIZE", "NEW", "UPLOADED", "TIME", "RATE", "RESULT",
             ],
             &rows,
         ));

@@ -181,6 +181,14 @@ async fn a_running_application_on_local_path_arrives_running_on_b_through_a_move
         [pv_b.as_str()],
         "the report names the volume provisioned on b"
     );
+    // Read on a's node at its path; written on b through a mover pod of the job.
+    let volume = &report.volumes[0];
+    assert_eq!(volume.read_through, "host path");
+    assert_eq!(volume.node, "a-node0");
+    assert!(
+        volume.written_through.starts_with("mover pod ferry-mover-"),
+        "{volume:?}"
+    );
     let host_path = |side: &str| {
         let pv = jsonpath(&kc, side, &ns, "pvc/data-db-0", "{.spec.volumeName}");
         kubectl(

@@ -110,9 +110,14 @@ pub struct MoverArgs {
     #[arg(long, default_value_t = 300)]
     pub mover_start_timeout_seconds: u64,
     /// The kubelet's root directory on nodes (pods' CSI volumes are mounted under it);
-    /// `{node}` is replaced by the node's name.
-    #[arg(long, env = "FERRY_KUBELET_ROOT", default_value = "/var/lib/kubelet")]
-    pub kubelet_root: String,
+    /// `NODE=DIR` for a node whose directory differs. Repeatable.
+    #[arg(
+        long = "kubelet-root",
+        env = "FERRY_KUBELET_ROOT",
+        value_delimiter = ',',
+        default_value = "/var/lib/kubelet"
+    )]
+    pub kubelet_roots: Vec<String>,
 }
 
 impl MoverArgs {
@@ -125,7 +130,18 @@ impl MoverArgs {
                 .map(str::to_owned)
                 .collect(),
             start_timeout: std::time::Duration::from_secs(self.mover_start_timeout_seconds),
-            kubelet_root: self.kubelet_root.clone(),
+            kubelet_root: self
+                .kubelet_roots
+                .iter()
+                .rfind(|r| !r.contains('='))
+                .cloned()
+                .unwrap_or_else(|| "/var/lib/kubelet".into()),
+            kubelet_roots: self
+                .kubelet_roots
+                .iter()
+                .filter_map(|r| r.split_once('='))
+                .map(|(node, dir)| (node.to_owned(), dir.to_owned()))
+                .collect(),
         }
     }
 }

@@ -452,6 +452,13 @@ impl Destination<'_> {
                         let r = match placement {
                             Placement::Root(root) => {
                                 let path = destination_path(root, &self.target, pvc);
+                                run.with_report(|rep| {
+                                    if let Some(v) =
+                                        rep.volumes.iter_mut().find(|v| &v.pvc_name == pvc)
+                                    {
+                                        v.written_through = "volume root".into();
+                                    }
+                                });
                                 self.restore_one(&one, &path, "").await
                             }
                             Placement::Provision => self.restore_claim(movers, &one).await,
@@ -599,6 +606,7 @@ impl Destination<'_> {
         self.run.with_report(|rep| {
             if let Some(v) = rep.volumes.iter_mut().find(|v| v.pvc_name == pvc) {
                 v.destination_volume = held.volume.clone();
+                v.written_through = format!("mover pod {}", held.pod);
             }
         });
         let r = self.restore_one(one, &held.path, &held.node).await;

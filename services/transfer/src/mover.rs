@@ -37,9 +37,20 @@ pub struct MoverConfig {
     /// How long a mover pod may take to start (claim provisioned, volume attached).
     pub start_timeout: Duration,
     /// The kubelet's root directory on the nodes, where pods' CSI volumes are mounted
-    /// (`<root>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`); `{node}` is
-    /// replaced by the node's name (test machines whose nodes share one filesystem).
+    /// (`<root>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`).
     pub kubelet_root: String,
+    /// Nodes whose kubelet directory is elsewhere (test machines whose nodes share one
+    /// filesystem): node name -> directory.
+    pub kubelet_roots: BTreeMap<String, String>,
+}
+
+impl MoverConfig {
+    /// The kubelet's root directory on `node`.
+    pub fn kubelet_root_of(&self, node: &str) -> &str {
+        self.kubelet_roots
+            .get(node)
+            .map_or(self.kubelet_root.as_str(), String::as_str)
+    }
 }
 
 impl Default for MoverConfig {
@@ -49,6 +60,7 @@ impl Default for MoverConfig {
             command: vec!["/usr/bin/ferry".into(), "hold".into()],
             start_timeout: Duration::from_secs(300),
             kubelet_root: "/var/lib/kubelet".into(),
+            kubelet_roots: BTreeMap::new(),
         }
     }
 }
@@ -286,15 +298,16 @@ impl Movers<'_> {
             .get(&volume)
             .await
             .map_err(|e| self.kube_error(namespace, claim, "reading its volume", e))?;
-        let path = node_path(&pv, &self.config.kubelet_root, &node, &uid).map_err(|message| {
-            self.volume_error(
-                namespace,
-                claim,
-                format!("volume {volume}: {message}"),
-                "map the claim's class to one whose volumes are hostPath, local or CSI \
+        let path =
+            node_path(&pv, self.config.kubelet_root_of(&node), &node, &uid).map_err(|message| {
+                self.volume_error(
+                    namespace,
+                    claim,
+                    format!("volume {volume}: {message}"),
+                    "map the claim's class to one whose volumes are hostPath, local or CSI \
                      (--storage-class-map)",
-            )
-        })?;
+                )
+            })?;
         Ok(Held {
             pod: name,
             namespace: namespace.to_owned(),
@@ -419,6 +432,14 @@ impl Movers<'_> {
     }
 }
 
+/// Where the kubelet of a node under `kubelet_root` mounts CSI volume `pv` for pod `uid`.
+pub fn csi_mount_path(kubelet_root: &str, uid: &str, pv: &str) -> String {
+    format!(
+        "{}/pods/{uid}/volumes/kubernetes.io~csi/{pv}/mount",
+        kubelet_root.trim_end_matches('/')
+    )
+}
+
 /// Where a volume's files are on its node, for a pod `uid` that mounts it there:
 /// hostPath and local volumes at their own path, CSI volumes where the kubelet mounted
 /// them for the pod.
@@ -436,15 +457,11 @@ pub fn node_path(
         return Ok(l.path.clone());
     }
     if spec.csi.is_some() {
-        let name = pv.metadata.name.clone().unwrap_or_default();
         if uid.is_empty() || node.is_empty() {
             return Err("its pod has no uid or node yet".into());
         }
-        let root = kubelet_root.replace("{node}", node);
-        return Ok(format!(
-            "{}/pods/{uid}/volumes/kubernetes.io~csi/{name}/mount",
-            root.trim_end_matches('/')
-        ));
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        return Ok(csi_mount_path(kubelet_root, uid, &name));
     }
     let kinds: BTreeMap<&str, bool> = [
         ("nfs", spec.nfs.is_some()),
@@ -485,8 +502,8 @@ mod tests {
         );
         let csi = pv(json!({"csi": {"driver": "hostpath.csi.k8s.io", "volumeHandle": "h"}}));
         assert_eq!(
-            node_path(&csi, "/env/{node}/kubelet/", "n1", "abc").as_deref(),
-            Ok("/env/n1/kubelet/pods/abc/volumes/kubernetes.io~csi/pvc-1/mount")
+            node_path(&csi, "/env/node1/kubelet/", "n1", "abc").as_deref(),
+            Ok("/env/node1/kubelet/pods/abc/volumes/kubernetes.io~csi/pvc-1/mount")
         );
         let nfs = pv(json!({"nfs": {"server": "s", "path": "/x"}}));
         let err = node_path(&nfs, "/var/lib/kubelet", "n1", "u").expect_err("nfs");

@@ -11,13 +11,15 @@ use ferry_proto::v1::{
     VolumeResult, backup_event,
 };
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use kube::Api;
+use kube::api::ListParams;
 use tracing::{info, warn};
 
 use crate::agent_ops::{Aggregate, Step, follow};
 use crate::error::{Result, TransferError, agent_error};
 use crate::job::steps;
+use crate::mover::Movers;
 use crate::quiesce::{quiesce, unquiesce};
 use crate::runtime::{JobRun, captured_outcomes};
 
@@ -26,10 +28,21 @@ use crate::runtime::{JobRun, captured_outcomes};
 pub(crate) struct SourceVolume {
     pvc: String,
     pv: String,
-    /// hostPath or local path on the node.
+    /// hostPath or local path on the node; empty for a CSI volume, which is found where
+    /// the kubelet mounted it for a pod when the backup starts.
     path: String,
     /// The node it is pinned to, if any (kubernetes.io/hostname affinity).
     node: String,
+}
+
+/// Where one volume is read, found as its backup starts.
+struct Reach {
+    path: String,
+    node: String,
+    /// The report's `read_through`.
+    through: String,
+    /// A mover pod Ferry started for it, to delete afterwards.
+    mover: bool,
 }
 
 /// The source half of a job.
@@ -181,12 +194,14 @@ impl Source<'_> {
                     .as_ref()
                     .map(|h| h.path.clone())
                     .or_else(|| s.local.as_ref().map(|l| l.path.clone()))
+                    // Read where the kubelet mounts it for a pod.
+                    .or_else(|| s.csi.as_ref().map(|_| String::new()))
             });
             let Some(path) = path else {
                 problems.push(format!(
-                    "volume {pv_name} of claim {ns}/{} on cluster {cluster} is neither hostPath \
-                 nor local, so no agent can read it; migrate with skip_volume_data, or move \
-                 the data with a storage snapshot",
+                    "volume {pv_name} of claim {ns}/{} on cluster {cluster} is neither \
+                 hostPath, local nor CSI, so no agent can read it; migrate with \
+                 skip_volume_data",
                     v.pvc
                 ));
                 continue;
@@ -323,6 +338,11 @@ impl Source<'_> {
         .buffer_unordered(run.config().volume_concurrency.max(1))
         .try_collect()
         .await;
+        if volumes.iter().any(|v| v.path.is_empty()) {
+            // Each mover is released as its volume is done; this catches the ones a
+            // failure elsewhere left starting, and an earlier attempt's.
+            self.movers(&run.id()).sweep(self.namespace()).await;
+        }
         result?;
         let snapshots = done_snapshots(run);
         let (uploaded, total) = run.with_report(|r| {
@@ -354,7 +374,6 @@ impl Source<'_> {
             let Some(v) = r.volumes.iter_mut().find(|v| v.pvc_name == vol.pvc) else {
                 return;
             };
-            v.node = vol.node.clone();
             v.duration = Some(prost_types::Duration {
                 seconds: took.as_secs() as i64,
                 nanos: took.subsec_nanos() as i32,
@@ -389,15 +408,118 @@ impl Source<'_> {
     ) -> Result<BackupSummary> {
         let run = self.run;
         run.check_cancel()?;
+        let job = run.id();
+        let movers = self.movers(&job);
+        let reach = self.reach(vol, &movers).await?;
+        self.run.with_report(|r| {
+            if let Some(v) = r.volumes.iter_mut().find(|v| v.pvc_name == vol.pvc) {
+                v.read_through = reach.through.clone();
+                v.node = reach.node.clone();
+            }
+        });
+        let r = self
+            .backup_from(vol, &reach, idx, attempt, parent, repository, agg)
+            .await;
+        if reach.mover {
+            movers.release(self.namespace(), &vol.pvc).await;
+        }
+        r
+    }
+
+    fn movers<'m>(&'m self, job: &'m str) -> Movers<'m> {
+        Movers {
+            client: &self.cluster.client,
+            cluster: &self.cluster.name,
+            config: &self.run.config().mover,
+            job,
+            cancel: self.run.cancel_token(),
+        }
+    }
+
+    /// Where `vol` is read: a hostPath or local volume at its path; a CSI volume where
+    /// the kubelet mounted it for a running pod of the application, else for a mover pod
+    /// Ferry starts (read-only).
+    async fn reach(&self, vol: &SourceVolume, movers: &Movers<'_>) -> Result<Reach> {
+        if !vol.path.is_empty() {
+            return Ok(Reach {
+                path: vol.path.clone(),
+                node: vol.node.clone(),
+                through: "host path".into(),
+                mover: false,
+            });
+        }
+        let ns = self.namespace();
+        if let Some((pod, uid, node)) = self.mounting_pod(&vol.pvc).await? {
+            let root = self.run.config().mover.kubelet_root_of(&node);
+            return Ok(Reach {
+                path: crate::mover::csi_mount_path(root, &uid, &vol.pv),
+                node,
+                through: format!("pod {pod}"),
+                mover: false,
+            });
+        }
+        let held = movers.hold(ns, &vol.pvc, true).await?;
+        Ok(Reach {
+            path: held.path,
+            node: held.node,
+            through: format!("mover pod {}", held.pod),
+            mover: true,
+        })
+    }
+
+    /// A running pod of the application that mounts claim `pvc`: (name, uid, node).
+    async fn mounting_pod(&self, pvc: &str) -> Result<Option<(String, String, String)>> {
+        let ns = self.namespace();
+        let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), ns);
+        let list = pods
+            .list(&ListParams::default().fields("status.phase=Running"))
+            .await
+            .map_err(|e| TransferError::Volume {
+                cluster: self.cluster.name.clone(),
+                namespace: ns.to_owned(),
+                pvc: pvc.to_owned(),
+                message: format!("listing the pods that mount it: {e}"),
+                hint: "grant Ferry list on pods there, then start again".into(),
+            })?;
+        Ok(list.items.into_iter().find_map(|p| {
+            let spec = p.spec.as_ref()?;
+            let mounts = spec.volumes.iter().flatten().any(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == pvc)
+            });
+            let deleting = p.metadata.deletion_timestamp.is_some();
+            (mounts && !deleting).then(|| {
+                (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.metadata.uid.clone().unwrap_or_default(),
+                    spec.node_name.clone().unwrap_or_default(),
+                )
+            })
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn backup_from(
+        &self,
+        vol: &SourceVolume,
+        reach: &Reach,
+        idx: usize,
+        attempt: u32,
+        parent: &str,
+        repository: RepositoryRef,
+        agg: &Aggregate<'_>,
+    ) -> Result<BackupSummary> {
+        let run = self.run;
         let cluster = self.cluster.name.as_str();
-        let found = run.deps().agents.agent(&self.key, &vol.node).await;
+        let found = run.deps().agents.agent(&self.key, &reach.node).await;
         let mut client = found.map_err(|e| e.naming(&self.key, cluster))?;
         let op = format!("{}-a{attempt}-backup-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
-        info!(pvc = %vol.pvc, path = %vol.path, parent = %parent, op = %op, "backing up volume");
+        info!(pvc = %vol.pvc, path = %reach.path, through = %reach.through, parent = %parent, op = %op, "backing up volume");
         let request = BackupRequest {
             operation_id: op.clone(),
-            path: vol.path.clone(),
+            path: reach.path.clone(),
             repository: Some(repository),
             parent_snapshot_id: parent.to_owned(),
             tags: [
@@ -408,7 +530,7 @@ impl Source<'_> {
             ]
             .into(),
         };
-        let fail = |s: &tonic::Status| agent_error(cluster, &vol.node, "backing up", &vol.pvc, s);
+        let fail = |s: &tonic::Status| agent_error(cluster, &reach.node, "backing up", &vol.pvc, s);
         let stream = tokio::select! {
             r = client.backup(request) => r.map_err(|s| fail(&s))?.into_inner(),
             () = run.cancel_token().cancelled() => return Err(run.cancelled()),
