@@ -118,6 +118,11 @@ pub struct MoverArgs {
         default_value = "/var/lib/kubelet"
     )]
     pub kubelet_roots: Vec<String>,
+    /// Back up a CSI volume from a VolumeSnapshot when its driver has a
+    /// VolumeSnapshotClass (crash-consistent, one point in time); false: from the live
+    /// volume, through a pod that mounts it.
+    #[arg(long, env = "FERRY_CSI_SNAPSHOTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub csi_snapshots: bool,
 }
 
 impl MoverArgs {
@@ -142,6 +147,7 @@ impl MoverArgs {
                 .filter_map(|r| r.split_once('='))
                 .map(|(node, dir)| (node.to_owned(), dir.to_owned()))
                 .collect(),
+            csi_snapshots: self.csi_snapshots,
         }
     }
 }

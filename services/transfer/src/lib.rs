@@ -34,6 +34,7 @@ pub mod remote;
 mod restore;
 mod runtime;
 mod service;
+pub mod snapshot;
 mod source;
 pub mod store;
 

@@ -42,6 +42,9 @@ pub struct MoverConfig {
     /// Nodes whose kubelet directory is elsewhere (test machines whose nodes share one
     /// filesystem): node name -> directory.
     pub kubelet_roots: BTreeMap<String, String>,
+    /// Read a CSI volume from a VolumeSnapshot when its driver has a
+    /// VolumeSnapshotClass (one point in time); off: from the live volume.
+    pub csi_snapshots: bool,
 }
 
 impl MoverConfig {
@@ -61,6 +64,7 @@ impl Default for MoverConfig {
             start_timeout: Duration::from_secs(300),
             kubelet_root: "/var/lib/kubelet".into(),
             kubelet_roots: BTreeMap::new(),
+            csi_snapshots: true,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::job::steps;
 use crate::mover::Movers;
 use crate::quiesce::{quiesce, unquiesce};
 use crate::runtime::{JobRun, captured_outcomes};
+use crate::snapshot::{ClaimShape, Taken};
 
 /// A claim's volume on the source, as the agents see it.
 #[derive(Debug, Clone)]
@@ -33,6 +34,10 @@ pub(crate) struct SourceVolume {
     path: String,
     /// The node it is pinned to, if any (kubernetes.io/hostname affinity).
     node: String,
+    /// The CSI driver of a CSI volume; empty otherwise.
+    driver: String,
+    /// The claim, for a claim made from a snapshot of it.
+    shape: ClaimShape,
 }
 
 /// Where one volume is read, found as its backup starts.
@@ -43,6 +48,8 @@ struct Reach {
     through: String,
     /// A mover pod Ferry started for it, to delete afterwards.
     mover: bool,
+    /// The CSI snapshot it is read from, to delete afterwards.
+    snapshot: Option<Taken>,
 }
 
 /// The source half of a job.
@@ -220,11 +227,23 @@ impl Source<'_> {
                     })
                 })
                 .unwrap_or_default();
+            let driver = spec
+                .as_ref()
+                .and_then(|s| s.csi.as_ref())
+                .map(|c| c.driver.clone())
+                .unwrap_or_default();
             out.push(SourceVolume {
                 pvc: v.pvc.clone(),
                 pv: pv_name,
                 path,
                 node,
+                driver,
+                shape: ClaimShape {
+                    storage_class: v.storage_class.clone(),
+                    capacity: v.capacity.clone(),
+                    access_modes: v.access_modes.clone(),
+                    volume_mode: v.volume_mode.clone(),
+                },
             });
         }
         Ok(out)
@@ -341,7 +360,10 @@ impl Source<'_> {
         if volumes.iter().any(|v| v.path.is_empty()) {
             // Each mover is released as its volume is done; this catches the ones a
             // failure elsewhere left starting, and an earlier attempt's.
-            self.movers(&run.id()).sweep(self.namespace()).await;
+            let job = run.id();
+            let movers = self.movers(&job);
+            movers.sweep(self.namespace()).await;
+            movers.sweep_snapshots(self.namespace()).await;
         }
         result?;
         let snapshots = done_snapshots(run);
@@ -420,8 +442,10 @@ impl Source<'_> {
         let r = self
             .backup_from(vol, &reach, idx, attempt, parent, repository, agg)
             .await;
-        if reach.mover {
-            movers.release(self.namespace(), &vol.pvc).await;
+        match &reach.snapshot {
+            Some(taken) => movers.drop_snapshot(self.namespace(), taken).await,
+            None if reach.mover => movers.release(self.namespace(), &vol.pvc).await,
+            None => {}
         }
         r
     }
@@ -446,9 +470,33 @@ impl Source<'_> {
                 node: vol.node.clone(),
                 through: "host path".into(),
                 mover: false,
+                snapshot: None,
             });
         }
         let ns = self.namespace();
+        // One point in time, when the driver can take one.
+        if let Some(class) = movers.snapshot_class(&vol.driver).await {
+            let taken = movers
+                .take_snapshot(ns, &vol.pvc, &class, &vol.shape)
+                .await?;
+            let held = match movers.hold(ns, &taken.claim, true).await {
+                Ok(held) => held,
+                Err(e) => {
+                    movers.drop_snapshot(ns, &taken).await;
+                    return Err(e);
+                }
+            };
+            return Ok(Reach {
+                path: held.path,
+                node: held.node,
+                through: format!(
+                    "csi snapshot {} (class {}), mover pod {}",
+                    taken.snapshot, taken.class, held.pod
+                ),
+                mover: true,
+                snapshot: Some(taken),
+            });
+        }
         if let Some((pod, uid, node)) = self.mounting_pod(&vol.pvc).await? {
             let root = self.run.config().mover.kubelet_root_of(&node);
             return Ok(Reach {
@@ -456,6 +504,7 @@ impl Source<'_> {
                 node,
                 through: format!("pod {pod}"),
                 mover: false,
+                snapshot: None,
             });
         }
         let held = movers.hold(ns, &vol.pvc, true).await?;
@@ -464,6 +513,7 @@ impl Source<'_> {
             node: held.node,
             through: format!("mover pod {}", held.pod),
             mover: true,
+            snapshot: None,
         })
     }
 
