@@ -161,7 +161,7 @@ pub(crate) struct Movers<'a> {
 }
 
 impl Movers<'_> {
-    fn volume_error(
+    pub(crate) fn volume_error(
         &self,
         namespace: &str,
         claim: &str,

@@ -59,22 +59,6 @@ pub struct ClaimShape {
 }
 
 impl Movers<'_> {
-    fn snapshot_error(
-        &self,
-        namespace: &str,
-        claim: &str,
-        message: String,
-        hint: &str,
-    ) -> TransferError {
-        TransferError::Volume {
-            cluster: self.cluster.to_owned(),
-            namespace: namespace.to_owned(),
-            pvc: claim.to_owned(),
-            message,
-            hint: hint.to_owned(),
-        }
-    }
-
     /// The VolumeSnapshotClass of CSI driver `driver`: the one marked default, else the
     /// only one; None when the cluster has no snapshot API or no class for the driver.
     pub async fn snapshot_class(&self, driver: &str) -> Option<String> {
@@ -144,7 +128,7 @@ impl Movers<'_> {
         }))
         .map_err(|e| TransferError::Internal(format!("building a VolumeSnapshot: {e}")))?;
         let kube_error = |what: &str, e: kube::Error| {
-            self.snapshot_error(
+            self.volume_error(
                 namespace,
                 claim,
                 format!("{what}: {e}"),
@@ -179,7 +163,7 @@ impl Movers<'_> {
                 .and_then(Value::as_str)
                 && started.elapsed() > Duration::from_secs(30)
             {
-                return Err(self.snapshot_error(
+                return Err(self.volume_error(
                     namespace,
                     claim,
                     format!("VolumeSnapshot {snapshot} (class {class}) failed: {message}"),
@@ -187,7 +171,7 @@ impl Movers<'_> {
                 ));
             }
             if started.elapsed() > self.config.start_timeout {
-                return Err(self.snapshot_error(
+                return Err(self.volume_error(
                     namespace,
                     claim,
                     format!(
