@@ -20,9 +20,10 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 ## testenv: install the Debian packages real nodes need, build etcd, Kubernetes (control
-## plane and node), MinIO, CoreDNS, local-path-provisioner and crictl from their Go modules
-## into $(FERRY_CACHE)/testenv, and the nodes' images into $(FERRY_CACHE)/images (once;
-## cached by version).
+## plane and node), MinIO, CoreDNS, local-path-provisioner, crictl, the CSI sidecars and
+## snapshot-controller (with the snapshot CRDs) and the CSI hostpath driver from their Go
+## modules into $(FERRY_CACHE)/testenv, and the nodes' images into $(FERRY_CACHE)/images
+## (once; cached by version).
 testenv:
 	bash scripts/build-testenv.sh all
 	bash scripts/build-images.sh all

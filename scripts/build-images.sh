@@ -9,12 +9,15 @@
 #                          local-path-provisioner's helper pods
 #   coredns                CoreDNS, from the binary build-testenv.sh built
 #   local-path-provisioner the default StorageClass's provisioner, likewise
+#   csi-hostpath           the test clusters' CSI driver (busybox's tar and cp take and
+#                          restore its snapshots), with the CSI sidecars csi-provisioner and
+#                          csi-snapshotter and the snapshot-controller, likewise
 #   ferry                  Ferry itself: the release `ferry` binary (FERRY_BIN, default
 #                          target/release/ferry), the shared libraries it links, CA
 #                          certificates, a non-root user; tag = the workspace version
 #                          (or FERRY_IMAGE_TAG). Built by `make image`, not by `all`.
 #
-# Usage: build-images.sh [all|pause|toolbox|coredns|local-path-provisioner|ferry]
+# Usage: build-images.sh [all|pause|toolbox|coredns|local-path-provisioner|csi|ferry]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -167,6 +170,12 @@ build_ferry() {
 
 build_coredns() { binary_image coredns "$COREDNS_VERSION" coredns ',"User":"65532:65532"'; }
 build_local_path() { binary_image local-path-provisioner "$LOCAL_PATH_VERSION" local-path-provisioner ''; }
+build_csi() {
+  binary_image csi-hostpath "$CSI_HOSTPATH_VERSION" csi-hostpath ''
+  binary_image csi-provisioner "$CSI_PROVISIONER_VERSION" csi-provisioner ''
+  binary_image csi-snapshotter "$CSI_SNAPSHOTTER_VERSION" csi-snapshotter ''
+  binary_image snapshot-controller "$CSI_SNAPSHOTTER_VERSION" snapshot-controller ''
+}
 
 what="${1:-all}"
 case "$what" in
@@ -174,7 +183,8 @@ case "$what" in
   toolbox) build_toolbox ;;
   coredns) build_coredns ;;
   local-path-provisioner) build_local_path ;;
+  csi) build_csi ;;
   ferry) build_ferry ;;
-  all) build_pause; build_toolbox; build_coredns; build_local_path ;;
-  *) echo "usage: $0 [all|pause|toolbox|coredns|local-path-provisioner|ferry]" >&2; exit 2 ;;
+  all) build_pause; build_toolbox; build_coredns; build_local_path; build_csi ;;
+  *) echo "usage: $0 [all|pause|toolbox|coredns|local-path-provisioner|csi|ferry]" >&2; exit 2 ;;
 esac

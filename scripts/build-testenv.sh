@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds etcd, the Kubernetes control plane and node binaries, MinIO, mc, grpcurl, CoreDNS,
-# local-path-provisioner, crictl and helm from their Go modules,
+# local-path-provisioner, crictl, helm, and the CSI parts (csi-provisioner, csi-snapshotter,
+# snapshot-controller and the snapshot CRDs, and the repository's own csi-hostpath driver)
+# from their Go modules,
 # once, into a cache outside the checkout keyed by version:
 #   $FERRY_CACHE/testenv/<component>-<version>/bin/
 # A component whose binaries exist is skipped, so a warm run costs nothing.
@@ -126,6 +128,85 @@ build_minio() { go_install minio "$MINIO_VERSION" github.com/minio/minio; }
 # API wants signed requests).
 build_mc() { go_install mc "$MC_VERSION" github.com/minio/mc; }
 
+# The replace lines of the go.mod file $1 as `go mod edit -replace` arguments. A replace by a
+# local path names a sibling module that is not in the module zip: it becomes that module
+# at the same tag, $2.
+replaces_of() {
+  awk -v v="$2" '
+    /^replace[ \t]*\(/ { block = 1; next }
+    block && /^\)/ { block = 0; next }
+    {
+      line = $0
+      if (block) line = "replace " line
+      if (line !~ /^replace[ \t]/ || line !~ /=>/) next
+      split(line, side, "=>")
+      split(side[1], l, " "); n = split(side[2], r, " ")
+      if (n == 1 && r[1] ~ /^[.\/]/) print l[2] "=" l[2] "@" v
+      else if (n == 2) print l[2] "=" r[1] "@" r[2]
+    }' "$1"
+}
+
+# Main packages of a module whose go.mod has replace lines (`go install` refuses those):
+# built from a wrapper module that applies the same replaces.
+#   module_build DIR MODULE VERSION OUT_DIR PACKAGE...
+module_build() {
+  local dir="$1" modpath="$2" version="$3" out="$4"; shift 4
+  local gomod
+  gomod="$(go mod download -json "$modpath@$version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  replaces_of "$gomod" "$version" | wrapper_module "$dir" "$modpath" "$version" "$@"
+  mkdir -p "$out"
+  (cd "$dir" && go build -p "$jobs" -trimpath -ldflags "-s -w -X main.version=$version" -o "$out/" "$@")
+}
+
+# The CSI external-provisioner sidecar: it turns PVCs of the csi-hostpath class into
+# CreateVolume calls (and snapshot data sources into volumes made from snapshots).
+build_csi_provisioner() {
+  local out="$cache/csi-provisioner-$CSI_PROVISIONER_VERSION/bin"
+  [ -x "$out/csi-provisioner" ] && { log "csi-provisioner $CSI_PROVISIONER_VERSION cached"; return; }
+  module_build "$work/csi-provisioner-$CSI_PROVISIONER_VERSION" \
+    github.com/kubernetes-csi/external-provisioner/v6 "$CSI_PROVISIONER_VERSION" "$out.tmp" \
+    github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+# external-snapshotter: the csi-snapshotter sidecar, the snapshot-controller, and the
+# VolumeSnapshot CRDs from its client module (applied from the cache, so they always
+# match the controller), one build for both binaries.
+build_snapshotter() {
+  local v="$CSI_SNAPSHOTTER_VERSION"
+  local sidecar="$cache/csi-snapshotter-$v" controller="$cache/snapshot-controller-$v"
+  if [ -x "$sidecar/bin/csi-snapshotter" ] && [ -x "$controller/bin/snapshot-controller" ] \
+      && [ -s "$controller/crd/volumesnapshots.yaml" ]; then
+    log "external-snapshotter $v cached"; return
+  fi
+  local tmp="$work/snapshotter-$v.out"
+  rm -rf "$tmp"
+  module_build "$work/snapshotter-$v" github.com/kubernetes-csi/external-snapshotter/v8 "$v" "$tmp" \
+    github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter \
+    github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller
+  local crds
+  crds="$(go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$v" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/config/crd"
+  rm -rf "$sidecar" "$controller"
+  mkdir -p "$sidecar/bin" "$controller/bin" "$controller/crd"
+  mv "$tmp/csi-snapshotter" "$sidecar/bin/"
+  local kind
+  for kind in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do
+    install -m 0644 "$crds/snapshot.storage.k8s.io_$kind.yaml" "$controller/crd/$kind.yaml"
+  done
+  mv "$tmp/snapshot-controller" "$controller/bin/"
+  rm -rf "$tmp"
+}
+
+# The test clusters' CSI driver, from crates/testenv/csi-hostpath (a module of this
+# repository; its dependencies come from the module proxy and are pinned by its go.sum).
+build_csi_hostpath() {
+  local out="$cache/csi-hostpath-$CSI_HOSTPATH_VERSION/bin"
+  [ -x "$out/csi-hostpath" ] && { log "csi-hostpath $CSI_HOSTPATH_VERSION cached"; return; }
+  mkdir -p "$out.tmp"
+  (cd "$here/crates/testenv/csi-hostpath" && go build -p "$jobs" -trimpath -ldflags "-s -w" -o "$out.tmp/csi-hostpath" .)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 # kubectl: the machine's own if it has one (real kubectl either way); else built from the
 # same Kubernetes module into the cache, and the Makefile puts that on PATH.
 build_kubectl() {
@@ -184,10 +265,17 @@ case "$what" in
   local-path-provisioner) timed local-path-provisioner build_local_path ;;
   crictl) timed crictl build_crictl ;;
   helm) timed helm build_helm ;;
+  csi-provisioner) timed csi-provisioner build_csi_provisioner ;;
+  snapshotter) timed external-snapshotter build_snapshotter ;;
+  csi-hostpath) timed csi-hostpath build_csi_hostpath ;;
+  csi) timed csi-provisioner build_csi_provisioner; timed external-snapshotter build_snapshotter
+       timed csi-hostpath build_csi_hostpath ;;
   debs) install_debs ;;
   all) install_debs; timed etcd build_etcd; timed minio build_minio; timed mc build_mc; timed kubernetes build_kube
        timed kubectl build_kubectl; timed grpcurl build_grpcurl
        timed coredns build_coredns; timed local-path-provisioner build_local_path; timed crictl build_crictl
-       timed helm build_helm ;;
-  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|helm|debs]" >&2; exit 2 ;;
+       timed helm build_helm
+       timed csi-provisioner build_csi_provisioner; timed external-snapshotter build_snapshotter
+       timed csi-hostpath build_csi_hostpath ;;
+  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|helm|csi|csi-provisioner|snapshotter|csi-hostpath|debs]" >&2; exit 2 ;;
 esac

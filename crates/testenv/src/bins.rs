@@ -20,6 +20,11 @@ pub struct Versions {
     pub crictl: String,
     pub toolbox: String,
     pub helm: String,
+    pub csi_provisioner: String,
+    /// external-snapshotter: the csi-snapshotter sidecar, snapshot-controller, the CRDs.
+    pub csi_snapshotter: String,
+    /// The repository's own driver (crates/testenv/csi-hostpath).
+    pub csi_hostpath: String,
 }
 
 impl Versions {
@@ -43,6 +48,9 @@ impl Versions {
             crictl: get("CRICTL_VERSION"),
             toolbox: get("TOOLBOX_VERSION"),
             helm: get("HELM_VERSION"),
+            csi_provisioner: get("CSI_PROVISIONER_VERSION"),
+            csi_snapshotter: get("CSI_SNAPSHOTTER_VERSION"),
+            csi_hostpath: get("CSI_HOSTPATH_VERSION"),
         }
     }
 }
@@ -241,7 +249,12 @@ pub struct NodeImages {
     pub toolbox: String,
     pub coredns: String,
     pub local_path: String,
-    /// Every tarball to import, the four above first.
+    /// The CSI driver's image and those of its sidecars and of the snapshot-controller.
+    pub csi_hostpath: String,
+    pub csi_provisioner: String,
+    pub csi_snapshotter: String,
+    pub snapshot_controller: String,
+    /// Every tarball to import, in the order above.
     pub tarballs: Vec<PathBuf>,
 }
 
@@ -262,9 +275,42 @@ impl NodeImages {
             toolbox: image("toolbox", &versions.toolbox)?,
             coredns: image("coredns", &versions.coredns)?,
             local_path: image("local-path-provisioner", &versions.local_path)?,
+            csi_hostpath: image("csi-hostpath", &versions.csi_hostpath)?,
+            csi_provisioner: image("csi-provisioner", &versions.csi_provisioner)?,
+            csi_snapshotter: image("csi-snapshotter", &versions.csi_snapshotter)?,
+            snapshot_controller: image("snapshot-controller", &versions.csi_snapshotter)?,
             tarballs,
         })
     }
+}
+
+/// The VolumeSnapshot CRDs (classes, contents, snapshots), as `make testenv` copies them
+/// from external-snapshotter's client module into
+/// `<cache>/testenv/snapshot-controller-<version>/crd/`: the same release as the
+/// controller, never a copy in this repository that could drift from it.
+pub fn snapshot_crds(versions: &Versions) -> Result<Vec<PathBuf>> {
+    let dir = cache_root()
+        .join("testenv")
+        .join(format!("snapshot-controller-{}", versions.csi_snapshotter))
+        .join("crd");
+    [
+        "volumesnapshotclasses",
+        "volumesnapshotcontents",
+        "volumesnapshots",
+    ]
+    .iter()
+    .map(|kind| {
+        let path = dir.join(format!("{kind}.yaml"));
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::MissingFile {
+                what: "a VolumeSnapshot CRD",
+                path,
+            })
+        }
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -282,5 +328,12 @@ mod tests {
             v.minio
         );
         assert!(v.mc.starts_with("v0.0.0-"), "mc pseudo-version {:?}", v.mc);
+        for (name, version) in [
+            ("csi-provisioner", &v.csi_provisioner),
+            ("external-snapshotter", &v.csi_snapshotter),
+        ] {
+            assert!(version.starts_with('v'), "{name} version {version:?}");
+        }
+        assert!(!v.csi_hostpath.is_empty(), "CSI_HOSTPATH_VERSION is unset");
     }
 }

@@ -33,6 +33,10 @@ pub enum Error {
     )]
     MissingImage { image: &'static str, path: PathBuf },
 
+    /// A file `make testenv` puts into the cache (other than a binary) is missing.
+    #[error("{what} not found at {path}; build it with `make testenv`")]
+    MissingFile { what: &'static str, path: PathBuf },
+
     /// A setup command (ip, iptables, ctr, ...) failed.
     #[error("`{command}` failed ({status}): {stderr}")]
     Command {

@@ -24,7 +24,7 @@ mod s3;
 
 pub use bins::{
     Binaries, NODE_PACKAGES, NodeBinaries, NodeImages, Versions, cache_root, grpcurl, helm, mc,
-    run_grpcurl,
+    run_grpcurl, snapshot_crds,
 };
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
 pub use env::{

@@ -56,6 +56,31 @@ impl NodeInfo {
         self.dir.join("node.env")
     }
 
+    /// The kubelet's root directory (`--root-dir`).
+    pub fn kubelet_dir(&self) -> PathBuf {
+        self.dir.join("kubelet")
+    }
+
+    /// The CSI driver's data directory on this node: `<node dir>/csi-hostpath`, with a
+    /// directory per volume under `volumes/` and a tar file per snapshot under
+    /// `snapshots/`.
+    pub fn csi_data_dir(&self) -> PathBuf {
+        self.dir.join("csi-hostpath")
+    }
+
+    /// Where the kubelet mounts the CSI volume of PersistentVolume `pv` for the pod with
+    /// uid `pod_uid` on this node, on the host:
+    /// `<kubelet root>/pods/<pod uid>/volumes/kubernetes.io~csi/<pv name>/mount`.
+    pub fn csi_volume_mount(&self, pod_uid: &str, pv: &str) -> PathBuf {
+        self.kubelet_dir()
+            .join("pods")
+            .join(pod_uid)
+            .join("volumes")
+            .join("kubernetes.io~csi")
+            .join(pv)
+            .join("mount")
+    }
+
     /// The node's veth on the host.
     pub fn host_interface(&self) -> String {
         format!("fn{}h", self.index())
@@ -315,7 +340,7 @@ pub(crate) async fn start_runtime(node: &NodeInfo, setup: &NodeSetup<'_>) -> Res
         &[
             format!("--config={}", kubelet_config.display()),
             format!("--kubeconfig={}", setup.kubeconfig.display()),
-            format!("--root-dir={}", dir.join("kubelet").display()),
+            format!("--root-dir={}", node.kubelet_dir().display()),
             format!("--hostname-override={}", node.name),
             format!("--node-ip={}", node.ip),
             "--v=1".to_owned(),

@@ -2,9 +2,14 @@
 //! Services resolve through CoreDNS, a pod of cluster a reaches a NodePort of cluster b,
 //! `kubectl logs` and `exec` work, and the teardown leaves nothing behind.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use ferry_testenv::{EnvSpec, Lifetime, NodeInfo, TestEnv};
+use common::{
+    exec_eventually, kubectl, one_cluster, start_kept, stop_and_find_nothing_left, wait_ready,
+};
+use ferry_testenv::{EnvSpec, NodeInfo};
 
 /// The application both clusters run: a StatefulSet whose pod writes a greeting into its
 /// claim (from the default StorageClass) once, prints it, and serves its volume over HTTP.
@@ -75,133 +80,13 @@ spec:
     )
 }
 
-fn kubectl(env: &TestEnv, context: &str, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut cmd = env.kubectl(context);
-    cmd.args(args);
-    cmd.stdin(if stdin.is_some() {
-        std::process::Stdio::piped()
-    } else {
-        std::process::Stdio::null()
-    });
-    cmd.stdout(std::process::Stdio::piped());
-    cmd.stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("running kubectl");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("writing to kubectl");
-    }
-    let out = child.wait_with_output().expect("waiting for kubectl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "kubectl --context {context} {args:?} failed:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
-/// `kubectl exec` until it succeeds (a fresh pod's DNS or a new Service's rules can take a
-/// moment); the last failure is the panic message.
-fn exec_eventually(env: &TestEnv, context: &str, ns: &str, pod: &str, cmd: &[&str]) -> String {
-    let start = Instant::now();
-    loop {
-        let mut args = vec!["-n", ns, "exec", pod, "--"];
-        args.extend_from_slice(cmd);
-        let out = env.kubectl(context).args(&args).output().expect("kubectl");
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{cmd:?} in {ns}/{pod} on {context} kept failing: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn wait_ready(env: &TestEnv, context: &str, ns: &str, what: &str) {
-    // `kubectl wait` fails at once on a pod that does not exist yet, and a StatefulSet's
-    // pod appears a moment after the StatefulSet.
-    let start = Instant::now();
-    while !env
-        .kubectl(context)
-        .args(["-n", ns, "get", what])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what} in {ns} on {context} never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    kubectl(
-        env,
-        context,
-        &[
-            "-n",
-            ns,
-            "wait",
-            "--for=condition=Ready",
-            what,
-            "--timeout=180s",
-        ],
-        None,
-    );
-}
-
-/// Stops the environment and asserts that its `expected` nodes left nothing behind: no
-/// mount, container, cgroup, namespace, route or rule; then removes its directory.
-fn stop_and_find_nothing_left(env: TestEnv, dir: &std::path::Path, expected: usize) {
-    let nodes: Vec<NodeInfo> = env
-        .state
-        .clusters
-        .iter()
-        .flat_map(|c| c.nodes.clone())
-        .collect();
-    assert_eq!(nodes.len(), expected);
-    let stopping = Instant::now();
-    env.stop();
-    eprintln!("teardown took {:?}", stopping.elapsed());
-    for node in &nodes {
-        let left = ferry_testenv::node::leftovers(node);
-        assert!(
-            left.is_empty(),
-            "{} left behind:\n{}",
-            node.name,
-            left.join("\n")
-        );
-    }
-    std::fs::remove_dir_all(dir).expect("removing the environment's directory");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster() {
-    // Kept, not a TempDir: if the test fails, the nodes' mounts must be gone (the
-    // watchdog's teardown) before anything deletes files below it.
-    let dir = tempfile::Builder::new()
-        .prefix("ferry-nodes-test-")
-        .tempdir()
-        .expect("tempdir")
-        .keep();
     let spec = EnvSpec {
         s3: false,
         ..EnvSpec::with_nodes()
     };
-    let started = Instant::now();
-    let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess)
-        .await
-        .expect("starting two clusters with a node each");
-    eprintln!("two clusters with nodes started in {:?}", started.elapsed());
-    let toolbox = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
-        .expect("images")
-        .toolbox;
+    let (env, dir, toolbox) = start_kept("ferry-nodes-test-", &spec).await;
 
     // A Ready node per cluster, listed by the real kubectl.
     for c in ["a", "b"] {
@@ -346,22 +231,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
 /// reaches a pod on the other through the host's routes between node namespaces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_per_cluster_place_pods_on_each_and_route_between_them() {
-    let dir = tempfile::Builder::new()
-        .prefix("ferry-two-nodes-test-")
-        .tempdir()
-        .expect("tempdir")
-        .keep();
-    let spec = EnvSpec {
-        clusters: vec!["m".to_owned()],
-        s3: false,
-        nodes_per_cluster: 2,
-    };
-    let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess)
-        .await
-        .expect("starting a cluster with two nodes");
-    let toolbox = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
-        .expect("images")
-        .toolbox;
+    let (env, dir, toolbox) = start_kept("ferry-two-nodes-test-", &one_cluster(2)).await;
     let nodes = kubectl(&env, "m", &["get", "nodes", "--no-headers"], None);
     assert_eq!(nodes.matches(" Ready ").count(), 2, "{nodes}");
 
