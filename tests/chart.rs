@@ -370,7 +370,11 @@ fn check_common(r: &Rendered, ns: &str) {
                 .find(|m| m["name"].as_str() == Some(name))
                 .unwrap_or_else(|| panic!("hostPath {path} not mounted"));
             assert_eq!(mount["mountPath"].as_str(), Some(path));
-            let flag = format!("--allow-root={path}");
+            let flag = if name == "kubelet" {
+                format!("--kubelet-root={path}")
+            } else {
+                format!("--allow-root={path}")
+            };
             assert!(
                 r.args("DaemonSet", "ferry-agent").contains(&flag),
                 "agent lacks {flag}"
@@ -491,13 +495,12 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     );
     assert!(
         transfer.contains(&format!("--mover-image={image}"))
-            && transfer.contains(&"--kubelet-root=/var/lib/kubelet".to_owned())
             && !transfer.iter().any(|a| a.starts_with("--volume-root")),
         "{transfer:?}"
     );
     let agent = r.args("DaemonSet", "ferry-agent");
     assert!(
-        agent.contains(&"--allow-root=/var/lib/kubelet".to_owned())
+        agent.contains(&"--kubelet-root=/var/lib/kubelet".to_owned())
             && !agent.iter().any(|a| a.starts_with("--volume-root")),
         "{agent:?}"
     );
@@ -619,7 +622,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             .iter()
             .filter(|a| a.starts_with("--allow-root="))
             .count(),
-        5,
+        4,
         "{agent:?}"
     );
     let transfer = r.args("Deployment", "ferry-transfer");

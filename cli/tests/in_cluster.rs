@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use common::assert_same_tree;
 use common::control::{
-    RECORDS_PROGRAM, cli, eventually, jsonpath, kubectl, kubectl_ok, profiles_and_pair, wait_ready,
+    RECORDS_PROGRAM, cli, eventually, jsonpath, kubectl, kubectl_ok, profiles_and_pair,
+    records_application, wait_ready,
 };
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/ferry");
@@ -169,53 +170,7 @@ impl Install {
 }
 
 fn application(kubeconfig: &Path, ns: &str, image: &str) {
-    let program = RECORDS_PROGRAM
-        .lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: records, namespace: {ns}}}
-data:
-  program.sh: |
-{program}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: {ns}}}
-spec:
-  replicas: 1
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: db
-          image: {image}
-          imagePullPolicy: IfNotPresent
-          command: ["sh", "/program/program.sh"]
-          readinessProbe:
-            exec: {{command: ["test", "-f", "/tmp/verified"]}}
-            periodSeconds: 1
-          volumeMounts:
-            - {{name: data, mountPath: /data}}
-            - {{name: program, mountPath: /program}}
-      volumes:
-        - name: program
-          configMap: {{name: records}}
-  volumeClaimTemplates:
-  - metadata: {{name: data}}
-    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
-"#
-    );
+    let yaml = records_application(ns, image, RECORDS_PROGRAM, &[("data", None)], "");
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }
 

@@ -15,60 +15,16 @@ mod common;
 
 use std::path::Path;
 
-use common::assert_same_tree;
 use common::control::{
-    RECORDS_PROGRAM, eventually, jsonpath, kubectl, migrate, newest_job, profiles_and_pair,
-    serve_provisioning, wait_answering, wait_ready,
+    RECORDS_PROGRAM, assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl,
+    migrate, newest_job, profiles_and_pair, records_application, serve_provisioning,
+    wait_answering, wait_ready,
 };
 use ferry_client::Ferry;
 
 fn application(kubeconfig: &Path, ns: &str, image: &str) {
-    let program = RECORDS_PROGRAM
-        .lines()
-        .map(|l| format!("          {l}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {ns}}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: records, namespace: {ns}}}
-data:
-  program.sh: |
-{program}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: {ns}}}
-spec:
-  replicas: 1
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-        - name: db
-          image: {image}
-          imagePullPolicy: IfNotPresent
-          command: ["sh", "/program/program.sh"]
-          readinessProbe:
-            exec: {{command: ["test", "-f", "/tmp/verified"]}}
-            periodSeconds: 1
-          volumeMounts:
-            - {{name: data, mountPath: /data}}
-            - {{name: program, mountPath: /program}}
-      volumes:
-        - name: program
-          configMap: {{name: records}}
-  volumeClaimTemplates:
-  - metadata: {{name: data}}
-    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
----
+    let cronjob = format!(
+        r#"---
 apiVersion: batch/v1
 kind: CronJob
 metadata: {{name: compact, namespace: {ns}}}
@@ -81,8 +37,9 @@ spec:
         spec:
           restartPolicy: Never
           containers: [{{name: compact, image: {image}, imagePullPolicy: IfNotPresent, command: ["true"]}}]
-"#,
+"#
     );
+    let yaml = records_application(ns, image, RECORDS_PROGRAM, &[("data", None)], &cronjob);
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }
 
@@ -189,23 +146,7 @@ async fn a_running_application_on_local_path_arrives_running_on_b_through_a_move
         volume.written_through.starts_with("mover pod ferry-mover-"),
         "{volume:?}"
     );
-    let host_path = |side: &str| {
-        let pv = jsonpath(&kc, side, &ns, "pvc/data-db-0", "{.spec.volumeName}");
-        kubectl(
-            &kc,
-            side,
-            &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-            None,
-        )
-    };
-    assert_same_tree(Path::new(&host_path("a")), Path::new(&host_path("b")));
+    assert_same_claim_data(&kc, &ns, "data-db-0");
 
-    for side in ["a", "b"] {
-        kubectl(
-            &kc,
-            side,
-            &["delete", "namespace", &ns, "--wait=false"],
-            None,
-        );
-    }
+    delete_on_both(&kc, &ns);
 }

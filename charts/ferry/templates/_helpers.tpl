@@ -83,11 +83,12 @@ app.kubernetes.io/part-of: ferry
 {{- join "," $pairs }}
 {{- end }}
 
-{{/* The node directories the agent reaches (JSON list): the volume root, the hostPaths,
-the kubelet's directory; empty ones left out. */}}
+{{/* The node directories the agent reads and writes under (JSON list): the volume root
+and the hostPaths; empty ones left out. (Of the kubelet's directory, --kubelet-root, it
+reaches only pods' CSI volume mounts.) */}}
 {{- define "ferry.agentRoots" -}}
 {{- $v := .Values.agent }}
-{{- append (prepend $v.hostPaths $v.volumeRoot) $v.kubeletDir | compact | uniq | toJson }}
+{{- prepend $v.hostPaths $v.volumeRoot | compact | uniq | toJson }}
 {{- end }}
 
 {{- define "ferry.image" -}}
@@ -338,9 +339,6 @@ binary of that component.
 {{- end }}
 {{- $args = append $args (printf "--mover-image=%s" (include "ferry.image" $ctx)) }}
 {{- $args = append $args (printf "--mover-start-timeout-seconds=%d" (int $v.transfer.moverStartTimeoutSeconds)) }}
-{{- with $v.agent.kubeletDir }}
-{{- $args = append $args (printf "--kubelet-root=%s" .) }}
-{{- end }}
 {{- range $v.adminGroups }}
 {{- $args = append $args (printf "--admin-group=%s" .) }}
 {{- end }}
@@ -354,6 +352,9 @@ binary of that component.
 {{- end }}
 {{- range include "ferry.agentRoots" $ctx | fromJsonArray }}
 {{- $args = append $args (printf "--allow-root=%s" .) }}
+{{- end }}
+{{- with $v.agent.kubeletDir }}
+{{- $args = append $args (printf "--kubelet-root=%s" .) }}
 {{- end }}
 {{- end }}
 {{- $args = concat $args (index $v $component).extraArgs }}

@@ -57,6 +57,14 @@ pub struct ServeArgs {
     pub volume_root: Option<PathBuf>,
     #[command(flatten)]
     pub mover: ferry_transfer::config::MoverArgs,
+    /// The kubelet's root directory on the nodes, where the agent reaches pods' CSI
+    /// volumes (`/var/lib/kubelet`); `NODE=DIR` for one node of several. Repeatable.
+    #[arg(
+        long = "kubelet-root",
+        env = "FERRY_KUBELET_ROOT",
+        value_delimiter = ','
+    )]
+    pub kubelet_roots: Vec<String>,
     /// Namespace of profile Secrets when a request leaves it empty.
     #[arg(long, env = "FERRY_NAMESPACE", default_value = ferry_catalog::DEFAULT_NAMESPACE)]
     pub secrets_namespace: String,
@@ -108,6 +116,7 @@ pub struct ServeConfig {
     pub allowed_roots: Vec<PathBuf>,
     pub volume_root: Option<PathBuf>,
     pub mover: ferry_transfer::mover::MoverConfig,
+    pub kubelet: ferry_agent::KubeletRoots,
     pub secrets_namespace: String,
     pub default_profile: Option<String>,
     pub shutdown_grace: Duration,
@@ -243,6 +252,7 @@ impl ServeArgs {
             allowed_roots,
             volume_root: self.volume_root,
             mover,
+            kubelet: ferry_agent::KubeletRoots::parse(&self.kubelet_roots),
             secrets_namespace: self.secrets_namespace,
             default_profile: self.default_profile,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
@@ -326,6 +336,7 @@ impl ServeConfig {
             max_concurrent_operations: 2,
             shutdown_grace: self.shutdown_grace,
             volume_root: self.volume_root.clone(),
+            kubelet: self.kubelet.clone(),
             // Only this process's own components, on its internal loopback port.
             access: ferry_agent::AgentAccess::Internal(self.internal_token.clone()),
         }

@@ -522,6 +522,118 @@ echo "holding $n records"
 exec sleep 2147483647
 "#;
 
+/// The records application of the real-node tests: Namespace `ns`, ConfigMap `records`
+/// with `program`, and StatefulSet `db` (one replica, `image`) running it, Ready once
+/// the program touched /tmp/verified, with one claim template per `(name, class)`
+/// mounted at `/<name>` (no class: the cluster's default). `extra` is appended.
+pub fn records_application(
+    ns: &str,
+    image: &str,
+    program: &str,
+    claims: &[(&str, Option<&str>)],
+    extra: &str,
+) -> String {
+    let program = program
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mounts: String = claims
+        .iter()
+        .map(|(name, _)| format!("            - {{name: {name}, mountPath: /{name}}}\n"))
+        .collect();
+    let templates: String = claims
+        .iter()
+        .map(|(name, class)| {
+            let class = class
+                .map(|c| format!("storageClassName: {c}, "))
+                .unwrap_or_default();
+            format!(
+                "  - metadata: {{name: {name}}}\n    spec: {{accessModes: [ReadWriteOnce], \
+                 {class}resources: {{requests: {{storage: 1Gi}}}}}}\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: records, namespace: {ns}}}
+data:
+  program.sh: |
+{program}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: db
+          image: {image}
+          imagePullPolicy: IfNotPresent
+          command: ["sh", "/program/program.sh"]
+          readinessProbe:
+            exec: {{command: ["test", "-f", "/tmp/verified"]}}
+            periodSeconds: 1
+          volumeMounts:
+{mounts}            - {{name: program, mountPath: /program}}
+      volumes:
+        - name: program
+          configMap: {{name: records}}
+  volumeClaimTemplates:
+{templates}{extra}"#
+    )
+}
+
+/// Asserts that claim `pvc` of `ns` holds the same tree on a and on b (hostPath or local
+/// volumes, read on this machine).
+pub fn assert_same_claim_data(kubeconfig: &Path, ns: &str, pvc: &str) {
+    let host_path = |side: &str| {
+        let pv = jsonpath(
+            kubeconfig,
+            side,
+            ns,
+            &format!("pvc/{pvc}"),
+            "{.spec.volumeName}",
+        );
+        kubectl(
+            kubeconfig,
+            side,
+            &[
+                "get",
+                "pv",
+                &pv,
+                "-o",
+                "jsonpath={.spec.hostPath.path}{.spec.local.path}",
+            ],
+            None,
+        )
+    };
+    super::assert_same_tree(Path::new(&host_path("a")), Path::new(&host_path("b")));
+}
+
+/// Deletes namespace `ns` on a and b without waiting.
+pub fn delete_on_both(kubeconfig: &Path, ns: &str) {
+    for side in ["a", "b"] {
+        kubectl(
+            kubeconfig,
+            side,
+            &["delete", "namespace", ns, "--wait=false"],
+            None,
+        );
+    }
+}
+
 /// Waits until pod db-0 of `ns` exists on `context`, then until it is Ready.
 pub fn wait_ready(kubeconfig: &Path, context: &str, ns: &str) {
     // `kubectl wait` fails at once on a pod that does not exist yet, and the StatefulSet

@@ -8,6 +8,13 @@
 # what the node owns. Every step tolerates a node that only half started or was already
 # torn down, so running this twice, or after a crash, is safe.
 set -u
+# One teardown at a time on this machine, and each node once: names and addresses
+# (namespace, veth, subnet) are reused by the next environment, so a late second
+# teardown of a dead test's node (its watchdog, after the next test's sweep already did
+# it) would remove the newer node that now has them. The file is renamed when done.
+exec 9>"${TMPDIR:-/tmp}/ferry-testenv-teardown.lock"
+flock 9
+[ -f "$1" ] || exit 0
 # shellcheck disable=SC1090
 . "$1"
 : "${NODE_DIR:?}" "${NETNS:?}" "${HOST_IF:?}" "${POD_CIDR:?}" "${CONTAINERD_SOCK:?}" "${CGROUP_ROOT:?}"
@@ -103,4 +110,5 @@ for link in /var/log/containers/*.log; do
   [ -L "$link" ] || continue
   case "$(readlink "$link")" in "$NODE_DIR"/*) rm -f "$link" ;; esac
 done
+mv -f "$1" "$1.torn-down"
 exit 0

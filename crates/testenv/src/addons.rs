@@ -34,10 +34,20 @@ pub async fn apply_yaml(client: &kube::Client, cluster: &str, yaml: &str) -> Res
         action,
         message,
     };
-    let discovery = Discovery::new(client.clone())
-        .run()
-        .await
-        .map_err(|e| err("discovering API resources".into(), e.to_string()))?;
+    // A CRD created a moment ago is listed in its group before its version is served
+    // (404 for a few hundred milliseconds): discovery is tried again for a while.
+    let mut tries = 0;
+    let discovery = loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(d) => break d,
+            Err(e) if tries < 40 => {
+                tries += 1;
+                tracing::debug!(%cluster, error = %e, "discovery failed; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(err("discovering API resources".into(), e.to_string())),
+        }
+    };
     let params = PatchParams::apply("ferry-testenv").force();
     for doc in serde_yaml::Deserializer::from_str(yaml) {
         let value = serde_yaml::Value::deserialize(doc)

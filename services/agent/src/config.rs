@@ -23,8 +23,44 @@ pub struct AgentConfig {
     /// (`<root>/<namespace>/<claim>`), reported by GetInfo so the transfer service puts
     /// them there; None lets the transfer service use its own setting.
     pub volume_root: Option<PathBuf>,
+    /// Where the kubelet mounts pods' CSI volumes: requests naming a pod's volume
+    /// (PodVolume) reach only `<root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount`.
+    pub kubelet: KubeletRoots,
     /// Who may call.
     pub access: AgentAccess,
+}
+
+/// The kubelet's root directory, per node for an agent that serves several nodes whose
+/// directories differ (`ferry serve` beside test clusters whose nodes share one host).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeletRoots {
+    /// Every node's, unless named below; None: no pod volumes are reachable.
+    pub default: Option<PathBuf>,
+    pub nodes: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl KubeletRoots {
+    /// From `--kubelet-root` values, `DIR` or `NODE=DIR`.
+    pub fn parse(values: &[String]) -> Self {
+        let mut roots = KubeletRoots::default();
+        for v in values.iter().filter(|v| !v.is_empty()) {
+            match v.split_once('=') {
+                Some((node, dir)) => {
+                    roots.nodes.insert(node.to_owned(), PathBuf::from(dir));
+                }
+                None => roots.default = Some(PathBuf::from(v)),
+            }
+        }
+        roots
+    }
+
+    /// The kubelet directory of `node`.
+    pub fn of(&self, node: &str) -> Option<&std::path::Path> {
+        self.nodes
+            .get(node)
+            .or(self.default.as_ref())
+            .map(PathBuf::as_path)
+    }
 }
 
 /// Who may call an agent: only Ferry's own components, which bear the deployment's
@@ -102,6 +138,15 @@ pub struct Args {
     /// Serve every caller. Only on a loopback address, for tests.
     #[arg(long)]
     pub insecure_no_access_checks: bool,
+    /// The kubelet's root directory on this node, where pods' CSI volumes are mounted
+    /// (`/var/lib/kubelet`); `NODE=DIR` for one node of several. Repeatable. None: CSI
+    /// volumes are not reachable.
+    #[arg(
+        long = "kubelet-root",
+        env = "FERRY_KUBELET_ROOT",
+        value_delimiter = ','
+    )]
+    pub kubelet_roots: Vec<String>,
 }
 
 /// The flags do not make a safe agent.
@@ -198,6 +243,7 @@ impl Args {
             max_concurrent_operations: self.max_concurrent,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             volume_root: self.volume_root,
+            kubelet: KubeletRoots::parse(&self.kubelet_roots),
             access: AgentAccess::Unchecked,
         }
     }

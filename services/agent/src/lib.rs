@@ -11,7 +11,7 @@ pub mod ops;
 pub mod server;
 pub mod service;
 
-pub use config::{AgentAccess, AgentConfig, Args, ConfigError};
+pub use config::{AgentAccess, AgentConfig, Args, ConfigError, KubeletRoots};
 pub use error::AgentError;
 pub use ferry_profile::{Profile, ProfileSource, S3Credentials};
 /// The `ErrorDetail` a status carries (re-exported from ferry-rpc).

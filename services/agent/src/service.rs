@@ -43,6 +43,7 @@ struct Inner {
     profiles: ProfileSource,
     allowed_roots: Vec<PathBuf>,
     volume_root: Option<PathBuf>,
+    kubelet: crate::config::KubeletRoots,
     ops: Arc<Operations>,
     access: crate::config::AgentAccess,
 }
@@ -61,6 +62,7 @@ impl Agent {
                     .cloned()
                     .collect(),
                 volume_root: config.volume_root.clone(),
+                kubelet: config.kubelet.clone(),
                 access: config.access.clone(),
                 ops: Operations::new(config.max_concurrent_operations, config.node_name.clone()),
             }),
@@ -123,6 +125,58 @@ impl Agent {
             });
         }
         Ok(p.to_path_buf())
+    }
+
+    /// The path of a request: `path`, or where the kubelet mounted `pod`'s CSI volume
+    /// (only that directory of the kubelet's; names that could climb out are refused).
+    fn request_path(
+        &self,
+        field: &'static str,
+        path: &str,
+        pod: Option<&ferry_proto::v1::PodVolume>,
+    ) -> Result<PathBuf, AgentError> {
+        let Some(pod) = pod else {
+            return self.check_path(field, path);
+        };
+        if !path.is_empty() {
+            return Err(AgentError::invalid(
+                field,
+                "both a path and a pod volume; give one",
+            ));
+        }
+        let Some(root) = self.inner.kubelet.of(&pod.node) else {
+            return Err(AgentError::invalid(
+                field,
+                format!(
+                    "pod volume {} on node {}: this agent was started without --kubelet-root, \
+                     so it reaches no pod's volume; start it with the kubelet's directory",
+                    pod.volume, pod.node
+                ),
+            ));
+        };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s != "."
+                && s != ".."
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        };
+        if !name_ok(&pod.pod_uid) || !name_ok(&pod.volume) {
+            return Err(AgentError::invalid(
+                field,
+                format!(
+                    "pod uid {:?} or volume {:?} is not a Kubernetes name",
+                    pod.pod_uid, pod.volume
+                ),
+            ));
+        }
+        Ok(root
+            .join("pods")
+            .join(&pod.pod_uid)
+            .join("volumes/kubernetes.io~csi")
+            .join(&pod.volume)
+            .join("mount"))
     }
 
     fn register(&self, operation_id: &str) -> Result<OperationGuard, AgentError> {
@@ -333,7 +387,7 @@ impl AgentService for Agent {
     ) -> Result<Response<Self::BackupStream>, Status> {
         self.admit(request.metadata())?;
         let req = request.into_inner();
-        let path = self.check_path("path", &req.path)?;
+        let path = self.request_path("path", &req.path, req.pod_volume.as_ref())?;
         let repo_ref = repository_ref(req.repository)?;
         let parent = match req.parent_snapshot_id.as_str() {
             "" => None,
@@ -411,7 +465,11 @@ impl AgentService for Agent {
     ) -> Result<Response<Self::RestoreStream>, Status> {
         self.admit(request.metadata())?;
         let req = request.into_inner();
-        let target = self.check_path("target_path", &req.target_path)?;
+        let target = self.request_path(
+            "target_path",
+            &req.target_path,
+            req.target_pod_volume.as_ref(),
+        )?;
         let repo_ref = repository_ref(req.repository)?;
         require_snapshot(&req.snapshot_id, "restore")?;
         let guard = self.register(&req.operation_id)?;
@@ -593,6 +651,7 @@ mod tests {
             max_concurrent_operations: 1,
             shutdown_grace: Duration::from_secs(1),
             volume_root: volume_root.map(PathBuf::from),
+            kubelet: Default::default(),
             access: crate::config::AgentAccess::Unchecked,
         })
     }
@@ -614,5 +673,57 @@ mod tests {
         assert!(rooted.check_path("path", "/data/pv-1").is_ok());
         assert!(rooted.check_path("path", "/etc").is_err());
         assert!(rooted.check_path("path", "/data/../etc").is_err());
+    }
+
+    #[test]
+    fn a_pod_volume_is_found_under_its_nodes_kubelet_directory_and_nowhere_else() {
+        let pod = |node: &str, uid: &str, volume: &str| ferry_proto::v1::PodVolume {
+            node: node.into(),
+            pod_uid: uid.into(),
+            volume: volume.into(),
+        };
+        let none = agent(&[], None)
+            .request_path("path", "", Some(&pod("n1", "u-1", "pvc-1")))
+            .expect_err("no kubelet root");
+        assert!(none.to_string().contains("--kubelet-root"), "{none}");
+        let mut a = agent(&[], None);
+        a.inner = Arc::new(Inner {
+            kubelet: crate::config::KubeletRoots::parse(&[
+                "/var/lib/kubelet".into(),
+                "n2=/env/node2/kubelet".into(),
+            ]),
+            ..Arc::try_unwrap(a.inner).expect("one owner")
+        });
+        assert_eq!(
+            a.request_path("path", "", Some(&pod("n1", "u-1", "pvc-1")))
+                .ok(),
+            Some(PathBuf::from(
+                "/var/lib/kubelet/pods/u-1/volumes/kubernetes.io~csi/pvc-1/mount"
+            ))
+        );
+        assert_eq!(
+            a.request_path("path", "", Some(&pod("n2", "u-2", "pvc-2")))
+                .ok(),
+            Some(PathBuf::from(
+                "/env/node2/kubelet/pods/u-2/volumes/kubernetes.io~csi/pvc-2/mount"
+            ))
+        );
+        for (uid, volume) in [
+            ("..", "pvc"),
+            ("u", ".."),
+            ("u/../..", "pvc"),
+            ("u", "a/b"),
+            ("", "pvc"),
+        ] {
+            assert!(
+                a.request_path("path", "", Some(&pod("n1", uid, volume)))
+                    .is_err(),
+                "{uid} {volume}"
+            );
+        }
+        assert!(
+            a.request_path("path", "/x", Some(&pod("n1", "u", "v")))
+                .is_err()
+        );
     }
 }

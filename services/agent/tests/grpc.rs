@@ -73,6 +73,7 @@ impl Harness {
             max_concurrent_operations: 2,
             shutdown_grace: grace,
             volume_root: Some(root.path().join("volumes/restored")),
+            kubelet: Default::default(),
             access: ferry_agent::AgentAccess::Unchecked,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -136,6 +137,7 @@ impl Harness {
                 repository: self.repo("main"),
                 parent_snapshot_id: parent.into(),
                 tags: [("pvc".to_string(), "data-db-0".to_string())].into(),
+                pod_volume: None,
             })
             .await?
             .into_inner();
@@ -170,6 +172,7 @@ impl Harness {
                 snapshot_id: snapshot.into(),
                 target_path: target.display().to_string(),
                 delete_extraneous: false,
+                target_pod_volume: None,
             })
             .await?
             .into_inner();
@@ -610,6 +613,7 @@ async fn bad_requests_get_codes_details_and_hints() {
             snapshot_id: done.snapshot_id[..12].into(),
             target_path: busy.display().to_string(),
             delete_extraneous: true,
+            target_pod_volume: None,
         })
         .await
         .expect("restore")

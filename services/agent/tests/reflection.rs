@@ -17,6 +17,7 @@ async fn grpcurl_lists_describes_and_calls_the_agent() {
         max_concurrent_operations: 1,
         shutdown_grace: std::time::Duration::from_secs(1),
         volume_root: None,
+        kubelet: Default::default(),
         access: ferry_agent::AgentAccess::Unchecked,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

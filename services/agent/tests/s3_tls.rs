@@ -145,6 +145,7 @@ async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
             max_concurrent_operations: 2,
             shutdown_grace: std::time::Duration::from_secs(1),
             volume_root: None,
+            kubelet: Default::default(),
             access: ferry_agent::AgentAccess::Unchecked,
         },
         listener,

@@ -109,15 +109,6 @@ pub struct MoverArgs {
     /// Seconds a mover pod may take to start (its claim provisioned, its volume attached).
     #[arg(long, default_value_t = 300)]
     pub mover_start_timeout_seconds: u64,
-    /// The kubelet's root directory on nodes (pods' CSI volumes are mounted under it);
-    /// `NODE=DIR` for a node whose directory differs. Repeatable.
-    #[arg(
-        long = "kubelet-root",
-        env = "FERRY_KUBELET_ROOT",
-        value_delimiter = ',',
-        default_value = "/var/lib/kubelet"
-    )]
-    pub kubelet_roots: Vec<String>,
     /// Back up a CSI volume from a VolumeSnapshot when its driver has a
     /// VolumeSnapshotClass (crash-consistent, one point in time); false: from the live
     /// volume, through a pod that mounts it.
@@ -135,18 +126,6 @@ impl MoverArgs {
                 .map(str::to_owned)
                 .collect(),
             start_timeout: std::time::Duration::from_secs(self.mover_start_timeout_seconds),
-            kubelet_root: self
-                .kubelet_roots
-                .iter()
-                .rfind(|r| !r.contains('='))
-                .cloned()
-                .unwrap_or_else(|| "/var/lib/kubelet".into()),
-            kubelet_roots: self
-                .kubelet_roots
-                .iter()
-                .filter_map(|r| r.split_once('='))
-                .map(|(node, dir)| (node.to_owned(), dir.to_owned()))
-                .collect(),
             csi_snapshots: self.csi_snapshots,
         }
     }

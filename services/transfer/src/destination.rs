@@ -22,7 +22,7 @@ use tracing::info;
 use crate::agent_ops::{Aggregate, Step, follow};
 use crate::error::{Result, TransferError, agent_error, proto_object};
 use crate::job::{short_hash, steps};
-use crate::mover::Movers;
+use crate::mover::{Access, Movers};
 use crate::quiesce::workload_ref;
 use crate::runtime::{JobRun, api_ref};
 
@@ -459,7 +459,7 @@ impl Destination<'_> {
                                         v.written_through = "volume root".into();
                                     }
                                 });
-                                self.restore_one(&one, &path, "").await
+                                self.restore_one(&one, &Access::Path(path), "").await
                             }
                             Placement::Provision => self.restore_claim(movers, &one).await,
                         };
@@ -609,14 +609,14 @@ impl Destination<'_> {
                 v.written_through = format!("mover pod {}", held.pod);
             }
         });
-        let r = self.restore_one(one, &held.path, &held.node).await;
+        let r = self.restore_one(one, &held.access, &held.node).await;
         movers.release(&self.target, pvc).await;
         r
     }
 
     /// Restores one snapshot into `path` through the agent on `node` (any agent when
     /// empty).
-    async fn restore_one(&self, one: &RestoreOne<'_>, path: &str, node: &str) -> Result<()> {
+    async fn restore_one(&self, one: &RestoreOne<'_>, to: &Access, node: &str) -> Result<()> {
         let RestoreOne {
             pvc,
             snapshot,
@@ -631,12 +631,19 @@ impl Destination<'_> {
         let mut client = self.agent_on(node).await?;
         let op = format!("{}-a{attempt}-restore-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
-        info!(%pvc, %path, %snapshot, op = %op, "restoring volume");
+        info!(%pvc, %to, %snapshot, op = %op, "restoring volume");
         let request = RestoreRequest {
             operation_id: op.clone(),
             repository: Some(one.repository.clone()),
             snapshot_id: snapshot.to_owned(),
-            target_path: path.to_owned(),
+            target_path: match to {
+                Access::Path(p) => p.clone(),
+                Access::Pod(_) => String::new(),
+            },
+            target_pod_volume: match to {
+                Access::Pod(p) => Some(p.clone()),
+                Access::Path(_) => None,
+            },
             // A job run again replaces the data of the one before.
             delete_extraneous: true,
         };

@@ -5,7 +5,6 @@
 //! Ferry code that touches data: the node's agent, which already answers only the
 //! control plane, does the copying (as Velero's node agent does).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
@@ -36,23 +35,31 @@ pub struct MoverConfig {
     pub command: Vec<String>,
     /// How long a mover pod may take to start (claim provisioned, volume attached).
     pub start_timeout: Duration,
-    /// The kubelet's root directory on the nodes, where pods' CSI volumes are mounted
-    /// (`<root>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount`).
-    pub kubelet_root: String,
-    /// Nodes whose kubelet directory is elsewhere (test machines whose nodes share one
-    /// filesystem): node name -> directory.
-    pub kubelet_roots: BTreeMap<String, String>,
     /// Read a CSI volume from a VolumeSnapshot when its driver has a
     /// VolumeSnapshotClass (one point in time); off: from the live volume.
     pub csi_snapshots: bool,
 }
 
-impl MoverConfig {
-    /// The kubelet's root directory on `node`.
-    pub fn kubelet_root_of(&self, node: &str) -> &str {
-        self.kubelet_roots
-            .get(node)
-            .map_or(self.kubelet_root.as_str(), String::as_str)
+/// Where a node's agent finds a volume's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// A hostPath or local volume's directory.
+    Path(String),
+    /// A CSI volume, where the kubelet mounted it for a pod; the agent knows its own
+    /// kubelet directory.
+    Pod(ferry_proto::v1::PodVolume),
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Path(p) => f.write_str(p),
+            Access::Pod(p) => write!(
+                f,
+                "volume {} of pod {} on node {}",
+                p.volume, p.pod_uid, p.node
+            ),
+        }
     }
 }
 
@@ -62,8 +69,6 @@ impl Default for MoverConfig {
             image: None,
             command: vec!["/usr/bin/ferry".into(), "hold".into()],
             start_timeout: Duration::from_secs(300),
-            kubelet_root: "/var/lib/kubelet".into(),
-            kubelet_roots: BTreeMap::new(),
             csi_snapshots: true,
         }
     }
@@ -77,7 +82,7 @@ pub struct Held {
     pub claim: String,
     pub node: String,
     /// Where the node's agent finds the volume's files.
-    pub path: String,
+    pub access: Access,
     /// The PersistentVolume bound to the claim.
     pub volume: String,
 }
@@ -302,22 +307,21 @@ impl Movers<'_> {
             .get(&volume)
             .await
             .map_err(|e| self.kube_error(namespace, claim, "reading its volume", e))?;
-        let path =
-            node_path(&pv, self.config.kubelet_root_of(&node), &node, &uid).map_err(|message| {
-                self.volume_error(
-                    namespace,
-                    claim,
-                    format!("volume {volume}: {message}"),
-                    "map the claim's class to one whose volumes are hostPath, local or CSI \
+        let access = node_access(&pv, &node, &uid).map_err(|message| {
+            self.volume_error(
+                namespace,
+                claim,
+                format!("volume {volume}: {message}"),
+                "map the claim's class to one whose volumes are hostPath, local or CSI \
                      (--storage-class-map)",
-                )
-            })?;
+            )
+        })?;
         Ok(Held {
             pod: name,
             namespace: namespace.to_owned(),
             claim: claim.to_owned(),
             node,
-            path,
+            access,
             volume,
         })
     }
@@ -436,52 +440,52 @@ impl Movers<'_> {
     }
 }
 
-/// Where the kubelet of a node under `kubelet_root` mounts CSI volume `pv` for pod `uid`.
-pub fn csi_mount_path(kubelet_root: &str, uid: &str, pv: &str) -> String {
-    format!(
-        "{}/pods/{uid}/volumes/kubernetes.io~csi/{pv}/mount",
-        kubelet_root.trim_end_matches('/')
-    )
-}
-
-/// Where a volume's files are on its node, for a pod `uid` that mounts it there:
+/// Where a volume's files are on its node, for a pod `uid` on `node` that mounts it:
 /// hostPath and local volumes at their own path, CSI volumes where the kubelet mounted
 /// them for the pod.
-pub fn node_path(
+pub fn node_access(
     pv: &PersistentVolume,
-    kubelet_root: &str,
     node: &str,
     uid: &str,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<Access, String> {
     let spec = pv.spec.as_ref().ok_or("it has no spec")?;
     if let Some(h) = &spec.host_path {
-        return Ok(h.path.clone());
+        return Ok(Access::Path(h.path.clone()));
     }
     if let Some(l) = &spec.local {
-        return Ok(l.path.clone());
+        return Ok(Access::Path(l.path.clone()));
     }
     if spec.csi.is_some() {
         if uid.is_empty() || node.is_empty() {
             return Err("its pod has no uid or node yet".into());
         }
-        let name = pv.metadata.name.clone().unwrap_or_default();
-        return Ok(csi_mount_path(kubelet_root, uid, &name));
+        return Ok(pod_volume(
+            node,
+            uid,
+            &pv.metadata.name.clone().unwrap_or_default(),
+        ));
     }
-    let kinds: BTreeMap<&str, bool> = [
+    let kind = [
         ("nfs", spec.nfs.is_some()),
         ("iscsi", spec.iscsi.is_some()),
         ("fc", spec.fc.is_some()),
     ]
     .into_iter()
-    .collect();
-    let kind = kinds
-        .iter()
-        .find(|(_, set)| **set)
-        .map_or("this kind of", |(k, _)| *k);
+    .find(|(_, set)| *set)
+    .map_or("this kind of", |(k, _)| k);
     Err(format!(
         "{kind} volumes are not reachable through a node's agent (hostPath, local and CSI \
          volumes are)"
     ))
+}
+
+/// CSI volume `pv` of pod `uid` on `node`.
+pub fn pod_volume(node: &str, uid: &str, pv: &str) -> Access {
+    Access::Pod(ferry_proto::v1::PodVolume {
+        node: node.to_owned(),
+        pod_uid: uid.to_owned(),
+        volume: pv.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -496,21 +500,21 @@ mod tests {
     fn each_kind_of_volume_is_found_where_its_node_has_it() {
         let host = pv(json!({"hostPath": {"path": "/opt/local-path/pvc-1_ns_data"}}));
         assert_eq!(
-            node_path(&host, "/var/lib/kubelet", "n1", "u").as_deref(),
-            Ok("/opt/local-path/pvc-1_ns_data")
+            node_access(&host, "n1", "u"),
+            Ok(Access::Path("/opt/local-path/pvc-1_ns_data".into()))
         );
         let local = pv(json!({"local": {"path": "/mnt/disks/d1"}}));
         assert_eq!(
-            node_path(&local, "/var/lib/kubelet", "n1", "u").as_deref(),
-            Ok("/mnt/disks/d1")
+            node_access(&local, "n1", "u"),
+            Ok(Access::Path("/mnt/disks/d1".into()))
         );
         let csi = pv(json!({"csi": {"driver": "hostpath.csi.k8s.io", "volumeHandle": "h"}}));
         assert_eq!(
-            node_path(&csi, "/env/node1/kubelet/", "n1", "abc").as_deref(),
-            Ok("/env/node1/kubelet/pods/abc/volumes/kubernetes.io~csi/pvc-1/mount")
+            node_access(&csi, "n1", "abc"),
+            Ok(pod_volume("n1", "abc", "pvc-1"))
         );
         let nfs = pv(json!({"nfs": {"server": "s", "path": "/x"}}));
-        let err = node_path(&nfs, "/var/lib/kubelet", "n1", "u").expect_err("nfs");
+        let err = node_access(&nfs, "n1", "u").expect_err("nfs");
         assert!(err.starts_with("nfs volumes are not reachable"), "{err}");
     }
 

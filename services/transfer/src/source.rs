@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::agent_ops::{Aggregate, Step, follow};
 use crate::error::{Result, TransferError, agent_error};
 use crate::job::steps;
-use crate::mover::Movers;
+use crate::mover::{Access, Movers};
 use crate::quiesce::{quiesce, unquiesce};
 use crate::runtime::{JobRun, captured_outcomes};
 use crate::snapshot::{ClaimShape, Taken};
@@ -42,7 +42,7 @@ pub(crate) struct SourceVolume {
 
 /// Where one volume is read, found as its backup starts.
 struct Reach {
-    path: String,
+    access: Access,
     node: String,
     /// The report's `read_through`.
     through: String,
@@ -466,7 +466,7 @@ impl Source<'_> {
     async fn reach(&self, vol: &SourceVolume, movers: &Movers<'_>) -> Result<Reach> {
         if !vol.path.is_empty() {
             return Ok(Reach {
-                path: vol.path.clone(),
+                access: Access::Path(vol.path.clone()),
                 node: vol.node.clone(),
                 through: "host path".into(),
                 mover: false,
@@ -487,7 +487,7 @@ impl Source<'_> {
                 }
             };
             return Ok(Reach {
-                path: held.path,
+                access: held.access,
                 node: held.node,
                 through: format!(
                     "csi snapshot {} (class {}), mover pod {}",
@@ -498,9 +498,8 @@ impl Source<'_> {
             });
         }
         if let Some((pod, uid, node)) = self.mounting_pod(&vol.pvc).await? {
-            let root = self.run.config().mover.kubelet_root_of(&node);
             return Ok(Reach {
-                path: crate::mover::csi_mount_path(root, &uid, &vol.pv),
+                access: crate::mover::pod_volume(&node, &uid, &vol.pv),
                 node,
                 through: format!("pod {pod}"),
                 mover: false,
@@ -509,7 +508,7 @@ impl Source<'_> {
         }
         let held = movers.hold(ns, &vol.pvc, true).await?;
         Ok(Reach {
-            path: held.path,
+            access: held.access,
             node: held.node,
             through: format!("mover pod {}", held.pod),
             mover: true,
@@ -566,10 +565,17 @@ impl Source<'_> {
         let mut client = found.map_err(|e| e.naming(&self.key, cluster))?;
         let op = format!("{}-a{attempt}-backup-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
-        info!(pvc = %vol.pvc, path = %reach.path, through = %reach.through, parent = %parent, op = %op, "backing up volume");
+        info!(pvc = %vol.pvc, at = %reach.access, through = %reach.through, parent = %parent, op = %op, "backing up volume");
         let request = BackupRequest {
             operation_id: op.clone(),
-            path: reach.path.clone(),
+            path: match &reach.access {
+                Access::Path(p) => p.clone(),
+                Access::Pod(_) => String::new(),
+            },
+            pod_volume: match &reach.access {
+                Access::Pod(p) => Some(p.clone()),
+                Access::Path(_) => None,
+            },
             repository: Some(repository),
             parent_snapshot_id: parent.to_owned(),
             tags: [

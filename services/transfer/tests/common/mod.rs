@@ -80,6 +80,7 @@ async fn agent(
         max_concurrent_operations: 4,
         shutdown_grace: Duration::from_secs(1),
         volume_root: Some(volume_root),
+        kubelet: Default::default(),
         access: ferry_agent::AgentAccess::Unchecked,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
