@@ -75,6 +75,8 @@ async fn agent_refuses_callers_without_the_internal_credential() {
                 token.to_str().unwrap(),
                 "--allow-root",
                 tmp.path().to_str().unwrap(),
+                "--kubelet-root",
+                tmp.path().join("kubelet").to_str().unwrap(),
             ],
             None,
         )
@@ -102,6 +104,41 @@ async fn agent_refuses_callers_without_the_internal_credential() {
         &backup,
     );
     assert!(stolen.contains("PermissionDenied"), "{stolen}");
+    // A pod's CSI volume, named instead of a path: refused the same way before anything
+    // looks at it; and to Ferry itself, only that pod's volume mount, never a way out.
+    let pod_volume = |uid: &str| {
+        format!(
+            r#"{{"operationId":"pv-{}","repository":{{"profile":"x"}},"podVolume":{{"node":"n1","podUid":"{uid}","volume":"pvc-1"}}}}"#,
+            uid.len()
+        )
+    };
+    let anonymous = grpcurl(
+        &listen,
+        None,
+        "ferry.v1.AgentService/Backup",
+        &pod_volume("u-1"),
+    );
+    assert!(anonymous.contains("Unauthenticated"), "{anonymous}");
+    let as_alice = grpcurl(
+        &listen,
+        Some(&alice),
+        "ferry.v1.AgentService/Restore",
+        &format!(
+            r#"{{"operationId":"r","snapshotId":"{}","repository":{{"profile":"x"}},"targetPodVolume":{{"node":"n1","podUid":"u-1","volume":"pvc-1"}}}}"#,
+            "0".repeat(64)
+        ),
+    );
+    assert!(as_alice.contains("PermissionDenied"), "{as_alice}");
+    let climbing = grpcurl(
+        &listen,
+        Some(&"k".repeat(48)),
+        "ferry.v1.AgentService/Backup",
+        &pod_volume(".."),
+    );
+    assert!(
+        climbing.contains("InvalidArgument") && climbing.contains("not a Kubernetes name"),
+        "{climbing}"
+    );
     // The deployment's own components are served.
     let own = grpcurl(
         &listen,
