@@ -15,11 +15,9 @@ mod common;
 use std::path::Path;
 
 use common::control::{
-    Serve, assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl, migrate,
-    newest_job, profiles_and_pair, records_application, serve_provisioning, wait_answering,
-    wait_ready,
+    assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl, migrate_to_b,
+    profiles_and_pair, records_application, serve_on_nodes, wait_answering, wait_ready,
 };
-use ferry_client::Ferry;
 
 /// Checks every complete record of each file (a torn last line, which a crash or a
 /// snapshot may cut, is not a record), then writes 100 to both volumes, then keeps
@@ -62,26 +60,6 @@ fn application(kubeconfig: &Path, ns: &str, image: &str) {
     });
 }
 
-/// `ferry serve` for `side`: its agent reaches each node's local-path directory, and
-/// pods' CSI volumes under each node's kubelet directory.
-fn serve(
-    env: &ferry_testenv::TestEnv,
-    side: &str,
-    root: &Path,
-    image: &str,
-    extra: &[&str],
-) -> Serve {
-    let mut flags: Vec<String> = Vec::new();
-    for n in &env.cluster(side).unwrap().nodes {
-        flags.push("--allow-root".into());
-        flags.push(n.dir.join("local-path").display().to_string());
-        flags.push("--kubelet-root".into());
-        flags.push(format!("{}={}", n.name, n.kubelet_dir().display()));
-    }
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    serve_provisioning(env.kubeconfig(), side, root, image, &flags).0
-}
-
 /// `sha256sum` of the files inside pod db-0 of `ns`.
 fn sums(kubeconfig: &Path, context: &str, ns: &str, files: &str) -> String {
     kubectl(
@@ -122,16 +100,6 @@ fn file(kubeconfig: &Path, context: &str, ns: &str, path: &str) -> String {
     )
 }
 
-async fn volumes_of_newest_job(kubeconfig: &Path) -> Vec<ferry_client::proto::VolumeOutcome> {
-    let ferry = Ferry::for_context(Some(kubeconfig), Some("a"))
-        .await
-        .unwrap();
-    let (_, report) = ferry.job(&newest_job(&ferry).await).get().await.unwrap();
-    let mut volumes = report.expect("a final report").volumes;
-    volumes.sort_by(|a, b| a.pvc_name.cmp(&b.pvc_name));
-    volumes
-}
-
 /// One test, two Ferries per cluster in turn: a Ferry's settings (its ConfigMap, its
 /// profiles' Secrets) are per cluster, so tests of this binary cannot run side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,8 +114,8 @@ async fn every_volume_path_local_path_csi_snapshot_running_pod_and_mover_pod() {
         .toolbox;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let a = serve(env, "a", root, &image, &[]);
-    let _b = serve(env, "b", root, &image, &[]);
+    let a = serve_on_nodes(env, "a", root, &image, &[]);
+    let _b = serve_on_nodes(env, "b", root, &image, &[]);
     wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "any-volume", 33);
 
@@ -155,7 +123,7 @@ async fn every_volume_path_local_path_csi_snapshot_running_pod_and_mover_pod() {
         .await;
     // The same Ferry on a (its state kept), reading CSI volumes live.
     drop(a);
-    let _a = serve(env, "a", root, &image, &["--csi-snapshots", "false"]);
+    let _a = serve_on_nodes(env, "a", root, &image, &["--csi-snapshots", "false"]);
     wait_answering(&kc, &["a"]);
     csi_volumes_without_snapshots_are_read_through_the_running_pod_or_a_mover_pod(&kc, &image)
         .await;
@@ -170,15 +138,7 @@ async fn local_path_and_csi_snapshot_volumes_of_a_writing_application_arrive_con
     application(&kc, &ns, image);
 
     // It keeps appending to its CSI volume while the migration runs.
-    let run = migrate(&kc, &ns, "b", &[]);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "ferry migrate:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    let volumes = volumes_of_newest_job(&kc).await;
+    let volumes = migrate_to_b(&kc, &ns, &[]).await.1.volumes;
     let through: Vec<(&str, &str, &str)> = volumes
         .iter()
         .map(|v| {
@@ -271,27 +231,14 @@ async fn csi_volumes_without_snapshots_are_read_through_the_running_pod_or_a_mov
     application(&kc, &ns, image);
 
     // Running: read where the kubelet mounted it for db-0 (the mover path below).
-    let run = migrate(&kc, &ns, "b", &["--no-start"]);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "ferry migrate:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    let volumes = volumes_of_newest_job(&kc).await;
+    let volumes = migrate_to_b(&kc, &ns, &["--no-start"]).await.1.volumes;
     assert_eq!(volumes[1].read_through, "pod db-0", "{volumes:?}");
 
     // Stopped by the migration's quiesce: nobody mounts it, so a mover pod does.
-    let run = migrate(&kc, &ns, "b", &["--quiesce", "--existing", "update"]);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "ferry migrate:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    let volumes = volumes_of_newest_job(&kc).await;
+    let volumes = migrate_to_b(&kc, &ns, &["--quiesce", "--existing", "update"])
+        .await
+        .1
+        .volumes;
     assert!(
         volumes[1]
             .read_through

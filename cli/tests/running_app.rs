@@ -17,10 +17,9 @@ use std::path::Path;
 
 use common::control::{
     RECORDS_PROGRAM, assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl,
-    migrate, newest_job, profiles_and_pair, records_application, serve_provisioning,
-    wait_answering, wait_ready,
+    migrate_to_b, profiles_and_pair, records_application, serve_on_nodes, wait_answering,
+    wait_ready,
 };
-use ferry_client::Ferry;
 
 fn application(kubeconfig: &Path, ns: &str, image: &str) {
     let cronjob = format!(
@@ -55,22 +54,8 @@ async fn a_running_application_on_local_path_arrives_running_on_b_through_a_move
         .toolbox;
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    // Each agent reaches its cluster's local-path directories, and nothing else there.
-    let local_paths = |side: &str| -> Vec<String> {
-        env.cluster(side)
-            .unwrap()
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                [
-                    "--allow-root".to_owned(),
-                    n.dir.join("local-path").display().to_string(),
-                ]
-            })
-            .collect()
-    };
-    let (_serve_a, _) = serve_provisioning(&kc, "a", root, &image, &local_paths("a"));
-    let (_serve_b, _) = serve_provisioning(&kc, "b", root, &image, &local_paths("b"));
+    let _serve_a = serve_on_nodes(env, "a", root, &image, &[]);
+    let _serve_b = serve_on_nodes(env, "b", root, &image, &[]);
     wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "running-app", 31);
 
@@ -83,21 +68,7 @@ async fn a_running_application_on_local_path_arrives_running_on_b_through_a_move
         kubectl(&kc, "a", &["-n", &ns, "logs", "db-0"], None).contains("holding 100 records")
     });
 
-    let run = migrate(&kc, &ns, "b", &[]);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "ferry migrate:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
-    let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
-    let (job, report) = ferry_a
-        .job(&newest_job(&ferry_a).await)
-        .get()
-        .await
-        .unwrap();
-    let report = report.expect("a final report");
+    let (job, report) = migrate_to_b(&kc, &ns, &[]).await;
     let restore = job
         .steps
         .iter()

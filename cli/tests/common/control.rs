@@ -63,16 +63,17 @@ pub fn serve_with(
     serve_flags(kubeconfig, side, root, port, &flags)
 }
 
-/// `ferry serve` for cluster `side` with no volume root: claims are provisioned through
-/// their StorageClass and restored through mover pods running `image` (`sleep`).
-pub fn serve_provisioning(
-    kubeconfig: &Path,
+/// `ferry serve` for cluster `side` of an environment with nodes, with no volume root:
+/// claims are provisioned through their StorageClass and restored through mover pods
+/// running `image` (`sleep`); its agent reaches each node's local-path directory, and
+/// pods' CSI volumes under each node's kubelet directory.
+pub fn serve_on_nodes(
+    env: &ferry_testenv::TestEnv,
     side: &str,
     root: &Path,
     image: &str,
-    extra: &[String],
-) -> (Serve, String) {
-    let port = free_port();
+    extra: &[&str],
+) -> Serve {
     let mut flags: Vec<String> = [
         "--mover-image",
         image,
@@ -83,11 +84,38 @@ pub fn serve_provisioning(
     ]
     .map(str::to_owned)
     .to_vec();
-    flags.extend_from_slice(extra);
-    (
-        serve_flags(kubeconfig, side, root, port, &flags),
-        format!("http://127.0.0.1:{port}"),
-    )
+    for n in &env.cluster(side).unwrap().nodes {
+        flags.push("--allow-root".into());
+        flags.push(n.dir.join("local-path").display().to_string());
+        flags.push("--kubelet-root".into());
+        flags.push(format!("{}={}", n.name, n.kubelet_dir().display()));
+    }
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    serve_flags(env.kubeconfig(), side, root, free_port(), &flags)
+}
+
+/// `ferry --context a migrate -n NS --to b --profile main EXTRA...`, which must succeed;
+/// the job and its report, volumes sorted by claim.
+pub async fn migrate_to_b(
+    kubeconfig: &Path,
+    ns: &str,
+    extra: &[&str],
+) -> (proto::Job, proto::JobReport) {
+    let run = migrate(kubeconfig, ns, "b", extra);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "ferry migrate:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let ferry = Ferry::for_context(Some(kubeconfig), Some("a"))
+        .await
+        .unwrap();
+    let (job, report) = ferry.job(&newest_job(&ferry).await).get().await.unwrap();
+    let mut report = report.expect("a final report");
+    report.volumes.sort_by(|a, b| a.pvc_name.cmp(&b.pvc_name));
+    (job, report)
 }
 
 fn serve_flags(kubeconfig: &Path, side: &str, root: &Path, port: u16, extra: &[String]) -> Serve {

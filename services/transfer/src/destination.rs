@@ -528,15 +528,8 @@ impl Destination<'_> {
         let is_namespace = |o: &ferry_kube::PlannedObject| {
             o.resource.group.is_empty() && o.resource.kind == "Namespace"
         };
-        let claims = Plan {
-            objects: plan
-                .objects
-                .iter()
-                .filter(|o| is_namespace(o) || is_claim(o))
-                .cloned()
-                .collect(),
-            ..plan.clone()
-        };
+        let mut claims = plan.clone();
+        claims.objects.retain(|o| is_namespace(o) || is_claim(o));
         let opts = KubeApplyOptions {
             existing: self.existing_policy(),
             ..Default::default()

@@ -78,8 +78,6 @@ impl Default for MoverConfig {
 #[derive(Debug, Clone)]
 pub struct Held {
     pub pod: String,
-    pub namespace: String,
-    pub claim: String,
     pub node: String,
     /// Where the node's agent finds the volume's files.
     pub access: Access,
@@ -318,8 +316,6 @@ impl Movers<'_> {
         })?;
         Ok(Held {
             pod: name,
-            namespace: namespace.to_owned(),
-            claim: claim.to_owned(),
             node,
             access,
             volume,
