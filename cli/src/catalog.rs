@@ -145,111 +145,7 @@ fn expected_signer(a: &CreateProfileArgs) -> Result<String> {
 pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -> Result<()> {
     let ferry = connect.ferry().await?;
     match args.command {
-        ProfileCommand::Create(a) => {
-            let migration_token = match &a.migration_token_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        Error::Usage(format!(
-                            "reading the migration token file {}: {e}",
-                            path.display()
-                        ))
-                    })?
-                    .trim()
-                    .to_string(),
-                None => String::new(),
-            };
-            let (backend, endpoint, bucket, prefix) = match (&a.s3, &a.local) {
-                // The token names the location.
-                _ if !migration_token.is_empty() => (
-                    StorageBackend::Unspecified,
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                ),
-                (Some(s3), None) => {
-                    let (e, b, p) = s3_location(s3)?;
-                    (StorageBackend::S3, e, b, p)
-                }
-                (None, Some(dir)) => (
-                    StorageBackend::Local,
-                    String::new(),
-                    dir.display().to_string(),
-                    String::new(),
-                ),
-                _ => {
-                    return Err(Error::Usage(
-                        "give the repository's location with --s3 URL or --local DIR, or an \
-                         import profile's --migration-token-file"
-                            .into(),
-                    ));
-                }
-            };
-            let expected_signer = expected_signer(&a)?;
-            if a.insecure_skip_tls_verify {
-                eprintln!(
-                    "ferry: warning: profile {} will not verify the TLS certificate of {endpoint}; \
-                     use this only in test setups",
-                    a.name
-                );
-            }
-            let resp = ferry
-                .catalog()
-                .create_profile(CreateProfileRequest {
-                    name: a.name.clone(),
-                    kind: match a.kind {
-                        KindArg::Migration => ProfileKind::Migration,
-                        KindArg::Export => ProfileKind::Export,
-                        KindArg::Import => ProfileKind::Import,
-                    } as i32,
-                    backend: backend as i32,
-                    endpoint,
-                    bucket,
-                    prefix,
-                    region: a.region,
-                    credentials_secret: a
-                        .credentials_secret
-                        .as_deref()
-                        .map(|s| secret_ref("--credentials-secret", s))
-                        .transpose()?,
-                    verify_tls: Some(!a.insecure_skip_tls_verify),
-                    encryption_key_secret: a
-                        .key_secret
-                        .as_deref()
-                        .map(|s| secret_ref("--key-secret", s))
-                        .transpose()?,
-                    create_repository: a.create_repository,
-                    migration_token,
-                    expected_signer,
-                })
-                .await
-                .map_err(|s| ferry.rpc_error("CreateProfile", s))?
-                .into_inner();
-            if format.structured() {
-                return print_proto(&resp, "ferry.v1.CreateProfileResponse", format);
-            }
-            for w in &resp.warnings {
-                eprintln!("ferry: warning: {w}");
-            }
-            let p = resp.profile.unwrap_or_default();
-            if !p.token_signer_fingerprint.is_empty() && a.expect_signer.is_none() {
-                eprintln!(
-                    "ferry: the migration token was signed by {fp}; check it against what \
-                     `ferry export` printed on the source, and pin it for later tokens with \
-                     --expect-signer {fp}",
-                    fp = p.token_signer_fingerprint
-                );
-            }
-            print(&format!(
-                "profile {} saved; repository {}{}\n",
-                p.name,
-                p.repository_id,
-                if resp.repository_created {
-                    " (created)"
-                } else {
-                    ""
-                }
-            ))
-        }
+        ProfileCommand::Create(a) => create_profile(&ferry, a, format).await,
         ProfileCommand::List => {
             let resp = ferry
                 .catalog()
@@ -305,6 +201,117 @@ pub async fn profile(connect: &ConnectArgs, args: ProfileArgs, format: Format) -
             ))
         }
     }
+}
+
+/// `ferry profile create`.
+async fn create_profile(
+    ferry: &ferry_client::Ferry,
+    a: CreateProfileArgs,
+    format: Format,
+) -> Result<()> {
+    let migration_token = match &a.migration_token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "reading the migration token file {}: {e}",
+                    path.display()
+                ))
+            })?
+            .trim()
+            .to_string(),
+        None => String::new(),
+    };
+    let (backend, endpoint, bucket, prefix) = match (&a.s3, &a.local) {
+        // The token names the location.
+        _ if !migration_token.is_empty() => (
+            StorageBackend::Unspecified,
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
+        (Some(s3), None) => {
+            let (e, b, p) = s3_location(s3)?;
+            (StorageBackend::S3, e, b, p)
+        }
+        (None, Some(dir)) => (
+            StorageBackend::Local,
+            String::new(),
+            dir.display().to_string(),
+            String::new(),
+        ),
+        _ => {
+            return Err(Error::Usage(
+                "give the repository's location with --s3 URL or --local DIR, or an \
+                 import profile's --migration-token-file"
+                    .into(),
+            ));
+        }
+    };
+    let expected_signer = expected_signer(&a)?;
+    if a.insecure_skip_tls_verify {
+        eprintln!(
+            "ferry: warning: profile {} will not verify the TLS certificate of {endpoint}; \
+             use this only in test setups",
+            a.name
+        );
+    }
+    let resp = ferry
+        .catalog()
+        .create_profile(CreateProfileRequest {
+            name: a.name.clone(),
+            kind: match a.kind {
+                KindArg::Migration => ProfileKind::Migration,
+                KindArg::Export => ProfileKind::Export,
+                KindArg::Import => ProfileKind::Import,
+            } as i32,
+            backend: backend as i32,
+            endpoint,
+            bucket,
+            prefix,
+            region: a.region,
+            credentials_secret: a
+                .credentials_secret
+                .as_deref()
+                .map(|s| secret_ref("--credentials-secret", s))
+                .transpose()?,
+            verify_tls: Some(!a.insecure_skip_tls_verify),
+            encryption_key_secret: a
+                .key_secret
+                .as_deref()
+                .map(|s| secret_ref("--key-secret", s))
+                .transpose()?,
+            create_repository: a.create_repository,
+            migration_token,
+            expected_signer,
+        })
+        .await
+        .map_err(|s| ferry.rpc_error("CreateProfile", s))?
+        .into_inner();
+    if format.structured() {
+        return print_proto(&resp, "ferry.v1.CreateProfileResponse", format);
+    }
+    for w in &resp.warnings {
+        eprintln!("ferry: warning: {w}");
+    }
+    let p = resp.profile.unwrap_or_default();
+    if !p.token_signer_fingerprint.is_empty() && a.expect_signer.is_none() {
+        eprintln!(
+            "ferry: the migration token was signed by {fp}; check it against what \
+             `ferry export` printed on the source, and pin it for later tokens with \
+             --expect-signer {fp}",
+            fp = p.token_signer_fingerprint
+        );
+    }
+    print(&format!(
+        "profile {} saved; repository {}{}\n",
+        p.name,
+        p.repository_id,
+        if resp.repository_created {
+            " (created)"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// `ferry import-key`: this cluster's import key, created on first use. Its public

@@ -59,15 +59,27 @@ pub struct ConnectArgs {
     pub tls_server_name: Option<String>,
     /// Kubernetes bearer token to call the Ferry with, instead of the context user's
     /// (for users who sign in with a client certificate or an exec plugin:
-    /// `kubectl create token ...`).
+    /// `kubectl create token ...`). An argument shows in the process list: prefer
+    /// --bearer-token-file or FERRY_TOKEN.
     #[arg(
         long,
         env = "FERRY_TOKEN",
         global = true,
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "bearer_token_file"
     )]
     pub token: Option<String>,
+    /// Read that bearer token from this file ("-": from stdin), e.g. a projected
+    /// ServiceAccount token.
+    // Not `--token-file`: `ferry pair accept` takes the pairing token that way.
+    #[arg(
+        long,
+        env = "FERRY_BEARER_TOKEN_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub bearer_token_file: Option<std::path::PathBuf>,
 }
 
 impl ConnectArgs {
@@ -75,6 +87,7 @@ impl ConnectArgs {
     /// Calls carry `--token`, or else the bearer token of the context's user.
     pub async fn ferry(&self) -> Result<Ferry> {
         let tls = self.tls()?;
+        let token = self.bearer()?;
         let ferry = match &self.server {
             Some(server) => {
                 let ferry = Ferry::connect_with(server, &tls).await?;
@@ -85,7 +98,7 @@ impl ConnectArgs {
                 )
                 .await
                 {
-                    Ok(Some(token)) if self.token.is_none() => ferry.with_token(&token)?,
+                    Ok(Some(context)) if token.is_none() => ferry.with_token(&context)?,
                     _ => ferry,
                 }
             }
@@ -94,10 +107,34 @@ impl ConnectArgs {
                     .await?
             }
         };
-        Ok(match &self.token {
+        Ok(match &token {
             Some(token) => ferry.with_token(token)?,
             None => ferry,
         })
+    }
+
+    /// The bearer token of `--token` or `--bearer-token-file`, if either is given.
+    fn bearer(&self) -> Result<Option<String>> {
+        let Some(path) = &self.bearer_token_file else {
+            return Ok(self.token.clone());
+        };
+        let text = if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Error::Usage(format!("reading the token from stdin: {e}")))?;
+            text
+        } else {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Usage(format!("--bearer-token-file {}: {e}", path.display())))?
+        };
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(Error::Usage(format!(
+                "--bearer-token-file {}: empty; give a file holding the bearer token",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_owned()))
     }
 
     /// The TLS settings of `--ca-file`, `--client-cert`/`--client-key` and
@@ -130,6 +167,7 @@ impl ConnectArgs {
             tls_server_name: None,
             // A token is a credential of one cluster.
             token: None,
+            bearer_token_file: None,
             ..self.clone()
         }
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
 use crate::format::mappings;
-use crate::migrate::{ApplyArgs, FollowArgs, SelectorArgs};
+use crate::migrate::{ApplyArgs, FollowArgs, SelectorArgs, VolumeArgs};
 use crate::output::{Format, print};
 use crate::watch::{detached, finish, finish_on_stderr, follow};
 
@@ -50,6 +50,8 @@ pub struct ExportArgs {
     /// consistent copy; they scale back afterwards, also on failure.
     #[arg(long)]
     pub quiesce: bool,
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
     /// Report what would be exported, writing nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -90,6 +92,7 @@ impl ExportArgs {
             schedule_id: String::new(),
             recipient_key: self.recipient_key()?.unwrap_or_default(),
             quiesce_source: self.quiesce,
+            volumes: self.volumes.options(),
         })
     }
 }
@@ -122,6 +125,8 @@ pub struct RestoreArgs {
     pub selector: Option<String>,
     #[command(flatten)]
     pub apply: ApplyArgs,
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
     /// Report what would happen, changing nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -145,6 +150,7 @@ impl RestoreArgs {
             dry_run: self.dry_run,
             schedule_id: String::new(),
             request_id: String::new(),
+            volumes: self.volumes.options(),
         })
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connect::ConnectArgs;
 use crate::error::{Error, Result};
-use crate::format::{enum_name, parse_duration, proto_duration, table, when};
+use crate::format::{enum_name, table, when};
 use crate::migrate::ApplyArgs;
 use crate::output::{Format, print, print_proto};
 
@@ -109,17 +109,7 @@ pub struct CreateArgs {
 
 impl CreateArgs {
     fn request(&self) -> Result<CreateScheduleRequest> {
-        let trigger = match (&self.every, &self.cron) {
-            (Some(every), None) => {
-                create_schedule_request::Trigger::Interval(proto_duration(parse_duration(every)?))
-            }
-            (None, Some(cron)) => create_schedule_request::Trigger::Cron(cron.clone()),
-            _ => {
-                return Err(Error::Usage(
-                    "give exactly one of --every DURATION or --cron EXPRESSION".into(),
-                ));
-            }
-        };
+        let trigger = crate::schedules::trigger(self.every.as_deref(), self.cron.as_deref())?;
         let a = &self.apply;
         let restore_only = !a.namespace_map.is_empty()
             || !a.storage_class_map.is_empty()
@@ -181,16 +171,9 @@ pub async fn run(
 }
 
 async fn create(ferry: &Ferry, a: &CreateArgs, format: Format) -> Result<()> {
-    let resp = ferry
-        .scheduler()
-        .create_schedule(a.request()?)
-        .await
-        .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
-        .into_inner();
-    if format.structured() {
-        return print_proto(&resp, "ferry.v1.CreateScheduleResponse", format);
-    }
-    let s = resp.schedule.unwrap_or_default();
+    let Some(s) = crate::schedules::create_schedule(ferry, a.request()?, format).await? else {
+        return Ok(());
+    };
     let what = match &a.namespace {
         Some(ns) => format!("restore points of {ns}"),
         None => "every restore point".to_owned(),

@@ -5,6 +5,7 @@ use clap::Args;
 use ferry_client::{ClientError, Ferry, pair_ref};
 use ferry_proto::v1::{
     ApplicationSelector, ApplyOptions, ExistingObjectPolicy, RepositoryRef, StartMigrationRequest,
+    VolumeOptions,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -107,6 +108,44 @@ impl ApplyArgs {
     }
 }
 
+/// How volume data is reached: CSI snapshots and mover pods (each flag defaults to the
+/// transfer service's setting).
+#[derive(Debug, Clone, Default, Args)]
+pub struct VolumeArgs {
+    /// VolumeSnapshotClass for CSI volumes of its driver (others use their driver's
+    /// default class); default: the class marked default for each driver, or its only one.
+    #[arg(long, value_name = "CLASS", conflicts_with = "no_csi_snapshots")]
+    pub snapshot_class: Option<String>,
+    /// Read CSI volumes live (through a running pod, else a mover pod) instead of from a
+    /// VolumeSnapshot.
+    #[arg(long)]
+    pub no_csi_snapshots: bool,
+    /// CPU request of mover pods (a Kubernetes quantity, e.g. 50m), for namespaces whose
+    /// ResourceQuota or LimitRange asks for one.
+    #[arg(long, value_name = "QUANTITY")]
+    pub mover_cpu: Option<String>,
+    /// Memory request and limit of mover pods (e.g. 32Mi).
+    #[arg(long, value_name = "QUANTITY")]
+    pub mover_memory: Option<String>,
+    /// How long a mover pod may take to start (claim provisioned, volume attached).
+    #[arg(long, value_name = "SECONDS")]
+    pub mover_start_timeout_seconds: Option<u32>,
+}
+
+impl VolumeArgs {
+    /// The request's options; None when no flag was given.
+    pub(crate) fn options(&self) -> Option<VolumeOptions> {
+        let o = VolumeOptions {
+            snapshot_class: self.snapshot_class.clone().unwrap_or_default(),
+            no_csi_snapshots: self.no_csi_snapshots,
+            mover_cpu: self.mover_cpu.clone().unwrap_or_default(),
+            mover_memory: self.mover_memory.clone().unwrap_or_default(),
+            mover_start_timeout_seconds: self.mover_start_timeout_seconds.unwrap_or_default(),
+        };
+        (o != VolumeOptions::default()).then_some(o)
+    }
+}
+
 /// What a migration moves and how; shared with `ferry schedules create`.
 #[derive(Debug, Clone, Args)]
 pub struct MigrationArgs {
@@ -128,6 +167,8 @@ pub struct MigrationArgs {
     /// consistent final copy; they scale back afterwards, also on failure.
     #[arg(long)]
     pub quiesce: bool,
+    #[command(flatten)]
+    pub volumes: VolumeArgs,
     /// Every namespace but the cluster's own (kube-system, kube-public,
     /// kube-node-lease) and Ferry's, one job each. Administrators only.
     #[arg(short = 'A', long, conflicts_with = "namespace")]
@@ -169,6 +210,7 @@ impl MigrationArgs {
             schedule_id: String::new(),
             quiesce_source: self.quiesce,
             request_id: String::new(),
+            volumes: self.volumes.options(),
         })
     }
 }

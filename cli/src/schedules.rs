@@ -109,55 +109,7 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
     let ferry = connect.ferry().await?;
     let mut scheduler = ferry.scheduler();
     match args.command {
-        SchedulesCommand::Create(a) => {
-            let a = *a;
-            let trigger = match (&a.every, &a.cron) {
-                (Some(every), None) => create_schedule_request::Trigger::Interval(proto_duration(
-                    parse_duration(every)?,
-                )),
-                (None, Some(cron)) => create_schedule_request::Trigger::Cron(cron.clone()),
-                _ => {
-                    return Err(Error::Usage(
-                        "give exactly one of --every DURATION or --cron EXPRESSION".into(),
-                    ));
-                }
-            };
-            if a.migration.all_namespaces || a.migration.app.namespace.len() != 1 {
-                return Err(Error::Usage(
-                    "a schedule migrates one namespace: give -n once (make one schedule per \
-                     namespace)"
-                        .into(),
-                ));
-            }
-            let retention = a.retention()?;
-            let migration = a.migration.request(connect, &ferry).await?;
-            let resp = scheduler
-                .create_schedule(CreateScheduleRequest {
-                    name: a.name,
-                    trigger: Some(trigger),
-                    time_zone: a.time_zone.unwrap_or_default(),
-                    spec: Some(create_schedule_request::Spec::Migration(migration)),
-                    retention,
-                    retry: a.max_attempts.map(|max_attempts| RetryPolicy {
-                        max_attempts,
-                        ..Default::default()
-                    }),
-                    suspended: a.suspended,
-                })
-                .await
-                .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
-                .into_inner();
-            if format.structured() {
-                return print_proto(&resp, "ferry.v1.CreateScheduleResponse", format);
-            }
-            let s = resp.schedule.unwrap_or_default();
-            print(&format!(
-                "schedule {} ({}) created; next run {}\n",
-                s.name,
-                s.id,
-                when(s.next_run_at.as_ref())
-            ))
-        }
+        SchedulesCommand::Create(a) => create(connect, &ferry, *a, format).await,
         SchedulesCommand::List => {
             let resp = scheduler
                 .list_schedules(ListSchedulesRequest::default())
@@ -247,6 +199,82 @@ pub async fn run(connect: &ConnectArgs, args: SchedulesArgs, format: Format) -> 
             ))
         }
     }
+}
+
+/// When a schedule's runs start, from `--every` or `--cron` (exactly one).
+pub(crate) fn trigger(
+    every: Option<&str>,
+    cron: Option<&str>,
+) -> Result<create_schedule_request::Trigger> {
+    match (every, cron) {
+        (Some(every), None) => Ok(create_schedule_request::Trigger::Interval(proto_duration(
+            parse_duration(every)?,
+        ))),
+        (None, Some(cron)) => Ok(create_schedule_request::Trigger::Cron(cron.to_owned())),
+        _ => Err(Error::Usage(
+            "give exactly one of --every DURATION or --cron EXPRESSION".into(),
+        )),
+    }
+}
+
+/// Creates a schedule. Structured output prints the response and answers None; text
+/// output is left to the caller, with the schedule made.
+pub(crate) async fn create_schedule(
+    ferry: &ferry_client::Ferry,
+    request: CreateScheduleRequest,
+    format: Format,
+) -> Result<Option<Schedule>> {
+    let resp = ferry
+        .scheduler()
+        .create_schedule(request)
+        .await
+        .map_err(|s| ferry.rpc_error("CreateSchedule", s))?
+        .into_inner();
+    if format.structured() {
+        print_proto(&resp, "ferry.v1.CreateScheduleResponse", format)?;
+        return Ok(None);
+    }
+    Ok(Some(resp.schedule.unwrap_or_default()))
+}
+
+/// `ferry schedules create`.
+async fn create(
+    connect: &ConnectArgs,
+    ferry: &ferry_client::Ferry,
+    a: CreateArgs,
+    format: Format,
+) -> Result<()> {
+    let trigger = trigger(a.every.as_deref(), a.cron.as_deref())?;
+    if a.migration.all_namespaces || a.migration.app.namespace.len() != 1 {
+        return Err(Error::Usage(
+            "a schedule migrates one namespace: give -n once (make one schedule per \
+             namespace)"
+                .into(),
+        ));
+    }
+    let retention = a.retention()?;
+    let migration = a.migration.request(connect, ferry).await?;
+    let request = CreateScheduleRequest {
+        name: a.name,
+        trigger: Some(trigger),
+        time_zone: a.time_zone.unwrap_or_default(),
+        spec: Some(create_schedule_request::Spec::Migration(migration)),
+        retention,
+        retry: a.max_attempts.map(|max_attempts| RetryPolicy {
+            max_attempts,
+            ..Default::default()
+        }),
+        suspended: a.suspended,
+    };
+    let Some(s) = create_schedule(ferry, request, format).await? else {
+        return Ok(());
+    };
+    print(&format!(
+        "schedule {} ({}) created; next run {}\n",
+        s.name,
+        s.id,
+        when(s.next_run_at.as_ref())
+    ))
 }
 
 fn schedule_row(s: &Schedule) -> Vec<String> {

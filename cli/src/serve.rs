@@ -116,59 +116,9 @@ pub async fn serve(
     let operations = agent.operations();
     // The agent is internal: it listens on loopback only, answers only this process's
     // secret, and the other cluster reaches it through the transfer service's relay.
-    let agent_listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let agent_endpoint = format!(
-        "http://{}",
-        agent_listener
-            .local_addr()
-            .map_err(|source| ServeError::Listen {
-                addr: config.listen,
-                source,
-            })?
-    );
-    let agent_tls = ferry_rpc::ClientTls::new()
-        .with_bearer(&config.internal_token)
-        .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
-
-    let pairing_link = ferry_transfer::PairingLink::lazy(&self_endpoint, &internal)
-        .map_err(|e| bad("the pairing service", e))?;
-    let own_agent = ferry_transfer::StaticAgents::new()
-        .with_tls(agent_tls)
-        .with("local", &agent_endpoint);
-    let profiles = ferry_profile::CatalogProfiles::lazy(&self_endpoint, &internal)
-        .map_err(|e| bad("the catalog", e))?;
-    let deps = ferry_transfer::Deps {
-        clusters: Arc::new(
-            ferry_transfer::PairingClusters::new(
-                config.kube.clone(),
-                config.context.clone(),
-                config.kubeconfig.clone(),
-                Some(pairing_link.clone()),
-            )
-            .with_local_name(&config.cluster_name),
-        ),
-        agents: Arc::new(
-            ferry_transfer::ClusterAgents::new(
-                ferry_transfer::LocalAgents::Fixed(own_agent),
-                config.context.clone(),
-                internal.clone(),
-            )
-            .with_pairs(pairing_link, config.tls.client.clone()),
-        ),
-        repositories: Arc::new(ferry_transfer::ProfileRepositories::new(
-            ferry_profile::ProfileSource::Catalog(Box::new(profiles)),
-        )),
-        // Export jobs' migration tokens come from this process's catalog.
-        handover: Some(Arc::new(
-            ferry_transfer::CatalogHandover::lazy(&self_endpoint, &internal)
-                .map_err(|e| bad("the catalog", e))?,
-        )),
-    };
+    let (agent_listener, agent_endpoint) = bind_agent(&config).await?;
+    let deps = transfer_deps(&config, &self_endpoint, &internal, &agent_endpoint)
+        .map_err(ServeError::Config)?;
     let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
         .await
         .map_err(ServeError::Transfer)?;
@@ -254,6 +204,78 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The agent's own listener, on loopback, and its endpoint.
+async fn bind_agent(config: &ServeConfig) -> Result<(TcpListener, String), ServeError> {
+    let agent_listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let agent_endpoint = format!(
+        "http://{}",
+        agent_listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen,
+                source,
+            })?
+    );
+    Ok((agent_listener, agent_endpoint))
+}
+
+/// The transfer service's collaborators: this cluster and its pairs, its own agent and
+/// the pairs' agents, repositories through this process's catalog, and the catalog's
+/// migration tokens. An error is what could not be set up.
+fn transfer_deps(
+    config: &ServeConfig,
+    self_endpoint: &str,
+    internal: &ferry_rpc::ClientTls,
+    agent_endpoint: &str,
+) -> Result<ferry_transfer::Deps, String> {
+    let bad = |what: &str, e: tonic::transport::Error| {
+        format!("{what} at this server's own endpoint: {e}")
+    };
+    let agent_tls = ferry_rpc::ClientTls::new()
+        .with_bearer(&config.internal_token)
+        .map_err(|e| format!("the process secret: {e}"))?;
+
+    let pairing_link = ferry_transfer::PairingLink::lazy(self_endpoint, internal)
+        .map_err(|e| bad("the pairing service", e))?;
+    let own_agent = ferry_transfer::StaticAgents::new()
+        .with_tls(agent_tls)
+        .with("local", agent_endpoint);
+    let profiles = ferry_profile::CatalogProfiles::lazy(self_endpoint, internal)
+        .map_err(|e| bad("the catalog", e))?;
+    Ok(ferry_transfer::Deps {
+        clusters: Arc::new(
+            ferry_transfer::PairingClusters::new(
+                config.kube.clone(),
+                config.context.clone(),
+                config.kubeconfig.clone(),
+                Some(pairing_link.clone()),
+            )
+            .with_local_name(&config.cluster_name),
+        ),
+        agents: Arc::new(
+            ferry_transfer::ClusterAgents::new(
+                ferry_transfer::LocalAgents::Fixed(own_agent),
+                config.context.clone(),
+                internal.clone(),
+            )
+            .with_pairs(pairing_link, config.tls.client.clone()),
+        ),
+        repositories: Arc::new(ferry_transfer::ProfileRepositories::new(
+            ferry_profile::ProfileSource::Catalog(Box::new(profiles)),
+        )),
+        // Export jobs' migration tokens come from this process's catalog.
+        handover: Some(Arc::new(
+            ferry_transfer::CatalogHandover::lazy(self_endpoint, internal)
+                .map_err(|e| bad("the catalog", e))?,
+        )),
+    })
 }
 
 /// How this process reaches its own server: the bound port on loopback when listening

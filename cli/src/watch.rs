@@ -144,7 +144,39 @@ pub(crate) fn progress_line(p: &Progress) -> String {
             parts.push(format!("{} uploaded", bytes(p.bytes_uploaded)));
         }
     }
+    // The volumes under way, each with how it is reached.
+    let active: Vec<String> = p
+        .volumes
+        .iter()
+        .filter(|v| !v.done && (v.bytes_read > 0 || v.files_total > 0))
+        .map(|v| {
+            let how = through_kind(&v.through);
+            let how = if how.is_empty() {
+                String::new()
+            } else {
+                format!(" ({how})")
+            };
+            format!(
+                "{}{how} {} / {}",
+                v.pvc_name,
+                bytes(v.bytes_read),
+                bytes(v.bytes_total)
+            )
+        })
+        .collect();
+    if !active.is_empty() {
+        parts.push(active.join(", "));
+    }
     parts.join(" | ")
+}
+
+/// The kind of a volume's way in or out, without the names of the objects Ferry made
+/// for it: "csi snapshot", "mover pod", "pod db-0", "host path".
+fn through_kind(through: &str) -> &str {
+    ["csi snapshot", "mover pod"]
+        .into_iter()
+        .find(|k| through.starts_with(k))
+        .unwrap_or(through)
 }
 
 /// Follows `job` to its report, drawing progress. The first Ctrl-C does what
@@ -261,55 +293,7 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
         }
     }
     if !report.volumes.is_empty() {
-        let rows: Vec<Vec<String>> = report
-            .volumes
-            .iter()
-            .map(|v| {
-                let secs = v
-                    .duration
-                    .as_ref()
-                    .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
-                    .unwrap_or(0.0);
-                let rate = if secs > 0.0 {
-                    format!("{}/s", bytes((v.bytes_total as f64 / secs) as u64))
-                } else {
-                    "-".into()
-                };
-                let mut result = enum_name(v.result().as_str_name(), "VOLUME_RESULT_");
-                if v.result() == VolumeResult::Failed
-                    && let Some(e) = &v.error
-                {
-                    result.push_str(&format!(": {}", e.message));
-                }
-                let through = [&v.read_through, &v.written_through]
-                    .into_iter()
-                    .filter(|t| !t.is_empty())
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" -> ");
-                vec![
-                    format!("{}/{}", v.namespace, v.pvc_name),
-                    if through.is_empty() {
-                        "-".into()
-                    } else {
-                        through
-                    },
-                    v.files.to_string(),
-                    bytes(v.bytes_total),
-                    bytes(v.bytes_new),
-                    bytes(v.bytes_uploaded),
-                    format!("{secs:.1}s"),
-                    rate,
-                    result,
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &[
-                "VOLUME", "THROUGH", "FILES", "SIZE", "NEW", "UPLOADED", "TIME", "RATE", "RESULT",
-            ],
-            &rows,
-        ));
+        out.push_str(&volumes_table(report));
     }
     for w in &report.warnings {
         out.push_str(&format!("warning: {}", w.message));
@@ -329,6 +313,62 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// One row per volume: how it was reached, its size, what was uploaded and written,
+/// and its result.
+fn volumes_table(report: &JobReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .volumes
+        .iter()
+        .map(|v| {
+            let secs = v
+                .duration
+                .as_ref()
+                .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+                .unwrap_or(0.0);
+            let rate = if secs > 0.0 {
+                format!("{}/s", bytes((v.bytes_total as f64 / secs) as u64))
+            } else {
+                "-".into()
+            };
+            let mut result = enum_name(v.result().as_str_name(), "VOLUME_RESULT_");
+            if v.result() == VolumeResult::Failed
+                && let Some(e) = &v.error
+            {
+                result.push_str(&format!(": {}", e.message));
+            }
+            let through = [&v.read_through, &v.written_through]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" -> ");
+            vec![
+                format!("{}/{}", v.namespace, v.pvc_name),
+                if through.is_empty() {
+                    "-".into()
+                } else {
+                    through
+                },
+                v.files.to_string(),
+                bytes(v.bytes_total),
+                bytes(v.bytes_new),
+                bytes(v.bytes_uploaded),
+                bytes(v.bytes_written),
+                format!("{secs:.1}s"),
+                rate,
+                result,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "VOLUME", "THROUGH", "FILES", "SIZE", "NEW", "UPLOADED", "WRITTEN", "TIME", "RATE",
+            "RESULT",
+        ],
+        &rows,
+    )
 }
 
 /// The objects a report says were left out, each with why, on one line (the first few;
@@ -399,5 +439,56 @@ fn outcome(report: &JobReport) -> Result<()> {
             id: report.job_id.clone(),
             state: enum_name(state.as_str_name(), "JOB_STATE_"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_client::proto::VolumeProgress;
+
+    #[test]
+    fn a_progress_line_names_the_volumes_under_way_and_how_they_are_read() {
+        let volume = |pvc: &str, through: &str, read: u64, done: bool| VolumeProgress {
+            pvc_namespace: "shop".into(),
+            pvc_name: pvc.into(),
+            through: through.into(),
+            files_done: 1,
+            files_total: 2,
+            bytes_read: read,
+            bytes_total: 100 << 20,
+            done,
+        };
+        let p = Progress {
+            step: "backup-volumes".into(),
+            files_done: 3,
+            files_total: 6,
+            bytes_read: 140 << 20,
+            bytes_total: 300 << 20,
+            volumes: vec![
+                volume("data-db-0", "host path", 100 << 20, true),
+                volume(
+                    "fast-db-0",
+                    "csi snapshot ferry-1 (class snap), mover pod ferry-mover-2",
+                    40 << 20,
+                    false,
+                ),
+                // Not started yet.
+                VolumeProgress {
+                    files_total: 0,
+                    ..volume("logs-db-0", "", 0, false)
+                },
+            ],
+            ..Default::default()
+        };
+        let line = progress_line(&p);
+        assert!(
+            line.ends_with("| fast-db-0 (csi snapshot) 40.0 MiB / 100.0 MiB"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("data-db-0") && !line.contains("logs-db-0"),
+            "{line}"
+        );
     }
 }

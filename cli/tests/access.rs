@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::control::{
-    application, cli, grant, jsonpath, kubectl, profiles_and_pair, serve, storage_class,
+    application, cli, grant, jsonpath, kubectl, migrate, profiles_and_pair, serve, storage_class,
     wait_answering,
 };
 use common::{assert_same_tree, make_tree};
@@ -148,6 +148,35 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
         "{refused:?}"
     );
     assert!(!namespace_exists(&kc, "b", &theirs));
+    // Her token from a file (kept out of the process list) is her, whatever the
+    // context's own user may do; an empty file is refused by name.
+    let token_file = root.join("alice.token");
+    let alice = env.token("a", "alice").unwrap();
+    std::fs::write(&token_file, format!("{alice}\n")).unwrap();
+    let file_arg = token_file.display().to_string();
+    let as_alice = migrate(&kc, &theirs, "b", &["--bearer-token-file", &file_arg]);
+    assert!(
+        as_alice.code == Some(1) && as_alice.stderr.contains("alice may not"),
+        "{as_alice:?}"
+    );
+    std::fs::write(&token_file, "\n").unwrap();
+    let empty = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "--bearer-token-file",
+            &file_arg,
+            "pair",
+            "list",
+        ],
+    );
+    assert!(
+        empty.code == Some(2)
+            && empty.stderr.contains("--bearer-token-file")
+            && empty.stderr.contains("empty"),
+        "{empty:?}"
+    );
 
     // And --all-namespaces, which is for administrators.
     let all = cli(

@@ -15,118 +15,24 @@ mod common;
 use std::path::Path;
 
 use common::control::{
-    assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl, migrate_to_b,
-    profiles_and_pair, records_application, serve_on_nodes, wait_answering, wait_ready,
+    assert_same_claim_data, delete_on_both, kubectl, migrate, migrate_to_b,
+    serve_and_pair_on_nodes, wait_ready,
+};
+use common::volumes::{
+    assert_both_volumes_arrived, assert_nothing_of_the_copy_left, assert_records_are_a_prefix,
+    two_volume_application,
 };
 
-/// Checks every complete record of each file (a torn last line, which a crash or a
-/// snapshot may cut, is not a record), then writes 100 to both volumes, then keeps
-/// appending to the CSI volume until stopped.
-const PROGRAM: &str = r#"set -eu
-for f in /data/records /fast/records; do
-  n=0
-  if [ -f "$f" ]; then
-    while read -r i payload sum; do
-      [ "$i" = "$((n + 1))" ] || { echo "$f: record $((n + 1)) missing (found $i)"; exit 1; }
-      [ "$(printf %s "$payload" | sha256sum | cut -c1-64)" = "$sum" ] || { echo "$f: record $i corrupt"; exit 1; }
-      n=$i
-    done < "$f"
-  fi
-  echo "verified $n records in $f"
-done
-touch /tmp/verified
-[ -f /fast/static ] || head -c 3000000 /dev/urandom > /fast/static
-append() {
-  n=$(($(wc -l < "$1") + 1))
-  payload="r$n-$RANDOM$RANDOM"
-  echo "$n $payload $(printf %s "$payload" | sha256sum | cut -c1-64)" >> "$1"
-}
-touch /data/records /fast/records
-while [ "$(wc -l < /data/records)" -lt 100 ]; do append /data/records; done
-while [ "$(wc -l < /fast/records)" -lt 100 ]; do append /fast/records; done
-sync
-echo "holding 100 records"
-while true; do append /fast/records; sleep 0.05; done
-"#;
-
-/// The application on a, Ready with 100 records in each volume.
-fn application(kubeconfig: &Path, ns: &str, image: &str) {
-    let claims = [("data", None), ("fast", Some("csi-hostpath"))];
-    let yaml = records_application(ns, image, PROGRAM, &claims, "");
-    kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
-    wait_ready(kubeconfig, "a", ns);
-    eventually("the application on a to write its records", || {
-        kubectl(kubeconfig, "a", &["-n", ns, "logs", "db-0"], None).contains("holding 100 records")
-    });
-}
-
-/// `sha256sum` of the files inside pod db-0 of `ns`.
-fn sums(kubeconfig: &Path, context: &str, ns: &str, files: &str) -> String {
-    kubectl(
-        kubeconfig,
-        context,
-        &[
-            "-n",
-            ns,
-            "exec",
-            "db-0",
-            "--",
-            "sh",
-            "-c",
-            &format!("sha256sum {files}"),
-        ],
-        None,
-    )
-}
-
-/// How many records of `file` the application verified when it started, from its log.
-fn verified(logs: &str, file: &str) -> usize {
-    logs.lines()
-        .find_map(|l| {
-            l.strip_prefix("verified ")?
-                .strip_suffix(&format!(" records in {file}"))?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn file(kubeconfig: &Path, context: &str, ns: &str, path: &str) -> String {
-    kubectl(
-        kubeconfig,
-        context,
-        &["-n", ns, "exec", "db-0", "--", "cat", path],
-        None,
-    )
-}
-
-/// One test, two Ferries per cluster in turn: a Ferry's settings (its ConfigMap, its
-/// profiles' Secrets) are per cluster, so tests of this binary cannot run side by side.
+/// One test: a Ferry's settings (its ConfigMap, its profiles' Secrets) are per cluster,
+/// so tests of this binary cannot run side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_volume_path_local_path_csi_snapshot_running_pod_and_mover_pod() {
-    let env = ferry_testenv::shared_with_nodes()
-        .await
-        .expect("test environment with nodes");
-    let s3 = env.s3().unwrap();
-    let kc = env.kubeconfig().to_path_buf();
-    let image = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
-        .unwrap()
-        .toolbox;
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let a = serve_on_nodes(env, "a", root, &image, &[]);
-    let _b = serve_on_nodes(env, "b", root, &image, &[]);
-    wait_answering(&kc, &["a", "b"]);
-    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "any-volume", 33);
+    let served = serve_and_pair_on_nodes("any-volume", 33).await;
+    let (kc, image) = (&served.kc, &served.image);
 
-    local_path_and_csi_snapshot_volumes_of_a_writing_application_arrive_consistent(&kc, &image)
-        .await;
-    // The same Ferry on a (its state kept), reading CSI volumes live.
-    drop(a);
-    let _a = serve_on_nodes(env, "a", root, &image, &["--csi-snapshots", "false"]);
-    wait_answering(&kc, &["a"]);
-    csi_volumes_without_snapshots_are_read_through_the_running_pod_or_a_mover_pod(&kc, &image)
-        .await;
+    local_path_and_csi_snapshot_volumes_of_a_writing_application_arrive_consistent(kc, image).await;
+    // The same Ferry, told by each migration to read CSI volumes live.
+    csi_volumes_without_snapshots_are_read_through_the_running_pod_or_a_mover_pod(kc, image).await;
 }
 
 async fn local_path_and_csi_snapshot_volumes_of_a_writing_application_arrive_consistent(
@@ -135,7 +41,32 @@ async fn local_path_and_csi_snapshot_volumes_of_a_writing_application_arrive_con
 ) {
     let kc = kc.to_path_buf();
     let ns = ferry_testenv::unique_name("any-volume");
-    application(&kc, &ns, image);
+    two_volume_application(&kc, &ns, image, "");
+
+    // A snapshot class that does not exist fails the job by name, and takes nothing.
+    let failed = migrate(&kc, &ns, "b", &["--snapshot-class", "nope"]);
+    assert!(
+        failed.code == Some(13)
+            && format!("{}{}", failed.stdout, failed.stderr)
+                .contains("VolumeSnapshotClass nope does not exist"),
+        "{failed:?}"
+    );
+    let on_a = kubectl(
+        &kc,
+        "a",
+        &["-n", &ns, "get", "pods,pvc,volumesnapshots", "-o", "name"],
+        None,
+    );
+    let mut on_a: Vec<&str> = on_a.lines().collect();
+    on_a.sort();
+    assert_eq!(
+        on_a,
+        [
+            "persistentvolumeclaim/data-db-0",
+            "persistentvolumeclaim/fast-db-0",
+            "pod/db-0"
+        ]
+    );
 
     // It keeps appending to its CSI volume while the migration runs.
     let volumes = migrate_to_b(&kc, &ns, &[]).await.1.volumes;
@@ -166,59 +97,11 @@ async fn local_path_and_csi_snapshot_volumes_of_a_writing_application_arrive_con
     );
 
     // On b the application's own check passes on both volumes, as they were at one
-    // point in time: every record whole and in sequence.
-    wait_ready(&kc, "b", &ns);
-    let logs = kubectl(&kc, "b", &["-n", &ns, "logs", "db-0"], None);
-    for f in ["/data/records", "/fast/records"] {
-        assert!(
-            verified(&logs, f) >= 100,
-            "the application's own check of {f} on b:\n{logs}"
-        );
-    }
-    // Byte for byte: the local-path volume whole; the CSI volume's still file, and its
-    // records up to the snapshot, a prefix of what a went on to write.
+    // point in time: every record whole and in sequence; the local-path volume byte for
+    // byte.
+    assert_both_volumes_arrived(&kc, &ns);
     assert_same_claim_data(&kc, &ns, "data-db-0");
-    assert_eq!(
-        sums(&kc, "a", &ns, "/fast/static"),
-        sums(&kc, "b", &ns, "/fast/static")
-    );
-    let (on_a, on_b) = (
-        file(&kc, "a", &ns, "/fast/records"),
-        file(&kc, "b", &ns, "/fast/records"),
-    );
-    // (b's application appends again once it has checked what arrived.)
-    let arrived = verified(&logs, "/fast/records");
-    let snapshot_part: String = on_b
-        .lines()
-        .take(arrived)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert!(on_a.starts_with(&snapshot_part), "b's records are not a's");
-    assert_eq!(
-        jsonpath(&kc, "b", &ns, "pvc/fast-db-0", "{.spec.storageClassName}"),
-        "csi-hostpath"
-    );
-
-    // Nothing of the copy is left: no snapshot, temporary claim or mover pod.
-    for side in ["a", "b"] {
-        let left = kubectl(
-            &kc,
-            side,
-            &["-n", &ns, "get", "pods,pvc,volumesnapshots", "-o", "name"],
-            None,
-        );
-        let mut left: Vec<&str> = left.lines().collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                "persistentvolumeclaim/data-db-0",
-                "persistentvolumeclaim/fast-db-0",
-                "pod/db-0"
-            ],
-            "left on {side}"
-        );
-    }
+    assert_nothing_of_the_copy_left(&kc, &ns);
     delete_on_both(&kc, &ns);
 }
 
@@ -228,17 +111,37 @@ async fn csi_volumes_without_snapshots_are_read_through_the_running_pod_or_a_mov
 ) {
     let kc = kc.to_path_buf();
     let ns = ferry_testenv::unique_name("no-snapshots");
-    application(&kc, &ns, image);
+    two_volume_application(&kc, &ns, image, "");
+
+    // Volume options are checked before anything starts, and name what is wrong.
+    let refused = migrate(&kc, &ns, "b", &["--mover-memory", "1gb"]);
+    assert!(
+        refused.code != Some(0) && refused.stderr.contains("volumes.mover_memory"),
+        "{refused:?}"
+    );
+    let refused = migrate(&kc, &ns, "b", &["--snapshot-class", "Fast_Snaps"]);
+    assert!(
+        refused.code != Some(0) && refused.stderr.contains("volumes.snapshot_class"),
+        "{refused:?}"
+    );
 
     // Running: read where the kubelet mounted it for db-0 (the mover path below).
-    let volumes = migrate_to_b(&kc, &ns, &["--no-start"]).await.1.volumes;
-    assert_eq!(volumes[1].read_through, "pod db-0", "{volumes:?}");
-
-    // Stopped by the migration's quiesce: nobody mounts it, so a mover pod does.
-    let volumes = migrate_to_b(&kc, &ns, &["--quiesce", "--existing", "update"])
+    let live = [
+        "--no-csi-snapshots",
+        "--mover-cpu",
+        "20m",
+        "--mover-memory",
+        "48Mi",
+    ];
+    let volumes = migrate_to_b(&kc, &ns, &[&live[..], &["--no-start"]].concat())
         .await
         .1
         .volumes;
+    assert_eq!(volumes[1].read_through, "pod db-0", "{volumes:?}");
+
+    // Stopped by the migration's quiesce: nobody mounts it, so a mover pod does.
+    let again = [&live[..], &["--quiesce", "--existing", "update"]].concat();
+    let volumes = migrate_to_b(&kc, &ns, &again).await.1.volumes;
     assert!(
         volumes[1]
             .read_through
@@ -250,16 +153,6 @@ async fn csi_volumes_without_snapshots_are_read_through_the_running_pod_or_a_mov
     assert!(logs.contains("verified "), "{logs}");
     // The quiesced application stopped writing: b holds exactly a's records.
     wait_ready(&kc, "a", &ns);
-    let arrived = verified(&logs, "/fast/records");
-    let on_b: String = file(&kc, "b", &ns, "/fast/records")
-        .lines()
-        .take(arrived)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let on_a = file(&kc, "a", &ns, "/fast/records");
-    assert!(
-        arrived >= 100 && on_a.starts_with(&on_b),
-        "b's records are not a's"
-    );
+    assert_records_are_a_prefix(&kc, &ns, &logs);
     delete_on_both(&kc, &ns);
 }

@@ -275,13 +275,7 @@ async fn four_services_an_agent_and_the_gateway_as_separate_processes_migrate_an
         "{direct}"
     );
     // Each internal API and the agent relay, with no token and as the namespace user.
-    let alice = env
-        .cluster("a")
-        .unwrap()
-        .user("alice")
-        .unwrap()
-        .token
-        .clone();
+    let alice = env.token("a", "alice").unwrap();
     for (port, method, data) in [
         (
             a.pairing,

@@ -19,8 +19,11 @@ use std::time::Instant;
 
 use common::assert_same_tree;
 use common::control::{
-    RECORDS_PROGRAM, cli, eventually, jsonpath, kubectl, kubectl_ok, profiles_and_pair,
-    records_application, wait_ready,
+    cli, delete_on_both, eventually, jsonpath, kubectl, kubectl_ok, migrate, profiles_and_pair,
+};
+use common::volumes::{
+    assert_both_volumes_arrived, assert_nothing_of_the_copy_left, pod_sums, two_volume_application,
+    verified,
 };
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/ferry");
@@ -76,6 +79,10 @@ struct Install {
     node_ip: String,
     api_server: String,
     local_paths: Vec<String>,
+    /// The directory holding the cluster's node directories, a shared mount.
+    nodes_dir: String,
+    /// `NODE=DIR` of each node's kubelet root.
+    kubelet_roots: Vec<String>,
 }
 
 impl Install {
@@ -91,6 +98,17 @@ impl Install {
                 .nodes
                 .iter()
                 .map(|n| n.dir.join("local-path").display().to_string())
+                .collect(),
+            nodes_dir: node
+                .dir
+                .parent()
+                .expect("a node directory under the cluster's")
+                .display()
+                .to_string(),
+            kubelet_roots: cluster
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.name, n.kubelet_dir().display()))
                 .collect(),
         }
     }
@@ -109,14 +127,19 @@ impl Install {
                 &format!("{}:{}", self.node_ip, self.node_port),
             ),
             set("peer.apiServerURL", &self.api_server),
-            // The test nodes share this machine's root mount, which is private, and
-            // each has a kubelet directory of its own, which one hostPath cannot name.
-            set("agent.mountPropagation", ""),
+            // Every node of the test clusters has a kubelet directory of its own,
+            // which one hostPath cannot name: the agent mounts the directory holding
+            // all nodes' (a shared mount, as a node's `/` is), with HostToContainer
+            // propagation, and is told each node's kubelet root.
             set("agent.kubeletDir", ""),
+            set("agent.hostPaths[0]", &self.nodes_dir),
             set("metrics.enabled", "true"),
         ];
-        for (i, p) in self.local_paths.iter().enumerate() {
-            values.push(set(&format!("agent.hostPaths[{i}]"), p));
+        for (i, root) in self.kubelet_roots.iter().enumerate() {
+            values.push(set(
+                &format!("agent.extraArgs[{i}]"),
+                &format!("--kubelet-root={root}"),
+            ));
         }
         values
             .into_iter()
@@ -167,11 +190,6 @@ impl Install {
         std::fs::write(&path, pem).unwrap();
         path
     }
-}
-
-fn application(kubeconfig: &Path, ns: &str, image: &str) {
-    let yaml = records_application(ns, image, RECORDS_PROGRAM, &[("data", None)], "");
-    kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }
 
 /// Waits until the `ferry` command reaches the Ferry of each context (through the API
@@ -247,7 +265,8 @@ fn ferry_pods(kubeconfig: &Path, context: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
+async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_through_mover_pods_and_kills()
+ {
     let env = ferry_testenv::shared_with_nodes()
         .await
         .expect("test environment with nodes");
@@ -311,29 +330,13 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "in-cluster", 61);
 
-    // The application runs on a with its own data.
+    // The application runs on a with its own data, and keeps writing to its CSI volume
+    // while it migrates.
     let ns = ferry_testenv::unique_name("chart-app");
-    application(&kc, &ns, &toolbox);
-    wait_ready(&kc, "a", &ns);
-    eventually("the application on a to write its records", || {
-        kubectl(&kc, "a", &["-n", &ns, "logs", "db-0"], None).contains("holding 100 records")
-    });
+    two_volume_application(&kc, &ns, &toolbox, "");
 
     let started = Instant::now();
-    let migrated = cli(
-        &kc,
-        &[
-            "--context",
-            "a",
-            "migrate",
-            "-n",
-            &ns,
-            "--to",
-            "a-to-b",
-            "--profile",
-            "main",
-        ],
-    );
+    let migrated = migrate(&kc, &ns, "a-to-b", &[]);
     assert_eq!(
         migrated.code,
         Some(0),
@@ -347,10 +350,9 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     );
     eprintln!("migrated in {:.0?}", started.elapsed());
 
-    // On b it runs, and its own check of every record passes.
-    wait_ready(&kc, "b", &ns);
-    let logs = kubectl(&kc, "b", &["-n", &ns, "logs", "db-0"], None);
-    assert!(logs.contains("verified 100 records"), "{logs}");
+    // On b it runs, and its own check of every record of both volumes passes.
+    let logs = assert_both_volumes_arrived(&kc, &ns);
+    assert_eq!(verified(&logs, "/data/records"), 100, "{logs}");
     let src = volume_dir(&kc, "a", &ns);
     let dst = volume_dir(&kc, "b", &ns);
     // Provisioned on b through its class (local-path), restored through a mover pod
@@ -360,11 +362,13 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
         "{} is not a local-path volume of b",
         dst.display()
     );
-    let pods = kubectl(&kc, "b", &["-n", &ns, "get", "pods", "-o", "name"], None);
-    assert_eq!(pods.trim(), "pod/db-0", "pods left on b");
+    assert_nothing_of_the_copy_left(&kc, &ns);
     assert_same_tree(&src, &dst);
     metrics_count_the_migration(&kc, &src, &bundle).await;
     kubectl_apply_of_a_migration_moves_a_namespace(&kc);
+    for kill in [Kill::MoverPod, Kill::Agent, Kill::Transfer] {
+        a_migration_survives_a_kill_mid_copy(&kc, &toolbox, &bundle, kill).await;
+    }
 
     // A changed value rolls the pods; the job survives in the transfer service's state.
     let before = ferry_pods(&kc, "a");
@@ -460,6 +464,205 @@ async fn the_chart_installed_on_both_clusters_migrates_a_running_application() {
     });
 }
 
+/// The SDK's client of a's Ferry, trusting the releases' CAs `cas`.
+async fn ferry_of_a(kc: &Path, cas: &Path) -> ferry_client::Ferry {
+    let tls = ferry_rpc::ClientTls::new()
+        .with_ca(ferry_rpc::Pem::read("--ca-file", cas).unwrap())
+        .unwrap();
+    ferry_client::Ferry::for_context_with(Some(kc), Some("a"), &tls)
+        .await
+        .unwrap()
+}
+
+/// A field of Migration `to-b` in `ns` on a, by JSONPath.
+fn migration_field(kc: &Path, ns: &str, path: &str) -> String {
+    kubectl(
+        kc,
+        "a",
+        &[
+            "-n",
+            ns,
+            "get",
+            "migration",
+            "to-b",
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ],
+        None,
+    )
+}
+
+/// What is killed while a migration copies volume data on a.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// The read-only mover pod holding the CSI snapshot's temporary claim.
+    MoverPod,
+    /// The node's agent pod, force-deleted; its DaemonSet starts another.
+    Agent,
+    /// The transfer service's pod, force-deleted; its Deployment starts another, which
+    /// resumes the job from its state volume. The migration is a Migration object here.
+    Transfer,
+}
+
+/// A migration of the two-volume application (with 250 MB more in its CSI volume, so
+/// the copy takes a while) started detached; once the backup step has read data,
+/// `kill` is killed. The job still succeeds, the application's own check passes on b,
+/// every byte of the large file arrived, and no VolumeSnapshot, temporary claim or mover
+/// pod is left on either cluster.
+async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path, kill: Kill) {
+    let ns = ferry_testenv::unique_name("killed");
+    two_volume_application(kc, &ns, image, "");
+    kubectl(
+        kc,
+        "a",
+        &[
+            "-n",
+            &ns,
+            "exec",
+            "db-0",
+            "--",
+            "sh",
+            "-c",
+            "head -c 250000000 /dev/urandom > /fast/large && sync",
+        ],
+        None,
+    );
+    let ferry_a = ferry_of_a(kc, cas).await;
+    // The transfer service's own kill goes through a Migration object: its controller
+    // must follow the job across the restart.
+    let id = if kill == Kill::Transfer {
+        let yaml = format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Migration\n\
+             metadata: {{name: to-b, namespace: {ns}}}\n\
+             spec: {{clusterPair: a-to-b, profile: main}}\n"
+        );
+        kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+        let mut id = String::new();
+        eventually("the Migration to start its job", || {
+            id = migration_field(kc, &ns, ".status.jobs[0].id");
+            !id.is_empty()
+        });
+        id
+    } else {
+        let started = migrate(kc, &ns, "a-to-b", &["--detach"]).ok();
+        started.stdout.trim().to_owned()
+    };
+
+    // Mid-copy: the backup step has read part of the CSI volume (its progress names
+    // each volume).
+    let deadline = Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let (job, _) = ferry_a.job(&id).get().await.unwrap();
+        let p = job.progress.clone().unwrap_or_default();
+        let csi = p.volumes.iter().find(|v| v.pvc_name == "fast-db-0");
+        if p.step == "backup-volumes"
+            && csi.is_some_and(|v| {
+                v.bytes_read > 0 && !v.done && v.through.starts_with("csi snapshot")
+            })
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !ferry_client::is_final(job.state()),
+            "the backup of job {id} never got under way: {job:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let force = ["--grace-period=0", "--force", "--wait=false"];
+    match kill {
+        Kill::MoverPod => {
+            let movers = kubectl(kc, "a", &["-n", &ns, "get", "pods", "-o", "name"], None);
+            let mover = movers
+                .lines()
+                .find(|p| p.starts_with("pod/ferry-mover-"))
+                .unwrap_or_else(|| panic!("no mover pod in {ns} on a: {movers}"));
+            kubectl(
+                kc,
+                "a",
+                &[&["-n", &ns, "delete", mover][..], &force].concat(),
+                None,
+            );
+        }
+        Kill::Agent | Kill::Transfer => {
+            let component = if kill == Kill::Agent {
+                "agent"
+            } else {
+                "transfer"
+            };
+            let selector = format!("app.kubernetes.io/component={component}");
+            kubectl(
+                kc,
+                "a",
+                &[&["-n", NS, "delete", "pod", "-l", &selector][..], &force].concat(),
+                None,
+            );
+        }
+    }
+    eprintln!("{kill:?} killed mid-copy in job {id}");
+
+    // The job ends by itself (a killed transfer service's job once the new pod resumed
+    // it), and succeeds.
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    let job = loop {
+        // While the transfer service restarts, the gateway has nobody to ask.
+        if let Ok((job, _)) = ferry_a.job(&id).get().await
+            && ferry_client::is_final(job.state())
+        {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not end after {kill:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    if kill == Kill::Transfer && job.state() == ferry_client::proto::JobState::Failed {
+        // The issue allows a clear failure here: it names the claim, and nothing of
+        // the copy is left behind.
+        let message = job.error.clone().unwrap_or_default().message;
+        assert!(message.contains("fast-db-0"), "after {kill:?}: {job:?}");
+        eprintln!("{kill:?}: the job failed clearly: {message}");
+        eventually("the failed job's movers and snapshots to go", || {
+            kubectl(
+                kc,
+                "a",
+                &["-n", &ns, "get", "pods,pvc,volumesnapshots", "-o", "name"],
+                None,
+            )
+            .lines()
+            .all(|l| !l.contains("ferry-"))
+        });
+        delete_on_both(kc, &ns);
+        return;
+    }
+    assert_eq!(
+        job.state(),
+        ferry_client::proto::JobState::Succeeded,
+        "after {kill:?}: {job:?}\n{}",
+        kubectl(
+            kc,
+            "a",
+            &["-n", NS, "logs", "deploy/ferry-transfer", "--tail=40"],
+            None
+        )
+    );
+    if kill == Kill::Transfer {
+        eventually("the Migration object to say Succeeded", || {
+            migration_field(kc, &ns, ".status.phase") == "Succeeded"
+        });
+        let volumes = migration_field(kc, &ns, ".status.volumes");
+        assert!(volumes.contains("fast-db-0"), "{volumes}");
+    }
+    assert_both_volumes_arrived(kc, &ns);
+    assert_eq!(
+        pod_sums(kc, "a", &ns, "/fast/large"),
+        pod_sums(kc, "b", &ns, "/fast/large"),
+        "after {kill:?}"
+    );
+    assert_nothing_of_the_copy_left(kc, &ns);
+    delete_on_both(kc, &ns);
+}
+
 /// The chart's controller and webhook at work: a Migration applied with kubectl (as
 /// the administrator) moves a namespace through the pair the `ferry` command made.
 fn kubectl_apply_of_a_migration_moves_a_namespace(kc: &Path) {
@@ -473,15 +676,7 @@ fn kubectl_apply_of_a_migration_moves_a_namespace(kc: &Path) {
          spec: {{clusterPair: a-to-b, profile: main}}\n"
     );
     kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
-    let field = |path: &str| {
-        let jsonpath = format!("jsonpath={{{path}}}");
-        kubectl(
-            kc,
-            "a",
-            &["-n", &ns, "get", "migration", "to-b", "-o", &jsonpath],
-            None,
-        )
-    };
+    let field = |path: &str| migration_field(kc, &ns, path);
     eventually("the Migration object to succeed", || {
         let phase = field(".status.phase");
         assert!(
@@ -508,12 +703,7 @@ fn kubectl_apply_of_a_migration_moves_a_namespace(kc: &Path) {
 /// What Prometheus scrapes from a's transfer service moved by exactly the one
 /// migration this release ran: the job's report and the volume on disk say how much.
 async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
-    let tls = ferry_rpc::ClientTls::new()
-        .with_ca(ferry_rpc::Pem::read("--ca-file", cas).unwrap())
-        .unwrap();
-    let ferry_a = ferry_client::Ferry::for_context_with(Some(kc), Some("a"), &tls)
-        .await
-        .unwrap();
+    let ferry_a = ferry_of_a(kc, cas).await;
     let report =
         common::control::report(&ferry_a, &common::control::newest_job(&ferry_a).await).await;
     let m = common::metrics::scrape_in_cluster(kc, "a", NS, "deploy/ferry-transfer", 9090);
@@ -529,17 +719,25 @@ async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
     assert_eq!(m.value("ferry_jobs_running", &[("kind", "migration")]), 0.0);
     assert_eq!(m.histogram_count("ferry_migration_duration_seconds"), 1);
 
+    // The local-path volume is read on disk; the CSI volume was a snapshot of a
+    // volume still being written, so the report says how much of it there was.
     let on_disk = common::tree_bytes(src);
+    let data = report
+        .volumes
+        .iter()
+        .find(|v| v.pvc_name == "data-db-0")
+        .expect("data-db-0 in the report");
+    assert_eq!(data.bytes_total, on_disk, "{:?}", report.volumes);
     let total: u64 = report.volumes.iter().map(|v| v.bytes_total).sum();
     let uploaded: u64 = report.volumes.iter().map(|v| v.bytes_uploaded).sum();
-    assert_eq!(total, on_disk, "{:?}", report.volumes);
+    assert_eq!(report.volumes.len(), 2, "{:?}", report.volumes);
     assert!(uploaded > 0, "{:?}", report.volumes);
     assert_eq!(
         m.value(
             "ferry_bytes_transferred_total",
             &[("direction", "restored")]
         ),
-        on_disk as f64
+        total as f64
     );
     assert_eq!(
         m.value(
@@ -547,6 +745,14 @@ async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
             &[("direction", "uploaded")]
         ),
         uploaded as f64
+    );
+
+    // The repository, as of the restore point the migration wrote: at least what it
+    // uploaded into an empty one.
+    let size = m.value("ferry_repository_size_bytes", &[("profile", "main")]);
+    assert!(
+        size >= uploaded as f64 && size > 0.0,
+        "repository {size} bytes, uploaded {uploaded}"
     );
 
     let created = report
@@ -575,7 +781,7 @@ async fn metrics_count_the_migration(kc: &Path, src: &Path, cas: &Path) {
         1.0
     );
     eprintln!(
-        "metrics: 1 migration, {on_disk} bytes restored, {uploaded} uploaded, {created} objects created"
+        "metrics: 1 migration, {total} bytes restored, {uploaded} uploaded, {created} objects created"
     );
 }
 

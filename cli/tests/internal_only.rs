@@ -51,13 +51,7 @@ fn wait_listening(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_refuses_callers_without_the_internal_credential() {
     let env = ferry_testenv::shared().await.expect("test environment");
-    let alice = env
-        .cluster("a")
-        .unwrap()
-        .user("alice")
-        .unwrap()
-        .token
-        .clone();
+    let alice = env.token("a", "alice").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let token = tmp.path().join("internal");
     std::fs::write(&token, "k".repeat(48)).unwrap();

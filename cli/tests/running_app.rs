@@ -17,8 +17,7 @@ use std::path::Path;
 
 use common::control::{
     RECORDS_PROGRAM, assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl,
-    migrate_to_b, profiles_and_pair, records_application, serve_on_nodes, wait_answering,
-    wait_ready,
+    migrate_to_b, records_application, serve_and_pair_on_nodes, wait_ready,
 };
 
 fn application(kubeconfig: &Path, ns: &str, image: &str) {
@@ -44,20 +43,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_application_on_local_path_arrives_running_on_b_through_a_mover_pod() {
-    let env = ferry_testenv::shared_with_nodes()
-        .await
-        .expect("test environment with nodes");
-    let s3 = env.s3().unwrap();
-    let kc = env.kubeconfig().to_path_buf();
-    let image = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
-        .unwrap()
-        .toolbox;
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let _serve_a = serve_on_nodes(env, "a", root, &image, &[]);
-    let _serve_b = serve_on_nodes(env, "b", root, &image, &[]);
-    wait_answering(&kc, &["a", "b"]);
-    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "running-app", 31);
+    let served = serve_and_pair_on_nodes("running-app", 31).await;
+    let (kc, image) = (served.kc.clone(), served.image.clone());
 
     let ns = ferry_testenv::unique_name("running-app");
     application(&kc, &ns, &image);

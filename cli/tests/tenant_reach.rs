@@ -38,12 +38,7 @@ async fn finished(
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn alice_token(env: &ferry_testenv::TestEnv, cluster: &str) -> String {
-    env.cluster(cluster)
-        .unwrap()
-        .user("alice")
-        .unwrap()
-        .token
-        .clone()
+    env.token(cluster, "alice").unwrap()
 }
 
 fn main_repository() -> Option<proto::RepositoryRef> {

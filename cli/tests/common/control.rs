@@ -94,6 +94,42 @@ pub fn serve_on_nodes(
     serve_flags(env.kubeconfig(), side, root, free_port(), &flags)
 }
 
+/// Both clusters of the environment with nodes, each served by `ferry serve` beside it
+/// ([`serve_on_nodes`]), answering, with the `main` profiles and the pair a-to-b
+/// ([`profiles_and_pair`] with `name` and `seed`).
+pub struct NodesServed {
+    pub kc: PathBuf,
+    /// The nodes' toolbox image, for applications and mover pods.
+    pub image: String,
+    _a: Serve,
+    _b: Serve,
+    _tmp: tempfile::TempDir,
+}
+
+pub async fn serve_and_pair_on_nodes(name: &str, seed: u64) -> NodesServed {
+    let env = ferry_testenv::shared_with_nodes()
+        .await
+        .expect("test environment with nodes");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let image = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())
+        .unwrap()
+        .toolbox;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let a = serve_on_nodes(env, "a", root, &image, &[]);
+    let b = serve_on_nodes(env, "b", root, &image, &[]);
+    wait_answering(&kc, &["a", "b"]);
+    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), name, seed);
+    NodesServed {
+        kc,
+        image,
+        _a: a,
+        _b: b,
+        _tmp: tmp,
+    }
+}
+
 /// `ferry --context a migrate -n NS --to b --profile main EXTRA...`, which must succeed;
 /// the job and its report, volumes sorted by claim.
 pub async fn migrate_to_b(

@@ -12,6 +12,7 @@ use rand::{RngCore, SeedableRng, rngs::StdRng};
 
 pub mod control;
 pub mod metrics;
+pub mod volumes;
 
 /// CA certificates every `ferry` of this test process trusts (FERRY_CA_FILE).
 static CA_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

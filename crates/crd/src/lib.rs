@@ -31,8 +31,8 @@ use kube::CustomResourceExt;
 
 pub use common::{Condition, SecretKeyRef, set_condition};
 pub use migration::{
-    ApplySpec, ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, ObjectCounts,
-    ObjectFailure, Phase, Progress, Selection, VolumeStatus,
+    ApplySpec, ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, MoverSpec,
+    ObjectCounts, ObjectFailure, Phase, Progress, Selection, VolumeSpec, VolumeStatus,
 };
 pub use pair::{ClusterPair, ClusterPairSpec, ClusterPairStatus};
 pub use profile::{Backend, Profile, ProfileSpec, ProfileStatus, RepositoryUse};

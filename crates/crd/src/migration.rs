@@ -52,6 +52,43 @@ pub struct MigrationSpec {
     /// Report what would happen and change nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// How volume data is reached (CSI snapshots, mover pods); absent: Ferry's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<VolumeSpec>,
+}
+
+/// How a job reaches volume data: CSI snapshots on the source, and the mover pods that
+/// hold claims mounted on either side.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSpec {
+    /// VolumeSnapshotClass for CSI volumes of its driver (others use their driver's
+    /// default); empty: the class marked default for each driver, or its only one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub snapshot_class: String,
+    /// false: read CSI volumes live (through a running pod, else a mover pod) instead
+    /// of from a VolumeSnapshot. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi_snapshots: Option<bool>,
+    /// Mover pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mover: Option<MoverSpec>,
+}
+
+/// Settings of the mover pods a job starts.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoverSpec {
+    /// CPU request (a Kubernetes quantity, `50m`), for namespaces whose ResourceQuota or
+    /// LimitRange asks for one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu: String,
+    /// Memory request and limit (`32Mi`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub memory: String,
+    /// How long a mover pod may take to start (claim provisioned, volume attached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout_seconds: Option<u32>,
 }
 
 /// Which objects of a namespace (or of a restore point) a job takes.

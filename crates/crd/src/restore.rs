@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{ApplySpec, MigrationStatus, Selection};
+use crate::{ApplySpec, MigrationStatus, Selection, VolumeSpec};
 
 /// Restores a restore point (a Migration's, an export's, or one imported from another
 /// cluster's repository) into this cluster or onto a pair's destination, once, as
@@ -45,4 +45,7 @@ pub struct RestoreSpec {
     /// Report what would happen and change nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// How volume data is written (mover pods); absent: Ferry's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<VolumeSpec>,
 }

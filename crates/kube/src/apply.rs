@@ -330,55 +330,9 @@ impl Ctx<'_> {
             };
             if let Some(existing) = &existing
                 && !self.is_ours(existing)
+                && let Some(outcome) = self.not_ours(o)
             {
-                if o.phase == Phase::Namespace {
-                    return result(
-                        r,
-                        Outcome::Skipped {
-                            reason: format!(
-                                "namespace exists and was not created by migration {}; objects \
-                                 are written into it, the namespace itself is left as it is",
-                                self.plan.migration_id
-                            ),
-                        },
-                        dry_run,
-                        None,
-                    );
-                }
-                match self.opts.existing {
-                    ExistingPolicy::Skip => {
-                        return result(
-                            r,
-                            Outcome::Skipped {
-                                reason: format!(
-                                    "exists on the destination and was not created by migration \
-                                     {}; left as it is (policy skip; use policy update to take \
-                                     it over)",
-                                    self.plan.migration_id
-                                ),
-                            },
-                            dry_run,
-                            None,
-                        );
-                    }
-                    ExistingPolicy::Fail => {
-                        return result(
-                            r,
-                            failed(
-                                format!(
-                                    "exists on the destination and was not created by migration \
-                                     {} (policy fail); delete it there, or use policy skip or \
-                                     update",
-                                    self.plan.migration_id
-                                ),
-                                Some(409),
-                            ),
-                            dry_run,
-                            None,
-                        );
-                    }
-                    ExistingPolicy::Update => {}
-                }
+                return result(r, outcome, dry_run, None);
             }
 
             let mut pp = PatchParams::apply(&self.opts.field_manager).force();
@@ -414,6 +368,36 @@ impl Ctx<'_> {
         }
         .instrument(span)
         .await
+    }
+
+    /// What becomes of planned object `o` when the destination holds one of that name
+    /// another migration (or someone else) made: None to write it all the same.
+    fn not_ours(&self, o: &PlannedObject) -> Option<Outcome> {
+        let id = &self.plan.migration_id;
+        if o.phase == Phase::Namespace {
+            return Some(Outcome::Skipped {
+                reason: format!(
+                    "namespace exists and was not created by migration {id}; objects are \
+                     written into it, the namespace itself is left as it is"
+                ),
+            });
+        }
+        match self.opts.existing {
+            ExistingPolicy::Skip => Some(Outcome::Skipped {
+                reason: format!(
+                    "exists on the destination and was not created by migration {id}; left as \
+                     it is (policy skip; use policy update to take it over)"
+                ),
+            }),
+            ExistingPolicy::Fail => Some(failed(
+                format!(
+                    "exists on the destination and was not created by migration {id} (policy \
+                     fail); delete it there, or use policy skip or update"
+                ),
+                Some(409),
+            )),
+            ExistingPolicy::Update => None,
+        }
     }
 
     /// Turns an API error into a failed result that says what to do. `object` is what

@@ -17,6 +17,7 @@
 //! | `ferry_migration_duration_seconds` | | transfer, per finished migration |
 //! | `ferry_bytes_transferred_total` | `direction` (`uploaded`, `restored`) | transfer |
 //! | `ferry_objects_applied_total` | `result` (`created`, `updated`, `skipped`, `failed`) | transfer |
+//! | `ferry_repository_size_bytes` | `profile` | transfer, after each restore point it writes |
 //! | `ferry_schedule_runs_total` | `schedule`, `result` | scheduler |
 //! | `ferry_schedule_missed_runs_total` | `schedule` | scheduler |
 //! | `ferry_last_success_timestamp_seconds` | `schedule` | scheduler |
@@ -169,6 +170,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileLabel {
+    profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabel {
     direction: &'static str,
 }
@@ -202,6 +208,7 @@ pub struct JobMetrics {
     migration_seconds: Histogram,
     bytes: Family<DirectionLabel, Counter>,
     objects: Family<ResultLabel, Counter>,
+    repository_bytes: Family<ProfileLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl JobMetrics {
@@ -244,6 +251,14 @@ impl JobMetrics {
             "Kubernetes objects applied on a destination, by result",
             objects.clone(),
         );
+        let repository_bytes = Family::<ProfileLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "ferry_repository_size",
+            "Bytes of packs in the repository a profile opens, as of the last restore point \
+             this service wrote through it",
+            Unit::Bytes,
+            repository_bytes.clone(),
+        );
         JobMetrics {
             jobs,
             running,
@@ -251,6 +266,7 @@ impl JobMetrics {
             migration_seconds,
             bytes,
             objects,
+            repository_bytes,
         }
     }
 
@@ -278,6 +294,15 @@ impl JobMetrics {
                 direction: direction.label(),
             })
             .inc_by(n);
+    }
+
+    /// The repository of `profile` (an administrator's name) holds `bytes` of packs.
+    pub fn repository_size(&self, profile: &str, bytes: u64) {
+        self.repository_bytes
+            .get_or_create(&ProfileLabel {
+                profile: profile.to_owned(),
+            })
+            .set(bytes as f64);
     }
 
     /// Adds `n` objects applied with `result` (`created`, `updated`, `skipped`,

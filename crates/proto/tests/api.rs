@@ -8,7 +8,7 @@ use ferry_proto::FILE_DESCRIPTOR_SET;
 use ferry_proto::v1::{
     ApplicationSelector, ClusterRef, ErrorCode, ErrorDetail, Job, JobEvent, JobKind, JobReport,
     JobState, JobStep, ObjectAction, ObjectOutcome, ObjectRef, Progress, StepState, VolumeOutcome,
-    VolumeResult, cluster_ref, job_event,
+    VolumeProgress, VolumeResult, cluster_ref, job_event,
 };
 use prost::Message;
 use prost_types::{DescriptorProto, Duration, FileDescriptorSet, Timestamp};
@@ -29,6 +29,16 @@ fn sample_progress() -> Progress {
             seconds: 52,
             nanos: 0,
         }),
+        volumes: vec![VolumeProgress {
+            pvc_namespace: "shop".to_owned(),
+            pvc_name: "data-db-0".to_owned(),
+            through: "csi snapshot ferry-1 (class snaps), mover pod ferry-mover-2".to_owned(),
+            files_done: 1_234,
+            files_total: 5_000,
+            bytes_read: 7 << 30,
+            bytes_total: 20 << 30,
+            done: false,
+        }],
     }
 }
 

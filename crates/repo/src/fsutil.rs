@@ -158,7 +158,7 @@ pub(crate) fn mtime_only(mtime_ns: i64) -> Timestamps {
 }
 
 /// Nanoseconds since the epoch from a (seconds, nanoseconds) pair.
-fn ns(sec: i64, nsec: i64) -> i64 {
+pub(crate) fn ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 

@@ -87,6 +87,11 @@ impl Index {
         self.blobs.contains_key(id)
     }
 
+    /// Bytes of every known pack.
+    pub fn pack_bytes(&self) -> u64 {
+        self.packs.iter().map(|(_, size)| size).sum()
+    }
+
     /// Number of blobs.
     pub fn len(&self) -> usize {
         self.blobs.len()

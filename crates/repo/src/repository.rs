@@ -155,6 +155,13 @@ impl Repository {
         &self.inner.keys
     }
 
+    /// Bytes of the repository's packs in the store, as its index lists them (read
+    /// again first, so packs other writers added since this handle opened count).
+    pub async fn size_bytes(&self) -> Result<u64> {
+        self.sync_index().await?;
+        Ok(self.inner.index.read().pack_bytes())
+    }
+
     /// Number of blobs in the loaded index.
     pub fn index_len(&self) -> usize {
         self.inner.index.read().len()

@@ -690,15 +690,43 @@ fn changed_bytes(before: &Captured, after: &Captured) -> u64 {
 // ---- the property ----
 
 async fn restore(repo: &Repository, snap: &Id, dst: &Path) -> Captured {
+    restore_with(repo, snap, dst, false).await.0
+}
+
+/// `sync`: over what `dst` holds. The tree, and how many bytes were written.
+async fn restore_with(repo: &Repository, snap: &Id, dst: &Path, sync: bool) -> (Captured, u64) {
     // Every bit round-trips when asked for; setuid files are among the corner cases.
     let options = RestoreOptions {
         keep_setuid_setgid: true,
+        sync,
         ..RestoreOptions::default()
     };
-    repo.restore(snap, dst, options)
+    let s = repo
+        .restore(snap, dst, options)
         .await
         .unwrap_or_else(|e| panic!("restore {snap}: {e}"));
-    capture(dst)
+    (capture(dst), s.bytes_written)
+}
+
+/// Bytes a sync restore from `before` to `after` may write: files whose content,
+/// size or mtime changed, or that are hard-linked.
+fn rewritten_bytes(before: &Captured, after: &Captured) -> u64 {
+    after
+        .entries
+        .iter()
+        .filter(|(path, a)| {
+            a.kind == 'f'
+                && !before.entries.get(*path).is_some_and(|b| {
+                    b.kind == 'f'
+                        && b.hash == a.hash
+                        && b.size == a.size
+                        && b.mtime == a.mtime
+                        && b.nlink == 1
+                        && a.nlink == 1
+                })
+        })
+        .map(|(_, a)| a.size)
+        .sum()
 }
 
 async fn round_trip(spec: TreeSpec, edits: Vec<Edit>) {
@@ -740,6 +768,26 @@ async fn round_trip(spec: TreeSpec, edits: Vec<Edit>) {
     );
     let got = restore(&repo, &second.snapshot_id, &tmp.path().join("dst2")).await;
     assert_restored(&state2, &got, "second snapshot");
+
+    // Over the first restore, a sync restore makes the same tree, writing only files
+    // that changed; run again, it writes nothing but hard-linked files.
+    let dst1 = tmp.path().join("dst1");
+    let (got, written) = restore_with(&repo, &second.snapshot_id, &dst1, true).await;
+    assert_restored(&state2, &got, "second snapshot synced over the first");
+    let bound = rewritten_bytes(&state1, &state2);
+    assert!(
+        written <= bound,
+        "the sync restore wrote {written} bytes; only {bound} bytes of files changed"
+    );
+    let (got, written) = restore_with(&repo, &second.snapshot_id, &dst1, true).await;
+    assert_restored(&state2, &got, "second snapshot synced again");
+    let hardlinked: u64 = state2
+        .entries
+        .values()
+        .filter(|e| e.kind == 'f' && e.nlink > 1)
+        .map(|e| e.size)
+        .sum();
+    assert!(written <= hardlinked, "a second sync wrote {written} bytes");
 
     // The first snapshot is untouched by the second backup.
     let got = restore(&repo, &first.snapshot_id, &tmp.path().join("dst1-again")).await;

@@ -86,6 +86,12 @@ for i in 1 2 3; do
   for m in $mounts; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 done
 
+# The cluster's shared mount of its node directories, once no other node's mounts are
+# under it: a plain umount fails while they are, and the last node's teardown does it.
+if [ -n "${SHARED_DIR:-}" ] && awk -v d="$SHARED_DIR" '$5 == d {f=1} END {exit !f}' /proc/self/mountinfo; then
+  umount "$SHARED_DIR" 2>/dev/null
+fi
+
 # Cgroups, children before parents.
 for d in $(cgroup_dirs); do
   find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null

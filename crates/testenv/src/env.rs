@@ -213,6 +213,11 @@ impl TestEnv {
             })
     }
 
+    /// The bearer token of `user` (`admin`, `alice`, ...) on `cluster`.
+    pub fn token(&self, cluster: &str, user: &str) -> Result<String> {
+        Ok(self.cluster(cluster)?.user(user)?.token.clone())
+    }
+
     /// The first cluster (`a` in the default spec).
     pub fn source(&self) -> &ClusterInfo {
         &self.state.clusters[0]

@@ -94,6 +94,32 @@ impl NodeInfo {
     }
 }
 
+/// The directory holding a cluster's node directories (`<cluster>/nodes`), made a shared
+/// mount of its own.
+fn shared_dir(node_dir: &Path) -> PathBuf {
+    node_dir
+        .parent()
+        .map_or_else(|| node_dir.to_owned(), Path::to_owned)
+}
+
+/// Makes `dir` a mount of its own with shared propagation, once per cluster.
+///
+/// Why: a pod mounting a node directory with `HostToContainer` propagation (Ferry's
+/// agent reading CSI volumes the kubelet mounts later) needs the mount holding that
+/// directory to be shared, as `/` is on systemd hosts and in kind's node containers.
+/// This machine's `/` is private, and making it shared would change the machine; a
+/// bind mount of the cluster's node directories onto themselves gives the nodes the
+/// same propagation without touching anything outside. The last node's teardown
+/// unmounts it (`SHARED_DIR` in `node.env`).
+fn share_mounts(dir: &Path) -> Result<()> {
+    let path = dir.display().to_string();
+    if !mounts_under(dir).contains(&path) {
+        run("mount", &["--bind", &path, &path])?;
+    }
+    run("mount", &["--make-rshared", &path])?;
+    Ok(())
+}
+
 /// Runs a command to completion; an error names it and carries its stderr.
 pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
@@ -162,8 +188,9 @@ pub(crate) fn create_network(name: &str, dir: &Path, crictl: &Path) -> Result<No
     };
     // Written first, so that whatever fails below is still torn down.
     let env = format!(
-        "NODE_DIR={}\nNETNS={netns}\nHOST_IF={}\nPOD_CIDR={}\nCONTAINERD_SOCK={}\nCGROUP_ROOT={}\nCRICTL={}\n",
+        "NODE_DIR={}\nSHARED_DIR={}\nNETNS={netns}\nHOST_IF={}\nPOD_CIDR={}\nCONTAINERD_SOCK={}\nCGROUP_ROOT={}\nCRICTL={}\n",
         dir.display(),
+        shared_dir(dir).display(),
         node.host_interface(),
         node.pod_cidr,
         node.containerd_socket.display(),
@@ -171,6 +198,7 @@ pub(crate) fn create_network(name: &str, dir: &Path, crictl: &Path) -> Result<No
         crictl.display(),
     );
     std::fs::write(node.env_file(), env).map_err(Error::io("writing", node.env_file()))?;
+    share_mounts(&shared_dir(dir))?;
 
     let host_if = node.host_interface();
     let node_if = format!("fn{k}n");
@@ -632,6 +660,14 @@ pub fn leftovers(node: &NodeInfo) -> Vec<String> {
     let mut left = Vec::new();
     for m in mounts_under(&node.dir) {
         left.push(format!("mount {m}"));
+    }
+    // Shared by the cluster's nodes: left only once all of them are torn down.
+    let shared = shared_dir(&node.dir);
+    if mounts_under(&shared).contains(&shared.display().to_string()) {
+        left.push(format!(
+            "mount {} (the nodes' shared mount)",
+            shared.display()
+        ));
     }
     if Path::new("/var/run/netns").join(&node.netns).exists() {
         left.push(format!("network namespace {}", node.netns));

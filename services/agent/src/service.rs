@@ -375,6 +375,67 @@ fn require_snapshot(id: &str, verb: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// Refuses a pod's volume that is not mounted where the kubelet mounts it.
+///
+/// Why: once its pod is gone, the kubelet unmounts the volume and leaves (for a moment)
+/// the empty directory it was mounted on. A backup of that directory would record an
+/// empty volume, and a restore into it would write to the node's own disk, both
+/// "successfully". While an operation runs it holds the directory open, so the kubelet
+/// cannot unmount the volume under it.
+fn require_mounted(
+    path: &Path,
+    pod: Option<&ferry_proto::v1::PodVolume>,
+) -> Result<(), AgentError> {
+    let Some(pod) = pod else {
+        return Ok(());
+    };
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| AgentError::Volume {
+            path: path.display().to_string(),
+            detail: format!("reading /proc/self/mountinfo to check it is mounted: {e}"),
+        })?;
+    if mount_points(&mountinfo).any(|m| Path::new(&m) == path) {
+        return Ok(());
+    }
+    Err(AgentError::Volume {
+        path: path.display().to_string(),
+        detail: format!(
+            "volume {} of pod {} on node {} is not mounted there: the pod is gone or its \
+             volume not yet set up (a mover pod deleted early?); run the job again",
+            pod.volume, pod.pod_uid, pod.node
+        ),
+    })
+}
+
+/// The mount points in a `/proc/<pid>/mountinfo` text, with the kernel's octal escapes
+/// (`\040` for a space) undone.
+fn mount_points(mountinfo: &str) -> impl Iterator<Item = String> + '_ {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| {
+            let b = m.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let octal = b
+                    .get(i + 1..i + 4)
+                    .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match octal {
+                    Some(d) => {
+                        out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                        i += 4;
+                    }
+                    None => {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+}
+
 #[tonic::async_trait]
 impl AgentService for Agent {
     type BackupStream = EventStream<BackupEvent>;
@@ -388,6 +449,7 @@ impl AgentService for Agent {
         self.admit(request.metadata())?;
         let req = request.into_inner();
         let path = self.request_path("path", &req.path, req.pod_volume.as_ref())?;
+        require_mounted(&path, req.pod_volume.as_ref())?;
         let repo_ref = repository_ref(req.repository)?;
         let parent = match req.parent_snapshot_id.as_str() {
             "" => None,
@@ -470,6 +532,7 @@ impl AgentService for Agent {
             &req.target_path,
             req.target_pod_volume.as_ref(),
         )?;
+        require_mounted(&target, req.target_pod_volume.as_ref())?;
         let repo_ref = repository_ref(req.repository)?;
         require_snapshot(&req.snapshot_id, "restore")?;
         let guard = self.register(&req.operation_id)?;
@@ -480,9 +543,6 @@ impl AgentService for Agent {
         Ok(
             self.spawn_operation(guard, span, done, move |agent, cancel, tx| async move {
                 let (_, repo, snapshot) = agent.open_snapshot(&repo_ref, &req.snapshot_id).await?;
-                if req.delete_extraneous {
-                    empty_directory(&target).await?;
-                }
                 let started_at = SystemTime::now();
                 let (ptx, prx) = watch::channel(RestoreProgress::default());
                 let mut meter = RateMeter::new();
@@ -494,6 +554,9 @@ impl AgentService for Agent {
                 let options = RestoreOptions {
                     progress: Some(ptx),
                     cancel,
+                    // Over the volume's earlier restore: only what changed is written,
+                    // and what the snapshot lacks removed.
+                    sync: req.delete_extraneous,
                     ..RestoreOptions::default()
                 };
                 let done = repo.restore(&snapshot, &target, options).await;
@@ -509,6 +572,8 @@ impl AgentService for Agent {
                     directories: s.dirs,
                     bytes_written: s.bytes_written,
                     bytes_downloaded: s.bytes_downloaded,
+                    files_unchanged: s.files_unchanged,
+                    bytes_unchanged: s.bytes_unchanged,
                     started_at: Some(started_at.into()),
                     duration: Some(duration(s.duration)),
                 })
@@ -616,29 +681,6 @@ impl AgentService for Agent {
     }
 }
 
-/// Removes everything inside `dir` (not `dir` itself), so a restore can write into it.
-async fn empty_directory(dir: &Path) -> Result<(), AgentError> {
-    let volume = |e: std::io::Error| AgentError::Volume {
-        path: dir.display().to_string(),
-        detail: format!("emptying it before the restore: {e}"),
-    };
-    let mut entries = match tokio::fs::read_dir(dir).await {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(volume(e)),
-    };
-    while let Some(entry) = entries.next_entry().await.map_err(volume)? {
-        let path = entry.path();
-        let ft = entry.file_type().await.map_err(volume)?;
-        if ft.is_dir() {
-            tokio::fs::remove_dir_all(&path).await.map_err(volume)?;
-        } else {
-            tokio::fs::remove_file(&path).await.map_err(volume)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,6 +715,30 @@ mod tests {
         assert!(rooted.check_path("path", "/data/pv-1").is_ok());
         assert!(rooted.check_path("path", "/etc").is_err());
         assert!(rooted.check_path("path", "/data/../etc").is_err());
+    }
+
+    #[test]
+    fn mount_points_are_read_with_their_escapes_undone() {
+        let info = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                    37 35 98:0 / /var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/pv/mount rw - ext4 /dev/x rw\n";
+        let points: Vec<String> = mount_points(info).collect();
+        assert_eq!(
+            points,
+            [
+                "/mnt/a b",
+                "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/pv/mount"
+            ]
+        );
+        let pod = ferry_proto::v1::PodVolume {
+            node: "n1".into(),
+            pod_uid: "u".into(),
+            volume: "pv".into(),
+        };
+        let unmounted = std::env::temp_dir();
+        let e = require_mounted(&unmounted, Some(&pod)).expect_err("a plain directory");
+        assert!(e.to_string().contains("is not mounted there"), "{e}");
+        assert!(require_mounted(&unmounted, None).is_ok());
+        assert!(require_mounted(Path::new("/"), Some(&pod)).is_ok());
     }
 
     #[test]

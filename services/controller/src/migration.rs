@@ -69,6 +69,19 @@ pub(crate) fn start_request(s: &MigrationSpec, namespaces: &[String]) -> StartMi
         all_namespaces: false,
         // Set by a Migration, never by a schedule (each run is a new start).
         request_id: String::new(),
+        volumes: s.volumes.as_ref().map(volume_options),
+    }
+}
+
+/// A spec's `volumes` as the transfer service takes them.
+pub(crate) fn volume_options(v: &ferry_crd::VolumeSpec) -> ferry_proto::v1::VolumeOptions {
+    let mover = v.mover.clone().unwrap_or_default();
+    ferry_proto::v1::VolumeOptions {
+        snapshot_class: v.snapshot_class.clone(),
+        no_csi_snapshots: v.csi_snapshots == Some(false),
+        mover_cpu: mover.cpu,
+        mover_memory: mover.memory,
+        mover_start_timeout_seconds: mover.start_timeout_seconds.unwrap_or_default(),
     }
 }
 

@@ -41,6 +41,7 @@ impl JobsObject for Restore {
                 schedule_id: String::new(),
                 // As a Migration's: a restarted controller gets the same job again.
                 request_id: self.uid().unwrap_or_default(),
+                volumes: s.volumes.as_ref().map(crate::migration::volume_options),
             },
             who,
         );

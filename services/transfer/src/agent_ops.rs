@@ -1,38 +1,78 @@
 //! Following the agents' operations: each one's event stream into the job's progress,
 //! summed over the volumes a step moves at once.
 
-use ferry_proto::v1::Progress;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::{ErrorCode, Progress, VolumeProgress};
+use tracing::warn;
 
 use crate::error::{Result, TransferError};
 use crate::runtime::JobRun;
 
-/// Sums the latest progress of every volume of a step.
+/// How long a volume's copy waits for its node's agent to answer again after it went
+/// away mid-copy (an agent pod killed and restarted by its DaemonSet, a node's network
+/// blip) before the job fails with the agent's last error.
+pub(crate) const AGENT_RETURN_WAIT: Duration = Duration::from_secs(120);
+
+/// Sums the latest progress of every volume of a step, and lists each volume's.
 pub(crate) struct Aggregate<'a> {
     run: &'a JobRun,
     step: &'static str,
-    per_volume: parking_lot::Mutex<Vec<Progress>>,
+    /// Each volume's latest progress (what the sums add up) and its entry in the list.
+    per_volume: parking_lot::Mutex<Vec<(Progress, VolumeProgress)>>,
 }
 
 impl<'a> Aggregate<'a> {
-    pub(crate) fn new(run: &'a JobRun, step: &'static str, volumes: usize) -> Self {
+    /// `claims`: (namespace, claim) of each volume, by index.
+    pub(crate) fn new(run: &'a JobRun, step: &'static str, claims: Vec<(String, String)>) -> Self {
+        let per_volume = claims
+            .into_iter()
+            .map(|(pvc_namespace, pvc_name)| {
+                let entry = VolumeProgress {
+                    pvc_namespace,
+                    pvc_name,
+                    ..Default::default()
+                };
+                (Progress::default(), entry)
+            })
+            .collect();
         Aggregate {
             run,
             step,
-            per_volume: parking_lot::Mutex::new(vec![Progress::default(); volumes]),
+            per_volume: parking_lot::Mutex::new(per_volume),
         }
     }
 
-    fn update(&self, idx: usize, p: Progress, force: bool) {
+    /// `done`: the volume's copy finished (its summary arrived).
+    fn update(&self, idx: usize, p: Progress, force: bool, done: bool) {
+        // How the volume is reached is in the report once its copy started: read it
+        // there once, not on every update.
+        let unknown = self
+            .per_volume
+            .lock()
+            .get(idx)
+            .filter(|(_, v)| v.through.is_empty())
+            .map(|(_, v)| v.pvc_name.clone());
+        let through = unknown.map(|pvc| self.through(&pvc));
         let total = {
             let mut all = self.per_volume.lock();
-            if let Some(slot) = all.get_mut(idx) {
-                *slot = p;
+            if let Some((latest, entry)) = all.get_mut(idx) {
+                entry.files_done = p.files_done;
+                entry.files_total = p.files_total;
+                entry.bytes_read = p.bytes_read;
+                entry.bytes_total = p.bytes_total;
+                entry.done = done;
+                if let Some(through) = through {
+                    entry.through = through;
+                }
+                *latest = p;
             }
             let mut t = Progress {
                 step: self.step.into(),
                 ..Default::default()
             };
-            for v in all.iter() {
+            for (v, entry) in all.iter() {
                 t.files_done += v.files_done;
                 t.files_total += v.files_total;
                 t.bytes_read += v.bytes_read;
@@ -40,6 +80,7 @@ impl<'a> Aggregate<'a> {
                 t.bytes_uploaded += v.bytes_uploaded;
                 t.bytes_total += v.bytes_total;
                 t.rate_bytes_per_second += v.rate_bytes_per_second;
+                t.volumes.push(entry.clone());
             }
             if t.rate_bytes_per_second > 0 && t.bytes_total > t.bytes_read {
                 t.eta = Some(prost_types::Duration {
@@ -50,6 +91,24 @@ impl<'a> Aggregate<'a> {
             t
         };
         self.run.progress(total, force);
+    }
+
+    /// How claim `pvc` is read or written in this step, as the job's report has it.
+    fn through(&self, pvc: &str) -> String {
+        let restoring = self.step == crate::job::steps::RESTORE;
+        self.run.with_report(|r| {
+            r.volumes
+                .iter()
+                .find(|v| v.pvc_name == pvc)
+                .map(|v| {
+                    if restoring {
+                        v.written_through.clone()
+                    } else {
+                        v.read_through.clone()
+                    }
+                })
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -80,9 +139,9 @@ pub(crate) async fn follow<E, S>(
         };
         match message {
             Ok(Some(ev)) => match step(ev) {
-                Step::Progress(p) => agg.update(idx, p, false),
+                Step::Progress(p) => agg.update(idx, p, false, false),
                 Step::Done(last, summary) => {
-                    agg.update(idx, last, true);
+                    agg.update(idx, last, true, true);
                     return Ok(summary);
                 }
                 Step::Nothing => {}
@@ -94,6 +153,47 @@ pub(crate) async fn follow<E, S>(
             }
             Err(_) if run.cancel_token().is_cancelled() => return Err(run.cancelled()),
             Err(s) => return Err(fail(&s)),
+        }
+    }
+}
+
+/// The id of a job's agent operation: unique per job, attempt (a resumed job's),
+/// step, volume and try, so a cancel reaches exactly it.
+pub(crate) fn op_id(job: &str, attempt: u32, step: &str, idx: usize, tries: u32) -> String {
+    match tries {
+        0 => format!("{job}-a{attempt}-{step}-{idx}"),
+        n => format!("{job}-a{attempt}-{step}-{idx}-t{n}"),
+    }
+}
+
+/// Runs one agent operation (`op(try)`, `try` counting from 0) again while its agent is
+/// unreachable or went away mid-stream, for up to [`AGENT_RETURN_WAIT`], backing off.
+/// Each try is a whole new operation: a backup is taken again (deduplication makes the
+/// part already uploaded cheap), a restore rewrites the volume to the snapshot.
+pub(crate) async fn until_agent_answers<T, F, Fut>(run: &JobRun, what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        match op(tries).await {
+            Err(
+                e @ TransferError::Agent {
+                    code: ErrorCode::Unreachable,
+                    ..
+                },
+            ) if !run.cancel_token().is_cancelled() && started.elapsed() < AGENT_RETURN_WAIT => {
+                tries += 1;
+                let wait = Duration::from_secs(1 << tries.min(4));
+                warn!(job = %run.id(), %what, tries, error = %e, ?wait, "the agent went away; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = run.cancel_token().cancelled() => return Err(run.cancelled()),
+                }
+            }
+            r => return r,
         }
     }
 }

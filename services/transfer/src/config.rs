@@ -127,6 +127,7 @@ impl MoverArgs {
                 .collect(),
             start_timeout: std::time::Duration::from_secs(self.mover_start_timeout_seconds),
             csi_snapshots: self.csi_snapshots,
+            ..Default::default()
         }
     }
 }

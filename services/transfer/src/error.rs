@@ -176,7 +176,8 @@ impl TransferError {
     /// found by a cluster's key (a pair's id), users know its name.
     pub(crate) fn naming(mut self, key: &str, name: &str) -> Self {
         if let TransferError::Cluster { cluster, .. }
-        | TransferError::UnknownCluster { cluster, .. } = &mut self
+        | TransferError::UnknownCluster { cluster, .. }
+        | TransferError::Agent { cluster, .. } = &mut self
             && cluster == key
         {
             *cluster = name.to_owned();
@@ -361,7 +362,9 @@ pub fn agent_error(
     let code = match (&detail, status.code()) {
         (_, Code::Cancelled) => ErrorCode::Cancelled,
         (Some(d), _) => ErrorCode::try_from(d.code).unwrap_or(ErrorCode::Volume),
-        (None, Code::Unavailable) => ErrorCode::Unreachable,
+        // No detail: the agent did not answer this itself. Its connection or stream
+        // broke (killed, restarted, network), so it is worth trying again.
+        (None, Code::Unavailable | Code::Unknown | Code::Internal) => ErrorCode::Unreachable,
         (None, _) => ErrorCode::Volume,
     };
     let hint = detail

@@ -26,6 +26,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         moves_data: !req.dry_run,
         tags: req.tags.clone().into_iter().collect(),
         backup_is_last: true,
+        mover: run.config().mover.with_options(req.volumes.as_ref()),
     };
 
     let captured = src.capture().await?;

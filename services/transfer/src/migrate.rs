@@ -22,6 +22,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let app = req.application.clone().unwrap_or_default();
     let apply = req.apply.clone().unwrap_or_default();
     let moves_data = !req.skip_volume_data && !req.dry_run;
+    let mover = run.config().mover.with_options(req.volumes.as_ref());
     let dst = Destination {
         run,
         key: cluster_key(req.destination.as_ref()),
@@ -33,6 +34,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         moves_data,
         skip_volume_data: req.skip_volume_data,
         cluster: dst,
+        mover: mover.clone(),
     };
     let src = Source {
         run,
@@ -44,6 +46,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         tags: [("destination-cluster".to_owned(), dst.key.clone())].into(),
         backup_is_last: false,
         cluster: src,
+        mover,
     };
 
     let captured = src.capture().await?;

@@ -14,6 +14,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use ferry_proto::v1::VolumeOptions;
+
 use crate::error::{Result, TransferError};
 use crate::job::short_hash;
 
@@ -38,6 +40,114 @@ pub struct MoverConfig {
     /// Read a CSI volume from a VolumeSnapshot when its driver has a
     /// VolumeSnapshotClass (one point in time); off: from the live volume.
     pub csi_snapshots: bool,
+    /// The VolumeSnapshotClass for volumes of its driver; None: each driver's default.
+    pub snapshot_class: Option<String>,
+    /// CPU and memory requests of mover pods (the memory also the limit); None: small
+    /// defaults.
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+impl MoverConfig {
+    /// This configuration with a job's options over it.
+    pub fn with_options(&self, o: Option<&VolumeOptions>) -> MoverConfig {
+        let Some(o) = o else {
+            return self.clone();
+        };
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        MoverConfig {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            start_timeout: match o.mover_start_timeout_seconds {
+                0 => self.start_timeout,
+                n => Duration::from_secs(n.into()),
+            },
+            csi_snapshots: self.csi_snapshots && !o.no_csi_snapshots,
+            snapshot_class: some(&o.snapshot_class).or_else(|| self.snapshot_class.clone()),
+            cpu: some(&o.mover_cpu).or_else(|| self.cpu.clone()),
+            memory: some(&o.mover_memory).or_else(|| self.memory.clone()),
+        }
+    }
+
+    /// Mover pods' resources.
+    fn resources(&self) -> serde_json::Value {
+        let cpu = self.cpu.as_deref().unwrap_or("10m");
+        match &self.memory {
+            Some(m) => json!({
+                "requests": { "cpu": cpu, "memory": m },
+                "limits": { "memory": m },
+            }),
+            None => json!({
+                "requests": { "cpu": cpu, "memory": "16Mi" },
+                "limits": { "memory": "64Mi" },
+            }),
+        }
+    }
+}
+
+/// Checks a job's volume options before it starts, naming the field at fault.
+pub fn check_options(o: Option<&VolumeOptions>) -> Result<()> {
+    let Some(o) = o else { return Ok(()) };
+    for (field, value) in [
+        ("volumes.mover_cpu", &o.mover_cpu),
+        ("volumes.mover_memory", &o.mover_memory),
+    ] {
+        if !value.is_empty() && !is_quantity(value) {
+            return Err(TransferError::invalid(
+                field,
+                format!(
+                    "{value:?} is not a Kubernetes quantity; write it like 50m, 0.5, 32Mi or 1Gi"
+                ),
+            ));
+        }
+    }
+    if !o.snapshot_class.is_empty() && !is_dns_name(&o.snapshot_class) {
+        return Err(TransferError::invalid(
+            "volumes.snapshot_class",
+            format!(
+                "{:?} is not a VolumeSnapshotClass name; list them with \
+                 `kubectl get volumesnapshotclasses`",
+                o.snapshot_class
+            ),
+        ));
+    }
+    if o.no_csi_snapshots && !o.snapshot_class.is_empty() {
+        return Err(TransferError::invalid(
+            "volumes.snapshot_class",
+            "given with no_csi_snapshots; give one or the other",
+        ));
+    }
+    Ok(())
+}
+
+/// A Kubernetes quantity as users write them: a decimal number and an optional suffix.
+fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    let mut parts = digits.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let frac = parts.next();
+    SUFFIXES.contains(&suffix)
+        && !digits.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        && (!whole.is_empty() || frac.is_some())
+}
+
+/// A DNS subdomain name (RFC 1123), as Kubernetes names cluster-scoped objects.
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Where a node's agent finds a volume's files.
@@ -70,6 +180,9 @@ impl Default for MoverConfig {
             command: vec!["/usr/bin/ferry".into(), "hold".into()],
             start_timeout: Duration::from_secs(300),
             csi_snapshots: true,
+            snapshot_class: None,
+            cpu: None,
+            memory: None,
         }
     }
 }
@@ -137,10 +250,7 @@ fn pod_manifest(
                     "readOnlyRootFilesystem": true,
                     "capabilities": { "drop": ["ALL"] },
                 },
-                "resources": {
-                    "requests": { "cpu": "10m", "memory": "16Mi" },
-                    "limits": { "memory": "64Mi" },
-                },
+                "resources": config.resources(),
                 "volumeMounts": [{ "name": "data", "mountPath": "/data", "readOnly": read_only }],
             }],
             "volumes": [{
@@ -220,10 +330,23 @@ impl Movers<'_> {
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(self.kube_error(namespace, claim, "creating its mover pod", e)),
         }
+        let pod = self.wait_running(&pods, namespace, claim, &name).await?;
+        self.locate(namespace, claim, name, &pod).await
+    }
+
+    /// Waits until mover pod `name` of `claim` runs; a pod that stops, is deleted or
+    /// does not start in time is an error that says why (and is deleted).
+    async fn wait_running(
+        &self,
+        pods: &Api<Pod>,
+        namespace: &str,
+        claim: &str,
+        name: &str,
+    ) -> Result<Pod> {
         let started = Instant::now();
-        let pod = loop {
+        loop {
             let pod = pods
-                .get_opt(&name)
+                .get_opt(name)
                 .await
                 .map_err(|e| self.kube_error(namespace, claim, "reading its mover pod", e))?;
             let Some(pod) = pod else {
@@ -240,7 +363,7 @@ impl Movers<'_> {
                 .and_then(|s| s.phase.clone())
                 .unwrap_or_default();
             match phase.as_str() {
-                "Running" => break pod,
+                "Running" => return Ok(pod),
                 "Failed" | "Succeeded" => {
                     let why = self.why_not_running(namespace, &pod).await;
                     self.release(namespace, claim).await;
@@ -275,7 +398,11 @@ impl Movers<'_> {
                     return Err(TransferError::Cancelled { reason: "cancelled while a mover pod started".into() });
                 }
             }
-        };
+        }
+    }
+
+    /// Where the node's agent finds the volume that running mover pod `name` holds.
+    async fn locate(&self, namespace: &str, claim: &str, name: String, pod: &Pod) -> Result<Held> {
         let node = pod
             .spec
             .as_ref()
@@ -512,6 +639,58 @@ mod tests {
         let nfs = pv(json!({"nfs": {"server": "s", "path": "/x"}}));
         let err = node_access(&nfs, "n1", "u").expect_err("nfs");
         assert!(err.starts_with("nfs volumes are not reachable"), "{err}");
+    }
+
+    #[test]
+    fn a_jobs_volume_options_override_the_services_and_are_checked() {
+        let service = MoverConfig::default();
+        assert_eq!(service.with_options(None), service);
+        let job = service.with_options(Some(&VolumeOptions {
+            snapshot_class: "fast-snaps".into(),
+            mover_cpu: "50m".into(),
+            mover_memory: "32Mi".into(),
+            mover_start_timeout_seconds: 30,
+            ..Default::default()
+        }));
+        assert_eq!(job.snapshot_class.as_deref(), Some("fast-snaps"));
+        assert_eq!(job.start_timeout, Duration::from_secs(30));
+        assert_eq!(
+            job.resources(),
+            json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}})
+        );
+        let live = service.with_options(Some(&VolumeOptions {
+            no_csi_snapshots: true,
+            ..Default::default()
+        }));
+        assert!(!live.csi_snapshots && live.start_timeout == service.start_timeout);
+
+        for good in ["50m", "0.5", "1", "32Mi", "1Gi", "2k", "1.5G"] {
+            assert!(is_quantity(good), "{good}");
+        }
+        for bad in ["", "m", "1.", ".", "-1", "1 Gi", "1gb", "1Mi2", "ten"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        let refused = |o: VolumeOptions| check_options(Some(&o)).expect_err("refused").to_string();
+        let e = refused(VolumeOptions {
+            mover_memory: "1gb".into(),
+            ..Default::default()
+        });
+        assert!(
+            e.contains("volumes.mover_memory") && e.contains("32Mi"),
+            "{e}"
+        );
+        let e = refused(VolumeOptions {
+            snapshot_class: "Fast_Snaps".into(),
+            ..Default::default()
+        });
+        assert!(e.contains("volumes.snapshot_class"), "{e}");
+        let e = refused(VolumeOptions {
+            snapshot_class: "snaps".into(),
+            no_csi_snapshots: true,
+            ..Default::default()
+        });
+        assert!(e.contains("one or the other"), "{e}");
+        assert!(check_options(None).is_ok());
     }
 
     #[test]

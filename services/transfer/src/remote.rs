@@ -421,12 +421,17 @@ impl ClusterAgents {
                 .any(|c| c.type_ == "Ready" && c.status == "True");
             status.pod_ip.filter(|ip| is_ready && !ip.is_empty())
         });
-        let ip = ready.ok_or_else(|| TransferError::Cluster {
+        // An agent kind of error: one restarting is worth waiting for (until_agent_answers).
+        let ip = ready.ok_or_else(|| TransferError::Agent {
             cluster: cluster.to_owned(),
-            message: format!(
-                "no ready agent pod ({selector}) in namespace {namespace} on node {}",
-                if node.is_empty() { "(any)" } else { node }
-            ),
+            node: if node.is_empty() {
+                "any".into()
+            } else {
+                node.to_owned()
+            },
+            what: "is not ready".into(),
+            code: ferry_proto::v1::ErrorCode::Unreachable,
+            message: format!("no ready agent pod ({selector}) in namespace {namespace}"),
             hint: "check the agent DaemonSet: `kubectl -n <namespace> get pods -l <selector> \
                    -o wide`; a node it does not run on (taints, nodeSelector) cannot move data"
                 .into(),

@@ -63,6 +63,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         dry_run: req.dry_run,
         moves_data: !req.dry_run,
         skip_volume_data: false,
+        mover: run.config().mover.with_options(req.volumes.as_ref()),
     };
     let checked = preflight(run, None, Some(&dst), &captured, &snapshots).await?;
     run.check_cancel()?;

@@ -61,20 +61,49 @@ pub struct ClaimShape {
 impl Movers<'_> {
     /// The VolumeSnapshotClass of CSI driver `driver`: the one marked default, else the
     /// only one; None when the cluster has no snapshot API or no class for the driver.
-    pub async fn snapshot_class(&self, driver: &str) -> Option<String> {
+    pub async fn snapshot_class(&self, driver: &str) -> Result<Option<String>> {
         if !self.config.csi_snapshots || driver.is_empty() {
-            return None;
+            return Ok(None);
         }
         let api: Api<DynamicObject> =
             Api::all_with(self.client.clone(), &resource("VolumeSnapshotClass"));
         let list = match api.list(&ListParams::default()).await {
             Ok(list) => list,
-            Err(kube::Error::Api(e)) if e.code == 404 => return None,
-            Err(e) => {
+            Err(kube::Error::Api(e)) if e.code == 404 && self.config.snapshot_class.is_none() => {
+                return Ok(None);
+            }
+            Err(e) if self.config.snapshot_class.is_none() => {
                 warn!(cluster = %self.cluster, error = %e, "listing VolumeSnapshotClasses");
-                return None;
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(TransferError::Cluster {
+                    cluster: self.cluster.to_owned(),
+                    message: format!("listing VolumeSnapshotClasses: {e}"),
+                    hint: "install the snapshot CRDs, or migrate without volumes.snapshot_class"
+                        .into(),
+                });
             }
         };
+        // The class the job named, for volumes of its driver.
+        if let Some(named) = &self.config.snapshot_class {
+            let Some(class) = list
+                .items
+                .iter()
+                .find(|c| c.metadata.name.as_ref() == Some(named))
+            else {
+                return Err(TransferError::Cluster {
+                    cluster: self.cluster.to_owned(),
+                    message: format!("VolumeSnapshotClass {named} does not exist"),
+                    hint: "name one of `kubectl get volumesnapshotclasses`, or leave the class \
+                           out to use each driver's default"
+                        .into(),
+                });
+            };
+            if class.data.get("driver").and_then(Value::as_str) == Some(driver) {
+                return Ok(Some(named.clone()));
+            }
+        }
         let mut classes: Vec<&DynamicObject> = list
             .items
             .iter()
@@ -89,7 +118,9 @@ impl Movers<'_> {
                 .is_some_and(|v| v == "true");
             (!default, c.metadata.name.clone())
         });
-        let first = classes.first()?;
+        let Some(first) = classes.first() else {
+            return Ok(None);
+        };
         let marked = first
             .metadata
             .annotations
@@ -97,7 +128,7 @@ impl Movers<'_> {
             .and_then(|a| a.get(DEFAULT_CLASS))
             .is_some_and(|v| v == "true");
         // Several classes and none marked: which one the user wants is not ours to guess.
-        (marked || classes.len() == 1).then(|| first.metadata.name.clone().unwrap_or_default())
+        Ok((marked || classes.len() == 1).then(|| first.metadata.name.clone().unwrap_or_default()))
     }
 
     /// Takes a VolumeSnapshot of `claim` with `class`, waits until it is ready, and
@@ -141,54 +172,9 @@ impl Movers<'_> {
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => return Err(kube_error("creating its VolumeSnapshot", e)),
         }
-        let started = Instant::now();
-        let size = loop {
-            let got = snapshots
-                .get(&snapshot)
-                .await
-                .map_err(|e| kube_error("reading its VolumeSnapshot", e))?;
-            let status = got.data.get("status");
-            if status
-                .and_then(|s| s.get("readyToUse"))
-                .and_then(Value::as_bool)
-                == Some(true)
-            {
-                break status
-                    .and_then(|s| s.get("restoreSize"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-            }
-            if let Some(message) = status
-                .and_then(|s| s.pointer("/error/message"))
-                .and_then(Value::as_str)
-                && started.elapsed() > Duration::from_secs(30)
-            {
-                return Err(self.volume_error(
-                    namespace,
-                    claim,
-                    format!("VolumeSnapshot {snapshot} (class {class}) failed: {message}"),
-                    "check the CSI driver's snapshotter, or migrate without snapshots",
-                ));
-            }
-            if started.elapsed() > self.config.start_timeout {
-                return Err(self.volume_error(
-                    namespace,
-                    claim,
-                    format!(
-                        "VolumeSnapshot {snapshot} (class {class}) was not ready in {} s",
-                        self.config.start_timeout.as_secs()
-                    ),
-                    "check the snapshot controller and the CSI driver's snapshotter \
-                     (kubectl describe volumesnapshot), then start again",
-                ));
-            }
-            tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
-                () = self.cancel.cancelled() => {
-                    return Err(TransferError::Cancelled { reason: "cancelled while a volume snapshot was taken".into() });
-                }
-            }
-        };
+        let size = self
+            .wait_ready(&snapshots, namespace, claim, &snapshot, class)
+            .await?;
         let capacity = size
             .or_else(|| shape.capacity.clone())
             .unwrap_or_else(|| "1Gi".into());
@@ -225,6 +211,70 @@ impl Movers<'_> {
             class: class.to_owned(),
             claim: temp,
         })
+    }
+
+    /// Waits until VolumeSnapshot `snapshot` of `claim` is ready to use; answers its
+    /// restore size, when the driver gave one.
+    async fn wait_ready(
+        &self,
+        snapshots: &Api<DynamicObject>,
+        namespace: &str,
+        claim: &str,
+        snapshot: &str,
+        class: &str,
+    ) -> Result<Option<String>> {
+        let started = Instant::now();
+        loop {
+            let got = snapshots.get(snapshot).await.map_err(|e| {
+                self.volume_error(
+                    namespace,
+                    claim,
+                    format!("reading its VolumeSnapshot: {e}"),
+                    "check that Ferry may read volumesnapshots there, then start again",
+                )
+            })?;
+            let status = got.data.get("status");
+            if status
+                .and_then(|s| s.get("readyToUse"))
+                .and_then(Value::as_bool)
+                == Some(true)
+            {
+                return Ok(status
+                    .and_then(|s| s.get("restoreSize"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned));
+            }
+            if let Some(message) = status
+                .and_then(|s| s.pointer("/error/message"))
+                .and_then(Value::as_str)
+                && started.elapsed() > Duration::from_secs(30)
+            {
+                return Err(self.volume_error(
+                    namespace,
+                    claim,
+                    format!("VolumeSnapshot {snapshot} (class {class}) failed: {message}"),
+                    "check the CSI driver's snapshotter, or migrate without snapshots",
+                ));
+            }
+            if started.elapsed() > self.config.start_timeout {
+                return Err(self.volume_error(
+                    namespace,
+                    claim,
+                    format!(
+                        "VolumeSnapshot {snapshot} (class {class}) was not ready in {} s",
+                        self.config.start_timeout.as_secs()
+                    ),
+                    "check the snapshot controller and the CSI driver's snapshotter \
+                     (kubectl describe volumesnapshot), then start again",
+                ));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = self.cancel.cancelled() => {
+                    return Err(TransferError::Cancelled { reason: "cancelled while a volume snapshot was taken".into() });
+                }
+            }
+        }
     }
 
     /// Deletes the temporary claim and the snapshot of `taken` (its mover first).

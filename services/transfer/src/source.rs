@@ -16,7 +16,7 @@ use kube::Api;
 use kube::api::ListParams;
 use tracing::{info, warn};
 
-use crate::agent_ops::{Aggregate, Step, follow};
+use crate::agent_ops::{Aggregate, Step, follow, op_id, until_agent_answers};
 use crate::error::{Result, TransferError, agent_error};
 use crate::job::steps;
 use crate::mover::{Access, Movers};
@@ -75,6 +75,8 @@ pub(crate) struct Source<'a> {
     pub tags: BTreeMap<String, String>,
     /// A volume is done once backed up (an export); else once restored (a migration).
     pub backup_is_last: bool,
+    /// How mover pods and snapshots are made: the service's flags under the job's options.
+    pub mover: crate::mover::MoverConfig,
 }
 
 impl Source<'_> {
@@ -321,8 +323,18 @@ impl Source<'_> {
         let mut agent_ref = run.deps().repositories.for_agents(&repo_ref, &self.key);
         agent_ref.repository_id = repository_id;
         let parents = parents(&repo, self.namespace(), &self.key).await;
-        let agg = Aggregate::new(run, steps::BACKUP, volumes.len());
+        let claims = volumes
+            .iter()
+            .map(|v| (self.namespace().to_owned(), v.pvc.clone()))
+            .collect();
+        let agg = Aggregate::new(run, steps::BACKUP, claims);
         let attempt = run.with_checkpoint(|c| c.attempt);
+        if attempt > 1 && volumes.iter().any(|v| v.path.is_empty()) {
+            // A mover pod an earlier attempt left may be on its way out (its volume
+            // unmounted under a new attempt's copy): start the movers afresh.
+            let job = run.id();
+            self.movers(&job).sweep(self.namespace()).await;
+        }
 
         let result: Result<Vec<()>> = futures::stream::iter(
             // Futures made first: a closure mapped over a stream here defeats the
@@ -439,9 +451,11 @@ impl Source<'_> {
                 v.node = reach.node.clone();
             }
         });
-        let r = self
-            .backup_from(vol, &reach, idx, attempt, parent, repository, agg)
-            .await;
+        let r = until_agent_answers(run, &vol.pvc, |tries| {
+            let op = op_id(&job, attempt, "backup", idx, tries);
+            self.backup_from(vol, &reach, idx, op, parent, repository.clone(), agg)
+        })
+        .await;
         match &reach.snapshot {
             Some(taken) => movers.drop_snapshot(self.namespace(), taken).await,
             None if reach.mover => movers.release(self.namespace(), &vol.pvc).await,
@@ -454,7 +468,7 @@ impl Source<'_> {
         Movers {
             client: &self.cluster.client,
             cluster: &self.cluster.name,
-            config: &self.run.config().mover,
+            config: &self.mover,
             job,
             cancel: self.run.cancel_token(),
         }
@@ -475,7 +489,7 @@ impl Source<'_> {
         }
         let ns = self.namespace();
         // One point in time, when the driver can take one.
-        if let Some(class) = movers.snapshot_class(&vol.driver).await {
+        if let Some(class) = movers.snapshot_class(&vol.driver).await? {
             let taken = movers
                 .take_snapshot(ns, &vol.pvc, &class, &vol.shape)
                 .await?;
@@ -554,7 +568,7 @@ impl Source<'_> {
         vol: &SourceVolume,
         reach: &Reach,
         idx: usize,
-        attempt: u32,
+        op: String,
         parent: &str,
         repository: RepositoryRef,
         agg: &Aggregate<'_>,
@@ -563,7 +577,6 @@ impl Source<'_> {
         let cluster = self.cluster.name.as_str();
         let found = run.deps().agents.agent(&self.key, &reach.node).await;
         let mut client = found.map_err(|e| e.naming(&self.key, cluster))?;
-        let op = format!("{}-a{attempt}-backup-{idx}", run.id());
         let _tracked = run.track_op(client.clone(), &op);
         info!(pvc = %vol.pvc, at = %reach.access, through = %reach.through, parent = %parent, op = %op, "backing up volume");
         let request = BackupRequest {
@@ -675,6 +688,12 @@ impl Source<'_> {
         run.with_report(|r| r.restore_point_id = id.clone());
         run.update_checkpoint(|c| c.restore_point_id = id.clone())
             .await;
+        match repo.size_bytes().await {
+            Ok(bytes) => ferry_metrics::metrics()
+                .jobs
+                .repository_size(&repo_ref.profile, bytes),
+            Err(e) => warn!(profile = %repo_ref.profile, error = %e, "measuring the repository"),
+        }
         run.step(
             steps::COMMIT,
             StepState::Succeeded,

@@ -119,12 +119,27 @@ pub(super) struct Target<'a> {
 }
 
 /// Blocking: creates the plan's directories (private until their metadata is applied
-/// at the end) and symlinks.
-pub(super) fn create_dirs_and_symlinks(plan: &Plan, root: &Beneath) -> Result<()> {
+/// at the end) and symlinks. `existing_dirs_ok`: a directory already there is used as
+/// it is (a sync restore, which removed whatever else stood at the plan's paths).
+pub(super) fn create_dirs_and_symlinks(
+    plan: &Plan,
+    root: &Beneath,
+    existing_dirs_ok: bool,
+) -> Result<()> {
     let private = Mode::from_raw_mode(0o700);
     for (path, _) in &plan.dirs {
         root.at_parent(root.rel(path), |dir, name| {
-            rustix::fs::mkdirat(dir, name, private).map_err(Into::into)
+            match rustix::fs::mkdirat(dir, name, private) {
+                Err(rustix::io::Errno::EXIST) if existing_dirs_ok => {
+                    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                        rustix::fs::FileType::Directory => Ok(()),
+                        _ => Err(rustix::io::Errno::EXIST),
+                    }
+                }
+                r => r,
+            }
+            .map_err(Into::into)
         })
         .map_err(io_err("create directory", path))?;
     }

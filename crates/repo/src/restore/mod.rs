@@ -9,6 +9,7 @@
 mod entries;
 mod fill;
 mod plan;
+mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -54,6 +55,11 @@ pub struct RestoreOptions {
     /// makes device nodes, FIFOs or sockets (backups do not record them; a device
     /// image is restored as a regular file holding its bytes).
     pub keep_setuid_setgid: bool,
+    /// Restore over what the target holds (an earlier restore of this repository)
+    /// instead of requiring it empty: entries the snapshot lacks are removed, files the
+    /// snapshot restored there last left unchanged (same content by chunk ids, size and
+    /// mtime as then) are kept, and only the rest is downloaded and written (`sync.rs`).
+    pub sync: bool,
 }
 
 impl Default for RestoreOptions {
@@ -67,6 +73,7 @@ impl Default for RestoreOptions {
             restore_ownership: None,
             fsync: true,
             keep_setuid_setgid: false,
+            sync: false,
         }
     }
 }
@@ -80,6 +87,9 @@ pub struct RestoreSummary {
     pub hardlinks: u64,
     pub bytes_written: u64,
     pub bytes_downloaded: u64,
+    /// Files (and their bytes) a sync restore found unchanged and did not write.
+    pub files_unchanged: u64,
+    pub bytes_unchanged: u64,
     pub duration: Duration,
 }
 
@@ -141,13 +151,24 @@ impl Repository {
         // replaced index files, would look blobs up in an outdated index.
         self.sync_index().await?;
         let snapshot = self.load_snapshot(snapshot_id).await?;
-        prepare_target(target)?;
+        if options.sync {
+            fs::create_dir_all(target).map_err(io_err("create directory", target))?;
+        } else {
+            prepare_target(target)?;
+        }
         // Every path below is resolved from this descriptor without following links.
         let root = Arc::new(Beneath::open_dir(target).map_err(io_err("open", target))?);
-        let plan = self.plan(snapshot.tree, target, &options.cancel).await?;
+        let plan = Arc::new(self.plan(snapshot.tree, target, &options.cancel).await?);
         let policy = MetaPolicy {
             ownership: options.restore_ownership.unwrap_or_else(is_root),
             keep_setuid_setgid: options.keep_setuid_setgid,
+        };
+        let kept = match options.sync {
+            true => {
+                self.prune_target(&plan, &root, target, policy, options)
+                    .await?
+            }
+            false => sync::Kept::default(),
         };
 
         let mut summary = RestoreSummary {
@@ -155,20 +176,26 @@ impl Repository {
             dirs: plan.dirs.len() as u64,
             symlinks: plan.symlinks.len() as u64,
             hardlinks: plan.hardlinks.len() as u64,
+            files_unchanged: kept.files.len() as u64,
+            bytes_unchanged: kept.bytes,
             ..Default::default()
         };
         counters.add(FILES_TOTAL, summary.files);
-        counters.add(BYTES_TOTAL, plan.files.iter().map(|(_, n)| n.size).sum());
+        counters.add(FILES_DONE, summary.files_unchanged);
+        let all_bytes: u64 = plan.files.iter().map(|(_, n)| n.size).sum();
+        counters.add(BYTES_TOTAL, all_bytes - kept.bytes);
 
-        let plan = Arc::new(plan);
         {
             let (plan, root) = (plan.clone(), root.clone());
-            tokio::task::spawn_blocking(move || entries::create_dirs_and_symlinks(&plan, &root))
-                .await
-                .map_err(Error::join)??;
+            let existing_dirs_ok = options.sync;
+            tokio::task::spawn_blocking(move || {
+                entries::create_dirs_and_symlinks(&plan, &root, existing_dirs_ok)
+            })
+            .await
+            .map_err(Error::join)??;
         }
 
-        let work = self.schedule(&plan)?;
+        let work = self.schedule(&plan, &kept.files)?;
         tracing::debug!(
             requests = work.iter().map(Work::requests).sum::<usize>(),
             bytes = work.iter().map(Work::download_bytes).sum::<u64>(),
@@ -214,6 +241,8 @@ impl Repository {
             .map_err(Error::join)??;
         }
 
+        // Every complete restore, so that the next sync into it can keep what is unchanged.
+        sync::record(&root, target, snapshot_id);
         if options.fsync {
             let target = target.to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<()> {
@@ -227,6 +256,49 @@ impl Repository {
         summary.bytes_downloaded = counters.get(BYTES_DOWNLOADED);
         summary.duration = counters.elapsed();
         Ok(summary)
+    }
+}
+
+impl Repository {
+    /// Sync restores: forgets the target's recorded snapshot, loads its files (none
+    /// when it is gone from the repository, or was never recorded), and prunes the
+    /// target against the plan.
+    async fn prune_target(
+        &self,
+        plan: &Arc<plan::Plan>,
+        root: &Arc<Beneath>,
+        target: &Path,
+        policy: MetaPolicy,
+        options: &RestoreOptions,
+    ) -> Result<sync::Kept> {
+        let previous = match sync::recorded(root) {
+            Some(id) => match self.restored_files(&id, target, options).await {
+                Ok(files) => files,
+                Err(Error::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => {
+                    tracing::info!(previous = %id.short(), error = %e, "earlier restore unreadable; writing every file");
+                    std::collections::HashMap::new()
+                }
+            },
+            None => std::collections::HashMap::new(),
+        };
+        sync::forget(root, target)?;
+        let (plan, root, target) = (plan.clone(), root.clone(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || sync::prune(&plan, &previous, &root, &target, policy))
+            .await
+            .map_err(Error::join)?
+    }
+
+    /// The files snapshot `id` restored into `target`, by path.
+    async fn restored_files(
+        &self,
+        id: &Id,
+        target: &Path,
+        options: &RestoreOptions,
+    ) -> Result<std::collections::HashMap<std::path::PathBuf, crate::tree::Node>> {
+        let snapshot = self.load_snapshot(id).await?;
+        let plan = self.plan(snapshot.tree, target, &options.cancel).await?;
+        Ok(plan.files.into_iter().collect())
     }
 }
 

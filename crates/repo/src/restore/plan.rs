@@ -234,10 +234,17 @@ impl Repository {
     /// in batches, one request per batch; the rest are restored file by file. Largest
     /// first: a big file started last would finish alone, long after the rest, with
     /// only its own few downloads in flight.
-    pub(super) fn schedule(&self, plan: &Plan) -> Result<Vec<Work>> {
+    pub(super) fn schedule(
+        &self,
+        plan: &Plan,
+        kept: &std::collections::HashSet<usize>,
+    ) -> Result<Vec<Work>> {
         let mut singles: Vec<(usize, Vec<Group>, u64)> = Vec::new();
         let mut small: Vec<(usize, Group, u64)> = Vec::new();
         for (i, (path, node)) in plan.files.iter().enumerate() {
+            if kept.contains(&i) {
+                continue;
+            }
             let (mut groups, size) = self.groups_of(path, node)?;
             if let [g] = groups.as_slice()
                 && g.end - g.start <= SMALL_FILE_RANGE

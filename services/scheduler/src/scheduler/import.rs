@@ -333,6 +333,8 @@ impl Scheduler {
             schedule_id: def.id.clone(),
             // Each run's restore is a new start.
             request_id: String::new(),
+            // Import policies take the transfer service's defaults.
+            volumes: None,
         };
         let job_id = self.inner.jobs.start_restore(request).await?;
         info!(job = %job_id, "restore job started");
