@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use ferry_testenv::{TestEnv, shared, unique_name};
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 const CONTROL_PLANE: [&str; 5] = ["gateway", "pairing", "catalog", "transfer", "scheduler"];
 const STATEFUL: [&str; 4] = ["pairing", "catalog", "transfer", "scheduler"];
@@ -103,7 +103,7 @@ fn render(namespace: &str, values: Option<&str>) -> Rendered {
         "helm template with {values:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let docs = serde_yaml::Deserializer::from_str(&yaml)
+    let docs = serde_yaml_ng::Deserializer::from_str(&yaml)
         .map(|d| Value::deserialize(d).expect("helm renders valid YAML"))
         .filter(|v| !v.is_null())
         .collect();
@@ -638,6 +638,13 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         r.args("Deployment", "ferry-pairing")
             .contains(&"--ferry-endpoint=ferry.east.example.com:30443".to_string())
     );
+    for component in ["pairing", "catalog", "controller"] {
+        let args = r.args("Deployment", &format!("ferry-{component}"));
+        assert!(
+            args.iter().any(|a| a == "--admin-group=ferry-admins"),
+            "{component}: {args:?}"
+        );
+    }
     assert!(
         r.args("Deployment", "ferry-gateway")
             .contains(&"--tls-client-ca=/etc/ferry/tls/ca.crt".to_string()),

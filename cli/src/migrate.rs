@@ -130,6 +130,10 @@ pub struct VolumeArgs {
     /// How long a mover pod may take to start (claim provisioned, volume attached).
     #[arg(long, value_name = "SECONDS")]
     pub mover_start_timeout_seconds: Option<u32>,
+    /// Run again over a destination volume whose files changed there since its last
+    /// restore, replacing those changes (without it such a job stops, naming them).
+    #[arg(long)]
+    pub overwrite_destination_changes: bool,
 }
 
 impl VolumeArgs {
@@ -141,6 +145,7 @@ impl VolumeArgs {
             mover_cpu: self.mover_cpu.clone().unwrap_or_default(),
             mover_memory: self.mover_memory.clone().unwrap_or_default(),
             mover_start_timeout_seconds: self.mover_start_timeout_seconds.unwrap_or_default(),
+            overwrite_destination_changes: self.overwrite_destination_changes,
         };
         (o != VolumeOptions::default()).then_some(o)
     }

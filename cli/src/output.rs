@@ -48,7 +48,8 @@ impl Format {
 pub(crate) fn print_data<T: Serialize + ?Sized>(value: &T, format: Format) -> Result<()> {
     match format {
         Format::Yaml => print(
-            &serde_yaml::to_string(value).map_err(|e| Error::Output(std::io::Error::other(e)))?,
+            &serde_yaml_ng::to_string(value)
+                .map_err(|e| Error::Output(std::io::Error::other(e)))?,
         ),
         Format::Json | Format::Text => print_json(value),
     }
@@ -71,7 +72,7 @@ pub(crate) fn print_proto<M: prost::Message>(
             // map would sort the fields: both formats keep the API's field order.
             let mut out = Vec::new();
             dynamic
-                .serialize_with_options(&mut serde_yaml::Serializer::new(&mut out), &options)
+                .serialize_with_options(&mut serde_yaml_ng::Serializer::new(&mut out), &options)
                 .map_err(|e| broken(format!("writing {full_name} as YAML: {e}")))?;
             String::from_utf8_lossy(&out).into_owned()
         }
@@ -205,14 +206,14 @@ mod tests {
         let m = dynamic(&report, "ferry.v1.JobReport").unwrap();
         let options = prost_reflect::SerializeOptions::new();
         let mut yaml = Vec::new();
-        m.serialize_with_options(&mut serde_yaml::Serializer::new(&mut yaml), &options)
+        m.serialize_with_options(&mut serde_yaml_ng::Serializer::new(&mut yaml), &options)
             .unwrap();
         let yaml = String::from_utf8(yaml).unwrap();
         assert!(
             yaml.starts_with("jobId: job-1\nstate: JOB_STATE_FAILED\n"),
             "{yaml}"
         );
-        let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let from_yaml: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
         let json = m
             .serialize_with_options(serde_json::value::Serializer, &options)
             .unwrap();

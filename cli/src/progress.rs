@@ -63,6 +63,20 @@ fn eta(done: u64, total: u64, elapsed: Duration) -> String {
     clock(Duration::from_secs_f64(left.min(1e9)))
 }
 
+/// The head of a progress line: files, bytes of `what` against the total, the rate and
+/// the ETA. Rate and ETA come early: a narrow terminal cuts the line's end.
+fn head(files: (u64, u64), done: u64, total: u64, what: &str, elapsed: Duration) -> String {
+    format!(
+        "{}/{} files | {} / {} {what} | {} | ETA {}",
+        files.0,
+        files.1,
+        bytes(done),
+        bytes(total),
+        rate(done, elapsed),
+        eta(done, total, elapsed),
+    )
+}
+
 /// One line for a running backup.
 pub(crate) fn backup_line(p: &BackupProgress) -> String {
     if p.files_total == 0 {
@@ -70,15 +84,10 @@ pub(crate) fn backup_line(p: &BackupProgress) -> String {
     }
     // Files taken from the parent are never read, so the ETA is an upper bound when
     // some were unchanged.
-    // Rate and ETA come early: a narrow terminal cuts the line's end.
+    let files = (p.files_done, p.files_total);
     format!(
-        "{}/{} files | {} / {} read | {} | ETA {} | {} new | {} uploaded",
-        p.files_done,
-        p.files_total,
-        bytes(p.bytes_read),
-        bytes(p.bytes_total),
-        rate(p.bytes_read, p.elapsed),
-        eta(p.bytes_read, p.bytes_total, p.elapsed),
+        "{} | {} new | {} uploaded",
+        head(files, p.bytes_read, p.bytes_total, "read", p.elapsed),
         bytes(p.bytes_new),
         bytes(p.bytes_uploaded),
     )
@@ -89,14 +98,10 @@ pub(crate) fn restore_line(p: &RestoreProgress) -> String {
     if p.files_total == 0 {
         return format!("loading trees… {}", clock(p.elapsed));
     }
+    let files = (p.files_done, p.files_total);
     format!(
-        "{}/{} files | {} / {} written | {} | ETA {} | {} downloaded",
-        p.files_done,
-        p.files_total,
-        bytes(p.bytes_written),
-        bytes(p.bytes_total),
-        rate(p.bytes_written, p.elapsed),
-        eta(p.bytes_written, p.bytes_total, p.elapsed),
+        "{} | {} downloaded",
+        head(files, p.bytes_written, p.bytes_total, "written", p.elapsed),
         bytes(p.bytes_downloaded),
     )
 }

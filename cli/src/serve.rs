@@ -95,22 +95,7 @@ pub async fn serve(
     let internal = config
         .internal_tls()
         .map_err(|e| ServeError::Config(format!("the process secret: {e}")))?;
-    let bad = |what: &str, e: tonic::transport::Error| {
-        ServeError::Config(format!("{what} at this server's own endpoint: {e}"))
-    };
-    // CheckPair's repository checks ask this catalog about this cluster's profiles.
-    let mut pairing_config = config.pairing_config();
-    pairing_config.profile_probe = Some(Arc::new(
-        ferry_pairing::RemoteCatalogProbe::lazy(
-            &self_endpoint,
-            &internal,
-            config.cluster_name.clone(),
-        )
-        .map_err(|e| bad("the catalog", e))?,
-    ));
-    let pairing = ferry_pairing::PairingService::new(pairing_config)
-        .await
-        .map_err(ServeError::Pairing)?;
+    let pairing = pairing_service(&config, &self_endpoint, &internal).await?;
     let agent_config = config.agent_config();
     let agent = ferry_agent::Agent::new(&agent_config);
     let operations = agent.operations();
@@ -122,25 +107,7 @@ pub async fn serve(
     let transfer = ferry_transfer::Transfer::open(config.transfer_config(), deps)
         .await
         .map_err(ServeError::Transfer)?;
-    // Connects on first use: this server is not listening until every service is built.
-    // Its calls bear this process's own secret, which the transfer service takes as the
-    // scheduler acting for a schedule's creator.
-    let jobs = {
-        let endpoint = self_endpoint.clone();
-        let tls = config.self_tls();
-        let bad = |e: String| ServeError::Config(format!("the scheduler's transfer endpoint: {e}"));
-        let channel = tls
-            .endpoint(&endpoint)
-            .map_err(|e| bad(e.to_string()))?
-            .connect_lazy();
-        let channel = ferry_rpc::tls::TlsChannel::new(channel, &tls, &endpoint)
-            .with_bearer(&config.internal_token)
-            .map_err(|e| bad(e.to_string()))?;
-        ferry_scheduler::TransferJobs::traced(tonic::service::interceptor::InterceptedService::new(
-            channel,
-            ferry_rpc::Propagate::default(),
-        ))
-    };
+    let jobs = scheduler_jobs(&config, &self_endpoint).map_err(ServeError::Config)?;
     let scheduler = ferry_scheduler::Scheduler::open(config.scheduler_config(), Arc::new(jobs))
         .await
         .map_err(ServeError::Scheduler)?;
@@ -204,6 +171,51 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The pairing service, whose CheckPair asks this server's catalog (at its own
+/// endpoint, with the process secret) about this cluster's profiles.
+async fn pairing_service(
+    config: &ServeConfig,
+    self_endpoint: &str,
+    internal: &ferry_rpc::ClientTls,
+) -> Result<ferry_pairing::PairingService, ServeError> {
+    let mut pairing_config = config.pairing_config();
+    let probe = ferry_pairing::RemoteCatalogProbe::lazy(
+        self_endpoint,
+        internal,
+        config.cluster_name.clone(),
+    )
+    .map_err(|e| ServeError::Config(format!("the catalog at this server's own endpoint: {e}")))?;
+    pairing_config.profile_probe = Some(Arc::new(probe));
+    ferry_pairing::PairingService::new(pairing_config)
+        .await
+        .map_err(ServeError::Pairing)
+}
+
+/// The scheduler's way to the transfer service at this server's own endpoint. It
+/// connects on first use (this server is not listening until every service is built),
+/// and its calls bear this process's own secret, which the transfer service takes as
+/// the scheduler acting for a schedule's creator.
+fn scheduler_jobs(
+    config: &ServeConfig,
+    self_endpoint: &str,
+) -> Result<ferry_scheduler::TransferJobs, String> {
+    let tls = config.self_tls();
+    let bad = |e: String| format!("the scheduler's transfer endpoint: {e}");
+    let channel = tls
+        .endpoint(self_endpoint)
+        .map_err(|e| bad(e.to_string()))?
+        .connect_lazy();
+    let channel = ferry_rpc::tls::TlsChannel::new(channel, &tls, self_endpoint)
+        .with_bearer(&config.internal_token)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(ferry_scheduler::TransferJobs::traced(
+        tonic::service::interceptor::InterceptedService::new(
+            channel,
+            ferry_rpc::Propagate::default(),
+        ),
+    ))
 }
 
 /// The agent's own listener, on loopback, and its endpoint.

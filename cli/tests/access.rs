@@ -8,13 +8,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::control::{
-    application, cli, grant, jsonpath, kubectl, migrate, profiles_and_pair, serve, storage_class,
-    wait_answering,
+    application, assert_sample_app_on_b, cli, grant, jsonpath, kubectl, migrate, profiles_and_pair,
+    serve, storage_class, wait_answering,
 };
-use common::{assert_same_tree, make_tree};
+use common::make_tree;
 use ferry_client::{Ferry, proto};
 
 /// A namespace with one ConfigMap, on cluster a.
@@ -77,14 +77,11 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     // but not make or remove them.
     let listed = cli(&kc, &["--context", "a-alice", "pair", "list"]).ok();
     assert!(listed.stdout.contains("a-to-b"), "{listed:?}");
-    let token = cli(&kc, &["--context", "b-alice", "pair", "token", "create"]);
-    assert_eq!(token.code, Some(1), "{token:?}");
-    assert!(
-        token
-            .stderr
-            .contains("alice is not an administrator of cluster b")
-            && token.stderr.contains("creating a pairing token"),
-        "{token:?}"
+    not_admin(
+        &kc,
+        "b",
+        &["pair", "token", "create"],
+        "creating a pairing token",
     );
     let delete = cli(&kc, &["--context", "a-alice", "pair", "delete", "a-to-b"]);
     assert_eq!(delete.code, Some(1), "{delete:?}");
@@ -93,31 +90,20 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     // So are profiles: she may see them, not make or remove them.
     let profiles = cli(&kc, &["--context", "a-alice", "profile", "list"]).ok();
     assert!(profiles.stdout.contains("main"), "{profiles:?}");
-    let made = cli(
-        &kc,
-        &[
-            "--context",
-            "a-alice",
-            "profile",
-            "create",
-            "hers",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            "s3",
-            "--key-secret",
-            "repo-key",
-        ],
-    );
-    assert_eq!(made.code, Some(1), "{made:?}");
-    assert!(
-        made.stderr
-            .contains("alice is not an administrator of cluster a")
-            && made.stderr.contains("creating a profile"),
-        "{made:?}"
-    );
+    let hers = [
+        "profile",
+        "create",
+        "hers",
+        "--s3",
+        &location,
+        "--region",
+        &s3.region,
+        "--credentials-secret",
+        "s3",
+        "--key-secret",
+        "repo-key",
+    ];
+    not_admin(&kc, "a", &hers, "creating a profile");
 
     let ferry_a = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
     let jobs_before = all_jobs(&ferry_a).await.len();
@@ -179,26 +165,15 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     );
 
     // And --all-namespaces, which is for administrators.
-    let all = cli(
-        &kc,
-        &[
-            "--context",
-            "a-alice",
-            "migrate",
-            "--all-namespaces",
-            "--to",
-            "b",
-            "--profile",
-            "main",
-        ],
-    );
-    assert_eq!(all.code, Some(1), "{all:?}");
-    assert!(
-        all.stderr
-            .contains("alice is not an administrator of cluster a")
-            && all.stderr.contains("--all-namespaces"),
-        "{all:?}"
-    );
+    let all = [
+        "migrate",
+        "--all-namespaces",
+        "--to",
+        "b",
+        "--profile",
+        "main",
+    ];
+    not_admin(&kc, "a", &all, "--all-namespaces");
     assert_eq!(
         all_jobs(&ferry_a).await.len(),
         jobs_before,
@@ -208,9 +183,8 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     // Her own namespace she migrates, data and all; her Role there is the
     // administrators' to manage, and she may not read it, so she leaves it out. Asked
     // to take it, she is refused.
-    let with_rbac = cli(
-        &kc,
-        &[
+    let migrate_hers = |extra: &[&str]| {
+        let mut args = vec![
             "--context",
             "a-alice",
             "migrate",
@@ -220,8 +194,11 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
             "b",
             "--profile",
             "main",
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        cli(&kc, &args)
+    };
+    let with_rbac = migrate_hers(&[]);
     assert_eq!(with_rbac.code, Some(1), "{with_rbac:?}");
     assert!(
         with_rbac.stderr.contains(&format!(
@@ -229,38 +206,15 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
         )),
         "{with_rbac:?}"
     );
-    let migrated = cli(
-        &kc,
-        &[
-            "--context",
-            "a-alice",
-            "migrate",
-            "-n",
-            &mine,
-            "--to",
-            "b",
-            "--profile",
-            "main",
-            "--exclude",
-            "roles.rbac.authorization.k8s.io",
-            "--exclude",
-            "rolebindings.rbac.authorization.k8s.io",
-        ],
-    )
+    let migrated = migrate_hers(&[
+        "--exclude",
+        "roles.rbac.authorization.k8s.io",
+        "--exclude",
+        "rolebindings.rbac.authorization.k8s.io",
+    ])
     .ok();
     assert!(migrated.stdout.contains("succeeded"), "{migrated:?}");
-    let pv = jsonpath(&kc, "b", &mine, "pvc/data-db-0", "{.spec.volumeName}");
-    let dst = PathBuf::from(kubectl(
-        &kc,
-        "b",
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
-    ));
-    assert_same_tree(&src, &dst);
-    assert_eq!(
-        jsonpath(&kc, "b", &mine, "configmap/settings", "{.data.greeting}"),
-        "hello from a"
-    );
+    assert_sample_app_on_b(&kc, &mine, &src);
 
     // Jobs: alice sees hers and not the administrator's in other namespaces.
     let admins = ferry_testenv::unique_name("ops");
@@ -431,5 +385,20 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
             .stderr
             .contains("alice did not create schedule \"ops-nightly\""),
         "{not_hers:?}"
+    );
+}
+
+/// Runs `args` as alice on `cluster` and asserts that it is refused because she is not
+/// an administrator there, naming `what` she asked for.
+fn not_admin(kc: &Path, cluster: &str, args: &[&str], what: &str) {
+    let context = format!("{cluster}-alice");
+    let mut all = vec!["--context", context.as_str()];
+    all.extend_from_slice(args);
+    let run = cli(kc, &all);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let admin = format!("alice is not an administrator of cluster {cluster}");
+    assert!(
+        run.stderr.contains(&admin) && run.stderr.contains(what),
+        "{run:?}"
     );
 }

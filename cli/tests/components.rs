@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::control::{
-    cli, eventually, free_port, grpcurl, jsonpath, kubectl, migrate, profiles_and_pair, sample_app,
+    assert_sample_app_on_b, cli, eventually, free_port, grpcurl, kubectl, migrate,
+    profiles_and_pair, sample_app,
 };
-use common::{assert_same_tree, make_tree};
+use common::make_tree;
 
 /// One component's process, killed when the test ends however it ends.
 struct Component {
@@ -321,19 +322,8 @@ async fn four_services_an_agent_and_the_gateway_as_separate_processes_migrate_an
     assert!(migrated.stdout.contains("succeeded"), "{migrated:?}");
 
     // The data arrived through b's relay and agent, byte for byte.
-    let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
-    let dst = PathBuf::from(kubectl(
-        &kc,
-        "b",
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
-    ));
+    let dst = assert_sample_app_on_b(&kc, &ns, &src);
     assert!(dst.starts_with(root.join("volumes-b")), "{}", dst.display());
-    assert_same_tree(&src, &dst);
-    assert_eq!(
-        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
-        "hello from a"
-    );
     // b's transfer relayed the restore to b's agent; a's agent backed it up.
     // b's relay admitted a's transfer by the credential b issued for the pair, and
     // passed the restore to b's agent.

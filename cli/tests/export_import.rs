@@ -9,18 +9,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::control::{
-    cli, jsonpath, key_secret, kubectl, s3_secret, sample_app, serve, wait_answering,
+    assert_sample_app_on_b, cli, export_repository, import_profile, sample_app, serve,
+    wait_answering,
 };
-use common::{assert_same_tree, make_tree, random_bytes};
+use common::make_tree;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_token_lets_a_read_only_destination_restore() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().unwrap();
-    let reader = s3.readonly.clone().expect("a read-only S3 user");
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -29,39 +27,15 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     wait_answering(&kc, &["a", "b"]);
 
     // a writes; b may only read and list.
-    let key = root.join("repo.key");
-    std::fs::write(&key, random_bytes(32, 31)).unwrap();
-    s3_secret(&kc, "a", "s3", &s3.access_key, &s3.secret_key);
-    key_secret(&kc, "a", "repo-key", &key);
-    s3_secret(&kc, "b", "s3-read", &reader.access_key, &reader.secret_key);
-    let location = format!(
-        "{}/{}/{}",
-        s3.endpoint,
-        s3.bucket,
-        ferry_testenv::unique_name("cli-export")
-    );
-    cli(
+    export_repository(
         &kc,
-        &[
-            "--context",
-            "a",
-            "profile",
-            "create",
-            "out",
-            "--kind",
-            "export",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            "s3",
-            "--key-secret",
-            "repo-key",
-            "--create-repository",
-        ],
-    )
-    .ok();
+        s3,
+        &s3.endpoint,
+        root,
+        ["s3", "repo-key", "s3-read"],
+        "cli-export",
+        31,
+    );
 
     let (ns, _, src) = sample_app(&kc, root, "shop", |src| {
         make_tree(src, 41);
@@ -135,23 +109,7 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     assert!(profiles.stdout.contains("no profiles"), "{profiles:?}");
 
     // The real token: an import profile with read-only credentials, then a restore.
-    cli(
-        &kc,
-        &[
-            "--context",
-            "b",
-            "profile",
-            "create",
-            "in",
-            "--kind",
-            "import",
-            "--migration-token-file",
-            token_file.to_str().unwrap(),
-            "--credentials-secret",
-            "s3-read",
-        ],
-    )
-    .ok();
+    import_profile(&kc, &token_file);
     let points = cli(
         &kc,
         &[
@@ -188,16 +146,5 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     )
     .ok();
     assert!(restored.stdout.contains("succeeded"), "{restored:?}");
-    let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
-    let dst = PathBuf::from(kubectl(
-        &kc,
-        "b",
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
-    ));
-    assert_same_tree(&src, &dst);
-    assert_eq!(
-        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
-        "hello from a"
-    );
+    assert_sample_app_on_b(&kc, &ns, &src);
 }

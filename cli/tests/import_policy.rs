@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use common::control::{
-    cli, jsonpath, key_secret, kubectl, s3_secret, sample_app, serve, wait_answering,
+    cli, export_out, export_repository, import_profile, jsonpath, kubectl, sample_app, serve,
+    wait_answering,
 };
 use common::{Run, assert_same_tree, make_tree, num, random_bytes};
 use serde_json::Value;
@@ -99,20 +100,7 @@ fn b_json(kc: &Path, args: &[&str]) -> Value {
 
 /// An export of `ns` from a for b's import key, as its JSON report.
 fn export(kc: &Path, ns: &str, recipient: &str) -> Value {
-    let args = [
-        "--context",
-        "a",
-        "-o",
-        "json",
-        "export",
-        "-n",
-        ns,
-        "--profile",
-        "out",
-        "--recipient-key",
-        recipient,
-    ];
-    let report = cli(kc, &args).ok().json();
+    let report = export_out(kc, ns, Some(recipient)).ok().json();
     assert_eq!(report["state"], "JOB_STATE_SUCCEEDED", "{report:#}");
     report
 }
@@ -187,49 +175,25 @@ fn copy_tree(from: &Path, to: &Path) {
 async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unreachable_bucket() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().unwrap();
-    let reader = s3.readonly.clone().expect("a read-only S3 user");
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
+    let reader = s3.readonly.clone().expect("a read-only S3 user");
     let (_serve_a, _) = serve(&kc, "a", root);
     let (serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
     let mut relay = Relay::start(s3.endpoint.trim_start_matches("http://"));
 
     // a writes; b may only read and list, through the relay like a.
-    let key = root.join("repo.key");
-    std::fs::write(&key, random_bytes(32, 77)).unwrap();
-    s3_secret(&kc, "a", "s3", &s3.access_key, &s3.secret_key);
-    key_secret(&kc, "a", "repo-key", &key);
-    s3_secret(&kc, "b", "s3-read", &reader.access_key, &reader.secret_key);
-    let location = format!(
-        "{}/{}/{}",
-        relay.endpoint,
-        s3.bucket,
-        ferry_testenv::unique_name("import-policy")
-    );
-    cli(
+    export_repository(
         &kc,
-        &[
-            "--context",
-            "a",
-            "profile",
-            "create",
-            "out",
-            "--kind",
-            "export",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            "s3",
-            "--key-secret",
-            "repo-key",
-            "--create-repository",
-        ],
-    )
-    .ok();
+        s3,
+        &relay.endpoint,
+        root,
+        ["s3", "repo-key", "s3-read"],
+        "import-policy",
+        77,
+    );
 
     let (ns, _, src) = sample_app(&kc, root, "shop", |src| {
         make_tree(src, 51);
@@ -245,23 +209,7 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     let rp1 = first["restorePointId"].as_str().unwrap().to_string();
     let token_file = root.join("token.txt");
     std::fs::write(&token_file, first["migrationToken"].as_str().unwrap()).unwrap();
-    cli(
-        &kc,
-        &[
-            "--context",
-            "b",
-            "profile",
-            "create",
-            "in",
-            "--kind",
-            "import",
-            "--migration-token-file",
-            token_file.to_str().unwrap(),
-            "--credentials-secret",
-            "s3-read",
-        ],
-    )
-    .ok();
+    import_profile(&kc, &token_file);
 
     // An import policy on b; only RunNow starts its runs here.
     let created = b_json(

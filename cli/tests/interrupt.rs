@@ -220,7 +220,7 @@ async fn ctrl_c_stops_following_and_the_job_goes_on_unless_asked_to_cancel() {
         };
         let json = as_json("json").json();
         let yaml = as_json("yaml");
-        let from_yaml: serde_json::Value = serde_yaml::from_str(&yaml.stdout)
+        let from_yaml: serde_json::Value = serde_yaml_ng::from_str(&yaml.stdout)
             .unwrap_or_else(|e| panic!("{command:?} -o yaml is not YAML ({e}): {yaml:#?}"));
         assert_eq!(from_yaml, json, "{command:?}: {}", yaml.stdout);
         // YAML's block style, not JSON (which YAML parsers also accept).
@@ -231,7 +231,7 @@ async fn ctrl_c_stops_following_and_the_job_goes_on_unless_asked_to_cancel() {
             yaml.stdout
         );
     }
-    let job = serde_yaml::from_str::<serde_json::Value>(
+    let job = serde_yaml_ng::from_str::<serde_json::Value>(
         &cli(&kc, &["--context", "a", "-o", "yaml", "jobs", "get", &id])
             .ok()
             .stdout,

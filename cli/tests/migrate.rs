@@ -9,11 +9,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::control::{
-    cli, jsonpath, key_secret, kubectl, migrate, newest_job, report, s3_secret, sample_app, serve,
-    storage_class, wait_answering,
+    assert_sample_app_on_b, cli, jsonpath, key_secret, kubectl, migrate, newest_job, pair_a_to_b,
+    report, s3_secret, sample_app, serve, storage_class, try_main_profile, wait_answering,
 };
 use common::{assert_same_tree, make_tree, random_bytes};
 use ferry_client::{Ferry, proto};
@@ -55,25 +53,7 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
         ferry_testenv::unique_name("cli-migrate")
     );
     let profile = |side: &str, create: bool| {
-        let mut args = vec![
-            "--context",
-            side,
-            "profile",
-            "create",
-            "main",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            "s3",
-            "--key-secret",
-            "repo-key",
-        ];
-        if create {
-            args.push("--create-repository");
-        }
-        cli(&kc, &args)
+        try_main_profile(&kc, side, &location, &s3.region, ("s3", "repo-key"), create)
     };
     // b first: no repository there yet, and b may not create one implicitly.
     let missing = profile("b", false);
@@ -87,22 +67,7 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
     profile("b", false).ok();
 
     // Pairing by contexts, with the repository checked from both sides.
-    let paired = cli(
-        &kc,
-        &[
-            "pair",
-            "create",
-            "--from",
-            "a",
-            "--to",
-            "b",
-            "--name",
-            "a-to-b",
-            "--profile",
-            "main",
-        ],
-    )
-    .ok();
+    let paired = pair_a_to_b(&kc).ok();
     assert!(paired.stdout.contains("paired a (source"), "{paired:?}");
     assert!(paired.stdout.contains("passed"), "{paired:?}");
     assert!(!paired.stdout.contains("failed"), "{paired:?}");
@@ -139,19 +104,8 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
     // Off a terminal the steps are plain lines on stderr.
     assert!(migrated.stderr.contains("✓ capture"), "{migrated:?}");
 
-    let pv = jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}");
-    let dst = PathBuf::from(kubectl(
-        &kc,
-        "b",
-        &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
-        None,
-    ));
+    let dst = assert_sample_app_on_b(&kc, &ns, &src);
     assert!(dst.starts_with(root.join("volumes-b")), "{}", dst.display());
-    assert_same_tree(&src, &dst);
-    assert_eq!(
-        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
-        "hello from a"
-    );
     assert_eq!(
         jsonpath(&kc, "b", &ns, "statefulset/db", "{.spec.replicas}"),
         "1"

@@ -231,25 +231,9 @@ async fn forget_and_prune_on_s3() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     make_tree(&src, 3);
-    let prefix = ferry_testenv::unique_name("ferry-cli-prune");
-    let repo = Repo::new(
-        tmp.path(),
-        format!("s3:{}/{}/{prefix}", s3.endpoint, s3.bucket),
-        3,
-    );
-    let with_creds = |args: &[&str]| {
-        let mut cmd = repo.cmd(args);
-        cmd.env("AWS_ACCESS_KEY_ID", &s3.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-            .env("AWS_REGION", &s3.region);
-        cmd
-    };
-    // The child processes block; keep them off the runtime's worker threads.
-    let go = |mut cmd: std::process::Command| async move {
-        tokio::task::spawn_blocking(move || run(&mut cmd))
-            .await
-            .unwrap()
-    };
+    let repo = Repo::on_s3(tmp.path(), s3, "ferry-cli-prune", 3);
+    let with_creds = |args: &[&str]| repo.s3_cmd(s3, args);
+    let go = run_blocking;
     let path = src.to_str().unwrap().to_string();
     go(with_creds(&["init"])).await.ok();
     for seed in [30, 31] {

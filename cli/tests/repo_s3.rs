@@ -12,25 +12,9 @@ async fn s3_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     let files = make_tree(&src, 7);
-    let prefix = ferry_testenv::unique_name("ferry-cli-test");
-    let repo = Repo::new(
-        tmp.path(),
-        format!("s3:{}/{}/{prefix}", s3.endpoint, s3.bucket),
-        7,
-    );
-    let with_creds = |args: &[&str]| {
-        let mut cmd = repo.cmd(args);
-        cmd.env("AWS_ACCESS_KEY_ID", &s3.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
-            .env("AWS_REGION", &s3.region);
-        cmd
-    };
-    // The child processes block; keep them off the runtime's worker threads.
-    let go = |mut cmd: std::process::Command| async move {
-        tokio::task::spawn_blocking(move || run(&mut cmd))
-            .await
-            .unwrap()
-    };
+    let repo = Repo::on_s3(tmp.path(), s3, "ferry-cli-test", 7);
+    let with_creds = |args: &[&str]| repo.s3_cmd(s3, args);
+    let go = run_blocking;
 
     // No repository under a fresh prefix yet.
     go(with_creds(&["snapshots"])).await.code(10);

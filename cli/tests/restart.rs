@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::control::{
-    cli, free_port, jsonpath, key_secret, kubectl, report, s3_secret, sample_app, serve, serve_on,
+    cli, free_port, jsonpath, kubectl, profiles, report, sample_app, serve, serve_on,
     wait_answering,
 };
 use common::{assert_same_tree, random_bytes};
@@ -30,39 +30,7 @@ async fn a_killed_source_ferry_resumes_or_fails_the_job_after_a_restart() {
     let (_serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
 
-    let key = root.join("repo.key");
-    std::fs::write(&key, random_bytes(32, 21)).unwrap();
-    for side in ["a", "b"] {
-        s3_secret(&kc, side, "s3", &s3.access_key, &s3.secret_key);
-        key_secret(&kc, side, "repo-key", &key);
-    }
-    let location = format!(
-        "{}/{}/{}",
-        s3.endpoint,
-        s3.bucket,
-        ferry_testenv::unique_name("cli-restart")
-    );
-    for (side, create) in [("a", true), ("b", false)] {
-        let mut args = vec![
-            "--context",
-            side,
-            "profile",
-            "create",
-            "main",
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            "s3",
-            "--key-secret",
-            "repo-key",
-        ];
-        if create {
-            args.push("--create-repository");
-        }
-        cli(&kc, &args).ok();
-    }
+    profiles(&kc, s3, root, ("s3", "repo-key"), "cli-restart", 21);
     cli(&kc, &["pair", "create", "--from", "a", "--to", "b"]).ok();
 
     // Enough data that the backup is still running when the process dies.

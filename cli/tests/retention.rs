@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::control::{
-    cli, free_port, key_secret, profiles_and_pair, s3_secret, sample_app, serve, serve_with,
-    volume_on_b, wait_answering,
+    cli, export_out, export_repository, free_port, key_secret, profiles_and_pair, sample_app,
+    serve, serve_with, volume_on_b, wait_answering,
 };
 use common::{Run, assert_same_tree, ferry, make_tree, random_bytes, run};
 use serde_json::Value;
@@ -304,18 +304,7 @@ enum Exported {
 }
 
 fn export_once(kc: &Path, ns: &str) -> Exported {
-    let args = [
-        "--context",
-        "a",
-        "-o",
-        "json",
-        "export",
-        "-n",
-        ns,
-        "--profile",
-        "out",
-    ];
-    let run = cli(kc, &args);
+    let run = export_out(kc, ns, None);
     match run.code {
         Some(0) => {
             let report = run.json();
@@ -368,7 +357,6 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().unwrap();
-    let reader = s3.readonly.clone().expect("a read-only S3 user");
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -377,45 +365,34 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
     wait_answering(&kc, &["a", "b"]);
 
     // a writes; b reads with read-only credentials.
-    let key = root.join("repo.key");
-    std::fs::write(&key, random_bytes(32, 71)).unwrap();
-    s3_secret(&kc, "a", "s3-race", &s3.access_key, &s3.secret_key);
-    key_secret(&kc, "a", "repo-key-race", &key);
-    s3_secret(
+    let (location, key) = export_repository(
         &kc,
-        "b",
-        "s3-race-read",
-        &reader.access_key,
-        &reader.secret_key,
+        s3,
+        &s3.endpoint,
+        root,
+        ["s3-race", "repo-key-race", "s3-race-read"],
+        "cli-prune-race",
+        71,
     );
     key_secret(&kc, "b", "repo-key-race", &key);
-    let prefix = ferry_testenv::unique_name("cli-prune-race");
-    let location = format!("{}/{}/{prefix}", s3.endpoint, s3.bucket);
-    let profile = |side: &str, name: &str, kind: &str, secret: &str, create: bool| {
-        let mut args = vec![
-            "--context",
-            side,
-            "profile",
-            "create",
-            name,
-            "--kind",
-            kind,
-            "--s3",
-            &location,
-            "--region",
-            &s3.region,
-            "--credentials-secret",
-            secret,
-            "--key-secret",
-            "repo-key-race",
-        ];
-        if create {
-            args.push("--create-repository");
-        }
-        cli(&kc, &args).ok();
-    };
-    profile("a", "out", "export", "s3-race", true);
-    profile("b", "in", "import", "s3-race-read", false);
+    let import = [
+        "--context",
+        "b",
+        "profile",
+        "create",
+        "in",
+        "--kind",
+        "import",
+        "--s3",
+        &location,
+        "--region",
+        &s3.region,
+        "--credentials-secret",
+        "s3-race-read",
+        "--key-secret",
+        "repo-key-race",
+    ];
+    cli(&kc, &import).ok();
 
     // An application with a few tens of MiB, so an export takes a moment.
     let (ns, _, src) = sample_app(&kc, root, "race", |src| {

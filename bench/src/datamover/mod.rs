@@ -149,31 +149,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 pub fn run(cfg: &Config) -> Result<bool> {
     let started = Instant::now();
     print_machine(cfg);
-    let mut tools = Vec::new();
-    let mut skipped = Vec::new();
-    for &tool in &cfg.tools {
-        match tools::locate(tool, &cfg.peers) {
-            Ok(bin) => {
-                println!("{tool} {}: {}", tools::version(tool), bin.display());
-                tools.push((tool, bin));
-            }
-            Err(why) => {
-                println!("{tool} skipped: {why}");
-                skipped.push((tool, why));
-            }
-        }
-    }
-
-    std::fs::create_dir_all(&cfg.dir)?;
-    // Ferry is rebuilt often while people work; a private copy keeps one binary for the
-    // whole run.
-    for (tool, bin) in tools.iter_mut().filter(|(t, _)| *t == Tool::Ferry) {
-        let copy = cfg.dir.join("bin").join(tool.name());
-        std::fs::create_dir_all(cfg.dir.join("bin"))?;
-        std::fs::copy(&*bin, &copy)
-            .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
-        *bin = copy;
-    }
+    let (tools, skipped) = locate_tools(cfg)?;
     let logs = cfg.dir.join("logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs)?;
@@ -218,33 +194,9 @@ pub fn run(cfg: &Config) -> Result<bool> {
     let mut _env = None;
     for &target in &cfg.targets {
         let s3 = if target == Target::S3 {
-            let dir = cfg.dir.join("testenv");
-            let _ = std::fs::remove_dir_all(&dir);
-            let spec = ferry_testenv::EnvSpec {
-                clusters: vec![],
-                s3: true,
-                nodes_per_cluster: 0,
-            };
-            let env = rt
-                .block_on(ferry_testenv::TestEnv::start(
-                    &spec,
-                    &dir,
-                    ferry_testenv::Lifetime::WithThisProcess,
-                ))
-                .context("starting the S3 server (MinIO) of the test environment; `make testenv` builds it")?;
-            let info = env.s3()?.clone();
-            println!("S3 server: {} bucket {}", info.endpoint, info.bucket);
+            let (env, s3) = start_s3(cfg, &rt)?;
             _env = Some(env);
-            Some((
-                S3 {
-                    endpoint: info.endpoint.clone(),
-                    region: info.region.clone(),
-                    bucket: info.bucket.clone(),
-                    access_key: info.access_key.clone(),
-                    secret_key: info.secret_key.clone(),
-                },
-                info.client(),
-            ))
+            Some(s3)
         } else {
             None
         };
@@ -282,6 +234,69 @@ pub fn run(cfg: &Config) -> Result<bool> {
     );
     println!("{}", report.summary());
     Ok(report.ferry_ok())
+}
+
+/// The tools to compare (each found, or skipped with the reason), Ferry's as a private
+/// copy: Ferry is rebuilt often while people work, and the run keeps one binary.
+#[allow(clippy::type_complexity)]
+fn locate_tools(cfg: &Config) -> Result<(Vec<(Tool, PathBuf)>, Vec<(Tool, String)>)> {
+    let mut tools = Vec::new();
+    let mut skipped = Vec::new();
+    for &tool in &cfg.tools {
+        match tools::locate(tool, &cfg.peers) {
+            Ok(bin) => {
+                println!("{tool} {}: {}", tools::version(tool), bin.display());
+                tools.push((tool, bin));
+            }
+            Err(why) => {
+                println!("{tool} skipped: {why}");
+                skipped.push((tool, why));
+            }
+        }
+    }
+    std::fs::create_dir_all(&cfg.dir)?;
+    for (tool, bin) in tools.iter_mut().filter(|(t, _)| *t == Tool::Ferry) {
+        let copy = cfg.dir.join("bin").join(tool.name());
+        std::fs::create_dir_all(cfg.dir.join("bin"))?;
+        std::fs::copy(&*bin, &copy)
+            .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+        *bin = copy;
+    }
+    Ok((tools, skipped))
+}
+
+/// MinIO from the test environment (it stops when the returned environment is
+/// dropped), and how the tools reach it.
+fn start_s3(
+    cfg: &Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(ferry_testenv::TestEnv, (S3, aws_sdk_s3::Client))> {
+    let dir = cfg.dir.join("testenv");
+    let _ = std::fs::remove_dir_all(&dir);
+    let spec = ferry_testenv::EnvSpec {
+        clusters: vec![],
+        s3: true,
+        nodes_per_cluster: 0,
+    };
+    let env = rt
+        .block_on(ferry_testenv::TestEnv::start(
+            &spec,
+            &dir,
+            ferry_testenv::Lifetime::WithThisProcess,
+        ))
+        .context(
+            "starting the S3 server (MinIO) of the test environment; `make testenv` builds it",
+        )?;
+    let info = env.s3()?.clone();
+    println!("S3 server: {} bucket {}", info.endpoint, info.bucket);
+    let s3 = S3 {
+        endpoint: info.endpoint.clone(),
+        region: info.region.clone(),
+        bucket: info.bucket.clone(),
+        access_key: info.access_key.clone(),
+        secret_key: info.secret_key.clone(),
+    };
+    Ok((env, (s3, info.client())))
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

@@ -322,8 +322,14 @@ binary of that component.
 {{- /* CheckPair's repository checks ask the catalog about this cluster's profiles. */}}
 {{- $args = append $args (printf "--catalog-endpoint=%s" $ep.catalog) }}
 {{- $args = append $args (printf "--namespace=%s" $ctx.Release.Namespace) }}
+{{- range $v.adminGroups }}
+{{- $args = append $args (printf "--admin-group=%s" .) }}
+{{- end }}
 {{- else if eq $component "catalog" }}
 {{- $args = append $args (printf "--secrets-namespace=%s" $ctx.Release.Namespace) }}
+{{- range $v.adminGroups }}
+{{- $args = append $args (printf "--admin-group=%s" .) }}
+{{- end }}
 {{- else if eq $component "transfer" }}
 {{- $args = append $args (printf "--pairing-endpoint=%s" $ep.pairing) }}
 {{- $args = append $args (printf "--catalog-endpoint=%s" $ep.catalog) }}

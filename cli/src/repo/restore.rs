@@ -19,9 +19,19 @@ pub struct RestoreArgs {
     #[arg(value_name = "SNAPSHOT")]
     pub snapshot: String,
 
-    /// Directory to restore into; it must not exist or be empty.
+    /// Directory to restore into; it must not exist or be empty, unless --sync.
     #[arg(short, long, value_name = "DIR")]
     pub target: PathBuf,
+
+    /// Restore over what the directory holds (an earlier restore): remove what the
+    /// snapshot lacks, keep unchanged files, write only the changed chunks of the rest.
+    /// Refused, naming them, when files there changed since the last restore.
+    #[arg(long)]
+    pub sync: bool,
+
+    /// With --sync: replace files changed in the directory since the last restore.
+    #[arg(long, requires = "sync")]
+    pub overwrite_changes: bool,
 }
 
 #[derive(Serialize)]
@@ -47,6 +57,8 @@ pub(crate) async fn run(args: RestoreArgs, ctx: &Ctx) -> Result<()> {
     let options = RestoreOptions {
         progress,
         cancel: ctx.cancel.clone(),
+        sync: args.sync,
+        overwrite_changes: args.overwrite_changes,
         ..RestoreOptions::default()
     };
     let result = repo.restore(&id, &args.target, options).await;

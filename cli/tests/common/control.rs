@@ -259,6 +259,16 @@ pub fn jsonpath(kubeconfig: &Path, context: &str, ns: &str, what: &str, path: &s
     )
 }
 
+/// The head of the StatefulSet `db` in `ns` (one replica, pods labelled `app: db`) up to
+/// its pod spec, whose fields follow at six spaces.
+fn statefulset_db(ns: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db, namespace: {ns}}}\n\
+         spec:\n  replicas: 1\n  serviceName: db\n  selector: {{matchLabels: {{app: db}}}}\n  \
+         template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n"
+    )
+}
+
 /// Where b's claim `data-db-0` in `ns` keeps its data (a hostPath volume).
 pub fn volume_on_b(kc: &Path, ns: &str) -> PathBuf {
     let pv = jsonpath(kc, "b", ns, "pvc/data-db-0", "{.spec.volumeName}");
@@ -268,6 +278,18 @@ pub fn volume_on_b(kc: &Path, ns: &str) -> PathBuf {
         &["get", "pv", &pv, "-o", "jsonpath={.spec.hostPath.path}"],
         None,
     ))
+}
+
+/// Asserts that [`sample_app`]'s application in `ns` arrived on b: its volume holds the
+/// same tree as `src`, and its ConfigMap says what it said on a. Returns b's volume.
+pub fn assert_sample_app_on_b(kc: &Path, ns: &str, src: &Path) -> PathBuf {
+    let dst = volume_on_b(kc, ns);
+    super::assert_same_tree(src, &dst);
+    assert_eq!(
+        jsonpath(kc, "b", ns, "configmap/settings", "{.data.greeting}"),
+        "hello from a"
+    );
+    dst
 }
 
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -319,17 +341,7 @@ kind: Service
 metadata: {{name: db, namespace: {ns}}}
 spec: {{clusterIP: None, selector: {{app: db}}, ports: [{{port: 5432}}]}}
 ---
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: {ns}}}
-spec:
-  replicas: 1
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      containers: [{{name: db, image: example.com/db:1, volumeMounts: [{{name: data, mountPath: /data}}]}}]
+{sts}      containers: [{{name: db, image: example.com/db:1, volumeMounts: [{{name: data, mountPath: /data}}]}}]
   volumeClaimTemplates:
   - metadata: {{name: data}}
     spec: {{accessModes: [ReadWriteOnce], storageClassName: {class}, resources: {{requests: {{storage: 1Gi}}}}}}
@@ -346,6 +358,7 @@ spec:
   resources: {{requests: {{storage: 1Gi}}}}
 "#,
         head = namespace_and_class(ns, class),
+        sts = statefulset_db(ns),
         pv = hostpath_volume(ns, class, "data-db-0", volume),
     );
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
@@ -480,6 +493,18 @@ pub fn main_profile(
     names: (&str, &str),
     create: bool,
 ) {
+    try_main_profile(kubeconfig, context, location, region, names, create).ok();
+}
+
+/// [`main_profile`], for a test that expects it to fail.
+pub fn try_main_profile(
+    kubeconfig: &Path,
+    context: &str,
+    location: &str,
+    region: &str,
+    names: (&str, &str),
+    create: bool,
+) -> Run {
     let (s3_name, key_name) = names;
     let mut args = vec![
         "--context",
@@ -499,7 +524,7 @@ pub fn main_profile(
     if create {
         args.push("--create-repository");
     }
-    cli(kubeconfig, &args).ok();
+    cli(kubeconfig, &args)
 }
 
 /// The usual starting point: the S3 credentials Secret `s3_name` and the key Secret
@@ -515,6 +540,13 @@ pub fn profiles_and_pair(
     seed: u64,
 ) -> (String, PathBuf) {
     let made = profiles(kubeconfig, s3, root, names, prefix, seed);
+    pair_a_to_b(kubeconfig).ok();
+    made
+}
+
+/// `ferry pair create --from a --to b --name a-to-b --profile main`, as the
+/// administrator.
+pub fn pair_a_to_b(kubeconfig: &Path) -> Run {
     let pair = [
         "pair",
         "create",
@@ -527,8 +559,7 @@ pub fn profiles_and_pair(
         "--profile",
         "main",
     ];
-    cli(kubeconfig, &pair).ok();
-    made
+    cli(kubeconfig, &pair)
 }
 
 /// The profile `main` on both clusters (created on a) over a fresh prefix of the test
@@ -559,6 +590,99 @@ pub fn profiles(
         main_profile(kubeconfig, side, &location, &s3.region, names, create);
     }
     (location, key)
+}
+
+/// An export repository over a fresh prefix (named after `prefix`) of the test bucket,
+/// reached at `endpoint` (the S3 server's, or a relay in front of it). Cluster a holds
+/// the S3 Secret and the key Secret (a fresh key from `seed`) `names` gives first and
+/// writes the repository through its profile `out`; b holds only the read-only S3
+/// Secret `names` gives last. Returns the location and the key file.
+pub fn export_repository(
+    kubeconfig: &Path,
+    s3: &ferry_testenv::S3Info,
+    endpoint: &str,
+    root: &Path,
+    names: [&str; 3],
+    prefix: &str,
+    seed: u64,
+) -> (String, PathBuf) {
+    let [s3_name, key_name, read_name] = names;
+    let reader = s3.readonly.clone().expect("a read-only S3 user");
+    let key = root.join(format!("{key_name}.key"));
+    std::fs::write(&key, super::random_bytes(32, seed)).unwrap();
+    s3_secret(kubeconfig, "a", s3_name, &s3.access_key, &s3.secret_key);
+    key_secret(kubeconfig, "a", key_name, &key);
+    s3_secret(
+        kubeconfig,
+        "b",
+        read_name,
+        &reader.access_key,
+        &reader.secret_key,
+    );
+    let location = format!(
+        "{endpoint}/{}/{}",
+        s3.bucket,
+        ferry_testenv::unique_name(prefix)
+    );
+    let args = [
+        "--context",
+        "a",
+        "profile",
+        "create",
+        "out",
+        "--kind",
+        "export",
+        "--s3",
+        &location,
+        "--region",
+        &s3.region,
+        "--credentials-secret",
+        s3_name,
+        "--key-secret",
+        key_name,
+        "--create-repository",
+    ];
+    cli(kubeconfig, &args).ok();
+    (location, key)
+}
+
+/// `ferry --context a -o json export -n NS --profile out`, sealed for the import key
+/// `recipient` when one is given (the profile of [`export_repository`]).
+pub fn export_out(kubeconfig: &Path, ns: &str, recipient: Option<&str>) -> Run {
+    let mut args = vec![
+        "--context",
+        "a",
+        "-o",
+        "json",
+        "export",
+        "-n",
+        ns,
+        "--profile",
+        "out",
+    ];
+    if let Some(key) = recipient {
+        args.extend(["--recipient-key", key]);
+    }
+    cli(kubeconfig, &args)
+}
+
+/// b's import profile `in` from the migration token in `token_file`, reading with the
+/// read-only S3 Secret `s3-read` of [`export_repository`].
+pub fn import_profile(kubeconfig: &Path, token_file: &Path) {
+    let args = [
+        "--context",
+        "b",
+        "profile",
+        "create",
+        "in",
+        "--kind",
+        "import",
+        "--migration-token-file",
+        token_file.to_str().unwrap(),
+        "--credentials-secret",
+        "s3-read",
+    ];
+    cli(kubeconfig, &args).ok();
 }
 
 /// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start
@@ -630,17 +754,7 @@ data:
   program.sh: |
 {program}
 ---
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: {ns}}}
-spec:
-  replicas: 1
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      terminationGracePeriodSeconds: 1
+{sts}      terminationGracePeriodSeconds: 1
       containers:
         - name: db
           image: {image}
@@ -655,7 +769,8 @@ spec:
         - name: program
           configMap: {{name: records}}
   volumeClaimTemplates:
-{templates}{extra}"#
+{templates}{extra}"#,
+        sts = statefulset_db(ns),
     )
 }
 

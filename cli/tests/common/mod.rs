@@ -8,8 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rand::{RngCore, SeedableRng, rngs::StdRng};
-
 pub mod control;
 pub mod metrics;
 pub mod volumes;
@@ -69,6 +67,33 @@ impl Repo {
     pub fn run(&self, args: &[&str]) -> Run {
         run(&mut self.cmd(args))
     }
+
+    /// A repository under a fresh prefix (named after `name`) of the test S3 bucket.
+    pub fn on_s3(dir: &Path, s3: &ferry_testenv::S3Info, name: &str, seed: u64) -> Self {
+        let prefix = ferry_testenv::unique_name(name);
+        Repo::new(
+            dir,
+            format!("s3:{}/{}/{prefix}", s3.endpoint, s3.bucket),
+            seed,
+        )
+    }
+
+    /// [`Repo::cmd`] with the test S3 server's credentials passed the usual AWS way.
+    pub fn s3_cmd(&self, s3: &ferry_testenv::S3Info, args: &[&str]) -> Command {
+        let mut cmd = self.cmd(args);
+        cmd.env("AWS_ACCESS_KEY_ID", &s3.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+            .env("AWS_REGION", &s3.region);
+        cmd
+    }
+}
+
+/// Runs `cmd` on a blocking thread: a child process blocks, so it stays off the
+/// runtime's worker threads.
+pub async fn run_blocking(mut cmd: Command) -> Run {
+    tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap()
 }
 
 /// A finished command with its output as text.
@@ -124,11 +149,7 @@ pub fn num(v: &serde_json::Value, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no number {field:?} in {v:#}"))
 }
 
-pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    StdRng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
+pub use ferry_testenv::random_bytes;
 
 /// Writes a tree with text, random binaries, nested and empty directories, a
 /// symlink, an empty file and varied modes. Returns the number of regular files.

@@ -117,14 +117,14 @@ fn spec_rule(crd: &mut Crd, rule: &str, message: &str) {
 }
 
 /// [`all`] as the YAML the chart ships in `crds/`.
-pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+pub fn all_yaml() -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::from(
         "# Generated from crates/crd by `ferry crds`; do not edit. Regenerate with\n\
          #   cargo run -q -p ferry-cli --bin ferry -- crds > charts/ferry/crds/ferry.dev.yaml\n",
     );
     for crd in all() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&crd)?);
+        out.push_str(&serde_yaml_ng::to_string(&crd)?);
     }
     Ok(out)
 }
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_migration_reads_from_the_yaml_users_write() {
-        let m: Migration = serde_yaml::from_str(
+        let m: Migration = serde_yaml_ng::from_str(
             "apiVersion: ferry.dev/v1alpha1\n\
              kind: Migration\n\
              metadata: {name: shop-to-b, namespace: shop}\n\

@@ -73,6 +73,10 @@ pub struct VolumeSpec {
     /// Mover pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mover: Option<MoverSpec>,
+    /// A job run again over a destination volume refuses when files there changed since
+    /// its last restore (someone wrote to it on the destination); true replaces them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite_destination_changes: bool,
 }
 
 /// Settings of the mover pods a job starts.

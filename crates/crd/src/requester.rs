@@ -60,8 +60,8 @@ fn signed_bytes(kind: &str, namespace: &str, text: &str) -> Vec<u8> {
     out
 }
 
-fn key(secret: &str) -> ring::hmac::Key {
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes())
+fn key(secret: &str) -> aws_lc_rs::hmac::Key {
+    aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes())
 }
 
 impl Requester {
@@ -70,7 +70,7 @@ impl Requester {
     pub fn annotations(&self, secret: &str, kind: &str, namespace: &str) -> [(String, String); 2] {
         // Serializing a struct of strings cannot fail.
         let text = serde_json::to_string(self).unwrap_or_default();
-        let tag = ring::hmac::sign(&key(secret), &signed_bytes(kind, namespace, &text));
+        let tag = aws_lc_rs::hmac::sign(&key(secret), &signed_bytes(kind, namespace, &text));
         let signature = STANDARD.encode(tag.as_ref());
         [
             (ANNOTATION.to_owned(), text),
@@ -104,7 +104,7 @@ impl Requester {
         };
         let signature = STANDARD.decode(signature).map_err(|_| bad())?;
         // In constant time.
-        ring::hmac::verify(
+        aws_lc_rs::hmac::verify(
             &key(secret),
             &signed_bytes(kind, namespace, text),
             &signature,

@@ -19,6 +19,7 @@ use crate::{
     Cluster, Diff, FIELD_MANAGER, MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome,
     REPLICAS_ANNOTATION, SUSPEND_ANNOTATION,
 };
+use backon::Retryable as _;
 
 /// What to do with an object that already exists on the destination and was not
 /// written by this migration. Objects this migration wrote before are always updated,
@@ -662,25 +663,24 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = kube::Result<T>>,
 {
-    let mut delay = std::time::Duration::from_millis(100);
-    let mut attempt = 1;
-    loop {
-        limiter.acquire().await;
-        match call().await {
-            Err(e) if attempt < WRITE_ATTEMPTS && is_transient(&e) => {
-                // Spread retries of parallel writers so they do not return in step.
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                let jitter = 0.5 + f64::from(nanos % 1000) / 1000.0;
-                debug!(attempt, error = %e, "transient failure, retrying");
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-                attempt += 1;
-            }
-            r => return r,
+    // Jitter spreads the retries of parallel writers so they do not return in step.
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(WRITE_ATTEMPTS as usize - 1)
+        .with_jitter();
+    let attempt = || {
+        let write = call();
+        async move {
+            limiter.acquire().await;
+            write.await
         }
-    }
+    };
+    attempt
+        .retry(policy)
+        .when(is_transient)
+        .notify(|e, wait| debug!(error = %e, ?wait, "transient failure, retrying"))
+        .await
 }
 
 /// Every object of `api` matching `selector`, page by page, each page under `limiter`

@@ -50,7 +50,9 @@ pub use plan::{
 };
 pub use portable::{ServicePorts, make_portable, rename_namespace};
 pub use preflight::{PreflightOptions, Subject, preflight, preflight_with};
-pub use restore_point::{RESTORE_POINT_FORMAT, RestorePointManifest, VolumeSnapshot};
+pub use restore_point::{
+    RESTORE_POINT_FORMAT, RestorePointManifest, UnsupportedFormat, VolumeSnapshot,
+};
 pub use types::{
     Cluster, ClusterFacts, Credential, DestinationFacts, Diff, FIELD_MANAGER, LEGACY_ZONE_LABEL,
     MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome, Problem, ProblemKind, REPLICAS_ANNOTATION,

@@ -37,7 +37,26 @@ pub struct VolumeSnapshot {
     pub bytes: u64,
 }
 
+/// A manifest written by a newer Ferry, in a layout this one cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("restore point format {found} is newer than this Ferry reads ({supported}); upgrade Ferry")]
+pub struct UnsupportedFormat {
+    pub found: u32,
+    pub supported: u32,
+}
+
 impl RestorePointManifest {
+    /// Whether this Ferry reads the manifest's layout: the one check every reader makes.
+    pub fn check_format(&self) -> Result<(), UnsupportedFormat> {
+        if self.format > RESTORE_POINT_FORMAT {
+            return Err(UnsupportedFormat {
+                found: self.format,
+                supported: RESTORE_POINT_FORMAT,
+            });
+        }
+        Ok(())
+    }
+
     /// The snapshot of `pvc`, if the restore point has one.
     pub fn volume(&self, pvc: &str) -> Option<&VolumeSnapshot> {
         self.volumes.iter().find(|v| v.pvc == pvc)

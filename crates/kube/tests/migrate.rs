@@ -81,109 +81,7 @@ async fn rich_application_moves_to_the_same_namespace() {
         .await
         .unwrap();
 
-    // What was left behind, and why.
-    assert_eq!(
-        *exclusion(&captured, "ServiceAccount", Some("app-sa")),
-        ExclusionReason::ServiceAccount
-    );
-    assert_eq!(
-        *exclusion(&captured, "ServiceAccount", Some("default")),
-        ExclusionReason::ServiceAccount
-    );
-    assert_eq!(
-        *exclusion(&captured, "Secret", Some("app-sa-token")),
-        ExclusionReason::ServiceAccountToken {
-            service_account: "app-sa".into()
-        }
-    );
-    assert_eq!(
-        *exclusion(&captured, "ConfigMap", Some("kube-root-ca.crt")),
-        ExclusionReason::RootCaConfigMap
-    );
-    assert!(
-        matches!(exclusion(&captured, "ReplicaSet", Some("web-5d4f")), ExclusionReason::OwnedBy { owner } if owner.kind == "Deployment" && owner.name == "web")
-    );
-    assert!(
-        matches!(exclusion(&captured, "Pod", Some("web-5d4f-x1")), ExclusionReason::OwnedBy { owner } if owner.kind == "ReplicaSet")
-    );
-    assert!(
-        matches!(exclusion(&captured, "Job", Some("nightly-28000000")), ExclusionReason::OwnedBy { owner } if owner.kind == "CronJob")
-    );
-    assert_eq!(*exclusion(&captured, "Event", None), ExclusionReason::Event);
-    assert_eq!(
-        *exclusion(&captured, "Endpoints", None),
-        ExclusionReason::Endpoints
-    );
-    assert_eq!(
-        *exclusion(&captured, "EndpointSlice", None),
-        ExclusionReason::Endpoints
-    );
-    assert_eq!(
-        *exclusion(&captured, "StorageClass", Some(&n.class)),
-        ExclusionReason::ClusterScoped
-    );
-    assert_eq!(
-        *exclusion(&captured, "ClusterRole", Some(&n.cluster_role)),
-        ExclusionReason::ClusterScoped
-    );
-
-    assert_eq!(
-        captured_names(&captured, "Secret"),
-        ["app-secret", "basic", "regcred", "tls"]
-    );
-    assert_eq!(captured_names(&captured, "ConfigMap"), ["settings"]);
-    assert_eq!(
-        captured_names(&captured, "PersistentVolumeClaim"),
-        ["data-db-0", "uploads"]
-    );
-    assert_eq!(
-        captured_names(&captured, "Service"),
-        ["db", "web", "web-lb", "web-np"]
-    );
-    assert_eq!(captured_names(&captured, "Widget"), ["w1"]);
-    for kind in [
-        "Deployment",
-        "StatefulSet",
-        "CronJob",
-        "Ingress",
-        "NetworkPolicy",
-        "PodDisruptionBudget",
-        "HorizontalPodAutoscaler",
-        "Role",
-        "ResourceQuota",
-        "LimitRange",
-    ] {
-        assert_eq!(captured_names(&captured, kind).len(), 1, "{kind}");
-    }
-    assert!(captured_names(&captured, "Pod").is_empty());
-    assert!(captured_names(&captured, "ReplicaSet").is_empty());
-    assert!(captured_names(&captured, "Job").is_empty());
-    let dep_names: Vec<String> = captured
-        .dependencies
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    for want in [
-        format!(
-            "CustomResourceDefinition widgets.{} (serving {}/v1)",
-            n.crd_group, n.crd_group
-        ),
-        format!("StorageClass {}", n.class),
-        format!("PriorityClass {}", n.priority_class),
-        format!("IngressClass {}", n.ingress_class),
-        format!("ClusterRole {}", n.cluster_role),
-    ] {
-        assert!(dep_names.contains(&want), "{want} not in {dep_names:?}");
-    }
-    assert!(captured.facts.zones.contains(&n.zone));
-    assert!(captured.facts.storage_classes.contains_key(&n.class));
-    let vol = captured
-        .volumes
-        .iter()
-        .find(|v| v.pvc == "uploads")
-        .unwrap();
-    assert_eq!(vol.zone.as_deref(), Some(n.zone.as_str()));
-    assert_eq!(vol.capacity.as_deref(), Some("1Gi"));
+    assert_capture_of_rich_application(&captured, &n);
     // The capture is a plain document: it survives a round trip through JSON.
     let captured: Captured =
         serde_json::from_str(&serde_json::to_string(&captured).unwrap()).unwrap();
@@ -210,31 +108,7 @@ async fn rich_application_moves_to_the_same_namespace() {
         dry_run: true,
         ..Default::default()
     };
-    let planned = ferry_kube::apply(&dst, &plan, &dry, |_| {}).await.unwrap();
-    assert_no_failures(&planned);
-    assert_eq!(planned.len(), plan.objects.len());
-    for r in &planned {
-        assert!(r.dry_run);
-        assert_eq!(r.outcome, Outcome::Created, "{r:#?}");
-        let diff = r.diff.as_ref().expect("a dry run has diffs");
-        assert!(diff.before.is_none() && diff.after.is_some());
-        assert!(!diff.patch.0.is_empty());
-    }
-    assert!(
-        !namespace_exists(&b, ns).await,
-        "the dry run created the namespace"
-    );
-    assert!(
-        get(
-            &b,
-            "v1",
-            "PersistentVolume",
-            None,
-            &format!("r-{}-db", n.tag)
-        )
-        .await
-        .is_none()
-    );
+    assert_dry_run_writes_nothing(&dst, &b, &plan, &dry, &n).await;
 
     // The real thing.
     let seen = std::sync::atomic::AtomicUsize::new(0);
@@ -259,190 +133,7 @@ async fn rich_application_moves_to_the_same_namespace() {
     assert_eq!(summary.created, plan.objects.len(), "{summary}");
     assert!(summary.succeeded());
 
-    // Object by object.
-    let nsobj = must_get(&b, "v1", "Namespace", None, ns).await;
-    assert_eq!(nsobj["metadata"]["labels"]["team"], "blue");
-    assert_eq!(
-        nsobj["metadata"]["labels"][MIGRATION_LABEL],
-        migration.as_str()
-    );
-
-    let cm = must_get(&b, "v1", "ConfigMap", Some(ns), "settings").await;
-    assert_eq!(cm["data"], json!({"greeting": "hello", "db": "db.svc"}));
-    assert_eq!(cm["metadata"]["labels"]["app"], "web");
-    let root_ca_a = must_get(&a, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt").await;
-    let root_ca_b = must_get(&b, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt").await;
-    assert_ne!(
-        root_ca_a["data"], root_ca_b["data"],
-        "b publishes its own CA"
-    );
-    assert!(
-        root_ca_b["metadata"]["labels"]
-            .get(MIGRATION_LABEL)
-            .is_none()
-    );
-
-    for (name, ty) in [
-        ("app-secret", "Opaque"),
-        ("tls", "kubernetes.io/tls"),
-        ("regcred", "kubernetes.io/dockerconfigjson"),
-        ("basic", "kubernetes.io/basic-auth"),
-    ] {
-        let sa = must_get(&a, "v1", "Secret", Some(ns), name).await;
-        let sb = must_get(&b, "v1", "Secret", Some(ns), name).await;
-        assert_eq!(sb["type"], ty, "{name}");
-        assert_eq!(sa["data"], sb["data"], "{name}");
-    }
-    assert!(
-        get(&b, "v1", "Secret", Some(ns), "app-sa-token")
-            .await
-            .is_none(),
-        "token moved"
-    );
-    assert!(
-        get(&b, "v1", "ServiceAccount", Some(ns), "app-sa")
-            .await
-            .is_none(),
-        "ServiceAccount moved"
-    );
-
-    let rb = must_get(&b, RBAC, "RoleBinding", Some(ns), "reader").await;
-    assert_eq!(rb["subjects"][0]["namespace"], ns);
-    assert_eq!(rb["subjects"][1]["name"], "carol");
-    must_get(&b, RBAC, "Role", Some(ns), "reader").await;
-    let viewers = must_get(&b, RBAC, "RoleBinding", Some(ns), "viewers").await;
-    assert_eq!(viewers["roleRef"]["name"], n.cluster_role.as_str());
-    must_get(&b, "v1", "LimitRange", Some(ns), "defaults").await;
-    let quota = must_get(&b, "v1", "ResourceQuota", Some(ns), "quota").await;
-    assert_eq!(quota["spec"]["hard"]["pods"], "50");
-
-    for (claim, pv) in [
-        ("data-db-0", format!("r-{}-db", n.tag)),
-        ("uploads", format!("r-{}-up", n.tag)),
-    ] {
-        wait_bound(&b, ns, claim).await;
-        let c = must_get(&b, "v1", "PersistentVolumeClaim", Some(ns), claim).await;
-        assert_eq!(c["spec"]["volumeName"], pv.as_str());
-        assert_eq!(c["spec"]["storageClassName"], n.class.as_str());
-        let v = must_get(&b, "v1", "PersistentVolume", None, &pv).await;
-        assert_eq!(
-            v["spec"]["hostPath"]["path"],
-            format!("/tmp/ferry-restored/{pv}")
-        );
-        assert_eq!(v["spec"]["claimRef"]["name"], claim);
-        assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Retain");
-        assert_eq!(
-            v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"],
-            json!([n.zone]),
-            "same zone: b has workers there"
-        );
-        assert_eq!(v["metadata"]["labels"][ZONE_LABEL], n.zone.as_str());
-    }
-
-    let svc_a = must_get(&a, "v1", "Service", Some(ns), "web").await;
-    let svc_b = must_get(&b, "v1", "Service", Some(ns), "web").await;
-    assert!(svc_b["spec"]["clusterIP"].is_string());
-    let plan_svc = plan
-        .objects
-        .iter()
-        .find(|o| o.resource.kind == "Service" && o.object.metadata.name.as_deref() == Some("web"))
-        .unwrap();
-    assert!(
-        plan_svc.object.data["spec"].get("clusterIP").is_none(),
-        "clusterIP is not carried"
-    );
-    assert_eq!(svc_a["spec"]["ports"], svc_b["spec"]["ports"]);
-    let headless = must_get(&b, "v1", "Service", Some(ns), "db").await;
-    assert_eq!(headless["spec"]["clusterIP"], "None");
-    let np = must_get(&b, "v1", "Service", Some(ns), "web-np").await;
-    assert_eq!(np["spec"]["type"], "NodePort");
-    assert!(
-        np["spec"]["ports"][0]["nodePort"].is_u64(),
-        "the destination picked a port"
-    );
-    let lb = must_get(&b, "v1", "Service", Some(ns), "web-lb").await;
-    assert_eq!(lb["spec"]["type"], "LoadBalancer");
-    assert!(lb["spec"].get("loadBalancerIP").is_none());
-    assert!(lb["status"]["loadBalancer"].get("ingress").is_none());
-    assert!(
-        get(&b, "v1", "Endpoints", Some(ns), "external")
-            .await
-            .is_none()
-    );
-    assert!(get(&b, "v1", "Event", Some(ns), "web.1").await.is_none());
-
-    let web = must_get(&b, "apps/v1", "Deployment", Some(ns), "web").await;
-    assert_eq!(web["spec"]["replicas"], 0);
-    assert_eq!(web["metadata"]["annotations"][REPLICAS_ANNOTATION], "2");
-    assert_eq!(
-        web["spec"]["template"]["spec"]["priorityClassName"],
-        n.priority_class.as_str()
-    );
-    let db = must_get(&b, "apps/v1", "StatefulSet", Some(ns), "db").await;
-    assert_eq!(db["spec"]["replicas"], 0);
-    assert_eq!(db["metadata"]["annotations"][REPLICAS_ANNOTATION], "1");
-    assert_eq!(
-        db["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
-        n.class.as_str()
-    );
-    let cron = must_get(&b, "batch/v1", "CronJob", Some(ns), "nightly").await;
-    assert_eq!(cron["spec"]["suspend"], true);
-    assert_eq!(cron["metadata"]["annotations"][SUSPEND_ANNOTATION], "false");
-    assert!(
-        get(&b, "apps/v1", "ReplicaSet", Some(ns), "web-5d4f")
-            .await
-            .is_none()
-    );
-    assert!(
-        get(&b, "v1", "Pod", Some(ns), "web-5d4f-x1")
-            .await
-            .is_none()
-    );
-    assert!(
-        get(&b, "batch/v1", "Job", Some(ns), "nightly-28000000")
-            .await
-            .is_none()
-    );
-
-    let ing = must_get(&b, "networking.k8s.io/v1", "Ingress", Some(ns), "web").await;
-    assert_eq!(ing["spec"]["ingressClassName"], n.ingress_class.as_str());
-    let netpol = must_get(
-        &b,
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        Some(ns),
-        "same-namespace",
-    )
-    .await;
-    assert_eq!(
-        netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
-        ns
-    );
-    must_get(&b, "policy/v1", "PodDisruptionBudget", Some(ns), "web").await;
-    let hpa = must_get(
-        &b,
-        "autoscaling/v2",
-        "HorizontalPodAutoscaler",
-        Some(ns),
-        "web",
-    )
-    .await;
-    assert_eq!(hpa["spec"]["maxReplicas"], 5);
-    let widget = must_get(&b, &format!("{}/v1", n.crd_group), "Widget", Some(ns), "w1").await;
-    assert_eq!(widget["spec"], json!({"size": 3, "color": "blue"}));
-    for obj in [&cm, &web, &widget] {
-        assert_eq!(
-            obj["metadata"]["labels"][MIGRATION_LABEL],
-            migration.as_str()
-        );
-        let managers: Vec<&str> = obj["metadata"]["managedFields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|m| m["manager"].as_str())
-            .collect();
-        assert!(managers.contains(&"ferry"), "{managers:?}");
-    }
+    assert_rich_application_on_b(&a, &b, &n, &plan, &migration).await;
 
     // The same migration again changes nothing.
     let again = ferry_kube::apply(&dst, &plan, &ApplyOptions::default(), |_| {})
@@ -474,6 +165,352 @@ async fn rich_application_moves_to_the_same_namespace() {
     assert_eq!(cron["spec"]["suspend"], false);
     // Activating twice finds nothing left to do.
     assert!(ferry_kube::activate(&dst, ns).await.unwrap().is_empty());
+}
+
+/// What a capture of [`rich_application`] holds, and what it left behind and why.
+fn assert_capture_of_rich_application(captured: &Captured, n: &Names) {
+    // What was left behind, and why.
+    assert_eq!(
+        *exclusion(captured, "ServiceAccount", Some("app-sa")),
+        ExclusionReason::ServiceAccount
+    );
+    assert_eq!(
+        *exclusion(captured, "ServiceAccount", Some("default")),
+        ExclusionReason::ServiceAccount
+    );
+    assert_eq!(
+        *exclusion(captured, "Secret", Some("app-sa-token")),
+        ExclusionReason::ServiceAccountToken {
+            service_account: "app-sa".into()
+        }
+    );
+    assert_eq!(
+        *exclusion(captured, "ConfigMap", Some("kube-root-ca.crt")),
+        ExclusionReason::RootCaConfigMap
+    );
+    assert!(
+        matches!(exclusion(captured, "ReplicaSet", Some("web-5d4f")), ExclusionReason::OwnedBy { owner } if owner.kind == "Deployment" && owner.name == "web")
+    );
+    assert!(
+        matches!(exclusion(captured, "Pod", Some("web-5d4f-x1")), ExclusionReason::OwnedBy { owner } if owner.kind == "ReplicaSet")
+    );
+    assert!(
+        matches!(exclusion(captured, "Job", Some("nightly-28000000")), ExclusionReason::OwnedBy { owner } if owner.kind == "CronJob")
+    );
+    assert_eq!(*exclusion(captured, "Event", None), ExclusionReason::Event);
+    assert_eq!(
+        *exclusion(captured, "Endpoints", None),
+        ExclusionReason::Endpoints
+    );
+    assert_eq!(
+        *exclusion(captured, "EndpointSlice", None),
+        ExclusionReason::Endpoints
+    );
+    assert_eq!(
+        *exclusion(captured, "StorageClass", Some(&n.class)),
+        ExclusionReason::ClusterScoped
+    );
+    assert_eq!(
+        *exclusion(captured, "ClusterRole", Some(&n.cluster_role)),
+        ExclusionReason::ClusterScoped
+    );
+
+    assert_eq!(
+        captured_names(captured, "Secret"),
+        ["app-secret", "basic", "regcred", "tls"]
+    );
+    assert_eq!(captured_names(captured, "ConfigMap"), ["settings"]);
+    assert_eq!(
+        captured_names(captured, "PersistentVolumeClaim"),
+        ["data-db-0", "uploads"]
+    );
+    assert_eq!(
+        captured_names(captured, "Service"),
+        ["db", "web", "web-lb", "web-np"]
+    );
+    assert_eq!(captured_names(captured, "Widget"), ["w1"]);
+    for kind in [
+        "Deployment",
+        "StatefulSet",
+        "CronJob",
+        "Ingress",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Role",
+        "ResourceQuota",
+        "LimitRange",
+    ] {
+        assert_eq!(captured_names(captured, kind).len(), 1, "{kind}");
+    }
+    assert!(captured_names(captured, "Pod").is_empty());
+    assert!(captured_names(captured, "ReplicaSet").is_empty());
+    assert!(captured_names(captured, "Job").is_empty());
+    let dep_names: Vec<String> = captured
+        .dependencies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for want in [
+        format!(
+            "CustomResourceDefinition widgets.{} (serving {}/v1)",
+            n.crd_group, n.crd_group
+        ),
+        format!("StorageClass {}", n.class),
+        format!("PriorityClass {}", n.priority_class),
+        format!("IngressClass {}", n.ingress_class),
+        format!("ClusterRole {}", n.cluster_role),
+    ] {
+        assert!(dep_names.contains(&want), "{want} not in {dep_names:?}");
+    }
+    assert!(captured.facts.zones.contains(&n.zone));
+    assert!(captured.facts.storage_classes.contains_key(&n.class));
+    let vol = captured
+        .volumes
+        .iter()
+        .find(|v| v.pvc == "uploads")
+        .unwrap();
+    assert_eq!(vol.zone.as_deref(), Some(n.zone.as_str()));
+    assert_eq!(vol.capacity.as_deref(), Some("1Gi"));
+}
+
+/// A dry run of `plan` reports a creation for every object and writes nothing to b.
+async fn assert_dry_run_writes_nothing(
+    dst: &Cluster,
+    b: &kube::Client,
+    plan: &ferry_kube::Plan,
+    dry: &ApplyOptions,
+    n: &Names,
+) {
+    let ns = n.ns.as_str();
+    let planned = ferry_kube::apply(dst, plan, dry, |_| {}).await.unwrap();
+    assert_no_failures(&planned);
+    assert_eq!(planned.len(), plan.objects.len());
+    for r in &planned {
+        assert!(r.dry_run);
+        assert_eq!(r.outcome, Outcome::Created, "{r:#?}");
+        let diff = r.diff.as_ref().expect("a dry run has diffs");
+        assert!(diff.before.is_none() && diff.after.is_some());
+        assert!(!diff.patch.0.is_empty());
+    }
+    assert!(
+        !namespace_exists(b, ns).await,
+        "the dry run created the namespace"
+    );
+    assert!(
+        get(
+            b,
+            "v1",
+            "PersistentVolume",
+            None,
+            &format!("r-{}-db", n.tag)
+        )
+        .await
+        .is_none()
+    );
+}
+
+/// Every object of [`rich_application`] as the plan put it on b, object by object.
+async fn assert_rich_application_on_b(
+    a: &kube::Client,
+    b: &kube::Client,
+    n: &Names,
+    plan: &ferry_kube::Plan,
+    migration: &str,
+) {
+    let ns = n.ns.as_str();
+    let nsobj = must_get(b, "v1", "Namespace", None, ns).await;
+    assert_eq!(nsobj["metadata"]["labels"]["team"], "blue");
+    assert_eq!(nsobj["metadata"]["labels"][MIGRATION_LABEL], migration);
+
+    let cm = must_get(b, "v1", "ConfigMap", Some(ns), "settings").await;
+    assert_eq!(cm["data"], json!({"greeting": "hello", "db": "db.svc"}));
+    assert_eq!(cm["metadata"]["labels"]["app"], "web");
+    let root_ca_a = must_get(a, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt").await;
+    let root_ca_b = must_get(b, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt").await;
+    assert_ne!(
+        root_ca_a["data"], root_ca_b["data"],
+        "b publishes its own CA"
+    );
+    assert!(
+        root_ca_b["metadata"]["labels"]
+            .get(MIGRATION_LABEL)
+            .is_none()
+    );
+
+    assert_secrets_and_rbac_on_b(a, b, n).await;
+
+    assert_claims_and_services_on_b(a, b, n, plan).await;
+
+    let web = must_get(b, "apps/v1", "Deployment", Some(ns), "web").await;
+    assert_eq!(web["spec"]["replicas"], 0);
+    assert_eq!(web["metadata"]["annotations"][REPLICAS_ANNOTATION], "2");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["priorityClassName"],
+        n.priority_class.as_str()
+    );
+    let db = must_get(b, "apps/v1", "StatefulSet", Some(ns), "db").await;
+    assert_eq!(db["spec"]["replicas"], 0);
+    assert_eq!(db["metadata"]["annotations"][REPLICAS_ANNOTATION], "1");
+    assert_eq!(
+        db["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
+        n.class.as_str()
+    );
+    let cron = must_get(b, "batch/v1", "CronJob", Some(ns), "nightly").await;
+    assert_eq!(cron["spec"]["suspend"], true);
+    assert_eq!(cron["metadata"]["annotations"][SUSPEND_ANNOTATION], "false");
+    assert!(
+        get(b, "apps/v1", "ReplicaSet", Some(ns), "web-5d4f")
+            .await
+            .is_none()
+    );
+    assert!(get(b, "v1", "Pod", Some(ns), "web-5d4f-x1").await.is_none());
+    assert!(
+        get(b, "batch/v1", "Job", Some(ns), "nightly-28000000")
+            .await
+            .is_none()
+    );
+
+    let ing = must_get(b, "networking.k8s.io/v1", "Ingress", Some(ns), "web").await;
+    assert_eq!(ing["spec"]["ingressClassName"], n.ingress_class.as_str());
+    let netpol = must_get(
+        b,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        Some(ns),
+        "same-namespace",
+    )
+    .await;
+    assert_eq!(
+        netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        ns
+    );
+    must_get(b, "policy/v1", "PodDisruptionBudget", Some(ns), "web").await;
+    let hpa = must_get(
+        b,
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        Some(ns),
+        "web",
+    )
+    .await;
+    assert_eq!(hpa["spec"]["maxReplicas"], 5);
+    let widget = must_get(b, &format!("{}/v1", n.crd_group), "Widget", Some(ns), "w1").await;
+    assert_eq!(widget["spec"], json!({"size": 3, "color": "blue"}));
+    for obj in [&cm, &web, &widget] {
+        assert_eq!(obj["metadata"]["labels"][MIGRATION_LABEL], migration);
+        let managers: Vec<&str> = obj["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert!(managers.contains(&"ferry"), "{managers:?}");
+    }
+}
+
+/// The Secrets of [`rich_application`] arrived with their data and types (no token,
+/// no ServiceAccount), and its Roles, RoleBindings, LimitRange and quota.
+async fn assert_secrets_and_rbac_on_b(a: &kube::Client, b: &kube::Client, n: &Names) {
+    let ns = n.ns.as_str();
+    for (name, ty) in [
+        ("app-secret", "Opaque"),
+        ("tls", "kubernetes.io/tls"),
+        ("regcred", "kubernetes.io/dockerconfigjson"),
+        ("basic", "kubernetes.io/basic-auth"),
+    ] {
+        let sa = must_get(a, "v1", "Secret", Some(ns), name).await;
+        let sb = must_get(b, "v1", "Secret", Some(ns), name).await;
+        assert_eq!(sb["type"], ty, "{name}");
+        assert_eq!(sa["data"], sb["data"], "{name}");
+    }
+    assert!(
+        get(b, "v1", "Secret", Some(ns), "app-sa-token")
+            .await
+            .is_none(),
+        "token moved"
+    );
+    assert!(
+        get(b, "v1", "ServiceAccount", Some(ns), "app-sa")
+            .await
+            .is_none(),
+        "ServiceAccount moved"
+    );
+
+    let rb = must_get(b, RBAC, "RoleBinding", Some(ns), "reader").await;
+    assert_eq!(rb["subjects"][0]["namespace"], ns);
+    assert_eq!(rb["subjects"][1]["name"], "carol");
+    must_get(b, RBAC, "Role", Some(ns), "reader").await;
+    let viewers = must_get(b, RBAC, "RoleBinding", Some(ns), "viewers").await;
+    assert_eq!(viewers["roleRef"]["name"], n.cluster_role.as_str());
+    must_get(b, "v1", "LimitRange", Some(ns), "defaults").await;
+    let quota = must_get(b, "v1", "ResourceQuota", Some(ns), "quota").await;
+    assert_eq!(quota["spec"]["hard"]["pods"], "50");
+}
+
+/// The claims of [`rich_application`] bound to their restored volumes in the same
+/// zone, and its Services as b gives them their addresses and ports.
+async fn assert_claims_and_services_on_b(
+    a: &kube::Client,
+    b: &kube::Client,
+    n: &Names,
+    plan: &ferry_kube::Plan,
+) {
+    let ns = n.ns.as_str();
+    for (claim, pv) in [
+        ("data-db-0", format!("r-{}-db", n.tag)),
+        ("uploads", format!("r-{}-up", n.tag)),
+    ] {
+        wait_bound(b, ns, claim).await;
+        let c = must_get(b, "v1", "PersistentVolumeClaim", Some(ns), claim).await;
+        assert_eq!(c["spec"]["volumeName"], pv.as_str());
+        assert_eq!(c["spec"]["storageClassName"], n.class.as_str());
+        let v = must_get(b, "v1", "PersistentVolume", None, &pv).await;
+        assert_eq!(
+            v["spec"]["hostPath"]["path"],
+            format!("/tmp/ferry-restored/{pv}")
+        );
+        assert_eq!(v["spec"]["claimRef"]["name"], claim);
+        assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(
+            v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"],
+            json!([n.zone]),
+            "same zone: b has workers there"
+        );
+        assert_eq!(v["metadata"]["labels"][ZONE_LABEL], n.zone.as_str());
+    }
+
+    let svc_a = must_get(a, "v1", "Service", Some(ns), "web").await;
+    let svc_b = must_get(b, "v1", "Service", Some(ns), "web").await;
+    assert!(svc_b["spec"]["clusterIP"].is_string());
+    let plan_svc = plan
+        .objects
+        .iter()
+        .find(|o| o.resource.kind == "Service" && o.object.metadata.name.as_deref() == Some("web"))
+        .unwrap();
+    assert!(
+        plan_svc.object.data["spec"].get("clusterIP").is_none(),
+        "clusterIP is not carried"
+    );
+    assert_eq!(svc_a["spec"]["ports"], svc_b["spec"]["ports"]);
+    let headless = must_get(b, "v1", "Service", Some(ns), "db").await;
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let np = must_get(b, "v1", "Service", Some(ns), "web-np").await;
+    assert_eq!(np["spec"]["type"], "NodePort");
+    assert!(
+        np["spec"]["ports"][0]["nodePort"].is_u64(),
+        "the destination picked a port"
+    );
+    let lb = must_get(b, "v1", "Service", Some(ns), "web-lb").await;
+    assert_eq!(lb["spec"]["type"], "LoadBalancer");
+    assert!(lb["spec"].get("loadBalancerIP").is_none());
+    assert!(lb["status"]["loadBalancer"].get("ingress").is_none());
+    assert!(
+        get(b, "v1", "Endpoints", Some(ns), "external")
+            .await
+            .is_none()
+    );
+    assert!(get(b, "v1", "Event", Some(ns), "web.1").await.is_none());
 }
 
 /// Into another namespace, with storage-class and zone mappings, NodePorts and the
@@ -1110,13 +1147,17 @@ async fn preflight_lists_every_missing_right() {
     create(&b, json!({"apiVersion": RBAC, "kind": "RoleBinding", "metadata": {"name": "alice-rest", "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "rest"},
         "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}]})).await;
-    eventually("alice's new rights", || async {
-        ferry_kube::preflight(&alice, &plan)
-            .await
-            .unwrap()
-            .iter()
-            .all(|p| !p.is_error())
-    })
+    eventually(
+        "alice's new rights",
+        std::time::Duration::from_secs(30),
+        || async {
+            ferry_kube::preflight(&alice, &plan)
+                .await
+                .unwrap()
+                .iter()
+                .all(|p| !p.is_error())
+        },
+    )
     .await;
     let results = ferry_kube::apply(&alice, &plan, &ApplyOptions::default(), |_| {})
         .await

@@ -102,7 +102,8 @@ pub(crate) fn load(dir: &Path, name: &str) -> Result<Profile, ProfileError> {
         detail,
     };
     let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read: {e}")))?;
-    let mut file: ProfileFile = serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let mut file: ProfileFile =
+        serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     if let Some(sealed) = file.sealed.take() {
         let in_clear = file.key.is_some()
             || file.key_file.is_some()
@@ -246,7 +247,7 @@ pub(crate) fn sealed_yaml(
         sealing_key_file: &key_file,
         sealed: b64.encode(sealed),
     };
-    serde_yaml::to_string(&file).map_err(|e| internal(format!("encoding the profile file: {e}")))
+    serde_yaml_ng::to_string(&file).map_err(|e| internal(format!("encoding the profile file: {e}")))
 }
 
 /// Writes `<dir>/<name>.yaml` with mode 0600: a temporary file in the same directory,

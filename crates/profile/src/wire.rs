@@ -39,6 +39,11 @@ pub fn repo_kind(e: &ferry_repo::Error) -> (Kind, &'static str) {
             Kind::precondition(ErrorCode::Integrity),
             "nothing was deleted; run a check, fix what it names, then prune again",
         ),
+        R::DestinationChanged { .. } => (
+            Kind::precondition(ErrorCode::Conflict),
+            "copy away what should be kept, then run it again allowing the destination's \
+             changes to be overwritten",
+        ),
         R::Invalid { .. } => (
             Kind::new(ErrorCode::InvalidArgument),
             "fix the request or the profile",

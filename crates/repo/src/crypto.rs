@@ -5,8 +5,8 @@
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -654,7 +654,9 @@ mod tests {
     #[test]
     fn only_near_random_data_skips_compression() {
         let mut random = vec![0u8; 64 * 1024];
-        ring::rand::SystemRandom::new().fill(&mut random).unwrap();
+        aws_lc_rs::rand::SystemRandom::new()
+            .fill(&mut random)
+            .unwrap();
         assert!(looks_random(&random));
         let text = b"SELECT id, name FROM users WHERE id = 42;\n".repeat(2000);
         assert!(!looks_random(&text));
@@ -671,7 +673,7 @@ mod tests {
         for len in [4096, 6000, 8192, 12_345, 16_384] {
             for i in 0..50u8 {
                 let mut r = vec![0u8; len];
-                ring::rand::SystemRandom::new().fill(&mut r).unwrap();
+                aws_lc_rs::rand::SystemRandom::new().fill(&mut r).unwrap();
                 assert!(looks_random(&r), "random {len} bytes (#{i}) not recognized");
             }
             assert!(

@@ -165,6 +165,23 @@ pub enum Error {
         found: &'static str,
     },
 
+    /// A sync restore found files of its target that are no longer as the snapshot
+    /// restored there last left them: someone else wrote there since. Refused before
+    /// anything in the target changed.
+    #[error(
+        "{target} changed since snapshot {snapshot} was restored there: {}; nothing was \
+         changed",
+        changed_list(.changed, *.more)
+    )]
+    DestinationChanged {
+        target: PathBuf,
+        snapshot: String,
+        /// The first few changed paths, relative to the target.
+        changed: Vec<String>,
+        /// How many more changed.
+        more: usize,
+    },
+
     /// The caller's cancellation token fired.
     #[error("operation cancelled")]
     Cancelled,
@@ -231,4 +248,12 @@ impl Error {
     pub(crate) fn join(e: tokio::task::JoinError) -> Self {
         Error::Internal(format!("worker task failed: {e}"))
     }
+}
+
+fn changed_list(changed: &[String], more: usize) -> String {
+    let mut text = changed.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }

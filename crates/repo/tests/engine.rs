@@ -196,6 +196,68 @@ async fn modified_large_file_uploads_only_a_few_chunks() {
         .await
         .unwrap();
     assert_eq!(fs::read(dst.join("big.bin")).unwrap(), data);
+
+    // Restored over the first snapshot's restore, the file is patched: only the changed
+    // chunks are written, the way a re-sync of a database's volume must go.
+    let synced = tmp.path().join("synced");
+    repo.restore(&first.snapshot_id, &synced, RestoreOptions::default())
+        .await
+        .unwrap();
+    let sync = || RestoreOptions {
+        sync: true,
+        ..Default::default()
+    };
+    let r = repo
+        .restore(&second.snapshot_id, &synced, sync())
+        .await
+        .unwrap();
+    assert_eq!(fs::read(synced.join("big.bin")).unwrap(), data);
+    assert!(r.bytes_written < 64 * 1024, "{r:?}");
+    assert!(
+        r.bytes_written >= 100,
+        "the change itself is written: {r:?}"
+    );
+    assert_eq!(r.files_unchanged, 0, "{r:?}");
+
+    // Someone writes to the destination since (the file's mtime moves) and adds a file:
+    // the next sync stops before touching anything and names both.
+    let stray = synced.join("big.bin");
+    let mut other = fs::read(&stray).unwrap();
+    other[10] ^= 0xff;
+    fs::write(&stray, &other).unwrap();
+    fs::write(synced.join("notes.txt"), b"written on the destination").unwrap();
+    let err = repo
+        .restore(&first.snapshot_id, &synced, sync())
+        .await
+        .expect_err("a destination changed out of band is refused");
+    match &err {
+        Error::DestinationChanged { changed, more, .. } => {
+            assert_eq!(changed, &["big.bin", "notes.txt"], "{err}");
+            assert_eq!(*more, 0);
+        }
+        other => panic!("not DestinationChanged: {other:?}"),
+    }
+    assert_eq!(fs::read(&stray).unwrap(), other, "nothing was touched");
+    assert!(synced.join("notes.txt").exists());
+
+    // Asked to, it replaces them: the changed file is not trusted to hold the earlier
+    // restore, so it is written whole.
+    let overwrite = RestoreOptions {
+        overwrite_changes: true,
+        ..sync()
+    };
+    let r = repo
+        .restore(&first.snapshot_id, &synced, overwrite)
+        .await
+        .unwrap();
+    assert_eq!(r.bytes_written, 2 << 20, "{r:?}");
+    assert!(!synced.join("notes.txt").exists());
+    let first_data = {
+        let mut d = data.clone();
+        d[1_000_000..1_000_100].copy_from_slice(&random_bytes(2 << 20, 42)[1_000_000..1_000_100]);
+        d
+    };
+    assert_eq!(fs::read(&stray).unwrap(), first_data);
 }
 
 #[tokio::test]
@@ -340,18 +402,7 @@ async fn restore_rejects_names_that_escape_the_target() {
         let mut node = Node::new(bad, NodeKind::File);
         node.mode = 0o100644;
         let tree = Tree { nodes: vec![node] };
-        let tree_id = repo.save_tree(&tree).await.unwrap();
-        let snap = Snapshot {
-            time: time::OffsetDateTime::now_utc(),
-            hostname: "test".into(),
-            paths: vec!["/crafted".into()],
-            tags: vec![],
-            parent: None,
-            tree: tree_id,
-            root: None,
-            summary: SnapshotSummary::default(),
-        };
-        let snap_id = repo.save_snapshot(&snap).await.unwrap();
+        let snap_id = crafted_snapshot(&repo, &tree).await;
         let target = tmp.path().join("target").join("inner");
         let err = repo
             .restore(&snap_id, &target, RestoreOptions::default())
@@ -495,23 +546,10 @@ async fn restore_rejects_hard_links_to_anything_but_restored_files() {
     sym.symlink_target = Some("/etc".into());
     let mut link = Node::new("stolen", NodeKind::Hardlink);
     link.link_target = Some("etc/hostname".into());
-    let tree_id = repo
-        .save_tree(&Tree {
-            nodes: vec![sym, link],
-        })
-        .await
-        .unwrap();
-    let snap = Snapshot {
-        time: time::OffsetDateTime::now_utc(),
-        hostname: "test".into(),
-        paths: vec!["/crafted".into()],
-        tags: vec![],
-        parent: None,
-        tree: tree_id,
-        root: None,
-        summary: SnapshotSummary::default(),
+    let tree = Tree {
+        nodes: vec![sym, link],
     };
-    let snap_id = repo.save_snapshot(&snap).await.unwrap();
+    let snap_id = crafted_snapshot(&repo, &tree).await;
     let target = tmp.path().join("t");
     let err = repo
         .restore(&snap_id, &target, RestoreOptions::default())
@@ -519,4 +557,80 @@ async fn restore_rejects_hard_links_to_anything_but_restored_files() {
         .unwrap_err();
     assert!(matches!(err, Error::UnsafeName { .. }), "{err}");
     assert!(!target.join("stolen").exists());
+}
+
+/// A snapshot of `tree` as written, however hostile: what a tampered repository holds.
+async fn crafted_snapshot(repo: &Repository, tree: &Tree) -> ferry_repo::Id {
+    let snap = Snapshot {
+        time: time::OffsetDateTime::now_utc(),
+        hostname: "test".into(),
+        paths: vec!["/crafted".into()],
+        tags: vec![],
+        parent: None,
+        tree: repo.save_tree(tree).await.expect("save the tree"),
+        root: None,
+        summary: SnapshotSummary::default(),
+    };
+    repo.save_snapshot(&snap).await.expect("save the snapshot")
+}
+
+/// A re-sync after 1% of a volume's bytes changed in place (contiguous regions, as a
+/// database rewrites its pages in runs) writes under 2% of the volume on the
+/// destination, and leaves it byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_after_a_one_percent_change_writes_under_two_percent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let size = 16 << 20;
+    let mut data = random_bytes(size, 7);
+    fs::write(src.join("table.0"), &data).unwrap();
+    fs::write(src.join("small.conf"), b"unchanged").unwrap();
+    let repo = Repository::init(memory(), KEY, InitOptions::default())
+        .await
+        .unwrap();
+    let first = repo.backup(&src, BackupOptions::default()).await.unwrap();
+    let dst = tmp.path().join("dst");
+    repo.restore(&first.snapshot_id, &dst, RestoreOptions::default())
+        .await
+        .unwrap();
+
+    // Three runs of 56 KiB, 1% of the bytes, at scattered places.
+    let run = size / 100 / 3;
+    for (i, at) in [size / 7, size / 2, size - size / 5]
+        .into_iter()
+        .enumerate()
+    {
+        data[at..at + run].copy_from_slice(&random_bytes(run, 100 + i as u64));
+    }
+    fs::write(src.join("table.0"), &data).unwrap();
+    let second = repo
+        .backup(
+            &src,
+            BackupOptions {
+                parent: Some(first.snapshot_id),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let options = RestoreOptions {
+        sync: true,
+        ..Default::default()
+    };
+    let r = repo
+        .restore(&second.snapshot_id, &dst, options)
+        .await
+        .unwrap();
+    let volume = (size + b"unchanged".len()) as u64;
+    let ratio = r.bytes_written as f64 / volume as f64;
+    eprintln!(
+        "re-sync wrote {} of {volume} bytes ({:.2}%)",
+        r.bytes_written,
+        ratio * 100.0
+    );
+    assert!(ratio < 0.02, "{r:?}");
+    assert_eq!(r.files_unchanged, 1, "{r:?}");
+    assert_eq!(fs::read(dst.join("table.0")).unwrap(), data);
+    assert_eq!(fs::read(dst.join("small.conf")).unwrap(), b"unchanged");
 }

@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use ferry_repo::backend::{
-    DynBackend, FaultRule, FaultyBackend, LocalBackend, Op, S3Backend, S3Options,
-};
+use ferry_repo::backend::{DynBackend, FaultRule, FaultyBackend, LocalBackend, Op, S3Backend};
 use ferry_repo::{
     BackupOptions, Error, InitOptions, KEY_CHANGE_PURPOSE, Repository, RestoreOptions,
 };
@@ -141,31 +139,12 @@ async fn rotate_keys_in_a_local_directory() {
     rotate_keys(backend, tmp.path()).await;
 }
 
-fn s3_options(s3: &ferry_testenv::S3Info, prefix: &str) -> S3Options {
-    S3Options {
-        endpoint: Some(s3.endpoint.clone()),
-        bucket: s3.bucket.clone(),
-        prefix: prefix.to_owned(),
-        region: s3.region.clone(),
-        access_key_id: s3.access_key.clone(),
-        secret_access_key: s3.secret_key.clone(),
-        session_token: None,
-        force_path_style: true,
-        max_attempts: 5,
-        multipart_threshold: 8 << 20,
-        part_size: 8 << 20,
-        part_concurrency: 4,
-        attempt_timeout: std::time::Duration::from_secs(30),
-        verify_tls: true,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_keys_in_s3() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().expect("S3 server");
     let prefix = ferry_testenv::unique_name("ferry-repo-keys");
-    let backend: DynBackend = Arc::new(S3Backend::new(s3_options(s3, &prefix)));
+    let backend: DynBackend = Arc::new(S3Backend::new(common::s3_options(s3, &s3.bucket, &prefix)));
     let tmp = tempfile::tempdir().unwrap();
     rotate_keys(backend.clone(), tmp.path()).await;
     for o in backend.list("").await.unwrap() {

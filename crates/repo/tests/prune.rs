@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::*;
 use ferry_repo::backend::{
-    Backend, DynBackend, FaultRule, FaultyBackend, LocalBackend, Op, S3Backend, S3Options,
+    Backend, DynBackend, FaultRule, FaultyBackend, LocalBackend, Op, S3Backend,
 };
 use ferry_repo::{
     BackupOptions, ContentPart, Error, ForgetPolicy, Id, NodeKind, PruneOptions, PruneReport,
@@ -793,31 +793,12 @@ async fn backup_and_prune_at_the_same_time_lose_nothing_local() {
     backup_races_prune(backend, tmp.path(), 7).await;
 }
 
-fn s3_options(s3: &ferry_testenv::S3Info, prefix: &str) -> S3Options {
-    S3Options {
-        endpoint: Some(s3.endpoint.clone()),
-        bucket: s3.bucket.clone(),
-        prefix: prefix.to_owned(),
-        region: s3.region.clone(),
-        access_key_id: s3.access_key.clone(),
-        secret_access_key: s3.secret_key.clone(),
-        session_token: None,
-        force_path_style: true,
-        max_attempts: 5,
-        multipart_threshold: 8 << 20,
-        part_size: 8 << 20,
-        part_concurrency: 4,
-        attempt_timeout: Duration::from_secs(30),
-        verify_tls: true,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_and_prune_at_the_same_time_lose_nothing_s3() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().expect("S3 server");
     let prefix = ferry_testenv::unique_name("ferry-prune-race");
-    let backend: DynBackend = Arc::new(S3Backend::new(s3_options(s3, &prefix)));
+    let backend: DynBackend = Arc::new(S3Backend::new(common::s3_options(s3, &s3.bucket, &prefix)));
     let tmp = tempfile::tempdir().unwrap();
     backup_races_prune(backend, tmp.path(), 7).await;
 }
@@ -827,7 +808,7 @@ async fn forget_and_prune_on_s3_and_refusals_there() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().expect("S3 server");
     let prefix = ferry_testenv::unique_name("ferry-prune");
-    let inner: DynBackend = Arc::new(S3Backend::new(s3_options(s3, &prefix)));
+    let inner: DynBackend = Arc::new(S3Backend::new(common::s3_options(s3, &s3.bucket, &prefix)));
     let faulty = FaultyBackend::wrap(inner.clone());
     let tmp = tempfile::tempdir().unwrap();
     let (repo, kept, want) = with_garbage(faulty.clone(), tmp.path()).await;

@@ -7,34 +7,15 @@ use std::fs;
 use std::sync::Arc;
 
 use common::*;
-use ferry_repo::backend::{Backend, S3Backend, S3Options};
+use ferry_repo::backend::{Backend, S3Backend};
 use ferry_repo::{BackupOptions, RestoreOptions};
-
-fn options(s3: &ferry_testenv::S3Info, bucket: &str, prefix: &str) -> S3Options {
-    S3Options {
-        endpoint: Some(s3.endpoint.clone()),
-        bucket: bucket.to_owned(),
-        prefix: prefix.to_owned(),
-        region: s3.region.clone(),
-        access_key_id: s3.access_key.clone(),
-        secret_access_key: s3.secret_key.clone(),
-        session_token: None,
-        force_path_style: true,
-        max_attempts: 5,
-        multipart_threshold: 8 << 20,
-        part_size: 8 << 20,
-        part_concurrency: 4,
-        attempt_timeout: std::time::Duration::from_secs(30),
-        verify_tls: true,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_round_trip() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().expect("S3 server");
     let prefix = ferry_testenv::unique_name("ferry-repo-test");
-    let mut opts = options(s3, &s3.bucket, &prefix);
+    let mut opts = s3_options(s3, &s3.bucket, &prefix);
     // Exercise multipart with small parts: 5 MiB is S3's minimum part size.
     opts.multipart_threshold = 5 << 20;
     opts.part_size = 5 << 20;
@@ -61,7 +42,7 @@ async fn s3_round_trip() {
     assert_eq!(backend.head("packs/zz/big").await.unwrap(), None);
 
     // Setup errors are permanent and say so, rather than retrying or "not found".
-    let mut wrong = options(s3, "ferry-no-such-bucket", "x");
+    let mut wrong = s3_options(s3, "ferry-no-such-bucket", "x");
     wrong.max_attempts = 2;
     let err = S3Backend::new(wrong)
         .put("config", bytes::Bytes::from_static(b"{}"))
@@ -103,7 +84,7 @@ async fn s3_object_over_the_limit_is_refused_before_its_body() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().expect("S3 server");
     let prefix = ferry_testenv::unique_name("ferry-repo-bounds");
-    let backend = S3Backend::new(options(s3, &s3.bucket, &prefix));
+    let backend = S3Backend::new(s3_options(s3, &s3.bucket, &prefix));
     backend
         .put("snapshots/big", random_bytes(3 << 20, 5).into())
         .await

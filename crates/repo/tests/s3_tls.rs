@@ -1,78 +1,49 @@
 //! `S3Options::verify_tls`: an HTTPS endpoint with a self-signed certificate is refused
-//! by default and reached with verification off. The endpoint is a real TLS server on
-//! loopback that answers every request with a fixed object.
+//! by default and reached with verification off. The endpoint is the test
+//! environment's S3 server (MinIO) behind a TLS proxy with a certificate nobody signed.
 
-use std::sync::Arc;
+// Test code: a failed setup step is a failed test.
+#![allow(clippy::unwrap_used)]
 
+mod common;
+
+use bytes::Bytes;
 use ferry_repo::backend::{Backend, S3Backend, S3Options};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const BODY: &[u8] = b"object behind a self-signed certificate";
 
-/// Serves HTTPS on a free loopback port with a fresh self-signed certificate; returns
-/// the endpoint URL.
-async fn self_signed_server() -> String {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
-        .expect("self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                // One request per connection is all the test needs: read the head, answer.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    BODY.len()
-                );
-                let _ = tls.write_all(response.as_bytes()).await;
-                let _ = tls.write_all(BODY).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    format!("https://{addr}")
-}
-
-fn options(endpoint: &str, verify_tls: bool) -> S3Options {
-    let mut o = S3Options::new(Some(endpoint.to_string()), "bucket", "prefix", "us-east-1");
-    o.access_key_id = "reader".into();
-    o.secret_access_key = "secret".into();
+fn options(
+    s3: &ferry_testenv::S3Info,
+    endpoint: &str,
+    prefix: &str,
+    verify_tls: bool,
+) -> S3Options {
+    let mut o = common::s3_options(s3, &s3.bucket, prefix);
+    o.endpoint = Some(endpoint.to_owned());
     o.max_attempts = 1;
     o.verify_tls = verify_tls;
     o
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signed_endpoints_need_verification_off() {
-    let endpoint = self_signed_server().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().expect("S3 server");
+    let prefix = ferry_testenv::unique_name("repo-tls");
+    S3Backend::new(common::s3_options(s3, &s3.bucket, &prefix))
+        .put("config", Bytes::from_static(BODY))
+        .await
+        .expect("write the object over plain HTTP");
+    let upstream = s3.endpoint.trim_start_matches("http://");
+    let endpoint = ferry_testenv::tls::self_signed_proxy(upstream)
+        .await
+        .expect("TLS proxy");
 
     assert!(
         S3Options::new(None, "b", "", "us-east-1").verify_tls,
         "on by default"
     );
-    let err = S3Backend::new(options(&endpoint, true))
+    let err = S3Backend::new(options(s3, &endpoint, &prefix, true))
         .get("config")
         .await
         .expect_err("an unknown certificate must be refused");
@@ -86,7 +57,7 @@ async fn self_signed_endpoints_need_verification_off() {
         "the refusal is carried as data: {err:?}"
     );
 
-    let got = S3Backend::new(options(&endpoint, false))
+    let got = S3Backend::new(options(s3, &endpoint, &prefix, false))
         .get("config")
         .await
         .expect("verification off reaches the server");

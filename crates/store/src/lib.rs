@@ -16,9 +16,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod page;
 mod secret;
 mod store;
 
+pub use page::{BadPageToken, Page};
 pub use rusqlite;
 pub use secret::SecretBox;
 pub use store::Store;

@@ -49,13 +49,13 @@ pub async fn apply_yaml(client: &kube::Client, cluster: &str, yaml: &str) -> Res
         }
     };
     let params = PatchParams::apply("ferry-testenv").force();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = serde_yaml::Value::deserialize(doc)
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = serde_yaml_ng::Value::deserialize(doc)
             .map_err(|e| err("parsing a manifest".into(), e.to_string()))?;
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_yaml::from_value(value)
+        let obj: DynamicObject = serde_yaml_ng::from_value(value)
             .map_err(|e| err("reading a manifest object".into(), e.to_string()))?;
         let Some(types) = obj.types.clone() else {
             return Err(err(
@@ -145,7 +145,7 @@ async fn install_csi(
     for path in crate::bins::snapshot_crds(&Versions::pinned())? {
         let yaml = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
         apply_yaml(client, cluster, &yaml).await?;
-        let name = serde_yaml::from_str::<CustomResourceDefinition>(&yaml)
+        let name = serde_yaml_ng::from_str::<CustomResourceDefinition>(&yaml)
             .map_err(|e| Error::Kube {
                 cluster: cluster.to_owned(),
                 action: format!("reading {}", path.display()),

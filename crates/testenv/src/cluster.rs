@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::bins::{Binaries, NodeBinaries, NodeImages};
-use crate::certs::write_cluster_certs;
+use crate::certs::{CertFiles, write_cluster_certs};
 use crate::error::{Error, Result};
 use crate::node::{NodeInfo, NodeSetup};
 use crate::ports::{free_port, is_listening};
@@ -139,7 +139,6 @@ pub(crate) async fn start_cluster(
     nodes: Option<NodeParts<'_>>,
     lifetime: Lifetime,
 ) -> Result<RunningCluster> {
-    let io = |e| Error::io("allocating a port for", dir)(e);
     std::fs::create_dir_all(dir.join("logs")).map_err(Error::io("creating", dir))?;
 
     // Nodes' networks come first: the API server listens on the first node's host
@@ -160,9 +159,101 @@ pub(crate) async fn start_cluster(
     let extra_ips: Vec<_> = node_infos.first().map(|n| n.host_ip).into_iter().collect();
     let certs = write_cluster_certs(&dir.join("pki"), name, &extra_ips)?;
 
-    // etcd
-    let etcd_client = free_port().await.map_err(io)?;
-    let etcd_peer = free_port().await.map_err(io)?;
+    let (etcd, etcd_url) = start_etcd(name, dir, bins, lifetime).await?;
+    let (admin, users, tokens_file) = write_users(dir)?;
+    let plane = ControlPlane {
+        name,
+        dir,
+        bins,
+        certs: &certs,
+        lifetime,
+        with_nodes: !node_infos.is_empty(),
+    };
+    let (mut apiserver, api_port) = plane
+        .spawn_apiserver(&etcd_url, listen, &tokens_file)
+        .await?;
+
+    let info = ClusterInfo {
+        name: name.to_owned(),
+        server: format!("https://{listen}:{api_port}"),
+        ca_pem: certs.ca_pem.clone(),
+        admin: admin.clone(),
+        users,
+        etcd: etcd_url,
+        dir: dir.to_owned(),
+        nodes: node_infos.clone(),
+    };
+
+    let client = crate::kubeconfig::client_for(&info, &admin.name).await?;
+    wait_until(&mut apiserver, Duration::from_secs(120), || {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get("/readyz").body(Vec::new());
+            match req {
+                Ok(req) => client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|t| t.trim() == "ok"),
+                Err(_) => false,
+            }
+        }
+    })
+    .await?;
+
+    // kube-controller-manager (and the scheduler), as the admin: the bootstrap RBAC for
+    // their own identities would only matter with per-controller service accounts,
+    // which this does not use.
+    let cm_kubeconfig = dir.join("controller-manager.kubeconfig");
+    crate::kubeconfig::write(
+        &cm_kubeconfig,
+        std::slice::from_ref(&info),
+        Some(&admin.name),
+    )?;
+    let cm = plane
+        .start_controller_manager(&cm_kubeconfig, &client)
+        .await?;
+
+    let mut procs = vec![etcd, apiserver, cm];
+    let mut node_pids = Vec::new();
+    if let Some(parts) = nodes {
+        procs.push(plane.spawn_scheduler(&cm_kubeconfig, parts.bins)?);
+        let setup = NodeSetup {
+            bins: parts.bins,
+            kubeconfig: &cm_kubeconfig,
+            images: &parts.images.tarballs,
+            pause_image: &parts.images.pause,
+        };
+        for node in &node_infos {
+            node_pids.extend(crate::node::start_runtime(node, &setup).await?);
+        }
+        crate::addons::wait_nodes_ready(&client, name, &node_infos, Duration::from_secs(120))
+            .await?;
+        crate::addons::install(&client, name, &node_infos, parts.images).await?;
+    }
+
+    Ok(RunningCluster {
+        info,
+        procs,
+        node_pids,
+    })
+}
+
+/// A port nobody listens on yet, for one of `dir`'s cluster's processes.
+async fn port_for(dir: &Path) -> Result<u16> {
+    free_port()
+        .await
+        .map_err(|e| Error::io("allocating a port for", dir)(e))
+}
+
+/// etcd on loopback, ready; returns it and its client URL.
+async fn start_etcd(
+    name: &str,
+    dir: &Path,
+    bins: &Binaries,
+    lifetime: Lifetime,
+) -> Result<(Proc, String)> {
+    let etcd_client = port_for(dir).await?;
+    let etcd_peer = port_for(dir).await?;
     let etcd_url = format!("http://127.0.0.1:{etcd_client}");
     let peer_url = format!("http://127.0.0.1:{etcd_peer}");
     let mut etcd = Proc::spawn(
@@ -188,8 +279,12 @@ pub(crate) async fn start_cluster(
         is_listening(etcd_client)
     })
     .await?;
+    Ok((etcd, etcd_url))
+}
 
-    // kube-apiserver
+/// The administrator (in system:masters) and the plain users, each with a fresh token,
+/// written as the API server's token file; returns them and the file.
+fn write_users(dir: &Path) -> Result<(User, Vec<User>, PathBuf)> {
     let admin = User {
         name: s("admin"),
         token: random_token(),
@@ -218,161 +313,137 @@ pub(crate) async fn start_cluster(
         .collect();
     let tokens_file = dir.join("pki/tokens.csv");
     std::fs::write(&tokens_file, tokens_csv).map_err(Error::io("writing", &tokens_file))?;
+    Ok((admin, users, tokens_file))
+}
 
-    let api_port = free_port().await.map_err(io)?;
-    let server = format!("https://{listen}:{api_port}");
-    let mut api_args = vec![
-        format!("--etcd-servers={etcd_url}"),
-        format!("--etcd-prefix=/registry-{name}"),
-        format!("--bind-address={listen}"),
-        format!("--advertise-address={listen}"),
-        format!("--secure-port={api_port}"),
-        format!("--cert-dir={}", dir.join("pki").display()),
-        format!("--tls-cert-file={}", certs.serving_cert.display()),
-        format!("--tls-private-key-file={}", certs.serving_key.display()),
-        format!("--client-ca-file={}", certs.ca_cert.display()),
-        format!("--token-auth-file={}", tokens_file.display()),
-        s("--authorization-mode=RBAC"),
-        s("--service-cluster-ip-range=10.0.0.0/24"),
-        s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
-        format!("--service-account-key-file={}", certs.sa_pub.display()),
-        format!(
-            "--service-account-signing-key-file={}",
-            certs.sa_key.display()
-        ),
-        s("--allow-privileged=true"),
-        s("--enable-priority-and-fairness=false"),
-        s("--profiling=false"),
-        s("--v=1"),
-    ];
-    if !node_infos.is_empty() {
-        // Logs, exec and port-forward reach the kubelet at the node's own address.
-        api_args.push(s("--kubelet-preferred-address-types=InternalIP"));
-        // Webhooks (Ferry's controller) are called at their pods' addresses, which this
-        // host routes to, rather than at Service IPs, which only nodes' kube-proxy knows.
-        api_args.push(s("--enable-aggregator-routing=true"));
-    }
-    let mut apiserver = Proc::spawn(
-        &format!("kube-apiserver ({name})"),
-        &bins.kube_apiserver,
-        &api_args,
-        &[],
-        &dir.join("logs/kube-apiserver.log"),
-        lifetime,
-    )?;
+/// What the control plane's processes of one cluster share.
+struct ControlPlane<'a> {
+    name: &'a str,
+    dir: &'a Path,
+    bins: &'a Binaries,
+    certs: &'a CertFiles,
+    lifetime: Lifetime,
+    with_nodes: bool,
+}
 
-    let info = ClusterInfo {
-        name: name.to_owned(),
-        server: server.clone(),
-        ca_pem: certs.ca_pem.clone(),
-        admin: admin.clone(),
-        users,
-        etcd: etcd_url,
-        dir: dir.to_owned(),
-        nodes: node_infos.clone(),
-    };
-
-    let client = crate::kubeconfig::client_for(&info, &admin.name).await?;
-    wait_until(&mut apiserver, Duration::from_secs(120), || {
-        let client = client.clone();
-        async move {
-            let req = http::Request::get("/readyz").body(Vec::new());
-            match req {
-                Ok(req) => client
-                    .request_text(req)
-                    .await
-                    .is_ok_and(|t| t.trim() == "ok"),
-                Err(_) => false,
-            }
-        }
-    })
-    .await?;
-
-    // kube-controller-manager, as the admin: the bootstrap RBAC for its own identity
-    // would only matter with per-controller service accounts, which this does not use.
-    let cm_kubeconfig = dir.join("controller-manager.kubeconfig");
-    crate::kubeconfig::write(
-        &cm_kubeconfig,
-        std::slice::from_ref(&info),
-        Some(&admin.name),
-    )?;
-    let mut cm = Proc::spawn(
-        &format!("kube-controller-manager ({name})"),
-        &bins.kube_controller_manager,
-        &[
-            format!("--kubeconfig={}", cm_kubeconfig.display()),
-            s("--leader-elect=false"),
-            s("--secure-port=0"),
-            // With nodes, every default controller (Deployments, StatefulSets, endpoints,
-            // ...); without, only those that need no kubelet.
+impl ControlPlane<'_> {
+    /// kube-apiserver on `listen`, not yet ready; returns it and its port.
+    async fn spawn_apiserver(
+        &self,
+        etcd_url: &str,
+        listen: std::net::Ipv4Addr,
+        tokens_file: &Path,
+    ) -> Result<(Proc, u16)> {
+        let (name, dir, certs) = (self.name, self.dir, self.certs);
+        let api_port = port_for(dir).await?;
+        let mut api_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--etcd-prefix=/registry-{name}"),
+            format!("--bind-address={listen}"),
+            format!("--advertise-address={listen}"),
+            format!("--secure-port={api_port}"),
+            format!("--cert-dir={}", dir.join("pki").display()),
+            format!("--tls-cert-file={}", certs.serving_cert.display()),
+            format!("--tls-private-key-file={}", certs.serving_key.display()),
+            format!("--client-ca-file={}", certs.ca_cert.display()),
+            format!("--token-auth-file={}", tokens_file.display()),
+            s("--authorization-mode=RBAC"),
+            s("--service-cluster-ip-range=10.0.0.0/24"),
+            s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+            format!("--service-account-key-file={}", certs.sa_pub.display()),
             format!(
-                "--controllers={}",
-                if node_infos.is_empty() {
-                    CONTROLLERS.join(",")
-                } else {
-                    s("*")
-                }
-            ),
-            format!(
-                "--service-account-private-key-file={}",
+                "--service-account-signing-key-file={}",
                 certs.sa_key.display()
             ),
-            format!("--root-ca-file={}", certs.ca_cert.display()),
-            s("--use-service-account-credentials=false"),
-            // Bind claims within a second of their volume appearing, not the default 15s.
-            s("--pvclaimbinder-sync-period=1s"),
+            s("--allow-privileged=true"),
+            s("--enable-priority-and-fairness=false"),
+            s("--profiling=false"),
             s("--v=1"),
-        ],
-        &[],
-        &dir.join("logs/kube-controller-manager.log"),
-        lifetime,
-    )?;
-    // The controller-manager is ready when the root CA publisher has done its first pass:
-    // kube-root-ca.crt exists in the default namespace.
-    wait_until(&mut cm, Duration::from_secs(60), || {
-        let client = client.clone();
-        async move {
-            let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-                kube::Api::namespaced(client, "default");
-            matches!(cms.get_opt("kube-root-ca.crt").await, Ok(Some(_)))
+        ];
+        if self.with_nodes {
+            // Logs, exec and port-forward reach the kubelet at the node's own address.
+            api_args.push(s("--kubelet-preferred-address-types=InternalIP"));
+            // Webhooks (Ferry's controller) are called at their pods' addresses, which
+            // this host routes to, rather than at Service IPs, which only nodes'
+            // kube-proxy knows.
+            api_args.push(s("--enable-aggregator-routing=true"));
         }
-    })
-    .await?;
+        let apiserver = Proc::spawn(
+            &format!("kube-apiserver ({name})"),
+            &self.bins.kube_apiserver,
+            &api_args,
+            &[],
+            &dir.join("logs/kube-apiserver.log"),
+            self.lifetime,
+        )?;
+        Ok((apiserver, api_port))
+    }
 
-    let mut procs = vec![etcd, apiserver, cm];
-    let mut node_pids = Vec::new();
-    if let Some(parts) = nodes {
-        let scheduler = Proc::spawn(
-            &format!("kube-scheduler ({name})"),
-            &parts.bins.kube_scheduler,
+    /// kube-controller-manager, ready: the root CA publisher has done its first pass
+    /// (kube-root-ca.crt exists in the default namespace).
+    async fn start_controller_manager(
+        &self,
+        kubeconfig: &Path,
+        client: &kube::Client,
+    ) -> Result<Proc> {
+        let (name, dir, certs) = (self.name, self.dir, self.certs);
+        let mut cm = Proc::spawn(
+            &format!("kube-controller-manager ({name})"),
+            &self.bins.kube_controller_manager,
             &[
-                format!("--kubeconfig={}", cm_kubeconfig.display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
+                s("--leader-elect=false"),
+                s("--secure-port=0"),
+                // With nodes, every default controller (Deployments, StatefulSets,
+                // endpoints, ...); without, only those that need no kubelet.
+                format!(
+                    "--controllers={}",
+                    if self.with_nodes {
+                        s("*")
+                    } else {
+                        CONTROLLERS.join(",")
+                    }
+                ),
+                format!(
+                    "--service-account-private-key-file={}",
+                    certs.sa_key.display()
+                ),
+                format!("--root-ca-file={}", certs.ca_cert.display()),
+                s("--use-service-account-credentials=false"),
+                // Bind claims within a second of their volume appearing, not the default 15s.
+                s("--pvclaimbinder-sync-period=1s"),
+                s("--v=1"),
+            ],
+            &[],
+            &dir.join("logs/kube-controller-manager.log"),
+            self.lifetime,
+        )?;
+        wait_until(&mut cm, Duration::from_secs(60), || {
+            let client = client.clone();
+            async move {
+                let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                    kube::Api::namespaced(client, "default");
+                matches!(cms.get_opt("kube-root-ca.crt").await, Ok(Some(_)))
+            }
+        })
+        .await?;
+        Ok(cm)
+    }
+
+    /// kube-scheduler, for a cluster with nodes.
+    fn spawn_scheduler(&self, kubeconfig: &Path, node_bins: &NodeBinaries) -> Result<Proc> {
+        Proc::spawn(
+            &format!("kube-scheduler ({})", self.name),
+            &node_bins.kube_scheduler,
+            &[
+                format!("--kubeconfig={}", kubeconfig.display()),
                 s("--leader-elect=false"),
                 s("--secure-port=0"),
                 s("--v=1"),
             ],
             &[],
-            &dir.join("logs/kube-scheduler.log"),
-            lifetime,
-        )?;
-        procs.push(scheduler);
-        let setup = NodeSetup {
-            bins: parts.bins,
-            kubeconfig: &cm_kubeconfig,
-            images: &parts.images.tarballs,
-            pause_image: &parts.images.pause,
-        };
-        for node in &node_infos {
-            node_pids.extend(crate::node::start_runtime(node, &setup).await?);
-        }
-        crate::addons::wait_nodes_ready(&client, name, &node_infos, Duration::from_secs(120))
-            .await?;
-        crate::addons::install(&client, name, &node_infos, parts.images).await?;
+            &self.dir.join("logs/kube-scheduler.log"),
+            self.lifetime,
+        )
     }
-
-    Ok(RunningCluster {
-        info,
-        procs,
-        node_pids,
-    })
 }

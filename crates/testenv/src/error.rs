@@ -88,6 +88,10 @@ pub enum Error {
         source: rcgen::Error,
     },
 
+    /// The self-signed TLS proxy of [`crate::tls`] could not start.
+    #[error("self-signed TLS proxy: {what}: {message}")]
+    Tls { what: &'static str, message: String },
+
     /// Reading or writing a file of the environment failed.
     #[error("{action} {path}: {source}")]
     Io {

@@ -54,7 +54,7 @@ pub fn document(clusters: &[ClusterInfo], only_user: Option<&str>) -> Value {
 /// Writes the kubeconfig to `path` with mode 0600 (it holds tokens).
 pub fn write(path: &Path, clusters: &[ClusterInfo], only_user: Option<&str>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let yaml = serde_yaml::to_string(&document(clusters, only_user)).map_err(|e| {
+    let yaml = serde_yaml_ng::to_string(&document(clusters, only_user)).map_err(|e| {
         Error::io("serialising kubeconfig", path)(std::io::Error::other(e.to_string()))
     })?;
     std::fs::write(path, yaml).map_err(Error::io("writing", path))?;

@@ -14,6 +14,7 @@ pub mod addons;
 mod bins;
 mod certs;
 mod cluster;
+mod data;
 mod env;
 mod error;
 pub mod kubeconfig;
@@ -21,12 +22,15 @@ pub mod node;
 mod ports;
 pub mod process;
 mod s3;
+pub mod tls;
+mod wait;
 
 pub use bins::{
     Binaries, NODE_PACKAGES, NodeBinaries, NodeImages, Versions, cache_root, grpcurl, helm, mc,
     run_grpcurl, snapshot_crds,
 };
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
+pub use data::random_bytes;
 pub use env::{
     EnvSpec, EnvState, TestEnv, shared, shared_with_nodes, stop_nodes, unique_name, versions,
 };
@@ -35,3 +39,4 @@ pub use node::NodeInfo;
 pub use ports::is_listening;
 pub use process::Lifetime;
 pub use s3::{READONLY_USER, S3Credentials, S3Info};
+pub use wait::eventually;

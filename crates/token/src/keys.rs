@@ -6,9 +6,9 @@ use std::str::FromStr;
 
 use aws_lc_rs::agreement::{self, X25519};
 use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use zeroize::Zeroizing;
 
 use crate::error::TokenError;
@@ -26,7 +26,7 @@ pub struct Fingerprint(String);
 
 impl Fingerprint {
     fn of(key: &[u8]) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, key);
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
         Fingerprint(format!("SHA256:{}", STANDARD_NO_PAD.encode(digest)))
     }
 
@@ -227,7 +227,7 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// A new random key pair.
     pub fn generate() -> Result<Self, TokenError> {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let doc = Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|_| TokenError::Crypto("generating an Ed25519 key"))?;
         Self::from_pkcs8(doc.as_ref())

@@ -59,10 +59,9 @@
 //!
 //! # Crypto libraries
 //!
-//! Ed25519, HKDF and AES-256-GCM come from `ring`, as everywhere else in Ferry. X25519
-//! comes from `aws-lc-rs` (the same API, already in the build through rustls): `ring`
-//! only offers ephemeral agreement keys, and the destination's import key has to be
-//! stored and used again.
+//! Ed25519, X25519, HKDF and AES-256-GCM all come from `aws-lc-rs`, Ferry's one crypto
+//! library (rustls runs on it too). Its X25519 keys can be stored, which the
+//! destination's import key needs: it is made once and used again.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime, UNIX_EPOCH};

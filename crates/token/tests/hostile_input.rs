@@ -9,11 +9,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ferry_token::*;
 use proptest::prelude::*;
-use ring::signature::{Ed25519KeyPair, KeyPair};
 
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_750_000_000)

@@ -557,6 +557,7 @@ impl AgentService for Agent {
                     // Over the volume's earlier restore: only what changed is written,
                     // and what the snapshot lacks removed.
                     sync: req.delete_extraneous,
+                    overwrite_changes: req.overwrite_changes,
                     ..RestoreOptions::default()
                 };
                 let done = repo.restore(&snapshot, &target, options).await;

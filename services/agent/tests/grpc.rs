@@ -173,6 +173,7 @@ impl Harness {
                 target_path: target.display().to_string(),
                 delete_extraneous: false,
                 target_pod_volume: None,
+                overwrite_changes: false,
             })
             .await?
             .into_inner();
@@ -222,10 +223,9 @@ fn big_volume(h: &Harness) -> PathBuf {
     vol
 }
 
+/// `n` fresh random bytes.
 fn random_bytes(n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::rng().fill_bytes(&mut v);
-    v
+    ferry_testenv::random_bytes(n, rand::random())
 }
 
 /// A small volume: text, random data, a nested directory and a symlink.
@@ -605,27 +605,58 @@ async fn bad_requests_get_codes_details_and_hints() {
     h.restore("r1", &done.snapshot_id, &busy)
         .await
         .expect_err("non-empty target");
-    let mut stream = h
-        .client
-        .restore(RestoreRequest {
-            operation_id: "r2".into(),
-            repository: h.repo("main"),
-            snapshot_id: done.snapshot_id[..12].into(),
-            target_path: busy.display().to_string(),
-            delete_extraneous: true,
-            target_pod_volume: None,
-        })
+    let over = |op: &str, overwrite_changes: bool| RestoreRequest {
+        operation_id: op.into(),
+        repository: h.repo("main"),
+        snapshot_id: done.snapshot_id[..12].into(),
+        target_path: busy.display().to_string(),
+        delete_extraneous: true,
+        target_pod_volume: None,
+        overwrite_changes,
+    };
+    let finish = |mut stream: tonic::Streaming<ferry_proto::v1::RestoreEvent>| async move {
+        while stream.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    };
+    let stream = h.client.clone().restore(over("r2", false)).await;
+    finish(stream.expect("restore").into_inner())
         .await
-        .expect("restore")
-        .into_inner();
-    while stream
-        .message()
-        .await
-        .expect("restore with delete_extraneous")
-        .is_some()
-    {}
+        .expect("restore with delete_extraneous");
     assert!(!busy.join("old").exists(), "extraneous file removed");
     assert!(busy.join("pg/postgresql.conf").exists());
+
+    // Someone writes into the restored volume: the next restore over it is refused,
+    // naming the file, and nothing changes; asked to, it overwrites.
+    std::fs::write(
+        busy.join("pg/postgresql.conf"),
+        b"edited on the destination",
+    )
+    .expect("edit");
+    let refused = match h.client.clone().restore(over("r3", false)).await {
+        Ok(stream) => finish(stream.into_inner()).await.expect_err("refused"),
+        Err(status) => status,
+    };
+    assert_eq!(
+        (refused.code(), detail_code(&refused)),
+        (Code::FailedPrecondition, ErrorCode::Conflict),
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("pg/postgresql.conf"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read(busy.join("pg/postgresql.conf")).expect("read"),
+        b"edited on the destination"
+    );
+    let stream = h.client.clone().restore(over("r4", true)).await;
+    finish(stream.expect("restore").into_inner())
+        .await
+        .expect("restore overwriting the destination's change");
+    assert_ne!(
+        std::fs::read(busy.join("pg/postgresql.conf")).expect("read"),
+        b"edited on the destination"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

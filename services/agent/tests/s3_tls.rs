@@ -7,53 +7,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::sync::Arc;
 
 use ferry_agent::{AgentConfig, ProfileSource, status_detail};
 use ferry_proto::v1::agent_service_client::AgentServiceClient;
 use ferry_proto::v1::{BackupRequest, BackupSummary, ErrorCode, RepositoryRef, backup_event};
 use ferry_repo::{InitOptions, Repository};
 use rand::RngCore;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-
-/// Serves HTTPS on a free loopback port with a fresh self-signed certificate and
-/// passes every connection's plaintext on to `upstream` (`host:port`): the test S3
-/// server as a TLS endpoint nobody vouches for. Returns `https://127.0.0.1:<port>`.
-async fn tls_proxy(upstream: String) -> String {
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
-        .expect("self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake here.
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    format!("https://{addr}")
-}
 
 fn write_volume(dir: &Path) -> u64 {
     std::fs::create_dir_all(dir.join("conf")).unwrap();
@@ -99,7 +62,9 @@ async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
         .strip_prefix("http://")
         .expect("the test S3 server speaks plain HTTP")
         .to_string();
-    let endpoint = tls_proxy(upstream).await;
+    let endpoint = ferry_testenv::tls::self_signed_proxy(&upstream)
+        .await
+        .expect("TLS proxy");
 
     let root = tempfile::tempdir().unwrap();
     let profiles = root.path().join("profiles");

@@ -95,11 +95,11 @@ pub struct Args {
     pub tls: ferry_rpc::TlsArgs,
     #[command(flatten)]
     pub probes: ferry_rpc::ProbeArgs,
-    /// File holding the secret the scheduler's calls bear (the same file, from one
-    /// Kubernetes Secret, mounted into both); its calls are trusted to act for the users
-    /// they name. Without it, only callers with their own Kubernetes token are served.
-    #[arg(long, env = "FERRY_INTERNAL_TOKEN_FILE", value_name = "FILE")]
-    pub internal_token_file: Option<PathBuf>,
+    /// Who administers Ferry, the internal credential the other components' calls bear
+    /// (the scheduler's act for the users they name), and the loopback-only switch
+    /// that checks no callers.
+    #[command(flatten)]
+    pub access: ferry_authz::AccessArgs,
 }
 
 /// Why the flags do not give a usable configuration.
@@ -112,12 +112,13 @@ pub enum ConfigError {
     )]
     Kube { context: String, detail: String },
     #[error(transparent)]
-    InternalToken(#[from] ferry_authz::InternalTokenError),
+    Access(#[from] ferry_authz::AccessConfigError),
 }
 
 impl Args {
     /// Resolves the cluster connection and builds the configuration.
     pub async fn into_config(self) -> Result<CatalogConfig, ConfigError> {
+        self.access.check(self.listen)?;
         let err = |detail: String| ConfigError::Kube {
             context: self
                 .context
@@ -147,11 +148,11 @@ impl Args {
             .or_else(|| self.context.clone())
             .unwrap_or_else(|| "local".to_string());
         // The standalone catalog reviews every caller with its cluster.
-        let access = Some(ferry_authz::Authorizer::new(client.clone(), &cluster_name));
-        let internal_token = match &self.internal_token_file {
-            Some(path) => Some(ferry_authz::read_internal_token(path)?),
-            None => None,
-        };
+        let access = self.access.authorizer(&client, &cluster_name);
+        let internal_token = self
+            .access
+            .internal_token()
+            .map_err(ferry_authz::AccessConfigError::from)?;
         Ok(CatalogConfig {
             client,
             cluster_name,

@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
-use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::db::SecretName;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_kube::{RESTORE_POINT_FORMAT, RestorePointManifest};
+use ferry_kube::{RestorePointManifest, UnsupportedFormat};
 use ferry_proto::v1::{ApplicationSelector, RestorePoint, SourceClusterFacts, VolumeSnapshotRef};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -61,10 +61,6 @@ pub(crate) struct IndexedVolume {
     pub data_bytes: u64,
 }
 
-/// Why a stored manifest cannot be shown.
-#[derive(Debug)]
-pub(crate) struct UnsupportedFormat(pub u32);
-
 impl IndexedRestorePoint {
     /// Reduces a manifest read from `restorepoints/<application>/<id>`.
     pub fn from_manifest(
@@ -72,9 +68,7 @@ impl IndexedRestorePoint {
         application: &str,
         m: &RestorePointManifest,
     ) -> Result<Self, UnsupportedFormat> {
-        if m.format > RESTORE_POINT_FORMAT {
-            return Err(UnsupportedFormat(m.format));
-        }
+        m.check_format()?;
         let created_at_ns = OffsetDateTime::parse(&m.created_at, &Rfc3339)
             .map(|t| i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX))
             .unwrap_or_else(|e| {
@@ -192,7 +186,7 @@ mod tests {
 
     fn manifest() -> RestorePointManifest {
         RestorePointManifest {
-            format: RESTORE_POINT_FORMAT,
+            format: ferry_kube::RESTORE_POINT_FORMAT,
             created_at: "2025-03-01T10:00:00.5Z".into(),
             job_id: "job-1".into(),
             tags: BTreeMap::from([("schedule".into(), "nightly".into())]),
@@ -251,7 +245,7 @@ mod tests {
         assert!(rp.to_proto(false).volumes.is_empty());
 
         let mut newer = manifest();
-        newer.format = RESTORE_POINT_FORMAT + 1;
+        newer.format = ferry_kube::RESTORE_POINT_FORMAT + 1;
         assert!(IndexedRestorePoint::from_manifest("cd", "shop", &newer).is_err());
     }
 }

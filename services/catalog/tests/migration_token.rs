@@ -16,7 +16,7 @@ use ferry_catalog::CatalogService;
 use ferry_proto::v1::catalog_service_server::CatalogService as _;
 use ferry_proto::v1::{
     CheckProfileRequest, CreateImportKeyRequest, CreateProfileRequest, CreateProfileResponse,
-    DeleteProfileRequest, ErrorCode, GetImportKeyRequest, IssueMigrationTokenRequest,
+    DeleteProfileRequest, ErrorCode, GetImportKeyRequest, ImportKey, IssueMigrationTokenRequest,
     IssueMigrationTokenResponse, ListProfilesRequest, ListRestorePointsRequest, ProfileKind,
     SecretRef, StorageBackend,
 };
@@ -49,6 +49,21 @@ async fn secret_key(h: &Harness, name: &str) -> Vec<u8> {
 }
 
 /// Credentials Secret `name` with the test S3 server's read-only user.
+/// The destination's import key (made now) and its read-only S3 Secret `reader`.
+async fn import_key_and_reader(dst: &Harness) -> ImportKey {
+    let key = dst
+        .client
+        .clone()
+        .create_import_key(CreateImportKeyRequest {})
+        .await
+        .expect("import key")
+        .into_inner()
+        .key
+        .expect("key");
+    reader_secret(dst, "reader").await;
+    key
+}
+
 async fn reader_secret(h: &Harness, name: &str) {
     let reader =
         h.s3.readonly
@@ -350,16 +365,7 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
 
     // Destination: an import key and read-only credentials.
     let dst = Harness::start_on("b", "token-dst").await;
-    let import_key = dst
-        .client
-        .clone()
-        .create_import_key(CreateImportKeyRequest {})
-        .await
-        .expect("import key")
-        .into_inner()
-        .key
-        .expect("key");
-    reader_secret(&dst, "reader").await;
+    let import_key = import_key_and_reader(&dst).await;
 
     let issue = |recipient: String, ttl_seconds: i64| {
         issue_token(&src, &restore_point, &app, recipient, ttl_seconds)
@@ -463,16 +469,7 @@ async fn a_pinned_signer_accepts_its_own_tokens_only() {
     src.create(src.request("prod", true)).await;
     let app = ferry_testenv::unique_name("cat-pin-app");
     let dst = Harness::start_on("b", "token-pin-dst").await;
-    let import_key = dst
-        .client
-        .clone()
-        .create_import_key(CreateImportKeyRequest {})
-        .await
-        .expect("import key")
-        .into_inner()
-        .key
-        .expect("key");
-    reader_secret(&dst, "reader").await;
+    let import_key = import_key_and_reader(&dst).await;
     let issued = src
         .client
         .clone()

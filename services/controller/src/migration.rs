@@ -82,6 +82,7 @@ pub(crate) fn volume_options(v: &ferry_crd::VolumeSpec) -> ferry_proto::v1::Volu
         mover_cpu: mover.cpu,
         mover_memory: mover.memory,
         mover_start_timeout_seconds: mover.start_timeout_seconds.unwrap_or_default(),
+        overwrite_destination_changes: v.overwrite_destination_changes,
     }
 }
 

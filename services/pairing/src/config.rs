@@ -14,13 +14,15 @@ use crate::probe::ProfileProbe;
 pub enum CredentialKind {
     /// A `kubernetes.io/service-account-token` Secret, filled in by kube-controller-manager's
     /// serviceaccount-token controller: no expiry, revoked by deleting the ServiceAccount
-    /// (what `argocd cluster add` does). The testenv clusters run that controller and fill
-    /// the Secret within a second.
-    #[default]
+    /// (what `argocd cluster add` does). A token that never expires: only for clusters
+    /// whose sources cannot reach the destination's Ferry to renew one.
     Secret,
     /// A token from the TokenRequest API, valid for `credential_lifetime` (the API server
-    /// may cap it with --service-account-max-token-expiration; the testenv clusters do not).
-    /// For clusters without the token controller; the pair stops working when it expires.
+    /// may cap it with --service-account-max-token-expiration; the testenv clusters do not)
+    /// and bound to its ServiceAccount. The source asks the destination for a fresh one
+    /// when a third of its lifetime is left (RenewPairCredential), so a credential that
+    /// leaks stops working within a lifetime.
+    #[default]
     TokenRequest,
 }
 
@@ -115,7 +117,7 @@ impl PairingConfig {
             token_ttl: DEFAULT_TOKEN_TTL,
             namespace: DEFAULT_NAMESPACE.into(),
             credential_kind: CredentialKind::default(),
-            credential_lifetime: Duration::from_secs(365 * 24 * 3600),
+            credential_lifetime: Duration::from_secs(24 * 3600),
             peer_timeout: Duration::from_secs(10),
             profile_probe: None,
             peer_tls: ferry_rpc::ClientTls::new(),
@@ -180,8 +182,8 @@ pub struct Args {
     /// How credentials for sources are made.
     #[arg(long, value_enum, default_value_t)]
     pub credential_kind: CredentialKind,
-    /// Days a token-request credential lasts.
-    #[arg(long, default_value_t = 365)]
+    /// Days a token-request credential lasts; the source renews it when a third is left.
+    #[arg(long, default_value_t = 1)]
     pub credential_lifetime_days: u64,
     /// Seconds allowed for each call to the other cluster's Ferry or API.
     #[arg(long, default_value_t = 10)]

@@ -475,6 +475,51 @@ impl Db {
         .await
     }
 
+    /// Records a renewed credential's expiry on the destination's token row.
+    pub async fn set_credential(
+        &self,
+        token_id: &str,
+        credential: &IssuedCredential,
+    ) -> Result<()> {
+        let token_id = token_id.to_string();
+        let credential = serde_json::to_string(credential).map_err(|e| PairingError::Internal {
+            detail: format!("encoding credential names: {e}"),
+        })?;
+        self.call(move |tx| {
+            tx.execute(
+                "UPDATE tokens SET credential = ?2 WHERE token_id = ?1",
+                params![token_id, credential],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Replaces a source pair's sealed credentials (a renewed token).
+    pub async fn set_sealed_credentials(&self, id: &str, sealed: Vec<u8>) -> Result<()> {
+        let id = id.to_string();
+        self.call(move |tx| {
+            tx.execute(
+                "UPDATE pairs SET sealed_credentials = ?2 WHERE id = ?1",
+                params![id, sealed],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Every pair this cluster is the source of.
+    pub async fn source_pairs(&self) -> Result<Vec<PairRow>> {
+        self.call(move |tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {PAIR_COLUMNS} FROM pairs WHERE role = ?1 ORDER BY name"
+            ))?;
+            stmt.query_map([PairRole::Source as i32], pair_row)?
+                .collect()
+        })
+        .await
+    }
+
     pub async fn set_status(&self, id: &str, status: PairStatus, checked_at: i64) -> Result<()> {
         let id = id.to_string();
         self.call(move |tx| {

@@ -170,6 +170,15 @@ pub enum PairingError {
     )]
     ForgetRefused { pair: String, cluster: String },
 
+    /// RenewPairCredential came from someone who is not the pair's source, or for a
+    /// credential that does not expire.
+    #[error("refusing to renew the credential of pair {pair} on cluster {cluster}: {reason}")]
+    RenewRefused {
+        pair: String,
+        cluster: String,
+        reason: String,
+    },
+
     /// A call to a Kubernetes API failed.
     #[error("{action} on cluster {cluster}: {source}")]
     Kube {
@@ -288,6 +297,7 @@ impl PairingError {
             | E::PeerUnreachable { cluster, .. }
             | E::Peer { cluster, .. }
             | E::ForgetRefused { cluster, .. }
+            | E::RenewRefused { cluster, .. }
             | E::PeerLostPair { cluster, .. }
             | E::ProfileMissing { cluster, .. }
             | E::ProfileCheck { cluster, .. }
@@ -405,6 +415,11 @@ impl PairingError {
             E::ForgetRefused { .. } => fixed(
                 Kind::new(ErrorCode::PermissionDenied),
                 "delete the pair with `ferry pair delete` on one of its two clusters",
+            ),
+            E::RenewRefused { .. } => fixed(
+                Kind::precondition(ErrorCode::PermissionDenied),
+                "only the pair's source renews its credential, and only one from the \
+                 TokenRequest API expires; pair again (`ferry pair create`) if it is lost",
             ),
             E::Kube { source, .. } => kube_class(source),
             E::CredentialNotIssued { .. } => fixed(

@@ -120,7 +120,7 @@ pub struct DecodedToken {
 
 /// Hex SHA-256 of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
 impl TokenPayload {

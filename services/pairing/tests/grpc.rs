@@ -23,7 +23,7 @@ use ferry_proto::v1::{
     AcceptPairingTokenRequest, CheckDirection, CheckPairRequest, CheckPairResponse, CheckStatus,
     CreatePairingTokenRequest, CreateProfileRequest, DeletePairRequest, DeleteProfileRequest,
     ErrorCode, GetPairRequest, ListPairsRequest, Pair, PairCheck, PairRole, PairStatus,
-    ProfileKind, RepositoryRef, SecretRef, StorageBackend,
+    ProfileKind, RenewPairCredentialRequest, RepositoryRef, SecretRef, StorageBackend,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -876,7 +876,7 @@ async fn deleting_on_the_destination_revokes_and_tells_the_source() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn token_request_credentials_pair_too() {
+async fn token_request_credentials_pair_and_the_source_renews_them() {
     let a_dir = tempfile::tempdir().expect("tempdir");
     let b_dir = tempfile::tempdir().expect("tempdir");
     let a = Side::start("a", a_dir.path(), Options::default()).await;
@@ -919,8 +919,69 @@ async fn token_request_credentials_pair_too() {
         "{:?}",
         resp.checks
     );
+
+    // The source renews the credential with the destination; the old token's expiry
+    // is in the past of the new one's, and the pair goes on working with the new one.
+    let before = expiry_on_b(&b, &pair.id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let renewed = a
+        .pairs
+        .renew_expiring(Some(std::time::Duration::from_secs(10 * 86_400)))
+        .await;
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    let expires = *renewed[0].1.as_ref().expect("renewed");
+    assert!(expires > 0);
+    let after = expiry_on_b(&b, &pair.id).await;
+    assert_ne!(before, after, "the destination records the new expiry");
+    let client = a.pairs.destination_client(&pair.id).await.expect("client");
+    Api::<Namespace>::all(client)
+        .list(&ListParams::default())
+        .await
+        .expect("list namespaces on b with the renewed credential");
+    // Nothing to renew while a third of the lifetime is left.
+    assert!(a.pairs.renew_expiring(None).await.is_empty());
+    // Only the pair's source, proving the pair, gets a credential.
+    let refused = b
+        .client
+        .clone()
+        .renew_pair_credential(RenewPairCredentialRequest {
+            pair_id: pair.id.clone(),
+            token_id: "not the pair's token id".into(),
+        })
+        .await
+        .expect_err("a wrong token id is refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .message()
+            .contains("does not come from the pair's source"),
+        "{refused:?}"
+    );
     a.stop().await;
     b.stop().await;
+}
+
+/// The expiry of `pair`'s credential as the destination's CheckPair reports it.
+async fn expiry_on_b(b: &Side, pair: &str) -> String {
+    let resp = b
+        .client
+        .clone()
+        .check_pair(CheckPairRequest {
+            pair: pair.to_string(),
+            repository: None,
+        })
+        .await
+        .expect("check on the destination")
+        .into_inner();
+    resp.checks
+        .iter()
+        .find(|c| c.name == "credential-valid")
+        .map(|c| c.message.clone())
+        .expect("credential check")
 }
 
 /// A catalog on `cluster` with Secrets `s3` (the test S3 server's credentials) and `key`

@@ -65,6 +65,24 @@ fn new_run(schedule_id: &str, due: Timestamp, manual: bool) -> ScheduleRun {
 }
 
 /// A run's result as the metrics label it.
+/// Starts the next attempt of `run`: after the retry policy's backoff when an attempt
+/// came before, counted, and the run's start time set by the first.
+async fn begin_attempt(retry: &Retry, run: &mut ScheduleRun) {
+    if run.attempts > 0 {
+        let wait = retry.backoff(run.attempts);
+        info!(
+            attempt = run.attempts + 1,
+            wait_s = wait.as_secs_f64(),
+            "retrying after backoff"
+        );
+        tokio::time::sleep(wait).await;
+    }
+    run.attempts += 1;
+    if run.started_at.is_none() {
+        run.started_at = Some(to_proto(Timestamp::now()));
+    }
+}
+
 fn run_result(state: RunState) -> &'static str {
     match state {
         RunState::Succeeded => "succeeded",
@@ -229,19 +247,7 @@ impl Scheduler {
             let job = match follow.take() {
                 Some(id) => Ok(id),
                 None => {
-                    if run.attempts > 0 {
-                        let wait = retry.backoff(run.attempts);
-                        info!(
-                            attempt = run.attempts + 1,
-                            wait_s = wait.as_secs_f64(),
-                            "retrying after backoff"
-                        );
-                        tokio::time::sleep(wait).await;
-                    }
-                    run.attempts += 1;
-                    if run.started_at.is_none() {
-                        run.started_at = Some(to_proto(Timestamp::now()));
-                    }
+                    begin_attempt(&retry, &mut run).await;
                     let started = self.start_job(def).await;
                     if let Ok(id) = &started {
                         info!(attempt = run.attempts, job = %id, "job started");

@@ -137,26 +137,17 @@ pub(crate) struct ScheduleStore {
     store: Store,
 }
 
-/// Page size when a request leaves it 0, and the most a request may ask for.
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
-
-/// A page from rows read with a limit of `size + 1`: the extra row, if any, says a next
-/// page follows, whose token is the key of the last row kept.
-fn paged<T>(mut rows: Vec<T>, size: i64, key: impl Fn(&T) -> String) -> (Vec<T>, String) {
-    if rows.len() as i64 <= size {
-        return (rows, String::new());
-    }
-    rows.truncate(size as usize);
-    let next = rows.last().map(key).unwrap_or_default();
-    (rows, next)
+/// The page a request asks for ([`ferry_store::Page`], as every service pages).
+fn page(size: u32, token: &str) -> Result<ferry_store::Page> {
+    ferry_store::Page::of(size, token).map_err(|_| bad_token())
 }
 
-fn page_size(asked: u32) -> i64 {
-    i64::from(match asked {
-        0 => DEFAULT_PAGE,
-        n => n.min(MAX_PAGE),
-    })
+fn bad_token() -> SchedulerError {
+    SchedulerError::invalid(
+        "page_token",
+        "not a page token this listing returned",
+        "pass next_page_token unchanged, or leave it empty for the first page",
+    )
 }
 
 impl ScheduleStore {
@@ -219,21 +210,22 @@ impl ScheduleStore {
 
     /// A page of schedules ordered by name, and the next page's token (empty at the end).
     pub async fn list(&self, size: u32, token: &str) -> Result<(Vec<StoredSchedule>, String)> {
-        let size = page_size(size);
-        let after = token.to_owned();
-        let page: Vec<StoredSchedule> = self
+        let page = page(size, token)?;
+        let (after, limit) = (page.after.clone().unwrap_or_default(), page.sql_limit());
+        let mut rows: Vec<StoredSchedule> = self
             .store
             .call(move |tx| {
                 let mut stmt = tx.prepare(&format!(
                     "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name > ?1
                      ORDER BY name LIMIT ?2"
                 ))?;
-                let rows = stmt.query_map(params![after, size + 1], schedule_row)?;
+                let rows = stmt.query_map(params![after, limit], schedule_row)?;
                 rows.collect()
             })
             .await?;
         // Keyset paging on the unique name: schedules created meanwhile shift nothing.
-        Ok(paged(page, size, |s| s.definition.name.clone()))
+        let next = page.finish(&mut rows, |s| s.definition.name.clone());
+        Ok((rows, next))
     }
 
     /// Suspends (no next run) or resumes (from `next_run_ms`) a schedule.
@@ -480,33 +472,27 @@ impl ScheduleStore {
         size: u32,
         token: &str,
     ) -> Result<(Vec<ScheduleRun>, String)> {
-        let size = page_size(size);
-        let before: i64 = if token.is_empty() {
-            i64::MAX
-        } else {
-            token.parse().map_err(|_| {
-                SchedulerError::invalid(
-                    "page_token",
-                    format!("{token:?} is not a token this service gave"),
-                    "start again from the first page with an empty page_token",
-                )
-            })?
+        let page = page(size, token)?;
+        let before: i64 = match &page.after {
+            None => i64::MAX,
+            Some(seq) => seq.parse().map_err(|_| bad_token())?,
         };
+        let limit = page.sql_limit();
         let schedule_id = schedule_id.to_owned();
-        let page: Vec<(i64, ScheduleRun)> = self
+        let mut rows: Vec<(i64, ScheduleRun)> = self
             .store
             .call(move |tx| {
                 let mut stmt = tx.prepare(
                     "SELECT run, seq FROM runs WHERE schedule_id = ?1 AND seq < ?2
                      ORDER BY seq DESC LIMIT ?3",
                 )?;
-                let rows = stmt.query_map(params![schedule_id, before, size + 1], |r| {
+                let rows = stmt.query_map(params![schedule_id, before, limit], |r| {
                     Ok((r.get(1)?, run_row(r)?))
                 })?;
                 rows.collect()
             })
             .await?;
-        let (page, next) = paged(page, size, |(seq, _)| seq.to_string());
-        Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+        let next = page.finish(&mut rows, |(seq, _)| seq.to_string());
+        Ok((rows.into_iter().map(|(_, r)| r).collect(), next))
     }
 }

@@ -2,8 +2,9 @@
 //! summed over the volumes a step moves at once.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use backon::Retryable as _;
 use ferry_proto::v1::{ErrorCode, Progress, VolumeProgress};
 use tracing::warn;
 
@@ -167,7 +168,8 @@ pub(crate) fn op_id(job: &str, attempt: u32, step: &str, idx: usize, tries: u32)
 }
 
 /// Runs one agent operation (`op(try)`, `try` counting from 0) again while its agent is
-/// unreachable or went away mid-stream, for up to [`AGENT_RETURN_WAIT`], backing off.
+/// unreachable or went away mid-stream, backing off, while the waits add up to no more
+/// than [`AGENT_RETURN_WAIT`].
 /// Each try is a whole new operation: a backup is taken again (deduplication makes the
 /// part already uploaded cheap), a restore rewrites the volume to the snapshot.
 pub(crate) async fn until_agent_answers<T, F, Fut>(run: &JobRun, what: &str, mut op: F) -> Result<T>
@@ -175,25 +177,44 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let started = Instant::now();
+    // 2 s doubling to 16 s while the waits add up to no more than the limit.
+    let policy = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(2))
+        .with_max_delay(Duration::from_secs(16))
+        .without_max_times()
+        .with_total_delay(Some(AGENT_RETURN_WAIT))
+        .with_jitter();
+    let cancel = run.cancel_token().clone();
+    let waking = cancel.clone();
     let mut tries = 0u32;
-    loop {
-        match op(tries).await {
-            Err(
-                e @ TransferError::Agent {
-                    code: ErrorCode::Unreachable,
-                    ..
-                },
-            ) if !run.cancel_token().is_cancelled() && started.elapsed() < AGENT_RETURN_WAIT => {
-                tries += 1;
-                let wait = Duration::from_secs(1 << tries.min(4));
-                warn!(job = %run.id(), %what, tries, error = %e, ?wait, "the agent went away; trying again");
+    let attempt = || {
+        let this = tries;
+        tries += 1;
+        op(this)
+    };
+    attempt
+        .retry(policy)
+        // A cancelled job stops waiting at once; the next try then sees it cancelled.
+        .sleep(move |wait| {
+            let cancel = waking.clone();
+            async move {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = run.cancel_token().cancelled() => return Err(run.cancelled()),
+                    () = cancel.cancelled() => {}
                 }
             }
-            r => return r,
-        }
-    }
+        })
+        .when(|e| {
+            matches!(
+                e,
+                TransferError::Agent {
+                    code: ErrorCode::Unreachable,
+                    ..
+                }
+            ) && !cancel.is_cancelled()
+        })
+        .notify(|e, wait| {
+            warn!(job = %run.id(), %what, error = %e, ?wait, "the agent went away; trying again");
+        })
+        .await
 }

@@ -35,6 +35,10 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         skip_volume_data: req.skip_volume_data,
         cluster: dst,
         mover: mover.clone(),
+        overwrite_changes: req
+            .volumes
+            .as_ref()
+            .is_some_and(|v| v.overwrite_destination_changes),
     };
     let src = Source {
         run,

@@ -11,8 +11,8 @@
 use std::collections::HashSet;
 
 use ferry_kube::{
-    Captured, Exclusion, ExclusionReason, RESTORE_POINT_FORMAT, RestorePointManifest,
-    VolumeSnapshot, resource::matches_type,
+    Captured, Exclusion, ExclusionReason, RestorePointManifest, VolumeSnapshot,
+    resource::matches_type,
 };
 use ferry_proto::v1::{
     ApplicationSelector, JobState, RepositoryRef, StartRestoreRequest, StepState,
@@ -64,6 +64,10 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         moves_data: !req.dry_run,
         skip_volume_data: false,
         mover: run.config().mover.with_options(req.volumes.as_ref()),
+        overwrite_changes: req
+            .volumes
+            .as_ref()
+            .is_some_and(|v| v.overwrite_destination_changes),
     };
     let checked = preflight(run, None, Some(&dst), &captured, &snapshots).await?;
     run.check_cancel()?;
@@ -214,14 +218,14 @@ async fn load(
         .load_restore_point(&app, id)
         .await
         .map_err(repository_error(repo_ref, "reading the restore point"))?;
-    if manifest.format > RESTORE_POINT_FORMAT {
-        return Err(repository_error(repo_ref, "reading the restore point")(
+    manifest.check_format().map_err(|e| {
+        repository_error(repo_ref, "reading the restore point")(
             ferry_repo::Error::UnsupportedVersion {
-                found: manifest.format,
-                supported: RESTORE_POINT_FORMAT,
+                found: e.found,
+                supported: e.supported,
             },
-        ));
-    }
+        )
+    })?;
     Ok(manifest)
 }
 

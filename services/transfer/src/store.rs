@@ -390,10 +390,13 @@ impl JobStore {
 
     /// A page of jobs, newest first, and the token of the next page (empty at the end).
     pub async fn list(&self, q: ListQuery) -> Result<(Vec<Job>, String)> {
-        let size = match q.page_size {
-            0 => 50,
-            n => n.min(500),
-        } as i64;
+        let bad_token = || {
+            TransferError::invalid(
+                "page_token",
+                "not a token this service gave; start again from the first page",
+            )
+        };
+        let page = ferry_store::Page::of(q.page_size, &q.page_token).map_err(|_| bad_token())?;
         let mut sql = String::from("SELECT job FROM jobs WHERE 1 = 1");
         let mut args: Vec<Value> = Vec::new();
         let mut in_list = |sql: &mut String, column: &str, values: &[i32]| {
@@ -415,18 +418,12 @@ impl JobStore {
             args.push(Value::Text(q.schedule_id.clone()));
             sql.push_str(&format!(" AND schedule_id = ?{}", args.len()));
         }
-        if !q.page_token.is_empty() {
+        if let Some(after) = &page.after {
             // Keyset paging: jobs created while a client pages do not shift its pages.
-            let (ms, id) = q
-                .page_token
+            let (ms, id) = after
                 .split_once('/')
                 .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_owned())))
-                .ok_or_else(|| {
-                    TransferError::invalid(
-                        "page_token",
-                        "not a token this service gave; start again from the first page",
-                    )
-                })?;
+                .ok_or_else(bad_token)?;
             args.push(Value::Integer(ms));
             let a = args.len();
             args.push(Value::Text(id));
@@ -435,7 +432,7 @@ impl JobStore {
                 " AND (created_ms < ?{a} OR (created_ms = ?{a} AND id < ?{b}))"
             ));
         }
-        args.push(Value::Integer(size + 1));
+        args.push(Value::Integer(page.sql_limit()));
         sql.push_str(&format!(
             " ORDER BY created_ms DESC, id DESC LIMIT ?{}",
             args.len()
@@ -457,13 +454,9 @@ impl JobStore {
                 rows.collect()
             })
             .await?;
-        let mut next = String::new();
-        if jobs.len() as i64 > size {
-            jobs.truncate(size as usize);
-            if let Some(last) = jobs.last() {
-                next = format!("{}/{}", created_ms(last), last.id);
-            }
-        }
+        let next = page.finish(&mut jobs, |last| {
+            format!("{}/{}", created_ms(last), last.id)
+        });
         for j in &mut jobs {
             // Listings carry no progress (see ListJobsResponse).
             j.progress = None;

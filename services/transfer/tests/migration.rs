@@ -176,11 +176,16 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
     assert_succeeded(&report2);
     let vol2 = &report2.volumes[0];
     assert_uploaded_about_one_percent("second migration", vol2, total);
-    // The destination volume keeps its earlier restore: only the changed file is
-    // written again.
-    let changed = files[&std::path::PathBuf::from("pg/base/1/16384")].len() as u64;
+    // The destination volume keeps its earlier restore: only the chunks of the changed
+    // pages are written again, in place (scattered 4 KiB pages each rewrite a chunk or
+    // two around them).
     assert_eq!(vol.bytes_written, total, "{vol:#?}");
-    assert_eq!(vol2.bytes_written, changed, "{vol2:#?}");
+    let written = vol2.bytes_written as f64 / total as f64;
+    eprintln!(
+        "second migration: {:.2}% of the volume written",
+        written * 100.0
+    );
+    assert!(vol2.bytes_written > 0 && written < 0.05, "{vol2:#?}");
     assert_ne!(vol2.snapshot_id, vol.snapshot_id);
     assert_same(&files, &dst);
     assert_eq!(bench.restore_points(&ns).await.len(), 2);

@@ -59,9 +59,10 @@ fn captured(objects: Vec<(ApiResource, Value)>, volumes: Vec<CapturedVolume>) ->
     }
 }
 
-#[test]
-fn plans_a_renamed_scaled_down_application_with_a_static_volume() {
-    let c = captured(
+/// A Deployment of three replicas, a CronJob, and a claim bound to a static volume in
+/// zone src-z: what the renaming test plans.
+fn renamed_application() -> Captured {
+    captured(
         vec![
             (
                 known::deployment(),
@@ -94,8 +95,13 @@ fn plans_a_renamed_scaled_down_application_with_a_static_volume() {
             volume_mode: Some("Filesystem".into()),
             zone: Some("src-z".into()),
         }],
-    );
-    let spec = TransformSpec {
+    )
+}
+
+/// Into shop-copy, class slow to fast, zone src-z to dst-z, scaled to zero, with the
+/// volume restored as a host path and a patch on Deployments.
+fn rename_spec() -> TransformSpec {
+    TransformSpec {
         migration_id: "m1".into(),
         target_namespace: Some("shop-copy".into()),
         storage_classes: [("slow".into(), "fast".into())].into(),
@@ -122,7 +128,13 @@ fn plans_a_renamed_scaled_down_application_with_a_static_volume() {
             .unwrap(),
         }],
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn plans_a_renamed_scaled_down_application_with_a_static_volume() {
+    let c = renamed_application();
+    let spec = rename_spec();
     let p = plan(&c, &spec, &facts(&["dst-z"])).unwrap();
     assert!(p.problems.is_empty(), "{:?}", p.problems);
     assert_eq!(p.namespace, "shop-copy");

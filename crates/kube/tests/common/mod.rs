@@ -110,22 +110,6 @@ pub async fn must_get(
         .unwrap_or_else(|| panic!("{kind} {ns:?}/{name} is missing"))
 }
 
-/// Polls until `f` holds or 30 s pass.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 pub async fn namespace(client: &Client, name: &str, labels: Value) {
     create(
         client,
@@ -201,12 +185,16 @@ pub async fn bound_pv(client: &Client, name: &str, class: &str, zone: &str, ns: 
 }
 
 pub async fn wait_bound(client: &Client, ns: &str, claim: &str) {
-    eventually(&format!("claim {ns}/{claim} to bind"), || async {
-        get(client, "v1", "PersistentVolumeClaim", Some(ns), claim)
-            .await
-            .and_then(|c| c["status"]["phase"].as_str().map(|p| p == "Bound"))
-            .unwrap_or(false)
-    })
+    eventually(
+        &format!("claim {ns}/{claim} to bind"),
+        Duration::from_secs(30),
+        || async {
+            get(client, "v1", "PersistentVolumeClaim", Some(ns), claim)
+                .await
+                .and_then(|c| c["status"]["phase"].as_str().map(|p| p == "Bound"))
+                .unwrap_or(false)
+        },
+    )
     .await;
 }
 
@@ -396,13 +384,19 @@ pub async fn rich_application(a: &Client, n: &Names) {
         "spec": {"hard": {"pods": "50"}}})).await;
 
     // The token controller fills the token Secret; the root-CA publisher adds its map.
-    eventually("the service-account token and kube-root-ca.crt", || async {
-        let token = get(a, "v1", "Secret", Some(ns), "app-sa-token").await;
-        let filled = token.is_some_and(|t| t["data"]["token"].is_string());
-        filled
-            && get(a, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt")
-                .await
-                .is_some()
-    })
+    eventually(
+        "the service-account token and kube-root-ca.crt",
+        Duration::from_secs(30),
+        || async {
+            let token = get(a, "v1", "Secret", Some(ns), "app-sa-token").await;
+            let filled = token.is_some_and(|t| t["data"]["token"].is_string());
+            filled
+                && get(a, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt")
+                    .await
+                    .is_some()
+        },
+    )
     .await;
 }
+
+pub use ferry_testenv::eventually;

@@ -13,6 +13,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use backon::Retryable as _;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
@@ -189,16 +190,14 @@ fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Full-jitter exponential backoff: uniformly random in [0, min(cap, base·2^n)], so
-/// many agents retrying a throttled bucket spread out instead of pulsing together.
-fn backoff(attempt: u32) -> Duration {
-    let base_ms: u64 = 100;
-    let cap_ms: u64 = 20_000;
-    let ceiling = base_ms.saturating_mul(1u64 << attempt.min(16)).min(cap_ms);
-    let r = crate::crypto::random_array::<8>()
-        .map(u64::from_le_bytes)
-        .unwrap_or(ceiling / 2);
-    Duration::from_millis(r % (ceiling + 1))
+/// Backoff between attempts: jittered exponential from 100 ms, capped at 20 s, so many
+/// agents retrying a throttled bucket spread out instead of pulsing together.
+fn backoff(max_attempts: u32) -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(20))
+        .with_max_times(max_attempts.max(1) as usize - 1)
+        .with_jitter()
 }
 
 impl S3Backend {
@@ -259,43 +258,42 @@ impl S3Backend {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Attempt>>,
     {
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            match f().await {
-                Ok(v) => return Ok(v),
-                Err(Attempt::NotFound) => {
-                    return Err(BackendError::NotFound {
-                        backend: self.describe(),
-                        key: key.to_string(),
-                    });
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        let attempts = AtomicU32::new(0);
+        let attempt = || {
+            attempts.fetch_add(1, Relaxed);
+            f()
+        };
+        let outcome = attempt
+            .retry(backoff(self.opts.max_attempts))
+            .when(|e| matches!(e, Attempt::Transient(..)))
+            .notify(|e, delay| {
+                if let Attempt::Transient(message, _) = e {
+                    tracing::debug!(%op, key, attempt = attempts.load(Relaxed), ?delay, %message, "retrying S3 call");
                 }
-                Err(Attempt::Permanent(message, reason)) => {
-                    return Err(BackendError::Permanent {
-                        backend: self.describe(),
-                        op,
-                        key: key.to_string(),
-                        message,
-                        reason,
-                    });
-                }
-                Err(Attempt::Transient(message, reason)) => {
-                    if attempt >= self.opts.max_attempts.max(1) {
-                        return Err(BackendError::Transient {
-                            backend: self.describe(),
-                            op,
-                            key: key.to_string(),
-                            attempts: attempt,
-                            message,
-                            reason,
-                        });
-                    }
-                    let delay = backoff(attempt);
-                    tracing::debug!(%op, key, attempt, ?delay, %message, "retrying S3 call");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            Attempt::NotFound => BackendError::NotFound {
+                backend: self.describe(),
+                key: key.to_string(),
+            },
+            Attempt::Permanent(message, reason) => BackendError::Permanent {
+                backend: self.describe(),
+                op,
+                key: key.to_string(),
+                message,
+                reason,
+            },
+            Attempt::Transient(message, reason) => BackendError::Transient {
+                backend: self.describe(),
+                op,
+                key: key.to_string(),
+                attempts: attempts.load(Relaxed),
+                message,
+                reason,
+            },
+        })
     }
 
     async fn put_single(&self, key: &str, full: &str, data: Bytes) -> Result<(), BackendError> {
@@ -639,14 +637,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_bounded_and_grows() {
-        for attempt in 1..20 {
-            let d = backoff(attempt);
-            assert!(d <= Duration::from_millis(20_000));
-        }
-        // With full jitter a single sample may be small, but the ceiling grows.
-        let max_small = (0..50).map(|_| backoff(1)).max().unwrap();
-        assert!(max_small <= Duration::from_millis(200));
+    fn backoff_is_bounded_grows_and_stops_with_the_attempts() {
+        use backon::BackoffBuilder as _;
+        let waits: Vec<Duration> = backoff(12).build().collect();
+        assert_eq!(waits.len(), 11, "one wait between each two of 12 attempts");
+        // Jitter adds up to the delay itself: at most twice the 20 s cap.
+        assert!(
+            waits.iter().all(|d| *d <= Duration::from_secs(40)),
+            "{waits:?}"
+        );
+        assert!(waits[0] <= Duration::from_millis(200), "{waits:?}");
+        assert!(waits[10] >= Duration::from_secs(20), "{waits:?}");
+        assert_eq!(backoff(1).build().count(), 0, "one attempt: no retry");
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 
 use super::entries::{Meta, MetaPolicy, Target, Unfinished, create_file};
-use super::plan::{Group, Piece, Plan, SmallBatch};
+use super::plan::{FileWork, Piece, Plan, SmallBatch};
 use super::{BYTES_DOWNLOADED, BYTES_WRITTEN, FILES_DONE, RestoreCounters, RestoreOptions, io_err};
 use crate::error::{Error, Result};
 use crate::fsutil::Beneath;
@@ -137,14 +137,22 @@ impl Repository {
     pub(super) async fn restore_file(
         &self,
         target: Target<'_>,
-        groups: Vec<Group>,
-        size: u64,
+        work: FileWork,
         options: &RestoreOptions,
         counters: &RestoreCounters,
         budget: &Budget,
     ) -> Result<()> {
         let path = target.path;
-        let file = Arc::new(create_file(target.root, path)?);
+        let FileWork {
+            groups,
+            size,
+            patch,
+            ..
+        } = work;
+        let file = Arc::new(match patch {
+            true => open_to_patch(target.root, path)?,
+            false => create_file(target.root, path)?,
+        });
         let mut unfinished = Unfinished {
             root: target.root,
             path,
@@ -189,6 +197,18 @@ impl Repository {
         counters.add(FILES_DONE, 1);
         Ok(())
     }
+}
+
+/// A file the previous restore left, opened to write the chunks it lacks in place
+/// (never through a link: the target was walked without following any).
+fn open_to_patch(root: &Beneath, path: &Path) -> Result<std::fs::File> {
+    root.open(
+        root.rel(path),
+        rustix::fs::OFlags::WRONLY,
+        rustix::fs::Mode::empty(),
+    )
+    .map(std::fs::File::from)
+    .map_err(io_err("open to patch", path))
 }
 
 /// Blocking: decodes the pieces of one range (which starts at pack offset `base`)

@@ -58,8 +58,13 @@ pub struct RestoreOptions {
     /// Restore over what the target holds (an earlier restore of this repository)
     /// instead of requiring it empty: entries the snapshot lacks are removed, files the
     /// snapshot restored there last left unchanged (same content by chunk ids, size and
-    /// mtime as then) are kept, and only the rest is downloaded and written (`sync.rs`).
+    /// mtime as then) are kept, files changed since are patched (only the chunks they
+    /// lack written), and the rest is downloaded and written (`sync.rs`).
     pub sync: bool,
+    /// With `sync`: go ahead even when files of the target changed since the snapshot
+    /// restored there last (someone else wrote there), replacing them. Without it such
+    /// a restore is refused, naming them, before anything changes.
+    pub overwrite_changes: bool,
 }
 
 impl Default for RestoreOptions {
@@ -74,6 +79,7 @@ impl Default for RestoreOptions {
             fsync: true,
             keep_setuid_setgid: false,
             sync: false,
+            overwrite_changes: false,
         }
     }
 }
@@ -195,7 +201,7 @@ impl Repository {
             .map_err(Error::join)??;
         }
 
-        let work = self.schedule(&plan, &kept.files)?;
+        let work = self.schedule(&plan, &kept)?;
         tracing::debug!(
             requests = work.iter().map(Work::requests).sum::<usize>(),
             bytes = work.iter().map(Work::download_bytes).sum::<u64>(),
@@ -211,16 +217,15 @@ impl Repository {
                             self.restore_batch(&plan, &root, policy, b, options, counters, budget)
                                 .await
                         }
-                        Work::File((i, groups, size)) => {
-                            let (path, node) = &plan.files[i];
+                        Work::File(f) => {
+                            let (path, node) = &plan.files[f.index];
                             let file = Target {
                                 root: &root,
                                 path,
                                 meta: Meta::of(node),
                                 policy,
                             };
-                            self.restore_file(file, groups, size, options, counters, budget)
-                                .await
+                            self.restore_file(file, f, options, counters, budget).await
                         }
                     }
                 }
@@ -271,17 +276,35 @@ impl Repository {
         policy: MetaPolicy,
         options: &RestoreOptions,
     ) -> Result<sync::Kept> {
-        let previous = match sync::recorded(root) {
-            Some(id) => match self.restored_files(&id, target, options).await {
-                Ok(files) => files,
+        let recorded = sync::recorded(root);
+        let previous = match &recorded {
+            Some(id) => match self.restored(id, target, options).await {
+                Ok(previous) => Some(previous),
                 Err(Error::Cancelled) => return Err(Error::Cancelled),
                 Err(e) => {
                     tracing::info!(previous = %id.short(), error = %e, "earlier restore unreadable; writing every file");
-                    std::collections::HashMap::new()
+                    None
                 }
             },
-            None => std::collections::HashMap::new(),
+            None => None,
         };
+        let previous = Arc::new(previous.unwrap_or_default());
+        if let Some(id) = recorded.filter(|_| !options.overwrite_changes) {
+            let (previous, root, target_owned) =
+                (previous.clone(), root.clone(), target.to_path_buf());
+            let (changed, more) =
+                tokio::task::spawn_blocking(move || sync::changes(&previous, &root, &target_owned))
+                    .await
+                    .map_err(Error::join)??;
+            if !changed.is_empty() {
+                return Err(Error::DestinationChanged {
+                    target: target.to_path_buf(),
+                    snapshot: id.short(),
+                    changed,
+                    more,
+                });
+            }
+        }
         sync::forget(root, target)?;
         let (plan, root, target) = (plan.clone(), root.clone(), target.to_path_buf());
         tokio::task::spawn_blocking(move || sync::prune(&plan, &previous, &root, &target, policy))
@@ -289,16 +312,26 @@ impl Repository {
             .map_err(Error::join)?
     }
 
-    /// The files snapshot `id` restored into `target`, by path.
-    async fn restored_files(
+    /// What snapshot `id` restored into `target`.
+    async fn restored(
         &self,
         id: &Id,
         target: &Path,
         options: &RestoreOptions,
-    ) -> Result<std::collections::HashMap<std::path::PathBuf, crate::tree::Node>> {
+    ) -> Result<sync::Previous> {
         let snapshot = self.load_snapshot(id).await?;
         let plan = self.plan(snapshot.tree, target, &options.cancel).await?;
-        Ok(plan.files.into_iter().collect())
+        let others = plan
+            .dirs
+            .into_iter()
+            .map(|(p, _)| p)
+            .chain(plan.symlinks.into_iter().map(|(p, _)| p))
+            .chain(plan.hardlinks.into_iter().map(|(p, _, _)| p))
+            .collect();
+        Ok(sync::Previous {
+            files: plan.files.into_iter().collect(),
+            others,
+        })
     }
 }
 

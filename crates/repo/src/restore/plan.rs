@@ -1,11 +1,13 @@
 //! The restore plan: every tree loaded and validated before anything is written, and
 //! the range requests that fetch each file's chunks, grouped by pack.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::sync::Kept;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::BlobLocation;
@@ -95,26 +97,38 @@ pub(super) fn group_pieces(mut pieces: Vec<Piece>, gap: u64) -> Vec<Group> {
     groups
 }
 
+/// One file restored with its own range requests.
+#[derive(Debug)]
+pub(super) struct FileWork {
+    /// Index into `Plan::files`.
+    pub(super) index: usize,
+    pub(super) groups: Vec<Group>,
+    pub(super) size: u64,
+    /// The file is there from the previous restore and only its missing chunks are
+    /// written (a sync restore's patch); otherwise it is created.
+    pub(super) patch: bool,
+}
+
 /// One unit of the fill phase: a batch of small files fetched with one request, or one
 /// file with its own range requests.
 #[derive(Debug)]
 pub(super) enum Work {
     Batch(SmallBatch),
-    File((usize, Vec<Group>, u64)),
+    File(FileWork),
 }
 
 impl Work {
     pub(super) fn requests(&self) -> usize {
         match self {
             Work::Batch(_) => 1,
-            Work::File((_, groups, _)) => groups.len(),
+            Work::File(f) => f.groups.len(),
         }
     }
 
     pub(super) fn download_bytes(&self) -> u64 {
         match self {
             Work::Batch(b) => b.end - b.start,
-            Work::File((_, groups, _)) => groups.iter().map(|g| g.end - g.start).sum(),
+            Work::File(f) => f.groups.iter().map(|g| g.end - g.start).sum(),
         }
     }
 }
@@ -209,12 +223,20 @@ impl Repository {
         Ok(plan)
     }
 
-    /// The range requests for a file's chunks, and the file's size.
-    pub(super) fn groups_of(&self, path: &Path, node: &Node) -> Result<(Vec<Group>, u64)> {
+    /// The range requests for a file's chunks, but those `present` holds (each chunk at
+    /// its offset), and the file's size.
+    pub(super) fn groups_of(
+        &self,
+        path: &Path,
+        node: &Node,
+        present: Option<&HashSet<(u64, Id)>>,
+    ) -> Result<(Vec<Group>, u64)> {
         let mut pieces = Vec::new();
         let mut offset = 0u64;
         for part in &node.content {
-            if let ContentPart::Chunk { id, .. } = part {
+            if let ContentPart::Chunk { id, .. } = part
+                && !present.is_some_and(|p| p.contains(&(offset, *id)))
+            {
                 let loc = self.locate(id).ok_or_else(|| Error::NotFound {
                     what: format!("chunk {id} of {}", path.display()),
                     hint: "the repository is damaged; run `check`".into(),
@@ -234,25 +256,29 @@ impl Repository {
     /// in batches, one request per batch; the rest are restored file by file. Largest
     /// first: a big file started last would finish alone, long after the rest, with
     /// only its own few downloads in flight.
-    pub(super) fn schedule(
-        &self,
-        plan: &Plan,
-        kept: &std::collections::HashSet<usize>,
-    ) -> Result<Vec<Work>> {
-        let mut singles: Vec<(usize, Vec<Group>, u64)> = Vec::new();
+    pub(super) fn schedule(&self, plan: &Plan, kept: &Kept) -> Result<Vec<Work>> {
+        let mut singles: Vec<FileWork> = Vec::new();
         let mut small: Vec<(usize, Group, u64)> = Vec::new();
         for (i, (path, node)) in plan.files.iter().enumerate() {
-            if kept.contains(&i) {
+            if kept.files.contains(&i) {
                 continue;
             }
-            let (mut groups, size) = self.groups_of(path, node)?;
-            if let [g] = groups.as_slice()
+            let present = kept.patched.get(&i);
+            let (mut groups, size) = self.groups_of(path, node, present)?;
+            // A batch creates its files; a patched file is written in place.
+            if present.is_none()
+                && let [g] = groups.as_slice()
                 && g.end - g.start <= SMALL_FILE_RANGE
                 && let Some(g) = groups.pop()
             {
                 small.push((i, g, size));
             } else {
-                singles.push((i, groups, size));
+                singles.push(FileWork {
+                    index: i,
+                    groups,
+                    size,
+                    patch: present.is_some(),
+                });
             }
         }
         small.sort_by_key(|(_, g, _)| (g.pack, g.start));

@@ -1,6 +1,8 @@
 //! Restoring over an earlier restore (`RestoreOptions::sync`): what the snapshot lacks
-//! is removed, files unchanged since the snapshot restored there last are kept, and
-//! everything else is written as into an empty directory.
+//! is removed, files unchanged since the snapshot restored there last are kept, files
+//! that changed since then are patched (only the chunks not already at their offsets
+//! are written, as a database's file changed in a few pages needs), and everything else
+//! is written as into an empty directory.
 //!
 //! A file is kept only when the snapshot restored last (recorded on the target
 //! directory as the extended attribute [`MARKER`]) had the same content at that path,
@@ -25,7 +27,7 @@ use super::plan::Plan;
 use crate::error::Result;
 use crate::fsutil::Beneath;
 use crate::id::Id;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{ContentPart, Node, NodeKind};
 
 /// The extended attribute naming the snapshot last restored into a directory.
 pub(super) const MARKER: &str = "user.ferry.restored-snapshot";
@@ -66,6 +68,21 @@ pub(super) struct Kept {
     /// Indexes into `Plan::files`.
     pub(super) files: HashSet<usize>,
     pub(super) bytes: u64,
+    /// Files on disk as the previous restore left them whose content changed since: kept
+    /// and patched. By index into `Plan::files`, the chunks already there, each at its
+    /// offset.
+    pub(super) patched: HashMap<usize, HashSet<(u64, Id)>>,
+}
+
+/// How a file of the plan stands on disk.
+enum OnDisk {
+    /// As the plan wants it: kept.
+    Unchanged,
+    /// As the previous restore left it, with other content than the plan's: patched,
+    /// these chunks (offset, id) being there already.
+    Patchable(HashSet<(u64, Id)>),
+    /// Anything else: removed and written again.
+    Other,
 }
 
 /// What a path of the plan is.
@@ -82,7 +99,7 @@ enum Want {
 /// directory is opened beneath the target without symbolic links.
 pub(super) fn prune(
     plan: &Plan,
-    previous: &HashMap<PathBuf, Node>,
+    previous: &Previous,
     root: &Beneath,
     target: &Path,
     policy: MetaPolicy,
@@ -101,6 +118,149 @@ pub(super) fn prune(
         want.insert(p, Want::Remake);
     }
     let mut kept = Kept::default();
+    walk(root, target, |dir, name, path, st| {
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let on_disk = match want.get(path) {
+            Some(Want::Dir) if kind == FileType::Directory => return Ok(true),
+            Some(Want::File(i)) if kind == FileType::RegularFile => {
+                Some((*i, on_disk(plan, previous, *i, st)))
+            }
+            _ => None,
+        };
+        match on_disk {
+            Some((i, OnDisk::Unchanged)) => {
+                let node = &plan.files[i].1;
+                let file = root
+                    .open(root.rel(path), OFlags::RDONLY, Mode::empty())
+                    .map_err(io_err("open", path))?;
+                policy.apply_fd(file.as_fd(), Meta::of(node), false, path)?;
+                kept.files.insert(i);
+                kept.bytes += node.size;
+            }
+            Some((i, OnDisk::Patchable(present))) => {
+                kept.patched.insert(i, present);
+            }
+            Some((_, OnDisk::Other)) | None => {
+                remove(dir, name, kind == FileType::Directory).map_err(io_err("remove", path))?
+            }
+        }
+        Ok(false)
+    })?;
+    Ok(kept)
+}
+
+/// How file `i` of the plan stands on disk (`st`), against the file the previous restore
+/// wrote at its path. Only a file the previous restore left as it was (same size and
+/// mtime, no other name) is trusted to hold that restore's content; it is patched when
+/// the plan's content has no holes (a hole must read as zeros, and old data may lie
+/// there) and this process may write it.
+#[allow(clippy::unnecessary_cast)] // the stat field types differ between architectures
+fn on_disk(plan: &Plan, previous: &Previous, i: usize, st: &rustix::fs::Stat) -> OnDisk {
+    let (path, node) = &plan.files[i];
+    let Some(prev) = previous.files.get(path) else {
+        return OnDisk::Other;
+    };
+    let mtime_ns = crate::fsutil::ns(st.st_mtime as i64, st.st_mtime_nsec as i64);
+    let file = |k: NodeKind| matches!(k, NodeKind::File | NodeKind::DeviceImage);
+    let as_left = file(prev.kind)
+        && st.st_size as u64 == prev.size
+        && st.st_nlink as u64 == 1
+        && mtime_ns == prev.mtime_ns;
+    if !as_left || !file(node.kind) {
+        return OnDisk::Other;
+    }
+    if prev.kind == node.kind && prev.content == node.content && prev.size == node.size {
+        return OnDisk::Unchanged;
+    }
+    let holes = node
+        .content
+        .iter()
+        .any(|p| matches!(p, ContentPart::Hole { .. }));
+    let writable = rustix::process::geteuid().is_root() || st.st_mode & 0o200 != 0;
+    if holes || !writable {
+        return OnDisk::Other;
+    }
+    let mut present = HashSet::new();
+    let mut offset = 0u64;
+    for part in &prev.content {
+        if let ContentPart::Chunk { id, .. } = part {
+            present.insert((offset, *id));
+        }
+        offset += part.len();
+    }
+    OnDisk::Patchable(present)
+}
+
+/// What the snapshot restored last put into the target, by path.
+#[derive(Debug, Default)]
+pub(super) struct Previous {
+    pub(super) files: HashMap<PathBuf, Node>,
+    /// Its directories, symbolic links and hard links.
+    pub(super) others: HashSet<PathBuf>,
+}
+
+/// How many changed paths an error names.
+const CHANGES_NAMED: usize = 10;
+
+/// Blocking, and read-only: the files of the target that are not as `previous` left
+/// them (another size or mtime), were added beside them, or are gone; the first few
+/// (relative to the target) and how many more. Directories and links are not compared:
+/// a restore sets their metadata again anyway.
+#[allow(clippy::unnecessary_cast)] // the stat field types differ between architectures
+pub(super) fn changes(
+    previous: &Previous,
+    root: &Beneath,
+    target: &Path,
+) -> Result<(Vec<String>, usize)> {
+    let mut changed = Vec::new();
+    let mut seen = HashSet::new();
+    walk(root, target, |_, _, path, st| {
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => return Ok(true),
+            FileType::RegularFile => match previous.files.get(path) {
+                Some(prev) => {
+                    seen.insert(path.to_path_buf());
+                    let mtime_ns = crate::fsutil::ns(st.st_mtime as i64, st.st_mtime_nsec as i64);
+                    if st.st_size as u64 != prev.size || mtime_ns != prev.mtime_ns {
+                        changed.push(path.to_path_buf());
+                    }
+                }
+                None if !previous.others.contains(path) => changed.push(path.to_path_buf()),
+                None => {}
+            },
+            _ => {}
+        }
+        Ok(false)
+    })?;
+    changed.extend(
+        previous
+            .files
+            .keys()
+            .filter(|p| !seen.contains(*p))
+            .cloned(),
+    );
+    let mut changed: Vec<&Path> = changed
+        .iter()
+        .map(|p| p.strip_prefix(target).unwrap_or(p))
+        .collect();
+    changed.sort();
+    let more = changed.len().saturating_sub(CHANGES_NAMED);
+    let named = changed
+        .iter()
+        .take(CHANGES_NAMED)
+        .map(|p| p.display().to_string())
+        .collect();
+    Ok((named, more))
+}
+
+/// Blocking: visits every entry beneath the target, never following a link: `visit`
+/// gets the entry's directory, its name there, its path (under `target`) and its stat,
+/// and says whether to go into it.
+fn walk(
+    root: &Beneath,
+    target: &Path,
+    mut visit: impl FnMut(BorrowedFd<'_>, &OsStr, &Path, &rustix::fs::Stat) -> Result<bool>,
+) -> Result<()> {
     let mut dirs = vec![PathBuf::new()];
     while let Some(rel) = dirs.pop() {
         let shown = target.join(&rel);
@@ -112,49 +272,12 @@ pub(super) fn prune(
             let path = shown.join(&name);
             let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err("stat", &path)(e.into()))?;
-            let kind = FileType::from_raw_mode(st.st_mode);
-            match want.get(path.as_path()) {
-                Some(Want::Dir) if kind == FileType::Directory => dirs.push(rel.join(&name)),
-                Some(Want::File(i))
-                    if kind == FileType::RegularFile && unchanged(plan, previous, *i, &st) =>
-                {
-                    let node = &plan.files[*i].1;
-                    let file = root
-                        .open(&rel.join(&name), OFlags::RDONLY, Mode::empty())
-                        .map_err(io_err("open", &path))?;
-                    policy.apply_fd(file.as_fd(), Meta::of(node), false, &path)?;
-                    kept.files.insert(*i);
-                    kept.bytes += node.size;
-                }
-                _ => remove(dir.as_fd(), &name, kind == FileType::Directory)
-                    .map_err(io_err("remove", &path))?,
+            if visit(dir.as_fd(), &name, &path, &st)? {
+                dirs.push(rel.join(&name));
             }
         }
     }
-    Ok(kept)
-}
-
-/// Whether file `i` of the plan is on disk as the previous restore left it, with the
-/// same content the plan wants.
-#[allow(clippy::unnecessary_cast)] // the stat field types differ between architectures
-fn unchanged(
-    plan: &Plan,
-    previous: &HashMap<PathBuf, Node>,
-    i: usize,
-    st: &rustix::fs::Stat,
-) -> bool {
-    let (path, node) = &plan.files[i];
-    let Some(prev) = previous.get(path) else {
-        return false;
-    };
-    let mtime_ns = crate::fsutil::ns(st.st_mtime as i64, st.st_mtime_nsec as i64);
-    prev.kind == node.kind
-        && matches!(node.kind, NodeKind::File | NodeKind::DeviceImage)
-        && prev.content == node.content
-        && prev.size == node.size
-        && st.st_size as u64 == node.size
-        && st.st_nlink as u64 == 1
-        && mtime_ns == prev.mtime_ns
+    Ok(())
 }
 
 /// The names in a directory, without `.` and `..`.

@@ -12,18 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferry_repo::backend::{DynBackend, MemoryBackend};
+use ferry_repo::backend::{DynBackend, MemoryBackend, S3Options};
 use ferry_repo::{InitOptions, Repository};
-use rand::{Rng, SeedableRng};
 
 pub const KEY: &[u8] = b"test key file contents";
 
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = vec![0u8; len];
-    rng.fill(&mut v[..]);
-    v
-}
+pub use ferry_testenv::random_bytes;
 
 pub fn set_mtime(path: &Path, secs: u64, nanos: u32) {
     let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
@@ -166,4 +160,15 @@ pub async fn init(backend: DynBackend) -> Repository {
     Repository::init(backend, KEY, InitOptions::small_for_tests())
         .await
         .unwrap()
+}
+
+/// Settings for the test environment's S3 server (MinIO) under `prefix` of `bucket`:
+/// its credentials, a few quick attempts, and parts small enough to go multipart soon.
+pub fn s3_options(s3: &ferry_testenv::S3Info, bucket: &str, prefix: &str) -> S3Options {
+    let mut o = S3Options::new(Some(s3.endpoint.clone()), bucket, prefix, &s3.region);
+    o.access_key_id = s3.access_key.clone();
+    o.secret_access_key = s3.secret_key.clone();
+    o.max_attempts = 5;
+    o.attempt_timeout = Duration::from_secs(30);
+    o
 }

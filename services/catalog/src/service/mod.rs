@@ -34,7 +34,7 @@ use crate::keys::Keys;
 use crate::profile::Material;
 use crate::restore_points::timestamp;
 
-use page::{decode_token, next_token, page_size};
+use page::page;
 pub(crate) use profiles::open_checked;
 
 /// The catalog service. Cheap to clone; clones share state.
@@ -129,19 +129,18 @@ impl CatalogService {
     ) -> Result<ListApplicationsResponse, CatalogError> {
         self.check_local(req.cluster.as_ref())?;
         let config = &self.inner.config;
-        let limit = page_size(req.page_size);
-        let after = decode_token(&req.page_token)?;
+        let page = page(req.page_size, &req.page_token)?;
         let mut names =
             applications::namespaces(&config.client, self.cluster(), &config.secrets_namespace)
                 .await?;
-        if let Some(after) = &after {
+        if let Some(after) = &page.after {
             names.retain(|n| n > after);
         }
         if let Some(caller) = reader {
             let visible = self.visible(caller, &names).await?;
             names.retain(|n| visible.contains(n));
         }
-        let next_page_token = next_token(&mut names, limit, Clone::clone);
+        let next_page_token = page.finish(&mut names, Clone::clone);
         let counts = applications::count(&config.client, self.cluster(), &names).await?;
         let newest = self.inner.db.newest_by_application(names).await?;
         Ok(ListApplicationsResponse {

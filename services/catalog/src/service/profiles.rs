@@ -15,7 +15,7 @@ use crate::key_secret::{self, Origin};
 use crate::migration::{PendingKey, generated_key_warning};
 use crate::profile::{self, Material, NewProfile, Patience};
 
-use super::page::{decode_token, next_token, page_size};
+use super::page::page;
 use super::{Cached, CatalogService, Claim, now_ns};
 
 impl CatalogService {
@@ -379,10 +379,13 @@ impl CatalogService {
                 ));
             }
         };
-        let limit = page_size(req.page_size);
-        let after = decode_token(&req.page_token)?;
-        let mut rows = self.inner.db.list_profiles(kind, after, limit + 1).await?;
-        let next_page_token = next_token(&mut rows, limit, |p| p.name.clone());
+        let page = page(req.page_size, &req.page_token)?;
+        let mut rows = self
+            .inner
+            .db
+            .list_profiles(kind, page.after.clone(), page.fetch())
+            .await?;
+        let next_page_token = page.finish(&mut rows, |p| p.name.clone());
         Ok(ListProfilesResponse {
             profiles: rows.iter().map(profile::to_proto).collect(),
             next_page_token,

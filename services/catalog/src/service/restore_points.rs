@@ -19,9 +19,9 @@ use tonic::Status;
 use crate::db::ProfileRecord;
 use crate::error::CatalogError;
 use crate::profile::{self};
-use crate::restore_points::{IndexedRestorePoint, UnsupportedFormat};
+use crate::restore_points::IndexedRestorePoint;
 
-use super::page::{bad_token, decode_token, next_token, page_size};
+use super::page::{bad_token, page};
 use super::{CatalogService, validate_namespace};
 
 /// Restore point manifests read at once.
@@ -41,8 +41,8 @@ impl CatalogService {
                 self.require_see(caller, ns).await?;
             }
         }
-        let limit = page_size(req.page_size);
-        let after = match decode_token(&req.page_token)? {
+        let page = page(req.page_size, &req.page_token)?;
+        let after = match &page.after {
             None => None,
             Some(t) => Some(
                 t.split_once(':')
@@ -55,11 +55,9 @@ impl CatalogService {
         let mut rows = self
             .inner
             .db
-            .restore_points_page(&record.repository_id, namespace, after, limit + 1)
+            .restore_points_page(&record.repository_id, namespace, after, page.fetch())
             .await?;
-        let next_page_token = next_token(&mut rows, limit, |r| {
-            format!("{}:{}", r.created_at_ns, r.id)
-        });
+        let next_page_token = page.finish(&mut rows, |r| format!("{}:{}", r.created_at_ns, r.id));
         // After the page is cut, so the token still continues the whole listing; a page
         // may hold fewer than page_size.
         if let (Some(caller), None) = (reader, namespace) {
@@ -343,13 +341,10 @@ pub(super) async fn load(record: &ProfileRecord, repo: &Repository, app: String,
     {
         Ok(m) => match IndexedRestorePoint::from_manifest(&hex, &app, &m) {
             Ok(row) => Loaded::Ok(row),
-            Err(UnsupportedFormat(found)) => Loaded::Unreadable {
+            Err(ferry_kube::UnsupportedFormat { found, supported }) => Loaded::Unreadable {
                 error: CatalogError::Repo {
                     context: format!("restore point {app}/{hex}"),
-                    source: Box::new(R::UnsupportedVersion {
-                        found,
-                        supported: ferry_kube::RESTORE_POINT_FORMAT,
-                    }),
+                    source: Box::new(R::UnsupportedVersion { found, supported }),
                 },
                 app,
                 id: hex,

@@ -132,34 +132,46 @@ async fn issue(
             let name = cred.secret.clone().unwrap_or_default();
             secret_token(client, cluster, pair_id, &ns, &name, &sa).await
         }
-        CredentialKind::TokenRequest => {
-            let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
-            let request = TokenRequest {
-                spec: TokenRequestSpec {
-                    expiration_seconds: Some(seconds),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let got = sas
-                .create_token_request(&cred.service_account, &PostParams::default(), &request)
-                .await
-                .map_err(PairingError::kube(
-                    cluster,
-                    format!(
-                        "requesting a token for ServiceAccount {ns}/{}",
-                        cred.service_account
-                    ),
-                    sa_ref(),
-                ))?;
-            let status = got.status.ok_or_else(|| PairingError::Internal {
-                detail: format!("cluster {cluster} answered a TokenRequest without a status"),
-            })?;
-            // The API server may shorten the lifetime; keep what it granted.
-            cred.expires_at = Some(status.expiration_timestamp.0.as_second());
-            Ok(Secret::new(status.token))
-        }
+        CredentialKind::TokenRequest => request_token(client, cluster, cred, lifetime).await,
     }
+}
+
+/// A token of the credential's ServiceAccount from the TokenRequest API, valid for
+/// `lifetime` (or what the API server grants, which `cred.expires_at` then records):
+/// for a new pair, and again each time the source renews it.
+pub async fn request_token(
+    client: &kube::Client,
+    cluster: &str,
+    cred: &mut IssuedCredential,
+    lifetime: Duration,
+) -> Result<Secret> {
+    let ns = cred.namespace.clone();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let seconds = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(seconds),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let got = sas
+        .create_token_request(&cred.service_account, &PostParams::default(), &request)
+        .await
+        .map_err(PairingError::kube(
+            cluster,
+            format!(
+                "requesting a token for ServiceAccount {ns}/{}",
+                cred.service_account
+            ),
+            object("v1", "ServiceAccount", &ns, &cred.service_account),
+        ))?;
+    let status = got.status.ok_or_else(|| PairingError::Internal {
+        detail: format!("cluster {cluster} answered a TokenRequest without a status"),
+    })?;
+    // The API server may shorten the lifetime; keep what it granted.
+    cred.expires_at = Some(status.expiration_timestamp.0.as_second());
+    Ok(Secret::new(status.token))
 }
 
 /// A `kubernetes.io/service-account-token` Secret, then its token once the controller

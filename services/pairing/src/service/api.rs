@@ -7,6 +7,7 @@ use ferry_proto::v1::{
     CreatePairingTokenRequest, CreatePairingTokenResponse, DeletePairRequest, DeletePairResponse,
     ForgetPairRequest, ForgetPairResponse, GetPairRequest, GetPairResponse, ListPairsRequest,
     ListPairsResponse, RedeemPairingTokenRequest, RedeemPairingTokenResponse,
+    RenewPairCredentialRequest, RenewPairCredentialResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -120,5 +121,14 @@ impl PairingApi for PairingService {
         let req = request.into_inner();
         let span = tracing::info_span!("forget_pair", pair_id = %req.pair_id);
         run(span, self.inner.clone().forget(req)).await
+    }
+
+    async fn renew_pair_credential(
+        &self,
+        request: Request<RenewPairCredentialRequest>,
+    ) -> Result<Response<RenewPairCredentialResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!("renew_pair_credential", pair_id = %req.pair_id);
+        run(span, self.inner.clone().renew(req)).await
     }
 }

@@ -33,12 +33,8 @@ use crate::token::Secret;
 /// Longest TTL a pairing token may have: it carries a live credential.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-const DEFAULT_PAGE_SIZE: usize = 100;
-
 /// How often credentials of tokens that expired unused are revoked.
 const REAP_INTERVAL: Duration = Duration::from_secs(60);
-
-const MAX_PAGE_SIZE: usize = 1000;
 
 /// What the source keeps, sealed, for each pair: how to reach the destination's API.
 #[derive(Debug, Serialize, Deserialize)]
@@ -168,7 +164,10 @@ impl PairingService {
         tokio::spawn(async move {
             loop {
                 match weak.upgrade() {
-                    Some(inner) => inner.reap_expired().await,
+                    Some(inner) => {
+                        inner.reap_expired().await;
+                        inner.renew_expiring(None).await;
+                    }
                     None => return,
                 }
                 tokio::time::sleep(REAP_INTERVAL).await;
@@ -186,6 +185,13 @@ impl PairingService {
 }
 
 impl Pairs {
+    /// On the source: renews every pair's credential that has less than `within` left
+    /// (None: less than a third of its lifetime), as the service does every minute.
+    /// Returns each pair tried, by name, with the new credential's expiry.
+    pub async fn renew_expiring(&self, within: Option<Duration>) -> Vec<(String, Result<i64>)> {
+        self.inner.renew_expiring(within).await
+    }
+
     /// A pair by id or name.
     pub async fn get(&self, pair: &str) -> Result<Pair> {
         Ok(self.inner.find(pair).await?.to_proto())
@@ -265,6 +271,74 @@ impl Inner {
         })
     }
 
+    /// On the source: asks each pair's destination for a fresh credential when the one
+    /// stored has less than `within` left (None: less than a third of its lifetime).
+    /// Credentials that do not expire (token Secrets) are left alone. A failure is
+    /// logged and tried again on the next pass; the old credential works until it
+    /// expires.
+    pub(crate) async fn renew_expiring(
+        &self,
+        within: Option<Duration>,
+    ) -> Vec<(String, Result<i64>)> {
+        let pairs = match self.db.source_pairs().await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing pairs to renew their credentials");
+                return Vec::new();
+            }
+        };
+        let mut renewed = Vec::new();
+        for row in pairs {
+            let due = self.credentials(&row).ok().and_then(|c| {
+                let (issued, expires) = token_times(c.bearer_token.expose())?;
+                let left = expires - now();
+                let threshold = within.map_or((expires - issued) / 3, |w| {
+                    i64::try_from(w.as_secs()).unwrap_or(i64::MAX)
+                });
+                (left < threshold).then_some(c)
+            });
+            let Some(creds) = due else { continue };
+            let result = self.renew_one(&row, creds).await;
+            match &result {
+                Ok(expires) => tracing::info!(pair = %row.name, expires_at = %rfc3339(*expires),
+                    "pair credential renewed by the destination"),
+                Err(e) => tracing::warn!(pair = %row.name, error = %e,
+                    "renewing the pair's credential failed; trying again in a minute"),
+            }
+            renewed.push((row.name.clone(), result));
+        }
+        renewed
+    }
+
+    async fn renew_one(&self, row: &PairRow, creds: StoredCredentials) -> Result<i64> {
+        let timeout = self.config.peer_timeout;
+        let peer = crate::peer::other_side(&self.config, row, timeout, None).await?;
+        let fresh = peer
+            .client
+            .clone()
+            .renew_pair_credential(ferry_proto::v1::RenewPairCredentialRequest {
+                pair_id: row.id.clone(),
+                token_id: row.token_id.clone(),
+            })
+            .await
+            .map_err(|s| peer.error(s))?
+            .into_inner();
+        let expires = fresh.expires_at.map_or(0, |t| t.seconds);
+        let creds = StoredCredentials {
+            ca_pem: creds.ca_pem,
+            bearer_token: Secret::new(fresh.bearer_token),
+        };
+        let plain = serde_json::to_vec(&creds).map_err(|e| PairingError::Internal {
+            detail: format!("encoding credentials: {e}"),
+        })?;
+        let sealed = self
+            .secrets
+            .seal(credentials_aad(&row.id).as_bytes(), &plain)
+            .map_err(self.seal_err())?;
+        self.db.set_sealed_credentials(&row.id, sealed).await?;
+        Ok(expires)
+    }
+
     /// The bearer token this (destination) cluster issued for a token row.
     pub(crate) fn issued_bearer(&self, t: &TokenRow) -> Result<Option<Secret>> {
         let Some(sealed) = &t.sealed_bearer else {
@@ -316,6 +390,24 @@ impl Inner {
             }
         }
     }
+}
+
+/// When a ServiceAccount token (a JWT) was issued and expires, in Unix seconds, from
+/// its claims; None for a token without an expiry (a token Secret's) or not a JWT.
+/// Read only to schedule a renewal: the destination's API server judges the token.
+fn token_times(token: &str) -> Option<(i64, i64)> {
+    use base64::Engine as _;
+    let claims = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let exp = claims.get("exp")?.as_i64()?;
+    let iat = claims
+        .get("iat")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(exp);
+    Some((iat, exp))
 }
 
 fn credentials_aad(pair_id: &str) -> String {

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferry_proto::v1::{
     AcceptPairingTokenRequest, AcceptPairingTokenResponse, ClusterInfo, DeletePairRequest,
     DeletePairResponse, ForgetPairRequest, ForgetPairResponse, ListPairsRequest, ListPairsResponse,
     PairRole, PairStatus, RedeemPairingTokenRequest, RedeemPairingTokenResponse,
+    RenewPairCredentialRequest, RenewPairCredentialResponse,
 };
 
 use crate::cluster;
@@ -17,10 +16,7 @@ use crate::error::{PairingError, Result};
 use crate::peer;
 use crate::token::{self, TokenPayload};
 
-use super::{
-    DEFAULT_PAGE_SIZE, Inner, MAX_PAGE_SIZE, StoredCredentials, credentials_aad, now, rfc3339,
-    validate_name,
-};
+use super::{Inner, StoredCredentials, credentials_aad, now, rfc3339, validate_name};
 
 impl Inner {
     pub(super) async fn accept(
@@ -195,33 +191,10 @@ impl Inner {
     }
 
     pub(super) async fn list(&self, req: ListPairsRequest) -> Result<ListPairsResponse> {
-        let size = match req.page_size as usize {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        let after = match req.page_token.as_str() {
-            "" => None,
-            t => Some(
-                URL_SAFE_NO_PAD
-                    .decode(t)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| {
-                        PairingError::invalid(
-                            "page_token",
-                            "not a token from a previous ListPairs response",
-                        )
-                    })?,
-            ),
-        };
-        let mut rows = self.db.list_pairs(after, size + 1).await?;
-        let mut next_page_token = String::new();
-        if rows.len() > size {
-            rows.truncate(size);
-            if let Some(last) = rows.last() {
-                next_page_token = URL_SAFE_NO_PAD.encode(&last.name);
-            }
-        }
+        let page = ferry_store::Page::of(req.page_size, &req.page_token)
+            .map_err(|e| PairingError::invalid("page_token", e.to_string()))?;
+        let mut rows = self.db.list_pairs(page.after.clone(), page.fetch()).await?;
+        let next_page_token = page.finish(&mut rows, |p| p.name.clone());
         Ok(ListPairsResponse {
             pairs: rows.iter().map(PairRow::to_proto).collect(),
             next_page_token,
@@ -291,19 +264,23 @@ impl Inner {
         }
     }
 
+    /// A pair by its id only, as the other side's Ferry names it.
+    async fn find_by_id(&self, pair_id: &str) -> Result<PairRow> {
+        self.db
+            .find_pair(pair_id)
+            .await?
+            .filter(|r| r.id == pair_id)
+            .ok_or_else(|| PairingError::PairNotFound {
+                pair: pair_id.to_string(),
+                cluster: self.cluster().to_string(),
+            })
+    }
+
     pub(super) async fn forget(
         self: Arc<Self>,
         req: ForgetPairRequest,
     ) -> Result<ForgetPairResponse> {
-        let row = self
-            .db
-            .find_pair(&req.pair_id)
-            .await?
-            .filter(|r| r.id == req.pair_id)
-            .ok_or_else(|| PairingError::PairNotFound {
-                pair: req.pair_id.clone(),
-                cluster: self.cluster().to_string(),
-            })?;
+        let row = self.find_by_id(&req.pair_id).await?;
         if !constant_time_eq(row.token_id.as_bytes(), req.token_id.as_bytes()) {
             return Err(PairingError::ForgetRefused {
                 pair: row.name,
@@ -316,6 +293,59 @@ impl Inner {
         self.db.delete_pair(&row.id).await?;
         tracing::info!(pair = %row.name, "pair deleted by its other side");
         Ok(ForgetPairResponse {})
+    }
+}
+
+impl Inner {
+    /// On the destination: a fresh token for the pair's ServiceAccount, for the source
+    /// that proves the pair with its token id.
+    pub(super) async fn renew(
+        self: Arc<Self>,
+        req: RenewPairCredentialRequest,
+    ) -> Result<RenewPairCredentialResponse> {
+        let cluster = self.cluster().to_string();
+        let refused = |pair: &str, reason: &str| PairingError::RenewRefused {
+            pair: pair.to_string(),
+            cluster: cluster.clone(),
+            reason: reason.to_string(),
+        };
+        let row = self.find_by_id(&req.pair_id).await?;
+        if !constant_time_eq(row.token_id.as_bytes(), req.token_id.as_bytes()) {
+            return Err(refused(
+                &row.name,
+                "the request does not come from the pair's source",
+            ));
+        }
+        if row.role != PairRole::Destination {
+            return Err(refused(&row.name, "this cluster is the pair's source"));
+        }
+        let token = self
+            .db
+            .token(&row.token_id)
+            .await?
+            .ok_or_else(|| refused(&row.name, "no credential was issued for it here"))?;
+        let mut credential = token.credential;
+        if credential.secret.is_some() {
+            return Err(refused(
+                &row.name,
+                "its credential is a token Secret, which does not expire",
+            ));
+        }
+        let bearer = cluster::request_token(
+            &self.config.kube,
+            &cluster,
+            &mut credential,
+            self.config.credential_lifetime,
+        )
+        .await?;
+        self.db.set_credential(&row.token_id, &credential).await?;
+        let expires_at = credential.expires_at.unwrap_or_default();
+        tracing::info!(pair = %row.name, service_account = %credential.service_account,
+            expires_at = %rfc3339(expires_at), "pair credential renewed");
+        Ok(RenewPairCredentialResponse {
+            bearer_token: bearer.expose().to_string(),
+            expires_at: Some(crate::db::timestamp(expires_at)),
+        })
     }
 }
 

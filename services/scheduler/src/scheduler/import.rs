@@ -25,7 +25,6 @@ use super::{Scheduler, job_failure};
 use crate::error::{Result, SchedulerError};
 use crate::jobs::JobError;
 use crate::store::Import;
-use crate::trigger::to_proto;
 use crate::validate::Retry;
 
 /// The catalog label naming the import policy that imported a restore point.
@@ -167,19 +166,7 @@ impl Scheduler {
         let mut resumed = run.attempts > 0;
         loop {
             if !resumed {
-                if run.attempts > 0 {
-                    let wait = retry.backoff(run.attempts);
-                    info!(
-                        attempt = run.attempts + 1,
-                        wait_s = wait.as_secs_f64(),
-                        "retrying after backoff"
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-                run.attempts += 1;
-                if run.started_at.is_none() {
-                    run.started_at = Some(to_proto(Timestamp::now()));
-                }
+                super::begin_attempt(&retry, &mut run).await;
                 if !self.save(&run).await {
                     return;
                 }

@@ -46,6 +46,9 @@ pub(crate) struct Destination<'a> {
     pub moves_data: bool,
     /// The request moves objects only (a migration's skip_volume_data).
     pub skip_volume_data: bool,
+    /// A volume changed on the destination since its last restore is overwritten
+    /// rather than refused (the request's `overwrite_destination_changes`).
+    pub overwrite_changes: bool,
 }
 
 /// Where a job's restored volumes go on the destination.

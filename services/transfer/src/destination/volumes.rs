@@ -298,8 +298,10 @@ impl Destination<'_> {
                 Access::Pod(p) => Some(p.clone()),
                 Access::Path(_) => None,
             },
-            // A job run again replaces the data of the one before.
+            // A job run again replaces the data of the one before, writing only what
+            // changed, and stops when someone else wrote there meanwhile, unless asked.
             delete_extraneous: true,
+            overwrite_changes: self.overwrite_changes,
         };
         let fail = |s: &tonic::Status| agent_error(cluster, node, "restoring", pvc, s);
         let stream = tokio::select! {

@@ -22,7 +22,6 @@ use ferry_transfer::{
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
-use rand::RngCore;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -507,10 +506,9 @@ pub async fn watch_until(
     }
 }
 
+/// `n` fresh random bytes.
 pub fn random_bytes(n: usize) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    rand::rng().fill_bytes(&mut v);
-    v
+    ferry_testenv::random_bytes(n, rand::random())
 }
 
 /// Generated files under `dir`: nested directories, text and random data, about
@@ -604,22 +602,6 @@ pub async fn deployment(
     Api::namespaced(c.clone(), ns).get(name).await.unwrap()
 }
 
-/// Polls until `f` holds or 30 s pass.
-pub async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 pub fn storage_class(name: &str) -> Value {
     json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "Immediate"})
@@ -698,13 +680,19 @@ pub async fn application(a: &Client, ns: &str, class: &str, volume: &Path) {
 pub async fn wait_bound(c: &Client, ns: &str, claim: &str) {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     let api = Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns);
-    eventually(&format!("claim {ns}/{claim} to bind"), || async {
-        api.get_opt(claim)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|c| c.status?.phase)
-            .is_some_and(|p| p == "Bound")
-    })
+    eventually(
+        &format!("claim {ns}/{claim} to bind"),
+        Duration::from_secs(30),
+        || async {
+            api.get_opt(claim)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|c| c.status?.phase)
+                .is_some_and(|p| p == "Bound")
+        },
+    )
     .await;
 }
+
+pub use ferry_testenv::eventually;
