@@ -273,6 +273,7 @@ fn descriptor_set_has_every_service_and_method() {
                 "CheckPair",
                 "RedeemPairingToken",
                 "ForgetPair",
+                "RenewPairCredential",
             ],
         ),
         (
