@@ -215,7 +215,7 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let (_serve_a, endpoint_a) = serve(&kc, "a", root);
-    let (_serve_b, _) = serve(&kc, "b", root);
+    let (_serve_b, endpoint_b) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
     // The pair is made and checked both ways, repository included, by the
     // administrator: each side's half of the checks is asked of the other with the
@@ -267,6 +267,27 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
         .pair
         .unwrap();
     assert_eq!(pair.name, "a-to-b");
+    // A fresh credential for the pair comes only to its source, proving the pair with the
+    // token's id: neither an anonymous caller nor alice (who knows the pair's id, not its
+    // proof) gets one from b.
+    let renew = format!(
+        r#"{{"pair_id":"{}","token_id":"0123456789abcdef"}}"#,
+        pair.id
+    );
+    let alice_b = alice_token(env, "b");
+    for token in [None, Some(alice_b.as_str())] {
+        let answer = grpcurl(
+            endpoint_b.trim_start_matches("http://"),
+            token,
+            "ferry.v1.PairingService/RenewPairCredential",
+            &renew,
+        );
+        assert!(
+            answer.contains("refusing to renew the credential of pair a-to-b")
+                && !answer.contains("bearer_token"),
+            "{token:?}: {answer}"
+        );
+    }
     let checked = ferry_alice
         .pairing()
         .check_pair(proto::CheckPairRequest {
