@@ -10,8 +10,8 @@
 mod common;
 
 use common::control::{
-    assert_sample_app_on_b, cli, jsonpath, key_secret, kubectl, migrate, newest_job, pair_a_to_b,
-    report, s3_secret, sample_app, serve, storage_class, try_main_profile, wait_answering,
+    assert_sample_app_on_b, cli, jsonpath, key_secret, kubectl, main_profile, migrate, newest_job,
+    pair_a_to_b, report, s3_secret, sample_app, serve, storage_class, wait_answering,
 };
 use common::{assert_same_tree, make_tree, random_bytes};
 use ferry_client::{Ferry, proto};
@@ -53,7 +53,7 @@ async fn a_user_pairs_migrates_and_activates_with_the_ferry_command() {
         ferry_testenv::unique_name("cli-migrate")
     );
     let profile = |side: &str, create: bool| {
-        try_main_profile(&kc, side, &location, &s3.region, ("s3", "repo-key"), create)
+        main_profile(&kc, side, &location, &s3.region, ("s3", "repo-key"), create)
     };
     // b first: no repository there yet, and b may not create one implicitly.
     let missing = profile("b", false);

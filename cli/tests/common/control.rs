@@ -492,18 +492,6 @@ pub fn main_profile(
     region: &str,
     names: (&str, &str),
     create: bool,
-) {
-    try_main_profile(kubeconfig, context, location, region, names, create).ok();
-}
-
-/// [`main_profile`], for a test that expects it to fail.
-pub fn try_main_profile(
-    kubeconfig: &Path,
-    context: &str,
-    location: &str,
-    region: &str,
-    names: (&str, &str),
-    create: bool,
 ) -> Run {
     let (s3_name, key_name) = names;
     let mut args = vec![
@@ -587,7 +575,7 @@ pub fn profiles(
         ferry_testenv::unique_name(prefix)
     );
     for (side, create) in [("a", true), ("b", false)] {
-        main_profile(kubeconfig, side, &location, &s3.region, names, create);
+        main_profile(kubeconfig, side, &location, &s3.region, names, create).ok();
     }
     (location, key)
 }
