@@ -962,10 +962,12 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ),
         ("transfer", &review[..], true),
         ("transfer", &access_review[..], true),
-        // Nothing applies as the caller yet: no impersonation until something does.
-        ("transfer", &["impersonate", "users"][..], false),
-        ("transfer", &["impersonate", "groups"][..], false),
-        ("transfer", &["impersonate", "serviceaccounts"][..], false),
+        // Jobs write the application's objects as their caller; nobody else may.
+        ("transfer", &["impersonate", "users"][..], true),
+        ("transfer", &["impersonate", "groups"][..], true),
+        ("transfer", &["impersonate", "serviceaccounts"][..], true),
+        ("catalog", &["impersonate", "users"][..], false),
+        ("scheduler", &["impersonate", "users"][..], false),
         ("transfer", &["list", "pods", "-n", &ns][..], true),
         (
             "transfer",

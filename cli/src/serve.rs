@@ -269,6 +269,7 @@ fn transfer_deps(
                 config.kubeconfig.clone(),
                 Some(pairing_link.clone()),
             )
+            .with_local_config(config.kube_config.clone())
             .with_local_name(&config.cluster_name),
         ),
         agents: Arc::new(

@@ -107,6 +107,8 @@ pub struct ServeConfig {
     pub context: Option<String>,
     /// Client of the local cluster.
     pub kube: kube::Client,
+    /// What `kube` was made from: jobs write as their caller over it.
+    pub kube_config: kube::Config,
     pub cluster_name: String,
     pub api_server_url: String,
     /// PEM of the CA of the local API server; empty for a public CA.
@@ -212,6 +214,7 @@ impl ServeArgs {
                 .collect(),
             (None, None) => String::new(),
         };
+        let kube_config = kc.clone();
         let kube = kube::Client::try_from(kc).map_err(|e| kube_err(e.to_string()))?;
         // A --tls-secret lives in the local cluster.
         let tls = self
@@ -244,6 +247,7 @@ impl ServeArgs {
             kubeconfig: self.kubeconfig,
             context,
             kube,
+            kube_config,
             cluster_name,
             api_server_url,
             api_ca_pem,

@@ -211,16 +211,25 @@ fn result(object: ObjectRef, outcome: Outcome, dry_run: bool, diff: Option<Diff>
     }
 }
 
+/// Whether objects of `ar` are written with Ferry's own rights even when the cluster
+/// acts as a user: the PersistentVolumes Ferry makes for restored data belong to no
+/// user (they point at a host directory or at a volume Ferry provisioned), and a
+/// namespace user may not create any.
+pub(crate) fn written_as_ferry(ar: &ApiResource) -> bool {
+    ar.group.is_empty() && ar.kind == "PersistentVolume"
+}
+
 impl Ctx<'_> {
     fn api(&self, o: &PlannedObject) -> Api<DynamicObject> {
-        if o.namespaced {
-            Api::namespaced_with(
-                self.cluster.client.clone(),
-                &self.plan.namespace,
-                &o.resource,
-            )
+        let client = if written_as_ferry(&o.resource) {
+            self.cluster.ferry_client().clone()
         } else {
-            Api::all_with(self.cluster.client.clone(), &o.resource)
+            self.cluster.client.clone()
+        };
+        if o.namespaced {
+            Api::namespaced_with(client, &self.plan.namespace, &o.resource)
+        } else {
+            Api::all_with(client, &o.resource)
         }
     }
 
@@ -429,9 +438,21 @@ impl Ctx<'_> {
                     ""
                 };
                 let right = format!("get, create and patch on {}{place}{rbac}", r.kind);
-                match &self.cluster.credential {
-                    Some(c) => format!("{} needs {right}: {}", c.who, c.grant),
-                    None => format!("grant the user {right} on cluster {}", self.cluster.name),
+                let acting = self
+                    .cluster
+                    .acting_for
+                    .as_ref()
+                    .filter(|_| !written_as_ferry(ar));
+                match (acting, &self.cluster.credential) {
+                    (Some(user), _) => format!(
+                        "the API server judged the write as user {user}: grant them {right} on \
+                         cluster {}",
+                        self.cluster.name
+                    ),
+                    (None, Some(c)) => format!("{} needs {right}: {}", c.who, c.grant),
+                    (None, None) => {
+                        format!("grant the user {right} on cluster {}", self.cluster.name)
+                    }
                 }
             }
             Some(404) => self.not_found(ar, object).await,

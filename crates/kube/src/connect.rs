@@ -21,6 +21,19 @@ pub async fn bearer_client(
     timeout: Duration,
     bounded_reads: bool,
 ) -> Result<kube::Client, BearerClientError> {
+    let config = bearer_config(url, ca_pem, bearer, timeout, bounded_reads).await?;
+    kube::Client::try_from(config).map_err(|e| BearerClientError(format!("building a client: {e}")))
+}
+
+/// The configuration [`bearer_client`] builds its client from, for a caller that keeps
+/// it (to act as a user over the same credential later).
+pub async fn bearer_config(
+    url: &str,
+    ca_pem: &str,
+    bearer: &str,
+    timeout: Duration,
+    bounded_reads: bool,
+) -> Result<kube::Config, BearerClientError> {
     let mut cluster_entry = serde_json::json!({ "server": url });
     if !ca_pem.is_empty() {
         cluster_entry["certificate-authority-data"] = base64::engine::general_purpose::STANDARD
@@ -48,7 +61,7 @@ pub async fn bearer_client(
         config.read_timeout = Some(timeout);
         config.write_timeout = Some(timeout);
     }
-    kube::Client::try_from(config).map_err(|e| BearerClientError(format!("building a client: {e}")))
+    Ok(config)
 }
 
 /// A cluster's client configuration: the context of the kubeconfig file given, or of the

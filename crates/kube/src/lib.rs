@@ -42,7 +42,7 @@ pub use capture::{
     CaptureSpec, Captured, CapturedObject, CapturedVolume, Exclusion, ExclusionReason,
     NamespaceMetadata, capture, types_present,
 };
-pub use connect::{BearerClientError, bearer_client, kube_config};
+pub use connect::{BearerClientError, bearer_client, bearer_config, kube_config};
 pub use deps::{Dependency, DependencyKind, dependencies_of};
 pub use error::{Error, Result};
 pub use plan::{
@@ -54,7 +54,7 @@ pub use restore_point::{
     RESTORE_POINT_FORMAT, RestorePointManifest, UnsupportedFormat, VolumeSnapshot,
 };
 pub use types::{
-    Cluster, ClusterFacts, Credential, DestinationFacts, Diff, FIELD_MANAGER, LEGACY_ZONE_LABEL,
-    MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome, Problem, ProblemKind, REPLICAS_ANNOTATION,
-    SUSPEND_ANNOTATION, Severity, StorageClassInfo, Summary, ZONE_LABEL,
+    ActAs, Cluster, ClusterFacts, Credential, DestinationFacts, Diff, FIELD_MANAGER,
+    LEGACY_ZONE_LABEL, MIGRATION_LABEL, ObjectRef, ObjectResult, Outcome, Problem, ProblemKind,
+    REPLICAS_ANNOTATION, SUSPEND_ANNOTATION, Severity, StorageClassInfo, Summary, ZONE_LABEL,
 };

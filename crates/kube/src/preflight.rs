@@ -63,7 +63,7 @@ pub async fn preflight_with(
         }
     }
 
-    let checks = access_checks(plan, ns_state, opts.purge);
+    let checks = access_checks(plan, ns_state, opts.purge, cluster.acting_for.is_some());
     let results: Vec<Result<Option<Problem>>> = stream::iter(checks)
         .map(|check| async move { check_access(cluster, opts, check).await })
         .buffered(8)
@@ -95,7 +95,7 @@ async fn namespace_state(
     problems: &mut Vec<Problem>,
 ) -> Result<NamespaceState> {
     let ar = known::namespace();
-    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &ar);
+    let api: Api<DynamicObject> = Api::all_with(cluster.ferry_client().clone(), &ar);
     let ns_ref = ObjectRef::new(&ar, None, &plan.namespace);
     match api.get_opt(&plan.namespace).await {
         Ok(None) => Ok(NamespaceState::Missing),
@@ -195,7 +195,7 @@ async fn check_dependency(cluster: &Cluster, dep: &Dependency) -> Result<Option<
         }
         _ => "create it on the destination first",
     };
-    let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &ar);
+    let api: Api<DynamicObject> = Api::all_with(cluster.ferry_client().clone(), &ar);
     match api.get_opt(&dep.name).await {
         Ok(Some(_)) => Ok(None),
         Ok(None) => Ok(missing(next)),
@@ -230,7 +230,7 @@ pub(crate) async fn serves(
     plural: &str,
 ) -> Result<bool, kube::Error> {
     let gv = GroupVersion::gv(group, version);
-    match kube::discovery::pinned_group(&cluster.client, &gv).await {
+    match kube::discovery::pinned_group(cluster.ferry_client(), &gv).await {
         Ok(g) => Ok(g
             .versioned_resources(version)
             .iter()
@@ -257,6 +257,9 @@ const GRANT_IT: &str = "grant it with a Role or ClusterRole before migrating";
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct AccessCheck {
+    /// Checked for Ferry's own client, not the user it acts for: the objects Ferry
+    /// writes as itself (PersistentVolumes).
+    own: bool,
     verb: &'static str,
     group: String,
     resource: String,
@@ -265,11 +268,17 @@ struct AccessCheck {
 
 /// The rights an apply of `plan` needs: read, create and patch (server-side apply may
 /// create) for every type; list and delete too for a purge.
-fn access_checks(plan: &Plan, ns: NamespaceState, purge: bool) -> BTreeSet<AccessCheck> {
+fn access_checks(
+    plan: &Plan,
+    ns: NamespaceState,
+    purge: bool,
+    acting: bool,
+) -> BTreeSet<AccessCheck> {
     let mut checks = BTreeSet::new();
     let mut add = |verbs: &[&'static str], ar: &ApiResource, namespace: Option<&str>| {
         for verb in verbs {
             checks.insert(AccessCheck {
+                own: acting && crate::apply::written_as_ferry(ar),
                 verb,
                 group: ar.group.clone(),
                 resource: ar.plural.clone(),
@@ -316,9 +325,14 @@ async fn check_access(
         ..Default::default()
     };
     let pp = PostParams::default();
+    let client = if check.own {
+        cluster.ferry_client()
+    } else {
+        &cluster.client
+    };
     let (allowed, reason, subject) = match &opts.subject {
         None => {
-            let api: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
+            let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
             let review = SelfSubjectAccessReview {
                 spec: SelfSubjectAccessReviewSpec {
                     resource_attributes: Some(attrs),
@@ -334,7 +348,7 @@ async fn check_access(
             (status.allowed, status.reason, None)
         }
         Some(subject) => {
-            let api: Api<SubjectAccessReview> = Api::all(cluster.client.clone());
+            let api: Api<SubjectAccessReview> = Api::all(cluster.ferry_client().clone());
             let review = SubjectAccessReview {
                 spec: SubjectAccessReviewSpec {
                     resource_attributes: Some(attrs),
@@ -370,7 +384,8 @@ async fn check_access(
         .unwrap_or_default();
     let right = format!("{} {resource} {place}", check.verb);
     // The client's own rights may be Ferry's (a pair's credential), not the user's.
-    let (who, next) = match (subject, &cluster.credential) {
+    let acting = cluster.acting_for.as_ref().filter(|_| !check.own);
+    let (who, next) = match (subject.or(acting), &cluster.credential) {
         (Some(user), _) => (format!("user {user}"), GRANT_IT.to_owned()),
         (None, Some(c)) => (c.who.clone(), c.grant.clone()),
         (None, None) => ("the user".to_owned(), GRANT_IT.to_owned()),

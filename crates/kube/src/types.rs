@@ -29,6 +29,25 @@ pub struct Cluster {
     /// Whose rights the client carries when they are not the user's own; absent means
     /// the user's.
     pub credential: Option<Credential>,
+    /// How `client` was made, kept so the same connection can act as a user
+    /// ([`Cluster::acting_as`]); absent for clients handed over ready-made.
+    pub config: Option<kube::Config>,
+    /// Set when `client` acts as a user (impersonation): the API server judges its
+    /// writes as that user's, RBAC escalation and admission included.
+    pub acting_for: Option<String>,
+    /// Ferry's own client when `client` acts as a user: for the objects that are
+    /// Ferry's and no user's (the PersistentVolumes it makes for restored data) and
+    /// for reading what the user need not see to be checked (storage classes, CRDs).
+    pub own: Option<kube::Client>,
+}
+
+/// The verified identity a client acts as: what the API server's impersonation headers
+/// carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActAs {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
 }
 
 /// A credential of Ferry's own that a client writes with (a pair's ServiceAccount on
@@ -48,7 +67,64 @@ impl Cluster {
             name: name.into(),
             client,
             credential: None,
+            config: None,
+            acting_for: None,
+            own: None,
         }
+    }
+
+    /// The cluster reached through `config`, which is kept so the connection can later
+    /// act as a user.
+    pub fn from_config(
+        name: impl Into<String>,
+        config: kube::Config,
+    ) -> std::result::Result<Self, kube::Error> {
+        let client = kube::Client::try_from(config.clone())?;
+        let mut cluster = Cluster::new(name, client);
+        cluster.config = Some(config);
+        Ok(cluster)
+    }
+
+    /// The same cluster, written as `who` (Kubernetes impersonation over this
+    /// connection's credential): the API server's RBAC, its escalation check and its
+    /// admission judge every write as theirs, not as Ferry's. Ferry's own client stays
+    /// at hand in [`Cluster::own`]. Fails when the connection's configuration is not
+    /// known (a client handed over ready-made), so nothing is written with more rights
+    /// than the user's.
+    pub fn acting_as(&self, who: &ActAs) -> crate::Result<Cluster> {
+        let refused = |message: String| crate::Error::InvalidSpec {
+            field: "cluster",
+            message: format!(
+                "cannot write on cluster {} as user {}: {message}",
+                self.name, who.username
+            ),
+        };
+        let mut config = self.config.clone().ok_or_else(|| {
+            refused("its client was made without a configuration to act as a user with".into())
+        })?;
+        if who.username.is_empty() {
+            return Err(refused("the job names no user".into()));
+        }
+        config.auth_info.impersonate = Some(who.username.clone());
+        config.auth_info.impersonate_uid = Some(who.uid.clone()).filter(|u| !u.is_empty());
+        config.auth_info.impersonate_groups = Some(who.groups.clone()).filter(|g| !g.is_empty());
+        let client = kube::Client::try_from(config).map_err(|e| refused(e.to_string()))?;
+        Ok(Cluster {
+            name: self.name.clone(),
+            client,
+            // Ferry's credential still writes what is Ferry's; messages about those
+            // name it.
+            credential: self.credential.clone(),
+            config: None,
+            acting_for: Some(who.username.clone()),
+            own: Some(self.ferry_client().clone()),
+        })
+    }
+
+    /// Ferry's own client here: [`Cluster::own`] when the cluster acts as a user, else
+    /// its one client.
+    pub fn ferry_client(&self) -> &kube::Client {
+        self.own.as_ref().unwrap_or(&self.client)
     }
 
     /// The same cluster reached with `credential` rather than the user's rights.
@@ -63,6 +139,7 @@ impl fmt::Debug for Cluster {
         f.debug_struct("Cluster")
             .field("name", &self.name)
             .field("credential", &self.credential.as_ref().map(|c| &c.who))
+            .field("acting_for", &self.acting_for)
             .finish()
     }
 }

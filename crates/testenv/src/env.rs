@@ -245,6 +245,12 @@ impl TestEnv {
         crate::kubeconfig::client_for(self.cluster(cluster)?, user).await
     }
 
+    /// The client configuration of `user` on `cluster`, for a service that acts as its
+    /// callers over it (impersonation needs the configuration, not a made client).
+    pub async fn config(&self, cluster: &str, user: &str) -> Result<kube::Config> {
+        crate::kubeconfig::config_for(self.cluster(cluster)?, user).await
+    }
+
     /// `kubectl --kubeconfig <env> --context <context>`, ready for more arguments.
     pub fn kubectl(&self, context: &str) -> std::process::Command {
         let mut cmd = std::process::Command::new(

@@ -65,6 +65,17 @@ pub fn write(path: &Path, clusters: &[ClusterInfo], only_user: Option<&str>) -> 
 /// A kube-rs client for `user` on `cluster`, built through the same kubeconfig path users
 /// take, so the tests exercise it.
 pub async fn client_for(cluster: &ClusterInfo, user: &str) -> Result<kube::Client> {
+    let config = config_for(cluster, user).await?;
+    kube::Client::try_from(config).map_err(|e| Error::KubeClient {
+        cluster: cluster.name.clone(),
+        context: cluster.context_for(user),
+        message: e.to_string(),
+    })
+}
+
+/// The client configuration of `user` on `cluster`, for a caller that keeps it (a
+/// service that acts as its callers over it).
+pub async fn config_for(cluster: &ClusterInfo, user: &str) -> Result<kube::Config> {
     let context = cluster.context_for(user);
     let err = |message: String| Error::KubeClient {
         cluster: cluster.name.clone(),
@@ -79,8 +90,7 @@ pub async fn client_for(cluster: &ClusterInfo, user: &str) -> Result<kube::Clien
         context: Some(context.clone()),
         ..Default::default()
     };
-    let config = kube::Config::from_custom_kubeconfig(kc, &options)
+    kube::Config::from_custom_kubeconfig(kc, &options)
         .await
-        .map_err(|e| err(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+        .map_err(|e| err(e.to_string()))
 }

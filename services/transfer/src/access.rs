@@ -67,6 +67,45 @@ impl AccessPolicy {
 /// An identified caller, and whether they administer Ferry.
 pub use ferry_authz::Identity as Actor;
 
+/// Who a client acting for `actor` says it is (the impersonation headers).
+pub(crate) fn act_as(actor: &Actor) -> ferry_kube::ActAs {
+    ferry_kube::ActAs {
+        username: actor.caller.username.clone(),
+        uid: actor.caller.uid.clone(),
+        groups: actor.caller.groups.clone(),
+    }
+}
+
+/// Where a job writes, as its reviews see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    /// The destination cluster (None: this one).
+    pub cluster: Option<&'a ClusterRef>,
+    /// The namespace objects are created in there.
+    pub namespace: &'a str,
+    /// Objects already there are updated (the existing-object policy update), which
+    /// needs patch as well as create.
+    pub update: bool,
+}
+
+impl<'a> Target<'a> {
+    /// The target of a job with `apply` options into `namespace` on `cluster`.
+    pub fn of(
+        cluster: Option<&'a ClusterRef>,
+        namespace: &'a str,
+        apply: Option<&ferry_proto::v1::ApplyOptions>,
+    ) -> Self {
+        let update = apply.is_some_and(|a| {
+            a.existing_object_policy == ferry_proto::v1::ExistingObjectPolicy::Update as i32
+        });
+        Target {
+            cluster,
+            namespace,
+            update,
+        }
+    }
+}
+
 /// Reviews for one request.
 pub(crate) struct Gate<'a> {
     pub policy: &'a AccessPolicy,
@@ -127,7 +166,7 @@ impl Gate<'_> {
         actor: &Actor,
         source: Option<&ClusterRef>,
         spec: &ferry_kube::CaptureSpec,
-        destination: Option<(Option<&ClusterRef>, &str)>,
+        destination: Option<Target<'_>>,
         quiesce: bool,
     ) -> Result<()> {
         let from = self.clusters.cluster(source).await?;
@@ -137,7 +176,7 @@ impl Gate<'_> {
         self.may_read(actor, source, &spec.namespace, &types, quiesce)
             .await?;
         match destination {
-            Some((dest_ref, target)) => self.may_create(actor, dest_ref, target, &types).await,
+            Some(target) => self.may_create(actor, target, &types).await,
             None => Ok(()),
         }
     }
@@ -172,20 +211,31 @@ impl Gate<'_> {
         Ok(())
     }
 
-    /// Whether `actor` may create objects of `types` in `target` on the cluster
-    /// `dest_ref` names (and the namespace itself when it is not there yet).
+    /// Whether `actor` may create objects of `types` in the target's namespace on its
+    /// cluster (and the namespace itself when it is not there yet), and patch them
+    /// when the job updates what is there. The API server judges each write as the
+    /// user again (the job writes as them); this refuses before anything moves.
     pub async fn may_create(
         &self,
         actor: &Actor,
-        dest_ref: Option<&ClusterRef>,
-        target: &str,
+        to_where: Target<'_>,
         types: &[ApiResource],
     ) -> Result<()> {
+        let (dest_ref, target) = (to_where.cluster, to_where.namespace);
         let to = self.authorizer(dest_ref).await?;
         let dest = self.clusters.cluster(dest_ref).await?;
+        let verbs: &[&str] = if to_where.update {
+            &["create", "patch"]
+        } else {
+            &["create"]
+        };
         let mut create: Vec<Access> = types
             .iter()
-            .map(|t| Access::namespaced("create", &t.group, &t.plural, target))
+            .flat_map(|t| {
+                verbs
+                    .iter()
+                    .map(|v| Access::namespaced(v, &t.group, &t.plural, target))
+            })
             .collect();
         let namespaces: Api<DynamicObject> = Api::all_with(
             dest.client.clone(),

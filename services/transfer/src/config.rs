@@ -173,7 +173,7 @@ impl Args {
         let kube_config = ferry_kube::kube_config(self.kubeconfig.as_deref(), None)
             .await
             .map_err(|e| anyhow::anyhow!("the local cluster's Kubernetes configuration: {e}"))?;
-        let local = kube::Client::try_from(kube_config)?;
+        let local = kube::Client::try_from(kube_config.clone())?;
         let local_context = match &self.kubeconfig {
             Some(path) => kube::config::Kubeconfig::read_from(path)
                 .ok()
@@ -235,6 +235,7 @@ impl Args {
         let deps = Deps {
             clusters: Arc::new(
                 PairingClusters::new(local, local_context, self.kubeconfig.clone(), pairing)
+                    .with_local_config(kube_config)
                     .with_local_name(&self.cluster_name),
             ),
             agents: Arc::new(agents),

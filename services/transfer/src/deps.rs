@@ -87,6 +87,7 @@ pub trait Handover: Send + Sync + fmt::Debug {
 #[derive(Clone, Default)]
 pub struct StaticClusters {
     clients: HashMap<String, kube::Client>,
+    configs: HashMap<String, kube::Config>,
 }
 
 impl fmt::Debug for StaticClusters {
@@ -109,6 +110,20 @@ impl StaticClusters {
         self.clients.insert(name.into(), client);
         self
     }
+
+    /// Adds a cluster under `name` reached through `config`, which jobs that write as
+    /// their caller need (a client alone cannot be made to act as a user).
+    pub fn with_config(
+        mut self,
+        name: impl Into<String>,
+        config: kube::Config,
+    ) -> std::result::Result<Self, kube::Error> {
+        let name = name.into();
+        self.clients
+            .insert(name.clone(), kube::Client::try_from(config.clone())?);
+        self.configs.insert(name, config);
+        Ok(self)
+    }
 }
 
 #[async_trait]
@@ -126,7 +141,9 @@ impl Clusters for StaticClusters {
                        cluster first"
                         .into(),
                 })?;
-        Ok(Cluster::new(key, client))
+        let mut cluster = Cluster::new(key.clone(), client);
+        cluster.config = self.configs.get(&key).cloned();
+        Ok(cluster)
     }
 }
 

@@ -5,6 +5,7 @@
 
 use ferry_proto::v1::{JobState, StartMigrationRequest};
 
+use crate::access::Target;
 use crate::deps::cluster_key;
 use crate::destination::Destination;
 use crate::error::{Result, TransferError};
@@ -25,6 +26,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let mover = run.config().mover.with_options(req.volumes.as_ref());
     let dst = Destination {
         run,
+        writer: run.writer(&dst)?,
         key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &app.namespace),
         namespace: app.namespace.clone(),
@@ -58,8 +60,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     // The request was reviewed for the types present then; what was captured is what
     // will be created, reviewed again before anything leaves the source.
     run.require_create(
-        req.destination.as_ref(),
-        &dst.target,
+        Target::of(req.destination.as_ref(), &dst.target, req.apply.as_ref()),
         &crate::restore::created_types(&captured),
     )
     .await?;

@@ -132,6 +132,8 @@ impl PairingLink {
 #[derive(Clone)]
 pub struct PairingClusters {
     local: kube::Client,
+    /// How `local` was made: kept so jobs can write as their caller over it.
+    local_config: Option<kube::Config>,
     /// This cluster's name in messages; `local` when none was given.
     local_name: Option<String>,
     local_context: Option<String>,
@@ -159,11 +161,20 @@ impl PairingClusters {
     ) -> Self {
         PairingClusters {
             local,
+            local_config: None,
             local_name: None,
             local_context,
             kubeconfig,
             pairing,
         }
+    }
+
+    /// The configuration `local` was made from, so jobs can write as their caller
+    /// (impersonation) over the same credential; without it they cannot, and are
+    /// refused rather than written with the service's own rights.
+    pub fn with_local_config(mut self, config: kube::Config) -> Self {
+        self.local_config = Some(config);
+        self
     }
 
     /// Names this cluster `name` in messages (the service's --cluster-name); ids,
@@ -175,7 +186,9 @@ impl PairingClusters {
 
     fn local(&self, key: String) -> Cluster {
         let name = self.local_name.clone().unwrap_or(key);
-        Cluster::new(name, self.local.clone())
+        let mut cluster = Cluster::new(name, self.local.clone());
+        cluster.config = self.local_config.clone();
+        cluster
     }
 }
 
@@ -199,8 +212,7 @@ impl Clusters for PairingClusters {
                 let config = ferry_kube::kube_config(self.kubeconfig.as_deref(), Some(c.as_str()))
                     .await
                     .map_err(|e| unusable(e.to_string()))?;
-                let client = kube::Client::try_from(config).map_err(|e| unusable(e.to_string()))?;
-                Ok(Cluster::new(key, client))
+                Cluster::from_config(key.clone(), config).map_err(|e| unusable(e.to_string()))
             }
             Some(cluster_ref::Target::PairId(p)) => {
                 let Some(pairing) = &self.pairing else {
@@ -227,7 +239,12 @@ impl Clusters for PairingClusters {
                 let destination = pair.destination.unwrap_or_default();
                 let url = destination.api_server_url;
                 // Reads are not bounded: a migration lists and watches for as long as it needs.
-                let client = ferry_kube::bearer_client(
+                let unusable = |e: &dyn fmt::Display| TransferError::Cluster {
+                    cluster: key.clone(),
+                    message: format!("the destination's API at {url}: {e}"),
+                    hint: "check the pair with `ferry pair check`".into(),
+                };
+                let config = ferry_kube::bearer_config(
                     &url,
                     &resolved.destination_ca_pem,
                     &resolved.destination_bearer_token,
@@ -235,15 +252,11 @@ impl Clusters for PairingClusters {
                     false,
                 )
                 .await
-                .map_err(|e| TransferError::Cluster {
-                    cluster: key.clone(),
-                    message: format!("the destination's API at {url}: {e}"),
-                    hint: "check the pair with `ferry pair check`".into(),
-                })?;
-                Ok(
-                    Cluster::new(pair_cluster_name(&destination.name, &pair.name), client)
-                        .with_credential(pair_credential(&destination.name, &pair.name)),
-                )
+                .map_err(|e| unusable(&e))?;
+                let name = pair_cluster_name(&destination.name, &pair.name);
+                Ok(Cluster::from_config(name, config)
+                    .map_err(|e| unusable(&e))?
+                    .with_credential(pair_credential(&destination.name, &pair.name)))
             }
         }
     }

@@ -45,15 +45,16 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     // What is created is known only now; nothing has been applied yet.
     if !req.dry_run {
         let types = created_types(&captured);
+        let target = target_namespace(&apply, &captured.namespace);
         run.require_create(
-            req.destination.as_ref(),
-            &target_namespace(&apply, &captured.namespace),
+            crate::access::Target::of(req.destination.as_ref(), &target, Some(&apply)),
             &types,
         )
         .await?;
     }
     let dst = Destination {
         run,
+        writer: run.writer(&cluster)?,
         cluster,
         key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &captured.namespace),

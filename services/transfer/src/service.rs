@@ -153,6 +153,8 @@ impl TransferService for Transfer {
         if let Some(actor) = &actor {
             self.may_activate(actor, &r).await?;
         }
-        Ok(Response::new(Transfer::activate(self, r).await?))
+        Ok(Response::new(
+            Transfer::activate(self, r, actor.as_ref()).await?,
+        ))
     }
 }

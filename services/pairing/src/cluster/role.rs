@@ -100,6 +100,19 @@ pub fn migrator_rules(crd_groups: &[String]) -> Vec<PolicyRule> {
         // The destination's agent relay admits callers that may use its agents (restore
         // a volume's data on a node): the pair's source, with this credential.
         rule(&["ferry.dev"], &["agents"], &["use"]),
+        // A job writes the application's objects as the user who started it, so the
+        // destination's RBAC, escalation check and admission judge them as that user's
+        // rather than as this credential's.
+        rule(
+            &[""],
+            &["users", "groups", "serviceaccounts"],
+            &["impersonate"],
+        ),
+        rule(
+            &["authentication.k8s.io"],
+            &["uids", "userextras/*"],
+            &["impersonate"],
+        ),
     ];
     if !crd_groups.is_empty() {
         let groups: Vec<&str> = crd_groups.iter().map(String::as_str).collect();

@@ -40,7 +40,7 @@ impl Destination<'_> {
         };
         let total = plan.objects.len() as u64;
         let seen: parking_lot::Mutex<Vec<ObjectResult>> = parking_lot::Mutex::new(Vec::new());
-        let result = ferry_kube::apply(&self.cluster, plan, &opts, |r| {
+        let result = ferry_kube::apply(&self.writer, plan, &opts, |r| {
             let done = {
                 let mut s = seen.lock();
                 s.push(r.clone());

@@ -25,8 +25,13 @@ const AGENT_INFO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The destination half of a job.
 pub(crate) struct Destination<'a> {
     pub run: &'a JobRun,
-    /// Named as users name it, for messages.
+    /// Named as users name it, for messages; Ferry's own credential there, which
+    /// writes what is Ferry's (volumes' PersistentVolumes, mover pods) and reads what
+    /// planning needs.
     pub cluster: Cluster,
+    /// The same cluster acting as the user who started the job: every object of the
+    /// application is written through it, so the API server judges it as theirs.
+    pub writer: Cluster,
     /// The cluster as agents and migration ids know it: [`cluster_key`] of the request's
     /// reference (a pair's id, which stays when the pair or the cluster is renamed).
     ///
@@ -196,7 +201,7 @@ impl Destination<'_> {
         problems: &mut Vec<String>,
         warnings: &mut Vec<ErrorDetail>,
     ) -> Result<bool> {
-        let found = ferry_kube::preflight(&self.cluster, plan)
+        let found = ferry_kube::preflight(&self.writer, plan)
             .await
             .map_err(TransferError::kube("pre-flight", &self.cluster.name))?;
         let mut missing_prerequisite = false;
@@ -397,7 +402,7 @@ impl Destination<'_> {
             format!("scaling workloads up in {}", self.target),
         )
         .await;
-        let results = ferry_kube::activate(&self.cluster, &self.target)
+        let results = ferry_kube::activate(&self.writer, &self.target)
             .await
             .map_err(TransferError::kube(
                 "starting the application",

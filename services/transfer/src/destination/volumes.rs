@@ -181,7 +181,7 @@ impl Destination<'_> {
             existing: self.existing_policy(),
             ..Default::default()
         };
-        let results = ferry_kube::apply(&self.cluster, &claims, &opts, |_| {})
+        let results = ferry_kube::apply(&self.writer, &claims, &opts, |_| {})
             .await
             .map_err(TransferError::kube(
                 "creating the claims",

@@ -490,8 +490,13 @@ impl Transfer {
         Ok(job)
     }
 
-    /// Scales up what arrived scaled to zero in a namespace.
-    pub async fn activate(&self, req: ActivateRequest) -> Result<ActivateResponse> {
+    /// Scales up what arrived scaled to zero in a namespace, as `actor` when the call
+    /// was checked (the API server judges the scaling as theirs).
+    pub async fn activate(
+        &self,
+        req: ActivateRequest,
+        actor: Option<&crate::access::Actor>,
+    ) -> Result<ActivateResponse> {
         let app = req
             .application
             .ok_or_else(|| TransferError::invalid("application", "missing; name a namespace"))?;
@@ -513,6 +518,12 @@ impl Transfer {
             .clusters
             .cluster(req.cluster.as_ref())
             .await?;
+        let cluster = match actor {
+            Some(a) => cluster
+                .acting_as(&crate::access::act_as(a))
+                .map_err(TransferError::kube("activating workloads", &cluster.name))?,
+            None => cluster,
+        };
         let results = ferry_kube::activate(&cluster, &app.namespace)
             .await
             .map_err(TransferError::kube("activating workloads", &cluster.name))?;

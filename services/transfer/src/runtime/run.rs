@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::{
-    ClusterRef, ErrorDetail, Job, JobKind, JobReport, JobState, JobStep, ObjectAction,
-    ObjectOutcome, Progress, RepositoryRef, StepState, VolumeResult, job_event,
+    ErrorDetail, Job, JobKind, JobReport, JobState, JobStep, ObjectAction, ObjectOutcome, Progress,
+    RepositoryRef, StepState, VolumeResult, job_event,
 };
 use prost::Message;
 use tokio_util::sync::CancellationToken;
@@ -92,16 +92,35 @@ impl JobRun {
         Some((actor, gate))
     }
 
+    /// `cluster` as the job writes the application's objects on it: acting as the user
+    /// who started the job (impersonation), so the API server's RBAC, its escalation
+    /// check and its admission judge every write as theirs; unchanged when the service
+    /// checks no callers. Ferry's own objects (restored volumes' PersistentVolumes,
+    /// mover pods) are still written with `cluster`'s own credential.
+    pub fn writer(&self, cluster: &ferry_kube::Cluster) -> Result<ferry_kube::Cluster> {
+        let Some((actor, _)) = self.requester() else {
+            return Ok(cluster.clone());
+        };
+        cluster
+            .acting_as(&crate::access::act_as(&actor))
+            .map_err(|e| TransferError::Cluster {
+                cluster: cluster.name.clone(),
+                message: e.to_string(),
+                hint: "give the transfer service the cluster's configuration (a kubeconfig \
+                       context or a pair), whose credential may impersonate users"
+                    .into(),
+            })
+    }
+
     /// Fails unless the user who started the job may create `types` in `target` on
     /// `destination`; nothing to check when the service checks no callers.
     pub async fn require_create(
         &self,
-        destination: Option<&ClusterRef>,
-        target: &str,
+        target: crate::access::Target<'_>,
         types: &[kube::api::ApiResource],
     ) -> Result<()> {
         match self.requester() {
-            Some((actor, gate)) => gate.may_create(&actor, destination, target, types).await,
+            Some((actor, gate)) => gate.may_create(&actor, target, types).await,
             None => Ok(()),
         }
     }

@@ -58,7 +58,11 @@ impl Transfer {
                     actor,
                     r.source.as_ref(),
                     &crate::source::capture_spec(&app),
-                    Some((r.destination.as_ref(), &target)),
+                    Some(crate::access::Target::of(
+                        r.destination.as_ref(),
+                        &target,
+                        r.apply.as_ref(),
+                    )),
                     r.quiesce_source,
                 )
                 .await?;

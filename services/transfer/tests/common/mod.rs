@@ -151,16 +151,8 @@ impl Bench {
         let (dst, dst_stop) = agent(root.path(), "node-b", dst_dir.clone(), dst_dir).await;
         let a = env.client("a", "admin").await.unwrap();
         let b = env.client("b", "admin").await.unwrap();
-        let service = start_service(
-            root.path(),
-            &a,
-            &b,
-            &src,
-            &dst,
-            handover.clone(),
-            checks_callers,
-        )
-        .await;
+        let service =
+            start_service(root.path(), &src, &dst, handover.clone(), checks_callers).await;
         Bench {
             a,
             b,
@@ -182,8 +174,6 @@ impl Bench {
         let (src, dst) = self.agent_endpoints.clone();
         self.service = start_service(
             self.root.path(),
-            &self.a,
-            &self.b,
             &src,
             &dst,
             self.handover.clone(),
@@ -400,8 +390,6 @@ impl Bench {
 
 async fn start_service(
     root: &Path,
-    a: &Client,
-    b: &Client,
     src: &str,
     dst: &str,
     handover: Option<Arc<dyn Handover>>,
@@ -411,13 +399,18 @@ async fn start_service(
     if checks_callers {
         config.access = Some(ferry_transfer::AccessPolicy::new("a"));
     }
+    // Configurations, not clients alone: jobs write as their caller over them.
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let mut clusters = StaticClusters::new();
+    for (name, cluster) in [("a", "a"), ("b", "b"), ("local", "a")] {
+        let config = env
+            .config(cluster, "admin")
+            .await
+            .expect("admin configuration");
+        clusters = clusters.with_config(name, config).expect("client");
+    }
     let deps = Deps {
-        clusters: Arc::new(
-            StaticClusters::new()
-                .with("a", a.clone())
-                .with("b", b.clone())
-                .with("local", a.clone()),
-        ),
+        clusters: Arc::new(clusters),
         agents: Arc::new(StaticAgents::new().with("a", src).with("b", dst)),
         repositories: Arc::new(ProfileRepositories::dir(root.join("profiles"))),
         handover,
