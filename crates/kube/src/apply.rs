@@ -653,8 +653,12 @@ pub async fn activate(cluster: &Cluster, namespace: &str) -> Result<Vec<ObjectRe
     ];
     let mut out = Vec::new();
     for ar in &types {
+        // Ferry finds what waits at zero with its own rights; the scaling itself is the
+        // user's when the cluster acts for one, judged by the API server as theirs.
+        let read: Api<DynamicObject> =
+            Api::namespaced_with(cluster.ferry_client().clone(), namespace, ar);
         let api: Api<DynamicObject> = Api::namespaced_with(cluster.client.clone(), namespace, ar);
-        let items = list_paged(&api, "", None)
+        let items = list_paged(&read, "", None)
             .await
             .map_err(|source| Error::List {
                 cluster: cluster.name.clone(),
