@@ -253,8 +253,10 @@ say "6. Pair a (source) with b (destination)"
 run ferry pair create --from a --to b --name a-to-b --profile $PROFILE
 
 say "7. Migrate the running application from a to b"
+# --to-context: your own credential for b goes with the job; b verifies it and the
+# application is written there as you, judged by b's RBAC.
 migrate_started=$(date +%s.%N)
-run ferry --context a migrate -n $NS --to a-to-b --profile $PROFILE
+run ferry --context a migrate -n $NS --to a-to-b --to-context b --profile $PROFILE
 migrate_seconds=$(elapsed "$migrate_started")
 
 say "8. Check: the application runs on b, its own check passes, every byte arrived"

@@ -82,6 +82,28 @@ pub struct ConnectArgs {
     pub bearer_token_file: Option<std::path::PathBuf>,
 }
 
+/// The bearer token in the file `path` names ("-": stdin), given with `flag`; an empty
+/// one is refused by name.
+pub(crate) fn read_token(flag: &str, path: &std::path::Path) -> Result<String> {
+    let text = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| Error::Usage(format!("{flag}: reading the token from stdin: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("{flag} {}: {e}", path.display())))?
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Error::Usage(format!(
+            "{flag} {}: empty; give a file holding the bearer token",
+            path.display()
+        )));
+    }
+    Ok(token.to_owned())
+}
+
 impl ConnectArgs {
     /// Connects to the Ferry these flags name.
     /// Calls carry `--token`, or else the bearer token of the context's user.
@@ -115,26 +137,10 @@ impl ConnectArgs {
 
     /// The bearer token of `--token` or `--bearer-token-file`, if either is given.
     fn bearer(&self) -> Result<Option<String>> {
-        let Some(path) = &self.bearer_token_file else {
-            return Ok(self.token.clone());
-        };
-        let text = if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .map_err(|e| Error::Usage(format!("reading the token from stdin: {e}")))?;
-            text
-        } else {
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::Usage(format!("--bearer-token-file {}: {e}", path.display())))?
-        };
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(Error::Usage(format!(
-                "--bearer-token-file {}: empty; give a file holding the bearer token",
-                path.display()
-            )));
+        match &self.bearer_token_file {
+            Some(path) => read_token("--bearer-token-file", path).map(Some),
+            None => Ok(self.token.clone()),
         }
-        Ok(Some(token.to_owned()))
     }
 
     /// The TLS settings of `--ca-file`, `--client-cert`/`--client-key` and

@@ -261,11 +261,52 @@ ferry at once (status 130). --detach returns at once.")]
 pub struct MigrateArgs {
     #[command(flatten)]
     pub migration: MigrationArgs,
+    #[command(flatten)]
+    pub destination: DestinationCredentialArgs,
     /// Report what would happen, changing nothing.
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
     pub follow: FollowArgs,
+}
+
+/// The caller's own credential for the destination cluster: the destination verifies
+/// it, and the job writes the application there with it, so the destination's RBAC
+/// judges every write as the caller's. Without one, the destination must trust the
+/// user names this cluster gives (its Ferry's `--trust-source-identities`).
+#[derive(Debug, Clone, Args)]
+pub struct DestinationCredentialArgs {
+    /// A kubeconfig context of the destination cluster: its user's bearer token goes
+    /// with the job.
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "to_token_file")]
+    pub to_context: Option<String>,
+    /// Read your bearer token for the destination cluster from this file ("-": stdin).
+    #[arg(long, value_name = "FILE")]
+    pub to_token_file: Option<std::path::PathBuf>,
+}
+
+impl DestinationCredentialArgs {
+    /// `ferry`, its migrations carrying the destination token these flags give.
+    pub(crate) async fn apply(&self, connect: &ConnectArgs, ferry: Ferry) -> Result<Ferry> {
+        let token = match (&self.to_context, &self.to_token_file) {
+            (_, Some(path)) => crate::connect::read_token("--to-token-file", path)?,
+            (Some(context), None) => {
+                ferry_client::context_token(connect.kubeconfig.as_deref(), Some(context))
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "--to-context {context}: its user signs in without a bearer token \
+                             (a client certificate or an exec plugin), which cannot be passed \
+                             on; give a token of yours for that cluster with --to-token-file \
+                             (kubectl --context {context} create token ... for a \
+                             ServiceAccount)"
+                        ))
+                    })?
+            }
+            (None, None) => return Ok(ferry),
+        };
+        Ok(ferry.with_destination_token(&token)?)
+    }
 }
 
 /// How a command that starts a job follows it; shared with `ferry export` and
@@ -302,6 +343,7 @@ pub async fn run(
     format: Format,
 ) -> Result<()> {
     let source = connect.ferry().await?;
+    let source = args.destination.apply(connect, source).await?;
     let mut req = args.migration.request(connect, &source).await?;
     req.dry_run = args.dry_run;
     let jobs = source.migrate_all(req).await?;

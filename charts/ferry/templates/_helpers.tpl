@@ -325,6 +325,9 @@ binary of that component.
 {{- range $v.adminGroups }}
 {{- $args = append $args (printf "--admin-group=%s" .) }}
 {{- end }}
+{{- if $v.pairing.trustSourceIdentities }}
+{{- $args = append $args "--trust-source-identities" }}
+{{- end }}
 {{- else if eq $component "catalog" }}
 {{- $args = append $args (printf "--secrets-namespace=%s" $ctx.Release.Namespace) }}
 {{- range $v.adminGroups }}

@@ -96,6 +96,13 @@ pub struct ServeArgs {
     /// migration, and a typo such as `60ms` must not flood the cluster.
     #[arg(long, default_value_t = 60)]
     pub schedule_min_interval_seconds: u64,
+    /// Let clusters paired to this one write here as the users they name (pairs'
+    /// credentials may impersonate): for clusters sharing one identity provider, and
+    /// for schedules and CRD-driven jobs to this cluster. Without it a job writes here
+    /// only with its user's own credential for this cluster (`ferry migrate
+    /// --to-context`), which this cluster verifies.
+    #[arg(long, env = "FERRY_TRUST_SOURCE_IDENTITIES")]
+    pub trust_source_identities: bool,
 }
 
 /// Everything [`super::serve`] needs, resolved.
@@ -130,6 +137,8 @@ pub struct ServeConfig {
     pub internal_token: String,
     pub schedule_min_interval: Duration,
     pub probes: ferry_rpc::ProbeArgs,
+    /// Pairs' credentials here may impersonate (`--trust-source-identities`).
+    pub trust_source_identities: bool,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -269,6 +278,7 @@ impl ServeArgs {
             tls,
             schedule_min_interval: Duration::from_secs(self.schedule_min_interval_seconds.max(1)),
             probes: self.probes,
+            trust_source_identities: self.trust_source_identities,
         })
     }
 }
@@ -292,6 +302,7 @@ impl ServeConfig {
         c.peer_tls = self.tls.client.clone();
         c.access = Some(self.authorizer());
         c.internal_token = Some(self.internal_token.clone());
+        c.trust_source_identities = self.trust_source_identities;
         c
     }
 

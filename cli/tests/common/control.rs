@@ -154,7 +154,29 @@ pub async fn migrate_to_b(
     (job, report)
 }
 
+/// Most tests start jobs without the caller's credential for the destination, as
+/// schedules and Migration objects do: their destination trusts its sources' names.
 fn serve_flags(kubeconfig: &Path, side: &str, root: &Path, port: u16, extra: &[String]) -> Serve {
+    let mut flags = vec!["--trust-source-identities".to_owned()];
+    flags.extend_from_slice(extra);
+    spawn_serve(kubeconfig, side, root, port, &flags)
+}
+
+/// `ferry serve` for cluster `side` whose pairs' sources write there only with their
+/// caller's own credential for it, which it verifies (no `--trust-source-identities`).
+pub fn serve_verifying_callers(kubeconfig: &Path, side: &str, root: &Path) -> (Serve, String) {
+    let port = free_port();
+    let flags = [
+        "--volume-root".to_owned(),
+        root.join(format!("volumes-{side}")).display().to_string(),
+    ];
+    (
+        spawn_serve(kubeconfig, side, root, port, &flags),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+fn spawn_serve(kubeconfig: &Path, side: &str, root: &Path, port: u16, extra: &[String]) -> Serve {
     let data = root.join(format!("data-{side}"));
     let log = root.join(format!("serve-{side}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_ferry"))

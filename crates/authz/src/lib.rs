@@ -618,7 +618,19 @@ pub fn on_behalf_of(metadata: &tonic::metadata::MetadataMap) -> Option<Caller> {
 
 /// The bearer token of a request's metadata, if it has one.
 pub fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
-    let value = metadata.get(AUTHORIZATION)?.to_str().ok()?;
+    bearer_in(metadata, AUTHORIZATION)
+}
+
+pub use ferry_proto::DESTINATION_AUTHORIZATION;
+
+/// The caller's bearer token for the job's destination
+/// ([`DESTINATION_AUTHORIZATION`]), if the call carries one.
+pub fn destination_bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    bearer_in(metadata, DESTINATION_AUTHORIZATION)
+}
+
+fn bearer_in(metadata: &tonic::metadata::MetadataMap, key: &str) -> Option<String> {
+    let value = metadata.get(key)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -89,6 +89,9 @@ pub struct Ferry {
     /// The URL the channel speaks to; TLS checks the certificate for its host.
     uri: String,
     tls: ClientTls,
+    /// The caller's own bearer token for a migration's destination cluster, sent with
+    /// the jobs it starts ([`Ferry::with_destination_token`]).
+    destination_token: Option<String>,
 }
 
 /// The settings every channel to a Ferry shares.
@@ -135,6 +138,7 @@ impl Ferry {
             uri: endpoint.clone(),
             endpoint,
             tls: tls.clone(),
+            destination_token: None,
         })
     }
 
@@ -189,6 +193,7 @@ impl Ferry {
             uri,
             endpoint,
             tls: tls.clone(),
+            destination_token: None,
         })
     }
 
@@ -239,6 +244,37 @@ impl Ferry {
                 problem: e.to_string(),
             })?;
         Ok(self)
+    }
+
+    /// This connection, the migrations it starts carrying `token` (the caller's own
+    /// Kubernetes bearer token of the destination cluster): the destination verifies it
+    /// and the job writes there with it, rather than as a name this cluster asserts.
+    pub fn with_destination_token(mut self, token: &str) -> Result<Ferry> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(ClientError::Discovery {
+                what: "the destination token".into(),
+                problem: "empty; give the caller's bearer token of the destination".into(),
+            });
+        }
+        self.destination_token = Some(token.to_owned());
+        Ok(self)
+    }
+
+    /// `message` as a request, carrying the destination token when there is one.
+    fn with_destination<T>(&self, message: T) -> Result<tonic::Request<T>> {
+        let mut req = tonic::Request::new(message);
+        if let Some(token) = &self.destination_token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ClientError::Discovery {
+                    what: "the destination token".into(),
+                    problem: "it holds characters a header cannot carry".into(),
+                })?;
+            req.metadata_mut()
+                .insert(ferry_proto::DESTINATION_AUTHORIZATION, value);
+        }
+        Ok(req)
     }
 
     /// The endpoint this connection goes to.
@@ -350,7 +386,7 @@ impl Ferry {
     pub async fn migrate(&self, req: StartMigrationRequest) -> Result<Job> {
         let job = self
             .transfer()
-            .start_migration(req)
+            .start_migration(self.with_destination(req)?)
             .await
             .map_err(|s| self.rpc_error("StartMigration", s))?
             .into_inner()
@@ -367,7 +403,7 @@ impl Ferry {
     pub async fn migrate_all(&self, req: StartMigrationRequest) -> Result<Vec<Job>> {
         let resp = self
             .transfer()
-            .start_migration(req)
+            .start_migration(self.with_destination(req)?)
             .await
             .map_err(|s| self.rpc_error("StartMigration", s))?
             .into_inner();

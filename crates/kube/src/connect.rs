@@ -91,3 +91,35 @@ pub async fn kube_config(
         (None, None) => kube::Config::infer().await.map_err(|e| failed(&e)),
     }
 }
+
+/// Who the API server of `cluster` says its client is (a SelfSubjectReview, which
+/// anyone signed in may make): how a user's credential for a cluster, or an identity a
+/// client impersonates, is verified by that cluster itself.
+pub async fn who_am_i(cluster: &crate::Cluster) -> crate::Result<crate::ActAs> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(cluster.client.clone());
+    let review = api
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+        .map_err(|source| crate::Error::Object {
+            cluster: cluster.name.clone(),
+            action: "asking who the credential is",
+            object: Box::new(crate::ObjectRef {
+                api_version: "authentication.k8s.io/v1".into(),
+                kind: "SelfSubjectReview".into(),
+                namespace: None,
+                name: String::new(),
+            }),
+            next_step: "check that the credential is valid for this cluster and not expired".into(),
+            source: Box::new(source),
+        })?;
+    let info = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    Ok(crate::ActAs {
+        username: info.username.unwrap_or_default(),
+        uid: info.uid.unwrap_or_default(),
+        groups: info.groups.unwrap_or_default(),
+    })
+}

@@ -42,7 +42,7 @@ pub use capture::{
     CaptureSpec, Captured, CapturedObject, CapturedVolume, Exclusion, ExclusionReason,
     NamespaceMetadata, capture, types_present,
 };
-pub use connect::{BearerClientError, bearer_client, bearer_config, kube_config};
+pub use connect::{BearerClientError, bearer_client, bearer_config, kube_config, who_am_i};
 pub use deps::{Dependency, DependencyKind, dependencies_of};
 pub use error::{Error, Result};
 pub use plan::{

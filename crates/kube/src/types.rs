@@ -121,6 +121,36 @@ impl Cluster {
         })
     }
 
+    /// The same cluster, written with `bearer`, a user's own credential for it, which
+    /// its API server verifies: `who` is who it says that credential is
+    /// ([`crate::who_am_i`]), for messages. Ferry's own client stays at hand in
+    /// [`Cluster::own`].
+    pub fn as_bearer(&self, bearer: &str, who: &str) -> crate::Result<Cluster> {
+        let refused = |message: String| crate::Error::InvalidSpec {
+            field: "cluster",
+            message: format!(
+                "cannot write on cluster {} with your credential: {message}",
+                self.name
+            ),
+        };
+        let mut config = self.config.clone().ok_or_else(|| {
+            refused("its client was made without a configuration to reach it with".into())
+        })?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(bearer.to_owned().into()),
+            ..Default::default()
+        };
+        let client = kube::Client::try_from(config).map_err(|e| refused(e.to_string()))?;
+        Ok(Cluster {
+            name: self.name.clone(),
+            client,
+            credential: self.credential.clone(),
+            config: None,
+            acting_for: Some(who.to_owned()).filter(|w| !w.is_empty()),
+            own: Some(self.ferry_client().clone()),
+        })
+    }
+
     /// Ferry's own client here: [`Cluster::own`] when the cluster acts as a user, else
     /// its one client.
     pub fn ferry_client(&self) -> &kube::Client {

@@ -43,6 +43,11 @@ pub mod v1 {
     }
 }
 
+/// Request metadata carrying the caller's own credential for a job's destination
+/// cluster (`Bearer <token>`), sent with StartMigration and StartRestore: the
+/// destination verifies it, and the job writes there with it.
+pub const DESTINATION_AUTHORIZATION: &str = "ferry-destination-authorization";
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every Ferry `.proto` file and its
 /// imports, with source info, for gRPC server reflection (`tonic-reflection`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =

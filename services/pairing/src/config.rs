@@ -49,6 +49,13 @@ pub struct PairingConfig {
     pub credential_kind: CredentialKind,
     /// Lifetime asked for with [`CredentialKind::TokenRequest`].
     pub credential_lifetime: Duration,
+    /// Whether paired sources may write here as the users they name, without the
+    /// user's own credential for this cluster: pairs' credentials may then impersonate
+    /// (ClusterRole `ferry-migrator` holds the impersonate verb). For clusters that
+    /// share one identity provider, and what scheduled and CRD-driven jobs need. Off,
+    /// a job writes here only with a credential its user gives for this cluster, which
+    /// this cluster's API server verifies itself.
+    pub trust_source_identities: bool,
     /// Bound on each call to the other Ferry and on each check.
     pub peer_timeout: Duration,
     /// Checks this cluster's profiles for CheckPair's repository checks (the catalog of
@@ -84,6 +91,7 @@ impl std::fmt::Debug for PairingConfig {
             .field("namespace", &self.namespace)
             .field("credential_kind", &self.credential_kind)
             .field("credential_lifetime", &self.credential_lifetime)
+            .field("trust_source_identities", &self.trust_source_identities)
             .field("peer_timeout", &self.peer_timeout)
             .field("profile_probe", &self.profile_probe.is_some())
             .field("peer_tls", &self.peer_tls.is_configured())
@@ -118,6 +126,7 @@ impl PairingConfig {
             namespace: DEFAULT_NAMESPACE.into(),
             credential_kind: CredentialKind::default(),
             credential_lifetime: Duration::from_secs(24 * 3600),
+            trust_source_identities: false,
             peer_timeout: Duration::from_secs(10),
             profile_probe: None,
             peer_tls: ferry_rpc::ClientTls::new(),
@@ -188,6 +197,13 @@ pub struct Args {
     /// Seconds allowed for each call to the other cluster's Ferry or API.
     #[arg(long, default_value_t = 10)]
     pub peer_timeout_seconds: u64,
+    /// Let paired sources write here as the users they name (their credentials may
+    /// impersonate), for clusters sharing one identity provider and for scheduled and
+    /// CRD-driven jobs. Without it, a job writes here only with its user's own
+    /// credential for this cluster (`ferry migrate --to-context`), verified here.
+    /// Takes effect for every pair when the next pairing token is made.
+    #[arg(long, env = "FERRY_TRUST_SOURCE_IDENTITIES")]
+    pub trust_source_identities: bool,
 }
 
 /// Why the flags do not make a configuration.
@@ -293,6 +309,7 @@ impl Args {
         config.namespace = self.namespace;
         config.credential_kind = self.credential_kind;
         config.credential_lifetime = Duration::from_secs(self.credential_lifetime_days * 86_400);
+        config.trust_source_identities = self.trust_source_identities;
         config.peer_timeout = Duration::from_secs(self.peer_timeout_seconds);
         config.peer_tls = tls.client;
         if let Some(endpoint) = &self.catalog_endpoint {

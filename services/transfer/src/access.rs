@@ -67,6 +67,66 @@ impl AccessPolicy {
 /// An identified caller, and whether they administer Ferry.
 pub use ferry_authz::Identity as Actor;
 
+/// The caller's own credential for a job's destination, and who that cluster says it
+/// is: the job's writes there are made with it, and its reviews there are about that
+/// identity, never a name the source asserts. Kept in memory only, never stored.
+#[derive(Clone)]
+pub struct DestinationCredential {
+    pub bearer: String,
+    /// Verified by the destination itself (SelfSubjectReview with `bearer`).
+    pub who: Actor,
+}
+
+impl std::fmt::Debug for DestinationCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DestinationCredential")
+            .field("who", &self.who.caller.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who the caller's credential `bearer` for the cluster `r` names is, as that
+/// cluster says (a SelfSubjectReview made with it): an identity the destination
+/// verified itself.
+pub(crate) async fn verify_destination(
+    clusters: &dyn Clusters,
+    r: Option<&ClusterRef>,
+    bearer: &str,
+) -> Result<DestinationCredential> {
+    let cluster = clusters.cluster(r).await?;
+    let refused = |message: String| {
+        TransferError::Access(AuthzError::Unauthenticated {
+            cluster: cluster.name.clone(),
+            reason: format!(
+                "the caller's credential for it as the destination: {message}; pass a \
+                 valid token of yours for it (ferry migrate --to-context CONTEXT, or \
+                 --to-token-file FILE)"
+            ),
+        })
+    };
+    let as_them = cluster
+        .as_bearer(bearer, "")
+        .map_err(|e| refused(e.to_string()))?;
+    let who = ferry_kube::who_am_i(&as_them)
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    if who.username.is_empty() {
+        return Err(refused("the cluster names nobody for it".into()));
+    }
+    tracing::debug!(user = %who.username, cluster = %cluster.name, "destination identity verified");
+    Ok(DestinationCredential {
+        bearer: bearer.to_owned(),
+        who: Actor {
+            caller: ferry_authz::Caller {
+                username: who.username,
+                uid: who.uid,
+                groups: who.groups,
+            },
+            admin: false,
+        },
+    })
+}
+
 /// Who a client acting for `actor` says it is (the impersonation headers).
 pub(crate) fn act_as(actor: &Actor) -> ferry_kube::ActAs {
     ferry_kube::ActAs {
@@ -160,13 +220,15 @@ impl Gate<'_> {
     }
 
     /// What a job reading `spec` from `source` and creating it in `target` on
-    /// `destination` (None: no destination, an export) needs, reviewed for `actor`.
+    /// `destination` (None: no destination, an export) needs, reviewed for `actor` on
+    /// the source and for `dest_actor` (the identity the destination verified, else
+    /// `actor`) on the destination.
     pub async fn may_move(
         &self,
         actor: &Actor,
         source: Option<&ClusterRef>,
         spec: &ferry_kube::CaptureSpec,
-        destination: Option<Target<'_>>,
+        destination: Option<(Target<'_>, &Actor)>,
         quiesce: bool,
     ) -> Result<()> {
         let from = self.clusters.cluster(source).await?;
@@ -176,7 +238,7 @@ impl Gate<'_> {
         self.may_read(actor, source, &spec.namespace, &types, quiesce)
             .await?;
         match destination {
-            Some(target) => self.may_create(actor, target, &types).await,
+            Some((target, dest_actor)) => self.may_create(dest_actor, target, &types).await,
             None => Ok(()),
         }
     }

@@ -26,7 +26,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     let mover = run.config().mover.with_options(req.volumes.as_ref());
     let dst = Destination {
         run,
-        writer: run.writer(&dst)?,
+        writer: run.writer(&dst).await?,
         key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &app.namespace),
         namespace: app.namespace.clone(),

@@ -54,7 +54,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
     }
     let dst = Destination {
         run,
-        writer: run.writer(&cluster)?,
+        writer: run.writer(&cluster).await?,
         cluster,
         key: cluster_key(req.destination.as_ref()),
         target: target_namespace(&apply, &captured.namespace),

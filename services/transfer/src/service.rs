@@ -35,8 +35,9 @@ impl TransferService for Transfer {
         request: Request<StartMigrationRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
         let actor = self.identify(request.metadata()).await?;
+        let destination = ferry_authz::destination_bearer(request.metadata());
         let jobs = self
-            .start_migrations(request.into_inner(), actor.as_ref())
+            .start_migrations(request.into_inner(), actor.as_ref(), destination.as_deref())
             .await?;
         Ok(Response::new(StartJobResponse {
             job: jobs.first().cloned(),
@@ -50,8 +51,9 @@ impl TransferService for Transfer {
         request: Request<StartRestoreRequest>,
     ) -> Result<Response<StartJobResponse>, Status> {
         let actor = self.identify(request.metadata()).await?;
+        let destination = ferry_authz::destination_bearer(request.metadata());
         let job = self
-            .start_restore_as(request.into_inner(), actor.as_ref())
+            .start_restore_as(request.into_inner(), actor.as_ref(), destination.as_deref())
             .await?;
         Ok(Response::new(StartJobResponse {
             job: Some(job.clone()),

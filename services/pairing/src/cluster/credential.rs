@@ -33,6 +33,16 @@ pub fn credential_names(namespace: &str, pair_id: &str) -> IssuedCredential {
     }
 }
 
+/// What a pair's credential is made as.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialSpec {
+    pub kind: CredentialKind,
+    /// How long a token-request credential lasts.
+    pub lifetime: Duration,
+    /// `ferry-migrator` may impersonate (the destination trusts its sources' names).
+    pub trust_source_identities: bool,
+}
+
 /// Creates the ServiceAccount, binds it to `ferry-migrator` and gets a token for it.
 /// On failure, removes whatever it created. `owner` (the installation's own
 /// ClusterRole) owns what is made, so uninstalling Ferry removes it.
@@ -41,15 +51,14 @@ pub async fn issue_credential(
     cluster: &str,
     namespace: &str,
     pair_id: &str,
-    kind: CredentialKind,
-    lifetime: Duration,
+    spec: CredentialSpec,
     owner: Option<&OwnerReference>,
 ) -> Result<(IssuedCredential, Secret)> {
     let mut cred = credential_names(namespace, pair_id);
-    if kind == CredentialKind::TokenRequest {
+    if spec.kind == CredentialKind::TokenRequest {
         cred.secret = None;
     }
-    match issue(client, cluster, pair_id, kind, lifetime, owner, &mut cred).await {
+    match issue(client, cluster, pair_id, spec, owner, &mut cred).await {
         Ok(bearer) => Ok((cred, bearer)),
         Err(e) => {
             if let Err(cleanup) = revoke_credential(client, cluster, &cred).await {
@@ -65,14 +74,13 @@ async fn issue(
     client: &kube::Client,
     cluster: &str,
     pair_id: &str,
-    kind: CredentialKind,
-    lifetime: Duration,
+    spec: CredentialSpec,
     owner: Option<&OwnerReference>,
     cred: &mut IssuedCredential,
 ) -> Result<Secret> {
     let ns = cred.namespace.clone();
     ensure_namespace(client, cluster, &ns).await?;
-    ensure_cluster_role(client, cluster, owner).await?;
+    ensure_cluster_role(client, cluster, owner, spec.trust_source_identities).await?;
 
     let sa_ref = || object("v1", "ServiceAccount", &ns, &cred.service_account);
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
@@ -127,12 +135,12 @@ async fn issue(
             ),
         ))?;
 
-    match kind {
+    match spec.kind {
         CredentialKind::Secret => {
             let name = cred.secret.clone().unwrap_or_default();
             secret_token(client, cluster, pair_id, &ns, &name, &sa).await
         }
-        CredentialKind::TokenRequest => request_token(client, cluster, cred, lifetime).await,
+        CredentialKind::TokenRequest => request_token(client, cluster, cred, spec.lifetime).await,
     }
 }
 

@@ -33,8 +33,9 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 
 /// What a migration does on the destination. Custom resources are granted per group of
 /// the CRDs present when a token is made (RBAC cannot say "every custom group"; a
-/// wildcard group would grant every built-in too).
-pub fn migrator_rules(crd_groups: &[String]) -> Vec<PolicyRule> {
+/// wildcard group would grant every built-in too). Impersonation only when the
+/// destination trusts its sources' identities.
+pub fn migrator_rules(crd_groups: &[String], trust_source_identities: bool) -> Vec<PolicyRule> {
     let mut rules = vec![
         rule(
             &[""],
@@ -100,20 +101,22 @@ pub fn migrator_rules(crd_groups: &[String]) -> Vec<PolicyRule> {
         // The destination's agent relay admits callers that may use its agents (restore
         // a volume's data on a node): the pair's source, with this credential.
         rule(&["ferry.dev"], &["agents"], &["use"]),
-        // A job writes the application's objects as the user who started it, so the
-        // destination's RBAC, escalation check and admission judge them as that user's
-        // rather than as this credential's.
-        rule(
+    ];
+    if trust_source_identities {
+        // A job without its user's own credential for this cluster writes as the user
+        // the source names, judged by this cluster's RBAC, escalation check and
+        // admission as theirs: the administrator trusts the sources' identities.
+        rules.push(rule(
             &[""],
             &["users", "groups", "serviceaccounts"],
             &["impersonate"],
-        ),
-        rule(
+        ));
+        rules.push(rule(
             &["authentication.k8s.io"],
             &["uids", "userextras/*"],
             &["impersonate"],
-        ),
-    ];
+        ));
+    }
     if !crd_groups.is_empty() {
         let groups: Vec<&str> = crd_groups.iter().map(String::as_str).collect();
         rules.push(rule(&groups, &["*"], WRITE));
@@ -128,6 +131,7 @@ pub async fn ensure_cluster_role(
     client: &kube::Client,
     cluster: &str,
     owner: Option<&OwnerReference>,
+    trust_source_identities: bool,
 ) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut groups: Vec<String> = crds
@@ -159,7 +163,7 @@ pub async fn ensure_cluster_role(
             owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
-        rules: Some(migrator_rules(&groups)),
+        rules: Some(migrator_rules(&groups, trust_source_identities)),
         ..Default::default()
     };
     Api::<ClusterRole>::all(client.clone())

@@ -3,7 +3,7 @@ use super::*;
 
 #[test]
 fn the_role_covers_every_key_access() {
-    let rules = migrator_rules(&["example.com".into()]);
+    let rules = migrator_rules(&["example.com".into()], false);
     for access in KEY_ACCESS {
         let ok = rules.iter().any(|r| {
             r.api_groups
@@ -21,7 +21,14 @@ fn the_role_covers_every_key_access() {
             .as_ref()
             .is_some_and(|g| g.contains(&"example.com".to_string()))
     }));
-    assert_eq!(migrator_rules(&[]).len() + 1, rules.len());
+    assert_eq!(migrator_rules(&[], false).len() + 1, rules.len());
+    let impersonates = |rules: &[k8s_openapi::api::rbac::v1::PolicyRule]| {
+        rules
+            .iter()
+            .any(|r| r.verbs.iter().any(|v| v == "impersonate"))
+    };
+    assert!(!impersonates(&rules), "impersonation without trust");
+    assert!(impersonates(&migrator_rules(&[], true)));
 }
 
 #[test]

@@ -63,8 +63,11 @@ impl Inner {
             self.cluster(),
             &self.config.namespace,
             &pair_id,
-            self.config.credential_kind,
-            self.config.credential_lifetime,
+            cluster::CredentialSpec {
+                kind: self.config.credential_kind,
+                lifetime: self.config.credential_lifetime,
+                trust_source_identities: self.config.trust_source_identities,
+            },
             self.config.owner.as_ref(),
         )
         .await?;

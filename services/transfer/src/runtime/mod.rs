@@ -106,6 +106,8 @@ pub(crate) struct JobCtl {
     last_progress: parking_lot::Mutex<Option<Instant>>,
     /// Serialises saves, so the last save always carries the latest state.
     save_lock: tokio::sync::Mutex<()>,
+    /// The caller's own credential for the destination, verified there; in memory only.
+    destination: parking_lot::Mutex<Option<crate::access::DestinationCredential>>,
 }
 
 impl JobCtl {
@@ -118,6 +120,7 @@ impl JobCtl {
             ops: parking_lot::Mutex::new(Vec::new()),
             last_progress: parking_lot::Mutex::new(None),
             save_lock: tokio::sync::Mutex::new(()),
+            destination: parking_lot::Mutex::new(None),
         })
     }
 }
@@ -267,7 +270,17 @@ impl Transfer {
 
     /// Stores a new job of `job`'s kind, with its steps pending, and runs it when a
     /// slot is free.
-    async fn queue(&self, job: Job, request: Vec<u8>, actor: Option<&Actor>) -> Result<Job> {
+    /// Stores and spawns `job`; `destination` is the caller's own credential for its
+    /// destination, kept in memory for the job's writes there (never stored: a job
+    /// resumed after a restart writes as its user's name, which the destination then
+    /// must trust).
+    async fn queue(
+        &self,
+        job: Job,
+        request: Vec<u8>,
+        actor: Option<&Actor>,
+        destination: Option<crate::access::DestinationCredential>,
+    ) -> Result<Job> {
         let now = job::now();
         let kind = JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified);
         let job = Job {
@@ -296,6 +309,7 @@ impl Transfer {
         let namespace = job.application.as_ref().map(|a| a.namespace.as_str());
         info!(job = %job.id, kind = crate::store::kind_name(job.kind), namespace = namespace.unwrap_or_default(), "job queued");
         let ctl = JobCtl::new(stored);
+        *ctl.destination.lock() = destination;
         self.inner.jobs.lock().insert(job.id.clone(), ctl.clone());
         self.spawn(ctl, None);
         Ok(job)

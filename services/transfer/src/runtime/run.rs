@@ -92,16 +92,30 @@ impl JobRun {
         Some((actor, gate))
     }
 
-    /// `cluster` as the job writes the application's objects on it: acting as the user
-    /// who started the job (impersonation), so the API server's RBAC, its escalation
-    /// check and its admission judge every write as theirs; unchanged when the service
-    /// checks no callers. Ferry's own objects (restored volumes' PersistentVolumes,
-    /// mover pods) are still written with `cluster`'s own credential.
-    pub fn writer(&self, cluster: &ferry_kube::Cluster) -> Result<ferry_kube::Cluster> {
+    /// `cluster` as the job writes the application's objects on it: with the caller's
+    /// own credential for it when they gave one (verified there when the job started),
+    /// else acting as the user who started the job (impersonation, which a pair's
+    /// destination allows only when it trusts its sources' identities). Either way the
+    /// API server's RBAC, its escalation check and its admission judge every write as
+    /// theirs. Unchanged when the service checks no callers. Ferry's own objects
+    /// (restored volumes' PersistentVolumes, mover pods) are still written with
+    /// `cluster`'s own credential.
+    pub async fn writer(&self, cluster: &ferry_kube::Cluster) -> Result<ferry_kube::Cluster> {
+        let given = self.ctl.destination.lock().clone();
+        if let Some(d) = given {
+            return cluster
+                .as_bearer(&d.bearer, &d.who.caller.username)
+                .map_err(|e| TransferError::Cluster {
+                    cluster: cluster.name.clone(),
+                    message: e.to_string(),
+                    hint: "name the destination by a pair or a kubeconfig context".into(),
+                });
+        }
         let Some((actor, _)) = self.requester() else {
             return Ok(cluster.clone());
         };
-        cluster
+        let user = actor.caller.username.clone();
+        let acting = cluster
             .acting_as(&crate::access::act_as(&actor))
             .map_err(|e| TransferError::Cluster {
                 cluster: cluster.name.clone(),
@@ -109,7 +123,33 @@ impl JobRun {
                 hint: "give the transfer service the cluster's configuration (a kubeconfig \
                        context or a pair), whose credential may impersonate users"
                     .into(),
-            })
+            })?;
+        // Asked once up front, so a destination that does not let Ferry act as the user
+        // says so by name before anything is written.
+        if let Err(e) = ferry_kube::who_am_i(&acting).await {
+            let hint = if cluster.credential.is_some() {
+                format!(
+                    "cluster {} verifies who writes there itself unless its administrator \
+                     trusts the identities its paired sources name (ferry serve \
+                     --trust-source-identities, or the chart's pairing.trustSourceIdentities, \
+                     then a new pairing token): start the job again with your own \
+                     credential for it (ferry migrate --to-context CONTEXT, or \
+                     --to-token-file FILE). Scheduled jobs, Migration objects and jobs \
+                     resumed after a restart carry no such credential and need that trust",
+                    cluster.name
+                )
+            } else {
+                "grant Ferry's ServiceAccount the impersonate verb on users, groups and \
+                 serviceaccounts (the Helm chart does)"
+                    .to_owned()
+            };
+            return Err(TransferError::Cluster {
+                cluster: cluster.name.clone(),
+                message: format!("Ferry may not write there as user {user}: {e}"),
+                hint,
+            });
+        }
+        Ok(acting)
     }
 
     /// Fails unless the user who started the job may create `types` in `target` on
@@ -119,7 +159,13 @@ impl JobRun {
         target: crate::access::Target<'_>,
         types: &[kube::api::ApiResource],
     ) -> Result<()> {
+        let verified = self.ctl.destination.lock().clone();
         match self.requester() {
+            // The identity the destination verified, when the caller gave their own
+            // credential for it.
+            Some((_, gate)) if let Some(d) = verified => {
+                gate.may_create(&d.who, target, types).await
+            }
             Some((actor, gate)) => gate.may_create(&actor, target, types).await,
             None => Ok(()),
         }

@@ -18,7 +18,7 @@ use super::Transfer;
 impl Transfer {
     /// Validates and queues a migration, checking no caller.
     pub async fn start_migration(&self, req: StartMigrationRequest) -> Result<Job> {
-        let mut jobs = self.start_migrations(req, None).await?;
+        let mut jobs = self.start_migrations(req, None, None).await?;
         jobs.truncate(1);
         jobs.pop()
             .ok_or_else(|| TransferError::invalid("application.namespace", "names no namespace"))
@@ -26,10 +26,13 @@ impl Transfer {
 
     /// Validates, authorizes for `actor` (None: no checks) and queues a migration: one
     /// job per namespace it names. Nothing starts unless every one is allowed.
+    /// `destination_bearer` is the caller's own credential for the destination: the
+    /// destination verifies it, reviews and takes the job's writes as that identity.
     pub async fn start_migrations(
         &self,
         req: StartMigrationRequest,
         actor: Option<&Actor>,
+        destination_bearer: Option<&str>,
     ) -> Result<Vec<Job>> {
         let request_id = req.request_id.clone();
         let _starting = match request_id.is_empty() {
@@ -46,23 +49,28 @@ impl Transfer {
         for r in &requests {
             self.check_migration(r).await?;
         }
+        let destination = self
+            .verify_destination(
+                requests.first().and_then(|r| r.destination.as_ref()),
+                destination_bearer,
+            )
+            .await?;
         if let Some(actor) = actor {
             let gate = self.gate()?;
+            let dest_actor = destination.as_ref().map_or(actor, |d| &d.who);
             for r in &requests {
                 let app = r.application.clone().unwrap_or_default();
                 let target = crate::migrate::target_namespace(
                     &r.apply.clone().unwrap_or_default(),
                     &app.namespace,
                 );
+                let to =
+                    crate::access::Target::of(r.destination.as_ref(), &target, r.apply.as_ref());
                 gate.may_move(
                     actor,
                     r.source.as_ref(),
                     &crate::source::capture_spec(&app),
-                    Some(crate::access::Target::of(
-                        r.destination.as_ref(),
-                        &target,
-                        r.apply.as_ref(),
-                    )),
+                    Some((to, dest_actor)),
                     r.quiesce_source,
                 )
                 .await?;
@@ -82,7 +90,8 @@ impl Transfer {
                     &r.schedule_id,
                 )
             };
-            jobs.push(self.queue(job, r.encode_to_vec(), actor).await?);
+            let bytes = r.encode_to_vec();
+            jobs.push(self.queue(job, bytes, actor, destination.clone()).await?);
         }
         Ok(jobs)
     }
@@ -201,13 +210,13 @@ impl Transfer {
                 &req.schedule_id,
             )
         };
-        self.queue(job, req.encode_to_vec(), actor).await
+        self.queue(job, req.encode_to_vec(), actor, None).await
     }
 
     /// Validates and queues a restore (an import when a schedule starts it), checking
     /// no caller.
     pub async fn start_restore(&self, req: StartRestoreRequest) -> Result<Job> {
-        self.start_restore_as(req, None).await
+        self.start_restore_as(req, None, None).await
     }
 
     /// Validates and queues a restore for `actor` (None: no checks). What it reads and
@@ -218,6 +227,7 @@ impl Transfer {
         &self,
         req: StartRestoreRequest,
         actor: Option<&Actor>,
+        destination_bearer: Option<&str>,
     ) -> Result<Job> {
         let _starting = match req.request_id.is_empty() {
             true => None,
@@ -240,13 +250,33 @@ impl Transfer {
         crate::mover::check_options(req.volumes.as_ref())?;
         self.check_repository(req.repository.as_ref(), "holding the restore point")?;
         self.check_cluster(req.destination.as_ref()).await?;
+        let destination = self
+            .verify_destination(req.destination.as_ref(), destination_bearer)
+            .await?;
         let job = Job {
             destination: req.destination.clone(),
             requested_by: requested_by(actor),
             request_id: req.request_id.clone(),
             ..new_job(kind, &req.application, req.dry_run, &req.schedule_id)
         };
-        self.queue(job, req.encode_to_vec(), actor).await
+        self.queue(job, req.encode_to_vec(), actor, destination)
+            .await
+    }
+
+    /// The caller's credential for the destination `r` names, verified there; None
+    /// without one. Verified whether or not the service checks callers: the job writes
+    /// there with it.
+    async fn verify_destination(
+        &self,
+        r: Option<&ClusterRef>,
+        bearer: Option<&str>,
+    ) -> Result<Option<crate::access::DestinationCredential>> {
+        let Some(bearer) = bearer else {
+            return Ok(None);
+        };
+        crate::access::verify_destination(&*self.inner.deps.clusters, r, bearer)
+            .await
+            .map(Some)
     }
 
     /// The jobs of `kind` an earlier start with `request_id` made for `actor`; none for
