@@ -1,7 +1,9 @@
-//! Writes on the destination are the caller's: a job writes the application's objects
-//! as the user who started it (Kubernetes impersonation), so the destination's RBAC,
-//! its escalation check and its admission judge each one as that user's, never as the
-//! pair's credential. alice holds a Role in her namespace on both clusters; the
+//! Writes on the destination are the caller's, and the destination decides who that is.
+//! A job writes the application's objects as the user who started it, so the
+//! destination's RBAC, its escalation check and its admission judge each one as that
+//! user's, never as the pair's credential; and a destination that does not trust the
+//! names its sources give takes writes only with the caller's own token for it, which
+//! it verifies itself. alice holds a Role in her namespace on both clusters; the
 //! administrator is in system:masters.
 
 // Test code: a failed setup step is a failed test.
@@ -12,7 +14,8 @@ mod common;
 use std::path::Path;
 
 use common::control::{
-    cli, grant, jsonpath, kubectl, kubectl_result, profiles_and_pair, serve, wait_answering,
+    cli, grant, jsonpath, kubectl, kubectl_result, profiles_and_pair, serve,
+    serve_verifying_callers, wait_answering,
 };
 
 /// alice may write Roles and RoleBindings in `ns` on `context`, without the escalate and
@@ -47,15 +50,35 @@ fn alice_may_write_network_policies(kc: &Path, context: &str, ns: &str) -> bool 
     kubectl_result(kc, context, &args, None).is_ok()
 }
 
+/// `ferry --context a-alice migrate -n NS --to b` with `extra` flags.
+fn alice_migrates(kc: &Path, ns: &str, extra: &[&str]) -> common::Run {
+    let mut args = vec![
+        "--context",
+        "a-alice",
+        "migrate",
+        "-n",
+        ns,
+        "--to",
+        "b",
+        "--profile",
+        "main",
+    ];
+    args.extend_from_slice(extra);
+    cli(kc, &args)
+}
+
+// One test: the destination's ClusterRole ferry-migrator is one per cluster, and here
+// it must stay without impersonation while every step runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn destination_writes_are_judged_as_the_caller_not_the_pair() {
+async fn destination_verifies_the_caller_and_judges_writes_as_theirs() {
     let env = ferry_testenv::shared().await.expect("test environment");
     let s3 = env.s3().unwrap();
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let (_serve_a, _) = serve(&kc, "a", root);
-    let (_serve_b, _) = serve(&kc, "b", root);
+    // b does not trust the names a gives: it verifies every writer itself.
+    let (_serve_b, _) = serve_verifying_callers(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "cli-as-caller", 6);
 
@@ -85,20 +108,35 @@ async fn destination_writes_are_judged_as_the_caller_not_the_pair() {
     assert!(alice_may_write_network_policies(&kc, "a", &ns));
     assert!(!alice_may_write_network_policies(&kc, "b", &ns));
 
-    let run = cli(
-        &kc,
-        &[
-            "--context",
-            "a-alice",
-            "migrate",
-            "-n",
-            &ns,
-            "--to",
-            "b",
-            "--profile",
-            "main",
-        ],
+    // Hole 7: without her own credential for b, the name "alice" that a verified is
+    // not enough for b; the job stops before writing anything, saying what to do.
+    let asserted = alice_migrates(&kc, &ns, &[]);
+    assert_ne!(asserted.code, Some(0), "{asserted:?}");
+    let report = &asserted.stdout;
+    assert!(
+        report.contains("may not write there as user alice")
+            && report.contains("no impersonate right")
+            && report.contains("--to-context")
+            && report.contains("--trust-source-identities"),
+        "{asserted:?}"
     );
+    let settings = ["get", "configmap", "settings", "-n", &ns];
+    assert!(kubectl_result(&kc, "b", &settings, None).is_err());
+    // A token b does not accept is refused before any job starts, naming b.
+    let forged = root.join("forged.token");
+    std::fs::write(&forged, "not-a-token-of-b\n").unwrap();
+    let forged_arg = forged.display().to_string();
+    let refused = alice_migrates(&kc, &ns, &["--to-token-file", &forged_arg]);
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains("cluster b") && refused.stderr.contains("does not accept"),
+        "{refused:?}"
+    );
+    assert!(kubectl_result(&kc, "b", &settings, None).is_err());
+
+    // With her own token for b (the context b-alice), b verifies her and takes the
+    // job's writes as hers.
+    let run = alice_migrates(&kc, &ns, &["--to-context", "b-alice"]);
     let said = format!("{}\n{}", run.stdout, run.stderr);
 
     // What she may write arrived, written as her.

@@ -127,6 +127,19 @@ impl JobRun {
         // Asked once up front, so a destination that does not let Ferry act as the user
         // says so by name before anything is written.
         if let Err(e) = ferry_kube::who_am_i(&acting).await {
+            let refused = matches!(e.kube_source(), Some(kube::Error::Api(s)) if s.code == 403);
+            let message = match (&cluster.credential, refused) {
+                (Some(c), true) => format!(
+                    "Ferry may not write there as user {user}: it does not let {} act as \
+                     another user (no impersonate right)",
+                    c.who
+                ),
+                (None, true) => format!(
+                    "Ferry may not write there as user {user}: its own credential may not \
+                     act as another user (no impersonate right)"
+                ),
+                (_, false) => format!("Ferry may not write there as user {user}: {e}"),
+            };
             let hint = if cluster.credential.is_some() {
                 format!(
                     "cluster {} verifies who writes there itself unless its administrator \
@@ -145,7 +158,7 @@ impl JobRun {
             };
             return Err(TransferError::Cluster {
                 cluster: cluster.name.clone(),
-                message: format!("Ferry may not write there as user {user}: {e}"),
+                message,
                 hint,
             });
         }
