@@ -359,6 +359,10 @@ fn migrate_application(cli: &mut Cli, kc: &Path, root: &Path, keys: &Keys) -> (S
                 &ns,
                 "--to",
                 "a-to-b",
+                // The administrator's own token for b goes with the job (and must
+                // never show in a log either).
+                "--to-context",
+                "b",
                 "--profile",
                 "main",
             ],
@@ -416,6 +420,10 @@ fn failures(
                 ns,
                 "--to",
                 "a-to-b",
+                // The administrator's own token for b goes with the job (and must
+                // never show in a log either).
+                "--to-context",
+                "b",
                 "--profile",
                 "flaky",
             ],
