@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::control::{
-    cli, eventually, free_port, jsonpath, kubectl, kubectl_result, profiles, sample_app,
-    serve_with, wait_answering,
+    cli, eventually, free_port, jsonpath, kubectl, kubectl_result, profile_create, profiles,
+    sample_app, serve_with, wait_answering,
 };
 use common::{assert_same_tree, make_tree};
 use serde_json::Value;
@@ -129,7 +129,8 @@ fn webhook_configuration(ca: &str, port: u16) -> String {
          failurePolicy: Fail\n  timeoutSeconds: 10\n  \
          clientConfig: {{url: \"https://127.0.0.1:{port}/mutate\", caBundle: {bundle}}}\n  \
          rules: [{{apiGroups: [ferry.dev], apiVersions: [\"*\"], operations: [CREATE, UPDATE], \
-         resources: [clusterpairs, profiles, migrations, restores, migrationschedules], scope: \"*\"}}]\n"
+         resources: [clusterpairs, profiles, migrations, restores, migrationschedules, \
+         importpolicies], scope: \"*\"}}]\n"
     )
 }
 
@@ -198,6 +199,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
             "crd/migrationschedules.ferry.dev",
             "crd/restores.ferry.dev",
             "crd/profiles.ferry.dev",
+            "crd/importpolicies.ferry.dev",
         ],
         None,
     );
@@ -377,6 +379,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     a_profile_object_makes_a_profile_for_administrators_only(&kc, s3);
     a_restore_puts_the_migrations_restore_point_back(&kc, &done, &src);
     a_migration_schedule_runs_on_its_interval_and_records_its_runs(&kc, root, &first);
+    an_import_policy_imports_what_is_new(&kc, s3, root, &first);
 
     // alice, in her own namespace, asks for one she cannot read: refused, no job.
     let hers = ferry_testenv::unique_name("alice-crd");
@@ -815,4 +818,144 @@ fn profile_named(kc: &Path, name: &str) -> Value {
         .as_array()
         .and_then(|all| all.iter().find(|p| p["name"] == name).cloned())
         .unwrap_or(Value::Null)
+}
+
+/// An ImportPolicy on a, polling an import profile made from a migration token of an
+/// export of a namespace for a itself (any cluster can import; the one with the
+/// controller here is a): its run imports the export's restore point, labelled with
+/// the policy, and the status records the run.
+fn an_import_policy_imports_what_is_new(
+    kc: &Path,
+    s3: &ferry_testenv::S3Info,
+    root: &Path,
+    controller: &Controller,
+) {
+    let (ns, _, _) = sample_app(kc, root, "crd-import", |src| {
+        make_tree(src, 75);
+    });
+    // Migration tokens hand over what an export profile writes.
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name("cli-crds-out")
+    );
+    let more = [
+        "--s3",
+        &location,
+        "--region",
+        &s3.region,
+        "--credentials-secret",
+        "s3-crd",
+        "--key-secret",
+        "repo-key-crd",
+        "--create-repository",
+    ];
+    profile_create(kc, "a", "crd-out", "export", &more).ok();
+    let recipient = cli(kc, &["--context", "a", "import-key"]).ok().stdout;
+    let exported = cli(
+        kc,
+        &[
+            "--context",
+            "a",
+            "-o",
+            "json",
+            "export",
+            "-n",
+            &ns,
+            "--profile",
+            "crd-out",
+            "--recipient-key",
+            recipient.trim(),
+        ],
+    )
+    .ok()
+    .json();
+    let restore_point = exported["restorePointId"].as_str().unwrap().to_owned();
+    // An import profile reads only: MinIO's read-only user.
+    let reader = s3.readonly.clone().expect("a read-only S3 user");
+    common::control::s3_secret(
+        kc,
+        "a",
+        "s3-read-crd",
+        &reader.access_key,
+        &reader.secret_key,
+    );
+    let token_file = root.join("crd-import.token");
+    std::fs::write(&token_file, exported["migrationToken"].as_str().unwrap()).unwrap();
+    let token = token_file.to_str().unwrap();
+    let more = [
+        "--migration-token-file",
+        token,
+        "--credentials-secret",
+        "s3-read-crd",
+    ];
+    profile_create(kc, "a", "crd-in", "import", &more).ok();
+
+    let documented = example("importpolicy");
+    assert!(documented.contains("interval: 15m"), "{documented}");
+    let yaml = documented
+        .replace("namespace: shop\n", &format!("namespace: {ns}\n"))
+        .replace("sourceNamespace: shop", &format!("sourceNamespace: {ns}"))
+        .replace("profile: in\n", "profile: crd-in\n")
+        .replace("interval: 15m", "interval: 6s")
+        // Import only: the restore half is the Restore's and the import test's.
+        .replace("restore: true", "restore: false");
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let what = "importpolicy/shop-in";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let object = loop {
+        let object = get_json(kc, "a", &["-n", &ns, what]);
+        let done = object["status"]["runs"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|r| r["state"] == "succeeded"));
+        if done {
+            break object;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for a run of the ImportPolicy to succeed:\n{object:#}\n{}",
+            controller.log()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    };
+    let ready = condition(&object, "Ready").unwrap();
+    assert_eq!(ready["status"], "True", "{object:#}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("acting for admin"),
+        "{object:#}"
+    );
+    let id = object["status"]["scheduleId"].as_str().unwrap().to_owned();
+    let policy = scheduled(kc, &id);
+    assert_eq!(
+        policy["importPolicy"]["application"]["namespace"], ns,
+        "{policy:#}"
+    );
+    // The export's restore point, imported under the policy's name.
+    let imported = cli(
+        kc,
+        &[
+            "--context",
+            "a",
+            "-o",
+            "json",
+            "restore-points",
+            "--profile",
+            "crd-in",
+        ],
+    )
+    .ok()
+    .stdout;
+    assert!(imported.contains(&restore_point), "{imported}");
+    assert!(
+        imported.contains(&format!("importpolicy.{ns}.shop-in")),
+        "not labelled with the policy: {imported}"
+    );
+
+    kubectl(kc, "a", &["-n", &ns, "delete", what], None);
+    let listed = cli(kc, &["--context", "a", "import-policy", "list"]).ok();
+    assert!(!listed.stdout.contains(&id), "{listed:?}");
 }

@@ -634,14 +634,7 @@ pub fn export_repository(
         s3.bucket,
         ferry_testenv::unique_name(prefix)
     );
-    let args = [
-        "--context",
-        "a",
-        "profile",
-        "create",
-        "out",
-        "--kind",
-        "export",
+    let more = [
         "--s3",
         &location,
         "--region",
@@ -652,8 +645,29 @@ pub fn export_repository(
         key_name,
         "--create-repository",
     ];
-    cli(kubeconfig, &args).ok();
+    profile_create(kubeconfig, "a", "out", "export", &more).ok();
     (location, key)
+}
+
+/// `ferry --context CONTEXT profile create NAME --kind KIND MORE...`.
+pub fn profile_create(
+    kubeconfig: &Path,
+    context: &str,
+    name: &str,
+    kind: &str,
+    more: &[&str],
+) -> Run {
+    let mut args = vec![
+        "--context",
+        context,
+        "profile",
+        "create",
+        name,
+        "--kind",
+        kind,
+    ];
+    args.extend_from_slice(more);
+    cli(kubeconfig, &args)
 }
 
 /// `ferry --context a -o json export -n NS --profile out`, sealed for the import key
@@ -679,20 +693,13 @@ pub fn export_out(kubeconfig: &Path, ns: &str, recipient: Option<&str>) -> Run {
 /// b's import profile `in` from the migration token in `token_file`, reading with the
 /// read-only S3 Secret `s3-read` of [`export_repository`].
 pub fn import_profile(kubeconfig: &Path, token_file: &Path) {
-    let args = [
-        "--context",
-        "b",
-        "profile",
-        "create",
-        "in",
-        "--kind",
-        "import",
+    let more = [
         "--migration-token-file",
         token_file.to_str().unwrap(),
         "--credentials-secret",
         "s3-read",
     ];
-    cli(kubeconfig, &args).ok();
+    profile_create(kubeconfig, "b", "in", "import", &more).ok();
 }
 
 /// Records appended until there are 100, each `N PAYLOAD SHA256(PAYLOAD)`. On every start

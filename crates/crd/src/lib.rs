@@ -14,12 +14,15 @@
 //!   destination, once.
 //! - [`MigrationSchedule`] (namespaced): a Migration on a schedule, through the
 //!   scheduler service; its status keeps the latest runs.
+//! - [`ImportPolicy`] (namespaced, on the destination): import, and optionally
+//!   restore, what is new in an import profile's repository, on a schedule.
 //!
 //! Who asked matters: the controller acts for the user who created an object, never
 //! with more rights. The admission webhook records that user in [`requester`]'s
 //! annotations when the object is created, and keeps them as they were on every update.
 
 mod common;
+mod import_policy;
 mod migration;
 mod pair;
 mod profile;
@@ -30,6 +33,7 @@ mod schedule;
 use kube::CustomResourceExt;
 
 pub use common::{Condition, SecretKeyRef, set_condition};
+pub use import_policy::{ImportPolicy, ImportPolicySpec};
 pub use migration::{
     ApplySpec, ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, MoverSpec,
     ObjectCounts, ObjectFailure, Phase, Progress, Selection, VolumeSpec, VolumeStatus,
@@ -39,7 +43,7 @@ pub use profile::{Backend, Profile, ProfileSpec, ProfileStatus, RepositoryUse};
 pub use restore::{Restore, RestoreSpec};
 pub use schedule::{
     MigrationSchedule, MigrationScheduleSpec, MigrationScheduleStatus, RetentionSpec,
-    ScheduleRunStatus, parse_duration,
+    ScheduleRunStatus, Timing, parse_duration,
 };
 
 /// The API group of every Ferry resource.
@@ -88,7 +92,18 @@ pub fn all() -> Vec<Crd> {
         "has(self.schedule) != has(self.interval)",
         "set exactly one of spec.schedule (a cron expression) and spec.interval",
     );
-    vec![pair, profile, migration, restore, schedule]
+    let mut import = ImportPolicy::crd();
+    spec_rule(
+        &mut import,
+        &import_policy::only_suspend_changes(),
+        "only spec.suspend of an ImportPolicy can change; delete it and create another",
+    );
+    spec_rule(
+        &mut import,
+        "has(self.schedule) != has(self.interval)",
+        "set exactly one of spec.schedule (a cron expression) and spec.interval",
+    );
+    vec![pair, profile, migration, restore, schedule, import]
 }
 
 type Crd =

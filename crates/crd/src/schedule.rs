@@ -32,6 +32,22 @@ use crate::{Condition, MigrationSpec};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationScheduleSpec {
+    /// When runs start, and whether they are suspended.
+    #[serde(flatten)]
+    pub timing: Timing,
+    /// How many restore points the runs leave in the repository; absent keeps all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
+    /// The Migration each run performs (the fields of a Migration's spec; `dryRun`
+    /// cannot be set).
+    pub template: MigrationSpec,
+}
+
+/// When a schedule's runs start, and whether they are suspended: the first fields of a
+/// MigrationSchedule's spec and of an ImportPolicy's.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
     /// When runs start, as a five-field cron expression (`0 2 * * *`) in `timeZone`.
     /// Set exactly one of `schedule` and `interval`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -45,12 +61,6 @@ pub struct MigrationScheduleSpec {
     /// No runs while true; the one field that may change.
     #[serde(default)]
     pub suspend: bool,
-    /// How many restore points the runs leave in the repository; absent keeps all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<RetentionSpec>,
-    /// The Migration each run performs (the fields of a Migration's spec; `dryRun`
-    /// cannot be set).
-    pub template: MigrationSpec,
 }
 
 /// Which restore points a schedule keeps; both limits apply.

@@ -4,7 +4,8 @@
 //!   service, through [`jobs`], which follows their jobs.
 //! - [`pair`]: ClusterPair objects onto the pairing service.
 //! - [`profile`]: Profile objects onto the catalog.
-//! - [`schedule`]: MigrationSchedule objects onto the scheduler service.
+//! - [`schedule`]: MigrationSchedule and ImportPolicy objects onto the scheduler
+//!   service.
 //! - [`webhook`]: the admission webhook that records who created each object.
 //! - [`lease`]: one replica acts at a time.
 //!
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferry_crd::{ClusterPair, Migration, MigrationSchedule, Profile, Restore};
+use ferry_crd::{ClusterPair, ImportPolicy, Migration, MigrationSchedule, Profile, Restore};
 use ferry_proto::v1::catalog_service_client::CatalogServiceClient;
 use ferry_proto::v1::pairing_service_client::PairingServiceClient;
 use ferry_proto::v1::scheduler_service_client::SchedulerServiceClient;
@@ -125,10 +126,17 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
         Api::<MigrationSchedule>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
+    .graceful_shutdown_on(stop.clone().cancelled_owned())
+    .run(schedule::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let imports = Controller::new(
+        Api::<ImportPolicy>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
     .graceful_shutdown_on(stop.cancelled_owned())
     .run(schedule::reconcile, error_policy, ctx)
     .for_each(|_| async {});
-    tokio::join!(migrations, pairs, profiles, restores, schedules);
+    tokio::join!(migrations, pairs, profiles, restores, schedules, imports);
 }
 
 /// The controller's body, shared by `ferry-controller` and `ferry service controller`.

@@ -1,10 +1,11 @@
-//! MigrationSchedule objects onto the scheduler service.
+//! MigrationSchedule and ImportPolicy objects onto the scheduler service.
 //!
-//! A new MigrationSchedule becomes a schedule in Ferry's scheduler, created as the user
-//! who created the object (the webhook's signed requester), so every run acts for that
-//! user and the scheduler refuses what they may not do. The controller then keeps
-//! `spec.suspend` and the scheduler's state in step and copies the latest runs into the
-//! status every few seconds. Deleting the object deletes the schedule.
+//! A new MigrationSchedule (or ImportPolicy) becomes a schedule in Ferry's scheduler,
+//! created as the user who created the object (the webhook's signed requester), so
+//! every run acts for that user and the scheduler refuses what they may not do. The
+//! controller then keeps `spec.suspend` and the scheduler's state in step and copies
+//! the latest runs into the status every few seconds. Deleting the object deletes the
+//! schedule. The two kinds differ only in what each run does ([`Scheduled`]).
 //!
 //! The schedule's name in the scheduler is derived from the object's namespace and
 //! name, so a controller that died between creating it and writing the status finds
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use ferry_crd::requester::Requester;
 use ferry_crd::{
-    MigrationSchedule, MigrationScheduleStatus, ScheduleRunStatus, parse_duration, set_condition,
+    ImportPolicy, MigrationSchedule, MigrationScheduleStatus, ScheduleRunStatus, Timing,
+    parse_duration, set_condition,
 };
 use ferry_proto::v1::{
     CreateScheduleRequest, DeleteScheduleRequest, GetScheduleRequest, ListRunsRequest,
@@ -38,17 +40,79 @@ use ferry_rpc::proto_duration;
 /// How often the status follows the scheduler.
 const FOLLOW_EVERY: Duration = Duration::from_secs(5);
 
-/// The kind, as the requester annotation is signed for it.
-const KIND: &str = "MigrationSchedule";
+/// A kind of object that becomes a schedule of the scheduler service.
+pub trait Scheduled:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind, as the requester annotation is signed for it.
+    const KIND: &'static str;
+    /// The schedule's name in the scheduler starts with it.
+    const PREFIX: &'static str;
+    /// `spec`'s schedule, interval, time zone and suspension.
+    fn timing(&self) -> &Timing;
+    fn schedule_status(&self) -> Option<&MigrationScheduleStatus>;
+    /// What each run does and how many restore points it keeps, or what is wrong
+    /// with the spec.
+    fn run(&self) -> Result<(create_schedule_request::Spec, Option<Retention>), String>;
+}
 
-/// The controller's entry for one MigrationSchedule.
-pub async fn reconcile(s: Arc<MigrationSchedule>, ctx: Arc<Ctx>) -> Result<Action> {
+impl Scheduled for MigrationSchedule {
+    const KIND: &'static str = "MigrationSchedule";
+    const PREFIX: &'static str = "migrationschedule";
+    fn timing(&self) -> &Timing {
+        &self.spec.timing
+    }
+    fn schedule_status(&self) -> Option<&MigrationScheduleStatus> {
+        self.status.as_ref()
+    }
+    fn run(&self) -> Result<(create_schedule_request::Spec, Option<Retention>), String> {
+        migration_run(self)
+    }
+}
+
+impl Scheduled for ImportPolicy {
+    const KIND: &'static str = "ImportPolicy";
+    const PREFIX: &'static str = "importpolicy";
+    fn timing(&self) -> &Timing {
+        &self.spec.timing
+    }
+    fn schedule_status(&self) -> Option<&MigrationScheduleStatus> {
+        self.status.as_ref()
+    }
+    fn run(&self) -> Result<(create_schedule_request::Spec, Option<Retention>), String> {
+        let spec = &self.spec;
+        if spec.profile.is_empty() {
+            return Err("spec.profile is empty; name the import profile to poll".into());
+        }
+        let policy = ferry_proto::v1::ImportPolicySpec {
+            repository: crate::migration::repository(&spec.profile),
+            application: Some(crate::migration::selector(
+                &spec.objects,
+                spec.source_namespace.clone(),
+            )),
+            destination: None,
+            apply: Some(crate::migration::apply_options(&spec.apply)),
+            restore: spec.restore,
+        };
+        Ok((create_schedule_request::Spec::ImportPolicy(policy), None))
+    }
+}
+
+/// The controller's entry for one MigrationSchedule or ImportPolicy.
+pub async fn reconcile<K: Scheduled>(s: Arc<K>, ctx: Arc<Ctx>) -> Result<Action> {
     let ns = s.namespace().unwrap_or_default();
-    let api: Api<MigrationSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     finalizer(&api, ferry_crd::FINALIZER, s, |event| async {
         match event {
-            Event::Apply(s) => apply(&api, &s, &ctx).await,
-            Event::Cleanup(s) => cleanup(&s, &ctx).await,
+            Event::Apply(s) => apply(&api, &*s, &ctx).await,
+            Event::Cleanup(s) => cleanup(&*s, &ctx).await,
         }
     })
     .await
@@ -57,29 +121,35 @@ pub async fn reconcile(s: Arc<MigrationSchedule>, ctx: Arc<Ctx>) -> Result<Actio
 
 /// The name of the scheduler's schedule for `s`: readable in `ferry schedules list`,
 /// the same on every reconcile.
-pub fn scheduler_name(s: &MigrationSchedule) -> String {
+pub fn scheduler_name<K: Scheduled>(s: &K) -> String {
     let ns = s.namespace().unwrap_or_default();
-    let name = format!("migrationschedule.{ns}.{}", s.name_any());
+    let name = format!("{}.{ns}.{}", K::PREFIX, s.name_any());
     // The scheduler takes names of at most 253 bytes; the uid is shorter and unique.
     if name.len() <= 253 {
         name
     } else {
-        format!("migrationschedule.{ns}.{}", s.uid().unwrap_or_default())
+        format!("{}.{ns}.{}", K::PREFIX, s.uid().unwrap_or_default())
     }
 }
 
-fn label(s: &MigrationSchedule) -> String {
-    format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())
+/// `Kind namespace/name`, for messages.
+fn label<K: Scheduled>(s: &K) -> String {
+    format!(
+        "{} {}/{}",
+        K::KIND,
+        s.namespace().unwrap_or_default(),
+        s.name_any()
+    )
 }
 
-async fn apply(api: &Api<MigrationSchedule>, s: &MigrationSchedule, ctx: &Ctx) -> Result<Action> {
-    let mut status = s.status.clone().unwrap_or_default();
-    let g = s.metadata.generation;
+async fn apply<K: Scheduled>(api: &Api<K>, s: &K, ctx: &Ctx) -> Result<Action> {
+    let mut status = s.schedule_status().cloned().unwrap_or_default();
+    let g = s.meta().generation;
     let ns = s.namespace().unwrap_or_default();
     let who = match Requester::of(
-        s.metadata.annotations.as_ref(),
+        s.meta().annotations.as_ref(),
         &ctx.secret,
-        KIND,
+        K::KIND,
         &ns,
         &s.name_any(),
     ) {
@@ -110,15 +180,17 @@ async fn apply(api: &Api<MigrationSchedule>, s: &MigrationSchedule, ctx: &Ctx) -
         Err(Error::Service { status: st, .. }) if st.code() == Code::NotFound => {
             let message = format!(
                 "the scheduler no longer has schedule {} (deleted with `ferry schedules \
-                 delete`?); delete this MigrationSchedule and create it again",
-                status.schedule_id
+                 delete`?); delete this {} and create it again",
+                status.schedule_id,
+                K::KIND
             );
             return refuse(api, s, ctx, status, "ScheduleDeleted", &message).await;
         }
         Err(e) => return Err(e),
     };
-    if schedule.suspended != s.spec.suspend {
-        schedule = set_suspended(ctx, s, &schedule.id, s.spec.suspend, &who).await?;
+    let suspend = s.timing().suspend;
+    if schedule.suspended != suspend {
+        schedule = set_suspended(ctx, s, &schedule.id, suspend, &who).await?;
     }
     let runs = ctx
         .scheduler
@@ -133,7 +205,7 @@ async fn apply(api: &Api<MigrationSchedule>, s: &MigrationSchedule, ctx: &Ctx) -
         ))
         .await
         .map_err(|status| Error::Service {
-            what: format!("listing the runs of MigrationSchedule {}", label(s)),
+            what: format!("listing the runs of {}", label(s)),
             status,
         })?
         .into_inner()
@@ -155,20 +227,20 @@ async fn apply(api: &Api<MigrationSchedule>, s: &MigrationSchedule, ctx: &Ctx) -
         &mut status.conditions,
         condition("Ready", "True", reason, &message, g),
     );
-    crate::status::write(api, s, s.status.as_ref(), &status, &ctx.cluster).await?;
+    crate::status::write(api, s, s.schedule_status(), &status, &ctx.cluster).await?;
     Ok(Action::requeue(FOLLOW_EVERY))
 }
 
 /// The scheduler's request for `s`, or what is wrong with its spec.
-fn create_request(s: &MigrationSchedule) -> Result<CreateScheduleRequest, String> {
-    let spec = &s.spec;
-    let trigger = match (spec.schedule.is_empty(), spec.interval.is_empty()) {
-        (false, true) => create_schedule_request::Trigger::Cron(spec.schedule.clone()),
+fn create_request<K: Scheduled>(s: &K) -> Result<CreateScheduleRequest, String> {
+    let timing = s.timing();
+    let interval = &timing.interval;
+    let trigger = match (timing.schedule.is_empty(), interval.is_empty()) {
+        (false, true) => create_schedule_request::Trigger::Cron(timing.schedule.clone()),
         (true, false) => {
-            let every = parse_duration(&spec.interval).ok_or_else(|| {
+            let every = parse_duration(interval).ok_or_else(|| {
                 format!(
-                    "spec.interval {:?} is not a duration; write it like 15m, 1h30m or 1d",
-                    spec.interval
+                    "spec.interval {interval:?} is not a duration; write it like 15m, 1h30m or 1d"
                 )
             })?;
             create_schedule_request::Trigger::Interval(proto_duration(every))
@@ -179,6 +251,24 @@ fn create_request(s: &MigrationSchedule) -> Result<CreateScheduleRequest, String
             );
         }
     };
+    let (spec, retention) = s.run()?;
+    Ok(CreateScheduleRequest {
+        name: scheduler_name(s),
+        trigger: Some(trigger),
+        time_zone: timing.time_zone.clone(),
+        spec: Some(spec),
+        retention,
+        retry: None,
+        suspended: timing.suspend,
+    })
+}
+
+/// What each run of a MigrationSchedule does: its template's migration of one
+/// namespace, with its retention.
+fn migration_run(
+    s: &MigrationSchedule,
+) -> Result<(create_schedule_request::Spec, Option<Retention>), String> {
+    let spec = &s.spec;
     let retention = match &spec.retention {
         None => None,
         Some(r) => Some(Retention {
@@ -213,22 +303,17 @@ fn create_request(s: &MigrationSchedule) -> Result<CreateScheduleRequest, String
     if let Some(application) = migration.application.as_mut() {
         application.namespace = namespace;
     }
-    Ok(CreateScheduleRequest {
-        name: scheduler_name(s),
-        trigger: Some(trigger),
-        time_zone: spec.time_zone.clone(),
-        spec: Some(create_schedule_request::Spec::Migration(migration)),
+    Ok((
+        create_schedule_request::Spec::Migration(migration),
         retention,
-        retry: None,
-        suspended: spec.suspend,
-    })
+    ))
 }
 
 /// Creates the schedule, or finds the one a previous reconcile created; a refusal the
 /// user must act on comes back as (reason, message).
-async fn create(
+async fn create<K: Scheduled>(
     ctx: &Ctx,
-    s: &MigrationSchedule,
+    s: &K,
     request: CreateScheduleRequest,
     who: &Requester,
 ) -> Result<Result<Schedule, (&'static str, String)>> {
@@ -265,7 +350,7 @@ async fn create(
             Ok(Err((reason_of(st.code()), st.message().to_owned())))
         }
         Err(status) => Err(Error::Service {
-            what: format!("creating the schedule of MigrationSchedule {}", label(s)),
+            what: format!("creating the schedule of {}", label(s)),
             status,
         }),
     }
@@ -289,9 +374,9 @@ async fn get(ctx: &Ctx, schedule: &str, who: &Requester) -> Result<Schedule> {
     Ok(answer.into_inner().schedule.unwrap_or_default())
 }
 
-async fn set_suspended(
+async fn set_suspended<K: Scheduled>(
     ctx: &Ctx,
-    s: &MigrationSchedule,
+    s: &K,
     id: &str,
     suspend: bool,
     who: &Requester,
@@ -311,7 +396,7 @@ async fn set_suspended(
     };
     let verb = if suspend { "suspending" } else { "resuming" };
     let schedule = answer.map_err(|status| Error::Service {
-        what: format!("{verb} the schedule of MigrationSchedule {}", label(s)),
+        what: format!("{verb} the schedule of {}", label(s)),
         status,
     })?;
     tracing::info!(schedule = %label(s), suspend, "schedule suspension changed");
@@ -371,17 +456,17 @@ fn timestamp(t: Option<&prost_types::Timestamp>) -> Option<String> {
 
 /// Before the object goes: the schedule goes from the scheduler (a run in progress
 /// finishes; no new one starts).
-async fn cleanup(s: &MigrationSchedule, ctx: &Ctx) -> Result<Action> {
-    let status = s.status.clone().unwrap_or_default();
+async fn cleanup<K: Scheduled>(s: &K, ctx: &Ctx) -> Result<Action> {
+    let status = s.schedule_status().cloned().unwrap_or_default();
     if status.schedule_id.is_empty() {
         return Ok(Action::await_change());
     }
     let ns = s.namespace().unwrap_or_default();
     // An object whose requester cannot be trusted never got a schedule.
     let Ok(who) = Requester::of(
-        s.metadata.annotations.as_ref(),
+        s.meta().annotations.as_ref(),
         &ctx.secret,
-        KIND,
+        K::KIND,
         &ns,
         &s.name_any(),
     ) else {
@@ -400,31 +485,31 @@ async fn cleanup(s: &MigrationSchedule, ctx: &Ctx) -> Result<Action> {
     match deleted {
         Ok(_) => {
             tracing::info!(schedule = %label(s), id = %status.schedule_id,
-                "MigrationSchedule deleted: schedule deleted");
+                "object deleted: schedule deleted");
             Ok(Action::await_change())
         }
         Err(st) if st.code() == Code::NotFound => Ok(Action::await_change()),
         Err(status) => Err(Error::Service {
-            what: format!("deleting the schedule of MigrationSchedule {}", label(s)),
+            what: format!("deleting the schedule of {}", label(s)),
             status,
         }),
     }
 }
 
-async fn refuse(
-    api: &Api<MigrationSchedule>,
-    s: &MigrationSchedule,
+async fn refuse<K: Scheduled>(
+    api: &Api<K>,
+    s: &K,
     ctx: &Ctx,
     mut status: MigrationScheduleStatus,
     reason: &str,
     message: &str,
 ) -> Result<Action> {
-    let g = s.metadata.generation;
+    let g = s.meta().generation;
     status.observed_generation = g;
     set_condition(
         &mut status.conditions,
         condition("Ready", "False", reason, message, g),
     );
-    crate::status::write(api, s, s.status.as_ref(), &status, &ctx.cluster).await?;
+    crate::status::write(api, s, s.schedule_status(), &status, &ctx.cluster).await?;
     Ok(Action::await_change())
 }
