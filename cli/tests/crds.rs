@@ -302,6 +302,20 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     let job = status["jobs"][0]["id"].as_str().unwrap();
     let shown = cli(&kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
     assert!(shown.stdout.contains("JOB_STATE_SUCCEEDED"), "{shown:?}");
+    // The status followed the job's own event stream: the outcome was written within
+    // seconds of the job's end, not at the next refresh of the 15 s timer.
+    let job_json: Value = serde_json::from_str(&shown.stdout).unwrap();
+    let time = |v: &Value| -> k8s_openapi::jiff::Timestamp {
+        v.as_str()
+            .unwrap_or_else(|| panic!("no time in {v}"))
+            .parse()
+            .unwrap()
+    };
+    let lag = time(&status["finishedAt"]).duration_since(time(&job_json["report"]["finishedAt"]));
+    assert!(
+        lag.as_secs_f64() < 5.0,
+        "the status took {lag:?} to follow the job: {status:#}\n{job_json:#}"
+    );
     assert!(
         shown.stdout.contains("\"requestedBy\": \"admin\""),
         "{shown:?}"

@@ -4,8 +4,8 @@
 //! requester annotation): the transfer service reviews that user's rights and refuses
 //! what they may not do, and the refusal becomes the `Succeeded=False` condition with
 //! its reason. While the jobs run, the controller copies their progress into the
-//! status every few seconds; once they end, it writes the per-volume and per-object
-//! outcomes. Deleting an object whose jobs still run cancels them and waits for them
+//! status as their event streams report (at most once a second, [`crate::watch`]);
+//! once they end, it writes the per-volume and per-object outcomes. Deleting an object whose jobs still run cancels them and waits for them
 //! to stop (the transfer service leaves nothing half-applied) before the object goes.
 
 use std::future::Future;
@@ -24,6 +24,7 @@ use ferry_proto::v1::{
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,8 +34,9 @@ use crate::Ctx;
 use crate::error::{Error, Result};
 use crate::status::{condition, now, reason_of, refused};
 
-/// How often a running object's status is refreshed.
-const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+/// How often a running object's status is refreshed without a word from its jobs'
+/// event streams (one that broke, a service restarted).
+const FOLLOW_EVERY: Duration = Duration::from_secs(15);
 
 /// A kind whose work is transfer jobs, with the status they share.
 pub(crate) trait JobsObject:
@@ -51,6 +53,9 @@ pub(crate) trait JobsObject:
     const KIND: &'static str;
 
     fn jobs_status(&self) -> Option<&MigrationStatus>;
+
+    /// The wakes of this kind's objects ([`crate::watch`]).
+    fn wakes(ctx: &Ctx) -> &crate::watch::Wakes<Self>;
 
     /// Starts the jobs, acting for `who`; a refusal is the service's status.
     fn start_jobs(
@@ -147,6 +152,9 @@ async fn start<K: JobsObject>(
     };
     tracing::info!(object = %label(m), user = %requester.username,
         jobs = ?jobs.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), "jobs started");
+    for j in &jobs {
+        crate::watch::follow(ctx, K::wakes(ctx), &j.id, ObjectRef::from_obj(m));
+    }
     status.jobs = jobs.iter().map(job_status).collect();
     status.phase = Some(Phase::Running);
     status.started_at = Some(now());
@@ -184,6 +192,10 @@ async fn follow<K: JobsObject>(
     let mut reports = Vec::new();
     for j in &status.jobs {
         let (job, report) = get_job(ctx, &j.id).await?;
+        if report.is_none() {
+            // Also after a controller restart or a new leadership term.
+            crate::watch::follow(ctx, K::wakes(ctx), &j.id, ObjectRef::from_obj(m));
+        }
         jobs.push(job);
         reports.extend(report);
     }

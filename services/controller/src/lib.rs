@@ -1,7 +1,8 @@
 //! Ferry's Kubernetes controller.
 //!
 //! - [`migration`], [`restore`]: Migration and Restore objects onto the transfer
-//!   service, through [`jobs`], which follows their jobs.
+//!   service, through [`jobs`], which follows their jobs, woken by the jobs' own event
+//!   streams ([`watch`]).
 //! - [`pair`]: ClusterPair objects onto the pairing service.
 //! - [`profile`]: Profile objects onto the catalog.
 //! - [`schedule`]: MigrationSchedule and ImportPolicy objects onto the scheduler
@@ -24,6 +25,7 @@ pub mod profile;
 pub mod restore;
 pub mod schedule;
 mod status;
+mod watch;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -58,6 +60,10 @@ pub struct Ctx {
     pub scheduler: SchedulerServiceClient<ferry_rpc::TracedChannel>,
     pub catalog: CatalogServiceClient<ferry_rpc::TracedChannel>,
     pub authorizer: ferry_authz::Authorizer,
+    /// Jobs whose event streams wake their objects' reconciles.
+    watched: watch::Watched,
+    migration_wakes: watch::Wakes<Migration>,
+    restore_wakes: watch::Wakes<Restore>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -98,6 +104,7 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
         Api::<Migration>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
+    .reconcile_on(ctx.migration_wakes.stream())
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(migration::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
@@ -119,6 +126,7 @@ pub async fn reconcile_until(ctx: Arc<Ctx>, stop: CancellationToken) {
         Api::<Restore>::all(ctx.client.clone()),
         watcher::Config::default(),
     )
+    .reconcile_on(ctx.restore_wakes.stream())
     .graceful_shutdown_on(stop.clone().cancelled_owned())
     .run(restore::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
@@ -179,6 +187,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         catalog: CatalogServiceClient::new(channel(&args.catalog_endpoint)?),
         authorizer: ferry_authz::Authorizer::new(client.clone(), &args.cluster_name)
             .with_admin_groups(args.access.admin_groups.clone()),
+        watched: Default::default(),
+        migration_wakes: Default::default(),
+        restore_wakes: Default::default(),
     });
 
     let shutdown = ferry_rpc::shutdown_on_signals().context("installing signal handlers")?;

@@ -25,6 +25,10 @@ impl JobsObject for Migration {
         self.status.as_ref()
     }
 
+    fn wakes(ctx: &Ctx) -> &crate::watch::Wakes<Self> {
+        &ctx.migration_wakes
+    }
+
     fn start_jobs(
         &self,
         ctx: &Ctx,

@@ -22,6 +22,10 @@ impl JobsObject for Restore {
         self.status.as_ref()
     }
 
+    fn wakes(ctx: &Ctx) -> &crate::watch::Wakes<Self> {
+        &ctx.restore_wakes
+    }
+
     fn start_jobs(
         &self,
         ctx: &Ctx,
