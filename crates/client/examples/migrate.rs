@@ -2,7 +2,8 @@
 //! and print the job's progress, with the SDK alone.
 //!
 //! ```text
-//! cargo run -p ferry-client --example migrate -- --context a --to b --namespace shop
+//! cargo run -p ferry-client --example migrate -- --context a --to b --to-context b \
+//!     --namespace shop
 //! ```
 
 use anyhow::Context;
@@ -17,6 +18,11 @@ struct Args {
     /// The destination: a pair name or id, or the destination cluster's name.
     #[arg(long)]
     to: String,
+    /// Kubeconfig context of the destination: your token there goes with the job, the
+    /// destination verifies it and the job writes there as you. Without it the
+    /// destination must trust the names the source gives.
+    #[arg(long)]
+    to_context: Option<String>,
     /// Namespace of the application.
     #[arg(long, short = 'n')]
     namespace: String,
@@ -28,7 +34,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let source = Ferry::for_context(None, args.context.as_deref()).await?;
+    let mut source = Ferry::for_context(None, args.context.as_deref()).await?;
+    if let Some(context) = &args.to_context {
+        let token = ferry_client::context_token(None, Some(context))
+            .await?
+            .with_context(|| format!("context {context} signs in without a bearer token"))?;
+        source = source.with_destination_token(&token)?;
+    }
     let pair = source.find_pair(&args.to).await?;
     let job = source
         .migrate(proto::StartMigrationRequest {
