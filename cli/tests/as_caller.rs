@@ -81,10 +81,15 @@ async fn destination_verifies_the_caller_and_judges_writes_as_theirs() {
     let (_serve_b, _) = serve_verifying_callers(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
     profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "cli-as-caller", 6);
+    let ns = alices_namespace_with_a_role_b_never_gave_her(&kc);
+    the_destination_judges_an_identity_it_verified_itself(&kc, root, &ns);
+    writes_on_the_destination_are_the_callers_not_the_pairs(&kc, &ns);
+}
 
-    // On a, the administrator gave alice NetworkPolicy rights in her namespace with a
-    // Role and RoleBinding of the namespace. On b nobody did: migrating that Role and
-    // its binding must not hand them to her, though the pair's credential holds them.
+/// On a, the administrator gave alice NetworkPolicy rights in her namespace with a Role
+/// and RoleBinding of the namespace. On b nobody did: migrating that Role and its
+/// binding must not hand them to her, though the pair's credential holds them.
+fn alices_namespace_with_a_role_b_never_gave_her(kc: &Path) -> String {
     let ns = ferry_testenv::unique_name("alice-rbac");
     let yaml = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
@@ -99,18 +104,22 @@ async fn destination_verifies_the_caller_and_judges_writes_as_theirs() {
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: netpol-admin}}\n\
          subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
     );
-    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&yaml));
-    kubectl(&kc, "b", &["create", "namespace", &ns], None);
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    kubectl(kc, "b", &["create", "namespace", &ns], None);
     for side in ["a", "b"] {
-        grant(&kc, side, &ns, "alice");
-        grant_rbac(&kc, side, &ns);
+        grant(kc, side, &ns, "alice");
+        grant_rbac(kc, side, &ns);
     }
-    assert!(alice_may_write_network_policies(&kc, "a", &ns));
-    assert!(!alice_may_write_network_policies(&kc, "b", &ns));
+    assert!(alice_may_write_network_policies(kc, "a", &ns));
+    assert!(!alice_may_write_network_policies(kc, "b", &ns));
+    ns
+}
 
-    // Hole 7: without her own credential for b, the name "alice" that a verified is
-    // not enough for b; the job stops before writing anything, saying what to do.
-    let asserted = alice_migrates(&kc, &ns, &[]);
+/// Hole 7: b does not take the name "alice" that a verified; without her own
+/// credential for b, verified by b, the job stops before writing anything, saying what
+/// to do; a token b does not accept is refused before any job starts.
+fn the_destination_judges_an_identity_it_verified_itself(kc: &Path, root: &Path, ns: &str) {
+    let asserted = alice_migrates(kc, ns, &[]);
     assert_ne!(asserted.code, Some(0), "{asserted:?}");
     let report = &asserted.stdout;
     assert!(
@@ -120,36 +129,35 @@ async fn destination_verifies_the_caller_and_judges_writes_as_theirs() {
             && report.contains("--trust-source-identities"),
         "{asserted:?}"
     );
-    let settings = ["get", "configmap", "settings", "-n", &ns];
-    assert!(kubectl_result(&kc, "b", &settings, None).is_err());
-    // A token b does not accept is refused before any job starts, naming b.
+    let settings = ["get", "configmap", "settings", "-n", ns];
+    assert!(kubectl_result(kc, "b", &settings, None).is_err());
     let forged = root.join("forged.token");
     std::fs::write(&forged, "not-a-token-of-b\n").unwrap();
     let forged_arg = forged.display().to_string();
-    let refused = alice_migrates(&kc, &ns, &["--to-token-file", &forged_arg]);
+    let refused = alice_migrates(kc, ns, &["--to-token-file", &forged_arg]);
     assert_ne!(refused.code, Some(0), "{refused:?}");
     assert!(
         refused.stderr.contains("cluster b") && refused.stderr.contains("does not accept"),
         "{refused:?}"
     );
-    assert!(kubectl_result(&kc, "b", &settings, None).is_err());
+    assert!(kubectl_result(kc, "b", &settings, None).is_err());
+}
 
-    // With her own token for b (the context b-alice), b verifies her and takes the
-    // job's writes as hers.
-    let run = alice_migrates(&kc, &ns, &["--to-context", "b-alice"]);
+/// Hole 6: with her own token for b (the context b-alice), b verifies her and takes
+/// the job's writes as hers: what she may write arrives; the Role granting what she
+/// lacks there is refused by b's own escalation check, so she gains nothing, and the
+/// report says why.
+fn writes_on_the_destination_are_the_callers_not_the_pairs(kc: &Path, ns: &str) {
+    let run = alice_migrates(kc, ns, &["--to-context", "b-alice"]);
     let said = format!("{}\n{}", run.stdout, run.stderr);
-
-    // What she may write arrived, written as her.
     assert_eq!(
-        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        jsonpath(kc, "b", ns, "configmap/settings", "{.data.greeting}"),
         "alice's",
         "{run:?}"
     );
-    // The Role granting what she lacks there was refused by the destination's own
-    // escalation check, as hers; so she gained nothing, and the report says why.
-    assert!(!alice_may_write_network_policies(&kc, "b", &ns), "{run:?}");
+    assert!(!alice_may_write_network_policies(kc, "b", ns), "{run:?}");
     assert!(
-        kubectl_result(&kc, "b", &["get", "role", "netpol-admin", "-n", &ns], None).is_err(),
+        kubectl_result(kc, "b", &["get", "role", "netpol-admin", "-n", ns], None).is_err(),
         "the Role arrived: {run:?}"
     );
     assert_ne!(run.code, Some(0), "{run:?}");
