@@ -117,10 +117,9 @@ impl Repository {
                     &repo,
                     &file,
                     path,
-                    &batch.pack,
-                    batch.start,
-                    &data,
+                    (&batch.pack, batch.start, &data),
                     &group.pieces,
+                    false,
                 )?;
                 file.set_len(*size).map_err(io_err("truncate", path))?;
                 policy.apply_fd(file.as_fd(), *meta, false, path)?;
@@ -171,7 +170,8 @@ impl Repository {
                     let repo = self.clone();
                     let path = path.to_path_buf();
                     let written = tokio::task::spawn_blocking(move || {
-                        write_pieces(&repo, &file, &path, &g.pack, g.start, &data, &g.pieces)
+                        let range = (&g.pack, g.start, &data[..]);
+                        write_pieces(&repo, &file, &path, range, &g.pieces, patch)
                     })
                     .await
                     .map_err(Error::join)??;
@@ -200,28 +200,34 @@ impl Repository {
 }
 
 /// A file the previous restore left, opened to write the chunks it lacks in place
-/// (never through a link: the target was walked without following any).
+/// (never through a link: the target was walked without following any), and to read
+/// what is there first, so only the pages that differ are written.
 fn open_to_patch(root: &Beneath, path: &Path) -> Result<std::fs::File> {
     root.open(
         root.rel(path),
-        rustix::fs::OFlags::WRONLY,
+        rustix::fs::OFlags::RDWR,
         rustix::fs::Mode::empty(),
     )
     .map(std::fs::File::from)
     .map_err(io_err("open to patch", path))
 }
 
-/// Blocking: decodes the pieces of one range (which starts at pack offset `base`)
-/// and writes them into `file`; returns the bytes written. Only the pieces' own bytes
-/// are read from `data`, never what lies between them.
+/// The unit a patched file is compared and written in: a page, what a small change
+/// inside a chunk (a database page, a log append) touches.
+const PATCH_PAGE: usize = 4096;
+
+/// Blocking: decodes the pieces of one range (`data`, which starts at offset `base` of
+/// `pack`) and writes them into `file`; returns the bytes written. Only the pieces' own
+/// bytes are read from `data`, never what lies between them. With `patch` (a file the
+/// last restore left), what the file holds at each piece's place is read first and
+/// only the pages that differ are written: a chunk changed in one page costs a page.
 pub(super) fn write_pieces(
     repo: &Repository,
     file: &std::fs::File,
     path: &Path,
-    pack: &Id,
-    base: u64,
-    data: &[u8],
+    (pack, base, data): (&Id, u64, &[u8]),
     pieces: &[Piece],
+    patch: bool,
 ) -> Result<u64> {
     let mut written = 0;
     // Pieces come in pack order, so a chunk the file holds several times (repeated
@@ -257,9 +263,57 @@ pub(super) fn write_pieces(
             last = Some((p, plain));
         }
         if let Some((_, plain)) = &last {
-            file.write_all_at(plain, p.file_offset)
-                .map_err(io_err("write", path))?;
-            written += plain.len() as u64;
+            written += if patch {
+                write_changed_pages(file, path, plain, p.file_offset)?
+            } else {
+                file.write_all_at(plain, p.file_offset)
+                    .map_err(io_err("write", path))?;
+                plain.len() as u64
+            };
+        }
+    }
+    Ok(written)
+}
+
+/// Writes the pages of `plain` that differ from what `file` holds at `offset` (runs of
+/// them in one write); what lies past the file's end differs. Returns the bytes written.
+fn write_changed_pages(
+    file: &std::fs::File,
+    path: &Path,
+    plain: &[u8],
+    offset: u64,
+) -> Result<u64> {
+    let mut on_disk = vec![0u8; plain.len()];
+    let mut have = 0;
+    while have < on_disk.len() {
+        match file.read_at(&mut on_disk[have..], offset + have as u64) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("read", path)(e)),
+        }
+    }
+    let mut written = 0u64;
+    let mut run: Option<usize> = None;
+    let pages = plain.len().div_ceil(PATCH_PAGE);
+    for page in 0..=pages {
+        let differs = page < pages && {
+            let (start, end) = (
+                page * PATCH_PAGE,
+                ((page + 1) * PATCH_PAGE).min(plain.len()),
+            );
+            end > have || plain[start..end] != on_disk[start..end]
+        };
+        match (differs, run) {
+            (true, None) => run = Some(page * PATCH_PAGE),
+            (false, Some(start)) => {
+                let end = (page * PATCH_PAGE).min(plain.len());
+                file.write_all_at(&plain[start..end], offset + start as u64)
+                    .map_err(io_err("write", path))?;
+                written += (end - start) as u64;
+                run = None;
+            }
+            _ => {}
         }
     }
     Ok(written)

@@ -140,8 +140,8 @@ async fn bytes_between_chunks_are_never_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("f");
     let file = fs::File::create(&path).expect("create");
-    let written =
-        write_pieces(&repo, &file, &path, &pack, g.start, &data, &g.pieces).expect("write");
+    let range = (&pack, g.start, &data[..]);
+    let written = write_pieces(&repo, &file, &path, range, &g.pieces, false).expect("write");
     assert_eq!(written, 8000);
     let got = fs::read(&path).expect("read");
     let mut want = vec![0u8; 9000];
@@ -150,13 +150,34 @@ async fn bytes_between_chunks_are_never_written() {
     want[6000..].copy_from_slice(&a);
     assert_eq!(got, want);
 
+    // Patching a file that holds them: nothing differs, nothing is written; one byte
+    // changed on disk costs its page (here its whole 3000-byte chunk), and no more.
+    let rw = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    let again = write_pieces(&repo, &rw, &path, range, &g.pieces, true).expect("patch");
+    assert_eq!(again, 0);
+    std::os::unix::fs::FileExt::write_all_at(&rw, &[!want[100]], 100).expect("change");
+    let patched = write_pieces(&repo, &rw, &path, range, &g.pieces, true).expect("patch");
+    assert_eq!(patched, 3000);
+    assert_eq!(fs::read(&path).expect("read"), want);
+
     // A damaged chunk inside a merged range is still caught, naming its pack.
     let mut bad = data.clone();
     bad[sa.len() + gap.len() + 10] ^= 1;
     let path2 = dir.path().join("g");
     let file2 = fs::File::create(&path2).expect("create");
-    let err = write_pieces(&repo, &file2, &path2, &pack, g.start, &bad, &g.pieces)
-        .expect_err("corrupt chunk");
+    let err = write_pieces(
+        &repo,
+        &file2,
+        &path2,
+        (&pack, g.start, &bad),
+        &g.pieces,
+        false,
+    )
+    .expect_err("corrupt chunk");
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&pack.to_hex()), "{err}");
 }
