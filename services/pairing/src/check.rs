@@ -130,6 +130,25 @@ fn expect_repository(
     ))
 }
 
+/// How jobs write the application's objects on the destination, by whether it trusts
+/// the identities this cluster names.
+fn writes_as_users(trusted: bool, destination: &str) -> String {
+    if trusted {
+        format!(
+            "cluster {destination} trusts the users this cluster names: jobs write there as \
+             them, with or without their own token for it (schedules and Migration objects \
+             included)"
+        )
+    } else {
+        format!(
+            "cluster {destination} verifies who writes there itself: a job writes there \
+             only with its caller's own token for it (ferry migrate --to-context); \
+             schedules and Migration objects cannot migrate to it until its administrator \
+             trusts this cluster's users (--trust-source-identities)"
+        )
+    }
+}
+
 fn permissions_message(who: &str) -> String {
     let all: Vec<String> = KEY_ACCESS.iter().map(|a| a.describe()).collect();
     format!("{who} may {}", all.join(", "))
@@ -224,8 +243,19 @@ impl Inner {
                         Ok(permissions_message("the pair's credential"))
                     })
                     .await;
+                checks
+                    .run("writes-as-users", S2D, async {
+                        Ok(writes_as_users(
+                            cluster::may_impersonate(&c, &dest.name).await?,
+                            &dest.name,
+                        ))
+                    })
+                    .await;
             }
-            None => checks.skip("permissions", S2D, "skipped: the API was not reached"),
+            None => {
+                checks.skip("permissions", S2D, "skipped: the API was not reached");
+                checks.skip("writes-as-users", S2D, "skipped: the API was not reached");
+            }
         }
 
         let ferry_ok = checks

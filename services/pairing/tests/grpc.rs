@@ -340,12 +340,25 @@ async fn checked_from_the_source(a: &Side, b: &Side, pair_id: &str) {
     for want in [
         ("api-reachable", s2d),
         ("permissions", s2d),
+        ("writes-as-users", s2d),
         ("ferry-reachable", s2d),
         ("ferry-reachable", d2s),
         ("repository-writable", s2d),
     ] {
         assert!(names.contains(&want), "{want:?} missing from {names:?}");
     }
+    // b was started without trusting a's users: the check says how jobs write there.
+    let mode = find_check(
+        &resp.checks,
+        "writes-as-users",
+        CheckDirection::SourceToDestination,
+    );
+    assert!(
+        mode.message.contains("verifies who writes there itself")
+            && mode.message.contains("--to-context"),
+        "{}",
+        mode.message
+    );
     // No catalog in this process: the repository checks are skipped, saying why.
     for (name, direction) in [
         ("repository-writable", CheckDirection::SourceToDestination),

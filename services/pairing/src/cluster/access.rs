@@ -127,6 +127,35 @@ pub async fn missing_permissions(client: &kube::Client, cluster: &str) -> Result
     Ok(missing)
 }
 
+/// Whether the pair's credential (`client`) may impersonate users on the destination:
+/// whether the destination trusts the identities its sources name
+/// (`--trust-source-identities`), which jobs without their caller's own token for it
+/// (schedules, Migration objects) need.
+pub async fn may_impersonate(client: &kube::Client, cluster: &str) -> Result<bool> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let impersonate = Access {
+        verb: "impersonate",
+        group: "",
+        resource: "users",
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(impersonate.attributes()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let got = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(PairingError::kube(
+            cluster,
+            format!("reviewing access to {}", impersonate.describe()),
+            None,
+        ))?;
+    Ok(got.status.is_some_and(|s| s.allowed))
+}
+
 /// On the destination, with its own client: does the token it issued still authenticate,
 /// and as whom? Returns the user name, or `None` if the token is no longer valid.
 pub async fn review_token(

@@ -22,7 +22,9 @@ use kube::api::{Api, PostParams};
 use crate::error::{PairingError, Result, is_network};
 use crate::token::Secret;
 
-pub use access::{KEY_ACCESS, missing_permissions, missing_permissions_of, review_token};
+pub use access::{
+    KEY_ACCESS, may_impersonate, missing_permissions, missing_permissions_of, review_token,
+};
 pub use credential::{CredentialSpec, issue_credential, request_token, revoke_credential};
 pub use role::{CLUSTER_ROLE, cluster_role_owner, ensure_cluster_role, migrator_rules};
 
