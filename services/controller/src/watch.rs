@@ -19,6 +19,9 @@ use crate::Ctx;
 
 /// Wakes of one kind at most this often per job.
 const WAKE_EVERY: Duration = Duration::from_secs(1);
+/// How long a job whose stream could not be opened waits before its object is woken to
+/// try again: a transfer service that is restarting is not asked in a tight loop.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Objects woken and not yet reconciled; more wakes of a full queue are dropped (the
 /// reconcile they ask for is already due).
 const QUEUED_WAKES: usize = 256;
@@ -85,7 +88,8 @@ where
             }
             Err(status) => {
                 tracing::debug!(job = %id, error = %status.message(),
-                    "no event stream for the job; its status follows the timer");
+                    "no event stream for the job; trying again shortly");
+                tokio::time::sleep(RETRY_AFTER).await;
             }
         }
         watched.lock().remove(&id);
