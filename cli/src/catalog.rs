@@ -74,8 +74,18 @@ pub struct CreateProfileArgs {
     pub migration_token_file: Option<std::path::PathBuf>,
     /// With --migration-token-file: accept the token only if the source's signing key
     /// has this fingerprint (SHA256:..., as `ferry export` printed it on the source).
+    /// Required with a token unless --unsafe-skip-signer-verification is given.
     #[arg(long, value_name = "FINGERPRINT", requires = "migration_token_file")]
     pub expect_signer: Option<String>,
+    /// With --migration-token-file: accept the token whoever signed it. Anyone who can
+    /// hand you a token for this cluster's import key could then point the profile at a
+    /// repository of theirs; check the signer the output names.
+    #[arg(
+        long,
+        requires = "migration_token_file",
+        conflicts_with = "expect_signer"
+    )]
+    pub unsafe_skip_signer_verification: bool,
     /// Do not verify the endpoint's TLS certificate (test setups only).
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
@@ -128,14 +138,20 @@ fn s3_location(text: &str) -> Result<(String, String, String)> {
     Ok((endpoint, bucket.to_string(), prefix.to_string()))
 }
 
-/// `--expect-signer`, which only means something with a token. (clap's `requires` is
-/// not enough: it lets the token file be missing when --s3 or --local, which conflict
-/// with it, are given.)
+/// `--expect-signer`, which only means something with a token and is needed with one
+/// unless the check is skipped. (clap's `requires` is not enough: it lets the token file
+/// be missing when --s3 or --local, which conflict with it, are given.)
 fn expected_signer(a: &CreateProfileArgs) -> Result<String> {
     match (&a.expect_signer, &a.migration_token_file) {
         (Some(_), None) => Err(Error::Usage(
             "--expect-signer pins the signer of a migration token: give \
              --migration-token-file too"
+                .into(),
+        )),
+        (None, Some(_)) if !a.unsafe_skip_signer_verification => Err(Error::Usage(
+            "--migration-token-file needs --expect-signer FINGERPRINT: the source's signing \
+             key, which `ferry export` printed there with the token (or give \
+             --unsafe-skip-signer-verification to accept a token whoever signed it)"
                 .into(),
         )),
         (fingerprint, _) => Ok(fingerprint.clone().unwrap_or_default()),
@@ -283,6 +299,7 @@ async fn create_profile(
             create_repository: a.create_repository,
             migration_token,
             expected_signer,
+            unsafe_skip_signer_verification: a.unsafe_skip_signer_verification,
         })
         .await
         .map_err(|s| ferry.rpc_error("CreateProfile", s))?
@@ -296,9 +313,9 @@ async fn create_profile(
     let p = resp.profile.unwrap_or_default();
     if !p.token_signer_fingerprint.is_empty() && a.expect_signer.is_none() {
         eprintln!(
-            "ferry: the migration token was signed by {fp}; check it against what \
-             `ferry export` printed on the source, and pin it for later tokens with \
-             --expect-signer {fp}",
+            "ferry: warning: the signer was not checked; the migration token was signed by \
+             {fp}: check it against what `ferry export` printed on the source, and pin it \
+             for later tokens with --expect-signer {fp}",
             fp = p.token_signer_fingerprint
         );
     }
@@ -721,6 +738,40 @@ mod tests {
         };
         let err = expected_signer(&a).expect_err("--expect-signer without a token");
         assert!(err.to_string().contains("--migration-token-file"), "{err}");
+
+        // A token needs a pinned signer, or the check skipped by name.
+        let create = |args: &[&str]| match parse(args).expect("parses").command {
+            crate::Command::Profile(ProfileArgs {
+                command: ProfileCommand::Create(a),
+            }) => a,
+            _ => panic!("not profile create"),
+        };
+        let a = create(&["--migration-token-file", "token.txt"]);
+        let err = expected_signer(&a).expect_err("a token without a pin");
+        assert!(
+            err.to_string().contains("--expect-signer")
+                && err
+                    .to_string()
+                    .contains("--unsafe-skip-signer-verification"),
+            "{err}"
+        );
+        let a = create(&[
+            "--migration-token-file",
+            "token.txt",
+            "--unsafe-skip-signer-verification",
+        ]);
+        assert_eq!(expected_signer(&a).expect("skipped"), "");
+        assert!(
+            parse(&[
+                "--migration-token-file",
+                "t",
+                "--expect-signer",
+                "SHA256:abc",
+                "--unsafe-skip-signer-verification"
+            ])
+            .is_err(),
+            "a pin and the skip"
+        );
     }
 
     #[test]

@@ -36,13 +36,8 @@ pub struct ExportArgs {
     /// Export profile of the repository the restore point is written to.
     #[arg(long)]
     pub profile: String,
-    /// File holding the destination's public import key (from its catalog): the
-    /// migration token is made for it.
-    #[arg(long, value_name = "FILE", conflicts_with = "recipient_key")]
-    pub recipient_key_file: Option<PathBuf>,
-    /// The destination's public import key as text.
-    #[arg(long, value_name = "KEY")]
-    pub recipient_key: Option<String>,
+    #[command(flatten)]
+    pub recipient: RecipientArgs,
     /// A label stored with the restore point (KEY=VALUE); repeat for more.
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
@@ -59,9 +54,22 @@ pub struct ExportArgs {
     pub follow: FollowArgs,
 }
 
-impl ExportArgs {
+/// Whom a migration token is made for: the destination's public import key.
+#[derive(Debug, Args)]
+pub struct RecipientArgs {
+    /// File holding the destination's public import key (`ferry import-key` there): the
+    /// migration token is made for it. Administrators only: the token carries the key
+    /// of the profile's repository.
+    #[arg(long, value_name = "FILE", conflicts_with = "recipient_key")]
+    pub recipient_key_file: Option<PathBuf>,
+    /// The destination's public import key as text.
+    #[arg(long, value_name = "KEY")]
+    pub recipient_key: Option<String>,
+}
+
+impl RecipientArgs {
     /// The recipient's key, from the flag or the file; None when neither is given.
-    fn recipient_key(&self) -> Result<Option<String>> {
+    pub(crate) fn key(&self) -> Result<Option<String>> {
         let key = match (&self.recipient_key, &self.recipient_key_file) {
             (Some(k), _) => k.clone(),
             (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
@@ -81,7 +89,9 @@ impl ExportArgs {
         }
         Ok(Some(key.to_owned()))
     }
+}
 
+impl ExportArgs {
     fn request(&self) -> Result<StartExportRequest> {
         Ok(StartExportRequest {
             source: None,
@@ -90,7 +100,7 @@ impl ExportArgs {
             tags: mappings("--tag", &self.tags)?,
             dry_run: self.dry_run,
             schedule_id: String::new(),
-            recipient_key: self.recipient_key()?.unwrap_or_default(),
+            recipient_key: self.recipient.key()?.unwrap_or_default(),
             quiesce_source: self.quiesce,
             volumes: self.volumes.options(),
         })
@@ -225,18 +235,22 @@ pub async fn export(
             state: "without a migration token".into(),
         });
     }
-    // What the destination pins (`ferry profile create ... --expect-signer`), on stderr
-    // so stdout stays the token alone.
-    match ferry_token::signer_of(&report.migration_token) {
+    print_token(&report.migration_token)
+}
+
+/// A migration token alone on stdout (`> token.txt`), and on stderr the signer the
+/// destination pins (`ferry profile create ... --expect-signer`).
+pub(crate) fn print_token(token: &str) -> Result<()> {
+    match ferry_token::signer_of(token) {
         Ok(signer) => eprintln!(
-            "migration token signed by {fp} (this cluster's signing key); on the destination, \
-             accept only this source with: ferry profile create NAME --kind import \
-             --migration-token-file FILE --expect-signer {fp}",
+            "migration token signed by {fp} (this cluster's signing key); on the destination: \
+             ferry profile create NAME --kind import --migration-token-file FILE \
+             --expect-signer {fp}",
             fp = signer.fingerprint()
         ),
         Err(e) => eprintln!("ferry: warning: cannot read the token's signer: {e}"),
     }
-    print(&format!("{}\n", report.migration_token))
+    print(&format!("{token}\n"))
 }
 
 pub async fn restore(

@@ -27,8 +27,9 @@ const POLL: Duration = Duration::from_millis(500);
 /// `ferry import-policy` and its subcommands.
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
+  ferry --context a migration-token -n shop --profile exports --recipient-key-file b.pub > token.txt
   ferry --context b profile create shop-in --kind import --migration-token-file token.txt \\
-      --credentials-secret s3-read
+      --expect-signer SHA256:... --credentials-secret s3-read
   ferry --context b import-policy create shop --profile shop-in -n shop --every 15m --restore
   ferry --context b import-policy create shop --profile shop-in -n shop --cron '0 * * * *' \\
       --restore --namespace-map shop=shop-dr --storage-class-map fast=standard --no-start
@@ -105,6 +106,10 @@ pub struct CreateArgs {
     /// Create it suspended.
     #[arg(long)]
     pub suspended: bool,
+    /// Every run acts as this ServiceAccount of the namespace it restores into, judged
+    /// by the rights RBAC gives it then; required unless you are an administrator.
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
 }
 
 impl CreateArgs {
@@ -148,6 +153,7 @@ impl CreateArgs {
                 ..Default::default()
             }),
             suspended: self.suspended,
+            service_account: self.service_account.clone().unwrap_or_default(),
         })
     }
 }

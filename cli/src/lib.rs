@@ -38,6 +38,7 @@ pub mod schedules;
 pub mod serve;
 pub mod service;
 mod signal;
+pub mod token;
 pub mod version;
 mod watch;
 
@@ -101,6 +102,9 @@ pub enum Command {
     /// Print this cluster's import key (created on first use), for a source's
     /// `ferry export --recipient-key-file`.
     ImportKey,
+    /// Print a migration token for a namespace's restore points in an export profile's
+    /// repository (all of them, or one), for a destination's import profile.
+    MigrationToken(token::MigrationTokenArgs),
     /// Start a migrated application that arrived scaled to zero.
     Activate(catalog::ActivateArgs),
     /// Make a CA and certificates to try TLS and mutual TLS with (test setups).
@@ -172,6 +176,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             import_policy::run(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
         }
         Command::ImportKey => catalog::import_key(&cli.connect, cli.output).await,
+        Command::MigrationToken(args) => {
+            token::migration_token(&cli.connect, args, cli.output).await
+        }
         Command::Activate(args) => catalog::activate(&cli.connect, args, cli.output).await,
         Command::Certs(args) => certs::run(args),
         Command::Crds => output::print(

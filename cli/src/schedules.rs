@@ -68,6 +68,10 @@ pub struct CreateArgs {
     /// Create it suspended.
     #[arg(long)]
     pub suspended: bool,
+    /// Every run acts as this ServiceAccount of the application's namespace, judged by
+    /// the rights RBAC gives it then; required unless you are an administrator.
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
     /// Retention: after each successful run, keep at most the newest N restore points of
     /// the application in the run's repository (needs --profile).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -265,6 +269,7 @@ async fn create(
             ..Default::default()
         }),
         suspended: a.suspended,
+        service_account: a.service_account.unwrap_or_default(),
     };
     let Some(s) = create_schedule(ferry, request, format).await? else {
         return Ok(());

@@ -285,11 +285,11 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
         "{list:?}"
     );
 
-    // A schedule acts for its creator: alice's schedule of bob's namespace is created,
-    // but its run is refused for alice's missing rights, not run with the scheduler's.
-    cli(
-        &kc,
-        &[
+    // A schedule's runs act as a ServiceAccount its creator may act as: alice can name
+    // none of bob's namespace, so her schedule of it is refused before it exists, and
+    // none without one (the scheduler's own rights never stand in).
+    let sneaky = |service_account: Option<&str>| {
+        let mut args = vec![
             "--context",
             "a-alice",
             "schedules",
@@ -303,47 +303,25 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
             "b",
             "--profile",
             "main",
-        ],
-    )
-    .ok();
-    cli(
-        &kc,
-        &["--context", "a-alice", "schedules", "run-now", "sneaky"],
-    )
-    .ok();
-    let mut runs = String::new();
-    for _ in 0..150 {
-        runs = cli(
-            &kc,
-            &[
-                "--context",
-                "a-alice",
-                "-o",
-                "json",
-                "schedules",
-                "runs",
-                "sneaky",
-            ],
-        )
-        .ok()
-        .stdout;
-        if runs.contains("RUN_STATE_FAILED") {
-            break;
+        ];
+        if let Some(sa) = service_account {
+            args.extend(["--service-account", sa]);
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+        cli(&kc, &args)
+    };
+    let refused = sneaky(Some("default"));
+    assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(
-        runs.contains("RUN_STATE_FAILED")
-            && runs.contains("alice may not")
-            && runs.contains(&format!("list pods in namespace {theirs}")),
-        "{runs}"
+        refused.stderr.contains(&format!(
+            "alice may not create serviceaccounts/token of default in namespace {theirs}"
+        )),
+        "{refused:?}"
     );
-    assert!(!namespace_exists(&kc, "b", &theirs));
+    let refused = sneaky(None);
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("--service-account"), "{refused:?}");
     let by_admin = cli(&kc, &["--context", "a", "-o", "json", "schedules", "list"]).ok();
-    assert!(
-        by_admin.stdout.contains("\"createdBy\": \"alice\""),
-        "{by_admin:?}"
-    );
+    assert!(!by_admin.stdout.contains("sneaky"), "{by_admin:?}");
     // The administrator's own schedule is not alice's to see or run.
     cli(
         &kc,
@@ -365,10 +343,7 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     )
     .ok();
     let mine_only = cli(&kc, &["--context", "a-alice", "schedules", "list"]).ok();
-    assert!(
-        mine_only.stdout.contains("sneaky") && !mine_only.stdout.contains("ops-nightly"),
-        "{mine_only:?}"
-    );
+    assert!(!mine_only.stdout.contains("ops-nightly"), "{mine_only:?}");
     let not_hers = cli(
         &kc,
         &[

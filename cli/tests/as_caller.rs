@@ -14,25 +14,9 @@ mod common;
 use std::path::Path;
 
 use common::control::{
-    cli, grant, jsonpath, kubectl, kubectl_result, profiles_and_pair, serve,
+    cli, grant, grant_rbac, jsonpath, kubectl, kubectl_result, profiles_and_pair, serve,
     serve_verifying_callers, wait_answering,
 };
-
-/// alice may write Roles and RoleBindings in `ns` on `context`, without the escalate and
-/// bind verbs: RBAC's escalation check limits what they grant to what she holds.
-fn grant_rbac(kc: &Path, context: &str, ns: &str) {
-    let yaml = format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
-         metadata: {{name: alice-rbac, namespace: {ns}}}\n\
-         rules: [{{apiGroups: [rbac.authorization.k8s.io], resources: [roles, rolebindings], \
-         verbs: [get, list, watch, create, update, patch, delete]}}]\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
-         metadata: {{name: alice-rbac, namespace: {ns}}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-rbac}}\n\
-         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
-    );
-    kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
-}
 
 /// Whether alice may create NetworkPolicies in `ns` on `context`.
 fn alice_may_write_network_policies(kc: &Path, context: &str, ns: &str) -> bool {

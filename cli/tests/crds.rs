@@ -898,9 +898,12 @@ fn an_import_policy_imports_what_is_new(
     let token_file = root.join("crd-import.token");
     std::fs::write(&token_file, exported["migrationToken"].as_str().unwrap()).unwrap();
     let token = token_file.to_str().unwrap();
+    let signer = common::control::token_signer(&token_file);
     let more = [
         "--migration-token-file",
         token,
+        "--expect-signer",
+        &signer,
         "--credentials-secret",
         "s3-read-crd",
     ];

@@ -11,7 +11,7 @@ mod common;
 
 use common::control::{
     assert_sample_app_on_b, cli, export_repository, import_profile, sample_app, serve,
-    wait_answering,
+    token_signer, wait_answering,
 };
 use common::make_tree;
 
@@ -80,6 +80,14 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     assert!(!token.contains(&s3.secret_key));
     let token_file = root.join("token.txt");
     std::fs::write(&token_file, &token).unwrap();
+    // Beside it, on stderr, the signer the destination pins.
+    let signer = token_signer(&token_file);
+    assert!(
+        exported
+            .stderr
+            .contains(&format!("--expect-signer {signer}")),
+        "{exported:?}"
+    );
 
     // A tampered token stores nothing on b.
     let mut tampered = token.clone().into_bytes();
@@ -99,6 +107,8 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
             "import",
             "--migration-token-file",
             tampered_file.to_str().unwrap(),
+            "--expect-signer",
+            &signer,
             "--credentials-secret",
             "s3-read",
         ],

@@ -199,7 +199,9 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
         make_tree(src, 51);
     });
 
-    // First export, and b's import profile from its token.
+    // First export, and b's import profile from a token for the whole namespace: the
+    // export's own token names its one restore point, and the policy is to import the
+    // later ones too.
     let recipient = cli(&kc, &["--context", "b", "import-key"])
         .ok()
         .stdout
@@ -207,8 +209,27 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
         .to_string();
     let first = export(&kc, &ns, &recipient);
     let rp1 = first["restorePointId"].as_str().unwrap().to_string();
+    let token = cli(
+        &kc,
+        &[
+            "--context",
+            "a",
+            "migration-token",
+            "-n",
+            &ns,
+            "--profile",
+            "out",
+            "--recipient-key",
+            &recipient,
+        ],
+    )
+    .ok();
+    assert!(
+        token.stderr.contains("--expect-signer SHA256:"),
+        "{token:?}"
+    );
     let token_file = root.join("token.txt");
-    std::fs::write(&token_file, first["migrationToken"].as_str().unwrap()).unwrap();
+    std::fs::write(&token_file, token.stdout.trim()).unwrap();
     import_profile(&kc, &token_file);
 
     // An import policy on b; only RunNow starts its runs here.

@@ -1,7 +1,8 @@
 //! What a namespace user (alice, who holds a Role in her own namespace and nothing else)
 //! or a caller with no token reaches through real `ferry serve` processes on the test
 //! environment's clusters: another namespace's restore points, the profile and pair
-//! checks, and import policies of every namespace (issue 18, holes 3, 8 and 10).
+//! checks, import policies of every namespace, and migration tokens (issue 18, holes 3,
+//! 5, 8 and 10).
 
 // Test code: a failed setup step is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -9,8 +10,8 @@
 mod common;
 
 use common::control::{
-    cli, grant, grpcurl, key_secret, kubectl, kubectl_ok, main_profile, profiles_and_pair,
-    s3_secret, serve, wait_answering,
+    cli, grant, grant_rbac, grpcurl, jobs, key_secret, kubectl, kubectl_ok, main_profile,
+    profiles_and_pair, s3_secret, serve, wait_answering,
 };
 use common::random_bytes;
 use ferry_client::{Ferry, proto};
@@ -48,35 +49,48 @@ fn main_repository() -> Option<proto::RepositoryRef> {
     })
 }
 
+/// cluster a's Ferry (its `ferry serve` lives as long as the returned process), with
+/// the administrator's profile `main` in a fresh prefix named after `test`: what the
+/// tests of restore points, tokens and schedules start from. Also its endpoint.
+fn ferry_with_main_profile(
+    env: &ferry_testenv::TestEnv,
+    root: &std::path::Path,
+    test: &str,
+    seed: u64,
+) -> (common::control::Serve, String) {
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig();
+    let (serve_a, endpoint) = serve(kc, "a", root);
+    wait_answering(kc, &["a"]);
+    let (s3_name, key_name) = (
+        ferry_testenv::unique_name("s3"),
+        ferry_testenv::unique_name("key"),
+    );
+    let key = root.join("repo.key");
+    std::fs::write(&key, random_bytes(32, seed)).unwrap();
+    s3_secret(kc, "a", &s3_name, &s3.access_key, &s3.secret_key);
+    key_secret(kc, "a", &key_name, &key);
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name(test)
+    );
+    main_profile(kc, "a", &location, &s3.region, (&s3_name, &key_name), true).ok();
+    (serve_a, endpoint)
+}
+
 /// Hole 3: restore points are copies of a namespace. alice may neither list, look at nor
 /// restore those of a namespace she may not read, even into her own namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_reads_only_namespaces_the_caller_may_read() {
     let _one = ONE_AT_A_TIME.lock().await;
     let env = ferry_testenv::shared().await.expect("test environment");
-    let s3 = env.s3().unwrap();
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (_serve_a, _) = serve(&kc, "a", root);
-    wait_answering(&kc, &["a"]);
-
     // The administrator's profile on a, in a fresh prefix.
-    let (s3_name, key_name) = (
-        ferry_testenv::unique_name("s3"),
-        ferry_testenv::unique_name("key"),
-    );
-    let key = root.join("repo.key");
-    std::fs::write(&key, random_bytes(32, 3)).unwrap();
-    s3_secret(&kc, "a", &s3_name, &s3.access_key, &s3.secret_key);
-    key_secret(&kc, "a", &key_name, &key);
-    let location = format!(
-        "{}/{}/{}",
-        s3.endpoint,
-        s3.bucket,
-        ferry_testenv::unique_name("tenant-restore")
-    );
-    main_profile(&kc, "a", &location, &s3.region, (&s3_name, &key_name), true).ok();
+    let (_serve_a, _) = ferry_with_main_profile(env, root, "tenant-restore", 3);
 
     // bob's namespace, with a Secret, exported by the administrator.
     let bobs = ferry_testenv::unique_name("bob-shop");
@@ -459,15 +473,16 @@ async fn import_policies_of_every_namespace_are_for_administrators() {
         "{by_cli:?}"
     );
 
-    // Naming a namespace, she gets past that, to the profile (which does not exist);
-    // so does the administrator without one.
+    // Naming a namespace, she gets past that, to the next thing her policy needs: a
+    // ServiceAccount to run as. The administrator, without either, gets to the profile
+    // (which does not exist).
     let named = alice
         .scheduler()
         .create_schedule(policy("hers", "alice-shop"))
         .await
         .unwrap_err();
     assert_eq!(named.code(), Code::InvalidArgument, "{named:?}");
-    assert!(named.message().contains("no-such-profile"), "{named:?}");
+    assert!(named.message().contains("service_account"), "{named:?}");
     let admin = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
     let by_admin = admin
         .scheduler()
@@ -475,4 +490,256 @@ async fn import_policies_of_every_namespace_are_for_administrators() {
         .await
         .unwrap_err();
     assert_eq!(by_admin.code(), Code::InvalidArgument, "{by_admin:?}");
+}
+
+/// Hole 5: a migration token carries the key of its profile's whole repository, which
+/// opens every namespace exported into it, wrapped for whatever recipient key the
+/// request names (alice could name one of her own and unwrap it). So alice may export
+/// her own namespace, but not have a token made; nobody without a token exports at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_user_gets_no_key_that_opens_other_namespaces() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, endpoint_a) = ferry_with_main_profile(env, root, "tenant-token", 5);
+    // Her namespace, all of which she may read (its Roles and RoleBindings too).
+    let mine = ferry_testenv::unique_name("alice-shop");
+    kubectl(&kc, "a", &["create", "namespace", &mine], None);
+    grant(&kc, "a", &mine, "alice");
+    grant_rbac(&kc, "a", &mine);
+    let recipient = ferry_token::ImportKey::generate()
+        .unwrap()
+        .public_key()
+        .to_text();
+    let export = proto::StartExportRequest {
+        application: Some(proto::ApplicationSelector {
+            namespace: mine.clone(),
+            ..Default::default()
+        }),
+        repository: main_repository(),
+        recipient_key: recipient.clone(),
+        ..Default::default()
+    };
+
+    // alice, of her own namespace, with a recipient key: refused before a job exists.
+    let alice = Ferry::for_context(Some(&kc), Some("a-alice"))
+        .await
+        .unwrap();
+    let refused = alice
+        .transfer()
+        .start_export(export.clone())
+        .await
+        .unwrap_err();
+    assert_refused(
+        &refused,
+        Code::PermissionDenied,
+        &[
+            "alice is not an administrator of cluster a",
+            "migration token",
+            "every namespace",
+        ],
+    );
+    let queued = jobs(&alice).await;
+    assert!(
+        queued.is_empty(),
+        "a refused export queued a job: {queued:#?}"
+    );
+
+    // With no token at all: not even the question is looked at.
+    let data = format!(
+        r#"{{"application":{{"namespace":"{mine}"}},"repository":{{"profile":"main"}},"recipient_key":"{recipient}"}}"#
+    );
+    let answer = grpcurl(
+        endpoint_a.trim_start_matches("http://"),
+        None,
+        "ferry.v1.TransferService/StartExport",
+        &data,
+    );
+    assert!(answer.contains("Unauthenticated"), "{answer}");
+
+    // Without a recipient her export runs: the refusal is about the key, not the export.
+    let report = finished(
+        &alice,
+        alice
+            .transfer()
+            .start_export(proto::StartExportRequest {
+                recipient_key: String::new(),
+                ..export
+            })
+            .await,
+    )
+    .await;
+    assert_eq!(
+        report.state,
+        proto::JobState::Succeeded as i32,
+        "{report:#?}"
+    );
+    assert!(report.migration_token.is_empty(), "{report:#?}");
+}
+
+/// The runs of schedule `name`, newest first, once one has ended.
+async fn ended_run(ferry: &Ferry, name: &str, after: usize) -> proto::ScheduleRun {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let runs = ferry
+            .scheduler()
+            .list_runs(proto::ListRunsRequest {
+                schedule: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .runs;
+        let ended: Vec<&proto::ScheduleRun> = runs
+            .iter()
+            .filter(|r| r.state != proto::RunState::Running as i32)
+            .collect();
+        if ended.len() > after {
+            return ended[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run of {name} ended: {runs:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// Hole 7, schedules: a run is judged by the rights its identity holds when it starts,
+/// not by groups recorded at creation. alice's schedule runs as a ServiceAccount of her
+/// namespace that she may act as (one of another namespace she may not name); take its
+/// RoleBinding away and the next run is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_judged_at_every_run_by_the_rights_of_their_service_account() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (_serve_a, _) = ferry_with_main_profile(env, root, "tenant-schedule", 7);
+    let mine = ferry_testenv::unique_name("alice-shop");
+    let bobs = ferry_testenv::unique_name("bob-shop");
+    for ns in [&mine, &bobs] {
+        kubectl(&kc, "a", &["create", "namespace", ns], None);
+    }
+    grant(&kc, "a", &mine, "alice");
+    grant_rbac(&kc, "a", &mine);
+    let export =
+        |name: &str, namespace: &str, service_account: &str| proto::CreateScheduleRequest {
+            name: name.into(),
+            trigger: Some(proto::create_schedule_request::Trigger::Interval(
+                prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                },
+            )),
+            spec: Some(proto::create_schedule_request::Spec::Export(
+                proto::StartExportRequest {
+                    application: Some(proto::ApplicationSelector {
+                        namespace: namespace.into(),
+                        ..Default::default()
+                    }),
+                    repository: main_repository(),
+                    ..Default::default()
+                },
+            )),
+            retry: Some(proto::RetryPolicy {
+                max_attempts: 1,
+                ..Default::default()
+            }),
+            service_account: service_account.into(),
+            ..Default::default()
+        };
+    let alice = Ferry::for_context(Some(&kc), Some("a-alice"))
+        .await
+        .unwrap();
+
+    // A namespace user's schedule needs a ServiceAccount...
+    let none = alice
+        .scheduler()
+        .create_schedule(export("hers", &mine, ""))
+        .await
+        .unwrap_err();
+    assert_refused(
+        &none,
+        Code::InvalidArgument,
+        &["service_account", "alice is not an administrator"],
+    );
+    // ...that she may act as: not one of bob's namespace.
+    let bobs_sa = alice
+        .scheduler()
+        .create_schedule(export("bobs", &bobs, "default"))
+        .await
+        .unwrap_err();
+    assert_refused(
+        &bobs_sa,
+        Code::PermissionDenied,
+        &[&format!(
+            "alice may not create serviceaccounts/token of default in namespace {bobs}"
+        )],
+    );
+
+    // Her own ServiceAccount, bound to the Roles she holds (RBAC lets her grant no more).
+    let binding = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: mover, namespace: {mine}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: mover, namespace: {mine}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-edit}}\n\
+         subjects: [{{kind: ServiceAccount, name: mover, namespace: {mine}}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: mover-rbac, namespace: {mine}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-rbac}}\n\
+         subjects: [{{kind: ServiceAccount, name: mover, namespace: {mine}}}]\n"
+    );
+    kubectl(&kc, "a-alice", &["apply", "-f", "-"], Some(&binding));
+    let created = alice
+        .scheduler()
+        .create_schedule(export("hers", &mine, "mover"))
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert_eq!(created.service_account, format!("{mine}/mover"));
+    assert_eq!(created.created_by, "alice");
+    let run_now = || {
+        let mut scheduler = alice.scheduler();
+        async move {
+            scheduler
+                .run_now(proto::RunNowRequest {
+                    schedule: "hers".into(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    run_now().await;
+    let first = ended_run(&alice, "hers", 0).await;
+    assert_eq!(first.state, proto::RunState::Succeeded as i32, "{first:#?}");
+    let (job, _) = alice.job(&first.job_ids[0]).get().await.unwrap();
+    assert_eq!(
+        job.requested_by,
+        format!("system:serviceaccount:{mine}:mover")
+    );
+
+    // Its rights taken away, the next run is refused as the ServiceAccount's.
+    kubectl(
+        &kc,
+        "a",
+        &["-n", &mine, "delete", "rolebinding", "mover", "mover-rbac"],
+        None,
+    );
+    run_now().await;
+    let second = ended_run(&alice, "hers", 1).await;
+    assert_eq!(second.state, proto::RunState::Failed as i32, "{second:#?}");
+    let error = second.error.clone().unwrap_or_default();
+    assert!(
+        error
+            .message
+            .contains(&format!("system:serviceaccount:{mine}:mover may not")),
+        "{second:#?}"
+    );
 }

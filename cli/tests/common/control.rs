@@ -441,16 +441,20 @@ pub fn secret(kubeconfig: &Path, context: &str, name: &str, from: &[String]) {
     kubectl(kubeconfig, context, &args, None);
 }
 
-/// The job id of the newest job on `ferry`.
-pub async fn newest_job(ferry: &Ferry) -> String {
-    let jobs = ferry
+/// The jobs `ferry`'s caller sees, newest first.
+pub async fn jobs(ferry: &Ferry) -> Vec<proto::Job> {
+    ferry
         .transfer()
         .list_jobs(proto::ListJobsRequest::default())
         .await
         .unwrap()
         .into_inner()
-        .jobs;
-    jobs.first().expect("a job").id.clone()
+        .jobs
+}
+
+/// The job id of the newest job on `ferry`.
+pub async fn newest_job(ferry: &Ferry) -> String {
+    jobs(ferry).await.first().expect("a job").id.clone()
 }
 
 pub async fn report(ferry: &Ferry, id: &str) -> proto::JobReport {
@@ -501,6 +505,22 @@ pub fn grant(kc: &Path, context: &str, ns: &str, user: &str) {
          metadata: {{name: {user}-edit, namespace: {ns}}}\n\
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {user}-edit}}\n\
          subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    );
+    kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
+}
+
+/// alice may write Roles and RoleBindings in `ns` on `context`, without the escalate and
+/// bind verbs: RBAC's escalation check limits what they grant to what she holds.
+pub fn grant_rbac(kc: &Path, context: &str, ns: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
+         metadata: {{name: alice-rbac, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [rbac.authorization.k8s.io], resources: [roles, rolebindings], \
+         verbs: [get, list, watch, create, update, patch, delete]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
+         metadata: {{name: alice-rbac, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-rbac}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
     );
     kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
 }
@@ -690,12 +710,25 @@ pub fn export_out(kubeconfig: &Path, ns: &str, recipient: Option<&str>) -> Run {
     cli(kubeconfig, &args)
 }
 
-/// b's import profile `in` from the migration token in `token_file`, reading with the
-/// read-only S3 Secret `s3-read` of [`export_repository`].
+/// The fingerprint of the key that signed the token in `token_file`: what `ferry export`
+/// prints beside it for the destination to pin.
+pub fn token_signer(token_file: &Path) -> String {
+    let text = std::fs::read_to_string(token_file).unwrap();
+    ferry_token::signer_of(&text)
+        .unwrap()
+        .fingerprint()
+        .to_string()
+}
+
+/// b's import profile `in` from the migration token in `token_file`, pinned to its
+/// signer, reading with the read-only S3 Secret `s3-read` of [`export_repository`].
 pub fn import_profile(kubeconfig: &Path, token_file: &Path) {
+    let signer = token_signer(token_file);
     let more = [
         "--migration-token-file",
         token_file.to_str().unwrap(),
+        "--expect-signer",
+        &signer,
         "--credentials-secret",
         "s3-read",
     ];

@@ -219,6 +219,10 @@ pub struct Access {
     pub resource: String,
     /// None: cluster-wide (all namespaces for namespaced resources).
     pub namespace: Option<String>,
+    /// A subresource ("token" of serviceaccounts); empty for the resource itself.
+    pub subresource: String,
+    /// One object by name; empty for any.
+    pub name: String,
 }
 
 impl Access {
@@ -228,6 +232,8 @@ impl Access {
             group: group.into(),
             resource: resource.into(),
             namespace: Some(namespace.into()),
+            subresource: String::new(),
+            name: String::new(),
         }
     }
 
@@ -237,7 +243,22 @@ impl Access {
             group: group.into(),
             resource: resource.into(),
             namespace: None,
+            subresource: String::new(),
+            name: String::new(),
         }
+    }
+
+    /// The same access to `subresource` of one object, `name`.
+    pub fn of_object(mut self, name: &str, subresource: &str) -> Access {
+        self.name = name.into();
+        self.subresource = subresource.into();
+        self
+    }
+
+    /// What acting as ServiceAccount `name` of `namespace` takes in Kubernetes: getting
+    /// tokens for it (TokenRequest), which whoever may run pods as it can do in effect.
+    pub fn act_as_service_account(namespace: &str, name: &str) -> Access {
+        Access::namespaced("create", "", "serviceaccounts", namespace).of_object(name, "token")
     }
 
     /// What seeing a namespace means to Ferry, whatever it holds: listing its pods. Who
@@ -253,11 +274,45 @@ impl Access {
         } else {
             format!("{}.{}", self.resource, self.group)
         };
+        let what = match (self.subresource.is_empty(), self.name.is_empty()) {
+            (true, true) => what,
+            (true, false) => format!("{what} named {}", self.name),
+            (false, true) => format!("{what}/{}", self.subresource),
+            (false, false) => format!("{what}/{} of {}", self.subresource, self.name),
+        };
         match &self.namespace {
             Some(ns) => format!("{} {what} in namespace {ns}", self.verb),
             None => format!("{} {what} in all namespaces", self.verb),
         }
     }
+}
+
+/// A DNS subdomain name (RFC 1123), as Kubernetes names ServiceAccounts and
+/// cluster-scoped objects.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// The user name and groups Kubernetes gives ServiceAccount `name` of `namespace`
+/// (what its tokens authenticate as). Derived from the name alone, never recorded, so a
+/// run acting as it is judged by the RBAC that holds for it then.
+pub fn service_account_identity(namespace: &str, name: &str) -> (String, Vec<String>) {
+    (
+        format!("system:serviceaccount:{namespace}:{name}"),
+        vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".to_owned(),
+        ],
+    )
 }
 
 /// A caller the cluster vouched for, and whether they administer Ferry.
@@ -453,6 +508,8 @@ impl Authorizer {
                     group: Some(access.group.clone()),
                     resource: Some(access.resource.clone()),
                     namespace: access.namespace.clone(),
+                    subresource: Some(access.subresource.clone()).filter(|s| !s.is_empty()),
+                    name: Some(access.name.clone()).filter(|n| !n.is_empty()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -673,5 +730,23 @@ mod tests {
         let text = e.to_string();
         assert!(text.starts_with("alice may not create deployments.apps in namespace shop, list namespaces in all namespaces on cluster b"), "{text}");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            Access::act_as_service_account("shop", "mover").describe(),
+            "create serviceaccounts/token of mover in namespace shop"
+        );
+    }
+
+    #[test]
+    fn service_accounts_are_named_as_their_tokens_name_them() {
+        let (user, groups) = service_account_identity("shop", "mover");
+        assert_eq!(user, "system:serviceaccount:shop:mover");
+        assert_eq!(
+            groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:shop",
+                "system:authenticated"
+            ]
+        );
     }
 }

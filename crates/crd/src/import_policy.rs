@@ -62,6 +62,7 @@ pub(crate) fn only_suspend_changes() -> String {
         "schedule",
         "interval",
         "timeZone",
+        "serviceAccountName",
         "profile",
         "sourceNamespace",
         "selector",

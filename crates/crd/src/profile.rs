@@ -63,9 +63,14 @@ pub struct ProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_token_secret_ref: Option<SecretKeyRef>,
     /// With a migration token: the fingerprint (`SHA256:...`) of the source's signing
-    /// key; a token signed by another key is refused.
+    /// key; a token signed by another key is refused. Required with a token unless
+    /// `unsafeSkipSignerVerification` is set.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub expected_signer: String,
+    /// With a migration token and no `expectedSigner`: accept the token whoever signed
+    /// it (the status's profile names the signer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsafe_skip_signer_verification: bool,
 }
 
 /// What a profile is for.

@@ -43,8 +43,8 @@ pub struct MigrationScheduleSpec {
     pub template: MigrationSpec,
 }
 
-/// When a schedule's runs start, and whether they are suspended: the first fields of a
-/// MigrationSchedule's spec and of an ImportPolicy's.
+/// When a schedule's runs start, whether they are suspended, and as whom: the first
+/// fields of a MigrationSchedule's spec and of an ImportPolicy's.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Timing {
@@ -61,6 +61,12 @@ pub struct Timing {
     /// No runs while true; the one field that may change.
     #[serde(default)]
     pub suspend: bool,
+    /// Every run acts as this ServiceAccount of the object's namespace, judged by the
+    /// rights RBAC gives it when the run starts (as a CronJob's pods are). Required
+    /// unless the object's creator is an administrator; the creator must be allowed to
+    /// get its tokens.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account_name: String,
 }
 
 /// Which restore points a schedule keeps; both limits apply.
@@ -146,7 +152,13 @@ pub struct ScheduleRunStatus {
 /// present or absent.
 pub(crate) fn only_suspend_changes() -> String {
     let mut parts = vec!["self.template == oldSelf.template".to_owned()];
-    for field in ["schedule", "interval", "timeZone", "retention"] {
+    for field in [
+        "schedule",
+        "interval",
+        "timeZone",
+        "retention",
+        "serviceAccountName",
+    ] {
         parts.push(format!(
             "has(self.{field}) == has(oldSelf.{field}) && \
              (!has(self.{field}) || self.{field} == oldSelf.{field})"

@@ -44,6 +44,19 @@ struct ProfileFile {
     /// absolute.
     #[serde(default)]
     sealing_key_file: Option<PathBuf>,
+    /// The part of the repository the profile reads (an import profile's token scope).
+    #[serde(default)]
+    reads_only: Option<ScopeFile>,
+}
+
+/// [`crate::ReadScope`] in a profile file.
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ScopeFile {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    restore_point: String,
 }
 
 /// What `sealed` holds.
@@ -75,6 +88,8 @@ struct SealedFile<'a> {
     sealing_key_file: &'a Path,
     /// base64 of the sealed JSON of [`SealedSecrets`], bound to this profile's name.
     sealed: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reads_only: Option<ScopeFile>,
 }
 
 /// What a sealed value is bound to: a value sealed for one profile opens for no other.
@@ -173,6 +188,10 @@ pub(crate) fn load(dir: &Path, name: &str) -> Result<Profile, ProfileError> {
         s3,
         key,
         verify_tls: file.verify_tls.unwrap_or(true),
+        reads_only: file
+            .reads_only
+            .map(|r| crate::ReadScope::from_parts(&r.namespace, &r.restore_point))
+            .unwrap_or_default(),
     })
 }
 
@@ -246,6 +265,10 @@ pub(crate) fn sealed_yaml(
         verify_tls: (is_s3 && !p.verify_tls).then_some(false),
         sealing_key_file: &key_file,
         sealed: b64.encode(sealed),
+        reads_only: (!p.reads_only.is_everything()).then(|| ScopeFile {
+            namespace: p.reads_only.namespace.clone().unwrap_or_default(),
+            restore_point: p.reads_only.restore_point.clone().unwrap_or_default(),
+        }),
     };
     serde_yaml_ng::to_string(&file).map_err(|e| internal(format!("encoding the profile file: {e}")))
 }
@@ -419,10 +442,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sealer = ferry_store::SecretBox::load_or_create(dir.path()).expect("key");
         let profiles = dir.path().join("profiles");
-        for (name, repository, verify_tls) in [
-            ("checked", "s3:https://s3.test:9443/b/p", true),
-            ("selfsigned", "s3:https://s3.test:9443/b/p", false),
-            ("local", "/srv/repo", true),
+        let scoped = crate::ReadScope::from_parts("shop", &"ab".repeat(32));
+        for (name, repository, verify_tls, reads_only) in [
+            ("checked", "s3:https://s3.test:9443/b/p", true, scoped),
+            (
+                "selfsigned",
+                "s3:https://s3.test:9443/b/p",
+                false,
+                crate::ReadScope::from_parts("shop", ""),
+            ),
+            ("local", "/srv/repo", true, crate::ReadScope::default()),
         ] {
             let s3 = repository.starts_with("s3:").then(|| S3Credentials {
                 region: String::new(),
@@ -436,6 +465,7 @@ mod tests {
                 s3,
                 key: b"repository key".to_vec(),
                 verify_tls,
+                reads_only: reads_only.clone(),
             };
             let yaml = profile.to_sealed_yaml(&sealer).expect("sealed file");
             assert_eq!(yaml.contains("verifyTls: false"), !verify_tls, "{yaml}");
@@ -443,13 +473,16 @@ mod tests {
                 !yaml.contains("s3-secret") && !yaml.contains("session"),
                 "{yaml}"
             );
-            write_file(&profiles, name, yaml).await.expect("write");
+            write_file(&profiles, name, yaml.clone())
+                .await
+                .expect("write");
             let back = ProfileSource::Dir(profiles.clone())
                 .get(name)
                 .await
                 .expect("read back");
             assert_eq!(back.key, profile.key);
             assert_eq!(back.verify_tls, verify_tls);
+            assert_eq!(back.reads_only, reads_only, "{name}: {yaml}");
             assert_eq!(back.repository, repository);
             let creds = back.s3.as_ref().map(|c| {
                 (

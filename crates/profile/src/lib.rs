@@ -41,6 +41,52 @@ pub struct Profile {
     /// it off). Off accepts any certificate, for test setups with self-signed ones, and
     /// logs a loud warning.
     pub verify_tls: bool,
+    /// What of the repository the profile may read; all of it unless the profile was
+    /// made from a migration token.
+    pub reads_only: ReadScope,
+}
+
+/// The part of a repository an import profile made from a migration token may read:
+/// what the token named. Its key may open more; Ferry restores nothing else through it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadScope {
+    /// The one application namespace whose restore points it reads.
+    pub namespace: Option<String>,
+    /// The one restore point (id, hex) it reads.
+    pub restore_point: Option<String>,
+}
+
+impl ReadScope {
+    /// Whether restore point `id` of `namespace` is within the scope.
+    pub fn allows(&self, namespace: &str, id: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            && self.restore_point.as_deref().is_none_or(|rp| rp == id)
+    }
+
+    /// The whole repository.
+    pub fn is_everything(&self) -> bool {
+        self.namespace.is_none() && self.restore_point.is_none()
+    }
+
+    /// The scope from two strings, empty meaning no limit.
+    pub fn from_parts(namespace: &str, restore_point: &str) -> Self {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        ReadScope {
+            namespace: some(namespace),
+            restore_point: some(restore_point),
+        }
+    }
+}
+
+impl fmt::Display for ReadScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.namespace, &self.restore_point) {
+            (None, None) => f.write_str("every restore point"),
+            (Some(ns), None) => write!(f, "the restore points of namespace {ns}"),
+            (Some(ns), Some(rp)) => write!(f, "restore point {rp} of namespace {ns}"),
+            (None, Some(rp)) => write!(f, "restore point {rp}"),
+        }
+    }
 }
 
 /// Static S3 credentials.
@@ -64,6 +110,7 @@ impl fmt::Debug for Profile {
             )
             .field("key", &"<redacted>")
             .field("verify_tls", &self.verify_tls)
+            .field("reads_only", &self.reads_only)
             .finish()
     }
 }
@@ -168,6 +215,10 @@ impl CatalogProfiles {
             }),
             key: resolved.key,
             verify_tls: resolved.verify_tls,
+            reads_only: ReadScope::from_parts(
+                &resolved.reads_only_namespace,
+                &resolved.reads_only_restore_point,
+            ),
         })
     }
 }

@@ -100,6 +100,9 @@ pub struct Opened {
     /// Who signed it; pin its fingerprint to accept only this source later.
     pub signer: SignerKey,
     pub repository_key: RepositoryKey,
+    /// What identifies this token among all others (hex SHA-256 of its signed part, which
+    /// holds a fresh ephemeral key), for a destination that accepts each token once.
+    pub id: String,
 }
 
 /// How [`open`] checks a token.
@@ -398,9 +401,11 @@ pub fn open(text: &str, key: &ImportKey, options: &OpenOptions) -> Result<Opened
         });
     }
     let repository_key = unwrap(&body.wrapped_key, key, &claims.repository_id)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signed);
     Ok(Opened {
         claims,
         signer,
         repository_key,
+        id: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect(),
     })
 }

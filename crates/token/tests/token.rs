@@ -63,7 +63,11 @@ fn round_trip() {
     // Pinned to the right signer; copy-pasted with extra whitespace and CRLF.
     let pasted = format!("\n\n  {}  \r\n", f.text.replace('\n', "\r\n"));
     let pinned = OpenOptions::at(now()).pin(f.source.public_key().fingerprint());
-    open(&pasted, &f.destination, &pinned).expect("pinned, pasted");
+    let reopened = open(&pasted, &f.destination, &pinned).expect("pinned, pasted");
+    // The id a destination records to accept a token once does not depend on how it was
+    // pasted.
+    assert_eq!(reopened.id, opened.id);
+    assert_eq!(opened.id.len(), 64);
 
     // A reloaded import key (as the catalog stores it) opens it too.
     let secret = f.destination.secret_bytes().expect("secret");
@@ -73,6 +77,8 @@ fn round_trip() {
     // Two tokens for the same claims differ (fresh ephemeral key and nonce).
     let again = issue(&claims(), KEY, f.destination.public_key(), &f.source).expect("issue");
     assert_ne!(again, f.text);
+    let again = open(&again, &f.destination, &OpenOptions::at(now())).expect("open");
+    assert_ne!(again.id, opened.id, "each token has its own id");
 }
 
 #[test]

@@ -62,7 +62,45 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (repository_id, id, key)
     );",
+    // v4. A migration token makes one profile and reads only what it names: the
+    // namespace and restore point an import profile's token named, and the ids of the
+    // tokens this catalog accepted (kept past their profile's deletion, so a token is never
+    // used twice; dropped once the token has expired).
+    "ALTER TABLE profiles ADD COLUMN token_namespace TEXT NOT NULL DEFAULT '';
+    ALTER TABLE profiles ADD COLUMN token_restore_point TEXT NOT NULL DEFAULT '';
+    CREATE TABLE used_tokens (
+        id TEXT PRIMARY KEY,
+        profile TEXT NOT NULL,
+        used_at_ns INTEGER NOT NULL,
+        expires_at_ns INTEGER NOT NULL
+    );",
 ];
+
+/// A migration token this catalog already accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct UsedToken {
+    /// The profile it made (which may have been deleted since).
+    pub profile: String,
+    pub used_at_ns: i64,
+}
+
+/// What [`Db::insert_profile`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    Yes,
+    /// A profile of that name exists.
+    NameTaken,
+    /// The profile's token was used before.
+    TokenUsed(UsedToken),
+}
+
+/// The token an import profile is made from, recorded with it.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenUse {
+    /// [`ferry_token::Opened::id`].
+    pub id: String,
+    pub expires_at_ns: i64,
+}
 
 /// One of the catalog's own key pairs, as stored.
 #[derive(Clone, Debug)]
@@ -106,11 +144,23 @@ pub(crate) struct ProfileRecord {
     pub created_at_ns: i64,
     /// Import profiles made from a migration token: the signer's fingerprint; else empty.
     pub token_signer: String,
+    /// Import profiles made from a migration token: the one namespace whose restore
+    /// points the profile reads; else empty (no limit).
+    pub token_namespace: String,
+    /// Import profiles made from a token that named one restore point: its id; else empty.
+    pub token_restore_point: String,
+}
+
+impl ProfileRecord {
+    /// What of its repository the profile may read.
+    pub fn reads_only(&self) -> ferry_profile::ReadScope {
+        ferry_profile::ReadScope::from_parts(&self.token_namespace, &self.token_restore_point)
+    }
 }
 
 const PROFILE_COLUMNS: &str = "name, kind, backend, endpoint, bucket, prefix, region, \
      credentials_namespace, credentials_name, verify_tls, key_namespace, key_name, \
-     repository_id, created_at_ns, token_signer";
+     repository_id, created_at_ns, token_signer, token_namespace, token_restore_point";
 
 fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
     let cred_ns: String = r.get(7)?;
@@ -135,7 +185,23 @@ fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
         repository_id: r.get(12)?,
         created_at_ns: r.get(13)?,
         token_signer: r.get(14)?,
+        token_namespace: r.get(15)?,
+        token_restore_point: r.get(16)?,
     })
+}
+
+fn used_token(tx: &rusqlite::Transaction<'_>, id: &str) -> rusqlite::Result<Option<UsedToken>> {
+    tx.query_row(
+        "SELECT profile, used_at_ns FROM used_tokens WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(UsedToken {
+                profile: r.get(0)?,
+                used_at_ns: r.get(1)?,
+            })
+        },
+    )
+    .optional()
 }
 
 /// One index row as stored: JSON columns still as text, decoded outside the
@@ -271,19 +337,48 @@ impl Db {
         Ok(Db { store })
     }
 
-    /// Inserts a profile; `false` when the name is taken.
-    pub async fn insert_profile(&self, p: ProfileRecord) -> Result<bool, CatalogError> {
-        let n = self
+    /// The use of migration token `id`, if this catalog accepted it before. Drops the
+    /// records of tokens expired by `now_ns` first: those are refused as expired anyway.
+    pub async fn used_token(
+        &self,
+        id: &str,
+        now_ns: i64,
+    ) -> Result<Option<UsedToken>, CatalogError> {
+        let id = id.to_string();
+        let now = now_ns;
+        Ok(self
             .store
             .call(move |tx| {
+                tx.execute("DELETE FROM used_tokens WHERE expires_at_ns < ?1", [now])?;
+                used_token(tx, &id)
+            })
+            .await?)
+    }
+
+    /// Inserts a profile, and with `token` records that token as used, in one
+    /// transaction: two requests with one token make one profile.
+    pub async fn insert_profile(
+        &self,
+        p: ProfileRecord,
+        token: Option<TokenUse>,
+    ) -> Result<Inserted, CatalogError> {
+        Ok(self
+            .store
+            .call(move |tx| {
+                if let Some(t) = &token
+                    && let Some(used) = used_token(tx, &t.id)?
+                {
+                    return Ok(Inserted::TokenUsed(used));
+                }
                 let (cred_ns, cred_name) = p
                     .credentials
                     .map(|s| (s.namespace, s.name))
                     .unwrap_or_default();
-                tx.execute(
+                let n = tx.execute(
                     &format!(
                         "INSERT OR IGNORE INTO profiles ({PROFILE_COLUMNS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                                 ?16, ?17)"
                     ),
                     params![
                         p.name,
@@ -300,12 +395,24 @@ impl Db {
                         p.key_secret.name,
                         p.repository_id,
                         p.created_at_ns,
-                        p.token_signer
+                        p.token_signer,
+                        p.token_namespace,
+                        p.token_restore_point
                     ],
-                )
+                )?;
+                if n != 1 {
+                    return Ok(Inserted::NameTaken);
+                }
+                if let Some(t) = token {
+                    tx.execute(
+                        "INSERT INTO used_tokens (id, profile, used_at_ns, expires_at_ns)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![t.id, p.name, p.created_at_ns, t.expires_at_ns],
+                    )?;
+                }
+                Ok(Inserted::Yes)
             })
-            .await?;
-        Ok(n == 1)
+            .await?)
     }
 
     pub async fn get_profile(&self, name: &str) -> Result<Option<ProfileRecord>, CatalogError> {

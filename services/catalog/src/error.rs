@@ -209,6 +209,29 @@ pub enum CatalogError {
         cluster: String,
     },
 
+    /// A restore point outside what an import profile's migration token named.
+    #[error(
+        "{what} is outside what profile {profile:?} may read: {scope}, as its migration token \
+         named"
+    )]
+    OutsideProfileScope {
+        what: String,
+        profile: String,
+        scope: String,
+    },
+
+    /// The migration token was accepted before: each token makes one profile.
+    #[error(
+        "this migration token was already used on cluster {cluster}: it made profile \
+         {profile:?} at {used_at}; a token makes one profile, once. Use that profile, or ask \
+         the source cluster for a new token"
+    )]
+    TokenUsed {
+        cluster: String,
+        profile: String,
+        used_at: String,
+    },
+
     /// The location a migration token names holds another repository than the token's.
     #[error(
         "the migration token names repository {expected}, but {location} holds repository \
@@ -346,6 +369,15 @@ impl CatalogError {
             CatalogError::SecretExists { .. } => (
                 Kind::new(ErrorCode::AlreadyExists),
                 "delete the Secret, or name another one in encryption_key_secret",
+            ),
+            CatalogError::OutsideProfileScope { .. } => (
+                Kind::new(ErrorCode::PermissionDenied),
+                "ask for what the token named, or ask the source cluster for a migration token \
+                 that names this and make a profile from it",
+            ),
+            CatalogError::TokenUsed { .. } => (
+                Kind::new(ErrorCode::Conflict),
+                "ask the source cluster for a new migration token",
             ),
             CatalogError::TokenRepositoryMismatch { .. } => (
                 Kind::precondition(ErrorCode::InvalidArgument),

@@ -63,6 +63,8 @@ impl CatalogInternalService for CatalogService {
             key: resolved.key,
             verify_tls: resolved.verify_tls,
             repository_id,
+            reads_only_namespace: resolved.reads_only.namespace.unwrap_or_default(),
+            reads_only_restore_point: resolved.reads_only.restore_point.unwrap_or_default(),
         }))
     }
 }

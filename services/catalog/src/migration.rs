@@ -16,6 +16,7 @@ use ferry_repo::Id;
 use ferry_token::{Backend, Claims, Location, RecipientKey};
 use zeroize::Zeroizing;
 
+use crate::db::{TokenUse, UsedToken};
 use crate::error::CatalogError;
 use crate::key_secret::Origin;
 use crate::keys::Loaded;
@@ -36,6 +37,8 @@ pub(crate) struct PendingKey {
     pub annotations: BTreeMap<String, String>,
     /// What the migration token said, for the response.
     pub token: Option<MigrationTokenInfo>,
+    /// The token's id and expiry, recorded so it makes one profile only.
+    pub token_use: Option<TokenUse>,
 }
 
 impl fmt::Debug for PendingKey {
@@ -55,8 +58,16 @@ impl PendingKey {
             key: crate::key_secret::generate_key()?,
             annotations: BTreeMap::new(),
             token: None,
+            token_use: None,
         })
     }
+}
+
+/// Nanoseconds since 1970, saturating.
+fn unix_ns(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn proto_time(t: SystemTime) -> prost_types::Timestamp {
@@ -128,6 +139,7 @@ fn request_from_token(req: &CreateProfileRequest, location: &Location) -> Create
         migration_token: String::new(),
         // Checked when the token was opened.
         expected_signer: String::new(),
+        unsafe_skip_signer_verification: false,
     }
 }
 
@@ -281,6 +293,7 @@ impl CatalogService {
         let opened = ferry_token::open(&req.migration_token, &import_key.key, &options)?;
         let claims = &opened.claims;
         let signer = opened.signer.fingerprint().to_string();
+        self.refuse_used_token(&opened.id).await?;
         tracing::info!(
             repository = %claims.repository_id,
             namespace = %claims.namespace,
@@ -311,8 +324,42 @@ impl CatalogService {
             key: Zeroizing::new(opened.repository_key.as_bytes().to_vec()),
             annotations,
             token: Some(info),
+            token_use: Some(TokenUse {
+                id: opened.id.clone(),
+                expires_at_ns: unix_ns(claims.expires_at),
+            }),
         };
         Ok((filled, pending, signer))
+    }
+
+    /// Fails when this catalog accepted token `id` before (checked again when the
+    /// profile is stored, in the same transaction).
+    async fn refuse_used_token(&self, id: &str) -> Result<(), CatalogError> {
+        match self
+            .inner
+            .db
+            .used_token(id, unix_ns(SystemTime::now()))
+            .await?
+        {
+            None => Ok(()),
+            Some(used) => Err(self.token_used(used)),
+        }
+    }
+
+    /// The error for a token used before.
+    pub(crate) fn token_used(&self, used: UsedToken) -> CatalogError {
+        let used_at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(used.used_at_ns))
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("{} ns after 1970", used.used_at_ns));
+        CatalogError::TokenUsed {
+            cluster: self.inner.config.cluster_name.clone(),
+            profile: used.profile,
+            used_at,
+        }
     }
 }
 

@@ -16,9 +16,9 @@ use ferry_catalog::CatalogService;
 use ferry_proto::v1::catalog_service_server::CatalogService as _;
 use ferry_proto::v1::{
     CheckProfileRequest, CreateImportKeyRequest, CreateProfileRequest, CreateProfileResponse,
-    DeleteProfileRequest, ErrorCode, GetImportKeyRequest, ImportKey, IssueMigrationTokenRequest,
-    IssueMigrationTokenResponse, ListProfilesRequest, ListRestorePointsRequest, ProfileKind,
-    SecretRef, StorageBackend,
+    DeleteProfileRequest, ErrorCode, GetImportKeyRequest, GetRestorePointRequest, ImportKey,
+    IssueMigrationTokenRequest, IssueMigrationTokenResponse, ListProfilesRequest,
+    ListRestorePointsRequest, ProfileKind, SecretRef, StorageBackend,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -82,25 +82,49 @@ async fn reader_secret(h: &Harness, name: &str) {
 /// One restore point of namespace `app` in profile `profile`'s repository, written by
 /// the engine as an export job would.
 async fn export_restore_point(h: &Harness, profile: &str, app: &str) -> String {
-    let exported = Exported::new(h, profile, app).await;
-    let manifest = exported.manifest("2025-03-01T00:00:00Z", "export-1", BTreeMap::new());
-    exported
-        .repo
-        .save_restore_point(app, &manifest)
-        .await
-        .expect("save restore point")
-        .to_hex()
+    export_restore_points(h, profile, app, 1).await.remove(0)
 }
 
-/// An import profile request from `token` with credentials Secret `credentials`.
+/// `n` restore points of `app` (captured once) in profile `profile`'s repository, each
+/// its own export job.
+async fn export_restore_points(h: &Harness, profile: &str, app: &str, n: usize) -> Vec<String> {
+    let exported = Exported::new(h, profile, app).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let manifest = exported.manifest(
+            "2025-03-01T00:00:00Z",
+            &format!("export-{i}"),
+            BTreeMap::new(),
+        );
+        let id = exported
+            .repo
+            .save_restore_point(app, &manifest)
+            .await
+            .expect("save restore point");
+        ids.push(id.to_hex());
+    }
+    ids
+}
+
+/// An import profile request from `token` with credentials Secret `credentials`,
+/// accepting any signer (the refusals these tests show come before or after that check;
+/// [`pinned`] is how a destination takes a token).
 fn import_request(name: &str, token: &str, credentials: &str) -> CreateProfileRequest {
     CreateProfileRequest {
         name: name.into(),
         kind: ProfileKind::Import as i32,
         credentials_secret: secret_ref(credentials),
         migration_token: token.into(),
+        unsafe_skip_signer_verification: true,
         ..Default::default()
     }
+}
+
+/// `req` pinned to `signer`, as the destination's administrator gives it.
+fn pinned(mut req: CreateProfileRequest, signer: &str) -> CreateProfileRequest {
+    req.expected_signer = signer.into();
+    req.unsafe_skip_signer_verification = false;
+    req
 }
 
 async fn import(h: &Harness, req: CreateProfileRequest) -> Result<CreateProfileResponse, Status> {
@@ -361,7 +385,13 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     src.secrets(&repo_key).await;
     let export = src.create(src.request("prod", true)).await;
     let app = ferry_testenv::unique_name("cat-token-app");
-    let restore_point = export_restore_point(&src, "prod", &app).await;
+    // Two restore points of the application, and one of another namespace beside them:
+    // a token for the first opens nothing of the others.
+    let points = export_restore_points(&src, "prod", &app, 2).await;
+    let (restore_point, later) = (points[0].clone(), points[1].clone());
+    assert_ne!(later, restore_point);
+    let other_app = ferry_testenv::unique_name("cat-token-other");
+    let others = export_restore_point(&src, "prod", &other_app).await;
 
     // Destination: an import key and read-only credentials.
     let dst = Harness::start_on("b", "token-dst").await;
@@ -427,10 +457,28 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
 
     writable_or_located_imports_store_nothing(&dst, &issued.token).await;
 
-    // The good token with the read-only user.
-    let created = import(&dst, import_request("imported", &issued.token, "reader"))
-        .await
-        .expect("import profile from the token");
+    // A token is pinned to its signer unless the request skips that by name.
+    let mut unpinned = import_request("unpinned", &issued.token, "reader");
+    unpinned.unsafe_skip_signer_verification = false;
+    let err = import(&dst, unpinned).await.expect_err("no pinned signer");
+    let d = expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    assert!(
+        d.message.contains("expected_signer") && d.message.contains("unsafe_skip"),
+        "{}",
+        d.message
+    );
+    nothing_stored(&dst, "unpinned").await;
+
+    // The good token with the read-only user, pinned to its signer.
+    let created = import(
+        &dst,
+        pinned(
+            import_request("imported", &issued.token, "reader"),
+            &issued.signer_fingerprint,
+        ),
+    )
+    .await
+    .expect("import profile from the token");
     let profile = created.profile.expect("profile");
     assert_eq!(profile.kind, ProfileKind::Import as i32);
     assert_eq!(profile.backend, StorageBackend::S3 as i32);
@@ -458,7 +506,91 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
         Some("ferry")
     );
 
+    a_token_opens_only_what_it_names(&dst, &app, (&restore_point, &later), (&other_app, &others))
+        .await;
+    a_token_makes_one_profile(&dst, &issued).await;
     the_import_lists_never_writes_and_its_key_goes_with_it(&dst, &app, &restore_point).await;
+    // Its profile gone, the token still makes no other.
+    a_token_makes_one_profile(&dst, &issued).await;
+}
+
+/// Hole 5: profile "imported" was made from a token naming `named` of `app`; the
+/// repository also holds a later restore point of `app` and one of another namespace.
+/// Listing and reading through it reach only the named one.
+async fn a_token_opens_only_what_it_names(
+    dst: &Harness,
+    app: &str,
+    (named, later): (&str, &str),
+    (other_app, others): (&str, &str),
+) {
+    let list = |namespace: &str| {
+        let req = ListRestorePointsRequest {
+            repository: dst.repo("imported"),
+            namespace: namespace.to_string(),
+            ..Default::default()
+        };
+        let mut client = dst.client.clone();
+        async move { client.list_restore_points(req).await }
+    };
+    for namespace in ["", app] {
+        let ids: Vec<String> = list(namespace)
+            .await
+            .expect("list")
+            .into_inner()
+            .restore_points
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, vec![named.to_string()], "listing {namespace:?}");
+    }
+    let err = list(other_app).await.expect_err("another namespace");
+    let d = expect_error(&err, Code::PermissionDenied, ErrorCode::PermissionDenied);
+    assert!(
+        d.message.contains(&format!("namespace {other_app}")) && d.message.contains(named),
+        "{}",
+        d.message
+    );
+    for id in [later, others] {
+        let err = dst
+            .client
+            .clone()
+            .get_restore_point(GetRestorePointRequest {
+                repository: dst.repo("imported"),
+                id: id.to_string(),
+            })
+            .await
+            .expect_err("outside the token");
+        let d = expect_error(&err, Code::PermissionDenied, ErrorCode::PermissionDenied);
+        assert!(
+            d.message.contains(id) && d.message.contains("migration token"),
+            "{}",
+            d.message
+        );
+    }
+    dst.client
+        .clone()
+        .get_restore_point(GetRestorePointRequest {
+            repository: dst.repo("imported"),
+            id: named.to_string(),
+        })
+        .await
+        .expect("the named restore point");
+}
+
+/// A token the destination accepted once makes no second profile, naming the first.
+async fn a_token_makes_one_profile(dst: &Harness, issued: &IssueMigrationTokenResponse) {
+    let again = pinned(
+        import_request("again", &issued.token, "reader"),
+        &issued.signer_fingerprint,
+    );
+    let err = import(dst, again).await.expect_err("used before");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::Conflict);
+    assert!(
+        d.message.contains("already used") && d.message.contains("\"imported\""),
+        "{}",
+        d.message
+    );
+    nothing_stored(dst, "again").await;
 }
 
 #[tokio::test]
@@ -497,8 +629,10 @@ async fn a_pinned_signer_accepts_its_own_tokens_only() {
         .public_key()
         .fingerprint()
         .to_string();
-    let mut req = import_request("pinned-elsewhere", &issued.token, "reader");
-    req.expected_signer = other_source.clone();
+    let req = pinned(
+        import_request("pinned-elsewhere", &issued.token, "reader"),
+        &other_source,
+    );
     let err = import(&dst, req).await.expect_err("another signer");
     let d = expect_error(&err, Code::PermissionDenied, ErrorCode::PermissionDenied);
     assert!(
@@ -509,8 +643,10 @@ async fn a_pinned_signer_accepts_its_own_tokens_only() {
     nothing_stored(&dst, "pinned-elsewhere").await;
 
     // Not a fingerprint: refused before the token is looked at.
-    let mut req = import_request("pinned-garbage", &issued.token, "reader");
-    req.expected_signer = "SHA256:not-a-key".into();
+    let req = pinned(
+        import_request("pinned-garbage", &issued.token, "reader"),
+        "SHA256:not-a-key",
+    );
     let err = import(&dst, req).await.expect_err("not a fingerprint");
     let d = expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
     assert!(d.message.contains("expected_signer"), "{}", d.message);
@@ -528,8 +664,10 @@ async fn a_pinned_signer_accepts_its_own_tokens_only() {
     );
 
     // Pinned to the source's own key: accepted, and the profile shows it.
-    let mut req = import_request("pinned", &issued.token, "reader");
-    req.expected_signer = issued.signer_fingerprint.clone();
+    let req = pinned(
+        import_request("pinned", &issued.token, "reader"),
+        &issued.signer_fingerprint,
+    );
     let created = import(&dst, req).await.expect("the pinned signer's token");
     let profile = created.profile.expect("profile");
     assert_eq!(profile.token_signer_fingerprint, issued.signer_fingerprint);

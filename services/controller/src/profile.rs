@@ -187,6 +187,7 @@ fn create_request(p: &Profile, migration_token: String) -> CreateProfileRequest 
         create_repository: s.create_repository,
         migration_token,
         expected_signer: s.expected_signer.clone(),
+        unsafe_skip_signer_verification: s.unsafe_skip_signer_verification,
     }
 }
 

@@ -260,6 +260,7 @@ fn create_request<K: Scheduled>(s: &K) -> Result<CreateScheduleRequest, String> 
         retention,
         retry: None,
         suspended: timing.suspend,
+        service_account: timing.service_account_name.clone(),
     })
 }
 

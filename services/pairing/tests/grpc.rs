@@ -1073,6 +1073,7 @@ async fn create_profile(catalog: &CatalogService, name: &str, prefix: &str) -> S
         create_repository: true,
         migration_token: String::new(),
         expected_signer: String::new(),
+        unsafe_skip_signer_verification: false,
     };
     CatalogApi::create_profile(catalog, tonic::Request::new(req))
         .await

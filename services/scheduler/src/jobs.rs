@@ -23,11 +23,27 @@ tokio::task_local! {
     static ACTING_FOR: Option<Requester>;
 }
 
-/// Who a run acts for: user name and groups, as recorded at the schedule's creation.
+/// Who a run acts for: user name and groups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requester {
     pub user: String,
     pub groups: Vec<String>,
+}
+
+impl Requester {
+    /// Who the runs of `def` act as: its ServiceAccount, named as its tokens would name
+    /// it; else (an administrator's schedule) its creator as recorded at creation; else
+    /// (a scheduler that checks no callers) nobody.
+    pub fn of_run(def: &ferry_proto::v1::Schedule) -> Option<Requester> {
+        if let Some((namespace, name)) = def.service_account.split_once('/') {
+            let (user, groups) = ferry_authz::service_account_identity(namespace, name);
+            return Some(Requester { user, groups });
+        }
+        (!def.created_by.is_empty()).then(|| Requester {
+            user: def.created_by.clone(),
+            groups: def.created_by_groups.clone(),
+        })
+    }
 }
 
 /// Runs `f` with every job it starts acting for `who` (None: for the scheduler itself).

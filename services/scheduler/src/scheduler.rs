@@ -218,12 +218,9 @@ impl Scheduler {
                 let id = run.id.clone();
                 // Dropping the run at any await is safe: it stays RUNNING in the store
                 // (or is gone with its schedule) and the next start resumes it.
-                let creator = (!def.created_by.is_empty()).then(|| crate::jobs::Requester {
-                    user: def.created_by.clone(),
-                    groups: def.created_by_groups.clone(),
-                });
+                let actor = crate::jobs::Requester::of_run(&def);
                 tokio::select! {
-                    () = crate::jobs::acting_for(creator, this.execute(&def, run)) => {}
+                    () = crate::jobs::acting_for(actor, this.execute(&def, run)) => {}
                     () = token.cancelled() => info!("run task stopped; the run resumes on the next start"),
                 }
                 this.inner.active.lock().remove(&id);
@@ -374,16 +371,19 @@ impl Scheduler {
         self.create_as(req, None).await
     }
 
-    /// Creates a schedule whose runs act for `creator` (None: for the scheduler).
+    /// Creates a schedule for `creator` (None: the scheduler checks no callers). Its runs
+    /// act as its ServiceAccount, which the creator must be allowed to act as; only an
+    /// administrator's schedule may go without one, its runs acting for the administrator.
     pub async fn create_as(
         &self,
         req: CreateScheduleRequest,
-        creator: Option<&ferry_authz::Caller>,
+        creator: Option<&ferry_authz::Identity>,
     ) -> Result<Schedule> {
         let (mut def, trigger) = validate::definition(&self.inner.config, req)?;
-        if let Some(c) = creator {
-            def.created_by = c.username.clone();
-            def.created_by_groups = c.groups.clone();
+        if let Some(who) = creator {
+            self.check_run_as(who, &def).await?;
+            def.created_by = who.caller.username.clone();
+            def.created_by_groups = who.caller.groups.clone();
         }
         if let Some(schedule::Spec::ImportPolicy(policy)) = &mut def.spec {
             self.check_import_profile(policy).await?;
@@ -410,6 +410,39 @@ impl Scheduler {
     }
 
     /// How callers are reviewed; None checks none.
+    /// A namespace user's schedule runs as a ServiceAccount they may act as, so RBAC
+    /// judges each run as it stands then (hole 7: never the groups they had at creation).
+    async fn check_run_as(&self, who: &ferry_authz::Identity, def: &Schedule) -> Result<()> {
+        let Some(authz) = self.access() else {
+            return Ok(());
+        };
+        match def.service_account.split_once('/') {
+            Some((namespace, name)) => {
+                if !who.admin {
+                    authz
+                        .require(
+                            &who.caller,
+                            &[ferry_authz::Access::act_as_service_account(namespace, name)],
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+            None if who.admin => Ok(()),
+            None => Err(SchedulerError::invalid(
+                "service_account",
+                format!(
+                    "empty; {} is not an administrator, so the schedule's runs act as a \
+                     ServiceAccount, whose rights Kubernetes checks at every run",
+                    who.caller.username
+                ),
+                "name a ServiceAccount of the schedule's namespace that holds the rights each \
+                 run needs and that you may get tokens for (`--service-account NAME`; \
+                 kubectl create serviceaccount NAME, then a RoleBinding to it)",
+            )),
+        }
+    }
+
     pub(crate) fn access(&self) -> Option<&ferry_authz::Authorizer> {
         self.inner.config.access.as_ref()
     }

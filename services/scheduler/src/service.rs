@@ -94,8 +94,7 @@ impl SchedulerService for Scheduler {
     ) -> Result<Response<CreateScheduleResponse>, Status> {
         let actor = self.actor(request.metadata()).await?;
         self.check_import_scope(&actor, request.get_ref()).await?;
-        let creator = actor.as_ref().map(|a| &a.caller);
-        let schedule = self.create_as(request.into_inner(), creator).await?;
+        let schedule = self.create_as(request.into_inner(), actor.as_ref()).await?;
         Ok(Response::new(CreateScheduleResponse {
             schedule: Some(schedule),
         }))

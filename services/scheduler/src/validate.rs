@@ -99,6 +99,7 @@ pub(crate) fn definition(
         }
     };
     let retention = retention(req.retention, &spec)?;
+    let service_account = service_account(&req.service_account, &spec)?;
     let definition = Schedule {
         name: req.name,
         trigger,
@@ -107,9 +108,54 @@ pub(crate) fn definition(
         retention,
         retry: Some(retry_policy(config.retry, req.retry)?),
         suspended: req.suspended,
+        service_account,
         ..Default::default()
     };
     Ok((definition, parsed))
+}
+
+/// The namespace a schedule's runs work in on this cluster: the application's, or for an
+/// import policy the one it restores into. None for an import policy of every namespace.
+pub(crate) fn schedule_namespace(spec: &schedule::Spec) -> Option<String> {
+    let app = match spec {
+        schedule::Spec::Migration(m) => m.application.as_ref(),
+        schedule::Spec::Export(e) => e.application.as_ref(),
+        schedule::Spec::ImportPolicy(p) => p.application.as_ref(),
+    }
+    .map(|a| a.namespace.clone())
+    .filter(|ns| !ns.is_empty())?;
+    Some(match spec {
+        schedule::Spec::ImportPolicy(p) => p
+            .apply
+            .as_ref()
+            .and_then(|a| a.namespace_mapping.get(&app).cloned())
+            .unwrap_or(app),
+        _ => app,
+    })
+}
+
+/// `service_account` as the schedule records it, "NAMESPACE/NAME"; empty when none.
+fn service_account(name: &str, spec: &schedule::Spec) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(String::new());
+    }
+    let hint = "name a ServiceAccount of the schedule's namespace, such as \"ferry-runs\"";
+    if !ferry_authz::is_dns_subdomain(name) {
+        return Err(SchedulerError::invalid(
+            "service_account",
+            format!("{name:?} is not a ServiceAccount name (lowercase DNS subdomain)"),
+            hint,
+        ));
+    }
+    let Some(namespace) = schedule_namespace(spec) else {
+        return Err(SchedulerError::invalid(
+            "service_account",
+            "set, but the import policy names no namespace for it to be in",
+            "name the policy's namespace (application.namespace), or leave service_account out",
+        ));
+    };
+    Ok(format!("{namespace}/{name}"))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -177,7 +223,7 @@ fn check_import_policy(p: &ImportPolicySpec) -> Result<()> {
             "import_policy.repository.profile",
             "empty",
             "name the import profile made from the migration token (ferry profile create \
-             NAME --kind import --migration-token-file TOKEN)",
+             NAME --kind import --migration-token-file TOKEN --expect-signer FINGERPRINT)",
         ));
     }
     let namespace = p

@@ -48,8 +48,10 @@ pub trait Agents: Send + Sync + fmt::Debug {
 /// Repositories by profile.
 #[async_trait]
 pub trait Repositories: Send + Sync + fmt::Debug {
-    /// Opens the repository `r` names, for reading restore points and writing one.
-    async fn open(&self, r: &RepositoryRef) -> Result<Repository>;
+    /// Opens the repository `r` names, for reading restore points and writing one, with
+    /// what of it the profile may read (an import profile made from a migration token
+    /// reads only what the token named).
+    async fn open(&self, r: &RepositoryRef) -> Result<(Repository, ferry_profile::ReadScope)>;
 
     /// The reference the agents of `cluster` get for the same repository: the same
     /// profile name by default (each cluster's agents hold their own profile of that
@@ -243,13 +245,14 @@ impl ProfileRepositories {
 
 #[async_trait]
 impl Repositories for ProfileRepositories {
-    async fn open(&self, r: &RepositoryRef) -> Result<Repository> {
+    async fn open(&self, r: &RepositoryRef) -> Result<(Repository, ferry_profile::ReadScope)> {
         let unusable = |e: ferry_profile::ProfileError| TransferError::Cluster {
             cluster: "transfer service".into(),
             message: format!("repository profile {:?}: {e}", r.profile),
             hint: "check the profile's file, credentials and key".into(),
         };
         let profile = self.profiles.get(&r.profile).await.map_err(unusable)?;
-        profile.open(&r.repository_id).await.map_err(unusable)
+        let repo = profile.open(&r.repository_id).await.map_err(unusable)?;
+        Ok((repo, profile.reads_only))
     }
 }

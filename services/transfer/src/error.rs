@@ -135,6 +135,19 @@ pub enum TransferError {
         hint: String,
     },
 
+    /// The restore point is outside what the profile may read: the profile was made from
+    /// a migration token that named another namespace or restore point.
+    #[error(
+        "restore point {id} of namespace {namespace} is outside what profile {profile} may \
+         read ({scope}, as its migration token named)"
+    )]
+    OutsideProfileScope {
+        id: String,
+        namespace: String,
+        profile: String,
+        scope: String,
+    },
+
     /// Apply wrote some objects and failed others.
     #[error(
         "apply on cluster {cluster}: {failed} of {total} object(s) failed (first: {first}); \
@@ -245,6 +258,7 @@ impl ServiceError for TransferError {
             }
             TransferError::Repository { source, .. } => ferry_profile::repo_kind(source).0,
             TransferError::RestorePointNotFound { .. } => Kind::new(ErrorCode::NotFound),
+            TransferError::OutsideProfileScope { .. } => Kind::new(ErrorCode::PermissionDenied),
             TransferError::ApplyFailed { .. } => Kind::new(ErrorCode::Conflict),
             TransferError::Cancelled { .. } => Kind::new(ErrorCode::Cancelled),
             TransferError::Interrupted { .. }
@@ -265,6 +279,11 @@ impl ServiceError for TransferError {
             | TransferError::RestorePointNotFound { hint, .. }
             | TransferError::Interrupted { hint, .. } => hint.into(),
             TransferError::InvalidArgument { .. } => "fix the request and send it again".into(),
+            TransferError::OutsideProfileScope { .. } => {
+                "restore what the token named, or ask the source cluster for a migration token \
+                 that names this restore point and make a profile from it"
+                    .into()
+            }
             TransferError::Preflight {
                 missing_prerequisite: true,
                 ..

@@ -101,7 +101,7 @@ pub fn check_options(o: Option<&VolumeOptions>) -> Result<()> {
             ));
         }
     }
-    if !o.snapshot_class.is_empty() && !is_dns_name(&o.snapshot_class) {
+    if !o.snapshot_class.is_empty() && !ferry_authz::is_dns_subdomain(&o.snapshot_class) {
         return Err(TransferError::invalid(
             "volumes.snapshot_class",
             format!(
@@ -135,19 +135,6 @@ fn is_quantity(s: &str) -> bool {
         && whole.bytes().all(|b| b.is_ascii_digit())
         && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
         && (!whole.is_empty() || frac.is_some())
-}
-
-/// A DNS subdomain name (RFC 1123), as Kubernetes names cluster-scoped objects.
-fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// Where a node's agent finds a volume's files.

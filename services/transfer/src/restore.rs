@@ -131,8 +131,8 @@ async fn read(run: &JobRun, req: &StartRestoreRequest) -> Result<(Captured, Vec<
     .await;
     let narrowing = req.application.clone().unwrap_or_default();
     let read = async {
-        let repo = run.deps().repositories.open(&repo_ref).await?;
-        let manifest = load(&repo, &repo_ref, &id, &narrowing.namespace).await?;
+        let (repo, scope) = run.deps().repositories.open(&repo_ref).await?;
+        let manifest = load(&repo, &repo_ref, &scope, &id, &narrowing.namespace).await?;
         let created_at = manifest.created_at.clone();
         let (captured, snapshots) = narrow(manifest, &narrowing)?;
         // Before anything of the restore point is read further or reported: restoring
@@ -188,10 +188,12 @@ fn repository_error(
     }
 }
 
-/// Finds and loads restore point `id`, of `namespace` when the request names one.
+/// Finds and loads restore point `id`, of `namespace` when the request names one, if
+/// the profile's `scope` holds it.
 async fn load(
     repo: &Repository,
     repo_ref: &RepositoryRef,
+    scope: &ferry_profile::ReadScope,
     id: &Id,
     namespace: &str,
 ) -> Result<RestorePointManifest> {
@@ -215,6 +217,14 @@ async fn load(
             },
         });
     };
+    if !scope.allows(&app, &id.to_hex()) {
+        return Err(TransferError::OutsideProfileScope {
+            id: id.to_string(),
+            namespace: app,
+            profile: repo_ref.profile.clone(),
+            scope: scope.to_string(),
+        });
+    }
     let manifest: RestorePointManifest = repo
         .load_restore_point(&app, id)
         .await

@@ -316,7 +316,7 @@ impl Source<'_> {
         )
         .await;
         let repo_ref = self.repository_ref()?;
-        let repo = run.deps().repositories.open(&repo_ref).await?;
+        let (repo, _) = run.deps().repositories.open(&repo_ref).await?;
         let repository_id = repo.config().id.to_string();
         run.update_checkpoint(|c| c.repository_id = repository_id.clone())
             .await;
@@ -650,7 +650,7 @@ impl Source<'_> {
             ),
         )
         .await;
-        let repo = run.deps().repositories.open(&repo_ref).await?;
+        let (repo, _) = run.deps().repositories.open(&repo_ref).await?;
         if repo_ref.repository_id.is_empty() {
             // No volume pinned it: the restore point's repository is the one the token names.
             let id = repo.config().id.to_string();

@@ -209,6 +209,7 @@ pub(crate) fn agent_profile(p: &ProfileRecord, m: &Material) -> ferry_profile::P
         s3: m.s3.as_ref().map(|c| c.for_profile(p)),
         key: m.key.clone(),
         verify_tls: p.verify_tls,
+        reads_only: p.reads_only(),
     }
 }
 

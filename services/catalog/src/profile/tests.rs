@@ -26,6 +26,7 @@ fn request() -> CreateProfileRequest {
         create_repository: true,
         migration_token: String::new(),
         expected_signer: String::new(),
+        unsafe_skip_signer_verification: false,
     }
 }
 
@@ -109,7 +110,15 @@ fn requests_are_validated_and_normalised() {
     token.endpoint.clear();
     token.bucket.clear();
     token.prefix.clear();
-    check_token_request(&token).expect("location from the token");
+    // The signer is pinned by default: a token without a pin needs the unsafe flag.
+    let err = check_token_request(&token).expect_err("no pinned signer");
+    assert!(
+        err.to_string().contains("expected_signer")
+            && err
+                .to_string()
+                .contains("--unsafe-skip-signer-verification"),
+        "{err}"
+    );
     // A pinned signer must be a fingerprint, and only pins tokens.
     let signer = ferry_token::SigningKey::generate()
         .expect("signing key")
@@ -122,7 +131,11 @@ fn requests_are_validated_and_normalised() {
     token.expected_signer = "SHA256:nope".into();
     let err = check_token_request(&token).expect_err("not a fingerprint");
     assert!(err.to_string().contains("expected_signer"), "{err}");
+    token.unsafe_skip_signer_verification = true;
+    let err = check_token_request(&token).expect_err("a pin and the skip");
+    assert!(err.to_string().contains("not both"), "{err}");
     token.expected_signer.clear();
+    check_token_request(&token).expect("location from the token, any signer");
     assert_eq!(
         token_open_options(&token).expect("options").expected_signer,
         None
@@ -130,6 +143,10 @@ fn requests_are_validated_and_normalised() {
     assert!(
         bad(&|r| r.expected_signer = "SHA256:x".into()).contains("migration_token"),
         "expected_signer without a token"
+    );
+    assert!(
+        bad(&|r| r.unsafe_skip_signer_verification = true).contains("migration_token"),
+        "the skip without a token"
     );
     token.kind = ProfileKind::Export as i32;
     assert!(check_token_request(&token).is_err());

@@ -50,11 +50,30 @@ pub(crate) fn check_token_request(req: &CreateProfileRequest) -> Result<(), Cata
     Ok(())
 }
 
-/// The signer a create request pins (`expected_signer`), if any.
+/// The signer a create request with a token pins (`expected_signer`). None only when the
+/// request says, by its unsafe flag, that any signer will do: a token is pinned by
+/// default, as kubeadm pins the cluster CA on join.
 fn expected_signer(req: &CreateProfileRequest) -> Result<Option<Fingerprint>, CatalogError> {
     let text = req.expected_signer.trim();
-    if text.is_empty() {
-        return Ok(None);
+    match (text.is_empty(), req.unsafe_skip_signer_verification) {
+        (true, true) => return Ok(None),
+        (true, false) => {
+            return Err(CatalogError::invalid(
+                "expected_signer",
+                "required with a migration token: give the fingerprint (SHA256:...) of the \
+                 source's signing key, which the source printed with the token (`ferry export` \
+                 on stderr, IssueMigrationToken's signer_fingerprint); or set \
+                 unsafe_skip_signer_verification (`--unsafe-skip-signer-verification`) to \
+                 accept a token whoever signed it",
+            ));
+        }
+        (false, true) => {
+            return Err(CatalogError::invalid(
+                "unsafe_skip_signer_verification",
+                "set together with expected_signer: pin the signer or skip the check, not both",
+            ));
+        }
+        (false, false) => {}
     }
     Fingerprint::parse(text).map(Some).map_err(|_| {
         CatalogError::invalid(
@@ -68,8 +87,8 @@ fn expected_signer(req: &CreateProfileRequest) -> Result<Option<Fingerprint>, Ca
 }
 
 /// How a create request's migration token is checked: against the clock, and against
-/// the pinned signer when `expected_signer` is set (a token signed by another key is then
-/// refused, naming both fingerprints, before anything is stored).
+/// the pinned signer (a token signed by another key is refused, naming both fingerprints,
+/// before anything is stored) unless the request skips that check.
 pub(crate) fn token_open_options(req: &CreateProfileRequest) -> Result<OpenOptions, CatalogError> {
     let options = OpenOptions::now();
     Ok(match expected_signer(req)? {
@@ -90,6 +109,13 @@ pub(crate) fn validate(
             "expected_signer",
             "it pins the signer of a migration token: give migration_token too, or leave \
              expected_signer empty",
+        ));
+    }
+    if req.unsafe_skip_signer_verification {
+        return Err(CatalogError::invalid(
+            "unsafe_skip_signer_verification",
+            "it skips checking a migration token's signer: give migration_token too, or \
+             leave it unset",
         ));
     }
     let kind = ProfileKind::try_from(req.kind)
@@ -135,6 +161,8 @@ pub(crate) fn validate(
             repository_id: String::new(),
             created_at_ns: 0,
             token_signer: String::new(),
+            token_namespace: String::new(),
+            token_restore_point: String::new(),
         },
         create_repository: req.create_repository,
         generate_key,

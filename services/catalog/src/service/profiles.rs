@@ -9,7 +9,7 @@ use ferry_repo::Repository;
 use ferry_repo::backend::{BackendError, DynBackend};
 
 use crate::config::CatalogConfig;
-use crate::db::ProfileRecord;
+use crate::db::{Inserted, ProfileRecord};
 use crate::error::CatalogError;
 use crate::key_secret::{self, Origin};
 use crate::migration::{PendingKey, generated_key_warning};
@@ -152,6 +152,11 @@ impl CatalogService {
             let (filled, pending, signer) = self.open_migration_token(&req).await?;
             let mut new = profile::validate(&filled, &config.secrets_namespace)?;
             new.record.token_signer = signer;
+            // The profile reads only what the token names.
+            if let Some(info) = &pending.token {
+                new.record.token_namespace = info.namespace.clone();
+                new.record.token_restore_point = info.restore_point_id.clone();
+            }
             (new, Some(pending))
         };
         let NewProfile {
@@ -334,16 +339,23 @@ impl CatalogService {
             let yaml = profile::agent_profile_yaml(record, material, self.inner.keys.sealer())?;
             profile::write_agent_profile(dir, &record.name, yaml).await?;
         }
-        let inserted = self.inner.db.insert_profile(record.clone()).await;
-        if !matches!(inserted, Ok(true)) {
+        let token_use = pending.and_then(|p| p.token_use.clone());
+        let inserted = self
+            .inner
+            .db
+            .insert_profile(record.clone(), token_use)
+            .await;
+        if !matches!(inserted, Ok(Inserted::Yes)) {
             // The profile is not stored, so the agent must not have it either.
             if let Some(dir) = &config.agent_profiles_dir
                 && let Err(e) = profile::remove_agent_profile(dir, &record.name).await
             {
                 tracing::warn!(error = %e, "could not remove the agent profile file again");
             }
-            inserted?;
-            return Err(self.exists(&record.name));
+            return Err(match inserted? {
+                Inserted::TokenUsed(used) => self.token_used(used),
+                _ => self.exists(&record.name),
+            });
         }
         Ok(())
     }

@@ -51,12 +51,27 @@ impl CatalogService {
             ),
         };
         let (record, repo) = self.repository(req.repository.as_ref()).await?;
+        // A profile made from a token lists what the token named, nothing else.
+        let scope = record.reads_only();
+        let namespace = match (&scope.namespace, namespace) {
+            (None, asked) => asked,
+            (Some(allowed), None) => Some(allowed.as_str()),
+            (Some(allowed), Some(asked)) if allowed == asked => Some(asked),
+            (Some(_), Some(asked)) => {
+                return Err(CatalogError::OutsideProfileScope {
+                    what: format!("namespace {asked}"),
+                    profile: record.name.clone(),
+                    scope: scope.to_string(),
+                });
+            }
+        };
         self.sync_index(&record, &repo, namespace).await?;
         let mut rows = self
             .inner
             .db
             .restore_points_page(&record.repository_id, namespace, after, page.fetch())
             .await?;
+        rows.retain(|r| scope.allows(&r.application, &r.id));
         let next_page_token = page.finish(&mut rows, |r| format!("{}:{}", r.created_at_ns, r.id));
         // After the page is cut, so the token still continues the whole listing; a page
         // may hold fewer than page_size.
@@ -161,6 +176,14 @@ impl CatalogService {
                 .map(|(app, _)| app)
                 .ok_or_else(not_found)?,
         };
+        let scope = record.reads_only();
+        if !scope.allows(&app, &id.to_hex()) {
+            return Err(CatalogError::OutsideProfileScope {
+                what: format!("restore point {} of namespace {app}", req.id),
+                profile: record.name.clone(),
+                scope: scope.to_string(),
+            });
+        }
         // Refused by namespace, as Kubernetes answers Forbidden naming what was asked.
         if let Some(caller) = reader {
             self.require_see(caller, &app).await?;

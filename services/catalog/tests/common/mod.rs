@@ -187,6 +187,7 @@ impl Harness {
             create_repository: create,
             migration_token: String::new(),
             expected_signer: String::new(),
+            unsafe_skip_signer_verification: false,
         }
     }
 

@@ -124,8 +124,9 @@ impl Scheduler {
                 SchedulerError::invalid(
                     field,
                     format!("this cluster's catalog has no profile {name:?}"),
-                    "create it from the source's migration token: ferry profile create NAME \
-                     --kind import --migration-token-file TOKEN --credentials-secret SECRET",
+                    "create it from the source's migration token (`ferry migration-token` \
+                     there): ferry profile create NAME --kind import --migration-token-file \
+                     TOKEN --expect-signer FINGERPRINT --credentials-secret SECRET",
                 )
             })?;
         if profile.kind != ProfileKind::Import as i32 {

@@ -199,6 +199,21 @@ impl Transfer {
                     req.quiesce_source,
                 )
                 .await?;
+            // A migration token carries the key of the profile's whole repository, which
+            // opens every namespace exported into it: as IssueMigrationToken, only an
+            // administrator may have one made.
+            if !req.recipient_key.trim().is_empty() {
+                self.gate()?
+                    .require_admin(
+                        actor,
+                        req.source.as_ref(),
+                        "an export with a migration token (recipient_key, `--recipient-key-file`; \
+                         the token's key opens every namespace in the profile's repository, so \
+                         export without it and ask an administrator for the token: \
+                         IssueMigrationToken)",
+                    )
+                    .await?;
+            }
         }
         let job = Job {
             source: req.source.clone(),
