@@ -81,7 +81,8 @@ build_etcd() {
 kube_bins="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
 kube_pkgs="$(for b in $kube_bins; do printf 'k8s.io/kubernetes/cmd/%s ' "$b"; done)"
 
-build_kube() {
+build_kube_at() {
+  local KUBE_VERSION="$1"
   local out="$cache/kube-$KUBE_VERSION/bin"
   local have=1 b
   for b in $kube_bins; do [ -x "$out/$b" ] || have=0; done
@@ -107,6 +108,10 @@ build_kube() {
   (cd "$dir" && go build -p "$jobs" -trimpath -ldflags "$ld" -o "$out.tmp/" $kube_pkgs)
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
+build_kube() { build_kube_at "$KUBE_VERSION"; }
+# The minor before KUBE_VERSION, for the test that moves an application from an older
+# cluster to a newer one: that cluster's own control plane and node binaries.
+build_kube_previous() { build_kube_at "$KUBE_PREVIOUS_VERSION"; }
 
 # A single Go main package installed into the cache: go_install NAME VERSION PACKAGE.
 go_install() {
@@ -257,6 +262,7 @@ what="${1:-all}"
 case "$what" in
   etcd) timed etcd build_etcd ;;
   kube) timed kubernetes build_kube ;;
+  kube-previous) timed "kubernetes $KUBE_PREVIOUS_VERSION" build_kube_previous ;;
   minio) timed minio build_minio ;;
   kubectl) timed kubectl build_kubectl ;;
   mc) timed mc build_mc ;;
@@ -272,10 +278,11 @@ case "$what" in
        timed csi-hostpath build_csi_hostpath ;;
   debs) install_debs ;;
   all) install_debs; timed etcd build_etcd; timed minio build_minio; timed mc build_mc; timed kubernetes build_kube
+       timed "kubernetes $KUBE_PREVIOUS_VERSION" build_kube_previous
        timed kubectl build_kubectl; timed grpcurl build_grpcurl
        timed coredns build_coredns; timed local-path-provisioner build_local_path; timed crictl build_crictl
        timed helm build_helm
        timed csi-provisioner build_csi_provisioner; timed external-snapshotter build_snapshotter
        timed csi-hostpath build_csi_hostpath ;;
-  *) echo "usage: $0 [all|etcd|kube|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|helm|csi|csi-provisioner|snapshotter|csi-hostpath|debs]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|etcd|kube|kube-previous|minio|mc|kubectl|grpcurl|coredns|local-path-provisioner|crictl|helm|csi|csi-provisioner|snapshotter|csi-hostpath|debs]" >&2; exit 2 ;;
 esac

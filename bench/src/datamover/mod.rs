@@ -277,6 +277,7 @@ fn start_s3(
         clusters: vec![],
         s3: true,
         nodes_per_cluster: 0,
+        previous_minor: None,
     };
     let env = rt
         .block_on(ferry_testenv::TestEnv::start(

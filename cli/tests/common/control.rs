@@ -110,6 +110,15 @@ pub async fn serve_and_pair_on_nodes(name: &str, seed: u64) -> NodesServed {
     let env = ferry_testenv::shared_with_nodes()
         .await
         .expect("test environment with nodes");
+    serve_and_pair_in(env, name, seed)
+}
+
+/// [`serve_and_pair_on_nodes`] in `env`, an environment with nodes.
+pub fn serve_and_pair_in(
+    env: &'static ferry_testenv::TestEnv,
+    name: &str,
+    seed: u64,
+) -> NodesServed {
     let s3 = env.s3().unwrap();
     let kc = env.kubeconfig().to_path_buf();
     let image = ferry_testenv::NodeImages::locate(&ferry_testenv::versions())

@@ -11,6 +11,8 @@ const VERSIONS_ENV: &str = include_str!("../versions.env");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versions {
     pub kube: String,
+    /// The minor before `kube`, which a cluster runs when a test asks.
+    pub kube_previous: String,
     pub etcd: String,
     pub minio: String,
     pub grpcurl: String,
@@ -39,6 +41,7 @@ impl Versions {
         };
         Versions {
             kube: get("KUBE_VERSION"),
+            kube_previous: get("KUBE_PREVIOUS_VERSION"),
             etcd: get("ETCD_VERSION"),
             minio: get("MINIO_VERSION"),
             grpcurl: get("GRPCURL_VERSION"),
@@ -155,6 +158,32 @@ impl Binaries {
             ("kube-apiserver", &bins.kube_apiserver),
             ("kube-controller-manager", &bins.kube_controller_manager),
             ("minio", &bins.minio),
+        ] {
+            if !path.is_file() {
+                return Err(Error::MissingBinary {
+                    component,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(bins)
+    }
+
+    /// The same, with the control plane (and so the nodes' binaries) of Kubernetes
+    /// `version` instead: what a cluster of the previous minor runs.
+    pub fn at_kube_version(&self, version: &str) -> Result<Self> {
+        let dir = cache_root()
+            .join("testenv")
+            .join(format!("kube-{version}"))
+            .join("bin");
+        let bins = Binaries {
+            kube_apiserver: dir.join("kube-apiserver"),
+            kube_controller_manager: dir.join("kube-controller-manager"),
+            ..self.clone()
+        };
+        for (component, path) in [
+            ("kube-apiserver", &bins.kube_apiserver),
+            ("kube-controller-manager", &bins.kube_controller_manager),
         ] {
             if !path.is_file() {
                 return Err(Error::MissingBinary {

@@ -22,6 +22,9 @@ pub struct EnvSpec {
     /// Real nodes per cluster (kubelet, containerd, kube-proxy, CoreDNS, a default
     /// StorageClass); 0 is the API-only mode, where pods never run.
     pub nodes_per_cluster: usize,
+    /// The cluster that runs the previous Kubernetes minor (`KUBE_PREVIOUS_VERSION`),
+    /// control plane and nodes; the others run `KUBE_VERSION`.
+    pub previous_minor: Option<String>,
 }
 
 impl Default for EnvSpec {
@@ -30,6 +33,7 @@ impl Default for EnvSpec {
             clusters: vec!["a".to_owned(), "b".to_owned()],
             s3: true,
             nodes_per_cluster: 0,
+            previous_minor: None,
         }
     }
 }
@@ -40,6 +44,15 @@ impl EnvSpec {
         EnvSpec {
             nodes_per_cluster: 1,
             ..EnvSpec::default()
+        }
+    }
+
+    /// [`Self::with_nodes`], cluster `a` at the previous Kubernetes minor: a source on
+    /// the older version, a destination on the newer.
+    pub fn across_versions() -> Self {
+        EnvSpec {
+            previous_minor: Some("a".to_owned()),
+            ..EnvSpec::with_nodes()
         }
     }
 }
@@ -115,10 +128,33 @@ impl TestEnv {
             images,
         });
 
+        // The cluster of the previous minor, if any, runs that Kubernetes's control plane
+        // and node binaries; everything else (etcd, images, add-ons) is shared.
+        let previous = match &spec.previous_minor {
+            Some(_) => {
+                let older = bins.at_kube_version(&bins.versions.kube_previous)?;
+                let node_bins = node_kit
+                    .map(|(_, images)| NodeBinaries::locate(&older).map(|b| (b, images)))
+                    .transpose()?;
+                Some((older, node_bins))
+            }
+            None => None,
+        };
         // Clusters start one after another: two API servers booting at once on two cores
         // is slower than in turn, and the failure messages stay readable.
         let mut clusters = Vec::new();
         for name in &spec.clusters {
+            let (bins, nodes) = match &previous {
+                Some((older, node_bins)) if spec.previous_minor.as_ref() == Some(name) => (
+                    older,
+                    node_bins.as_ref().map(|(nbins, images)| NodeParts {
+                        count: spec.nodes_per_cluster,
+                        bins: nbins,
+                        images,
+                    }),
+                ),
+                _ => (bins, nodes),
+            };
             let running = start_cluster(name, &dir.join(name), bins, nodes, lifetime).await?;
             clusters.push(running.info);
             procs.extend(running.procs);
@@ -371,6 +407,21 @@ pub async fn shared_with_nodes() -> Result<&'static TestEnv> {
     static SHARED: OnceCell<TestEnv> = OnceCell::const_new();
     SHARED
         .get_or_try_init(|| shared_env(EnvSpec::with_nodes(), "nodes"))
+        .await
+}
+
+/// Like [`shared_with_nodes()`], cluster `a` at the previous Kubernetes minor
+/// ([`EnvSpec::across_versions`]). Always its own environment: `make dev-up`'s runs one
+/// version.
+pub async fn shared_across_versions() -> Result<&'static TestEnv> {
+    static SHARED: OnceCell<TestEnv> = OnceCell::const_new();
+    SHARED
+        .get_or_try_init(|| async {
+            let root = std::env::temp_dir().join("ferry-testenv");
+            sweep_stale(&root);
+            let dir = root.join(format!("{}-versions", std::process::id()));
+            TestEnv::start(&EnvSpec::across_versions(), &dir, Lifetime::WithThisProcess).await
+        })
         .await
 }
 

@@ -32,7 +32,8 @@ pub use bins::{
 pub use cluster::{ClusterInfo, PLAIN_USERS, User};
 pub use data::random_bytes;
 pub use env::{
-    EnvSpec, EnvState, TestEnv, shared, shared_with_nodes, stop_nodes, unique_name, versions,
+    EnvSpec, EnvState, TestEnv, shared, shared_across_versions, shared_with_nodes, stop_nodes,
+    unique_name, versions,
 };
 pub use error::{Error, Result};
 pub use node::NodeInfo;

@@ -19,6 +19,7 @@ async fn the_readonly_user_reads_and_lists_but_cannot_write() {
         clusters: Vec::new(),
         s3: true,
         nodes_per_cluster: 0,
+        previous_minor: None,
     };
     let env = TestEnv::start(&spec, dir.path(), Lifetime::WithThisProcess)
         .await

@@ -27,6 +27,10 @@ enum Command {
         /// Real nodes per cluster (0: API only, pods never run).
         #[arg(long, default_value_t = 1)]
         nodes: usize,
+        /// This cluster runs the previous Kubernetes minor (KUBE_PREVIOUS_VERSION in
+        /// crates/testenv/versions.env; `scripts/build-testenv.sh kube-previous` builds it).
+        #[arg(long, value_name = "CLUSTER")]
+        previous_minor: Option<String>,
     },
     /// Import an image tarball (as scripts/build-images.sh makes them) into every node
     /// of the environment in this directory.
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             dir,
             clusters,
             nodes,
+            previous_minor,
         } => {
             if TestEnv::attach(&dir).is_ok() {
                 anyhow::bail!(
@@ -80,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 clusters,
                 s3: true,
                 nodes_per_cluster: nodes,
+                previous_minor,
             };
             let env = TestEnv::start(&spec, &dir, Lifetime::Detached)
                 .await
@@ -162,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
                 clusters: vec!["p".to_owned()],
                 s3: nodes == 0,
                 nodes_per_cluster: nodes,
+                previous_minor: None,
             };
             let env = TestEnv::start(&spec, &dir, Lifetime::WithThisProcess).await?;
             // Keep the handles alive: the point is that the kernel, not Drop, stops them.

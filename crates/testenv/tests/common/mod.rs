@@ -13,6 +13,7 @@ pub fn one_cluster(nodes: usize) -> EnvSpec {
         clusters: vec!["m".to_owned()],
         s3: false,
         nodes_per_cluster: nodes,
+        previous_minor: None,
     }
 }
 
