@@ -14,51 +14,7 @@ mod common;
 use std::path::Path;
 
 use common::Run;
-use common::control::{
-    Serve, cli, jsonpath, kubectl, migrate, profiles_and_pair, serve, wait_answering,
-};
-
-/// Each test runs its own pair of `ferry serve` processes, and two of them for one
-/// cluster would both publish their endpoint in ferry-system/ferry: one at a time.
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A Ferry on a and b, the profile `main` on both, the pair `a-to-b`, and a fresh
-/// namespace name; `tag` keeps the Secrets, the repository prefix and the namespace of
-/// each test apart.
-struct Paired {
-    kc: std::path::PathBuf,
-    ns: String,
-    _serves: (Serve, Serve),
-    _root: tempfile::TempDir,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
-}
-
-async fn paired(tag: &str, seed: u64) -> Paired {
-    let turn = TURN.lock().await;
-    let env = ferry_testenv::shared().await.expect("test environment");
-    let s3 = env.s3().unwrap();
-    let kc = env.kubeconfig().to_path_buf();
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let serves = (serve(&kc, "a", root).0, serve(&kc, "b", root).0);
-    wait_answering(&kc, &["a", "b"]);
-    let names = (format!("s3-{tag}"), format!("key-{tag}"));
-    profiles_and_pair(
-        &kc,
-        s3,
-        root,
-        (&names.0, &names.1),
-        &format!("cli-{tag}"),
-        seed,
-    );
-    Paired {
-        kc,
-        ns: ferry_testenv::unique_name(tag),
-        _serves: serves,
-        _root: tmp,
-        _turn: turn,
-    }
-}
+use common::control::{cli, jsonpath, kubectl, migrate, paired};
 
 fn apply_on(kc: &Path, context: &str, yaml: &str) {
     kubectl(kc, context, &["apply", "-f", "-"], Some(yaml));

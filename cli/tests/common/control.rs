@@ -139,6 +139,49 @@ pub fn serve_and_pair_in(
     }
 }
 
+/// Each [`paired`] test runs its own pair of `ferry serve` processes, and two of them for
+/// one cluster would both publish their endpoint in ferry-system/ferry: one at a time.
+static PAIRED_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A Ferry on a and b of the API-only environment, the profile `main` on both, the pair
+/// `a-to-b`, and a fresh namespace name; see [`paired`].
+pub struct Paired {
+    pub kc: PathBuf,
+    pub ns: String,
+    _serves: (Serve, Serve),
+    _root: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// [`Paired`]: `tag` keeps the Secrets, the repository prefix and the namespace of each
+/// test apart; `seed` makes the repository key.
+pub async fn paired(tag: &str, seed: u64) -> Paired {
+    let turn = PAIRED_TURN.lock().await;
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().unwrap();
+    let kc = env.kubeconfig().to_path_buf();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let serves = (serve(&kc, "a", root).0, serve(&kc, "b", root).0);
+    wait_answering(&kc, &["a", "b"]);
+    let names = (format!("s3-{tag}"), format!("key-{tag}"));
+    profiles_and_pair(
+        &kc,
+        s3,
+        root,
+        (&names.0, &names.1),
+        &format!("cli-{tag}"),
+        seed,
+    );
+    Paired {
+        kc,
+        ns: ferry_testenv::unique_name(tag),
+        _serves: serves,
+        _root: tmp,
+        _turn: turn,
+    }
+}
+
 /// `ferry --context a migrate -n NS --to b --profile main EXTRA...`, which must succeed;
 /// the job and its report, volumes sorted by claim.
 pub async fn migrate_to_b(

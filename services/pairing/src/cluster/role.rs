@@ -91,8 +91,14 @@ pub fn migrator_rules(crd_groups: &[String], trust_source_identities: bool) -> V
             &["customresourcedefinitions"],
             READ,
         ),
+        // Pre-flight checks that every cluster-scoped object the application names
+        // exists here (crates/kube's preflight reads each of these kinds); one it may
+        // not read would be a warning where a missing one must stop the migration.
         rule(&["storage.k8s.io"], &["storageclasses"], READ),
         rule(&["scheduling.k8s.io"], &["priorityclasses"], READ),
+        rule(&["networking.k8s.io"], &["ingressclasses"], READ),
+        rule(&["rbac.authorization.k8s.io"], &["clusterroles"], READ),
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ),
         rule(
             &["authorization.k8s.io"],
             &["selfsubjectaccessreviews", "subjectaccessreviews"],
