@@ -256,6 +256,21 @@ pub enum CatalogError {
     Internal(String),
 }
 
+/// A Kubernetes API failure of the catalog's own calls, in the catalog's words: the
+/// message already names the access needed.
+fn kube_class(source: &kube::Error) -> (Kind, &'static str) {
+    let (kind, _) = ferry_rpc::kube_kind(source);
+    let hint = match kind.code {
+        ErrorCode::PermissionDenied => {
+            "grant the catalog's service account the access named in the message"
+        }
+        ErrorCode::NotFound => "check the name and namespace",
+        ErrorCode::Unreachable => "check that the cluster's API server is reachable, then retry",
+        _ => "see the message; the API server refused the request",
+    };
+    (kind, hint)
+}
+
 impl CatalogError {
     pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
         CatalogError::InvalidArgument {
@@ -304,21 +319,7 @@ impl CatalogError {
                 Kind::precondition(ErrorCode::InvalidArgument),
                 "add the missing key to the Secret (see services/catalog/README.md)",
             ),
-            CatalogError::Kube { source, .. } => {
-                let (kind, _) = ferry_rpc::kube_kind(source);
-                // The catalog's own words: the message already names the access needed.
-                let hint = match kind.code {
-                    ErrorCode::PermissionDenied => {
-                        "grant the catalog's service account the access named in the message"
-                    }
-                    ErrorCode::NotFound => "check the name and namespace",
-                    ErrorCode::Unreachable => {
-                        "check that the cluster's API server is reachable, then retry"
-                    }
-                    _ => "see the message; the API server refused the request",
-                };
-                (kind, hint)
-            }
+            CatalogError::Kube { source, .. } => kube_class(source),
             CatalogError::RepositoryMissing { .. } => (
                 Kind::precondition(ErrorCode::NotFound),
                 "check bucket and prefix, or set create_repository to initialise a repository",

@@ -56,6 +56,29 @@ enum Command {
     },
 }
 
+/// Where each cluster is reached from the other, as shell exports for scripts (`make
+/// demo`): its API server, its first node's address, its nodes' local-path directories.
+fn clusters_env(state: &ferry_testenv::EnvState) -> String {
+    let mut out = String::new();
+    for c in &state.clusters {
+        let prefix = c.name.to_uppercase().replace('-', "_");
+        out.push_str(&format!("export FERRY_{prefix}_SERVER={}\n", c.server));
+        if let Some(node) = c.nodes.first() {
+            out.push_str(&format!("export FERRY_{prefix}_NODE_IP={}\n", node.ip));
+        }
+        let local_paths: Vec<String> = c
+            .nodes
+            .iter()
+            .map(|n| n.dir.join("local-path").display().to_string())
+            .collect();
+        out.push_str(&format!(
+            "export FERRY_{prefix}_LOCAL_PATHS={}\n",
+            local_paths.join(",")
+        ));
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -94,25 +117,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(s3) = &state.s3 {
                 std::fs::write(dir.join("s3.env"), s3.env_lines()).context("writing s3.env")?;
             }
-            // Where each cluster is reached from the other, for scripts (`make demo`).
-            let mut clusters_env = String::new();
-            for c in &state.clusters {
-                let prefix = c.name.to_uppercase().replace('-', "_");
-                clusters_env.push_str(&format!("export FERRY_{prefix}_SERVER={}\n", c.server));
-                if let Some(node) = c.nodes.first() {
-                    clusters_env.push_str(&format!("export FERRY_{prefix}_NODE_IP={}\n", node.ip));
-                }
-                let local_paths: Vec<String> = c
-                    .nodes
-                    .iter()
-                    .map(|n| n.dir.join("local-path").display().to_string())
-                    .collect();
-                clusters_env.push_str(&format!(
-                    "export FERRY_{prefix}_LOCAL_PATHS={}\n",
-                    local_paths.join(",")
-                ));
-            }
-            std::fs::write(dir.join("clusters.env"), clusters_env)
+            std::fs::write(dir.join("clusters.env"), clusters_env(&state))
                 .context("writing clusters.env")?;
             println!("kubeconfig: {}", state.kubeconfig.display());
             for c in &state.clusters {
