@@ -68,6 +68,11 @@ pub struct CreateProfileArgs {
     /// Create the repository if the location holds none.
     #[arg(long)]
     pub create_repository: bool,
+    /// Export profiles: bind the profile to this application namespace, the only one its
+    /// repository may hold; migration tokens are issued only for a bound profile (a
+    /// token's key opens the whole repository). Give each namespace a prefix of its own.
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
     /// Import profiles: the migration token an export printed; it brings the location
     /// and the repository key (give read-only credentials with --credentials-secret).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["s3", "local"])]
@@ -300,6 +305,7 @@ async fn create_profile(
             migration_token,
             expected_signer,
             unsafe_skip_signer_verification: a.unsafe_skip_signer_verification,
+            namespace: a.namespace.clone().unwrap_or_default(),
         })
         .await
         .map_err(|s| ferry.rpc_error("CreateProfile", s))?

@@ -186,10 +186,34 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     wait_answering(&kc, &["a", "b"]);
     profiles(&kc, s3, root, ("s3-crd", "repo-key-crd"), "cli-crds", 71);
 
-    // The CRDs the chart ships, and the webhook.
-    kubectl(&kc, "a", &["apply", "--server-side", "-f", CRDS], None);
+    let (first, ca) = the_crds_and_the_webhook(&kc, root, port_a, &token);
+    the_documented_cluster_pair_pairs_a_with_b(&kc);
+    let (ns, done, src) =
+        the_documented_migration_moves_a_namespace_with_its_data(&kc, root, &first);
+    the_requester_cannot_be_edited_away_nor_the_spec_changed(&kc, &ns, &done);
+    a_profile_object_makes_a_profile_for_administrators_only(&kc, s3);
+    a_restore_puts_the_migrations_restore_point_back(&kc, &done, &src);
+    a_migration_schedule_runs_on_its_interval_and_records_its_runs(&kc, root, &first);
+    an_import_policy_imports_what_is_new(&kc, s3, root, &first);
+    a_namespace_users_migration_of_a_namespace_she_cannot_read_is_refused(&kc, &ns);
+    a_namespace_users_cluster_pair_is_refused(&kc);
+    deleting_a_running_migration_cancels_its_job(&kc, root);
+    // Last: it stops the first controller.
+    a_second_replica_takes_over_when_the_first_stops(&kc, root, first, port_a, &token, &ca);
+}
+
+/// The CRDs the chart ships, the first controller replica and its webhook, which the
+/// API server calls for every Ferry object from now on. Returns the replica and the
+/// webhook's CA.
+fn the_crds_and_the_webhook(
+    kc: &Path,
+    root: &Path,
+    port_a: u16,
+    token: &Path,
+) -> (Controller, String) {
+    kubectl(kc, "a", &["apply", "--server-side", "-f", CRDS], None);
     kubectl(
-        &kc,
+        kc,
         "a",
         &[
             "wait",
@@ -219,18 +243,22 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     )
     .ok();
     let webhook = free_port();
-    let first = Controller::start(&kc, root, "first", port_a, webhook, &token);
+    let first = Controller::start(kc, root, "first", port_a, webhook, token);
     let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
     kubectl(
-        &kc,
+        kc,
         "a",
         &["apply", "-f", "-"],
         Some(&webhook_configuration(&ca, webhook)),
     );
+    (first, ca)
+}
 
-    // Pair with the documented example: the token in a Secret, the ClusterPair applied.
+/// The documented ClusterPair, its token in a Secret: Ready, paired with b, and
+/// annotated by the webhook with the administrator who applied it.
+fn the_documented_cluster_pair_pairs_a_with_b(kc: &Path) {
     let pairing = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -244,7 +272,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     .ok();
     let literal = format!("--from-literal=token={}", pairing.stdout.trim());
     kubectl(
-        &kc,
+        kc,
         "a",
         &[
             "-n",
@@ -260,14 +288,14 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     // The webhook must answer before the API server takes Ferry objects.
     let pair_yaml = example("clusterpair");
     eventually("the webhook to answer the API server", || {
-        kubectl_result(&kc, "a", &["apply", "-f", "-"], Some(&pair_yaml)).is_ok()
+        kubectl_result(kc, "a", &["apply", "-f", "-"], Some(&pair_yaml)).is_ok()
     });
-    let pair = settled(&kc, "a", None, "clusterpair/a-to-b", "Ready");
+    let pair = settled(kc, "a", None, "clusterpair/a-to-b", "Ready");
     let ready = condition(&pair, "Ready").unwrap();
     assert_eq!(ready["status"], "True", "{pair:#}");
     assert_eq!(pair["status"]["destination"], "b", "{pair:#}");
     let pair_id = pair["status"]["pairId"].as_str().unwrap().to_owned();
-    let listed = cli(&kc, &["--context", "a", "-o", "json", "pair", "list"]).ok();
+    let listed = cli(kc, &["--context", "a", "-o", "json", "pair", "list"]).ok();
     assert!(listed.stdout.contains(&pair_id), "{listed:?}");
     // Recorded by the webhook: the administrator who applied it.
     let requester: Value = serde_json::from_str(
@@ -277,14 +305,22 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     )
     .unwrap();
     assert_eq!(requester["username"], "admin", "{requester}");
+}
 
-    // The documented Migration, in a namespace with data.
-    let (ns, _, src) = sample_app(&kc, root, "crd-shop", |src| {
+/// The documented Migration, of a namespace with data: Succeeded, its status following
+/// the job's events, every byte on b. Returns the namespace, the Migration as it
+/// ended and the source volume.
+fn the_documented_migration_moves_a_namespace_with_its_data(
+    kc: &Path,
+    root: &Path,
+    first: &Controller,
+) -> (String, Value, PathBuf) {
+    let (ns, _, src) = sample_app(kc, root, "crd-shop", |src| {
         make_tree(src, 72);
     });
     let migration = example("migration").replace("namespace: shop", &format!("namespace: {ns}"));
-    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&migration));
-    let done = settled(&kc, "a", Some(&ns), "migration/shop-to-b", "Succeeded");
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&migration));
+    let done = settled(kc, "a", Some(&ns), "migration/shop-to-b", "Succeeded");
     let succeeded = condition(&done, "Succeeded").unwrap();
     assert_eq!(succeeded["status"], "True", "{done:#}\n{}", first.log());
     let status = &done["status"];
@@ -300,7 +336,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{status:#}"
     );
     let job = status["jobs"][0]["id"].as_str().unwrap();
-    let shown = cli(&kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
+    let shown = cli(kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
     assert!(shown.stdout.contains("JOB_STATE_SUCCEEDED"), "{shown:?}");
     // The status followed the job's own event stream: the outcome was written within
     // seconds of the job's end, not at the next refresh of the 15 s timer.
@@ -321,12 +357,12 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{shown:?}"
     );
     let dst = PathBuf::from(kubectl(
-        &kc,
+        kc,
         "b",
         &[
             "get",
             "pv",
-            &jsonpath(&kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}"),
+            &jsonpath(kc, "b", &ns, "pvc/data-db-0", "{.spec.volumeName}"),
             "-o",
             "jsonpath={.spec.hostPath.path}",
         ],
@@ -335,7 +371,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     assert_same_tree(&src, &dst);
     // The Migration itself stayed behind: Ferry's own objects drive the source's Ferry.
     let report = cli(
-        &kc,
+        kc,
         &["--context", "a", "jobs", "get", job, "--show-objects"],
     )
     .ok();
@@ -346,19 +382,23 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         "{report:?}"
     );
     // The printer columns.
-    let table = kubectl(&kc, "a", &["-n", &ns, "get", "migrations"], None);
+    let table = kubectl(kc, "a", &["-n", &ns, "get", "migrations"], None);
     assert!(
         table.contains("PHASE") && table.contains("Succeeded"),
         "{table}"
     );
+    (ns, done, src)
+}
 
-    // The requester cannot be edited away, and the spec cannot change.
+/// The webhook keeps the requester of the Migration `done` in `ns` through an edit, and
+/// the spec cannot change.
+fn the_requester_cannot_be_edited_away_nor_the_spec_changed(kc: &Path, ns: &str, done: &Value) {
     kubectl(
-        &kc,
+        kc,
         "a",
         &[
             "-n",
-            &ns,
+            ns,
             "annotate",
             "--overwrite",
             "migration/shop-to-b",
@@ -366,17 +406,17 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         ],
         None,
     );
-    let after = get_json(&kc, "a", &["-n", &ns, "migration/shop-to-b"]);
+    let after = get_json(kc, "a", &["-n", ns, "migration/shop-to-b"]);
     assert_eq!(
         after["metadata"]["annotations"]["ferry.dev/requester"],
         done["metadata"]["annotations"]["ferry.dev/requester"]
     );
     let changed = kubectl_result(
-        &kc,
+        kc,
         "a",
         &[
             "-n",
-            &ns,
+            ns,
             "patch",
             "migration/shop-to-b",
             "--type=merge",
@@ -389,15 +429,13 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         changed.as_ref().is_err_and(|e| e.contains("cannot change")),
         "{changed:?}"
     );
+}
 
-    a_profile_object_makes_a_profile_for_administrators_only(&kc, s3);
-    a_restore_puts_the_migrations_restore_point_back(&kc, &done, &src);
-    a_migration_schedule_runs_on_its_interval_and_records_its_runs(&kc, root, &first);
-    an_import_policy_imports_what_is_new(&kc, s3, root, &first);
-
-    // alice, in her own namespace, asks for one she cannot read: refused, no job.
+/// alice, in her own namespace, asks for a Migration of `ns`, which she cannot read:
+/// refused, with the reason in its condition, and no job.
+fn a_namespace_users_migration_of_a_namespace_she_cannot_read_is_refused(kc: &Path, ns: &str) {
     let hers = ferry_testenv::unique_name("alice-crd");
-    kubectl(&kc, "a", &["create", "namespace", &hers], None);
+    kubectl(kc, "a", &["create", "namespace", &hers], None);
     let role = format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n\
          metadata: {{name: alice-migrations, namespace: {hers}}}\n\
@@ -407,8 +445,8 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-migrations}}\n\
          subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}}]\n"
     );
-    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&role));
-    let jobs_before = cli(&kc, &["--context", "a", "-o", "json", "jobs", "list"])
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&role));
+    let jobs_before = cli(kc, &["--context", "a", "-o", "json", "jobs", "list"])
         .ok()
         .stdout;
     let theirs = format!(
@@ -416,25 +454,27 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
          metadata: {{name: take-shop, namespace: {hers}}}\n\
          spec: {{clusterPair: a-to-b, profile: main, namespaces: [{ns}]}}\n"
     );
-    kubectl(&kc, "a-alice", &["apply", "-f", "-"], Some(&theirs));
-    let refused = settled(&kc, "a", Some(&hers), "migration/take-shop", "Succeeded");
+    kubectl(kc, "a-alice", &["apply", "-f", "-"], Some(&theirs));
+    let refused = settled(kc, "a", Some(&hers), "migration/take-shop", "Succeeded");
     let why = condition(&refused, "Succeeded").unwrap();
     assert_eq!(why["status"], "False", "{refused:#}");
     assert_eq!(why["reason"], "Forbidden", "{refused:#}");
     let message = why["message"].as_str().unwrap();
     assert!(
-        message.contains("alice may not") && message.contains(&ns),
+        message.contains("alice may not") && message.contains(ns),
         "{message}"
     );
     assert_eq!(refused["status"]["phase"], "Failed");
     assert!(refused["status"]["jobs"].is_null(), "{refused:#}");
-    let jobs_after = cli(&kc, &["--context", "a", "-o", "json", "jobs", "list"])
+    let jobs_after = cli(kc, &["--context", "a", "-o", "json", "jobs", "list"])
         .ok()
         .stdout;
     assert_eq!(jobs_before, jobs_after, "a refused Migration started a job");
+}
 
-    // alice, allowed by RBAC to create ClusterPairs, is still no Ferry administrator:
-    // the controller refuses to pair for her.
+/// alice, allowed by RBAC to create ClusterPairs, is still no Ferry administrator: the
+/// controller refuses to pair for her.
+fn a_namespace_users_cluster_pair_is_refused(kc: &Path) {
     let pairs_role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
          metadata: {name: alice-clusterpairs}\n\
          rules: [{apiGroups: [ferry.dev], resources: [clusterpairs], verbs: [create, get]}]\n---\n\
@@ -442,12 +482,12 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
          metadata: {name: alice-clusterpairs}\n\
          roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: alice-clusterpairs}\n\
          subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]\n";
-    kubectl(&kc, "a", &["apply", "-f", "-"], Some(pairs_role));
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(pairs_role));
     let hers_pair = "apiVersion: ferry.dev/v1alpha1\nkind: ClusterPair\n\
                      metadata: {name: alices-pair}\n\
                      spec: {tokenSecretRef: {name: b-pairing-token}}\n";
-    kubectl(&kc, "a-alice", &["apply", "-f", "-"], Some(hers_pair));
-    let refused_pair = settled(&kc, "a", None, "clusterpair/alices-pair", "Ready");
+    kubectl(kc, "a-alice", &["apply", "-f", "-"], Some(hers_pair));
+    let refused_pair = settled(kc, "a", None, "clusterpair/alices-pair", "Ready");
     let why = condition(&refused_pair, "Ready").unwrap();
     assert_eq!(why["status"], "False", "{refused_pair:#}");
     assert_eq!(why["reason"], "Forbidden", "{refused_pair:#}");
@@ -462,10 +502,12 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         refused_pair["status"]["pairId"].is_null(),
         "{refused_pair:#}"
     );
+}
 
-    // Deleting a Migration whose job runs cancels the job; the object goes once it has
-    // stopped, and the destination has nothing of the namespace.
-    let (big, _, _) = sample_app(&kc, root, "crd-cancel", |src| {
+/// Deleting a Migration whose job runs cancels the job; the object goes once it has
+/// stopped, and the destination has nothing of the namespace.
+fn deleting_a_running_migration_cancels_its_job(kc: &Path, root: &Path) {
+    let (big, _, _) = sample_app(kc, root, "crd-cancel", |src| {
         std::fs::write(src.join("big.bin"), common::random_bytes(256 << 20, 73)).unwrap();
     });
     let doomed = format!(
@@ -473,10 +515,10 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
          metadata: {{name: cancel-me, namespace: {big}}}\n\
          spec: {{clusterPair: a-to-b, profile: main, quiesceSource: true}}\n"
     );
-    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&doomed));
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&doomed));
     let mut running = Value::Null;
     eventually("the doomed Migration's job to start", || {
-        running = get_json(&kc, "a", &["-n", &big, "migration/cancel-me"]);
+        running = get_json(kc, "a", &["-n", &big, "migration/cancel-me"]);
         running["status"]["jobs"][0]["id"].is_string()
     });
     assert_eq!(running["status"]["phase"], "Running", "{running:#}");
@@ -485,33 +527,43 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
         .unwrap()
         .to_owned();
     kubectl(
-        &kc,
+        kc,
         "a",
         &["-n", &big, "delete", "migration/cancel-me", "--wait=false"],
         None,
     );
     eventually("the deleted Migration to go", || {
-        kubectl_result(&kc, "a", &["-n", &big, "get", "migration/cancel-me"], None).is_err()
+        kubectl_result(kc, "a", &["-n", &big, "get", "migration/cancel-me"], None).is_err()
     });
     let ended = cli(
-        &kc,
+        kc,
         &["--context", "a", "-o", "json", "jobs", "get", &doomed_job],
     )
     .ok();
     assert!(ended.stdout.contains("JOB_STATE_CANCELLED"), "{ended:?}");
     assert!(ended.stdout.contains("was deleted"), "{ended:?}");
-    let on_b = kubectl(&kc, "b", &["get", "namespaces", "-o", "name"], None);
+    let on_b = kubectl(kc, "b", &["get", "namespaces", "-o", "name"], None);
     assert!(
         !on_b.lines().any(|l| l == format!("namespace/{big}")),
         "{on_b}"
     );
+}
 
-    // A second replica waits on the Lease; when the first stops, it takes over.
+/// A second replica waits on the Lease; when the `first` stops, it takes over and acts,
+/// with its own webhook.
+fn a_second_replica_takes_over_when_the_first_stops(
+    kc: &Path,
+    root: &Path,
+    first: Controller,
+    port_a: u16,
+    token: &Path,
+    ca: &str,
+) {
     let webhook_second = free_port();
-    let second = Controller::start(&kc, root, "second", port_a, webhook_second, &token);
+    let second = Controller::start(kc, root, "second", port_a, webhook_second, token);
     std::thread::sleep(std::time::Duration::from_secs(4));
     let holder = kubectl(
-        &kc,
+        kc,
         "a",
         &[
             "-n",
@@ -536,17 +588,17 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     });
     // It acts: a ClusterPair whose token Secret is missing is told so, by it.
     kubectl(
-        &kc,
+        kc,
         "a",
         &["apply", "-f", "-"],
-        Some(&webhook_configuration(&ca, webhook_second)),
+        Some(&webhook_configuration(ca, webhook_second)),
     );
     let orphan = "apiVersion: ferry.dev/v1alpha1\nkind: ClusterPair\nmetadata: {name: no-secret}\n\
                   spec: {tokenSecretRef: {name: missing-token}}\n";
     eventually("the second replica's webhook to answer", || {
-        kubectl_result(&kc, "a", &["apply", "-f", "-"], Some(orphan)).is_ok()
+        kubectl_result(kc, "a", &["apply", "-f", "-"], Some(orphan)).is_ok()
     });
-    let waiting = settled(&kc, "a", None, "clusterpair/no-secret", "Ready");
+    let waiting = settled(kc, "a", None, "clusterpair/no-secret", "Ready");
     let why = condition(&waiting, "Ready").unwrap();
     assert_eq!(why["reason"], "SecretNotFound", "{waiting:#}");
     assert!(
@@ -581,21 +633,10 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
         );
     kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
     let what = "migrationschedule/shop-nightly";
-    let succeeded = |object: &Value| -> Vec<Value> {
-        object["status"]["runs"]
-            .as_array()
-            .map(|runs| {
-                runs.iter()
-                    .filter(|r| r["state"] == "succeeded")
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut object = loop {
+    let object = loop {
         let object = get_json(kc, "a", &["-n", &ns, what]);
-        if succeeded(&object).len() >= 2 {
+        if succeeded_runs(&object).len() >= 2 {
             break object;
         }
         assert!(
@@ -617,7 +658,7 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
     assert_eq!(ready["reason"], "Scheduled", "{object:#}");
     assert_eq!(status["trigger"], "every 6s", "{object:#}");
     assert!(status["lastSuccessTime"].is_string(), "{object:#}");
-    let runs = succeeded(&object);
+    let runs = succeeded_runs(&object);
     // Two distinct runs, newest first, each with its own job and restore point.
     assert_ne!(runs[0]["id"], runs[1]["id"], "{object:#}");
     assert_ne!(runs[0]["jobs"][0], runs[1]["jobs"][0], "{object:#}");
@@ -640,7 +681,33 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
     let job = runs[0]["jobs"][0].as_str().unwrap();
     let job = cli(kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
     assert!(job.stdout.contains("\"requestedBy\": \"admin\""), "{job:?}");
+    a_suspended_schedule_resumes_with_what_changed(kc, &ns, &src, what, id, object);
+}
 
+/// The runs of a MigrationSchedule `object` that succeeded, newest first.
+fn succeeded_runs(object: &Value) -> Vec<Value> {
+    object["status"]["runs"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .filter(|r| r["state"] == "succeeded")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Suspending the MigrationSchedule `what` in `ns` (scheduler `id`, last seen as
+/// `object`) reaches the scheduler; new data on `src` while suspended goes with the first
+/// run after resuming; deleting the object then deletes the schedule.
+fn a_suspended_schedule_resumes_with_what_changed(
+    kc: &Path,
+    ns: &str,
+    src: &Path,
+    what: &str,
+    id: &str,
+    mut object: Value,
+) {
     // Suspended: the scheduler says so, and the status too.
     let patch = |suspend: bool| {
         kubectl(
@@ -648,7 +715,7 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
             "a",
             &[
                 "-n",
-                &ns,
+                ns,
                 "patch",
                 what,
                 "--type=merge",
@@ -662,7 +729,7 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
     eventually(
         "the MigrationSchedule to be suspended, no run in progress",
         || {
-            object = get_json(kc, "a", &["-n", &ns, what]);
+            object = get_json(kc, "a", &["-n", ns, what]);
             let suspended = condition(&object, "Ready").is_some_and(|c| c["reason"] == "Suspended");
             let running = object["status"]["runs"]
                 .as_array()
@@ -685,15 +752,15 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
     .unwrap();
     patch(false);
     eventually("a run after resuming to succeed", || {
-        object = get_json(kc, "a", &["-n", &ns, what]);
-        succeeded(&object)
+        object = get_json(kc, "a", &["-n", ns, what]);
+        succeeded_runs(&object)
             .iter()
             .any(|r| !before.contains(&r["id"]))
     });
-    assert_same_tree(&src, &common::control::volume_on_b(kc, &ns));
+    assert_same_tree(src, &common::control::volume_on_b(kc, ns));
 
     // Deleting the object deletes the schedule.
-    kubectl(kc, "a", &["-n", &ns, "delete", what], None);
+    kubectl(kc, "a", &["-n", ns, "delete", what], None);
     assert_eq!(scheduled(kc, id), Value::Null);
 }
 
@@ -847,67 +914,7 @@ fn an_import_policy_imports_what_is_new(
     let (ns, _, _) = sample_app(kc, root, "crd-import", |src| {
         make_tree(src, 75);
     });
-    // Migration tokens hand over what an export profile writes.
-    let location = format!(
-        "{}/{}/{}",
-        s3.endpoint,
-        s3.bucket,
-        ferry_testenv::unique_name("cli-crds-out")
-    );
-    let more = [
-        "--s3",
-        &location,
-        "--region",
-        &s3.region,
-        "--credentials-secret",
-        "s3-crd",
-        "--key-secret",
-        "repo-key-crd",
-        "--create-repository",
-    ];
-    profile_create(kc, "a", "crd-out", "export", &more).ok();
-    let recipient = cli(kc, &["--context", "a", "import-key"]).ok().stdout;
-    let exported = cli(
-        kc,
-        &[
-            "--context",
-            "a",
-            "-o",
-            "json",
-            "export",
-            "-n",
-            &ns,
-            "--profile",
-            "crd-out",
-            "--recipient-key",
-            recipient.trim(),
-        ],
-    )
-    .ok()
-    .json();
-    let restore_point = exported["restorePointId"].as_str().unwrap().to_owned();
-    // An import profile reads only: MinIO's read-only user.
-    let reader = s3.readonly.clone().expect("a read-only S3 user");
-    common::control::s3_secret(
-        kc,
-        "a",
-        "s3-read-crd",
-        &reader.access_key,
-        &reader.secret_key,
-    );
-    let token_file = root.join("crd-import.token");
-    std::fs::write(&token_file, exported["migrationToken"].as_str().unwrap()).unwrap();
-    let token = token_file.to_str().unwrap();
-    let signer = common::control::token_signer(&token_file);
-    let more = [
-        "--migration-token-file",
-        token,
-        "--expect-signer",
-        &signer,
-        "--credentials-secret",
-        "s3-read-crd",
-    ];
-    profile_create(kc, "a", "crd-in", "import", &more).ok();
+    let restore_point = an_export_and_an_import_profile_from_its_token(kc, s3, root, &ns);
 
     let documented = example("importpolicy");
     assert!(documented.contains("interval: 15m"), "{documented}");
@@ -975,4 +982,65 @@ fn an_import_policy_imports_what_is_new(
     kubectl(kc, "a", &["-n", &ns, "delete", what], None);
     let listed = cli(kc, &["--context", "a", "import-policy", "list"]).ok();
     assert!(!listed.stdout.contains(&id), "{listed:?}");
+}
+
+/// An export of `ns` to a new export profile for a's own import key, and the import
+/// profile `crd-in` made from its migration token, reading as MinIO's read-only user.
+/// Returns the export's restore point.
+fn an_export_and_an_import_profile_from_its_token(
+    kc: &Path,
+    s3: &ferry_testenv::S3Info,
+    root: &Path,
+    ns: &str,
+) -> String {
+    // Migration tokens hand over what an export profile writes.
+    let location = format!(
+        "{}/{}/{}",
+        s3.endpoint,
+        s3.bucket,
+        ferry_testenv::unique_name("cli-crds-out")
+    );
+    let more = [
+        "--s3",
+        &location,
+        "--region",
+        &s3.region,
+        "--credentials-secret",
+        "s3-crd",
+        "--key-secret",
+        "repo-key-crd",
+        "--create-repository",
+        // Tokens are issued only for an export profile bound to their namespace.
+        "--namespace",
+        ns,
+    ];
+    profile_create(kc, "a", "crd-out", "export", &more).ok();
+    let recipient = cli(kc, &["--context", "a", "import-key"]).ok().stdout;
+    let exported = common::control::export_through(kc, ns, "crd-out", Some(recipient.trim()))
+        .ok()
+        .json();
+    let restore_point = exported["restorePointId"].as_str().unwrap().to_owned();
+    // An import profile reads only: MinIO's read-only user.
+    let reader = s3.readonly.clone().expect("a read-only S3 user");
+    common::control::s3_secret(
+        kc,
+        "a",
+        "s3-read-crd",
+        &reader.access_key,
+        &reader.secret_key,
+    );
+    let token_file = root.join("crd-import.token");
+    std::fs::write(&token_file, exported["migrationToken"].as_str().unwrap()).unwrap();
+    let token = token_file.to_str().unwrap();
+    let signer = common::control::token_signer(&token_file);
+    let more = [
+        "--migration-token-file",
+        token,
+        "--expect-signer",
+        &signer,
+        "--credentials-secret",
+        "s3-read-crd",
+    ];
+    profile_create(kc, "a", "crd-in", "import", &more).ok();
+    restore_point
 }

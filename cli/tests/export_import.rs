@@ -10,7 +10,7 @@
 mod common;
 
 use common::control::{
-    assert_sample_app_on_b, cli, export_repository, import_profile, sample_app, serve,
+    assert_sample_app_on_b, cli, export_repository_for, import_profile, kubectl, sample_app, serve,
     token_signer, wait_answering,
 };
 use common::make_tree;
@@ -26,20 +26,20 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     let (_serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
 
-    // a writes; b may only read and list.
-    export_repository(
-        &kc,
-        s3,
-        &s3.endpoint,
-        root,
-        ["s3", "repo-key", "s3-read"],
-        "cli-export",
-        31,
-    );
-
     let (ns, _, src) = sample_app(&kc, root, "shop", |src| {
         make_tree(src, 41);
     });
+    // a writes, through a profile bound to the application's namespace (tokens are
+    // issued for no other); b may only read and list.
+    export_repository_for(
+        &kc,
+        s3,
+        (&s3.endpoint, root),
+        ["s3", "repo-key", "s3-read"],
+        "cli-export",
+        31,
+        Some(&ns),
+    );
 
     // b's import key, then a's export for it: only the token goes to stdout.
     let import_key = cli(&kc, &["--context", "b", "import-key"]).ok();
@@ -117,6 +117,23 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     assert!(refused.stderr.contains("CreateProfile at"), "{refused:?}");
     let profiles = cli(&kc, &["--context", "b", "profile", "list"]).ok();
     assert!(profiles.stdout.contains("no profiles"), "{profiles:?}");
+
+    // `out` is bound to the application's namespace: another namespace exported through
+    // it is refused before any of it is written, so the token's key opens only this one.
+    let other = ferry_testenv::unique_name("not-shop");
+    kubectl(&kc, "a", &["create", "namespace", &other], None);
+    let elsewhere = cli(
+        &kc,
+        &["--context", "a", "export", "-n", &other, "--profile", "out"],
+    );
+    // The job fails (exit status 13) at its commit step, having written nothing.
+    assert_eq!(elsewhere.code, Some(13), "{elsewhere:?}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains(&format!("profile \"out\" is bound to namespace {ns}")),
+        "{elsewhere:?}"
+    );
 
     // The real token: an import profile with read-only credentials, then a restore.
     import_profile(&kc, &token_file);

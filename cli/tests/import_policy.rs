@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use common::control::{
-    cli, export_out, export_repository, import_profile, jsonpath, kubectl, sample_app, serve,
-    wait_answering,
+    Serve, cli, export_out, export_repository_for, import_profile, jsonpath, kubectl, sample_app,
+    serve, wait_answering,
 };
 use common::{Run, assert_same_tree, make_tree, num, random_bytes};
 use serde_json::Value;
@@ -184,43 +184,81 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     wait_answering(&kc, &["a", "b"]);
     let mut relay = Relay::start(s3.endpoint.trim_start_matches("http://"));
 
-    // a writes; b may only read and list, through the relay like a.
-    export_repository(
+    let ctx = a_namespace_with_data_and_bs_import_key(&kc, root);
+    // a writes, through a profile bound to the namespace (tokens are issued for no
+    // other); b may only read and list, through the relay like a.
+    export_repository_for(
         &kc,
         s3,
-        &relay.endpoint,
-        root,
+        (&relay.endpoint, root),
         ["s3", "repo-key", "s3-read"],
         "import-policy",
         77,
+        Some(&ctx.ns),
     );
+    let rp1 = the_first_export_and_bs_import_profile_from_a_token(&ctx, root);
+    let policy_id = an_import_policy_on_b(&ctx);
+    let volume = the_first_run_imports_and_restores_the_export(&ctx, &rp1, &policy_id);
+    an_unchanged_bucket_means_no_work(&ctx);
+    let restored =
+        a_second_export_is_imported_alone_and_restored_over_the_first(&ctx, root, &rp1, &volume);
+    let fresh = a_third_export_waits_and_a_second_policy_maps_a_new_namespace(&ctx);
+    // From here on the bucket does not answer these Ferries.
+    relay.cut();
+    an_unreachable_bucket_fails_the_runs_and_nothing_is_applied(&ctx, &fresh, volume, &restored);
+    the_run_history_tells_the_story_and_deleting_a_policy_keeps_what_it_restored(
+        &ctx, &serve_b, &reader,
+    );
+}
 
-    let (ns, _, src) = sample_app(&kc, root, "shop", |src| {
+/// What the phases share: the kubeconfig, the exported namespace and the directory
+/// behind its volume on a, and b's import key, which every export is for.
+struct Ctx {
+    kc: PathBuf,
+    ns: String,
+    src: PathBuf,
+    recipient: String,
+}
+
+/// The application to export, with data, on a; and b's import key.
+fn a_namespace_with_data_and_bs_import_key(kc: &Path, root: &Path) -> Ctx {
+    let (ns, _, src) = sample_app(kc, root, "shop", |src| {
         make_tree(src, 51);
     });
-
-    // First export, and b's import profile from a token for the whole namespace: the
-    // export's own token names its one restore point, and the policy is to import the
-    // later ones too.
-    let recipient = cli(&kc, &["--context", "b", "import-key"])
+    let recipient = cli(kc, &["--context", "b", "import-key"])
         .ok()
         .stdout
         .trim()
         .to_string();
-    let first = export(&kc, &ns, &recipient);
+    Ctx {
+        kc: kc.to_path_buf(),
+        ns,
+        src,
+        recipient,
+    }
+}
+
+/// First export, and b's import profile from a token for the whole namespace: the
+/// export's own token names its one restore point, and the policy is to import the
+/// later ones too. Returns the first export's restore point.
+fn the_first_export_and_bs_import_profile_from_a_token(ctx: &Ctx, root: &Path) -> String {
+    let Ctx {
+        kc, ns, recipient, ..
+    } = ctx;
+    let first = export(kc, ns, recipient);
     let rp1 = first["restorePointId"].as_str().unwrap().to_string();
     let token = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "a",
             "migration-token",
             "-n",
-            &ns,
+            ns,
             "--profile",
             "out",
             "--recipient-key",
-            &recipient,
+            recipient,
         ],
     )
     .ok();
@@ -230,11 +268,16 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     );
     let token_file = root.join("token.txt");
     std::fs::write(&token_file, token.stdout.trim()).unwrap();
-    import_profile(&kc, &token_file);
+    import_profile(kc, &token_file);
+    rp1
+}
 
-    // An import policy on b; only RunNow starts its runs here.
+/// An import policy on b, `shop-in`, pinned to the profile's repository; only RunNow
+/// starts its runs here. Returns its id.
+fn an_import_policy_on_b(ctx: &Ctx) -> String {
+    let Ctx { kc, ns, .. } = ctx;
     let created = b_json(
-        &kc,
+        kc,
         &[
             "import-policy",
             "create",
@@ -242,7 +285,7 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
             "--profile",
             "in",
             "-n",
-            &ns,
+            ns,
             "--every",
             "1h",
             "--restore",
@@ -260,61 +303,88 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
             .is_empty(),
         "pinned to the profile's repository: {created:#}"
     );
-    let listed = cli(&kc, &["--context", "b", "import-policy", "list"]).ok();
+    let listed = cli(kc, &["--context", "b", "import-policy", "list"]).ok();
     assert!(listed.stdout.contains("shop-in"), "{listed:?}");
     assert!(listed.stdout.contains("import+restore"), "{listed:?}");
+    policy_id
+}
 
-    // Run 1: the export is imported and restored, byte for byte.
-    let (_, run1) = run_now(&kc, "shop-in");
+/// Run 1: the export `rp1` is imported and restored, byte for byte, by a job of the
+/// policy `policy_id`. Returns b's volume: its name and where it keeps its data.
+fn the_first_run_imports_and_restores_the_export(
+    ctx: &Ctx,
+    rp1: &str,
+    policy_id: &str,
+) -> (String, PathBuf) {
+    let Ctx { kc, ns, src, .. } = ctx;
+    let (_, run1) = run_now(kc, "shop-in");
     assert_eq!(run1["state"], "RUN_STATE_SUCCEEDED", "{run1:#}");
     assert_eq!(num(&run1, "restorePointsFound"), 1, "{run1:#}");
     assert_eq!(num(&run1, "restorePointsImported"), 1, "{run1:#}");
-    assert_eq!(strings(&run1["importedRestorePointIds"]), vec![rp1.clone()]);
+    assert_eq!(
+        strings(&run1["importedRestorePointIds"]),
+        vec![rp1.to_owned()]
+    );
     let run1_jobs = strings(&run1["jobIds"]);
     assert_eq!(run1_jobs.len(), 1, "{run1:#}");
-    let jobs = jobs_on_b(&kc);
+    let jobs = jobs_on_b(kc);
     assert_eq!(jobs.len(), 1, "{jobs:#?}");
     assert_eq!(jobs[0]["id"], run1_jobs[0].as_str());
     assert_eq!(jobs[0]["kind"], "JOB_KIND_IMPORT", "{jobs:#?}");
-    assert_eq!(jobs[0]["scheduleId"], policy_id.as_str());
-    let (pv, dst) = volume_on_b(&kc, &ns);
-    assert_same_tree(&src, &dst);
+    assert_eq!(jobs[0]["scheduleId"], policy_id);
+    let (pv, dst) = volume_on_b(kc, ns);
+    assert_same_tree(src, &dst);
     assert_eq!(
-        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        jsonpath(kc, "b", ns, "configmap/settings", "{.data.greeting}"),
         "hello from a"
     );
     // b's catalog says which policy brought the restore point.
-    let points = b_json(&kc, &["restore-points", "--profile", "in"]);
+    let points = b_json(kc, &["restore-points", "--profile", "in"]);
     assert_eq!(
         points["restorePoints"][0]["localLabels"]["ferry.dev/import-policy"], "shop-in",
         "{points:#}"
     );
-    let table = cli(
-        &kc,
-        &["--context", "b", "restore-points", "--profile", "in"],
-    )
-    .ok();
+    let table = cli(kc, &["--context", "b", "restore-points", "--profile", "in"]).ok();
     assert!(table.stdout.contains("IMPORTED BY"), "{table:?}");
     assert!(table.stdout.contains("shop-in"), "{table:?}");
+    (pv, dst)
+}
 
-    // Run 2, the bucket unchanged: the repository was listed, nothing imported, no job.
-    let (_, run2) = run_now(&kc, "shop-in");
+/// Run 2, the bucket unchanged: the repository was listed, nothing imported, no job.
+fn an_unchanged_bucket_means_no_work(ctx: &Ctx) {
+    let Ctx { kc, .. } = ctx;
+    let (_, run2) = run_now(kc, "shop-in");
     assert_eq!(run2["state"], "RUN_STATE_NOTHING_TO_DO", "{run2:#}");
     assert_eq!(num(&run2, "restorePointsFound"), 1, "{run2:#}");
     assert!(run2.get("restorePointsImported").is_none(), "{run2:#}");
     assert!(run2.get("jobIds").is_none(), "{run2:#}");
-    assert_eq!(jobs_on_b(&kc).len(), 1, "no new job on b");
+    assert_eq!(jobs_on_b(kc).len(), 1, "no new job on b");
+}
 
-    // A change on a and a second export: imported alone and restored over the first.
+/// A change on a and a second export: imported alone and restored over the first, into
+/// the same `volume` on b. Returns a copy of what b then holds, the source as exported.
+fn a_second_export_is_imported_alone_and_restored_over_the_first(
+    ctx: &Ctx,
+    root: &Path,
+    rp1: &str,
+    volume: &(String, PathBuf),
+) -> PathBuf {
+    let Ctx {
+        kc,
+        ns,
+        src,
+        recipient,
+    } = ctx;
+    let (pv, dst) = volume;
     std::fs::write(src.join("text/README.md"), b"# readme\nchanged on a\n").unwrap();
     std::fs::write(src.join("added.bin"), random_bytes(256 << 10, 52)).unwrap();
     std::fs::remove_file(src.join("many/f03")).unwrap();
     kubectl(
-        &kc,
+        kc,
         "a",
         &[
             "-n",
-            &ns,
+            ns,
             "patch",
             "configmap",
             "settings",
@@ -323,7 +393,7 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
         ],
         None,
     );
-    let second = export(&kc, &ns, &recipient);
+    let second = export(kc, ns, recipient);
     let rp2 = second["restorePointId"].as_str().unwrap().to_string();
     assert_ne!(rp2, rp1);
     // Incremental on the source: only the changed data went to the bucket.
@@ -332,7 +402,7 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
         uint64(volume, "bytesNew") < uint64(volume, "bytesTotal") / 4,
         "second export not incremental: {volume:#}"
     );
-    let (_, run3) = run_now(&kc, "shop-in");
+    let (_, run3) = run_now(kc, "shop-in");
     assert_eq!(run3["state"], "RUN_STATE_SUCCEEDED", "{run3:#}");
     assert_eq!(num(&run3, "restorePointsFound"), 2, "{run3:#}");
     assert_eq!(num(&run3, "restorePointsImported"), 1, "{run3:#}");
@@ -340,29 +410,39 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     assert_eq!(run3["restorePointId"], rp2.as_str());
     let run3_jobs = strings(&run3["jobIds"]);
     assert_eq!(run3_jobs.len(), 1, "{run3:#}");
-    assert_eq!(jobs_on_b(&kc).len(), 2);
-    let (pv_after, dst_after) = volume_on_b(&kc, &ns);
+    assert_eq!(jobs_on_b(kc).len(), 2);
+    let (pv_after, dst_after) = volume_on_b(kc, ns);
     assert_eq!(
         (&pv_after, &dst_after),
-        (&pv, &dst),
+        (pv, dst),
         "the same volume, updated"
     );
-    assert_same_tree(&src, &dst);
+    assert_same_tree(src, dst);
     assert_eq!(
-        jsonpath(&kc, "b", &ns, "configmap/settings", "{.data.greeting}"),
+        jsonpath(kc, "b", ns, "configmap/settings", "{.data.greeting}"),
         "second export"
     );
     let restored = root.join("after-second-export");
-    copy_tree(&src, &restored);
+    copy_tree(src, &restored);
+    restored
+}
 
-    // A third export waits in the bucket; then the bucket becomes unreachable.
+/// A third export waits in the bucket, and a second policy would restore it into a
+/// namespace b does not have yet. Returns that namespace.
+fn a_third_export_waits_and_a_second_policy_maps_a_new_namespace(ctx: &Ctx) -> String {
+    let Ctx {
+        kc,
+        ns,
+        src,
+        recipient,
+    } = ctx;
     std::fs::write(src.join("text/README.md"), b"# readme\nthird\n").unwrap();
-    let third = export(&kc, &ns, &recipient);
+    let third = export(kc, ns, recipient);
     assert!(third["restorePointId"].as_str().is_some());
     // A second policy that would restore into a namespace b does not have yet.
     let fresh = format!("{ns}-fresh");
     cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -372,7 +452,7 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
             "--profile",
             "in",
             "-n",
-            &ns,
+            ns,
             "--every",
             "1h",
             "--restore",
@@ -383,10 +463,21 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
         ],
     )
     .ok();
-    relay.cut();
+    fresh
+}
 
-    // The run fails, clearly; it does not conclude that nothing is new.
-    let (failed_cli, run4) = run_now(&kc, "shop-in");
+/// With the bucket unreachable, the runs fail, clearly; they do not conclude that nothing
+/// is new. Nothing was applied: no job, b's `volume` still holds the second export
+/// (`restored`), and the namespace `fresh` was never made, nor any volume for it.
+fn an_unreachable_bucket_fails_the_runs_and_nothing_is_applied(
+    ctx: &Ctx,
+    fresh: &str,
+    volume: (String, PathBuf),
+    restored: &Path,
+) {
+    let Ctx { kc, ns, .. } = ctx;
+    let (pv, dst) = volume;
+    let (failed_cli, run4) = run_now(kc, "shop-in");
     assert_eq!(failed_cli.code, Some(13), "{failed_cli:?}");
     assert!(failed_cli.stderr.contains("ended failed"), "{failed_cli:?}");
     assert_eq!(run4["state"], "RUN_STATE_FAILED", "{run4:#}");
@@ -403,20 +494,28 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     );
     assert!(run4.get("jobIds").is_none(), "{run4:#}");
     assert!(run4.get("restorePointsImported").is_none(), "{run4:#}");
-    let (_, fresh_run) = run_now(&kc, "fresh");
+    let (_, fresh_run) = run_now(kc, "fresh");
     assert_eq!(fresh_run["state"], "RUN_STATE_FAILED", "{fresh_run:#}");
     // Nothing was applied: no job, b's volume still holds the second export, and the
     // namespace the other policy maps to was never made, nor any volume for it.
-    assert_eq!(jobs_on_b(&kc).len(), 2, "no job started");
-    assert_eq!(volume_on_b(&kc, &ns), (pv, dst.clone()));
-    assert_same_tree(&restored, &dst);
-    let namespaces = kubectl(&kc, "b", &["get", "namespaces", "-o", "name"], None);
-    assert!(!namespaces.contains(&fresh), "{namespaces}");
-    let volumes = kubectl(&kc, "b", &["get", "pv", "-o", "name"], None);
-    assert!(!volumes.contains(&fresh), "{volumes}");
+    assert_eq!(jobs_on_b(kc).len(), 2, "no job started");
+    assert_eq!(volume_on_b(kc, ns), (pv, dst.clone()));
+    assert_same_tree(restored, &dst);
+    let namespaces = kubectl(kc, "b", &["get", "namespaces", "-o", "name"], None);
+    assert!(!namespaces.contains(fresh), "{namespaces}");
+    let volumes = kubectl(kc, "b", &["get", "pv", "-o", "name"], None);
+    assert!(!volumes.contains(fresh), "{volumes}");
+}
 
-    // The run history tells the story, newest first.
-    let runs = b_json(&kc, &["import-policy", "runs", "shop-in"]);
+/// The run history of `shop-in` tells the story, newest first. Deleting a policy keeps
+/// what it restored; b's log never held the `reader`'s S3 secret.
+fn the_run_history_tells_the_story_and_deleting_a_policy_keeps_what_it_restored(
+    ctx: &Ctx,
+    serve_b: &Serve,
+    reader: &ferry_testenv::S3Credentials,
+) {
+    let Ctx { kc, .. } = ctx;
+    let runs = b_json(kc, &["import-policy", "runs", "shop-in"]);
     let states: Vec<&str> = runs["runs"]
         .as_array()
         .unwrap()
@@ -433,13 +532,13 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
         ],
         "{runs:#}"
     );
-    let text = cli(&kc, &["--context", "b", "import-policy", "runs", "shop-in"]).ok();
+    let text = cli(kc, &["--context", "b", "import-policy", "runs", "shop-in"]).ok();
     assert!(text.stdout.contains("IMPORTED"), "{text:?}");
     assert!(text.stdout.contains("nothing-to-do"), "{text:?}");
 
     // Deleting a policy keeps what it restored.
-    cli(&kc, &["--context", "b", "import-policy", "delete", "fresh"]).ok();
-    let left = cli(&kc, &["--context", "b", "import-policy", "list"]).ok();
+    cli(kc, &["--context", "b", "import-policy", "delete", "fresh"]).ok();
+    let left = cli(kc, &["--context", "b", "import-policy", "list"]).ok();
     assert!(!left.stdout.contains("fresh"), "{left:?}");
     assert!(
         !serve_b.log().contains(&reader.secret_key),

@@ -688,6 +688,20 @@ pub fn export_repository(
     prefix: &str,
     seed: u64,
 ) -> (String, PathBuf) {
+    export_repository_for(kubeconfig, s3, (endpoint, root), names, prefix, seed, None)
+}
+
+/// [`export_repository`] with `out` bound to application namespace `bound_to` (what
+/// migration tokens need), its `endpoint` and `root` as a pair.
+pub fn export_repository_for(
+    kubeconfig: &Path,
+    s3: &ferry_testenv::S3Info,
+    (endpoint, root): (&str, &Path),
+    names: [&str; 3],
+    prefix: &str,
+    seed: u64,
+    bound_to: Option<&str>,
+) -> (String, PathBuf) {
     let [s3_name, key_name, read_name] = names;
     let reader = s3.readonly.clone().expect("a read-only S3 user");
     let key = root.join(format!("{key_name}.key"));
@@ -706,7 +720,7 @@ pub fn export_repository(
         s3.bucket,
         ferry_testenv::unique_name(prefix)
     );
-    let more = [
+    let mut more = vec![
         "--s3",
         &location,
         "--region",
@@ -717,6 +731,9 @@ pub fn export_repository(
         key_name,
         "--create-repository",
     ];
+    if let Some(ns) = bound_to {
+        more.extend(["--namespace", ns]);
+    }
     profile_create(kubeconfig, "a", "out", "export", &more).ok();
     (location, key)
 }
@@ -745,6 +762,11 @@ pub fn profile_create(
 /// `ferry --context a -o json export -n NS --profile out`, sealed for the import key
 /// `recipient` when one is given (the profile of [`export_repository`]).
 pub fn export_out(kubeconfig: &Path, ns: &str, recipient: Option<&str>) -> Run {
+    export_through(kubeconfig, ns, "out", recipient)
+}
+
+/// `ferry --context a -o json export -n NS --profile PROFILE [--recipient-key KEY]`.
+pub fn export_through(kubeconfig: &Path, ns: &str, profile: &str, recipient: Option<&str>) -> Run {
     let mut args = vec![
         "--context",
         "a",
@@ -754,7 +776,7 @@ pub fn export_out(kubeconfig: &Path, ns: &str, recipient: Option<&str>) -> Run {
         "-n",
         ns,
         "--profile",
-        "out",
+        profile,
     ];
     if let Some(key) = recipient {
         args.extend(["--recipient-key", key]);

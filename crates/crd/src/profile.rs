@@ -58,6 +58,11 @@ pub struct ProfileSpec {
     /// Create the repository when the location holds none yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub create_repository: bool,
+    /// `Export` profiles: the one application namespace the repository holds; exports of
+    /// others through it are refused, and only a profile bound so has migration tokens
+    /// issued (a token's key opens the whole repository).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bound_namespace: String,
     /// `Import` profiles: the Secret key holding the migration token the source issued
     /// (default key `token`); it fills backend, endpoint, bucket, prefix and region.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -47,6 +47,9 @@ struct ProfileFile {
     /// The part of the repository the profile reads (an import profile's token scope).
     #[serde(default)]
     reads_only: Option<ScopeFile>,
+    /// The one application namespace an export profile's repository holds.
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 /// [`crate::ReadScope`] in a profile file.
@@ -90,6 +93,8 @@ struct SealedFile<'a> {
     sealed: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     reads_only: Option<ScopeFile>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
 }
 
 /// What a sealed value is bound to: a value sealed for one profile opens for no other.
@@ -192,6 +197,7 @@ pub(crate) fn load(dir: &Path, name: &str) -> Result<Profile, ProfileError> {
             .reads_only
             .map(|r| crate::ReadScope::from_parts(&r.namespace, &r.restore_point))
             .unwrap_or_default(),
+        namespace: file.namespace.filter(|n| !n.is_empty()),
     })
 }
 
@@ -269,6 +275,7 @@ pub(crate) fn sealed_yaml(
             namespace: p.reads_only.namespace.clone().unwrap_or_default(),
             restore_point: p.reads_only.restore_point.clone().unwrap_or_default(),
         }),
+        namespace: p.namespace.as_deref(),
     };
     serde_yaml_ng::to_string(&file).map_err(|e| internal(format!("encoding the profile file: {e}")))
 }
@@ -466,6 +473,7 @@ mod tests {
                 key: b"repository key".to_vec(),
                 verify_tls,
                 reads_only: reads_only.clone(),
+                namespace: (name == "local").then(|| "shop".to_owned()),
             };
             let yaml = profile.to_sealed_yaml(&sealer).expect("sealed file");
             assert_eq!(yaml.contains("verifyTls: false"), !verify_tls, "{yaml}");
@@ -483,6 +491,7 @@ mod tests {
             assert_eq!(back.key, profile.key);
             assert_eq!(back.verify_tls, verify_tls);
             assert_eq!(back.reads_only, reads_only, "{name}: {yaml}");
+            assert_eq!(back.namespace, profile.namespace, "{name}: {yaml}");
             assert_eq!(back.repository, repository);
             let creds = back.s3.as_ref().map(|c| {
                 (

@@ -44,6 +44,9 @@ pub struct Profile {
     /// What of the repository the profile may read; all of it unless the profile was
     /// made from a migration token.
     pub reads_only: ReadScope,
+    /// Export profiles bound to one application namespace: it; nothing of another is
+    /// written through the profile.
+    pub namespace: Option<String>,
 }
 
 /// The part of a repository an import profile made from a migration token may read:
@@ -111,6 +114,7 @@ impl fmt::Debug for Profile {
             .field("key", &"<redacted>")
             .field("verify_tls", &self.verify_tls)
             .field("reads_only", &self.reads_only)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -219,6 +223,7 @@ impl CatalogProfiles {
                 &resolved.reads_only_namespace,
                 &resolved.reads_only_restore_point,
             ),
+            namespace: Some(resolved.namespace).filter(|n| !n.is_empty()),
         })
     }
 }

@@ -74,6 +74,9 @@ const MIGRATIONS: &[&str] = &[
         used_at_ns INTEGER NOT NULL,
         expires_at_ns INTEGER NOT NULL
     );",
+    // v5. Export profiles bound to one application namespace, the only ones migration
+    // tokens are issued for (a token's key opens the whole repository).
+    "ALTER TABLE profiles ADD COLUMN namespace TEXT NOT NULL DEFAULT '';",
 ];
 
 /// A migration token this catalog already accepted.
@@ -149,6 +152,8 @@ pub(crate) struct ProfileRecord {
     pub token_namespace: String,
     /// Import profiles made from a token that named one restore point: its id; else empty.
     pub token_restore_point: String,
+    /// Export profiles bound to one application namespace: it; else empty.
+    pub namespace: String,
 }
 
 impl ProfileRecord {
@@ -160,7 +165,7 @@ impl ProfileRecord {
 
 const PROFILE_COLUMNS: &str = "name, kind, backend, endpoint, bucket, prefix, region, \
      credentials_namespace, credentials_name, verify_tls, key_namespace, key_name, \
-     repository_id, created_at_ns, token_signer, token_namespace, token_restore_point";
+     repository_id, created_at_ns, token_signer, token_namespace, token_restore_point, namespace";
 
 fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
     let cred_ns: String = r.get(7)?;
@@ -187,6 +192,7 @@ fn profile_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ProfileRecord> {
         token_signer: r.get(14)?,
         token_namespace: r.get(15)?,
         token_restore_point: r.get(16)?,
+        namespace: r.get(17)?,
     })
 }
 
@@ -378,7 +384,7 @@ impl Db {
                     &format!(
                         "INSERT OR IGNORE INTO profiles ({PROFILE_COLUMNS})
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
-                                 ?16, ?17)"
+                                 ?16, ?17, ?18)"
                     ),
                     params![
                         p.name,
@@ -397,7 +403,8 @@ impl Db {
                         p.created_at_ns,
                         p.token_signer,
                         p.token_namespace,
-                        p.token_restore_point
+                        p.token_restore_point,
+                        p.namespace
                     ],
                 )?;
                 if n != 1 {

@@ -220,6 +220,30 @@ pub enum CatalogError {
         scope: String,
     },
 
+    /// A migration token's key opens its profile's whole repository: tokens are issued
+    /// only for an export profile bound to the token's namespace and holding it alone.
+    #[error(
+        "profile {profile:?} {why}; a migration token's key opens the profile's whole \
+         repository, so tokens are issued only for an export profile bound to the token's \
+         namespace ({namespace}) whose repository holds that namespace alone"
+    )]
+    TokenNeedsBoundProfile {
+        profile: String,
+        namespace: String,
+        why: String,
+    },
+
+    /// A profile bound to one namespace over a repository that holds others.
+    #[error(
+        "{location} holds restore points of {others} besides namespace {namespace}; an \
+         export profile bound to {namespace} must be its repository's only namespace"
+    )]
+    BoundRepositoryHoldsOthers {
+        location: String,
+        namespace: String,
+        others: String,
+    },
+
     /// The migration token was accepted before: each token makes one profile.
     #[error(
         "this migration token was already used on cluster {cluster}: it made profile \
@@ -375,6 +399,17 @@ impl CatalogError {
                 Kind::new(ErrorCode::PermissionDenied),
                 "ask for what the token named, or ask the source cluster for a migration token \
                  that names this and make a profile from it",
+            ),
+            CatalogError::TokenNeedsBoundProfile { .. } => (
+                Kind::precondition(ErrorCode::InvalidArgument),
+                "export the namespace through a profile of its own (ferry profile create NAME \
+                 --kind export --namespace NS --s3 URL/PREFIX-OF-ITS-OWN ...) and issue the \
+                 token for that profile",
+            ),
+            CatalogError::BoundRepositoryHoldsOthers { .. } => (
+                Kind::precondition(ErrorCode::InvalidArgument),
+                "give the profile a prefix of its own for this namespace, or leave namespace \
+                 out",
             ),
             CatalogError::TokenUsed { .. } => (
                 Kind::new(ErrorCode::Conflict),

@@ -65,6 +65,7 @@ impl CatalogInternalService for CatalogService {
             repository_id,
             reads_only_namespace: resolved.reads_only.namespace.unwrap_or_default(),
             reads_only_restore_point: resolved.reads_only.restore_point.unwrap_or_default(),
+            namespace: resolved.namespace.unwrap_or_default(),
         }))
     }
 }

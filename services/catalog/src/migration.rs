@@ -140,6 +140,7 @@ fn request_from_token(req: &CreateProfileRequest, location: &Location) -> Create
         // Checked when the token was opened.
         expected_signer: String::new(),
         unsafe_skip_signer_verification: false,
+        namespace: String::new(),
     }
 }
 
@@ -219,6 +220,26 @@ impl CatalogService {
                 ),
             ));
         }
+        if record.namespace != req.namespace {
+            return Err(CatalogError::TokenNeedsBoundProfile {
+                profile: record.name.clone(),
+                namespace: req.namespace.clone(),
+                why: if record.namespace.is_empty() {
+                    "is bound to no namespace".to_owned()
+                } else {
+                    format!("is bound to namespace {}", record.namespace)
+                },
+            });
+        }
+        // Bound when created; checked again, as anything that writes the bucket could
+        // have put another namespace there since.
+        crate::service::holds_only(&record, &repo)
+            .await
+            .map_err(|_| CatalogError::TokenNeedsBoundProfile {
+                profile: record.name.clone(),
+                namespace: req.namespace.clone(),
+                why: "holds restore points of other namespaces too".to_owned(),
+            })?;
         if let Some(id) = &restore_point {
             let listed = repo
                 .restore_point_ids(Some(&req.namespace))

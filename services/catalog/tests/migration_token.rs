@@ -106,6 +106,66 @@ async fn export_restore_points(h: &Harness, profile: &str, app: &str, n: usize) 
     ids
 }
 
+/// `req` bound to application namespace `app`, as export profiles that tokens are
+/// issued for are.
+fn bound(mut req: CreateProfileRequest, app: &str) -> CreateProfileRequest {
+    req.namespace = app.into();
+    req
+}
+
+/// A token's key opens the whole repository, so a profile bound to no namespace (here
+/// over the same repository) gets none, naming the fix.
+async fn only_a_bound_profile_gets_tokens(src: &Harness, app: &str, recipient: &str) {
+    src.create(src.request("unbound", false)).await;
+    let err = src
+        .client
+        .clone()
+        .issue_migration_token(IssueMigrationTokenRequest {
+            profile: "unbound".into(),
+            namespace: app.to_string(),
+            recipient_key: recipient.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unbound profile");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+    assert!(
+        d.message.contains("is bound to no namespace") && d.hint.contains("--namespace"),
+        "{d:?}"
+    );
+}
+
+/// Once the repository holds another namespace, neither a token nor a new profile bound
+/// to `app` is had for it: both name what is in the way.
+async fn a_repository_holding_others_gets_no_token(
+    src: &Harness,
+    app: &str,
+    other_app: &str,
+    recipient: &str,
+) {
+    let err = src
+        .client
+        .clone()
+        .issue_migration_token(IssueMigrationTokenRequest {
+            profile: "prod".into(),
+            namespace: app.to_string(),
+            recipient_key: recipient.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a repository holding another namespace");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+    assert!(d.message.contains("other namespaces"), "{d:?}");
+    let err = src
+        .client
+        .clone()
+        .create_profile(bound(src.request("late", false), app))
+        .await
+        .expect_err("bound over another namespace");
+    let d = expect_error(&err, Code::FailedPrecondition, ErrorCode::InvalidArgument);
+    assert!(d.message.contains(other_app), "{d:?}");
+}
+
 /// An import profile request from `token` with credentials Secret `credentials`,
 /// accepting any signer (the refusals these tests show come before or after that check;
 /// [`pinned`] is how a destination takes a token).
@@ -116,6 +176,7 @@ fn import_request(name: &str, token: &str, credentials: &str) -> CreateProfileRe
         credentials_secret: secret_ref(credentials),
         migration_token: token.into(),
         unsafe_skip_signer_verification: true,
+        namespace: String::new(),
         ..Default::default()
     }
 }
@@ -383,15 +444,13 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     let src = Harness::start_on("a", "token-src").await;
     let repo_key = b"the source repository's key".to_vec();
     src.secrets(&repo_key).await;
-    let export = src.create(src.request("prod", true)).await;
     let app = ferry_testenv::unique_name("cat-token-app");
-    // Two restore points of the application, and one of another namespace beside them:
-    // a token for the first opens nothing of the others.
+    let export = src.create(bound(src.request("prod", true), &app)).await;
+    // Two restore points of the application: a token for the first opens nothing of the
+    // second.
     let points = export_restore_points(&src, "prod", &app, 2).await;
     let (restore_point, later) = (points[0].clone(), points[1].clone());
     assert_ne!(later, restore_point);
-    let other_app = ferry_testenv::unique_name("cat-token-other");
-    let others = export_restore_point(&src, "prod", &other_app).await;
 
     // Destination: an import key and read-only credentials.
     let dst = Harness::start_on("b", "token-dst").await;
@@ -434,6 +493,8 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     expect_error(&bad_ttl, Code::InvalidArgument, ErrorCode::InvalidArgument);
     unknown_restore_point_or_profile(&src, &app, &import_key.public_key).await;
 
+    only_a_bound_profile_gets_tokens(&src, &app, &import_key.public_key).await;
+
     an_altered_token_stores_nothing(&dst, &issued.token).await;
 
     // A token made for another destination's key.
@@ -454,6 +515,13 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
         .await
         .expect("issue a short-lived token");
     an_expired_token_stores_nothing(&dst, &short.token).await;
+
+    // Another namespace written into the bucket past the binding (any bucket writer
+    // can): no more tokens for the profile, nor a profile bound over it; the tokens
+    // issued before still open only what they name on the destination (below).
+    let other_app = ferry_testenv::unique_name("cat-token-other");
+    let others = export_restore_point(&src, "prod", &other_app).await;
+    a_repository_holding_others_gets_no_token(&src, &app, &other_app, &import_key.public_key).await;
 
     writable_or_located_imports_store_nothing(&dst, &issued.token).await;
 
@@ -598,8 +666,8 @@ async fn a_pinned_signer_accepts_its_own_tokens_only() {
     // Source: an export profile; destination: an import key and read-only credentials.
     let src = Harness::start_on("a", "token-pin-src").await;
     src.secrets(b"the pinned source's key").await;
-    src.create(src.request("prod", true)).await;
     let app = ferry_testenv::unique_name("cat-pin-app");
+    src.create(bound(src.request("prod", true), &app)).await;
     let dst = Harness::start_on("b", "token-pin-dst").await;
     let import_key = import_key_and_reader(&dst).await;
     let issued = src
@@ -690,8 +758,8 @@ async fn a_pinned_signer_accepts_its_own_tokens_only() {
 async fn a_token_needs_an_import_key() {
     let src = Harness::start_on("a", "token-nokey-src").await;
     src.secrets(b"key").await;
-    src.create(src.request("prod", true)).await;
     let app = ferry_testenv::unique_name("cat-nokey-app");
+    src.create(bound(src.request("prod", true), &app)).await;
     let recipient = ferry_token::ImportKey::generate().expect("key");
     let issued = src
         .client

@@ -188,6 +188,7 @@ fn create_request(p: &Profile, migration_token: String) -> CreateProfileRequest 
         migration_token,
         expected_signer: s.expected_signer.clone(),
         unsafe_skip_signer_verification: s.unsafe_skip_signer_verification,
+        namespace: s.bound_namespace.clone(),
     }
 }
 

@@ -1074,6 +1074,7 @@ async fn create_profile(catalog: &CatalogService, name: &str, prefix: &str) -> S
         migration_token: String::new(),
         expected_signer: String::new(),
         unsafe_skip_signer_verification: false,
+        namespace: String::new(),
     };
     CatalogApi::create_profile(catalog, tonic::Request::new(req))
         .await

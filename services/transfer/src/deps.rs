@@ -45,13 +45,43 @@ pub trait Agents: Send + Sync + fmt::Debug {
     async fn agent(&self, cluster: &str, node: &str) -> Result<AgentClient>;
 }
 
+/// What a profile limits the use of its repository to.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileLimits {
+    /// What may be read (an import profile made from a migration token: what it named).
+    pub reads_only: ferry_profile::ReadScope,
+    /// An export profile bound to one namespace: the only one written through it.
+    pub namespace: Option<String>,
+}
+
+impl ProfileLimits {
+    /// Fails unless restore points of `namespace` may be written through profile
+    /// `profile`: checked before any of its data moves.
+    pub fn check_writes(&self, profile: &str, namespace: &str) -> Result<()> {
+        match &self.namespace {
+            Some(bound) if bound != namespace => {
+                Err(crate::error::TransferError::InvalidArgument {
+                    field: "repository",
+                    message: format!(
+                        "profile {profile:?} is bound to namespace {bound}, and its repository \
+                     holds that namespace alone; export {namespace} through a profile of its \
+                     own (ferry profile create NAME --kind export -n {namespace} --s3 \
+                     URL/PREFIX ...)"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Repositories by profile.
 #[async_trait]
 pub trait Repositories: Send + Sync + fmt::Debug {
     /// Opens the repository `r` names, for reading restore points and writing one, with
     /// what of it the profile may read (an import profile made from a migration token
     /// reads only what the token named).
-    async fn open(&self, r: &RepositoryRef) -> Result<(Repository, ferry_profile::ReadScope)>;
+    async fn open(&self, r: &RepositoryRef) -> Result<(Repository, ProfileLimits)>;
 
     /// The reference the agents of `cluster` get for the same repository: the same
     /// profile name by default (each cluster's agents hold their own profile of that
@@ -245,7 +275,7 @@ impl ProfileRepositories {
 
 #[async_trait]
 impl Repositories for ProfileRepositories {
-    async fn open(&self, r: &RepositoryRef) -> Result<(Repository, ferry_profile::ReadScope)> {
+    async fn open(&self, r: &RepositoryRef) -> Result<(Repository, ProfileLimits)> {
         let unusable = |e: ferry_profile::ProfileError| TransferError::Cluster {
             cluster: "transfer service".into(),
             message: format!("repository profile {:?}: {e}", r.profile),
@@ -253,6 +283,34 @@ impl Repositories for ProfileRepositories {
         };
         let profile = self.profiles.get(&r.profile).await.map_err(unusable)?;
         let repo = profile.open(&r.repository_id).await.map_err(unusable)?;
-        Ok((repo, profile.reads_only))
+        let limits = ProfileLimits {
+            reads_only: profile.reads_only.clone(),
+            namespace: profile.namespace.clone(),
+        };
+        Ok((repo, limits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_profile_writes_its_namespace_only() {
+        let open = ProfileLimits::default();
+        assert!(open.check_writes("out", "shop").is_ok());
+        let bound = ProfileLimits {
+            namespace: Some("shop".into()),
+            ..ProfileLimits::default()
+        };
+        assert!(bound.check_writes("out", "shop").is_ok());
+        let err = bound
+            .check_writes("out", "books")
+            .expect_err("another namespace");
+        let text = err.to_string();
+        assert!(
+            text.contains("bound to namespace shop") && text.contains("-n books"),
+            "{text}"
+        );
     }
 }

@@ -131,8 +131,15 @@ async fn read(run: &JobRun, req: &StartRestoreRequest) -> Result<(Captured, Vec<
     .await;
     let narrowing = req.application.clone().unwrap_or_default();
     let read = async {
-        let (repo, scope) = run.deps().repositories.open(&repo_ref).await?;
-        let manifest = load(&repo, &repo_ref, &scope, &id, &narrowing.namespace).await?;
+        let (repo, limits) = run.deps().repositories.open(&repo_ref).await?;
+        let manifest = load(
+            &repo,
+            &repo_ref,
+            &limits.reads_only,
+            &id,
+            &narrowing.namespace,
+        )
+        .await?;
         let created_at = manifest.created_at.clone();
         let (captured, snapshots) = narrow(manifest, &narrowing)?;
         // Before anything of the restore point is read further or reported: restoring

@@ -316,7 +316,8 @@ impl Source<'_> {
         )
         .await;
         let repo_ref = self.repository_ref()?;
-        let (repo, _) = run.deps().repositories.open(&repo_ref).await?;
+        let (repo, limits) = run.deps().repositories.open(&repo_ref).await?;
+        limits.check_writes(&repo_ref.profile, self.namespace())?;
         let repository_id = repo.config().id.to_string();
         run.update_checkpoint(|c| c.repository_id = repository_id.clone())
             .await;
@@ -650,7 +651,8 @@ impl Source<'_> {
             ),
         )
         .await;
-        let (repo, _) = run.deps().repositories.open(&repo_ref).await?;
+        let (repo, limits) = run.deps().repositories.open(&repo_ref).await?;
+        limits.check_writes(&repo_ref.profile, self.namespace())?;
         if repo_ref.repository_id.is_empty() {
             // No volume pinned it: the restore point's repository is the one the token names.
             let id = repo.config().id.to_string();

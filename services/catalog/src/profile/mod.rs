@@ -88,6 +88,7 @@ pub(crate) fn to_proto(p: &ProfileRecord) -> Profile {
         repository_id: p.repository_id.clone(),
         created_at: Some(timestamp(p.created_at_ns)),
         token_signer_fingerprint: p.token_signer.clone(),
+        namespace: p.namespace.clone(),
     }
 }
 
@@ -210,6 +211,7 @@ pub(crate) fn agent_profile(p: &ProfileRecord, m: &Material) -> ferry_profile::P
         key: m.key.clone(),
         verify_tls: p.verify_tls,
         reads_only: p.reads_only(),
+        namespace: Some(p.namespace.clone()).filter(|n| !n.is_empty()),
     }
 }
 

@@ -27,6 +27,7 @@ fn request() -> CreateProfileRequest {
         migration_token: String::new(),
         expected_signer: String::new(),
         unsafe_skip_signer_verification: false,
+        namespace: String::new(),
     }
 }
 

@@ -122,6 +122,17 @@ pub(crate) fn validate(
         .ok()
         .filter(|k| *k != ProfileKind::Unspecified)
         .ok_or_else(|| CatalogError::invalid("kind", "set EXPORT, IMPORT or MIGRATION"))?;
+    let namespace = req.namespace.trim();
+    if !namespace.is_empty() {
+        if kind != ProfileKind::Export {
+            return Err(CatalogError::invalid(
+                "namespace",
+                "binds an EXPORT profile to one application namespace; leave it empty for \
+                 other kinds",
+            ));
+        }
+        crate::service::validate_namespace(namespace)?;
+    }
     if kind == ProfileKind::Import && req.create_repository {
         return Err(CatalogError::invalid(
             "create_repository",
@@ -163,6 +174,7 @@ pub(crate) fn validate(
             token_signer: String::new(),
             token_namespace: String::new(),
             token_restore_point: String::new(),
+            namespace: namespace.to_owned(),
         },
         create_repository: req.create_repository,
         generate_key,

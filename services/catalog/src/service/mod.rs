@@ -35,7 +35,7 @@ use crate::profile::Material;
 use crate::restore_points::timestamp;
 
 use page::page;
-pub(crate) use profiles::open_checked;
+pub(crate) use profiles::{holds_only, open_checked};
 
 /// The catalog service. Cheap to clone; clones share state.
 #[derive(Clone)]

@@ -328,6 +328,9 @@ impl CatalogService {
                 .await
                 .map_err(|e| profile::repo_error(record, "listing restore points in", e))?;
         }
+        if !record.namespace.is_empty() {
+            holds_only(record, &repo).await?;
+        }
         record.repository_id = found;
         record.created_at_ns = now_ns();
         if let Some(p) = pending.filter(|p| p.origin == Origin::MigrationToken) {
@@ -422,6 +425,31 @@ impl CatalogService {
         tracing::info!(repository = %record.repository_id, "profile deleted");
         Ok(())
     }
+}
+
+/// Fails unless the repository of `record`, an export profile bound to a namespace,
+/// holds restore points of that namespace only.
+pub(crate) async fn holds_only(
+    record: &ProfileRecord,
+    repo: &Repository,
+) -> Result<(), CatalogError> {
+    let listed = repo
+        .restore_point_ids(None)
+        .await
+        .map_err(|e| profile::repo_error(record, "listing restore points in", e))?;
+    let others: std::collections::BTreeSet<&str> = listed
+        .iter()
+        .map(|(app, _)| app.as_str())
+        .filter(|app| *app != record.namespace)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    Err(CatalogError::BoundRepositoryHoldsOthers {
+        location: profile::location(record),
+        namespace: record.namespace.clone(),
+        others: others.into_iter().collect::<Vec<_>>().join(", "),
+    })
 }
 
 /// What CreateProfile has done so far, for undoing it when a later step fails.

@@ -188,6 +188,7 @@ impl Harness {
             migration_token: String::new(),
             expected_signer: String::new(),
             unsafe_skip_signer_verification: false,
+            namespace: String::new(),
         }
     }
 
