@@ -63,6 +63,32 @@ impl PendingKey {
     }
 }
 
+/// A token's key opens the profile's whole repository: the profile must be bound to
+/// the token's namespace and its repository hold that namespace alone.
+async fn holds_the_token_namespace_alone(
+    record: &crate::db::ProfileRecord,
+    repo: &ferry_repo::Repository,
+    namespace: &str,
+) -> Result<(), CatalogError> {
+    let refused = |why: String| CatalogError::TokenNeedsBoundProfile {
+        profile: record.name.clone(),
+        namespace: namespace.to_owned(),
+        why,
+    };
+    if record.namespace != namespace {
+        return Err(refused(if record.namespace.is_empty() {
+            "is bound to no namespace".to_owned()
+        } else {
+            format!("is bound to namespace {}", record.namespace)
+        }));
+    }
+    // Bound when created; checked again, as anything that writes the bucket could have
+    // put another namespace there since.
+    crate::service::holds_only(record, repo)
+        .await
+        .map_err(|_| refused("holds restore points of other namespaces too".to_owned()))
+}
+
 /// Nanoseconds since 1970, saturating.
 fn unix_ns(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -220,26 +246,7 @@ impl CatalogService {
                 ),
             ));
         }
-        if record.namespace != req.namespace {
-            return Err(CatalogError::TokenNeedsBoundProfile {
-                profile: record.name.clone(),
-                namespace: req.namespace.clone(),
-                why: if record.namespace.is_empty() {
-                    "is bound to no namespace".to_owned()
-                } else {
-                    format!("is bound to namespace {}", record.namespace)
-                },
-            });
-        }
-        // Bound when created; checked again, as anything that writes the bucket could
-        // have put another namespace there since.
-        crate::service::holds_only(&record, &repo)
-            .await
-            .map_err(|_| CatalogError::TokenNeedsBoundProfile {
-                profile: record.name.clone(),
-                namespace: req.namespace.clone(),
-                why: "holds restore points of other namespaces too".to_owned(),
-            })?;
+        holds_the_token_namespace_alone(&record, &repo, &req.namespace).await?;
         if let Some(id) = &restore_point {
             let listed = repo
                 .restore_point_ids(Some(&req.namespace))

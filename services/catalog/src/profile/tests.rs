@@ -31,6 +31,15 @@ fn request() -> CreateProfileRequest {
     }
 }
 
+/// Why `request()` changed by `f` is refused.
+fn refused(f: &dyn Fn(&mut CreateProfileRequest)) -> String {
+    let mut r = request();
+    f(&mut r);
+    validate(&r, "ferry-system")
+        .expect_err("must fail")
+        .to_string()
+}
+
 #[test]
 fn requests_are_validated_and_normalised() {
     let p = validate(&request(), "ferry-system").expect("valid").record;
@@ -44,28 +53,21 @@ fn requests_are_validated_and_normalised() {
     assert_eq!(p.key_secret.namespace, "keys");
     assert_eq!(location(&p), "s3:http://127.0.0.1:9000/ferry/a/b");
 
-    let bad = |f: &dyn Fn(&mut CreateProfileRequest)| {
-        let mut r = request();
-        f(&mut r);
-        validate(&r, "ferry-system")
-            .expect_err("must fail")
-            .to_string()
-    };
-    assert!(bad(&|r| r.name = "Prod!".into()).contains("profile name"));
-    assert!(bad(&|r| r.endpoint = "ftp://x".into()).contains("endpoint"));
-    assert!(bad(&|r| r.endpoint = "http://h:1/bucket".into()).contains("path"));
-    assert!(bad(&|r| r.bucket = "B".into()).contains("bucket"));
-    assert!(bad(&|r| r.prefix = "a/../b".into()).contains("prefix"));
+    assert!(refused(&|r| r.name = "Prod!".into()).contains("profile name"));
+    assert!(refused(&|r| r.endpoint = "ftp://x".into()).contains("endpoint"));
+    assert!(refused(&|r| r.endpoint = "http://h:1/bucket".into()).contains("path"));
+    assert!(refused(&|r| r.bucket = "B".into()).contains("bucket"));
+    assert!(refused(&|r| r.prefix = "a/../b".into()).contains("prefix"));
     assert!(
-        bad(&|r| {
+        refused(&|r| {
             r.encryption_key_secret = None;
             r.create_repository = false;
         })
         .contains("encryption_key_secret")
     );
-    assert!(bad(&|r| r.credentials_secret = None).contains("credentials_secret"));
-    assert!(bad(&|r| r.kind = 0).contains("kind"));
-    assert!(bad(&|r| r.kind = ProfileKind::Import as i32).contains("import profile"));
+    assert!(refused(&|r| r.credentials_secret = None).contains("credentials_secret"));
+    assert!(refused(&|r| r.kind = 0).contains("kind"));
+    assert!(refused(&|r| r.kind = ProfileKind::Import as i32).contains("import profile"));
 
     // No key Secret and a new repository: a key is generated into "<name>-key".
     let mut generated = request();
@@ -98,6 +100,20 @@ fn requests_are_validated_and_normalised() {
             .is_empty()
     );
 
+    let mut local = request();
+    local.backend = StorageBackend::Local as i32;
+    local.endpoint.clear();
+    local.credentials_secret = None;
+    local.bucket = "/srv/repos".into();
+    let p = validate(&local, "ferry-system").expect("local").record;
+    assert_eq!(location(&p), "/srv/repos/a/b");
+    local.bucket = "relative".into();
+    assert!(validate(&local, "x").is_err());
+}
+
+/// The checks a request with a migration token gets, and an export profile's binding.
+#[test]
+fn token_requests_name_no_location_and_pin_their_signer() {
     // A token names the location: the request may not.
     let mut token = request();
     token.migration_token = "token".into();
@@ -142,25 +158,32 @@ fn requests_are_validated_and_normalised() {
         None
     );
     assert!(
-        bad(&|r| r.expected_signer = "SHA256:x".into()).contains("migration_token"),
+        refused(&|r| r.expected_signer = "SHA256:x".into()).contains("migration_token"),
         "expected_signer without a token"
     );
     assert!(
-        bad(&|r| r.unsafe_skip_signer_verification = true).contains("migration_token"),
+        refused(&|r| r.unsafe_skip_signer_verification = true).contains("migration_token"),
         "the skip without a token"
     );
     token.kind = ProfileKind::Export as i32;
     assert!(check_token_request(&token).is_err());
 
-    let mut local = request();
-    local.backend = StorageBackend::Local as i32;
-    local.endpoint.clear();
-    local.credentials_secret = None;
-    local.bucket = "/srv/repos".into();
-    let p = validate(&local, "ferry-system").expect("local").record;
-    assert_eq!(location(&p), "/srv/repos/a/b");
-    local.bucket = "relative".into();
-    assert!(validate(&local, "x").is_err());
+    // Only export profiles are bound to a namespace, and only to a namespace name.
+    assert!(
+        refused(&|r| {
+            r.kind = ProfileKind::Migration as i32;
+            r.namespace = "shop".into();
+        })
+        .contains("EXPORT")
+    );
+    let mut bound = request();
+    bound.namespace = "shop".into();
+    assert_eq!(
+        validate(&bound, "x").expect("bound").record.namespace,
+        "shop"
+    );
+    bound.namespace = "Shop!".into();
+    assert!(validate(&bound, "x").is_err());
 }
 
 #[tokio::test]
