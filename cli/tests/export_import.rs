@@ -9,6 +9,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::control::{
     assert_sample_app_on_b, cli, export_repository_for, import_profile, kubectl, sample_app, serve,
     token_signer, wait_answering,
@@ -41,31 +43,59 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
         Some(&ns),
     );
 
-    // b's import key, then a's export for it: only the token goes to stdout.
-    let import_key = cli(&kc, &["--context", "b", "import-key"]).ok();
+    let recipient = b_makes_its_import_key_once(&kc);
+    let exported = a_exports_for_it_only_the_token(&kc, &ns, &recipient, s3, root);
+    a_tampered_token_stores_nothing_on_b(&kc, root, &exported);
+    the_bound_profile_refuses_another_namespace(&kc, &ns);
+    the_real_token_restores_on_b(&kc, &exported.file, &ns, &src);
+}
+
+/// b's import key, made once: the same on every ask. Returns it.
+fn b_makes_its_import_key_once(kc: &Path) -> String {
+    let import_key = cli(kc, &["--context", "b", "import-key"]).ok();
     let recipient = import_key.stdout.trim().to_string();
     assert!(
         recipient.starts_with("ferry-import-key-v1:"),
         "{import_key:?}"
     );
-    let again = cli(&kc, &["--context", "b", "import-key"]).ok();
+    let again = cli(kc, &["--context", "b", "import-key"]).ok();
     assert_eq!(
         again.stdout.trim(),
         recipient,
         "the import key is made once"
     );
+    recipient
+}
+
+/// The migration token a's export printed, in a file under the test's directory, and
+/// the signer the destination pins.
+struct Token {
+    text: String,
+    file: PathBuf,
+    signer: String,
+}
+
+/// a's export for `recipient`: only the token goes to stdout, and it holds no secret;
+/// the signer is on stderr beside it.
+fn a_exports_for_it_only_the_token(
+    kc: &Path,
+    ns: &str,
+    recipient: &str,
+    s3: &ferry_testenv::S3Info,
+    root: &Path,
+) -> Token {
     let exported = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "a",
             "export",
             "-n",
-            &ns,
+            ns,
             "--profile",
             "out",
             "--recipient-key",
-            &recipient,
+            recipient,
             "--tag",
             "reason=test",
         ],
@@ -88,15 +118,22 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
             .contains(&format!("--expect-signer {signer}")),
         "{exported:?}"
     );
+    Token {
+        text: token,
+        file: token_file,
+        signer,
+    }
+}
 
-    // A tampered token stores nothing on b.
-    let mut tampered = token.clone().into_bytes();
+/// A tampered token stores nothing on b.
+fn a_tampered_token_stores_nothing_on_b(kc: &Path, root: &Path, token: &Token) {
+    let mut tampered = token.text.clone().into_bytes();
     let at = tampered.len() / 2;
     tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
     let tampered_file = root.join("tampered.txt");
     std::fs::write(&tampered_file, &tampered).unwrap();
     let refused = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -108,22 +145,24 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
             "--migration-token-file",
             tampered_file.to_str().unwrap(),
             "--expect-signer",
-            &signer,
+            &token.signer,
             "--credentials-secret",
             "s3-read",
         ],
     );
     assert_eq!(refused.code, Some(1), "{refused:?}");
     assert!(refused.stderr.contains("CreateProfile at"), "{refused:?}");
-    let profiles = cli(&kc, &["--context", "b", "profile", "list"]).ok();
+    let profiles = cli(kc, &["--context", "b", "profile", "list"]).ok();
     assert!(profiles.stdout.contains("no profiles"), "{profiles:?}");
+}
 
-    // `out` is bound to the application's namespace: another namespace exported through
-    // it is refused before any of it is written, so the token's key opens only this one.
+/// `out` is bound to the application's namespace: another namespace exported through it
+/// is refused before any of it is written, so the token's key opens only this one.
+fn the_bound_profile_refuses_another_namespace(kc: &Path, ns: &str) {
     let other = ferry_testenv::unique_name("not-shop");
-    kubectl(&kc, "a", &["create", "namespace", &other], None);
+    kubectl(kc, "a", &["create", "namespace", &other], None);
     let elsewhere = cli(
-        &kc,
+        kc,
         &["--context", "a", "export", "-n", &other, "--profile", "out"],
     );
     // The job fails (exit status 13) at its commit step, having written nothing.
@@ -134,11 +173,14 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
             .contains(&format!("profile \"out\" is bound to namespace {ns}")),
         "{elsewhere:?}"
     );
+}
 
-    // The real token: an import profile with read-only credentials, then a restore.
-    import_profile(&kc, &token_file);
+/// The real token: an import profile with read-only credentials, then a restore of the
+/// tagged restore point, every byte.
+fn the_real_token_restores_on_b(kc: &Path, token_file: &Path, ns: &str, src: &Path) {
+    import_profile(kc, token_file);
     let points = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -160,7 +202,7 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
         "{points:#}"
     );
     let restored = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -173,5 +215,5 @@ async fn an_export_token_lets_a_read_only_destination_restore() {
     )
     .ok();
     assert!(restored.stdout.contains("succeeded"), "{restored:?}");
-    assert_sample_app_on_b(&kc, &ns, &src);
+    assert_sample_app_on_b(kc, ns, src);
 }

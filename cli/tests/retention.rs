@@ -107,6 +107,17 @@ fn change_round_data(src: &Path, round: u64) {
     .unwrap();
 }
 
+/// `ferry repo` on the bucket at `location`, with the writer's credentials and `key`.
+fn bucket_repo(location: &str, key: PathBuf, s3: &ferry_testenv::S3Info) -> BucketRepo {
+    BucketRepo {
+        url: format!("s3:{location}"),
+        key,
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        region: s3.region.clone(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -139,9 +150,22 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         make_tree(src, 62);
     });
 
-    // Retention prunes the repository the runs write to: it must be named.
+    retention_needs_the_profile_it_prunes_named(&kc, &ns);
+    let runs = four_runs_each_carrying_new_data(&kc, &src);
+    let written = each_run_records_what_it_pruned(&kc, &runs);
+    prometheus_sees_four_successful_runs(metrics, &runs);
+    let bucket = bucket_repo(&location, key, s3);
+    the_bucket_holds_exactly_the_two_newest(&kc, &ns, &written, &bucket);
+
+    // The destination got the last run's data: pruning never took what it needed.
+    assert_same_tree(&src, &volume_on_b(&kc, &ns));
+}
+
+/// Retention prunes the repository the runs write to: it must be named. Named, the
+/// schedule `keep-two` is created keeping the last 2.
+fn retention_needs_the_profile_it_prunes_named(kc: &Path, ns: &str) {
     let unnamed = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "a",
@@ -151,7 +175,7 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
             "--every",
             "1h",
             "-n",
-            &ns,
+            ns,
             "--to",
             "b",
             "--keep-last",
@@ -162,7 +186,7 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
     assert!(unnamed.stderr.contains("--profile"), "{unnamed:?}");
 
     let created = json(
-        &kc,
+        kc,
         "a",
         &[
             "schedules",
@@ -171,7 +195,7 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
             "--every",
             "1h",
             "-n",
-            &ns,
+            ns,
             "--to",
             "b",
             "--profile",
@@ -184,16 +208,19 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         created["schedule"]["retention"]["keepLast"], 2,
         "{created:#}"
     );
+}
 
-    // Four runs, each carrying new data.
+/// Four runs of `keep-two`, each carrying new data, each succeeding. Returns the
+/// finished runs, oldest first.
+fn four_runs_each_carrying_new_data(kc: &Path, src: &Path) -> Vec<Value> {
     let mut runs: Vec<Value> = Vec::new();
     for round in 1..=4 {
-        change_round_data(&src, round);
-        let started = json(&kc, "a", &["schedules", "run-now", "keep-two"]);
+        change_round_data(src, round);
+        let started = json(kc, "a", &["schedules", "run-now", "keep-two"]);
         let run_id = started["run"]["id"].as_str().unwrap().to_owned();
         let deadline = Instant::now() + Duration::from_secs(180);
         let finished = loop {
-            let listed = json(&kc, "a", &["schedules", "runs", "keep-two"]);
+            let listed = json(kc, "a", &["schedules", "runs", "keep-two"]);
             let run = listed["runs"]
                 .as_array()
                 .unwrap()
@@ -213,6 +240,12 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         assert_eq!(finished["state"], "RUN_STATE_SUCCEEDED", "{finished:#}");
         runs.push(finished);
     }
+    runs
+}
+
+/// The third and fourth runs pruned one restore point each, and the runs' table says
+/// so. Returns the restore points the runs wrote, oldest first.
+fn each_run_records_what_it_pruned(kc: &Path, runs: &[Value]) -> Vec<String> {
     let pruned: Vec<u64> = runs
         .iter()
         .map(|r| number(r, "restorePointsPruned"))
@@ -222,11 +255,14 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         .iter()
         .map(|r| r["restorePointId"].as_str().unwrap().to_owned())
         .collect();
-    let table = cli(&kc, &["--context", "a", "schedules", "runs", "keep-two"]).ok();
+    let table = cli(kc, &["--context", "a", "schedules", "runs", "keep-two"]).ok();
     assert!(table.stdout.contains("PRUNED"), "{table:?}");
+    written
+}
 
-    // What Prometheus sees: four successful runs, none missed, the last one's time,
-    // and the four migrations they started.
+/// What Prometheus sees: four successful runs, none missed, the last one's time, and
+/// the four migrations they started.
+fn prometheus_sees_four_successful_runs(metrics: std::net::SocketAddr, runs: &[Value]) {
     let m = common::metrics::scrape(metrics);
     let sched = ("schedule", "keep-two");
     assert_eq!(
@@ -252,13 +288,17 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         m.value("ferry_migrations_total", &[("result", "succeeded")]),
         4.0
     );
+}
 
-    // The bucket holds exactly the two newest, newest first.
-    let listed = json(
-        &kc,
-        "a",
-        &["restore-points", "--profile", "main", "-n", &ns],
-    );
+/// The bucket holds exactly the two newest restore points, newest first, and exactly
+/// their volume snapshots (read with `ferry repo` on the same bucket); it checks clean.
+fn the_bucket_holds_exactly_the_two_newest(
+    kc: &Path,
+    ns: &str,
+    written: &[String],
+    bucket: &BucketRepo,
+) {
+    let listed = json(kc, "a", &["restore-points", "--profile", "main", "-n", ns]);
     assert_eq!(
         ids(&listed["restorePoints"]),
         [written[3].clone(), written[2].clone()],
@@ -268,7 +308,7 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
     let mut named: Vec<String> = Vec::new();
     for id in &written[2..] {
         let rp = json(
-            &kc,
+            kc,
             "a",
             &["restore-points", "--profile", "main", "--id", id],
         );
@@ -277,21 +317,11 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
         }
     }
     named.sort();
-    let bucket = BucketRepo {
-        url: format!("s3:{location}"),
-        key: key.clone(),
-        access_key: s3.access_key.clone(),
-        secret_key: s3.secret_key.clone(),
-        region: s3.region.clone(),
-    };
     let snapshots = bucket.run(&["snapshots", "--json"]).ok().json();
     let mut in_bucket = ids(&snapshots);
     in_bucket.sort();
     assert_eq!(in_bucket, named, "{snapshots:#}");
     bucket.assert_checks_clean();
-
-    // The destination got the last run's data: pruning never took what it needed.
-    assert_same_tree(&src, &volume_on_b(&kc, &ns));
 }
 
 /// How one `ferry export` attempt ended.
@@ -364,9 +394,33 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
     let (_serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
 
-    // a writes; b reads with read-only credentials.
+    let (location, key) = a_writes_and_b_reads_with_read_only_credentials(&kc, s3, root);
+
+    // An application with a few tens of MiB, so an export takes a moment.
+    let (ns, _, src) = sample_app(&kc, root, "race", |src| {
+        make_tree(src, 72);
+        std::fs::create_dir_all(src.join("base")).unwrap();
+        std::fs::write(src.join("base/table.0"), random_bytes(32 << 20, 73)).unwrap();
+        change_round_data(src, 0);
+    });
+
+    the_import_profile_only_reads(&kc);
+    let export_took = how_long_a_lone_export_takes(&kc, &ns, &src);
+    let newest = rounds_of_an_export_and_a_prune_started_together(&kc, &ns, &src, export_took);
+    a_lone_prune_keeps_the_two_newest(&kc, &ns, &newest);
+    b_restores_the_newest_byte_for_byte(&kc, &ns, &src, &newest);
+    bucket_repo(&location, key, s3).assert_checks_clean();
+}
+
+/// The export repository: a writes; b reads with read-only credentials, through its
+/// import profile `in`. Returns the repository's location and key file.
+fn a_writes_and_b_reads_with_read_only_credentials(
+    kc: &Path,
+    s3: &ferry_testenv::S3Info,
+    root: &Path,
+) -> (String, PathBuf) {
     let (location, key) = export_repository(
-        &kc,
+        kc,
         s3,
         &s3.endpoint,
         root,
@@ -374,7 +428,7 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
         "cli-prune-race",
         71,
     );
-    key_secret(&kc, "b", "repo-key-race", &key);
+    key_secret(kc, "b", "repo-key-race", &key);
     let import = [
         "--context",
         "b",
@@ -392,19 +446,14 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
         "--key-secret",
         "repo-key-race",
     ];
-    cli(&kc, &import).ok();
+    cli(kc, &import).ok();
+    (location, key)
+}
 
-    // An application with a few tens of MiB, so an export takes a moment.
-    let (ns, _, src) = sample_app(&kc, root, "race", |src| {
-        make_tree(src, 72);
-        std::fs::create_dir_all(src.join("base")).unwrap();
-        std::fs::write(src.join("base/table.0"), random_bytes(32 << 20, 73)).unwrap();
-        change_round_data(src, 0);
-    });
-
-    // The import profile on b only reads: a prune through it is refused, naming why.
+/// The import profile on b only reads: a prune through it is refused, naming why.
+fn the_import_profile_only_reads(kc: &Path) {
     let refused = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -421,26 +470,39 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
         refused.stderr.contains("import profile") && refused.stderr.contains("only reads"),
         "{refused:?}"
     );
+}
 
-    let first = export_once(&kc, &ns);
+/// A first export, then how long an export of one round's new data takes, alone.
+fn how_long_a_lone_export_takes(kc: &Path, ns: &str, src: &Path) -> Duration {
+    let first = export_once(kc, ns);
     assert!(matches!(first, Exported::Ok(_)), "{first:?}");
     // How long an export of one round's new data takes, alone.
-    change_round_data(&src, 100);
+    change_round_data(src, 100);
     let started = Instant::now();
-    let Exported::Ok(_) = export_once(&kc, &ns) else {
+    let Exported::Ok(_) = export_once(kc, ns) else {
         panic!("a lone export met a lock")
     };
     let export_took = started.elapsed();
     eprintln!("one export of a round's data takes {export_took:?}");
+    export_took
+}
 
-    // Rounds: an export and a prune started together, the prune a little later each
-    // round, so it meets the export at a different step each time.
+/// Rounds: an export and a prune started together, the prune a little later each round,
+/// so it meets the export at a different step each time. Every export succeeds (again
+/// after the lock if need be), every prune succeeds or meets the lock, and some prunes
+/// deleted something. Returns the last export's restore point.
+fn rounds_of_an_export_and_a_prune_started_together(
+    kc: &Path,
+    ns: &str,
+    src: &Path,
+    export_took: Duration,
+) -> String {
     let mut newest = String::new();
     let (mut exports_locked, mut prunes_locked, mut prunes_done) = (0, 0, 0);
     let (mut restore_points_pruned, mut packs_deleted, mut side_by_side) = (0, 0, 0);
     let rounds = 8u32;
     for round in 1..=rounds {
-        change_round_data(&src, u64::from(round));
+        change_round_data(src, u64::from(round));
         let delay = export_took.mul_f64(f64::from(round - 1) / f64::from(rounds - 1));
         let t0 = Instant::now();
         let (exported, pruned) = std::thread::scope(|s| {
@@ -448,7 +510,7 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
                 let mut locked = 0;
                 loop {
                     let began = t0.elapsed();
-                    match export_once(&kc, &ns) {
+                    match export_once(kc, ns) {
                         Exported::Ok(id) => return (id, locked, began..t0.elapsed()),
                         Exported::Locked => {
                             locked += 1;
@@ -461,7 +523,7 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
             let pruner = s.spawn(|| {
                 std::thread::sleep(delay);
                 let began = t0.elapsed();
-                let pruned = prune_once(&kc, &ns);
+                let pruned = prune_once(kc, ns);
                 (pruned, began..t0.elapsed())
             });
             (exporter.join().unwrap(), pruner.join().unwrap())
@@ -512,20 +574,25 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
         restore_points_pruned > 0 && packs_deleted > 0,
         "prunes deleted nothing"
     );
+    newest
+}
 
-    // Once more alone: exactly the two newest stay, the newest being the last export's.
-    let Pruned::Ok(last) = prune_once(&kc, &ns) else {
+/// Once more alone: exactly the two newest stay, the newest being the last export's.
+fn a_lone_prune_keeps_the_two_newest(kc: &Path, ns: &str, newest: &str) {
+    let Pruned::Ok(last) = prune_once(kc, ns) else {
         panic!("a lone prune met a lock")
     };
     let kept = ids(&last["restorePointsKept"]);
     assert_eq!(kept.len(), 2, "{last:#}");
     assert_eq!(kept[0], newest, "{last:#}");
-    let listed = json(&kc, "a", &["restore-points", "--profile", "out", "-n", &ns]);
+    let listed = json(kc, "a", &["restore-points", "--profile", "out", "-n", ns]);
     assert_eq!(ids(&listed["restorePoints"]), kept, "{listed:#}");
+}
 
-    // b restores the newest from its read-only profile, byte for byte.
+/// b restores the newest from its read-only profile, byte for byte.
+fn b_restores_the_newest_byte_for_byte(kc: &Path, ns: &str, src: &Path, newest: &str) {
     let restored = cli(
-        &kc,
+        kc,
         &[
             "--context",
             "b",
@@ -533,19 +600,10 @@ async fn exports_and_prunes_at_the_same_time_lose_nothing() {
             "--profile",
             "in",
             "--restore-point",
-            &newest,
+            newest,
         ],
     )
     .ok();
     assert!(restored.stdout.contains("succeeded"), "{restored:?}");
-    assert_same_tree(&src, &volume_on_b(&kc, &ns));
-
-    let bucket = BucketRepo {
-        url: format!("s3:{location}"),
-        key,
-        access_key: s3.access_key.clone(),
-        secret_key: s3.secret_key.clone(),
-        region: s3.region.clone(),
-    };
-    bucket.assert_checks_clean();
+    assert_same_tree(src, &volume_on_b(kc, ns));
 }

@@ -85,138 +85,13 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
     let log = tmp.path().join("serve.log");
     let mut server = Server(Some(start(&kubeconfig, &data, &volumes, port, &log)));
 
+    // grpcurl blocks: the checks run off the async workers.
     let checks = tokio::task::spawn_blocking(move || {
-        // Health: SERVING once every service is up.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
-            if ok && out.contains("\"SERVING\"") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "never healthy: {out}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-
-        let (ok, listed) = grpcurl(&["-plaintext", &addr, "list"]);
-        assert!(ok, "{listed}");
-        for service in [
-            "ferry.v1.AgentService",
-            "ferry.v1.PairingService",
-            "ferry.v1.CatalogService",
-            "ferry.v1.TransferService",
-            "ferry.v1.SchedulerService",
-            "grpc.health.v1.Health",
-        ] {
-            assert!(
-                listed.lines().any(|l| l == service),
-                "{service} not listed:\n{listed}"
-            );
-        }
-        for service in [
-            "ferry.v1.PairingService",
-            "ferry.v1.TransferService",
-            "ferry.v1.SchedulerService",
-        ] {
-            let (ok, health) = grpcurl(&[
-                "-plaintext",
-                "-d",
-                &format!(r#"{{"service": "{service}"}}"#),
-                &addr,
-                "grpc.health.v1.Health/Check",
-            ]);
-            assert!(ok && health.contains("\"SERVING\""), "{service}: {health}");
-        }
-
-        let info = call(&addr, "ferry.v1.AgentService/GetInfo", "{}");
-        assert!(info.contains("\"nodeName\": \"serve-node\""), "{info}");
-
-        // A fresh data directory: no pairs, profiles or jobs, and each call succeeds.
-        let pairs = call(&addr, "ferry.v1.PairingService/ListPairs", "{}");
-        assert!(!pairs.contains("\"pairs\""), "{pairs}");
-        let profiles = call(&addr, "ferry.v1.CatalogService/ListProfiles", "{}");
-        assert!(!profiles.contains("\"profiles\""), "{profiles}");
-        let jobs = call(&addr, "ferry.v1.TransferService/ListJobs", "{}");
-        assert!(!jobs.contains("\"jobs\""), "{jobs}");
-        // Without a token, or with one the cluster does not know, nobody is served.
-        let (ok, anonymous) = grpcurl(&["-plaintext", &addr, "ferry.v1.TransferService/ListJobs"]);
-        assert!(
-            !ok && anonymous.contains("Unauthenticated") && anonymous.contains("bearer token"),
-            "{anonymous}"
-        );
-        let (ok, forged) = grpcurl(&[
-            "-plaintext",
-            "-H",
-            "authorization: Bearer not-a-token-of-this-cluster",
-            &addr,
-            "ferry.v1.TransferService/ListJobs",
-        ]);
-        assert!(
-            !ok && forged.contains("Unauthenticated") && forged.contains("serve-a"),
-            "{forged}"
-        );
-        let schedules = call(&addr, "ferry.v1.SchedulerService/ListSchedules", "{}");
-        assert!(!schedules.contains("\"schedules\""), "{schedules}");
-
-        let (_, getjob) = grpcurl(&[
-            "-plaintext",
-            "-H",
-            auth(),
-            "-d",
-            r#"{"job": {"id": "no-such-job"}}"#,
-            &addr,
-            "ferry.v1.TransferService/GetJob",
-        ]);
-        assert!(getjob.contains("NotFound"), "{getjob}");
-
-        // The transfer service's collaborators are wired in-process: a migration to a
-        // pair this cluster does not have is refused by way of the pairing service.
-        let (_, start) = grpcurl(&[
-            "-plaintext",
-            "-H",
-            auth(),
-            "-d",
-            r#"{"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
-                "application": {"namespace": "default"}, "repository": {"profile": "nope"},
-                "dryRun": true}"#,
-            &addr,
-            "ferry.v1.TransferService/StartMigration",
-        ]);
-        assert!(
-            start.contains("no-such-pair") && start.contains("not found on cluster serve-a"),
-            "{start}"
-        );
-        // An unknown pair is the caller's mistake, not an outage.
-        assert!(start.contains("Code: NotFound"), "{start}");
-
-        // The scheduler starts its jobs through the transfer service on this same port:
-        // a run of a migration to that pair fails with the transfer service's refusal.
-        call(
-            &addr,
-            "ferry.v1.SchedulerService/CreateSchedule",
-            r#"{"name": "nightly", "cron": "0 2 * * *", "timeZone": "Europe/Paris",
-                "migration": {"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
-                              "application": {"namespace": "default"}, "skipVolumeData": true}}"#,
-        );
-        call(
-            &addr,
-            "ferry.v1.SchedulerService/RunNow",
-            r#"{"schedule": "nightly"}"#,
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let runs = call(
-                &addr,
-                "ferry.v1.SchedulerService/ListRuns",
-                r#"{"schedule": "nightly"}"#,
-            );
-            if runs.contains("RUN_STATE_FAILED") {
-                assert!(runs.contains("no-such-pair"), "{runs}");
-                assert!(runs.contains("\"manual\": true"), "{runs}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "the run never failed: {runs}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        health_is_serving_once_every_service_is_up(&addr);
+        every_service_is_listed_and_serving(&addr);
+        a_fresh_data_directory_answers_known_callers_only(&addr);
+        a_migration_to_an_unknown_pair_is_refused_by_the_pairing_service(&addr);
+        a_scheduled_run_fails_with_the_transfer_services_refusal(&addr);
     });
     let outcome = checks.await;
 
@@ -228,7 +103,157 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
         panic!("checks failed: {e}\nserver log:\n{}", log_of(&log));
     }
 
-    // Every service's state lives under the data directory.
+    every_services_state_lives_under_the_data_directory(&data);
+    sigterm_stops_the_server_with_status_0(child, &log).await;
+}
+
+/// Health: SERVING once every service is up.
+fn health_is_serving_once_every_service_is_up(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = grpcurl(&["-plaintext", addr, "grpc.health.v1.Health/Check"]);
+        if ok && out.contains("\"SERVING\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never healthy: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Reflection lists every service; each has its own health, SERVING; the agent answers.
+fn every_service_is_listed_and_serving(addr: &str) {
+    let (ok, listed) = grpcurl(&["-plaintext", addr, "list"]);
+    assert!(ok, "{listed}");
+    for service in [
+        "ferry.v1.AgentService",
+        "ferry.v1.PairingService",
+        "ferry.v1.CatalogService",
+        "ferry.v1.TransferService",
+        "ferry.v1.SchedulerService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            listed.lines().any(|l| l == service),
+            "{service} not listed:\n{listed}"
+        );
+    }
+    for service in [
+        "ferry.v1.PairingService",
+        "ferry.v1.TransferService",
+        "ferry.v1.SchedulerService",
+    ] {
+        let (ok, health) = grpcurl(&[
+            "-plaintext",
+            "-d",
+            &format!(r#"{{"service": "{service}"}}"#),
+            addr,
+            "grpc.health.v1.Health/Check",
+        ]);
+        assert!(ok && health.contains("\"SERVING\""), "{service}: {health}");
+    }
+
+    let info = call(addr, "ferry.v1.AgentService/GetInfo", "{}");
+    assert!(info.contains("\"nodeName\": \"serve-node\""), "{info}");
+}
+
+/// A fresh data directory: no pairs, profiles, jobs or schedules, and each call of the
+/// administrator succeeds; without a token, or with one the cluster does not know,
+/// nobody is served.
+fn a_fresh_data_directory_answers_known_callers_only(addr: &str) {
+    let pairs = call(addr, "ferry.v1.PairingService/ListPairs", "{}");
+    assert!(!pairs.contains("\"pairs\""), "{pairs}");
+    let profiles = call(addr, "ferry.v1.CatalogService/ListProfiles", "{}");
+    assert!(!profiles.contains("\"profiles\""), "{profiles}");
+    let jobs = call(addr, "ferry.v1.TransferService/ListJobs", "{}");
+    assert!(!jobs.contains("\"jobs\""), "{jobs}");
+    // Without a token, or with one the cluster does not know, nobody is served.
+    let (ok, anonymous) = grpcurl(&["-plaintext", addr, "ferry.v1.TransferService/ListJobs"]);
+    assert!(
+        !ok && anonymous.contains("Unauthenticated") && anonymous.contains("bearer token"),
+        "{anonymous}"
+    );
+    let (ok, forged) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        "authorization: Bearer not-a-token-of-this-cluster",
+        addr,
+        "ferry.v1.TransferService/ListJobs",
+    ]);
+    assert!(
+        !ok && forged.contains("Unauthenticated") && forged.contains("serve-a"),
+        "{forged}"
+    );
+    let schedules = call(addr, "ferry.v1.SchedulerService/ListSchedules", "{}");
+    assert!(!schedules.contains("\"schedules\""), "{schedules}");
+
+    let (_, getjob) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        auth(),
+        "-d",
+        r#"{"job": {"id": "no-such-job"}}"#,
+        addr,
+        "ferry.v1.TransferService/GetJob",
+    ]);
+    assert!(getjob.contains("NotFound"), "{getjob}");
+}
+
+/// The transfer service's collaborators are wired in-process: a migration to a pair this
+/// cluster does not have is refused by way of the pairing service.
+fn a_migration_to_an_unknown_pair_is_refused_by_the_pairing_service(addr: &str) {
+    let (_, start) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        auth(),
+        "-d",
+        r#"{"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
+                "application": {"namespace": "default"}, "repository": {"profile": "nope"},
+                "dryRun": true}"#,
+        addr,
+        "ferry.v1.TransferService/StartMigration",
+    ]);
+    assert!(
+        start.contains("no-such-pair") && start.contains("not found on cluster serve-a"),
+        "{start}"
+    );
+    // An unknown pair is the caller's mistake, not an outage.
+    assert!(start.contains("Code: NotFound"), "{start}");
+}
+
+/// The scheduler starts its jobs through the transfer service on this same port: a run
+/// of a migration to that pair fails with the transfer service's refusal.
+fn a_scheduled_run_fails_with_the_transfer_services_refusal(addr: &str) {
+    call(
+        addr,
+        "ferry.v1.SchedulerService/CreateSchedule",
+        r#"{"name": "nightly", "cron": "0 2 * * *", "timeZone": "Europe/Paris",
+                "migration": {"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
+                              "application": {"namespace": "default"}, "skipVolumeData": true}}"#,
+    );
+    call(
+        addr,
+        "ferry.v1.SchedulerService/RunNow",
+        r#"{"schedule": "nightly"}"#,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = call(
+            addr,
+            "ferry.v1.SchedulerService/ListRuns",
+            r#"{"schedule": "nightly"}"#,
+        );
+        if runs.contains("RUN_STATE_FAILED") {
+            assert!(runs.contains("no-such-pair"), "{runs}");
+            assert!(runs.contains("\"manual\": true"), "{runs}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never failed: {runs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every service's state lives under the data directory.
+fn every_services_state_lives_under_the_data_directory(data: &Path) {
     for file in [
         "pairing.db",
         "catalog.db",
@@ -239,7 +264,10 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
         assert!(data.join(file).exists(), "{file} missing in the data dir");
     }
     assert!(data.join("agent-profiles").is_dir());
+}
 
+/// SIGTERM stops the server within 5 s, with status 0 (killed if not stopped in 10 s).
+async fn sigterm_stops_the_server_with_status_0(child: Child, log: &Path) {
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let started = Instant::now();
@@ -253,12 +281,12 @@ async fn serve_runs_every_service_on_one_port_and_stops_on_sigterm() {
             let _ = child.wait();
             panic!(
                 "ferry serve did not stop within 10 s of SIGTERM:\n{}",
-                log_of(&log)
+                log_of(log)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let log = log_of(&log);
+    let log = log_of(log);
     assert!(status.success(), "exit status {status}:\n{log}");
     assert!(
         started.elapsed() < Duration::from_secs(5),

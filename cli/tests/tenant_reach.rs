@@ -92,15 +92,44 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
     // The administrator's profile on a, in a fresh prefix.
     let (_serve_a, _) = ferry_with_main_profile(env, root, "tenant-restore", 3);
 
-    // bob's namespace, with a Secret, exported by the administrator.
+    let (admin, bobs, bobs_point) = bobs_namespace_exported_by_the_administrator(&kc).await;
+    let (mine, alice) = alices_namespace_hers_entirely(&kc).await;
+    let ctx = Restore {
+        kc,
+        admin,
+        bobs,
+        bobs_point,
+        mine,
+        alice,
+    };
+    alice_is_shown_nothing_of_bobs_restore_points(&ctx).await;
+    alice_may_not_restore_bobs_into_her_own_namespace(&ctx).await;
+}
+
+/// What the phases of the restore test share: the kubeconfig; bob's namespace and the
+/// administrator's restore point of it; alice's namespace and her Ferry client.
+struct Restore {
+    kc: std::path::PathBuf,
+    admin: Ferry,
+    bobs: String,
+    bobs_point: String,
+    mine: String,
+    alice: Ferry,
+}
+
+/// bob's namespace, with a Secret, exported by the administrator. Returns the
+/// administrator's client, bob's namespace and its restore point.
+async fn bobs_namespace_exported_by_the_administrator(
+    kc: &std::path::Path,
+) -> (Ferry, String, String) {
     let bobs = ferry_testenv::unique_name("bob-shop");
     let yaml = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {bobs}}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {bobs}}}\n\
          stringData: {{password: bobs-password}}\n"
     );
-    kubectl(&kc, "a", &["apply", "-f", "-"], Some(&yaml));
-    let admin = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
+    let admin = Ferry::for_context(Some(kc), Some("a")).await.unwrap();
     let export = admin
         .transfer()
         .start_export(proto::StartExportRequest {
@@ -120,16 +149,29 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
     );
     let bobs_point = exported.restore_point_id.clone();
     assert!(!bobs_point.is_empty(), "{exported:#?}");
+    (admin, bobs, bobs_point)
+}
 
-    // alice's namespace: hers entirely.
+/// alice's namespace: hers entirely. Returns it and her client.
+async fn alices_namespace_hers_entirely(kc: &std::path::Path) -> (String, Ferry) {
     let mine = ferry_testenv::unique_name("alice-shop");
-    kubectl(&kc, "a", &["create", "namespace", &mine], None);
-    grant(&kc, "a", &mine, "alice");
-    let alice = Ferry::for_context(Some(&kc), Some("a-alice"))
-        .await
-        .unwrap();
+    kubectl(kc, "a", &["create", "namespace", &mine], None);
+    grant(kc, "a", &mine, "alice");
+    let alice = Ferry::for_context(Some(kc), Some("a-alice")).await.unwrap();
+    (mine, alice)
+}
 
-    // Listings show her nothing of bob's; the administrator sees it.
+/// Listings show her nothing of bob's; the administrator sees it. Looking at bob's
+/// restore point by id is refused her too, and her applications are hers only.
+async fn alice_is_shown_nothing_of_bobs_restore_points(ctx: &Restore) {
+    let Restore {
+        admin,
+        bobs,
+        bobs_point,
+        mine,
+        alice,
+        ..
+    } = ctx;
     let listed = |ferry: &Ferry, namespace: &str| {
         let mut catalog = ferry.catalog();
         let req = proto::ListRestorePointsRequest {
@@ -142,11 +184,11 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
     let ids = |r: proto::ListRestorePointsResponse| -> Vec<String> {
         r.restore_points.into_iter().map(|p| p.id).collect()
     };
-    let all = ids(listed(&admin, "").await.unwrap().into_inner());
-    assert!(all.contains(&bobs_point), "{all:?}");
-    let hers = ids(listed(&alice, "").await.unwrap().into_inner());
-    assert!(!hers.contains(&bobs_point), "alice listed bob's: {hers:?}");
-    let named = listed(&alice, &bobs).await.unwrap_err();
+    let all = ids(listed(admin, "").await.unwrap().into_inner());
+    assert!(all.contains(bobs_point), "{all:?}");
+    let hers = ids(listed(alice, "").await.unwrap().into_inner());
+    assert!(!hers.contains(bobs_point), "alice listed bob's: {hers:?}");
+    let named = listed(alice, bobs).await.unwrap_err();
     assert_refused(
         &named,
         Code::PermissionDenied,
@@ -160,8 +202,8 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
         };
         async move { catalog.get_restore_point(req).await }
     };
-    assert!(get(&admin).await.is_ok());
-    let looked = get(&alice).await.unwrap_err();
+    assert!(get(admin).await.is_ok());
+    let looked = get(alice).await.unwrap_err();
     assert_refused(
         &looked,
         Code::PermissionDenied,
@@ -178,12 +220,22 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
         .map(|a| a.namespace)
         .collect();
     assert!(
-        apps.contains(&mine) && !apps.contains(&bobs),
+        apps.contains(mine) && !apps.contains(bobs),
         "alice's applications: {apps:?}"
     );
+}
 
-    // Restoring bob's into her own namespace, where she may create anything, fails
-    // before anything of it is applied.
+/// Restoring bob's into her own namespace, where she may create anything, fails before
+/// anything of it is applied.
+async fn alice_may_not_restore_bobs_into_her_own_namespace(ctx: &Restore) {
+    let Restore {
+        kc,
+        bobs,
+        bobs_point,
+        mine,
+        alice,
+        ..
+    } = ctx;
     let restore = alice
         .transfer()
         .start_restore(proto::StartRestoreRequest {
@@ -196,7 +248,7 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
             ..Default::default()
         })
         .await;
-    let report = finished(&alice, restore).await;
+    let report = finished(alice, restore).await;
     assert_eq!(report.state, proto::JobState::Failed as i32, "{report:#?}");
     let error = report.error.clone().unwrap();
     assert_eq!(
@@ -212,7 +264,7 @@ async fn restore_reads_only_namespaces_the_caller_may_read() {
         "{error:?}"
     );
     assert!(
-        !kubectl_ok(&kc, "a", &["-n", &mine, "get", "secret", "creds"]),
+        !kubectl_ok(kc, "a", &["-n", mine, "get", "secret", "creds"]),
         "bob's Secret was restored into alice's namespace"
     );
 }
@@ -242,7 +294,15 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
     let addr = endpoint_a.trim_start_matches("http://");
     let alice = alice_token(env, "a");
 
-    // No token: nothing answers.
+    nobody_without_a_token_reaches_the_checks(addr);
+    let (ferry_alice, pair) = alice_may_look_at_the_pair(&kc).await;
+    a_fresh_pair_credential_comes_only_to_the_source(env, &endpoint_b, &pair);
+    alice_may_check_neither_the_pair_nor_a_profile(&ferry_alice, addr, &alice).await;
+    the_administrators_check_from_either_side(&kc).await;
+}
+
+/// No token: nothing answers. A made-up pair proof is no way in either.
+fn nobody_without_a_token_reaches_the_checks(addr: &str) {
     for (method, data) in [
         (
             "ferry.v1.CatalogService/CheckProfile",
@@ -265,11 +325,11 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
         "ferry.v1.PairingService/CheckPair",
     ]);
     assert!(forged.contains("Unauthenticated"), "{forged}");
+}
 
-    // alice may look at the pair, not check it or a profile.
-    let ferry_alice = Ferry::for_context(Some(&kc), Some("a-alice"))
-        .await
-        .unwrap();
+/// alice may look at the pair. Returns her client and the pair.
+async fn alice_may_look_at_the_pair(kc: &std::path::Path) -> (Ferry, proto::Pair) {
+    let ferry_alice = Ferry::for_context(Some(kc), Some("a-alice")).await.unwrap();
     let pair = ferry_alice
         .pairing()
         .get_pair(proto::GetPairRequest {
@@ -281,9 +341,17 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
         .pair
         .unwrap();
     assert_eq!(pair.name, "a-to-b");
-    // A fresh credential for the pair comes only to its source, proving the pair with the
-    // token's id: neither an anonymous caller nor alice (who knows the pair's id, not its
-    // proof) gets one from b.
+    (ferry_alice, pair)
+}
+
+/// A fresh credential for the pair comes only to its source, proving the pair with the
+/// token's id: neither an anonymous caller nor alice (who knows the pair's id, not its
+/// proof) gets one from b.
+fn a_fresh_pair_credential_comes_only_to_the_source(
+    env: &ferry_testenv::TestEnv,
+    endpoint_b: &str,
+    pair: &proto::Pair,
+) {
     let renew = format!(
         r#"{{"pair_id":"{}","token_id":"0123456789abcdef"}}"#,
         pair.id
@@ -302,6 +370,15 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
             "{token:?}: {answer}"
         );
     }
+}
+
+/// alice may not check the pair or a profile, through the SDK or grpcurl (with her
+/// token `alice`).
+async fn alice_may_check_neither_the_pair_nor_a_profile(
+    ferry_alice: &Ferry,
+    addr: &str,
+    alice: &str,
+) {
     let checked = ferry_alice
         .pairing()
         .check_pair(proto::CheckPairRequest {
@@ -336,15 +413,18 @@ async fn profile_and_pair_checks_need_sign_in_and_an_administrator() {
     );
     let by_grpcurl = grpcurl(
         addr,
-        Some(&alice),
+        Some(alice),
         "ferry.v1.CatalogService/CheckProfile",
         r#"{"name":"main"}"#,
     );
     assert!(by_grpcurl.contains("PermissionDenied"), "{by_grpcurl}");
+}
 
-    // The administrators check from either side, each through the other's Ferry.
+/// The administrators check from either side, each through the other's Ferry: nothing
+/// fails, the repository and reachability checks pass both ways, and the pair is Ready.
+async fn the_administrators_check_from_either_side(kc: &std::path::Path) {
     for side in ["a", "b"] {
-        let ferry = Ferry::for_context(Some(&kc), Some(side)).await.unwrap();
+        let ferry = Ferry::for_context(Some(kc), Some(side)).await.unwrap();
         let resp = ferry
             .pairing()
             .check_pair(proto::CheckPairRequest {
@@ -627,40 +707,70 @@ async fn schedules_are_judged_at_every_run_by_the_rights_of_their_service_accoun
     }
     grant(&kc, "a", &mine, "alice");
     grant_rbac(&kc, "a", &mine);
-    let export =
-        |name: &str, namespace: &str, service_account: &str| proto::CreateScheduleRequest {
-            name: name.into(),
-            trigger: Some(proto::create_schedule_request::Trigger::Interval(
-                prost_types::Duration {
-                    seconds: 3600,
-                    nanos: 0,
-                },
-            )),
-            spec: Some(proto::create_schedule_request::Spec::Export(
-                proto::StartExportRequest {
-                    application: Some(proto::ApplicationSelector {
-                        namespace: namespace.into(),
-                        ..Default::default()
-                    }),
-                    repository: main_repository(),
-                    ..Default::default()
-                },
-            )),
-            retry: Some(proto::RetryPolicy {
-                max_attempts: 1,
-                ..Default::default()
-            }),
-            service_account: service_account.into(),
-            ..Default::default()
-        };
     let alice = Ferry::for_context(Some(&kc), Some("a-alice"))
         .await
         .unwrap();
 
+    a_users_schedule_needs_a_service_account_she_may_act_as(&alice, &mine, &bobs).await;
+    her_own_service_account_runs_her_schedule(&kc, &alice, &mine).await;
+    its_rights_taken_away_the_next_run_is_refused(&kc, &alice, &mine).await;
+}
+
+/// An hourly schedule `name` exporting `namespace` as `service_account`, tried once.
+fn export_schedule(
+    name: &str,
+    namespace: &str,
+    service_account: &str,
+) -> proto::CreateScheduleRequest {
+    proto::CreateScheduleRequest {
+        name: name.into(),
+        trigger: Some(proto::create_schedule_request::Trigger::Interval(
+            prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            },
+        )),
+        spec: Some(proto::create_schedule_request::Spec::Export(
+            proto::StartExportRequest {
+                application: Some(proto::ApplicationSelector {
+                    namespace: namespace.into(),
+                    ..Default::default()
+                }),
+                repository: main_repository(),
+                ..Default::default()
+            },
+        )),
+        retry: Some(proto::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        }),
+        service_account: service_account.into(),
+        ..Default::default()
+    }
+}
+
+/// alice runs her schedule `hers` now.
+async fn run_hers_now(alice: &Ferry) {
+    alice
+        .scheduler()
+        .run_now(proto::RunNowRequest {
+            schedule: "hers".into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// A namespace user's schedule needs a ServiceAccount that she may act as: not one of
+/// bob's namespace.
+async fn a_users_schedule_needs_a_service_account_she_may_act_as(
+    alice: &Ferry,
+    mine: &str,
+    bobs: &str,
+) {
     // A namespace user's schedule needs a ServiceAccount...
     let none = alice
         .scheduler()
-        .create_schedule(export("hers", &mine, ""))
+        .create_schedule(export_schedule("hers", mine, ""))
         .await
         .unwrap_err();
     assert_refused(
@@ -671,7 +781,7 @@ async fn schedules_are_judged_at_every_run_by_the_rights_of_their_service_accoun
     // ...that she may act as: not one of bob's namespace.
     let bobs_sa = alice
         .scheduler()
-        .create_schedule(export("bobs", &bobs, "default"))
+        .create_schedule(export_schedule("bobs", bobs, "default"))
         .await
         .unwrap_err();
     assert_refused(
@@ -681,8 +791,15 @@ async fn schedules_are_judged_at_every_run_by_the_rights_of_their_service_accoun
             "alice may not create serviceaccounts/token of default in namespace {bobs}"
         )],
     );
+}
 
-    // Her own ServiceAccount, bound to the Roles she holds (RBAC lets her grant no more).
+/// Her own ServiceAccount, bound to the Roles she holds (RBAC lets her grant no more),
+/// runs her schedule: the first run succeeds, its job requested by the ServiceAccount.
+async fn her_own_service_account_runs_her_schedule(
+    kc: &std::path::Path,
+    alice: &Ferry,
+    mine: &str,
+) {
     let binding = format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: mover, namespace: {mine}}}\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n\
@@ -694,10 +811,10 @@ async fn schedules_are_judged_at_every_run_by_the_rights_of_their_service_accoun
          roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: alice-rbac}}\n\
          subjects: [{{kind: ServiceAccount, name: mover, namespace: {mine}}}]\n"
     );
-    kubectl(&kc, "a-alice", &["apply", "-f", "-"], Some(&binding));
+    kubectl(kc, "a-alice", &["apply", "-f", "-"], Some(&binding));
     let created = alice
         .scheduler()
-        .create_schedule(export("hers", &mine, "mover"))
+        .create_schedule(export_schedule("hers", mine, "mover"))
         .await
         .unwrap()
         .into_inner()
@@ -705,35 +822,30 @@ async fn schedules_are_judged_at_every_run_by_the_rights_of_their_service_accoun
         .unwrap();
     assert_eq!(created.service_account, format!("{mine}/mover"));
     assert_eq!(created.created_by, "alice");
-    let run_now = || {
-        let mut scheduler = alice.scheduler();
-        async move {
-            scheduler
-                .run_now(proto::RunNowRequest {
-                    schedule: "hers".into(),
-                })
-                .await
-                .unwrap()
-        }
-    };
-    run_now().await;
-    let first = ended_run(&alice, "hers", 0).await;
+    run_hers_now(alice).await;
+    let first = ended_run(alice, "hers", 0).await;
     assert_eq!(first.state, proto::RunState::Succeeded as i32, "{first:#?}");
     let (job, _) = alice.job(&first.job_ids[0]).get().await.unwrap();
     assert_eq!(
         job.requested_by,
         format!("system:serviceaccount:{mine}:mover")
     );
+}
 
-    // Its rights taken away, the next run is refused as the ServiceAccount's.
+/// Its rights taken away, the next run is refused as the ServiceAccount's.
+async fn its_rights_taken_away_the_next_run_is_refused(
+    kc: &std::path::Path,
+    alice: &Ferry,
+    mine: &str,
+) {
     kubectl(
-        &kc,
+        kc,
         "a",
-        &["-n", &mine, "delete", "rolebinding", "mover", "mover-rbac"],
+        &["-n", mine, "delete", "rolebinding", "mover", "mover-rbac"],
         None,
     );
-    run_now().await;
-    let second = ended_run(&alice, "hers", 1).await;
+    run_hers_now(alice).await;
+    let second = ended_run(alice, "hers", 1).await;
     assert_eq!(second.state, proto::RunState::Failed as i32, "{second:#?}");
     let error = second.error.clone().unwrap_or_default();
     assert!(

@@ -14,7 +14,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::control::{cli, eventually, free_port, jsonpath, kubectl, serve_with};
+use common::control::{Serve, cli, eventually, free_port, jsonpath, kubectl, serve_with};
 use common::{Run, ferry, run};
 
 /// The files `ferry certs create --dir DIR --name NAME` wrote.
@@ -92,7 +92,58 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
 
-    // One CA for both Ferries: each trusts the other's certificate.
+    let (a, b, stranger) = one_ca_for_both_ferries_and_a_stranger(root);
+    let secret = bs_certificate_as_a_secret_of_its_cluster(&kc, &b);
+
+    let (port_a, port_b) = (free_port(), free_port());
+    let serve_a = serve_with(&kc, "a", root, port_a, &a.serve_flags());
+    let serve_b = serve_with(
+        &kc,
+        "b",
+        root,
+        port_b,
+        &["--tls-secret".to_string(), format!("default/{secret}")],
+    );
+    let ctx = Tls {
+        server: format!("https://127.0.0.1:{port_a}"),
+        kc,
+        a,
+        b,
+        stranger,
+    };
+
+    the_right_ca_and_a_client_certificate_are_answered(&ctx);
+    grpcurl_lists_the_services_with_the_ca(&ctx.a, port_a);
+    a_wrong_ca_or_name_is_named(&ctx);
+    mutual_tls_wants_a_client_certificate_of_its_ca(&ctx, &serve_a);
+    the_published_endpoint_is_https(&ctx, &serve_b);
+    the_ferries_pair_over_mutual_tls(&ctx);
+}
+
+/// What the phases share: the kubeconfig, Ferry a's https:// address, the certificates
+/// of a and b (one CA) and of a stranger (a CA of its own).
+struct Tls {
+    kc: PathBuf,
+    server: String,
+    a: Certs,
+    b: Certs,
+    stranger: Certs,
+}
+
+impl Tls {
+    /// `ferry --server SERVER EXTRA... ARGS...`.
+    fn with(&self, extra: &[&str], args: &[&str]) -> Run {
+        let mut all = vec!["--server", self.server.as_str()];
+        all.extend_from_slice(extra);
+        all.extend_from_slice(args);
+        cli(&self.kc, &all)
+    }
+}
+
+/// One CA for both Ferries: each trusts the other's certificate; the CA is made once and
+/// reused, and the keys are the owner's only. And a CA of its own: trusted by nobody
+/// here. Returns a's, b's and the stranger's certificates.
+fn one_ca_for_both_ferries_and_a_stranger(root: &Path) -> (Certs, Certs, Certs) {
     let ca_dir = root.join("ca");
     let (a, printed) = Certs::create(&root.join("a"), "ferry-a", &ca_dir);
     assert!(printed.contains("(created)"), "{printed}");
@@ -107,11 +158,14 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
     assert_eq!(mode & 0o077, 0, "the key is readable by others: {mode:o}");
     // A CA of its own: trusted by nobody here.
     let (stranger, _) = Certs::create(&root.join("other"), "other", &root.join("other"));
+    (a, b, stranger)
+}
 
-    // b's certificate, key and CA as a Secret of its cluster.
+/// b's certificate, key and CA as a Secret of its cluster. Returns the Secret's name.
+fn bs_certificate_as_a_secret_of_its_cluster(kc: &Path, b: &Certs) -> String {
     let secret = ferry_testenv::unique_name("ferry-b-tls");
     kubectl(
-        &kc,
+        kc,
         "b",
         &[
             "-n",
@@ -126,32 +180,21 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
         ],
         None,
     );
+    secret
+}
 
-    let (port_a, port_b) = (free_port(), free_port());
-    let serve_a = serve_with(&kc, "a", root, port_a, &a.serve_flags());
-    let serve_b = serve_with(
-        &kc,
-        "b",
-        root,
-        port_b,
-        &["--tls-secret".to_string(), format!("default/{secret}")],
-    );
-    let server = format!("https://127.0.0.1:{port_a}");
-    let with = |extra: &[&str], args: &[&str]| {
-        let mut all = vec!["--server", server.as_str()];
-        all.extend_from_slice(extra);
-        all.extend_from_slice(args);
-        cli(&kc, &all)
-    };
-
-    // The right CA and a client certificate: answered.
+/// The right CA and a client certificate: answered.
+fn the_right_ca_and_a_client_certificate_are_answered(ctx: &Tls) {
     eventually("Ferry a to answer over TLS", || {
-        with(&a.client_flags(), &["pair", "list"]).code == Some(0)
+        ctx.with(&ctx.a.client_flags(), &["pair", "list"]).code == Some(0)
     });
-    let listed = with(&a.client_flags(), &["pair", "list"]).ok();
+    let listed = ctx.with(&ctx.a.client_flags(), &["pair", "list"]).ok();
     assert!(listed.stdout.contains("no pairs"), "{listed:?}");
+}
 
-    // grpcurl, verifying with the CA and presenting the certificate.
+/// grpcurl, verifying with the CA and presenting the certificate, lists the services;
+/// plaintext gets no answer on the TLS port.
+fn grpcurl_lists_the_services_with_the_ca(a: &Certs, port_a: u16) {
     let addr = format!("127.0.0.1:{port_a}");
     let (ok, out) = ferry_testenv::run_grpcurl(&[
         "-cacert",
@@ -173,9 +216,13 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
     }
     let (ok, out) = ferry_testenv::run_grpcurl(&["-plaintext", &addr, "list"]);
     assert!(!ok, "plaintext answered on a TLS port: {out}");
+}
 
+/// Another CA, or a name the certificate does not hold: refused, the mismatch named.
+fn a_wrong_ca_or_name_is_named(ctx: &Tls) {
+    let Tls { a, stranger, .. } = ctx;
     // Another CA.
-    let wrong_ca = with(&a.presented_with(&stranger.ca), &["pair", "list"]);
+    let wrong_ca = ctx.with(&a.presented_with(&stranger.ca), &["pair", "list"]);
     assert_refused(
         &wrong_ca,
         &[
@@ -187,7 +234,7 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
     // A name the certificate does not hold.
     let mut flags = a.client_flags();
     flags.extend(["--tls-server-name", "ferry-z.example"]);
-    let wrong_name = with(&flags, &["pair", "list"]);
+    let wrong_name = ctx.with(&flags, &["pair", "list"]);
     assert_refused(
         &wrong_name,
         &[
@@ -196,14 +243,18 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
             "not ferry-z.example",
         ],
     );
+}
 
-    // Mutual TLS: no client certificate, or one from another CA.
-    let anonymous = with(&["--ca-file", Certs::path(&a.ca)], &["pair", "list"]);
+/// Mutual TLS: no client certificate, or one from another CA, is refused, and the
+/// server (`serve_a`) logs why.
+fn mutual_tls_wants_a_client_certificate_of_its_ca(ctx: &Tls, serve_a: &Serve) {
+    let Tls { a, stranger, .. } = ctx;
+    let anonymous = ctx.with(&["--ca-file", Certs::path(&a.ca)], &["pair", "list"]);
     assert_refused(
         &anonymous,
         &["127.0.0.1 requires a client certificate (mutual TLS); pass --client-cert"],
     );
-    let foreign = with(&stranger.presented_with(&a.ca), &["pair", "list"]);
+    let foreign = ctx.with(&stranger.presented_with(&a.ca), &["pair", "list"]);
     assert_refused(
         &foreign,
         &["refused this client's certificate: it is signed by a CA the server does not trust"],
@@ -213,26 +264,32 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
             .log()
             .contains("the client sent no certificate and mutual TLS is on")
     });
+}
 
-    // The published endpoint is https://, and the command finds it from the context.
+/// The published endpoint is https://, and the command finds it from the context; b
+/// (`serve_b`), with its certificate from the Secret, serves mutual TLS too.
+fn the_published_endpoint_is_https(ctx: &Tls, serve_b: &Serve) {
+    let Tls { kc, server, b, .. } = ctx;
     let published = jsonpath(
-        &kc,
+        kc,
         "a",
         "ferry-system",
         "configmap/ferry",
         "{.data.endpoint}",
     );
-    assert_eq!(published, server);
+    assert_eq!(&published, server);
     eventually("Ferry b to answer over TLS", || {
         let mut args = b.client_flags();
         args.extend(["--context", "b", "pair", "list"]);
-        cli(&kc, &args).code == Some(0)
+        cli(kc, &args).code == Some(0)
     });
     assert!(serve_b.log().contains("mutual TLS"), "{}", serve_b.log());
+}
 
-    // The Ferries pair with each other over mutual TLS: a's pairing service presents
-    // its certificate to b's.
-    let mut args = a.client_flags();
+/// The Ferries pair with each other over mutual TLS: a's pairing service presents its
+/// certificate to b's.
+fn the_ferries_pair_over_mutual_tls(ctx: &Tls) {
+    let mut args = ctx.a.client_flags();
     args.extend([
         "pair",
         "create",
@@ -243,7 +300,7 @@ async fn ferry_serves_mutual_tls_and_names_every_mismatch() {
         "--name",
         "tls-a-to-b",
     ]);
-    let paired = cli(&kc, &args).ok();
+    let paired = cli(&ctx.kc, &args).ok();
     assert!(paired.stdout.contains("paired a (source"), "{paired:?}");
     assert!(!paired.stdout.contains("failed"), "{paired:?}");
 }
