@@ -233,9 +233,30 @@ async fn bytes_go_both_ways_through_the_connector_and_a_closed_port_says_why() {
 async fn the_client_picks_a_ready_pod_behind_the_published_gateway_and_explains_when_none() {
     let env = env().await;
     let kc = env.kubeconfig().to_path_buf();
-    // Cluster b, namespace ferry-system: what the chart makes there, with the toolbox
-    // serving HTTP in place of the gateway.
     let labels = "app.kubernetes.io/component: gateway, app.kubernetes.io/name: pf-test";
+    publish_a_gateway_with_one_ready_pod(env, labels);
+    // Held to the end of the test, so no later phase runs with it dropped.
+    let _forward = the_ready_pod_is_picked_and_replaced_when_it_goes(env, &kc, labels).await;
+    no_ready_pod_is_explained(env, &kc).await;
+    missing_rights_are_named_one_at_a_time(env, &kc, labels).await;
+
+    // What this test made, and nothing else of ferry-system.
+    for what in [
+        "pods -l app.kubernetes.io/name=pf-test",
+        "service ferry-gateway",
+        "configmap ferry",
+        "role pf-test-reader",
+        "rolebinding pf-test-reader",
+    ] {
+        let mut args = vec!["-n", "ferry-system", "delete", "--wait=false"];
+        args.extend(what.split(' '));
+        kubectl(env, "b", &args, None);
+    }
+}
+
+/// Cluster b, namespace ferry-system: what the chart makes there, with the toolbox
+/// serving HTTP in place of the gateway; pod gw-a Ready behind it, gw-0-unready not.
+fn publish_a_gateway_with_one_ready_pod(env: &TestEnv, labels: &str) {
     let base = format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -263,8 +284,16 @@ data:
     );
     apply(env, "b", &base);
     wait_ready(env, "b", "ferry-system", "gw-a");
+}
 
-    let mut forward = ferry_client::gateway_of(Some(&kc), Some("b"))
+/// The gateway that ConfigMap ferry-system/ferry names leads to the Ready pod gw-a;
+/// once gw-a goes and gw-b comes, the next connection reaches gw-b. The forwarder.
+async fn the_ready_pod_is_picked_and_replaced_when_it_goes(
+    env: &TestEnv,
+    kc: &std::path::Path,
+    labels: &str,
+) -> PortForward {
+    let mut forward = ferry_client::gateway_of(Some(kc), Some("b"))
         .await
         .expect("reading ConfigMap ferry-system/ferry")
         .expect("it names a Service");
@@ -288,15 +317,19 @@ data:
     wait_ready(env, "b", "ferry-system", "gw-b");
     let stream = connect(&mut forward).await.expect("a stream to gw-b");
     assert_eq!(name_over(stream).await, "gw-b");
+    forward
+}
 
-    // No Ready pod: the SDK says which Service, which context, and what to run.
+/// No Ready pod (gw-b deleted): the SDK says which Service, which context, and what to
+/// run.
+async fn no_ready_pod_is_explained(env: &TestEnv, kc: &std::path::Path) {
     kubectl(
         env,
         "b",
         &["-n", "ferry-system", "delete", "pod", "gw-b", "--wait=true"],
         None,
     );
-    let err = Ferry::for_context(Some(&kc), Some("b"))
+    let err = Ferry::for_context(Some(kc), Some("b"))
         .await
         .expect_err("no Ready pod behind the gateway");
     assert!(
@@ -315,9 +348,11 @@ data:
         "{text}"
     );
     assert!(err.is_unreachable());
+}
 
-    // A user who may read the ConfigMap but nothing more: the missing right is named,
-    // first the Service, then the port-forward.
+/// A user who may read the ConfigMap but nothing more: the missing right is named,
+/// first the Service, then (with a Ready pod gw-c there) the port-forward.
+async fn missing_rights_are_named_one_at_a_time(env: &TestEnv, kc: &std::path::Path, labels: &str) {
     apply(
         env,
         "b",
@@ -337,7 +372,7 @@ subjects: [{ apiGroup: rbac.authorization.k8s.io, kind: User, name: alice }]
     apply(env, "b", &pod("ferry-system", "gw-c", labels, true));
     wait_ready(env, "b", "ferry-system", "gw-c");
     // (Role changes take a moment to reach the authorizer.)
-    let text = error_eventually(&kc, "b-alice", "may not get services").await;
+    let text = error_eventually(kc, "b-alice", "may not get services").await;
     assert!(
         text.contains("the user may not get services/ferry-gateway in namespace ferry-system"),
         "{text}"
@@ -354,23 +389,10 @@ rules:
   - { apiGroups: [""], resources: [pods], verbs: [get, list] }
 "#,
     );
-    let text = error_eventually(&kc, "b-alice", "pods/portforward").await;
+    let text = error_eventually(kc, "b-alice", "pods/portforward").await;
     assert!(
         text.contains("the user may not create pods/portforward in namespace ferry-system")
             && text.contains("ferry-endpoint-reader"),
         "{text}"
     );
-
-    // What this test made, and nothing else of ferry-system.
-    for what in [
-        "pods -l app.kubernetes.io/name=pf-test",
-        "service ferry-gateway",
-        "configmap ferry",
-        "role pf-test-reader",
-        "rolebinding pf-test-reader",
-    ] {
-        let mut args = vec!["-n", "ferry-system", "delete", "--wait=false"];
-        args.extend(what.split(' '));
-        kubectl(env, "b", &args, None);
-    }
 }

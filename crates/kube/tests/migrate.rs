@@ -539,25 +539,7 @@ async fn rich_application_moves_to_a_renamed_namespace() {
         .await
         .unwrap();
     let facts = ClusterFacts::gather(&dst).await.unwrap();
-    let spec = TransformSpec {
-        migration_id: n.tag.clone(),
-        target_namespace: Some(target.clone()),
-        storage_classes: [(n.class.clone(), dst_class.clone())].into(),
-        zones: [(n.zone.clone(), dst_zone.clone())].into(),
-        preserve_node_ports: true,
-        keep_load_balancer_ip: true,
-        restored_volumes: [("uploads".to_owned(), restored(&format!("r-{}-up", n.tag)))].into(),
-        patches: vec![PatchRule {
-            resources: vec!["configmaps".into()],
-            names: vec![],
-            patch: serde_json::from_value(json!([
-                {"op": "add", "path": "/metadata/labels/env", "value": "dr"},
-                {"op": "add", "path": "/metadata/annotations", "value": {"moved-by": "ferry"}}
-            ]))
-            .unwrap(),
-        }],
-        ..Default::default()
-    };
+    let spec = renamed_spec(&n, &target, &dst_class, &dst_zone);
     let plan = ferry_kube::plan(&captured, &spec, &facts).unwrap();
     assert!(plan.problems.is_empty(), "{:#?}", plan.problems);
     let problems = ferry_kube::preflight(&dst, &plan).await.unwrap();
@@ -572,13 +554,56 @@ async fn rich_application_moves_to_a_renamed_namespace() {
     );
 
     let t = target.as_str();
-    let rb = must_get(&b, RBAC, "RoleBinding", Some(t), "reader").await;
+    references_follow_the_rename(&b, t).await;
+    the_patch_reaches_config_maps_only(&b, t).await;
+    claims_follow_the_class_and_zone_mappings(&b, t, &n, &plan, (&dst_class, &dst_zone)).await;
+    services_and_workloads_are_kept_as_asked(&b, t, &n).await;
+
+    let again = ferry_kube::apply(&dst, &plan, &ApplyOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let changed: Vec<_> = again
+        .iter()
+        .filter(|r| r.outcome != Outcome::Unchanged)
+        .collect();
+    assert!(changed.is_empty(), "{changed:#?}");
+}
+
+/// Into `target`, the source's class and zone mapped to `dst_class` and `dst_zone`,
+/// NodePorts and the load-balancer IP kept, claim "uploads" restored into a PV of its
+/// own, and a JSON patch for ConfigMaps.
+fn renamed_spec(n: &Names, target: &str, dst_class: &str, dst_zone: &str) -> TransformSpec {
+    TransformSpec {
+        migration_id: n.tag.clone(),
+        target_namespace: Some(target.to_owned()),
+        storage_classes: [(n.class.clone(), dst_class.to_owned())].into(),
+        zones: [(n.zone.clone(), dst_zone.to_owned())].into(),
+        preserve_node_ports: true,
+        keep_load_balancer_ip: true,
+        restored_volumes: [("uploads".to_owned(), restored(&format!("r-{}-up", n.tag)))].into(),
+        patches: vec![PatchRule {
+            resources: vec!["configmaps".into()],
+            names: vec![],
+            patch: serde_json::from_value(json!([
+                {"op": "add", "path": "/metadata/labels/env", "value": "dr"},
+                {"op": "add", "path": "/metadata/annotations", "value": {"moved-by": "ferry"}}
+            ]))
+            .unwrap(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// A RoleBinding's subject, a NetworkPolicy's namespace selector and an Ingress's
+/// upstream host name namespace `t`; text that only looks alike is left alone.
+async fn references_follow_the_rename(b: &kube::Client, t: &str) {
+    let rb = must_get(b, RBAC, "RoleBinding", Some(t), "reader").await;
     assert_eq!(
         rb["subjects"][0]["namespace"], t,
         "ServiceAccount subject follows the rename"
     );
     let netpol = must_get(
-        &b,
+        b,
         "networking.k8s.io/v1",
         "NetworkPolicy",
         Some(t),
@@ -589,77 +614,84 @@ async fn rich_application_moves_to_a_renamed_namespace() {
         netpol["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         t
     );
-    let ing = must_get(&b, "networking.k8s.io/v1", "Ingress", Some(t), "web").await;
+    let ing = must_get(b, "networking.k8s.io/v1", "Ingress", Some(t), "web").await;
     assert_eq!(
         ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/upstream-vhost"],
         format!("web.{t}.svc.cluster.local")
     );
     assert_eq!(ing["metadata"]["annotations"]["note"], "keep web.other.svc");
+}
 
-    let cm = must_get(&b, "v1", "ConfigMap", Some(t), "settings").await;
+/// The JSON patch labelled and annotated the ConfigMap, and left the Secret alone.
+async fn the_patch_reaches_config_maps_only(b: &kube::Client, t: &str) {
+    let cm = must_get(b, "v1", "ConfigMap", Some(t), "settings").await;
     assert_eq!(cm["metadata"]["labels"]["env"], "dr");
     assert_eq!(cm["metadata"]["labels"]["app"], "web");
     assert_eq!(cm["metadata"]["annotations"]["moved-by"], "ferry");
-    let secret = must_get(&b, "v1", "Secret", Some(t), "app-secret").await;
+    let secret = must_get(b, "v1", "Secret", Some(t), "app-secret").await;
     assert!(
         secret["metadata"]["labels"].get("env").is_none(),
         "the patch was for ConfigMaps only"
     );
+}
 
-    // The restored claim is bound to its PV in the mapped zone, with the mapped class;
-    // the other claim asks the destination to provision.
+/// The restored claim is bound to its PV in the mapped zone, with the mapped class;
+/// the other claim asks the destination to provision, and so do the StatefulSet's
+/// claim templates.
+async fn claims_follow_the_class_and_zone_mappings(
+    b: &kube::Client,
+    t: &str,
+    n: &Names,
+    plan: &ferry_kube::Plan,
+    (dst_class, dst_zone): (&str, &str),
+) {
     let up_pv = format!("r-{}-up", n.tag);
-    wait_bound(&b, t, "uploads").await;
-    let up = must_get(&b, "v1", "PersistentVolumeClaim", Some(t), "uploads").await;
-    assert_eq!(up["spec"]["storageClassName"], dst_class.as_str());
+    wait_bound(b, t, "uploads").await;
+    let up = must_get(b, "v1", "PersistentVolumeClaim", Some(t), "uploads").await;
+    assert_eq!(up["spec"]["storageClassName"], dst_class);
     assert_eq!(up["spec"]["volumeName"], up_pv.as_str());
-    let pv = must_get(&b, "v1", "PersistentVolume", None, &up_pv).await;
-    assert_eq!(pv["spec"]["storageClassName"], dst_class.as_str());
+    let pv = must_get(b, "v1", "PersistentVolume", None, &up_pv).await;
+    assert_eq!(pv["spec"]["storageClassName"], dst_class);
     assert_eq!(pv["spec"]["claimRef"]["namespace"], t);
     assert_eq!(
         pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"],
         json!([dst_zone])
     );
-    let data = must_get(&b, "v1", "PersistentVolumeClaim", Some(t), "data-db-0").await;
-    assert_eq!(data["spec"]["storageClassName"], dst_class.as_str());
+    let data = must_get(b, "v1", "PersistentVolumeClaim", Some(t), "data-db-0").await;
+    assert_eq!(data["spec"]["storageClassName"], dst_class);
     assert!(
         data["spec"].get("volumeName").is_none_or(|v| v == ""),
         "{data:#?}"
     );
     let pv_plan = plan.volumes.iter().find(|v| v.pvc == "uploads").unwrap();
-    assert_eq!(pv_plan.zone.as_deref(), Some(dst_zone.as_str()));
+    assert_eq!(pv_plan.zone.as_deref(), Some(dst_zone));
     assert_eq!(pv_plan.source_zone.as_deref(), Some(n.zone.as_str()));
-    let db = must_get(&b, "apps/v1", "StatefulSet", Some(t), "db").await;
+    let db = must_get(b, "apps/v1", "StatefulSet", Some(t), "db").await;
     assert_eq!(
         db["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"],
-        dst_class.as_str()
+        dst_class
     );
+}
 
-    let np = must_get(&b, "v1", "Service", Some(t), "web-np").await;
+/// The NodePort and the load-balancer IP kept as asked, the workloads not scaled down,
+/// the custom resource there, and the ServiceAccount not copied.
+async fn services_and_workloads_are_kept_as_asked(b: &kube::Client, t: &str, n: &Names) {
+    let np = must_get(b, "v1", "Service", Some(t), "web-np").await;
     assert_eq!(
         np["spec"]["ports"][0]["nodePort"], n.node_port,
         "kept as asked"
     );
-    let lb = must_get(&b, "v1", "Service", Some(t), "web-lb").await;
+    let lb = must_get(b, "v1", "Service", Some(t), "web-lb").await;
     assert_eq!(lb["spec"]["loadBalancerIP"], "203.0.113.10");
-    let web = must_get(&b, "apps/v1", "Deployment", Some(t), "web").await;
+    let web = must_get(b, "apps/v1", "Deployment", Some(t), "web").await;
     assert_eq!(web["spec"]["replicas"], 2, "not scaled down unless asked");
-    let widget = must_get(&b, &format!("{}/v1", n.crd_group), "Widget", Some(t), "w1").await;
+    let widget = must_get(b, &format!("{}/v1", n.crd_group), "Widget", Some(t), "w1").await;
     assert_eq!(widget["spec"]["size"], 3);
     assert!(
-        get(&b, "v1", "ServiceAccount", Some(t), "app-sa")
+        get(b, "v1", "ServiceAccount", Some(t), "app-sa")
             .await
             .is_none()
     );
-
-    let again = ferry_kube::apply(&dst, &plan, &ApplyOptions::default(), |_| {})
-        .await
-        .unwrap();
-    let changed: Vec<_> = again
-        .iter()
-        .filter(|r| r.outcome != Outcome::Unchanged)
-        .collect();
-    assert!(changed.is_empty(), "{changed:#?}");
 }
 
 /// A CRD the destination lacks: pre-flight names it (with every other problem) and
@@ -947,26 +979,43 @@ async fn existing_objects_follow_the_policy_and_purge_removes_what_left() {
     )
     .unwrap();
 
-    let skip = ferry_kube::apply(&dst, &plan, &ApplyOptions::default(), |_| {})
+    the_default_policy_skips_what_b_has(&b, &dst, &plan, &ns).await;
+    the_fail_policy_refuses_only_objects_of_others(&dst, &plan).await;
+    the_update_policy_takes_the_source_version(&b, &dst, &plan, &ns).await;
+    a_purge_removes_only_what_left_the_source((&a, &b), (&src, &dst), &spec, &facts, &ns).await;
+}
+
+/// Skip (the default): the namespace and the clashing ConfigMap are left as b has
+/// them; what b lacks is created.
+async fn the_default_policy_skips_what_b_has(
+    b: &kube::Client,
+    dst: &Cluster,
+    plan: &ferry_kube::Plan,
+    ns: &str,
+) {
+    let skip = ferry_kube::apply(dst, plan, &ApplyOptions::default(), |_| {})
         .await
         .unwrap();
     assert!(
-        matches!(outcome_of(&skip, "Namespace", &ns), Outcome::Skipped { reason } if reason.contains("left as it is"))
+        matches!(outcome_of(&skip, "Namespace", ns), Outcome::Skipped { reason } if reason.contains("left as it is"))
     );
     assert!(
         matches!(outcome_of(&skip, "ConfigMap", "clash"), Outcome::Skipped { reason } if reason.contains("policy skip"))
     );
     assert_eq!(*outcome_of(&skip, "ConfigMap", "keep"), Outcome::Created);
     assert_eq!(
-        must_get(&b, "v1", "ConfigMap", Some(&ns), "clash").await["data"]["from"],
+        must_get(b, "v1", "ConfigMap", Some(ns), "clash").await["data"]["from"],
         "b"
     );
+}
 
+/// Fail: the clash fails the apply, while what this migration made is not refused.
+async fn the_fail_policy_refuses_only_objects_of_others(dst: &Cluster, plan: &ferry_kube::Plan) {
     let fail = ApplyOptions {
         existing: ExistingPolicy::Fail,
         ..Default::default()
     };
-    let failed = ferry_kube::apply(&dst, &plan, &fail, |_| {}).await.unwrap();
+    let failed = ferry_kube::apply(dst, plan, &fail, |_| {}).await.unwrap();
     assert!(
         matches!(outcome_of(&failed, "ConfigMap", "clash"), Outcome::Failed { reason, .. } if reason.contains("policy fail"))
     );
@@ -976,35 +1025,50 @@ async fn existing_objects_follow_the_policy_and_purge_removes_what_left() {
         Outcome::Unchanged
     );
     assert!(!Summary::of(&failed).succeeded());
+}
 
+/// Update: the clashing ConfigMap becomes the source's, labelled with the migration.
+async fn the_update_policy_takes_the_source_version(
+    b: &kube::Client,
+    dst: &Cluster,
+    plan: &ferry_kube::Plan,
+    ns: &str,
+) {
     let update = ApplyOptions {
         existing: ExistingPolicy::Update,
         ..Default::default()
     };
-    let updated = ferry_kube::apply(&dst, &plan, &update, |_| {})
-        .await
-        .unwrap();
+    let updated = ferry_kube::apply(dst, plan, &update, |_| {}).await.unwrap();
     assert_eq!(
         *outcome_of(&updated, "ConfigMap", "clash"),
         Outcome::Updated
     );
-    let clash = must_get(&b, "v1", "ConfigMap", Some(&ns), "clash").await;
+    let clash = must_get(b, "v1", "ConfigMap", Some(ns), "clash").await;
     assert_eq!(clash["data"]["from"], "a");
     assert_eq!(clash["metadata"]["labels"][MIGRATION_LABEL], "p1");
+}
 
-    // "goes" leaves the source; a purge removes it from b, and only it.
+/// "goes" leaves the source; a purge removes it from b, and only it (a dry run only
+/// says it would).
+async fn a_purge_removes_only_what_left_the_source(
+    (a, b): (&kube::Client, &kube::Client),
+    (src, dst): (&Cluster, &Cluster),
+    spec: &TransformSpec,
+    facts: &ClusterFacts,
+    ns: &str,
+) {
     let goes = api_for(
-        &a,
+        a,
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns}}),
     )
     .await;
     goes.delete("goes", &Default::default()).await.unwrap();
     let plan = ferry_kube::plan(
-        &ferry_kube::capture(&src, &CaptureSpec::new(&ns))
+        &ferry_kube::capture(src, &CaptureSpec::new(ns))
             .await
             .unwrap(),
-        &spec,
-        &facts,
+        spec,
+        facts,
     )
     .unwrap();
     let dry = ApplyOptions {
@@ -1012,42 +1076,28 @@ async fn existing_objects_follow_the_policy_and_purge_removes_what_left() {
         dry_run: true,
         ..Default::default()
     };
-    let would = ferry_kube::apply(&dst, &plan, &dry, |_| {}).await.unwrap();
+    let would = ferry_kube::apply(dst, &plan, &dry, |_| {}).await.unwrap();
     assert_eq!(*outcome_of(&would, "ConfigMap", "goes"), Outcome::Deleted);
     assert!(
-        get(&b, "v1", "ConfigMap", Some(&ns), "goes")
-            .await
-            .is_some(),
+        get(b, "v1", "ConfigMap", Some(ns), "goes").await.is_some(),
         "a dry-run purge deleted"
     );
     let purge = ApplyOptions {
         purge: true,
         ..Default::default()
     };
-    let purged = ferry_kube::apply(&dst, &plan, &purge, |_| {})
-        .await
-        .unwrap();
+    let purged = ferry_kube::apply(dst, &plan, &purge, |_| {}).await.unwrap();
     assert_eq!(*outcome_of(&purged, "ConfigMap", "goes"), Outcome::Deleted);
     assert_eq!(
         *outcome_of(&purged, "ConfigMap", "keep"),
         Outcome::Unchanged
     );
+    assert!(get(b, "v1", "ConfigMap", Some(ns), "goes").await.is_none());
     assert!(
-        get(&b, "v1", "ConfigMap", Some(&ns), "goes")
-            .await
-            .is_none()
-    );
-    assert!(
-        get(&b, "v1", "ConfigMap", Some(&ns), "local")
-            .await
-            .is_some(),
+        get(b, "v1", "ConfigMap", Some(ns), "local").await.is_some(),
         "not ours: never purged"
     );
-    assert!(
-        get(&b, "v1", "ConfigMap", Some(&ns), "keep")
-            .await
-            .is_some()
-    );
+    assert!(get(b, "v1", "ConfigMap", Some(ns), "keep").await.is_some());
 }
 
 /// A user with too few rights gets every missing right at once, from their own client

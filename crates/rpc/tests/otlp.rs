@@ -169,9 +169,32 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_trace_across_two_servers_reaches_the_collector() {
     let stop = CancellationToken::new();
+    let (mut rx, collector) = start_collector(&stop).await;
 
-    // The collector.
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let guard = ferry_rpc::init_tracing_with(TracingConfig::new("info").with_otlp(
+        OtlpConfig::new(format!("http://{collector}"), "ferry-otlp-test"),
+    ));
+    assert!(guard.exporting());
+
+    let addr1 = start_relay_and_health_servers(&stop).await;
+    call_through_the_relay_with_a_credential(addr1).await;
+
+    let (exports, spans) = flush_until_all_four_spans_arrive(&guard, &mut rx).await;
+    one_trace_with_each_hop_the_child_of_the_one_before(&spans);
+    no_credential_reaches_the_collector(&spans, &exports);
+
+    stop.cancel();
+    drop(guard);
+}
+
+/// The collector: an OTLP/gRPC receiver until `stop`. What it receives, and its address.
+async fn start_collector(
+    stop: &CancellationToken,
+) -> (
+    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    SocketAddr,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let (l, collector) = listener().await;
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -181,13 +204,11 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
                 stop.clone().cancelled_owned(),
             ),
     );
+    (rx, collector)
+}
 
-    let guard = ferry_rpc::init_tracing_with(TracingConfig::new("info").with_otlp(
-        OtlpConfig::new(format!("http://{collector}"), "ferry-otlp-test"),
-    ));
-    assert!(guard.exporting());
-
-    // Server 2 serves health only; server 1 relays GetInfo to it.
+/// Server 2 serves health only; server 1 relays GetInfo to it. Server 1's address.
+async fn start_relay_and_health_servers(stop: &CancellationToken) -> SocketAddr {
     let (l2, addr2) = listener().await;
     let server2 = ferry_rpc::Server::new().expect("server 2");
     tokio::spawn(server2.serve(l2, stop.clone().cancelled_owned()));
@@ -196,8 +217,11 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
         .expect("server 1")
         .with_service(AgentServiceServer::new(Relay { next: addr2 }));
     tokio::spawn(server1.serve(l1, stop.clone().cancelled_owned()));
+    addr1
+}
 
-    // The caller, in a span of its own, with a credential in its metadata.
+/// The caller, in a span of its own, with a credential in its metadata.
+async fn call_through_the_relay_with_a_credential(addr1: SocketAddr) {
     let mut client = AgentServiceClient::new(ferry_rpc::traced_channel(channel(addr1).await));
     let mut request = Request::new(GetInfoRequest::default());
     request
@@ -208,8 +232,14 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
         .instrument(tracing::info_span!("caller"))
         .await
         .expect("GetInfo through the relay");
+}
 
-    // Batches leave every 5 s; flush until all four spans arrived.
+/// Batches leave every 5 s; flush until all four spans arrived. Every export received,
+/// and their spans.
+async fn flush_until_all_four_spans_arrive(
+    guard: &ferry_rpc::TracingGuard,
+    rx: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) -> (Vec<ExportTraceServiceRequest>, Vec<Seen>) {
     let mut exports = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let spans = loop {
@@ -234,6 +264,12 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    (exports, spans)
+}
+
+/// One trace, and each hop the child of the one before it; the request span still
+/// records the caller's traceparent and the method.
+fn one_trace_with_each_hop_the_child_of_the_one_before(spans: &[Seen]) {
     let one = |name: &str| {
         let found: Vec<&Seen> = spans.iter().filter(|s| s.name == name).collect();
         assert_eq!(found.len(), 1, "one span {name}: {spans:#?}");
@@ -244,7 +280,6 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
     let relay = one("relay");
     let server2 = one("grpc.health.v1.Health/Check");
 
-    // One trace, and each hop the child of the one before it.
     assert_eq!(caller.trace_id.len(), 16);
     assert!(caller.parent.is_empty(), "the caller's span is the root");
     for s in [&server1, &relay, &server2] {
@@ -278,9 +313,11 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
         server1.attributes.get("method").map(String::as_str),
         Some("/ferry.v1.AgentService/GetInfo")
     );
+}
 
-    // Every span names the service; no metadata but traceparent went anywhere.
-    for s in &spans {
+/// Every span names the service; no metadata but traceparent went anywhere.
+fn no_credential_reaches_the_collector(spans: &[Seen], exports: &[ExportTraceServiceRequest]) {
+    for s in spans {
         assert_eq!(s.service, "ferry-otlp-test", "service.name of {}", s.name);
         assert!(
             !s.attributes.contains_key("authorization"),
@@ -293,7 +330,4 @@ async fn one_trace_across_two_servers_reaches_the_collector() {
         !everything.contains("not-for-traces"),
         "a credential reached the collector"
     );
-
-    stop.cancel();
-    drop(guard);
 }

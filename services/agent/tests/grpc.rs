@@ -498,6 +498,25 @@ async fn bad_requests_get_codes_details_and_hints() {
     let mut h = Harness::start(std::time::Duration::from_secs(5)).await;
     let vol = h.volume("pvc-3");
     fill_volume(&vol);
+    bad_backup_requests_get_codes_and_details(&h, &vol).await;
+
+    let e = h
+        .verify("v", &"ab".repeat(32), false)
+        .await
+        .expect_err("unknown snapshot");
+    assert_eq!(
+        (e.code(), detail_code(&e)),
+        (Code::NotFound, ErrorCode::NotFound)
+    );
+
+    let (busy, snapshot_id) = restore_over_data_needs_delete_extraneous(&mut h, &vol).await;
+    a_changed_destination_is_refused_unless_overwritten(&h, &busy, &snapshot_id).await;
+}
+
+/// Backups of `vol` that name an unknown profile, a profile with the wrong key, another
+/// repository, a relative, forbidden or missing path, or no operation id: each refused
+/// with its code and detail.
+async fn bad_backup_requests_get_codes_and_details(h: &Harness, vol: &Path) {
     let base = BackupRequest {
         operation_id: "x".into(),
         path: vol.display().to_string(),
@@ -587,46 +606,70 @@ async fn bad_requests_get_codes_details_and_hints() {
     .await
     .expect_err("no operation id");
     assert_eq!(e.code(), Code::InvalidArgument);
+}
 
-    let e = h
-        .verify("v", &"ab".repeat(32), false)
-        .await
-        .expect_err("unknown snapshot");
-    assert_eq!(
-        (e.code(), detail_code(&e)),
-        (Code::NotFound, ErrorCode::NotFound)
-    );
+/// A restore of `snapshot_id` (by a 12-character prefix) into `busy`, emptying what is
+/// not in the snapshot when `delete_extraneous` is set.
+fn restore_over(
+    h: &Harness,
+    snapshot_id: &str,
+    busy: &Path,
+    op: &str,
+    overwrite_changes: bool,
+) -> RestoreRequest {
+    RestoreRequest {
+        operation_id: op.into(),
+        repository: h.repo("main"),
+        snapshot_id: snapshot_id[..12].into(),
+        target_path: busy.display().to_string(),
+        delete_extraneous: true,
+        target_pod_volume: None,
+        overwrite_changes,
+    }
+}
 
-    // Restoring over existing data is refused unless delete_extraneous empties it.
-    let (_, done) = h.backup("ok", &vol, "").await.expect("backup");
+/// Reads a restore's stream to its end: `Ok` once it finished, its error otherwise.
+async fn finish(mut stream: tonic::Streaming<ferry_proto::v1::RestoreEvent>) -> Result<(), Status> {
+    while stream.message().await?.is_some() {}
+    Ok::<_, Status>(())
+}
+
+/// Restoring over existing data is refused unless delete_extraneous empties it. The
+/// restored directory and the snapshot it holds.
+async fn restore_over_data_needs_delete_extraneous(
+    h: &mut Harness,
+    vol: &Path,
+) -> (PathBuf, String) {
+    let (_, done) = h.backup("ok", vol, "").await.expect("backup");
     let busy = h.volume("busy");
     std::fs::create_dir_all(&busy).expect("mkdir");
     std::fs::write(busy.join("old"), b"old").expect("write");
     h.restore("r1", &done.snapshot_id, &busy)
         .await
         .expect_err("non-empty target");
-    let over = |op: &str, overwrite_changes: bool| RestoreRequest {
-        operation_id: op.into(),
-        repository: h.repo("main"),
-        snapshot_id: done.snapshot_id[..12].into(),
-        target_path: busy.display().to_string(),
-        delete_extraneous: true,
-        target_pod_volume: None,
-        overwrite_changes,
-    };
-    let finish = |mut stream: tonic::Streaming<ferry_proto::v1::RestoreEvent>| async move {
-        while stream.message().await?.is_some() {}
-        Ok::<_, Status>(())
-    };
-    let stream = h.client.clone().restore(over("r2", false)).await;
+    let stream = h
+        .client
+        .clone()
+        .restore(restore_over(h, &done.snapshot_id, &busy, "r2", false))
+        .await;
     finish(stream.expect("restore").into_inner())
         .await
         .expect("restore with delete_extraneous");
     assert!(!busy.join("old").exists(), "extraneous file removed");
     assert!(busy.join("pg/postgresql.conf").exists());
+    (busy, done.snapshot_id)
+}
 
-    // Someone writes into the restored volume: the next restore over it is refused,
-    // naming the file, and nothing changes; asked to, it overwrites.
+/// Someone writes into the restored volume: the next restore over it is refused,
+/// naming the file, and nothing changes; asked to, it overwrites.
+async fn a_changed_destination_is_refused_unless_overwritten(
+    h: &Harness,
+    busy: &Path,
+    snapshot_id: &str,
+) {
+    let over = |op: &str, overwrite_changes: bool| {
+        restore_over(h, snapshot_id, busy, op, overwrite_changes)
+    };
     std::fs::write(
         busy.join("pg/postgresql.conf"),
         b"edited on the destination",

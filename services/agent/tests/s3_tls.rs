@@ -67,8 +67,50 @@ async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
         .expect("TLS proxy");
 
     let root = tempfile::tempdir().unwrap();
-    let profiles = root.path().join("profiles");
     let volumes = root.path().join("volumes");
+    let (source, repo, prefix) =
+        two_profiles_for_the_tls_endpoint(root.path(), s3, &endpoint).await;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(ferry_agent::serve(
+        AgentConfig {
+            node_name: "node-tls".into(),
+            profiles: source,
+            allowed_roots: vec![volumes.clone()],
+            max_concurrent_operations: 2,
+            shutdown_grace: std::time::Duration::from_secs(1),
+            volume_root: None,
+            kubelet: Default::default(),
+            access: ferry_agent::AgentAccess::Unchecked,
+        },
+        listener,
+        shutdown.clone(),
+    ));
+    let mut client = AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to agent");
+    let vol = volumes.join("pvc-1");
+    let bytes = write_volume(&vol);
+
+    a_verifying_profile_is_refused_naming_the_switch(&mut client, &vol, &endpoint, s3).await;
+    an_unverifying_profile_backs_up_into_the_store(&mut client, &vol, bytes, &repo, s3, &prefix)
+        .await;
+
+    shutdown.cancel();
+    server.await.expect("join").expect("clean shutdown");
+}
+
+/// Profiles `verified` and `selfsigned` (with `verifyTls: false`) under `root/profiles`,
+/// for one fresh location behind `endpoint`, and the repository initialised there
+/// through the second. The profiles, the repository and the location's prefix.
+async fn two_profiles_for_the_tls_endpoint(
+    root: &Path,
+    s3: &ferry_testenv::S3Info,
+    endpoint: &str,
+) -> (ProfileSource, Repository, String) {
+    let profiles = root.join("profiles");
     std::fs::create_dir_all(&profiles).unwrap();
     let prefix = ferry_testenv::unique_name("agent-tls");
     let url = format!("s3:{endpoint}/{}/{prefix}", s3.bucket);
@@ -98,39 +140,25 @@ async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
     )
     .await
     .expect("init the repository through the TLS endpoint");
+    (source, repo, prefix)
+}
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(ferry_agent::serve(
-        AgentConfig {
-            node_name: "node-tls".into(),
-            profiles: source,
-            allowed_roots: vec![volumes.clone()],
-            max_concurrent_operations: 2,
-            shutdown_grace: std::time::Duration::from_secs(1),
-            volume_root: None,
-            kubelet: Default::default(),
-            access: ferry_agent::AgentAccess::Unchecked,
-        },
-        listener,
-        shutdown.clone(),
-    ));
-    let mut client = AgentServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to agent");
-    let vol = volumes.join("pvc-1");
-    let bytes = write_volume(&vol);
-
-    // Verifying (the default): refused, with the certificate and the switch named.
-    let err = backup(&mut client, "tls-verified", "verified", &vol)
+/// Verifying (the default): refused, with the certificate and the switch named, the
+/// TLS library's reason kept and no secret shown.
+async fn a_verifying_profile_is_refused_naming_the_switch(
+    client: &mut AgentServiceClient<Channel>,
+    vol: &Path,
+    endpoint: &str,
+    s3: &ferry_testenv::S3Info,
+) {
+    let err = backup(client, "tls-verified", "verified", vol)
         .await
         .expect_err("a self-signed certificate must be refused");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let detail = status_detail(&err).unwrap_or_else(|| panic!("no ErrorDetail in {err:?}"));
     assert_eq!(detail.code, ErrorCode::Unreachable as i32, "{detail:?}");
     assert!(
-        detail.message.contains("TLS certificate") && detail.message.contains(&endpoint),
+        detail.message.contains("TLS certificate") && detail.message.contains(endpoint),
         "{}",
         detail.message
     );
@@ -150,9 +178,19 @@ async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
         !detail.message.contains(&s3.secret_key),
         "no secret in the error"
     );
+}
 
-    // verifyTls: false: the backup goes through the TLS endpoint into the real store.
-    let summary = backup(&mut client, "tls-insecure", "selfsigned", &vol)
+/// verifyTls: false: the backup goes through the TLS endpoint into the real store,
+/// where both the repository and a direct listing of the bucket see it.
+async fn an_unverifying_profile_backs_up_into_the_store(
+    client: &mut AgentServiceClient<Channel>,
+    vol: &Path,
+    bytes: u64,
+    repo: &Repository,
+    s3: &ferry_testenv::S3Info,
+    prefix: &str,
+) {
+    let summary = backup(client, "tls-insecure", "selfsigned", vol)
         .await
         .expect("backup with verifyTls: false");
     assert_eq!(summary.files_new, 2);
@@ -177,7 +215,4 @@ async fn a_self_signed_s3_endpoint_needs_verify_tls_false_in_the_profile() {
         listed.key_count().unwrap_or_default() > 1,
         "the repository's objects are in MinIO"
     );
-
-    shutdown.cancel();
-    server.await.expect("join").expect("clean shutdown");
 }

@@ -462,35 +462,16 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     let issued = issue(import_key.public_key.clone(), 3600)
         .await
         .expect("issue");
-    assert_eq!(issued.recipient_fingerprint, import_key.fingerprint);
-    assert_eq!(issued.repository_id, export.repository_id);
-    assert!(
-        issued
-            .token
-            .starts_with("-----BEGIN FERRY MIGRATION TOKEN-----")
-    );
-    no_secret_in(
-        &issued.token,
-        &[
-            repo_key.as_slice(),
-            src.s3.secret_key.as_bytes(),
-            src.s3.access_key.as_bytes(),
-        ],
+    a_token_names_its_recipient_and_holds_no_secret(
+        &src,
+        &issued,
+        &import_key,
+        &export.repository_id,
+        &repo_key,
     );
 
     // Tokens the source refuses to issue.
-    let bad_recipient = issue("ferry-import-key-v1:nope".into(), 3600)
-        .await
-        .expect_err("bad recipient");
-    expect_error(
-        &bad_recipient,
-        Code::InvalidArgument,
-        ErrorCode::InvalidArgument,
-    );
-    let bad_ttl = issue(import_key.public_key.clone(), 0)
-        .await
-        .expect_err("ttl 0");
-    expect_error(&bad_ttl, Code::InvalidArgument, ErrorCode::InvalidArgument);
+    bad_recipients_and_lifetimes_get_no_token(&src, &restore_point, &app, &import_key).await;
     unknown_restore_point_or_profile(&src, &app, &import_key.public_key).await;
 
     only_a_bound_profile_gets_tokens(&src, &app, &import_key.public_key).await;
@@ -524,22 +505,104 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     a_repository_holding_others_gets_no_token(&src, &app, &other_app, &import_key.public_key).await;
 
     writable_or_located_imports_store_nothing(&dst, &issued.token).await;
+    an_unpinned_import_stores_nothing(&dst, &issued.token).await;
+    the_good_token_makes_a_read_only_import_profile(
+        (&src, &dst),
+        &issued,
+        &export.repository_id,
+        (&app, &restore_point),
+        &repo_key,
+    )
+    .await;
 
-    // A token is pinned to its signer unless the request skips that by name.
-    let mut unpinned = import_request("unpinned", &issued.token, "reader");
+    a_token_opens_only_what_it_names(&dst, &app, (&restore_point, &later), (&other_app, &others))
+        .await;
+    a_token_makes_one_profile(&dst, &issued).await;
+    the_import_lists_never_writes_and_its_key_goes_with_it(&dst, &app, &restore_point).await;
+    // Its profile gone, the token still makes no other.
+    a_token_makes_one_profile(&dst, &issued).await;
+}
+
+/// The token `issued` for `import_key` names that key and the source's repository, is
+/// armored, and holds neither the repository's key nor the S3 credentials.
+fn a_token_names_its_recipient_and_holds_no_secret(
+    src: &Harness,
+    issued: &IssueMigrationTokenResponse,
+    import_key: &ImportKey,
+    repository_id: &str,
+    repo_key: &[u8],
+) {
+    assert_eq!(issued.recipient_fingerprint, import_key.fingerprint);
+    assert_eq!(issued.repository_id, repository_id);
+    assert!(
+        issued
+            .token
+            .starts_with("-----BEGIN FERRY MIGRATION TOKEN-----")
+    );
+    no_secret_in(
+        &issued.token,
+        &[
+            repo_key,
+            src.s3.secret_key.as_bytes(),
+            src.s3.access_key.as_bytes(),
+        ],
+    );
+}
+
+/// The source refuses a recipient that is not an import key, and a lifetime of 0.
+async fn bad_recipients_and_lifetimes_get_no_token(
+    src: &Harness,
+    restore_point: &str,
+    app: &str,
+    import_key: &ImportKey,
+) {
+    let bad_recipient = issue_token(
+        src,
+        restore_point,
+        app,
+        "ferry-import-key-v1:nope".into(),
+        3600,
+    )
+    .await
+    .expect_err("bad recipient");
+    expect_error(
+        &bad_recipient,
+        Code::InvalidArgument,
+        ErrorCode::InvalidArgument,
+    );
+    let bad_ttl = issue_token(src, restore_point, app, import_key.public_key.clone(), 0)
+        .await
+        .expect_err("ttl 0");
+    expect_error(&bad_ttl, Code::InvalidArgument, ErrorCode::InvalidArgument);
+}
+
+/// A token is pinned to its signer unless the request skips that by name: an import
+/// that does neither is refused, naming both ways, and stores nothing.
+async fn an_unpinned_import_stores_nothing(dst: &Harness, token: &str) {
+    let mut unpinned = import_request("unpinned", token, "reader");
     unpinned.unsafe_skip_signer_verification = false;
-    let err = import(&dst, unpinned).await.expect_err("no pinned signer");
+    let err = import(dst, unpinned).await.expect_err("no pinned signer");
     let d = expect_error(&err, Code::InvalidArgument, ErrorCode::InvalidArgument);
     assert!(
         d.message.contains("expected_signer") && d.message.contains("unsafe_skip"),
         "{}",
         d.message
     );
-    nothing_stored(&dst, "unpinned").await;
+    nothing_stored(dst, "unpinned").await;
+}
 
-    // The good token with the read-only user, pinned to its signer.
+/// The good token with the read-only user, pinned to its signer, makes import profile
+/// "imported" for the source's repository, with the repository's key in a Secret Ferry
+/// manages, and says what the token named (`restore_point` of `app`).
+async fn the_good_token_makes_a_read_only_import_profile(
+    (src, dst): (&Harness, &Harness),
+    issued: &IssueMigrationTokenResponse,
+    repository_id: &str,
+    (app, restore_point): (&str, &str),
+    repo_key: &[u8],
+) {
     let created = import(
-        &dst,
+        dst,
         pinned(
             import_request("imported", &issued.token, "reader"),
             &issued.signer_fingerprint,
@@ -552,7 +615,7 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     assert_eq!(profile.backend, StorageBackend::S3 as i32);
     assert_eq!(profile.bucket, src.s3.bucket);
     assert_eq!(profile.prefix, src.prefix);
-    assert_eq!(profile.repository_id, export.repository_id);
+    assert_eq!(profile.repository_id, repository_id);
     assert_eq!(profile.token_signer_fingerprint, issued.signer_fingerprint);
     assert!(created.warnings.is_empty(), "{:?}", created.warnings);
     let info = created.migration_token.expect("what the token said");
@@ -562,8 +625,8 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
     assert_eq!(info.signer_fingerprint, issued.signer_fingerprint);
     let key_secret = profile.encryption_key_secret.clone().expect("key Secret");
     assert_eq!(key_secret.name, "imported-key");
-    assert_eq!(secret_key(&dst, "imported-key").await, repo_key);
-    let labels = get_secret(&dst, "imported-key")
+    assert_eq!(secret_key(dst, "imported-key").await, repo_key);
+    let labels = get_secret(dst, "imported-key")
         .await
         .and_then(|s| s.metadata.labels)
         .unwrap_or_default();
@@ -573,13 +636,6 @@ async fn a_token_makes_a_read_only_import_profile_and_bad_tokens_store_nothing()
             .map(String::as_str),
         Some("ferry")
     );
-
-    a_token_opens_only_what_it_names(&dst, &app, (&restore_point, &later), (&other_app, &others))
-        .await;
-    a_token_makes_one_profile(&dst, &issued).await;
-    the_import_lists_never_writes_and_its_key_goes_with_it(&dst, &app, &restore_point).await;
-    // Its profile gone, the token still makes no other.
-    a_token_makes_one_profile(&dst, &issued).await;
 }
 
 /// Hole 5: profile "imported" was made from a token naming `named` of `app`; the

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use common::*;
 use ferry_kube::RestorePointManifest;
 use ferry_proto::v1::{
     ErrorCode, JobEvent, JobKind, JobReport, JobState, ObjectAction, RepositoryRef, StepState,
-    VolumeResult, job_event,
+    VolumeOutcome, VolumeResult, job_event,
 };
 use ferry_repo::{Id, Repository};
 use ferry_transfer::{Handover, TokenRequest, TransferError};
@@ -124,7 +125,31 @@ async fn export_then_restore_into_a_renamed_namespace() {
     let (ns, mut files) = bench.with_application("exp", 4 << 20).await;
     let total: u64 = files.values().map(|c| c.len() as u64).sum();
 
-    let mut req = bench.export_request(&ns);
+    let (id, report) = export_with_tags_and_a_recipient(&bench, &ns).await;
+    let rp = report.restore_point_id.clone();
+    let vol = &report.volumes[0];
+    report_names_volume_restore_point_and_token(&bench, &recorder, &ns, &report, total);
+    restore_point_holds_tags_objects_and_snapshot(&bench, &ns, &id, &rp, vol, total).await;
+    restore_onto_b_under_another_name_stopped(&bench, &ns, &rp, vol, &files).await;
+
+    // About 1% of the bytes change; the next export uploads about that much.
+    bench.change_one_percent(&ns, &mut files);
+    let id2 = bench.start_export(bench.export_request(&ns)).await;
+    let (_, report2) = bench.watch(&id2).await;
+    assert_succeeded(&report2);
+    let vol2 = &report2.volumes[0];
+    assert_uploaded_about_one_percent("second export", vol2, total);
+    assert_ne!(vol2.snapshot_id, vol.snapshot_id);
+    // Without a recipient key there is no token, and no one was asked for one.
+    assert!(report2.migration_token.is_empty());
+    assert_eq!(recorder.asked.lock().len(), 1);
+    assert_eq!(bench.restore_points(&ns).await.len(), 2);
+}
+
+/// Exports `ns` with a team tag, a `job` tag the job's own must override, and a
+/// recipient key; checks it ran every export step and no apply. The job's id and report.
+async fn export_with_tags_and_a_recipient(bench: &Bench, ns: &str) -> (String, JobReport) {
+    let mut req = bench.export_request(ns);
     req.tags = HashMap::from([
         ("team".to_owned(), "shop".to_owned()),
         // The job's own tags win over a request's.
@@ -150,8 +175,18 @@ async fn export_then_restore_into_a_renamed_namespace() {
         ],
     );
     assert!(!steps.contains_key("apply"), "{steps:?}");
+    (id, report)
+}
 
-    // The report: the volume, its bytes, the restore point and the token.
+/// The report: the volume, its bytes, the restore point and the token, which the
+/// issuer was asked for exactly once with the recipient's key.
+fn report_names_volume_restore_point_and_token(
+    bench: &Bench,
+    recorder: &Recorder,
+    ns: &str,
+    report: &JobReport,
+    total: u64,
+) {
     let rp = report.restore_point_id.clone();
     assert!(!rp.is_empty());
     assert_eq!(report.volumes.len(), 1, "{report:#?}");
@@ -169,17 +204,27 @@ async fn export_then_restore_into_a_renamed_namespace() {
                 profile: PROFILE.into(),
                 repository_id: bench.repository.config().id.to_string(),
             },
-            namespace: ns.clone(),
+            namespace: ns.to_owned(),
             restore_point_id: rp.clone(),
             recipient_key: "ferry-import-key:b:0123".into(),
         }]
     );
+}
 
-    // The restore point: tags, objects and the volume's snapshot.
-    assert_eq!(bench.restore_points(&ns).await, vec![rp.clone()]);
-    let point = manifest(&bench, &ns, &rp).await;
+/// The restore point: tags, objects and the volume's snapshot; and the export wrote
+/// nothing to a cluster.
+async fn restore_point_holds_tags_objects_and_snapshot(
+    bench: &Bench,
+    ns: &str,
+    id: &str,
+    rp: &str,
+    vol: &VolumeOutcome,
+    total: u64,
+) {
+    assert_eq!(bench.restore_points(ns).await, vec![rp.to_owned()]);
+    let point = manifest(bench, ns, rp).await;
     assert_eq!(point.tags.get("team").map(String::as_str), Some("shop"));
-    assert_eq!(point.tags.get("job"), Some(&id));
+    assert_eq!(point.tags.get("job").map(String::as_str), Some(id));
     assert_eq!(
         point.tags.get("source-cluster").map(String::as_str),
         Some("a")
@@ -213,13 +258,22 @@ async fn export_then_restore_into_a_renamed_namespace() {
     assert_eq!(point.volumes[0].snapshot_id, vol.snapshot_id);
     assert_eq!(point.volumes[0].bytes, total);
     // An export writes nothing to a cluster.
-    assert!(!namespace_exists(&bench.b, &ns).await);
+    assert!(!namespace_exists(&bench.b, ns).await);
+}
 
-    // A restore of it onto cluster b, into another namespace, workloads stopped.
+/// A restore of `rp` onto cluster b, into `{ns}-r`, workloads stopped: every restore
+/// step but the start ran, and the objects and the data arrived under the new name only.
+async fn restore_onto_b_under_another_name_stopped(
+    bench: &Bench,
+    ns: &str,
+    rp: &str,
+    vol: &VolumeOutcome,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) {
     let target = format!("{ns}-r");
-    let mut req = bench.restore_request(&rp);
+    let mut req = bench.restore_request(rp);
     let apply = req.apply.as_mut().unwrap();
-    apply.namespace_mapping = HashMap::from([(ns.clone(), target.clone())]);
+    apply.namespace_mapping = HashMap::from([(ns.to_owned(), target.clone())]);
     apply.start_applications = false;
     let rid = bench.start_restore(req).await;
     let (events, restored) = bench.watch(&rid).await;
@@ -255,10 +309,7 @@ async fn export_then_restore_into_a_renamed_namespace() {
     assert!(created >= 6, "{:#?}", restored.objects);
 
     let b = &bench.b;
-    assert!(
-        !namespace_exists(b, &ns).await,
-        "nothing under the old name"
-    );
+    assert!(!namespace_exists(b, ns).await, "nothing under the old name");
     let cm = Api::<ConfigMap>::namespaced(b.clone(), &target)
         .get("settings")
         .await
@@ -274,7 +325,7 @@ async fn export_then_restore_into_a_renamed_namespace() {
         "secret content"
     );
     wait_bound(b, &target, "data-db-0").await;
-    bench.assert_restored(&files, &target, "data-db-0").await;
+    bench.assert_restored(files, &target, "data-db-0").await;
     assert!(!bench.root.path().join(SERVICE_VOLUME_ROOT).exists());
     let web = deployment(b, &target, "web").await;
     assert_eq!(web.spec.unwrap().replicas, Some(0), "stopped");
@@ -283,19 +334,6 @@ async fn export_then_restore_into_a_renamed_namespace() {
         .await
         .unwrap();
     assert_eq!(db.spec.unwrap().replicas, Some(0), "stopped");
-
-    // About 1% of the bytes change; the next export uploads about that much.
-    bench.change_one_percent(&ns, &mut files);
-    let id2 = bench.start_export(bench.export_request(&ns)).await;
-    let (_, report2) = bench.watch(&id2).await;
-    assert_succeeded(&report2);
-    let vol2 = &report2.volumes[0];
-    assert_uploaded_about_one_percent("second export", vol2, total);
-    assert_ne!(vol2.snapshot_id, vol.snapshot_id);
-    // Without a recipient key there is no token, and no one was asked for one.
-    assert!(report2.migration_token.is_empty());
-    assert_eq!(recorder.asked.lock().len(), 1);
-    assert_eq!(bench.restore_points(&ns).await.len(), 2);
 }
 
 /// A profile named `name` whose S3 endpoint nobody listens on.

@@ -6,13 +6,14 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use common::*;
 use ferry_proto::v1::{
-    ActivateRequest, ApplicationSelector, CancelJobRequest, ClusterRef, ErrorCode, JobRef,
-    JobReport, JobState, ListJobsRequest, ObjectAction, StepState, VolumeResult, cluster_ref,
-    job_event,
+    ActivateRequest, ApplicationSelector, CancelJobRequest, ClusterRef, ErrorCode, JobEvent,
+    JobRef, JobReport, JobState, ListJobsRequest, ObjectAction, StepState, VolumeResult,
+    cluster_ref, job_event,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
@@ -50,123 +51,12 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
     let (events, report) = bench.watch(&id).await;
     assert_succeeded(&report);
 
-    // The stream: a snapshot first, steps and progress, the report last.
-    assert!(matches!(
-        events.first().and_then(|e| e.event.as_ref()),
-        Some(job_event::Event::Snapshot(_))
-    ));
-    let finished_steps: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Some(job_event::Event::Step(s)) if s.state == StepState::Succeeded as i32 => {
-                Some(s.name.clone())
-            }
-            _ => None,
-        })
-        .collect();
-    for step in [
-        "capture",
-        "preflight",
-        "backup-volumes",
-        "commit-restore-point",
-        "restore-volumes",
-        "apply",
-        "start-applications",
-    ] {
-        assert!(
-            finished_steps.iter().any(|s| s == step),
-            "{step} not in {finished_steps:?}"
-        );
-    }
-    let backup_progress = events.iter().any(|e| {
-        matches!(&e.event, Some(job_event::Event::Progress(p))
-            if p.step == "backup-volumes" && p.bytes_read > 0 && p.bytes_total > 0)
-    });
-    assert!(backup_progress, "no backup progress: {events:#?}");
-    assert!(events.iter().any(|e| matches!(&e.event,
-        Some(job_event::Event::Progress(p)) if p.step == "apply" && p.objects_total > 0)));
-
-    // The report: every volume and object.
-    assert_eq!(report.volumes.len(), 1, "{report:#?}");
-    let vol = &report.volumes[0];
+    stream_has_a_snapshot_every_step_and_progress(&events);
     let total: u64 = files.values().map(|c| c.len() as u64).sum();
-    assert_eq!(vol.pvc_name, "data-db-0");
-    assert_eq!(vol.result, VolumeResult::Succeeded as i32);
-    assert_eq!(vol.bytes_total, total);
-    assert!(vol.bytes_uploaded > total / 2, "{vol:#?}");
-    assert!(!vol.snapshot_id.is_empty());
-    assert_eq!(vol.destination_volume, format!("ferry-{ns}-data-db-0"));
-    for (kind, name) in [
-        ("ConfigMap", "settings"),
-        ("Secret", "db-password"),
-        ("Service", "db"),
-        ("Deployment", "web"),
-        ("StatefulSet", "db"),
-        ("PersistentVolumeClaim", "data-db-0"),
-    ] {
-        assert_eq!(
-            action_of(&report, kind, name),
-            ObjectAction::Created as i32,
-            "{kind} {name}"
-        );
-    }
-    assert_eq!(
-        action_of(&report, "ServiceAccount", "default"),
-        ObjectAction::Excluded as i32
-    );
-    assert_eq!(
-        bench.restore_points(&ns).await,
-        vec![report.restore_point_id.clone()]
-    );
-
-    // The destination: objects, the claim bound to its new volume, the data.
-    let b = &bench.b;
-    let cm = Api::<ConfigMap>::namespaced(b.clone(), &ns)
-        .get("settings")
-        .await
-        .unwrap();
-    assert_eq!(cm.data.unwrap()["greeting"], "hello");
-    let sa = Api::<Secret>::namespaced(bench.a.clone(), &ns)
-        .get("db-password")
-        .await
-        .unwrap();
-    let sb = Api::<Secret>::namespaced(b.clone(), &ns)
-        .get("db-password")
-        .await
-        .unwrap();
-    assert_eq!(sa.data, sb.data);
-    Api::<Service>::namespaced(b.clone(), &ns)
-        .get("db")
-        .await
-        .unwrap();
-    let web = deployment(b, &ns, "web").await;
-    assert_eq!(web.spec.unwrap().replicas, Some(2), "started");
-    let db = Api::<StatefulSet>::namespaced(b.clone(), &ns)
-        .get("db")
-        .await
-        .unwrap();
-    assert_eq!(db.spec.unwrap().replicas, Some(1), "started");
-    wait_bound(b, &ns, "data-db-0").await;
-    // Under the destination agent's volume root, not the service's own.
-    let dst = bench.assert_restored(&files, &ns, "data-db-0").await;
-    assert!(!bench.root.path().join(SERVICE_VOLUME_ROOT).exists());
-
-    // GetJob and ListJobs agree with the stream.
-    let got = bench.get_job(&id).await;
-    assert_eq!(got.job.unwrap().state, JobState::Succeeded as i32);
-    assert_eq!(
-        got.report.unwrap().restore_point_id,
-        report.restore_point_id
-    );
-    let listed = bench
-        .service
-        .client
-        .clone()
-        .list_jobs(ListJobsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(listed.jobs.iter().any(|j| j.id == id));
+    report_lists_every_volume_and_object(&bench, &ns, &report, total).await;
+    let vol = &report.volumes[0];
+    let dst = destination_has_the_objects_started_and_the_data(&bench, &ns, &files).await;
+    get_and_list_jobs_agree_with_the_stream(&bench, &id, &report).await;
 
     // About 1% of the bytes change.
     bench.change_one_percent(&ns, &mut files);
@@ -201,6 +91,142 @@ async fn migration_moves_objects_and_data_and_a_rerun_moves_only_the_change() {
         .unwrap();
     assert_eq!(cm_outcome.action, ObjectAction::Updated as i32);
     assert!(cm_outcome.reason.contains("unchanged"), "{cm_outcome:?}");
+}
+
+/// The stream: a snapshot first, steps and progress, the report last.
+fn stream_has_a_snapshot_every_step_and_progress(events: &[JobEvent]) {
+    assert!(matches!(
+        events.first().and_then(|e| e.event.as_ref()),
+        Some(job_event::Event::Snapshot(_))
+    ));
+    let finished_steps: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(job_event::Event::Step(s)) if s.state == StepState::Succeeded as i32 => {
+                Some(s.name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    for step in [
+        "capture",
+        "preflight",
+        "backup-volumes",
+        "commit-restore-point",
+        "restore-volumes",
+        "apply",
+        "start-applications",
+    ] {
+        assert!(
+            finished_steps.iter().any(|s| s == step),
+            "{step} not in {finished_steps:?}"
+        );
+    }
+    let backup_progress = events.iter().any(|e| {
+        matches!(&e.event, Some(job_event::Event::Progress(p))
+            if p.step == "backup-volumes" && p.bytes_read > 0 && p.bytes_total > 0)
+    });
+    assert!(backup_progress, "no backup progress: {events:#?}");
+    assert!(events.iter().any(|e| matches!(&e.event,
+        Some(job_event::Event::Progress(p)) if p.step == "apply" && p.objects_total > 0)));
+}
+
+/// The report: every volume and object, and the one restore point it names.
+async fn report_lists_every_volume_and_object(
+    bench: &Bench,
+    ns: &str,
+    report: &JobReport,
+    total: u64,
+) {
+    assert_eq!(report.volumes.len(), 1, "{report:#?}");
+    let vol = &report.volumes[0];
+    assert_eq!(vol.pvc_name, "data-db-0");
+    assert_eq!(vol.result, VolumeResult::Succeeded as i32);
+    assert_eq!(vol.bytes_total, total);
+    assert!(vol.bytes_uploaded > total / 2, "{vol:#?}");
+    assert!(!vol.snapshot_id.is_empty());
+    assert_eq!(vol.destination_volume, format!("ferry-{ns}-data-db-0"));
+    for (kind, name) in [
+        ("ConfigMap", "settings"),
+        ("Secret", "db-password"),
+        ("Service", "db"),
+        ("Deployment", "web"),
+        ("StatefulSet", "db"),
+        ("PersistentVolumeClaim", "data-db-0"),
+    ] {
+        assert_eq!(
+            action_of(report, kind, name),
+            ObjectAction::Created as i32,
+            "{kind} {name}"
+        );
+    }
+    assert_eq!(
+        action_of(report, "ServiceAccount", "default"),
+        ObjectAction::Excluded as i32
+    );
+    assert_eq!(
+        bench.restore_points(ns).await,
+        vec![report.restore_point_id.clone()]
+    );
+}
+
+/// The destination: objects, workloads started, the claim bound to its new volume, the
+/// data. The volume's directory on the destination, for the rerun to compare.
+async fn destination_has_the_objects_started_and_the_data(
+    bench: &Bench,
+    ns: &str,
+    files: &BTreeMap<PathBuf, Vec<u8>>,
+) -> PathBuf {
+    let b = &bench.b;
+    let cm = Api::<ConfigMap>::namespaced(b.clone(), ns)
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data.unwrap()["greeting"], "hello");
+    let sa = Api::<Secret>::namespaced(bench.a.clone(), ns)
+        .get("db-password")
+        .await
+        .unwrap();
+    let sb = Api::<Secret>::namespaced(b.clone(), ns)
+        .get("db-password")
+        .await
+        .unwrap();
+    assert_eq!(sa.data, sb.data);
+    Api::<Service>::namespaced(b.clone(), ns)
+        .get("db")
+        .await
+        .unwrap();
+    let web = deployment(b, ns, "web").await;
+    assert_eq!(web.spec.unwrap().replicas, Some(2), "started");
+    let db = Api::<StatefulSet>::namespaced(b.clone(), ns)
+        .get("db")
+        .await
+        .unwrap();
+    assert_eq!(db.spec.unwrap().replicas, Some(1), "started");
+    wait_bound(b, ns, "data-db-0").await;
+    // Under the destination agent's volume root, not the service's own.
+    let dst = bench.assert_restored(files, ns, "data-db-0").await;
+    assert!(!bench.root.path().join(SERVICE_VOLUME_ROOT).exists());
+    dst
+}
+
+/// GetJob and ListJobs agree with the stream.
+async fn get_and_list_jobs_agree_with_the_stream(bench: &Bench, id: &str, report: &JobReport) {
+    let got = bench.get_job(id).await;
+    assert_eq!(got.job.unwrap().state, JobState::Succeeded as i32);
+    assert_eq!(
+        got.report.unwrap().restore_point_id,
+        report.restore_point_id
+    );
+    let listed = bench
+        .service
+        .client
+        .clone()
+        .list_jobs(ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.iter().any(|j| j.id == id));
 }
 
 /// Into another namespace with the storage class mapped, workloads left stopped until

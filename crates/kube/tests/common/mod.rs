@@ -282,7 +282,37 @@ pub async fn rich_application(a: &Client, n: &Names) {
     namespace(a, ns, json!({"team": "blue"})).await;
     node(a, &format!("node-{}", n.tag), &n.zone).await;
 
-    // Configuration.
+    rich_configuration(a, n).await;
+    rich_storage(a, n).await;
+    rich_services(a, n).await;
+    rich_workloads(a, n).await;
+    rich_rest(a, n).await;
+
+    // Last: without a quota controller here, a fresh quota's usage stays unknown and
+    // quota admission would refuse what it constrains. It constrains only pods.
+    create(a, json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "quota", "namespace": ns},
+        "spec": {"hard": {"pods": "50"}}})).await;
+
+    // The token controller fills the token Secret; the root-CA publisher adds its map.
+    eventually(
+        "the service-account token and kube-root-ca.crt",
+        Duration::from_secs(30),
+        || async {
+            let token = get(a, "v1", "Secret", Some(ns), "app-sa-token").await;
+            let filled = token.is_some_and(|t| t["data"]["token"].is_string());
+            filled
+                && get(a, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt")
+                    .await
+                    .is_some()
+        },
+    )
+    .await;
+}
+
+/// ConfigMaps, Secrets of every type, a ServiceAccount with its token Secret, RBAC and
+/// a LimitRange in `n.ns`.
+async fn rich_configuration(a: &Client, n: &Names) {
+    let ns = n.ns.as_str();
     create(a, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": ns, "labels": {"app": "web"}},
                      "data": {"greeting": "hello", "db": "db.svc"}})).await;
     create(a, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-secret", "namespace": ns},
@@ -308,8 +338,11 @@ pub async fn rich_application(a: &Client, n: &Names) {
                      "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]})).await;
     create(a, json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "defaults", "namespace": ns},
                      "spec": {"limits": [{"type": "Container", "default": {"memory": "256Mi"}, "defaultRequest": {"memory": "64Mi"}}]}})).await;
+}
 
-    // Storage: the StatefulSet's claim and a standalone one, bound to PVs in the zone.
+/// The StatefulSet's claim and a standalone one, bound to PVs in `n.zone`.
+async fn rich_storage(a: &Client, n: &Names) {
+    let ns = n.ns.as_str();
     for claim in ["data-db-0", "uploads"] {
         let pv = format!("{}-{claim}", n.tag);
         bound_pv(a, &pv, &n.class, &n.zone, ns, claim).await;
@@ -318,8 +351,11 @@ pub async fn rich_application(a: &Client, n: &Names) {
                                   "resources": {"requests": {"storage": "1Gi"}}}})).await;
         wait_bound(a, ns, claim).await;
     }
+}
 
-    // Services of every type.
+/// Services of every type, Endpoints and an Event.
+async fn rich_services(a: &Client, n: &Names) {
+    let ns = n.ns.as_str();
     create(a, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
                      "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})).await;
     create(a, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": ns},
@@ -338,8 +374,11 @@ pub async fn rich_application(a: &Client, n: &Names) {
                      "reason": "Test", "message": "something happened", "type": "Normal"}),
     )
     .await;
+}
 
-    // Workloads, with the objects their controllers would have made.
+/// Workloads, with the objects their controllers would have made.
+async fn rich_workloads(a: &Client, n: &Names) {
+    let ns = n.ns.as_str();
     let deploy = create(a, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns, "labels": {"app": "web"}},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec(json!({"priorityClassName": n.priority_class, "serviceAccountName": "app-sa"}))}}})).await;
@@ -362,8 +401,12 @@ pub async fn rich_application(a: &Client, n: &Names) {
     create(a, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "nightly-28000000", "namespace": ns,
         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "nightly", "uid": cron.metadata.uid, "controller": true}]},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "job", "image": "example.com/job:1"}]}}}})).await;
+}
 
-    // The rest.
+/// The rest: Ingress, NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler and
+/// a custom resource.
+async fn rich_rest(a: &Client, n: &Names) {
+    let ns = n.ns.as_str();
     create(a, json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web", "namespace": ns,
         "annotations": {"nginx.ingress.kubernetes.io/upstream-vhost": format!("web.{ns}.svc.cluster.local"), "note": "keep web.other.svc"}},
         "spec": {"ingressClassName": n.ingress_class, "rules": [{"host": "shop.example.com", "http": {"paths": [
@@ -377,26 +420,6 @@ pub async fn rich_application(a: &Client, n: &Names) {
                  "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}})).await;
     create(a, json!({"apiVersion": format!("{}/v1", n.crd_group), "kind": "Widget", "metadata": {"name": "w1", "namespace": ns},
         "spec": {"size": 3, "color": "blue"}})).await;
-
-    // Last: without a quota controller here, a fresh quota's usage stays unknown and
-    // quota admission would refuse what it constrains. It constrains only pods.
-    create(a, json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "quota", "namespace": ns},
-        "spec": {"hard": {"pods": "50"}}})).await;
-
-    // The token controller fills the token Secret; the root-CA publisher adds its map.
-    eventually(
-        "the service-account token and kube-root-ca.crt",
-        Duration::from_secs(30),
-        || async {
-            let token = get(a, "v1", "Secret", Some(ns), "app-sa-token").await;
-            let filled = token.is_some_and(|t| t["data"]["token"].is_string());
-            filled
-                && get(a, "v1", "ConfigMap", Some(ns), "kube-root-ca.crt")
-                    .await
-                    .is_some()
-        },
-    )
-    .await;
 }
 
 pub use ferry_testenv::eventually;
