@@ -16,32 +16,21 @@ mod common;
 use std::path::Path;
 
 use common::control::{
-    RECORDS_PROGRAM, assert_same_claim_data, eventually, kubectl, migrate_to_b,
+    RECORDS_PROGRAM, assert_same_claim_data, compact_cronjob, eventually, kubectl, migrate_to_b,
     records_application, serve_and_pair_in, wait_ready,
 };
 
 /// The kinds an application usually has beside its StatefulSet, each of a group whose
 /// preferred version may move between minors.
 fn companions(ns: &str, image: &str) -> String {
+    let cronjob = compact_cronjob(ns, image);
     format!(
         r#"---
 apiVersion: v1
 kind: Service
 metadata: {{name: db, namespace: {ns}}}
 spec: {{selector: {{app: db}}, ports: [{{port: 5432}}]}}
----
-apiVersion: batch/v1
-kind: CronJob
-metadata: {{name: compact, namespace: {ns}}}
-spec:
-  schedule: "0 3 * * *"
-  jobTemplate:
-    spec:
-      template:
-        spec:
-          restartPolicy: Never
-          containers: [{{name: compact, image: {image}, imagePullPolicy: IfNotPresent, command: ["true"]}}]
----
+{cronjob}---
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {{name: db, namespace: {ns}}}

@@ -16,27 +16,12 @@ mod common;
 use std::path::Path;
 
 use common::control::{
-    RECORDS_PROGRAM, assert_same_claim_data, delete_on_both, eventually, jsonpath, kubectl,
-    migrate_to_b, records_application, serve_and_pair_on_nodes, wait_ready,
+    RECORDS_PROGRAM, assert_same_claim_data, compact_cronjob, delete_on_both, eventually, jsonpath,
+    kubectl, migrate_to_b, records_application, serve_and_pair_on_nodes, wait_ready,
 };
 
 fn application(kubeconfig: &Path, ns: &str, image: &str) {
-    let cronjob = format!(
-        r#"---
-apiVersion: batch/v1
-kind: CronJob
-metadata: {{name: compact, namespace: {ns}}}
-spec:
-  schedule: "0 3 * * *"
-  suspend: false
-  jobTemplate:
-    spec:
-      template:
-        spec:
-          restartPolicy: Never
-          containers: [{{name: compact, image: {image}, imagePullPolicy: IfNotPresent, command: ["true"]}}]
-"#
-    );
+    let cronjob = compact_cronjob(ns, image);
     let yaml = records_application(ns, image, RECORDS_PROGRAM, &[("data", None)], &cronjob);
     kubectl(kubeconfig, "a", &["apply", "-f", "-"], Some(&yaml));
 }

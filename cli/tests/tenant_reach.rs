@@ -639,6 +639,33 @@ async fn a_namespace_user_gets_no_key_that_opens_other_namespaces() {
     );
     assert!(answer.contains("Unauthenticated"), "{answer}");
 
+    // The other ways to a token or a bound export profile (`ferry migration-token`,
+    // `ferry profile create -n`): refused to her, and to nobody's token unanswered.
+    let addr = endpoint_a.trim_start_matches("http://");
+    let token_request =
+        format!(r#"{{"profile":"main","namespace":"{mine}","recipient_key":"{recipient}"}}"#);
+    let bound_profile = format!(
+        r#"{{"name":"hers","kind":"PROFILE_KIND_EXPORT","backend":"STORAGE_BACKEND_LOCAL","bucket":"/tmp","namespace":"{mine}"}}"#
+    );
+    for (method, data) in [
+        (
+            "ferry.v1.CatalogService/IssueMigrationToken",
+            &token_request,
+        ),
+        ("ferry.v1.CatalogService/CreateProfile", &bound_profile),
+    ] {
+        let anonymous = grpcurl(addr, None, method, data);
+        assert!(
+            anonymous.contains("Unauthenticated"),
+            "{method}: {anonymous}"
+        );
+        let hers = grpcurl(addr, Some(&alice_token(env, "a")), method, data);
+        assert!(
+            hers.contains("PermissionDenied") && hers.contains("not an administrator"),
+            "{method}: {hers}"
+        );
+    }
+
     // Without a recipient her export runs: the refusal is about the key, not the export.
     let report = finished(
         &alice,

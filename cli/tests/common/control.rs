@@ -898,6 +898,27 @@ data:
     )
 }
 
+/// A CronJob `compact` of `ns`, not suspended, running `true` in `image` nightly: a
+/// YAML document to append to an application's.
+pub fn compact_cronjob(ns: &str, image: &str) -> String {
+    format!(
+        r#"---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: compact, namespace: {ns}}}
+spec:
+  schedule: "0 3 * * *"
+  suspend: false
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{{name: compact, image: {image}, imagePullPolicy: IfNotPresent, command: ["true"]}}]
+"#
+    )
+}
+
 /// Asserts that claim `pvc` of `ns` holds the same tree on a and on b (hostPath or local
 /// volumes, read on this machine).
 pub fn assert_same_claim_data(kubeconfig: &Path, ns: &str, pvc: &str) {

@@ -64,12 +64,13 @@ impl PendingKey {
 }
 
 /// A token's key opens the profile's whole repository: the profile must be bound to
-/// the token's namespace and its repository hold that namespace alone.
+/// the token's namespace and its repository hold that namespace alone. Returns its
+/// restore points (namespace, id).
 async fn holds_the_token_namespace_alone(
     record: &crate::db::ProfileRecord,
     repo: &ferry_repo::Repository,
     namespace: &str,
-) -> Result<(), CatalogError> {
+) -> Result<Vec<(String, Id)>, CatalogError> {
     let refused = |why: String| CatalogError::TokenNeedsBoundProfile {
         profile: record.name.clone(),
         namespace: namespace.to_owned(),
@@ -84,9 +85,12 @@ async fn holds_the_token_namespace_alone(
     }
     // Bound when created; checked again, as anything that writes the bucket could have
     // put another namespace there since.
-    crate::service::holds_only(record, repo)
-        .await
-        .map_err(|_| refused("holds restore points of other namespaces too".to_owned()))
+    match crate::service::holds_only(record, repo).await {
+        Err(CatalogError::BoundRepositoryHoldsOthers { .. }) => Err(refused(
+            "holds restore points of other namespaces too".to_owned(),
+        )),
+        other => other,
+    }
 }
 
 /// Nanoseconds since 1970, saturating.
@@ -246,19 +250,15 @@ impl CatalogService {
                 ),
             ));
         }
-        holds_the_token_namespace_alone(&record, &repo, &req.namespace).await?;
-        if let Some(id) = &restore_point {
-            let listed = repo
-                .restore_point_ids(Some(&req.namespace))
-                .await
-                .map_err(|e| profile::repo_error(&record, "listing restore points in", e))?;
-            if !listed.iter().any(|(_, found)| found == id) {
-                return Err(CatalogError::RestorePointNotFound {
-                    id: req.restore_point_id.clone(),
-                    profile: record.name.clone(),
-                    location: profile::location(&record),
-                });
-            }
+        let listed = holds_the_token_namespace_alone(&record, &repo, &req.namespace).await?;
+        if let Some(id) = &restore_point
+            && !listed.iter().any(|(_, found)| found == id)
+        {
+            return Err(CatalogError::RestorePointNotFound {
+                id: req.restore_point_id.clone(),
+                profile: record.name.clone(),
+                location: profile::location(&record),
+            });
         }
 
         let signer = self.inner.keys.signing_key().await?;

@@ -428,11 +428,11 @@ impl CatalogService {
 }
 
 /// Fails unless the repository of `record`, an export profile bound to a namespace,
-/// holds restore points of that namespace only.
+/// holds restore points of that namespace only; else returns them (namespace, id).
 pub(crate) async fn holds_only(
     record: &ProfileRecord,
     repo: &Repository,
-) -> Result<(), CatalogError> {
+) -> Result<Vec<(String, ferry_repo::Id)>, CatalogError> {
     let listed = repo
         .restore_point_ids(None)
         .await
@@ -442,14 +442,14 @@ pub(crate) async fn holds_only(
         .map(|(app, _)| app.as_str())
         .filter(|app| *app != record.namespace)
         .collect();
-    if others.is_empty() {
-        return Ok(());
+    if !others.is_empty() {
+        return Err(CatalogError::BoundRepositoryHoldsOthers {
+            location: profile::location(record),
+            namespace: record.namespace.clone(),
+            others: others.into_iter().collect::<Vec<_>>().join(", "),
+        });
     }
-    Err(CatalogError::BoundRepositoryHoldsOthers {
-        location: profile::location(record),
-        namespace: record.namespace.clone(),
-        others: others.into_iter().collect::<Vec<_>>().join(", "),
-    })
+    Ok(listed)
 }
 
 /// What CreateProfile has done so far, for undoing it when a later step fails.

@@ -93,29 +93,30 @@ pub const KEY_ACCESS: &[Access] = &[
     },
 ];
 
+/// Whether the client's own identity may do `access` (SelfSubjectAccessReview).
+async fn may(client: &kube::Client, cluster: &str, access: &Access) -> Result<bool> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(access.attributes()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let got = Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(PairingError::kube(
+            cluster,
+            format!("reviewing access to {}", access.describe()),
+            None,
+        ))?;
+    Ok(got.status.is_some_and(|s| s.allowed))
+}
+
 /// The permissions in [`KEY_ACCESS`] the client's own identity lacks.
 pub async fn missing_permissions(client: &kube::Client, cluster: &str) -> Result<Vec<String>> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let reviews = KEY_ACCESS.iter().map(|access| {
-        let api = api.clone();
-        async move {
-            let review = SelfSubjectAccessReview {
-                spec: SelfSubjectAccessReviewSpec {
-                    resource_attributes: Some(access.attributes()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let got =
-                api.create(&PostParams::default(), &review)
-                    .await
-                    .map_err(PairingError::kube(
-                        cluster,
-                        format!("reviewing access to {}", access.describe()),
-                        None,
-                    ))?;
-            Ok::<_, PairingError>((access, got.status.is_some_and(|s| s.allowed)))
-        }
+    let reviews = KEY_ACCESS.iter().map(|access| async move {
+        Ok::<_, PairingError>((access, may(client, cluster, access).await?))
     });
     let mut missing = Vec::new();
     for result in futures::future::join_all(reviews).await {
@@ -132,28 +133,12 @@ pub async fn missing_permissions(client: &kube::Client, cluster: &str) -> Result
 /// (`--trust-source-identities`), which jobs without their caller's own token for it
 /// (schedules, Migration objects) need.
 pub async fn may_impersonate(client: &kube::Client, cluster: &str) -> Result<bool> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let impersonate = Access {
         verb: "impersonate",
         group: "",
         resource: "users",
     };
-    let review = SelfSubjectAccessReview {
-        spec: SelfSubjectAccessReviewSpec {
-            resource_attributes: Some(impersonate.attributes()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let got = api
-        .create(&PostParams::default(), &review)
-        .await
-        .map_err(PairingError::kube(
-            cluster,
-            format!("reviewing access to {}", impersonate.describe()),
-            None,
-        ))?;
-    Ok(got.status.is_some_and(|s| s.allowed))
+    may(client, cluster, &impersonate).await
 }
 
 /// On the destination, with its own client: does the token it issued still authenticate,
