@@ -12,7 +12,7 @@ export PATH := $(PATH):$(FERRY_CACHE)/testenv/kube-$(KUBE_VERSION)/kubectl:$(FER
 CARGO ?= cargo
 DEV_DIR ?= .ferry-dev
 
-.PHONY: image all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects bench-peers bench-datamover
+.PHONY: image all build test check-tools testenv fmt-check clippy test-only dev-up dev-down demo clean-cache bench-objects bench-peers bench-datamover bench-migrate
 
 all: build
 
@@ -63,6 +63,13 @@ RELEASE_ENV = FERRY_GIT_COMMIT=$$(git rev-parse HEAD 2>/dev/null)
 demo: check-tools testenv
 	$(RELEASE_ENV) $(CARGO) build --release --quiet -p ferry-cli --bin ferry -p ferry-testenv --bin ferry-testenv
 	FERRY_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release bash scripts/demo.sh
+
+## bench-migrate: a warm migration of the demo's application with a 1 GiB volume on
+## clusters with nodes: first sync, each re-sync after 1% changed, the cutover's
+## downtime, and the ratio to the data mover alone; last line is one `summary:` line.
+bench-migrate: check-tools testenv
+	$(RELEASE_ENV) $(CARGO) build --release --quiet -p ferry-cli --bin ferry -p ferry-testenv --bin ferry-testenv
+	FERRY_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release bash scripts/bench-migrate.sh
 
 ## image: Ferry's container image from the release binary, without Docker:
 ## $(FERRY_CACHE)/images/ferry-<version>.tar (ferry.local/ferry:<version>), which the test

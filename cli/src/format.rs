@@ -42,6 +42,11 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration> {
     })
 }
 
+/// [`parse_duration`] for clap's value_parser.
+pub(crate) fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
 pub(crate) use ferry_rpc::proto_duration;
 
 /// A protobuf time as "2025-01-02 03:04:05", or "-" when absent.

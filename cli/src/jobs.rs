@@ -7,8 +7,9 @@ use tokio_util::sync::CancellationToken;
 use crate::connect::ConnectArgs;
 use crate::error::Result;
 use crate::format::{between, enum_name, table, when};
+use crate::migrate::FollowArgs;
 use crate::output::{Format, clock, print, print_proto};
-use crate::watch::{OnInterrupt, finish, follow, report_text};
+use crate::watch::{OnInterrupt, detached, finish, follow, report_text};
 
 /// `ferry jobs` and its subcommands.
 #[derive(Debug, Args)]
@@ -206,6 +207,44 @@ pub async fn run(
             }
         }
     }
+}
+
+/// `ferry cutover`.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Examples:
+  ferry --context a migrate -n shop --to b --warm --detach
+  ferry --context a cutover JOB_ID
+
+The job stops the application on the source (its Deployments and StatefulSets scaled to
+zero), copies what changed since the last sync, applies and starts it on the
+destination, and waits for its pods to be Ready; the report says how long the
+application was down. Should the apply fail, the source is scaled back.")]
+pub struct CutoverArgs {
+    /// The warm migration's job id (`ferry jobs list --state running`).
+    pub id: String,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+pub async fn cutover(
+    connect: &ConnectArgs,
+    args: CutoverArgs,
+    cancel: CancellationToken,
+    format: Format,
+) -> Result<()> {
+    let ferry = connect.ferry().await?;
+    let job = ferry.job(&args.id);
+    job.cutover().await?;
+    eprintln!(
+        "job {}: cutting over: the application stops on the source, the last change is \
+         copied, and it starts on the destination",
+        args.id
+    );
+    if args.follow.detach {
+        return detached(&job, format);
+    }
+    let report = follow(&job, &cancel, args.follow.on_interrupt()).await?;
+    finish(&report, args.follow.show_objects, format)
 }
 
 fn state(s: StateArg) -> JobState {

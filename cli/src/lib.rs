@@ -92,6 +92,9 @@ pub enum Command {
     Restore(export::RestoreArgs),
     /// List, follow and cancel jobs.
     Jobs(jobs::JobsArgs),
+    /// Move a warm migration's application now: stop it on the source, copy the last
+    /// change, start it on the destination, and report the downtime.
+    Cutover(jobs::CutoverArgs),
     /// List the restore points a repository holds.
     RestorePoints(catalog::RestorePointsArgs),
     /// Recurring migrations.
@@ -167,6 +170,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Jobs(args) => {
             jobs::run(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
+        }
+        Command::Cutover(args) => {
+            jobs::cutover(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
         }
         Command::RestorePoints(args) => {
             catalog::restore_points(&cli.connect, args, cli.output).await

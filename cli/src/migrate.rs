@@ -216,6 +216,7 @@ impl MigrationArgs {
             quiesce_source: self.quiesce,
             request_id: String::new(),
             volumes: self.volumes.options(),
+            warm: None,
         })
     }
 }
@@ -252,6 +253,14 @@ pub(crate) async fn resolve_pair(
       --storage-class-map fast=standard --no-start
   ferry --context a migrate -n shop --to b --dry-run
   ferry --context b activate -n shop-copy
+  ferry --context a migrate -n shop --to b --warm --sync-interval 2m --detach
+  ferry --context a cutover JOB_ID
+
+--warm copies the volumes again and again while the application runs on the source,
+each sync writing only what changed, until `ferry cutover JOB_ID` (or --cutover-after)
+stops it on the source, copies the last change and starts it on the destination; the
+report says how long it was down. `ferry jobs cancel JOB_ID` before the cutover leaves
+the source running and removes what the syncs created on the destination.
 
 Ctrl-C stops following and leaves the job running: ferry prints how to follow it
 (ferry jobs watch JOB_ID) or cancel it (ferry jobs cancel JOB_ID) and exits with
@@ -267,7 +276,42 @@ pub struct MigrateArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
+    pub warm: WarmArgs,
+    #[command(flatten)]
     pub follow: FollowArgs,
+}
+
+/// A warm migration: syncs while the application runs, then a short cutover.
+#[derive(Debug, Clone, Args)]
+pub struct WarmArgs {
+    /// Sync the volumes again and again while the application runs on the source, until
+    /// `ferry cutover JOB_ID` (or --cutover-after) moves it with a short downtime.
+    #[arg(long, conflicts_with_all = ["dry_run", "quiesce", "skip_volume_data"])]
+    pub warm: bool,
+    /// Time from the end of one sync to the start of the next (90s, 5m, 1h); default 60s.
+    #[arg(long, value_name = "DURATION", requires = "warm", value_parser = crate::format::duration_arg)]
+    pub sync_interval: Option<std::time::Duration>,
+    /// Cut over by itself this long after the first sync (30m, 2h); default: only when
+    /// `ferry cutover` asks.
+    #[arg(long, value_name = "DURATION", requires = "warm", value_parser = crate::format::duration_arg)]
+    pub cutover_after: Option<std::time::Duration>,
+}
+
+impl WarmArgs {
+    /// The request's warm options; None without --warm.
+    fn options(&self) -> Result<Option<ferry_proto::v1::WarmOptions>> {
+        if !self.warm {
+            return Ok(None);
+        }
+        let seconds = |flag: &str, d: Option<std::time::Duration>| {
+            u32::try_from(d.map_or(0, |d| d.as_secs()))
+                .map_err(|_| Error::Usage(format!("{flag} is too long")))
+        };
+        Ok(Some(ferry_proto::v1::WarmOptions {
+            sync_interval_seconds: seconds("--sync-interval", self.sync_interval)?,
+            cutover_after_seconds: seconds("--cutover-after", self.cutover_after)?,
+        }))
+    }
 }
 
 /// The caller's own credential for the destination cluster: the destination verifies
@@ -346,6 +390,7 @@ pub async fn run(
     let source = args.destination.apply(connect, source).await?;
     let mut req = args.migration.request(connect, &source).await?;
     req.dry_run = args.dry_run;
+    req.warm = args.warm.options()?;
     let jobs = source.migrate_all(req).await?;
     if let [job] = jobs.as_slice() {
         if args.follow.detach {

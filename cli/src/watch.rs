@@ -30,8 +30,9 @@ pub(crate) enum OnInterrupt {
 struct Renderer {
     bar: Option<ProgressBar>,
     last_plain: Instant,
-    /// The state each step was last drawn in: a reconnect replays the job's snapshot.
-    steps_seen: std::collections::HashMap<String, i32>,
+    /// The state and message each step was last drawn with: a reconnect replays the
+    /// job's snapshot; a warm migration's sync step says something new after each sync.
+    steps_seen: std::collections::HashMap<String, (i32, String)>,
 }
 
 impl Renderer {
@@ -60,10 +61,11 @@ impl Renderer {
     }
 
     fn step(&mut self, step: &JobStep) {
-        if self.steps_seen.get(&step.name) == Some(&step.state) {
+        let seen = (step.state, step.message.clone());
+        if self.steps_seen.get(&step.name) == Some(&seen) {
             return;
         }
-        self.steps_seen.insert(step.name.clone(), step.state);
+        self.steps_seen.insert(step.name.clone(), seen);
         let mark = match step.state() {
             StepState::Running => "…",
             StepState::Succeeded => "✓",
@@ -295,6 +297,9 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
     if !report.volumes.is_empty() {
         out.push_str(&volumes_table(report));
     }
+    if let Some(warm) = &report.warm {
+        out.push_str(&warm_text(warm));
+    }
     for w in &report.warnings {
         out.push_str(&format!("warning: {}", w.message));
         if !w.hint.is_empty() {
@@ -311,6 +316,55 @@ pub(crate) fn report_text(report: &JobReport, all_objects: bool) -> String {
             out.push_str(&format!("\n  hint: {}", e.hint));
         }
         out.push('\n');
+    }
+    out
+}
+
+/// A warm migration's syncs, one row each, and its downtime.
+fn warm_text(warm: &ferry_proto::v1::WarmStatus) -> String {
+    let rows: Vec<Vec<String>> = warm
+        .recent_syncs
+        .iter()
+        .map(|s| {
+            let secs = |d: Option<&prost_types::Duration>| {
+                format!(
+                    "{:.1}s",
+                    d.map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+                )
+            };
+            vec![
+                if s.r#final {
+                    format!("{} (final)", s.number)
+                } else {
+                    s.number.to_string()
+                },
+                secs(s.duration.as_ref()),
+                secs(s.backup_duration.as_ref()),
+                secs(s.commit_duration.as_ref()),
+                secs(s.restore_duration.as_ref()),
+                bytes(s.bytes_total),
+                bytes(s.bytes_uploaded),
+                bytes(s.bytes_written),
+            ]
+        })
+        .collect();
+    let mut out = format!(
+        "warm migration: {} sync(s) while the application ran on the source\n",
+        warm.syncs
+    );
+    if !rows.is_empty() {
+        out.push_str(&table(
+            &[
+                "SYNC", "TIME", "BACKUP", "COMMIT", "RESTORE", "SIZE", "UPLOADED", "WRITTEN",
+            ],
+            &rows,
+        ));
+    }
+    if let Some(d) = &warm.downtime {
+        out.push_str(&format!(
+            "downtime: {:.1} s (source's last pod gone to every pod Ready on the destination)\n",
+            d.seconds as f64 + f64::from(d.nanos) / 1e9
+        ));
     }
     out
 }

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::control::{
-    cli, eventually, free_port, jsonpath, kubectl, kubectl_result, profile_create, profiles,
-    sample_app, serve_with, wait_answering,
+    cli, eventually, free_port, jsonpath, kubectl, kubectl_ok, kubectl_result, profile_create,
+    profiles, sample_app, serve_with, wait_answering,
 };
 use common::{assert_same_tree, make_tree};
 use serde_json::Value;
@@ -197,6 +197,7 @@ async fn kubectl_apply_of_a_cluster_pair_and_a_migration_moves_a_namespace_with_
     an_import_policy_imports_what_is_new(&kc, s3, root, &first);
     a_namespace_users_migration_of_a_namespace_she_cannot_read_is_refused(&kc, &ns);
     a_namespace_users_cluster_pair_is_refused(&kc);
+    a_warm_migration_syncs_until_its_cutover_annotation(&kc, root);
     deleting_a_running_migration_cancels_its_job(&kc, root);
     // Last: it stops the first controller.
     a_second_replica_takes_over_when_the_first_stops(&kc, root, first, port_a, &token, &ca);
@@ -546,6 +547,77 @@ fn deleting_a_running_migration_cancels_its_job(kc: &Path, root: &Path) {
     assert!(
         !on_b.lines().any(|l| l == format!("namespace/{big}")),
         "{on_b}"
+    );
+}
+
+/// A warm Migration syncs (its status counts the syncs) until `ferry.dev/cutover` is
+/// set on it, then moves the application; one whose sync interval is no duration is
+/// refused, naming the field.
+fn a_warm_migration_syncs_until_its_cutover_annotation(kc: &Path, root: &Path) {
+    let (ns, _, _) = sample_app(kc, root, "crd-warm", |src| {
+        make_tree(src, 74);
+    });
+    let warm = |name: &str, interval: &str| {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: Migration\n\
+             metadata: {{name: {name}, namespace: {ns}}}\n\
+             spec: {{clusterPair: a-to-b, profile: main, startApplications: false, \
+             warm: {{syncInterval: {interval}}}}}\n"
+        )
+    };
+    kubectl(
+        kc,
+        "a",
+        &["apply", "-f", "-"],
+        Some(&warm("bad-warm", "soon")),
+    );
+    let refused = settled(kc, "a", Some(&ns), "migration/bad-warm", "Succeeded");
+    let why = condition(&refused, "Succeeded").unwrap();
+    assert_eq!(why["reason"], "Invalid", "{refused:#}");
+    assert!(
+        why["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.warm.syncInterval"),
+        "{refused:#}"
+    );
+
+    kubectl(kc, "a", &["apply", "-f", "-"], Some(&warm("warm", "1s")));
+    let mut syncing = Value::Null;
+    eventually("the warm Migration to sync twice", || {
+        syncing = get_json(kc, "a", &["-n", &ns, "migration/warm"]);
+        syncing["status"]["warm"]["syncs"].as_u64() >= Some(2)
+    });
+    assert_eq!(syncing["status"]["phase"], "Running", "{syncing:#}");
+    assert!(
+        !kubectl_ok(kc, "b", &["-n", &ns, "get", "statefulset", "db"]),
+        "the application reached b before its cutover"
+    );
+    kubectl(
+        kc,
+        "a",
+        &[
+            "-n",
+            &ns,
+            "annotate",
+            "migration/warm",
+            "ferry.dev/cutover=now",
+        ],
+        None,
+    );
+    let done = settled(kc, "a", Some(&ns), "migration/warm", "Succeeded");
+    assert_eq!(
+        condition(&done, "Succeeded").unwrap()["status"],
+        "True",
+        "{done:#}"
+    );
+    assert_eq!(done["status"]["warm"]["cutoverRequested"], true, "{done:#}");
+    // startApplications false: on b at zero replicas, and the source runs on.
+    let replicas = jsonpath(kc, "b", &ns, "statefulset/db", "{.spec.replicas}");
+    assert_eq!(replicas, "0");
+    assert_eq!(
+        jsonpath(kc, "a", &ns, "statefulset/db", "{.spec.replicas}"),
+        "1"
     );
 }
 

@@ -417,7 +417,10 @@ impl TargetRun<'_> {
             rows.push(self.backup(Case::ChangedBackup, repo));
         }
         for repo in &repos {
-            rows.push(self.restore(repo, &changed));
+            rows.push(self.restore(Case::Restore, repo, &changed));
+        }
+        for repo in &repos {
+            rows.push(self.restore(Case::RestoreDisk, repo, &changed));
         }
         dataset::revert(self.ds, mutation)?;
         let back = dataset::digest(&self.ds.root)?;
@@ -469,8 +472,13 @@ impl TargetRun<'_> {
         self.finish(case, repo.tool, result)
     }
 
-    fn restore(&self, repo: &Repo, expected: &Digest) -> Row {
-        let dest = self.cfg.restore_dir.clone();
+    /// A restore into the restore directory, or (`Case::RestoreDisk`) into a directory
+    /// on the bench directory's disk.
+    fn restore(&self, case: Case, repo: &Repo, expected: &Digest) -> Row {
+        let dest = match case {
+            Case::RestoreDisk => self.cfg.dir.join("restore-disk"),
+            _ => self.cfg.restore_dir.clone(),
+        };
         let result = (|| {
             let _ = std::fs::remove_dir_all(&dest);
             std::fs::create_dir_all(&dest)?;
@@ -490,7 +498,7 @@ impl TargetRun<'_> {
                 verified: Some(verified),
             })
         })();
-        self.finish(Case::Restore, repo.tool, result)
+        self.finish(case, repo.tool, result)
     }
 
     fn finish(&self, case: Case, tool: Tool, result: Result<Outcome>) -> Row {

@@ -8,20 +8,39 @@ use super::tools::Tool;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The targets: peer wall time over Ferry's, at least.
+const MIN_RATIOS: [(&str, f64); 5] = [
+    ("first_backup_vs_restic", 4.0),
+    ("restore_vs_restic", 2.0),
+    ("restore_vs_rustic", 1.5),
+    ("restore_disk_vs_restic", 2.0),
+    ("restore_disk_vs_rustic", 1.5),
+];
+/// Input MiB per CPU-second of Ferry's first backup, at least.
+const MIN_MIB_PER_CPU_S: f64 = 300.0;
+/// Repository growth over the bytes changed, 1% case, at most.
+const MAX_UPLOAD_OVER_CHANGED: f64 = 1.1;
+/// Peak RSS of any Ferry backup or restore, at most.
+const MAX_RSS_MIB: f64 = 256.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Case {
     FirstBackup,
     SecondBackup,
     ChangedBackup,
+    /// Into the restore directory (a tmpfs by default).
     Restore,
+    /// Into a directory on the bench directory's disk, as a volume is restored.
+    RestoreDisk,
 }
 
 impl Case {
-    pub const ALL: [Case; 4] = [
+    pub const ALL: [Case; 5] = [
         Case::FirstBackup,
         Case::SecondBackup,
         Case::ChangedBackup,
         Case::Restore,
+        Case::RestoreDisk,
     ];
 
     pub fn key(self) -> &'static str {
@@ -30,6 +49,7 @@ impl Case {
             Case::SecondBackup => "second_backup",
             Case::ChangedBackup => "changed_backup",
             Case::Restore => "restore",
+            Case::RestoreDisk => "restore_disk",
         }
     }
 
@@ -39,11 +59,16 @@ impl Case {
             Case::SecondBackup => "2nd, unchanged",
             Case::ChangedBackup => "1% changed",
             Case::Restore => "restore latest",
+            Case::RestoreDisk => "restore to disk",
         }
     }
 
     pub fn is_backup(self) -> bool {
-        self != Case::Restore
+        !self.is_restore()
+    }
+
+    pub fn is_restore(self) -> bool {
+        matches!(self, Case::Restore | Case::RestoreDisk)
     }
 }
 
@@ -244,9 +269,18 @@ impl<'a> Report<'a> {
     }
 
     fn ferry_backup_rss_mib(&self) -> Option<f64> {
+        self.ferry_rss_mib(Case::is_backup)
+    }
+
+    fn ferry_restore_rss_mib(&self) -> Option<f64> {
+        self.ferry_rss_mib(Case::is_restore)
+    }
+
+    /// The largest peak RSS of Ferry's steps of the cases `which` picks.
+    fn ferry_rss_mib(&self, which: fn(Case) -> bool) -> Option<f64> {
         self.rows
             .iter()
-            .filter(|r| r.tool == Tool::Ferry && r.case.is_backup())
+            .filter(|r| r.tool == Tool::Ferry && which(r.case))
             .filter_map(|r| r.result.as_ref().ok())
             .map(|o| o.usage.peak_rss_kib as f64 / 1024.0)
             .reduce(f64::max)
@@ -259,19 +293,28 @@ impl<'a> Report<'a> {
             if let Some(v) = self.mib_per_cpu_s(target) {
                 let _ = writeln!(
                     s,
-                    "{target}: Ferry first backup: {v:.0} MiB of input per CPU-second (target >= 250)"
+                    "{target}: Ferry first backup: {v:.0} MiB of input per CPU-second (target >= {MIN_MIB_PER_CPU_S})"
                 );
             }
             if let Some(v) = self.upload_over_changed(target) {
                 let _ = writeln!(
                     s,
-                    "{target}: Ferry with 1% changed: repository grew {v:.2}x the {:.1} MiB changed (target <= 1.1)",
+                    "{target}: Ferry with 1% changed: repository grew {v:.2}x the {:.1} MiB changed (target <= {MAX_UPLOAD_OVER_CHANGED})",
                     self.cx.changed_bytes as f64 / MIB
                 );
             }
         }
         if let Some(v) = self.ferry_backup_rss_mib() {
-            let _ = writeln!(s, "Ferry backup peak RSS: {v:.0} MiB (target < 512)");
+            let _ = writeln!(
+                s,
+                "Ferry backup peak RSS: {v:.0} MiB (target <= {MAX_RSS_MIB})"
+            );
+        }
+        if let Some(v) = self.ferry_restore_rss_mib() {
+            let _ = writeln!(
+                s,
+                "Ferry restore peak RSS: {v:.0} MiB (target <= {MAX_RSS_MIB})"
+            );
         }
         s
     }
@@ -281,25 +324,30 @@ impl<'a> Report<'a> {
         let ratios = self.ratios();
         let mut missed = Vec::new();
         for target in self.targets() {
-            for (key, min) in [
-                ("first_backup_vs_restic", 2.5),
-                ("restore_vs_restic", 1.5),
-                ("restore_vs_rustic", 1.2),
-            ] {
+            for (key, min) in MIN_RATIOS {
                 let name = format!("{target}_{key}");
                 if ratios.get(&name).is_none_or(|&r| r < min) {
                     missed.push(name);
                 }
             }
-            if self.mib_per_cpu_s(target).is_none_or(|v| v < 250.0) {
+            if self
+                .mib_per_cpu_s(target)
+                .is_none_or(|v| v < MIN_MIB_PER_CPU_S)
+            {
                 missed.push(format!("{target}_ferry_first_backup_mib_per_cpu_s"));
             }
-            if self.upload_over_changed(target).is_none_or(|v| v > 1.1) {
+            if self
+                .upload_over_changed(target)
+                .is_none_or(|v| v > MAX_UPLOAD_OVER_CHANGED)
+            {
                 missed.push(format!("{target}_changed_upload_over_changed"));
             }
         }
-        if self.ferry_backup_rss_mib().is_none_or(|v| v >= 512.0) {
+        if self.ferry_backup_rss_mib().is_none_or(|v| v > MAX_RSS_MIB) {
             missed.push("ferry_backup_peak_rss_mib".to_owned());
+        }
+        if self.ferry_restore_rss_mib().is_none_or(|v| v > MAX_RSS_MIB) {
+            missed.push("ferry_restore_peak_rss_mib".to_owned());
         }
         missed
     }
@@ -337,10 +385,13 @@ impl<'a> Report<'a> {
         if let Some(v) = self.ferry_backup_rss_mib() {
             kv.push(("ferry_backup_peak_rss_mib".into(), format!("{v:.0}")));
         }
+        if let Some(v) = self.ferry_restore_rss_mib() {
+            kv.push(("ferry_restore_peak_rss_mib".into(), format!("{v:.0}")));
+        }
         let restores: Vec<_> = self
             .rows
             .iter()
-            .filter(|r| r.tool == Tool::Ferry && r.case == Case::Restore)
+            .filter(|r| r.tool == Tool::Ferry && r.case.is_restore())
             .collect();
         let verified = !restores.is_empty()
             && restores

@@ -9,8 +9,9 @@ use ferry_repo::{ForgetPolicy, ForgetReport, RestorePointEntry, SnapshotEntry};
 use serde::Serialize;
 
 use super::Ctx;
-use super::prune::{PruneJson, PruneLimits, duration_arg, summary as prune_summary};
+use super::prune::{PruneJson, PruneLimits, summary as prune_summary};
 use crate::error::{Error, Result};
+use crate::format::duration_arg;
 use crate::output::{print, print_json, rfc3339, utc};
 
 /// Arguments of `ferry repo forget`.

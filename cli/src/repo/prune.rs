@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Ctx;
 use crate::error::Result;
-use crate::format::parse_duration;
+use crate::format::duration_arg;
 use crate::output::{bytes, print, print_json};
 
 /// Arguments of `ferry repo prune`.
@@ -53,10 +53,6 @@ fn percent_arg(s: &str) -> std::result::Result<f64, String> {
         return Err(format!("{s:?} is not between 0% and 100%"));
     }
     Ok(n / 100.0)
-}
-
-pub(crate) fn duration_arg(s: &str) -> std::result::Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl PruneLimits {

@@ -922,28 +922,35 @@ spec:
 /// Asserts that claim `pvc` of `ns` holds the same tree on a and on b (hostPath or local
 /// volumes, read on this machine).
 pub fn assert_same_claim_data(kubeconfig: &Path, ns: &str, pvc: &str) {
-    let host_path = |side: &str| {
-        let pv = jsonpath(
-            kubeconfig,
-            side,
-            ns,
-            &format!("pvc/{pvc}"),
-            "{.spec.volumeName}",
-        );
-        kubectl(
-            kubeconfig,
-            side,
-            &[
-                "get",
-                "pv",
-                &pv,
-                "-o",
-                "jsonpath={.spec.hostPath.path}{.spec.local.path}",
-            ],
-            None,
-        )
-    };
-    super::assert_same_tree(Path::new(&host_path("a")), Path::new(&host_path("b")));
+    super::assert_same_tree(
+        &claim_dir(kubeconfig, "a", ns, pvc),
+        &claim_dir(kubeconfig, "b", ns, pvc),
+    );
+}
+
+/// The directory of claim `pvc` of `ns` on `side` (a hostPath or local volume, on this
+/// machine).
+pub fn claim_dir(kubeconfig: &Path, side: &str, ns: &str, pvc: &str) -> PathBuf {
+    let pv = jsonpath(
+        kubeconfig,
+        side,
+        ns,
+        &format!("pvc/{pvc}"),
+        "{.spec.volumeName}",
+    );
+    let path = kubectl(
+        kubeconfig,
+        side,
+        &[
+            "get",
+            "pv",
+            &pv,
+            "-o",
+            "jsonpath={.spec.hostPath.path}{.spec.local.path}",
+        ],
+        None,
+    );
+    PathBuf::from(path.trim())
 }
 
 /// Deletes namespace `ns` on a and b without waiting.

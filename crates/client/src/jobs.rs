@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use ferry_proto::v1::{
-    CancelJobRequest, GetJobRequest, JobEvent, JobRef, JobReport, JobState, WatchJobRequest,
-    job_event,
+    CancelJobRequest, CutoverRequest, GetJobRequest, JobEvent, JobRef, JobReport, JobState,
+    WatchJobRequest, job_event,
 };
 use futures::StreamExt;
 
@@ -134,6 +134,25 @@ impl Job {
         resp.job.ok_or_else(|| ClientError::Protocol {
             endpoint: self.ferry.endpoint().into(),
             problem: format!("CancelJob {} answered without the job", self.id),
+        })
+    }
+
+    /// Ends a warm migration's syncs: the job stops the application on the source,
+    /// copies the last change and starts it on the destination. Returns at once, with
+    /// the job as the server left it; follow it with [`Job::wait`].
+    pub async fn cutover(&self) -> Result<ferry_proto::v1::Job> {
+        let resp = self
+            .ferry
+            .transfer()
+            .cutover(CutoverRequest {
+                job: self.job_ref(),
+            })
+            .await
+            .map_err(|s| self.ferry.rpc_error("Cutover", s))?
+            .into_inner();
+        resp.job.ok_or_else(|| ClientError::Protocol {
+            endpoint: self.ferry.endpoint().into(),
+            problem: format!("Cutover {} answered without the job", self.id),
         })
     }
 }

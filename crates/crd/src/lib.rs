@@ -35,8 +35,9 @@ use kube::CustomResourceExt;
 pub use common::{Condition, SecretKeyRef, set_condition};
 pub use import_policy::{ImportPolicy, ImportPolicySpec};
 pub use migration::{
-    ApplySpec, ExistingObjects, JobStatus, Migration, MigrationSpec, MigrationStatus, MoverSpec,
-    ObjectCounts, ObjectFailure, Phase, Progress, Selection, VolumeSpec, VolumeStatus,
+    ApplySpec, CUTOVER_ANNOTATION, ExistingObjects, JobStatus, Migration, MigrationSpec,
+    MigrationStatus, MoverSpec, ObjectCounts, ObjectFailure, Phase, Progress, Selection,
+    VolumeSpec, VolumeStatus, WarmSpec, WarmState,
 };
 pub use pair::{ClusterPair, ClusterPairSpec, ClusterPairStatus};
 pub use profile::{Backend, Profile, ProfileSpec, ProfileStatus, RepositoryUse};

@@ -98,6 +98,45 @@ fn sample_job() -> Job {
         error: None,
         requested_by: "alice".to_owned(),
         request_id: "8d0c6a3e".to_owned(),
+        warm: Some(ferry_proto::v1::WarmStatus {
+            syncs: 3,
+            recent_syncs: vec![ferry_proto::v1::WarmSync {
+                number: 3,
+                r#final: false,
+                started_at: Some(Timestamp {
+                    seconds: 1_760_000_030,
+                    nanos: 0,
+                }),
+                duration: Some(Duration {
+                    seconds: 2,
+                    nanos: 500_000_000,
+                }),
+                bytes_total: 1 << 30,
+                bytes_uploaded: 11 << 20,
+                bytes_written: 10 << 20,
+                restore_point_id: "rp-3".to_owned(),
+                backup_duration: Some(Duration {
+                    seconds: 0,
+                    nanos: 700_000_000,
+                }),
+                commit_duration: Some(Duration {
+                    seconds: 0,
+                    nanos: 200_000_000,
+                }),
+                restore_duration: Some(Duration {
+                    seconds: 1,
+                    nanos: 600_000_000,
+                }),
+            }],
+            next_sync_at: Some(Timestamp {
+                seconds: 1_760_000_090,
+                nanos: 0,
+            }),
+            cutover_requested: false,
+            source_stopped_at: None,
+            destination_ready_at: None,
+            downtime: None,
+        }),
     }
 }
 
@@ -306,6 +345,7 @@ fn descriptor_set_has_every_service_and_method() {
                 "WatchJob",
                 "CancelJob",
                 "Activate",
+                "Cutover",
             ],
         ),
         (

@@ -57,6 +57,12 @@ pub(crate) trait JobsObject:
     /// The wakes of this kind's objects ([`crate::watch`]).
     fn wakes(ctx: &Ctx) -> &crate::watch::Wakes<Self>;
 
+    /// Whether its running warm jobs are to cut over (a Migration's `ferry.dev/cutover`
+    /// annotation).
+    fn cutover_asked(&self) -> bool {
+        false
+    }
+
     /// Starts the jobs, acting for `who`; a refusal is the service's status.
     fn start_jobs(
         &self,
@@ -199,12 +205,16 @@ async fn follow<K: JobsObject>(
         jobs.push(job);
         reports.extend(report);
     }
+    if m.cutover_asked() {
+        cut_over(ctx, &label(m), &mut jobs).await?;
+    }
     status.jobs = jobs.iter().map(job_status).collect();
     for j in &mut status.jobs {
         if let Some(report) = reports.iter().find(|r| r.job_id == j.id) {
             j.restore_point = report.restore_point_id.clone();
         }
     }
+    status.warm = warm_state(&jobs);
     let g = m.meta().generation;
     if reports.len() < jobs.len() {
         status.progress = Some(progress(&jobs));
@@ -252,6 +262,63 @@ async fn follow<K: JobsObject>(
     write_status(api, m, &status, ctx).await?;
     tracing::info!(object = %label(m), phase = ?phase, "jobs ended");
     Ok(Action::await_change())
+}
+
+/// Asks each running warm job that has not been asked yet to cut over.
+async fn cut_over(ctx: &Ctx, name: &str, jobs: &mut [Job]) -> Result<()> {
+    for job in jobs.iter_mut() {
+        let asked = job.warm.as_ref().is_none_or(|w| w.cutover_requested);
+        if asked || is_final(job.state()) || job.state() == JobState::Cancelling {
+            continue;
+        }
+        tracing::info!(object = %name, job = %job.id, "cutover asked by annotation");
+        let answer = ctx
+            .transfer
+            .clone()
+            .cutover(ferry_proto::v1::CutoverRequest {
+                job: Some(JobRef { id: job.id.clone() }),
+            })
+            .await
+            .map_err(|status| Error::Service {
+                what: format!("cutting over job {} of {name}", job.id),
+                status,
+            })?
+            .into_inner();
+        if let Some(now) = answer.job {
+            *job = now;
+        }
+    }
+    Ok(())
+}
+
+/// The jobs' warm status, over them all; None unless they are warm migrations.
+fn warm_state(jobs: &[Job]) -> Option<ferry_crd::WarmState> {
+    let warm: Vec<&ferry_proto::v1::WarmStatus> =
+        jobs.iter().filter_map(|j| j.warm.as_ref()).collect();
+    let first = warm.first()?;
+    let seconds = |d: &prost_types::Duration| d.seconds as f64 + f64::from(d.nanos) / 1e9;
+    let last_sync = first
+        .recent_syncs
+        .last()
+        .map(|s| {
+            format!(
+                "wrote {} MiB of {} MiB in {:.1}s",
+                s.bytes_written >> 20,
+                s.bytes_total >> 20,
+                s.duration.as_ref().map_or(0.0, seconds)
+            )
+        })
+        .unwrap_or_default();
+    let downtime = warm
+        .iter()
+        .filter_map(|w| w.downtime.as_ref().map(seconds))
+        .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
+    Some(ferry_crd::WarmState {
+        syncs: warm.iter().map(|w| w.syncs).min().unwrap_or(0),
+        last_sync,
+        cutover_requested: warm.iter().all(|w| w.cutover_requested),
+        downtime: downtime.map(|d| format!("{d:.1}s")).unwrap_or_default(),
+    })
 }
 
 /// Before the object goes: its running jobs are cancelled and have stopped.

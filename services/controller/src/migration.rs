@@ -43,13 +43,48 @@ impl JobsObject for Migration {
         // The object's uid: a controller restarted between starting the jobs and writing
         // them into the status asks again and gets the same jobs, not new ones.
         request.request_id = self.uid().unwrap_or_default();
-        let request = acting(request, who);
+        let warm = warm_options(self.spec.warm.as_ref());
         let mut transfer = ctx.transfer.clone();
+        let who = who.clone();
         async move {
-            let response = transfer.start_migration(request).await?;
+            request.warm = warm?;
+            let response = transfer.start_migration(acting(request, &who)).await?;
             Ok(started(response.into_inner()))
         }
     }
+
+    fn cutover_asked(&self) -> bool {
+        self.annotations()
+            .get(ferry_crd::CUTOVER_ANNOTATION)
+            .is_some_and(|v| !v.is_empty())
+    }
+}
+
+/// A spec's `warm` as the transfer service takes it; a duration that does not parse is
+/// refused, naming the field.
+fn warm_options(
+    warm: Option<&ferry_crd::WarmSpec>,
+) -> Result<Option<ferry_proto::v1::WarmOptions>, tonic::Status> {
+    let Some(warm) = warm else {
+        return Ok(None);
+    };
+    let seconds = |field: &str, text: &str| -> Result<u32, tonic::Status> {
+        if text.trim().is_empty() {
+            return Ok(0);
+        }
+        ferry_crd::parse_duration(text)
+            .and_then(|d| u32::try_from(d.as_secs()).ok())
+            .ok_or_else(|| {
+                tonic::Status::invalid_argument(format!(
+                    "spec.warm.{field}: {text:?} is not a duration; write it like 90s, 15m, \
+                     1h30m or 2d"
+                ))
+            })
+    };
+    Ok(Some(ferry_proto::v1::WarmOptions {
+        sync_interval_seconds: seconds("syncInterval", &warm.sync_interval)?,
+        cutover_after_seconds: seconds("cutoverAfter", &warm.cutover_after)?,
+    }))
 }
 
 /// The controller's entry for one Migration.
@@ -74,6 +109,7 @@ pub(crate) fn start_request(s: &MigrationSpec, namespaces: &[String]) -> StartMi
         // Set by a Migration, never by a schedule (each run is a new start).
         request_id: String::new(),
         volumes: s.volumes.as_ref().map(volume_options),
+        warm: None,
     }
 }
 

@@ -300,6 +300,13 @@ fn migration_run(
             ));
         }
     };
+    if spec.template.warm.is_some() {
+        return Err(
+            "spec.template.warm is set; a schedule's runs each copy and apply once: leave \
+             warm out, or create a warm Migration"
+                .into(),
+        );
+    }
     let mut migration = start_request(&spec.template, &[]);
     if let Some(application) = migration.application.as_mut() {
         application.namespace = namespace;

@@ -162,6 +162,14 @@ pub enum TransferError {
         first: String,
     },
 
+    /// Cutover was asked of a job that is not a warm migration still syncing.
+    #[error("job {id} cannot cut over: {why}; {hint}")]
+    NoCutover {
+        id: String,
+        why: String,
+        hint: String,
+    },
+
     /// The job was cancelled.
     #[error("cancelled: {reason}")]
     Cancelled { reason: String },
@@ -259,7 +267,9 @@ impl ServiceError for TransferError {
             TransferError::Repository { source, .. } => ferry_profile::repo_kind(source).0,
             TransferError::RestorePointNotFound { .. } => Kind::new(ErrorCode::NotFound),
             TransferError::OutsideProfileScope { .. } => Kind::new(ErrorCode::PermissionDenied),
-            TransferError::ApplyFailed { .. } => Kind::new(ErrorCode::Conflict),
+            TransferError::ApplyFailed { .. } | TransferError::NoCutover { .. } => {
+                Kind::new(ErrorCode::Conflict)
+            }
             TransferError::Cancelled { .. } => Kind::new(ErrorCode::Cancelled),
             TransferError::Interrupted { .. }
             | TransferError::Store(_)
@@ -277,6 +287,7 @@ impl ServiceError for TransferError {
             | TransferError::Handover { hint, .. }
             | TransferError::Repository { hint, .. }
             | TransferError::RestorePointNotFound { hint, .. }
+            | TransferError::NoCutover { hint, .. }
             | TransferError::Interrupted { hint, .. } => hint.into(),
             TransferError::InvalidArgument { .. } => "fix the request and send it again".into(),
             TransferError::OutsideProfileScope { .. } => {

@@ -34,6 +34,12 @@ pub mod steps {
     pub const TOKEN: &str = "issue-token";
     /// Restore and import: read the restore point and check its data is there.
     pub const READ: &str = "read-restore-point";
+    /// Warm migration: copy the volumes again and again while the application runs on
+    /// the source, until the cutover.
+    pub const SYNC: &str = "warm-sync";
+    /// Warm migration: wait for the application's pods on the destination to be Ready,
+    /// the end of its downtime.
+    pub const READY: &str = "wait-ready";
 
     /// A migration: an export and a restore in one job, without the token.
     pub const MIGRATION: &[&str] = &[
@@ -45,6 +51,12 @@ pub mod steps {
     ];
     /// A restore or an import: the destination half of a migration, from a repository.
     pub const RESTORE_POINT: &[&str] = &[READ, PREFLIGHT, RESTORE, APPLY, START];
+    /// A warm migration: syncs while the application runs, then the cutover (capture and
+    /// pre-flight again, stop the source, the last sync, apply, start, wait for Ready).
+    /// The backup, commit and restore steps run once per sync.
+    pub const WARM_MIGRATION: &[&str] = &[
+        CAPTURE, PREFLIGHT, SYNC, QUIESCE, BACKUP, COMMIT, RESTORE, APPLY, START, READY, UNQUIESCE,
+    ];
 
     /// The steps of a job of `kind`.
     pub fn of(kind: JobKind) -> &'static [&'static str] {
@@ -52,6 +64,15 @@ pub mod steps {
             JobKind::Export => EXPORT,
             JobKind::Restore | JobKind::Import => RESTORE_POINT,
             JobKind::Migration | JobKind::Unspecified => MIGRATION,
+        }
+    }
+
+    /// The steps of `job`: its kind's, or a warm migration's.
+    pub fn of_job(job: &ferry_proto::v1::Job) -> &'static [&'static str] {
+        match JobKind::try_from(job.kind) {
+            Ok(JobKind::Migration) if job.warm.is_some() => WARM_MIGRATION,
+            Ok(kind) => of(kind),
+            Err(_) => MIGRATION,
         }
     }
 
@@ -117,6 +138,21 @@ pub struct Checkpoint {
     /// restore point).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requester_groups: Vec<String>,
+    /// Warm migrations: when the cutover starts by itself (cutover_after_seconds after
+    /// the first sync), in Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover_at_ms: Option<i64>,
+    /// Warm migrations: each claim's snapshot of the last sync, the parent of its next
+    /// backup (cheaper than finding the latest restore point among the syncs').
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub warm_parents: std::collections::BTreeMap<String, String>,
+    /// Warm migrations: syncs that failed in a row; the job stops after a few.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_syncs: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 pub fn now() -> prost_types::Timestamp {

@@ -37,6 +37,7 @@ mod service;
 pub mod snapshot;
 mod source;
 pub mod store;
+mod warm;
 
 pub use access::AccessPolicy;
 pub use config::Args;

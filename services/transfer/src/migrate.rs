@@ -3,6 +3,7 @@
 //! half of a restore (restore volumes, apply, start) in one job. Every step skips
 //! itself when a resumed job already finished it, and saves what later steps need.
 
+use ferry_kube::Captured;
 use ferry_proto::v1::{JobState, StartMigrationRequest};
 
 use crate::access::Target;
@@ -10,7 +11,7 @@ use crate::deps::cluster_key;
 use crate::destination::Destination;
 use crate::error::{Result, TransferError};
 use crate::job::steps;
-use crate::preflight::preflight;
+use crate::preflight::{Checked, preflight};
 use crate::runtime::JobRun;
 use crate::source::Source;
 
@@ -41,6 +42,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
             .volumes
             .as_ref()
             .is_some_and(|v| v.overwrite_destination_changes),
+        keep_movers: req.warm.is_some(),
     };
     let src = Source {
         run,
@@ -55,19 +57,13 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
         mover,
     };
 
-    let captured = src.capture().await?;
-    run.check_cancel()?;
-    // The request was reviewed for the types present then; what was captured is what
-    // will be created, reviewed again before anything leaves the source.
-    run.require_create(
-        Target::of(req.destination.as_ref(), &dst.target, req.apply.as_ref()),
-        &crate::restore::created_types(&captured),
-    )
-    .await?;
-    let checked = preflight(run, Some(&src), Some(&dst), &captured, &[]).await?;
-    run.check_cancel()?;
+    let (captured, checked) = prepare(run, &req, &src, &dst).await?;
+    if req.warm.is_some() {
+        return crate::warm::run(run, &req, &src, &dst, captured, checked).await;
+    }
     let planned = checked
         .planned
+        .as_ref()
         .ok_or_else(|| TransferError::Internal("a migration's pre-flight made no plan".into()))?;
 
     if req.dry_run {
@@ -78,13 +74,40 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
             steps::COMMIT,
         ];
         run.skip(&copy, "dry run").await;
-        return dst.deliver(&planned).await;
+        return dst.deliver(planned).await;
     }
     let snapshots = src.copy(&captured, &checked.volumes).await?;
     run.check_cancel()?;
     src.commit(&captured, &snapshots).await?;
     run.check_cancel()?;
-    dst.deliver(&planned).await
+    dst.deliver(planned).await
+}
+
+/// Captures the application (or takes the capture of a resumed job), reviews what it
+/// will create, and runs the pre-flight: the capture and what the pre-flight found.
+pub(crate) async fn prepare(
+    run: &JobRun,
+    req: &StartMigrationRequest,
+    src: &Source<'_>,
+    dst: &Destination<'_>,
+) -> Result<(Captured, Checked)> {
+    let captured = src.capture().await?;
+    run.check_cancel()?;
+    // The request was reviewed for the types present then; what was captured is what
+    // will be created, reviewed again before anything leaves the source.
+    run.require_create(
+        Target::of(req.destination.as_ref(), &dst.target, req.apply.as_ref()),
+        &crate::restore::created_types(&captured),
+    )
+    .await?;
+    let checked = preflight(run, Some(src), Some(dst), &captured, &[]).await?;
+    run.check_cancel()?;
+    if checked.planned.is_none() {
+        return Err(TransferError::Internal(
+            "a migration's pre-flight made no plan".into(),
+        ));
+    }
+    Ok((captured, checked))
 }
 
 /// The application's namespace on the destination: the request's mapping of it, else

@@ -25,7 +25,7 @@ pub const JOB_LABEL: &str = "ferry.dev/job";
 pub const CLAIM_ANNOTATION: &str = "ferry.dev/claim";
 const MOVER_LABEL: &str = "ferry.dev/mover";
 /// How often a waiting mover is looked at again.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(250);
 
 /// How mover pods are made.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,14 @@ use crate::runtime::JobRun;
 /// migration brought in scaled to zero, so resuming the source never starts those.
 pub const QUIESCE_ANNOTATION: &str = "ferry.dev/quiesced-replicas";
 
+/// Annotation holding a source workload's replica count after a warm migration's
+/// cutover moved it to another cluster: it stays at zero, and nothing scales it back.
+pub const MOVED_ANNOTATION: &str = "ferry.dev/moved-replicas";
+
+/// How often the quiesce pre-hook looks for the source's pods to be gone: a cutover's
+/// downtime starts there.
+const STOPPED_POLL: Duration = Duration::from_millis(250);
+
 /// Scales the application's Deployments and StatefulSets on the source to zero, each
 /// one's count kept in an annotation and in the checkpoint before it is changed.
 /// `asked` is the request's quiesce_source; the step is skipped without it.
@@ -100,7 +108,7 @@ pub(crate) async fn quiesce(
                 });
             }
             run.check_cancel()?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(STOPPED_POLL).await;
         }
     }
     run.step(
@@ -284,6 +292,23 @@ pub(crate) async fn unquiesce(run: &JobRun, src: &Cluster, ns: &str) -> Result<(
             Err(e)
         }
     }
+}
+
+/// Marks workloads a cutover stopped as moved: their quiesce annotation (which a later
+/// job would scale back from) becomes [`MOVED_ANNOTATION`].
+pub(crate) async fn hand_over(src: &Cluster, ns: &str, stopped: &[Quiesced]) -> Result<()> {
+    let pp = PatchParams {
+        field_manager: Some("ferry-quiesce".into()),
+        ..Default::default()
+    };
+    for q in stopped {
+        let patch = json!({"metadata": {"annotations": {
+            QUIESCE_ANNOTATION: null,
+            MOVED_ANNOTATION: q.replicas.to_string(),
+        }}});
+        patch_workload(src, ns, &q.kind, &q.name, &pp, &patch).await?;
+    }
+    Ok(())
 }
 
 /// For a job ended without running (after a restart): the source comes back anyway.

@@ -69,6 +69,7 @@ pub(crate) async fn run(run: &JobRun) -> Result<JobState> {
             .volumes
             .as_ref()
             .is_some_and(|v| v.overwrite_destination_changes),
+        keep_movers: false,
     };
     let checked = preflight(run, None, Some(&dst), &captured, &snapshots).await?;
     run.check_cancel()?;

@@ -4,9 +4,10 @@ use std::pin::Pin;
 
 use ferry_proto::v1::transfer_service_server::TransferService;
 use ferry_proto::v1::{
-    ActivateRequest, ActivateResponse, CancelJobRequest, CancelJobResponse, GetJobRequest,
-    GetJobResponse, JobEvent, ListJobsRequest, ListJobsResponse, StartExportRequest,
-    StartJobResponse, StartMigrationRequest, StartRestoreRequest, WatchJobRequest,
+    ActivateRequest, ActivateResponse, CancelJobRequest, CancelJobResponse, CutoverRequest,
+    CutoverResponse, GetJobRequest, GetJobResponse, JobEvent, ListJobsRequest, ListJobsResponse,
+    StartExportRequest, StartJobResponse, StartMigrationRequest, StartRestoreRequest,
+    WatchJobRequest,
 };
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -143,6 +144,23 @@ impl TransferService for Transfer {
         }
         let job = self.cancel(&id, &r.reason).await?;
         Ok(Response::new(CancelJobResponse { job: Some(job) }))
+    }
+
+    #[instrument(skip_all)]
+    async fn cutover(
+        &self,
+        request: Request<CutoverRequest>,
+    ) -> Result<Response<CutoverResponse>, Status> {
+        let actor = self.identify(request.metadata()).await?;
+        let id = job_id(request.into_inner().job)?;
+        // Whoever may see a job may stop it (CancelJob) or end its syncs: the job acts
+        // as the user who started it either way.
+        if actor.is_some() {
+            let (job, _) = self.get(&id).await?;
+            self.require_see(actor.as_ref(), &job).await?;
+        }
+        let job = Transfer::cutover(self, &id).await?;
+        Ok(Response::new(CutoverResponse { job: Some(job) }))
     }
 
     #[instrument(skip_all)]

@@ -278,7 +278,7 @@ impl Source<'_> {
 
     /// Backs every claim's volume up through the source's agents; the snapshots, in the
     /// order of `volumes`.
-    async fn backup(&self, volumes: &[SourceVolume]) -> Result<Vec<VolumeSnapshot>> {
+    pub(crate) async fn backup(&self, volumes: &[SourceVolume]) -> Result<Vec<VolumeSnapshot>> {
         let run = self.run;
         let done_snapshots = |run: &JobRun| -> Vec<VolumeSnapshot> {
             run.with_report(|r| {
@@ -323,7 +323,13 @@ impl Source<'_> {
             .await;
         let mut agent_ref = run.deps().repositories.for_agents(&repo_ref, &self.key);
         agent_ref.repository_id = repository_id;
-        let parents = parents(&repo, self.namespace(), &self.key).await;
+        // A warm migration's syncs name their parents: the previous sync's snapshots.
+        let warm_parents = run.with_checkpoint(|c| c.warm_parents.clone());
+        let parents = if warm_parents.is_empty() {
+            parents(&repo, self.namespace(), &self.key).await
+        } else {
+            warm_parents.into_iter().collect()
+        };
         let claims = volumes
             .iter()
             .map(|v| (self.namespace().to_owned(), v.pvc.clone()))

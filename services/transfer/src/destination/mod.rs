@@ -54,6 +54,9 @@ pub(crate) struct Destination<'a> {
     /// A volume changed on the destination since its last restore is overwritten
     /// rather than refused (the request's `overwrite_destination_changes`).
     pub overwrite_changes: bool,
+    /// Mover pods stay after their restore, for the next one (a warm migration's syncs);
+    /// [`Destination::release_movers`] lets them go.
+    pub keep_movers: bool,
 }
 
 /// Where a job's restored volumes go on the destination.

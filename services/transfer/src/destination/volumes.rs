@@ -23,7 +23,7 @@ impl Destination<'_> {
     /// binds it, and attaches its volume to a node) while the agent of that node writes
     /// the data, and is deleted again before any other object is applied, so the
     /// application's pods find their data and a free volume.
-    pub(super) async fn restore(&self, planned: &Planned) -> Result<()> {
+    pub(crate) async fn restore(&self, planned: &Planned) -> Result<()> {
         let run = self.run;
         if run.step_finished(steps::RESTORE) {
             return Ok(());
@@ -65,8 +65,11 @@ impl Destination<'_> {
         };
         let provision = planned.placement == Placement::Provision;
         if provision {
-            // Leftovers of an attempt that died while its movers ran.
-            movers.sweep(&self.target).await;
+            // Leftovers of an attempt that died while its movers ran (kept ones are
+            // found again and used).
+            if !self.keep_movers {
+                movers.sweep(&self.target).await;
+            }
             self.apply_claims(&planned.plan, &todo).await?;
         }
         let repo_ref = run.repository_ref(self.repository.as_ref())?;
@@ -116,7 +119,7 @@ impl Destination<'_> {
         .buffer_unordered(run.config().volume_concurrency.max(1))
         .try_collect()
         .await;
-        if provision {
+        if provision && (!self.keep_movers || result.is_err()) {
             // Each claim's mover is released as its restore ends; this catches the ones
             // a failure elsewhere left starting.
             movers.sweep(&self.target).await;
@@ -250,8 +253,23 @@ impl Destination<'_> {
             }
         });
         let r = self.restore_one(one, &held.access, &held.node).await;
-        movers.release(&self.target, pvc).await;
+        if !self.keep_movers || r.is_err() {
+            movers.release(&self.target, pvc).await;
+        }
         r
+    }
+
+    /// Deletes the mover pods kept between restores, and waits until they are gone.
+    pub(crate) async fn release_movers(&self) {
+        let job = self.run.id();
+        let movers = Movers {
+            client: &self.cluster.client,
+            cluster: &self.cluster.name,
+            config: &self.mover,
+            job: &job,
+            cancel: self.run.cancel_token(),
+        };
+        movers.sweep(&self.target).await;
     }
 
     /// Restores one snapshot into `path` through the agent on `node` (any agent when

@@ -47,6 +47,9 @@ pub struct TransferConfig {
     pub max_attempts: u32,
     /// How long the quiesce pre-hook waits for the source's pods to stop.
     pub quiesce_timeout: Duration,
+    /// How long a warm migration's cutover waits for the application's pods on the
+    /// destination to be Ready.
+    pub ready_timeout: Duration,
     /// Who may start, see and stop jobs; None checks no callers (for embedding the
     /// runtime in a process that does its own checks, and for tests of other things).
     pub access: Option<crate::access::AccessPolicy>,
@@ -65,6 +68,7 @@ impl TransferConfig {
             volume_concurrency: 4,
             max_attempts: 3,
             quiesce_timeout: Duration::from_secs(300),
+            ready_timeout: Duration::from_secs(600),
             access: None,
         }
     }
@@ -108,6 +112,9 @@ pub(crate) struct JobCtl {
     save_lock: tokio::sync::Mutex<()>,
     /// The caller's own credential for the destination, verified there; in memory only.
     destination: parking_lot::Mutex<Option<crate::access::DestinationCredential>>,
+    /// Wakes a warm migration waiting for its next sync when a cutover is asked (the
+    /// request itself is kept in the job's `warm.cutover_requested`).
+    cutover: tokio::sync::Notify,
 }
 
 impl JobCtl {
@@ -121,6 +128,7 @@ impl JobCtl {
             last_progress: parking_lot::Mutex::new(None),
             save_lock: tokio::sync::Mutex::new(()),
             destination: parking_lot::Mutex::new(None),
+            cutover: tokio::sync::Notify::new(),
         })
     }
 }
@@ -282,13 +290,12 @@ impl Transfer {
         destination: Option<crate::access::DestinationCredential>,
     ) -> Result<Job> {
         let now = job::now();
-        let kind = JobKind::try_from(job.kind).unwrap_or(JobKind::Unspecified);
         let job = Job {
             id: job::new_job_id(),
             state: JobState::Queued as i32,
             created_at: Some(now),
             updated_at: Some(now),
-            steps: job::pending_steps(steps::of(kind)),
+            steps: job::pending_steps(steps::of_job(&job)),
             ..job
         };
         let stored = StoredJob {
@@ -500,6 +507,57 @@ impl Transfer {
                 Err(_) => warn!(op = %op.operation_id, "agent did not answer cancel in 10 s"),
             }
         }
+        let job = ctl.data.lock().job.clone();
+        Ok(job)
+    }
+
+    /// Asks a warm migration to cut over: kept with the job (a restarted service cuts
+    /// over too), and its wait for the next sync ends at once.
+    pub async fn cutover(&self, id: &str) -> Result<Job> {
+        let refuse = |why: String, hint: &str| TransferError::NoCutover {
+            id: id.to_owned(),
+            why,
+            hint: hint.to_owned(),
+        };
+        let Some(ctl) = self.inner.jobs.lock().get(id).cloned() else {
+            let job = self.load(id).await?.job;
+            return Err(refuse(
+                format!("it has ended ({})", job::state_name(job.state)),
+                "start a new warm migration with `ferry migrate --warm`",
+            ));
+        };
+        {
+            let mut d = ctl.data.lock();
+            if d.job.state == JobState::Cancelling as i32 || is_final(d.job.state) {
+                return Err(refuse(
+                    format!("it is {}", job::state_name(d.job.state)),
+                    "start a new warm migration with `ferry migrate --warm`",
+                ));
+            }
+            let Some(warm) = d.job.warm.as_mut() else {
+                return Err(refuse(
+                    "it is not a warm migration: it moves the application as soon as its \
+                     copy is done"
+                        .into(),
+                    "follow it with `ferry jobs watch`; start warm migrations with \
+                     `ferry migrate --warm`",
+                ));
+            };
+            if warm.cutover_requested {
+                return Ok(d.job.clone());
+            }
+            warm.cutover_requested = true;
+            warm.next_sync_at = None;
+            d.job.updated_at = Some(job::now());
+        }
+        info!(job = %id, "cutover asked");
+        let run = JobRun {
+            inner: self.inner.clone(),
+            ctl: ctl.clone(),
+        };
+        run.persist(false).await;
+        run.announce();
+        ctl.cutover.notify_one();
         let job = ctl.data.lock().job.clone();
         Ok(job)
     }

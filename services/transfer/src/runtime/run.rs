@@ -298,6 +298,9 @@ impl JobRun {
                 return;
             };
             match state {
+                // A step that says something new while it runs (a warm migration's
+                // syncs) keeps its start.
+                StepState::Running if s.state == StepState::Running as i32 => {}
                 StepState::Running => {
                     s.started_at = Some(job::now());
                     s.finished_at = None;
@@ -354,6 +357,62 @@ impl JobRun {
             ..Default::default()
         };
         self.progress(p, true);
+    }
+
+    /// Puts finished steps back to pending, to run again (a warm migration's syncs);
+    /// watchers see each one when it next starts.
+    pub async fn reset_steps(&self, names: &[&str]) {
+        {
+            let mut d = self.ctl.data.lock();
+            for name in names {
+                if let Some(s) = job::step_mut(&mut d.job, name) {
+                    s.state = StepState::Pending as i32;
+                    s.started_at = None;
+                    s.finished_at = None;
+                    s.message.clear();
+                }
+            }
+        }
+        self.persist(false).await;
+    }
+
+    /// A warm migration's status, changed by `f`, kept in the job and its report, saved
+    /// and sent to watchers as a snapshot of the job.
+    pub async fn update_warm<T>(&self, f: impl FnOnce(&mut ferry_proto::v1::WarmStatus) -> T) -> T {
+        let out = {
+            let mut d = self.ctl.data.lock();
+            let warm = d.job.warm.get_or_insert_with(Default::default);
+            let out = f(warm);
+            let copy = warm.clone();
+            d.report.warm = Some(copy);
+            d.job.updated_at = Some(job::now());
+            out
+        };
+        self.persist(false).await;
+        self.announce();
+        out
+    }
+
+    /// A warm migration's status as it is now.
+    pub fn warm(&self) -> ferry_proto::v1::WarmStatus {
+        self.ctl.data.lock().job.warm.clone().unwrap_or_default()
+    }
+
+    /// Resolves when a cutover is asked (see [`Transfer::cutover`]); check
+    /// `warm().cutover_requested` before waiting, as an asked one may have come first.
+    ///
+    /// [`Transfer::cutover`]: super::Transfer::cutover
+    pub async fn cutover_asked(&self) {
+        self.ctl.cutover.notified().await;
+    }
+
+    /// Sends watchers the whole job as it is now.
+    pub fn announce(&self) {
+        let d = self.ctl.data.lock();
+        let _ = self.ctl.events.send(event(
+            &d.job.id,
+            job_event::Event::Snapshot(Box::new(d.job.clone())),
+        ));
     }
 
     /// Marks steps skipped, all for the same reason.

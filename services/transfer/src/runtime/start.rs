@@ -66,12 +66,13 @@ impl Transfer {
                 );
                 let to =
                     crate::access::Target::of(r.destination.as_ref(), &target, r.apply.as_ref());
+                // A warm migration's cutover stops the source's workloads.
                 gate.may_move(
                     actor,
                     r.source.as_ref(),
                     &crate::source::capture_spec(&app),
                     Some((to, dest_actor)),
-                    r.quiesce_source,
+                    r.quiesce_source || r.warm.is_some(),
                 )
                 .await?;
             }
@@ -83,6 +84,7 @@ impl Transfer {
                 destination: r.destination.clone(),
                 requested_by: requested_by(actor),
                 request_id: request_id.clone(),
+                warm: r.warm.map(|_| ferry_proto::v1::WarmStatus::default()),
                 ..new_job(
                     JobKind::Migration,
                     &r.application,
@@ -161,6 +163,7 @@ impl Transfer {
                 "missing; name the destination cluster (a pair id or a context)",
             ));
         }
+        crate::warm::check_options(req)?;
         let moves_data = !req.skip_volume_data && !req.dry_run;
         if moves_data {
             self.check_repository(req.repository.as_ref(), "volume data goes through")?;
