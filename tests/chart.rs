@@ -210,6 +210,20 @@ fn check_controller(r: &Rendered, ns: &str) {
 
 /// What every rendering holds, whatever the values.
 fn check_common(r: &Rendered, ns: &str) {
+    check_workloads_and_service_ports(r, ns);
+    // The internal credential: 48 characters, base64 in the Secret (64 characters).
+    let token = str_at(r.get("Secret", "ferry-internal"), &["data", "token"]);
+    assert_eq!(token.len(), 64, "{token}");
+
+    check_control_plane_deployments(r);
+    check_transfer_finds_the_agents(r, ns);
+    check_agent_daemonset(r);
+    check_gateway_and_agent_hold_no_role(r);
+}
+
+/// One Deployment per component (and the controller), the agent's DaemonSet, a Service
+/// and ServiceAccount each, gRPC named as such, and each component's port.
+fn check_workloads_and_service_ports(r: &Rendered, ns: &str) {
     let mut deployments = prefixed(&CONTROL_PLANE, "");
     deployments.insert("ferry-controller".into());
     assert_eq!(r.names("Deployment"), deployments);
@@ -246,11 +260,11 @@ fn check_common(r: &Rendered, ns: &str) {
     for (component, port) in expected {
         assert_eq!(ports(component), port, "{component}'s port");
     }
+}
 
-    // The internal credential: 48 characters, base64 in the Secret (64 characters).
-    let token = str_at(r.get("Secret", "ferry-internal"), &["data", "token"]);
-    assert_eq!(token.len(), 64, "{token}");
-
+/// Each control-plane Deployment: recreated, non-root and locked down, probed on its
+/// health port, rolled on config changes, and given the internal credential if it uses it.
+fn check_control_plane_deployments(r: &Rendered) {
     for c in CONTROL_PLANE {
         let name = format!("ferry-{c}");
         let d = r.get("Deployment", &name);
@@ -303,6 +317,10 @@ fn check_common(r: &Rendered, ns: &str) {
             "{name}"
         );
     }
+}
+
+/// The transfer service finds the agents by their labels and checks them by Service name.
+fn check_transfer_finds_the_agents(r: &Rendered, ns: &str) {
     let transfer = r.args("Deployment", "ferry-transfer");
     for flag in [
         format!("--agent-namespace={ns}"),
@@ -323,6 +341,11 @@ fn check_common(r: &Rendered, ns: &str) {
         !plaintext,
         "{transfer:?}"
     );
+}
+
+/// The agent's pods: labelled as selected, the capabilities to write any file's owner and
+/// mode, its node's name, and every hostPath mounted at its own path and allowed.
+fn check_agent_daemonset(r: &Rendered) {
     // The agent's pods carry exactly what the transfer service selects them by.
     let agent = r.get("DaemonSet", "ferry-agent");
     let labels = &agent["spec"]["template"]["metadata"]["labels"];
@@ -381,6 +404,9 @@ fn check_common(r: &Rendered, ns: &str) {
             );
         }
     }
+}
+
+fn check_gateway_and_agent_hold_no_role(r: &Rendered) {
     // Least privilege: the gateway and the agent have no Kubernetes rights.
     for d in &r.docs {
         if matches!(
@@ -470,6 +496,37 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         .unwrap_or_else(|e| panic!("test environment: {e}"));
     let ns = unique_name("ferry-chart");
     run_ok(env.kubectl("a").args(["create", "namespace", &ns]), None);
+    install_prometheus_operator_crds(env);
+
+    // Defaults: the chart's own TLS, persistence, the NetworkPolicy; no metrics.
+    let r = render(&ns, None);
+    check_common(&r, &ns);
+    check_defaults(&r, &ns);
+    kubectl_apply_dry_run(env, &r.yaml, "the defaults");
+
+    // Every option on.
+    let r = render(&ns, Some(ALL_ON));
+    check_common(&r, &ns);
+    check_all_on_objects(&r);
+    check_all_on_flags(&r);
+    kubectl_apply_dry_run(env, &r.yaml, ALL_ON);
+
+    // A mesh secures the traffic: plaintext, http:// endpoints, nothing TLS.
+    let r = render(&ns, Some(MESH));
+    check_common(&r, &ns);
+    check_mesh(&r, &ns);
+    kubectl_apply_dry_run(env, &r.yaml, MESH);
+
+    run_ok(
+        env.kubectl("a")
+            .args(["delete", "namespace", &ns, "--wait=false"]),
+        None,
+    );
+}
+
+/// The ServiceMonitor and PrometheusRule kinds, so that the API server accepts the
+/// renderings that have them.
+fn install_prometheus_operator_crds(env: &TestEnv) {
     let crd = repo_root().join("tests/fixtures/prometheus-operator-crds.yaml");
     run_ok(env.kubectl("a").args(["apply", "-f"]).arg(&crd), None);
     run_ok(
@@ -482,10 +539,9 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         ]),
         None,
     );
+}
 
-    // Defaults: the chart's own TLS, persistence, the NetworkPolicy; no metrics.
-    let r = render(&ns, None);
-    check_common(&r, &ns);
+fn check_defaults(r: &Rendered, ns: &str) {
     // Claims are provisioned by their class and restored through mover pods of Ferry's
     // own image; the agent reaches CSI volumes under the kubelet's directory.
     let transfer = r.args("Deployment", "ferry-transfer");
@@ -547,18 +603,18 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
         "{pairing:?}"
     );
     assert_eq!(
-        published(&r),
+        published(r),
         format!("https://ferry-gateway.{ns}.svc.cluster.local:7443")
     );
     // The gateway's Service and port, which clients port-forward to.
     let cm = r.get("ConfigMap", "ferry");
     assert_eq!(str_at(cm, &["data", "service"]), "ferry-gateway");
     assert_eq!(str_at(cm, &["data", "port"]), "7443");
-    kubectl_apply_dry_run(env, &r.yaml, "the defaults");
+}
 
-    // Every option on.
-    let r = render(&ns, Some(ALL_ON));
-    check_common(&r, &ns);
+/// The objects the options add or change: metrics' ServiceMonitor and alerts, a NodePort
+/// gateway, a metrics port on every Service, and claims of the configured class.
+fn check_all_on_objects(r: &Rendered) {
     assert_eq!(r.names("NetworkPolicy"), set(&["ferry-agent"]));
     assert_eq!(r.names("ServiceMonitor"), set(&["ferry"]));
     assert_eq!(r.names("PrometheusRule"), set(&["ferry"]));
@@ -616,6 +672,11 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             "fast-ssd"
         );
     }
+}
+
+/// What the options pass the pods: extra roots, cluster name, admin group, metrics
+/// listener, peer endpoint, client certificates and JSON logs.
+fn check_all_on_flags(r: &Rendered) {
     let agent = r.args("DaemonSet", "ferry-agent");
     assert_eq!(
         agent
@@ -650,7 +711,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             .contains(&"--tls-client-ca=/etc/ferry/tls/ca.crt".to_string()),
         "requireClientCertificate"
     );
-    assert_eq!(published(&r), "https://ferry.east.example.com:30443");
+    assert_eq!(published(r), "https://ferry.east.example.com:30443");
     // Every pod logs as logFormat says.
     for kind in ["Deployment", "DaemonSet"] {
         for name in r.names(kind) {
@@ -665,11 +726,9 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
             assert_eq!(format, Some("json"), "{kind} {name}");
         }
     }
-    kubectl_apply_dry_run(env, &r.yaml, ALL_ON);
+}
 
-    // A mesh secures the traffic: plaintext, http:// endpoints, nothing TLS.
-    let r = render(&ns, Some(MESH));
-    check_common(&r, &ns);
+fn check_mesh(r: &Rendered, ns: &str) {
     assert!(r.names("NetworkPolicy").is_empty());
     assert!(r.names("ServiceMonitor").is_empty());
     assert!(r.names("PersistentVolumeClaim").is_empty());
@@ -690,14 +749,7 @@ async fn chart_renders_with_defaults_and_every_option_and_the_api_server_accepts
     assert!(r.args("Deployment", "ferry-gateway").contains(&format!(
         "--catalog-endpoint=http://ferry-catalog.{ns}.svc:7445"
     )));
-    assert_eq!(published(&r), "http://192.0.2.10:7443");
-    kubectl_apply_dry_run(env, &r.yaml, MESH);
-
-    run_ok(
-        env.kubectl("a")
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-        None,
-    );
+    assert_eq!(published(r), "http://192.0.2.10:7443");
 }
 
 fn kubectl_json(env: &TestEnv, args: &[&str]) -> serde_json::Value {
@@ -859,11 +911,28 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
             .args(["--create-namespace", "--set", "persistence.enabled=false"]),
         None,
     );
-    let sa = |c: &str| format!("system:serviceaccount:{ns}:ferry-{c}");
 
+    assert_pairing_writes_only_ferry_migrator(env, &ns);
+    assert_each_component_may_what_it_uses_and_no_more(env, &ns);
+    assert_signed_in_users_may_only_reach_the_gateway(env, &ns);
+
+    run_ok(helm_on_a(env, &ns).args(["uninstall", "ferry"]), None);
+    run_ok(
+        env.kubectl("a")
+            .args(["delete", "namespace", &ns, "--wait=false"]),
+        None,
+    );
+}
+
+/// The ServiceAccount user of component `c` of the release in `ns`.
+fn sa(ns: &str, c: &str) -> String {
+    format!("system:serviceaccount:{ns}:ferry-{c}")
+}
+
+fn assert_pairing_writes_only_ferry_migrator(env: &TestEnv, ns: &str) {
     // Pairing writes ClusterRole ferry-migrator (server-side apply) with rules it does not
     // hold itself (escalate), binds pairs to it (bind), and touches no other ClusterRole.
-    let pairing = sa("pairing");
+    let pairing = sa(ns, "pairing");
     run_ok(
         env.kubectl("a").args([
             "apply",
@@ -921,6 +990,9 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         !other_binding.status.success(),
         "pairing bound cluster-admin"
     );
+}
+
+fn assert_each_component_may_what_it_uses_and_no_more(env: &TestEnv, ns: &str) {
     let review = ["create", "tokenreviews.authentication.k8s.io"];
     let access_review = ["create", "subjectaccessreviews.authorization.k8s.io"];
     for (component, args, expected) in [
@@ -928,15 +1000,15 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ("pairing", &access_review[..], true),
         (
             "pairing",
-            &["create", "serviceaccounts", "-n", &ns][..],
+            &["create", "serviceaccounts", "-n", ns][..],
             true,
         ),
         (
             "pairing",
-            &["create", "serviceaccounts/token", "-n", &ns][..],
+            &["create", "serviceaccounts/token", "-n", ns][..],
             true,
         ),
-        ("pairing", &["create", "secrets", "-n", &ns][..], true),
+        ("pairing", &["create", "secrets", "-n", ns][..], true),
         ("pairing", &["get", "namespaces/kube-system"][..], true),
         (
             "pairing",
@@ -946,8 +1018,8 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ("pairing", &["get", "secrets", "-n", "default"][..], false),
         ("pairing", &["list", "namespaces"][..], false),
         ("catalog", &review[..], true),
-        ("catalog", &["create", "secrets", "-n", &ns][..], true),
-        ("catalog", &["get", "secrets", "-n", &ns][..], true),
+        ("catalog", &["create", "secrets", "-n", ns][..], true),
+        ("catalog", &["get", "secrets", "-n", ns][..], true),
         ("catalog", &["get", "secrets", "-n", "default"][..], false),
         (
             "catalog",
@@ -968,7 +1040,7 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ("transfer", &["impersonate", "serviceaccounts"][..], true),
         ("catalog", &["impersonate", "users"][..], false),
         ("scheduler", &["impersonate", "users"][..], false),
-        ("transfer", &["list", "pods", "-n", &ns][..], true),
+        ("transfer", &["list", "pods", "-n", ns][..], true),
         (
             "transfer",
             &["list", "widgets.example.com", "-n", "default"][..],
@@ -997,47 +1069,49 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
         ),
         ("scheduler", &review[..], true),
         ("scheduler", &access_review[..], true),
-        ("scheduler", &["get", "secrets", "-n", &ns][..], false),
+        ("scheduler", &["get", "secrets", "-n", ns][..], false),
         // Every signed-in user may list pods in the release namespace (port-forward to
         // the gateway), so elsewhere.
         ("scheduler", &["list", "pods", "-n", "default"][..], false),
         ("gateway", &review[..], false),
-        ("gateway", &["get", "secrets", "-n", &ns][..], false),
+        ("gateway", &["get", "secrets", "-n", ns][..], false),
         ("agent", &review[..], false),
-        ("agent", &["get", "secrets", "-n", &ns][..], false),
+        ("agent", &["get", "secrets", "-n", ns][..], false),
         ("agent", &["list", "pods", "-n", "default"][..], false),
-        ("agent", &["delete", "pods", "-n", &ns][..], false),
+        ("agent", &["delete", "pods", "-n", ns][..], false),
     ] {
         assert_eq!(
-            can(env, &sa(component), args),
+            can(env, &sa(ns, component), args),
             expected,
             "may {component} {args:?}?"
         );
     }
+}
 
+fn assert_signed_in_users_may_only_reach_the_gateway(env: &TestEnv, ns: &str) {
     // Every signed-in user may read the published endpoint and port-forward to the
     // gateway (its Service, the pods, pods/portforward), and nothing else there.
     for (args, expected) in [
-        (&["get", "configmaps/ferry", "-n", &ns][..], true),
-        (&["get", "configmaps/other", "-n", &ns][..], false),
-        (&["list", "configmaps", "-n", &ns][..], false),
-        (&["get", "services/ferry-gateway", "-n", &ns][..], true),
-        (&["get", "services/ferry-pairing", "-n", &ns][..], false),
-        (&["list", "services", "-n", &ns][..], false),
-        (&["list", "pods", "-n", &ns][..], true),
-        (&["get", "pods", "-n", &ns][..], true),
+        (&["get", "configmaps/ferry", "-n", ns][..], true),
+        (&["get", "configmaps/other", "-n", ns][..], false),
+        (&["list", "configmaps", "-n", ns][..], false),
+        (&["get", "services/ferry-gateway", "-n", ns][..], true),
+        (&["get", "services/ferry-pairing", "-n", ns][..], false),
+        (&["list", "services", "-n", ns][..], false),
+        (&["list", "pods", "-n", ns][..], true),
+        (&["get", "pods", "-n", ns][..], true),
         (
-            &["create", "pods", "--subresource=portforward", "-n", &ns][..],
+            &["create", "pods", "--subresource=portforward", "-n", ns][..],
             true,
         ),
         (
-            &["create", "pods", "--subresource=exec", "-n", &ns][..],
+            &["create", "pods", "--subresource=exec", "-n", ns][..],
             false,
         ),
-        (&["get", "pods", "--subresource=log", "-n", &ns][..], false),
-        (&["create", "pods", "-n", &ns][..], false),
-        (&["delete", "pods", "-n", &ns][..], false),
-        (&["get", "secrets", "-n", &ns][..], false),
+        (&["get", "pods", "--subresource=log", "-n", ns][..], false),
+        (&["create", "pods", "-n", ns][..], false),
+        (&["delete", "pods", "-n", ns][..], false),
+        (&["get", "secrets", "-n", ns][..], false),
         (&["list", "pods", "-n", "default"][..], false),
         (
             &[
@@ -1052,11 +1126,4 @@ async fn each_component_holds_the_rights_it_uses_and_no_more() {
     ] {
         assert_eq!(can(env, "alice", args), expected, "may alice {args:?}?");
     }
-
-    run_ok(helm_on_a(env, &ns).args(["uninstall", "ferry"]), None);
-    run_ok(
-        env.kubectl("a")
-            .args(["delete", "namespace", &ns, "--wait=false"]),
-        None,
-    );
 }

@@ -1,6 +1,9 @@
 //! The foundation: the test environment's clusters and S3 server are real, separate, and
 //! behave like the components users run.
 
+// The helpers below are test code too: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use ferry_testenv::{TestEnv, shared, unique_name};
@@ -67,7 +70,33 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
     let b = env.client("b", "admin").await.unwrap();
     create_namespace(&a, &ns).await;
 
-    let cms: Api<ConfigMap> = Api::namespaced(a.clone(), &ns);
+    // The directory lives as long as the test: dropping it removes the volume's data.
+    let volume_dir = tempfile::tempdir().unwrap();
+    let pv_name = create_settings_and_static_volume(&a, &ns, volume_dir.path()).await;
+
+    // The controller-manager's binder must pick the matching volume.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(a.clone(), &ns);
+    let bound = wait_for_pvc_bound(&pvcs, &ns).await;
+    assert_eq!(
+        bound.spec.unwrap().volume_name.as_deref(),
+        Some(pv_name.as_str())
+    );
+    let pvs: Api<PersistentVolume> = Api::all(a.clone());
+    let pv = pvs.get(&pv_name).await.unwrap();
+    assert_eq!(pv.status.unwrap().phase.as_deref(), Some("Bound"));
+
+    assert_nothing_leaked_to_b(&b, &ns, &pv_name).await;
+    assert_kubectl_sees_a_and_not_b(env, &ns);
+}
+
+/// Creates the `settings` ConfigMap, a static PV named `<ns>-data` on `host_path`, and the
+/// `data` PVC that should bind to it; returns the PV's name.
+async fn create_settings_and_static_volume(
+    a: &kube::Client,
+    ns: &str,
+    host_path: &std::path::Path,
+) -> String {
+    let cms: Api<ConfigMap> = Api::namespaced(a.clone(), ns);
     cms.create(
         &PostParams::default(),
         &from_json(json!({
@@ -79,7 +108,6 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
     .unwrap();
 
     // A static volume on a host path, the way local-path provisioners lay data out.
-    let volume_dir = tempfile::tempdir().unwrap();
     let pv_name = format!("{ns}-data");
     let pvs: Api<PersistentVolume> = Api::all(a.clone());
     pvs.create(
@@ -91,13 +119,13 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
                 "accessModes": ["ReadWriteOnce"],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": format!("manual-{ns}"),
-                "hostPath": { "path": volume_dir.path().display().to_string() }
+                "hostPath": { "path": host_path.display().to_string() }
             }
         })),
     )
     .await
     .unwrap();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(a.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(a.clone(), ns);
     pvcs.create(
         &PostParams::default(),
         &from_json(json!({
@@ -111,10 +139,12 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
     )
     .await
     .unwrap();
+    pv_name
+}
 
-    // The controller-manager's binder must pick the matching volume.
+async fn wait_for_pvc_bound(pvcs: &Api<PersistentVolumeClaim>, ns: &str) -> PersistentVolumeClaim {
     let start = Instant::now();
-    let bound = loop {
+    loop {
         let pvc = pvcs.get("data").await.unwrap();
         let phase = pvc.status.as_ref().and_then(|s| s.phase.clone());
         if phase.as_deref() == Some("Bound") {
@@ -125,27 +155,25 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
             "PVC data in {ns} still {phase:?} after 60s"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(
-        bound.spec.unwrap().volume_name.as_deref(),
-        Some(pv_name.as_str())
-    );
-    let pv = pvs.get(&pv_name).await.unwrap();
-    assert_eq!(pv.status.unwrap().phase.as_deref(), Some("Bound"));
+    }
+}
 
-    // Cluster b is a different cluster: none of it exists there.
+/// Cluster b is a different cluster: none of it exists there.
+async fn assert_nothing_leaked_to_b(b: &kube::Client, ns: &str, pv_name: &str) {
     let b_ns: Api<Namespace> = Api::all(b.clone());
     assert!(
-        b_ns.get_opt(&ns).await.unwrap().is_none(),
+        b_ns.get_opt(ns).await.unwrap().is_none(),
         "namespace {ns} leaked to b"
     );
     let b_pvs: Api<PersistentVolume> = Api::all(b.clone());
     assert!(
-        b_pvs.get_opt(&pv_name).await.unwrap().is_none(),
+        b_pvs.get_opt(pv_name).await.unwrap().is_none(),
         "PV leaked to b"
     );
+}
 
-    // Real kubectl against both contexts.
+/// Real kubectl against both contexts.
+fn assert_kubectl_sees_a_and_not_b(env: &TestEnv, ns: &str) {
     let greeting = kubectl_ok(
         env,
         "a",
@@ -154,7 +182,7 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
             "configmap",
             "settings",
             "-n",
-            &ns,
+            ns,
             "-o",
             "jsonpath={.data.greeting}",
         ],
@@ -168,7 +196,7 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
             "pvc",
             "data",
             "-n",
-            &ns,
+            ns,
             "-o",
             "jsonpath={.status.phase}",
         ],
@@ -176,7 +204,7 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
     assert_eq!(phase, "Bound");
     let out = env
         .kubectl("b")
-        .args(["get", "configmap", "settings", "-n", &ns])
+        .args(["get", "configmap", "settings", "-n", ns])
         .output()
         .unwrap();
     assert!(
@@ -191,7 +219,7 @@ async fn pvc_binds_on_a_and_nothing_leaks_to_b() {
     // b answers on its own, with its own default namespace.
     let names = kubectl_ok(env, "b", &["get", "namespaces", "-o", "name"]);
     assert!(names.lines().any(|l| l == "namespace/default"), "{names}");
-    assert!(!names.contains(&ns), "{names}");
+    assert!(!names.contains(ns), "{names}");
 }
 
 #[tokio::test]

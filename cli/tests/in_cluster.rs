@@ -285,32 +285,70 @@ async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_thro
     env.import_image(&tarball).unwrap();
     std::fs::remove_file(&tarball).unwrap();
 
+    let (a, b) = install_chart_on_both(env, &kc, &tag);
+    let bundle = trust_each_others_ca(&kc, root, &tag, &a, &b);
+    assert_every_ferry_pod_ready(&kc, [&a, &b]);
+
+    // The `ferry` command finds each in-cluster Ferry from its context alone.
+    wait_answering(&kc, &["a", "b"]);
+    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "in-cluster", 61);
+
+    // The application runs on a with its own data, and keeps writing to its CSI volume
+    // while it migrates.
+    let ns = ferry_testenv::unique_name("chart-app");
+    two_volume_application(&kc, &ns, &toolbox, "");
+    migrate_a_to_b(&kc, &ns);
+    assert_the_application_arrived_on_b(&kc, &ns, &b, &bundle).await;
+    kubectl_apply_of_a_migration_moves_a_namespace(&kc);
+    for kill in [Kill::MoverPod, Kill::Agent, Kill::Transfer] {
+        a_migration_survives_a_kill_mid_copy(&kc, &toolbox, &bundle, kill).await;
+    }
+
+    // A changed value rolls the pods; the job survives in the transfer service's state.
+    roll_the_pods_and_find_the_job(&kc, &a, &tag, root, &ns);
+
+    // Uninstalled, nothing of the release is left but its state's claims; what pairing
+    // made on the destination for the pair goes with it (garbage collection).
+    uninstall_and_find_only_the_claims(&kc, [&a, &b]);
+    assert_what_pairing_made_on_b_is_collected(&kc);
+}
+
+/// Installs the chart on both clusters, every Ferry pod Ready.
+fn install_chart_on_both(env: &ferry_testenv::TestEnv, kc: &Path, tag: &str) -> (Install, Install) {
     // Distinct NodePorts: every node of the machine shares one kernel's port space only
     // per network namespace, but a distinct port per cluster keeps the logs readable.
     let base = 30000 + (std::process::id() % 1000) as u16 * 2;
     let a = Install::new(env, "a", base);
     let b = Install::new(env, "b", base + 1);
     let started = Instant::now();
-    a.helm_install(&kc, "install", &tag, "info", None);
-    b.helm_install(&kc, "install", &tag, "info", None);
+    a.helm_install(kc, "install", tag, "info", None);
+    b.helm_install(kc, "install", tag, "info", None);
     eprintln!(
         "chart installed and every Ferry pod Ready on both clusters in {:.0?}",
         started.elapsed()
     );
-    // Each cluster's Ferry calls the other's gateway: it trusts the other's CA too. The
-    // `ferry` command trusts both.
-    let (ca_a, ca_b) = (a.ca(&kc, root), b.ca(&kc, root));
-    a.helm_install(&kc, "upgrade", &tag, "info", Some(&ca_b));
-    b.helm_install(&kc, "upgrade", &tag, "info", Some(&ca_a));
+    (a, b)
+}
+
+/// Each cluster's Ferry calls the other's gateway: it trusts the other's CA too. The
+/// `ferry` command trusts both; returns the file holding both CAs.
+fn trust_each_others_ca(kc: &Path, root: &Path, tag: &str, a: &Install, b: &Install) -> PathBuf {
+    let (ca_a, ca_b) = (a.ca(kc, root), b.ca(kc, root));
+    a.helm_install(kc, "upgrade", tag, "info", Some(&ca_b));
+    b.helm_install(kc, "upgrade", tag, "info", Some(&ca_a));
     let bundle = root.join("ferry-cas.crt");
     let both = [ca_a, ca_b]
         .map(|p| std::fs::read_to_string(p).unwrap())
         .concat();
     std::fs::write(&bundle, both).unwrap();
     common::trust_ca_file(&bundle);
-    for side in [&a, &b] {
+    bundle
+}
+
+fn assert_every_ferry_pod_ready(kc: &Path, sides: [&Install; 2]) {
+    for side in sides {
         let ready = kubectl(
-            &kc,
+            kc,
             side.context,
             &[
                 "-n",
@@ -328,36 +366,35 @@ async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_thro
         assert_eq!(ready.split_whitespace().count(), 7, "{ready}");
         assert!(!ready.contains("=False"), "{ready}");
     }
+}
 
-    // The `ferry` command finds each in-cluster Ferry from its context alone.
-    wait_answering(&kc, &["a", "b"]);
-    profiles_and_pair(&kc, s3, root, ("s3", "repo-key"), "in-cluster", 61);
-
-    // The application runs on a with its own data, and keeps writing to its CSI volume
-    // while it migrates.
-    let ns = ferry_testenv::unique_name("chart-app");
-    two_volume_application(&kc, &ns, &toolbox, "");
-
+/// Migrates namespace `ns` from a to b with the `ferry` command; on failure, says what
+/// the transfer service logged.
+fn migrate_a_to_b(kc: &Path, ns: &str) {
     let started = Instant::now();
-    let migrated = migrate(&kc, &ns, "a-to-b", &[]);
+    let migrated = migrate(kc, ns, "a-to-b", &[]);
     assert_eq!(
         migrated.code,
         Some(0),
         "{migrated:?}\n{}",
         kubectl(
-            &kc,
+            kc,
             "a",
             &["-n", NS, "logs", "deploy/ferry-transfer", "--tail=60"],
             None
         )
     );
     eprintln!("migrated in {:.0?}", started.elapsed());
+}
 
-    // On b it runs, and its own check of every record of both volumes passes.
-    let logs = assert_both_volumes_arrived(&kc, &ns);
+/// On b the application runs, and its own check of every record of both volumes passes;
+/// the local-path volume is provisioned on b through its class, restored through a
+/// mover pod that is gone again, and holds every byte; the metrics count the migration.
+async fn assert_the_application_arrived_on_b(kc: &Path, ns: &str, b: &Install, bundle: &Path) {
+    let logs = assert_both_volumes_arrived(kc, ns);
     assert_eq!(verified(&logs, "/data/records"), 100, "{logs}");
-    let src = volume_dir(&kc, "a", &ns);
-    let dst = volume_dir(&kc, "b", &ns);
+    let src = volume_dir(kc, "a", ns);
+    let dst = volume_dir(kc, "b", ns);
     // Provisioned on b through its class (local-path), restored through a mover pod
     // that is gone again.
     assert!(
@@ -365,33 +402,32 @@ async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_thro
         "{} is not a local-path volume of b",
         dst.display()
     );
-    assert_nothing_of_the_copy_left(&kc, &ns);
+    assert_nothing_of_the_copy_left(kc, ns);
     assert_same_tree(&src, &dst);
-    metrics_count_the_migration(&kc, &src, &bundle).await;
-    kubectl_apply_of_a_migration_moves_a_namespace(&kc);
-    for kill in [Kill::MoverPod, Kill::Agent, Kill::Transfer] {
-        a_migration_survives_a_kill_mid_copy(&kc, &toolbox, &bundle, kill).await;
-    }
+    metrics_count_the_migration(kc, &src, bundle).await;
+}
 
-    // A changed value rolls the pods; the job survives in the transfer service's state.
-    let before = ferry_pods(&kc, "a");
-    a.helm_install(&kc, "upgrade", &tag, "debug", Some(&root.join("b-ca.crt")));
+/// `helm upgrade` of a with a changed value rolls its pods; the job of the migration of
+/// `ns` is still listed, succeeded, through the rolled gateway.
+fn roll_the_pods_and_find_the_job(kc: &Path, a: &Install, tag: &str, root: &Path, ns: &str) {
+    let before = ferry_pods(kc, "a");
+    a.helm_install(kc, "upgrade", tag, "debug", Some(&root.join("b-ca.crt")));
     // Recreated components' old pods are gone before the new ones start; the
     // controller's (rolled one at a time) may still be terminating just after the wait.
     let mut after = Vec::new();
     eventually("every old Ferry pod but the agents' to go", || {
-        after = ferry_pods(&kc, "a");
+        after = ferry_pods(kc, "a");
         before
             .iter()
             .all(|p| !after.contains(p) || p.contains("agent"))
     });
     assert!(after.len() >= before.len() - 1, "{before:?} -> {after:?}");
-    wait_answering(&kc, &["a"]);
+    wait_answering(kc, &["a"]);
     // The gateway answers as soon as it is Ready; its route to the new transfer pod
     // (the Service's address on the node) may take a moment more after the roll.
     let mut jobs = None;
     eventually("the job list through the rolled gateway", || {
-        let listed = cli(&kc, &["--context", "a", "jobs", "list"]);
+        let listed = cli(kc, &["--context", "a", "jobs", "list"]);
         let unavailable = listed.code == Some(1) && listed.stderr.contains("could not reach");
         if !unavailable {
             jobs = Some(listed);
@@ -402,20 +438,20 @@ async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_thro
     assert!(
         jobs.stdout
             .lines()
-            .any(|l| l.contains(&ns) && l.contains("succeeded")),
+            .any(|l| l.contains(ns) && l.contains("succeeded")),
         "{jobs:?}"
     );
+}
 
-    // Uninstalled, nothing of the release is left but its state's claims; what pairing
-    // made on the destination for the pair goes with it (garbage collection).
-    for side in [&a, &b] {
+fn uninstall_and_find_only_the_claims(kc: &Path, sides: [&Install; 2]) {
+    for side in sides {
         helm(
-            &kc,
+            kc,
             side.context,
             &["uninstall", "ferry", "-n", NS, "--wait"],
         );
         let left = kubectl(
-            &kc,
+            kc,
             side.context,
             &[
                 "get",
@@ -430,7 +466,7 @@ async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_thro
         );
         assert_eq!(left.trim(), "", "left behind on {}", side.context);
         let claims = kubectl(
-            &kc,
+            kc,
             side.context,
             &[
                 "-n",
@@ -446,10 +482,13 @@ async fn chart_installed_ferry_migrates_local_path_and_csi_snapshot_volumes_thro
         );
         assert!(claims.contains("persistentvolumeclaim/"), "{claims}");
     }
+}
+
+fn assert_what_pairing_made_on_b_is_collected(kc: &Path) {
     eventually("what pairing made on b to be collected", || {
-        !kubectl_ok(&kc, "b", &["get", "clusterrole", "ferry-migrator"])
+        !kubectl_ok(kc, "b", &["get", "clusterrole", "ferry-migrator"])
             && kubectl(
-                &kc,
+                kc,
                 "b",
                 &[
                     "get",
@@ -515,12 +554,29 @@ enum Kill {
 async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path, kill: Kill) {
     let ns = ferry_testenv::unique_name("killed");
     two_volume_application(kc, &ns, image, "");
+    write_a_large_file_to_the_csi_volume(kc, &ns);
+    let ferry_a = ferry_of_a(kc, cas).await;
+    let id = start_the_migration(kc, &ns, kill);
+    wait_until_the_csi_volume_is_being_read(&ferry_a, &id).await;
+    kill_mid_copy(kc, &ns, kill);
+    eprintln!("{kill:?} killed mid-copy in job {id}");
+    let job = wait_for_the_job_to_end(&ferry_a, &id, kill).await;
+    if kill == Kill::Transfer && job.state() == ferry_client::proto::JobState::Failed {
+        assert_it_failed_clearly_and_left_nothing(kc, &ns, kill, &job);
+    } else {
+        assert_it_succeeded_and_every_byte_arrived(kc, &ns, kill, &job);
+    }
+    delete_on_both(kc, &ns);
+}
+
+/// 250 MB more in the CSI volume of `ns` on a, so that copying it takes a while.
+fn write_a_large_file_to_the_csi_volume(kc: &Path, ns: &str) {
     kubectl(
         kc,
         "a",
         &[
             "-n",
-            &ns,
+            ns,
             "exec",
             "db-0",
             "--",
@@ -530,10 +586,13 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
         ],
         None,
     );
-    let ferry_a = ferry_of_a(kc, cas).await;
+}
+
+/// Starts the migration of `ns` detached; the job's id.
+fn start_the_migration(kc: &Path, ns: &str, kill: Kill) -> String {
     // The transfer service's own kill goes through a Migration object: its controller
     // must follow the job across the restart.
-    let id = if kill == Kill::Transfer {
+    if kill == Kill::Transfer {
         let yaml = format!(
             "apiVersion: ferry.dev/v1alpha1\nkind: Migration\n\
              metadata: {{name: to-b, namespace: {ns}}}\n\
@@ -542,20 +601,22 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
         kubectl(kc, "a", &["apply", "-f", "-"], Some(&yaml));
         let mut id = String::new();
         eventually("the Migration to start its job", || {
-            id = migration_field(kc, &ns, ".status.jobs[0].id");
+            id = migration_field(kc, ns, ".status.jobs[0].id");
             !id.is_empty()
         });
         id
     } else {
-        let started = migrate(kc, &ns, "a-to-b", &["--detach"]).ok();
+        let started = migrate(kc, ns, "a-to-b", &["--detach"]).ok();
         started.stdout.trim().to_owned()
-    };
+    }
+}
 
-    // Mid-copy: the backup step has read part of the CSI volume (its progress names
-    // each volume).
+/// Mid-copy: the backup step has read part of the CSI volume (its progress names each
+/// volume).
+async fn wait_until_the_csi_volume_is_being_read(ferry_a: &ferry_client::Ferry, id: &str) {
     let deadline = Instant::now() + std::time::Duration::from_secs(180);
     loop {
-        let (job, _) = ferry_a.job(&id).get().await.unwrap();
+        let (job, _) = ferry_a.job(id).get().await.unwrap();
         let p = job.progress.clone().unwrap_or_default();
         let csi = p.volumes.iter().find(|v| v.pvc_name == "fast-db-0");
         if p.step == "backup-volumes"
@@ -571,10 +632,13 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+fn kill_mid_copy(kc: &Path, ns: &str, kill: Kill) {
     let force = ["--grace-period=0", "--force", "--wait=false"];
     match kill {
         Kill::MoverPod => {
-            let movers = kubectl(kc, "a", &["-n", &ns, "get", "pods", "-o", "name"], None);
+            let movers = kubectl(kc, "a", &["-n", ns, "get", "pods", "-o", "name"], None);
             let mover = movers
                 .lines()
                 .find(|p| p.starts_with("pod/ferry-mover-"))
@@ -582,7 +646,7 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
             kubectl(
                 kc,
                 "a",
-                &[&["-n", &ns, "delete", mover][..], &force].concat(),
+                &[&["-n", ns, "delete", mover][..], &force].concat(),
                 None,
             );
         }
@@ -601,14 +665,18 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
             );
         }
     }
-    eprintln!("{kill:?} killed mid-copy in job {id}");
+}
 
-    // The job ends by itself (a killed transfer service's job once the new pod resumed
-    // it), and succeeds.
+/// The job ends by itself (a killed transfer service's job once the new pod resumed it).
+async fn wait_for_the_job_to_end(
+    ferry_a: &ferry_client::Ferry,
+    id: &str,
+    kill: Kill,
+) -> ferry_client::proto::Job {
     let deadline = Instant::now() + std::time::Duration::from_secs(300);
-    let job = loop {
+    loop {
         // While the transfer service restarts, the gateway has nobody to ask.
-        if let Ok((job, _)) = ferry_a.job(&id).get().await
+        if let Ok((job, _)) = ferry_a.job(id).get().await
             && ferry_client::is_final(job.state())
         {
             break job;
@@ -618,26 +686,40 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
             "job {id} did not end after {kill:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    };
-    if kill == Kill::Transfer && job.state() == ferry_client::proto::JobState::Failed {
-        // The issue allows a clear failure here: it names the claim, and nothing of
-        // the copy is left behind.
-        let message = job.error.clone().unwrap_or_default().message;
-        assert!(message.contains("fast-db-0"), "after {kill:?}: {job:?}");
-        eprintln!("{kill:?}: the job failed clearly: {message}");
-        eventually("the failed job's movers and snapshots to go", || {
-            kubectl(
-                kc,
-                "a",
-                &["-n", &ns, "get", "pods,pvc,volumesnapshots", "-o", "name"],
-                None,
-            )
-            .lines()
-            .all(|l| !l.contains("ferry-"))
-        });
-        delete_on_both(kc, &ns);
-        return;
     }
+}
+
+/// The issue allows a killed transfer service's job a clear failure: it names the
+/// claim, and nothing of the copy is left behind.
+fn assert_it_failed_clearly_and_left_nothing(
+    kc: &Path,
+    ns: &str,
+    kill: Kill,
+    job: &ferry_client::proto::Job,
+) {
+    let message = job.error.clone().unwrap_or_default().message;
+    assert!(message.contains("fast-db-0"), "after {kill:?}: {job:?}");
+    eprintln!("{kill:?}: the job failed clearly: {message}");
+    eventually("the failed job's movers and snapshots to go", || {
+        kubectl(
+            kc,
+            "a",
+            &["-n", ns, "get", "pods,pvc,volumesnapshots", "-o", "name"],
+            None,
+        )
+        .lines()
+        .all(|l| !l.contains("ferry-"))
+    });
+}
+
+/// The job succeeded (a Migration object says so too), the application's own check
+/// passes on b, every byte of the large file arrived, and nothing of the copy is left.
+fn assert_it_succeeded_and_every_byte_arrived(
+    kc: &Path,
+    ns: &str,
+    kill: Kill,
+    job: &ferry_client::proto::Job,
+) {
     assert_eq!(
         job.state(),
         ferry_client::proto::JobState::Succeeded,
@@ -651,19 +733,18 @@ async fn a_migration_survives_a_kill_mid_copy(kc: &Path, image: &str, cas: &Path
     );
     if kill == Kill::Transfer {
         eventually("the Migration object to say Succeeded", || {
-            migration_field(kc, &ns, ".status.phase") == "Succeeded"
+            migration_field(kc, ns, ".status.phase") == "Succeeded"
         });
-        let volumes = migration_field(kc, &ns, ".status.volumes");
+        let volumes = migration_field(kc, ns, ".status.volumes");
         assert!(volumes.contains("fast-db-0"), "{volumes}");
     }
-    assert_both_volumes_arrived(kc, &ns);
+    assert_both_volumes_arrived(kc, ns);
     assert_eq!(
-        pod_sums(kc, "a", &ns, "/fast/large"),
-        pod_sums(kc, "b", &ns, "/fast/large"),
+        pod_sums(kc, "a", ns, "/fast/large"),
+        pod_sums(kc, "b", ns, "/fast/large"),
         "after {kill:?}"
     );
-    assert_nothing_of_the_copy_left(kc, &ns);
-    delete_on_both(kc, &ns);
+    assert_nothing_of_the_copy_left(kc, ns);
 }
 
 /// The chart's controller and webhook at work: a Migration applied with kubectl (as

@@ -119,28 +119,42 @@ async fn csi_volumes_snapshot_restore_on_another_node_and_leave_nothing_behind()
     let (env, dir, toolbox) = start_kept("ferry-csi-test-", &one_cluster(2)).await;
     let nodes: Vec<NodeInfo> = env.state.clusters[0].nodes.clone();
 
-    // The driver, its classes, and local-path still the default.
-    let drivers = kubectl(&env, "m", &["get", "csidrivers", "-o", "name"], None);
+    assert_driver_and_classes_installed(&env);
+
+    let (content, write) = content_and_writer_script();
+    let mount = write_on_first_node_and_read_on_host(&env, &nodes[0], &toolbox, &content, &write);
+    snapshot_source_on_its_node(&env, &nodes[0]);
+    change_source_after_snapshot(&env);
+    let reader_mount = restore_on_the_other_node(&env, &nodes[1], &toolbox, &content);
+
+    delete_all_and_find_nothing_left(&env, &nodes, [&mount, &reader_mount]);
+    leave_a_volume_mounted(&env, &nodes[1], &toolbox, &write);
+    stop_and_find_nothing_left(env, &dir, 2);
+}
+
+/// The driver, its classes, and local-path still the default.
+fn assert_driver_and_classes_installed(env: &TestEnv) {
+    let drivers = kubectl(env, "m", &["get", "csidrivers", "-o", "name"], None);
     assert!(
         drivers.contains(&format!("csidriver.storage.k8s.io/{CSI_DRIVER}")),
         "{drivers}"
     );
     assert_eq!(
         get(
-            &env,
+            env,
             &format!("csidriver {CSI_DRIVER}"),
             "{.spec.attachRequired}"
         ),
         "false"
     );
     let class = get(
-        &env,
+        env,
         &format!("volumesnapshotclass {CSI_SNAPSHOT_CLASS}"),
         "{.driver} {.deletionPolicy}",
     );
     assert_eq!(class, format!("{CSI_DRIVER} Delete"));
     let defaults = get(
-        &env,
+        env,
         "storageclass",
         r#"{range .items[*]}{.metadata.name}={.metadata.annotations.storageclass\.kubernetes\.io/is-default-class} {end}"#,
     );
@@ -149,8 +163,10 @@ async fn csi_volumes_snapshot_restore_on_another_node_and_leave_nothing_behind()
         !defaults.contains(&format!("{CSI_STORAGE_CLASS}=true")),
         "{defaults}"
     );
+}
 
-    // A claim on node 0, and a pod that writes into it.
+/// Content unique to this run, and the pod script that writes it into /data/content.
+fn content_and_writer_script() -> (String, String) {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
@@ -162,31 +178,43 @@ async fn csi_volumes_snapshot_restore_on_another_node_and_leave_nothing_behind()
     let write = format!(
         "printf '%s' '{content}' > /data/content.tmp && mv /data/content.tmp /data/content && sync && exec sleep 3600"
     );
+    (content, write)
+}
+
+/// A claim on `node`, and a pod that writes into it; the kubelet's mount of the volume, on
+/// the host, and the driver's data behind it hold what was written. Returns the mount.
+fn write_on_first_node_and_read_on_host(
+    env: &TestEnv,
+    node: &NodeInfo,
+    toolbox: &str,
+    content: &str,
+    write: &str,
+) -> std::path::PathBuf {
     apply(
-        &env,
+        env,
         &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{ name: {NS} }}\n"),
     );
     run_with_claim(
-        &env,
-        ("writer", &nodes[0].name, &toolbox),
+        env,
+        ("writer", &node.name, toolbox),
         ("source", None),
-        &write,
+        write,
     );
     assert_eq!(
-        get(&env, &format!("-n {NS} pvc source"), "{.status.phase}"),
+        get(env, &format!("-n {NS} pvc source"), "{.status.phase}"),
         "Bound"
     );
-    let pv = get(&env, &format!("-n {NS} pvc source"), "{.spec.volumeName}");
+    let pv = get(env, &format!("-n {NS} pvc source"), "{.spec.volumeName}");
     assert_eq!(
         get(
-            &env,
+            env,
             &format!("pv {pv}"),
             "{.spec.csi.driver} {.spec.csi.volumeHandle}"
         ),
-        format!("{CSI_DRIVER} {}_{pv}", nodes[0].name)
+        format!("{CSI_DRIVER} {}_{pv}", node.name)
     );
     let read = kubectl(
-        &env,
+        env,
         "m",
         &["-n", NS, "exec", "writer", "--", "cat", "/data/content"],
         None,
@@ -194,8 +222,8 @@ async fn csi_volumes_snapshot_restore_on_another_node_and_leave_nothing_behind()
     assert_eq!(read, content);
 
     // The kubelet's mount of the volume, on the host, and the driver's data behind it.
-    let uid = get(&env, &format!("-n {NS} pod writer"), "{.metadata.uid}");
-    let mount = nodes[0].csi_volume_mount(&uid, &pv);
+    let uid = get(env, &format!("-n {NS} pod writer"), "{.metadata.uid}");
+    let mount = node.csi_volume_mount(&uid, &pv);
     assert!(
         ferry_testenv::node::mounts_under(&mount).contains(&mount.display().to_string()),
         "{} is not a mount point",
@@ -204,7 +232,7 @@ async fn csi_volumes_snapshot_restore_on_another_node_and_leave_nothing_behind()
     let on_host =
         std::fs::read_to_string(mount.join("content")).expect("reading the mount on the host");
     assert_eq!(on_host, content);
-    let data = nodes[0]
+    let data = node
         .csi_data_dir()
         .join("volumes")
         .join(&pv)
@@ -213,10 +241,13 @@ async fn csi_volumes_snapshot_restore_on_another_node_and_leave_nothing_behind()
         std::fs::read_to_string(&data).expect("reading the driver's data"),
         content
     );
+    mount
+}
 
-    // A snapshot of it becomes ready to use.
+/// A snapshot of the source claim becomes ready to use, kept on `node` (its source's).
+fn snapshot_source_on_its_node(env: &TestEnv, node: &NodeInfo) {
     apply(
-        &env,
+        env,
         &format!(
             r#"apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshot
@@ -236,33 +267,35 @@ spec:
         "-o",
         "jsonpath={.status.readyToUse}",
     ];
-    kubectl_until(&env, "m", &snap_args, WAIT, |s| s == "true");
+    kubectl_until(env, "m", &snap_args, WAIT, |s| s == "true");
     let content_name = get(
-        &env,
+        env,
         &format!("-n {NS} volumesnapshot snap"),
         "{.status.boundVolumeSnapshotContentName}",
     );
     let handle = get(
-        &env,
+        env,
         &format!("volumesnapshotcontent {content_name}"),
         "{.status.snapshotHandle}",
     );
-    let (node, name) = handle
+    let (handle_node, name) = handle
         .split_once('_')
         .expect("a snapshot handle <node>_<name>");
     assert_eq!(
-        node, nodes[0].name,
+        handle_node, node.name,
         "the snapshot is kept on its source's node"
     );
-    let file = nodes[0]
+    let file = node
         .csi_data_dir()
         .join("snapshots")
         .join(format!("{name}.tar"));
     assert!(file.is_file(), "no snapshot file {}", file.display());
+}
 
-    // Changed after the snapshot: the restored claim must not see this.
+/// Changed after the snapshot: the restored claim must not see this.
+fn change_source_after_snapshot(env: &TestEnv) {
     kubectl(
-        &env,
+        env,
         "m",
         &[
             "-n",
@@ -276,21 +309,29 @@ spec:
         ],
         None,
     );
+}
 
-    // A claim restored from the snapshot, on the other node, reads back what was written.
+/// A claim restored from the snapshot, on the other node, reads back what was written.
+/// Returns the reader's mount of it.
+fn restore_on_the_other_node(
+    env: &TestEnv,
+    node: &NodeInfo,
+    toolbox: &str,
+    content: &str,
+) -> std::path::PathBuf {
     let read_back = "cat /data/content > /dev/null && exec sleep 3600";
     run_with_claim(
-        &env,
-        ("reader", &nodes[1].name, &toolbox),
+        env,
+        ("reader", &node.name, toolbox),
         ("restored", Some("snap")),
         read_back,
     );
     assert_eq!(
-        get(&env, &format!("-n {NS} pvc restored"), "{.status.phase}"),
+        get(env, &format!("-n {NS} pvc restored"), "{.status.phase}"),
         "Bound"
     );
     let restored = kubectl(
-        &env,
+        env,
         "m",
         &["-n", NS, "exec", "reader", "--", "cat", "/data/content"],
         None,
@@ -299,17 +340,24 @@ spec:
         restored, content,
         "the restored claim holds what the snapshot took"
     );
-    let restored_pv = get(&env, &format!("-n {NS} pvc restored"), "{.spec.volumeName}");
-    let reader_uid = get(&env, &format!("-n {NS} pod reader"), "{.metadata.uid}");
-    let reader_mount = nodes[1].csi_volume_mount(&reader_uid, &restored_pv);
+    let restored_pv = get(env, &format!("-n {NS} pvc restored"), "{.spec.volumeName}");
+    let reader_uid = get(env, &format!("-n {NS} pod reader"), "{.metadata.uid}");
+    let reader_mount = node.csi_volume_mount(&reader_uid, &restored_pv);
     assert_eq!(
         std::fs::read_to_string(reader_mount.join("content")).expect("reading the restored mount"),
         content
     );
+    reader_mount
+}
 
-    // Deleting it all: pods unmount, claims' volumes and the snapshot's content go.
+/// Deleting it all: pods unmount, claims' volumes and the snapshot's content go.
+fn delete_all_and_find_nothing_left(
+    env: &TestEnv,
+    nodes: &[NodeInfo],
+    mounts: [&std::path::Path; 2],
+) {
     kubectl(
-        &env,
+        env,
         "m",
         &[
             "-n",
@@ -325,14 +373,14 @@ spec:
         None,
     );
     kubectl_until(
-        &env,
+        env,
         "m",
         &["get", "volumesnapshotcontents", "-o", "name"],
         WAIT,
         str::is_empty,
     );
     kubectl_until(
-        &env,
+        env,
         "m",
         &[
             "get",
@@ -344,30 +392,26 @@ spec:
         |s| !s.contains(CSI_STORAGE_CLASS),
     );
     // The kubelet unmounts (NodeUnpublishVolume) after the pod object is gone.
-    for m in [&mount, &reader_mount] {
+    for m in mounts {
         let start = Instant::now();
         while !ferry_testenv::node::mounts_under(m).is_empty() {
             assert!(start.elapsed() < WAIT, "{} still mounted", m.display());
             std::thread::sleep(Duration::from_millis(250));
         }
     }
-    for node in &nodes {
+    for node in nodes {
         for sub in ["volumes", "snapshots"] {
             let left = entries(&node.csi_data_dir().join(sub));
             assert!(left.is_empty(), "{} {sub} left: {left:?}", node.name);
         }
     }
+}
 
-    // A volume still mounted when the environment stops: the teardown unmounts it.
-    run_with_claim(
-        &env,
-        ("keeper", &nodes[1].name, &toolbox),
-        ("kept", None),
-        &write,
-    );
-    let kept_uid = get(&env, &format!("-n {NS} pod keeper"), "{.metadata.uid}");
-    let kept_pv = get(&env, &format!("-n {NS} pvc kept"), "{.spec.volumeName}");
-    let kept_mount = nodes[1].csi_volume_mount(&kept_uid, &kept_pv);
+/// A volume still mounted when the environment stops: the teardown unmounts it.
+fn leave_a_volume_mounted(env: &TestEnv, node: &NodeInfo, toolbox: &str, write: &str) {
+    run_with_claim(env, ("keeper", &node.name, toolbox), ("kept", None), write);
+    let kept_uid = get(env, &format!("-n {NS} pod keeper"), "{.metadata.uid}");
+    let kept_pv = get(env, &format!("-n {NS} pvc kept"), "{.spec.volumeName}");
+    let kept_mount = node.csi_volume_mount(&kept_uid, &kept_pv);
     assert!(!ferry_testenv::node::mounts_under(&kept_mount).is_empty());
-    stop_and_find_nothing_left(env, &dir, 2);
 }

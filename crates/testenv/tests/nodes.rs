@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{
     exec_eventually, kubectl, one_cluster, start_kept, stop_and_find_nothing_left, wait_ready,
 };
-use ferry_testenv::{EnvSpec, NodeInfo};
+use ferry_testenv::{EnvSpec, NodeInfo, TestEnv};
 
 /// The application both clusters run: a StatefulSet whose pod writes a greeting into its
 /// claim (from the default StorageClass) once, prints it, and serves its volume over HTTP.
@@ -88,27 +88,45 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     };
     let (env, dir, toolbox) = start_kept("ferry-nodes-test-", &spec).await;
 
-    // A Ready node per cluster, listed by the real kubectl.
+    assert_each_cluster_lists_a_ready_node(&env);
+
+    let ns = "nodes-test";
+    deploy_app_on_both(&env, &toolbox, ns);
+
+    let greeting = assert_pod_wrote_into_its_claim(&env, ns);
+    assert_recreated_pod_reads_it_back(&env, ns, &greeting);
+    assert_service_resolves_by_dns(&env, ns, &greeting);
+    assert_a_reaches_b_node_port(&env, ns, &greeting);
+
+    stop_and_find_nothing_left(env, &dir, 2);
+}
+
+/// A Ready node per cluster, listed by the real kubectl.
+fn assert_each_cluster_lists_a_ready_node(env: &TestEnv) {
     for c in ["a", "b"] {
-        let nodes = kubectl(&env, c, &["get", "nodes", "--no-headers"], None);
+        let nodes = kubectl(env, c, &["get", "nodes", "--no-headers"], None);
         assert!(
             nodes.contains(&format!("{c}-node0")) && nodes.contains(" Ready "),
             "{c}: {nodes}"
         );
     }
+}
 
-    let ns = "nodes-test";
+fn deploy_app_on_both(env: &TestEnv, toolbox: &str, ns: &str) {
     for c in ["a", "b"] {
-        kubectl(&env, c, &["apply", "-f", "-"], Some(&app(&toolbox, ns, c)));
+        kubectl(env, c, &["apply", "-f", "-"], Some(&app(toolbox, ns, c)));
     }
     for c in ["a", "b"] {
-        wait_ready(&env, c, ns, "pod/web-0");
-        wait_ready(&env, c, ns, "pod/client");
+        wait_ready(env, c, ns, "pod/web-0");
+        wait_ready(env, c, ns, "pod/client");
     }
+}
 
-    // The pod wrote into its claim, which the default StorageClass provisioned.
+/// The pod wrote into its claim, which the default StorageClass provisioned; returns what
+/// cluster a's pod wrote.
+fn assert_pod_wrote_into_its_claim(env: &TestEnv, ns: &str) -> String {
     let pvc = kubectl(
-        &env,
+        env,
         "a",
         &[
             "-n",
@@ -123,7 +141,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     );
     assert_eq!(pvc, "Bound local-path");
     let greeting = kubectl(
-        &env,
+        env,
         "a",
         &["-n", ns, "exec", "web-0", "--", "cat", "/data/greeting"],
         None,
@@ -132,10 +150,13 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
         greeting.starts_with("greeting from web-0 in a at "),
         "{greeting}"
     );
-    let logs = kubectl(&env, "a", &["-n", ns, "logs", "web-0"], None);
+    let logs = kubectl(env, "a", &["-n", ns, "logs", "web-0"], None);
     assert!(logs.contains(&format!("serving: {greeting}")), "{logs}");
+    greeting
+}
 
-    // Deleted, recreated by the StatefulSet controller, and the new pod reads it back.
+/// Deleted, recreated by the StatefulSet controller, and the new pod reads it back.
+fn assert_recreated_pod_reads_it_back(env: &TestEnv, ns: &str, greeting: &str) {
     // The pod's uid, or None while no pod of that name exists.
     let uid = || {
         env.kubectl("a")
@@ -156,7 +177,7 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
     };
     let first = uid().expect("web-0 exists");
     kubectl(
-        &env,
+        env,
         "a",
         &["-n", ns, "delete", "pod", "web-0", "--wait=true"],
         None,
@@ -169,16 +190,18 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    wait_ready(&env, "a", ns, "pod/web-0");
-    let again = exec_eventually(&env, "a", ns, "web-0", &["cat", "/data/greeting"]);
+    wait_ready(env, "a", ns, "pod/web-0");
+    let again = exec_eventually(env, "a", ns, "web-0", &["cat", "/data/greeting"]);
     assert_eq!(
         again, greeting,
         "the recreated pod reads what the first wrote"
     );
+}
 
-    // A second pod reaches the first through the Service, by its DNS name.
+/// A second pod reaches the first through the Service, by its DNS name.
+fn assert_service_resolves_by_dns(env: &TestEnv, ns: &str, greeting: &str) {
     let via_dns = exec_eventually(
-        &env,
+        env,
         "a",
         ns,
         "client",
@@ -188,11 +211,13 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
         ],
     );
     assert_eq!(via_dns, greeting);
+}
 
-    // A pod of cluster a reaches cluster b's NodePort at b's node address.
+/// A pod of cluster a reaches cluster b's NodePort at b's node address.
+fn assert_a_reaches_b_node_port(env: &TestEnv, ns: &str, greeting: &str) {
     let b_node = &env.cluster("b").expect("cluster b").nodes[0];
     let node_port = kubectl(
-        &env,
+        env,
         "b",
         &[
             "-n",
@@ -206,14 +231,14 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
         None,
     );
     let b_greeting = kubectl(
-        &env,
+        env,
         "b",
         &["-n", ns, "exec", "web-0", "--", "cat", "/data/greeting"],
         None,
     );
     assert_ne!(b_greeting, greeting, "each cluster's pod wrote its own");
     let across = exec_eventually(
-        &env,
+        env,
         "a",
         ns,
         "client",
@@ -223,8 +248,6 @@ async fn pods_run_keep_their_volume_resolve_services_and_reach_the_other_cluster
         ],
     );
     assert_eq!(across, b_greeting);
-
-    stop_and_find_nothing_left(env, &dir, 2);
 }
 
 /// Two nodes in one cluster: the scheduler places pods on either, and a pod on one node
