@@ -34,6 +34,7 @@ mod output;
 pub mod pair;
 mod progress;
 pub mod repo;
+pub mod restore_points;
 pub mod schedules;
 pub mod serve;
 pub mod service;
@@ -96,7 +97,7 @@ pub enum Command {
     /// change, start it on the destination, and report the downtime.
     Cutover(jobs::CutoverArgs),
     /// List the restore points a repository holds.
-    RestorePoints(catalog::RestorePointsArgs),
+    RestorePoints(restore_points::RestorePointsArgs),
     /// Recurring migrations.
     Schedules(schedules::SchedulesArgs),
     /// Import policies: import (and restore) what a source exports to a shared bucket,
@@ -175,7 +176,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             jobs::cutover(&cli.connect, args, signal::cancel_on_signals(), cli.output).await
         }
         Command::RestorePoints(args) => {
-            catalog::restore_points(&cli.connect, args, cli.output).await
+            restore_points::restore_points(&cli.connect, args, cli.output).await
         }
         Command::Schedules(args) => schedules::run(&cli.connect, args, cli.output).await,
         Command::ImportPolicy(args) => {

@@ -30,6 +30,7 @@ async fn warm_migration_syncs_changes_while_the_source_runs_and_cuts_over_briefl
     let ferry = Ferry::for_context(Some(&kc), Some("a")).await.unwrap();
 
     an_aborted_warm_migration_leaves_the_source_running_and_b_without_it(&kc, &image, &ferry).await;
+    a_write_on_b_between_syncs_stops_the_migration_and_is_kept(&kc, &image, &ferry).await;
 
     let ns = ferry_testenv::unique_name("warm");
     let source = running_application_with_bulk_data(&kc, &ns, &image);
@@ -224,6 +225,45 @@ async fn an_aborted_warm_migration_leaves_the_source_running_and_b_without_it(
         !kubectl_ok(kc, "b", &["get", "namespace", &ns])
     });
     kubectl(kc, "a", &["delete", "namespace", &ns, "--wait=false"], None);
+}
+
+/// Someone writes into the synced claim on b: the next sync refuses to overwrite it and
+/// names the file, the job fails at once (no retry can help), the source runs on, and
+/// the claim on b keeps what was written.
+async fn a_write_on_b_between_syncs_stops_the_migration_and_is_kept(
+    kc: &Path,
+    image: &str,
+    ferry: &Ferry,
+) {
+    let ns = ferry_testenv::unique_name("warm-intruder");
+    running_application_with_bulk_data(kc, &ns, image);
+    let pod = jsonpath(kc, "a", &ns, "pod/db-0", "{.metadata.uid}");
+    let job = start_warm(kc, &ns);
+    wait_for_syncs(ferry, &job, 1).await;
+    let on_b = claim_dir(kc, "b", &ns, "data-db-0");
+    std::fs::write(on_b.join("written-on-b"), "not from a\n").unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (done, report) = loop {
+        let (now, report) = ferry.job(&job).get().await.unwrap();
+        if let Some(report) = report {
+            break (now, report);
+        }
+        assert!(Instant::now() < deadline, "the job went on: {now:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(done.state(), JobState::Failed, "{done:?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(error.message.contains("written-on-b"), "{error:?}");
+    assert_source_untouched(kc, &ns, &pod);
+    let kept = std::fs::read_to_string(on_b.join("written-on-b")).unwrap();
+    assert_eq!(kept, "not from a\n");
+    assert!(
+        report.warnings.iter().any(|w| w.message.contains("stay")),
+        "the report says the claims stay: {:?}",
+        report.warnings
+    );
+    delete_on_both(kc, &ns);
 }
 
 /// The application on a runs as before: the same pod, Ready, one replica, no mark of a

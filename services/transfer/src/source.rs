@@ -323,13 +323,7 @@ impl Source<'_> {
             .await;
         let mut agent_ref = run.deps().repositories.for_agents(&repo_ref, &self.key);
         agent_ref.repository_id = repository_id;
-        // A warm migration's syncs name their parents: the previous sync's snapshots.
-        let warm_parents = run.with_checkpoint(|c| c.warm_parents.clone());
-        let parents = if warm_parents.is_empty() {
-            parents(&repo, self.namespace(), &self.key).await
-        } else {
-            warm_parents.into_iter().collect()
-        };
+        let parents = self.parents(&repo).await;
         let claims = volumes
             .iter()
             .map(|v| (self.namespace().to_owned(), v.pvc.clone()))
@@ -402,6 +396,17 @@ impl Source<'_> {
         )
         .await;
         Ok(snapshots)
+    }
+
+    /// Each claim's parent snapshot: a warm migration's previous sync's, else the one in
+    /// the application's latest restore point.
+    async fn parents(&self, repo: &ferry_repo::Repository) -> HashMap<String, String> {
+        let warm = self.run.with_checkpoint(|c| c.warm_parents.clone());
+        if warm.is_empty() {
+            parents(repo, self.namespace(), &self.key).await
+        } else {
+            warm.into_iter().collect()
+        }
     }
 
     fn record_backup(&self, vol: &SourceVolume, took: Duration, summary: &Result<BackupSummary>) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferry_kube::Captured;
 use ferry_proto::v1::{
-    JobState, StartMigrationRequest, StepState, VolumeResult, WarmOptions, WarmSync,
+    ErrorCode, JobState, StartMigrationRequest, StepState, VolumeResult, WarmOptions, WarmSync,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
@@ -105,7 +105,7 @@ pub(crate) async fn run(
     .await;
     if let Err(e) = &outcome {
         info!(error = %e, "warm migration stopped; undoing what it did");
-        abort(run, src, dst).await;
+        abort(run, src, dst, e).await;
     }
     outcome
 }
@@ -160,7 +160,9 @@ async fn sync_until_cutover(
                 .await;
                 info!(sync = number, took = ?done, "warm sync done");
             }
-            Err(e) if e.is_cancelled() => return Err(e),
+            // Cancelled; or someone wrote to a destination volume, which waits for a
+            // person, not for the next sync.
+            Err(e) if e.is_cancelled() || e.code() == ErrorCode::Conflict => return Err(e),
             Err(e) => {
                 let failed = run.with_checkpoint(|c| c.failed_syncs) + 1;
                 run.update_checkpoint(|c| c.failed_syncs = failed).await;
@@ -556,11 +558,11 @@ async fn leave_source_stopped(run: &JobRun, src: &Source<'_>) {
     .await;
 }
 
-/// Undoes a warm migration that stopped before its apply: the source scaled back if
-/// the cutover had stopped it, and the claims (and the namespace) its syncs created on
-/// the destination deleted. Problems are warnings: the job's own error says why it
-/// stopped.
-async fn abort(run: &JobRun, src: &Source<'_>, dst: &Destination<'_>) {
+/// Undoes a warm migration that stopped (with `why`) before its apply: the source
+/// scaled back if the cutover had stopped it, and the claims (and the namespace) its
+/// syncs created on the destination deleted, unless someone wrote to them there.
+/// Problems are warnings: the job's own error says why it stopped.
+async fn abort(run: &JobRun, src: &Source<'_>, dst: &Destination<'_>, why: &TransferError) {
     let state_of = |name: &str| {
         run.job()
             .steps
@@ -580,6 +582,23 @@ async fn abort(run: &JobRun, src: &Source<'_>, dst: &Destination<'_>) {
     }
     let apply_began = !matches!(state_of(steps::APPLY), Some(StepState::Pending) | None);
     if apply_began {
+        return;
+    }
+    if why.code() == ErrorCode::Conflict {
+        run.with_report(|r| {
+            r.warnings.push(ferry_proto::v1::ErrorDetail {
+                message: format!(
+                    "the claims the syncs created on cluster {} stay, with what was written \
+                     to them there",
+                    dst.cluster.name
+                ),
+                cluster: dst.cluster.name.clone(),
+                hint: "copy away what should be kept, then delete the namespace's claims \
+                       there, or migrate again with overwrite_destination_changes"
+                    .into(),
+                ..Default::default()
+            });
+        });
         return;
     }
     let created = run.with_checkpoint(|c| c.created_before_apply.clone());
