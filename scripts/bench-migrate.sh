@@ -36,8 +36,8 @@ repository_and_pair
 
 # The job as `ferry jobs get -o json` shows it.
 job_json() { ferry --context a jobs get "$job" -o json; }
-# Seconds of a protobuf JSON duration ("2.512s").
-seconds() { jq -r "$1 // \"0s\" | rtrimstr(\"s\") | tonumber" <<<"$2"; }
+# Seconds of a protobuf JSON duration ("2.512s"), to 0.01 s.
+seconds() { jq -r "$1 // \"0s\" | rtrimstr(\"s\") | tonumber * 100 | round / 100" <<<"$2"; }
 # Waits until the job has finished $1 syncs while the application runs; its JSON.
 wait_syncs() {
     local want=$1 doc
