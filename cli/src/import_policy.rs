@@ -30,9 +30,14 @@ const POLL: Duration = Duration::from_millis(500);
   ferry --context a migration-token -n shop --profile exports --recipient-key-file b.pub > token.txt
   ferry --context b profile create shop-in --kind import --migration-token-file token.txt \\
       --expect-signer SHA256:... --credentials-secret s3-read
-  ferry --context b import-policy create shop --profile shop-in -n shop --every 15m --restore
+  kubectl --context b -n shop create serviceaccount importer      # then a RoleBinding
+  ferry --context b import-policy create shop --profile shop-in -n shop --every 15m --restore \\
+      --service-account importer
   ferry --context b import-policy create shop --profile shop-in -n shop --cron '0 * * * *' \\
-      --restore --namespace-map shop=shop-dr --storage-class-map fast=standard --no-start
+      --restore --namespace-map shop=shop-dr --storage-class-map fast=standard --no-start \\
+      --service-account importer                                  # shop-dr/importer
+  ferry --context b import-policy create all --profile every-in --every 1h \\
+      --service-account ops/importer        # every namespace: administrators, NAMESPACE/NAME
   ferry --context b import-policy run-now shop --wait
   ferry --context b import-policy runs shop
   ferry --context b restore-points --profile shop-in
@@ -42,7 +47,9 @@ new\"). Restore points the policy imported before are not imported again, also a
 restart; a run that found nothing new ends NOTHING-TO-DO and starts no job. With
 --restore, each run restores the newest new restore point of each application (older
 new ones are superseded by it); a restore point whose restore failed is tried again by
-the next run. Suspend and resume a policy with `ferry schedules suspend|resume NAME`.")]
+the next run. Every run acts as the policy's ServiceAccount (--service-account, required
+of everyone, administrators too), judged by the rights RBAC gives it when the run starts.
+Suspend and resume a policy with `ferry schedules suspend|resume NAME`.")]
 pub struct ImportPolicyArgs {
     #[command(subcommand)]
     pub command: ImportPolicyCommand,
@@ -106,8 +113,9 @@ pub struct CreateArgs {
     /// Create it suspended.
     #[arg(long)]
     pub suspended: bool,
-    /// Every run acts as this ServiceAccount of the namespace it restores into, judged
-    /// by the rights RBAC gives it then; required unless you are an administrator.
+    /// Required: every run acts as this ServiceAccount of the namespace it restores into
+    /// (NAMESPACE/NAME: of another namespace, administrators only, and what a policy of
+    /// every namespace needs), judged by the rights RBAC gives it when the run starts.
     #[arg(long, value_name = "NAME")]
     pub service_account: Option<String>,
 }
@@ -517,9 +525,12 @@ mod tests {
             "shop=shop-dr",
             "--max-attempts",
             "1",
+            "--service-account",
+            "importer",
         ])
         .expect("request");
         assert_eq!(req.name, "shop");
+        assert_eq!(req.service_account, "importer");
         assert_eq!(
             req.trigger,
             Some(create_schedule_request::Trigger::Interval(

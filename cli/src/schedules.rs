@@ -16,12 +16,19 @@ use crate::output::{Format, print, print_proto};
 /// `ferry schedules` and its subcommands.
 #[derive(Debug, Args)]
 #[command(after_long_help = "Examples:
-  ferry --context a schedules create shop-hourly --every 1h -n shop --to b --no-start
-  ferry --context a schedules create shop-nightly --cron '0 2 * * *' --time-zone Europe/Paris -n shop --to b
-  ferry --context a schedules create shop-daily --every 1d -n shop --to b --profile main --keep-last 7
+  kubectl --context a -n shop create serviceaccount shop-mover   # then RoleBindings on a and b
+  ferry --context a schedules create shop-hourly --every 1h -n shop --to b --service-account shop-mover --no-start
+  ferry --context a schedules create shop-nightly --cron '0 2 * * *' --time-zone Europe/Paris -n shop --to b \\
+      --service-account shop-mover
+  ferry --context a schedules create shop-daily --every 1d -n shop --to b --profile main --keep-last 7 \\
+      --service-account ops/ferry-runs      # administrators may name one of another namespace
   ferry --context a schedules list
   ferry --context a schedules runs shop-hourly
-  ferry --context a schedules suspend shop-hourly")]
+  ferry --context a schedules suspend shop-hourly
+
+Every run acts as the schedule's ServiceAccount (--service-account, required of everyone,
+administrators too): Kubernetes judges each run by the rights RBAC gives it when the run
+starts, on both clusters, as it judges a CronJob's pods.")]
 pub struct SchedulesArgs {
     #[command(subcommand)]
     pub command: SchedulesCommand,
@@ -68,8 +75,10 @@ pub struct CreateArgs {
     /// Create it suspended.
     #[arg(long)]
     pub suspended: bool,
-    /// Every run acts as this ServiceAccount of the application's namespace, judged by
-    /// the rights RBAC gives it then; required unless you are an administrator.
+    /// Required: every run acts as this ServiceAccount of the application's namespace
+    /// (NAMESPACE/NAME: of another namespace, administrators only), judged by the rights
+    /// RBAC gives it when the run starts; unless you administer Ferry, you must be
+    /// allowed to get its tokens.
     #[arg(long, value_name = "NAME")]
     pub service_account: Option<String>,
     /// Retention: after each successful run, keep at most the newest N restore points of

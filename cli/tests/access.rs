@@ -345,7 +345,7 @@ async fn a_namespace_user_sees_her_jobs_and_not_the_administrators(
 /// A schedule's runs act as a ServiceAccount its creator may act as: alice can name none
 /// of bob's namespace, so her schedule of it is refused before it exists, and none
 /// without one (the scheduler's own rights never stand in). The administrator's own
-/// schedule, of `admins`, is not alice's to see or run.
+/// schedule, of `admins` (acting as a ServiceAccount too), is not alice's to see or run.
 fn schedules_act_as_a_service_account_their_creator_may_use(ctx: &Ctx, admins: &str) {
     let Ctx { kc, theirs, .. } = ctx;
     let sneaky = |service_account: Option<&str>| {
@@ -399,6 +399,8 @@ fn schedules_act_as_a_service_account_their_creator_may_use(ctx: &Ctx, admins: &
             "b",
             "--profile",
             "main",
+            "--service-account",
+            "default",
         ],
     )
     .ok();

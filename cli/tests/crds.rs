@@ -13,7 +13,8 @@
 //! - the documented Restore puts the Migration's restore point back into another
 //!   namespace on b, every byte; alice's Restore of it is refused;
 //! - the documented MigrationSchedule runs on its interval, twice and more, as its
-//!   creator; its status records the runs; suspend and resume reach the scheduler; the
+//!   ServiceAccount (`serviceAccountName`, which its creator, the administrator, granted
+//!   rights on both clusters); its status records the runs; suspend and resume reach the scheduler; the
 //!   second run carries what changed in between; deleting it deletes the schedule;
 //! - a second controller replica waits on the Lease and takes over when the first stops.
 
@@ -27,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::control::{
     cli, eventually, free_port, jsonpath, kubectl, kubectl_ok, kubectl_result, profile_create,
-    profiles, sample_app, serve_with, wait_answering,
+    profiles, sample_app, serve_with, service_account_with_rights, wait_answering,
 };
 use common::{assert_same_tree, make_tree};
 use serde_json::Value;
@@ -681,9 +682,10 @@ fn a_second_replica_takes_over_when_the_first_stops(
 }
 
 /// The documented MigrationSchedule, on an interval of a few seconds: it runs as its
-/// creator, its status records the runs, `suspend` reaches the scheduler, a run after
-/// resuming carries what changed on the source, and deleting the object deletes the
-/// schedule.
+/// ServiceAccount (created by the administrator who creates the object, with rights on
+/// both clusters), its status records the runs, `suspend` reaches the scheduler, a run
+/// after resuming carries what changed on the source, and deleting the object deletes
+/// the schedule.
 fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
     kc: &Path,
     root: &Path,
@@ -697,6 +699,11 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
         documented.contains("schedule: \"0 2 * * *\""),
         "{documented}"
     );
+    assert!(
+        documented.contains("serviceAccountName: shop-mover"),
+        "{documented}"
+    );
+    service_account_with_rights(kc, "a", &ns, "shop-mover", &["a", "b"]);
     let yaml = documented
         .replace("namespace: shop", &format!("namespace: {ns}"))
         .replace(
@@ -743,16 +750,26 @@ fn a_migration_schedule_runs_on_its_interval_and_records_its_runs(
         "{object:#}"
     );
     // The scheduler holds it under the derived name, created by the object's creator,
-    // and the runs' jobs acted for them.
+    // and the runs' jobs acted as its ServiceAccount.
     let name = format!("migrationschedule.{ns}.shop-nightly");
     let id = status["scheduleId"].as_str().unwrap().to_owned();
     let id = id.as_str();
     let shown = scheduled(kc, id);
     assert_eq!(shown["name"], name.as_str(), "{shown:#}");
     assert_eq!(shown["createdBy"], "admin", "{shown:#}");
+    assert_eq!(
+        shown["serviceAccount"],
+        format!("{ns}/shop-mover").as_str(),
+        "{shown:#}"
+    );
     let job = runs[0]["jobs"][0].as_str().unwrap();
     let job = cli(kc, &["--context", "a", "-o", "json", "jobs", "get", job]).ok();
-    assert!(job.stdout.contains("\"requestedBy\": \"admin\""), "{job:?}");
+    assert!(
+        job.stdout.contains(&format!(
+            "\"requestedBy\": \"system:serviceaccount:{ns}:shop-mover\""
+        )),
+        "{job:?}"
+    );
     a_suspended_schedule_resumes_with_what_changed(kc, &ns, &src, what, id, object);
 }
 
@@ -990,6 +1007,13 @@ fn an_import_policy_imports_what_is_new(
 
     let documented = example("importpolicy");
     assert!(documented.contains("interval: 15m"), "{documented}");
+    // It restores into its namespace here (the documented mapping names `shop`), so
+    // `importer` is a ServiceAccount of that namespace.
+    assert!(
+        documented.contains("serviceAccountName: importer"),
+        "{documented}"
+    );
+    service_account_with_rights(kc, "a", &ns, "importer", &["a"]);
     let yaml = documented
         .replace("namespace: shop\n", &format!("namespace: {ns}\n"))
         .replace("sourceNamespace: shop", &format!("sourceNamespace: {ns}"))
@@ -1021,7 +1045,9 @@ fn an_import_policy_imports_what_is_new(
         ready["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("acting for admin"),
+            .contains(&format!(
+                "as ServiceAccount {ns}/importer, created by admin"
+            )),
         "{object:#}"
     );
     let id = object["status"]["scheduleId"].as_str().unwrap().to_owned();

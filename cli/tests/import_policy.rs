@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use common::control::{
-    Serve, cli, export_out, export_repository_for, import_profile, jsonpath, kubectl, sample_app,
-    serve, wait_answering,
+    Serve, cli, export_out, export_repository_for, import_profile, jsonpath, kubectl,
+    runs_service_account, sample_app, serve, wait_answering,
 };
 use common::{Run, assert_same_tree, make_tree, num, random_bytes};
 use serde_json::Value;
@@ -198,6 +198,7 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
     );
     let rp1 = the_first_export_and_bs_import_profile_from_a_token(&ctx, root);
     let policy_id = an_import_policy_on_b(&ctx);
+    a_policy_of_every_namespace_names_its_service_accounts_namespace(&ctx);
     let volume = the_first_run_imports_and_restores_the_export(&ctx, &rp1, &policy_id);
     an_unchanged_bucket_means_no_work(&ctx);
     let restored =
@@ -212,12 +213,14 @@ async fn an_import_policy_restores_each_new_export_once_and_nothing_from_an_unre
 }
 
 /// What the phases share: the kubeconfig, the exported namespace and the directory
-/// behind its volume on a, and b's import key, which every export is for.
+/// behind its volume on a, b's import key, which every export is for, and the
+/// administrator's ServiceAccount on b (`NAMESPACE/NAME`) that the policies' runs act as.
 struct Ctx {
     kc: PathBuf,
     ns: String,
     src: PathBuf,
     recipient: String,
+    runner: String,
 }
 
 /// The application to export, with data, on a; and b's import key.
@@ -235,6 +238,7 @@ fn a_namespace_with_data_and_bs_import_key(kc: &Path, root: &Path) -> Ctx {
         ns,
         src,
         recipient,
+        runner: runs_service_account(kc, "b", &["b"]),
     }
 }
 
@@ -272,10 +276,11 @@ fn the_first_export_and_bs_import_profile_from_a_token(ctx: &Ctx, root: &Path) -
     rp1
 }
 
-/// An import policy on b, `shop-in`, pinned to the profile's repository; only RunNow
-/// starts its runs here. Returns its id.
+/// An import policy on b, `shop-in`, pinned to the profile's repository, its runs
+/// acting as the administrator's ServiceAccount; only RunNow starts its runs here.
+/// Returns its id.
 fn an_import_policy_on_b(ctx: &Ctx) -> String {
-    let Ctx { kc, ns, .. } = ctx;
+    let Ctx { kc, ns, runner, .. } = ctx;
     let created = b_json(
         kc,
         &[
@@ -291,9 +296,12 @@ fn an_import_policy_on_b(ctx: &Ctx) -> String {
             "--restore",
             "--max-attempts",
             "1",
+            "--service-account",
+            runner,
         ],
     );
     let policy_id = created["schedule"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["schedule"]["serviceAccount"], runner.as_str());
     let spec = &created["schedule"]["importPolicy"];
     assert_eq!(spec["restore"], true, "{created:#}");
     assert!(
@@ -307,6 +315,49 @@ fn an_import_policy_on_b(ctx: &Ctx) -> String {
     assert!(listed.stdout.contains("shop-in"), "{listed:?}");
     assert!(listed.stdout.contains("import+restore"), "{listed:?}");
     policy_id
+}
+
+/// A policy of every namespace (the administrator's) has no namespace of its own for a
+/// bare ServiceAccount name to be in: it names one as `NAMESPACE/NAME`, and is then
+/// created. Created suspended and deleted again, it never runs.
+fn a_policy_of_every_namespace_names_its_service_accounts_namespace(ctx: &Ctx) {
+    let Ctx { kc, runner, .. } = ctx;
+    let every = |service_account: &str| {
+        cli(
+            kc,
+            &[
+                "--context",
+                "b",
+                "-o",
+                "json",
+                "import-policy",
+                "create",
+                "every",
+                "--profile",
+                "in",
+                "--every",
+                "1h",
+                "--suspended",
+                "--service-account",
+                service_account,
+            ],
+        )
+    };
+    let (_, bare) = runner.split_once('/').unwrap();
+    let refused = every(bare).code(1);
+    assert!(
+        refused.stderr.contains("service_account")
+            && refused.stderr.contains(&format!("NAMESPACE/{bare}")),
+        "{refused:?}"
+    );
+    let created = every(runner).ok().json();
+    let schedule = &created["schedule"];
+    assert_eq!(schedule["serviceAccount"], runner.as_str(), "{created:#}");
+    assert!(
+        schedule["importPolicy"]["application"]["namespace"].is_null(),
+        "{created:#}"
+    );
+    cli(kc, &["--context", "b", "import-policy", "delete", "every"]).ok();
 }
 
 /// Run 1: the export `rp1` is imported and restored, byte for byte, by a job of the
@@ -374,6 +425,7 @@ fn a_second_export_is_imported_alone_and_restored_over_the_first(
         ns,
         src,
         recipient,
+        ..
     } = ctx;
     let (pv, dst) = volume;
     std::fs::write(src.join("text/README.md"), b"# readme\nchanged on a\n").unwrap();
@@ -435,6 +487,7 @@ fn a_third_export_waits_and_a_second_policy_maps_a_new_namespace(ctx: &Ctx) -> S
         ns,
         src,
         recipient,
+        ..
     } = ctx;
     std::fs::write(src.join("text/README.md"), b"# readme\nthird\n").unwrap();
     let third = export(kc, ns, recipient);
@@ -460,6 +513,8 @@ fn a_third_export_waits_and_a_second_policy_maps_a_new_namespace(ctx: &Ctx) -> S
             &format!("{ns}={fresh}"),
             "--max-attempts",
             "1",
+            "--service-account",
+            &ctx.runner,
         ],
     )
     .ok();

@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::control::{
-    cli, export_out, export_repository, free_port, key_secret, profiles_and_pair, sample_app,
-    serve, serve_with, volume_on_b, wait_answering,
+    cli, export_out, export_repository, free_port, key_secret, profiles_and_pair,
+    runs_service_account, sample_app, serve, serve_with, volume_on_b, wait_answering,
 };
 use common::{Run, assert_same_tree, ferry, make_tree, random_bytes, run};
 use serde_json::Value;
@@ -162,7 +162,8 @@ async fn a_schedule_keeps_the_newest_restore_points_and_records_what_it_pruned()
 }
 
 /// Retention prunes the repository the runs write to: it must be named. Named, the
-/// schedule `keep-two` is created keeping the last 2.
+/// schedule `keep-two` is created keeping the last 2; its runs act as a ServiceAccount
+/// of the administrator's that may read on a and write on b.
 fn retention_needs_the_profile_it_prunes_named(kc: &Path, ns: &str) {
     let unnamed = cli(
         kc,
@@ -185,6 +186,7 @@ fn retention_needs_the_profile_it_prunes_named(kc: &Path, ns: &str) {
     .code(2);
     assert!(unnamed.stderr.contains("--profile"), "{unnamed:?}");
 
+    let runner = runs_service_account(kc, "a", &["a", "b"]);
     let created = json(
         kc,
         "a",
@@ -202,6 +204,8 @@ fn retention_needs_the_profile_it_prunes_named(kc: &Path, ns: &str) {
             "main",
             "--keep-last",
             "2",
+            "--service-account",
+            &runner,
         ],
     );
     assert_eq!(

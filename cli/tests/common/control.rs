@@ -577,6 +577,43 @@ pub fn grant_rbac(kc: &Path, context: &str, ns: &str) {
     kubectl(kc, context, &["apply", "-f", "-"], Some(&yaml));
 }
 
+/// ServiceAccount `name` in `ns` on cluster `home` (which must hold `ns`), bound to
+/// `cluster-admin` on each of `bound_on` (a ClusterRoleBinding `NS-NAME`): what an
+/// administrator's schedule runs as. Every schedule's runs act as a ServiceAccount,
+/// judged by the rights RBAC gives it at each run, reading on the source and writing on
+/// the destination (which trusts the source's names) as it.
+pub fn service_account_with_rights(kc: &Path, home: &str, ns: &str, name: &str, bound_on: &[&str]) {
+    kubectl(
+        kc,
+        home,
+        &["-n", ns, "create", "serviceaccount", name],
+        None,
+    );
+    for context in bound_on {
+        kubectl(
+            kc,
+            context,
+            &[
+                "create",
+                "clusterrolebinding",
+                &format!("{ns}-{name}"),
+                "--clusterrole=cluster-admin",
+                &format!("--serviceaccount={ns}:{name}"),
+            ],
+            None,
+        );
+    }
+}
+
+/// [`service_account_with_rights`] for `runner` in a fresh namespace of its own on
+/// `home`; returns it as `NAMESPACE/NAME`, which administrators give `--service-account`.
+pub fn runs_service_account(kc: &Path, home: &str, bound_on: &[&str]) -> String {
+    let ns = ferry_testenv::unique_name("ferry-runs");
+    kubectl(kc, home, &["create", "namespace", &ns], None);
+    service_account_with_rights(kc, home, &ns, "runner", bound_on);
+    format!("{ns}/runner")
+}
+
 /// The administrator's profile `main` on `context` for `location`, with the Secrets
 /// `names` (S3 credentials, key); `create` initialises the repository.
 pub fn main_profile(

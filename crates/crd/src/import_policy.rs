@@ -11,8 +11,10 @@ use crate::{ApplySpec, MigrationScheduleStatus, Selection, Timing};
 /// does: each run lists the bucket, imports the restore points it has not imported
 /// before (labelled with its name in this cluster's catalog) and, with `restore`,
 /// restores the newest new one of each application at once. The controller creates it
-/// in Ferry's scheduler, acting for the object's creator; an empty `sourceNamespace`
-/// imports every namespace's restore points and only administrators may create that.
+/// in Ferry's scheduler, acting for the object's creator, every run acting as
+/// `serviceAccountName`; an empty `sourceNamespace` imports every namespace's restore
+/// points, only administrators may create that, and it names its ServiceAccount as
+/// `NAMESPACE/NAME`.
 /// Only `suspend` may change after creation; deleting the object deletes the policy.
 /// Its status is a MigrationSchedule's.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

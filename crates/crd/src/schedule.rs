@@ -10,9 +10,9 @@ use crate::{Condition, MigrationSpec};
 
 /// Runs the Migration in `template` on a schedule, as Velero's Schedule does for
 /// backups: the controller creates it in Ferry's scheduler, acting for the object's
-/// creator, and copies the latest runs into the status. Only `suspend` may change after
-/// creation (delete and create another to change the rest); deleting the object deletes
-/// the schedule.
+/// creator, every run acting as `serviceAccountName`, and copies the latest runs into
+/// the status. Only `suspend` may change after creation (delete and create another to
+/// change the rest); deleting the object deletes the schedule.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "ferry.dev",
@@ -61,9 +61,12 @@ pub struct Timing {
     /// No runs while true; the one field that may change.
     #[serde(default)]
     pub suspend: bool,
-    /// Every run acts as this ServiceAccount of the object's namespace, judged by the
-    /// rights RBAC gives it when the run starts (as a CronJob's pods are). Required
-    /// unless the object's creator is an administrator; the creator must be allowed to
+    /// Required: every run acts as this ServiceAccount, judged by the rights RBAC gives
+    /// it when the run starts (as a CronJob's pods are), on both clusters. `NAME` is one
+    /// of the namespace the runs work in (the template's for a MigrationSchedule, the
+    /// one an ImportPolicy restores into); `NAMESPACE/NAME` one of another namespace,
+    /// which only administrators may name (an ImportPolicy without `sourceNamespace`
+    /// needs it). Everyone must give one, administrators too; others must be allowed to
     /// get its tokens.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service_account_name: String,

@@ -1,8 +1,9 @@
 //! MigrationSchedule and ImportPolicy objects onto the scheduler service.
 //!
 //! A new MigrationSchedule (or ImportPolicy) becomes a schedule in Ferry's scheduler,
-//! created as the user who created the object (the webhook's signed requester), so
-//! every run acts for that user and the scheduler refuses what they may not do. The
+//! created as the user who created the object (the webhook's signed requester), who
+//! owns it; every run acts as `spec.serviceAccountName`, passed through, which the
+//! scheduler requires and refuses when that user may not act as it. The
 //! controller then keeps `spec.suspend` and the scheduler's state in step and copies
 //! the latest runs into the status every few seconds. Deleting the object deletes the
 //! schedule. The two kinds differ only in what each run does ([`Scheduled`]).
@@ -220,7 +221,7 @@ async fn apply<K: Scheduled>(api: &Api<K>, s: &K, ctx: &Ctx) -> Result<Action> {
     } else {
         (
             "Scheduled",
-            format!("runs {}, acting for {}", status.trigger, who.username),
+            runs_as(&status.trigger, &schedule.service_account, &who.username),
         )
     };
     set_condition(
@@ -229,6 +230,25 @@ async fn apply<K: Scheduled>(api: &Api<K>, s: &K, ctx: &Ctx) -> Result<Action> {
     );
     crate::status::write(api, s, s.schedule_status(), &status, &ctx.cluster).await?;
     Ok(Action::requeue(FOLLOW_EVERY))
+}
+
+/// The Ready condition's message of a schedule running `trigger` as `service_account`,
+/// created for `creator`.
+fn runs_as(trigger: &str, service_account: &str, creator: &str) -> String {
+    if service_account.is_empty() {
+        format!("runs {trigger}, created by {creator}")
+    } else {
+        format!("runs {trigger} as ServiceAccount {service_account}, created by {creator}")
+    }
+}
+
+/// A refusal's message followed by its next step, when the service gave one: the
+/// condition is all the object's creator sees of it.
+fn with_next_step(status: &tonic::Status) -> String {
+    match ferry_rpc::detail(status).filter(|d| !d.hint.is_empty()) {
+        Some(d) => format!("{}; {}", status.message(), d.hint),
+        None => status.message().to_owned(),
+    }
 }
 
 /// The scheduler's request for `s`, or what is wrong with its spec.
@@ -355,7 +375,7 @@ async fn create<K: Scheduled>(
         Err(st) if refused(st.code()) => {
             tracing::info!(schedule = %label(s), user = %who.username, reason = %st.message(),
                 "schedule refused");
-            Ok(Err((reason_of(st.code()), st.message().to_owned())))
+            Ok(Err((reason_of(st.code()), with_next_step(&st))))
         }
         Err(status) => Err(Error::Service {
             what: format!("creating the schedule of {}", label(s)),
@@ -520,4 +540,29 @@ async fn refuse<K: Scheduled>(
     );
     crate::status::write(api, s, s.schedule_status(), &status, &ctx.cluster).await?;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_tells_the_creator_its_next_step() {
+        let detail = ferry_rpc::error_detail(
+            ferry_proto::v1::ErrorCode::InvalidArgument,
+            "invalid service_account: empty",
+            "name a ServiceAccount (`serviceAccountName`)",
+        );
+        let status = ferry_rpc::status(Code::InvalidArgument, detail);
+        assert_eq!(
+            with_next_step(&status),
+            "invalid service_account: empty; name a ServiceAccount (`serviceAccountName`)"
+        );
+        let bare = tonic::Status::invalid_argument("no detail");
+        assert_eq!(with_next_step(&bare), "no detail");
+        assert_eq!(
+            runs_as("every 6s", "shop/mover", "admin"),
+            "runs every 6s as ServiceAccount shop/mover, created by admin"
+        );
+    }
 }

@@ -18,8 +18,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 tokio::task_local! {
-    /// The user a schedule's run acts for (its creator): the transfer service checks
-    /// every job against their rights, never the scheduler's.
+    /// The user a schedule's run acts as (its ServiceAccount): the transfer service
+    /// checks every job against its rights, never the scheduler's.
     static ACTING_FOR: Option<Requester>;
 }
 
@@ -32,16 +32,37 @@ pub struct Requester {
 
 impl Requester {
     /// Who the runs of `def` act as: its ServiceAccount, named as its tokens would name
-    /// it; else (an administrator's schedule) its creator as recorded at creation; else
-    /// (a scheduler that checks no callers) nobody.
-    pub fn of_run(def: &ferry_proto::v1::Schedule) -> Option<Requester> {
+    /// it, so Kubernetes judges each run by the rights RBAC gives it then; nobody when
+    /// it has none and no creator (a scheduler that checks no callers). A schedule with
+    /// a creator but no ServiceAccount was stored before every schedule needed one: its
+    /// runs would act with the groups its creator had at creation, frozen since, so
+    /// they act for nobody and fail with this error instead.
+    pub fn of_run(def: &ferry_proto::v1::Schedule) -> Result<Option<Requester>, JobError> {
         if let Some((namespace, name)) = def.service_account.split_once('/') {
             let (user, groups) = ferry_authz::service_account_identity(namespace, name);
-            return Some(Requester { user, groups });
+            return Ok(Some(Requester { user, groups }));
         }
-        (!def.created_by.is_empty()).then(|| Requester {
-            user: def.created_by.clone(),
-            groups: def.created_by_groups.clone(),
+        if def.created_by.is_empty() {
+            return Ok(None);
+        }
+        Err(JobError {
+            detail: Box::new(ferry_rpc::error_detail(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "schedule {} ({}) names no ServiceAccount to run as: it was created by {} \
+                     before every schedule had to, and its runs would act with the groups \
+                     they had then, which nobody checks again; this run started nothing",
+                    def.name, def.id, def.created_by
+                ),
+                format!(
+                    "recreate it with a ServiceAccount that holds the rights each run needs: \
+                     `ferry schedules delete {name}`, then create it again with \
+                     `--service-account NAME` (a MigrationSchedule or ImportPolicy: delete the \
+                     object and apply it again with spec.serviceAccountName)",
+                    name = def.name
+                ),
+            )),
+            retryable: false,
         })
     }
 }
@@ -459,5 +480,42 @@ impl Jobs for TransferJobs {
             }
             tokio::time::sleep(REWATCH_DELAY).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::v1::Schedule;
+
+    #[test]
+    fn runs_act_as_the_service_account_and_never_with_groups_recorded_at_creation() {
+        let with = |service_account: &str, created_by: &str| Schedule {
+            id: "sch-1".into(),
+            name: "nightly".into(),
+            created_by: created_by.into(),
+            created_by_groups: vec!["system:masters".into()],
+            service_account: service_account.into(),
+            ..Default::default()
+        };
+        let sa = Requester::of_run(&with("shop/mover", "admin")).expect("acts");
+        assert_eq!(
+            sa.map(|r| r.user),
+            Some("system:serviceaccount:shop:mover".to_owned())
+        );
+        // A scheduler that checks no callers: nobody.
+        assert_eq!(Requester::of_run(&with("", "")).expect("acts"), None);
+        // Stored before every schedule needed one: refused, not run with frozen groups.
+        let refused = Requester::of_run(&with("", "admin")).expect_err("refused");
+        assert!(!refused.retryable);
+        assert_eq!(refused.detail.code, ErrorCode::PermissionDenied as i32);
+        assert!(
+            refused.detail.message.contains("schedule nightly (sch-1)"),
+            "{refused:?}"
+        );
+        assert!(
+            refused.detail.hint.contains("--service-account"),
+            "{refused:?}"
+        );
     }
 }

@@ -218,10 +218,16 @@ impl Scheduler {
                 let id = run.id.clone();
                 // Dropping the run at any await is safe: it stays RUNNING in the store
                 // (or is gone with its schedule) and the next start resumes it.
-                let actor = crate::jobs::Requester::of_run(&def);
-                tokio::select! {
-                    () = crate::jobs::acting_for(actor, this.execute(&def, run)) => {}
-                    () = token.cancelled() => info!("run task stopped; the run resumes on the next start"),
+                match crate::jobs::Requester::of_run(&def) {
+                    Ok(actor) => tokio::select! {
+                        () = crate::jobs::acting_for(actor, this.execute(&def, run)) => {}
+                        () = token.cancelled() => info!("run task stopped; the run resumes on the next start"),
+                    },
+                    // Nobody it may act as: the run fails before it starts anything.
+                    Err(refused) => {
+                        warn!(error = %refused.detail.message, "run refused");
+                        this.finish(&def, run, RunState::Failed, Some(refused)).await;
+                    }
                 }
                 this.inner.active.lock().remove(&id);
             }
@@ -371,9 +377,10 @@ impl Scheduler {
         self.create_as(req, None).await
     }
 
-    /// Creates a schedule for `creator` (None: the scheduler checks no callers). Its runs
-    /// act as its ServiceAccount, which the creator must be allowed to act as; only an
-    /// administrator's schedule may go without one, its runs acting for the administrator.
+    /// Creates a schedule for `creator` (None: the scheduler checks no callers, and a
+    /// schedule may then go without a ServiceAccount, its runs acting for nobody). Its
+    /// runs act as its ServiceAccount, which every creator must name, administrators
+    /// too; others must be allowed to act as it ([`Scheduler::check_run_as`]).
     pub async fn create_as(
         &self,
         req: CreateScheduleRequest,
@@ -409,40 +416,57 @@ impl Scheduler {
         self.view(stored).await
     }
 
-    /// How callers are reviewed; None checks none.
-    /// A namespace user's schedule runs as a ServiceAccount they may act as, so RBAC
-    /// judges each run as it stands then (hole 7: never the groups they had at creation).
+    /// Every schedule's runs act as a ServiceAccount, administrators' too, so that
+    /// Kubernetes judges each run by the rights RBAC gives it when the run starts (hole
+    /// 7): never by the groups its creator had at creation, which Kubernetes cannot tell
+    /// us again later. A namespace user names one of the schedule's own namespace that
+    /// they may act as; an administrator may name any (they could act as it anyway).
     async fn check_run_as(&self, who: &ferry_authz::Identity, def: &Schedule) -> Result<()> {
         let Some(authz) = self.access() else {
             return Ok(());
         };
-        match def.service_account.split_once('/') {
-            Some((namespace, name)) => {
-                if !who.admin {
-                    authz
-                        .require(
-                            &who.caller,
-                            &[ferry_authz::Access::act_as_service_account(namespace, name)],
-                        )
-                        .await?;
-                }
-                Ok(())
-            }
-            None if who.admin => Ok(()),
-            None => Err(SchedulerError::invalid(
+        let Some((namespace, name)) = def.service_account.split_once('/') else {
+            return Err(no_service_account(who));
+        };
+        if who.admin {
+            return Ok(());
+        }
+        let own = def
+            .spec
+            .as_ref()
+            .and_then(validate::schedule_namespace)
+            .unwrap_or_default();
+        if own != namespace {
+            let of_own = if own.is_empty() {
+                String::new()
+            } else {
+                format!(" ({own})")
+            };
+            return Err(SchedulerError::invalid(
                 "service_account",
                 format!(
-                    "empty; {} is not an administrator, so the schedule's runs act as a \
-                     ServiceAccount, whose rights Kubernetes checks at every run",
+                    "{namespace}/{name} is a ServiceAccount of namespace {namespace}, not of \
+                     the schedule's own namespace{of_own}, and {} is not an administrator, who \
+                     alone may name one of another namespace",
                     who.caller.username
                 ),
-                "name a ServiceAccount of the schedule's namespace that holds the rights each \
-                 run needs and that you may get tokens for (`--service-account NAME`; \
-                 kubectl create serviceaccount NAME, then a RoleBinding to it)",
-            )),
+                format!(
+                    "name a ServiceAccount of the schedule's namespace{of_own}: NAME alone \
+                     (`--service-account NAME`, a MigrationSchedule's or ImportPolicy's \
+                     `serviceAccountName`) means one of it"
+                ),
+            ));
         }
+        authz
+            .require(
+                &who.caller,
+                &[ferry_authz::Access::act_as_service_account(namespace, name)],
+            )
+            .await?;
+        Ok(())
     }
 
+    /// How callers are reviewed; None checks none.
     pub(crate) fn access(&self) -> Option<&ferry_authz::Authorizer> {
         self.inner.config.access.as_ref()
     }
@@ -574,5 +598,161 @@ fn job_failure(job_id: &str, o: JobOutcome) -> JobError {
     JobError {
         detail: Box::new(detail),
         retryable,
+    }
+}
+
+/// The refusal of a schedule that names no ServiceAccount, created by `who`.
+fn no_service_account(who: &ferry_authz::Identity) -> SchedulerError {
+    let (which, may) = if who.admin {
+        (
+            "NAME (one of the schedule's namespace) or NAMESPACE/NAME",
+            "",
+        )
+    } else {
+        (
+            "NAME, one of the schedule's namespace",
+            " and that you may get tokens for",
+        )
+    };
+    SchedulerError::invalid(
+        "service_account",
+        format!(
+            "empty; every schedule's runs act as a ServiceAccount, administrators' too: \
+             Kubernetes judges each run as it, with the rights RBAC gives it when the run \
+             starts, as it judges a CronJob's pods, never with the groups {} had when \
+             creating the schedule",
+            who.caller.username
+        ),
+        format!(
+            "name a ServiceAccount that holds the rights each run needs{may}: \
+             `--service-account {which}` (a MigrationSchedule's or ImportPolicy's \
+             `serviceAccountName`); make one with `kubectl -n NAMESPACE create serviceaccount \
+             NAME` and grant it those rights with a RoleBinding, on the destination too, \
+             where runs write as it"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use ferry_proto::v1::{
+        ApplicationSelector, Profile, RepositoryRef, RestorePoint, StartExportRequest,
+        StartMigrationRequest, StartRestoreRequest,
+    };
+
+    use super::*;
+
+    /// Jobs that count the jobs they are asked to start; each succeeds at once.
+    #[derive(Debug, Default)]
+    struct Counting {
+        started: AtomicUsize,
+    }
+
+    impl Counting {
+        fn start(&self) -> Result<String, JobError> {
+            let n = self.started.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("job-{n}"))
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Jobs for Counting {
+        async fn start_migration(&self, _: StartMigrationRequest) -> Result<String, JobError> {
+            self.start()
+        }
+        async fn start_export(&self, _: StartExportRequest) -> Result<String, JobError> {
+            self.start()
+        }
+        async fn start_restore(&self, _: StartRestoreRequest) -> Result<String, JobError> {
+            self.start()
+        }
+        async fn wait(&self, _: &str) -> Result<JobOutcome, JobError> {
+            Ok(JobOutcome {
+                state: JobState::Succeeded,
+                error: None,
+                restore_point_id: String::new(),
+            })
+        }
+        async fn profile(&self, _: &str) -> Result<Option<Profile>, JobError> {
+            Ok(None)
+        }
+        async fn restore_points(
+            &self,
+            _: &RepositoryRef,
+            _: &str,
+        ) -> Result<Vec<RestorePoint>, JobError> {
+            Ok(Vec::new())
+        }
+        async fn label_restore_point(
+            &self,
+            _: &RepositoryRef,
+            _: &str,
+            _: HashMap<String, String>,
+        ) -> Result<(), JobError> {
+            Ok(())
+        }
+    }
+
+    /// Hole 7: an administrator's schedule stored before every schedule had to name a
+    /// ServiceAccount would run with the groups its creator had at creation. Its run
+    /// fails instead, naming the schedule and the fix, and starts no job.
+    #[tokio::test]
+    async fn a_schedule_stored_without_a_service_account_starts_nothing() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let jobs = Arc::new(Counting::default());
+        let scheduler = Scheduler::open(SchedulerConfig::new(dir.path()), jobs.clone())
+            .await
+            .expect("open");
+        let legacy = Schedule {
+            id: "sch-legacy".into(),
+            name: "legacy".into(),
+            trigger: Some(schedule::Trigger::Interval(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            })),
+            spec: Some(schedule::Spec::Export(StartExportRequest {
+                application: Some(ApplicationSelector {
+                    namespace: "shop".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            created_by: "admin".into(),
+            created_by_groups: vec!["system:masters".into()],
+            ..Default::default()
+        };
+        let stored = StoredSchedule {
+            definition: legacy,
+            suspended: true,
+            next_run_ms: None,
+        };
+        assert!(scheduler.inner.store.insert(&stored).await.expect("insert"));
+
+        let run = scheduler.run_now("legacy").await.expect("a run");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let ended = loop {
+            let (runs, _) = scheduler.runs("legacy", 10, "").await.expect("runs");
+            let found = runs.into_iter().find(|r| r.id == run.id).expect("the run");
+            if found.state != RunState::Running as i32 {
+                break found;
+            }
+            assert!(std::time::Instant::now() < deadline, "{found:#?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(ended.state, RunState::Failed as i32, "{ended:#?}");
+        let error = ended.error.clone().unwrap_or_default();
+        assert_eq!(error.code, ErrorCode::PermissionDenied as i32, "{ended:#?}");
+        assert!(
+            error.message.contains("schedule legacy (sch-legacy)")
+                && error.message.contains("names no ServiceAccount"),
+            "{ended:#?}"
+        );
+        assert!(error.hint.contains("--service-account"), "{ended:#?}");
+        assert!(ended.job_ids.is_empty(), "{ended:#?}");
+        assert_eq!(jobs.started.load(Ordering::SeqCst), 0);
+        scheduler.shutdown().await;
     }
 }

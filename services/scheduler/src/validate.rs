@@ -134,26 +134,53 @@ pub(crate) fn schedule_namespace(spec: &schedule::Spec) -> Option<String> {
     })
 }
 
-/// `service_account` as the schedule records it, "NAMESPACE/NAME"; empty when none.
-fn service_account(name: &str, spec: &schedule::Spec) -> Result<String> {
-    let name = name.trim();
-    if name.is_empty() {
+/// `service_account` as the schedule records it, "NAMESPACE/NAME"; empty when none
+/// (which only a scheduler that checks no callers accepts: see
+/// [`crate::Scheduler::create_as`]). "NAME" is a ServiceAccount of the schedule's
+/// namespace; "NAMESPACE/NAME" names its namespace, which an import policy of every
+/// namespace needs (whether the caller may name one elsewhere is checked with the caller).
+fn service_account(asked: &str, spec: &schedule::Spec) -> Result<String> {
+    let asked = asked.trim();
+    if asked.is_empty() {
         return Ok(String::new());
     }
-    let hint = "name a ServiceAccount of the schedule's namespace, such as \"ferry-runs\"";
+    let hint = "name a ServiceAccount of the schedule's namespace, such as \"ferry-runs\", or \
+                one of another namespace as NAMESPACE/NAME";
+    let (namespace, name) = match asked.split_once('/') {
+        Some((namespace, name)) => {
+            if namespace.is_empty() || !is_namespace(namespace) {
+                return Err(SchedulerError::invalid(
+                    "service_account",
+                    format!("{asked:?}: {namespace:?} is not a namespace name"),
+                    hint,
+                ));
+            }
+            (Some(namespace), name)
+        }
+        None => (None, asked),
+    };
     if !ferry_authz::is_dns_subdomain(name) {
         return Err(SchedulerError::invalid(
             "service_account",
-            format!("{name:?} is not a ServiceAccount name (lowercase DNS subdomain)"),
+            format!("{asked:?}: {name:?} is not a ServiceAccount name (lowercase DNS subdomain)"),
             hint,
         ));
     }
-    let Some(namespace) = schedule_namespace(spec) else {
-        return Err(SchedulerError::invalid(
-            "service_account",
-            "set, but the import policy names no namespace for it to be in",
-            "name the policy's namespace (application.namespace), or leave service_account out",
-        ));
+    let namespace = match namespace {
+        Some(namespace) => namespace.to_owned(),
+        None => schedule_namespace(spec).ok_or_else(|| {
+            SchedulerError::invalid(
+                "service_account",
+                format!(
+                    "{asked:?} names no namespace, and the import policy has none for it to be \
+                     in (it imports every namespace)"
+                ),
+                format!(
+                    "name the ServiceAccount with its namespace, NAMESPACE/{name} (`ferry \
+                     import-policy create --service-account NAMESPACE/{name}`)"
+                ),
+            )
+        })?,
     };
     Ok(format!("{namespace}/{name}"))
 }
@@ -495,6 +522,56 @@ mod tests {
         let policy = schedule::Spec::ImportPolicy(ImportPolicySpec::default());
         let e = retention(keep(3, None), &policy).expect_err("import policy");
         assert!(e.detail().hint.contains("export schedule"), "{e:?}");
+    }
+
+    #[test]
+    fn a_service_account_is_recorded_with_its_namespace() {
+        use ferry_proto::v1::{ApplyOptions, StartExportRequest};
+        let export = schedule::Spec::Export(StartExportRequest {
+            application: Some(ApplicationSelector {
+                namespace: "shop".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let policy = |ns: &str| {
+            schedule::Spec::ImportPolicy(ImportPolicySpec {
+                application: Some(ApplicationSelector {
+                    namespace: ns.into(),
+                    ..Default::default()
+                }),
+                apply: Some(ApplyOptions {
+                    namespace_mapping: [("shop".to_owned(), "shop-dr".to_owned())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let ok = |name: &str, spec: &schedule::Spec| service_account(name, spec).expect(name);
+        assert_eq!(ok("mover", &export), "shop/mover");
+        assert_eq!(ok(" ops/mover ", &export), "ops/mover");
+        assert_eq!(
+            ok("", &export),
+            "",
+            "required only of callers: see create_as"
+        );
+        // An import policy's runs work in the namespace it restores into.
+        assert_eq!(ok("mover", &policy("shop")), "shop-dr/mover");
+        assert_eq!(ok("ops/mover", &policy("")), "ops/mover");
+        let e = service_account("mover", &policy("")).expect_err("no namespace");
+        assert!(e.to_string().contains("service_account"), "{e}");
+        assert!(e.detail().hint.contains("NAMESPACE/mover"), "{e:?}");
+        for bad in [
+            "Mover",
+            "ops/",
+            "/mover",
+            "Ops/mover",
+            "a/b/c",
+            "ops/mo ver",
+        ] {
+            let e = service_account(bad, &export).expect_err(bad);
+            assert!(e.to_string().contains("service_account"), "{bad}: {e}");
+        }
     }
 
     #[test]
