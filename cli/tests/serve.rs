@@ -227,6 +227,7 @@ fn a_scheduled_run_fails_with_the_transfer_services_refusal(addr: &str) {
         addr,
         "ferry.v1.SchedulerService/CreateSchedule",
         r#"{"name": "nightly", "cron": "0 2 * * *", "timeZone": "Europe/Paris",
+                "serviceAccount": "default",
                 "migration": {"source": {"local": true}, "destination": {"pairId": "no-such-pair"},
                               "application": {"namespace": "default"}, "skipVolumeData": true}}"#,
     );
