@@ -11,8 +11,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::control::{
-    application, assert_sample_app_on_b, cli, grant, jsonpath, kubectl, migrate, profiles_and_pair,
-    serve, storage_class, wait_answering,
+    application, assert_sample_app_on_b, cli, grant, grpcurl, jsonpath, kubectl, migrate,
+    profiles_and_pair, serve, storage_class, wait_answering,
 };
 use common::make_tree;
 use ferry_client::{Ferry, proto};
@@ -50,7 +50,7 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     let kc = env.kubeconfig().to_path_buf();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (_serve_a, _) = serve(&kc, "a", root);
+    let (_serve_a, url_a) = serve(&kc, "a", root);
     let (_serve_b, _) = serve(&kc, "b", root);
     wait_answering(&kc, &["a", "b"]);
 
@@ -66,6 +66,7 @@ async fn namespace_users_migrate_their_own_namespaces_and_administrators_any() {
     all_namespaces_is_for_administrators(&ctx, &ferry_a, jobs_before).await;
     a_namespace_user_migrates_her_own_namespace_without_its_rbac(&ctx);
     let admins = a_namespace_user_sees_her_jobs_and_not_the_administrators(&ctx, &ferry_a).await;
+    nobody_cuts_over_a_job_they_cannot_see(&ctx, &ferry_a, &url_a, &admins).await;
     schedules_act_as_a_service_account_their_creator_may_use(&ctx, &admins);
 }
 
@@ -340,6 +341,40 @@ async fn a_namespace_user_sees_her_jobs_and_not_the_administrators(
         "{list:?}"
     );
     admins
+}
+
+/// Cutover, as CancelJob: with no token nothing answers, and alice, who cannot see the
+/// administrator's job in `admins`, gets NOT_FOUND (by the SDK and by `ferry cutover`).
+async fn nobody_cuts_over_a_job_they_cannot_see(
+    ctx: &Ctx,
+    ferry_a: &Ferry,
+    url: &str,
+    admins: &str,
+) {
+    let job = all_jobs(ferry_a)
+        .await
+        .into_iter()
+        .find(|j| j.application.clone().unwrap_or_default().namespace == admins)
+        .unwrap();
+    let addr = url.trim_start_matches("http://");
+    let data = format!(r#"{{"job":{{"id":"{}"}}}}"#, job.id);
+    let anonymous = grpcurl(addr, None, "ferry.v1.TransferService/Cutover", &data);
+    assert!(anonymous.contains("Unauthenticated"), "{anonymous}");
+    let ferry_alice = Ferry::for_context(Some(&ctx.kc), Some("a-alice"))
+        .await
+        .unwrap();
+    let hidden = ferry_alice.job(&job.id).cutover().await.unwrap_err();
+    assert_eq!(hidden.code(), Some(tonic::Code::NotFound), "{hidden}");
+    let by_cli = cli(&ctx.kc, &["--context", "a-alice", "cutover", &job.id]);
+    assert_ne!(by_cli.code, Some(0), "{by_cli:?}");
+    assert!(by_cli.stderr.contains("not found"), "{by_cli:?}");
+    // The administrator may ask, and is told the job is not a warm migration.
+    let not_warm = ferry_a.job(&job.id).cutover().await.unwrap_err();
+    assert_eq!(
+        not_warm.code(),
+        Some(tonic::Code::FailedPrecondition),
+        "{not_warm}"
+    );
 }
 
 /// A schedule's runs act as a ServiceAccount its creator may act as: alice can name none
