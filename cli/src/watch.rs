@@ -327,10 +327,7 @@ fn warm_text(warm: &ferry_proto::v1::WarmStatus) -> String {
         .iter()
         .map(|s| {
             let secs = |d: Option<&prost_types::Duration>| {
-                format!(
-                    "{:.1}s",
-                    d.map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
-                )
+                format!("{:.1}s", d.map_or(0.0, ferry_rpc::duration_secs))
             };
             vec![
                 if s.r#final {
@@ -363,7 +360,7 @@ fn warm_text(warm: &ferry_proto::v1::WarmStatus) -> String {
     if let Some(d) = &warm.downtime {
         out.push_str(&format!(
             "downtime: {:.1} s (source's last pod gone to every pod Ready on the destination)\n",
-            d.seconds as f64 + f64::from(d.nanos) / 1e9
+            ferry_rpc::duration_secs(d)
         ));
     }
     out
@@ -379,7 +376,7 @@ fn volumes_table(report: &JobReport) -> String {
             let secs = v
                 .duration
                 .as_ref()
-                .map(|d| d.seconds as f64 + f64::from(d.nanos) / 1e9)
+                .map(ferry_rpc::duration_secs)
                 .unwrap_or(0.0);
             let rate = if secs > 0.0 {
                 format!("{}/s", bytes((v.bytes_total as f64 / secs) as u64))

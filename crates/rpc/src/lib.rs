@@ -223,6 +223,16 @@ pub fn proto_duration(d: std::time::Duration) -> prost_types::Duration {
     }
 }
 
+/// Seconds of a protobuf duration, for figures and messages.
+pub fn duration_secs(d: &prost_types::Duration) -> f64 {
+    d.seconds as f64 + f64::from(d.nanos) / 1e9
+}
+
+/// Seconds from one protobuf time to a later one (negative when it is earlier).
+pub fn seconds_between(from: &prost_types::Timestamp, to: &prost_types::Timestamp) -> f64 {
+    (to.seconds - from.seconds) as f64 + f64::from(to.nanos - from.nanos) / 1e9
+}
+
 /// A token cancelled by the first SIGTERM or SIGINT (graceful shutdown: drain, then
 /// exit); a second signal exits the process at once with status 130.
 pub fn shutdown_on_signals() -> std::io::Result<tokio_util::sync::CancellationToken> {

@@ -296,7 +296,6 @@ fn warm_state(jobs: &[Job]) -> Option<ferry_crd::WarmState> {
     let warm: Vec<&ferry_proto::v1::WarmStatus> =
         jobs.iter().filter_map(|j| j.warm.as_ref()).collect();
     let first = warm.first()?;
-    let seconds = |d: &prost_types::Duration| d.seconds as f64 + f64::from(d.nanos) / 1e9;
     let last_sync = first
         .recent_syncs
         .last()
@@ -305,13 +304,13 @@ fn warm_state(jobs: &[Job]) -> Option<ferry_crd::WarmState> {
                 "wrote {} MiB of {} MiB in {:.1}s",
                 s.bytes_written >> 20,
                 s.bytes_total >> 20,
-                s.duration.as_ref().map_or(0.0, seconds)
+                s.duration.as_ref().map_or(0.0, ferry_rpc::duration_secs)
             )
         })
         .unwrap_or_default();
     let downtime = warm
         .iter()
-        .filter_map(|w| w.downtime.as_ref().map(seconds))
+        .filter_map(|w| w.downtime.as_ref().map(ferry_rpc::duration_secs))
         .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
     Some(ferry_crd::WarmState {
         syncs: warm.iter().map(|w| w.syncs).min().unwrap_or(0),

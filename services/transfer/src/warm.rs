@@ -27,6 +27,7 @@ use crate::preflight::Checked;
 use crate::quiesce::{quiesce, unquiesce};
 use crate::runtime::JobRun;
 use crate::source::Source;
+use ferry_rpc::proto_duration;
 
 /// Time between syncs when the request gives none.
 pub(crate) const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -248,10 +249,7 @@ fn last_sync_line(run: &JobRun) -> String {
     let Some(last) = warm.recent_syncs.last() else {
         return String::new();
     };
-    let took = last
-        .duration
-        .as_ref()
-        .map_or(0.0, |d| d.seconds as f64 + f64::from(d.nanos) / 1e9);
+    let took = last.duration.as_ref().map_or(0.0, ferry_rpc::duration_secs);
     format!(
         "; the last wrote {} byte(s) of {} on the destination in {took:.1} s",
         last.bytes_written, last.bytes_total
@@ -486,10 +484,10 @@ async fn wait_ready(run: &JobRun, dst: &Destination<'_>, planned: &Planned) -> R
         }
     }
     let ready = now();
-    let downtime = run.warm().source_stopped_at.map(|s| {
-        let secs = (ready.seconds - s.seconds) as f64 + f64::from(ready.nanos - s.nanos) / 1e9;
-        Duration::from_secs_f64(secs.max(0.0))
-    });
+    let downtime = run
+        .warm()
+        .source_stopped_at
+        .map(|s| Duration::from_secs_f64(ferry_rpc::seconds_between(&s, &ready).max(0.0)));
     run.update_warm(|w| {
         w.destination_ready_at = Some(ready);
         w.downtime = downtime.map(proto_duration);
@@ -675,13 +673,6 @@ fn gone<T>(r: std::result::Result<T, kube::Error>) -> std::result::Result<(), St
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-fn proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -522,8 +522,7 @@ impl JobRun {
         let report = &d.report;
         let took = match (&report.started_at, &report.finished_at) {
             (Some(a), Some(b)) => {
-                let secs = (b.seconds - a.seconds) as f64 + f64::from(b.nanos - a.nanos) / 1e9;
-                Duration::from_secs_f64(secs.max(0.0))
+                Duration::from_secs_f64(ferry_rpc::seconds_between(a, b).max(0.0))
             }
             _ => Duration::ZERO,
         };
