@@ -32,6 +32,13 @@ pub struct RestoreArgs {
     /// With --sync: replace files changed in the directory since the last restore.
     #[arg(long, requires = "sync")]
     pub overwrite_changes: bool,
+
+    /// Do not flush the restored files to disk before reporting success. By default
+    /// the restore ends with one sync of the target's file system, so a power loss
+    /// right after cannot lose what it wrote; without it the kernel writes the data
+    /// back in its own time (as restic, rustic and kopia leave it).
+    #[arg(long)]
+    pub no_fsync: bool,
 }
 
 #[derive(Serialize)]
@@ -59,6 +66,7 @@ pub(crate) async fn run(args: RestoreArgs, ctx: &Ctx) -> Result<()> {
         cancel: ctx.cancel.clone(),
         sync: args.sync,
         overwrite_changes: args.overwrite_changes,
+        fsync: !args.no_fsync,
         ..RestoreOptions::default()
     };
     let result = repo.restore(&id, &args.target, options).await;

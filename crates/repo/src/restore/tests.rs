@@ -1,4 +1,4 @@
-use super::fill::write_pieces;
+use super::fill::{OutFile, write_pieces};
 use super::plan::{Group, MAX_RANGE, Piece, RANGE_GAP, group_pieces};
 use super::*;
 use crate::backend::{DynBackend, FaultyBackend, MemoryBackend, Op};
@@ -139,7 +139,7 @@ async fn bytes_between_chunks_are_never_written() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("f");
-    let file = fs::File::create(&path).expect("create");
+    let file = OutFile::from(fs::File::create(&path).expect("create"));
     let range = (&pack, g.start, &data[..]);
     let written = write_pieces(&repo, &file, &path, range, &g.pieces, false).expect("write");
     assert_eq!(written, 8000);
@@ -152,14 +152,16 @@ async fn bytes_between_chunks_are_never_written() {
 
     // Patching a file that holds them: nothing differs, nothing is written; one byte
     // changed on disk costs its page (here its whole 3000-byte chunk), and no more.
-    let rw = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open");
+    let rw = OutFile::from(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open"),
+    );
     let again = write_pieces(&repo, &rw, &path, range, &g.pieces, true).expect("patch");
     assert_eq!(again, 0);
-    std::os::unix::fs::FileExt::write_all_at(&rw, &[!want[100]], 100).expect("change");
+    std::os::unix::fs::FileExt::write_all_at(&rw.file, &[!want[100]], 100).expect("change");
     let patched = write_pieces(&repo, &rw, &path, range, &g.pieces, true).expect("patch");
     assert_eq!(patched, 3000);
     assert_eq!(fs::read(&path).expect("read"), want);
@@ -168,7 +170,7 @@ async fn bytes_between_chunks_are_never_written() {
     let mut bad = data.clone();
     bad[sa.len() + gap.len() + 10] ^= 1;
     let path2 = dir.path().join("g");
-    let file2 = fs::File::create(&path2).expect("create");
+    let file2 = OutFile::from(fs::File::create(&path2).expect("create"));
     let err = write_pieces(
         &repo,
         &file2,
@@ -180,6 +182,47 @@ async fn bytes_between_chunks_are_never_written() {
     .expect_err("corrupt chunk");
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&pack.to_hex()), "{err}");
+}
+
+/// Chunks that follow each other in the file are written together: a run longer than
+/// the most buffers or bytes of one write is split, and every byte lands at its place.
+#[tokio::test]
+async fn long_runs_of_chunks_are_written_whole() {
+    let repo = test_repo(Arc::new(MemoryBackend::new())).await;
+    let keys = repo.crypto();
+    let pack = Id::of_content(b"pack");
+    // 700 chunks of 3001 bytes (over 256 buffers and 1 MiB per write), each different.
+    let chunks: Vec<Vec<u8>> = (0..700u32)
+        .map(|i| (0..3001u32).map(|j| (i * 31 + j * 7) as u8).collect())
+        .collect();
+    let (mut data, mut pieces) = (Vec::new(), Vec::new());
+    for (i, c) in chunks.iter().enumerate() {
+        let id = keys.blob_id(c);
+        let sealed = encode_blob(keys, BlobType::Data, id, c, 1)
+            .expect("seal")
+            .bytes;
+        pieces.push(Piece {
+            file_offset: (i * c.len()) as u64,
+            id,
+            loc: BlobLocation {
+                pack,
+                pack_size: 64 << 20,
+                kind: BlobType::Data,
+                offset: data.len() as u32,
+                length: sealed.len() as u32,
+                raw_length: c.len() as u32,
+            },
+        });
+        data.extend_from_slice(&sealed);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f");
+    let out = OutFile::from(fs::File::create(&path).expect("create"));
+    let written =
+        write_pieces(&repo, &out, &path, (&pack, 0, &data), &pieces, false).expect("write");
+    let want = chunks.concat();
+    assert_eq!(written, want.len() as u64);
+    assert_eq!(fs::read(&path).expect("read"), want);
 }
 
 /// A file that repeats a block many times between unique data (a disk image) is
