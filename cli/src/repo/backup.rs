@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use ferry_repo::{BackupOptions, Id};
+use ferry_repo::{BackupOptions, Id, WalkedSource};
 use serde::Serialize;
 
 use super::Ctx;
@@ -92,7 +92,12 @@ pub(crate) async fn run(args: BackupArgs, ctx: &Ctx) -> Result<()> {
     let source = normalize(&args.path)?;
     let source_str = source.to_string_lossy().into_owned();
     let host = args.host.clone().unwrap_or_else(this_host);
-    let repo = ctx.open().await?;
+    // The walk needs no key: it runs while the repository's key is derived.
+    let walk = async {
+        let walked = WalkedSource::walk(&source, &ctx.cancel).await;
+        walked.map_err(|e| ctx.interrupted_or(e))
+    };
+    let (repo, walked) = tokio::try_join!(ctx.open(), walk)?;
 
     let parent: Option<Id> = or_interrupted(&ctx.cancel, async {
         match &args.parent {
@@ -120,7 +125,7 @@ pub(crate) async fn run(args: BackupArgs, ctx: &Ctx) -> Result<()> {
         cancel: ctx.cancel.clone(),
         ..BackupOptions::default()
     };
-    let result = repo.backup(&source, options).await;
+    let result = repo.backup_walked(walked, options).await;
     line.finish().await;
     let done = result.map_err(|e| ctx.interrupted_or(e))?;
 

@@ -63,7 +63,7 @@ mod snapshot;
 mod stored_tree;
 mod tree;
 
-pub use backup::{BackupOptions, BackupResult};
+pub use backup::{BackupOptions, BackupResult, WalkedSource};
 pub use check::{CheckProblem, CheckReport};
 #[doc(hidden)]
 pub use chunker::chunk_boundaries;

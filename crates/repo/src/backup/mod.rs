@@ -13,7 +13,7 @@
 mod read;
 mod walk;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -152,10 +152,60 @@ fn build_trees(
         .ok_or_else(|| Error::Internal("root tree missing".into()))
 }
 
+/// A source walked before its backup starts, so the walk can run while the repository
+/// is opened: `ferry repo backup` walks while the key is derived, which otherwise keeps
+/// one core busy alone for a tenth of a second or more.
+pub struct WalkedSource {
+    path: PathBuf,
+    walk: Walk,
+}
+
+impl std::fmt::Debug for WalkedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalkedSource")
+            .field("path", &self.path)
+            .field("entries", &self.walk.entries.len())
+            .finish()
+    }
+}
+
+impl WalkedSource {
+    /// Walks `source` (a directory tree, a file or a block device) on the blocking pool.
+    pub async fn walk(source: &Path, cancel: &CancellationToken) -> Result<Self> {
+        let (src, cancel) = (source.to_path_buf(), cancel.clone());
+        let walk = tokio::task::spawn_blocking(move || walk(&src, &cancel))
+            .await
+            .map_err(Error::join)??;
+        Ok(WalkedSource {
+            path: source.to_path_buf(),
+            walk,
+        })
+    }
+}
+
 impl Repository {
     /// Backs up a directory tree or a single file (a block device is read as an
     /// image). The snapshot becomes visible only after every pack and index it needs.
     pub async fn backup(&self, source: &Path, options: BackupOptions) -> Result<BackupResult> {
+        self.backup_source(source, None, options).await
+    }
+
+    /// [`Repository::backup`] of a source walked beforehand.
+    pub async fn backup_walked(
+        &self,
+        source: WalkedSource,
+        options: BackupOptions,
+    ) -> Result<BackupResult> {
+        let WalkedSource { path, walk } = source;
+        self.backup_source(&path, Some(walk), options).await
+    }
+
+    async fn backup_source(
+        &self,
+        source: &Path,
+        walked: Option<Walk>,
+        options: BackupOptions,
+    ) -> Result<BackupResult> {
         let span = tracing::info_span!("backup", source = %source.display());
         async move {
             let lock = LockGuard::acquire(
@@ -171,7 +221,8 @@ impl Repository {
                 // it could reference deleted packs.
                 self.sync_index().await?;
                 crate::packer::adopt_unindexed_packs(self).await?;
-                self.backup_locked(source, &options, &lock.lease()).await
+                self.backup_locked(source, walked, &options, &lock.lease())
+                    .await
             }
             .await;
             lock.release_quietly().await;
@@ -184,6 +235,7 @@ impl Repository {
     async fn backup_locked(
         &self,
         source: &Path,
+        walked: Option<Walk>,
         options: &BackupOptions,
         lease: &Lease,
     ) -> Result<BackupResult> {
@@ -231,7 +283,7 @@ impl Repository {
         let packer_counters = packer.counters.clone();
         // `produce` consumes the context so every sender to the packer is gone before
         // `finish` waits for the channel to close.
-        let produced = self.produce(source, options, ctx).await;
+        let produced = self.produce(source, walked, options, ctx).await;
         // The packer flushes what it has either way, so packs already uploaded are
         // indexed for the next run; its error is the root cause when it stopped first.
         let packed = packer.finish().await;
@@ -293,19 +345,20 @@ impl Repository {
     async fn produce(
         &self,
         source: &Path,
+        walked: Option<Walk>,
         options: &BackupOptions,
         ctx: Arc<Ctx>,
     ) -> Result<(Id, SnapshotSummary, Option<RootMeta>)> {
-        let src = source.to_path_buf();
-        let cancel = ctx.cancel.clone();
+        let walked = match walked {
+            Some(w) => w,
+            None => WalkedSource::walk(source, &ctx.cancel).await?.walk,
+        };
         let Walk {
             mut entries,
             root_meta,
             skipped,
             root,
-        } = tokio::task::spawn_blocking(move || walk(&src, &cancel))
-            .await
-            .map_err(Error::join)??;
+        } = walked;
         let _ = ctx.root.set(root);
         if skipped > 0 {
             tracing::warn!(skipped, "special files were not backed up");

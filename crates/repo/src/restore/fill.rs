@@ -319,8 +319,8 @@ impl From<std::fs::File> for OutFile {
 }
 
 /// Largest write: decoded chunks that follow each other in the file are written
-/// together, one system call per megabyte instead of one per 12 KiB chunk.
-const RUN_BYTES: usize = 1 << 20;
+/// together, one system call per 256 KiB instead of one per 12 KiB chunk.
+const RUN_BYTES: usize = 256 << 10;
 /// Most buffers in one write, well under the kernel's IOV_MAX of 1024.
 const RUN_BUFFERS: usize = 256;
 

@@ -191,7 +191,7 @@ async fn long_runs_of_chunks_are_written_whole() {
     let repo = test_repo(Arc::new(MemoryBackend::new())).await;
     let keys = repo.crypto();
     let pack = Id::of_content(b"pack");
-    // 700 chunks of 3001 bytes (over 256 buffers and 1 MiB per write), each different.
+    // 700 chunks of 3001 bytes (over 256 buffers and 256 KiB per write), each different.
     let chunks: Vec<Vec<u8>> = (0..700u32)
         .map(|i| (0..3001u32).map(|j| (i * 31 + j * 7) as u8).collect())
         .collect();
