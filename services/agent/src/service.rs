@@ -13,7 +13,9 @@ use ferry_proto::v1::{
     RestoreRequest, RestoreSummary, VerifyEvent, VerifyRequest, VerifySummary, backup_event,
     restore_event, verify_event,
 };
-use ferry_repo::{BackupOptions, BackupProgress, Id, RestoreOptions, RestoreProgress};
+use ferry_repo::{
+    BackupOptions, BackupProgress, Id, RestoreOptions, RestoreProgress, WalkedSource,
+};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -479,7 +481,15 @@ impl AgentService for Agent {
                 return Err(volume("not a directory, file or device".into()));
             }
             let profile = agent.inner.profiles.get(&repo_ref.profile).await?;
-            let repo = profile.open(&repo_ref.repository_id).await?;
+            let what = format!("backing up {} to {}", path.display(), profile.repository);
+            // The walk needs no key: it runs while the repository's key is derived.
+            let (repo, walked) = tokio::try_join!(
+                async { Ok(profile.open(&repo_ref.repository_id).await?) },
+                async {
+                    let walked = WalkedSource::walk(&path, &cancel).await;
+                    walked.map_err(AgentError::repo(what.clone()))
+                },
+            )?;
             let started_at = SystemTime::now();
             let (ptx, prx) = watch::channel(BackupProgress::default());
             let mut meter = RateMeter::new();
@@ -494,13 +504,9 @@ impl AgentService for Agent {
                 cancel,
                 ..BackupOptions::default()
             };
-            let done = repo.backup(&path, options).await;
+            let done = repo.backup_walked(walked, options).await;
             let _ = forwarder.await;
-            let done = done.map_err(AgentError::repo(format!(
-                "backing up {} to {}",
-                path.display(),
-                profile.repository
-            )))?;
+            let done = done.map_err(AgentError::repo(what))?;
             let s = &done.snapshot.summary;
             tracing::info!(snapshot = %done.snapshot_id, bytes_uploaded = s.bytes_uploaded, "backup done");
             Ok(BackupSummary {
