@@ -2,6 +2,7 @@
 //! unwraps the random master key; BLAKE3 derives per-purpose subkeys from that; objects
 //! are zstd-compressed (when it helps) and sealed with AES-256-GCM under random nonces.
 
+use bytes::Bytes;
 use std::fmt;
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -338,29 +339,44 @@ impl Keys {
         max_len: usize,
         what: &dyn Fn() -> String,
     ) -> Result<Vec<u8>> {
-        let mut encoded = self
+        self.open_object_bytes(aad, sealed, expected_len, max_len, what)
+            .map(Vec::from)
+    }
+
+    /// [`Keys::open_object`] for callers that take `Bytes`: a stored (uncompressed)
+    /// payload is handed over as a view past its flag byte, never shifted or copied,
+    /// which on restore is a copy of every incompressible chunk saved.
+    pub(crate) fn open_object_bytes(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        expected_len: Option<usize>,
+        max_len: usize,
+        what: &dyn Fn() -> String,
+    ) -> Result<Bytes> {
+        let encoded = self
             .open(aad, sealed)
             .ok_or_else(|| Error::corrupt(what(), "authentication failed (bytes were altered)"))?;
         if encoded.first() == Some(&PAYLOAD_RAW) {
-            // Shift out the flag instead of copying the payload into a new buffer.
-            encoded.remove(0);
+            let len = encoded.len() - 1;
             if let Some(n) = expected_len
-                && encoded.len() != n
+                && len != n
             {
                 return Err(Error::corrupt(
                     what(),
-                    format!("length {} differs from recorded {n}", encoded.len()),
+                    format!("length {len} differs from recorded {n}"),
                 ));
             }
-            if encoded.len() > max_len {
+            if len > max_len {
                 return Err(Error::corrupt(
                     what(),
-                    format!("{} bytes, over the limit of {max_len}", encoded.len()),
+                    format!("{len} bytes, over the limit of {max_len}"),
                 ));
             }
-            return Ok(encoded);
+            return Ok(Bytes::from(encoded).slice(1..));
         }
         decode_payload(&encoded, expected_len, max_len)
+            .map(Bytes::from)
             .map_err(|detail| Error::corrupt(what(), detail))
     }
 }
