@@ -56,3 +56,29 @@ async fn s3_round_trip() {
     let check = go(with_creds(&["check", "--read-data"])).await.ok();
     assert!(check.stdout.contains("no problems found"), "{check:#?}");
 }
+
+/// A bucket that does not exist is named as such, in the store's words and with the fix,
+/// not as a dump of the SDK's response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_named_with_the_fix() {
+    let env = ferry_testenv::shared().await.expect("test environment");
+    let s3 = env.s3().expect("S3 server");
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = Repo::new(
+        tmp.path(),
+        format!("s3:{}/no-such-bucket-here/p", s3.endpoint),
+        3,
+    );
+    let r = run_blocking(repo.s3_cmd(s3, &["init"])).await;
+    assert_ne!(r.code, Some(0), "{r:#?}");
+    for want in [
+        "no-such-bucket-here",
+        "NoSuchBucket",
+        "HTTP 404",
+        "create the bucket first",
+    ] {
+        assert!(r.stderr.contains(want), "{want:?} missing: {r:#?}");
+    }
+    assert!(!r.stderr.contains("raw: Response"), "{r:#?}");
+    assert!(r.stderr.lines().count() <= 2, "{r:#?}");
+}

@@ -145,12 +145,18 @@ where
         SdkError::ServiceError(_) => {
             let status = err.raw_response().map(|r| r.status().as_u16());
             let code = err.code().unwrap_or("");
+            // The store's own words, not the SDK's dump of the whole response.
+            let message = service_message(code, err.message(), status);
             let reason = Reason::S3 {
                 code: code.to_string(),
                 http_status: status,
             };
             // A missing bucket is a setup error, not a missing object.
             if code == "NoSuchBucket" {
+                let message = format!(
+                    "{message}; create the bucket first, or correct its name in the \
+                     repository URL"
+                );
                 Attempt::Permanent(message, reason)
             } else if status == Some(404) || matches!(code, "NoSuchKey" | "NotFound") {
                 Attempt::NotFound
@@ -167,6 +173,20 @@ where
         }
         _ => Attempt::Permanent(message, Reason::Other),
     }
+}
+
+/// "CODE: message (HTTP n)" from what the store answered, whichever parts it gave.
+fn service_message(code: &str, message: Option<&str>, status: Option<u16>) -> String {
+    let mut out = match (code, message) {
+        ("", None) => "the store refused the request".to_string(),
+        ("", Some(m)) => m.to_string(),
+        (c, None) => c.to_string(),
+        (c, Some(m)) => format!("{c}: {m}"),
+    };
+    if let Some(s) = status {
+        out.push_str(&format!(" (HTTP {s})"));
+    }
+    out
 }
 
 /// Whether the TLS layer refused the endpoint's certificate, found by walking the
