@@ -330,23 +330,10 @@ impl Keys {
 
     /// Opens and decompresses; `what` names the object in the error. Without an
     /// expected length the plaintext may be at most `max_len` bytes: decompression
-    /// stops there, so a small hostile object cannot expand into gigabytes.
+    /// stops there, so a small hostile object cannot expand into gigabytes. A stored
+    /// (uncompressed) payload is handed over as a view past its flag byte, never
+    /// shifted or copied: on restore, a copy of every incompressible chunk saved.
     pub(crate) fn open_object(
-        &self,
-        aad: &[u8],
-        sealed: &[u8],
-        expected_len: Option<usize>,
-        max_len: usize,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<u8>> {
-        self.open_object_bytes(aad, sealed, expected_len, max_len, what)
-            .map(Vec::from)
-    }
-
-    /// [`Keys::open_object`] for callers that take `Bytes`: a stored (uncompressed)
-    /// payload is handed over as a view past its flag byte, never shifted or copied,
-    /// which on restore is a copy of every incompressible chunk saved.
-    pub(crate) fn open_object_bytes(
         &self,
         aad: &[u8],
         sealed: &[u8],
@@ -599,7 +586,7 @@ mod tests {
         let back = k
             .open_object(aad::INDEX, &sealed, None, 1 << 20, &|| "x".into())
             .unwrap();
-        assert_eq!(back, b"hello hello hello hello");
+        assert_eq!(&back[..], b"hello hello hello hello");
         // Wrong kind of object: the AAD differs, so it must not open.
         assert!(
             k.open_object(aad::SNAPSHOT, &sealed, None, 1 << 20, &|| "x".into())

@@ -81,23 +81,11 @@ pub(crate) fn decode_blob(
     sealed: &[u8],
     raw_length: u32,
     pack: &Id,
-) -> Result<Vec<u8>> {
-    decode_blob_bytes(keys, kind, id, sealed, raw_length, pack).map(Vec::from)
-}
-
-/// [`decode_blob`] into `Bytes`, without a copy of an uncompressed blob.
-pub(crate) fn decode_blob_bytes(
-    keys: &Keys,
-    kind: BlobType,
-    id: &Id,
-    sealed: &[u8],
-    raw_length: u32,
-    pack: &Id,
 ) -> Result<bytes::Bytes> {
     let what = || format!("blob {} in pack {}", id.short(), pack);
     // The recorded length sizes the output buffer, so it is bounded before anything
     // is allocated for it.
-    let plain = keys.open_object_bytes(
+    let plain = keys.open_object(
         kind.aad(),
         sealed,
         Some(raw_length as usize),

@@ -394,6 +394,7 @@ impl Repository {
                 loc.raw_length,
                 &loc.pack,
             )
+            .map(Vec::from)
         })
         .await
         .map_err(Error::join)?

@@ -187,7 +187,8 @@ impl Repository {
     /// Backs up a directory tree or a single file (a block device is read as an
     /// image). The snapshot becomes visible only after every pack and index it needs.
     pub async fn backup(&self, source: &Path, options: BackupOptions) -> Result<BackupResult> {
-        self.backup_source(source, None, options).await
+        let walked = WalkedSource::walk(source, &options.cancel).await?;
+        self.backup_walked(walked, options).await
     }
 
     /// [`Repository::backup`] of a source walked beforehand.
@@ -197,15 +198,7 @@ impl Repository {
         options: BackupOptions,
     ) -> Result<BackupResult> {
         let WalkedSource { path, walk } = source;
-        self.backup_source(&path, Some(walk), options).await
-    }
-
-    async fn backup_source(
-        &self,
-        source: &Path,
-        walked: Option<Walk>,
-        options: BackupOptions,
-    ) -> Result<BackupResult> {
+        let source = path.as_path();
         let span = tracing::info_span!("backup", source = %source.display());
         async move {
             let lock = LockGuard::acquire(
@@ -221,7 +214,7 @@ impl Repository {
                 // it could reference deleted packs.
                 self.sync_index().await?;
                 crate::packer::adopt_unindexed_packs(self).await?;
-                self.backup_locked(source, walked, &options, &lock.lease())
+                self.backup_locked(source, walk, &options, &lock.lease())
                     .await
             }
             .await;
@@ -235,7 +228,7 @@ impl Repository {
     async fn backup_locked(
         &self,
         source: &Path,
-        walked: Option<Walk>,
+        walk: Walk,
         options: &BackupOptions,
         lease: &Lease,
     ) -> Result<BackupResult> {
@@ -283,7 +276,7 @@ impl Repository {
         let packer_counters = packer.counters.clone();
         // `produce` consumes the context so every sender to the packer is gone before
         // `finish` waits for the channel to close.
-        let produced = self.produce(source, walked, options, ctx).await;
+        let produced = self.produce(walk, options, ctx).await;
         // The packer flushes what it has either way, so packs already uploaded are
         // indexed for the next run; its error is the root cause when it stopped first.
         let packed = packer.finish().await;
@@ -344,21 +337,16 @@ impl Repository {
 
     async fn produce(
         &self,
-        source: &Path,
-        walked: Option<Walk>,
+        walk: Walk,
         options: &BackupOptions,
         ctx: Arc<Ctx>,
     ) -> Result<(Id, SnapshotSummary, Option<RootMeta>)> {
-        let walked = match walked {
-            Some(w) => w,
-            None => WalkedSource::walk(source, &ctx.cancel).await?.walk,
-        };
         let Walk {
             mut entries,
             root_meta,
             skipped,
             root,
-        } = walked;
+        } = walk;
         let _ = ctx.root.set(root);
         if skipped > 0 {
             tracing::warn!(skipped, "special files were not backed up");

@@ -16,7 +16,7 @@ use super::{BYTES_DOWNLOADED, BYTES_WRITTEN, FILES_DONE, RestoreCounters, Restor
 use crate::error::{Error, Result};
 use crate::fsutil::Beneath;
 use crate::id::Id;
-use crate::pack::{BlobType, decode_blob_bytes, pack_key};
+use crate::pack::{BlobType, decode_blob, pack_key};
 use crate::repository::Repository;
 
 /// Bytes of fetched ranges held at once, downloading or waiting to be written, across
@@ -272,7 +272,7 @@ pub(super) fn write_pieces(
                 .ok_or_else(|| {
                     Error::corrupt(format!("pack {pack}"), "range shorter than its chunks")
                 })?;
-            let plain = decode_blob_bytes(
+            let plain = decode_blob(
                 repo.crypto(),
                 BlobType::Data,
                 &p.id,

@@ -443,7 +443,7 @@ impl TreeReader {
                         &loc.pack,
                     )
                     .ok()
-                    .map(|plain| (id, Arc::new(plain)))
+                    .map(|plain| (id, Arc::new(Vec::from(plain))))
                 })
                 .collect::<Vec<_>>()
         })
