@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -289,7 +290,7 @@ pub(crate) struct TreeReader {
     repo: Repository,
     locations: HashMap<Id, (BlobLocation, Option<usize>)>,
     hoods: Vec<Neighbourhood>,
-    ready: Mutex<HashMap<Id, Arc<Vec<u8>>>>,
+    ready: Mutex<HashMap<Id, Bytes>>,
     /// Blobs not in `locations` are looked up in the repository's index (see
     /// [`TreeReader::single`]).
     ask_index: bool,
@@ -390,7 +391,7 @@ impl TreeReader {
     }
 
     /// Plaintext of one tree blob, verified.
-    async fn blob(&self, id: &Id) -> Result<Arc<Vec<u8>>> {
+    async fn blob(&self, id: &Id) -> Result<Bytes> {
         if let Some(b) = self.ready.lock().remove(id) {
             return Ok(b);
         }
@@ -415,7 +416,7 @@ impl TreeReader {
                 return Ok(b);
             }
         }
-        Ok(Arc::new(self.repo.read_blob_at(id, &loc).await?))
+        Ok(Bytes::from(self.repo.read_blob_at(id, &loc).await?))
     }
 
     /// Fetches a neighbourhood with one request and keeps every blob that verifies.
@@ -443,7 +444,7 @@ impl TreeReader {
                         &loc.pack,
                     )
                     .ok()
-                    .map(|plain| (id, Arc::new(Vec::from(plain))))
+                    .map(|plain| (id, plain))
                 })
                 .collect::<Vec<_>>()
         })
